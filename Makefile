@@ -1,0 +1,58 @@
+# ELYSIUM: `make run` serves the shop, `make test` runs every test. `make help` lists the rest.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 5000
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install run db test test-fast lint format browser bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Make .venv and install the shop with its development tools
+
+db: install ## Bring the database up to date and load the demo catalogue
+	$(BIN)/flask db upgrade
+	$(BIN)/flask seed
+
+run: db ## Serve the shop on http://127.0.0.1:5000 (SQLite in instance/, demo catalogue)
+	$(BIN)/flask run --host $(HOST) --port $(PORT)
+
+browser: ## Install Debian's Chromium for the browser tests, if it is missing and we can
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing Chromium for the browser tests..."; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "Chromium is not installed (apt-get install chromium): browser tests will be skipped."; \
+	  fi; \
+	fi
+
+test: install browser ## Run the whole test suite (SQLite; set TEST_DATABASE_URL for PostgreSQL)
+	$(BIN)/pytest
+
+test-fast: install ## Run the suite without the browser tests
+	$(BIN)/pytest -m "not browser"
+
+lint: install ## ruff check and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install ## Format the code and fix what ruff can
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: install ## Benchmark /shop and a product page under gunicorn + PostgreSQL with wrk
+	$(BIN)/python bench/run.py
+
+clean: ## Remove the virtualenv and caches (keeps instance/)
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,120 @@
+"""ELYSIUM: the online boutique of a fine-jewellery house."""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from dotenv import load_dotenv
+from flask import Flask
+
+from elysium.config import (
+    ConfigurationError,
+    development_secret_key,
+    settings_from_environment,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Assemble the app: settings, extensions, blueprints, error pages, commands."""
+    load_dotenv(PROJECT_ROOT / ".env")
+    instance_path = os.environ.get("ELYSIUM_INSTANCE_PATH") or str(PROJECT_ROOT / "instance")
+    app = Flask(
+        __name__,
+        instance_path=instance_path,
+        template_folder=str(PROJECT_ROOT / "templates"),
+        static_folder=str(PROJECT_ROOT / "static"),
+    )
+    environ = dict(os.environ)
+    if config and "ELYSIUM_ENV" in config:
+        environ["ELYSIUM_ENV"] = config["ELYSIUM_ENV"]
+    app.config.from_mapping(settings_from_environment(environ, instance_path))
+    if config:
+        app.config.update(config)
+    ensure_secret_key(app)
+
+    configure_logging(app)
+    register_extensions(app)
+    register_templating(app)
+    register_blueprints(app)
+    register_error_handlers(app)
+    register_commands(app)
+    from elysium.security import register_security_headers
+
+    register_security_headers(app)
+    return app
+
+
+def ensure_secret_key(app: Flask) -> None:
+    if app.config.get("SECRET_KEY"):
+        return
+    if app.config["ELYSIUM_ENV"] == "production":
+        raise ConfigurationError(
+            "SECRET_KEY is not set. Set it in the environment (for example with "
+            "`python -c 'import secrets; print(secrets.token_hex(32))'`) before starting "
+            "in production."
+        )
+    app.config["SECRET_KEY"] = development_secret_key(app.instance_path)
+
+
+def configure_logging(app: Flask) -> None:
+    """The app logs at ``LOG_LEVEL``; libraries only speak up for warnings."""
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    app.logger.setLevel(app.config["LOG_LEVEL"])
+
+
+def register_extensions(app: Flask) -> None:
+    from elysium import models  # noqa: F401  (every table must be known to Alembic)
+    from elysium.extensions import csrf, db, migrate
+
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///"):
+        Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"), render_as_batch=True)
+    csrf.init_app(app)
+
+
+def register_templating(app: Flask) -> None:
+    from elysium.models.catalog import Category
+    from elysium.money import format_money
+    from elysium.seo import absolute_url, modify_query, product_json_ld
+    from elysium.services.inventory import product_availability
+
+    app.jinja_env.filters["money"] = format_money
+    app.jinja_env.globals["absolute_url"] = absolute_url
+    app.jinja_env.globals["modify_query"] = modify_query
+    app.jinja_env.globals["product_json_ld"] = product_json_ld
+    app.jinja_env.globals["product_availability"] = product_availability
+    app.jinja_env.globals["categories"] = list(Category)
+    app.jinja_env.globals["current_year"] = lambda: datetime.now(UTC).year
+    app.jinja_env.trim_blocks = True
+    app.jinja_env.lstrip_blocks = True
+
+
+def register_blueprints(app: Flask) -> None:
+    from elysium.cart.routes import bp as cart_bp
+    from elysium.shop.routes import bp as shop_bp
+    from elysium.site.routes import bp as site_bp
+
+    app.register_blueprint(shop_bp)
+    app.register_blueprint(cart_bp)
+    app.register_blueprint(site_bp)
+
+
+def register_error_handlers(app: Flask) -> None:
+    from elysium.errors import register
+
+    register(app)
+
+
+def register_commands(app: Flask) -> None:
+    from elysium.cli import register
+
+    register(app)

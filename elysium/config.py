@@ -1,0 +1,83 @@
+"""Settings read from the environment (``.env`` is loaded by the app factory).
+
+Every setting is listed, with its meaning, in ``.env.example``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+ENVIRONMENTS = ("development", "testing", "production")
+
+
+class ConfigurationError(RuntimeError):
+    """The app cannot start with these settings."""
+
+
+def normalise_database_url(url: str) -> str:
+    """Point PostgreSQL URLs at the psycopg 3 driver, whatever spelling the host gives us."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _flag(value: str | None, default: bool = False) -> bool:
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _int(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name, "")
+    if raw.strip() == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ConfigurationError(f"{name} must be a whole number, not {raw!r}") from exc
+
+
+def settings_from_environment(environ: Mapping[str, str], instance_path: str) -> dict[str, Any]:
+    """Build the Flask config mapping from environment variables."""
+    env = environ.get("ELYSIUM_ENV", "production").strip().lower() or "production"
+    if env not in ENVIRONMENTS:
+        raise ConfigurationError(f"ELYSIUM_ENV must be one of {', '.join(ENVIRONMENTS)}")
+    default_db = "sqlite:///" + str(Path(instance_path) / "elysium.sqlite3")
+    production = env == "production"
+    return {
+        "ELYSIUM_ENV": env,
+        "SECRET_KEY": environ.get("SECRET_KEY") or None,
+        "SQLALCHEMY_DATABASE_URI": normalise_database_url(
+            environ.get("DATABASE_URL") or default_db
+        ),
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "SITE_URL": (environ.get("SITE_URL") or "").rstrip("/") or None,
+        "PREFERRED_URL_SCHEME": "https" if production else "http",
+        "SHOP_CURRENCY": environ.get("SHOP_CURRENCY", "GBP").upper(),
+        "SHOP_PAGE_SIZE": _int(environ, "SHOP_PAGE_SIZE", 12),
+        "MAX_CONTENT_LENGTH": _int(environ, "MAX_CONTENT_LENGTH", 1024 * 1024),
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_SECURE": _flag(environ.get("SESSION_COOKIE_SECURE"), default=production),
+        "WTF_CSRF_TIME_LIMIT": None,
+        "SEND_FILE_MAX_AGE_DEFAULT": _int(environ, "STATIC_MAX_AGE", 3600 if production else 0),
+        "LOG_LEVEL": environ.get("LOG_LEVEL", "INFO").upper(),
+    }
+
+
+def development_secret_key(instance_path: str) -> str:
+    """A key made once per checkout and kept in ``instance/``, so sessions survive restarts."""
+    path = Path(instance_path) / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key)
+    return key

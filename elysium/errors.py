@@ -1,0 +1,47 @@
+"""Error pages in the shop's look; htmx gets a small fragment in the messages region."""
+
+from __future__ import annotations
+
+from flask import Flask, Response, make_response, render_template
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+from elysium.extensions import db
+from elysium.htmx import is_htmx
+
+MESSAGES = {
+    400: ("This request could not be understood", "Please go back and try again."),
+    403: ("You can't open this page", "If you think you should, please sign in again."),
+    404: ("We couldn't find that page", "It may have moved, or the piece is no longer offered."),
+    405: ("That isn't allowed here", "This page can't be used that way."),
+    413: ("That was too large", "Please send something smaller."),
+    429: ("Too many attempts", "Please wait a moment and try again."),
+    500: ("Something went wrong on our side", "We have been told. Please try again shortly."),
+}
+
+
+def render_error(status: int, detail: str | None = None) -> Response:
+    title, hint = MESSAGES.get(status, (f"Error {status}", "Please try again."))
+    context = {"status": status, "title": title, "hint": detail or hint}
+    if is_htmx():
+        response = make_response(render_template("partials/_error.html", **context), status)
+        response.headers["HX-Retarget"] = "#messages"
+        response.headers["HX-Reswap"] = "innerHTML"
+    else:
+        response = make_response(render_template("errors/error.html", **context), status)
+    response.vary.add("HX-Request")
+    return response
+
+
+def register(app: Flask) -> None:
+    @app.errorhandler(HTTPException)
+    def handle_http_error(error: HTTPException) -> Response:
+        response = render_error(error.code or 500)
+        if error.code == 405 and error.valid_methods:
+            response.headers["Allow"] = ", ".join(error.valid_methods)
+        return response
+
+    @app.errorhandler(InternalServerError)
+    def handle_server_error(error: InternalServerError) -> Response:
+        # Flask has already logged the original exception with its traceback.
+        db.session.rollback()
+        return render_error(500)

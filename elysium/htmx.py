@@ -1,0 +1,37 @@
+"""Small helpers for answering htmx and plain requests from the same view."""
+
+from __future__ import annotations
+
+from flask import Response, make_response, render_template, request, url_for
+
+
+def is_htmx() -> bool:
+    """An htmx request that expects a fragment (a history restore wants the whole page)."""
+    return (
+        request.headers.get("HX-Request") == "true"
+        and request.headers.get("HX-History-Restore-Request") != "true"
+    )
+
+
+def render(page_template: str, fragment_template: str, /, status: int = 200, **context) -> Response:
+    """The full page for a browser, the fragment for htmx; one URL, two renderings."""
+    template = fragment_template if is_htmx() else page_template
+    response = make_response(render_template(template, **context), status)
+    response.vary.add("HX-Request")
+    return response
+
+
+def htmx_redirect(location: str) -> Response:
+    """htmx never receives a 3xx: it is told where to go with ``HX-Redirect``."""
+    response = make_response("", 204)
+    response.headers["HX-Redirect"] = location
+    return response
+
+
+def redirect_after_post(endpoint: str, **values) -> Response:
+    location = url_for(endpoint, **values)
+    if is_htmx():
+        return htmx_redirect(location)
+    response = make_response("", 303)
+    response.headers["Location"] = location
+    return response

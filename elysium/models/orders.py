@@ -1,0 +1,139 @@
+"""Orders, their lines (snapshots) and their timeline; Stripe events already processed."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from elysium.extensions import db
+from elysium.models.types import UTCDateTime, enum_column, utcnow
+
+
+class OrderStatus(enum.StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    PAYMENT_FAILED = "payment_failed"
+    PAID = "paid"
+    FULFILLED = "fulfilled"
+    SHIPPED = "shipped"
+    DELIVERED = "delivered"
+    CANCELLED = "cancelled"
+    REFUNDED = "refunded"
+
+
+class Order(db.Model):
+    """An order. Addresses are snapshots (JSON), so editing an address book changes nothing here."""
+
+    __tablename__ = "orders"
+    __table_args__ = (
+        CheckConstraint("total >= 0", name="total_not_negative"),
+        CheckConstraint("refunded_amount >= 0", name="refunded_not_negative"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    number: Mapped[str] = mapped_column(String(20), unique=True)
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), index=True
+    )
+    cart_id: Mapped[int | None] = mapped_column(ForeignKey("carts.id", ondelete="SET NULL"))
+    email: Mapped[str] = mapped_column(String(320))
+    status: Mapped[OrderStatus] = mapped_column(
+        enum_column(OrderStatus, "order_status"), default=OrderStatus.PENDING, index=True
+    )
+    currency: Mapped[str] = mapped_column(String(3))
+    subtotal: Mapped[int] = mapped_column(BigInteger)
+    shipping: Mapped[int] = mapped_column(BigInteger, default=0)
+    total: Mapped[int] = mapped_column(BigInteger)
+    refunded_amount: Mapped[int] = mapped_column(BigInteger, default=0)
+    gift_message: Mapped[str] = mapped_column(Text, default="")
+    shipping_address: Mapped[dict[str, Any]] = mapped_column(JSON)
+    billing_address: Mapped[dict[str, Any]] = mapped_column(JSON)
+    stripe_checkout_session_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    stripe_payment_intent_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    checkout_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    needs_attention: Mapped[bool] = mapped_column(Boolean, default=False)
+    attention_reason: Mapped[str] = mapped_column(Text, default="")
+    paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    lines: Mapped[list[OrderLine]] = relationship(
+        back_populates="order", cascade="all, delete-orphan", order_by="OrderLine.id"
+    )
+    events: Mapped[list[OrderEvent]] = relationship(
+        back_populates="order", cascade="all, delete-orphan", order_by="OrderEvent.id"
+    )
+
+
+class OrderLine(db.Model):
+    """What was bought, as it was: name, configuration and price are copied, not linked."""
+
+    __tablename__ = "order_lines"
+    __table_args__ = (
+        CheckConstraint("quantity > 0", name="quantity_positive"),
+        CheckConstraint("unit_price >= 0", name="unit_price_not_negative"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), index=True)
+    product_id: Mapped[int | None] = mapped_column(ForeignKey("products.id", ondelete="SET NULL"))
+    inventory_id: Mapped[int | None] = mapped_column(
+        ForeignKey("inventory.id", ondelete="SET NULL")
+    )
+    product_name: Mapped[str] = mapped_column(String(160))
+    product_slug: Mapped[str] = mapped_column(String(120))
+    variant_key: Mapped[str] = mapped_column(String(100))
+    configuration: Mapped[dict[str, Any]] = mapped_column(JSON)
+    configuration_summary: Mapped[str] = mapped_column(Text, default="")
+    made_to_order: Mapped[bool] = mapped_column(Boolean, default=False)
+    unit_price: Mapped[int] = mapped_column(Integer)
+    quantity: Mapped[int] = mapped_column(Integer)
+
+    order: Mapped[Order] = relationship(back_populates="lines")
+
+    @property
+    def line_total(self) -> int:
+        return self.unit_price * self.quantity
+
+
+class OrderEvent(db.Model):
+    """One entry on an order's timeline: a status change or a note, and who caused it."""
+
+    __tablename__ = "order_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), index=True)
+    from_status: Mapped[OrderStatus | None] = mapped_column(enum_column(OrderStatus, "from_status"))
+    to_status: Mapped[OrderStatus | None] = mapped_column(enum_column(OrderStatus, "to_status"))
+    actor: Mapped[str] = mapped_column(String(120))
+    note: Mapped[str] = mapped_column(Text, default="")
+    stripe_event_id: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    order: Mapped[Order] = relationship(back_populates="events")
+
+
+class ProcessedPaymentEvent(db.Model):
+    """A payment-provider event already applied; written in the same transaction as its effect."""
+
+    __tablename__ = "processed_payment_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    provider: Mapped[str] = mapped_column(String(40), default="stripe")
+    event_id: Mapped[str] = mapped_column(String(255), unique=True)
+    event_type: Mapped[str] = mapped_column(String(120))
+    order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id", ondelete="SET NULL"))
+    processed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,61 @@
+"""Absolute URLs, page metadata and structured data for search engines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import current_app, request, url_for
+
+from elysium.models.catalog import Product
+from elysium.money import decimal_string
+from elysium.services.inventory import Availability
+
+BRAND = "ELYSIUM"
+
+
+def absolute_url(endpoint: str, **values: Any) -> str:
+    """An absolute URL on ``SITE_URL`` when it is set (behind proxies), else on this host."""
+    site_url = current_app.config.get("SITE_URL")
+    if site_url:
+        return site_url + url_for(endpoint, **values)
+    return url_for(endpoint, _external=True, **values)
+
+
+def modify_query(**changes: Any) -> str:
+    """The current URL's query string with some parameters changed (``None`` removes one)."""
+    args = request.args.to_dict()
+    for name, value in changes.items():
+        if value is None or value == "":
+            args.pop(name, None)
+        else:
+            args[name] = str(value)
+    endpoint = request.endpoint or "shop.listing"
+    return url_for(endpoint, **(request.view_args or {}), **args)
+
+
+def product_json_ld(product: Product, price: int, availability: Availability) -> dict[str, Any]:
+    """schema.org Product with an Offer for the configuration on show."""
+    product_url = absolute_url("shop.product", slug=product.slug)
+    data: dict[str, Any] = {
+        "@context": "https://schema.org",
+        "@type": "Product",
+        "name": product.name,
+        "description": product.seo_description or product.description,
+        "sku": product.slug,
+        "brand": {"@type": "Brand", "name": BRAND},
+        "category": product.category.plural,
+        "url": product_url,
+        "offers": {
+            "@type": "Offer",
+            "url": product_url,
+            "price": decimal_string(price),
+            "priceCurrency": product.currency,
+            "availability": availability.schema_org,
+            "itemCondition": "https://schema.org/NewCondition",
+        },
+    }
+    if product.artwork:
+        data["image"] = absolute_url("static", filename=f"img/{product.artwork}")
+    if product.metals:
+        data["material"] = ", ".join(option.label for option in product.metals)
+    return data

@@ -1,0 +1,1 @@
+"""Domain logic. Services work inside the caller's transaction: they never commit."""

@@ -1,0 +1,97 @@
+"""Reading the listing's filters and the configurator's choices from a query string."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from flask_wtf import FlaskForm
+from wtforms import IntegerField, SearchField, SelectField
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import NumberRange, Optional
+
+from elysium.models.catalog import Category
+from elysium.money import MINOR_UNITS
+from elysium.services.catalog import ShopQuery, SortOrder
+
+MAX_PRICE = 10_000_000
+MAX_PAGE = 10_000
+
+
+class ShopFilterForm(FlaskForm):
+    """The listing's filters. Nothing here is ever an error: a bad value is ignored, with a note."""
+
+    class Meta:
+        csrf = False
+
+    q = SearchField("Search")
+    category = SelectField("Category", default="")
+    collection = SelectField("Collection", default="")
+    metal = SelectField("Metal", default="")
+    min_price = IntegerField("From", validators=[Optional(), NumberRange(0, MAX_PRICE)])
+    max_price = IntegerField("To", validators=[Optional(), NumberRange(0, MAX_PRICE)])
+    sort = SelectField(
+        "Sort by",
+        choices=[SelectChoice(s.value, s.label) for s in SortOrder],
+        default=SortOrder.FEATURED.value,
+    )
+    page = IntegerField("Page", validators=[Optional(), NumberRange(1, MAX_PAGE)])
+
+    def __init__(
+        self,
+        formdata: Mapping,
+        collections: list[tuple[str, str]],
+        metals: list[tuple[str, str]],
+    ):
+        super().__init__(formdata=formdata)
+        self.category.choices = [SelectChoice("", "All pieces")] + [
+            SelectChoice(c.value, c.plural) for c in Category
+        ]
+        self.collection.choices = [SelectChoice("", "All collections")] + [
+            SelectChoice(value, label) for value, label in collections
+        ]
+        self.metal.choices = [SelectChoice("", "Any metal")] + [
+            SelectChoice(value, label) for value, label in metals
+        ]
+
+    def to_query(self) -> tuple[ShopQuery, list[str]]:
+        """The validated query, and a note for every value that had to be ignored."""
+        self.validate()
+        notes = []
+        for field in (self.category, self.collection, self.metal, self.sort):
+            if field.errors:
+                raw = field.raw_data[0] if field.raw_data else ""
+                notes.append(f"We ignored the unknown {field.label.text.lower()} “{raw}”.")
+                field.data = field.default
+                field.errors = []
+        for field in (self.min_price, self.max_price, self.page):
+            if field.errors:
+                raw = field.raw_data[0] if field.raw_data else ""
+                notes.append(
+                    f"We ignored “{raw}” for {field.label.text.lower()}: it isn't a valid number."
+                )
+                field.data = None
+                field.errors = []
+        min_price, max_price = self.min_price.data, self.max_price.data
+        if min_price is not None and max_price is not None and min_price > max_price:
+            notes.append("The price range was the wrong way round, so we swapped it.")
+            min_price, max_price = max_price, min_price
+            self.min_price.data, self.max_price.data = min_price, max_price
+        query = ShopQuery(
+            category=Category(self.category.data) if self.category.data else None,
+            collection=self.collection.data or None,
+            metal=self.metal.data or None,
+            min_price=None if min_price is None else min_price * MINOR_UNITS,
+            max_price=None if max_price is None else max_price * MINOR_UNITS,
+            q=(self.q.data or "").strip()[:100],
+            sort=SortOrder(self.sort.data) if self.sort.data else SortOrder.FEATURED,
+            page=self.page.data or 1,
+        )
+        return query, notes
+
+    @property
+    def active(self) -> bool:
+        return (
+            any((self.q.data, self.category.data, self.collection.data, self.metal.data))
+            or self.min_price.data is not None
+            or self.max_price.data is not None
+        )

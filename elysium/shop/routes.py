@@ -1,0 +1,132 @@
+"""The shop window: home, listing, collections, product pages and the configurator."""
+
+from __future__ import annotations
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+
+from elysium.extensions import db
+from elysium.htmx import is_htmx, render
+from elysium.models.catalog import Product
+from elysium.services import catalog
+from elysium.services.configuration import (
+    RING_SIZES,
+    Configuration,
+    ConfigurationError,
+    configure,
+    price_breakdown,
+)
+from elysium.services.inventory import variant_availability
+from elysium.shop.forms import ShopFilterForm
+
+bp = Blueprint("shop", __name__)
+
+CONFIGURATION_FIELDS = ("metal", "diamond", "size", "engraving")
+
+
+@bp.get("/")
+def home() -> Response:
+    return render(
+        "shop/home.html",
+        "shop/home.html",
+        collections=catalog.collections(db.session),
+        featured=catalog.featured_products(db.session, limit=4),
+    )
+
+
+@bp.get("/shop")
+def listing() -> Response:
+    collections = catalog.collections(db.session)
+    form = ShopFilterForm(
+        request.args,
+        collections=[(c.slug, c.name) for c in collections],
+        metals=catalog.metal_choices(db.session),
+    )
+    query, notes = form.to_query()
+    page = catalog.search_products(db.session, query, current_app.config["SHOP_PAGE_SIZE"])
+    return render(
+        "shop/listing.html",
+        "shop/_results.html",
+        form=form,
+        query=query,
+        page=page,
+        notes=notes + page.notes,
+        collections=collections,
+    )
+
+
+@bp.get("/collections/<slug>")
+def collection(slug: str) -> Response:
+    found = catalog.collection_by_slug(db.session, slug) or abort(404)
+    return render(
+        "shop/collection.html",
+        "shop/collection.html",
+        collection=found,
+        products=catalog.collection_products(db.session, found),
+    )
+
+
+def _configurator_context(product: Product) -> tuple[dict, int]:
+    """Validate the query string's choices and price them; 422 with messages when invalid."""
+    choices = {name: request.args.get(name, "") for name in CONFIGURATION_FIELDS}
+    try:
+        configuration = configure(product, choices)
+        errors: dict[str, str] = {}
+    except ConfigurationError as error:
+        configuration, errors = None, error.errors
+    return _configuration_view(product, choices, configuration, errors), (422 if errors else 200)
+
+
+def _configuration_view(
+    product: Product,
+    choices: dict[str, str],
+    configuration: Configuration | None,
+    errors: dict[str, str],
+) -> dict:
+    # With an invalid choice there is no price, but the valid choices still say what's in stock.
+    shown = configuration or configure(
+        product, {name: value for name, value in choices.items() if name not in errors}
+    )
+    return {
+        "product": product,
+        "choices": choices,
+        "errors": errors,
+        "configuration": configuration,
+        "breakdown": price_breakdown(product, configuration) if configuration else None,
+        "availability": variant_availability(product, shown.variant_key),
+        "from_price": product.base_price,
+        "ring_sizes": RING_SIZES,
+    }
+
+
+@bp.get("/shop/<slug>")
+def product(slug: str) -> Response:
+    found = catalog.product_by_slug(db.session, slug) or abort(404)
+    context, status = _configurator_context(found)
+    return make_response(render_template("shop/product.html", **context), status)
+
+
+@bp.get("/shop/<slug>/price")
+def price(slug: str) -> Response:
+    """The configurator's price panel for htmx; a plain request is sent to the product page."""
+    found = catalog.product_by_slug(db.session, slug) or abort(404)
+    chosen = {name: request.args[name] for name in CONFIGURATION_FIELDS if request.args.get(name)}
+    product_url = url_for("shop.product", slug=found.slug, **chosen)
+    if not is_htmx():
+        return redirect(product_url, 303)
+    context, status = _configurator_context(found)
+    response = make_response(
+        render_template("shop/_price_panel.html", oob_errors=True, **context), status
+    )
+    response.headers["HX-Replace-Url"] = product_url
+    response.vary.add("HX-Request")
+    return response

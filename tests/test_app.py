@@ -1,0 +1,163 @@
+"""The app factory, its settings, error pages and security headers."""
+
+from __future__ import annotations
+
+import pytest
+from flask import request
+
+from elysium import create_app
+from elysium.config import ConfigurationError, normalise_database_url
+from tests.conftest import make_app, page_text
+
+
+def test_production_refuses_to_start_without_a_secret_key(monkeypatch, tmp_path):
+    monkeypatch.setenv("ELYSIUM_ENV", "production")
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    monkeypatch.setenv("ELYSIUM_INSTANCE_PATH", str(tmp_path))
+    with pytest.raises(ConfigurationError, match="SECRET_KEY is not set"):
+        create_app({"SQLALCHEMY_DATABASE_URI": "sqlite://"})
+
+
+def test_production_starts_with_a_secret_key_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("ELYSIUM_ENV", "production")
+    monkeypatch.setenv("SECRET_KEY", "a" * 64)
+    monkeypatch.setenv("ELYSIUM_INSTANCE_PATH", str(tmp_path))
+    app = create_app({"SQLALCHEMY_DATABASE_URI": "sqlite://"})
+    assert app.config["SECRET_KEY"] == "a" * 64
+    assert app.config["SESSION_COOKIE_SECURE"] is True
+    assert not (tmp_path / "secret_key").exists()
+
+
+def test_development_makes_a_secret_key_once_and_keeps_it(monkeypatch, tmp_path):
+    monkeypatch.setenv("ELYSIUM_ENV", "development")
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    monkeypatch.setenv("ELYSIUM_INSTANCE_PATH", str(tmp_path))
+    first = create_app({"SQLALCHEMY_DATABASE_URI": "sqlite://"}).config["SECRET_KEY"]
+    second = create_app({"SQLALCHEMY_DATABASE_URI": "sqlite://"}).config["SECRET_KEY"]
+    assert first == second
+    assert len(first) >= 64
+    assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
+
+
+def test_database_url_chooses_the_database_and_defaults_to_sqlite_in_instance(
+    monkeypatch, tmp_path
+):
+    monkeypatch.setenv("ELYSIUM_ENV", "development")
+    monkeypatch.setenv("ELYSIUM_INSTANCE_PATH", str(tmp_path))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    app = create_app()
+    assert app.config["SQLALCHEMY_DATABASE_URI"] == f"sqlite:///{tmp_path}/elysium.sqlite3"
+    monkeypatch.setenv("DATABASE_URL", "postgres://shop@db.internal/elysium")
+    app = create_app()
+    assert app.config["SQLALCHEMY_DATABASE_URI"] == "postgresql+psycopg://shop@db.internal/elysium"
+
+
+def test_an_unknown_environment_name_is_refused(monkeypatch):
+    monkeypatch.setenv("ELYSIUM_ENV", "staging-ish")
+    with pytest.raises(ConfigurationError, match="ELYSIUM_ENV"):
+        create_app({"SECRET_KEY": "x"})
+
+
+def test_normalise_database_url_leaves_other_drivers_alone():
+    assert normalise_database_url("sqlite:///x.db") == "sqlite:///x.db"
+    assert normalise_database_url("postgresql+psycopg://a/b") == "postgresql+psycopg://a/b"
+
+
+def test_unknown_page_is_a_404_in_the_shops_look(client):
+    response = client.get("/no-such-page")
+    assert response.status_code == 404
+    page = page_text(response)
+    assert "We couldn't find that page" in page
+    assert "ELYSIUM" in page
+    assert "Traceback" not in page
+
+
+def test_htmx_gets_a_small_error_fragment_in_the_messages_region(client):
+    response = client.htmx("GET", "/no-such-page")
+    assert response.status_code == 404
+    assert response.headers["HX-Retarget"] == "#messages"
+    body = page_text(response)
+    assert "<html" not in body
+    assert "We couldn't find that page" in body
+
+
+def test_wrong_method_is_a_405_page_with_allow_header(client):
+    response = client.post("/healthz")
+    assert response.status_code == 405
+    assert "GET" in response.headers["Allow"]
+    assert "That isn't allowed here" in page_text(response)
+
+
+def test_too_large_request_is_a_413_page(tmp_path):
+    app = make_app(f"sqlite:///{tmp_path / 'large.db'}", MAX_CONTENT_LENGTH=1024)
+
+    @app.post("/echo")
+    def echo():
+        return request.form.get("note", "")
+
+    big = app.test_client().post("/echo", data={"note": "x" * 2048})
+    assert big.status_code == 413
+    assert "That was too large" in page_text(big)
+
+
+def test_a_crash_is_a_500_page_without_a_traceback(tmp_path):
+    app = make_app(f"sqlite:///{tmp_path / 'crash.db'}", PROPAGATE_EXCEPTIONS=False)
+
+    @app.get("/boom")
+    def boom():
+        raise RuntimeError("secret internals")
+
+    response = app.test_client().get("/boom")
+    assert response.status_code == 500
+    page = page_text(response)
+    assert "Something went wrong on our side" in page
+    assert "secret internals" not in page
+    assert "Traceback" not in page
+
+
+@pytest.mark.parametrize("url", ["/", "/shop", "/healthz", "/no-such-page", "/robots.txt"])
+def test_every_response_carries_security_headers(client, catalogue, url):
+    headers = client.get(url).headers
+    csp = headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp
+    assert "style-src 'self'" in csp
+    assert "unsafe-inline" not in csp
+    assert "frame-ancestors 'none'" in csp
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["X-Frame-Options"] == "DENY"
+    assert headers["Referrer-Policy"] == "strict-origin-when-cross-origin"
+
+
+def test_pages_have_no_inline_scripts_or_styles(client, catalogue):
+    for url in ["/", "/shop", "/shop/aurelia-solitaire-ring", "/collections/aurelia"]:
+        page = client.get(url).get_data(as_text=True)
+        assert " style=" not in page
+        assert "<style" not in page
+        assert " hx-on" not in page
+        for script in page.split("<script")[1:]:
+            opening = script.split(">", 1)[0]
+            assert "src=" in opening or 'type="application/ld+json"' in opening
+
+
+def test_htmx_is_vendored_with_its_version_and_configured_by_meta_tag(client, app):
+    page = client.get("/").get_data(as_text=True)
+    assert "/static/vendor/htmx-2.0.11.min.js" in page
+    assert 'name="htmx-config"' in page
+    assert '"historyCacheSize":0' in page
+    assert '"includeIndicatorStyles":false' in page
+    with client.get("/static/vendor/htmx-2.0.11.min.js") as script:
+        assert script.status_code == 200
+        assert b"htmx" in script.data
+
+
+def test_healthz_reports_the_database(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json == {"status": "ok", "database": "ok"}
+
+
+def test_healthz_is_503_when_the_database_is_unreachable(tmp_path):
+    app = make_app("postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=1")
+    response = app.test_client().get("/healthz")
+    assert response.status_code == 503
+    assert response.json["database"] == "unreachable"

@@ -1,0 +1,435 @@
+"""The shop window over HTTP: home, listing, product pages, the price endpoint, SEO."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from elysium.extensions import db
+from elysium.services.seeding import seed_catalogue
+from tests.conftest import page_text
+
+CARD_NAME = re.compile(r'<h3 class="product-card__name">([^<]+)</h3>')
+
+
+def card_names(response) -> list[str]:
+    return [
+        name.replace("&#39;", "'") for name in CARD_NAME.findall(response.get_data(as_text=True))
+    ]
+
+
+def all_listing_names(client, **params) -> list[str]:
+    names, page = [], 1
+    while True:
+        response = client.get("/shop", query_string={**params, "page": page})
+        assert response.status_code == 200
+        found = card_names(response)
+        names += found
+        if 'rel="next"' not in response.get_data(as_text=True):
+            return names
+        page += 1
+
+
+def products_by(catalogue, **criteria):
+    return [
+        p for p in catalogue["products"] if all(p[key] == value for key, value in criteria.items())
+    ]
+
+
+def test_home_shows_collections_and_featured_pieces(client, catalogue):
+    response = client.get("/")
+    assert response.status_code == 200
+    page = page_text(response)
+    for collection in catalogue["collections"]:
+        assert collection["name"] in page
+    featured = sorted(
+        (p for p in catalogue["products"] if p["featured"]), key=lambda p: p["featured"]
+    )
+    assert card_names(response) == [p["name"] for p in featured][:4]
+
+
+def test_listing_shows_every_published_piece_across_pages(client, catalogue):
+    names = all_listing_names(client)
+    assert sorted(names) == sorted(p["name"] for p in catalogue["products"])
+    first = client.get("/shop")
+    assert len(card_names(first)) == 12
+    assert "24 pieces" in page_text(first)
+
+
+def test_listing_filters_by_category(client, catalogue):
+    names = all_listing_names(client, category="ring")
+    assert sorted(names) == sorted(p["name"] for p in products_by(catalogue, category="ring"))
+
+
+def test_listing_filters_by_collection(client, catalogue):
+    names = all_listing_names(client, collection="ondine")
+    assert sorted(names) == sorted(p["name"] for p in products_by(catalogue, collection="ondine"))
+
+
+def test_listing_filters_by_metal(client, catalogue):
+    names = all_listing_names(client, metal="platinum")
+    expected = [
+        p["name"]
+        for p in catalogue["products"]
+        if any(m["code"] == "platinum" for m in p["metals"])
+    ]
+    assert sorted(names) == sorted(expected)
+    assert len(expected) < len(catalogue["products"])
+
+
+def test_listing_filters_by_price_range_in_pounds(client, catalogue):
+    names = all_listing_names(client, min_price=1000, max_price=2000)
+    expected = [p["name"] for p in catalogue["products"] if 100000 <= p["base_price"] <= 200000]
+    assert sorted(names) == sorted(expected)
+
+
+def test_filters_combine(client, catalogue):
+    names = all_listing_names(client, category="ring", collection="aurelia", metal="platinum")
+    expected = [
+        p["name"]
+        for p in products_by(catalogue, category="ring", collection="aurelia")
+        if any(m["code"] == "platinum" for m in p["metals"])
+    ]
+    assert sorted(names) == sorted(expected)
+
+
+@pytest.mark.parametrize(
+    ("sort", "key", "reverse"),
+    [
+        ("price-asc", lambda p: p["base_price"], False),
+        ("price-desc", lambda p: p["base_price"], True),
+        ("newest", lambda p: p["released"], True),
+    ],
+)
+def test_listing_sorts(client, catalogue, sort, key, reverse):
+    names = all_listing_names(client, sort=sort)
+    prices = {p["name"]: key(p) for p in catalogue["products"]}
+    values = [prices[name] for name in names]
+    assert values == sorted(values, reverse=reverse)
+
+
+def test_featured_sort_puts_featured_pieces_first_in_rank_order(client, catalogue):
+    names = all_listing_names(client)
+    featured = sorted(
+        (p for p in catalogue["products"] if p["featured"]), key=lambda p: p["featured"]
+    )
+    assert names[: len(featured)] == [p["name"] for p in featured]
+
+
+def test_search_matches_name_description_collection_and_category(client, catalogue):
+    assert "Lumière Halo Ring" in all_listing_names(client, q="halo")
+    assert sorted(all_listing_names(client, q="Ondine")) == sorted(
+        p["name"] for p in products_by(catalogue, collection="ondine")
+    )
+    rings = all_listing_names(client, q="rings")
+    assert set(rings) >= {p["name"] for p in products_by(catalogue, category="ring")}
+    assert all_listing_names(client, q="halo ring") == ["Lumière Halo Ring"]
+
+
+def test_search_treats_wildcards_literally(client, catalogue):
+    response = client.get("/shop", query_string={"q": "%"})
+    assert response.status_code == 200
+    assert card_names(response) == []
+    assert "No pieces match" in page_text(response)
+
+
+@pytest.mark.parametrize(
+    ("params", "note"),
+    [
+        ({"category": "hats"}, "We ignored the unknown category “hats”."),
+        ({"collection": "nope"}, "We ignored the unknown collection “nope”."),
+        ({"metal": "tin"}, "We ignored the unknown metal “tin”."),
+        ({"sort": "random"}, "We ignored the unknown sort by “random”."),
+        ({"min_price": "abc"}, "We ignored “abc” for from: it isn't a valid number."),
+        ({"max_price": "-5"}, "We ignored “-5” for to: it isn't a valid number."),
+        ({"page": "0"}, "We ignored “0” for page: it isn't a valid number."),
+        ({"page": "99"}, "There is no page 99; here is page 2."),
+        ({"page": "9" * 40}, "it isn't a valid number"),
+    ],
+)
+def test_malformed_filters_are_ignored_with_a_visible_note(client, catalogue, params, note):
+    response = client.get("/shop", query_string=params)
+    assert response.status_code == 200
+    assert note in page_text(response)
+    assert card_names(response)
+
+
+def test_a_reversed_price_range_is_swapped_with_a_note(client, catalogue):
+    response = client.get("/shop", query_string={"min_price": 2000, "max_price": 1000})
+    assert "swapped" in page_text(response)
+    assert card_names(response)
+
+
+def test_htmx_listing_request_gets_only_the_results_fragment(client, catalogue):
+    response = client.htmx("GET", "/shop?category=ring")
+    assert response.status_code == 200
+    body = response.get_data(as_text=True)
+    assert body.lstrip().startswith('<section id="results"')
+    assert "<html" not in body
+    assert "HX-Request" in response.headers["Vary"]
+    assert len(card_names(response)) == len(products_by(catalogue, category="ring"))
+
+
+def test_listing_filter_form_works_without_javascript_and_pushes_url_with_htmx(client, catalogue):
+    page = client.get("/shop").get_data(as_text=True)
+    assert 'method="get" action="/shop"' in page
+    assert 'hx-get="/shop"' in page
+    assert 'hx-push-url="true"' in page
+
+
+def test_a_history_restore_gets_the_full_page(client, catalogue):
+    response = client.get(
+        "/shop?category=ring", headers={"HX-Request": "true", "HX-History-Restore-Request": "true"}
+    )
+    assert "<html" in response.get_data(as_text=True)
+
+
+def test_unpublished_pieces_are_hidden_everywhere(app, client, catalogue):
+    data = {**catalogue}
+    with app.app_context():
+        from elysium.models import Product
+
+        product = db.session.scalars(
+            db.select(Product).where(Product.slug == "aurelia-fine-chain")
+        ).one()
+        product.published = False
+        db.session.commit()
+    assert "Aurelia Fine Chain" not in all_listing_names(client)
+    assert client.get("/shop/aurelia-fine-chain").status_code == 404
+    assert "aurelia-fine-chain" not in client.get("/sitemap.xml").get_data(as_text=True)
+    assert data
+
+
+def test_product_page_shows_the_configurator_with_breakdown_and_availability(client, catalogue):
+    response = client.get("/shop/aurelia-solitaire-ring")
+    assert response.status_code == 200
+    page = page_text(response)
+    assert '<h1 class="product__name">Aurelia Solitaire Ring</h1>' in page
+    assert 'name="metal" value="platinum"' in page
+    assert 'name="diamond" value="1.00ct"' in page
+    assert 'name="size"' in page
+    assert 'name="engraving"' in page
+    assert "Update price" in page
+    assert "£1,850" in page
+    assert "In stock" in page
+
+
+def test_product_page_without_javascript_prices_the_chosen_configuration(client, catalogue):
+    response = client.get(
+        "/shop/aurelia-solitaire-ring",
+        query_string={"metal": "platinum", "diamond": "0.50ct", "engraving": "Always", "size": "7"},
+    )
+    assert response.status_code == 200
+    page = page_text(response)
+    assert "+£450" in page
+    assert "+£1,200" in page
+    assert "+£95" in page
+    assert '<strong class="price-total__amount">£3,595</strong>' in page
+    assert 'value="platinum" checked' in page
+    assert '<option value="7" selected>' in page
+    assert "Sold out in platinum" in page
+
+
+def test_availability_line_says_only_n_left_and_made_to_order(client, catalogue):
+    low = client.get("/shop/aurelia-solitaire-ring?metal=yellow-gold&diamond=1.00ct")
+    assert "Only 1 left" in page_text(low)
+    made = client.get("/shop/aurelia-signet-ring")
+    assert "Made to order — ships in about 3 weeks" in page_text(made)
+
+
+def test_price_endpoint_returns_the_panel_fragment_for_htmx(client, catalogue):
+    response = client.htmx(
+        "GET", "/shop/aurelia-solitaire-ring/price?metal=platinum&diamond=1.00ct"
+    )
+    assert response.status_code == 200
+    body = page_text(response)
+    assert body.lstrip().startswith('<section id="price-panel"')
+    assert "£7,500" in body
+    assert "Sold out in platinum" in body
+    assert response.headers["HX-Replace-Url"] == (
+        "/shop/aurelia-solitaire-ring?metal=platinum&diamond=1.00ct"
+    )
+    assert 'id="error-engraving" hx-swap-oob="true"></p>' in body
+
+
+def test_price_endpoint_without_htmx_sends_the_shopper_to_the_product_page(client, catalogue):
+    response = client.get("/shop/aurelia-solitaire-ring/price?metal=platinum")
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/shop/aurelia-solitaire-ring?metal=platinum"
+
+
+@pytest.mark.parametrize("price_param", ["price", "total", "unit_price", "base_price", "amount"])
+def test_a_price_sent_by_the_client_has_no_effect(client, catalogue, price_param):
+    honest = client.htmx("GET", "/shop/aurelia-solitaire-ring/price?metal=platinum")
+    forged = client.htmx(
+        "GET", f"/shop/aurelia-solitaire-ring/price?metal=platinum&{price_param}=1"
+    )
+    assert page_text(forged) == page_text(honest)
+    page = client.get(f"/shop/aurelia-solitaire-ring?metal=platinum&{price_param}=1")
+    assert "£2,300" in page_text(page)
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "message"),
+    [
+        ({"size": "14"}, "size", "Choose a US ring size from 3 to 13"),
+        ({"engraving": "A" * 26}, "engraving", "at most 25 characters"),
+        ({"engraving": "I <3 you"}, "engraving", "“<” can't be engraved"),
+        ({"engraving": "Lo\u200bve"}, "engraving", "invisible or control characters"),
+        ({"metal": "silver"}, "metal", "Choose one of the metals"),
+    ],
+)
+def test_invalid_choices_are_422_with_the_message_next_to_the_field_and_input_kept(
+    client, catalogue, params, field, message
+):
+    response = client.get("/shop/aurelia-solitaire-ring", query_string=params)
+    assert response.status_code == 422
+    page = page_text(response)
+    raw = response.get_data(as_text=True)
+    error = re.search(rf'<p class="field-error" id="error-{field}">([^<]*)</p>', raw)
+    assert error is not None
+    assert message in html.unescape(error.group(1))
+    if field == "engraving":
+        assert f'value="{html.escape(params["engraving"])}"' in raw
+        assert 'aria-invalid="true"' in page
+    if field == "size":
+        assert '<option value="14" selected>' in page
+    assert "Please correct the choice marked above" in page
+
+    fragment = client.htmx("GET", "/shop/aurelia-solitaire-ring/price", query_string=params)
+    assert fragment.status_code == 422
+    assert message in page_text(fragment)
+
+
+def test_an_invalid_engraving_still_shows_the_chosen_metals_availability(client, catalogue):
+    response = client.get("/shop/aurelia-solitaire-ring?metal=platinum&engraving=%3C%3E")
+    assert response.status_code == 422
+    assert "Sold out in platinum" in page_text(response)
+
+
+def test_unknown_product_and_collection_are_404(client, catalogue):
+    assert client.get("/shop/no-such-ring").status_code == 404
+    assert client.htmx("GET", "/shop/no-such-ring/price").status_code == 404
+    assert client.get("/collections/no-such").status_code == 404
+
+
+def test_collection_page_lists_its_pieces(client, catalogue):
+    response = client.get("/collections/meridian")
+    assert response.status_code == 200
+    assert sorted(card_names(response)) == sorted(
+        p["name"] for p in products_by(catalogue, collection="meridian")
+    )
+
+
+def json_ld(response) -> dict:
+    match = re.search(
+        r'<script type="application/ld\+json">(.*?)</script>', response.get_data(as_text=True), re.S
+    )
+    assert match
+    return json.loads(match.group(1))
+
+
+def test_product_page_has_seo_title_description_canonical_and_json_ld(client, catalogue):
+    response = client.get("/shop/aurelia-solitaire-ring?metal=platinum")
+    page = page_text(response)
+    product = products_by(catalogue, slug="aurelia-solitaire-ring")[0]
+    assert f"<title>{product['seo_title']}</title>" in page
+    assert f'<meta name="description" content="{product["seo_description"]}">' in page
+    assert '<link rel="canonical" href="http://localhost/shop/aurelia-solitaire-ring">' in page
+    data = json_ld(response)
+    assert data["@type"] == "Product"
+    assert data["name"] == "Aurelia Solitaire Ring"
+    assert data["offers"]["price"] == "2300.00"
+    assert data["offers"]["priceCurrency"] == "GBP"
+    assert data["offers"]["availability"] == "https://schema.org/OutOfStock"
+    assert data["image"].endswith("/static/img/products/aurelia-solitaire-ring.svg")
+
+
+def test_json_ld_says_made_to_order_and_in_stock(client, catalogue):
+    assert json_ld(client.get("/shop/aurelia-signet-ring"))["offers"]["availability"] == (
+        "https://schema.org/MadeToOrder"
+    )
+    assert json_ld(client.get("/shop/aurelia-fine-chain"))["offers"]["availability"] == (
+        "https://schema.org/InStock"
+    )
+
+
+def test_json_ld_cannot_be_broken_out_of(app, client, catalogue):
+    from elysium.models import Product
+
+    with app.app_context():
+        product = db.session.scalars(
+            db.select(Product).where(Product.slug == "aurelia-fine-chain")
+        ).one()
+        product.name = "</script><script>alert(1)</script>"
+        db.session.commit()
+    page = client.get("/shop/aurelia-fine-chain").get_data(as_text=True)
+    assert "<script>alert(1)" not in page
+    assert json_ld(client.get("/shop/aurelia-fine-chain"))["name"] == (
+        "</script><script>alert(1)</script>"
+    )
+
+
+def test_site_url_sets_canonical_links(app, catalogue):
+    app.config["SITE_URL"] = "https://www.elysium.example"
+    try:
+        page = app.test_client().get("/shop/aurelia-fine-chain").get_data(as_text=True)
+    finally:
+        app.config["SITE_URL"] = None
+    assert 'href="https://www.elysium.example/shop/aurelia-fine-chain"' in page
+
+
+def test_sitemap_lists_home_collections_and_every_product(client, catalogue):
+    response = client.get("/sitemap.xml")
+    assert response.status_code == 200
+    assert response.mimetype == "application/xml"
+    root = ET.fromstring(response.data)
+    namespace = {"s": "http://www.sitemaps.org/schemas/sitemap/0.9"}
+    locations = [loc.text for loc in root.findall("s:url/s:loc", namespace)]
+    assert "http://localhost/" in locations
+    for product in catalogue["products"]:
+        assert f"http://localhost/shop/{product['slug']}" in locations
+    for collection in catalogue["collections"]:
+        assert f"http://localhost/collections/{collection['slug']}" in locations
+
+
+def test_robots_txt_points_to_the_sitemap_and_keeps_private_pages_out(client):
+    response = client.get("/robots.txt")
+    assert response.mimetype == "text/plain"
+    text = response.get_data(as_text=True)
+    assert "Sitemap: http://localhost/sitemap.xml" in text
+    assert "Disallow: /checkout" in text
+    assert "Disallow: /account" in text
+
+
+def test_listing_and_product_pages_use_a_constant_number_of_queries(
+    app, client, catalogue, queries
+):
+    def count(url: str) -> int:
+        with queries() as statements:
+            assert client.get(url).status_code == 200
+        return len(statements)
+
+    listing_before = count("/shop?sort=price-asc")
+    product_before = count("/shop/aurelia-solitaire-ring")
+    home_before = count("/")
+
+    bigger = {**catalogue, "products": []}
+    for copy in range(3):
+        for product in catalogue["products"]:
+            bigger["products"].append(
+                {**product, "slug": f"{product['slug']}-{copy}", "featured": None}
+            )
+    with app.app_context():
+        seed_catalogue(db.session, bigger)
+        db.session.commit()
+
+    assert count("/shop?sort=price-asc") == listing_before
+    assert count("/shop/aurelia-solitaire-ring") == product_before
+    assert count("/") == home_before
+    assert listing_before <= 6
+    assert product_before <= 4
