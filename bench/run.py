@@ -120,7 +120,9 @@ def main() -> None:
     try:
         wait_until_up(base + "/healthz")
         for page in PAGES:
-            subprocess.run([wrk, "-t1", "-c4", "-d2s", base + page], check=True, capture_output=True)
+            subprocess.run(
+                [wrk, "-t1", "-c4", "-d2s", base + page], check=True, capture_output=True
+            )
         rows = []
         for page in PAGES:
             for connections in CONNECTIONS:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Response, make_response, render_template, request, url_for
+from flask import Response, make_response, render_template, request
 
 
 def is_htmx() -> bool:
@@ -18,20 +18,4 @@ def render(page_template: str, fragment_template: str, /, status: int = 200, **c
     template = fragment_template if is_htmx() else page_template
     response = make_response(render_template(template, **context), status)
     response.vary.add("HX-Request")
-    return response
-
-
-def htmx_redirect(location: str) -> Response:
-    """htmx never receives a 3xx: it is told where to go with ``HX-Redirect``."""
-    response = make_response("", 204)
-    response.headers["HX-Redirect"] = location
-    return response
-
-
-def redirect_after_post(endpoint: str, **values) -> Response:
-    location = url_for(endpoint, **values)
-    if is_htmx():
-        return htmx_redirect(location)
-    response = make_response("", 303)
-    response.headers["Location"] = location
     return response

@@ -433,3 +433,24 @@ def test_listing_and_product_pages_use_a_constant_number_of_queries(
     assert count("/") == home_before
     assert listing_before <= 6
     assert product_before <= 4
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/shop?q=%00",
+        "/shop?q=ring%00s",
+        "/shop?category=%00",
+        "/shop?collection=%00&metal=%00&sort=%00",
+        "/shop?min_price=%00&max_price=1e309&page=%00",
+        "/shop/%00",
+        "/shop/aurelia%00/price",
+        "/collections/%00",
+        "/shop/aurelia-solitaire-ring?metal=%00&diamond=%00&size=%00&engraving=%00",
+        "/shop/" + "x" * 5000,
+        "/shop?q=" + "ring " * 2000,
+    ],
+)
+def test_hostile_input_never_causes_a_server_error(client, catalogue, url):
+    response = client.get(url)
+    assert response.status_code < 500

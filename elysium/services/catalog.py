@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -12,6 +13,7 @@ from sqlalchemy.orm import Session, joinedload, selectinload
 from elysium.models.catalog import Category, Collection, OptionKind, Product, ProductOption
 
 SEARCH_MAX_TERMS = 6
+SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,119}")
 METAL_ORDER = {"yellow-gold": 0, "white-gold": 1, "rose-gold": 2, "platinum": 3}
 
 
@@ -163,6 +165,8 @@ def collections(session: Session) -> Sequence[Collection]:
 
 
 def collection_by_slug(session: Session, slug: str) -> Collection | None:
+    if not SLUG.fullmatch(slug):
+        return None
     stmt = select(Collection).where(Collection.slug == slug, Collection.published.is_(True))
     return session.scalar(stmt)
 
@@ -177,6 +181,8 @@ def collection_products(session: Session, collection: Collection) -> Sequence[Pr
 
 
 def product_by_slug(session: Session, slug: str) -> Product | None:
+    if not SLUG.fullmatch(slug):
+        return None
     stmt = _with_card_data(published_products().where(Product.slug == slug))
     return session.scalars(stmt).unique().one_or_none()
 

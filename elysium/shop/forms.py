@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping
 
 from flask_wtf import FlaskForm
@@ -15,6 +16,13 @@ from elysium.services.catalog import ShopQuery, SortOrder
 
 MAX_PRICE = 10_000_000
 MAX_PAGE = 10_000
+SEARCH_MAX_LENGTH = 100
+
+
+def searchable(text: str) -> str:
+    """The search text without control characters (which no name contains), trimmed."""
+    printable = "".join(char for char in text if unicodedata.category(char)[0] != "C")
+    return " ".join(printable.split())[:SEARCH_MAX_LENGTH]
 
 
 class ShopFilterForm(FlaskForm):
@@ -82,7 +90,7 @@ class ShopFilterForm(FlaskForm):
             metal=self.metal.data or None,
             min_price=None if min_price is None else min_price * MINOR_UNITS,
             max_price=None if max_price is None else max_price * MINOR_UNITS,
-            q=(self.q.data or "").strip()[:100],
+            q=searchable(self.q.data or ""),
             sort=SortOrder(self.sort.data) if self.sort.data else SortOrder.FEATURED,
             page=self.page.data or 1,
         )

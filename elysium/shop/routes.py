@@ -34,9 +34,8 @@ CONFIGURATION_FIELDS = ("metal", "diamond", "size", "engraving")
 
 
 @bp.get("/")
-def home() -> Response:
-    return render(
-        "shop/home.html",
+def home() -> str:
+    return render_template(
         "shop/home.html",
         collections=catalog.collections(db.session),
         featured=catalog.featured_products(db.session, limit=4),
@@ -65,53 +64,44 @@ def listing() -> Response:
 
 
 @bp.get("/collections/<slug>")
-def collection(slug: str) -> Response:
+def collection(slug: str) -> str:
     found = catalog.collection_by_slug(db.session, slug) or abort(404)
-    return render(
-        "shop/collection.html",
+    return render_template(
         "shop/collection.html",
         collection=found,
         products=catalog.collection_products(db.session, found),
     )
 
 
-def _configurator_context(product: Product) -> tuple[dict, int]:
-    """Validate the query string's choices and price them; 422 with messages when invalid."""
+def _configurator(product: Product) -> tuple[dict, int]:
+    """Validate and price the query string's choices: the context and 200, or 422 with messages.
+
+    With an invalid choice there is no price, but the valid choices still say what's in stock.
+    """
     choices = {name: request.args.get(name, "") for name in CONFIGURATION_FIELDS}
+    errors: dict[str, str] = {}
     try:
-        configuration = configure(product, choices)
-        errors: dict[str, str] = {}
+        configuration: Configuration | None = configure(product, choices)
     except ConfigurationError as error:
         configuration, errors = None, error.errors
-    return _configuration_view(product, choices, configuration, errors), (422 if errors else 200)
-
-
-def _configuration_view(
-    product: Product,
-    choices: dict[str, str],
-    configuration: Configuration | None,
-    errors: dict[str, str],
-) -> dict:
-    # With an invalid choice there is no price, but the valid choices still say what's in stock.
     shown = configuration or configure(
         product, {name: value for name, value in choices.items() if name not in errors}
     )
-    return {
+    context = {
         "product": product,
         "choices": choices,
         "errors": errors,
-        "configuration": configuration,
         "breakdown": price_breakdown(product, configuration) if configuration else None,
         "availability": variant_availability(product, shown.variant_key),
-        "from_price": product.base_price,
         "ring_sizes": RING_SIZES,
     }
+    return context, (422 if errors else 200)
 
 
 @bp.get("/shop/<slug>")
 def product(slug: str) -> Response:
     found = catalog.product_by_slug(db.session, slug) or abort(404)
-    context, status = _configurator_context(found)
+    context, status = _configurator(found)
     return make_response(render_template("shop/product.html", **context), status)
 
 
@@ -123,7 +113,7 @@ def price(slug: str) -> Response:
     product_url = url_for("shop.product", slug=found.slug, **chosen)
     if not is_htmx():
         return redirect(product_url, 303)
-    context, status = _configurator_context(found)
+    context, status = _configurator(found)
     response = make_response(
         render_template("shop/_price_panel.html", oob_errors=True, **context), status
     )
