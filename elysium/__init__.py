@@ -37,6 +37,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     if config:
         app.config.update(config)
     ensure_secret_key(app)
+    if hops := app.config["PROXY_FIX_HOPS"]:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
 
     configure_logging(app)
     register_extensions(app)
@@ -72,13 +76,23 @@ def configure_logging(app: Flask) -> None:
 
 def register_extensions(app: Flask) -> None:
     from elysium import models  # noqa: F401  (every table must be known to Alembic)
-    from elysium.extensions import csrf, db, migrate
+    from elysium.auth.session import init_app as init_sessions
+    from elysium.extensions import csrf, db, limiter, migrate
+    from elysium.integrations.google import init_app as init_google
+    from elysium.services.outbox import init_app as init_outbox
 
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///"):
         Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     db.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"), render_as_batch=True)
     csrf.init_app(app)
+    init_sessions(app)
+    init_google(app)
+    app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["REDIS_URL"] or "memory://")
+    app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
+    app.config.setdefault("RATELIMIT_KEY_PREFIX", "elysium")
+    limiter.init_app(app)
+    init_outbox(app)
 
 
 def register_templating(app: Flask) -> None:
@@ -99,12 +113,16 @@ def register_templating(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
+    from elysium.account.routes import bp as account_bp
+    from elysium.auth.routes import bp as auth_bp
     from elysium.cart.routes import bp as cart_bp
     from elysium.shop.routes import bp as shop_bp
     from elysium.site.routes import bp as site_bp
 
     app.register_blueprint(shop_bp)
     app.register_blueprint(cart_bp)
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(account_bp)
     app.register_blueprint(site_bp)
 
 

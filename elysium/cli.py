@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
-import click
-from flask import Flask
-from flask.cli import with_appcontext
+import logging
+import signal
+import threading
+from types import FrameType
 
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup, with_appcontext
+
+from elysium.config import ConfigurationError
 from elysium.extensions import db
+from elysium.integrations.email import backend_from_config
+from elysium.services.outbox import CLAIM_BATCH, SendReport, send_pending
 from elysium.services.seeding import load_demo_catalogue, seed_catalogue
+
+logger = logging.getLogger(__name__)
+
+emails_cli = AppGroup("emails", help="The email outbox: send what is waiting, retry failures.")
 
 
 @click.command("seed")
@@ -19,5 +31,70 @@ def seed_command() -> None:
     click.echo(f"Demo catalogue loaded: {report}.")
 
 
+def _check_email_settings() -> None:
+    try:
+        backend_from_config(current_app.config).close()
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@emails_cli.command("send-pending")
+@click.option("--limit", default=100, show_default=True, help="Most emails to send in this run.")
+def send_pending_command(limit: int) -> None:
+    """Send the emails that are due, once (for cron)."""
+    _check_email_settings()
+    report = send_pending(db.session, limit=limit)
+    click.echo(f"Emails: {report}.")
+
+
+@emails_cli.command("worker")
+@click.option(
+    "--interval", default=5.0, show_default=True, help="Seconds to wait when nothing is due."
+)
+@click.option("--once", is_flag=True, help="Make one pass and stop.")
+def worker_command(interval: float, once: bool) -> None:
+    """Keep sending due emails until stopped (SIGTERM or Ctrl-C finish the current email)."""
+    _check_email_settings()
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        click.echo(f"Email worker: {signal.Signals(signum).name} received, stopping.")
+        stop.set()
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, request_stop)
+    click.echo(f"Email worker started (every {interval:g}s when idle).")
+    try:
+        while not stop.is_set():
+            report = _worker_pass()
+            if report.total:
+                click.echo(f"Emails: {report}.")
+            if once:
+                break
+            # Small passes, straight after one another while there is work, so a stop
+            # request waits for at most one batch.
+            if report.total == 0 or report.retried:
+                stop.wait(interval)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    click.echo("Email worker stopped.")
+
+
+def _worker_pass() -> SendReport:
+    try:
+        return send_pending(db.session, limit=CLAIM_BATCH)
+    except Exception:
+        # A database blip must not end the worker; the next pass tries again.
+        logger.exception("Email worker pass failed")
+        db.session.rollback()
+        return SendReport()
+    finally:
+        db.session.remove()
+
+
 def register(app: Flask) -> None:
     app.cli.add_command(seed_command)
+    app.cli.add_command(emails_cli)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,23 @@ def settings_from_environment(environ: Mapping[str, str], instance_path: str) ->
         "WTF_CSRF_TIME_LIMIT": None,
         "SEND_FILE_MAX_AGE_DEFAULT": _int(environ, "STATIC_MAX_AGE", 3600 if production else 0),
         "LOG_LEVEL": environ.get("LOG_LEVEL", "INFO").upper(),
+        "REDIS_URL": environ.get("REDIS_URL") or None,
+        "PROXY_FIX_HOPS": _int(environ, "PROXY_FIX_HOPS", 0),
+        "REMEMBER_COOKIE_DURATION": timedelta(days=_int(environ, "REMEMBER_DAYS", 30)),
+        "REMEMBER_COOKIE_HTTPONLY": True,
+        "REMEMBER_COOKIE_SAMESITE": "Lax",
+        "REMEMBER_COOKIE_SECURE": _flag(environ.get("SESSION_COOKIE_SECURE"), default=production),
+        "PASSWORD_RESET_MAX_AGE": _int(environ, "PASSWORD_RESET_MAX_AGE", 3600),
+        "GOOGLE_CLIENT_ID": environ.get("GOOGLE_CLIENT_ID") or None,
+        "GOOGLE_CLIENT_SECRET": environ.get("GOOGLE_CLIENT_SECRET") or None,
+        "GOOGLE_ISSUER": environ.get("GOOGLE_ISSUER", "https://accounts.google.com").rstrip("/"),
+        "EMAIL_BACKEND": environ.get("EMAIL_BACKEND", "console").strip().lower(),
+        "EMAIL_FROM": environ.get("EMAIL_FROM", "ELYSIUM <hello@elysium.example>"),
+        "STAFF_EMAIL": environ.get("STAFF_EMAIL", "atelier@elysium.example"),
+        "RESEND_API_KEY": environ.get("RESEND_API_KEY") or None,
+        "RESEND_BASE_URL": environ.get("RESEND_BASE_URL", "https://api.resend.com").rstrip("/"),
+        "EMAIL_TIMEOUT_SECONDS": _int(environ, "EMAIL_TIMEOUT_SECONDS", 5),
+        "EMAIL_MAX_ATTEMPTS": _int(environ, "EMAIL_MAX_ATTEMPTS", 8),
     }
 
 

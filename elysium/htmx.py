@@ -19,3 +19,10 @@ def render(page_template: str, fragment_template: str, /, status: int = 200, **c
     response = make_response(render_template(template, **context), status)
     response.vary.add("HX-Request")
     return response
+
+
+def htmx_redirect(location: str) -> Response:
+    """htmx never receives a 3xx: it is told where to go with ``HX-Redirect``."""
+    response = make_response("", 204)
+    response.headers["HX-Redirect"] = location
+    return response

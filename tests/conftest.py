@@ -15,10 +15,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 from flask_migrate import upgrade
 from sqlalchemy import event, text
+from sqlalchemy.pool import NullPool
 
 from elysium import create_app
 from elysium.config import normalise_database_url
-from elysium.extensions import db
+from elysium.extensions import db, limiter
 from elysium.services.seeding import load_demo_catalogue, seed_catalogue
 
 CSRF_META = re.compile(r'"X-CSRFToken": "([^"]+)"')
@@ -29,7 +30,10 @@ def database_url(tmp_dir: Path) -> str:
     return normalise_database_url(url) if url else f"sqlite:///{tmp_dir / 'test.sqlite3'}"
 
 
-def make_app(url: str, **overrides) -> Flask:
+def make_app(url: str, pooled: bool = False, **overrides) -> Flask:
+    """An app on the test database. Only the suite's own app keeps a connection pool: the
+    others, dropped by their tests, would otherwise leave connections for the garbage collector.
+    """
     config = {
         "TESTING": True,
         "ELYSIUM_ENV": "testing",
@@ -37,7 +41,11 @@ def make_app(url: str, **overrides) -> Flask:
         "SQLALCHEMY_DATABASE_URI": url,
         **overrides,
     }
-    return create_app(config)
+    if not pooled:
+        config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"poolclass": NullPool})
+    app = create_app(config)
+    app.test_client_class = ShopClient
+    return app
 
 
 def drop_everything(app: Flask) -> None:
@@ -51,7 +59,7 @@ def drop_everything(app: Flask) -> None:
 @pytest.fixture(scope="session")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
     url = database_url(tmp_path_factory.mktemp("db"))
-    application = make_app(url)
+    application = make_app(url, pooled=True)
     drop_everything(application)
     with application.app_context():
         upgrade()
@@ -63,6 +71,7 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
 @pytest.fixture(autouse=True)
 def _empty_database_after_test(app: Flask) -> Iterator[None]:
     yield
+    limiter.reset()
     with app.app_context():
         db.session.remove()
         with db.engine.begin() as connection:
@@ -110,6 +119,11 @@ class ShopClient(FlaskClient):
                 self.csrf_token = match.group(1)
         return response
 
+    def submit(self, page: str, data: dict, action: str | None = None, **kwargs):
+        """Open a form's page, then post the form to its action with the page's CSRF token."""
+        self.get(page)
+        return self.post(action or page, data={"csrf_token": self.csrf_token, **data}, **kwargs)
+
     def htmx(self, method: str, url: str, **kwargs):
         headers = {"HX-Request": "true", **kwargs.pop("headers", {})}
         if method.upper() != "GET" and self.csrf_token:
@@ -119,8 +133,79 @@ class ShopClient(FlaskClient):
 
 @pytest.fixture
 def client(app: Flask) -> ShopClient:
-    app.test_client_class = ShopClient
     return app.test_client()  # type: ignore[return-value]
+
+
+PASSWORD = "correct horse battery staple"
+
+
+def create_user(
+    email: str = "ada@example.com",
+    password: str | None = PASSWORD,
+    *,
+    verified: bool = True,
+    **fields,
+) -> int:
+    """A user straight in the database (the registration flow has its own tests)."""
+    from elysium.models import CustomerProfile, User
+    from elysium.models.types import utcnow
+    from elysium.services.passwords import hash_password
+
+    user = User(
+        email=email,
+        password_hash=hash_password(password) if password else None,
+        email_verified_at=utcnow() if verified else None,
+        first_name=fields.pop("first_name", "Ada"),
+        last_name=fields.pop("last_name", "Lovelace"),
+        **fields,
+    )
+    user.profile = CustomerProfile()
+    db.session.add(user)
+    db.session.commit()
+    return user.id
+
+
+class AuthActions:
+    """Sign in and out through the real forms, as a shopper would."""
+
+    def __init__(self, app: Flask, client: ShopClient):
+        self.app = app
+        self.client = client
+
+    def create_user(self, email: str = "ada@example.com", password: str | None = PASSWORD, **kw):
+        with self.app.app_context():
+            return create_user(email, password, **kw)
+
+    def login(self, email: str = "ada@example.com", password: str = PASSWORD, **extra):
+        return self.client.submit("/auth/login", {"email": email, "password": password, **extra})
+
+    def logout(self):
+        return self.client.submit("/account", {}, action="/auth/logout")
+
+
+@pytest.fixture
+def auth(app: Flask, client: ShopClient) -> AuthActions:
+    return AuthActions(app, client)
+
+
+def sent_emails(app: Flask, to: str | None = None) -> list:
+    """Emails in the outbox, oldest first (the console backend marks them sent)."""
+    from elysium.models import OutboxEmail
+
+    with app.app_context():
+        stmt = db.select(OutboxEmail).order_by(OutboxEmail.id)
+        if to:
+            stmt = stmt.where(OutboxEmail.to_address == to)
+        emails = db.session.scalars(stmt).all()
+        db.session.expunge_all()
+        return list(emails)
+
+
+def link_in(email, path_prefix: str) -> str:
+    """The path of the first link in an email's text that starts with ``path_prefix``."""
+    match = re.search(r"https?://[^/\s]+(" + re.escape(path_prefix) + r"[^\s]*)", email.body_text)
+    assert match, f"no {path_prefix} link in: {email.body_text}"
+    return match.group(1)
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
+from flask_login import UserMixin
 from sqlalchemy import (
     Boolean,
     ForeignKey,
@@ -25,12 +26,13 @@ class Role(enum.StrEnum):
     STAFF = "staff"
 
 
-class User(db.Model):
+class User(UserMixin, db.Model):
     """A shopper or a member of staff.
 
     ``email`` is stored lower-cased. ``session_version`` is part of every session and
     remember cookie: bumping it signs the user out everywhere. ``password_hash`` is empty
-    for accounts that only ever signed in with an OAuth provider.
+    for accounts that only ever signed in with an OAuth provider. ``password_reset_nonce``
+    names the one password-reset link that may still be used.
     """
 
     __tablename__ = "users"
@@ -44,6 +46,7 @@ class User(db.Model):
     role: Mapped[Role] = mapped_column(enum_column(Role, "role"), default=Role.CUSTOMER)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     session_version: Mapped[int] = mapped_column(Integer, default=1)
+    password_reset_nonce: Mapped[str | None] = mapped_column(String(64))
     email_verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -62,6 +65,18 @@ class User(db.Model):
     @property
     def is_staff(self) -> bool:
         return self.role is Role.STAFF
+
+    @property
+    def is_verified(self) -> bool:
+        return self.email_verified_at is not None
+
+    @property
+    def display_name(self) -> str:
+        return " ".join(part for part in (self.first_name, self.last_name) if part) or self.email
+
+    def get_id(self) -> str:
+        """The session and remember-cookie identity: id and session version together."""
+        return f"{self.id}:{self.session_version}"
 
 
 class OAuthAccount(db.Model):

@@ -1,0 +1,424 @@
+"""The account area: overview, profile, addresses, and the shopper's own data."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    flash,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask_login import current_user, login_required, logout_user
+from flask_wtf import FlaskForm
+
+from elysium.account.forms import (
+    AddressForm,
+    DeleteAccountForm,
+    EmailForm,
+    PasswordForm,
+    ProfileForm,
+)
+from elysium.auth.routes import sign_in
+from elysium.countries import country_name
+from elysium.extensions import db
+from elysium.htmx import htmx_redirect, is_htmx, render
+from elysium.models.types import utcnow
+from elysium.models.users import Address, User
+from elysium.services import account_data, accounts, addresses, profiles
+from elysium.services.addresses import AddressError, Default
+from elysium.services.profiles import PREFERRED_METALS, ProfileError
+
+bp = Blueprint("account", __name__, url_prefix="/account")
+
+
+@bp.after_request
+def personal_pages_are_not_cached(response: Response) -> Response:
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.app_template_global()
+def country_label(code: str) -> str:
+    return country_name(code)
+
+
+@bp.app_template_global()
+def metal_label(code: str | None) -> str:
+    return PREFERRED_METALS.get(code or "", "")
+
+
+def _user() -> User:
+    return current_user._get_current_object()
+
+
+def _attach(form: FlaskForm, errors: Mapping[str, str]) -> None:
+    """Show service errors beside their fields (``""`` and unknown fields: above the form)."""
+    for name, message in errors.items():
+        field = form._fields.get(name) if name else None
+        if field is None:
+            form.form_errors.append(message)
+        elif not field.errors:
+            field.errors = [*field.errors, message]
+
+
+def _fragments(*parts: str, status: int = 200) -> Response:
+    response = make_response("".join(parts), status)
+    response.vary.add("HX-Request")
+    return response
+
+
+def _notice(message: str) -> str:
+    """The page's message region, updated out of band (htmx never sees a flashed message)."""
+    return render_template("account/_notice.html", message=message)
+
+
+def _done(message: str, location: str, *fragments: str) -> Response:
+    """Success: htmx gets the updated fragments and a notice; a browser is redirected."""
+    if is_htmx():
+        return _fragments(*fragments, _notice(message))
+    flash(message)
+    response = redirect(location, 303)
+    response.vary.add("HX-Request")
+    return response
+
+
+@bp.get("")
+@login_required
+def overview() -> Response:
+    user = _user()
+    return make_response(
+        render_template(
+            "account/overview.html",
+            user=user,
+            profile=user.profile,
+            shipping=addresses.default_address(db.session, user, Default.SHIPPING),
+            billing=addresses.default_address(db.session, user, Default.BILLING),
+        )
+    )
+
+
+def _profile_form(user: User) -> ProfileForm:
+    profile = user.profile
+    return ProfileForm(
+        formdata=None,
+        data={
+            "first_name": user.first_name,
+            "last_name": user.last_name,
+            "phone": user.phone,
+            "preferred_metal": (profile and profile.preferred_metal) or "",
+            "ring_size": (profile and profile.ring_size) or "",
+            "marketing_consent": bool(profile and profile.marketing_consent),
+        },
+    )
+
+
+def _profile_page(user: User, status: int = 200, **forms: FlaskForm) -> Response:
+    context = {
+        "user": user,
+        "profile_form": forms.get("profile_form") or _profile_form(user),
+        "email_form": forms.get("email_form")
+        or EmailForm(formdata=None, data={"email": user.email}),
+        "password_form": forms.get("password_form") or PasswordForm(formdata=None),
+    }
+    return make_response(render_template("account/profile.html", **context), status)
+
+
+def _invalid(user: User, fragment: str, name: str, form: FlaskForm) -> Response:
+    """422: the form again with its messages, as a fragment for htmx or in the whole page."""
+    if is_htmx():
+        return _fragments(render_template(fragment, user=user, **{name: form}), status=422)
+    response = _profile_page(user, 422, **{name: form})
+    response.vary.add("HX-Request")
+    return response
+
+
+@bp.get("/profile")
+@login_required
+def profile() -> Response:
+    return _profile_page(_user())
+
+
+@bp.post("/profile")
+@login_required
+def update_profile() -> Response:
+    user = _user()
+    form = ProfileForm()
+    if form.validate_on_submit():
+        try:
+            profiles.update_profile(db.session, user, form.changes())
+        except ProfileError as error:
+            db.session.rollback()
+            _attach(form, error.errors)
+        else:
+            db.session.commit()
+            return _done(
+                "Your details are saved.",
+                url_for("account.profile"),
+                render_template(
+                    "account/_profile_form.html", user=user, profile_form=_profile_form(user)
+                ),
+            )
+    return _invalid(user, "account/_profile_form.html", "profile_form", form)
+
+
+@bp.post("/email")
+@login_required
+def change_email() -> Response:
+    user = _user()
+    form = EmailForm()
+    if form.validate_on_submit():
+        try:
+            accounts.change_email(db.session, user, form.current_password.data, form.email.data)
+        except accounts.AccountError as error:
+            db.session.rollback()
+            _attach(form, {error.field or "": error.message})
+        else:
+            db.session.commit()
+            fresh = EmailForm(formdata=None, data={"email": user.email})
+            return _done(
+                f"Your email is now {user.email}.",
+                url_for("account.profile"),
+                render_template("account/_email_form.html", user=user, email_form=fresh),
+            )
+    return _invalid(user, "account/_email_form.html", "email_form", form)
+
+
+def _stay_signed_in(user: User) -> None:
+    """After a password change every session ends; this browser starts a fresh one.
+
+    The CSRF token survives, so the forms already on the page (and htmx's header) still work.
+    """
+    csrf_key = current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token")
+    csrf_token = session.get(csrf_key)
+    remember_cookie = current_app.config.get("REMEMBER_COOKIE_NAME", "remember_token")
+    sign_in(user, remember=remember_cookie in request.cookies)
+    if csrf_token:
+        session[csrf_key] = csrf_token
+
+
+@bp.post("/password")
+@login_required
+def change_password() -> Response:
+    user = _user()
+    form = PasswordForm()
+    if form.validate_on_submit():
+        try:
+            accounts.change_password(
+                db.session, user, form.current_password.data, form.password.data
+            )
+        except accounts.AccountError as error:
+            db.session.rollback()
+            _attach(form, {error.field or "": error.message})
+        else:
+            db.session.commit()
+            _stay_signed_in(user)
+            return _done(
+                "Your password is changed, and every other session is signed out.",
+                url_for("account.profile"),
+                render_template(
+                    "account/_password_form.html",
+                    user=user,
+                    password_form=PasswordForm(formdata=None),
+                ),
+            )
+    return _invalid(user, "account/_password_form.html", "password_form", form)
+
+
+def _owned(address_id: int) -> Address:
+    """The signed-in shopper's address; anyone else's is not found (404, never 403)."""
+    address = addresses.address_of(db.session, _user(), address_id)
+    if address is None:
+        abort(404)
+    return address
+
+
+def _new_address_form(user: User) -> AddressForm:
+    first = not addresses.addresses_of(db.session, user)
+    return AddressForm(
+        formdata=None, data={"default_shipping": first, "default_billing": first}, id_prefix="new"
+    )
+
+
+def _addresses_page(user: User, form: AddressForm, status: int = 200) -> Response:
+    response = make_response(
+        render_template(
+            "account/addresses.html",
+            addresses=addresses.addresses_of(db.session, user),
+            form=form,
+        ),
+        status,
+    )
+    response.vary.add("HX-Request")
+    return response
+
+
+def _card(address: Address, oob: str | None = None) -> str:
+    return render_template("account/_address_card.html", address=address, oob=oob)
+
+
+def _cards(changed: Iterable[Address]) -> list[str]:
+    return [_card(address, oob="true") for address in changed]
+
+
+def _checked(form: AddressForm) -> bool:
+    """The form's own checks and the address rules together, so every message shows at once."""
+    valid = form.validate_on_submit()
+    try:
+        addresses.clean(form.address())
+    except AddressError as error:
+        _attach(form, error.errors)
+        return False
+    return valid
+
+
+@bp.get("/addresses")
+@login_required
+def address_book() -> Response:
+    user = _user()
+    return _addresses_page(user, _new_address_form(user))
+
+
+@bp.post("/addresses")
+@login_required
+def add_address() -> Response:
+    user = _user()
+    form = AddressForm(id_prefix="new")
+    if _checked(form):
+        defaults = frozenset(
+            kind
+            for kind, chosen in (
+                (Default.SHIPPING, form.default_shipping.data),
+                (Default.BILLING, form.default_billing.data),
+            )
+            if chosen
+        )
+        try:
+            address, replaced = addresses.add_address(db.session, user, form.address(), defaults)
+        except AddressError as error:
+            db.session.rollback()
+            _attach(form, error.errors)
+        else:
+            db.session.commit()
+            return _done(
+                "Address added.",
+                url_for("account.address_book"),
+                render_template("account/_address_form.html", form=_new_address_form(user)),
+                _card(address, oob="beforeend:#address-list"),
+                *_cards(replaced),
+            )
+    if is_htmx():
+        return _fragments(render_template("account/_address_form.html", form=form), status=422)
+    return _addresses_page(user, form, 422)
+
+
+@bp.get("/addresses/<int:address_id>")
+@login_required
+def address(address_id: int) -> Response:
+    """One card: what "cancel" brings back in place of the edit form."""
+    card = _owned(address_id)
+    if is_htmx():
+        return _fragments(_card(card))
+    return redirect(url_for("account.address_book"), 303)
+
+
+@bp.get("/addresses/<int:address_id>/edit")
+@login_required
+def edit_address(address_id: int) -> Response:
+    address = _owned(address_id)
+    form = AddressForm(formdata=None, obj=address, id_prefix=f"address-{address.id}")
+    return render(
+        "account/address_edit.html", "account/_address_form.html", form=form, address=address
+    )
+
+
+@bp.post("/addresses/<int:address_id>")
+@login_required
+def update_address(address_id: int) -> Response:
+    address = _owned(address_id)
+    form = AddressForm(id_prefix=f"address-{address.id}")
+    if _checked(form):
+        addresses.update_address(db.session, address, form.address())
+        db.session.commit()
+        return _done("Address saved.", url_for("account.address_book"), _card(address))
+    return render(
+        "account/address_edit.html",
+        "account/_address_form.html",
+        status=422,
+        form=form,
+        address=address,
+    )
+
+
+@bp.post("/addresses/<int:address_id>/delete")
+@login_required
+def delete_address(address_id: int) -> Response:
+    addresses.delete_address(db.session, _owned(address_id))
+    db.session.commit()
+    # For htmx the body is only the notice, so the card it replaces simply goes away.
+    return _done("Address deleted.", url_for("account.address_book"))
+
+
+@bp.post("/addresses/<int:address_id>/default/<any(shipping, billing):kind>")
+@login_required
+def make_default(address_id: int, kind: str) -> Response:
+    address = _owned(address_id)
+    replaced = addresses.make_default(db.session, _user(), address, Default(kind))
+    db.session.commit()
+    return _done(
+        f"This is now your default {kind} address.",
+        url_for("account.address_book"),
+        _card(address),
+        *_cards(replaced),
+    )
+
+
+@bp.route("/delete", methods=["GET", "POST"])
+@login_required
+def close_account() -> Response:
+    user = _user()
+    form = DeleteAccountForm()
+    if form.validate_on_submit():
+        try:
+            account_data.close_account(
+                db.session,
+                user,
+                password=form.password.data or "",
+                typed_email=form.confirm_email.data or "",
+            )
+        except accounts.AccountError as error:
+            db.session.rollback()
+            _attach(form, {error.field or "": error.message})
+        else:
+            db.session.commit()
+            logout_user()
+            session.clear()
+            goodbye = url_for("account.goodbye")
+            return htmx_redirect(goodbye) if is_htmx() else redirect(goodbye, 303)
+    status = 422 if form.is_submitted() else 200
+    return make_response(render_template("account/delete.html", user=user, form=form), status)
+
+
+@bp.get("/goodbye")
+def goodbye() -> str:
+    return render_template("account/goodbye.html")
+
+
+@bp.get("/export")
+@login_required
+def export() -> Response:
+    data = account_data.export(db.session, _user())
+    response = make_response(json.dumps(data, indent=2, ensure_ascii=False))
+    response.mimetype = "application/json"
+    filename = f"elysium-account-{utcnow():%Y-%m-%d}.json"
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response

@@ -1,0 +1,289 @@
+"""Sign-up, sign-in, sign-out, email confirmation and password reset."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    flash,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask_limiter import RequestLimit
+from flask_login import current_user, login_required, login_user, logout_user
+
+from elysium.auth.forms import (
+    ForgotPasswordForm,
+    LinkAccountForm,
+    LoginForm,
+    RegisterForm,
+    ResetPasswordForm,
+)
+from elysium.auth.session import safe_next
+from elysium.errors import seconds_until_reset, wait_message
+from elysium.extensions import db, limiter
+from elysium.integrations import google
+from elysium.services import accounts, oauth_accounts
+
+bp = Blueprint("auth", __name__, url_prefix="/auth")
+
+PENDING_LINK = "google_link"
+PENDING_LINK_SECONDS = 600
+
+
+@bp.app_context_processor
+def sign_in_options() -> dict[str, bool]:
+    return {"google_enabled": google.enabled()}
+
+
+def _posted_email() -> str:
+    return accounts.normalise_email(request.form.get("email", ""))[:254]
+
+
+def _form_page(template: str, form, status: int) -> Response:
+    response = make_response(render_template(template, form=form), status)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def when_limited(template: str, form_class: type) -> Callable[[RequestLimit], Response]:
+    """A 429 that shows the same form, with what was typed (never the password) kept."""
+
+    def on_breach(request_limit: RequestLimit) -> Response:
+        form = form_class()
+        form.form_errors.append(wait_message(request_limit))
+        response = _form_page(template, form, 429)
+        response.headers["Retry-After"] = str(seconds_until_reset(request_limit))
+        return response
+
+    return on_breach
+
+
+def sign_in(user, remember: bool = False) -> None:
+    """A fresh session for the signed-in user, so no earlier session id survives (no fixation)."""
+    session.clear()
+    login_user(user, remember=remember, duration=current_app.config["REMEMBER_COOKIE_DURATION"])
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@limiter.limit("20/minute", methods=["POST"], on_breach=when_limited("auth/login.html", LoginForm))
+@limiter.limit(
+    "5/minute",
+    key_func=lambda: "login:" + _posted_email(),
+    methods=["POST"],
+    on_breach=when_limited("auth/login.html", LoginForm),
+)
+def login() -> Response:
+    form = LoginForm(next=request.args.get("next", ""))
+    if current_user.is_authenticated and request.method == "GET":
+        return redirect(safe_next(form.next.data), 303)
+    if not form.validate_on_submit():
+        return _form_page("auth/login.html", form, 422 if form.is_submitted() else 200)
+    try:
+        user = accounts.authenticate(db.session, form.email.data, form.password.data)
+    except accounts.UnverifiedEmailError as unverified:
+        db.session.commit()
+        form.form_errors.append(unverified.message)
+        return _form_page("auth/login.html", form, 422)
+    if user is None:
+        db.session.commit()
+        form.form_errors.append("Email or password is incorrect.")
+        return _form_page("auth/login.html", form, 422)
+    db.session.commit()
+    sign_in(user, remember=form.remember.data)
+    flash(f"Welcome back, {user.first_name or 'and thank you for returning'}.")
+    return redirect(safe_next(form.next.data), 303)
+
+
+@bp.post("/logout")
+@login_required
+def logout() -> Response:
+    """Signing out ends every session of the account, on every device and server."""
+    accounts.end_all_sessions(current_user._get_current_object())
+    db.session.commit()
+    logout_user()
+    session.clear()
+    flash("You are signed out.")
+    return redirect(url_for("shop.home"), 303)
+
+
+@bp.route("/register", methods=["GET", "POST"])
+@limiter.limit(
+    "5/hour", methods=["POST"], on_breach=when_limited("auth/register.html", RegisterForm)
+)
+def register() -> Response:
+    form = RegisterForm()
+    if not form.validate_on_submit():
+        return _form_page("auth/register.html", form, 422 if form.is_submitted() else 200)
+    try:
+        accounts.register(
+            db.session,
+            accounts.Registration(
+                email=form.email.data,
+                password=form.password.data,
+                first_name=form.first_name.data or "",
+                last_name=form.last_name.data or "",
+            ),
+        )
+    except accounts.AccountError as error:
+        getattr(form, error.field or "email").errors.append(error.message)
+        return _form_page("auth/register.html", form, 422)
+    db.session.commit()
+    return redirect(
+        url_for("auth.check_inbox", email=accounts.normalise_email(form.email.data)), 303
+    )
+
+
+@bp.get("/check-inbox")
+def check_inbox() -> str:
+    return render_template("auth/check_inbox.html", email=request.args.get("email", "")[:254])
+
+
+@bp.get("/confirm/<token>")
+def confirm_email(token: str) -> Response:
+    try:
+        user = accounts.confirm_email(db.session, token)
+    except accounts.AccountError as error:
+        response = make_response(
+            render_template("auth/link_problem.html", message=error.message), 400
+        )
+        response.headers["Referrer-Policy"] = "no-referrer"
+        return response
+    db.session.commit()
+    sign_in(user)
+    flash("Your email is confirmed. Welcome to ELYSIUM.")
+    return redirect(url_for("account.overview"), 303)
+
+
+@bp.route("/forgot", methods=["GET", "POST"])
+@limiter.limit(
+    "3/hour",
+    key_func=lambda: "reset:" + _posted_email(),
+    methods=["POST"],
+    on_breach=when_limited("auth/forgot.html", ForgotPasswordForm),
+)
+def forgot_password() -> Response:
+    form = ForgotPasswordForm()
+    if not form.validate_on_submit():
+        return _form_page("auth/forgot.html", form, 422 if form.is_submitted() else 200)
+    accounts.request_password_reset(db.session, form.email.data)
+    db.session.commit()
+    return redirect(
+        url_for("auth.check_inbox", email=accounts.normalise_email(form.email.data), reset=1), 303
+    )
+
+
+@bp.route("/reset/<token>", methods=["GET", "POST"])
+def reset_password(token: str) -> Response:
+    form = ResetPasswordForm()
+    if accounts.user_for_reset_token(db.session, token) is None:
+        response = make_response(
+            render_template(
+                "auth/link_problem.html",
+                message="This reset link has expired or has already been used.",
+                forgot=True,
+            ),
+            400,
+        )
+    elif not form.validate_on_submit():
+        response = _form_page("auth/reset.html", form, 422 if form.is_submitted() else 200)
+    else:
+        try:
+            user = accounts.reset_password(db.session, token, form.password.data)
+        except accounts.AccountError as error:
+            form.password.errors.append(error.message)
+            response = _form_page("auth/reset.html", form, 422)
+        else:
+            db.session.commit()
+            sign_in(user)
+            flash("Your password is changed, and every other session is signed out.")
+            response = redirect(url_for("account.overview"), 303)
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.post("/google")
+@limiter.limit("20/minute")
+def google_login() -> Response:
+    """Start Google sign-in (a POST, so no other site can start it for the shopper)."""
+    if not google.enabled():
+        return redirect(url_for("auth.login"), 303)
+    session["after_sign_in"] = safe_next(request.form.get("next"))
+    return google.authorize_redirect(url_for("auth.google_callback", _external=True))
+
+
+def _google_failed(message: str) -> Response:
+    form = LoginForm()
+    form.form_errors.append(message)
+    return _form_page("auth/login.html", form, 400)
+
+
+@bp.get("/google/callback")
+@limiter.limit("20/minute")
+def google_callback() -> Response:
+    if not google.enabled():
+        return redirect(url_for("auth.login"), 303)
+    try:
+        claims = google.verified_claims()
+    except google.GoogleSignInError as error:
+        current_app.logger.warning("Google sign-in refused: %s", error)
+        return _google_failed("Google sign-in didn't complete. Please try again.")
+    try:
+        result = oauth_accounts.sign_in_with(db.session, google.PROVIDER, claims)
+    except accounts.AccountError as error:
+        db.session.rollback()
+        return _google_failed(error.message)
+    db.session.commit()
+    if result.outcome is oauth_accounts.Outcome.NEEDS_PASSWORD:
+        session[PENDING_LINK] = {
+            "sub": claims["sub"],
+            "email": claims.get("email"),
+            "email_verified": claims.get("email_verified"),
+            "at": time.time(),
+        }
+        return redirect(url_for("auth.google_link"), 303)
+    target = session.get("after_sign_in")
+    sign_in(result.user)
+    return redirect(safe_next(target), 303)
+
+
+@bp.route("/google/link", methods=["GET", "POST"])
+@limiter.limit(
+    "5/minute", methods=["POST"], on_breach=when_limited("auth/link_google.html", LinkAccountForm)
+)
+def google_link() -> Response:
+    """An existing password account: its password proves the Google identity may join it."""
+    pending = session.get(PENDING_LINK)
+    if not pending or time.time() - pending.get("at", 0) > PENDING_LINK_SECONDS:
+        session.pop(PENDING_LINK, None)
+        return redirect(url_for("auth.login"), 303)
+    form = LinkAccountForm()
+    if not form.validate_on_submit():
+        status = 422 if form.is_submitted() else 200
+        return make_response(
+            render_template("auth/link_google.html", form=form, email=pending["email"]), status
+        )
+    try:
+        user = oauth_accounts.link_with_password(
+            db.session, google.PROVIDER, pending, form.password.data
+        )
+    except accounts.AccountError as error:
+        db.session.rollback()
+        form.password.errors.append(error.message)
+        return make_response(
+            render_template("auth/link_google.html", form=form, email=pending["email"]), 422
+        )
+    db.session.commit()
+    target = session.get("after_sign_in")
+    sign_in(user)
+    flash("Your Google account is now linked: next time, one click is enough.")
+    return redirect(safe_next(target), 303)

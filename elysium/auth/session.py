@@ -1,0 +1,61 @@
+"""Who is signed in: Flask-Login wired to the user's session version, and safe ``next`` URLs."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import Flask, Response, redirect, request, url_for
+
+from elysium.extensions import db, login_manager
+from elysium.htmx import htmx_redirect, is_htmx
+from elysium.models.users import User
+
+
+def load_user(identity: str) -> User | None:
+    """``"<id>:<session version>"``; an old version, or a deactivated user, is nobody."""
+    user_id, _, version = identity.partition(":")
+    if not (user_id.isdigit() and version.isdigit()):
+        return None
+    user = db.session.get(User, int(user_id))
+    if user is None or not user.is_active or user.session_version != int(version):
+        return None
+    return user
+
+
+def safe_next(target: str | None, default: str | None = None) -> str:
+    """A same-site path to go to after signing in; anything else lands on the account page."""
+    fallback = default or url_for("account.overview")
+    if not target or any(char in target for char in "\\\r\n\t") or not target.startswith("/"):
+        return fallback
+    if target.startswith("//"):
+        return fallback
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return fallback
+    return target
+
+
+def unauthorized() -> Response:
+    """Send a visitor to sign in, then back here; htmx is told with ``HX-Redirect``."""
+    target = request.full_path.rstrip("?") if request.method == "GET" else request.referrer
+    login_url = url_for("auth.login", next=safe_next(_same_site_path(target), default="/"))
+    if is_htmx():
+        return htmx_redirect(login_url)
+    return redirect(login_url, 303)
+
+
+def _same_site_path(url: str | None) -> str | None:
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if parts.netloc and parts.netloc != request.host:
+        return None
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    return path
+
+
+def init_app(app: Flask) -> None:
+    login_manager.init_app(app)
+    login_manager.user_loader(load_user)
+    login_manager.unauthorized_handler(unauthorized)
+    login_manager.session_protection = "basic"

@@ -1,0 +1,169 @@
+"""Sending one email: to the console (development) or through Resend's HTTP API.
+
+Backends know nothing about the outbox table; they get one :class:`OutgoingEmail`, return
+the provider's message id, or raise :class:`EmailDeliveryError` saying whether trying again
+could help.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import requests
+
+from elysium.config import ConfigurationError
+
+logger = logging.getLogger(__name__)
+
+MAX_ERROR_LENGTH = 2000
+
+
+@dataclass(frozen=True)
+class OutgoingEmail:
+    sender: str
+    to: str
+    subject: str
+    text: str
+    html: str
+    idempotency_key: str
+
+
+class EmailDeliveryError(Exception):
+    """The provider did not take the email.
+
+    ``permanent`` means the request itself was refused (a validation error): sending the same
+    email again would fail the same way. Anything else (timeouts, connection errors, 429, 5xx)
+    is worth retrying later.
+    """
+
+    def __init__(self, message: str, *, permanent: bool) -> None:
+        super().__init__(message[:MAX_ERROR_LENGTH])
+        self.permanent = permanent
+
+
+class EmailBackend(Protocol):
+    def send(self, email: OutgoingEmail) -> str | None:
+        """Deliver ``email``; return the provider's message id (if it gives one)."""
+        ...
+
+    def close(self) -> None:
+        """Release connections kept open between sends."""
+        ...
+
+
+class ConsoleBackend:
+    """Writes each email to stdout (and a one-line note to the log); nothing leaves the machine.
+
+    The stream is looked up at send time so that output capture (pytest, a CLI runner) sees it.
+    """
+
+    def __init__(self, stream: Any = None) -> None:
+        self._stream = stream
+
+    def send(self, email: OutgoingEmail) -> str | None:
+        stream = self._stream or sys.stdout
+        rule = "-" * 72
+        print(
+            f"{rule}\nFrom: {email.sender}\nTo: {email.to}\nSubject: {email.subject}\n"
+            f"Idempotency-Key: {email.idempotency_key}\n\n{email.text.rstrip()}\n{rule}",
+            file=stream,
+            flush=True,
+        )
+        logger.info("Email %s to %s written to the console", email.idempotency_key, email.to)
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+class ResendBackend:
+    """``POST /emails`` on Resend (or anything that speaks its API at ``base_url``)."""
+
+    def __init__(self, *, api_key: str, base_url: str, timeout_seconds: float) -> None:
+        self._url = base_url.rstrip("/") + "/emails"
+        self._timeout = (timeout_seconds, timeout_seconds)
+        self._http = requests.Session()
+        self._http.headers.update(
+            {
+                "Authorization": f"Bearer {api_key}",
+                "User-Agent": "elysium-outbox/1",
+            }
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def send(self, email: OutgoingEmail) -> str | None:
+        payload = {
+            "from": email.sender,
+            "to": [email.to],
+            "subject": email.subject,
+            "html": email.html,
+            "text": email.text,
+        }
+        try:
+            response = self._http.post(
+                self._url,
+                json=payload,
+                headers={"Idempotency-Key": email.idempotency_key},
+                timeout=self._timeout,
+            )
+        except requests.Timeout as exc:
+            raise EmailDeliveryError(f"Resend timed out: {exc}", permanent=False) from exc
+        except requests.RequestException as exc:
+            raise EmailDeliveryError(f"Resend unreachable: {exc}", permanent=False) from exc
+
+        if response.ok:
+            try:
+                message_id = response.json()["id"]
+            except (ValueError, KeyError, TypeError) as exc:
+                # Resend took the email but we cannot read its id; retrying with the same
+                # idempotency key returns the same answer rather than a second email.
+                raise EmailDeliveryError(
+                    f"Resend answered {response.status_code} without an email id",
+                    permanent=False,
+                ) from exc
+            return str(message_id)
+        raise _error_from_response(response)
+
+
+def _error_from_response(response: requests.Response) -> EmailDeliveryError:
+    name, message = "", response.text[:500]
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        name = str(body.get("name") or "")
+        message = str(body.get("message") or message)
+    status = response.status_code
+    # 409 "concurrent_idempotent_requests": the same key is still being processed; the answer
+    # will be ready on the next try. Every other 4xx but 429 is a refusal of this email.
+    transient = (
+        status == 429
+        or status >= 500
+        or (status == 409 and name == "concurrent_idempotent_requests")
+    )
+    label = f"Resend {status}" + (f" {name}" if name else "")
+    return EmailDeliveryError(f"{label}: {message}", permanent=not transient)
+
+
+def backend_from_config(config: Mapping[str, Any]) -> EmailBackend:
+    """The backend ``EMAIL_BACKEND`` names, built from the app's settings."""
+    kind = config.get("EMAIL_BACKEND", "console")
+    if kind == "console":
+        return ConsoleBackend()
+    if kind == "resend":
+        api_key = config.get("RESEND_API_KEY")
+        if not api_key:
+            raise ConfigurationError("EMAIL_BACKEND is 'resend' but RESEND_API_KEY is not set.")
+        return ResendBackend(
+            api_key=api_key,
+            base_url=config.get("RESEND_BASE_URL") or "https://api.resend.com",
+            timeout_seconds=float(config.get("EMAIL_TIMEOUT_SECONDS", 5)),
+        )
+    raise ConfigurationError(f"EMAIL_BACKEND must be 'console' or 'resend', not {kind!r}.")

@@ -1,0 +1,202 @@
+"""The shopper's own data: a copy to take away (export) and closing the account (erasure).
+
+Closing an account deletes the user row and everything that only describes the person
+(profile, addresses, sign-in identities, wishlist, bag, queued and sent emails). Orders are
+the shop's accounting records, so they stay, cut loose from the person: no user, no email,
+no addresses, no gift message; lines, totals and status are kept. An order that is still
+being paid for or on its way needs its address, so closing waits until it has arrived.
+"""
+
+from __future__ import annotations
+
+import hmac
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, or_, select, update
+from sqlalchemy.orm import Session
+
+from elysium.models.cart import Cart, CartLine, WishlistItem
+from elysium.models.engagement import BespokeLead, ProductView
+from elysium.models.inventory import StockMovement
+from elysium.models.orders import Order, OrderStatus
+from elysium.models.outbox import OutboxEmail, OutboxStatus
+from elysium.models.types import utcnow
+from elysium.models.users import User
+from elysium.services import passwords
+from elysium.services.accounts import AccountError, normalise_email
+from elysium.services.addresses import addresses_of, as_snapshot
+from elysium.services.outbox import queue_email
+
+IN_PROGRESS = frozenset(
+    {OrderStatus.PROCESSING, OrderStatus.PAID, OrderStatus.FULFILLED, OrderStatus.SHIPPED}
+)
+ERASED_EMAIL = ""
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def export(session: Session, user: User) -> dict[str, Any]:
+    """Everything the shop keeps about the shopper, as plain JSON-ready data."""
+    profile = user.profile
+    orders = session.scalars(
+        select(Order).where(Order.user_id == user.id).order_by(Order.created_at, Order.id)
+    )
+    wishlist = session.scalars(
+        select(WishlistItem).where(WishlistItem.user_id == user.id).order_by(WishlistItem.id)
+    )
+    return {
+        "exported_at": _iso(utcnow()),
+        "account": {
+            "email": user.email,
+            "first_name": user.first_name,
+            "last_name": user.last_name,
+            "phone": user.phone,
+            "email_verified_at": _iso(user.email_verified_at),
+            "created_at": _iso(user.created_at),
+            "last_login_at": _iso(user.last_login_at),
+            "has_password": bool(user.password_hash),
+            "sign_in_with": [
+                {"provider": link.provider, "email": link.email, "linked_at": _iso(link.created_at)}
+                for link in user.oauth_accounts
+            ],
+        },
+        "preferences": {
+            "preferred_metal": profile.preferred_metal if profile else None,
+            "ring_size": profile.ring_size if profile else None,
+            "marketing_consent": bool(profile and profile.marketing_consent),
+            "marketing_consent_at": _iso(profile.marketing_consent_at if profile else None),
+        },
+        "addresses": [
+            {
+                **as_snapshot(address),
+                "default_shipping": address.is_default_shipping,
+                "default_billing": address.is_default_billing,
+            }
+            for address in addresses_of(session, user)
+        ],
+        "orders": [
+            {
+                "number": order.number,
+                "status": order.status.value,
+                "placed_at": _iso(order.created_at),
+                "currency": order.currency,
+                "subtotal": order.subtotal,
+                "shipping": order.shipping,
+                "total": order.total,
+                "refunded": order.refunded_amount,
+                "lines": [
+                    {
+                        "product": line.product_name,
+                        "configuration": line.configuration_summary,
+                        "quantity": line.quantity,
+                        "unit_price": line.unit_price,
+                    }
+                    for line in order.lines
+                ],
+            }
+            for order in orders
+        ],
+        "wishlist": [
+            {
+                "product": item.product.name,
+                "slug": item.product.slug,
+                "configuration": item.configuration,
+                "added_at": _iso(item.created_at),
+            }
+            for item in wishlist
+        ],
+    }
+
+
+def open_orders(session: Session, user: User) -> list[Order]:
+    """Orders still being paid for or delivered: their addresses are needed until they arrive."""
+    candidates = session.scalars(
+        select(Order).where(
+            Order.user_id == user.id,
+            Order.status.in_([*IN_PROGRESS, OrderStatus.PENDING]),
+        )
+    )
+    now = utcnow()
+    return [
+        order
+        for order in candidates
+        if order.status in IN_PROGRESS
+        or (order.checkout_expires_at is not None and order.checkout_expires_at > now)
+    ]
+
+
+def confirm_identity(user: User, *, password: str = "", typed_email: str = "") -> None:
+    """A password account confirms with its password; an OAuth-only one by typing its email."""
+    if user.password_hash:
+        if not passwords.verify_password(user.password_hash, password):
+            raise AccountError("Your password is not correct.", field="password")
+    elif not hmac.compare_digest(normalise_email(typed_email).encode(), user.email.encode()):
+        raise AccountError("Type the email address of this account.", field="confirm_email")
+
+
+def close_account(
+    session: Session, user: User, *, password: str = "", typed_email: str = ""
+) -> int:
+    """Erase the shopper (see the module docstring); returns how many orders were anonymised."""
+    confirm_identity(user, password=password, typed_email=typed_email)
+    if user.is_staff:
+        raise AccountError("A staff account is closed by an administrator.")
+    if pending := open_orders(session, user):
+        numbers = ", ".join(order.number for order in pending)
+        raise AccountError(
+            f"Your order {numbers} is still in progress. You can close your account once it "
+            "has been delivered, or contact us and we'll help."
+        )
+    first_name, email = user.first_name, user.email
+    anonymised = _erase(session, user)
+    queue_email(
+        session,
+        to=email,
+        subject="Your ELYSIUM account is closed",
+        template="account_closed",
+        context={"first_name": first_name},
+    )
+    return anonymised
+
+
+def _erase(session: Session, user: User) -> int:
+    user_id, email = user.id, user.email
+    # Explicit statements rather than ON DELETE rules: SQLite enforces foreign keys only
+    # when asked to, and the result must be the same on both databases.
+    anonymised = session.execute(
+        update(Order)
+        .where(Order.user_id == user_id)
+        .values(
+            user_id=None,
+            email=ERASED_EMAIL,
+            shipping_address={},
+            billing_address={},
+            gift_message="",
+        )
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    carts = select(Cart.id).where(Cart.user_id == user_id).scalar_subquery()
+    for statement in (
+        delete(CartLine).where(CartLine.cart_id.in_(carts)),
+        delete(Cart).where(Cart.user_id == user_id),
+        delete(WishlistItem).where(WishlistItem.user_id == user_id),
+        delete(OutboxEmail).where(
+            or_(OutboxEmail.user_id == user_id, OutboxEmail.to_address == email),
+            OutboxEmail.status != OutboxStatus.SENDING,
+        ),
+        update(OutboxEmail).where(OutboxEmail.user_id == user_id).values(user_id=None),
+        update(ProductView).where(ProductView.user_id == user_id).values(user_id=None),
+        update(BespokeLead).where(BespokeLead.user_id == user_id).values(user_id=None),
+        update(BespokeLead)
+        .where(BespokeLead.assigned_to_id == user_id)
+        .values(assigned_to_id=None),
+        update(StockMovement).where(StockMovement.actor_id == user_id).values(actor_id=None),
+    ):
+        session.execute(statement.execution_options(synchronize_session=False))
+    # Profile, addresses and sign-in identities go with the user (ORM cascade).
+    session.delete(user)
+    session.flush()
+    return anonymised

@@ -1,0 +1,237 @@
+"""Accounts: registration, signing in, email confirmation and passwords.
+
+Nothing here says whether an email address has an account: registering an address that is
+taken and asking to reset an unknown one look exactly like the ordinary cases to the person
+asking, and the owner of the address is told by email instead.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from flask import current_app
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from elysium.models.types import utcnow
+from elysium.models.users import CustomerProfile, User
+from elysium.seo import absolute_url
+from elysium.services import passwords
+from elysium.services.outbox import queue_email
+
+VERIFY_MAX_AGE = 3 * 24 * 3600
+
+
+class AccountError(Exception):
+    """A request about an account that cannot be carried out; ``field`` says where to show it."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class UnverifiedEmailError(AccountError):
+    """The password was right, but the address has not been confirmed yet."""
+
+
+def normalise_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def user_by_email(session: Session, email: str) -> User | None:
+    return session.scalar(select(User).where(User.email == normalise_email(email)))
+
+
+def _serializer(purpose: str) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=f"elysium.{purpose}")
+
+
+def _load_token(purpose: str, token: str, max_age: int) -> dict[str, Any] | None:
+    try:
+        data = _serializer(purpose).loads(token, max_age=max_age)
+    except (BadSignature, SignatureExpired):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def end_all_sessions(user: User) -> None:
+    """Every session and remember cookie that names the old version stops working."""
+    user.session_version += 1
+
+
+@dataclass(frozen=True)
+class Registration:
+    email: str
+    password: str
+    first_name: str = ""
+    last_name: str = ""
+
+
+def register(session: Session, form: Registration) -> None:
+    """Create an unconfirmed account and email a confirmation link.
+
+    If the address already has an account, nothing is created and its owner is emailed
+    instead; the person registering sees the same "check your inbox" either way.
+    """
+    email = normalise_email(form.email)
+    if problem := passwords.password_problem(form.password, email=email):
+        raise AccountError(problem, field="password")
+    existing = user_by_email(session, email)
+    if existing is not None:
+        if existing.is_verified or not existing.password_hash:
+            queue_email(
+                session,
+                to=existing.email,
+                subject="Someone tried to open an ELYSIUM account with your email",
+                template="account_exists",
+                context={
+                    "user": existing,
+                    "login_url": absolute_url("auth.login"),
+                    "forgot_url": absolute_url("auth.forgot_password"),
+                },
+                user_id=existing.id,
+            )
+        else:
+            send_confirmation(session, existing)
+        return
+    user = User(
+        email=email,
+        password_hash=passwords.hash_password(form.password),
+        first_name=form.first_name.strip(),
+        last_name=form.last_name.strip(),
+    )
+    user.profile = CustomerProfile()
+    session.add(user)
+    session.flush()
+    send_confirmation(session, user)
+
+
+def send_confirmation(session: Session, user: User) -> None:
+    token = _serializer("verify").dumps({"uid": user.id, "email": user.email})
+    queue_email(
+        session,
+        to=user.email,
+        subject="Confirm your email to open your ELYSIUM account",
+        template="confirm_email",
+        context={"user": user, "confirm_url": absolute_url("auth.confirm_email", token=token)},
+        user_id=user.id,
+    )
+
+
+def confirm_email(session: Session, token: str) -> User:
+    data = _load_token("verify", token, VERIFY_MAX_AGE)
+    user = session.get(User, data.get("uid")) if data else None
+    if user is None or user.email != data.get("email") or not user.is_active:
+        raise AccountError("This confirmation link is not valid any more.")
+    if user.email_verified_at is None:
+        user.email_verified_at = utcnow()
+    return user
+
+
+def authenticate(session: Session, email: str, password: str) -> User | None:
+    """The active user with this email and password, or None; equally slow either way."""
+    user = user_by_email(session, email)
+    if not passwords.verify_password(user.password_hash if user else None, password):
+        return None
+    assert user is not None
+    if not user.is_active:
+        return None
+    if passwords.needs_rehash(user.password_hash or ""):
+        user.password_hash = passwords.hash_password(password)
+    if not user.is_verified:
+        send_confirmation(session, user)
+        raise UnverifiedEmailError(
+            "Please confirm your email first: we've sent you a new link.", field="email"
+        )
+    user.last_login_at = utcnow()
+    return user
+
+
+def request_password_reset(session: Session, email: str) -> None:
+    """Email a single-use reset link if the address has an active account; never say which."""
+    user = user_by_email(session, email)
+    if user is None or not user.is_active:
+        return
+    user.password_reset_nonce = secrets.token_urlsafe(24)
+    token = _serializer("reset").dumps({"uid": user.id, "nonce": user.password_reset_nonce})
+    queue_email(
+        session,
+        to=user.email,
+        subject="Reset your ELYSIUM password",
+        template="password_reset",
+        context={
+            "user": user,
+            "reset_url": absolute_url("auth.reset_password", token=token),
+            "minutes": current_app.config["PASSWORD_RESET_MAX_AGE"] // 60,
+        },
+        user_id=user.id,
+    )
+
+
+def user_for_reset_token(session: Session, token: str) -> User | None:
+    """The user a reset link is for, if it is the newest, unused and unexpired one."""
+    data = _load_token("reset", token, current_app.config["PASSWORD_RESET_MAX_AGE"])
+    user = session.get(User, data.get("uid")) if data else None
+    if user is None or not user.is_active or not user.password_reset_nonce:
+        return None
+    if not hmac.compare_digest(str(data.get("nonce")), user.password_reset_nonce):
+        return None
+    return user
+
+
+def _set_password(session: Session, user: User, password: str) -> None:
+    if problem := passwords.password_problem(password, email=user.email):
+        raise AccountError(problem, field="password")
+    user.password_hash = passwords.hash_password(password)
+    user.password_reset_nonce = None
+    end_all_sessions(user)
+    queue_email(
+        session,
+        to=user.email,
+        subject="Your ELYSIUM password was changed",
+        template="password_changed",
+        context={"user": user, "forgot_url": absolute_url("auth.forgot_password")},
+        user_id=user.id,
+    )
+
+
+def reset_password(session: Session, token: str, password: str) -> User:
+    user = user_for_reset_token(session, token)
+    if user is None:
+        raise AccountError("This reset link has expired or has already been used.")
+    _set_password(session, user, password)
+    if user.email_verified_at is None:
+        user.email_verified_at = utcnow()
+    return user
+
+
+def change_password(session: Session, user: User, current: str, new: str) -> None:
+    if not passwords.verify_password(user.password_hash, current):
+        raise AccountError("Your current password is not correct.", field="current_password")
+    _set_password(session, user, new)
+
+
+def change_email(session: Session, user: User, current_password: str, new_email: str) -> None:
+    """Move the account to a new address; the old address is told."""
+    if not passwords.verify_password(user.password_hash, current_password):
+        raise AccountError("Your current password is not correct.", field="current_password")
+    new_email = normalise_email(new_email)
+    if new_email == user.email:
+        return
+    if user_by_email(session, new_email) is not None:
+        raise AccountError("That email can't be used for this account.", field="email")
+    old_email = user.email
+    user.email = new_email
+    queue_email(
+        session,
+        to=old_email,
+        subject="Your ELYSIUM account email was changed",
+        template="email_changed",
+        context={"user": user, "old_email": old_email, "new_email": new_email},
+        user_id=user.id,
+    )

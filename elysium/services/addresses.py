@@ -1,0 +1,174 @@
+"""The address book: saved addresses and the one default for shipping and for billing.
+
+Every lookup is by address id *and* owner, so another shopper's address is simply not found.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from elysium.countries import PostcodeError, is_country, normalise_postcode
+from elysium.models.users import Address, User
+from elysium.services.profiles import clean_text, phone_problem
+
+MAX_ADDRESSES = 20
+LIMITS = {
+    "full_name": 200,
+    "company": 200,
+    "line1": 200,
+    "line2": 200,
+    "city": 120,
+    "region": 120,
+}
+REQUIRED = {
+    "full_name": "Enter the full name.",
+    "line1": "Enter the first line of the address.",
+    "city": "Enter the town or city.",
+}
+
+
+class Default(enum.StrEnum):
+    SHIPPING = "shipping"
+    BILLING = "billing"
+
+    @property
+    def attribute(self) -> str:
+        return f"is_default_{self.value}"
+
+
+class AddressError(ValueError):
+    """Input that can't be saved; ``errors`` maps each field (or ``""`` for the form) to why."""
+
+    def __init__(self, errors: dict[str, str]):
+        super().__init__("; ".join(f"{name}: {message}" for name, message in errors.items()))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class AddressInput:
+    full_name: str = ""
+    company: str = ""
+    line1: str = ""
+    line2: str = ""
+    city: str = ""
+    region: str = ""
+    postcode: str = ""
+    country: str = ""
+    phone: str = ""
+
+
+def clean(data: AddressInput) -> AddressInput:
+    """The address as it will be stored, or :class:`AddressError` saying what to fix."""
+    values = {name: clean_text(value) for name, value in asdict(data).items()}
+    values["country"] = values["country"].upper()
+    errors: dict[str, str] = {}
+    for name, message in REQUIRED.items():
+        if not values[name]:
+            errors[name] = message
+    for name, limit in LIMITS.items():
+        if len(values[name]) > limit:
+            errors[name] = f"Use at most {limit} characters."
+    if not is_country(values["country"]):
+        errors["country"] = "Choose a country from the list."
+    else:
+        try:
+            values["postcode"] = normalise_postcode(values["country"], values["postcode"])
+        except PostcodeError as error:
+            errors["postcode"] = str(error)
+    if problem := phone_problem(values["phone"]):
+        errors["phone"] = problem
+    if errors:
+        raise AddressError(errors)
+    return AddressInput(**values)
+
+
+def addresses_of(session: Session, user: User) -> list[Address]:
+    return list(
+        session.scalars(select(Address).where(Address.user_id == user.id).order_by(Address.id))
+    )
+
+
+def address_of(session: Session, user: User, address_id: int) -> Address | None:
+    """The user's address with this id; None for anyone else's (the caller answers 404)."""
+    return session.scalar(
+        select(Address).where(Address.id == address_id, Address.user_id == user.id)
+    )
+
+
+def default_address(session: Session, user: User, kind: Default) -> Address | None:
+    return session.scalar(
+        select(Address).where(Address.user_id == user.id, getattr(Address, kind.attribute))
+    )
+
+
+def add_address(
+    session: Session, user: User, data: AddressInput, defaults: frozenset[Default] = frozenset()
+) -> tuple[Address, list[Address]]:
+    """Save a new address; returns it and any address that stopped being a default."""
+    cleaned = clean(data)
+    count = len(addresses_of(session, user))
+    if count >= MAX_ADDRESSES:
+        raise AddressError({"": f"You can keep up to {MAX_ADDRESSES} addresses."})
+    address = Address(user_id=user.id, **asdict(cleaned))
+    session.add(address)
+    session.flush()
+    replaced: list[Address] = []
+    for kind in sorted(defaults):
+        replaced += make_default(session, user, address, kind)
+    return address, _unique(replaced)
+
+
+def update_address(session: Session, address: Address, data: AddressInput) -> Address:
+    cleaned = clean(data)
+    for name, value in asdict(cleaned).items():
+        setattr(address, name, value)
+    session.flush()
+    return address
+
+
+def make_default(session: Session, user: User, address: Address, kind: Default) -> list[Address]:
+    """Make ``address`` the user's default of this kind; returns the address(es) it replaces.
+
+    The old default is cleared and flushed before the new one is set: within one flush the
+    unit of work orders UPDATEs by primary key, so a newer default could otherwise be written
+    first and break the partial unique index (one default of each kind per user).
+    """
+    assert address.user_id == user.id
+    column = getattr(Address, kind.attribute)
+    previous = list(
+        session.scalars(
+            select(Address).where(Address.user_id == user.id, column, Address.id != address.id)
+        )
+    )
+    for old in previous:
+        setattr(old, kind.attribute, False)
+    session.flush()
+    setattr(address, kind.attribute, True)
+    session.flush()
+    return previous
+
+
+def delete_address(session: Session, address: Address) -> None:
+    """Remove the address; if it was a default, there is simply no default afterwards."""
+    session.delete(address)
+    session.flush()
+
+
+def input_from(address: Address) -> AddressInput:
+    return AddressInput(**{name: getattr(address, name) for name in asdict(AddressInput())})
+
+
+def as_snapshot(address: Address) -> dict[str, str]:
+    """The address as plain data (for an order's snapshot or the shopper's export)."""
+    return asdict(input_from(address))
+
+
+def _unique(addresses: list[Address]) -> list[Address]:
+    seen: dict[int, Address] = {}
+    for address in addresses:
+        seen.setdefault(address.id, address)
+    return list(seen.values())

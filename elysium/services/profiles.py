@@ -1,0 +1,93 @@
+"""A shopper's name, phone and preferences (metal, ring size, marketing consent)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from elysium.models.types import utcnow
+from elysium.models.users import CustomerProfile, User
+from elysium.services.configuration import RING_SIZES
+
+PREFERRED_METALS: dict[str, str] = {
+    "yellow-gold": "18k yellow gold",
+    "white-gold": "18k white gold",
+    "rose-gold": "18k rose gold",
+    "platinum": "Platinum",
+}
+NAME_MAX_LENGTH = 100
+PHONE_MAX_LENGTH = 40
+PHONE_PATTERN = re.compile(r"\+?[\d ()./-]+")
+
+
+class ProfileError(ValueError):
+    """Input that can't be saved; ``errors`` maps each field to what to fix."""
+
+    def __init__(self, errors: dict[str, str]):
+        super().__init__("; ".join(f"{name}: {message}" for name, message in errors.items()))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class ProfileChanges:
+    first_name: str = ""
+    last_name: str = ""
+    phone: str = ""
+    preferred_metal: str = ""
+    ring_size: str = ""
+    marketing_consent: bool = False
+
+
+def clean_text(value: str | None) -> str:
+    """Trimmed, with runs of whitespace (newlines and tabs included) made one space."""
+    return " ".join((value or "").split())
+
+
+def phone_problem(phone: str) -> str | None:
+    if not phone:
+        return None
+    digits = sum(char.isdigit() for char in phone)
+    if len(phone) > PHONE_MAX_LENGTH or not PHONE_PATTERN.fullmatch(phone) or not 6 <= digits <= 15:
+        return "Enter a phone number like +44 20 7946 0000."
+    return None
+
+
+def profile_of(user: User) -> CustomerProfile:
+    """The user's profile, created on first use (accounts made before profiles existed)."""
+    if user.profile is None:
+        user.profile = CustomerProfile()
+    return user.profile
+
+
+def update_profile(session: Session, user: User, changes: ProfileChanges) -> None:
+    """Validate and apply; consent records when it was given, and withdrawing clears that."""
+    first_name = clean_text(changes.first_name)
+    last_name = clean_text(changes.last_name)
+    phone = clean_text(changes.phone)
+    errors: dict[str, str] = {}
+    for name, value in (("first_name", first_name), ("last_name", last_name)):
+        if len(value) > NAME_MAX_LENGTH:
+            errors[name] = f"Use at most {NAME_MAX_LENGTH} characters."
+    if problem := phone_problem(phone):
+        errors["phone"] = problem
+    if changes.preferred_metal and changes.preferred_metal not in PREFERRED_METALS:
+        errors["preferred_metal"] = "Choose a metal from the list."
+    if changes.ring_size and changes.ring_size not in RING_SIZES:
+        errors["ring_size"] = "Choose a US ring size from 3 to 13."
+    if errors:
+        raise ProfileError(errors)
+
+    user.first_name = first_name
+    user.last_name = last_name
+    user.phone = phone
+    profile = profile_of(user)
+    profile.preferred_metal = changes.preferred_metal or None
+    profile.ring_size = changes.ring_size or None
+    if changes.marketing_consent and not profile.marketing_consent:
+        profile.marketing_consent_at = utcnow()
+    elif not changes.marketing_consent:
+        profile.marketing_consent_at = None
+    profile.marketing_consent = changes.marketing_consent
+    session.flush()

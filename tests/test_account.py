@@ -1,0 +1,491 @@
+"""The account area: who may see it, profile and sign-in details, closing and exporting."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from sqlalchemy import select
+
+from elysium.extensions import db
+from elysium.models import (
+    Address,
+    Cart,
+    CustomerProfile,
+    OAuthAccount,
+    Order,
+    OrderLine,
+    OrderStatus,
+    User,
+    WishlistItem,
+)
+from elysium.models.types import utcnow
+from elysium.services import passwords
+from tests.conftest import PASSWORD, page_text, sent_emails
+
+NEW_PASSWORD = "a quiet walk by the river"
+
+ACCOUNT_URLS = [
+    ("GET", "/account"),
+    ("GET", "/account/profile"),
+    ("POST", "/account/profile"),
+    ("POST", "/account/email"),
+    ("POST", "/account/password"),
+    ("GET", "/account/addresses"),
+    ("POST", "/account/addresses"),
+    ("GET", "/account/addresses/1"),
+    ("GET", "/account/addresses/1/edit"),
+    ("POST", "/account/addresses/1"),
+    ("POST", "/account/addresses/1/delete"),
+    ("POST", "/account/addresses/1/default/shipping"),
+    ("POST", "/account/addresses/1/default/billing"),
+    ("GET", "/account/delete"),
+    ("POST", "/account/delete"),
+    ("GET", "/account/export"),
+]
+
+
+@pytest.fixture
+def signed_in(auth) -> int:
+    user_id = auth.create_user()
+    auth.login()
+    return user_id
+
+
+def user_row(app, user_id: int) -> User | None:
+    with app.app_context():
+        user = db.session.get(User, user_id)
+        if user is not None:
+            _ = user.profile
+        db.session.expunge_all()
+        return user
+
+
+@pytest.mark.parametrize(("method", "url"), ACCOUNT_URLS)
+def test_anonymous_visitors_are_sent_to_sign_in(client, method, url):
+    client.get("/")
+    response = client.open(url, method=method, data={"csrf_token": client.csrf_token})
+    assert response.status_code == 303
+    expected_next = url if method == "GET" else "/"
+    location = urlsplit(response.headers["Location"])
+    assert location.path == "/auth/login"
+    assert parse_qs(location.query) == {"next": [expected_next]}
+
+
+@pytest.mark.parametrize(("method", "url"), ACCOUNT_URLS)
+def test_anonymous_htmx_requests_are_told_where_to_sign_in(client, method, url):
+    client.get("/")
+    response = client.htmx(method, url)
+    assert response.status_code == 204
+    assert response.headers["HX-Redirect"].startswith("/auth/login?next=")
+
+
+@pytest.mark.parametrize(
+    "url", ["/account", "/account/profile", "/account/addresses", "/account/delete"]
+)
+def test_account_pages_are_personal_and_never_cached(client, signed_in, url):
+    response = client.get(url)
+    assert response.status_code == 200
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_overview_shows_details_default_addresses_and_a_sign_out_button(app, client, signed_in):
+    with app.app_context():
+        db.session.add(
+            Address(
+                user_id=signed_in,
+                full_name="Ada Lovelace",
+                line1="12 St James's Square",
+                city="London",
+                postcode="SW1Y 4JH",
+                country="GB",
+                is_default_shipping=True,
+            )
+        )
+        db.session.commit()
+    page = page_text(client.get("/account"))
+    assert "Ada Lovelace" in page
+    assert "ada@example.com" in page
+    assert "12 St James's Square" in page
+    assert "None chosen yet" in page  # no default billing address
+    assert "Your orders will appear here" in page
+    assert 'action="/auth/logout"' in page
+    response = client.submit("/account", {}, action="/auth/logout")
+    assert response.status_code == 303
+    assert client.get("/account").status_code == 303
+
+
+def test_profile_changes_are_saved_and_consent_is_dated(app, client, signed_in):
+    response = client.submit(
+        "/account/profile",
+        {
+            "first_name": " Augusta  Ada ",
+            "last_name": "King",
+            "phone": "+44 20 7946 0000",
+            "preferred_metal": "rose-gold",
+            "ring_size": "6.5",
+            "marketing_consent": "y",
+        },
+    )
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/account/profile"
+    user = user_row(app, signed_in)
+    assert (user.first_name, user.last_name, user.phone) == (
+        "Augusta Ada",
+        "King",
+        "+44 20 7946 0000",
+    )
+    assert user.profile.preferred_metal == "rose-gold"
+    assert user.profile.ring_size == "6.5"
+    assert user.profile.marketing_consent is True
+    consented_at = user.profile.marketing_consent_at
+    assert utcnow() - consented_at < timedelta(minutes=1)
+    page = page_text(client.get("/account/profile"))
+    assert "Your details are saved." in page
+    assert "You agreed on" in page
+
+    client.submit("/account/profile", {"first_name": "Ada", "marketing_consent": "y"})
+    assert user_row(app, signed_in).profile.marketing_consent_at == consented_at
+
+    client.submit("/account/profile", {"first_name": "Ada"})
+    profile = user_row(app, signed_in).profile
+    assert profile.marketing_consent is False
+    assert profile.marketing_consent_at is None
+    assert profile.preferred_metal is None
+    assert profile.ring_size is None
+
+
+def test_a_profile_is_created_for_accounts_that_have_none(app, client, signed_in):
+    with app.app_context():
+        db.session.delete(db.session.get(CustomerProfile, signed_in))
+        db.session.commit()
+    assert client.get("/account").status_code == 200
+    assert client.get("/account/profile").status_code == 200
+    client.submit("/account/profile", {"first_name": "Ada", "ring_size": "7"})
+    assert user_row(app, signed_in).profile.ring_size == "7"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("phone", "call me maybe", "Enter a phone number like +44 20 7946 0000."),
+        ("phone", "12", "Enter a phone number like +44 20 7946 0000."),
+        ("preferred_metal", "silver", "Choose a metal from the list."),
+        ("ring_size", "13.5", "Choose a US ring size from 3 to 13."),
+        ("ring_size", "2", "Choose a US ring size from 3 to 13."),
+        ("first_name", "A" * 101, "Use at most 100 characters."),
+    ],
+)
+def test_invalid_profile_input_is_refused_and_kept(app, client, signed_in, field, value, message):
+    data = {"first_name": "Augusta", "last_name": "King", field: value}
+    response = client.submit("/account/profile", data)
+    assert response.status_code == 422
+    page = page_text(response)
+    assert message in page
+    assert 'value="King"' in page
+    assert "<html" in page
+    assert user_row(app, signed_in).last_name == "Lovelace"
+
+
+def test_profile_with_htmx_answers_with_the_form_fragment(app, client, signed_in):
+    client.get("/account/profile")
+    invalid = client.htmx("POST", "/account/profile", data={"last_name": "King", "phone": "x"})
+    assert invalid.status_code == 422
+    body = page_text(invalid)
+    assert body.lstrip().startswith('<form id="profile-form"')
+    assert 'value="King"' in body
+    assert "Enter a phone number" in body
+
+    saved = client.htmx("POST", "/account/profile", data={"last_name": "King"})
+    assert saved.status_code == 200
+    body = page_text(saved)
+    assert "<html" not in body
+    assert 'id="messages" hx-swap-oob="innerHTML"' in body
+    assert "Your details are saved." in body
+    assert user_row(app, signed_in).last_name == "King"
+
+
+def test_changing_email_needs_the_current_password(app, client, signed_in):
+    wrong = client.submit(
+        "/account/profile",
+        {"email": "countess@example.com", "current_password": "not my password"},
+        action="/account/email",
+    )
+    assert wrong.status_code == 422
+    assert "Your current password is not correct." in page_text(wrong)
+    assert 'value="countess@example.com"' in page_text(wrong)
+    assert user_row(app, signed_in).email == "ada@example.com"
+
+    right = client.submit(
+        "/account/profile",
+        {"email": "Countess@Example.com", "current_password": PASSWORD},
+        action="/account/email",
+    )
+    assert right.status_code == 303
+    assert user_row(app, signed_in).email == "countess@example.com"
+    [notice] = sent_emails(app, "ada@example.com")
+    assert "email was changed" in notice.subject
+    assert "Your email is now countess@example.com." in page_text(client.get("/account/profile"))
+
+
+def test_an_email_that_belongs_to_another_account_is_refused(app, client, auth, signed_in):
+    auth.create_user("grace@example.com")
+    client.get("/account/profile")
+    response = client.htmx(
+        "POST",
+        "/account/email",
+        data={"email": "grace@example.com", "current_password": PASSWORD},
+    )
+    assert response.status_code == 422
+    assert "That email can't be used for this account." in page_text(response)
+    assert user_row(app, signed_in).email == "ada@example.com"
+
+
+def test_changing_password_needs_the_current_one(app, client, signed_in):
+    response = client.submit(
+        "/account/profile",
+        {"current_password": "not my password", "password": NEW_PASSWORD},
+        action="/account/password",
+    )
+    assert response.status_code == 422
+    assert "Your current password is not correct." in page_text(response)
+    assert NEW_PASSWORD not in page_text(response)
+    assert passwords.verify_password(user_row(app, signed_in).password_hash, PASSWORD)
+
+
+def test_a_weak_new_password_is_refused(client, signed_in):
+    response = client.submit(
+        "/account/profile",
+        {"current_password": PASSWORD, "password": "short"},
+        action="/account/password",
+    )
+    assert response.status_code == 422
+    assert "at least 10 characters" in page_text(response)
+
+
+def test_a_password_change_ends_other_sessions_but_keeps_this_one(app, client, auth, signed_in):
+    other = app.test_client()
+    other.submit("/auth/login", {"email": "ada@example.com", "password": PASSWORD})
+    assert other.get("/account").status_code == 200
+
+    response = client.submit(
+        "/account/profile",
+        {"current_password": PASSWORD, "password": NEW_PASSWORD},
+        action="/account/password",
+    )
+    assert response.status_code == 303
+    assert client.get("/account").status_code == 200
+    assert other.get("/account").status_code == 303
+    assert passwords.verify_password(user_row(app, signed_in).password_hash, NEW_PASSWORD)
+    assert any("password was changed" in e.subject for e in sent_emails(app, "ada@example.com"))
+
+
+def test_after_a_password_change_with_htmx_the_page_keeps_working(app, client, signed_in):
+    client.get("/account/profile")
+    response = client.htmx(
+        "POST",
+        "/account/password",
+        data={"current_password": PASSWORD, "password": NEW_PASSWORD},
+    )
+    assert response.status_code == 200
+    body = page_text(response)
+    assert body.lstrip().startswith('<form id="password-form"')
+    assert "every other session is signed out" in body
+    # The page is not reloaded: its CSRF token must still be accepted.
+    again = client.htmx("POST", "/account/profile", data={"first_name": "Augusta"})
+    assert again.status_code == 200
+    assert user_row(app, signed_in).first_name == "Augusta"
+
+
+def test_an_oauth_only_account_has_no_password_forms(app, client, auth):
+    user_id = auth.create_user(password=None)
+    with client.session_transaction() as session:
+        session["_user_id"] = f"{user_id}:1"
+        session["_fresh"] = True
+    page = page_text(client.get("/account/profile"))
+    assert "You sign in with Google" in page
+    assert 'id="password-form"' not in page
+    assert 'id="email-form"' not in page
+
+
+def add_order(app, user_id: int, status: OrderStatus = OrderStatus.DELIVERED, **fields) -> int:
+    with app.app_context():
+        order = Order(
+            number=fields.pop("number", "ELY-7Q2K9"),
+            user_id=user_id,
+            email="ada@example.com",
+            status=status,
+            currency="GBP",
+            subtotal=185000,
+            shipping=0,
+            total=185000,
+            gift_message="For my dearest, on our anniversary",
+            shipping_address={"full_name": "Ada Lovelace", "line1": "12 St James's Square"},
+            billing_address={"full_name": "Ada Lovelace", "line1": "12 St James's Square"},
+            lines=[
+                OrderLine(
+                    product_name="Aurelia Solitaire Ring",
+                    product_slug="aurelia-solitaire-ring",
+                    variant_key="platinum/0.50ct",
+                    configuration={"metal": "platinum", "diamond": "0.50ct", "size": "6.5"},
+                    configuration_summary="Platinum, 0.50 ct, size 6.5",
+                    unit_price=185000,
+                    quantity=1,
+                )
+            ],
+            **fields,
+        )
+        db.session.add(order)
+        db.session.commit()
+        return order.id
+
+
+def add_personal_data(app, user_id: int, catalogue_product: bool = True) -> None:
+    from elysium.models import Product
+
+    with app.app_context():
+        db.session.add(
+            Address(
+                user_id=user_id,
+                full_name="Ada Lovelace",
+                line1="12 St James's Square",
+                city="London",
+                postcode="SW1Y 4JH",
+                country="GB",
+                is_default_shipping=True,
+                is_default_billing=True,
+            )
+        )
+        db.session.add(
+            OAuthAccount(
+                user_id=user_id, provider="google", subject="g-123", email="ada@example.com"
+            )
+        )
+        product = db.session.scalar(select(Product).limit(1))
+        if product is not None:
+            db.session.add(
+                WishlistItem(
+                    user_id=user_id,
+                    product_id=product.id,
+                    configuration={"metal": "platinum"},
+                    configuration_hash="h" * 64,
+                )
+            )
+        db.session.add(Cart(user_id=user_id, currency="GBP"))
+        profile = db.session.get(CustomerProfile, user_id)
+        profile.ring_size = "6.5"
+        profile.preferred_metal = "platinum"
+        db.session.commit()
+
+
+def test_closing_the_account_erases_the_person_and_anonymises_orders(
+    app, client, catalogue, signed_in
+):
+    add_personal_data(app, signed_in)
+    order_id = add_order(app, signed_in)
+    assert client.get("/account/delete").status_code == 200
+
+    wrong = client.submit("/account/delete", {"password": "not my password"})
+    assert wrong.status_code == 422
+    assert "Your password is not correct." in page_text(wrong)
+    assert user_row(app, signed_in) is not None
+
+    response = client.submit("/account/delete", {"password": PASSWORD})
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/account/goodbye"
+    goodbye = client.get("/account/goodbye")
+    assert goodbye.status_code == 200
+    assert "Your account is closed" in page_text(goodbye)
+    assert client.get("/account").status_code == 303
+
+    with app.app_context():
+        assert db.session.get(User, signed_in) is None
+        for model in (Address, OAuthAccount, WishlistItem, Cart, CustomerProfile):
+            assert db.session.scalars(select(model)).all() == [], model
+        order = db.session.get(Order, order_id)
+        assert order.user_id is None
+        assert order.email == ""
+        assert order.shipping_address == {}
+        assert order.billing_address == {}
+        assert order.gift_message == ""
+        assert order.total == 185000
+        assert order.status is OrderStatus.DELIVERED
+        assert [line.product_name for line in order.lines] == ["Aurelia Solitaire Ring"]
+    [goodbye_email] = sent_emails(app, "ada@example.com")
+    assert goodbye_email.subject == "Your ELYSIUM account is closed"
+    assert goodbye_email.user_id is None
+    assert auth_login_fails(client)
+
+
+def auth_login_fails(client) -> bool:
+    response = client.submit("/auth/login", {"email": "ada@example.com", "password": PASSWORD})
+    return response.status_code == 422
+
+
+def test_an_account_with_an_order_on_its_way_is_not_closed_yet(app, client, signed_in):
+    order_id = add_order(app, signed_in, status=OrderStatus.SHIPPED)
+    response = client.submit("/account/delete", {"password": PASSWORD})
+    assert response.status_code == 422
+    assert "ELY-7Q2K9 is still in progress" in page_text(response)
+    assert user_row(app, signed_in) is not None
+    with app.app_context():
+        assert db.session.get(Order, order_id).shipping_address != {}
+
+
+def test_an_oauth_only_account_is_closed_by_typing_its_email(app, client, auth):
+    user_id = auth.create_user(password=None)
+    with client.session_transaction() as session:
+        session["_user_id"] = f"{user_id}:1"
+        session["_fresh"] = True
+    page = page_text(client.get("/account/delete"))
+    assert "Type your email address to confirm" in page
+    assert 'name="password"' not in page
+
+    wrong = client.submit("/account/delete", {"confirm_email": "someone@example.com"})
+    assert wrong.status_code == 422
+    assert "Type the email address of this account." in page_text(wrong)
+
+    response = client.submit("/account/delete", {"confirm_email": " ADA@example.com "})
+    assert response.status_code == 303
+    assert user_row(app, user_id) is None
+
+
+def test_export_is_a_json_download_of_the_shoppers_data(app, client, catalogue, signed_in):
+    add_personal_data(app, signed_in)
+    add_order(app, signed_in)
+    response = client.get("/account/export")
+    assert response.status_code == 200
+    assert response.mimetype == "application/json"
+    assert response.headers["Cache-Control"] == "no-store"
+    disposition = response.headers["Content-Disposition"]
+    assert disposition.startswith('attachment; filename="elysium-account-')
+    data = json.loads(response.get_data(as_text=True))
+    assert data["account"]["email"] == "ada@example.com"
+    assert data["account"]["first_name"] == "Ada"
+    assert data["account"]["sign_in_with"][0]["provider"] == "google"
+    assert "password_hash" not in response.get_data(as_text=True)
+    assert data["preferences"] == {
+        "preferred_metal": "platinum",
+        "ring_size": "6.5",
+        "marketing_consent": False,
+        "marketing_consent_at": None,
+    }
+    [address] = data["addresses"]
+    assert address["line1"] == "12 St James's Square"
+    assert address["default_shipping"] is True
+    [order] = data["orders"]
+    assert order["number"] == "ELY-7Q2K9"
+    assert order["total"] == 185000
+    assert order["lines"][0]["product"] == "Aurelia Solitaire Ring"
+    [wish] = data["wishlist"]
+    assert wish["configuration"] == {"metal": "platinum"}
+
+
+def test_export_leaves_out_other_shoppers(app, client, auth, signed_in):
+    other = auth.create_user("grace@example.com")
+    add_order(app, other, number="ELY-GRACE")
+    data = json.loads(client.get("/account/export").get_data(as_text=True))
+    assert data["orders"] == []
+    assert "grace" not in json.dumps(data).lower()

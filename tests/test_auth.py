@@ -1,0 +1,342 @@
+"""Sign-up, sign-in, sign-out, sessions that really end, and password reset."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from elysium.extensions import db
+from elysium.models import User
+from elysium.services import passwords
+from tests.conftest import PASSWORD, link_in, page_text, sent_emails
+
+NEW_PASSWORD = "a quiet walk by the river"
+
+
+def user_row(app, email: str = "ada@example.com") -> User:
+    with app.app_context():
+        user = db.session.scalar(select(User).where(User.email == email))
+        db.session.expunge_all()
+        return user
+
+
+def test_register_sends_a_confirmation_link_that_signs_the_shopper_in(app, client):
+    response = client.submit(
+        "/auth/register",
+        {
+            "first_name": "Grace",
+            "last_name": "Hopper",
+            "email": " Grace@Example.com ",
+            "password": PASSWORD,
+        },
+    )
+    assert response.status_code == 303
+    assert "check your inbox" in page_text(client.get(response.headers["Location"])).lower()
+    user = user_row(app, "grace@example.com")
+    assert user.email_verified_at is None
+    assert user.password_hash.startswith("$argon2id$")
+
+    [email] = sent_emails(app, "grace@example.com")
+    confirmed = client.get(link_in(email, "/auth/confirm/"))
+    assert confirmed.status_code == 303
+    assert confirmed.headers["Location"] == "/account"
+    assert "Grace Hopper" in page_text(client.get("/account"))
+    assert user_row(app, "grace@example.com").email_verified_at is not None
+
+
+def test_registering_a_taken_email_looks_the_same_and_mails_the_owner(app, client, auth):
+    auth.create_user("ada@example.com")
+    response = client.submit(
+        "/auth/register", {"email": "ADA@example.com", "password": "another fine password"}
+    )
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/auth/check-inbox?email=ada@example.com"
+    [email] = sent_emails(app, "ada@example.com")
+    assert "tried to open an ELYSIUM account" in email.subject
+    assert passwords.verify_password(user_row(app).password_hash, PASSWORD)
+
+
+@pytest.mark.parametrize(
+    ("password", "message"),
+    [
+        ("short", "at least 10 characters"),
+        ("x" * 129, "at most 128 characters"),
+        ("password123", "too common"),
+        ("Password123", "too common"),
+        ("qwertyuiop", "too common"),
+        ("ada@example.com", "can't be your email"),
+    ],
+)
+def test_weak_passwords_are_refused_with_the_reason_and_input_kept(client, password, message):
+    response = client.submit(
+        "/auth/register", {"first_name": "Ada", "email": "ada@example.com", "password": password}
+    )
+    assert response.status_code == 422
+    page = page_text(response)
+    assert message in page
+    assert 'value="ada@example.com"' in page
+    assert 'value="Ada"' in page
+    assert password not in page.replace("ada@example.com", "")
+
+
+def test_long_unicode_passwords_are_accepted_whole(app, auth):
+    password = "ünïcödé ключ " + "鍵" * 60 + "z"
+    assert len(password.encode()) > 72
+    auth.create_user(password=password)
+    assert auth.login(password=password[:-1]).status_code == 422
+    assert auth.login(password=password).status_code == 303
+
+
+def test_login_with_the_right_password_signs_in(client, auth):
+    auth.create_user()
+    response = auth.login()
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/account"
+    assert "Ada Lovelace" in page_text(client.get("/account"))
+
+
+@pytest.mark.parametrize(
+    ("email", "password"),
+    [("ada@example.com", "wrong password here"), ("nobody@example.com", PASSWORD)],
+)
+def test_login_failure_never_says_which_part_was_wrong(client, auth, email, password):
+    auth.create_user()
+    response = auth.login(email=email, password=password)
+    assert response.status_code == 422
+    page = page_text(response)
+    assert "Email or password is incorrect." in page
+    assert f'value="{email}"' in page
+
+
+def test_login_for_an_unknown_email_costs_as_much_as_for_a_known_one(auth):
+    auth.create_user()
+
+    def timed(email: str) -> float:
+        start = time.perf_counter()
+        auth.login(email=email, password="wrong password here")
+        return time.perf_counter() - start
+
+    known = min(timed("ada@example.com") for _ in range(3))
+    unknown = min(timed("nobody@example.com") for _ in range(3))
+    assert unknown > known * 0.5
+
+
+def test_an_unconfirmed_account_is_sent_a_new_link_instead_of_signing_in(app, client, auth):
+    auth.create_user(verified=False)
+    response = auth.login()
+    assert response.status_code == 422
+    assert "confirm your email first" in page_text(response)
+    assert len(sent_emails(app, "ada@example.com")) == 1
+    assert client.get("/account").status_code == 303
+
+
+def test_a_deactivated_user_cannot_sign_in_and_is_signed_out_on_the_next_request(app, client, auth):
+    user_id = auth.create_user()
+    auth.login()
+    assert client.get("/account").status_code == 200
+    with app.app_context():
+        db.session.get(User, user_id).is_active = False
+        db.session.commit()
+    assert client.get("/account").status_code == 303
+    assert auth.login().status_code == 422
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "//evil.example/x",
+        "/\\evil.example",
+        "https://evil.example/",
+        "javascript:alert(1)",
+        "/account\r\nLocation: https://evil.example",
+        "http:/evil.example",
+        "\\\\evil.example",
+        " //evil.example",
+    ],
+)
+def test_next_only_accepts_same_site_paths(auth, target):
+    auth.create_user()
+    response = auth.login(next=target)
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/account"
+
+
+def test_next_returns_to_a_same_site_path(client, auth, catalogue):
+    auth.create_user()
+    assert client.get("/account").headers["Location"] == "/auth/login?next=/account"
+    response = auth.login(next="/shop/aurelia-fine-chain?metal=white-gold")
+    assert response.headers["Location"] == "/shop/aurelia-fine-chain?metal=white-gold"
+
+
+def test_session_is_renewed_at_sign_in(client, auth):
+    auth.create_user()
+    client.get("/auth/login")
+    before = client.get_cookie("session").value
+    auth.login()
+    after = client.get_cookie("session").value
+    assert before != after
+    assert client.csrf_token is not None
+
+
+def test_sign_out_ends_every_session_and_remember_cookie(app, auth):
+    auth.create_user()
+    laptop = app.test_client()
+    phone = app.test_client()
+    from tests.conftest import AuthActions
+
+    AuthActions(app, laptop).login(remember="y")
+    AuthActions(app, phone).login(remember="y")
+    remember = phone.get_cookie("remember_token")
+    assert remember is not None
+    assert phone.get("/account").status_code == 200
+
+    AuthActions(app, laptop).logout()
+    assert laptop.get("/account").status_code == 303
+    assert phone.get("/account").status_code == 303
+
+    stolen = app.test_client()
+    stolen.set_cookie("remember_token", remember.value)
+    assert stolen.get("/account").status_code == 303
+
+
+def test_remember_me_lasts_at_most_30_days(app, client, auth):
+    auth.create_user()
+    auth.login(remember="y")
+    cookie = client.get_cookie("remember_token")
+    assert cookie is not None
+    lifetime = cookie.expires - cookie.expires.now(cookie.expires.tzinfo)
+    assert timedelta(days=29) < lifetime <= timedelta(days=30)
+    assert app.config["REMEMBER_COOKIE_HTTPONLY"] is True
+
+
+def test_without_remember_me_there_is_no_remember_cookie(client, auth):
+    auth.create_user()
+    auth.login()
+    assert client.get_cookie("remember_token") is None
+
+
+def test_session_cookie_is_httponly_samesite_lax(client, auth):
+    auth.create_user()
+    response = auth.login()
+    cookie = next(
+        header for header in response.headers.getlist("Set-Cookie") if header.startswith("session=")
+    )
+    assert "HttpOnly" in cookie
+    assert "SameSite=Lax" in cookie
+
+
+def test_session_cookie_is_secure_in_production(monkeypatch, tmp_path):
+    from tests.conftest import make_app
+
+    app = make_app(f"sqlite:///{tmp_path / 'p.db'}", ELYSIUM_ENV="production")
+    assert app.config["SESSION_COOKIE_SECURE"] is True
+    assert app.config["REMEMBER_COOKIE_SECURE"] is True
+
+
+def test_logout_needs_a_post_with_csrf(client, auth):
+    auth.create_user()
+    auth.login()
+    assert client.get("/auth/logout").status_code == 405
+    assert client.post("/auth/logout").status_code == 400
+    assert client.get("/account").status_code == 200
+
+
+def test_password_reset_flow_changes_the_password_and_ends_other_sessions(app, client, auth):
+    auth.create_user()
+    other = app.test_client()
+    from tests.conftest import AuthActions
+
+    AuthActions(app, other).login()
+    response = client.submit("/auth/forgot", {"email": "Ada@Example.com"})
+    assert response.status_code == 303
+    [email] = sent_emails(app, "ada@example.com")
+    link = link_in(email, "/auth/reset/")
+
+    page = client.get(link)
+    assert page.status_code == 200
+    assert page.headers["Referrer-Policy"] == "no-referrer"
+    done = client.submit(link, {"password": NEW_PASSWORD})
+    assert done.status_code == 303
+    assert done.headers["Referrer-Policy"] == "no-referrer"
+    assert other.get("/account").status_code == 303
+    assert client.get("/account").status_code == 200
+    assert passwords.verify_password(user_row(app).password_hash, NEW_PASSWORD)
+    changed = sent_emails(app, "ada@example.com")[-1]
+    assert "password was changed" in changed.subject
+
+
+def test_a_reset_link_works_only_once(app, client, auth):
+    auth.create_user()
+    client.submit("/auth/forgot", {"email": "ada@example.com"})
+    link = link_in(sent_emails(app)[0], "/auth/reset/")
+    client.submit(link, {"password": NEW_PASSWORD})
+    again = client.submit(link, {"password": "yet another good password"})
+    assert again.status_code == 400
+    assert "expired or has already been used" in page_text(again)
+    assert passwords.verify_password(user_row(app).password_hash, NEW_PASSWORD)
+
+
+def test_a_newer_reset_link_kills_the_older_one(app, client, auth):
+    auth.create_user()
+    client.submit("/auth/forgot", {"email": "ada@example.com"})
+    client.submit("/auth/forgot", {"email": "ada@example.com"})
+    first, second = (link_in(email, "/auth/reset/") for email in sent_emails(app))
+    assert client.get(first).status_code == 400
+    assert client.get(second).status_code == 200
+
+
+def test_a_reset_link_dies_when_the_password_changes(app, client, auth):
+    from elysium.services import accounts
+
+    user_id = auth.create_user()
+    client.submit("/auth/forgot", {"email": "ada@example.com"})
+    link = link_in(sent_emails(app)[0], "/auth/reset/")
+    with app.test_request_context():
+        user = db.session.get(User, user_id)
+        accounts.change_password(db.session, user, PASSWORD, NEW_PASSWORD)
+        db.session.commit()
+    assert client.get(link).status_code == 400
+
+
+def test_a_reset_link_expires_within_an_hour(app, client, auth):
+    auth.create_user()
+    client.submit("/auth/forgot", {"email": "ada@example.com"})
+    link = link_in(sent_emails(app)[0], "/auth/reset/")
+    app.config["PASSWORD_RESET_MAX_AGE"] = -1
+    try:
+        assert client.get(link).status_code == 400
+    finally:
+        app.config["PASSWORD_RESET_MAX_AGE"] = 3600
+    assert client.get(link).status_code == 200
+
+
+def test_a_tampered_reset_link_is_refused(app, client, auth):
+    auth.create_user()
+    client.submit("/auth/forgot", {"email": "ada@example.com"})
+    link = link_in(sent_emails(app)[0], "/auth/reset/")
+    assert client.get(link[:-3] + "abc").status_code == 400
+
+
+def test_forgot_password_answers_the_same_for_unknown_emails(app, client, auth):
+    auth.create_user()
+    known = client.submit("/auth/forgot", {"email": "ada@example.com"})
+    unknown = client.submit("/auth/forgot", {"email": "nobody@example.com"})
+    assert known.status_code == unknown.status_code == 303
+    assert page_text(client.get(known.headers["Location"])).replace("ada@", "X@") == page_text(
+        client.get(unknown.headers["Location"])
+    ).replace("nobody@", "X@")
+    assert sent_emails(app, "nobody@example.com") == []
+
+
+def test_invalid_email_is_a_422_with_a_message(client):
+    response = client.submit("/auth/login", {"email": "not-an-email", "password": "x"})
+    assert response.status_code == 422
+    assert "Enter an email address like name@example.com." in page_text(response)
+
+
+def test_forms_without_csrf_token_are_refused(client):
+    response = client.post("/auth/login", data={"email": "a@example.com", "password": "x"})
+    assert response.status_code == 400
