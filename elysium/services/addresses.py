@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from elysium.countries import PostcodeError, is_country, normalise_postcode
 from elysium.models.users import Address, User
+from elysium.services.errors import InvalidInputError
 from elysium.services.profiles import clean_text, phone_problem
 
 MAX_ADDRESSES = 20
@@ -40,12 +41,8 @@ class Default(enum.StrEnum):
         return f"is_default_{self.value}"
 
 
-class AddressError(ValueError):
-    """Input that can't be saved; ``errors`` maps each field (or ``""`` for the form) to why."""
-
-    def __init__(self, errors: dict[str, str]):
-        super().__init__("; ".join(f"{name}: {message}" for name, message in errors.items()))
-        self.errors = errors
+class AddressError(InvalidInputError):
+    """An address that can't be saved."""
 
 
 @dataclass(frozen=True)

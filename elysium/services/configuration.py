@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from elysium.models.catalog import OptionKind, Product, ProductOption
+from elysium.services.errors import InvalidInputError
 
 RING_SIZES: tuple[str, ...] = tuple(f"{half / 2:g}" for half in range(6, 27))
 ENGRAVING_MAX_LENGTH = 25
@@ -21,12 +22,8 @@ ENGRAVING_PUNCTUATION = frozenset(" .,'&-")
 ENGRAVING_RULE = "Use letters, numbers, spaces and . , ' & - only."
 
 
-class ConfigurationError(ValueError):
-    """One or more choices are not valid for the piece; ``errors`` maps field to message."""
-
-    def __init__(self, errors: dict[str, str]):
-        super().__init__("; ".join(f"{name}: {message}" for name, message in errors.items()))
-        self.errors = errors
+class ConfigurationError(InvalidInputError):
+    """One or more choices are not valid for the piece."""
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from elysium.models.types import utcnow
 from elysium.models.users import CustomerProfile, User
 from elysium.services.configuration import RING_SIZES
+from elysium.services.errors import InvalidInputError
 
 PREFERRED_METALS: dict[str, str] = {
     "yellow-gold": "18k yellow gold",
@@ -22,12 +23,8 @@ PHONE_MAX_LENGTH = 40
 PHONE_PATTERN = re.compile(r"\+?[\d ()./-]+")
 
 
-class ProfileError(ValueError):
-    """Input that can't be saved; ``errors`` maps each field to what to fix."""
-
-    def __init__(self, errors: dict[str, str]):
-        super().__init__("; ".join(f"{name}: {message}" for name, message in errors.items()))
-        self.errors = errors
+class ProfileError(InvalidInputError):
+    """Profile changes that can't be saved."""
 
 
 @dataclass(frozen=True)
