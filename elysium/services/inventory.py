@@ -1,15 +1,27 @@
-"""Stock: what can be bought now, and (later) the atomic operations that change it.
+"""Stock: what can be bought now, and the atomic operations that change it.
 
-Every page that shows availability (product page, listing, bag) reads it here.
+Every page that shows availability (product page, listing, bag) reads it here. Every change
+to stock goes through ``reserve``, ``release``, ``commit``, ``restock`` or ``adjust``: each is
+one conditional UPDATE checked by what it returns (never read-then-write), and each writes a
+ledger entry with a unique key first, so running the same operation twice changes stock once.
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from datetime import date, timedelta
+
+from flask import current_app
+from sqlalchemy import and_, select, true, update
+from sqlalchemy.orm.util import identity_key
 
 from elysium.models.catalog import Product
+from elysium.models.inventory import Inventory, StockMovement, StockMovementKind
+from elysium.models.types import utcnow
 from elysium.services.configuration import variant_label
+from elysium.services.outbox import queue_email
+from elysium.services.sql import AnySession, insert_unless_exists
 
 
 class StockStatus(enum.StrEnum):
@@ -39,6 +51,13 @@ class Availability:
         return self.status is not StockStatus.SOLD_OUT
 
     @property
+    def ships_by(self) -> date | None:
+        """The promise for a made-to-order piece: today plus its lead time."""
+        if self.status is not StockStatus.MADE_TO_ORDER or not self.lead_time_weeks:
+            return None
+        return utcnow().date() + timedelta(weeks=self.lead_time_weeks)
+
+    @property
     def schema_org(self) -> str:
         return SCHEMA_ORG_AVAILABILITY[self.status]
 
@@ -48,8 +67,11 @@ class Availability:
             return "In stock"
         if self.status is StockStatus.LOW:
             return f"Only {self.available} left"
-        if self.status is StockStatus.MADE_TO_ORDER:
-            return f"Made to order — ships in about {self.lead_time_weeks} weeks"
+        if self.status is StockStatus.MADE_TO_ORDER and self.ships_by:
+            return (
+                f"Made to order — ships in about {self.lead_time_weeks} weeks, "
+                f"by {self.ships_by.day} {self.ships_by:%B}"
+            )
         return f"Sold out in {self.variant[0].lower()}{self.variant[1:]}"
 
 
@@ -75,3 +97,257 @@ def product_availability(product: Product) -> StockStatus:
     if product.lead_time_weeks or any(row.lead_time_weeks for row in product.inventory):
         return StockStatus.MADE_TO_ORDER
     return StockStatus.SOLD_OUT
+
+
+class OutOfStockError(Exception):
+    """Not enough units left for this operation; nothing was changed."""
+
+    def __init__(self, inventory_id: int, requested: int):
+        super().__init__(f"inventory {inventory_id}: {requested} requested, not enough left")
+        self.inventory_id = inventory_id
+        self.requested = requested
+        self.message = "Just sold out: someone else has taken the last one."
+
+
+class StockLedgerError(Exception):
+    """The ledger and the counts disagree (e.g. settling a reservation that was never made)."""
+
+
+def movement_key(order_id: int, kind: str, inventory_id: int) -> str:
+    return f"order:{order_id}:{kind}:{inventory_id}"
+
+
+def _claim_key(
+    session: AnySession,
+    *,
+    inventory_id: int,
+    kind: StockMovementKind,
+    key: str,
+    stock_delta: int = 0,
+    reserved_delta: int = 0,
+    order_id: int | None = None,
+    note: str = "",
+    actor_id: int | None = None,
+) -> bool:
+    """Write the ledger entry for an operation; False if one with this key already exists.
+
+    The entry is written first, so two runs of the same operation (a retried webhook, a
+    double click) race on the unique key and only one goes on to change the counts.
+    """
+    values = {
+        "inventory_id": inventory_id,
+        "order_id": order_id,
+        "kind": kind,
+        "idempotency_key": key,
+        "stock_delta": stock_delta,
+        "reserved_delta": reserved_delta,
+        "note": note,
+        "actor_id": actor_id,
+        "created_at": utcnow(),
+    }
+    return (
+        insert_unless_exists(session, StockMovement, values, StockMovement.idempotency_key)
+        is not None
+    )
+
+
+def _apply(
+    session: AnySession, inventory_id: int, condition, stock_delta: int, reserved_delta: int
+) -> tuple[int, int] | None:
+    """One conditional UPDATE; the new (stock_level, reserved), or None if the condition failed."""
+    statement = (
+        update(Inventory)
+        .where(Inventory.id == inventory_id, condition)
+        .values(
+            stock_level=Inventory.stock_level + stock_delta,
+            reserved=Inventory.reserved + reserved_delta,
+            updated_at=utcnow(),
+        )
+        .returning(Inventory.stock_level, Inventory.reserved)
+        .execution_options(synchronize_session=False)
+    )
+    row = session.execute(statement).one_or_none()
+    loaded = session.identity_map.get(identity_key(Inventory, inventory_id))
+    if loaded is not None:
+        session.expire(loaded, ["stock_level", "reserved", "updated_at"])
+    return (row[0], row[1]) if row else None
+
+
+def reserve(session: AnySession, inventory_id: int, quantity: int, *, order_id: int) -> bool:
+    """Hold units for an order's checkout. True if reserved now, False if it already was.
+
+    Raises :class:`OutOfStockError` when fewer than ``quantity`` are available; the caller
+    must then roll back (the ledger entry written in this transaction goes with it).
+    """
+    _check_quantity(quantity)
+    key = movement_key(order_id, "reserve", inventory_id)
+    if not _claim_key(
+        session,
+        inventory_id=inventory_id,
+        kind=StockMovementKind.RESERVE,
+        key=key,
+        reserved_delta=quantity,
+        order_id=order_id,
+    ):
+        return False
+    counts = _apply(
+        session, inventory_id, Inventory.stock_level - Inventory.reserved >= quantity, 0, quantity
+    )
+    if counts is None:
+        raise OutOfStockError(inventory_id, quantity)
+    _alert_if_low(session, inventory_id, counts, was_available=counts[0] - counts[1] + quantity)
+    return True
+
+
+def _settle(
+    session: AnySession,
+    inventory_id: int,
+    quantity: int,
+    *,
+    order_id: int,
+    kind: StockMovementKind,
+) -> bool:
+    """Commit or release a reservation, whichever comes first; the other is then a no-op.
+
+    Both use one key per order and variant, so a payment and an expiry racing on the same
+    reservation can never both take the units out of ``reserved``.
+    """
+    _check_quantity(quantity)
+    reserved = session.scalar(
+        select(StockMovement.id).where(
+            StockMovement.idempotency_key == movement_key(order_id, "reserve", inventory_id)
+        )
+    )
+    if reserved is None:
+        return False
+    committing = kind is StockMovementKind.COMMIT
+    if not _claim_key(
+        session,
+        inventory_id=inventory_id,
+        kind=kind,
+        key=movement_key(order_id, "settle", inventory_id),
+        stock_delta=-quantity if committing else 0,
+        reserved_delta=-quantity,
+        order_id=order_id,
+    ):
+        return False
+    counts = _apply(
+        session,
+        inventory_id,
+        and_(Inventory.reserved >= quantity, Inventory.stock_level >= quantity),
+        -quantity if committing else 0,
+        -quantity,
+    )
+    if counts is None:
+        raise StockLedgerError(
+            f"inventory {inventory_id} holds less than order {order_id}'s reservation"
+        )
+    return True
+
+
+def commit(session: AnySession, inventory_id: int, quantity: int, *, order_id: int) -> bool:
+    """The order is paid: its reserved units leave stock. False if already settled."""
+    return _settle(
+        session, inventory_id, quantity, order_id=order_id, kind=StockMovementKind.COMMIT
+    )
+
+
+def release(session: AnySession, inventory_id: int, quantity: int, *, order_id: int) -> bool:
+    """The checkout ended unpaid: its units can be sold again. False if already settled."""
+    return _settle(
+        session, inventory_id, quantity, order_id=order_id, kind=StockMovementKind.RELEASE
+    )
+
+
+def restock(
+    session: AnySession,
+    inventory_id: int,
+    quantity: int,
+    *,
+    key: str,
+    note: str = "",
+    actor_id: int | None = None,
+) -> bool:
+    """New units arrived (``key`` names the delivery, so recording it twice counts it once)."""
+    _check_quantity(quantity)
+    if not _claim_key(
+        session,
+        inventory_id=inventory_id,
+        kind=StockMovementKind.RESTOCK,
+        key=key,
+        stock_delta=quantity,
+        note=note,
+        actor_id=actor_id,
+    ):
+        return False
+    if _apply(session, inventory_id, true(), quantity, 0) is None:
+        raise StockLedgerError(f"no inventory row {inventory_id}")
+    return True
+
+
+def adjust(
+    session: AnySession,
+    inventory_id: int,
+    delta: int,
+    *,
+    key: str,
+    note: str,
+    actor_id: int | None = None,
+) -> bool:
+    """Correct the count after a stocktake or a damaged piece; never below what is reserved.
+
+    Raises :class:`OutOfStockError` if the correction would leave fewer units than reserved.
+    """
+    if delta == 0:
+        return False
+    if not _claim_key(
+        session,
+        inventory_id=inventory_id,
+        kind=StockMovementKind.ADJUST,
+        key=key,
+        stock_delta=delta,
+        note=note,
+        actor_id=actor_id,
+    ):
+        return False
+    counts = _apply(
+        session, inventory_id, Inventory.stock_level + delta >= Inventory.reserved, delta, 0
+    )
+    if counts is None:
+        raise OutOfStockError(inventory_id, -delta)
+    _alert_if_low(session, inventory_id, counts, was_available=counts[0] - counts[1] - delta)
+    return True
+
+
+def _check_quantity(quantity: int) -> None:
+    if not isinstance(quantity, int) or isinstance(quantity, bool) or quantity < 1:
+        raise ValueError(f"quantity must be a positive whole number, not {quantity!r}")
+
+
+def _alert_if_low(
+    session: AnySession, inventory_id: int, counts: tuple[int, int], *, was_available: int
+) -> None:
+    """Queue one email to staff when a variant's sellable units fall to its threshold."""
+    stock_level, reserved = counts
+    available = stock_level - reserved
+    row = session.get(Inventory, inventory_id)
+    if row is None:
+        return
+    threshold = row.low_stock_threshold
+    if not (was_available > threshold >= available):
+        return
+    product = row.product
+    queue_email(
+        session,
+        to=current_app.config["STAFF_EMAIL"],
+        subject=f"Low stock: {product.name}, {variant_label(product, row.variant_key)}",
+        template="low_stock",
+        context={
+            "product": product,
+            "variant": variant_label(product, row.variant_key),
+            "available": available,
+            "stock_level": stock_level,
+            "reserved": reserved,
+            "threshold": threshold,
+        },
+    )

@@ -29,8 +29,7 @@ from typing import Any
 
 from flask import Flask, current_app, render_template
 from sqlalchemy import ColumnElement, and_, event, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, SessionTransaction, scoped_session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from elysium.integrations.email import (
     EmailBackend,
@@ -40,10 +39,10 @@ from elysium.integrations.email import (
 )
 from elysium.models.outbox import OutboxEmail, OutboxStatus
 from elysium.models.types import utcnow
+from elysium.services.sql import AnySession, insert_unless_exists
 
 logger = logging.getLogger(__name__)
 
-AnySession = Session | scoped_session[Any]
 
 QUEUED_KEY = "elysium.outbox.queued"
 READY_KEY = "elysium.outbox.ready"
@@ -156,16 +155,8 @@ def queue_email(
         "user_id": user_id,
         "order_id": order_id,
     }
-    dialect = session.get_bind(OutboxEmail).dialect.name
-    if dedupe_key is not None and dialect in ("postgresql", "sqlite"):
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        statement = (
-            insert(OutboxEmail)
-            .values(**values)
-            .on_conflict_do_nothing(index_elements=[OutboxEmail.dedupe_key])
-            .returning(OutboxEmail.id)
-        )
-        new_id = session.execute(statement).scalar_one_or_none()
+    if dedupe_key is not None:
+        new_id = insert_unless_exists(session, OutboxEmail, values, OutboxEmail.dedupe_key)
         if new_id is None:
             row = _by_dedupe_key(session, dedupe_key)
             assert row is not None

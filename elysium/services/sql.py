@@ -1,0 +1,30 @@
+"""SQL that both our databases (PostgreSQL and SQLite) speak, but SQLAlchemy spells per dialect."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import InstrumentedAttribute, Session, scoped_session
+
+AnySession = Session | scoped_session[Session]
+
+
+def insert_unless_exists(
+    session: AnySession, model: type, values: dict[str, Any], unique_column: InstrumentedAttribute
+) -> int | None:
+    """``INSERT … ON CONFLICT (unique_column) DO NOTHING RETURNING id``.
+
+    The new row's id, or None when a row with that key exists, even one another transaction
+    has written but not yet committed (PostgreSQL waits for it, SQLite has one writer), so
+    two callers racing with the same key can never both insert.
+    """
+    dialect = session.get_bind(model).dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = (
+        insert(model)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=[unique_column])
+        .returning(model.id)  # type: ignore[attr-defined]
+    )
+    return session.execute(statement).scalar_one_or_none()
