@@ -1,0 +1,1 @@
+"""Development-only tools (fakes for local demos and tests). Never imported by the shop."""
