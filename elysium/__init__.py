@@ -79,6 +79,7 @@ def register_extensions(app: Flask) -> None:
     from elysium.auth.session import init_app as init_sessions
     from elysium.extensions import csrf, db, limiter, migrate
     from elysium.integrations.google import init_app as init_google
+    from elysium.integrations.stripe_gateway import check_settings as check_stripe_settings
     from elysium.services.outbox import init_app as init_outbox
 
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///"):
@@ -88,6 +89,7 @@ def register_extensions(app: Flask) -> None:
     csrf.init_app(app)
     init_sessions(app)
     init_google(app)
+    check_stripe_settings(app)
     app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["REDIS_URL"] or "memory://")
     app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
     app.config.setdefault("RATELIMIT_KEY_PREFIX", "elysium")
@@ -118,11 +120,15 @@ def register_blueprints(app: Flask) -> None:
     from elysium.cart.routes import bp as cart_bp
     from elysium.shop.routes import bp as shop_bp
     from elysium.site.routes import bp as site_bp
+    from elysium.webhooks.routes import bp as webhooks_bp
+    from elysium.wishlist.routes import bp as wishlist_bp
 
     app.register_blueprint(shop_bp)
     app.register_blueprint(cart_bp)
     app.register_blueprint(auth_bp)
     app.register_blueprint(account_bp)
+    app.register_blueprint(wishlist_bp)
+    app.register_blueprint(webhooks_bp)
     app.register_blueprint(site_bp)
 
 

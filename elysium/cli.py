@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import threading
+from datetime import timedelta
 from types import FrameType
 
 import click
@@ -14,12 +16,16 @@ from flask.cli import AppGroup, with_appcontext
 from elysium.config import ConfigurationError
 from elysium.extensions import db
 from elysium.integrations.email import backend_from_config
+from elysium.models.types import utcnow
+from elysium.services.cart import purge_guest_carts
 from elysium.services.outbox import CLAIM_BATCH, SendReport, send_pending
 from elysium.services.seeding import load_demo_catalogue, seed_catalogue
 
 logger = logging.getLogger(__name__)
 
 emails_cli = AppGroup("emails", help="The email outbox: send what is waiting, retry failures.")
+carts_cli = AppGroup("carts", help="Bags: clear out the ones guests abandoned.")
+AGE = re.compile(r"([1-9][0-9]{0,4})([dh])")
 
 
 @click.command("seed")
@@ -95,6 +101,37 @@ def _worker_pass() -> SendReport:
         db.session.remove()
 
 
+def parse_age(value: str) -> timedelta:
+    """``60d`` (days) or ``12h`` (hours)."""
+    match = AGE.fullmatch(value.strip().lower())
+    if not match:
+        raise click.BadParameter(f"{value!r} is not an age like 60d or 12h.")
+    number, unit = int(match.group(1)), match.group(2)
+    return timedelta(days=number) if unit == "d" else timedelta(hours=number)
+
+
+@carts_cli.command("purge")
+@click.option(
+    "--older-than",
+    "older_than",
+    default="60d",
+    show_default=True,
+    help="Remove guest bags untouched for this long: Nd (days) or Nh (hours).",
+)
+def purge_carts_command(older_than: str) -> None:
+    """Remove abandoned guest bags. Account bags and bags being paid for are never touched."""
+    try:
+        age = parse_age(older_than)
+    except click.BadParameter as error:
+        error.param_hint = "'--older-than'"
+        raise
+    removed = purge_guest_carts(db.session, idle_since=utcnow() - age)
+    db.session.commit()
+    bags = "bag" if removed == 1 else "bags"
+    click.echo(f"Removed {removed} abandoned guest {bags} (untouched for {older_than.strip()}).")
+
+
 def register(app: Flask) -> None:
     app.cli.add_command(seed_command)
     app.cli.add_command(emails_cli)
+    app.cli.add_command(carts_cli)

@@ -61,6 +61,8 @@ def settings_from_environment(environ: Mapping[str, str], instance_path: str) ->
         "PREFERRED_URL_SCHEME": "https" if production else "http",
         "SHOP_CURRENCY": environ.get("SHOP_CURRENCY", "GBP").upper(),
         "SHOP_PAGE_SIZE": _int(environ, "SHOP_PAGE_SIZE", 12),
+        "CART_COOKIE_NAME": environ.get("CART_COOKIE_NAME", "elysium_bag"),
+        "CART_COOKIE_DAYS": _int(environ, "CART_COOKIE_DAYS", 60),
         "MAX_CONTENT_LENGTH": _int(environ, "MAX_CONTENT_LENGTH", 1024 * 1024),
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
@@ -85,6 +87,12 @@ def settings_from_environment(environ: Mapping[str, str], instance_path: str) ->
         "RESEND_BASE_URL": environ.get("RESEND_BASE_URL", "https://api.resend.com").rstrip("/"),
         "EMAIL_TIMEOUT_SECONDS": _int(environ, "EMAIL_TIMEOUT_SECONDS", 5),
         "EMAIL_MAX_ATTEMPTS": _int(environ, "EMAIL_MAX_ATTEMPTS", 8),
+        "STRIPE_SECRET_KEY": environ.get("STRIPE_SECRET_KEY") or None,
+        "STRIPE_WEBHOOK_SECRET": environ.get("STRIPE_WEBHOOK_SECRET") or None,
+        "STRIPE_API_BASE": (environ.get("STRIPE_API_BASE") or "").rstrip("/") or None,
+        "STRIPE_TIMEOUT_SECONDS": _int(environ, "STRIPE_TIMEOUT_SECONDS", 10),
+        "STRIPE_WEBHOOK_TOLERANCE_SECONDS": _int(environ, "STRIPE_WEBHOOK_TOLERANCE_SECONDS", 300),
+        "CHECKOUT_EXPIRY_MINUTES": _int(environ, "CHECKOUT_EXPIRY_MINUTES", 30),
     }
 
 

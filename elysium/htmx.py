@@ -26,3 +26,15 @@ def htmx_redirect(location: str) -> Response:
     response = make_response("", 204)
     response.headers["HX-Redirect"] = location
     return response
+
+
+def fragments(*parts: str, status: int = 200) -> Response:
+    """Several rendered fragments (out-of-band ones included) as one htmx response."""
+    response = make_response("".join(parts), status)
+    response.vary.add("HX-Request")
+    return response
+
+
+def notice(message: str, *, error: bool = False) -> str:
+    """The page's ``#messages`` region, updated out of band: what the live region announces."""
+    return render_template("partials/_notice.html", message=message, error=error)

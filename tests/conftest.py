@@ -22,6 +22,7 @@ from elysium.config import normalise_database_url
 from elysium.extensions import db, limiter
 from elysium.services.seeding import load_demo_catalogue, seed_catalogue
 
+WEBHOOK_SECRET = "whsec_test_elysium"
 CSRF_META = re.compile(r'"X-CSRFToken": "([^"]+)"')
 
 
@@ -39,6 +40,7 @@ def make_app(url: str, pooled: bool = False, **overrides) -> Flask:
         "ELYSIUM_ENV": "testing",
         "SECRET_KEY": "test-secret-key-not-for-production",
         "SQLALCHEMY_DATABASE_URI": url,
+        "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
         **overrides,
     }
     if not pooled:

@@ -177,7 +177,7 @@ def run_together(app, workers: int, work) -> list:
             try:
                 results[index] = work(session, index)
                 session.commit()
-            except Exception as error:  # noqa: BLE001 (collected and asserted on below)
+            except Exception as error:
                 session.rollback()
                 results[index] = error
 

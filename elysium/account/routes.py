@@ -31,7 +31,7 @@ from elysium.account.forms import (
 from elysium.auth.routes import sign_in
 from elysium.countries import country_name
 from elysium.extensions import db
-from elysium.htmx import htmx_redirect, is_htmx, render
+from elysium.htmx import fragments, htmx_redirect, is_htmx, notice, render
 from elysium.models.types import utcnow
 from elysium.models.users import Address, User
 from elysium.services import account_data, accounts, addresses, profiles
@@ -71,21 +71,10 @@ def _attach(form: FlaskForm, errors: Mapping[str, str]) -> None:
             field.errors = [*field.errors, message]
 
 
-def _fragments(*parts: str, status: int = 200) -> Response:
-    response = make_response("".join(parts), status)
-    response.vary.add("HX-Request")
-    return response
-
-
-def _notice(message: str) -> str:
-    """The page's message region, updated out of band (htmx never sees a flashed message)."""
-    return render_template("account/_notice.html", message=message)
-
-
-def _done(message: str, location: str, *fragments: str) -> Response:
+def _done(message: str, location: str, *parts: str) -> Response:
     """Success: htmx gets the updated fragments and a notice; a browser is redirected."""
     if is_htmx():
-        return _fragments(*fragments, _notice(message))
+        return fragments(*parts, notice(message))
     flash(message)
     response = redirect(location, 303)
     response.vary.add("HX-Request")
@@ -136,7 +125,7 @@ def _profile_page(user: User, status: int = 200, **forms: FlaskForm) -> Response
 def _invalid(user: User, fragment: str, name: str, form: FlaskForm) -> Response:
     """422: the form again with its messages, as a fragment for htmx or in the whole page."""
     if is_htmx():
-        return _fragments(render_template(fragment, user=user, **{name: form}), status=422)
+        return fragments(render_template(fragment, user=user, **{name: form}), status=422)
     response = _profile_page(user, 422, **{name: form})
     response.vary.add("HX-Request")
     return response
@@ -317,7 +306,7 @@ def add_address() -> Response:
                 *_cards(replaced),
             )
     if is_htmx():
-        return _fragments(render_template("account/_address_form.html", form=form), status=422)
+        return fragments(render_template("account/_address_form.html", form=form), status=422)
     return _addresses_page(user, form, 422)
 
 
@@ -327,7 +316,7 @@ def address(address_id: int) -> Response:
     """One card: what "cancel" brings back in place of the edit form."""
     card = _owned(address_id)
     if is_htmx():
-        return _fragments(_card(card))
+        return fragments(_card(card))
     return redirect(url_for("account.address_book"), 303)
 
 

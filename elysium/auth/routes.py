@@ -68,9 +68,16 @@ def when_limited(template: str, form_class: type) -> Callable[[RequestLimit], Re
 
 
 def sign_in(user, remember: bool = False) -> None:
-    """A fresh session for the signed-in user, so no earlier session id survives (no fixation)."""
+    """A fresh session for the signed-in user, so no earlier session id survives (no fixation).
+
+    A guest bag (from its own cookie, which ``session.clear()`` leaves alone) joins the
+    account's bag, and the shopper is told what was merged.
+    """
+    from elysium.cart.routes import merge_guest_bag
+
     session.clear()
     login_user(user, remember=remember, duration=current_app.config["REMEMBER_COOKIE_DURATION"])
+    merge_guest_bag(user)
 
 
 @bp.route("/login", methods=["GET", "POST"])

@@ -73,35 +73,47 @@ def collection(slug: str) -> str:
     )
 
 
-def _configurator(product: Product) -> tuple[dict, int]:
-    """Validate and price the query string's choices: the context and 200, or 422 with messages.
+def configurator_context(
+    product: Product, choices: dict[str, str], errors: dict[str, str] | None = None
+) -> dict:
+    """Everything the product page shows for these choices: price, availability, messages.
 
-    With an invalid choice there is no price, but the valid choices still say what's in stock.
+    ``errors`` adds messages found elsewhere (the bag asks for a ring size). With an invalid
+    choice there is no price, but the valid choices still say what's in stock.
     """
-    choices = {name: request.args.get(name, "") for name in CONFIGURATION_FIELDS}
-    errors: dict[str, str] = {}
+    errors = dict(errors or {})
+    configuration: Configuration | None = None
     try:
-        configuration: Configuration | None = configure(product, choices)
+        configuration = configure(product, choices)
     except ConfigurationError as error:
-        configuration, errors = None, error.errors
-    shown = configuration or configure(
-        product, {name: value for name, value in choices.items() if name not in errors}
-    )
-    context = {
+        errors = {**error.errors, **errors}
+    try:
+        shown = configure(
+            product, {name: value for name, value in choices.items() if name not in errors}
+        )
+    except ConfigurationError:
+        shown = configure(product, {})
+    return {
         "product": product,
         "choices": choices,
         "errors": errors,
-        "breakdown": price_breakdown(product, configuration) if configuration else None,
+        "breakdown": price_breakdown(product, configuration)
+        if configuration and not errors
+        else None,
         "availability": variant_availability(product, shown.variant_key),
         "ring_sizes": RING_SIZES,
     }
-    return context, (422 if errors else 200)
+
+
+def _requested_choices() -> dict[str, str]:
+    return {name: request.args.get(name, "") for name in CONFIGURATION_FIELDS}
 
 
 @bp.get("/shop/<slug>")
 def product(slug: str) -> Response:
     found = catalog.product_by_slug(db.session, slug) or abort(404)
-    context, status = _configurator(found)
+    context = configurator_context(found, _requested_choices())
+    status = 422 if context["errors"] else 200
     return make_response(render_template("shop/product.html", **context), status)
 
 
@@ -113,7 +125,8 @@ def price(slug: str) -> Response:
     product_url = url_for("shop.product", slug=found.slug, **chosen)
     if not is_htmx():
         return redirect(product_url, 303)
-    context, status = _configurator(found)
+    context = configurator_context(found, _requested_choices())
+    status = 422 if context["errors"] else 200
     response = make_response(
         render_template("shop/_price_panel.html", oob_errors=True, **context), status
     )

@@ -1,0 +1,291 @@
+"""What Stripe tells us about payments, applied to orders exactly once.
+
+Each event is recorded in ``processed_payment_events`` in the same transaction as its
+effect, so a replay is acknowledged and ignored. Every status change goes through the
+order state machine, so events arriving late or out of order can never move an order
+backwards; what cannot be applied is written on the order's timeline (and flagged for staff
+when money is involved).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import selectinload
+
+from elysium.models.cart import Cart, CartLine
+from elysium.models.orders import Order, OrderStatus, ProcessedPaymentEvent
+from elysium.models.types import utcnow
+from elysium.money import format_money
+from elysium.services import inventory, orders
+from elysium.services.outbox import queue_email
+from elysium.services.sql import AnySession, insert_unless_exists
+
+ACTOR = "stripe"
+
+
+class Outcome(enum.StrEnum):
+    APPLIED = "applied"
+    REPLAY = "replay"
+    IGNORED = "ignored"
+    NO_ORDER = "no_order"
+
+
+class MalformedEventError(ValueError):
+    """A correctly signed event we cannot read."""
+
+
+def handle_event(session: AnySession, event: dict[str, Any]) -> Outcome:
+    """Apply one verified Stripe event; the caller commits."""
+    event_id, event_type, obj = _parts(event)
+    recorded = insert_unless_exists(
+        session,
+        ProcessedPaymentEvent,
+        {
+            "provider": "stripe",
+            "event_id": event_id,
+            "event_type": event_type,
+            "processed_at": utcnow(),
+        },
+        ProcessedPaymentEvent.event_id,
+    )
+    if recorded is None:
+        return Outcome.REPLAY
+    handler = HANDLERS.get(event_type)
+    if handler is None:
+        return Outcome.IGNORED
+    order = _order_for(session, obj)
+    if order is None:
+        current_app.logger.warning("Stripe event %s (%s) matches no order", event_id, event_type)
+        return Outcome.NO_ORDER
+    session.execute(
+        update(ProcessedPaymentEvent)
+        .where(ProcessedPaymentEvent.id == recorded)
+        .values(order_id=order.id)
+    )
+    handler(session, order, obj, event_id)
+    return Outcome.APPLIED
+
+
+def _parts(event: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
+    event_id, event_type = event.get("id"), event.get("type")
+    data = event.get("data")
+    obj = data.get("object") if isinstance(data, dict) else None
+    if not (isinstance(event_id, str) and event_id and isinstance(event_type, str)):
+        raise MalformedEventError("an event needs an id and a type")
+    if not isinstance(obj, dict):
+        raise MalformedEventError("an event needs data.object")
+    return event_id, event_type, obj
+
+
+def _order_for(session: AnySession, obj: dict[str, Any]) -> Order | None:
+    """The order an object is about, locked for this transaction (one event at a time)."""
+    metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    number = obj.get("client_reference_id") or metadata.get("order_number")
+    if isinstance(number, str) and number:
+        condition = Order.number == number
+    elif isinstance(obj.get("payment_intent"), str):
+        condition = Order.stripe_payment_intent_id == obj["payment_intent"]
+    else:
+        return None
+    statement = (
+        select(Order)
+        .where(condition)
+        .options(selectinload(Order.lines), selectinload(Order.events))
+        .with_for_update(of=Order)
+        .execution_options(populate_existing=True)
+    )
+    return session.scalar(statement)
+
+
+def _amount_matches(order: Order, obj: dict[str, Any]) -> bool:
+    currency = str(obj.get("currency") or "").upper()
+    return obj.get("amount_total") == order.total and currency == order.currency
+
+
+def _flag(order: Order, reason: str, event_id: str) -> None:
+    order.needs_attention = True
+    order.attention_reason = (
+        f"{order.attention_reason}\n{reason}" if order.attention_reason else reason
+    )
+    orders.add_note(order, reason, actor=ACTOR, stripe_event_id=event_id)
+
+
+def _move(order: Order, status: OrderStatus, note: str, event_id: str) -> bool:
+    """Move if the state machine allows it; otherwise say why on the timeline."""
+    if order.status is status:
+        orders.add_note(
+            order, f"{note} (already {status.value})", actor=ACTOR, stripe_event_id=event_id
+        )
+        return False
+    if not orders.can_transition(order.status, status):
+        orders.add_note(
+            order,
+            f"{note}: not applied, the order is {order.status.value}",
+            actor=ACTOR,
+            stripe_event_id=event_id,
+        )
+        return False
+    orders.transition_to(order, status, actor=ACTOR, note=note, stripe_event_id=event_id)
+    return True
+
+
+def _release_stock(session: AnySession, order: Order) -> None:
+    for line in order.lines:
+        if line.inventory_id is not None and not line.made_to_order:
+            inventory.release(session, line.inventory_id, line.quantity, order_id=order.id)
+
+
+def _unfreeze_bag(session: AnySession, order: Order) -> None:
+    if order.cart_id is not None:
+        session.execute(update(Cart).where(Cart.id == order.cart_id).values(frozen_at=None))
+
+
+def _email_shopper(session: AnySession, order: Order, template: str, subject: str) -> None:
+    queue_email(
+        session,
+        to=order.email,
+        subject=subject,
+        template=template,
+        context={"order": order, "total": format_money(order.total, order.currency)},
+        user_id=order.user_id,
+        order_id=order.id,
+        dedupe_key=f"order:{order.id}:{template}",
+    )
+
+
+def mark_paid(session: AnySession, order: Order, obj: dict[str, Any], event_id: str) -> None:
+    if not _amount_matches(order, obj):
+        _flag(
+            order,
+            f"Stripe reported {obj.get('amount_total')} {obj.get('currency')} but the order is "
+            f"{order.total} {order.currency}: not marked paid",
+            event_id,
+        )
+        return
+    if isinstance(obj.get("payment_intent"), str):
+        order.stripe_payment_intent_id = obj["payment_intent"]
+    if order.status is OrderStatus.CANCELLED:
+        _flag(
+            order, "Payment arrived after the order was cancelled: refund it or re-sell", event_id
+        )
+        return
+    if not _move(order, OrderStatus.PAID, "Payment received", event_id):
+        return
+    order.paid_at = utcnow()
+    for line in order.lines:
+        if line.inventory_id is not None and not line.made_to_order:
+            inventory.commit(session, line.inventory_id, line.quantity, order_id=order.id)
+    if order.cart_id is not None:
+        session.execute(delete(CartLine).where(CartLine.cart_id == order.cart_id))
+        _unfreeze_bag(session, order)
+    _email_shopper(session, order, "order_confirmation", f"Your ELYSIUM order {order.number}")
+
+
+def session_completed(
+    session: AnySession, order: Order, obj: dict[str, Any], event_id: str
+) -> None:
+    if obj.get("payment_status") in ("paid", "no_payment_required"):
+        mark_paid(session, order, obj, event_id)
+        return
+    if isinstance(obj.get("payment_intent"), str):
+        order.stripe_payment_intent_id = obj["payment_intent"]
+    orders.add_note(
+        order,
+        "Checkout completed; waiting for the bank payment",
+        actor=ACTOR,
+        stripe_event_id=event_id,
+    )
+
+
+def async_payment_failed(
+    session: AnySession, order: Order, obj: dict[str, Any], event_id: str
+) -> None:
+    if not _move(order, OrderStatus.PAYMENT_FAILED, "The bank payment failed", event_id):
+        return
+    _release_stock(session, order)
+    _unfreeze_bag(session, order)
+    _email_shopper(
+        session, order, "payment_failed", f"Your payment for {order.number} didn't go through"
+    )
+
+
+UNPAID = frozenset({OrderStatus.PENDING, OrderStatus.PROCESSING, OrderStatus.PAYMENT_FAILED})
+
+
+def session_expired(session: AnySession, order: Order, obj: dict[str, Any], event_id: str) -> None:
+    """Cancel an unpaid order; a paid one is never touched (PAID -> CANCELLED is for refunds)."""
+    if order.status not in UNPAID:
+        orders.add_note(
+            order,
+            f"The checkout expired: not applied, the order is {order.status.value}",
+            actor=ACTOR,
+            stripe_event_id=event_id,
+        )
+        return
+    if not _move(order, OrderStatus.CANCELLED, "The checkout expired unpaid", event_id):
+        return
+    _release_stock(session, order)
+    _unfreeze_bag(session, order)
+    _email_shopper(
+        session, order, "order_cancelled", f"Your ELYSIUM order {order.number} was cancelled"
+    )
+
+
+def charge_refunded(session: AnySession, order: Order, obj: dict[str, Any], event_id: str) -> None:
+    refunded = obj.get("amount_refunded")
+    if not isinstance(refunded, int) or refunded < 0:
+        raise MalformedEventError("charge.refunded needs amount_refunded")
+    order.refunded_amount = max(order.refunded_amount, refunded)
+    if refunded >= order.total:
+        if _move(order, OrderStatus.REFUNDED, "Refunded in full", event_id):
+            _email_shopper(session, order, "order_refunded", f"Your refund for {order.number}")
+    else:
+        orders.add_note(
+            order,
+            f"Partly refunded: {format_money(refunded, order.currency)} so far",
+            actor=ACTOR,
+            stripe_event_id=event_id,
+        )
+
+
+def dispute_created(session: AnySession, order: Order, obj: dict[str, Any], event_id: str) -> None:
+    _flag(order, f"The payment is disputed ({obj.get('reason') or 'no reason given'})", event_id)
+    queue_email(
+        session,
+        to=current_app.config["STAFF_EMAIL"],
+        subject=f"Dispute opened on order {order.number}",
+        template="staff_dispute",
+        context={
+            "order": order,
+            "reason": obj.get("reason") or "not given",
+            "amount": format_money(order.total, order.currency),
+        },
+        order_id=order.id,
+        dedupe_key=f"order:{order.id}:dispute:{obj.get('id')}",
+    )
+
+
+def payment_attempt_failed(
+    session: AnySession, order: Order, obj: dict[str, Any], event_id: str
+) -> None:
+    error = obj.get("last_payment_error") if isinstance(obj.get("last_payment_error"), dict) else {}
+    reason = error.get("message") or error.get("code") or "no reason given"
+    orders.add_note(
+        order, f"A payment attempt failed: {reason}", actor=ACTOR, stripe_event_id=event_id
+    )
+
+
+HANDLERS: dict[str, Callable[[AnySession, Order, dict[str, Any], str], None]] = {
+    "checkout.session.completed": session_completed,
+    "checkout.session.async_payment_succeeded": mark_paid,
+    "checkout.session.async_payment_failed": async_payment_failed,
+    "checkout.session.expired": session_expired,
+    "charge.refunded": charge_refunded,
+    "charge.dispute.created": dispute_created,
+    "payment_intent.payment_failed": payment_attempt_failed,
+}

@@ -1,0 +1,647 @@
+"""The bag: adding configured pieces, quantities, stock, the guest cookie, and purging."""
+
+from __future__ import annotations
+
+import html
+import re
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from elysium.extensions import db
+from elysium.models import Cart, CartLine, Inventory, Product
+from elysium.models.types import utcnow
+from elysium.services import cart as bags
+from elysium.services.configuration import configure
+from tests.conftest import page_text
+
+RING = "aurelia-solitaire-ring"
+RING_CHOICES = {"metal": "yellow-gold", "diamond": "0.30ct", "size": "6", "engraving": "Always"}
+COOKIE = "elysium_bag"
+
+
+def add(client, slug: str = RING, quantity: str | int = 1, **choices):
+    """Post the product page's configurator to the bag, as "Add to bag" does."""
+    fields = {**RING_CHOICES, **choices} if slug == RING else choices
+    data = {"product": slug, "quantity": str(quantity), **fields}
+    return client.submit(f"/shop/{slug}", data, action="/cart/items")
+
+
+def add_htmx(client, slug: str = RING, quantity: str | int = 1, **choices):
+    client.get(f"/shop/{slug}")
+    fields = {**RING_CHOICES, **choices} if slug == RING else choices
+    return client.htmx(
+        "POST", "/cart/items", data={"product": slug, "quantity": str(quantity), **fields}
+    )
+
+
+def lines(app) -> list[tuple[str, dict, int]]:
+    with app.app_context():
+        rows = db.session.scalars(select(CartLine).order_by(CartLine.id)).all()
+        result = [(row.product.slug, dict(row.configuration), row.quantity) for row in rows]
+        db.session.remove()
+    return result
+
+
+def carts(app) -> list[Cart]:
+    with app.app_context():
+        rows = db.session.scalars(select(Cart).order_by(Cart.id)).all()
+        db.session.expunge_all()
+        db.session.remove()
+    return list(rows)
+
+
+def line_ids(app) -> list[int]:
+    with app.app_context():
+        ids = list(db.session.scalars(select(CartLine.id).order_by(CartLine.id)))
+        db.session.remove()
+    return ids
+
+
+def set_stock(app, slug: str, variant: str, level: int) -> None:
+    with app.app_context():
+        product = db.session.scalars(select(Product).where(Product.slug == slug)).one()
+        row = next((row for row in product.inventory if row.variant_key == variant), None)
+        if row is None:
+            row = Inventory(product_id=product.id, variant_key=variant)
+            db.session.add(row)
+        row.stock_level = level
+        row.reserved = 0
+        db.session.commit()
+        db.session.remove()
+
+
+def freeze_bags(app) -> None:
+    with app.app_context():
+        for cart in db.session.scalars(select(Cart)):
+            cart.frozen_at = utcnow()
+        db.session.commit()
+        db.session.remove()
+
+
+def header_count(response) -> int:
+    match = re.search(r'<span id="bag-count"[^>]*>(\d+)<', response.get_data(as_text=True))
+    assert match, "no bag count in the page"
+    return int(match.group(1))
+
+
+def field_error(response, name: str) -> str:
+    match = re.search(
+        rf'<p class="field-error" id="error-{name}"[^>]*>([^<]*)</p>',
+        response.get_data(as_text=True),
+    )
+    assert match, f"no error slot for {name}"
+    return html.unescape(match.group(1))
+
+
+def test_adding_a_configured_ring_gives_a_guest_a_bag_and_redirects_to_it(app, client, catalogue):
+    response = add(client)
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/cart"
+    cookie = next(
+        header for header in response.headers.getlist("Set-Cookie") if header.startswith(COOKIE)
+    )
+    assert "HttpOnly" in cookie
+    assert "SameSite=Lax" in cookie
+    assert "Secure" not in cookie
+    assert "Max-Age=5184000" in cookie
+
+    [cart] = carts(app)
+    assert cart.user_id is None
+    assert len(cart.token) >= 43  # secrets.token_urlsafe(32): 256 bits
+    assert cart.token not in client.get_cookie(COOKIE).value  # signed, not the bare token... (
+    # ...itsdangerous puts the payload first, base64-encoded)
+    assert lines(app) == [(RING, RING_CHOICES, 1)]
+
+    bag = client.get("/cart")
+    text = page_text(bag)
+    assert "Added Aurelia Solitaire Ring to your bag." in text
+    assert "Aurelia Solitaire Ring" in text
+    assert "18k yellow gold with 0.30 ct, G colour, VS1, US size 6, engraved “Always”" in text
+    assert "£1,945" in text
+    assert "Engraving" in text
+    assert "+£95" in text
+    assert "In stock" in text
+    assert header_count(bag) == 1
+    assert bag.headers["Cache-Control"] == "no-store"
+    assert "HX-Request" in bag.headers["Vary"]
+
+
+def test_the_cookie_is_secure_when_session_cookies_are(app, client, catalogue):
+    app.config["SESSION_COOKIE_SECURE"] = True
+    try:
+        response = add(client)
+    finally:
+        app.config["SESSION_COOKIE_SECURE"] = False
+    cookie = next(h for h in response.headers.getlist("Set-Cookie") if h.startswith(COOKIE))
+    assert "Secure" in cookie
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["not-a-signed-value", "eyJhIjoxfQ.forged", "", "x" * 4000, "%00%ff", "a.b.c.d"],
+)
+def test_a_tampered_cookie_is_ignored_and_gives_a_fresh_bag(app, client, catalogue, value):
+    add(client)
+    [cart] = carts(app)
+    client.set_cookie(COOKIE, value)
+    bag = client.get("/cart")
+    assert bag.status_code == 200
+    assert "Your bag is empty." in page_text(bag)
+    assert header_count(client.get("/")) == 0
+
+    assert add(client, metal="white-gold").status_code == 303
+    fresh = [c for c in carts(app) if c.id != cart.id]
+    assert len(fresh) == 1
+    assert fresh[0].token != cart.token
+
+
+def test_a_cookie_signed_with_another_key_or_salt_is_ignored(app, client, catalogue):
+    from itsdangerous import URLSafeSerializer
+
+    add(client)
+    [cart] = carts(app)
+    for key, salt in [("another-key", "elysium.bag"), (app.config["SECRET_KEY"], "other")]:
+        client.set_cookie(COOKIE, URLSafeSerializer(key, salt=salt).dumps(cart.token))
+        assert "Your bag is empty." in page_text(client.get("/cart"))
+
+
+def test_the_same_configuration_twice_is_one_line_and_other_engravings_are_new_lines(
+    app, client, catalogue
+):
+    add(client)
+    add(client, quantity=2)
+    add(client, engraving="Forever")
+    add(client, engraving="")
+    assert lines(app) == [
+        (RING, RING_CHOICES, 3),
+        (RING, {**RING_CHOICES, "engraving": "Forever"}, 1),
+        (RING, {k: v for k, v in RING_CHOICES.items() if k != "engraving"}, 1),
+    ]
+    assert header_count(client.get("/cart")) == 5
+
+
+def test_spelling_a_configuration_differently_still_finds_the_same_line(app, client, catalogue):
+    add(client)
+    add(client, engraving="  Always  ")
+    add(client, engraving="Always")
+    assert lines(app) == [(RING, RING_CHOICES, 3)]
+
+
+@pytest.mark.parametrize("price_param", ["price", "total", "unit_price", "amount", "line_total"])
+def test_a_price_sent_by_the_client_is_ignored(app, client, catalogue, price_param):
+    data = {"product": RING, "quantity": "1", price_param: "1", **RING_CHOICES}
+    client.submit(f"/shop/{RING}", data, action="/cart/items")
+    text = page_text(client.get("/cart"))
+    assert "£1,945" in text
+    assert "£1 " not in text
+    assert "£0" not in text
+
+
+def test_a_ring_cannot_be_bought_without_its_size_422_on_the_product_page(app, client, catalogue):
+    response = add(client, size="", engraving="Always, Amélie", quantity=2)
+    assert response.status_code == 422
+    assert "Choose your ring size." in field_error(response, "size")
+    text = page_text(response)
+    assert '<h1 class="product__name">Aurelia Solitaire Ring</h1>' in text
+    assert 'value="Always, Amélie"' in text  # what was typed is kept
+    assert '<option value="2" selected>' in text
+    assert "Please correct the choices marked above: Choose your ring size." in text
+    assert lines(app) == []
+    assert carts(app) == []
+
+
+@pytest.mark.parametrize(
+    ("choices", "field", "message"),
+    [
+        ({"size": "14"}, "size", "Choose a US ring size from 3 to 13"),
+        ({"engraving": "A" * 26}, "engraving", "at most 25 characters"),
+        ({"engraving": "I <3 you"}, "engraving", "“<” can't be engraved"),
+        ({"metal": "silver"}, "metal", "Choose one of the metals"),
+        ({"diamond": "9ct"}, "diamond", "Choose one of the diamonds"),
+    ],
+)
+def test_invalid_choices_are_refused_with_the_message_next_to_the_field(
+    app, client, catalogue, choices, field, message
+):
+    response = add(client, **choices)
+    assert response.status_code == 422
+    assert message in field_error(response, field)
+    if field == "engraving":
+        assert f'value="{choices["engraving"].replace("<", "&lt;")}"' in (
+            response.get_data(as_text=True)
+        )
+
+    fragment = add_htmx(client, **choices)
+    assert fragment.status_code == 422
+    body = page_text(fragment)
+    assert body.lstrip().startswith('<div id="add-to-bag"')
+    assert re.search(rf'id="error-{field}" hx-swap-oob="true">[^<]*{re.escape(message)}', body)
+    assert '<div id="messages" hx-swap-oob="innerHTML">' in body
+    assert lines(app) == []
+
+
+def test_a_piece_without_ring_size_or_engraving_refuses_them(app, client, catalogue):
+    response = add(client, "aurelia-fine-chain", metal="yellow-gold", size="6", engraving="Hi")
+    assert response.status_code == 422
+    assert "This piece has no ring size." in page_text(response)
+    assert "Engraving isn't offered on this piece." in page_text(response)
+    assert lines(app) == []
+
+
+def test_an_unknown_or_missing_piece_is_404(app, client, catalogue):
+    assert add(client, "no-such-ring").status_code == 404
+    assert client.submit("/shop/" + RING, {"quantity": "1"}, action="/cart/items").status_code == (
+        404
+    )
+
+
+def test_posting_without_the_csrf_token_is_refused(app, client, catalogue):
+    response = client.post("/cart/items", data={"product": RING, **RING_CHOICES})
+    assert response.status_code == 400
+    assert lines(app) == []
+
+
+def test_a_sold_out_variant_cannot_be_added_409(app, client, catalogue):
+    response = add(client, metal="platinum")
+    assert response.status_code == 409
+    assert "Sold out in platinum" in page_text(response)
+    fragment = add_htmx(client, metal="platinum")
+    assert fragment.status_code == 409
+    assert "Sold out in platinum" in page_text(fragment)
+    assert lines(app) == []
+
+
+def test_a_made_to_order_piece_can_be_added(app, client, catalogue):
+    response = add(client, "aurelia-signet-ring", metal="yellow-gold", size="7", quantity=3)
+    assert response.status_code == 303
+    assert lines(app) == [("aurelia-signet-ring", {"metal": "yellow-gold", "size": "7"}, 3)]
+    text = page_text(client.get("/cart"))
+    assert "Made to order — ships in about 3 weeks" in text
+    assert "Checkout is paused" not in text
+
+
+def test_adding_more_than_the_stock_is_clamped_and_the_shopper_is_told(app, client, catalogue):
+    response = add(client, diamond="1.00ct", quantity=3)  # one left
+    assert response.status_code == 303
+    text = page_text(client.get("/cart"))
+    assert "Only 1 left in 18k yellow gold with 1.00 ct, F colour, VVS2" in text
+    assert "we've set your quantity to 1" in text
+    add(client, diamond="1.00ct")
+    assert [quantity for *_, quantity in lines(app)] == [1]
+
+
+def test_a_line_holds_at_most_five(app, client, catalogue):
+    add(client, "aurelia-fine-chain", quantity=4, metal="yellow-gold")
+    add(client, "aurelia-fine-chain", quantity=3, metal="yellow-gold")
+    assert [quantity for *_, quantity in lines(app)] == [5]
+    assert "at most 5 of one piece" in page_text(client.get("/cart"))
+
+
+@pytest.mark.parametrize("quantity", ["0", "-1", "6", "1.5", "abc", "99999999999999999999", ""])
+def test_a_bad_quantity_when_adding_is_422(app, client, catalogue, quantity):
+    response = add(client, quantity=quantity)
+    assert response.status_code == 422
+    assert "Choose a quantity from 1 to 5." in field_error(response, "quantity")
+    assert lines(app) == []
+
+
+def test_adding_with_htmx_updates_the_count_and_announces_out_of_band(app, client, catalogue):
+    response = add_htmx(client, quantity=2)
+    assert response.status_code == 200
+    body = page_text(response)
+    assert body.lstrip().startswith('<div id="add-to-bag"')
+    assert "Added 2 of Aurelia Solitaire Ring to your bag." in body
+    assert '<span id="bag-count" hx-swap-oob="true" class="bag-count">2<' in body
+    assert '<div id="messages" hx-swap-oob="innerHTML"><div class="notice">' in body
+    assert 'id="error-size" hx-swap-oob="true"></p>' in body  # stale errors are cleared
+    assert response.headers["Cache-Control"] == "no-store"
+    assert "HX-Request" in response.headers["Vary"]
+    assert client.get_cookie(COOKIE) is not None
+
+
+def test_the_product_page_offers_add_to_bag_inside_the_configurator(client, catalogue):
+    page = client.get(f"/shop/{RING}").get_data(as_text=True)
+    assert '<form id="configurator" class="configurator" method="post" action="/cart/items"' in page
+    assert 'formaction="/shop/aurelia-solitaire-ring" formmethod="get">Update price' in page
+    assert re.search(
+        r'<button class="button add-to-bag__button" type="submit" form="configurator"'
+        r' name="csrf_token" value="[^"]+"',
+        page,
+    )
+    assert '<select id="quantity" name="quantity" form="configurator"' in page
+    assert 'hx-params="not csrf_token,product,quantity"' in page
+
+
+def test_the_header_count_is_shown_on_every_page(app, client, catalogue, auth):
+    assert header_count(client.get("/")) == 0
+    add(client, quantity=2)
+    add(client, "aurelia-fine-chain", metal="yellow-gold")
+    for url in ("/", "/shop", f"/shop/{RING}", "/collections/aurelia", "/cart"):
+        assert header_count(client.get(url)) == 3, url
+
+
+def test_the_header_count_costs_one_query_at_most(app, client, catalogue, queries):
+    def count(url: str) -> int:
+        with queries() as statements:
+            assert client.get(url).status_code == 200
+        return len(statements)
+
+    without_bag = count(f"/shop/{RING}")
+    add(client)
+    with_bag = count(f"/shop/{RING}")
+    assert with_bag == without_bag + 1
+    for _ in range(3):
+        add(client, "aurelia-fine-chain", metal="yellow-gold")
+        add(client, engraving="x" + str(_))
+    assert count(f"/shop/{RING}") == with_bag
+
+
+def test_the_bag_page_uses_a_constant_number_of_queries(app, client, catalogue, queries):
+    def count() -> int:
+        with queries() as statements:
+            assert client.get("/cart").status_code == 200
+        return len(statements)
+
+    add(client)
+    one = count()
+    add(client, "aurelia-fine-chain", metal="yellow-gold")
+    add(client, "lumiere-halo-ring", metal="platinum", diamond="0.50ct", size="5")
+    add(client, engraving="Other")
+    assert count() == one
+
+
+def test_changing_the_quantity_without_javascript_redirects_with_a_message(app, client, catalogue):
+    add(client)
+    [line_id] = line_ids(app)
+    response = client.submit("/cart", {"quantity": "3"}, action=f"/cart/items/{line_id}")
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/cart"
+    bag = client.get("/cart")
+    assert "Aurelia Solitaire Ring: quantity 3." in page_text(bag)
+    assert "£5,835" in page_text(bag)  # 3 x £1,945
+    assert header_count(bag) == 3
+
+
+def test_changing_the_quantity_with_htmx_swaps_the_bag_and_updates_the_count(
+    app, client, catalogue
+):
+    add(client)
+    [line_id] = line_ids(app)
+    client.get("/cart")
+    response = client.htmx("POST", f"/cart/items/{line_id}", data={"quantity": "2"})
+    assert response.status_code == 200
+    body = page_text(response)
+    assert body.lstrip().startswith('<div id="bag" class="bag">')
+    assert '<span id="bag-count" hx-swap-oob="true" class="bag-count">2<' in body
+    assert "Aurelia Solitaire Ring: quantity 2." in body
+    assert '<option value="2" selected>' in body
+    assert response.headers["Cache-Control"] == "no-store"
+    assert lines(app)[0][2] == 2
+
+
+@pytest.mark.parametrize(
+    "quantity", ["0", "-1", "6", "1.5", "abc", "99999999999999999999", "", " ", "1e3", "٣"]
+)
+def test_a_bad_quantity_is_explained_and_changes_nothing(app, client, catalogue, quantity):
+    add(client, quantity=2)
+    [line_id] = line_ids(app)
+    response = client.submit("/cart", {"quantity": quantity}, action=f"/cart/items/{line_id}")
+    assert response.status_code == 422
+    assert "Choose a quantity from 1 to 5." in field_error(response, f"quantity-{line_id}")
+    fragment = client.htmx("POST", f"/cart/items/{line_id}", data={"quantity": quantity})
+    assert fragment.status_code == 422
+    assert "Choose a quantity from 1 to 5." in page_text(fragment)
+    assert lines(app)[0][2] == 2
+
+
+def test_a_missing_quantity_is_explained(app, client, catalogue):
+    add(client)
+    [line_id] = line_ids(app)
+    response = client.submit("/cart", {}, action=f"/cart/items/{line_id}")
+    assert response.status_code == 422
+
+
+def test_raising_a_quantity_above_the_stock_is_clamped(app, client, catalogue):
+    add(client, metal="rose-gold", diamond="0.50ct")  # two left
+    [line_id] = line_ids(app)
+    client.submit("/cart", {"quantity": "5"}, action=f"/cart/items/{line_id}")
+    assert lines(app)[0][2] == 2
+    text = page_text(client.get("/cart"))
+    assert "Only 2 left in 18k rose gold with 0.50 ct, G colour, VS1" in text
+    assert "we've set your quantity to 2" in text
+
+
+def test_removing_a_line_with_and_without_javascript(app, client, catalogue):
+    add(client)
+    add(client, "aurelia-fine-chain", metal="yellow-gold")
+    first, second = line_ids(app)
+    response = client.submit("/cart", {}, action=f"/cart/items/{first}/delete")
+    assert response.status_code == 303
+    assert "Removed Aurelia Solitaire Ring from your bag." in page_text(client.get("/cart"))
+
+    client.get("/cart")
+    fragment = client.htmx("POST", f"/cart/items/{second}/delete")
+    assert fragment.status_code == 200
+    body = page_text(fragment)
+    assert "Your bag is empty." in body
+    assert '<span id="bag-count" hx-swap-oob="true" class="bag-count">0<' in body
+    assert "Removed Aurelia Fine Chain from your bag." in body
+    assert lines(app) == []
+
+
+def test_someone_elses_line_is_not_found(app, client, catalogue, auth):
+    add(client)
+    [theirs] = line_ids(app)
+    stranger = app.test_client()
+    stranger.get("/")
+    for url, data in (
+        (f"/cart/items/{theirs}", {"quantity": "2"}),
+        (f"/cart/items/{theirs}/delete", {}),
+    ):
+        assert stranger.submit("/", data, action=url).status_code == 404  # no bag at all
+    add(stranger, "aurelia-fine-chain", metal="yellow-gold")
+    assert (
+        stranger.submit("/", {"quantity": "2"}, action=f"/cart/items/{theirs}").status_code == 404
+    )
+    assert (
+        stranger.submit("/", {"quantity": "x"}, action=f"/cart/items/{theirs}").status_code == 404
+    )
+    assert stranger.submit("/", {}, action=f"/cart/items/{theirs}/delete").status_code == 404
+
+    auth.create_user()
+    signed_in = app.test_client()
+    signed_in.submit(
+        "/auth/login", {"email": "ada@example.com", "password": "correct horse battery staple"}
+    )
+    assert (
+        signed_in.submit("/", {"quantity": "2"}, action=f"/cart/items/{theirs}").status_code == 404
+    )
+    assert signed_in.submit("/", {}, action=f"/cart/items/{theirs}/delete").status_code == 404
+    assert signed_in.submit("/", {}, action="/cart/items/999999/delete").status_code == 404
+    assert lines(app)[0] == (RING, RING_CHOICES, 1)
+
+
+@pytest.mark.parametrize("action", ["add", "update", "delete"])
+def test_a_frozen_bag_refuses_changes_409(app, client, catalogue, action):
+    add(client)
+    [line_id] = line_ids(app)
+    freeze_bags(app)
+    if action == "add":
+        response = add(client)
+        fragment = add_htmx(client)
+    elif action == "update":
+        response = client.submit("/cart", {"quantity": "3"}, action=f"/cart/items/{line_id}")
+        fragment = client.htmx("POST", f"/cart/items/{line_id}", data={"quantity": "3"})
+    else:
+        response = client.submit("/cart", {}, action=f"/cart/items/{line_id}/delete")
+        fragment = client.htmx("POST", f"/cart/items/{line_id}/delete")
+    assert response.status_code == 409
+    assert "Your bag is being paid for" in page_text(response)
+    assert fragment.status_code == 409
+    assert "Your bag is being paid for" in page_text(fragment)
+    assert lines(app) == [(RING, RING_CHOICES, 1)]
+
+
+def test_when_stock_falls_the_bag_reduces_the_quantity_and_says_so(app, client, catalogue):
+    add(client, quantity=4)
+    set_stock(app, RING, "yellow-gold/0.30ct", 1)
+    first = page_text(client.get("/cart"))
+    assert (
+        "Only 1 left in 18k yellow gold with 0.30 ct, G colour, VS1 — we've set your quantity to 1."
+        in first
+    )
+    assert "Checkout is paused" in first
+    assert lines(app)[0][2] == 1
+    again = page_text(client.get("/cart"))
+    assert "we've set your quantity" not in again
+    assert "Checkout is paused" not in again
+
+
+def test_a_sold_out_line_blocks_checkout_until_it_is_removed(app, client, catalogue):
+    add(client)
+    add(client, "aurelia-fine-chain", metal="yellow-gold")
+    set_stock(app, RING, "yellow-gold/0.30ct", 0)
+    bag = client.get("/cart")
+    text = page_text(bag)
+    assert "Sold out in 18k yellow gold with 0.30 ct, G colour, VS1 — please remove it" in text
+    assert "Checkout is paused until the pieces marked above are resolved." in text
+    assert re.search(r'<button class="button button--wide" type="button" disabled', text)
+    ring_line = line_ids(app)[0]
+    refused = client.submit("/cart", {"quantity": "1"}, action=f"/cart/items/{ring_line}")
+    assert refused.status_code == 409
+    client.submit("/cart", {}, action=f"/cart/items/{ring_line}/delete")
+    assert "Checkout is paused" not in page_text(client.get("/cart"))
+
+
+def test_a_stocked_piece_that_sells_out_but_can_be_made_says_so(app, client, catalogue):
+    add(client, "lumiere-eternity-band", metal="white-gold", diamond="1.00ct", size="6")
+    set_stock(app, "lumiere-eternity-band", "white-gold/1.00ct", 0)
+    text = page_text(client.get("/cart"))
+    assert "Sold out in this metal — made to order, ships in about 6 weeks" in text
+    assert lines(app)[0][2] == 1
+
+
+def test_signed_in_shoppers_keep_their_bag_on_their_account(app, client, catalogue, auth):
+    user_id = auth.create_user()
+    auth.login()
+    response = add(client)
+    assert response.status_code == 303
+    assert not any(h.startswith(COOKIE) for h in response.headers.getlist("Set-Cookie"))
+    [cart] = carts(app)
+    assert cart.user_id == user_id
+    assert cart.token is None
+    assert header_count(client.get("/")) == 1
+
+
+def test_purge_removes_only_abandoned_guest_bags(app, runner, catalogue, auth):
+    user_id = auth.create_user()
+    old = utcnow() - timedelta(days=61)
+    with app.app_context():
+        product = db.session.scalars(select(Product).where(Product.slug == RING)).one()
+        config = configure(product, RING_CHOICES, require_size=True)
+
+        def bag(**fields):
+            cart = Cart(currency="GBP", **fields)
+            db.session.add(cart)
+            db.session.flush()
+            bags.add_item(db.session, cart, product, config)
+            return cart
+
+        bag(token="old-guest")
+        bag(token="recent-guest")
+        bag(token="old-frozen-guest").frozen_at = old
+        bag(user_id=user_id)
+        db.session.flush()
+        for cart in db.session.scalars(select(Cart).where(Cart.token != "recent-guest")):
+            cart.updated_at = old
+        account = db.session.scalars(select(Cart).where(Cart.user_id == user_id)).one()
+        account.updated_at = old
+        db.session.commit()
+        db.session.remove()
+
+    result = runner.invoke(args=["carts", "purge", "--older-than", "60d"])
+    assert result.exit_code == 0, result.output
+    assert "Removed 1 abandoned guest bag" in result.output
+    remaining = {cart.token or f"user:{cart.user_id}" for cart in carts(app)}
+    assert remaining == {"recent-guest", "old-frozen-guest", f"user:{user_id}"}
+    assert len(lines(app)) == 3
+
+    result = runner.invoke(args=["carts", "purge", "--older-than", "1h"])
+    assert result.exit_code == 0
+    assert "Removed 0 abandoned guest bags" in result.output
+
+    with app.app_context():
+        recent = db.session.scalars(select(Cart).where(Cart.token == "recent-guest")).one()
+        recent.updated_at = utcnow() - timedelta(hours=3)
+        db.session.commit()
+        db.session.remove()
+    result = runner.invoke(args=["carts", "purge", "--older-than", "2h"])
+    assert "Removed 1 abandoned guest bag" in result.output
+
+
+@pytest.mark.parametrize("age", ["60", "d", "0d", "-3d", "60w", "sixty days", "1.5d"])
+def test_purge_refuses_an_age_it_cannot_read(app, runner, age):
+    result = runner.invoke(args=["carts", "purge", "--older-than", age])
+    assert result.exit_code != 0
+    assert "not an age like 60d or 12h" in result.output
+
+
+def test_the_service_is_usable_without_a_request(app, catalogue, auth):
+    """The wishlist calls ``add_item`` directly: the same rules apply."""
+    user_id = auth.create_user()
+    with app.app_context():
+        product = db.session.scalars(select(Product).where(Product.slug == RING)).one()
+        assert bags.find_cart(db.session, user_id=user_id) is None
+        assert bags.cart_for(db.session, user_id=user_id) is None
+        cart = bags.cart_for(db.session, user_id=user_id, create=True)
+        config = configure(product, RING_CHOICES, require_size=True)
+        change = bags.add_item(db.session, cart, product, config, 2)
+        assert change.quantity == 2
+        assert change.line is not None
+        assert change.message == "Added 2 of Aurelia Solitaire Ring to your bag."
+        assert bags.item_count(db.session, cart) == 2
+        assert bags.count_for(db.session, user_id=user_id) == 2
+        with pytest.raises(bags.CartError) as error:
+            bags.add_item(db.session, cart, product, config, 0)
+        assert error.value.field == "quantity"
+        sold_out = configure(product, {**RING_CHOICES, "metal": "platinum"}, require_size=True)
+        with pytest.raises(bags.SoldOutError, match="Sold out in platinum"):
+            bags.add_item(db.session, cart, product, sold_out)
+        with pytest.raises(bags.LineNotFoundError):
+            bags.set_quantity(db.session, cart, 999_999, 1)
+        bag = bags.view(db.session, cart)
+        assert bag.item_count == 2
+        assert bag.subtotal == 2 * 194_500
+        assert not bag.checkout_blocked
+        [line] = bag.lines
+        assert line.unit_price == 194_500
+        assert line.line_total == 389_000
+        bags.remove_line(db.session, cart, change.line.id)
+        assert bags.view(db.session, cart).is_empty
+        cart.frozen_at = utcnow()
+        with pytest.raises(bags.FrozenCartError, match="being paid for"):
+            bags.add_item(db.session, cart, product, config)
+        db.session.rollback()
+        db.session.remove()

@@ -1,0 +1,170 @@
+"""Signing in brings the guest bag into the account's; signing out leaves it there."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from elysium.extensions import db
+from elysium.models import Cart
+from elysium.models.types import utcnow
+from tests.conftest import PASSWORD, page_text
+from tests.test_cart import (
+    COOKIE,
+    RING,
+    RING_CHOICES,
+    add,
+    carts,
+    header_count,
+    line_ids,
+    lines,
+)
+
+CHAIN = "aurelia-fine-chain"
+
+
+def bag_cookie_header(response) -> str | None:
+    return next(
+        (h for h in response.headers.getlist("Set-Cookie") if h.startswith(f"{COOKIE}=")), None
+    )
+
+
+def account_bag(app, auth, client, *additions) -> int:
+    """An account whose bag holds ``additions`` (each a dict of ``add`` arguments)."""
+    user_id = auth.create_user()
+    auth.login()
+    for addition in additions:
+        assert add(client, **addition).status_code == 303
+    auth.logout()
+    return user_id
+
+
+def test_a_guest_bag_becomes_the_accounts_when_it_had_none(app, client, catalogue, auth):
+    user_id = auth.create_user()
+    add(client, quantity=2)
+    [guest] = carts(app)
+    response = auth.login()
+    assert response.status_code == 303
+    cleared = bag_cookie_header(response)
+    assert cleared is not None
+    assert "Expires=Thu, 01 Jan 1970" in cleared or "Max-Age=0" in cleared
+    assert client.get_cookie(COOKIE) is None
+
+    [cart] = carts(app)
+    assert cart.id == guest.id
+    assert cart.user_id == user_id
+    assert cart.token is None
+    page = client.get("/cart")
+    assert "The 2 pieces in your bag are now saved to your account." in page_text(page)
+    assert header_count(page) == 2
+
+
+def test_signing_in_merges_identical_lines_and_adds_the_others(app, client, catalogue, auth):
+    user_id = account_bag(
+        app,
+        auth,
+        client,
+        {"quantity": 1},
+        {"slug": "lumiere-halo-ring", "metal": "platinum", "diamond": "0.50ct", "size": "5"},
+    )
+    assert page_text(client.get("/cart")).count("Your bag is empty.") == 1  # signed out
+
+    add(client, quantity=2)
+    add(client, slug=CHAIN, metal="yellow-gold")
+    response = auth.login()
+    assert bag_cookie_header(response) is not None
+
+    [cart] = carts(app)  # the guest bag is gone
+    assert cart.user_id == user_id
+    assert sorted(lines(app), key=lambda line: line[0]) == [
+        (CHAIN, {"metal": "yellow-gold"}, 1),
+        (RING, RING_CHOICES, 3),
+        ("lumiere-halo-ring", {"metal": "platinum", "diamond": "0.50ct", "size": "5"}, 1),
+    ]
+    text = page_text(client.get("/cart"))
+    assert "was already in your bag: you now have 3." in text
+    assert "Added Aurelia Fine Chain (18k yellow gold) from before you signed in." in text
+    assert "Welcome back" in text
+
+
+def test_merging_caps_at_the_stock(app, client, catalogue, auth):
+    account_bag(app, auth, client, {"diamond": "1.00ct"})  # the last one
+    add(client, diamond="1.00ct")
+    auth.login()
+    assert [quantity for *_, quantity in lines(app)] == [1]
+    text = page_text(client.get("/cart"))
+    assert "Only 1 left in 18k yellow gold with 1.00 ct, F colour, VVS2" in text
+
+
+def test_merging_caps_at_five_per_line(app, client, catalogue, auth):
+    account_bag(app, auth, client, {"slug": CHAIN, "metal": "yellow-gold", "quantity": 4})
+    add(client, slug=CHAIN, metal="yellow-gold", quantity=3)
+    auth.login()
+    assert lines(app) == [(CHAIN, {"metal": "yellow-gold"}, 5)]
+    assert "at most 5 of one piece" in page_text(client.get("/cart"))
+
+
+def test_signing_out_leaves_the_bag_on_the_account(app, client, catalogue, auth):
+    auth.create_user()
+    auth.login()
+    add(client, quantity=2)
+    assert header_count(client.get("/")) == 2
+    auth.logout()
+    page = client.get("/cart")
+    assert "Your bag is empty." in page_text(page)
+    assert header_count(page) == 0
+    auth.login()
+    assert header_count(client.get("/cart")) == 2
+    assert len(carts(app)) == 1
+
+
+def test_another_device_sees_the_account_bag(app, client, catalogue, auth):
+    account_bag(app, auth, client, {"quantity": 2})
+    other = app.test_client()
+    other.submit("/auth/login", {"email": "ada@example.com", "password": PASSWORD})
+    assert header_count(other.get("/cart")) == 2
+
+
+def test_a_tampered_bag_cookie_does_not_stop_sign_in(app, client, catalogue, auth):
+    auth.create_user()
+    client.set_cookie(COOKIE, "forged.value")
+    response = auth.login()
+    assert response.status_code == 303
+    assert carts(app) == []
+
+
+def test_a_guest_bag_is_not_merged_into_a_bag_being_paid_for(app, client, catalogue, auth):
+    account_bag(app, auth, client, {"quantity": 1})
+    with app.app_context():
+        for cart in db.session.scalars(select(Cart)):
+            cart.frozen_at = utcnow()
+        db.session.commit()
+        db.session.remove()
+    add(client, slug=CHAIN, metal="yellow-gold")
+    response = auth.login()
+    assert response.status_code == 303
+    assert bag_cookie_header(response) is None  # the guest bag stays where it was
+    assert len(carts(app)) == 2
+    assert "Your bag is being paid for" in page_text(client.get("/account"))
+
+
+def test_signing_in_with_an_emptied_guest_bag_keeps_the_account_bag(app, client, catalogue, auth):
+    account_bag(app, auth, client, {"quantity": 1})
+    add(client, slug=CHAIN, metal="yellow-gold")
+    client.submit("/cart", {}, action=f"/cart/items/{line_ids(app)[-1]}/delete")
+    auth.login()
+    assert lines(app) == [(RING, RING_CHOICES, 1)]
+    [cart] = carts(app)
+    assert cart.token is None
+
+
+def test_changing_the_password_keeps_the_bag(app, client, catalogue, auth):
+    auth.create_user()
+    auth.login()
+    add(client, quantity=2)
+    response = client.submit(
+        "/account/profile",
+        {"current_password": PASSWORD, "password": "a brand new passphrase 42"},
+        action="/account/password",
+    )
+    assert response.status_code == 303
+    assert header_count(client.get("/cart")) == 2

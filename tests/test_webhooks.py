@@ -1,0 +1,422 @@
+"""POST /webhooks/stripe: signed events applied once, in any order, never backwards."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from itertools import count
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from devtools.fake_stripe.webhooks import sign
+from elysium.extensions import db
+from elysium.models import (
+    Cart,
+    CartLine,
+    Inventory,
+    Order,
+    OrderLine,
+    OrderStatus,
+    OutboxEmail,
+    ProcessedPaymentEvent,
+    Product,
+)
+from elysium.services import inventory
+from elysium.services.payments import handle_event
+from tests.conftest import WEBHOOK_SECRET
+
+S = OrderStatus
+TOTAL = 65000
+event_ids = count(1)
+
+
+@pytest.fixture
+def order(app, catalogue):
+    """A pending order for one Aurelia Fine Chain, its unit reserved and its bag frozen."""
+    with app.app_context():
+        product = db.session.scalars(
+            select(Product).where(Product.slug == "aurelia-fine-chain")
+        ).one()
+        stock = next(row for row in product.inventory if row.variant_key == "yellow-gold")
+        stock.stock_level, stock.reserved = 5, 0
+        cart = Cart(token="t" * 43, currency="GBP", frozen_at=time_now())
+        cart.lines.append(
+            CartLine(
+                product=product,
+                variant_key="yellow-gold",
+                configuration={"metal": "yellow-gold"},
+                configuration_hash="h" * 64,
+                quantity=1,
+            )
+        )
+        db.session.add(cart)
+        order = Order(
+            number="ELY-WEBHOOK1",
+            email="shopper@example.com",
+            currency="GBP",
+            subtotal=TOTAL,
+            total=TOTAL,
+            shipping_address={"full_name": "Ada Lovelace"},
+            billing_address={"full_name": "Ada Lovelace"},
+        )
+        db.session.add(order)
+        db.session.flush()
+        order.cart_id = cart.id
+        order.lines.append(
+            OrderLine(
+                product_id=product.id,
+                inventory_id=stock.id,
+                product_name=product.name,
+                product_slug=product.slug,
+                variant_key="yellow-gold",
+                configuration={"metal": "yellow-gold"},
+                configuration_summary="18k yellow gold",
+                unit_price=TOTAL,
+                quantity=1,
+            )
+        )
+        inventory.reserve(db.session, stock.id, 1, order_id=order.id)
+        db.session.commit()
+        return {
+            "id": order.id,
+            "number": order.number,
+            "inventory_id": stock.id,
+            "cart_id": cart.id,
+        }
+
+
+def time_now():
+    from elysium.models.types import utcnow
+
+    return utcnow()
+
+
+def session_object(order, **changes) -> dict:
+    return {
+        "id": "cs_test_1",
+        "object": "checkout.session",
+        "client_reference_id": order["number"],
+        "metadata": {"order_number": order["number"]},
+        "amount_total": TOTAL,
+        "currency": "gbp",
+        "payment_status": "paid",
+        "status": "complete",
+        "payment_intent": "pi_test_1",
+        **changes,
+    }
+
+
+def event(event_type: str, obj: dict, event_id: str | None = None) -> bytes:
+    return json.dumps(
+        {
+            "id": event_id or f"evt_test_{next(event_ids)}",
+            "object": "event",
+            "type": event_type,
+            "created": int(time.time()),
+            "data": {"object": obj},
+            "livemode": False,
+        }
+    ).encode()
+
+
+def post(client, payload: bytes, signature: str | None = "sign"):
+    headers = {"Content-Type": "application/json"}
+    if signature == "sign":
+        signature = sign(payload, WEBHOOK_SECRET)
+    if signature is not None:
+        headers["Stripe-Signature"] = signature
+    return client.post("/webhooks/stripe", data=payload, headers=headers)
+
+
+def state(app, order) -> dict:
+    with app.app_context():
+        saved = db.session.get(Order, order["id"])
+        stock = db.session.get(Inventory, order["inventory_id"])
+        cart = db.session.get(Cart, order["cart_id"])
+        return {
+            "status": saved.status,
+            "stock": (stock.stock_level, stock.reserved),
+            "bag_lines": len(cart.lines),
+            "frozen": cart.frozen_at is not None,
+            "flagged": saved.needs_attention,
+            "refunded": saved.refunded_amount,
+            "events": [(e.from_status, e.to_status, e.note) for e in saved.events],
+            "emails": [
+                e.template
+                for e in db.session.scalars(
+                    select(OutboxEmail)
+                    .where(OutboxEmail.order_id == order["id"])
+                    .order_by(OutboxEmail.id)
+                )
+            ],
+            "intent": saved.stripe_payment_intent_id,
+        }
+
+
+def test_a_paid_checkout_marks_the_order_paid_commits_stock_and_empties_the_bag(app, client, order):
+    response = post(client, event("checkout.session.completed", session_object(order)))
+    assert response.status_code == 200
+    after = state(app, order)
+    assert after["status"] is S.PAID
+    assert after["stock"] == (4, 0)
+    assert after["bag_lines"] == 0
+    assert after["frozen"] is False
+    assert after["intent"] == "pi_test_1"
+    assert after["emails"] == ["order_confirmation"]
+    assert after["events"][-1][:2] == (S.PENDING, S.PAID)
+
+
+def test_a_replayed_event_is_acknowledged_and_ignored(app, client, order):
+    payload = event("checkout.session.completed", session_object(order), "evt_same")
+    assert post(client, payload).status_code == 200
+    before = state(app, order)
+    again = post(client, payload)
+    assert again.status_code == 200
+    assert again.json["outcome"] == "replay"
+    assert state(app, order) == before
+
+
+@pytest.mark.parametrize(
+    "signature",
+    [None, "t=1,v1=deadbeef", "garbage", f"t={int(time.time())},v1={'0' * 64}"],
+)
+def test_bad_or_missing_signatures_are_400_and_change_nothing(app, client, order, signature):
+    before = state(app, order)
+    response = post(client, event("checkout.session.completed", session_object(order)), signature)
+    assert response.status_code == 400
+    assert state(app, order) == before
+
+
+def test_a_stale_signature_is_refused(app, client, order):
+    payload = event("checkout.session.completed", session_object(order))
+    old = sign(payload, WEBHOOK_SECRET, timestamp=int(time.time()) - 3600)
+    assert post(client, payload, old).status_code == 400
+    assert state(app, order)["status"] is S.PENDING
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"{not json",
+        b"[1, 2]",
+        b'{"id": "evt_x", "type": "checkout.session.completed"}',
+        b'{"id": 5, "type": "x", "data": {"object": {}}}',
+        "caf\u00e9".encode("latin-1"),
+    ],
+)
+def test_signed_but_malformed_bodies_are_400(app, client, order, payload):
+    assert post(client, payload).status_code == 400
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(ProcessedPaymentEvent)) == 0
+
+
+def test_unknown_event_types_are_acknowledged(client, order):
+    response = post(client, event("customer.created", {"id": "cus_1", "object": "customer"}))
+    assert response.status_code == 200
+    assert response.json["outcome"] == "ignored"
+
+
+def test_an_unpaid_completion_waits_for_the_bank(app, client, order):
+    post(
+        client, event("checkout.session.completed", session_object(order, payment_status="unpaid"))
+    )
+    after = state(app, order)
+    assert after["status"] is S.PENDING
+    assert after["stock"] == (5, 1)
+    assert "waiting for the bank payment" in after["events"][-1][2]
+    post(client, event("checkout.session.async_payment_succeeded", session_object(order)))
+    assert state(app, order)["status"] is S.PAID
+    assert state(app, order)["stock"] == (4, 0)
+
+
+def test_a_failed_bank_payment_releases_stock_and_emails_the_shopper(app, client, order):
+    post(
+        client, event("checkout.session.completed", session_object(order, payment_status="unpaid"))
+    )
+    post(
+        client,
+        event(
+            "checkout.session.async_payment_failed", session_object(order, payment_status="unpaid")
+        ),
+    )
+    after = state(app, order)
+    assert after["status"] is S.PAYMENT_FAILED
+    assert after["stock"] == (5, 0)
+    assert after["frozen"] is False
+    assert after["bag_lines"] == 1
+    assert after["emails"] == ["payment_failed"]
+
+
+def test_an_expired_checkout_cancels_and_releases(app, client, order):
+    post(
+        client,
+        event(
+            "checkout.session.expired",
+            session_object(order, status="expired", payment_status="unpaid"),
+        ),
+    )
+    after = state(app, order)
+    assert after["status"] is S.CANCELLED
+    assert after["stock"] == (5, 0)
+    assert after["frozen"] is False
+    assert after["bag_lines"] == 1
+    assert after["emails"] == ["order_cancelled"]
+
+
+def test_expired_after_completed_never_touches_the_paid_order(app, client, order):
+    post(client, event("checkout.session.completed", session_object(order)))
+    post(client, event("checkout.session.expired", session_object(order, status="expired")))
+    after = state(app, order)
+    assert after["status"] is S.PAID
+    assert after["stock"] == (4, 0)
+    assert "not applied, the order is paid" in after["events"][-1][2]
+
+
+def test_completed_after_expired_flags_the_order_instead_of_reviving_it(app, client, order):
+    post(client, event("checkout.session.expired", session_object(order, status="expired")))
+    post(client, event("checkout.session.completed", session_object(order)))
+    after = state(app, order)
+    assert after["status"] is S.CANCELLED
+    assert after["flagged"] is True
+    assert after["stock"] == (5, 0)
+
+
+def test_completed_after_a_full_refund_cannot_move_it_back(app, client, order):
+    post(client, event("checkout.session.completed", session_object(order)))
+    post(
+        client,
+        event(
+            "charge.refunded",
+            {
+                "id": "ch_1",
+                "object": "charge",
+                "payment_intent": "pi_test_1",
+                "amount_refunded": TOTAL,
+                "metadata": {"order_number": order["number"]},
+            },
+        ),
+    )
+    post(client, event("checkout.session.completed", session_object(order)))
+    after = state(app, order)
+    assert after["status"] is S.REFUNDED
+    assert after["refunded"] == TOTAL
+    assert "order_refunded" in after["emails"]
+
+
+def test_a_partial_refund_is_recorded_and_the_status_kept(app, client, order):
+    post(client, event("checkout.session.completed", session_object(order)))
+    post(
+        client,
+        event(
+            "charge.refunded",
+            {
+                "id": "ch_1",
+                "object": "charge",
+                "payment_intent": "pi_test_1",
+                "amount_refunded": 10000,
+                "metadata": {},
+            },
+        ),
+    )
+    after = state(app, order)
+    assert after["status"] is S.PAID
+    assert after["refunded"] == 10000
+    assert "Partly refunded: £100" in after["events"][-1][2]
+
+
+def test_an_amount_mismatch_is_flagged_and_never_paid(app, client, order):
+    post(client, event("checkout.session.completed", session_object(order, amount_total=TOTAL - 1)))
+    after = state(app, order)
+    assert after["status"] is S.PENDING
+    assert after["flagged"] is True
+    post(client, event("checkout.session.completed", session_object(order, currency="usd")))
+    assert state(app, order)["status"] is S.PENDING
+
+
+def test_a_dispute_flags_the_order_and_emails_staff(app, client, order):
+    post(client, event("checkout.session.completed", session_object(order)))
+    post(
+        client,
+        event(
+            "charge.dispute.created",
+            {
+                "id": "dp_1",
+                "object": "dispute",
+                "payment_intent": "pi_test_1",
+                "reason": "fraudulent",
+                "amount": TOTAL,
+            },
+        ),
+    )
+    after = state(app, order)
+    assert after["flagged"] is True
+    assert "staff_dispute" in after["emails"]
+    assert after["status"] is S.PAID
+
+
+def test_a_failed_card_attempt_is_only_noted(app, client, order):
+    post(
+        client,
+        event(
+            "payment_intent.payment_failed",
+            {
+                "id": "pi_test_1",
+                "object": "payment_intent",
+                "metadata": {"order_number": order["number"]},
+                "last_payment_error": {
+                    "code": "card_declined",
+                    "message": "Your card was declined.",
+                },
+            },
+        ),
+    )
+    after = state(app, order)
+    assert after["status"] is S.PENDING
+    assert after["stock"] == (5, 1)
+    assert "Your card was declined." in after["events"][-1][2]
+
+
+def test_an_event_for_no_known_order_is_acknowledged(client, order):
+    response = post(
+        client,
+        event(
+            "checkout.session.completed",
+            session_object({"number": "ELY-NOSUCH00"}, payment_intent=None),
+        ),
+    )
+    assert response.status_code == 200
+    assert response.json["outcome"] == "no_order"
+
+
+def test_completed_and_expired_delivered_at_once_have_one_consistent_outcome(app, order):
+    completed = json.loads(event("checkout.session.completed", session_object(order)))
+    expired = json.loads(event("checkout.session.expired", session_object(order, status="expired")))
+    barrier = threading.Barrier(2)
+    errors = []
+
+    def deliver(evt):
+        with app.app_context(), Session(db.engine) as session:
+            barrier.wait()
+            try:
+                handle_event(session, evt)
+                session.commit()
+            except Exception as error:
+                session.rollback()
+                errors.append(error)
+
+    threads = [threading.Thread(target=deliver, args=(e,)) for e in (completed, expired)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert errors == []
+    after = state(app, order)
+    assert (after["status"], after["stock"]) in {
+        (S.PAID, (4, 0)),
+        (S.CANCELLED, (5, 0)),
+    }
+    if after["status"] is S.CANCELLED:
+        assert after["flagged"] is True
