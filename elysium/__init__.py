@@ -98,10 +98,12 @@ def register_extensions(app: Flask) -> None:
 
 
 def register_templating(app: Flask) -> None:
+    from elysium.integrations.stripe_gateway import demo_payments
     from elysium.models.catalog import Category
     from elysium.money import format_money
     from elysium.seo import absolute_url, modify_query, product_json_ld
     from elysium.services.inventory import product_availability
+    from elysium.services.orders import STATUS_LABELS, shopper_timeline
 
     app.jinja_env.filters["money"] = format_money
     app.jinja_env.globals["absolute_url"] = absolute_url
@@ -109,6 +111,9 @@ def register_templating(app: Flask) -> None:
     app.jinja_env.globals["product_json_ld"] = product_json_ld
     app.jinja_env.globals["product_availability"] = product_availability
     app.jinja_env.globals["categories"] = list(Category)
+    app.jinja_env.globals["order_status_label"] = STATUS_LABELS.__getitem__
+    app.jinja_env.globals["order_timeline"] = shopper_timeline
+    app.jinja_env.globals["demo_payments"] = demo_payments
     app.jinja_env.globals["current_year"] = lambda: datetime.now(UTC).year
     app.jinja_env.trim_blocks = True
     app.jinja_env.lstrip_blocks = True
@@ -118,6 +123,8 @@ def register_blueprints(app: Flask) -> None:
     from elysium.account.routes import bp as account_bp
     from elysium.auth.routes import bp as auth_bp
     from elysium.cart.routes import bp as cart_bp
+    from elysium.checkout.routes import bp as checkout_bp
+    from elysium.orders.routes import bp as orders_bp
     from elysium.shop.routes import bp as shop_bp
     from elysium.site.routes import bp as site_bp
     from elysium.webhooks.routes import bp as webhooks_bp
@@ -125,9 +132,11 @@ def register_blueprints(app: Flask) -> None:
 
     app.register_blueprint(shop_bp)
     app.register_blueprint(cart_bp)
+    app.register_blueprint(checkout_bp)
     app.register_blueprint(auth_bp)
     app.register_blueprint(account_bp)
     app.register_blueprint(wishlist_bp)
+    app.register_blueprint(orders_bp)
     app.register_blueprint(webhooks_bp)
     app.register_blueprint(site_bp)
 

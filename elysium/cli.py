@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 emails_cli = AppGroup("emails", help="The email outbox: send what is waiting, retry failures.")
 carts_cli = AppGroup("carts", help="Bags: clear out the ones guests abandoned.")
+orders_cli = AppGroup("orders", help="Orders: the safety nets cron runs.")
 AGE = re.compile(r"([1-9][0-9]{0,4})([dh])")
 
 
@@ -131,7 +132,36 @@ def purge_carts_command(older_than: str) -> None:
     click.echo(f"Removed {removed} abandoned guest {bags} (untouched for {older_than.strip()}).")
 
 
+@orders_cli.command("expire-stale")
+@click.option(
+    "--grace-minutes",
+    default=10,
+    show_default=True,
+    type=click.IntRange(0, 24 * 60),
+    help="How long after its payment page expired an order waits for Stripe's own event.",
+)
+def expire_stale_command(grace_minutes: int) -> None:
+    """Cancel PENDING orders whose payment page expired unpaid (asking Stripe first) and
+    release their stock. Safe to run every minute, on several hosts at once."""
+    from elysium.services.checkout import settle_stale_order, stale_order_ids
+
+    outcomes: dict[str, int] = {}
+    cutoff = utcnow() - timedelta(minutes=grace_minutes)
+    for order_id in stale_order_ids(db.session, expired_before=cutoff):
+        try:
+            outcome = settle_stale_order(db.session, order_id)
+            db.session.commit()
+        except Exception:
+            db.session.rollback()
+            logger.exception("Could not settle stale order %s", order_id)
+            outcome = "failed"
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    summary = ", ".join(f"{count} {outcome}" for outcome, count in sorted(outcomes.items()))
+    click.echo(f"Stale checkouts: {summary or 'none'}.")
+
+
 def register(app: Flask) -> None:
     app.cli.add_command(seed_command)
     app.cli.add_command(emails_cli)
     app.cli.add_command(carts_cli)
+    app.cli.add_command(orders_cli)

@@ -93,6 +93,7 @@ def settings_from_environment(environ: Mapping[str, str], instance_path: str) ->
         "STRIPE_TIMEOUT_SECONDS": _int(environ, "STRIPE_TIMEOUT_SECONDS", 10),
         "STRIPE_WEBHOOK_TOLERANCE_SECONDS": _int(environ, "STRIPE_WEBHOOK_TOLERANCE_SECONDS", 300),
         "CHECKOUT_EXPIRY_MINUTES": _int(environ, "CHECKOUT_EXPIRY_MINUTES", 30),
+        "SIGNATURE_REQUIRED_ABOVE": _int(environ, "SIGNATURE_REQUIRED_ABOVE", 50000),
     }
 
 

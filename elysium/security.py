@@ -2,31 +2,48 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from flask import Flask, Response
 
-CONTENT_SECURITY_POLICY = "; ".join(
-    [
-        "default-src 'self'",
-        "script-src 'self'",
-        "style-src 'self'",
-        "img-src 'self' data:",
-        "font-src 'self'",
-        "connect-src 'self'",
-        "object-src 'none'",
-        "base-uri 'self'",
-        "form-action 'self'",
-        "frame-ancestors 'none'",
-    ]
-)
+STRIPE_CHECKOUT_ORIGIN = "https://checkout.stripe.com"
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def content_security_policy(app: Flask) -> str:
+    """The policy for this app: forms may also lead to Stripe's payment page (after the
+    checkout POST answers 303 there), and to the local fake's while it stands in for Stripe."""
+    form_action = ["'self'", STRIPE_CHECKOUT_ORIGIN]
+    if api_base := app.config.get("STRIPE_API_BASE"):
+        form_action.append(_origin(api_base))
+    return "; ".join(
+        [
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "img-src 'self' data:",
+            "font-src 'self'",
+            "connect-src 'self'",
+            "object-src 'none'",
+            "base-uri 'self'",
+            "form-action " + " ".join(form_action),
+            "frame-ancestors 'none'",
+        ]
+    )
 
 
 def register_security_headers(app: Flask) -> None:
     hsts = app.config["ELYSIUM_ENV"] == "production"
+    policy = content_security_policy(app)
 
     @app.after_request
     def add_security_headers(response: Response) -> Response:
         headers = response.headers
-        headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        headers.setdefault("Content-Security-Policy", policy)
         headers.setdefault("X-Content-Type-Options", "nosniff")
         headers.setdefault("X-Frame-Options", "DENY")
         headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")

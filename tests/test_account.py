@@ -110,7 +110,7 @@ def test_overview_shows_details_default_addresses_and_a_sign_out_button(app, cli
     assert "ada@example.com" in page
     assert "12 St James's Square" in page
     assert "None chosen yet" in page  # no default billing address
-    assert "Your orders will appear here" in page
+    assert "You haven't ordered anything yet" in page
     assert 'action="/auth/logout"' in page
     response = client.submit("/account", {}, action="/auth/logout")
     assert response.status_code == 303

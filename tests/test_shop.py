@@ -454,3 +454,17 @@ def test_listing_and_product_pages_use_a_constant_number_of_queries(
 def test_hostile_input_never_causes_a_server_error(client, catalogue, url):
     response = client.get(url)
     assert response.status_code < 500
+
+
+def test_absolute_urls_outside_a_request_use_site_url(app):
+    from elysium.seo import absolute_url
+
+    with app.app_context():
+        assert absolute_url("shop.product", slug="x") == "http://127.0.0.1:5000/shop/x"
+        app.config["SITE_URL"] = "https://www.elysium.example"
+        try:
+            assert absolute_url("orders.detail", number="ELY-1", token="t") == (
+                "https://www.elysium.example/orders/ELY-1?token=t"
+            )
+        finally:
+            app.config["SITE_URL"] = None

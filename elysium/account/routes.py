@@ -34,7 +34,7 @@ from elysium.extensions import db
 from elysium.htmx import fragments, htmx_redirect, is_htmx, notice, render
 from elysium.models.types import utcnow
 from elysium.models.users import Address, User
-from elysium.services import account_data, accounts, addresses, profiles
+from elysium.services import account_data, accounts, addresses, orders, profiles
 from elysium.services.addresses import AddressError, Default
 from elysium.services.profiles import PREFERRED_METALS, ProfileError
 
@@ -92,6 +92,7 @@ def overview() -> Response:
             profile=user.profile,
             shipping=addresses.default_address(db.session, user, Default.SHIPPING),
             billing=addresses.default_address(db.session, user, Default.BILLING),
+            recent_orders=orders.orders_for_user(db.session, user.id)[:3],
         )
     )
 
@@ -411,3 +412,22 @@ def export() -> Response:
     filename = f"elysium-account-{utcnow():%Y-%m-%d}.json"
     response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
+
+
+@bp.get("/orders")
+@login_required
+def orders_list() -> Response:
+    return make_response(
+        render_template(
+            "account/orders.html",
+            user=_user(),
+            orders=orders.orders_for_user(db.session, _user().id),
+        )
+    )
+
+
+@bp.get("/orders/<number>")
+@login_required
+def order_detail(number: str) -> Response:
+    order = orders.order_for_user(db.session, _user().id, number) or abort(404)
+    return make_response(render_template("account/order.html", user=_user(), order=order))

@@ -164,6 +164,11 @@ def as_snapshot(address: Address) -> dict[str, str]:
     return asdict(input_from(address))
 
 
+def as_plain(data: AddressInput) -> dict[str, str]:
+    """A cleaned address as plain data (an order's snapshot of an address typed at checkout)."""
+    return asdict(data)
+
+
 def _unique(addresses: list[Address]) -> list[Address]:
     seen: dict[int, Address] = {}
     for address in addresses:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import hmac
 import secrets
+from collections.abc import Sequence
 
+from flask import current_app
+from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 
 from elysium.models.orders import Order, OrderEvent, OrderStatus
 from elysium.services.sql import AnySession
@@ -90,3 +95,82 @@ def new_order_number(session: AnySession) -> str:
     raise RuntimeError(
         "could not find a free order number"
     )  # 31^8 makes this practically impossible
+
+
+STATUS_LABELS: dict[OrderStatus, str] = {
+    S.PENDING: "Awaiting payment",
+    S.PROCESSING: "Payment processing",
+    S.PAYMENT_FAILED: "Payment failed",
+    S.PAID: "Paid",
+    S.FULFILLED: "Being prepared",
+    S.SHIPPED: "Shipped",
+    S.DELIVERED: "Delivered",
+    S.CANCELLED: "Cancelled",
+    S.REFUNDED: "Refunded",
+}
+
+EVENT_WORDS: dict[OrderStatus, str] = {
+    S.PENDING: "Waiting for your payment",
+    S.PROCESSING: "Your payment is being processed",
+    S.PAYMENT_FAILED: "Your payment didn't go through",
+    S.PAID: "Payment received, thank you",
+    S.FULFILLED: "Your piece is being finished and packed in our workshop",
+    S.SHIPPED: "Sent by insured courier",
+    S.DELIVERED: "Delivered",
+    S.CANCELLED: "The order was cancelled",
+    S.REFUNDED: "Refunded",
+}
+
+
+def describe(event: OrderEvent) -> str:
+    """An order event in plain words for the shopper (staff notes stay in the back office)."""
+    if event.to_status is not None:
+        return EVENT_WORDS[event.to_status]
+    return ""
+
+
+def shopper_timeline(order: Order) -> list[tuple[OrderEvent, str]]:
+    """The status changes a shopper should see, oldest first, in plain words."""
+    return [(event, describe(event)) for event in order.events if event.to_status is not None]
+
+
+def _with_details(statement):
+    return statement.options(selectinload(Order.lines), selectinload(Order.events))
+
+
+def orders_for_user(session: AnySession, user_id: int) -> Sequence[Order]:
+    statement = (
+        select(Order)
+        .where(Order.user_id == user_id)
+        .order_by(Order.created_at.desc(), Order.id.desc())
+        .options(selectinload(Order.lines))
+    )
+    return session.scalars(statement).all()
+
+
+def order_for_user(session: AnySession, user_id: int, number: str) -> Order | None:
+    statement = _with_details(select(Order).where(Order.user_id == user_id, Order.number == number))
+    return session.scalar(statement)
+
+
+def _link_serializer() -> URLSafeSerializer:
+    return URLSafeSerializer(current_app.config["SECRET_KEY"], salt="elysium.order-link")
+
+
+def guest_link_token(order: Order) -> str:
+    """A token for the order page link in emails: it names the order and its email address."""
+    return _link_serializer().dumps({"n": order.number, "e": order.email})
+
+
+def order_for_guest_token(session: AnySession, number: str, token: str) -> Order | None:
+    """The order a link is for, while the order still carries the address it was sent to."""
+    try:
+        data = _link_serializer().loads(token)
+    except BadSignature:
+        return None
+    if not isinstance(data, dict) or data.get("n") != number or not data.get("e"):
+        return None
+    order = session.scalar(_with_details(select(Order).where(Order.number == number)))
+    if order is None or not hmac.compare_digest(order.email, str(data["e"])):
+        return None
+    return order

@@ -21,6 +21,7 @@ from elysium.models.cart import Cart, CartLine
 from elysium.models.orders import Order, OrderStatus, ProcessedPaymentEvent
 from elysium.models.types import utcnow
 from elysium.money import format_money
+from elysium.seo import absolute_url
 from elysium.services import inventory, orders
 from elysium.services.outbox import queue_email
 from elysium.services.sql import AnySession, insert_unless_exists
@@ -151,7 +152,13 @@ def _email_shopper(session: AnySession, order: Order, template: str, subject: st
         to=order.email,
         subject=subject,
         template=template,
-        context={"order": order, "total": format_money(order.total, order.currency)},
+        context={
+            "order": order,
+            "total": format_money(order.total, order.currency),
+            "order_url": absolute_url(
+                "orders.detail", number=order.number, token=orders.guest_link_token(order)
+            ),
+        },
         user_id=order.user_id,
         order_id=order.id,
         dedupe_key=f"order:{order.id}:{template}",

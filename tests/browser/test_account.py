@@ -35,7 +35,7 @@ def test_sign_up_confirm_the_email_and_sign_in_again(page: Page, app, javascript
     page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_text("You are signed out.")).to_be_visible()
     sign_in(page, "grace@example.com")
-    expect(page.get_by_text("Your orders will appear here")).to_be_visible()
+    expect(page.get_by_text("You haven't ordered anything yet")).to_be_visible()
 
 
 def test_add_an_address_then_edit_it(page: Page, auth, javascript):

@@ -1,0 +1,39 @@
+"""Checkout forms: who the order is for and where it goes. The rules live in the services."""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, EmailField, SelectField, TextAreaField
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import Length
+
+from elysium.account.forms import AddressForm
+from elysium.auth.forms import EMAIL_RULES
+
+GIFT_MESSAGE_MAX = 300
+NEW_ADDRESS = "new"
+
+
+def strip(value: str | None) -> str | None:
+    return value.strip() if isinstance(value, str) else value
+
+
+class CheckoutForm(FlaskForm):
+    email = EmailField("Email", validators=EMAIL_RULES, filters=[strip])
+    shipping_choice = SelectField(
+        "Deliver to", choices=[SelectChoice(NEW_ADDRESS, "A new address")], validate_choice=False
+    )
+    billing_same = BooleanField("Billing address is the same as delivery", default=True)
+    gift_message = TextAreaField(
+        "Gift message (optional)",
+        validators=[
+            Length(max=GIFT_MESSAGE_MAX, message=f"Use at most {GIFT_MESSAGE_MAX} characters.")
+        ],
+        filters=[strip],
+        description=f"Handwritten on a card in the box; up to {GIFT_MESSAGE_MAX} characters.",
+    )
+
+
+def address_form(prefix: str, **kwargs) -> AddressForm:
+    """An address sub-form; its fields are named ``<prefix>-line1`` and so on."""
+    return AddressForm(prefix=prefix, meta={"csrf": False}, **kwargs)
