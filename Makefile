@@ -4,10 +4,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 5000
+STRIPE_PORT ?= 12111
+DEMO_WEBHOOK_SECRET := whsec_local_demo_only
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run db test test-fast lint format browser bench clean
+.PHONY: help install run run-shop db test test-fast lint format browser bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -24,7 +26,15 @@ db: install ## Bring the database up to date and load the demo catalogue
 	$(BIN)/flask db upgrade
 	$(BIN)/flask seed
 
-run: db ## Serve the shop on http://127.0.0.1:5000 (SQLite in instance/, demo catalogue)
+run: db ## Serve the shop on http://127.0.0.1:5000 (SQLite, demo catalogue, simulated payments)
+	@echo "Simulated Stripe on http://127.0.0.1:$(STRIPE_PORT): checkout works offline, no real payment."
+	$(BIN)/python -m devtools.fake_stripe --host 127.0.0.1 --port $(STRIPE_PORT) \
+	  --webhook-url http://127.0.0.1:$(PORT)/webhooks/stripe --webhook-secret $(DEMO_WEBHOOK_SECRET) & \
+	  trap 'kill $$! 2>/dev/null' EXIT INT TERM; \
+	  STRIPE_SECRET_KEY=sk_test_local_demo STRIPE_API_BASE=http://127.0.0.1:$(STRIPE_PORT) \
+	  STRIPE_WEBHOOK_SECRET=$(DEMO_WEBHOOK_SECRET) $(BIN)/flask run --host $(HOST) --port $(PORT)
+
+run-shop: db ## Serve the shop alone, with the Stripe settings from your environment / .env
 	$(BIN)/flask run --host $(HOST) --port $(PORT)
 
 browser: ## Install Debian's Chromium for the browser tests, if it is missing and we can

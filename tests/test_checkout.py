@@ -586,3 +586,21 @@ def test_the_sweeper_leaves_orders_alone_while_stripe_is_down(shop: Shop, app: F
     assert "1 unreachable" in result.output, result.output
     assert all_orders(app)[0]["status"] is OrderStatus.PENDING
     assert stock(app) == (3, 1)
+
+
+@pytest.mark.parametrize(
+    ("api_base", "key"),
+    [
+        ("https://api.example.com", "sk_test_x"),
+        ("http://10.0.0.5:12111", "sk_test_x"),
+        ("http://127.0.0.1:12111", "sk_live_x"),
+        ("http://127.0.0.1:12111", None),
+    ],
+)
+def test_the_fake_stripe_address_is_only_accepted_on_loopback_with_a_test_key(app, api_base, key):
+    from elysium.config import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="STRIPE_API_BASE"):
+        make_app(
+            app.config["SQLALCHEMY_DATABASE_URI"], STRIPE_API_BASE=api_base, STRIPE_SECRET_KEY=key
+        )
