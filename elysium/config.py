@@ -92,9 +92,17 @@ def settings_from_environment(environ: Mapping[str, str], instance_path: str) ->
         "STRIPE_API_BASE": (environ.get("STRIPE_API_BASE") or "").rstrip("/") or None,
         "STRIPE_TIMEOUT_SECONDS": _int(environ, "STRIPE_TIMEOUT_SECONDS", 10),
         "STRIPE_WEBHOOK_TOLERANCE_SECONDS": _int(environ, "STRIPE_WEBHOOK_TOLERANCE_SECONDS", 300),
-        "CHECKOUT_EXPIRY_MINUTES": _int(environ, "CHECKOUT_EXPIRY_MINUTES", 30),
+        "CHECKOUT_EXPIRY_MINUTES": checkout_expiry_minutes(environ),
         "SIGNATURE_REQUIRED_ABOVE": _int(environ, "SIGNATURE_REQUIRED_ABOVE", 50000),
     }
+
+
+def checkout_expiry_minutes(environ: Mapping[str, str]) -> int:
+    """How long a Checkout Session (and its stock reservation) lasts: 30 to 60 minutes."""
+    minutes = _int(environ, "CHECKOUT_EXPIRY_MINUTES", 30)
+    if not 30 <= minutes <= 60:
+        raise ConfigurationError("CHECKOUT_EXPIRY_MINUTES must be between 30 and 60")
+    return minutes
 
 
 def development_secret_key(instance_path: str) -> str:

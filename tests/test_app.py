@@ -161,3 +161,10 @@ def test_healthz_is_503_when_the_database_is_unreachable(tmp_path):
     response = app.test_client().get("/healthz")
     assert response.status_code == 503
     assert response.json["database"] == "unreachable"
+
+
+@pytest.mark.parametrize("minutes", ["29", "61", "1440"])
+def test_checkout_expiry_outside_30_to_60_minutes_is_refused(monkeypatch, minutes):
+    monkeypatch.setenv("CHECKOUT_EXPIRY_MINUTES", minutes)
+    with pytest.raises(ConfigurationError, match="CHECKOUT_EXPIRY_MINUTES"):
+        create_app({"SECRET_KEY": "x", "ELYSIUM_ENV": "testing"})

@@ -25,7 +25,7 @@ ACTOR = "shopper"
 # Stripe refuses an expiry under 30 minutes (or over 24 hours) from when it creates the session;
 # the margin covers the time the request takes to get there.
 MIN_EXPIRY_MINUTES = 30
-MAX_EXPIRY_MINUTES = 24 * 60
+MAX_EXPIRY_MINUTES = 60
 EXPIRY_MARGIN = timedelta(minutes=1)
 SHIPPING_NOTE = "Complimentary insured delivery"
 
@@ -74,7 +74,7 @@ def totals(bag: bags.BagView, *, signature_above: int | None = None) -> Totals:
 
 def payment_expiry(minutes: int) -> datetime:
     """When the payment page (and the stock held for it) expires: ``minutes`` from now."""
-    minutes = min(max(minutes, MIN_EXPIRY_MINUTES), MAX_EXPIRY_MINUTES - 2)
+    minutes = min(max(minutes, MIN_EXPIRY_MINUTES), MAX_EXPIRY_MINUTES)
     return utcnow() + timedelta(minutes=minutes) + EXPIRY_MARGIN
 
 
