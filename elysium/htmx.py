@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Response, make_response, render_template, request
+from flask import Blueprint, Response, make_response, render_template, request
 
 
 def is_htmx() -> bool:
@@ -38,3 +38,13 @@ def fragments(*parts: str, status: int = 200) -> Response:
 def notice(message: str, *, error: bool = False) -> str:
     """The page's ``#messages`` region, updated out of band: what the live region announces."""
     return render_template("partials/_notice.html", message=message, error=error)
+
+
+def personal_pages(blueprint: Blueprint) -> None:
+    """Every response of this blueprint is one person's: never cached, and it varies on htmx."""
+
+    @blueprint.after_request
+    def not_cached(response: Response) -> Response:
+        response.headers["Cache-Control"] = "no-store"
+        response.vary.add("HX-Request")
+        return response

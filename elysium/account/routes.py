@@ -31,7 +31,7 @@ from elysium.account.forms import (
 from elysium.auth.routes import sign_in
 from elysium.countries import country_name
 from elysium.extensions import db
-from elysium.htmx import fragments, htmx_redirect, is_htmx, notice, render
+from elysium.htmx import fragments, htmx_redirect, is_htmx, notice, personal_pages, render
 from elysium.models.types import utcnow
 from elysium.models.users import Address, User
 from elysium.services import account_data, accounts, addresses, orders, profiles
@@ -41,10 +41,7 @@ from elysium.services.profiles import PREFERRED_METALS, ProfileError
 bp = Blueprint("account", __name__, url_prefix="/account")
 
 
-@bp.after_request
-def personal_pages_are_not_cached(response: Response) -> Response:
-    response.headers["Cache-Control"] = "no-store"
-    return response
+personal_pages(bp)
 
 
 @bp.app_template_global()

@@ -29,7 +29,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from elysium.cart.forms import AddToBagForm, QuantityForm
 from elysium.extensions import db
-from elysium.htmx import fragments, is_htmx, render
+from elysium.htmx import fragments, is_htmx, personal_pages, render
 from elysium.models.cart import Cart
 from elysium.models.catalog import Product
 from elysium.services import cart as bags
@@ -160,11 +160,7 @@ def bag_count() -> dict[str, int]:
     return {"bag_count": g.bag_count, "max_quantity_per_line": bags.MAX_QUANTITY_PER_LINE}
 
 
-@bp.after_request
-def bag_pages_are_personal(response: Response) -> Response:
-    response.headers["Cache-Control"] = "no-store"
-    response.vary.add("HX-Request")
-    return response
+personal_pages(bp)
 
 
 def _announce(message: str, *, error: bool = False) -> str:

@@ -31,7 +31,7 @@ from elysium.account.forms import AddressForm
 from elysium.cart.routes import current_cart
 from elysium.checkout.forms import NEW_ADDRESS, CheckoutForm, address_form
 from elysium.extensions import db
-from elysium.htmx import htmx_redirect, is_htmx
+from elysium.htmx import htmx_redirect, is_htmx, personal_pages
 from elysium.integrations import stripe_gateway
 from elysium.integrations.stripe_gateway import LineItem, PaymentProviderError
 from elysium.models.orders import Order, OrderStatus
@@ -49,11 +49,7 @@ SESSION_ID_QUERY = "?session_id={CHECKOUT_SESSION_ID}"
 CANCELLED = "Checkout cancelled — your bag is just as you left it."
 
 
-@bp.after_request
-def checkout_pages_are_personal(response: Response) -> Response:
-    response.headers["Cache-Control"] = "no-store"
-    response.vary.add("HX-Request")
-    return response
+personal_pages(bp)
 
 
 def _saved_addresses() -> list:

@@ -20,7 +20,7 @@ from flask_login import current_user, login_required
 
 from elysium.auth.session import safe_next
 from elysium.extensions import db
-from elysium.htmx import fragments, htmx_redirect, is_htmx, notice
+from elysium.htmx import fragments, htmx_redirect, is_htmx, notice, personal_pages
 from elysium.models.catalog import Product
 from elysium.models.users import User
 from elysium.services import cart as bag
@@ -32,10 +32,7 @@ from elysium.wishlist.forms import HeartForm, ItemActionForm, choices_from
 bp = Blueprint("wishlist", __name__, url_prefix="/wishlist")
 
 
-@bp.after_request
-def personal_pages_are_not_cached(response: Response) -> Response:
-    response.headers["Cache-Control"] = "no-store"
-    return response
+personal_pages(bp)
 
 
 @dataclass(frozen=True)
