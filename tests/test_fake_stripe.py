@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
+from html.parser import HTMLParser
 from typing import Any
 
 import pytest
@@ -38,6 +39,8 @@ class Receiver:
     payloads: list[bytes] = field(default_factory=list)
     signatures: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Called with each verified event before answering (e.g. to wait for something).
+    before_answer: Callable[[Any], Any] | None = None
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         request = Request(environ)
@@ -49,6 +52,8 @@ class Receiver:
             with self.lock:
                 self.rejected.append(str(exc))
             return Response("bad signature", status=400)(environ, start_response)
+        if self.before_answer is not None:
+            self.before_answer(event)
         with self.lock:
             self.events.append(event)
             self.payloads.append(payload)
@@ -102,6 +107,24 @@ def client(fake: FakeStripeServer, http_client: stripe.RequestsClient) -> stripe
 def browser() -> Iterator[requests.Session]:
     with requests.Session() as session:
         yield session
+
+
+class _Inputs(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inputs: dict[str, dict[str, str | None]] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        named = dict(attrs)
+        if tag == "input" and named.get("name"):
+            self.inputs[str(named["name"])] = named
+
+
+def form_input(page: str, name: str) -> dict[str, str | None]:
+    """The attributes of the page's ``<input name=...>``."""
+    parser = _Inputs()
+    parser.feed(page)
+    return parser.inputs[name]
 
 
 def session_params(**overrides: Any) -> dict[str, Any]:
@@ -176,6 +199,8 @@ def test_create_retrieve_and_expire_a_session(
     expired = client.v1.checkout.sessions.expire(session.id)
     assert expired.status == "expired"
     assert expired.url is None
+    [delivery] = fake.wait_for_deliveries()
+    assert (delivery.type, delivery.ok) == ("checkout.session.expired", True)
     assert receiver.types() == ["checkout.session.expired"]
     event = receiver.events[0]
     assert event.data.object.id == session.id
@@ -390,6 +415,7 @@ def test_refunds(client: stripe.StripeClient, fake: FakeStripeServer, receiver: 
         client.v1.refunds.create({"payment_intent": intent.id})
     assert again.value.code == "charge_already_refunded"
 
+    fake.wait_for_deliveries()
     refunded = receiver.of_type("charge.refunded")
     assert [e.data.object.amount_refunded for e in refunded] == [4500, 254500]
     last = refunded[-1].data.object
@@ -426,7 +452,7 @@ def test_pay_button_completes_the_session_and_signs_the_event(
     assert event.id.startswith("evt_")
     assert event.object == "event"
     assert event.livemode is False
-    assert event.api_version == stripe._api_version._ApiVersion.CURRENT
+    assert event.api_version == stripe.api_version
     completed = event.data.object
     assert (completed.id, completed.status, completed.payment_status) == (
         session.id,
@@ -647,3 +673,234 @@ def test_the_wsgi_app_alone_with_a_webhook_transport() -> None:
     event = stripe.Webhook.construct_event(payload, headers["Stripe-Signature"], SECRET)
     assert event.type == "checkout.session.completed"
     assert json.loads(payload)["data"]["object"]["amount_total"] == 9900
+
+    other = web.post(
+        "/v1/checkout/sessions", data=dict(form), headers={"Authorization": f"Bearer {KEY}"}
+    ).get_json()
+    expired = web.post(
+        f"/v1/checkout/sessions/{other['id']}/expire", headers={"Authorization": f"Bearer {KEY}"}
+    )
+    assert expired.get_json()["status"] == "expired"  # reading the answer lets its webhook go
+    # Every delivery the webhook thread made so far: the Pay button's, then the API call's.
+    paid_delivery, expired_delivery = app.wait_for_deliveries()
+    assert (paid_delivery.type, expired_delivery.type) == (
+        "checkout.session.completed",
+        "checkout.session.expired",
+    )
+    assert expired_delivery.status == 204
+    assert json.loads(received[-1][0])["data"]["object"]["id"] == other["id"]
+
+
+# ---------------------------------------------------------------- webhooks come after the answer
+
+
+def _call_the_api(call: str, client: stripe.StripeClient, session_id: str, intent: str) -> None:
+    if call == "expire a session":
+        client.v1.checkout.sessions.expire(session_id)
+    elif call == "refund a payment":
+        client.v1.refunds.create({"payment_intent": intent})
+    else:
+        client.v1.customers.create({"email": "ada@example.com"})
+
+
+@pytest.mark.parametrize("call", ["expire a session", "refund a payment", "create a customer"])
+def test_a_webhook_caused_by_an_api_call_arrives_only_after_the_caller_has_its_answer(
+    client: stripe.StripeClient, fake: FakeStripeServer, receiver: Receiver, call: str
+) -> None:
+    fake.enabled_events = {"*"}
+    session = client.v1.checkout.sessions.create(session_params())
+    intent = ""
+    if call == "refund a payment":
+        fake.pay(session.id)
+        intent = fake.session(session.id)["payment_intent"]
+    # Like a shop whose webhook handler needs the row its own request still has locked: the
+    # receiver waits (at most 5 s) until the caller has its answer.
+    answered = threading.Event()
+    caller_had_its_answer: list[bool] = []
+    receiver.before_answer = lambda event: caller_had_its_answer.append(answered.wait(5))
+
+    _call_the_api(call, client, session.id, intent)
+    client.v1.checkout.sessions.retrieve(session.id)  # the caller carries on meanwhile
+    answered.set()
+
+    deliveries = fake.wait_for_deliveries(timeout=10)
+    assert deliveries
+    assert all(delivery.ok for delivery in deliveries)
+    assert caller_had_its_answer == [True] * len(deliveries)
+
+
+def test_waiting_for_deliveries_gives_up_while_the_receiver_hangs(
+    client: stripe.StripeClient, fake: FakeStripeServer, receiver: Receiver
+) -> None:
+    release = threading.Event()
+    receiver.before_answer = lambda event: release.wait(10)
+    session = client.v1.checkout.sessions.create(session_params())
+
+    expired = client.v1.checkout.sessions.expire(session.id)  # answered, though nobody listens
+
+    assert expired.status == "expired"
+    with pytest.raises(TimeoutError):
+        fake.wait_for_deliveries(timeout=0.2)
+    release.set()
+    [delivery] = fake.wait_for_deliveries(timeout=10)
+    assert (delivery.type, delivery.ok) == ("checkout.session.expired", True)
+    assert fake.wait_for_deliveries() == []
+
+
+def test_the_pay_button_can_redirect_before_its_webhook_arrives(
+    client: stripe.StripeClient,
+    fake: FakeStripeServer,
+    receiver: Receiver,
+    browser: requests.Session,
+) -> None:
+    fake.page_waits_for_webhooks = False
+    session = client.v1.checkout.sessions.create(session_params())
+    redirected = threading.Event()
+    browser_had_its_redirect: list[bool] = []
+    receiver.before_answer = lambda event: browser_had_its_redirect.append(redirected.wait(5))
+
+    answer = browser.post(f"{session.url}/pay", allow_redirects=False, timeout=5)
+    redirected.set()
+
+    assert answer.status_code == 303
+    [delivery] = fake.wait_for_deliveries(timeout=10)
+    assert (delivery.type, delivery.ok) == ("checkout.session.completed", True)
+    assert browser_had_its_redirect == [True]
+
+
+# ---------------------------------------------------------------- customers
+
+
+def test_a_customer_is_created_retrieved_and_updated(
+    client: stripe.StripeClient, fake: FakeStripeServer, receiver: Receiver
+) -> None:
+    fake.enabled_events = {"customer.created", "customer.updated"}
+    customer = client.v1.customers.create(
+        {"email": "ada@example.com", "name": "Ada", "metadata": {"user_id": "7", "tier": "gold"}}
+    )
+    assert customer.id.startswith("cus_test_")
+    assert (customer.object, customer.email, customer.name) == (
+        "customer",
+        "ada@example.com",
+        "Ada",
+    )
+    assert customer.metadata.to_dict() == {"user_id": "7", "tier": "gold"}
+    assert client.v1.customers.retrieve(customer.id).to_dict() == customer.to_dict()
+
+    updated = client.v1.customers.update(
+        customer.id, {"name": "Ada Lovelace", "phone": "+44 20 7946 0000", "metadata": {"tier": ""}}
+    )
+
+    assert (updated.name, updated.phone, updated.email) == (
+        "Ada Lovelace",
+        "+44 20 7946 0000",
+        "ada@example.com",
+    )
+    assert updated.metadata.to_dict() == {"user_id": "7"}
+    assert fake.customer(customer.id)["name"] == "Ada Lovelace"
+    fake.wait_for_deliveries()
+    created, changed = receiver.events
+    assert (created.type, created.data.object.id) == ("customer.created", customer.id)
+    assert changed.type == "customer.updated"
+    assert changed.data.previous_attributes.name == "Ada"
+    assert changed.data.previous_attributes.phone is None
+
+
+def test_creating_a_customer_twice_with_one_idempotency_key_makes_one_customer(
+    client: stripe.StripeClient, fake: FakeStripeServer
+) -> None:
+    fake.enabled_events = {"*"}
+    options = {"idempotency_key": "customer-for-user-7"}
+
+    first = client.v1.customers.create({"email": "ada@example.com"}, options)
+    again = client.v1.customers.create({"email": "ada@example.com"}, options)
+
+    assert again.id == first.id
+    assert again.last_response.headers.get("Idempotent-Replayed") == "true"
+    assert list(fake.customers) == [first.id]
+    assert [d.type for d in fake.wait_for_deliveries()] == ["customer.created"]
+    with pytest.raises(stripe.IdempotencyError):
+        client.v1.customers.create({"email": "grace@example.com"}, options)
+    assert list(fake.customers) == [first.id]
+
+
+def test_customer_parameters_are_checked_like_stripe_does(
+    client: stripe.StripeClient, fake: FakeStripeServer
+) -> None:
+    with pytest.raises(stripe.InvalidRequestError) as unknown:
+        client.v1.customers.create({"emial": "ada@example.com"})  # type: ignore[typeddict-unknown-key]
+    assert (unknown.value.param, unknown.value.code) == ("emial", "parameter_unknown")
+    with pytest.raises(stripe.InvalidRequestError) as bad_email:
+        client.v1.customers.create({"email": "not-an-email"})
+    assert (bad_email.value.param, bad_email.value.code) == ("email", "email_invalid")
+    assert fake.customers == {}
+
+    for lookup in (client.v1.customers.retrieve, client.v1.customers.update):
+        with pytest.raises(stripe.InvalidRequestError) as missing:
+            lookup("cus_test_nobody")
+        assert (missing.value.http_status, missing.value.code) == (404, "resource_missing")
+
+
+def test_a_session_for_a_customer_carries_the_customer_to_the_page_and_the_webhook(
+    client: stripe.StripeClient,
+    fake: FakeStripeServer,
+    receiver: Receiver,
+    browser: requests.Session,
+) -> None:
+    customer = client.v1.customers.create({"email": "grace@example.com", "name": "Grace"})
+    params = session_params(customer=customer.id)
+    del params["customer_email"]
+
+    session = client.v1.checkout.sessions.create(params)
+
+    assert (session.customer, session.customer_email) == (customer.id, None)
+    assert session.customer_details.email == "grace@example.com"
+    expanded = client.v1.checkout.sessions.retrieve(session.id, {"expand": ["customer"]})
+    assert expanded.customer.id == customer.id
+    email = form_input(browser.get(session.url, timeout=5).text, "email")
+    assert email["value"] == "grace@example.com"
+    assert "readonly" in email
+
+    browser.post(
+        f"{session.url}/pay",
+        data={"email": "grace@example.com"},
+        allow_redirects=False,
+        timeout=5,
+    )
+
+    [completed] = receiver.of_type("checkout.session.completed")
+    assert completed.data.object.customer == customer.id
+    assert completed.data.object.customer_details.email == "grace@example.com"
+    assert completed.data.object.customer_details.name == "Grace"
+    intent = client.v1.payment_intents.retrieve(completed.data.object.payment_intent)
+    assert intent.customer == customer.id
+
+
+def test_a_session_for_an_unknown_customer_is_refused(
+    client: stripe.StripeClient, fake: FakeStripeServer
+) -> None:
+    params = session_params(customer="cus_test_nobody")
+    del params["customer_email"]
+
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        client.v1.checkout.sessions.create(params)
+
+    assert refused.value.http_status == 400
+    assert (refused.value.code, refused.value.param) == ("resource_missing", "customer")
+    assert "No such customer: 'cus_test_nobody'" in str(refused.value.user_message)
+    assert fake.sessions == {}
+
+
+def test_a_session_cannot_name_both_a_customer_and_a_customer_email(
+    client: stripe.StripeClient, fake: FakeStripeServer
+) -> None:
+    customer = client.v1.customers.create({"email": "grace@example.com"})
+
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        client.v1.checkout.sessions.create(session_params(customer=customer.id))
+
+    assert refused.value.http_status == 400
+    assert "You may only specify one of these parameters: customer, customer_email." in str(
+        refused.value.user_message
+    )
+    assert fake.sessions == {}

@@ -12,8 +12,8 @@ import argparse
 import os
 import threading
 
-from .app import DEFAULT_ENABLED_EVENTS
 from .server import FakeStripeServer
+from .state import DEFAULT_ENABLED_EVENTS
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,8 +20,7 @@ from functools import cache
 from typing import Any
 
 import typing_extensions
-from stripe._request_options import RequestOptions
-from stripe._stripe_object import UntypedStripeObject
+from stripe import RequestOptions, StripeObject
 
 # Request options (api_key, idempotency_key, ...) travel as headers, never as parameters.
 _REQUEST_OPTION_KEYS = frozenset(RequestOptions.__annotations__)
@@ -125,7 +124,7 @@ def _check(tp: Any, value: Any, param: str) -> Any:
         (item_type,) = typing.get_args(tp)
         items = _as_list(value, param)
         return [_check(item_type, item, f"{param}[{index}]") for index, item in enumerate(items)]
-    if origin is dict or tp is UntypedStripeObject or origin is UntypedStripeObject:
+    if origin is dict or _is_stripe_object(tp):
         args = typing.get_args(tp)
         item_type = args[1] if origin is dict and len(args) == 2 else str
         if value == "":
@@ -167,6 +166,13 @@ def _check(tp: Any, value: Any, param: str) -> Any:
     if tp is str or tp is Any:
         return value
     return value  # a type the fake does not know how to check: pass it through as sent
+
+
+def _is_stripe_object(tp: Any) -> bool:
+    """``UntypedStripeObject[str]`` and the like: what the library types metadata as (a
+    ``StripeObject`` subclass, which is public, unlike the generic itself)."""
+    cls = typing.get_origin(tp) or tp
+    return isinstance(cls, type) and issubclass(cls, StripeObject)
 
 
 def _type_name(tp: Any) -> str:
@@ -214,9 +220,7 @@ def _check_union(alternatives: tuple[Any, ...], value: Any, param: str) -> Any:
     def shape(tp: Any) -> int:
         origin = typing.get_origin(tp)
         container = (
-            typing_extensions.is_typeddict(tp)
-            or origin in (list, dict, UntypedStripeObject)
-            or tp is UntypedStripeObject
+            typing_extensions.is_typeddict(tp) or origin in (list, dict) or _is_stripe_object(tp)
         )
         # Containers first for hashes, scalars first for strings.
         return 0 if container == isinstance(value, dict) else 1

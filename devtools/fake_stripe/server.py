@@ -3,6 +3,7 @@
 ``with FakeStripeServer(webhook_url=..., webhook_secret=...) as server:`` starts it on a free
 port of 127.0.0.1; ``server.base_url`` is what the stripe library's API base should be.
 Unknown attributes are the app's (``server.fail_next(...)``, ``server.pay(...)``, ...).
+``down()``/``up()`` make the API unreachable and reachable again; webhooks keep flowing.
 """
 
 from __future__ import annotations
@@ -144,7 +145,14 @@ class FakeStripeServer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.stop()
+        # Webhooks still on their way are attempted first (their receiver may call the API
+        # back), so that no delivery thread outlives the server.
+        try:
+            self.app.wait_for_deliveries(timeout=self.app.webhook_timeout + 5)
+        except TimeoutError:
+            pass
+        finally:
+            self.stop()
 
     def _track(self, connection: socket.socket, thread: threading.Thread) -> None:
         with self._conn_lock:
