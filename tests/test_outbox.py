@@ -1,4 +1,4 @@
-"""The email outbox: queued in the unit of work, sent after commit, retried, never twice."""
+"""The email outbox: queued in the unit of work, sent by the worker, retried, never twice."""
 
 from __future__ import annotations
 
@@ -19,15 +19,12 @@ from elysium.extensions import db
 from elysium.models import OutboxEmail, OutboxStatus
 from elysium.models.types import utcnow
 from elysium.services.outbox import (
-    READY_KEY,
     RETRY_MAX_DELAY,
-    deliver_ready,
     idempotency_key,
     queue_email,
     retry_delay,
     send_pending,
 )
-from elysium.services.outbox import init_app as init_outbox
 from tests.conftest import make_app
 from tests.support.resend_server import FakeResend, running_fake_resend
 
@@ -42,12 +39,11 @@ def fake_resend() -> Iterator[FakeResend]:
 
 @pytest.fixture
 def make_outbox_app(app: Flask) -> Iterator[Callable[..., Flask]]:
-    """Apps on the test database with other settings, sending after commit like the real one."""
+    """Apps on the test database with other settings and a few test routes."""
     built: list[Flask] = []
 
     def build(**overrides) -> Flask:
         application = make_app(app.config["SQLALCHEMY_DATABASE_URI"], **overrides)
-        init_outbox(application)
         add_test_routes(application)
         built.append(application)
         return application
@@ -96,11 +92,10 @@ def queue_test_email(to: str = SHOPPER, **kwargs) -> OutboxEmail:
     return queue_email(db.session, to=to, subject="A test", template="test_email", **kwargs)
 
 
-def queue_without_sending(count: int) -> list[int]:
-    """Commit ``count`` emails as if the web worker had died before sending them."""
+def queue_and_commit(count: int) -> list[int]:
+    """Commit ``count`` emails, as requests do, for a sender to find."""
     ids = [queue_test_email(to=f"shopper{n}@example.com").id for n in range(count)]
     db.session.commit()
-    db.session.info.pop(READY_KEY, None)
     return ids
 
 
@@ -114,20 +109,41 @@ def make_due() -> None:
     db.session.commit()
 
 
-def test_email_queued_in_a_request_is_printed_and_marked_sent_after_commit(console_app, capsys):
+def test_a_request_only_queues_its_email_and_the_worker_prints_it(console_app, capsys):
     response = console_app.test_client().get("/_test/queue")
 
     assert response.status_code == 200
+    assert "Subject:" not in capsys.readouterr().out
+    with console_app.app_context():
+        [email] = rows()
+        assert email.status is OutboxStatus.PENDING
+        assert email.attempts == 0
+
+    result = console_app.test_cli_runner().invoke(args=["emails", "worker", "--once"])
+
+    assert result.exit_code == 0, result.output
+    assert f"To: {SHOPPER}" in result.output
+    assert "Subject: A test" in result.output
+    assert "Hello Ada," in result.output
+    assert "Emails: 1 sent, 0 to retry, 0 failed." in result.output
     with console_app.app_context():
         [email] = rows()
         assert email.status is OutboxStatus.SENT
         assert email.sent_at is not None
         assert email.attempts == 1
         assert email.claimed_by
-    printed = capsys.readouterr().out
-    assert f"To: {SHOPPER}" in printed
-    assert "Subject: A test" in printed
-    assert "Hello Ada," in printed
+
+
+def test_a_request_queues_its_email_even_when_the_email_settings_are_broken(make_outbox_app):
+    application = make_outbox_app(EMAIL_BACKEND="resend", RESEND_API_KEY=None)
+
+    response = application.test_client().get("/_test/queue")
+
+    assert response.status_code == 200
+    with application.app_context():
+        [email] = rows()
+        assert email.status is OutboxStatus.PENDING
+        assert email.attempts == 0
 
 
 def test_email_from_a_rolled_back_transaction_is_never_sent(console_app, capsys):
@@ -136,35 +152,26 @@ def test_email_from_a_rolled_back_transaction_is_never_sent(console_app, capsys)
     assert response.status_code == 200
     with console_app.app_context():
         assert rows() == []
-        assert READY_KEY not in db.session.info
+        assert send_pending(db.session).total == 0
     assert "Subject:" not in capsys.readouterr().out
 
 
-def test_a_command_sends_what_it_committed_with_deliver_ready(console_app):
-    with console_app.app_context():
-        queue_test_email()
-        db.session.commit()
-        report = deliver_ready(db.session)
-        assert (report.sent, report.failed, report.retried) == (1, 0, 0)
-        assert deliver_ready(db.session).total == 0
-        assert rows()[0].status is OutboxStatus.SENT
-
-
-def test_a_released_savepoint_is_not_a_commit(console_app):
+def test_a_released_savepoint_leaves_the_email_unfinished_until_the_outer_commit(console_app):
     with console_app.app_context():
         with db.session.begin_nested():
             queue_test_email()
-        assert READY_KEY not in db.session.info
-        db.session.rollback()
-        assert deliver_ready(db.session).total == 0
+        with pytest.raises(RuntimeError, match="commit or roll back"):
+            send_pending(db.session)
+        db.session.commit()
+        assert send_pending(db.session).sent == 1
 
 
 def test_closing_the_session_without_commit_forgets_the_email(console_app):
     with console_app.app_context():
         queue_test_email()
         db.session.close()
-        db.session.commit()
-        assert READY_KEY not in db.session.info
+        assert send_pending(db.session).total == 0
+        assert rows() == []
 
 
 def test_resend_receives_the_email_with_its_key_and_records_the_message_id(resend_app, fake_resend):
@@ -172,7 +179,7 @@ def test_resend_receives_the_email_with_its_key_and_records_the_message_id(resen
         email = queue_test_email(context={"name": "Ada <script>"})
         db.session.commit()
         expected_key = idempotency_key(email.id, email.created_at)
-        report = deliver_ready(db.session)
+        report = send_pending(db.session)
         [email] = rows()
 
     assert report.sent == 1
@@ -200,7 +207,7 @@ def test_a_refused_email_fails_at_once_and_keeps_the_error(resend_app, fake_rese
     with resend_app.app_context():
         queue_test_email()
         db.session.commit()
-        deliver_ready(db.session)
+        send_pending(db.session)
         [email] = rows()
         assert email.status is OutboxStatus.FAILED
         assert email.attempts == 1
@@ -228,7 +235,7 @@ def test_a_provider_failure_is_retried_later_and_then_delivered(
         queue_test_email()
         db.session.commit()
         before = utcnow()
-        report = deliver_ready(db.session)
+        report = send_pending(db.session)
         [email] = rows()
         assert report.retried == 1
         assert email.status is OutboxStatus.PENDING
@@ -257,7 +264,7 @@ def test_a_provider_that_does_not_answer_times_out_and_the_email_waits(resend_ap
         queue_test_email()
         db.session.commit()
         started = time.monotonic()
-        report = deliver_ready(db.session)
+        report = send_pending(db.session)
         elapsed = time.monotonic() - started
         [email] = rows()
 
@@ -285,7 +292,7 @@ def test_an_unreachable_provider_is_retried(make_outbox_app):
         EMAIL_TIMEOUT_SECONDS=1,
     )
     with application.app_context():
-        queue_without_sending(1)
+        queue_and_commit(1)
         assert send_pending(db.session).retried == 1
         [email] = rows()
         assert email.status is OutboxStatus.PENDING
@@ -296,7 +303,7 @@ def test_back_off_doubles_and_sending_stops_at_the_attempt_cap(resend_app, fake_
     fake_resend.fail_with(503, "application_error")
     delays = []
     with resend_app.app_context():
-        queue_without_sending(1)
+        queue_and_commit(1)
         for _ in range(4):
             before = utcnow()
             send_pending(db.session)
@@ -327,7 +334,7 @@ def test_retry_delay_is_capped_at_a_few_hours():
 
 def test_lowering_the_attempt_cap_fails_emails_that_are_over_it(resend_app, fake_resend):
     with resend_app.app_context():
-        queue_without_sending(1)
+        queue_and_commit(1)
         db.session.execute(update(OutboxEmail).values(attempts=4, last_error="Resend 503"))
         db.session.commit()
         assert send_pending(db.session).failed == 1
@@ -340,7 +347,7 @@ def test_lowering_the_attempt_cap_fails_emails_that_are_over_it(resend_app, fake
 def test_senders_running_at_once_never_send_an_email_twice(resend_app, fake_resend):
     fake_resend.succeed(delay_seconds=0.01)
     with resend_app.app_context():
-        ids = queue_without_sending(24)
+        ids = queue_and_commit(24)
     start = threading.Barrier(4)
     errors: list[BaseException] = []
 
@@ -376,7 +383,7 @@ def test_an_email_abandoned_by_a_crashed_sender_is_reclaimed_but_not_sent_twice(
     resend_app, fake_resend
 ):
     with resend_app.app_context():
-        queue_without_sending(1)
+        queue_and_commit(1)
         send_pending(db.session)
         first_id = rows()[0].provider_message_id
         # As if a sender had posted the email, then died before recording the outcome.
@@ -402,7 +409,7 @@ def test_an_email_abandoned_by_a_crashed_sender_is_reclaimed_but_not_sent_twice(
 
 def test_a_fresh_claim_by_another_sender_is_left_alone(resend_app, fake_resend):
     with resend_app.app_context():
-        queue_without_sending(1)
+        queue_and_commit(1)
         db.session.execute(
             update(OutboxEmail).values(
                 status=OutboxStatus.SENDING, claimed_at=utcnow(), claimed_by="busy-host:1"
@@ -415,7 +422,7 @@ def test_a_fresh_claim_by_another_sender_is_left_alone(resend_app, fake_resend):
 
 def test_a_sender_that_died_on_the_last_attempt_leaves_the_email_failed(resend_app, fake_resend):
     with resend_app.app_context():
-        queue_without_sending(1)
+        queue_and_commit(1)
         db.session.execute(
             update(OutboxEmail).values(
                 status=OutboxStatus.SENDING,
@@ -438,7 +445,7 @@ def test_a_dedupe_key_queues_one_email_however_often_it_is_asked_for(console_app
         again = queue_test_email(dedupe_key="order-1-confirmation")
         assert again is first
         db.session.commit()
-        deliver_ready(db.session)
+        send_pending(db.session)
         later = queue_test_email(dedupe_key="order-1-confirmation")
         assert later.id == first.id
         assert later.status is OutboxStatus.SENT
@@ -502,21 +509,9 @@ def test_queueing_needs_both_templates_and_a_real_address(console_app):
         db.session.rollback()
 
 
-def test_a_failure_while_sending_after_commit_never_breaks_the_request(make_outbox_app):
-    application = make_outbox_app(EMAIL_BACKEND="resend", RESEND_API_KEY=None)
-
-    response = application.test_client().get("/_test/queue")
-
-    assert response.status_code == 200
-    with application.app_context():
-        [email] = rows()
-        assert email.status is OutboxStatus.PENDING
-        assert email.attempts == 0
-
-
 def test_send_pending_command_sends_what_is_due_and_says_how_many(console_app):
     with console_app.app_context():
-        queue_without_sending(2)
+        queue_and_commit(2)
     result = console_app.test_cli_runner().invoke(args=["emails", "send-pending"])
 
     assert result.exit_code == 0, result.output
@@ -528,7 +523,7 @@ def test_send_pending_command_sends_what_is_due_and_says_how_many(console_app):
 def test_send_pending_command_reports_failures(resend_app, fake_resend):
     fake_resend.fail_with(500)
     with resend_app.app_context():
-        queue_without_sending(1)
+        queue_and_commit(1)
     result = resend_app.test_cli_runner().invoke(args=["emails", "send-pending"])
 
     assert result.exit_code == 0, result.output
@@ -545,7 +540,7 @@ def test_email_commands_refuse_to_run_without_an_api_key(make_outbox_app):
 
 def test_worker_once_makes_one_pass(console_app):
     with console_app.app_context():
-        queue_without_sending(3)
+        queue_and_commit(3)
     result = console_app.test_cli_runner().invoke(args=["emails", "worker", "--once"])
 
     assert result.exit_code == 0, result.output
@@ -556,7 +551,7 @@ def test_worker_once_makes_one_pass(console_app):
 def test_worker_keeps_going_until_sigterm(console_app):
     previous = signal.getsignal(signal.SIGTERM)
     with console_app.app_context():
-        queue_without_sending(1)
+        queue_and_commit(1)
     timer = threading.Timer(0.5, os.kill, args=(os.getpid(), signal.SIGTERM))
     timer.start()
     try:

@@ -1,10 +1,11 @@
-"""The email outbox: an email is queued inside the unit of work it is about, sent after commit.
+"""The email outbox: an email is queued inside the unit of work it is about; the worker sends it.
 
 ``queue_email`` only writes a row, so an email exists exactly when the transaction that
-caused it commits. Sending is claim → send → record, each claim and record in its own short
-transaction so that any number of senders (web workers after a commit, ``flask emails
-send-pending`` from cron, ``flask emails worker``) can run at once on different hosts without
-sending an email twice:
+caused it commits. No request ever talks to the email provider: ``flask emails worker``
+polls the outbox every second or so (and ``flask emails send-pending`` makes one pass, for
+cron), so a slow or hung provider delays emails, never a page or a webhook. Sending is claim
+→ send → record, each claim and record in its own short transaction so that any number of
+senders can run at once on different hosts without sending an email twice:
 
 * a claim moves a due row from ``pending`` to ``sending`` with a conditional UPDATE (on
   PostgreSQL the candidates are first locked with ``FOR UPDATE SKIP LOCKED`` so senders
@@ -21,7 +22,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -44,8 +44,8 @@ from elysium.services.sql import AnySession, insert_unless_exists
 logger = logging.getLogger(__name__)
 
 
+# Set while the session holds a queued email that is not committed yet (see ``send_pending``).
 QUEUED_KEY = "elysium.outbox.queued"
-READY_KEY = "elysium.outbox.ready"
 
 RETRY_BASE_DELAY = timedelta(minutes=1)
 RETRY_MAX_DELAY = timedelta(hours=4)
@@ -128,7 +128,7 @@ def queue_email(
 ) -> OutboxEmail:
     """Render ``emails/<template>.txt`` and ``.html`` and add the email to the outbox.
 
-    The row is flushed, not committed: it is sent after the caller commits. With a
+    The row is flushed, not committed: the worker sends it once the caller commits. With a
     ``dedupe_key`` that is already in the outbox, the existing row is returned and nothing
     is added (concurrent callers with the same key end up with one row between them).
     """
@@ -166,7 +166,7 @@ def queue_email(
         row = OutboxEmail(**values)
         session.add(row)
         session.flush()
-    session.info.setdefault(QUEUED_KEY, []).append(row.id)
+    session.info[QUEUED_KEY] = True
     return row
 
 
@@ -182,78 +182,20 @@ def send_pending(session: AnySession, *, limit: int = 100) -> SendReport:
     """
     _require_no_unfinished_work(session)
     report = SendReport(failed=_give_up_on_exhausted(session))
-    report.add(_deliver(session, ids=None, limit=limit))
+    report.add(_deliver(session, limit=limit))
     return report
 
 
-def deliver_ready(session: AnySession) -> SendReport:
-    """Send the emails queued in transactions that ``session`` has committed.
-
-    Once sending starts it never raises: whatever goes wrong is logged and the emails stay in
-    the outbox for ``flask emails send-pending``. (Calling it with unfinished work in
-    ``session`` is a programming error and raises ``RuntimeError``.) The web app calls this
-    when the app context ends (see :func:`init_app`); a command may call it right after its
-    commit.
-    """
-    if not session.info.get(READY_KEY):
-        return SendReport()
-    _require_no_unfinished_work(session)
-    ids: list[int] = session.info.pop(READY_KEY)
-    try:
-        return _deliver(session, ids=ids, limit=len(ids))
-    except Exception:
-        logger.exception("Sending emails %s after commit failed; they stay in the outbox", ids)
-        session.rollback()
-        return SendReport()
-
-
 def init_app(app: Flask) -> None:
-    """Send what a request (or command) committed once its app context ends.
-
-    Register after ``db.init_app``: Flask runs app-context teardowns in reverse order, so this
-    one runs while the request's session still exists.
-    """
-    if "elysium_outbox" in app.extensions:
-        return
-    if "sqlalchemy" not in app.extensions:
-        raise RuntimeError("init the outbox after db.init_app(app)")
-    from elysium.extensions import db
-
-    app.extensions["elysium_outbox"] = True
+    """Warn at start-up when a production app would only print its emails."""
     if app.config.get("ELYSIUM_ENV") == "production" and app.config["EMAIL_BACKEND"] == "console":
         app.logger.warning("EMAIL_BACKEND is 'console': emails are printed, not sent.")
 
-    @app.teardown_appcontext
-    def _deliver_committed_emails(_exc: BaseException | None) -> None:
-        if not db.session.registry.has():
-            return
-        session = db.session()
-        if not session.info.get(READY_KEY):
-            return
-        # Whatever is still uncommitted is about to be thrown away by Flask-SQLAlchemy.
-        if session.in_transaction():
-            session.rollback()
-        deliver_ready(session)
-
-
-@event.listens_for(Session, "after_commit")
-def _queued_emails_are_ready(session: Session) -> None:
-    # A released SAVEPOINT fires after_commit too; only the outermost commit makes it real.
-    if session.in_nested_transaction():
-        return
-    queued = session.info.pop(QUEUED_KEY, None)
-    if queued:
-        session.info.setdefault(READY_KEY, []).extend(queued)
-
 
 @event.listens_for(Session, "after_transaction_end")
-def _forget_uncommitted_emails(session: Session, transaction: SessionTransaction) -> None:
-    """Covers rollback and also ``close()`` without commit, which fires no rollback event.
-
-    On commit ``after_commit`` has already moved the ids along, so nothing is lost here. Ids
-    queued in a rolled-back SAVEPOINT survive until the outer transaction ends; claiming a
-    row that does not exist simply matches nothing.
-    """
+def _forget_queued_emails(session: Session, transaction: SessionTransaction) -> None:
+    """Once the outermost transaction ends (commit, rollback or ``close()``), nothing queued
+    is unfinished any more; a released or rolled-back SAVEPOINT does not end it."""
     if transaction.parent is None:
         session.info.pop(QUEUED_KEY, None)
 
@@ -316,13 +258,9 @@ def _give_up_on_exhausted(session: AnySession) -> int:
     return len(abandoned) + len(capped)
 
 
-def _claim(
-    session: AnySession, *, ids: Sequence[int] | None, limit: int, sender: str
-) -> list[_Claim]:
+def _claim(session: AnySession, *, limit: int, sender: str) -> list[_Claim]:
     now = utcnow()
     condition = _claimable(now)
-    if ids is not None:
-        condition = and_(condition, OutboxEmail.id.in_(ids))
     # SQLite ignores FOR UPDATE; there the conditional UPDATE alone decides who wins a row.
     candidates = (
         select(OutboxEmail.id)
@@ -375,7 +313,7 @@ def _claim(
     return sorted(claims, key=lambda claim: claim.id)
 
 
-def _deliver(session: AnySession, *, ids: Sequence[int] | None, limit: int) -> SendReport:
+def _deliver(session: AnySession, *, limit: int) -> SendReport:
     """Claim, send and record in batches; stop early if the provider seems to be down."""
     config = current_app.config
     report = SendReport()
@@ -384,7 +322,7 @@ def _deliver(session: AnySession, *, ids: Sequence[int] | None, limit: int) -> S
     # Built before claiming, so a configuration error never strands rows in ``sending``.
     with closing(backend_from_config(config)) as backend:
         while remaining > 0:
-            claims = _claim(session, ids=ids, limit=min(CLAIM_BATCH, remaining), sender=sender)
+            claims = _claim(session, limit=min(CLAIM_BATCH, remaining), sender=sender)
             if not claims:
                 break
             remaining -= len(claims)
