@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, make_response, render_template, url_for
+from flask import Blueprint, Response, make_response, render_template
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from elysium.extensions import db
 from elysium.services.catalog import sitemap_entries
+from elysium.urls import absolute_url
 
 bp = Blueprint("site", __name__)
 
 
 @bp.get("/healthz")
 def healthz() -> Response:
-    """For the load balancer: 200 when the database answers, 503 when it does not."""
+    """For the load balancer: 200 when the database answers, 503 when it does not.
+
+    It answers whatever host the request names (see ``elysium.urls.ANY_HOST_ENDPOINTS``).
+    """
     try:
         db.session.execute(text("SELECT 1"))
     except SQLAlchemyError:
@@ -37,7 +41,7 @@ def robots() -> Response:
         "Disallow: /staff",
         "Disallow: /wishlist",
         "Disallow: /shop/*/price",
-        f"Sitemap: {url_for('site.sitemap', _external=True)}",
+        f"Sitemap: {absolute_url('site.sitemap')}",
     ]
     response = make_response("\n".join(lines) + "\n")
     response.mimetype = "text/plain"
