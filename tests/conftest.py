@@ -1,5 +1,9 @@
 """Fixtures: one migrated database per run (SQLite by default, PostgreSQL when
-``TEST_DATABASE_URL`` says so), emptied after every test; an app with CSRF on."""
+``TEST_DATABASE_URL`` says so), emptied after every test; an app with CSRF on.
+
+The suite never sees the developer's world: no ``.env`` (the app factory reads none), none of
+the shop's settings from the shell (removed for the whole run), never ``DATABASE_URL``.
+"""
 
 from __future__ import annotations
 
@@ -21,13 +25,47 @@ from elysium import create_app
 from elysium.config import normalise_database_url
 from elysium.extensions import db, limiter
 from elysium.services.seeding import load_demo_catalogue, seed_catalogue
+from tests.html import csrf_token
+
+pytest_plugins = ["tests.support.checkout"]
 
 WEBHOOK_SECRET = "whsec_test_elysium"
-CSRF_META = re.compile(r'"X-CSRFToken": "([^"]+)"')
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Argon2id at its cheapest: the tests check what a hash does, not how long it takes.
+CHEAP_PASSWORD_HASHING = {
+    "PASSWORD_HASH_TIME_COST": 1,
+    "PASSWORD_HASH_MEMORY_KIB": 8,
+    "PASSWORD_HASH_PARALLELISM": 1,
+}
+
+
+def app_settings() -> set[str]:
+    """Every setting the app reads from the environment: each is in ``.env.example`` (commented
+    out or not), and the factory also reads ``ELYSIUM_INSTANCE_PATH``."""
+    names = re.findall(
+        r"^#?\s*([A-Z][A-Z0-9_]*)=", (PROJECT_ROOT / ".env.example").read_text(), re.M
+    )
+    return {*names, "ELYSIUM_INSTANCE_PATH"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_settings_from_the_shell(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Run as if the developer had exported nothing (a ``EMAIL_BACKEND=resend`` in the shell
+    must not reach Resend); ``TEST_DATABASE_URL`` is the suite's own, read by database_url().
+    The instance folder is a temporary one, so no test writes into the checkout's, and the
+    processes a test starts (``flask``, ``gunicorn wsgi:app``) skip ``.env`` too."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in app_settings() - {"TEST_DATABASE_URL"}:
+            patch.delenv(name, raising=False)
+        patch.setenv("ELYSIUM_INSTANCE_PATH", str(tmp_path_factory.mktemp("instance")))
+        patch.setenv("FLASK_SKIP_DOTENV", "1")
+        yield
 
 
 def database_url(tmp_dir: Path) -> str:
-    url = os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL")
+    """``TEST_DATABASE_URL``, or a throwaway SQLite file: never ``DATABASE_URL``, since the
+    suite drops every table of the database it uses."""
+    url = os.environ.get("TEST_DATABASE_URL")
     return normalise_database_url(url) if url else f"sqlite:///{tmp_dir / 'test.sqlite3'}"
 
 
@@ -41,6 +79,7 @@ def make_app(url: str, pooled: bool = False, **overrides) -> Flask:
         "SECRET_KEY": "test-secret-key-not-for-production",
         "SQLALCHEMY_DATABASE_URI": url,
         "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        **CHEAP_PASSWORD_HASHING,
         **overrides,
     }
     if not pooled:
@@ -59,7 +98,9 @@ def drop_everything(app: Flask) -> None:
 
 
 @pytest.fixture(scope="session")
-def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
+def app(
+    _no_settings_from_the_shell: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Flask]:
     url = database_url(tmp_path_factory.mktemp("db"))
     application = make_app(url, pooled=True)
     drop_everything(application)
@@ -115,10 +156,8 @@ class ShopClient(FlaskClient):
 
     def open(self, *args, **kwargs):
         response = super().open(*args, **kwargs)
-        if response.mimetype == "text/html":
-            match = CSRF_META.search(response.get_data(as_text=True))
-            if match:
-                self.csrf_token = match.group(1)
+        if response.mimetype == "text/html" and (token := csrf_token(response)):
+            self.csrf_token = token
         return response
 
     def submit(self, page: str, data: dict, action: str | None = None, **kwargs):
@@ -191,7 +230,7 @@ def auth(app: Flask, client: ShopClient) -> AuthActions:
 
 
 def sent_emails(app: Flask, to: str | None = None) -> list:
-    """Emails in the outbox, oldest first (the console backend marks them sent)."""
+    """Emails in the outbox, oldest first, whatever their status (the worker sends them later)."""
     from elysium.models import OutboxEmail
 
     with app.app_context():

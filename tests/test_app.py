@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import runpy
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import pytest
 from flask import request
 
 from elysium import create_app
 from elysium.config import ConfigurationError, normalise_database_url
-from tests.conftest import make_app, page_text
+from tests.conftest import PROJECT_ROOT, app_settings, database_url, make_app, page_text
 
 
 def test_production_refuses_to_start_without_a_secret_key(monkeypatch, tmp_path):
@@ -21,6 +26,7 @@ def test_production_refuses_to_start_without_a_secret_key(monkeypatch, tmp_path)
 def test_production_starts_with_a_secret_key_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("ELYSIUM_ENV", "production")
     monkeypatch.setenv("SECRET_KEY", "a" * 64)
+    monkeypatch.setenv("SITE_URL", "https://www.elysium.example")
     monkeypatch.setenv("ELYSIUM_INSTANCE_PATH", str(tmp_path))
     app = create_app({"SQLALCHEMY_DATABASE_URI": "sqlite://"})
     assert app.config["SECRET_KEY"] == "a" * 64
@@ -61,6 +67,86 @@ def test_an_unknown_environment_name_is_refused(monkeypatch):
 def test_normalise_database_url_leaves_other_drivers_alone():
     assert normalise_database_url("sqlite:///x.db") == "sqlite:///x.db"
     assert normalise_database_url("postgresql+psycopg://a/b") == "postgresql+psycopg://a/b"
+
+
+DOTENV = "# Written by tests/test_app.py for one test; delete it if it was left behind.\n" + (
+    "EMAIL_BACKEND=resend\nRESEND_API_KEY=re_from_a_dotenv_file\nSHOP_PAGE_SIZE=5\n"
+)
+
+
+@contextmanager
+def dotenv_in_the_checkout() -> Iterator[None]:
+    """A ``.env`` beside wsgi.py for the length of the block; never replaces a developer's."""
+    path = PROJECT_ROOT / ".env"
+    try:
+        with path.open("x") as handle:
+            handle.write(DOTENV)
+    except FileExistsError:
+        pytest.skip("this checkout has a .env of its own; the test won't touch it")
+    try:
+        yield
+    finally:
+        path.unlink()
+
+
+@pytest.fixture
+def clean_environment(monkeypatch, tmp_path):
+    """None of the settings DOTENV names; whatever a test leaves in os.environ is undone."""
+    for name in ("EMAIL_BACKEND", "RESEND_API_KEY", "SHOP_PAGE_SIZE", "FLASK_SKIP_DOTENV"):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("ELYSIUM_INSTANCE_PATH", str(tmp_path))
+    return monkeypatch
+
+
+def test_the_app_factory_reads_only_the_environment_it_is_given_never_a_dotenv_file(
+    clean_environment, tmp_path
+):
+    """Every test makes its app with the factory: a developer's ``EMAIL_BACKEND=resend`` in
+    ``.env`` must not send the tests' emails."""
+    clean_environment.chdir(tmp_path)
+    (tmp_path / ".env").write_text(DOTENV)
+    with dotenv_in_the_checkout():
+        app = create_app({"ELYSIUM_ENV": "testing", "SECRET_KEY": "x" * 32})
+    assert app.config["EMAIL_BACKEND"] == "console"
+    assert app.config["RESEND_API_KEY"] is None
+    assert app.config["SHOP_PAGE_SIZE"] == 12
+    assert "EMAIL_BACKEND" not in os.environ
+
+
+def test_wsgi_py_loads_dotenv_unless_flask_skip_dotenv_is_set(clean_environment):
+    """gunicorn (and ``make run``'s flask, which imports wsgi.py) read ``.env``; the processes
+    the suite starts set ``FLASK_SKIP_DOTENV``, as the flask command itself honours it."""
+    clean_environment.setenv("ELYSIUM_ENV", "testing")
+    clean_environment.setenv("SECRET_KEY", "x" * 32)
+    wsgi = str(PROJECT_ROOT / "wsgi.py")
+    with dotenv_in_the_checkout():
+        clean_environment.setenv("FLASK_SKIP_DOTENV", "1")
+        skipped = runpy.run_path(wsgi)["app"]
+        clean_environment.delenv("FLASK_SKIP_DOTENV")
+        loaded = runpy.run_path(wsgi)["app"]
+    assert skipped.config["EMAIL_BACKEND"] == "console"
+    assert loaded.config["EMAIL_BACKEND"] == "resend"
+    assert loaded.config["RESEND_API_KEY"] == "re_from_a_dotenv_file"
+    assert loaded.config["SHOP_PAGE_SIZE"] == 5
+
+
+def test_the_suites_database_is_test_database_url_or_a_throwaway_file_never_database_url(
+    monkeypatch, tmp_path
+):
+    monkeypatch.setenv("DATABASE_URL", "postgresql://shop@db.internal/elysium")
+    monkeypatch.delenv("TEST_DATABASE_URL", raising=False)
+    assert database_url(tmp_path) == f"sqlite:///{tmp_path / 'test.sqlite3'}"
+    monkeypatch.setenv("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/elysium_test")
+    assert database_url(tmp_path) == "postgresql+psycopg://postgres@127.0.0.1:5432/elysium_test"
+
+
+def test_the_suite_runs_without_the_shops_settings_from_the_shell(app):
+    assert "EMAIL_BACKEND" in app_settings()
+    assert "DATABASE_URL" in app_settings()
+    exported = app_settings() & os.environ.keys()
+    assert exported <= {"TEST_DATABASE_URL", "ELYSIUM_INSTANCE_PATH"}
+    assert app.config["EMAIL_BACKEND"] == "console"
 
 
 def test_unknown_page_is_a_404_in_the_shops_look(client):

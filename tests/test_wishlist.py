@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -16,12 +15,11 @@ from elysium.services import wishlist
 from elysium.services.configuration import configure
 from elysium.services.seeding import seed_catalogue
 from tests.conftest import page_text
+from tests.html import Page, bag_count, elements, form_fields, hearts, text_of
 
 RING = "/shop/aurelia-solitaire-ring"
 PLATINUM = {"metal": "platinum", "diamond": "0.50ct", "size": "7", "engraving": "Always"}
 ROSE = {**PLATINUM, "metal": "rose-gold"}  # in stock (2 left); platinum is sold out
-HEART = re.compile(r'<form class="wishlist-heart[^"]*"[^>]*>.*?</form>', re.S)
-PRESSED = re.compile(r'id="heart-(piece|configuration)-(\d+)" type="submit" aria-pressed="(\w+)"')
 
 
 @pytest.fixture
@@ -55,17 +53,19 @@ def save_directly(app, user_id: int, slug: str, choices: dict | None = None) -> 
         return item.id
 
 
-def hearts(response) -> dict[int, bool]:
-    """Product id -> whether its heart is pressed, for every heart on the page."""
-    return {
-        int(product_id): pressed == "true"
-        for _, product_id, pressed in PRESSED.findall(response.get_data(as_text=True))
-    }
-
-
 def product_id(app, slug: str) -> int:
     with app.app_context():
         return db.session.scalars(select(Product.id).where(Product.slug == slug)).one()
+
+
+def top_level(response) -> list[str]:
+    """What an htmx response is made of: its top-level elements, as ``tag#id`` or ``tag.class``."""
+    return [
+        f"{element.name}#{element['id']}"
+        if element.get("id")
+        else f"{element.name}.{'.'.join(element.get('class', []))}"
+        for element in Page(response).top()
+    ]
 
 
 def toggle(client, page: str, htmx: bool = False, **fields):
@@ -88,14 +88,15 @@ def test_product_page_heart_saves_exactly_the_configurators_choices_with_htmx(
         client, page, htmx=True, slug="aurelia-solitaire-ring", scope="configuration", **PLATINUM
     )
     assert response.status_code == 200
-    body = page_text(response)
-    assert body.lstrip().startswith('<form class="wishlist-heart')
-    assert "<html" not in body
-    assert 'aria-pressed="true"' in body
-    assert "Remove from wishlist" in body
-    assert 'hx-target="this" hx-swap="outerHTML"' in body
-    assert '<div id="messages" hx-swap-oob="innerHTML">' in body
-    assert "Aurelia Solitaire Ring is saved to your wishlist." in body
+    page = Page(response)
+    assert top_level(response)[0] == "form.wishlist-heart.wishlist-heart--configuration"
+    assert not page.select("html, body")
+    heart = page.one("form.wishlist-heart")
+    assert hearts(heart) == {product_id(app, "aurelia-solitaire-ring"): True}
+    assert text_of(heart, "button") == "Remove from wishlist"
+    assert (heart["hx-target"], heart["hx-swap"]) == ("this", "outerHTML")
+    assert page.one("#messages")["hx-swap-oob"] == "innerHTML"
+    assert text_of(page, "#messages") == "Aurelia Solitaire Ring is saved to your wishlist."
     assert "HX-Request" in response.headers["Vary"]
     assert response.headers["Cache-Control"] == "no-store"
     assert saved(app, signed_in) == [("aurelia-solitaire-ring", PLATINUM)]
@@ -105,10 +106,9 @@ def test_pressing_the_heart_again_removes_that_configuration(app, client, catalo
     fields = {"slug": "aurelia-solitaire-ring", "scope": "configuration", **PLATINUM}
     toggle(client, RING, htmx=True, **fields)
     response = toggle(client, RING, htmx=True, **fields)
-    body = page_text(response)
-    assert 'aria-pressed="false"' in body
-    assert "Save to wishlist" in body
-    assert "Aurelia Solitaire Ring is removed from your wishlist." in body
+    assert hearts(response) == {product_id(app, "aurelia-solitaire-ring"): False}
+    assert text_of(response, "form.wishlist-heart button") == "Save to wishlist"
+    assert text_of(response, "#messages") == "Aurelia Solitaire Ring is removed from your wishlist."
     assert saved(app) == []
 
 
@@ -139,18 +139,17 @@ def test_product_page_heart_is_pressed_only_for_the_saved_configuration(
 def test_the_product_page_heart_follows_the_configurator_and_works_without_javascript(
     client, catalogue, signed_in
 ):
-    body = client.get(f"{RING}?metal=platinum&size=7").get_data(as_text=True)
-    [heart] = HEART.findall(body)
+    heart = Page(client.get(f"{RING}?metal=platinum&size=7")).one("form.wishlist-heart")
     # htmx posts the live configurator choices and refreshes the heart when they change;
     # without JavaScript the choices last shown are posted from <noscript> fields.
-    assert 'hx-include="form.configurator"' in heart
-    assert 'hx-get="/wishlist/heart/aurelia-solitaire-ring"' in heart
-    assert 'hx-trigger="change from:form.configurator' in heart
-    assert (
-        '<noscript><input type="hidden" name="metal" value="platinum">'
-        '<input type="hidden" name="size" value="7"></noscript>'
-    ) in heart
-    assert 'method="post" action="/wishlist/toggle"' in heart
+    assert heart["hx-include"] == "form.configurator"
+    [refresh] = elements(heart, "[hx-get]")
+    assert refresh["hx-get"] == "/wishlist/heart/aurelia-solitaire-ring"
+    assert refresh["hx-trigger"].startswith("change from:form.configurator")
+    noscript = [(field["name"], field["value"]) for field in elements(heart, "noscript input")]
+    assert noscript == [("metal", "platinum"), ("size", "7")]
+    assert (heart["method"], heart["action"]) == ("post", "/wishlist/toggle")
+    assert form_fields(heart)["slug"] == "aurelia-solitaire-ring"
 
 
 def test_the_heart_refresh_says_whether_the_chosen_configuration_is_saved(
@@ -160,10 +159,11 @@ def test_the_heart_refresh_says_whether_the_chosen_configuration_is_saved(
     url = "/wishlist/heart/aurelia-solitaire-ring"
     on = client.htmx("GET", url, query_string={"metal": "platinum", "size": ""})
     off = client.htmx("GET", url, query_string={"metal": "rose-gold"})
-    assert 'aria-pressed="true"' in on.get_data(as_text=True)
-    assert 'aria-pressed="false"' in off.get_data(as_text=True)
+    ring = product_id(app, "aurelia-solitaire-ring")
+    assert hearts(on) == {ring: True}
+    assert hearts(off) == {ring: False}
     # the guest's way back is the piece as now configured
-    assert f'name="next" value="{RING}?metal=rose-gold"' in off.get_data(as_text=True)
+    assert form_fields(off, "form.wishlist-heart")["next"] == f"{RING}?metal=rose-gold"
     assert "HX-Request" in on.headers["Vary"]
     assert on.headers["Cache-Control"] == "no-store"
 
@@ -192,9 +192,10 @@ def test_a_card_heart_saves_the_default_configuration(app, client, catalogue, si
         client, "/shop?category=ring", htmx=True, slug="aurelia-solitaire-ring", scope="piece"
     )
     assert response.status_code == 200
-    body = page_text(response)
-    assert 'aria-pressed="true"' in body
-    assert "Remove from wishlist: Aurelia Solitaire Ring" in body
+    assert hearts(response) == {product_id(app, "aurelia-solitaire-ring"): True}
+    assert text_of(response, "form.wishlist-heart button") == (
+        "Remove from wishlist: Aurelia Solitaire Ring"
+    )
     assert saved(app) == [("aurelia-solitaire-ring", {"metal": "yellow-gold", "diamond": "0.30ct"})]
 
 
@@ -265,7 +266,7 @@ def test_a_guest_pressing_the_heart_with_htmx_gets_hx_redirect(client, catalogue
 def test_a_guest_sees_unpressed_hearts_and_no_wishlist_link(client, catalogue):
     response = client.get("/shop")
     assert set(hearts(response).values()) == {False}
-    assert 'href="/wishlist"' not in response.get_data(as_text=True)
+    assert not elements(response, 'a[href="/wishlist"]')
 
 
 # Refusals ----------------------------------------------------------------------------------
@@ -277,10 +278,8 @@ def test_an_invalid_configuration_is_422_with_the_message_and_nothing_saved(
     fields = {"slug": "aurelia-solitaire-ring", "metal": "platinum", "engraving": "I <3 you"}
     response = toggle(client, RING, htmx=True, **fields)
     assert response.status_code == 422
-    body = page_text(response)
-    assert 'aria-pressed="false"' in body
-    assert '<div class="notice notice--error">' in body
-    assert "“<” can't be engraved" in body
+    assert hearts(response) == {product_id(app, "aurelia-solitaire-ring"): False}
+    assert "“<” can't be engraved" in text_of(response, "div.notice.notice--error")
 
     plain = toggle(client, RING, **fields)
     assert plain.status_code == 422
@@ -381,8 +380,13 @@ def test_the_wishlist_shows_summary_todays_price_and_availability(
     assert "Only 2 left" in page
     assert page.index("Aurelia Bangle") < page.index("Aurelia Solitaire Ring")  # newest first
     assert page.count("Move to bag") == 2
-    assert page.count(">Remove<") == 2
-    assert 'href="/shop/aurelia-solitaire-ring?metal=rose-gold&diamond=0.50ct' in page
+    buttons = [text_of(button) for button in elements(response, ".wishlist-item form button")]
+    assert [button.split(":")[0] for button in buttons].count("Remove") == 2
+    links = [str(a["href"]) for a in elements(response, ".wishlist-item__name a")]
+    assert any(
+        link.startswith("/shop/aurelia-solitaire-ring?metal=rose-gold&diamond=0.50ct")
+        for link in links
+    )
 
 
 def test_an_empty_wishlist_says_so(client, catalogue, signed_in):
@@ -391,7 +395,8 @@ def test_an_empty_wishlist_says_so(client, catalogue, signed_in):
 
 
 def test_the_header_links_to_the_wishlist_when_signed_in(client, catalogue, signed_in):
-    assert 'href="/wishlist">Wishlist</a>' in client.get("/").get_data(as_text=True)
+    [link] = elements(client.get("/"), 'a[href="/wishlist"]')
+    assert text_of(link) == "Wishlist"
 
 
 def test_a_configuration_no_longer_offered_shows_a_note_and_can_only_be_removed(
@@ -406,11 +411,14 @@ def test_a_configuration_no_longer_offered_shows_a_note_and_can_only_be_removed(
         ).one()
         db.session.delete(platinum)
         db.session.commit()
-    page = page_text(client.get("/wishlist"))
-    assert "This configuration is no longer offered." in page
-    assert "Move to bag" not in page
-    assert ">Remove<" in page
-    assert "£" not in page.split("Your wishlist")[-1].split("site-footer")[0]
+    page = Page(client.get("/wishlist"))
+    item = text_of(page, ".wishlist-item")
+    assert "This configuration is no longer offered." in item
+    assert "Move to bag" not in item
+    assert [text_of(button).split(":")[0] for button in page.select(".wishlist-item button")] == [
+        "Remove"
+    ]
+    assert "£" not in text_of(page, "main")
 
 
 def test_an_unpublished_piece_is_noted_and_can_only_be_removed(app, client, catalogue, signed_in):
@@ -419,10 +427,10 @@ def test_an_unpublished_piece_is_noted_and_can_only_be_removed(app, client, cata
         product = db.session.scalars(select(Product).where(Product.slug == "aurelia-bangle")).one()
         product.published = False
         db.session.commit()
-    page = page_text(client.get("/wishlist"))
-    assert "This piece is no longer offered." in page
-    assert "Move to bag" not in page
-    assert 'href="/shop/aurelia-bangle' not in page
+    page = Page(client.get("/wishlist"))
+    assert "This piece is no longer offered." in text_of(page, ".wishlist-item")
+    assert "Move to bag" not in text_of(page, ".wishlist-item")
+    assert not [a for a in page.select("a[href]") if a["href"].startswith("/shop/aurelia-bangle")]
 
 
 def test_remove_with_htmx_takes_the_item_away_and_says_so(app, client, catalogue, signed_in):
@@ -431,16 +439,15 @@ def test_remove_with_htmx_takes_the_item_away_and_says_so(app, client, catalogue
     client.get("/wishlist")
     response = client.htmx("POST", f"/wishlist/{first}/remove")
     assert response.status_code == 200
-    body = page_text(response)
-    assert "Aurelia Bangle is removed from your wishlist." in body
-    assert 'class="wishlist-item' not in body  # the empty body replaces (removes) the item
-    assert "wishlist-items" not in body
+    assert text_of(response, "#messages") == "Aurelia Bangle is removed from your wishlist."
+    # nothing takes the item's place (it is removed), and the list stays as it is
+    assert top_level(response) == ["div#messages"]
     assert response.headers["Cache-Control"] == "no-store"
 
-    last = client.htmx("POST", f"/wishlist/{second}/remove")
-    body = page_text(last)
-    assert re.search(r'<section id="wishlist-items"[^>]* hx-swap-oob="true">', body)
-    assert "Your wishlist is empty." in body
+    last = Page(client.htmx("POST", f"/wishlist/{second}/remove"))
+    items = last.one("section#wishlist-items")
+    assert items["hx-swap-oob"] == "true"
+    assert text_of(items).startswith("Your wishlist is empty.")
     assert saved(app) == []
 
 
@@ -484,11 +491,12 @@ def test_move_to_bag_with_htmx_moves_the_configuration_and_updates_the_bag_count
     client.get("/wishlist")
     response = client.htmx("POST", f"/wishlist/{item_id}/move")
     assert response.status_code == 200
-    body = page_text(response)
-    assert re.search(r'<span id="bag-count"[^>]*hx-swap-oob="true"[^>]*>1\b', body)
-    assert '<div id="messages" hx-swap-oob="innerHTML">' in body
-    assert 'class="wishlist-item' not in body
-    assert "Added Aurelia Solitaire Ring to your bag." in body
+    page = Page(response)
+    assert page.one("#bag-count")["hx-swap-oob"] == "true"
+    assert bag_count(page) == 1
+    assert page.one("#messages")["hx-swap-oob"] == "innerHTML"
+    assert not page.select(".wishlist-item")
+    assert text_of(page, "#messages") == "Added Aurelia Solitaire Ring to your bag."
     assert bag_lines(app, signed_in) == [("aurelia-solitaire-ring", ROSE, 1)]
     assert [slug for slug, _ in saved(app)] == ["aurelia-bangle"]
 
@@ -518,10 +526,8 @@ def test_move_to_bag_refused_by_the_bag_keeps_the_item_with_the_reason(
     client.get("/wishlist")
     response = client.htmx("POST", f"/wishlist/{item_id}/move")
     assert response.status_code == 422
-    body = page_text(response)
-    assert f'id="wishlist-item-{item_id}"' in body
-    assert 'role="alert"' in body
-    assert bag.FROZEN_MESSAGE in body
+    item = Page(response).one(f"#wishlist-item-{item_id}")
+    assert text_of(item, '[role="alert"]') == bag.FROZEN_MESSAGE
     plain = client.post(f"/wishlist/{item_id}/move", data={"csrf_token": client.csrf_token})
     assert plain.status_code == 422
     assert "Your wishlist" in page_text(plain)
@@ -541,12 +547,11 @@ def test_a_sold_out_configuration_stays_with_the_reason(app, client, catalogue, 
 
 def test_a_ring_saved_without_a_size_asks_for_one_before_the_bag(app, client, catalogue, signed_in):
     item_id = save_directly(app, signed_in, "aurelia-solitaire-ring")
-    page = client.get("/wishlist").get_data(as_text=True)
-    assert "Move to bag" not in page
-    assert (
-        '<a class="button button--small" '
-        'href="/shop/aurelia-solitaire-ring?metal=yellow-gold&amp;diamond=0.30ct">Choose your size'
-    ) in page
+    page = Page(client.get("/wishlist"))
+    assert "Move to bag" not in text_of(page, ".wishlist-item")
+    choose = page.one(".wishlist-item__actions a.button")
+    assert choose["href"] == "/shop/aurelia-solitaire-ring?metal=yellow-gold&diamond=0.30ct"
+    assert text_of(choose).startswith("Choose your size")
     response = client.post(f"/wishlist/{item_id}/move", data={"csrf_token": client.csrf_token})
     assert response.status_code == 422
     assert wishlist.NEEDS_SIZE in page_text(response)
