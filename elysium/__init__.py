@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from dotenv import load_dotenv
 from flask import Flask
 
 from elysium.config import (
@@ -21,8 +20,10 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
-    """Assemble the app: settings, extensions, blueprints, error pages, commands."""
-    load_dotenv(PROJECT_ROOT / ".env")
+    """Assemble the app: settings, extensions, blueprints, error pages, commands.
+
+    Settings come from ``os.environ`` and ``config`` only: ``.env`` is the entry point's job.
+    """
     instance_path = os.environ.get("ELYSIUM_INSTANCE_PATH") or str(PROJECT_ROOT / "instance")
     app = Flask(
         __name__,
@@ -37,6 +38,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     if config:
         app.config.update(config)
     ensure_secret_key(app)
+    from elysium.urls import init_app as init_urls
+
+    init_urls(app)  # before the extensions: an unknown host is refused before their hooks run
     if hops := app.config["PROXY_FIX_HOPS"]:
         from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -45,6 +49,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     configure_logging(app)
     register_extensions(app)
     register_templating(app)
+    register_request_hooks(app)
     register_blueprints(app)
     register_error_handlers(app)
     register_commands(app)
@@ -76,11 +81,11 @@ def configure_logging(app: Flask) -> None:
 
 def register_extensions(app: Flask) -> None:
     from elysium import models  # noqa: F401  (every table must be known to Alembic)
-    from elysium.auth.session import init_app as init_sessions
     from elysium.extensions import csrf, db, limiter, migrate
     from elysium.integrations.google import init_app as init_google
     from elysium.integrations.stripe_gateway import check_settings as check_stripe_settings
     from elysium.services.outbox import init_app as init_outbox
+    from elysium.web.sign_in import init_app as init_sessions
 
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///"):
         Path(app.instance_path).mkdir(parents=True, exist_ok=True)
@@ -98,12 +103,18 @@ def register_extensions(app: Flask) -> None:
 
 
 def register_templating(app: Flask) -> None:
+    from elysium.countries import country_name
+    from elysium.integrations import google
     from elysium.integrations.stripe_gateway import demo_payments
     from elysium.models.catalog import Category
     from elysium.money import format_money
-    from elysium.seo import absolute_url, modify_query, product_json_ld
+    from elysium.seo import product_json_ld
     from elysium.services.inventory import product_availability
     from elysium.services.orders import STATUS_LABELS, shopper_timeline
+    from elysium.services.profiles import PREFERRED_METALS
+    from elysium.urls import absolute_url, modify_query
+    from elysium.web.cart import cart_template_context
+    from elysium.web.wishlist import wishlist_heart
 
     app.jinja_env.filters["money"] = format_money
     app.jinja_env.globals["absolute_url"] = absolute_url
@@ -115,8 +126,20 @@ def register_templating(app: Flask) -> None:
     app.jinja_env.globals["order_timeline"] = shopper_timeline
     app.jinja_env.globals["demo_payments"] = demo_payments
     app.jinja_env.globals["current_year"] = lambda: datetime.now(UTC).year
+    app.jinja_env.globals["country_label"] = country_name
+    app.jinja_env.globals["metal_label"] = lambda code: PREFERRED_METALS.get(code or "", "")
+    app.jinja_env.globals["wishlist_heart"] = wishlist_heart
+    app.context_processor(cart_template_context)
+    app.context_processor(lambda: {"google_enabled": google.enabled()})
     app.jinja_env.trim_blocks = True
     app.jinja_env.lstrip_blocks = True
+
+
+def register_request_hooks(app: Flask) -> None:
+    """App-wide hooks of the request layer (the blueprints register none of their own)."""
+    from elysium.web.cart import write_cart_cookie
+
+    app.after_request(write_cart_cookie)
 
 
 def register_blueprints(app: Flask) -> None:

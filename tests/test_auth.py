@@ -40,7 +40,12 @@ def test_register_sends_a_confirmation_link_that_signs_the_shopper_in(app, clien
     assert user.password_hash.startswith("$argon2id$")
 
     [email] = sent_emails(app, "grace@example.com")
-    confirmed = client.get(link_in(email, "/auth/confirm/"))
+    link = link_in(email, "/auth/confirm/")
+    page = client.get(link)
+    assert page.status_code == 200
+    assert "Confirm my email" in page_text(page)
+    assert user_row(app, "grace@example.com").email_verified_at is None  # a GET changes nothing
+    confirmed = client.submit(link, {})
     assert confirmed.status_code == 303
     assert confirmed.headers["Location"] == "/account"
     assert "Grace Hopper" in page_text(client.get("/account"))
@@ -231,7 +236,11 @@ def test_session_cookie_is_httponly_samesite_lax(client, auth):
 def test_session_cookie_is_secure_in_production(monkeypatch, tmp_path):
     from tests.conftest import make_app
 
-    app = make_app(f"sqlite:///{tmp_path / 'p.db'}", ELYSIUM_ENV="production")
+    app = make_app(
+        f"sqlite:///{tmp_path / 'p.db'}",
+        ELYSIUM_ENV="production",
+        SITE_URL="https://www.elysium.example",
+    )
     assert app.config["SESSION_COOKIE_SECURE"] is True
     assert app.config["REMEMBER_COOKIE_SECURE"] is True
 

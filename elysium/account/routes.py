@@ -22,36 +22,25 @@ from flask_login import current_user, login_required, logout_user
 from flask_wtf import FlaskForm
 
 from elysium.account.forms import (
-    AddressForm,
     DeleteAccountForm,
     EmailForm,
     PasswordForm,
     ProfileForm,
 )
-from elysium.auth.routes import sign_in
-from elysium.countries import country_name
 from elysium.extensions import db
 from elysium.htmx import fragments, htmx_redirect, is_htmx, notice, personal_pages, render
 from elysium.models.types import utcnow
 from elysium.models.users import Address, User
 from elysium.services import account_data, accounts, addresses, orders, profiles
 from elysium.services.addresses import AddressError, Default
-from elysium.services.profiles import PREFERRED_METALS, ProfileError
+from elysium.services.profiles import ProfileError
+from elysium.web.forms import AddressForm
+from elysium.web.sign_in import sign_in
 
 bp = Blueprint("account", __name__, url_prefix="/account")
 
 
 personal_pages(bp)
-
-
-@bp.app_template_global()
-def country_label(code: str) -> str:
-    return country_name(code)
-
-
-@bp.app_template_global()
-def metal_label(code: str | None) -> str:
-    return PREFERRED_METALS.get(code or "", "")
 
 
 def _user() -> User:
@@ -375,6 +364,7 @@ def close_account() -> Response:
     user = _user()
     form = DeleteAccountForm()
     if form.validate_on_submit():
+        stripe_customer_id = user.stripe_customer_id
         try:
             account_data.close_account(
                 db.session,
@@ -387,6 +377,7 @@ def close_account() -> Response:
             _attach(form, {error.field or "": error.message})
         else:
             db.session.commit()
+            account_data.forget_at_stripe(stripe_customer_id)
             logout_user()
             session.clear()
             goodbye = url_for("account.goodbye")

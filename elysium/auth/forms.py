@@ -4,17 +4,9 @@ from __future__ import annotations
 
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, HiddenField, PasswordField, StringField
-from wtforms.validators import DataRequired, Email, Length
+from wtforms.validators import DataRequired, Length
 
-EMAIL_RULES = [
-    DataRequired("Enter your email address."),
-    Length(max=254, message="That email address is too long."),
-    Email("Enter an email address like name@example.com.", check_deliverability=False),
-]
-
-
-def strip(value: str | None) -> str | None:
-    return value.strip() if isinstance(value, str) else value
+from elysium.web.forms import EMAIL_RULES, strip
 
 
 class LoginForm(FlaskForm):
@@ -51,3 +43,7 @@ class LinkAccountForm(FlaskForm):
     password = PasswordField(
         "Your ELYSIUM password", validators=[DataRequired("Enter your password.")]
     )
+
+
+class ConfirmEmailForm(FlaskForm):
+    """The confirmation page's one button (its CSRF token is all it carries)."""

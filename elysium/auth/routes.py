@@ -18,30 +18,27 @@ from flask import (
     url_for,
 )
 from flask_limiter import RequestLimit
-from flask_login import current_user, login_required, login_user, logout_user
+from flask_login import current_user, login_required, logout_user
 
 from elysium.auth.forms import (
+    ConfirmEmailForm,
     ForgotPasswordForm,
     LinkAccountForm,
     LoginForm,
     RegisterForm,
     ResetPasswordForm,
 )
-from elysium.auth.session import safe_next
 from elysium.errors import seconds_until_reset, wait_message
 from elysium.extensions import db, limiter
 from elysium.integrations import google
 from elysium.services import accounts, oauth_accounts
+from elysium.urls import absolute_url
+from elysium.web.sign_in import safe_next, sign_in
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 
 PENDING_LINK = "google_link"
 PENDING_LINK_SECONDS = 600
-
-
-@bp.app_context_processor
-def sign_in_options() -> dict[str, bool]:
-    return {"google_enabled": google.enabled()}
 
 
 def _posted_email() -> str:
@@ -65,19 +62,6 @@ def when_limited(template: str, form_class: type) -> Callable[[RequestLimit], Re
         return response
 
     return on_breach
-
-
-def sign_in(user, remember: bool = False) -> None:
-    """A fresh session for the signed-in user, so no earlier session id survives (no fixation).
-
-    A guest bag (from its own cookie, which ``session.clear()`` leaves alone) joins the
-    account's bag, and the shopper is told what was merged.
-    """
-    from elysium.cart.routes import merge_guest_bag
-
-    session.clear()
-    login_user(user, remember=remember, duration=current_app.config["REMEMBER_COOKIE_DURATION"])
-    merge_guest_bag(user)
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -154,10 +138,20 @@ def check_inbox() -> str:
     return render_template("auth/check_inbox.html", email=request.args.get("email", "")[:254])
 
 
-@bp.get("/confirm/<token>")
+@bp.route("/confirm/<token>", methods=["GET", "POST"])
 def confirm_email(token: str) -> Response:
+    """The link in the email opens a page; its button confirms. A GET changes nothing, so a
+    mail scanner that follows the link neither confirms the address nor signs anyone in."""
+    form = ConfirmEmailForm()
     try:
-        user = accounts.confirm_email(db.session, token)
+        if form.validate_on_submit():
+            user = accounts.confirm_email(db.session, token)
+        else:
+            user = accounts.user_for_confirm_token(db.session, token)
+            response = make_response(render_template("auth/confirm.html", form=form, user=user))
+            response.headers["Referrer-Policy"] = "no-referrer"
+            response.headers["Cache-Control"] = "no-store"
+            return response
     except accounts.AccountError as error:
         response = make_response(
             render_template("auth/link_problem.html", message=error.message), 400
@@ -225,7 +219,7 @@ def google_login() -> Response:
     if not google.enabled():
         return redirect(url_for("auth.login"), 303)
     session["after_sign_in"] = safe_next(request.form.get("next"))
-    return google.authorize_redirect(url_for("auth.google_callback", _external=True))
+    return google.authorize_redirect(absolute_url("auth.google_callback"))
 
 
 def _google_failed(message: str) -> Response:

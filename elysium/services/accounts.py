@@ -15,13 +15,13 @@ from typing import Any
 from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from elysium.models.types import utcnow
 from elysium.models.users import CustomerProfile, User
-from elysium.seo import absolute_url
 from elysium.services import passwords
 from elysium.services.outbox import queue_email
+from elysium.services.sql import AnySession
+from elysium.urls import absolute_url
 
 VERIFY_MAX_AGE = 3 * 24 * 3600
 
@@ -43,7 +43,7 @@ def normalise_email(email: str) -> str:
     return email.strip().lower()
 
 
-def user_by_email(session: Session, email: str) -> User | None:
+def user_by_email(session: AnySession, email: str) -> User | None:
     return session.scalar(select(User).where(User.email == normalise_email(email)))
 
 
@@ -72,7 +72,7 @@ class Registration:
     last_name: str = ""
 
 
-def register(session: Session, form: Registration) -> None:
+def register(session: AnySession, form: Registration) -> None:
     """Create an unconfirmed account and email a confirmation link.
 
     If the address already has an account, nothing is created and its owner is emailed
@@ -111,7 +111,7 @@ def register(session: Session, form: Registration) -> None:
     send_confirmation(session, user)
 
 
-def send_confirmation(session: Session, user: User) -> None:
+def send_confirmation(session: AnySession, user: User) -> None:
     token = _serializer("verify").dumps({"uid": user.id, "email": user.email})
     queue_email(
         session,
@@ -123,17 +123,23 @@ def send_confirmation(session: Session, user: User) -> None:
     )
 
 
-def confirm_email(session: Session, token: str) -> User:
+def user_for_confirm_token(session: AnySession, token: str) -> User:
+    """The user a confirmation link is for (nothing is changed: the page asks first)."""
     data = _load_token("verify", token, VERIFY_MAX_AGE)
     user = session.get(User, data.get("uid")) if data else None
     if user is None or user.email != data.get("email") or not user.is_active:
         raise AccountError("This confirmation link is not valid any more.")
+    return user
+
+
+def confirm_email(session: AnySession, token: str) -> User:
+    user = user_for_confirm_token(session, token)
     if user.email_verified_at is None:
         user.email_verified_at = utcnow()
     return user
 
 
-def authenticate(session: Session, email: str, password: str) -> User | None:
+def authenticate(session: AnySession, email: str, password: str) -> User | None:
     """The active user with this email and password, or None; equally slow either way."""
     user = user_by_email(session, email)
     if not passwords.verify_password(user.password_hash if user else None, password):
@@ -152,7 +158,7 @@ def authenticate(session: Session, email: str, password: str) -> User | None:
     return user
 
 
-def request_password_reset(session: Session, email: str) -> None:
+def request_password_reset(session: AnySession, email: str) -> None:
     """Email a single-use reset link if the address has an active account; never say which."""
     user = user_by_email(session, email)
     if user is None or not user.is_active:
@@ -173,7 +179,7 @@ def request_password_reset(session: Session, email: str) -> None:
     )
 
 
-def user_for_reset_token(session: Session, token: str) -> User | None:
+def user_for_reset_token(session: AnySession, token: str) -> User | None:
     """The user a reset link is for, if it is the newest, unused and unexpired one."""
     data = _load_token("reset", token, current_app.config["PASSWORD_RESET_MAX_AGE"])
     user = session.get(User, data.get("uid")) if data else None
@@ -184,7 +190,7 @@ def user_for_reset_token(session: Session, token: str) -> User | None:
     return user
 
 
-def _set_password(session: Session, user: User, password: str) -> None:
+def _set_password(session: AnySession, user: User, password: str) -> None:
     if problem := passwords.password_problem(password, email=user.email):
         raise AccountError(problem, field="password")
     user.password_hash = passwords.hash_password(password)
@@ -200,7 +206,7 @@ def _set_password(session: Session, user: User, password: str) -> None:
     )
 
 
-def reset_password(session: Session, token: str, password: str) -> User:
+def reset_password(session: AnySession, token: str, password: str) -> User:
     user = user_for_reset_token(session, token)
     if user is None:
         raise AccountError("This reset link has expired or has already been used.")
@@ -210,13 +216,13 @@ def reset_password(session: Session, token: str, password: str) -> User:
     return user
 
 
-def change_password(session: Session, user: User, current: str, new: str) -> None:
+def change_password(session: AnySession, user: User, current: str, new: str) -> None:
     if not passwords.verify_password(user.password_hash, current):
         raise AccountError("Your current password is not correct.", field="current_password")
     _set_password(session, user, new)
 
 
-def change_email(session: Session, user: User, current_password: str, new_email: str) -> None:
+def change_email(session: AnySession, user: User, current_password: str, new_email: str) -> None:
     """Move the account to a new address; the old address is told."""
     if not passwords.verify_password(user.password_hash, current_password):
         raise AccountError("Your current password is not correct.", field="current_password")

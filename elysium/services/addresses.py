@@ -9,12 +9,12 @@ import enum
 from dataclasses import asdict, dataclass
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from elysium.countries import PostcodeError, is_country, normalise_postcode
 from elysium.models.users import Address, User
 from elysium.services.errors import InvalidInputError
 from elysium.services.profiles import clean_text, phone_problem
+from elysium.services.sql import AnySession
 
 MAX_ADDRESSES = 20
 LIMITS = {
@@ -83,27 +83,27 @@ def clean(data: AddressInput) -> AddressInput:
     return AddressInput(**values)
 
 
-def addresses_of(session: Session, user: User) -> list[Address]:
+def addresses_of(session: AnySession, user: User) -> list[Address]:
     return list(
         session.scalars(select(Address).where(Address.user_id == user.id).order_by(Address.id))
     )
 
 
-def address_of(session: Session, user: User, address_id: int) -> Address | None:
+def address_of(session: AnySession, user: User, address_id: int) -> Address | None:
     """The user's address with this id; None for anyone else's (the caller answers 404)."""
     return session.scalar(
         select(Address).where(Address.id == address_id, Address.user_id == user.id)
     )
 
 
-def default_address(session: Session, user: User, kind: Default) -> Address | None:
+def default_address(session: AnySession, user: User, kind: Default) -> Address | None:
     return session.scalar(
         select(Address).where(Address.user_id == user.id, getattr(Address, kind.attribute))
     )
 
 
 def add_address(
-    session: Session, user: User, data: AddressInput, defaults: frozenset[Default] = frozenset()
+    session: AnySession, user: User, data: AddressInput, defaults: frozenset[Default] = frozenset()
 ) -> tuple[Address, list[Address]]:
     """Save a new address; returns it and any address that stopped being a default."""
     cleaned = clean(data)
@@ -119,7 +119,7 @@ def add_address(
     return address, _unique(replaced)
 
 
-def update_address(session: Session, address: Address, data: AddressInput) -> Address:
+def update_address(session: AnySession, address: Address, data: AddressInput) -> Address:
     cleaned = clean(data)
     for name, value in asdict(cleaned).items():
         setattr(address, name, value)
@@ -127,7 +127,7 @@ def update_address(session: Session, address: Address, data: AddressInput) -> Ad
     return address
 
 
-def make_default(session: Session, user: User, address: Address, kind: Default) -> list[Address]:
+def make_default(session: AnySession, user: User, address: Address, kind: Default) -> list[Address]:
     """Make ``address`` the user's default of this kind; returns the address(es) it replaces.
 
     The old default is cleared and flushed before the new one is set: within one flush the
@@ -149,7 +149,7 @@ def make_default(session: Session, user: User, address: Address, kind: Default) 
     return previous
 
 
-def delete_address(session: Session, address: Address) -> None:
+def delete_address(session: AnySession, address: Address) -> None:
     """Remove the address; if it was a default, there is simply no default afterwards."""
     session.delete(address)
     session.flush()

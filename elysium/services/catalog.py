@@ -8,9 +8,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import Select, and_, func, or_, select
-from sqlalchemy.orm import Session, joinedload, selectinload
+from sqlalchemy.orm import joinedload, selectinload
 
 from elysium.models.catalog import Category, Collection, OptionKind, Product, ProductOption
+from elysium.services.sql import AnySession
 
 SEARCH_MAX_TERMS = 6
 SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,119}")
@@ -130,7 +131,7 @@ def _ordered(stmt: Select[tuple[Product]], sort: SortOrder) -> Select[tuple[Prod
     )
 
 
-def search_products(session: Session, query: ShopQuery, per_page: int) -> ProductPage:
+def search_products(session: AnySession, query: ShopQuery, per_page: int) -> ProductPage:
     """One page of the listing. A page past the end shows the last page, with a note."""
     filtered = _filtered(query)
     total = session.scalar(select(func.count()).select_from(filtered.subquery())) or 0
@@ -145,7 +146,7 @@ def search_products(session: Session, query: ShopQuery, per_page: int) -> Produc
     return ProductPage(products=products, total=total, page=page, per_page=per_page, notes=notes)
 
 
-def featured_products(session: Session, limit: int = 6) -> Sequence[Product]:
+def featured_products(session: AnySession, limit: int = 6) -> Sequence[Product]:
     stmt = _with_card_data(
         published_products()
         .where(Product.featured_rank.is_not(None))
@@ -155,7 +156,7 @@ def featured_products(session: Session, limit: int = 6) -> Sequence[Product]:
     return session.scalars(stmt).unique().all()
 
 
-def collections(session: Session) -> Sequence[Collection]:
+def collections(session: AnySession) -> Sequence[Collection]:
     stmt = (
         select(Collection)
         .where(Collection.published.is_(True))
@@ -164,14 +165,14 @@ def collections(session: Session) -> Sequence[Collection]:
     return session.scalars(stmt).all()
 
 
-def collection_by_slug(session: Session, slug: str) -> Collection | None:
+def collection_by_slug(session: AnySession, slug: str) -> Collection | None:
     if not SLUG.fullmatch(slug):
         return None
     stmt = select(Collection).where(Collection.slug == slug, Collection.published.is_(True))
     return session.scalar(stmt)
 
 
-def collection_products(session: Session, collection: Collection) -> Sequence[Product]:
+def collection_products(session: AnySession, collection: Collection) -> Sequence[Product]:
     stmt = _with_card_data(
         _ordered(
             published_products().where(Product.collection_id == collection.id), SortOrder.FEATURED
@@ -180,14 +181,14 @@ def collection_products(session: Session, collection: Collection) -> Sequence[Pr
     return session.scalars(stmt).unique().all()
 
 
-def product_by_slug(session: Session, slug: str) -> Product | None:
+def product_by_slug(session: AnySession, slug: str) -> Product | None:
     if not SLUG.fullmatch(slug):
         return None
     stmt = _with_card_data(published_products().where(Product.slug == slug))
     return session.scalars(stmt).unique().one_or_none()
 
 
-def metal_choices(session: Session) -> list[tuple[str, str]]:
+def metal_choices(session: AnySession) -> list[tuple[str, str]]:
     """Every metal offered anywhere in the published catalogue, as (code, label)."""
     stmt = (
         select(ProductOption.code, func.min(ProductOption.label))
@@ -199,6 +200,6 @@ def metal_choices(session: Session) -> list[tuple[str, str]]:
     return sorted(choices, key=lambda choice: (METAL_ORDER.get(choice[0], 99), choice[1]))
 
 
-def sitemap_entries(session: Session) -> tuple[Sequence[Collection], Sequence[Product]]:
+def sitemap_entries(session: AnySession) -> tuple[Sequence[Collection], Sequence[Product]]:
     products = session.scalars(published_products().order_by(Product.slug)).all()
     return collections(session), products

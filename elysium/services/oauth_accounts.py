@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from elysium.models.types import utcnow
 from elysium.models.users import CustomerProfile, OAuthAccount, User
 from elysium.services import passwords
 from elysium.services.accounts import AccountError, normalise_email, user_by_email
+from elysium.services.sql import AnySession
 
 
 class Outcome(enum.Enum):
@@ -37,7 +37,7 @@ def _verified_email(claims: dict[str, Any]) -> str | None:
     return normalise_email(email)
 
 
-def sign_in_with(session: Session, provider: str, claims: dict[str, Any]) -> OAuthResult:
+def sign_in_with(session: AnySession, provider: str, claims: dict[str, Any]) -> OAuthResult:
     """Find or make the user for these ID-token claims.
 
     Raises :class:`AccountError` when the identity cannot be used.
@@ -82,7 +82,7 @@ def sign_in_with(session: Session, provider: str, claims: dict[str, Any]) -> OAu
 
 
 def link_with_password(
-    session: Session, provider: str, claims: dict[str, Any], password: str
+    session: AnySession, provider: str, claims: dict[str, Any], password: str
 ) -> User:
     """Link the provider identity to the existing account that owns its email."""
     email = _verified_email(claims)

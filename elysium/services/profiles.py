@@ -5,12 +5,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from sqlalchemy.orm import Session
-
 from elysium.models.types import utcnow
 from elysium.models.users import CustomerProfile, User
 from elysium.services.configuration import RING_SIZES
 from elysium.services.errors import InvalidInputError
+from elysium.services.sql import AnySession
 
 PREFERRED_METALS: dict[str, str] = {
     "yellow-gold": "18k yellow gold",
@@ -58,7 +57,7 @@ def profile_of(user: User) -> CustomerProfile:
     return user.profile
 
 
-def update_profile(session: Session, user: User, changes: ProfileChanges) -> None:
+def update_profile(session: AnySession, user: User, changes: ProfileChanges) -> None:
     """Validate and apply; consent records when it was given, and withdrawing clears that."""
     first_name = clean_text(changes.first_name)
     last_name = clean_text(changes.last_name)

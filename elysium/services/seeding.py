@@ -9,10 +9,11 @@ from importlib import resources
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import selectinload
 
 from elysium.models.catalog import Category, Collection, OptionKind, Product, ProductOption
 from elysium.models.inventory import Inventory
+from elysium.services.sql import AnySession
 
 
 @dataclass
@@ -81,7 +82,7 @@ def _sync_options(product: Product, data: dict[str, Any]) -> bool:
     return changed
 
 
-def seed_catalogue(session: Session, data: dict[str, Any]) -> SeedReport:
+def seed_catalogue(session: AnySession, data: dict[str, Any]) -> SeedReport:
     """Create or update collections and products by slug.
 
     Stock rows are only ever created: a variant that already has a row keeps its stock,

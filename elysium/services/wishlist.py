@@ -16,7 +16,7 @@ from sqlalchemy.orm import joinedload, selectinload
 
 from elysium.models.cart import Cart, WishlistItem
 from elysium.models.catalog import Product
-from elysium.services import cart as bag
+from elysium.services import cart as carts
 from elysium.services.configuration import (
     Configuration,
     ConfigurationError,
@@ -199,9 +199,9 @@ def remove(session: AnySession, piece: SavedPiece) -> None:
     session.flush()
 
 
-def move_to_bag(
+def move_to_cart(
     session: AnySession, user_id: int, piece: SavedPiece
-) -> tuple[Cart, bag.LineChange]:
+) -> tuple[Cart, carts.LineChange]:
     """Add the saved configuration to the user's bag and take it off the wishlist.
 
     Raises :class:`WishlistError` when the configuration is no longer offered or a ring has
@@ -212,8 +212,8 @@ def move_to_bag(
         raise WishlistError(piece.problem or CHANGED)
     if piece.needs_size:
         raise WishlistError(NEEDS_SIZE)
-    cart = bag.cart_for(session, user_id=user_id, create=True)
-    change = bag.add_item(session, cart, piece.product, piece.configuration, quantity=1)
+    cart = carts.cart_for(session, user_id=user_id, create=True)
+    change = carts.add_item(session, cart, piece.product, piece.configuration, quantity=1)
     session.delete(piece.item)
     session.flush()
     return cart, change

@@ -16,21 +16,11 @@ from flask import (
 
 from elysium.extensions import db
 from elysium.htmx import is_htmx, render
-from elysium.models.catalog import Product
 from elysium.services import catalog
-from elysium.services.configuration import (
-    RING_SIZES,
-    Configuration,
-    ConfigurationError,
-    configure,
-    price_breakdown,
-)
-from elysium.services.inventory import variant_availability
 from elysium.shop.forms import ShopFilterForm
+from elysium.web.configurator import CONFIGURATION_FIELDS, configurator_context
 
 bp = Blueprint("shop", __name__)
-
-CONFIGURATION_FIELDS = ("metal", "diamond", "size", "engraving")
 
 
 @bp.get("/")
@@ -71,38 +61,6 @@ def collection(slug: str) -> str:
         collection=found,
         products=catalog.collection_products(db.session, found),
     )
-
-
-def configurator_context(
-    product: Product, choices: dict[str, str], errors: dict[str, str] | None = None
-) -> dict:
-    """Everything the product page shows for these choices: price, availability, messages.
-
-    ``errors`` adds messages found elsewhere (the bag asks for a ring size). With an invalid
-    choice there is no price, but the valid choices still say what's in stock.
-    """
-    errors = dict(errors or {})
-    configuration: Configuration | None = None
-    try:
-        configuration = configure(product, choices)
-    except ConfigurationError as error:
-        errors = {**error.errors, **errors}
-    try:
-        shown = configure(
-            product, {name: value for name, value in choices.items() if name not in errors}
-        )
-    except ConfigurationError:
-        shown = configure(product, {})
-    return {
-        "product": product,
-        "choices": choices,
-        "errors": errors,
-        "breakdown": price_breakdown(product, configuration)
-        if configuration and not errors
-        else None,
-        "availability": variant_availability(product, shown.variant_key),
-        "ring_sizes": RING_SIZES,
-    }
 
 
 def _requested_choices() -> dict[str, str]:

@@ -1,14 +1,17 @@
-"""Who is signed in: Flask-Login wired to the user's session version, and safe ``next`` URLs."""
+"""Who is signed in: Flask-Login wired to the user's session version, signing a user in
+(which brings their guest cart along), and safe ``next`` URLs."""
 
 from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, redirect, request, url_for
+from flask import Flask, Response, current_app, redirect, request, session, url_for
+from flask_login import login_user
 
 from elysium.extensions import db, login_manager
 from elysium.htmx import htmx_redirect, is_htmx
 from elysium.models.users import User
+from elysium.web.cart import merge_guest_cart
 
 
 def load_user(identity: str) -> User | None:
@@ -20,6 +23,17 @@ def load_user(identity: str) -> User | None:
     if user is None or not user.is_active or user.session_version != int(version):
         return None
     return user
+
+
+def sign_in(user: User, remember: bool = False) -> None:
+    """A fresh session for the signed-in user, so no earlier session id survives (no fixation).
+
+    A guest cart (from its own cookie, which ``session.clear()`` leaves alone) joins the
+    account's cart, and the shopper is told what was merged.
+    """
+    session.clear()
+    login_user(user, remember=remember, duration=current_app.config["REMEMBER_COOKIE_DURATION"])
+    merge_guest_cart(user)
 
 
 def safe_next(target: str | None, default: str | None = None) -> str:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from flask import (
     Blueprint,
     Response,
     abort,
     flash,
-    g,
     make_response,
     redirect,
     render_template,
@@ -18,78 +15,22 @@ from flask import (
 )
 from flask_login import current_user, login_required
 
-from elysium.auth.session import safe_next
 from elysium.extensions import db
 from elysium.htmx import fragments, htmx_redirect, is_htmx, notice, personal_pages
 from elysium.models.catalog import Product
 from elysium.models.users import User
-from elysium.services import cart as bag
+from elysium.services import cart as carts
 from elysium.services import catalog, wishlist
 from elysium.services.configuration import ConfigurationError, configure
 from elysium.services.wishlist import SavedPiece, WishlistError
+from elysium.web.sign_in import safe_next
+from elysium.web.wishlist import Heart, wishlist_heart
 from elysium.wishlist.forms import HeartForm, ItemActionForm, choices_from
 
 bp = Blueprint("wishlist", __name__, url_prefix="/wishlist")
 
 
 personal_pages(bp)
-
-
-@dataclass(frozen=True)
-class Saved:
-    pairs: frozenset[tuple[int, str]]
-
-    @property
-    def products(self) -> frozenset[int]:
-        return frozenset(product_id for product_id, _ in self.pairs)
-
-
-@dataclass(frozen=True)
-class Heart:
-    """What the heart partial draws. ``choices`` is None for a card (the piece as a whole)."""
-
-    product: Product
-    saved: bool
-    choices: dict[str, str] | None
-    next: str
-
-    @property
-    def scope(self) -> str:
-        return "piece" if self.choices is None else "configuration"
-
-    @property
-    def chosen(self) -> dict[str, str]:
-        return {name: value for name, value in (self.choices or {}).items() if value}
-
-
-def _saved() -> Saved:
-    """The signed-in shopper's saved pieces: one query per request, however many hearts."""
-    if not current_user.is_authenticated:
-        return Saved(frozenset())
-    if "wishlist_saved" not in g:
-        g.wishlist_saved = Saved(wishlist.saved_pairs(db.session, current_user.id))
-    return g.wishlist_saved
-
-
-def _here() -> str:
-    return request.full_path.rstrip("?")
-
-
-@bp.app_template_global()
-def wishlist_heart(
-    product: Product, choices: dict[str, str] | None = None, next: str | None = None
-) -> Heart:
-    """A card's heart (any configuration saved), or, given the configurator's ``choices``,
-    the product page's (this exact configuration saved)."""
-    saved = _saved()
-    if choices is None:
-        state = product.id in saved.products
-    else:
-        try:
-            state = (product.id, configure(product, choices).hash) in saved.pairs
-        except ConfigurationError:
-            state = False
-    return Heart(product, state, choices, next or _here())
 
 
 def _user() -> User:
@@ -231,19 +172,19 @@ def remove(item_id: int) -> Response:
 
 @bp.post("/<int:item_id>/move")
 @login_required
-def move_to_bag(item_id: int) -> Response:
+def move_to_cart(item_id: int) -> Response:
     piece = _owned(item_id)
     if not ItemActionForm().validate_on_submit():
         abort(400)
     name = piece.product.name
     try:
-        cart, change = wishlist.move_to_bag(db.session, _user().id, piece)
-    except (WishlistError, bag.CartError) as error:
+        cart, change = wishlist.move_to_cart(db.session, _user().id, piece)
+    except (WishlistError, carts.CartError) as error:
         db.session.rollback()
         return _refused(piece, error.message)
-    count = bag.item_count(db.session, cart)
+    count = carts.item_count(db.session, cart)
     db.session.commit()
     return _gone(
         change.message or f"{name} is in your bag.",
-        render_template("cart/_bag_count.html", bag_count=count, oob=True),
+        render_template("cart/_count.html", cart_count=count, oob=True),
     )

@@ -1,0 +1,135 @@
+"""The current shopper's cart: the account's when signed in, else the guest cookie's.
+
+A guest's cart is found by a random token kept in a signed, HttpOnly cookie. The cookie is
+(re)sent after a change and removed when the guest cart joins an account's at sign-in. Every
+change to a cart's lines goes through :mod:`elysium.services.cart`.
+"""
+
+from __future__ import annotations
+
+from flask import Response, current_app, flash, g, has_request_context, request
+from flask_login import current_user
+from itsdangerous import BadData, URLSafeSerializer
+from sqlalchemy.exc import SQLAlchemyError
+
+from elysium.extensions import db
+from elysium.models.cart import Cart
+from elysium.models.users import User
+from elysium.services import cart as carts
+
+COOKIE_SALT = "elysium.bag"
+MAX_TOKEN_LENGTH = 64
+
+
+def _serializer() -> URLSafeSerializer:
+    return URLSafeSerializer(current_app.config["SECRET_KEY"], salt=COOKIE_SALT)
+
+
+def guest_token() -> str | None:
+    """The token in the guest's cart cookie; a missing or tampered cookie is no token."""
+    raw = request.cookies.get(current_app.config["CART_COOKIE_NAME"])
+    if not raw:
+        return None
+    try:
+        token = _serializer().loads(raw)
+    except BadData:
+        return None
+    if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_LENGTH:
+        return None
+    return token
+
+
+def keep_guest_cookie(cart: Cart) -> None:
+    """(Re)send the guest cookie after a change, so it lasts as long as the cart is used."""
+    if cart.user_id is None and cart.token:
+        g.cart_cookie_token = cart.token
+
+
+def write_cart_cookie(response: Response) -> Response:
+    """After every request: set or clear the guest cart cookie as the request decided."""
+    config = current_app.config
+    name = config["CART_COOKIE_NAME"]
+    if g.get("clear_cart_cookie"):
+        response.delete_cookie(
+            name, secure=config["SESSION_COOKIE_SECURE"], httponly=True, samesite="Lax"
+        )
+    elif token := g.get("cart_cookie_token"):
+        response.set_cookie(
+            name,
+            _serializer().dumps(token),
+            max_age=config["CART_COOKIE_DAYS"] * 24 * 3600,
+            secure=config["SESSION_COOKIE_SECURE"],
+            httponly=True,
+            samesite="Lax",
+        )
+    return response
+
+
+def current_cart(*, create: bool = False) -> Cart | None:
+    """This shopper's cart; with ``create``, a new empty one if they have none (POSTs only)."""
+    currency = current_app.config["SHOP_CURRENCY"]
+    if current_user.is_authenticated:
+        return carts.cart_for(db.session, user_id=current_user.id, create=create, currency=currency)
+    token = guest_token()
+    cart = carts.find_cart(db.session, token=token) if token else None
+    if cart is None and create:
+        cart = carts.cart_for(db.session, token=carts.new_token(), create=True, currency=currency)
+    return cart
+
+
+def merge_guest_cart(user: User) -> None:
+    """On sign-in: the guest cart joins the account's (or becomes it); the cookie goes.
+
+    Commits its own change: it runs after the sign-in itself has been committed.
+    """
+    token = guest_token()
+    if token is None:
+        return
+    g.clear_cart_cookie = True
+    guest = carts.find_cart(db.session, token=token)
+    if guest is None:
+        return
+    target = carts.find_cart(db.session, user_id=user.id)
+    try:
+        if target is None:
+            report = carts.adopt(db.session, guest, user.id)
+        else:
+            report = carts.merge_into(db.session, guest, target)
+    except carts.CartError as error:
+        db.session.rollback()
+        g.clear_cart_cookie = False
+        flash(error.message)
+        return
+    db.session.commit()
+    for message in report.messages:
+        flash(message)
+
+
+def _header_count() -> int:
+    if current_user.is_authenticated:
+        return carts.count_for(db.session, user_id=current_user.id)
+    token = guest_token()
+    return carts.count_for(db.session, token=token) if token else 0
+
+
+def cart_count() -> int:
+    """The header's count: one small query, once per request (none without a cart)."""
+    if not has_request_context():
+        return 0
+    if "cart_count" not in g:
+        try:
+            g.cart_count = _header_count()
+        except SQLAlchemyError:
+            # Never let the header break a page (an error page included).
+            current_app.logger.exception("Could not count the cart")
+            g.cart_count = 0
+    return g.cart_count
+
+
+def remember_count(count: int) -> None:
+    """The count a view already knows (it just changed the cart), so the header shows it."""
+    g.cart_count = count
+
+
+def cart_template_context() -> dict[str, int]:
+    return {"cart_count": cart_count(), "max_quantity_per_line": carts.MAX_QUANTITY_PER_LINE}
