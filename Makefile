@@ -26,16 +26,19 @@ db: install ## Bring the database up to date and load the demo catalogue
 	$(BIN)/flask db upgrade
 	$(BIN)/flask seed
 
-run: db ## Serve the shop on http://127.0.0.1:5000 (SQLite, demo catalogue, simulated payments)
+run: db ## Serve the shop on http://127.0.0.1:5000 (SQLite, demo catalogue, simulated payments, email worker)
 	@echo "Simulated Stripe on http://127.0.0.1:$(STRIPE_PORT): checkout works offline, no real payment."
 	$(BIN)/python -m devtools.fake_stripe --host 127.0.0.1 --port $(STRIPE_PORT) \
 	  --webhook-url http://127.0.0.1:$(PORT)/webhooks/stripe --webhook-secret $(DEMO_WEBHOOK_SECRET) & \
-	  trap 'kill $$! 2>/dev/null' EXIT INT TERM; \
+	  stripe=$$!; $(BIN)/flask emails worker & worker=$$!; \
+	  trap 'kill $$stripe $$worker 2>/dev/null' EXIT INT TERM; \
+	  SITE_URL=http://$(HOST):$(PORT) \
 	  STRIPE_SECRET_KEY=sk_test_local_demo STRIPE_API_BASE=http://127.0.0.1:$(STRIPE_PORT) \
 	  STRIPE_WEBHOOK_SECRET=$(DEMO_WEBHOOK_SECRET) $(BIN)/flask run --host $(HOST) --port $(PORT)
 
-run-shop: db ## Serve the shop alone, with the Stripe settings from your environment / .env
-	$(BIN)/flask run --host $(HOST) --port $(PORT)
+run-shop: db ## Serve the shop and its email worker, with the Stripe settings from your environment / .env
+	$(BIN)/flask emails worker & trap 'kill $$! 2>/dev/null' EXIT INT TERM; \
+	  $(BIN)/flask run --host $(HOST) --port $(PORT)
 
 browser: ## Install Debian's Chromium for the browser tests, if it is missing and we can
 	@if [ ! -x /usr/bin/chromium ]; then \

@@ -18,6 +18,7 @@ from elysium.extensions import db
 from elysium.integrations.email import backend_from_config
 from elysium.models.types import utcnow
 from elysium.services.cart import purge_guest_carts
+from elysium.services.checkout import stale_order_ids, sweep_stale_order
 from elysium.services.outbox import CLAIM_BATCH, SendReport, send_pending
 from elysium.services.seeding import load_demo_catalogue, seed_catalogue
 
@@ -56,11 +57,19 @@ def send_pending_command(limit: int) -> None:
 
 @emails_cli.command("worker")
 @click.option(
-    "--interval", default=5.0, show_default=True, help="Seconds to wait when nothing is due."
+    "--interval",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0.05),
+    help="Seconds between looks at the outbox when nothing is due.",
 )
 @click.option("--once", is_flag=True, help="Make one pass and stop.")
 def worker_command(interval: float, once: bool) -> None:
-    """Keep sending due emails until stopped (SIGTERM or Ctrl-C finish the current email)."""
+    """Keep sending due emails until stopped (SIGTERM or Ctrl-C finish the current email).
+
+    The web app never sends: it only writes the outbox, and this worker finds new emails by
+    looking again every ``--interval`` seconds. Run one or more beside the web servers.
+    """
     _check_email_settings()
     stop = threading.Event()
 
@@ -72,7 +81,8 @@ def worker_command(interval: float, once: bool) -> None:
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             previous[signum] = signal.signal(signum, request_stop)
-    click.echo(f"Email worker started (every {interval:g}s when idle).")
+    backend = current_app.config["EMAIL_BACKEND"]
+    click.echo(f"Email worker started ({backend} backend, every {interval:g}s when idle).")
     try:
         while not stop.is_set():
             report = _worker_pass()
@@ -141,15 +151,13 @@ def purge_carts_command(older_than: str) -> None:
     help="How long after its payment page expired an order waits for Stripe's own event.",
 )
 def expire_stale_command(grace_minutes: int) -> None:
-    """Cancel PENDING orders whose payment page expired unpaid (asking Stripe first) and
-    release their stock. Safe to run every minute, on several hosts at once."""
-    from elysium.services.checkout import settle_stale_order, stale_order_ids
-
+    """Cancel PENDING orders whose payment page expired unpaid (closing it at Stripe first)
+    and release their stock. Safe to run every minute, on several hosts at once."""
     outcomes: dict[str, int] = {}
     cutoff = utcnow() - timedelta(minutes=grace_minutes)
     for order_id in stale_order_ids(db.session, expired_before=cutoff):
         try:
-            outcome = settle_stale_order(db.session, order_id)
+            outcome = sweep_stale_order(db.session, order_id).value
             db.session.commit()
         except Exception:
             db.session.rollback()

@@ -1,4 +1,7 @@
-"""Settings read from the environment (``.env`` is loaded by the app factory).
+"""Settings read from the environment the process was given.
+
+``.env`` is loaded where a real process starts (``wsgi.py``; the ``flask`` command loads it
+by itself), never by the app factory, so tests see only the settings they pass.
 
 Every setting is listed, with its meaning, in ``.env.example``.
 """
@@ -6,13 +9,22 @@ Every setting is listed, with its meaning, in ``.env.example``.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from argon2.profiles import RFC_9106_LOW_MEMORY
 
 ENVIRONMENTS = ("development", "testing", "production")
+
+# Where `make run` serves the shop.
+DEVELOPMENT_SITE_URL = "http://127.0.0.1:5000"
+LOCAL_HOSTS = ("localhost", "127.0.0.1")
+HOST_NAME = re.compile(r"\.?[a-z0-9-]+(\.[a-z0-9-]+)*")
 
 
 class ConfigurationError(RuntimeError):
@@ -57,7 +69,8 @@ def settings_from_environment(environ: Mapping[str, str], instance_path: str) ->
             environ.get("DATABASE_URL") or default_db
         ),
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
-        "SITE_URL": (environ.get("SITE_URL") or "").rstrip("/") or None,
+        "SITE_URL": environ.get("SITE_URL", "").strip() or None,
+        "TRUSTED_HOSTS": host_names(environ.get("TRUSTED_HOSTS", "")),
         "PREFERRED_URL_SCHEME": "https" if production else "http",
         "SHOP_CURRENCY": environ.get("SHOP_CURRENCY", "GBP").upper(),
         "SHOP_PAGE_SIZE": _int(environ, "SHOP_PAGE_SIZE", 12),
@@ -77,6 +90,7 @@ def settings_from_environment(environ: Mapping[str, str], instance_path: str) ->
         "REMEMBER_COOKIE_SAMESITE": "Lax",
         "REMEMBER_COOKIE_SECURE": _flag(environ.get("SESSION_COOKIE_SECURE"), default=production),
         "PASSWORD_RESET_MAX_AGE": _int(environ, "PASSWORD_RESET_MAX_AGE", 3600),
+        **password_hash_cost(environ),
         "GOOGLE_CLIENT_ID": environ.get("GOOGLE_CLIENT_ID") or None,
         "GOOGLE_CLIENT_SECRET": environ.get("GOOGLE_CLIENT_SECRET") or None,
         "GOOGLE_ISSUER": environ.get("GOOGLE_ISSUER", "https://accounts.google.com").rstrip("/"),
@@ -91,6 +105,7 @@ def settings_from_environment(environ: Mapping[str, str], instance_path: str) ->
         "STRIPE_WEBHOOK_SECRET": environ.get("STRIPE_WEBHOOK_SECRET") or None,
         "STRIPE_API_BASE": (environ.get("STRIPE_API_BASE") or "").rstrip("/") or None,
         "STRIPE_TIMEOUT_SECONDS": _int(environ, "STRIPE_TIMEOUT_SECONDS", 10),
+        "STRIPE_MAX_NETWORK_RETRIES": _int(environ, "STRIPE_MAX_NETWORK_RETRIES", 2),
         "STRIPE_WEBHOOK_TOLERANCE_SECONDS": _int(environ, "STRIPE_WEBHOOK_TOLERANCE_SECONDS", 300),
         "CHECKOUT_EXPIRY_MINUTES": checkout_expiry_minutes(environ),
         "SIGNATURE_REQUIRED_ABOVE": _int(environ, "SIGNATURE_REQUIRED_ABOVE", 50000),
@@ -103,6 +118,87 @@ def checkout_expiry_minutes(environ: Mapping[str, str]) -> int:
     if not 30 <= minutes <= 60:
         raise ConfigurationError("CHECKOUT_EXPIRY_MINUTES must be between 30 and 60")
     return minutes
+
+
+def password_hash_cost(environ: Mapping[str, str]) -> dict[str, int]:
+    """Argon2id's cost. The default is RFC 9106's low-memory profile (3 passes over 64 MiB in
+    4 lanes); the tests turn it down, production should only ever turn it up."""
+    time_cost = _int(environ, "PASSWORD_HASH_TIME_COST", RFC_9106_LOW_MEMORY.time_cost)
+    memory_kib = _int(environ, "PASSWORD_HASH_MEMORY_KIB", RFC_9106_LOW_MEMORY.memory_cost)
+    parallelism = _int(environ, "PASSWORD_HASH_PARALLELISM", RFC_9106_LOW_MEMORY.parallelism)
+    if time_cost < 1 or parallelism < 1:
+        raise ConfigurationError(
+            "PASSWORD_HASH_TIME_COST and PASSWORD_HASH_PARALLELISM must be at least 1"
+        )
+    if memory_kib < 8 * parallelism:
+        raise ConfigurationError(
+            "PASSWORD_HASH_MEMORY_KIB must be at least 8 KiB per lane (PASSWORD_HASH_PARALLELISM)"
+        )
+    return {
+        "PASSWORD_HASH_TIME_COST": time_cost,
+        "PASSWORD_HASH_MEMORY_KIB": memory_kib,
+        "PASSWORD_HASH_PARALLELISM": parallelism,
+    }
+
+
+def site_url(value: str | None, production: bool) -> str:
+    """``SITE_URL``, checked and without a trailing slash: every absolute link is built on it.
+
+    Outside production it defaults to where ``make run`` serves the shop; production has no
+    default, as no guess (least of all the Host header of some request) can be trusted.
+    """
+    if not value and not production:
+        value = DEVELOPMENT_SITE_URL
+    if not value:
+        raise ConfigurationError(
+            "SITE_URL is not set. Set it to the shop's public address (for example "
+            "SITE_URL=https://www.elysium.example) before starting in production: links in "
+            "emails, the sitemap and Stripe's return pages are built on it, never on the Host "
+            "header a request came with."
+        )
+    parts = urlsplit(value)
+    try:
+        parts.port  # noqa: B018  (raises on a port that is not a number from 0 to 65535)
+    except ValueError as exc:
+        raise ConfigurationError(f"SITE_URL has an invalid port: {value!r}") from exc
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or not HOST_NAME.fullmatch(parts.hostname)
+        or parts.username is not None
+        or any(char.isspace() for char in value)
+    ):
+        raise ConfigurationError(
+            "SITE_URL must be an http:// or https:// address with a host name, like "
+            f"https://www.elysium.example, not {value!r}"
+        )
+    if parts.query or parts.fragment or "?" in value or "#" in value:
+        raise ConfigurationError(f"SITE_URL must not have a query or a fragment: {value!r}")
+    if production and parts.scheme != "https":
+        raise ConfigurationError(
+            f"SITE_URL must be an https:// address in production, not {value!r}"
+        )
+    return urlunsplit((parts.scheme, parts.netloc.lower(), parts.path.rstrip("/"), "", ""))
+
+
+def host_names(value: str) -> list[str] | None:
+    """``TRUSTED_HOSTS``: host names separated by commas; ``.example.com`` also trusts every
+    subdomain of example.com. ``None`` when unset."""
+    names = [name.strip().lower() for name in value.split(",") if name.strip()]
+    for name in names:
+        if not HOST_NAME.fullmatch(name):
+            raise ConfigurationError(
+                "TRUSTED_HOSTS lists host names without scheme or port, separated by commas "
+                f"(a leading dot also trusts subdomains), not {name!r}"
+            )
+    return names or None
+
+
+def trusted_hosts(site_url: str, listed: list[str] | None, production: bool) -> list[str]:
+    """The hosts a request may name: ``SITE_URL``'s, and those in ``TRUSTED_HOSTS`` (by
+    default none in production, ``localhost`` and ``127.0.0.1`` elsewhere)."""
+    others = listed if listed is not None else ([] if production else list(LOCAL_HOSTS))
+    return list(dict.fromkeys([str(urlsplit(site_url).hostname), *others]))
 
 
 def development_secret_key(instance_path: str) -> str:

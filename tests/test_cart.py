@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import html
-import re
 from datetime import timedelta
 
 import pytest
@@ -12,9 +10,11 @@ from sqlalchemy import select
 from elysium.extensions import db
 from elysium.models import Cart, CartLine, Inventory, Product
 from elysium.models.types import utcnow
-from elysium.services import cart as bags
+from elysium.services import cart as cart_service
 from elysium.services.configuration import configure
 from tests.conftest import page_text
+from tests.html import Page, elements, field_error
+from tests.html import bag_count as header_count
 
 RING = "aurelia-solitaire-ring"
 RING_CHOICES = {"metal": "yellow-gold", "diamond": "0.30ct", "size": "6", "engraving": "Always"}
@@ -78,21 +78,6 @@ def freeze_bags(app) -> None:
             cart.frozen_at = utcnow()
         db.session.commit()
         db.session.remove()
-
-
-def header_count(response) -> int:
-    match = re.search(r'<span id="bag-count"[^>]*>(\d+)<', response.get_data(as_text=True))
-    assert match, "no bag count in the page"
-    return int(match.group(1))
-
-
-def field_error(response, name: str) -> str:
-    match = re.search(
-        rf'<p class="field-error" id="error-{name}"[^>]*>([^<]*)</p>',
-        response.get_data(as_text=True),
-    )
-    assert match, f"no error slot for {name}"
-    return html.unescape(match.group(1))
 
 
 def test_adding_a_configured_ring_gives_a_guest_a_bag_and_redirects_to_it(app, client, catalogue):
@@ -237,8 +222,10 @@ def test_invalid_choices_are_refused_with_the_message_next_to_the_field(
     assert fragment.status_code == 422
     body = page_text(fragment)
     assert body.lstrip().startswith('<div id="add-to-bag"')
-    assert re.search(rf'id="error-{field}" hx-swap-oob="true">[^<]*{re.escape(message)}', body)
-    assert '<div id="messages" hx-swap-oob="innerHTML">' in body
+    slot = Page(fragment).one(f"#error-{field}")
+    assert slot["hx-swap-oob"] == "true"
+    assert message in field_error(fragment, field)
+    assert Page(fragment).one("#messages")["hx-swap-oob"] == "innerHTML"
     assert lines(app) == []
 
 
@@ -325,11 +312,13 @@ def test_the_product_page_offers_add_to_bag_inside_the_configurator(client, cata
     page = client.get(f"/shop/{RING}").get_data(as_text=True)
     assert '<form id="configurator" class="configurator" method="post" action="/cart/items"' in page
     assert 'formaction="/shop/aurelia-solitaire-ring" formmethod="get">Update price' in page
-    assert re.search(
-        r'<button class="button add-to-bag__button" type="submit" form="configurator"'
-        r' name="csrf_token" value="[^"]+"',
-        page,
+    [button] = elements(page, "button.add-to-bag__button")
+    assert (button["type"], button["form"], button["name"]) == (
+        "submit",
+        "configurator",
+        "csrf_token",
     )
+    assert button["value"]
     assert '<select id="quantity" name="quantity" form="configurator"' in page
     assert 'hx-params="not csrf_token,product,quantity"' in page
 
@@ -504,19 +493,26 @@ def test_a_frozen_bag_refuses_changes_409(app, client, catalogue, action):
     assert lines(app) == [(RING, RING_CHOICES, 1)]
 
 
-def test_when_stock_falls_the_bag_reduces_the_quantity_and_says_so(app, client, catalogue):
+def test_when_stock_falls_the_bag_says_so_and_changes_nothing_until_the_shopper_does(
+    app, client, catalogue
+):
     add(client, quantity=4)
     set_stock(app, RING, "yellow-gold/0.30ct", 1)
     first = page_text(client.get("/cart"))
     assert (
-        "Only 1 left in 18k yellow gold with 0.30 ct, G colour, VS1 — we've set your quantity to 1."
-        in first
+        "Only 1 left in 18k yellow gold with 0.30 ct, G colour, VS1 — please lower the quantity "
+        "to 1." in first
     )
     assert "Checkout is paused" in first
-    assert lines(app)[0][2] == 1
+    assert lines(app)[0][2] == 4
     again = page_text(client.get("/cart"))
-    assert "we've set your quantity" not in again
-    assert "Checkout is paused" not in again
+    assert "please lower the quantity to 1" in again
+    assert lines(app)[0][2] == 4
+    assert client.get("/checkout").status_code == 303
+    [line_id] = line_ids(app)
+    client.submit("/cart", {"quantity": "1"}, action=f"/cart/items/{line_id}")
+    assert lines(app)[0][2] == 1
+    assert "Checkout is paused" not in page_text(client.get("/cart"))
 
 
 def test_a_sold_out_line_blocks_checkout_until_it_is_removed(app, client, catalogue):
@@ -527,7 +523,8 @@ def test_a_sold_out_line_blocks_checkout_until_it_is_removed(app, client, catalo
     text = page_text(bag)
     assert "Sold out in 18k yellow gold with 0.30 ct, G colour, VS1 — please remove it" in text
     assert "Checkout is paused until the pieces marked above are resolved." in text
-    assert re.search(r'<button class="button button--wide" type="button" disabled', text)
+    [checkout] = elements(bag, ".bag-summary button.button--wide")
+    assert checkout.has_attr("disabled")
     ring_line = line_ids(app)[0]
     refused = client.submit("/cart", {"quantity": "1"}, action=f"/cart/items/{ring_line}")
     assert refused.status_code == 409
@@ -566,7 +563,7 @@ def test_purge_removes_only_abandoned_guest_bags(app, runner, catalogue, auth):
             cart = Cart(currency="GBP", **fields)
             db.session.add(cart)
             db.session.flush()
-            bags.add_item(db.session, cart, product, config)
+            cart_service.add_item(db.session, cart, product, config)
             return cart
 
         bag(token="old-guest")
@@ -613,35 +610,35 @@ def test_the_service_is_usable_without_a_request(app, catalogue, auth):
     user_id = auth.create_user()
     with app.app_context():
         product = db.session.scalars(select(Product).where(Product.slug == RING)).one()
-        assert bags.find_cart(db.session, user_id=user_id) is None
-        assert bags.cart_for(db.session, user_id=user_id) is None
-        cart = bags.cart_for(db.session, user_id=user_id, create=True)
+        assert cart_service.find_cart(db.session, user_id=user_id) is None
+        assert cart_service.cart_for(db.session, user_id=user_id) is None
+        cart = cart_service.cart_for(db.session, user_id=user_id, create=True)
         config = configure(product, RING_CHOICES, require_size=True)
-        change = bags.add_item(db.session, cart, product, config, 2)
+        change = cart_service.add_item(db.session, cart, product, config, 2)
         assert change.quantity == 2
         assert change.line is not None
         assert change.message == "Added 2 of Aurelia Solitaire Ring to your bag."
-        assert bags.item_count(db.session, cart) == 2
-        assert bags.count_for(db.session, user_id=user_id) == 2
-        with pytest.raises(bags.CartError) as error:
-            bags.add_item(db.session, cart, product, config, 0)
+        assert cart_service.item_count(db.session, cart) == 2
+        assert cart_service.count_for(db.session, user_id=user_id) == 2
+        with pytest.raises(cart_service.CartError) as error:
+            cart_service.add_item(db.session, cart, product, config, 0)
         assert error.value.field == "quantity"
         sold_out = configure(product, {**RING_CHOICES, "metal": "platinum"}, require_size=True)
-        with pytest.raises(bags.SoldOutError, match="Sold out in platinum"):
-            bags.add_item(db.session, cart, product, sold_out)
-        with pytest.raises(bags.LineNotFoundError):
-            bags.set_quantity(db.session, cart, 999_999, 1)
-        bag = bags.view(db.session, cart)
-        assert bag.item_count == 2
-        assert bag.subtotal == 2 * 194_500
-        assert not bag.checkout_blocked
-        [line] = bag.lines
+        with pytest.raises(cart_service.SoldOutError, match="Sold out in platinum"):
+            cart_service.add_item(db.session, cart, product, sold_out)
+        with pytest.raises(cart_service.LineNotFoundError):
+            cart_service.set_quantity(db.session, cart, 999_999, 1)
+        view = cart_service.view(db.session, cart)
+        assert view.item_count == 2
+        assert view.subtotal == 2 * 194_500
+        assert not view.checkout_blocked
+        [line] = view.items
         assert line.unit_price == 194_500
         assert line.line_total == 389_000
-        bags.remove_line(db.session, cart, change.line.id)
-        assert bags.view(db.session, cart).is_empty
+        cart_service.remove_line(db.session, cart, change.line.id)
+        assert cart_service.view(db.session, cart).is_empty
         cart.frozen_at = utcnow()
-        with pytest.raises(bags.FrozenCartError, match="being paid for"):
-            bags.add_item(db.session, cart, product, config)
+        with pytest.raises(cart_service.FrozenCartError, match="being paid for"):
+            cart_service.add_item(db.session, cart, product, config)
         db.session.rollback()
         db.session.remove()

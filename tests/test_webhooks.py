@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from datetime import timedelta
 from itertools import count
 
 import pytest
@@ -15,77 +16,25 @@ from devtools.fake_stripe.webhooks import sign
 from elysium.extensions import db
 from elysium.models import (
     Cart,
-    CartLine,
     Inventory,
     Order,
-    OrderLine,
     OrderStatus,
     OutboxEmail,
     ProcessedPaymentEvent,
-    Product,
 )
-from elysium.services import inventory
 from elysium.services.payments import handle_event
 from tests.conftest import WEBHOOK_SECRET
+from tests.support.orders import CHAIN_PRICE, pending_chain_order
 
 S = OrderStatus
-TOTAL = 65000
+TOTAL = CHAIN_PRICE
 event_ids = count(1)
 
 
 @pytest.fixture
 def order(app, catalogue):
     """A pending order for one Aurelia Fine Chain, its unit reserved and its bag frozen."""
-    with app.app_context():
-        product = db.session.scalars(
-            select(Product).where(Product.slug == "aurelia-fine-chain")
-        ).one()
-        stock = next(row for row in product.inventory if row.variant_key == "yellow-gold")
-        stock.stock_level, stock.reserved = 5, 0
-        cart = Cart(token="t" * 43, currency="GBP", frozen_at=time_now())
-        cart.lines.append(
-            CartLine(
-                product=product,
-                variant_key="yellow-gold",
-                configuration={"metal": "yellow-gold"},
-                configuration_hash="h" * 64,
-                quantity=1,
-            )
-        )
-        db.session.add(cart)
-        order = Order(
-            number="ELY-WEBHOOK1",
-            email="shopper@example.com",
-            currency="GBP",
-            subtotal=TOTAL,
-            total=TOTAL,
-            shipping_address={"full_name": "Ada Lovelace"},
-            billing_address={"full_name": "Ada Lovelace"},
-        )
-        db.session.add(order)
-        db.session.flush()
-        order.cart_id = cart.id
-        order.lines.append(
-            OrderLine(
-                product_id=product.id,
-                inventory_id=stock.id,
-                product_name=product.name,
-                product_slug=product.slug,
-                variant_key="yellow-gold",
-                configuration={"metal": "yellow-gold"},
-                configuration_summary="18k yellow gold",
-                unit_price=TOTAL,
-                quantity=1,
-            )
-        )
-        inventory.reserve(db.session, stock.id, 1, order_id=order.id)
-        db.session.commit()
-        return {
-            "id": order.id,
-            "number": order.number,
-            "inventory_id": stock.id,
-            "cart_id": cart.id,
-        }
+    return pending_chain_order(app)
 
 
 def time_now():
@@ -219,17 +168,39 @@ def test_unknown_event_types_are_acknowledged(client, order):
     assert response.json["outcome"] == "ignored"
 
 
-def test_an_unpaid_completion_waits_for_the_bank(app, client, order):
+def test_an_unpaid_completion_is_processing_keeps_its_stock_and_empties_the_bag(app, client, order):
     post(
         client, event("checkout.session.completed", session_object(order, payment_status="unpaid"))
     )
     after = state(app, order)
-    assert after["status"] is S.PENDING
+    assert after["status"] is S.PROCESSING
     assert after["stock"] == (5, 1)
+    assert after["bag_lines"] == 0
+    assert after["frozen"] is False
+    assert after["flagged"] is False
     assert "waiting for the bank payment" in after["events"][-1][2]
     post(client, event("checkout.session.async_payment_succeeded", session_object(order)))
-    assert state(app, order)["status"] is S.PAID
-    assert state(app, order)["stock"] == (4, 0)
+    after = state(app, order)
+    assert after["status"] is S.PAID
+    assert after["stock"] == (4, 0)
+    assert after["flagged"] is False
+    assert after["emails"] == ["order_confirmation"]
+
+
+def test_the_sweeper_leaves_an_order_awaiting_a_bank_payment_alone(app, client, order, runner):
+    post(
+        client, event("checkout.session.completed", session_object(order, payment_status="unpaid"))
+    )
+    with app.app_context():
+        saved = db.session.get(Order, order["id"])
+        saved.checkout_expires_at = time_now() - timedelta(days=2)
+        db.session.commit()
+    for _ in range(2):
+        assert "Stale checkouts: none." in runner.invoke(args=["orders", "expire-stale"]).output
+    after = state(app, order)
+    assert after["status"] is S.PROCESSING
+    assert after["flagged"] is False
+    assert after["stock"] == (5, 1)
 
 
 def test_a_failed_bank_payment_releases_stock_and_emails_the_shopper(app, client, order):
@@ -246,8 +217,25 @@ def test_a_failed_bank_payment_releases_stock_and_emails_the_shopper(app, client
     assert after["status"] is S.PAYMENT_FAILED
     assert after["stock"] == (5, 0)
     assert after["frozen"] is False
-    assert after["bag_lines"] == 1
     assert after["emails"] == ["payment_failed"]
+
+
+def test_the_expiry_of_a_payment_page_that_is_not_the_orders_changes_nothing(app, client, order):
+    with app.app_context():
+        db.session.get(Order, order["id"]).stripe_checkout_session_id = "cs_test_current"
+        db.session.commit()
+    post(
+        client,
+        event(
+            "checkout.session.expired",
+            session_object(order, id="cs_test_other", status="expired", payment_status="unpaid"),
+        ),
+    )
+    after = state(app, order)
+    assert after["status"] is S.PENDING
+    assert after["stock"] == (5, 1)
+    assert after["frozen"] is True
+    assert "not this order's" in after["events"][-1][2]
 
 
 def test_an_expired_checkout_cancels_and_releases(app, client, order):
@@ -455,6 +443,7 @@ KINDS = ["completed", "completed_unpaid", "async_succeeded", "async_failed", "ex
 # What each final status means for the one unit this order reserved (stock 5, reserved 1).
 STOCK_FOR = {
     S.PENDING: (5, 1),
+    S.PROCESSING: (5, 1),
     S.PAID: (4, 0),
     S.REFUNDED: (4, 0),
     S.CANCELLED: (5, 0),

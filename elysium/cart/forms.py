@@ -35,7 +35,7 @@ class QuantityForm(FlaskForm):
     value: int = 0
 
 
-class AddToBagForm(FlaskForm):
+class AddToCartForm(FlaskForm):
     """The product page's choices. Only the piece and its configuration are read: any price
     the client sends is ignored, the server computes it."""
 

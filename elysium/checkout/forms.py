@@ -7,15 +7,10 @@ from wtforms import BooleanField, EmailField, SelectField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Length
 
-from elysium.account.forms import AddressForm
-from elysium.auth.forms import EMAIL_RULES
+from elysium.web.forms import EMAIL_RULES, AddressForm, strip
 
 GIFT_MESSAGE_MAX = 300
 NEW_ADDRESS = "new"
-
-
-def strip(value: str | None) -> str | None:
-    return value.strip() if isinstance(value, str) else value
 
 
 class CheckoutForm(FlaskForm):

@@ -1,15 +1,14 @@
 """Checkout: the shopper's details, then off to Stripe's payment page and back.
 
-The order and its stock reservation are committed before Stripe is asked for a payment page,
-so a crash in between leaves a PENDING order that the expiry sweeper can release; if Stripe
-fails, the order is cancelled at once and the bag handed back. Only the webhook marks an
-order paid.
+Every rule lives in :mod:`elysium.services.checkout`: these views parse, call it, commit and
+answer. The order and its reservation are committed before Stripe is asked for a payment
+page (so nothing is locked while Stripe answers, and a crash leaves an order the sweeper can
+release). Only the webhook marks an order paid.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from flask import (
     Blueprint,
@@ -27,27 +26,27 @@ from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms.fields.choices import SelectChoice
 
-from elysium.account.forms import AddressForm
-from elysium.cart.routes import current_cart
 from elysium.checkout.forms import NEW_ADDRESS, CheckoutForm, address_form
 from elysium.extensions import db
 from elysium.htmx import htmx_redirect, is_htmx, personal_pages
 from elysium.integrations import stripe_gateway
-from elysium.integrations.stripe_gateway import LineItem, PaymentProviderError
 from elysium.models.orders import Order, OrderStatus
-from elysium.seo import absolute_url
 from elysium.services import addresses
-from elysium.services import cart as bags
+from elysium.services import cart as carts
 from elysium.services import checkout as checkouts
 from elysium.services.addresses import AddressError
+from elysium.urls import absolute_url
+from elysium.web.cart import current_cart
+from elysium.web.forms import AddressForm
 
 bp = Blueprint("checkout", __name__, url_prefix="/checkout")
 
-PROVIDER_DOWN = "We couldn't reach our payment provider — your bag is saved, please try again."
 # Stripe fills in the session id when it sends the shopper back.
 SESSION_ID_QUERY = "?session_id={CHECKOUT_SESSION_ID}"
-CANCELLED = "Checkout cancelled — your bag is just as you left it."
-
+CANCELLED = "Payment cancelled — your bag is just as you left it."
+RELEASED = "Your payment page had expired, so your bag is yours to change again."
+NOTHING_TO_CANCEL = "There is no payment in progress."
+UNREACHABLE = "We couldn't reach our payment provider — please try again in a moment."
 
 personal_pages(bp)
 
@@ -103,20 +102,39 @@ def _shipping_snapshot(form: CheckoutForm, shipping: AddressForm) -> dict[str, s
     return addresses.as_snapshot(saved)
 
 
+def _details(forms: tuple[CheckoutForm, AddressForm, AddressForm]):
+    """The checkout details if every field is valid (errors are attached to the forms)."""
+    form, shipping_form, billing_form = forms
+    valid = form.validate()
+    shipping = _shipping_snapshot(form, shipping_form)
+    billing = shipping if form.billing_same.data else _address(billing_form)
+    if not valid or shipping is None or billing is None:
+        return None
+    return checkouts.CheckoutDetails(
+        email=form.email.data,
+        shipping=shipping,
+        billing=billing,
+        gift_message=form.gift_message.data or "",
+        user_id=current_user.id if current_user.is_authenticated else None,
+    )
+
+
 def _page(
-    bag: bags.BagView,
     forms: tuple[CheckoutForm, AddressForm, AddressForm],
     status: int = 200,
     *,
     problem: str | None = None,
-    pending: Order | None = None,
 ) -> Response:
+    """The checkout page (or, for htmx, its body) for the shopper's cart as it is now."""
+    cart = current_cart()
+    view = carts.view(db.session, cart)
     form, shipping, billing = forms
     html = render_template(
         "checkout/_checkout.html" if is_htmx() else "checkout/show.html",
-        bag=bag,
+        cart=view,
+        pending=checkouts.pending_order_for_cart(db.session, cart) if view.frozen else None,
         totals=checkouts.totals(
-            bag, signature_above=current_app.config["SIGNATURE_REQUIRED_ABOVE"]
+            view, signature_above=current_app.config["SIGNATURE_REQUIRED_ABOVE"]
         ),
         form=form,
         shipping=shipping,
@@ -124,185 +142,135 @@ def _page(
         saved_addresses=_saved_addresses(),
         payments_configured=stripe_gateway.payments_configured(),
         problem=problem,
-        pending=pending,
     )
     return make_response(html, status)
 
 
 def _leave_for(url: str) -> Response:
-    """Off to Stripe: 303 for a form, ``HX-Redirect`` for htmx (which never gets a 3xx)."""
+    """Off to Stripe (or elsewhere): 303 for a form, ``HX-Redirect`` for htmx."""
     return htmx_redirect(url) if is_htmx() else redirect(url, 303)
+
+
+def _back_to_cart(message: str) -> Response:
+    flash(message)
+    return _leave_for(url_for("cart.show"))
+
+
+def _return_urls() -> checkouts.ReturnUrls:
+    """Back from Stripe: to the order after paying; to the cart (which offers to resume or
+    cancel the payment) after leaving the payment page."""
+    return checkouts.ReturnUrls(
+        success=absolute_url("checkout.success") + SESSION_ID_QUERY,
+        cancel=absolute_url("cart.show"),
+    )
 
 
 @bp.get("")
 def show() -> Response:
-    cart = current_cart()
-    bag = bags.view(db.session, cart)
-    if bag.is_empty or bag.checkout_blocked:
-        db.session.commit()
+    view = carts.view(db.session, current_cart())
+    if view.is_empty or (view.checkout_blocked and not view.frozen):
         return redirect(url_for("cart.show"), 303)
-    pending = (
-        checkouts.pending_order_for_cart(db.session, cart)
-        if cart is not None and cart.frozen_at is not None
-        else None
-    )
-    response = _page(bag, _forms(), pending=pending)
-    db.session.commit()
-    return response
+    return _page(_forms())
 
 
-def _line_items(order: Order) -> list[LineItem]:
-    return [
-        LineItem(
-            name=line.product_name,
-            description=line.configuration_summary,
-            unit_amount=line.unit_price,
-            quantity=line.quantity,
-        )
-        for line in order.lines
-    ]
-
-
-def _resume(cart: Any) -> Response | None:
-    """A second submit while the bag is frozen: back to the payment page already open."""
-    order = checkouts.pending_order_for_cart(db.session, cart)
+def _to_order(order: Order | None) -> Response:
     if order is None or not order.stripe_checkout_session_id:
-        return None
-    try:
-        session = stripe_gateway.retrieve_checkout_session(order.stripe_checkout_session_id)
-    except PaymentProviderError:
-        return None
-    if session.status != "open" or not session.url:
-        return None
-    return _leave_for(session.url)
+        return _leave_for(url_for("cart.show"))
+    return _leave_for(url_for("checkout.success", session_id=order.stripe_checkout_session_id))
+
+
+def _resume(cart) -> Response:
+    """Back to the payment page the frozen cart is waiting on, or say why not."""
+    resumption = checkouts.resume_payment(db.session, cart, _return_urls())
+    db.session.commit()
+    if resumption.outcome is checkouts.Resumed.TO_PAYMENT and resumption.url:
+        return _leave_for(resumption.url)
+    if resumption.outcome is checkouts.Resumed.FINISHED:
+        return _to_order(resumption.order)
+    if resumption.outcome is checkouts.Resumed.UNREACHABLE:
+        return _back_to_cart(UNREACHABLE)
+    return _back_to_cart(RELEASED)
 
 
 @bp.post("")
 def start() -> Response:
     cart = current_cart()
-    bag = bags.view(db.session, cart)
-    if bag.is_empty:
-        db.session.commit()
+    if cart is None or not cart.lines:
         return _leave_for(url_for("cart.show"))
-    forms = _forms()
-    if bag.checkout_blocked:
-        # Typically another shopper has just reserved the last piece: say which one.
-        problems = " ".join(
-            f"{item.product.name}: {item.problem}" for item in bag.lines if item.blocking
-        )
-        response = _page(bag, forms, 409, problem=problems)
-        db.session.commit()
-        return response
-    form, shipping_form, billing_form = forms
-    if not stripe_gateway.payments_configured():
-        return _page(bag, forms, 503, problem="Payments are not configured.")
     if cart.frozen_at is not None:
-        resumed = _resume(cart)
-        if resumed is not None:
-            return resumed
-        return _page(bag, forms, 409, problem=bags.FROZEN_MESSAGE)
-    valid = form.validate()
-    shipping = _shipping_snapshot(form, shipping_form)
-    billing = shipping if form.billing_same.data else _address(billing_form)
-    if not valid or shipping is None or billing is None:
-        db.session.rollback()
-        bag = bags.view(db.session, current_cart())
-        return _page(bag, forms, 422, problem="Please correct the details marked below.")
-
+        # A second submit (or another tab): back to the payment page already open.
+        return _resume(cart)
+    forms = _forms()
+    if not stripe_gateway.payments_configured():
+        return _page(forms, 503, problem="Payments are not configured.")
+    details = _details(forms)
+    if details is None:
+        return _page(forms, 422, problem="Please correct the details marked below.")
     try:
         order = checkouts.start_checkout(
             db.session,
             cart,
-            email=form.email.data,
-            shipping=shipping,
-            billing=billing,
-            gift_message=form.gift_message.data or "",
-            user_id=current_user.id if current_user.is_authenticated else None,
+            details,
+            expiry_minutes=current_app.config["CHECKOUT_EXPIRY_MINUTES"],
         )
         db.session.commit()
     except checkouts.CheckoutError as error:
+        # Typically a piece sold out, or another shopper just reserved the last one.
         db.session.rollback()
-        bag = bags.view(db.session, current_cart())
-        status = 409 if isinstance(error, checkouts.SoldOutDuringCheckoutError) else 422
-        return _page(bag, forms, status, problem=error.message)
-    except bags.FrozenCartError as error:
+        return _page(forms, 409, problem=error.message)
+    except carts.FrozenCartError:
         db.session.rollback()
-        resumed = _resume(current_cart())
-        if resumed is not None:
-            return resumed
-        bag = bags.view(db.session, current_cart())
-        return _page(bag, forms, 409, problem=error.message)
-
-    expires_at = checkouts.payment_expiry(current_app.config["CHECKOUT_EXPIRY_MINUTES"])
+        return _resume(current_cart())
     try:
-        session_id, url = stripe_gateway.create_checkout_session(
-            order,
-            _line_items(order),
-            success_url=absolute_url("checkout.success") + SESSION_ID_QUERY,
-            cancel_url=absolute_url("checkout.cancel") + SESSION_ID_QUERY,
-            expires_at=expires_at,
-            idempotency_key=f"checkout-{order.number}",
-        )
-    except PaymentProviderError as error:
-        current_app.logger.warning("Stripe failed for order %s: %s", order.number, error)
-        checkouts.abandon_checkout(
-            db.session, order, f"The payment provider failed: {error}", actor="system"
-        )
+        url = checkouts.begin_payment(db.session, order, _return_urls())
+    except checkouts.PaymentUnavailableError as error:
         db.session.commit()
-        bag = bags.view(db.session, current_cart())
-        return _page(bag, forms, 503, problem=PROVIDER_DOWN)
-    checkouts.attach_payment_session(
-        db.session, order, stripe_session_id=session_id, expires_at=expires_at
-    )
+        return _page(forms, 503, problem=error.message)
     db.session.commit()
     return _leave_for(url)
 
 
-def _order_from_query(*, lock: bool = False) -> Order:
-    session_id = request.args.get("session_id", "")
-    if not session_id or len(session_id) > 255:
-        abort(404)
-    order = checkouts.order_for_payment_session(db.session, session_id, lock=lock)
-    return order or abort(404)
+@bp.post("/resume")
+def resume() -> Response:
+    cart = current_cart()
+    if cart is None or cart.frozen_at is None:
+        return _back_to_cart(NOTHING_TO_CANCEL)
+    return _resume(cart)
+
+
+@bp.post("/cancel")
+def cancel() -> Response:
+    cart = current_cart()
+    if cart is None:
+        return _back_to_cart(NOTHING_TO_CANCEL)
+    cancellation = checkouts.cancel_payment(db.session, cart)
+    db.session.commit()
+    if cancellation.outcome is checkouts.Cancelled.TOO_LATE:
+        # Paid (or paying) after all: show where it stands rather than claim it was cancelled.
+        return _to_order(cancellation.order)
+    if cancellation.outcome is checkouts.Cancelled.NOTHING:
+        return _back_to_cart(NOTHING_TO_CANCEL)
+    return _back_to_cart(CANCELLED)
+
+
+def _may_see(order: Order) -> bool:
+    """The account that owns the order, or the browser whose cart it was bought from."""
+    if current_user.is_authenticated and order.user_id == current_user.id:
+        return True
+    cart = current_cart()
+    return cart is not None and order.cart_id == cart.id
 
 
 @bp.get("/success")
 def success() -> Response:
-    """Shows the order; never marks it paid (only the webhook does)."""
-    order = _order_from_query()
+    """Where Stripe sends the shopper after paying. Shows the order (and polls until the
+    webhook has landed) to its own shopper; anyone else holding the link learns only that an
+    order was received. Never marks anything paid."""
+    checkout_session_id = request.args.get("session_id", "")
+    if not checkout_session_id or len(checkout_session_id) > 255:
+        abort(404)
+    order = checkouts.order_for_payment_session(db.session, checkout_session_id) or abort(404)
+    if not _may_see(order):
+        return make_response(render_template("checkout/received.html"))
     template = "checkout/_status.html" if is_htmx() else "checkout/success.html"
-    response = make_response(render_template(template, order=order, S=OrderStatus))
-    db.session.commit()
-    return response
-
-
-def _completed_at_stripe(session_id: str) -> bool:
-    """Whether the shopper finished paying after all (the webhook may not have landed)."""
-    try:
-        return stripe_gateway.retrieve_checkout_session(session_id).status == "complete"
-    except PaymentProviderError:
-        return False
-
-
-@bp.get("/cancel")
-def cancel() -> Response:
-    order = _order_from_query()
-    session_id = order.stripe_checkout_session_id or ""
-    to_success = redirect(url_for("checkout.success", session_id=session_id), 303)
-    if order.status is OrderStatus.PENDING:
-        try:
-            stripe_gateway.expire_checkout_session(session_id)
-        except PaymentProviderError as error:
-            # Already expired (fine) or completed (then it is not ours to cancel); if Stripe
-            # is unreachable, cancel here anyway: a late payment is flagged for staff.
-            current_app.logger.info("Could not expire %s: %s", order.number, error)
-            if _completed_at_stripe(session_id):
-                return to_success
-    order = _order_from_query(lock=True)
-    checkouts.abandon_checkout(db.session, order, "The shopper cancelled at the payment page")
-    db.session.commit()
-    if order.status is not OrderStatus.CANCELLED:
-        # Paid (or paying) after all: show where it stands rather than claim it was cancelled.
-        return to_success
-    flash(CANCELLED)
-    return redirect(url_for("cart.show"), 303)
+    return make_response(render_template(template, order=order, S=OrderStatus))

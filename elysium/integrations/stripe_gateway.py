@@ -93,7 +93,14 @@ def _client() -> stripe.StripeClient:
         if api_base := app.config.get("STRIPE_API_BASE"):
             options["base_addresses"] = {"api": api_base}
         http_client = stripe.RequestsClient(timeout=app.config["STRIPE_TIMEOUT_SECONDS"])
-        client = stripe.StripeClient(key, max_network_retries=0, http_client=http_client, **options)
+        # Every call that creates something carries an idempotency key, so the library may
+        # safely try again after a network error, a 409 or a 5xx.
+        client = stripe.StripeClient(
+            key,
+            max_network_retries=app.config["STRIPE_MAX_NETWORK_RETRIES"],
+            http_client=http_client,
+            **options,
+        )
         app.extensions["stripe_http_client"] = http_client
         app.extensions["stripe_client"] = client
     return client
@@ -115,22 +122,63 @@ class LineItem:
     quantity: int
 
 
-def create_checkout_session(
-    order: Any,
-    line_items: list[LineItem],
-    *,
-    success_url: str,
-    cancel_url: str,
-    expires_at: datetime,
-    idempotency_key: str,
-) -> tuple[str, str]:
-    """A hosted Checkout Session for ``order``; returns its id and the URL to send the shopper to.
+@dataclass(frozen=True)
+class CheckoutRequest:
+    """Everything a Checkout Session is made from; the same request always makes the same
+    session (``idempotency_key``), so asking again after a crash finds the first one."""
+
+    order_number: str
+    currency: str
+    line_items: list[LineItem]
+    email: str
+    customer_id: str | None
+    success_url: str
+    cancel_url: str
+    expires_at: datetime
+    idempotency_key: str
+
+
+def create_customer(*, email: str, name: str, user_id: int, idempotency_key: str) -> str:
+    """A Stripe Customer for one account, so Checkout prefills the shopper's details."""
+    params: dict[str, Any] = {"email": email, "metadata": {"user_id": str(user_id)}}
+    if name:
+        params["name"] = name
+    try:
+        customer = _client().v1.customers.create(
+            params,  # type: ignore[arg-type]
+            options={"idempotency_key": idempotency_key},
+        )
+    except stripe.StripeError as error:
+        raise PaymentProviderError(str(error)) from error
+    return customer.id
+
+
+def delete_customer(customer_id: str) -> None:
+    """Stripe forgets a customer's details (their payments stay on Stripe's records)."""
+    try:
+        _client().v1.customers.delete(customer_id)
+    except stripe.InvalidRequestError as error:
+        if error.code == "resource_missing":
+            return  # already gone
+        raise PaymentProviderError(str(error)) from error
+    except stripe.StripeError as error:
+        raise PaymentProviderError(str(error)) from error
+
+
+def create_checkout_session(request: CheckoutRequest) -> tuple[str, str]:
+    """A hosted Checkout Session; returns its id and the URL to send the shopper to.
 
     Amounts come from the order (computed on the server); the order number travels as
-    ``client_reference_id`` and in ``metadata`` so the webhook can find the order.
+    ``client_reference_id`` and in ``metadata`` so the webhook can find the order. A known
+    customer is passed as ``customer`` (Stripe prefills their details), anyone else by email.
     """
-    currency = order.currency.lower()
-    metadata = {"order_number": order.number}
+    currency = request.currency.lower()
+    metadata = {"order_number": request.order_number}
+    who: dict[str, Any] = (
+        {"customer": request.customer_id}
+        if request.customer_id
+        else {"customer_email": request.email}
+    )
     params: dict[str, Any] = {
         "mode": "payment",
         "line_items": [
@@ -145,20 +193,20 @@ def create_checkout_session(
                     },
                 },
             }
-            for item in line_items
+            for item in request.line_items
         ],
-        "customer_email": order.email,
-        "client_reference_id": order.number,
+        **who,
+        "client_reference_id": request.order_number,
         "metadata": metadata,
         "payment_intent_data": {"metadata": metadata},
-        "success_url": success_url,
-        "cancel_url": cancel_url,
-        "expires_at": int(expires_at.timestamp()),
+        "success_url": request.success_url,
+        "cancel_url": request.cancel_url,
+        "expires_at": int(request.expires_at.timestamp()),
     }
     try:
         session = _client().v1.checkout.sessions.create(
             params,  # type: ignore[arg-type]
-            options={"idempotency_key": idempotency_key},
+            options={"idempotency_key": request.idempotency_key},
         )
     except stripe.StripeError as error:
         raise PaymentProviderError(str(error)) from error

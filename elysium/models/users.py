@@ -32,7 +32,8 @@ class User(UserMixin, db.Model):
     ``email`` is stored lower-cased. ``session_version`` is part of every session and
     remember cookie: bumping it signs the user out everywhere. ``password_hash`` is empty
     for accounts that only ever signed in with an OAuth provider. ``password_reset_nonce``
-    names the one password-reset link that may still be used.
+    names the one password-reset link that may still be used. ``stripe_customer_id`` is the
+    Stripe Customer made at the account's first checkout, so Stripe prefills its details.
     """
 
     __tablename__ = "users"
@@ -47,6 +48,7 @@ class User(UserMixin, db.Model):
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     session_version: Mapped[int] = mapped_column(Integer, default=1)
     password_reset_nonce: Mapped[str | None] = mapped_column(String(64))
+    stripe_customer_id: Mapped[str | None] = mapped_column(String(255), unique=True)
     email_verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -5,17 +5,20 @@ Closing an account deletes the user row and everything that only describes the p
 the shop's accounting records, so they stay, cut loose from the person: no user, no email,
 no addresses, no gift message; lines, totals and status are kept. An order that is still
 being paid for or on its way needs its address, so closing waits until it has arrived.
+The Stripe customer made for the account is deleted at Stripe too, once the closing is
+committed (:func:`forget_at_stripe`).
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, or_, select, update
-from sqlalchemy.orm import Session
 
+from elysium.integrations import stripe_gateway
 from elysium.models.cart import Cart, CartLine, WishlistItem
 from elysium.models.engagement import BespokeLead, ProductView
 from elysium.models.inventory import StockMovement
@@ -27,18 +30,21 @@ from elysium.services import passwords
 from elysium.services.accounts import AccountError, normalise_email
 from elysium.services.addresses import addresses_of, as_snapshot
 from elysium.services.outbox import queue_email
+from elysium.services.sql import AnySession
 
 IN_PROGRESS = frozenset(
     {OrderStatus.PROCESSING, OrderStatus.PAID, OrderStatus.FULFILLED, OrderStatus.SHIPPED}
 )
 ERASED_EMAIL = ""
 
+logger = logging.getLogger(__name__)
+
 
 def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment else None
 
 
-def export(session: Session, user: User) -> dict[str, Any]:
+def export(session: AnySession, user: User) -> dict[str, Any]:
     """Everything the shop keeps about the shopper, as plain JSON-ready data."""
     profile = user.profile
     orders = session.scalars(
@@ -111,7 +117,7 @@ def export(session: Session, user: User) -> dict[str, Any]:
     }
 
 
-def open_orders(session: Session, user: User) -> list[Order]:
+def open_orders(session: AnySession, user: User) -> list[Order]:
     """Orders still being paid for or delivered: their addresses are needed until they arrive."""
     candidates = session.scalars(
         select(Order).where(
@@ -138,7 +144,7 @@ def confirm_identity(user: User, *, password: str = "", typed_email: str = "") -
 
 
 def close_account(
-    session: Session, user: User, *, password: str = "", typed_email: str = ""
+    session: AnySession, user: User, *, password: str = "", typed_email: str = ""
 ) -> int:
     """Erase the shopper (see the module docstring); returns how many orders were anonymised."""
     confirm_identity(user, password=password, typed_email=typed_email)
@@ -162,7 +168,23 @@ def close_account(
     return anonymised
 
 
-def _erase(session: Session, user: User) -> int:
+def forget_at_stripe(customer_id: str | None) -> None:
+    """After the account is closed (and committed): Stripe forgets the customer we made for
+    it. If Stripe can't be reached, the id is logged for staff to delete by hand."""
+    if not customer_id or not stripe_gateway.payments_configured():
+        return
+    try:
+        stripe_gateway.delete_customer(customer_id)
+    except stripe_gateway.PaymentProviderError as error:
+        logger.error(
+            "A closed account's Stripe customer %s could not be deleted (%s): delete it in "
+            "Stripe's dashboard",
+            customer_id,
+            error,
+        )
+
+
+def _erase(session: AnySession, user: User) -> int:
     user_id, email = user.id, user.email
     # Explicit statements rather than ON DELETE rules: SQLite enforces foreign keys only
     # when asked to, and the result must be the same on both databases.

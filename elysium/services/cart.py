@@ -1,20 +1,26 @@
-"""The bag: every change to a bag's lines goes through here (product page, bag page,
-merge on sign-in, wishlist), so quantities are clamped and totals computed in one place.
+"""The cart (the shopper's bag): every change to its lines goes through here (product page,
+cart page, merge on sign-in, wishlist), so quantities are capped and totals computed in one
+place.
 
-Services never commit: the caller's request (or command) is one unit of work.
+Stock is counted per variant, never per line: ring size and engraving don't split stock, so
+two lines can share one variant (a ring in two sizes) and every cap adds up the cart's lines
+on that variant. Showing a cart (:func:`view`) is pure: it reports problems and changes
+nothing. Services never commit: the caller's request (or command) is one unit of work.
 """
 
 from __future__ import annotations
 
 import secrets
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import delete, func, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import selectinload
 
 from elysium.models.cart import Cart, CartLine
 from elysium.models.catalog import Product
+from elysium.models.orders import Order, OrderLine, OrderStatus
 from elysium.models.types import utcnow
 from elysium.services.configuration import (
     Configuration,
@@ -24,18 +30,26 @@ from elysium.services.configuration import (
     price_breakdown,
     summary,
 )
-from elysium.services.inventory import Availability, StockStatus, variant_availability
+from elysium.services.inventory import (
+    Availability,
+    StockStatus,
+    inventory_row,
+    variant_availability,
+)
+from elysium.services.sql import AnySession
 
 MAX_QUANTITY_PER_LINE = 5
 DEFAULT_CURRENCY = "GBP"
 FROZEN_MESSAGE = (
-    "Your bag is being paid for, so it can't change right now. Finish or cancel the payment first."
+    "Your bag is being paid for, so it can't change right now. Resume or cancel the payment first."
 )
 QUANTITY_MESSAGE = f"Choose a quantity from 1 to {MAX_QUANTITY_PER_LINE}."
 
+VariantKey = tuple[int, str]
+
 
 class CartError(Exception):
-    """A change the bag refuses; ``message`` is for the shopper, ``field`` the form field."""
+    """A change the cart refuses; ``message`` is for the shopper, ``field`` the form field."""
 
     def __init__(self, message: str, field: str | None = None):
         super().__init__(message)
@@ -44,21 +58,21 @@ class CartError(Exception):
 
 
 class FrozenCartError(CartError):
-    """The bag is frozen while its order is being paid for."""
+    """The cart is frozen while its order is being paid for."""
 
     def __init__(self) -> None:
         super().__init__(FROZEN_MESSAGE)
 
 
 class LineNotFoundError(CartError):
-    """No such line in this bag (someone else's line is not found either)."""
+    """No such line in this cart (someone else's line is not found either)."""
 
     def __init__(self) -> None:
         super().__init__("That piece is no longer in your bag.")
 
 
 class SoldOutError(CartError):
-    """The variant is sold out and cannot be made to order."""
+    """The variant is sold out (or all of it is already in the cart) and can't be made."""
 
 
 @dataclass
@@ -76,7 +90,9 @@ class MergeReport:
 
 
 @dataclass
-class BagLine:
+class CartItem:
+    """One line as the shopper sees it: price, stock, and what (if anything) is wrong."""
+
     line: CartLine
     product: Product
     configuration: Configuration
@@ -94,36 +110,51 @@ class BagLine:
     def line_total(self) -> int:
         return self.breakdown.total * self.line.quantity
 
+    @property
+    def made_to_order(self) -> bool:
+        return self.availability.status is StockStatus.MADE_TO_ORDER
+
 
 @dataclass
-class BagView:
+class CartView:
     cart: Cart | None
-    lines: list[BagLine]
+    items: list[CartItem]
     currency: str
 
     @property
     def subtotal(self) -> int:
-        return sum(line.line_total for line in self.lines)
+        return sum(item.line_total for item in self.items)
 
     @property
     def item_count(self) -> int:
-        return sum(line.line.quantity for line in self.lines)
+        return sum(item.line.quantity for item in self.items)
+
+    @property
+    def frozen(self) -> bool:
+        """Being paid for: the lines are shown, but nothing can change until the payment
+        is resumed and finished, or cancelled."""
+        return self.cart is not None and self.cart.frozen_at is not None
 
     @property
     def checkout_blocked(self) -> bool:
-        return any(line.blocking for line in self.lines)
+        return any(item.blocking for item in self.items)
 
     @property
     def problems(self) -> list[str]:
-        return [line.problem for line in self.lines if line.problem and line.blocking]
+        """Each blocking problem once, naming its piece (lines on one variant share one)."""
+        seen: dict[str, None] = {}
+        for item in self.items:
+            if item.problem and item.blocking:
+                seen.setdefault(f"{item.product.name}: {item.problem}", None)
+        return list(seen)
 
     @property
     def is_empty(self) -> bool:
-        return not self.lines
+        return not self.items
 
 
 def new_token() -> str:
-    """A guest bag's token: 256 random bits, URL-safe."""
+    """A guest cart's token: 256 random bits, URL-safe."""
     return secrets.token_urlsafe(32)
 
 
@@ -135,8 +166,8 @@ def _owner_clause(user_id: int | None, token: str | None):
     return None
 
 
-def find_cart(session: Session, *, user_id: int | None = None, token: str | None = None):
-    """The account's bag (``user_id`` wins) or the guest bag with ``token``; None if none."""
+def find_cart(session: AnySession, *, user_id: int | None = None, token: str | None = None):
+    """The account's cart (``user_id`` wins) or the guest cart with ``token``; None if none."""
     clause = _owner_clause(user_id, token)
     if clause is None:
         return None
@@ -144,34 +175,34 @@ def find_cart(session: Session, *, user_id: int | None = None, token: str | None
 
 
 def cart_for(
-    session: Session,
+    session: AnySession,
     *,
     user_id: int | None = None,
     token: str | None = None,
     create: bool = False,
     currency: str = DEFAULT_CURRENCY,
 ) -> Cart | None:
-    """:func:`find_cart`, or with ``create`` a new empty bag for that owner."""
+    """:func:`find_cart`, or with ``create`` a new empty cart for that owner."""
     cart = find_cart(session, user_id=user_id, token=token)
     if cart is not None or not create:
         return cart
     if user_id is None and not token:
-        raise ValueError("a new bag needs an owner: a user id or a guest token")
+        raise ValueError("a new cart needs an owner: a user id or a guest token")
     cart = Cart(user_id=user_id, token=None if user_id is not None else token, currency=currency)
     session.add(cart)
     session.flush()
     return cart
 
 
-def item_count(session: Session, cart: Cart | None) -> int:
+def item_count(session: AnySession, cart: Cart | None) -> int:
     if cart is None or cart.id is None:
         return 0
     stmt = select(func.coalesce(func.sum(CartLine.quantity), 0)).where(CartLine.cart_id == cart.id)
     return int(session.scalar(stmt) or 0)
 
 
-def count_for(session: Session, *, user_id: int | None = None, token: str | None = None) -> int:
-    """The header's count in one query, without loading the bag."""
+def count_for(session: AnySession, *, user_id: int | None = None, token: str | None = None) -> int:
+    """The header's count in one query, without loading the cart."""
     clause = _owner_clause(user_id, token)
     if clause is None:
         return 0
@@ -187,28 +218,42 @@ def _lowered(label: str) -> str:
     return label[:1].lower() + label[1:]
 
 
-def quantity_cap(availability: Availability) -> int:
-    """How many of one configuration a bag may hold: stock on hand (when there is any),
-    the per-line maximum for a piece made to order, and none when sold out."""
-    if availability.status in (StockStatus.IN_STOCK, StockStatus.LOW):
-        return min(availability.available, MAX_QUANTITY_PER_LINE)
+def _stocked(availability: Availability) -> bool:
+    return availability.status in (StockStatus.IN_STOCK, StockStatus.LOW)
+
+
+def line_cap(availability: Availability, elsewhere: int = 0) -> int:
+    """How many one line may hold when the cart's other lines hold ``elsewhere`` of the same
+    variant: what is left of the stock (when there is any), the per-line maximum for a piece
+    made to order, and none when sold out."""
+    if _stocked(availability):
+        return max(min(availability.available - elsewhere, MAX_QUANTITY_PER_LINE), 0)
     if availability.status is StockStatus.MADE_TO_ORDER:
         return MAX_QUANTITY_PER_LINE
     return 0
 
 
-def _cap_message(availability: Availability, cap: int) -> str:
-    if availability.status in (StockStatus.IN_STOCK, StockStatus.LOW) and (
-        availability.available < MAX_QUANTITY_PER_LINE
-    ):
+def _cap_message(availability: Availability, cap: int, elsewhere: int = 0) -> str:
+    variant = _lowered(availability.variant)
+    if _stocked(availability) and availability.available - elsewhere < MAX_QUANTITY_PER_LINE:
+        if elsewhere:
+            return (
+                f"Only {availability.available} left in {variant}, and your bag already holds "
+                f"{elsewhere} in another size or engraving — we've set this one to {cap}."
+            )
         return (
-            f"Only {availability.available} left in {_lowered(availability.variant)} — "
-            f"we've set your quantity to {cap}."
+            f"Only {availability.available} left in {variant} — we've set your quantity to {cap}."
         )
     return (
         f"You can have at most {MAX_QUANTITY_PER_LINE} of one piece in your bag — "
         f"we've set your quantity to {cap}."
     )
+
+
+def _all_in_cart_message(availability: Availability) -> str:
+    count = availability.available
+    pieces = "piece" if count == 1 else "pieces"
+    return f"Your bag already holds the last {count} {pieces} in {_lowered(availability.variant)}."
 
 
 def _check_quantity(quantity: object) -> int:
@@ -227,11 +272,11 @@ def _check_not_frozen(cart: Cart) -> None:
 
 
 def _touch(cart: Cart) -> None:
-    """Adding or changing lines doesn't update the bag's row; its activity time must move."""
+    """Adding or changing lines doesn't update the cart's row; its activity time must move."""
     cart.updated_at = utcnow()
 
 
-def _line_for(session: Session, cart: Cart, product_id: int, configuration_hash: str):
+def _line_for(session: AnySession, cart: Cart, product_id: int, configuration_hash: str):
     stmt = select(CartLine).where(
         CartLine.cart_id == cart.id,
         CartLine.product_id == product_id,
@@ -240,25 +285,42 @@ def _line_for(session: Session, cart: Cart, product_id: int, configuration_hash:
     return session.scalar(stmt)
 
 
+def _elsewhere(
+    session: AnySession, cart: Cart, product_id: int, variant_key: str, line: CartLine | None
+) -> int:
+    """Units of this variant on the cart's other lines (other sizes and engravings)."""
+    stmt = select(func.coalesce(func.sum(CartLine.quantity), 0)).where(
+        CartLine.cart_id == cart.id,
+        CartLine.product_id == product_id,
+        CartLine.variant_key == variant_key,
+    )
+    if line is not None and line.id is not None:
+        stmt = stmt.where(CartLine.id != line.id)
+    return int(session.scalar(stmt) or 0)
+
+
 def add_item(
-    session: Session,
+    session: AnySession,
     cart: Cart,
     product: Product,
     configuration: Configuration,
     quantity: int = 1,
 ) -> LineChange:
-    """Put ``quantity`` of this exact configuration in the bag (an identical line grows).
+    """Put ``quantity`` of this exact configuration in the cart (an identical line grows).
 
     The configuration must come from :func:`configure`; the price is never stored, it is
-    computed from the catalogue whenever the bag is shown.
+    computed from the catalogue whenever the cart is shown.
     """
     _check_not_frozen(cart)
     quantity = _check_quantity(quantity)
     availability = variant_availability(product, configuration.variant_key)
     if not availability.purchasable:
         raise SoldOutError(availability.message, field="metal")
-    cap = quantity_cap(availability)
     line = _line_for(session, cart, product.id, configuration.hash)
+    elsewhere = _elsewhere(session, cart, product.id, configuration.variant_key, line)
+    cap = line_cap(availability, elsewhere)
+    if cap == 0:
+        raise SoldOutError(_all_in_cart_message(availability), field="metal")
     had = line.quantity if line else 0
     wanted = had + quantity
     allowed = min(wanted, cap)
@@ -269,7 +331,7 @@ def add_item(
         return LineChange(
             line,
             allowed,
-            f"{product.name} is already in your bag. {_cap_message(availability, cap)}",
+            f"{product.name} is already in your bag. {_cap_message(availability, cap, elsewhere)}",
         )
     if line is None:
         line = CartLine(
@@ -291,39 +353,46 @@ def add_item(
     else:
         message = f"Added {added} of {product.name} to your bag."
     if allowed < wanted:
-        message = f"{message} {_cap_message(availability, cap)}"
+        message = f"{message} {_cap_message(availability, cap, elsewhere)}"
     return LineChange(line, allowed, message)
 
 
-def _owned_line(session: Session, cart: Cart, line_id: int) -> CartLine:
+def _owned_line(session: AnySession, cart: Cart, line_id: int) -> CartLine:
     line = session.get(CartLine, line_id) if isinstance(line_id, int) else None
     if line is None or line.cart_id != cart.id:
         raise LineNotFoundError()
     return line
 
 
-def set_quantity(session: Session, cart: Cart, line_id: int, quantity: int) -> LineChange:
-    """Set a line's quantity (1 to the per-line maximum), clamped to what is in stock."""
+def set_quantity(session: AnySession, cart: Cart, line_id: int, quantity: int) -> LineChange:
+    """Set a line's quantity (1 to the per-line maximum), capped by the variant's stock less
+    what the cart's other lines already hold of it."""
     _check_not_frozen(cart)
     line = _owned_line(session, cart, line_id)
     quantity = _check_quantity(quantity)
     product = line.product
     availability = variant_availability(product, line.variant_key)
-    cap = quantity_cap(availability)
     if not availability.purchasable:
         raise SoldOutError(f"{availability.message} — please remove it from your bag.")
+    elsewhere = _elsewhere(session, cart, line.product_id, line.variant_key, line)
+    cap = line_cap(availability, elsewhere)
+    if cap == 0:
+        raise SoldOutError(
+            f"{product.name}: {_all_in_cart_message(availability)} "
+            "Lower another line or remove this one."
+        )
     allowed = min(quantity, cap)
     line.quantity = allowed
     _touch(cart)
     session.flush()
     if allowed < quantity:
-        message = f"{product.name}: {_cap_message(availability, cap)}"
+        message = f"{product.name}: {_cap_message(availability, cap, elsewhere)}"
     else:
         message = f"{product.name}: quantity {allowed}."
     return LineChange(line, allowed, message)
 
 
-def remove_line(session: Session, cart: Cart, line_id: int) -> None:
+def remove_line(session: AnySession, cart: Cart, line_id: int) -> None:
     _check_not_frozen(cart)
     line = _owned_line(session, cart, line_id)
     session.delete(line)
@@ -331,10 +400,12 @@ def remove_line(session: Session, cart: Cart, line_id: int) -> None:
     session.flush()
 
 
-def merge_into(session: Session, guest: Cart, target: Cart) -> MergeReport:
-    """Move a guest's lines into the account's bag, then delete the guest bag.
+def merge_into(session: AnySession, guest: Cart, target: Cart) -> MergeReport:
+    """Move a guest's lines into the account's cart, then delete the guest cart.
 
-    Identical lines add up (capped at stock and the per-line maximum); others move across.
+    Identical lines add up; every line is capped by what the variant has left after the
+    account's other lines on it (and at the per-line maximum). A line whose variant has
+    nothing left keeps its quantity, and the cart page then asks the shopper to deal with it.
     """
     _check_not_frozen(target)
     _check_not_frozen(guest)
@@ -342,8 +413,9 @@ def merge_into(session: Session, guest: Cart, target: Cart) -> MergeReport:
     for line in _loaded_lines(session, guest):
         product = line.product
         availability = variant_availability(product, line.variant_key)
-        cap = quantity_cap(availability)
         existing = _line_for(session, target, line.product_id, line.configuration_hash)
+        elsewhere = _elsewhere(session, target, line.product_id, line.variant_key, existing)
+        cap = line_cap(availability, elsewhere)
         description = _describe(product, line)
         if existing is None:
             quantity = min(line.quantity, cap) or line.quantity
@@ -357,18 +429,22 @@ def merge_into(session: Session, guest: Cart, target: Cart) -> MergeReport:
                     quantity=quantity,
                 )
             )
+            session.flush()
             report.lines_added += 1
             report.messages.append(f"Added {description} from before you signed in.")
             if quantity < line.quantity:
-                report.messages.append(f"{product.name}: {_cap_message(availability, cap)}")
+                report.messages.append(
+                    f"{product.name}: {_cap_message(availability, cap, elsewhere)}"
+                )
         else:
             wanted = existing.quantity + line.quantity
             quantity = max(min(wanted, cap), existing.quantity)
             existing.quantity = quantity
+            session.flush()
             report.lines_combined += 1
             message = f"{description} was already in your bag: you now have {quantity}."
             if quantity < wanted:
-                message = f"{message} {_cap_message(availability, cap)}"
+                message = f"{message} {_cap_message(availability, cap, elsewhere)}"
             report.messages.append(message)
     session.delete(guest)
     _touch(target)
@@ -376,8 +452,8 @@ def merge_into(session: Session, guest: Cart, target: Cart) -> MergeReport:
     return report
 
 
-def adopt(session: Session, guest: Cart, user_id: int) -> MergeReport:
-    """The account had no bag: the guest bag simply becomes the account's."""
+def adopt(session: AnySession, guest: Cart, user_id: int) -> MergeReport:
+    """The account had no cart: the guest cart simply becomes the account's."""
     guest.user_id = user_id
     guest.token = None
     _touch(guest)
@@ -394,8 +470,8 @@ def _describe(product: Product, line: CartLine) -> str:
     return f"{product.name} ({summary(product, Configuration.from_canonical(line.configuration))})"
 
 
-def _loaded_lines(session: Session, cart: Cart) -> list[CartLine]:
-    """A bag's lines with everything the bag page shows, in a constant number of queries."""
+def _loaded_lines(session: AnySession, cart: Cart) -> list[CartLine]:
+    """A cart's lines with everything the cart page shows, in a constant number of queries."""
     stmt = (
         select(CartLine)
         .where(CartLine.cart_id == cart.id)
@@ -409,11 +485,46 @@ def _loaded_lines(session: Session, cart: Cart) -> list[CartLine]:
     return list(session.scalars(stmt).all())
 
 
-def _assess(line: CartLine) -> BagLine:
-    """Price and stock for one line; a quantity above stock is reduced here (and said so)."""
+def held_for_cart(session: AnySession, cart: Cart) -> Counter[int]:
+    """Units (per inventory row) that the order this frozen cart is being paid for has
+    reserved: the cart must not be measured against its own reservation."""
+    rows = session.execute(
+        select(OrderLine.inventory_id, func.sum(OrderLine.quantity))
+        .join(Order, OrderLine.order_id == Order.id)
+        .where(
+            Order.cart_id == cart.id,
+            Order.status == OrderStatus.PENDING,
+            OrderLine.inventory_id.is_not(None),
+            OrderLine.made_to_order.is_(False),
+        )
+        .group_by(OrderLine.inventory_id)
+    )
+    return Counter({inventory_id: int(quantity) for inventory_id, quantity in rows})
+
+
+def _over_stock_message(availability: Availability, wanted: int, lines: int) -> str:
+    variant = _lowered(availability.variant)
+    if lines > 1:
+        return (
+            f"Only {availability.available} left in {variant}, and your bag asks for {wanted} "
+            f"across {lines} sizes or engravings — please lower one of them."
+        )
+    return (
+        f"Only {availability.available} left in {variant} — please lower the quantity "
+        f"to {availability.available}."
+    )
+
+
+def _assess(
+    line: CartLine, wanted: Counter[VariantKey], lines_on: Counter[VariantKey], held: Counter[int]
+) -> CartItem:
+    """Price and stock for one line. Nothing is changed: a problem is only reported."""
     product = line.product
     configuration = Configuration.from_canonical(line.configuration)
-    availability = variant_availability(product, line.variant_key)
+    row = inventory_row(product, line.variant_key)
+    own = held[row.id] if row is not None else 0
+    availability = variant_availability(product, line.variant_key, held=own)
+    variant: VariantKey = (line.product_id, line.variant_key)
     problem: str | None = None
     blocking = False
     try:
@@ -423,7 +534,6 @@ def _assess(line: CartLine) -> BagLine:
     if problem is None and not product.published:
         problem, blocking = "This piece is no longer offered — please remove it.", True
     if problem is None:
-        cap = quantity_cap(availability)
         if availability.status is StockStatus.SOLD_OUT:
             problem, blocking = f"{availability.message} — please remove it from your bag.", True
         elif availability.status is StockStatus.MADE_TO_ORDER and _sold_out_since(product, line):
@@ -434,10 +544,10 @@ def _assess(line: CartLine) -> BagLine:
             if availability.ships_by:
                 problem += f", by {availability.ships_by.day} {availability.ships_by:%B}"
             problem += "."
-        elif line.quantity > cap:
-            problem, blocking = _cap_message(availability, cap), True
-            line.quantity = cap
-    return BagLine(
+        elif _stocked(availability) and wanted[variant] > availability.available:
+            problem = _over_stock_message(availability, wanted[variant], lines_on[variant])
+            blocking = True
+    return CartItem(
         line=line,
         product=product,
         configuration=configuration,
@@ -452,24 +562,58 @@ def _assess(line: CartLine) -> BagLine:
 def _sold_out_since(product: Product, line: CartLine) -> bool:
     """Whether this variant's stock changed after the line was last changed, so its being
     made to order is news to the shopper (a piece only ever made to order is not)."""
-    row = next((row for row in product.inventory if row.variant_key == line.variant_key), None)
+    row = inventory_row(product, line.variant_key)
     return row is not None and line.updated_at is not None and row.updated_at > line.updated_at
 
 
-def view(session: Session, cart: Cart | None) -> BagView:
-    """The bag as the shopper sees it: lines, prices, stock problems, totals.
+def view(session: AnySession, cart: Cart | None) -> CartView:
+    """The cart as the shopper sees it: lines, prices, stock problems, totals. Pure.
 
-    A line whose quantity is now above the stock is reduced to what is available, and the
-    line says so; such a line (and a sold-out one) blocks checkout until it is dealt with.
+    Lines on one variant are measured together against its stock; a frozen cart is measured
+    against the stock plus what its own pending order holds. A line that is sold out, no
+    longer offered, or asks (with its siblings) for more than is left blocks checkout until
+    the shopper changes it.
     """
     if cart is None:
-        return BagView(cart=None, lines=[], currency=DEFAULT_CURRENCY)
-    lines = [_assess(line) for line in _loaded_lines(session, cart)]
-    return BagView(cart=cart, lines=lines, currency=cart.currency)
+        return CartView(cart=None, items=[], currency=DEFAULT_CURRENCY)
+    lines = _loaded_lines(session, cart)
+    wanted: Counter[VariantKey] = Counter()
+    lines_on: Counter[VariantKey] = Counter()
+    for line in lines:
+        wanted[(line.product_id, line.variant_key)] += line.quantity
+        lines_on[(line.product_id, line.variant_key)] += 1
+    held = held_for_cart(session, cart) if cart.frozen_at is not None else Counter()
+    items = [_assess(line, wanted, lines_on, held) for line in lines]
+    return CartView(cart=cart, items=items, currency=cart.currency)
 
 
-def purge_guest_carts(session: Session, *, idle_since: datetime) -> int:
-    """Delete guest bags untouched since ``idle_since``; account and frozen bags stay."""
+def empty(session: AnySession, cart_id: int) -> None:
+    """The cart's lines became an order: remove them and let the cart change again."""
+    session.execute(delete(CartLine).where(CartLine.cart_id == cart_id))
+    thaw(session, cart_id)
+
+
+def freeze(session: AnySession, cart: Cart) -> None:
+    """Freeze the cart for payment in one conditional UPDATE, so two submits can't both start
+    a checkout (the loser gets :class:`FrozenCartError`)."""
+    frozen = session.execute(
+        update(Cart)
+        .where(Cart.id == cart.id, Cart.frozen_at.is_(None))
+        .values(frozen_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if frozen.rowcount != 1:
+        raise FrozenCartError()
+    session.expire(cart, ["frozen_at"])
+
+
+def thaw(session: AnySession, cart_id: int) -> None:
+    """The payment ended without an order: the cart, exactly as it was, can change again."""
+    session.execute(update(Cart).where(Cart.id == cart_id).values(frozen_at=None))
+
+
+def purge_guest_carts(session: AnySession, *, idle_since: datetime) -> int:
+    """Delete guest carts untouched since ``idle_since``; account and frozen carts stay."""
     abandoned = select(Cart.id).where(
         Cart.user_id.is_(None), Cart.frozen_at.is_(None), Cart.updated_at < idle_since
     )

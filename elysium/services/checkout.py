@@ -1,37 +1,65 @@
-"""Starting, paying for and abandoning a checkout: the order, its stock and the frozen bag.
+"""Checkout: the order, its stock and the frozen cart, from the first click to the last event.
 
-The order (PENDING) and its reservation are made in the caller's transaction before Stripe is
-asked for a payment page; if Stripe fails, :func:`abandon_checkout` undoes both. Services
-never commit: the caller does.
+The view, the Stripe webhook and the cron sweeper all go through here, so each of these is
+written once: reserving an order's stock, releasing it and thawing the cart
+(:func:`close_unpaid`), committing it and emptying the cart (:func:`complete_payment`).
+
+The order of events for a shopper:
+
+1. :func:`start_checkout` (one transaction, committed by the caller): the PENDING order with
+   its expiry, the stock reserved per variant in a fixed order, the cart frozen.
+2. :func:`begin_payment` asks Stripe for a payment page. The order is already committed, so a
+   crash in between leaves an order whose expiry the sweeper sees; Stripe failing cancels the
+   order at once and hands the cart back.
+3. The webhook (see :mod:`elysium.services.payments`) marks it paid, awaiting a bank transfer,
+   failed or expired; the shopper may instead resume or cancel from the cart page.
+
+No database row lock is ever held while Stripe is called: what to do is decided from a plain
+read, Stripe is asked, and the result is applied in a short transaction that locks the order
+and checks its state again (:func:`settle`). Services never commit: the caller does.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import enum
+from collections import Counter
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 
 from elysium.integrations import stripe_gateway
+from elysium.integrations.stripe_gateway import LineItem, PaymentProviderError
 from elysium.models.cart import Cart
+from elysium.models.inventory import Inventory
 from elysium.models.orders import Order, OrderLine, OrderStatus
 from elysium.models.types import utcnow
-from elysium.services import cart as bags
+from elysium.models.users import User
+from elysium.services import cart as carts
 from elysium.services import inventory, orders
-from elysium.services.inventory import StockStatus
+from elysium.services.configuration import variant_label
+from elysium.services.sql import AnySession
 
-ACTOR = "shopper"
+SHOPPER = "shopper"
+SYSTEM = "system"
 # Stripe refuses an expiry under 30 minutes (or over 24 hours) from when it creates the session;
 # the margin covers the time the request takes to get there.
 MIN_EXPIRY_MINUTES = 30
 MAX_EXPIRY_MINUTES = 60
 EXPIRY_MARGIN = timedelta(minutes=1)
 SHIPPING_NOTE = "Complimentary insured delivery"
+EMPTY = "Your bag is empty."
+# The flag the sweeper raises when Stripe took the money but no event told us; the payment
+# event clears it when it arrives.
+AWAITING_EVENT_FLAG = (
+    "Stripe says this checkout was paid, but no payment event has arrived: "
+    "check the webhook (the order stays reserved until it does)"
+)
 
 
 class CheckoutError(Exception):
-    """The bag can't be checked out as it is; ``message`` is for the shopper."""
+    """The cart can't be checked out as it is; ``message`` is for the shopper."""
 
     def __init__(self, message: str):
         super().__init__(message)
@@ -39,14 +67,45 @@ class CheckoutError(Exception):
 
 
 class SoldOutDuringCheckoutError(CheckoutError):
-    """Another shopper reserved the last unit first; the caller must roll back."""
+    """Another shopper reserved the units first; the caller must roll back."""
 
-    def __init__(self, product_name: str):
+    def __init__(self, product_name: str, variant: str, available: int, wanted: int):
+        left = "none" if available == 0 else f"only {available}"
         super().__init__(
-            f"{product_name} has just sold out — someone else took the last one. "
-            "Your bag is unchanged; please review it."
+            f"{product_name} in {variant[:1].lower()}{variant[1:]} has just sold out: "
+            f"{left} left, and your bag asks for {wanted}. Your bag is unchanged — "
+            "please review it."
         )
         self.product_name = product_name
+        self.available = available
+
+
+class PaymentUnavailableError(CheckoutError):
+    """Stripe could not give us a payment page; the order was cancelled, the cart is back."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "We couldn't reach our payment provider — your bag is saved, please try again."
+        )
+
+
+@dataclass(frozen=True)
+class CheckoutDetails:
+    """Who the order is for and where it goes, as the checkout form gave them."""
+
+    email: str
+    shipping: dict[str, str]
+    billing: dict[str, str]
+    gift_message: str = ""
+    user_id: int | None = None
+
+
+@dataclass(frozen=True)
+class ReturnUrls:
+    """Where Stripe sends the shopper back to (``{CHECKOUT_SESSION_ID}`` is filled in)."""
+
+    success: str
+    cancel: str
 
 
 @dataclass(frozen=True)
@@ -62,13 +121,13 @@ def shipping_for(subtotal: int) -> int:
     return 0
 
 
-def totals(bag: bags.BagView, *, signature_above: int | None = None) -> Totals:
+def totals(cart: carts.CartView, *, signature_above: int | None = None) -> Totals:
     """What the order will cost; ``signature_above`` is the total over which the insured
     courier needs a signature."""
-    shipping = shipping_for(bag.subtotal)
-    total = bag.subtotal + shipping
+    shipping = shipping_for(cart.subtotal)
+    total = cart.subtotal + shipping
     return Totals(
-        bag.subtotal, shipping, total, signature_above is not None and total > signature_above
+        cart.subtotal, shipping, total, signature_above is not None and total > signature_above
     )
 
 
@@ -78,127 +137,388 @@ def payment_expiry(minutes: int) -> datetime:
     return utcnow() + timedelta(minutes=minutes) + EXPIRY_MARGIN
 
 
-def _freeze(session: Any, cart: Cart) -> None:
-    """Freeze the bag in one conditional UPDATE, so two submits can't both start a checkout."""
-    frozen = session.execute(
-        update(Cart)
-        .where(Cart.id == cart.id, Cart.frozen_at.is_(None))
-        .values(frozen_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
-    if frozen.rowcount != 1:
-        raise bags.FrozenCartError()
-    session.expire(cart, ["frozen_at"])
+def stock_taken(order: Order) -> list[tuple[int, int]]:
+    """``(inventory id, units)`` the order's stocked lines take, summed per variant (sizes and
+    engravings share stock) and sorted by id: every reserve, commit and release locks the
+    rows in this one order, so two checkouts can never wait on each other in a circle."""
+    units: Counter[int] = Counter()
+    for line in order.lines:
+        if line.inventory_id is not None and not line.made_to_order:
+            units[line.inventory_id] += line.quantity
+    return sorted(units.items())
+
+
+def _reserve(session: AnySession, order: Order) -> None:
+    for inventory_id, quantity in stock_taken(order):
+        try:
+            inventory.reserve(session, inventory_id, quantity, order_id=order.id)
+        except inventory.OutOfStockError as error:
+            raise _sold_out(session, order, inventory_id, quantity) from error
+
+
+def _sold_out(
+    session: AnySession, order: Order, inventory_id: int, wanted: int
+) -> SoldOutDuringCheckoutError:
+    line = next(line for line in order.lines if line.inventory_id == inventory_id)
+    row = session.get(Inventory, inventory_id, populate_existing=True)
+    available = row.available if row is not None else 0
+    variant = variant_label(row.product, row.variant_key) if row is not None else "this choice"
+    return SoldOutDuringCheckoutError(line.product_name, variant, available, wanted)
+
+
+def release_stock(session: AnySession, order: Order) -> None:
+    """The order ended unpaid: its reserved units can be sold again (once, whoever asks)."""
+    for inventory_id, quantity in stock_taken(order):
+        inventory.release(session, inventory_id, quantity, order_id=order.id)
+
+
+def commit_stock(session: AnySession, order: Order) -> None:
+    """The order is paid: its reserved units leave stock (once, whoever asks)."""
+    for inventory_id, quantity in stock_taken(order):
+        inventory.commit(session, inventory_id, quantity, order_id=order.id)
 
 
 def start_checkout(
-    session: Any,
-    cart: Cart | None,
-    *,
-    email: str,
-    shipping: dict[str, str],
-    billing: dict[str, str],
-    gift_message: str = "",
-    user_id: int | None = None,
+    session: AnySession, cart: Cart | None, details: CheckoutDetails, *, expiry_minutes: int
 ) -> Order:
-    """Create the PENDING order for this bag, reserve its stock and freeze the bag.
+    """Create the PENDING order for this cart, reserve its stock and freeze the cart.
 
-    Raises :class:`CheckoutError` (empty or blocked bag), :class:`bags.FrozenCartError`
-    (already being paid for) or :class:`SoldOutDuringCheckoutError` (the caller rolls back).
+    The order carries its expiry from this moment, so whatever happens next, the sweeper can
+    release it. Raises :class:`CheckoutError` (empty cart, or lines that need the shopper's
+    attention, named), :class:`carts.FrozenCartError` (already being paid for) or
+    :class:`SoldOutDuringCheckoutError` (the caller rolls back).
     """
     if cart is None:
-        raise CheckoutError("Your bag is empty.")
+        raise CheckoutError(EMPTY)
     if cart.frozen_at is not None:
-        raise bags.FrozenCartError()
-    bag = bags.view(session, cart)
-    if bag.is_empty:
-        raise CheckoutError("Your bag is empty.")
-    if bag.checkout_blocked:
-        raise CheckoutError("Some pieces in your bag need your attention before checkout.")
-    _freeze(session, cart)
-    amounts = totals(bag)
+        raise carts.FrozenCartError()
+    view = carts.view(session, cart)
+    if view.is_empty:
+        raise CheckoutError(EMPTY)
+    if view.checkout_blocked:
+        raise CheckoutError(" ".join(view.problems))
+    carts.freeze(session, cart)
+    amounts = totals(view)
     order = Order(
         number=orders.new_order_number(session),
-        user_id=user_id,
+        user_id=details.user_id,
         cart_id=cart.id,
-        email=email,
+        email=details.email,
         status=OrderStatus.PENDING,
-        currency=bag.currency,
+        currency=view.currency,
         subtotal=amounts.subtotal,
         shipping=amounts.shipping,
         total=amounts.total,
-        gift_message=gift_message,
-        shipping_address=dict(shipping),
-        billing_address=dict(billing),
+        gift_message=details.gift_message,
+        shipping_address=dict(details.shipping),
+        billing_address=dict(details.billing),
+        checkout_expires_at=payment_expiry(expiry_minutes),
     )
-    for item in bag.lines:
-        product = item.product
-        row = next(
-            (row for row in product.inventory if row.variant_key == item.line.variant_key), None
-        )
+    for item in view.items:
+        row = inventory.inventory_row(item.product, item.line.variant_key)
         order.lines.append(
             OrderLine(
-                product_id=product.id,
+                product_id=item.product.id,
                 inventory_id=row.id if row else None,
-                product_name=product.name,
-                product_slug=product.slug,
+                product_name=item.product.name,
+                product_slug=item.product.slug,
                 variant_key=item.line.variant_key,
                 configuration=dict(item.line.configuration),
                 configuration_summary=item.summary,
-                made_to_order=item.availability.status is StockStatus.MADE_TO_ORDER,
+                made_to_order=item.made_to_order,
                 unit_price=item.unit_price,
                 quantity=item.line.quantity,
             )
         )
-    orders.add_note(order, f"Checkout started. {SHIPPING_NOTE}.", actor=ACTOR)
+    orders.add_note(order, f"Checkout started. {SHIPPING_NOTE}.", actor=SHOPPER)
     session.add(order)
     session.flush()
-    for line in order.lines:
-        if line.made_to_order or line.inventory_id is None:
-            continue
-        try:
-            inventory.reserve(session, line.inventory_id, line.quantity, order_id=order.id)
-        except inventory.OutOfStockError as error:
-            raise SoldOutDuringCheckoutError(line.product_name) from error
+    _reserve(session, order)
     return order
 
 
-def attach_payment_session(
-    session: Any, order: Order, *, stripe_session_id: str, expires_at: datetime
-) -> None:
-    order.stripe_checkout_session_id = stripe_session_id
-    order.checkout_expires_at = expires_at
-    orders.add_note(order, "Sent to the payment page", actor=ACTOR)
-    session.flush()
+def _line_items(order: Order) -> list[LineItem]:
+    return [
+        LineItem(
+            name=line.product_name,
+            description=line.configuration_summary,
+            unit_amount=line.unit_price,
+            quantity=line.quantity,
+        )
+        for line in order.lines
+    ]
 
 
-def abandon_checkout(session: Any, order: Order, reason: str, *, actor: str = ACTOR) -> bool:
-    """Cancel an unpaid order, release its stock and give the shopper their bag back.
+def _stripe_customer(session: AnySession, user_id: int | None) -> tuple[User | None, str | None]:
+    """The account and its Stripe Customer, made at its first checkout (idempotently: two
+    checkouts racing get the same one); nothing for a guest. Writes nothing: the caller
+    keeps a new customer's id on the account once Stripe has answered."""
+    user = session.get(User, user_id) if user_id is not None else None
+    if user is None:
+        return None, None
+    if user.stripe_customer_id:
+        return user, user.stripe_customer_id
+    name = user.display_name if user.display_name != user.email else ""
+    customer_id = stripe_gateway.create_customer(
+        email=user.email, name=name, user_id=user.id, idempotency_key=f"customer-user-{user.id}"
+    )
+    return user, customer_id
 
-    False (and nothing changed) if the order is no longer pending — a payment that landed
-    first is never undone here.
+
+def begin_payment(session: AnySession, order: Order, urls: ReturnUrls) -> str:
+    """Ask Stripe for the order's payment page and return its URL.
+
+    Call it with the order committed and no lock held: nothing is written until Stripe has
+    answered. The request is the same every time for one order (same idempotency key, same
+    expiry), so asking again after a crash finds the page Stripe already made. If Stripe
+    refuses or can't be reached, the order is cancelled and the cart handed back
+    (:class:`PaymentUnavailableError`).
     """
-    if order.status is not OrderStatus.PENDING:
-        return False
-    orders.transition_to(order, OrderStatus.CANCELLED, actor=actor, note=reason)
-    for line in order.lines:
-        if line.inventory_id is not None and not line.made_to_order:
-            inventory.release(session, line.inventory_id, line.quantity, order_id=order.id)
-    if order.cart_id is not None:
-        session.execute(update(Cart).where(Cart.id == order.cart_id).values(frozen_at=None))
+    assert order.checkout_expires_at is not None
+    request = stripe_gateway.CheckoutRequest(
+        order_number=order.number,
+        currency=order.currency,
+        line_items=_line_items(order),
+        email=order.email,
+        customer_id=None,
+        success_url=urls.success,
+        cancel_url=urls.cancel,
+        expires_at=order.checkout_expires_at,
+        idempotency_key=f"checkout-{order.number}",
+    )
+    order_id = order.id
+    try:
+        user, customer_id = _stripe_customer(session, order.user_id)
+        if user is not None:
+            user.stripe_customer_id = customer_id
+        checkout_session_id, url = stripe_gateway.create_checkout_session(
+            replace(request, customer_id=customer_id)
+        )
+    except PaymentProviderError as error:
+        settle(session, order_id, PaymentPage.unavailable(), reason=f"Stripe failed: {error}")
+        raise PaymentUnavailableError() from error
+    order.stripe_checkout_session_id = checkout_session_id
+    orders.add_note(order, "Sent to the payment page", actor=SHOPPER)
     session.flush()
-    return True
+    return url
 
 
-def order_for_payment_session(session: Any, stripe_session_id: str, *, lock: bool = False):
-    statement = select(Order).where(Order.stripe_checkout_session_id == stripe_session_id)
-    if lock:
-        statement = statement.with_for_update().execution_options(populate_existing=True)
-    return session.scalar(statement)
+class PageState(enum.StrEnum):
+    """Where Stripe's payment page for an order stands."""
+
+    NONE = "none"  # the order never got one (a crash, or Stripe failed)
+    OPEN = "open"
+    EXPIRED = "expired"
+    PAID = "paid"
+    AWAITING_BANK = "awaiting_bank"  # completed with a bank payment still on its way
+    UNREACHABLE = "unreachable"
 
 
-def pending_order_for_cart(session: Any, cart: Cart) -> Order | None:
-    """The unpaid order a frozen bag is waiting on, if any."""
+@dataclass(frozen=True)
+class PaymentPage:
+    state: PageState
+    url: str | None = None
+    payment_intent: str | None = None
+
+    @classmethod
+    def unavailable(cls) -> PaymentPage:
+        return cls(PageState.UNREACHABLE)
+
+
+def _page_from(checkout_session) -> PaymentPage:
+    intent = checkout_session.payment_intent
+    intent_id = intent if isinstance(intent, str) else getattr(intent, "id", None)
+    if checkout_session.status == "open":
+        return PaymentPage(PageState.OPEN, url=checkout_session.url)
+    if checkout_session.status == "complete":
+        paid = checkout_session.payment_status in ("paid", "no_payment_required")
+        state = PageState.PAID if paid else PageState.AWAITING_BANK
+        return PaymentPage(state, payment_intent=intent_id)
+    return PaymentPage(PageState.EXPIRED)
+
+
+def look_up_payment_page(checkout_session_id: str | None) -> PaymentPage:
+    """Ask Stripe (no database work) where an order's payment page stands."""
+    if not checkout_session_id:
+        return PaymentPage(PageState.NONE)
+    try:
+        return _page_from(stripe_gateway.retrieve_checkout_session(checkout_session_id))
+    except PaymentProviderError:
+        return PaymentPage.unavailable()
+
+
+def close_payment_page(checkout_session_id: str | None) -> PaymentPage:
+    """Make sure nobody can pay on an order's payment page any more (no database work).
+
+    Expiring a page that was paid or had already expired fails at Stripe, so the page is
+    then looked up to say which. UNREACHABLE means Stripe could not be asked.
+    """
+    if not checkout_session_id:
+        return PaymentPage(PageState.NONE)
+    try:
+        return _page_from(stripe_gateway.expire_checkout_session(checkout_session_id))
+    except PaymentProviderError:
+        return look_up_payment_page(checkout_session_id)
+
+
+class Settled(enum.StrEnum):
+    CANCELLED = "cancelled"
+    PAID = "paid"
+    PROCESSING = "processing"
+    FLAGGED = "flagged"
+    OPEN = "open"
+    UNREACHABLE = "unreachable"
+    SKIPPED = "skipped"
+
+
+def lock_order(session: AnySession, order_id: int, *, skip_locked: bool = False) -> Order | None:
+    """The order with its lines and timeline, locked for this transaction and read afresh."""
+    return session.scalar(
+        select(Order)
+        .where(Order.id == order_id)
+        .options(selectinload(Order.lines), selectinload(Order.events))
+        .with_for_update(of=Order, skip_locked=skip_locked)
+        .execution_options(populate_existing=True)
+    )
+
+
+def settle(
+    session: AnySession,
+    order_id: int,
+    page: PaymentPage,
+    *,
+    reason: str,
+    actor: str = SYSTEM,
+    cancel_if_unreachable: bool = True,
+) -> Settled:
+    """Apply what Stripe said about a PENDING order's payment page, under the order's lock.
+
+    The order's state is checked again here, so a payment event that landed meanwhile always
+    wins: a paid order is never cancelled. An order with no page, or an expired one, is
+    cancelled (stock released, cart thawed). A page completed with a bank payment on its way
+    makes the order PROCESSING; one that Stripe says was paid, with no event to say so, is
+    flagged once for staff and left reserved. With Stripe unreachable the order is cancelled
+    only if ``cancel_if_unreachable`` (a late payment is then flagged by the webhook).
+    """
+    order = lock_order(session, order_id)
+    if order is None or order.status is not OrderStatus.PENDING:
+        return Settled.SKIPPED
+    state = page.state
+    if state is PageState.UNREACHABLE and not cancel_if_unreachable:
+        return Settled.UNREACHABLE
+    if state is PageState.OPEN:
+        return Settled.OPEN
+    if state is PageState.PAID:
+        if AWAITING_EVENT_FLAG not in order.attention_reason:
+            flag(order, AWAITING_EVENT_FLAG, actor=actor)
+        return Settled.FLAGGED
+    if state is PageState.AWAITING_BANK:
+        if page.payment_intent:
+            order.stripe_payment_intent_id = page.payment_intent
+        await_bank_payment(
+            session,
+            order,
+            actor=actor,
+            note="Stripe says the checkout completed; waiting for the bank payment",
+        )
+        return Settled.PROCESSING
+    close_unpaid(session, order, OrderStatus.CANCELLED, actor=actor, note=reason)
+    return Settled.CANCELLED
+
+
+def flag(order: Order, reason: str, *, actor: str, stripe_event_id: str | None = None) -> None:
+    """Ask staff to look at the order, and say why on its timeline."""
+    order.needs_attention = True
+    order.attention_reason = (
+        f"{order.attention_reason}\n{reason}" if order.attention_reason else reason
+    )
+    orders.add_note(order, reason, actor=actor, stripe_event_id=stripe_event_id)
+
+
+def close_unpaid(
+    session: AnySession,
+    order: Order,
+    status: OrderStatus,
+    *,
+    actor: str,
+    note: str,
+    stripe_event_id: str | None = None,
+) -> None:
+    """End an unpaid order (CANCELLED or PAYMENT_FAILED): release its stock and give the
+    shopper their cart back exactly as it was. The one place this is done."""
+    orders.transition_to(order, status, actor=actor, note=note, stripe_event_id=stripe_event_id)
+    release_stock(session, order)
+    if order.cart_id is not None:
+        carts.thaw(session, order.cart_id)
+    session.flush()
+
+
+def await_bank_payment(
+    session: AnySession,
+    order: Order,
+    *,
+    actor: str,
+    note: str,
+    stripe_event_id: str | None = None,
+) -> None:
+    """The checkout is complete but the money is still on its way (a bank payment): the order
+    keeps its stock, and the cart's lines, now the order's, leave the cart."""
+    orders.transition_to(
+        order, OrderStatus.PROCESSING, actor=actor, note=note, stripe_event_id=stripe_event_id
+    )
+    if order.cart_id is not None:
+        carts.empty(session, order.cart_id)
+    session.flush()
+
+
+def complete_payment(
+    session: AnySession,
+    order: Order,
+    *,
+    actor: str,
+    note: str,
+    stripe_event_id: str | None = None,
+) -> None:
+    """The money arrived: the order is PAID, its reserved units leave stock and its lines
+    leave the cart. A flag raised while waiting for this event is cleared, on the timeline."""
+    orders.transition_to(
+        order, OrderStatus.PAID, actor=actor, note=note, stripe_event_id=stripe_event_id
+    )
+    order.paid_at = utcnow()
+    commit_stock(session, order)
+    if order.cart_id is not None:
+        carts.empty(session, order.cart_id)
+    _clear_flag(order, AWAITING_EVENT_FLAG, actor=actor, stripe_event_id=stripe_event_id)
+    session.flush()
+
+
+def _clear_flag(
+    order: Order, reason: str, *, actor: str, stripe_event_id: str | None = None
+) -> None:
+    reasons = [line for line in order.attention_reason.split("\n") if line]
+    if reason not in reasons:
+        return
+    remaining = [line for line in reasons if line != reason]
+    order.attention_reason = "\n".join(remaining)
+    order.needs_attention = bool(remaining)
+    orders.add_note(
+        order,
+        "The payment event arrived: the warning that it was missing is cleared",
+        actor=actor,
+        stripe_event_id=stripe_event_id,
+    )
+
+
+def order_for_payment_session(session: AnySession, checkout_session_id: str) -> Order | None:
+    return session.scalar(
+        select(Order)
+        .where(Order.stripe_checkout_session_id == checkout_session_id)
+        .options(selectinload(Order.lines), selectinload(Order.events))
+    )
+
+
+def pending_order_for_cart(session: AnySession, cart: Cart) -> Order | None:
+    """The unpaid order a frozen cart is waiting on, if any."""
     return session.scalar(
         select(Order)
         .where(Order.cart_id == cart.id, Order.status == OrderStatus.PENDING)
@@ -207,14 +527,120 @@ def pending_order_for_cart(session: Any, cart: Cart) -> Order | None:
     )
 
 
-def stale_order_ids(session: Any, *, expired_before: datetime, limit: int = 200) -> list[int]:
-    """PENDING orders whose payment page expired before ``expired_before``, oldest first."""
+class Resumed(enum.StrEnum):
+    TO_PAYMENT = "to_payment"  # ``url`` is the payment page
+    FINISHED = "finished"  # paid, or awaiting a bank payment: show the order
+    RELEASED = "released"  # the page had expired (or never existed): the cart is back
+    UNREACHABLE = "unreachable"
+
+
+@dataclass(frozen=True)
+class Resumption:
+    outcome: Resumed
+    url: str | None = None
+    order: Order | None = None
+
+
+def resume_payment(session: AnySession, cart: Cart, urls: ReturnUrls) -> Resumption:
+    """Back to the payment page of the order a frozen cart is waiting on.
+
+    Commits nothing itself, but calls Stripe: the caller must hold no lock (commit first).
+    An order whose page was never made (a crash, or a page the shopper never saw) asks Stripe
+    again with the same request; an expired page releases the order and thaws the cart.
+    """
+    order = pending_order_for_cart(session, cart)
+    if order is None:
+        # Frozen with nothing to pay for (the order already ended): nothing holds it any more.
+        carts.thaw(session, cart.id)
+        return Resumption(Resumed.RELEASED)
+    page = look_up_payment_page(order.stripe_checkout_session_id)
+    if page.state is PageState.OPEN and page.url:
+        return Resumption(Resumed.TO_PAYMENT, url=page.url, order=order)
+    if page.state is PageState.UNREACHABLE:
+        return Resumption(Resumed.UNREACHABLE, order=order)
+    if page.state is PageState.PAID:
+        # The payment event is on its way; the order page will show it.
+        return Resumption(Resumed.FINISHED, order=order)
+    if page.state is PageState.NONE and _time_left(order) > timedelta(minutes=MIN_EXPIRY_MINUTES):
+        try:
+            url = begin_payment(session, order, urls)
+        except PaymentUnavailableError:
+            return Resumption(Resumed.RELEASED, order=order)
+        return Resumption(Resumed.TO_PAYMENT, url=url, order=order)
+    reason = (
+        "The payment page was never opened, and its time ran out"
+        if page.state is PageState.NONE
+        else "The payment page had expired"
+    )
+    settled = settle(session, order.id, page, reason=reason, actor=SHOPPER)
+    if settled is Settled.PROCESSING:
+        return Resumption(Resumed.FINISHED, order=order)
+    return Resumption(Resumed.RELEASED, order=order)
+
+
+def _time_left(order: Order) -> timedelta:
+    if order.checkout_expires_at is None:
+        return timedelta(0)
+    return order.checkout_expires_at - utcnow()
+
+
+class Cancelled(enum.StrEnum):
+    CANCELLED = "cancelled"
+    TOO_LATE = "too_late"  # the payment went through first: show the order instead
+    NOTHING = "nothing"  # no payment in progress
+
+
+@dataclass(frozen=True)
+class Cancellation:
+    outcome: Cancelled
+    order: Order | None = None
+
+
+def cancel_payment(session: AnySession, cart: Cart) -> Cancellation:
+    """The shopper gives up paying: close Stripe's page, cancel the order, thaw the cart.
+
+    Calls Stripe, so the caller must hold no lock (commit first). If the payment landed
+    first, nothing is cancelled. If Stripe can't be reached the order is cancelled anyway;
+    should the shopper still pay on a page left open, the webhook flags it for a refund.
+    """
+    order = pending_order_for_cart(session, cart)
+    if order is None:
+        if cart.frozen_at is None:
+            return Cancellation(Cancelled.NOTHING)
+        carts.thaw(session, cart.id)
+        return Cancellation(Cancelled.CANCELLED)
+    page = close_payment_page(order.stripe_checkout_session_id)
+    if page.state is PageState.PAID:
+        return Cancellation(Cancelled.TOO_LATE, order)
+    settled = settle(
+        session,
+        order.id,
+        page,
+        reason="The shopper cancelled the payment",
+        actor=SHOPPER,
+    )
+    if settled is Settled.CANCELLED:
+        return Cancellation(Cancelled.CANCELLED, order)
+    if settled is Settled.SKIPPED and order.status is OrderStatus.CANCELLED:
+        return Cancellation(Cancelled.CANCELLED, order)
+    return Cancellation(Cancelled.TOO_LATE, order)
+
+
+def stale_order_ids(
+    session: AnySession, *, expired_before: datetime, limit: int = 200
+) -> list[int]:
+    """PENDING orders whose payment page expired before ``expired_before``, oldest first.
+
+    Orders already flagged for staff are left to them (and to the payment event that will
+    clear the flag), so Stripe is not asked about them again on every run.
+    """
     return list(
         session.scalars(
             select(Order.id)
             .where(
                 Order.status == OrderStatus.PENDING,
                 Order.checkout_expires_at < expired_before,
+                Order.needs_attention.is_(False),
             )
             .order_by(Order.checkout_expires_at)
             .limit(limit)
@@ -222,38 +648,22 @@ def stale_order_ids(session: Any, *, expired_before: datetime, limit: int = 200)
     )
 
 
-def settle_stale_order(session: Any, order_id: int) -> str:
-    """The safety net for a lost ``checkout.session.expired``: ask Stripe, and cancel the
-    order (releasing its stock) only if it really was not paid.
+def sweep_stale_order(session: AnySession, order_id: int) -> Settled:
+    """The safety net for a lost ``checkout.session.expired`` or a crash before Stripe was
+    asked: close the order's payment page at Stripe, then settle it (see :func:`settle`).
 
-    The order row is locked (another host running the sweeper skips it), and
-    :func:`abandon_checkout` only ever cancels a PENDING order. Returns what happened:
-    ``cancelled``, ``paid`` (Stripe took the money; the order is flagged for staff),
-    ``unreachable`` (Stripe did not answer; try again next run) or ``skipped``.
+    Several hosts may sweep at once: each decision is taken again under the order's lock.
     """
-    order = session.scalar(
-        select(Order)
-        .where(Order.id == order_id, Order.status == OrderStatus.PENDING)
-        .with_for_update(skip_locked=True)
-        .execution_options(populate_existing=True)
+    checkout_session_id = session.scalar(
+        select(Order.stripe_checkout_session_id).where(
+            Order.id == order_id, Order.status == OrderStatus.PENDING
+        )
     )
-    if order is None:
-        return "skipped"
-    if order.stripe_checkout_session_id:
-        try:
-            stripe_session = stripe_gateway.retrieve_checkout_session(
-                order.stripe_checkout_session_id
-            )
-            if stripe_session.status == "open":
-                stripe_session = stripe_gateway.expire_checkout_session(stripe_session.id)
-        except stripe_gateway.PaymentProviderError:
-            return "unreachable"
-        if stripe_session.status == "complete":
-            if not order.needs_attention:
-                order.needs_attention = True
-                order.attention_reason = "Stripe says this checkout completed, but no payment "
-                order.attention_reason += "event arrived: check the payment and the webhook"
-                orders.add_note(order, order.attention_reason, actor="system")
-            return "paid"
-    abandon_checkout(session, order, "The payment page expired without a payment", actor="system")
-    return "cancelled"
+    page = close_payment_page(checkout_session_id)
+    return settle(
+        session,
+        order_id,
+        page,
+        reason="The payment page expired without a payment",
+        cancel_if_unreachable=False,
+    )

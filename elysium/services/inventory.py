@@ -75,10 +75,19 @@ class Availability:
         return f"Sold out in {self.variant[0].lower()}{self.variant[1:]}"
 
 
-def variant_availability(product: Product, variant_key: str) -> Availability:
-    """Availability of one variant, from ``product.inventory`` (eager-load it on lists)."""
-    row = next((row for row in product.inventory if row.variant_key == variant_key), None)
-    available = row.available if row else 0
+def inventory_row(product: Product, variant_key: str) -> Inventory | None:
+    """The stock row of one variant, from ``product.inventory`` (eager-load it on lists)."""
+    return next((row for row in product.inventory if row.variant_key == variant_key), None)
+
+
+def variant_availability(product: Product, variant_key: str, *, held: int = 0) -> Availability:
+    """Availability of one variant, from ``product.inventory`` (eager-load it on lists).
+
+    ``held`` counts units already reserved for the one asking (a cart being paid for looks
+    at the stock as it was before its own reservation).
+    """
+    row = inventory_row(product, variant_key)
+    available = row.available + held if row else 0
     threshold = row.low_stock_threshold if row else 0
     lead_time = (row.lead_time_weeks if row else None) or product.lead_time_weeks
     label = variant_label(product, variant_key)

@@ -99,7 +99,7 @@ def new_order_number(session: AnySession) -> str:
 
 STATUS_LABELS: dict[OrderStatus, str] = {
     S.PENDING: "Awaiting payment",
-    S.PROCESSING: "Payment processing",
+    S.PROCESSING: "Awaiting your bank transfer",
     S.PAYMENT_FAILED: "Payment failed",
     S.PAID: "Paid",
     S.FULFILLED: "Being prepared",
@@ -111,7 +111,7 @@ STATUS_LABELS: dict[OrderStatus, str] = {
 
 EVENT_WORDS: dict[OrderStatus, str] = {
     S.PENDING: "Waiting for your payment",
-    S.PROCESSING: "Your payment is being processed",
+    S.PROCESSING: "Order placed: awaiting your bank transfer",
     S.PAYMENT_FAILED: "Your payment didn't go through",
     S.PAID: "Payment received, thank you",
     S.FULFILLED: "Your piece is being finished and packed in our workshop",

@@ -14,19 +14,20 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import selectinload
 
-from elysium.models.cart import Cart, CartLine
 from elysium.models.orders import Order, OrderStatus, ProcessedPaymentEvent
 from elysium.models.types import utcnow
 from elysium.money import format_money
-from elysium.seo import absolute_url
-from elysium.services import inventory, orders
+from elysium.services import checkout, orders
 from elysium.services.outbox import queue_email
 from elysium.services.sql import AnySession, insert_unless_exists
+from elysium.urls import absolute_url
 
 ACTOR = "stripe"
+PAID_NOTE = "Payment received"
+AWAITING_BANK_NOTE = "Checkout completed; waiting for the bank payment"
 
 
 class Outcome(enum.StrEnum):
@@ -108,16 +109,8 @@ def _amount_matches(order: Order, obj: dict[str, Any]) -> bool:
     return obj.get("amount_total") == order.total and currency == order.currency
 
 
-def _flag(order: Order, reason: str, event_id: str) -> None:
-    order.needs_attention = True
-    order.attention_reason = (
-        f"{order.attention_reason}\n{reason}" if order.attention_reason else reason
-    )
-    orders.add_note(order, reason, actor=ACTOR, stripe_event_id=event_id)
-
-
-def _move(order: Order, status: OrderStatus, note: str, event_id: str) -> bool:
-    """Move if the state machine allows it; otherwise say why on the timeline."""
+def _can_move(order: Order, status: OrderStatus, note: str, event_id: str) -> bool:
+    """Whether the state machine allows this move now; if not, say why on the timeline."""
     if order.status is status:
         orders.add_note(
             order, f"{note} (already {status.value})", actor=ACTOR, stripe_event_id=event_id
@@ -131,19 +124,15 @@ def _move(order: Order, status: OrderStatus, note: str, event_id: str) -> bool:
             stripe_event_id=event_id,
         )
         return False
-    orders.transition_to(order, status, actor=ACTOR, note=note, stripe_event_id=event_id)
     return True
 
 
-def _release_stock(session: AnySession, order: Order) -> None:
-    for line in order.lines:
-        if line.inventory_id is not None and not line.made_to_order:
-            inventory.release(session, line.inventory_id, line.quantity, order_id=order.id)
-
-
-def _unfreeze_bag(session: AnySession, order: Order) -> None:
-    if order.cart_id is not None:
-        session.execute(update(Cart).where(Cart.id == order.cart_id).values(frozen_at=None))
+def _move(order: Order, status: OrderStatus, note: str, event_id: str) -> bool:
+    """Move if the state machine allows it; otherwise say why on the timeline."""
+    if not _can_move(order, status, note, event_id):
+        return False
+    orders.transition_to(order, status, actor=ACTOR, note=note, stripe_event_id=event_id)
+    return True
 
 
 def _email_shopper(session: AnySession, order: Order, template: str, subject: str) -> None:
@@ -167,55 +156,60 @@ def _email_shopper(session: AnySession, order: Order, template: str, subject: st
 
 def mark_paid(session: AnySession, order: Order, obj: dict[str, Any], event_id: str) -> None:
     if not _amount_matches(order, obj):
-        _flag(
+        checkout.flag(
             order,
             f"Stripe reported {obj.get('amount_total')} {obj.get('currency')} but the order is "
             f"{order.total} {order.currency}: not marked paid",
-            event_id,
+            actor=ACTOR,
+            stripe_event_id=event_id,
         )
         return
     if isinstance(obj.get("payment_intent"), str):
         order.stripe_payment_intent_id = obj["payment_intent"]
     if order.status is OrderStatus.CANCELLED:
-        _flag(
-            order, "Payment arrived after the order was cancelled: refund it or re-sell", event_id
+        checkout.flag(
+            order,
+            "Payment arrived after the order was cancelled: refund it or re-sell",
+            actor=ACTOR,
+            stripe_event_id=event_id,
         )
         return
-    if not _move(order, OrderStatus.PAID, "Payment received", event_id):
+    if not _can_move(order, OrderStatus.PAID, PAID_NOTE, event_id):
         return
-    order.paid_at = utcnow()
-    for line in order.lines:
-        if line.inventory_id is not None and not line.made_to_order:
-            inventory.commit(session, line.inventory_id, line.quantity, order_id=order.id)
-    if order.cart_id is not None:
-        session.execute(delete(CartLine).where(CartLine.cart_id == order.cart_id))
-        _unfreeze_bag(session, order)
+    checkout.complete_payment(session, order, actor=ACTOR, note=PAID_NOTE, stripe_event_id=event_id)
     _email_shopper(session, order, "order_confirmation", f"Your ELYSIUM order {order.number}")
 
 
 def session_completed(
     session: AnySession, order: Order, obj: dict[str, Any], event_id: str
 ) -> None:
+    """The shopper finished Stripe's page: paid by card, or a bank payment still to come."""
     if obj.get("payment_status") in ("paid", "no_payment_required"):
         mark_paid(session, order, obj, event_id)
         return
     if isinstance(obj.get("payment_intent"), str):
         order.stripe_payment_intent_id = obj["payment_intent"]
-    orders.add_note(
-        order,
-        "Checkout completed; waiting for the bank payment",
-        actor=ACTOR,
-        stripe_event_id=event_id,
+    if not _can_move(order, OrderStatus.PROCESSING, AWAITING_BANK_NOTE, event_id):
+        return
+    checkout.await_bank_payment(
+        session, order, actor=ACTOR, note=AWAITING_BANK_NOTE, stripe_event_id=event_id
     )
 
 
 def async_payment_failed(
     session: AnySession, order: Order, obj: dict[str, Any], event_id: str
 ) -> None:
-    if not _move(order, OrderStatus.PAYMENT_FAILED, "The bank payment failed", event_id):
+    note = "The bank payment failed"
+    if not _can_move(order, OrderStatus.PAYMENT_FAILED, note, event_id):
         return
-    _release_stock(session, order)
-    _unfreeze_bag(session, order)
+    checkout.close_unpaid(
+        session,
+        order,
+        OrderStatus.PAYMENT_FAILED,
+        actor=ACTOR,
+        note=note,
+        stripe_event_id=event_id,
+    )
     _email_shopper(
         session, order, "payment_failed", f"Your payment for {order.number} didn't go through"
     )
@@ -226,6 +220,16 @@ UNPAID = frozenset({OrderStatus.PENDING, OrderStatus.PROCESSING, OrderStatus.PAY
 
 def session_expired(session: AnySession, order: Order, obj: dict[str, Any], event_id: str) -> None:
     """Cancel an unpaid order; a paid one is never touched (PAID -> CANCELLED is for refunds)."""
+    current = order.stripe_checkout_session_id
+    if current and obj.get("id") != current:
+        orders.add_note(
+            order,
+            f"A payment page that is not this order's expired ({obj.get('id')}): not applied",
+            actor=ACTOR,
+            stripe_event_id=event_id,
+        )
+        return
+    note = "The checkout expired unpaid"
     if order.status not in UNPAID:
         orders.add_note(
             order,
@@ -234,10 +238,11 @@ def session_expired(session: AnySession, order: Order, obj: dict[str, Any], even
             stripe_event_id=event_id,
         )
         return
-    if not _move(order, OrderStatus.CANCELLED, "The checkout expired unpaid", event_id):
+    if not _can_move(order, OrderStatus.CANCELLED, note, event_id):
         return
-    _release_stock(session, order)
-    _unfreeze_bag(session, order)
+    checkout.close_unpaid(
+        session, order, OrderStatus.CANCELLED, actor=ACTOR, note=note, stripe_event_id=event_id
+    )
     _email_shopper(
         session, order, "order_cancelled", f"Your ELYSIUM order {order.number} was cancelled"
     )
@@ -261,7 +266,12 @@ def charge_refunded(session: AnySession, order: Order, obj: dict[str, Any], even
 
 
 def dispute_created(session: AnySession, order: Order, obj: dict[str, Any], event_id: str) -> None:
-    _flag(order, f"The payment is disputed ({obj.get('reason') or 'no reason given'})", event_id)
+    checkout.flag(
+        order,
+        f"The payment is disputed ({obj.get('reason') or 'no reason given'})",
+        actor=ACTOR,
+        stripe_event_id=event_id,
+    )
     queue_email(
         session,
         to=current_app.config["STAFF_EMAIL"],

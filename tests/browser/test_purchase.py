@@ -8,10 +8,13 @@ import threading
 
 import pytest
 from playwright.sync_api import expect
+from sqlalchemy import select
 from werkzeug.serving import make_server
 
 from devtools.fake_stripe.server import FakeStripeServer
+from elysium.extensions import db
 from elysium.integrations.stripe_gateway import close_client
+from elysium.models import Product
 from tests.conftest import PASSWORD, WEBHOOK_SECRET, AuthActions, make_app
 
 
@@ -28,6 +31,7 @@ def shop_with_payments(app):
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         base_url = f"http://127.0.0.1:{server.server_port}"
+        shop.config["SITE_URL"] = base_url  # Stripe's return pages, once the port is known
         fake.webhook_url = f"{base_url}/webhooks/stripe"
         yield shop, base_url
         server.shutdown()
@@ -89,3 +93,76 @@ def test_buy_a_ring_end_to_end(browser, javascript, shop_with_payments, catalogu
     finally:
         context.close()
     assert shop_errors == []
+
+
+def _chain_stock(shop, level: int | None = None) -> tuple[int, int]:
+    """The rose-gold Aurelia Fine Chain's (stock, reserved); ``level`` sets it first."""
+    with shop.app_context():
+        product = db.session.scalars(
+            select(Product).where(Product.slug == "aurelia-fine-chain")
+        ).one()
+        row = next(row for row in product.inventory if row.variant_key == "rose-gold")
+        if level is not None:
+            row.stock_level, row.reserved = level, 0
+            db.session.commit()
+        counts = (row.stock_level, row.reserved)
+        db.session.remove()
+        return counts
+
+
+def test_leave_the_payment_page_then_cancel_and_find_the_bag_as_it_was(
+    browser, javascript, shop_with_payments, catalogue
+):
+    """The last piece in the bag: checkout holds it, the shop says a payment is in progress
+    (nothing in the bag can change meanwhile), and cancelling gives everything back."""
+    shop, base_url = shop_with_payments
+    _chain_stock(shop, level=1)
+    context = browser.new_context(java_script_enabled=javascript, base_url=base_url)
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    try:
+        page.goto("/shop/aurelia-fine-chain")
+        page.locator("label.choice", has_text="18k rose gold").click()
+        page.get_by_role("button", name="Add to bag").click()
+        expect(page.locator("#bag-count")).to_contain_text("1")
+        page.goto("/shop/aurelia-solitaire-ring")
+        page.get_by_label("Ring size (US)").select_option("6.5")
+        page.get_by_label("Engraving").fill("Always")
+        page.get_by_label("Quantity", exact=True).select_option("2")
+        page.get_by_role("button", name="Add to bag").click()
+        expect(page.locator("#bag-count")).to_contain_text("3")
+
+        page.goto("/checkout")
+        page.get_by_label("Email").fill("ada@example.com")
+        page.get_by_label("Full name").first.fill("Ada Lovelace")
+        page.get_by_label("Address line 1").first.fill("1 Piccadilly")
+        page.get_by_label("Town or city").first.fill("London")
+        page.get_by_label("Postcode").first.fill("W1J 0DA")
+        page.get_by_role("button", name=re.compile("secure payment", re.I)).click()
+        expect(page.get_by_text("SIMULATED CHECKOUT")).to_be_visible()
+        assert _chain_stock(shop) == (1, 1)
+
+        page.get_by_role("button", name="Cancel").click()  # Stripe's way back to the shop
+        expect(page).to_have_url(re.compile("/cart$"))
+        expect(page.get_by_role("heading", name="Payment in progress")).to_be_visible()
+        expect(page.get_by_role("button", name="Resume payment")).to_be_visible()
+        expect(page.locator("#bag select")).to_have_count(0)  # nothing changes meanwhile
+        page.goto("/")
+        page.locator("a.bag-link").click()
+        expect(page.get_by_role("heading", name="Payment in progress")).to_be_visible()
+
+        page.get_by_role("button", name="Cancel payment").click()
+
+        expect(page).to_have_url(re.compile("/cart$"))
+        expect(
+            page.get_by_text("Payment cancelled — your bag is just as you left it.")
+        ).to_be_visible()
+        expect(page.get_by_role("heading", name="Payment in progress")).to_have_count(0)
+        expect(page.locator(".bag-line")).to_have_count(2)
+        expect(page.get_by_label("Quantity of Aurelia Fine Chain")).to_have_value("1")
+        expect(page.get_by_label("Quantity of Aurelia Solitaire Ring")).to_have_value("2")
+        expect(page.locator(".bag-line__summary").nth(1)).to_contain_text("Always")
+        expect(page.locator("#bag").get_by_role("link", name="Checkout")).to_be_visible()
+        assert _chain_stock(shop) == (1, 0)
+    finally:
+        context.close()
