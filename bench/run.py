@@ -97,6 +97,10 @@ def main() -> None:
         "DATABASE_URL": DATABASE_URL,
         "ELYSIUM_ENV": "production",
         "SECRET_KEY": secrets.token_hex(32),
+        "SITE_URL": f"https://127.0.0.1:{PORT}",
+        # Production counts rate limits in one shared store (several workers here).
+        "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        "REDIS_KEY_PREFIX": "elysium-bench",
         "LOG_LEVEL": "WARNING",
     }
     flask = [str(BIN / "flask"), "--app", "wsgi"]

@@ -13,6 +13,7 @@ from flask import Flask
 from elysium.config import (
     ConfigurationError,
     development_secret_key,
+    rate_limit_settings,
     settings_from_environment,
 )
 
@@ -41,6 +42,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from elysium.urls import init_app as init_urls
 
     init_urls(app)  # before the extensions: an unknown host is refused before their hooks run
+    from elysium.edge import init_app as init_edge
+
+    init_edge(app)  # so is text that can't be read (after the host: its page needs SITE_URL)
     if hops := app.config["PROXY_FIX_HOPS"]:
         from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -86,6 +90,7 @@ def register_extensions(app: Flask) -> None:
     from elysium.integrations.stripe_gateway import check_settings as check_stripe_settings
     from elysium.services.outbox import init_app as init_outbox
     from elysium.web.sign_in import init_app as init_sessions
+    from elysium.web.throttle import init_app as init_throttle
 
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///"):
         Path(app.instance_path).mkdir(parents=True, exist_ok=True)
@@ -95,10 +100,14 @@ def register_extensions(app: Flask) -> None:
     init_sessions(app)
     init_google(app)
     check_stripe_settings(app)
-    app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["REDIS_URL"] or "memory://")
+    app.config.update(rate_limit_settings(app.config))
     app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
+    # Retry-After is written by the page that refuses, which knows which rule refused (Flask-
+    # Limiter would overwrite it with the longest window of the route's limits).
+    app.config.setdefault("RATELIMIT_HEADER_RETRY_AFTER", "X-RateLimit-Retry-After")
     app.config.setdefault("RATELIMIT_KEY_PREFIX", "elysium")
     limiter.init_app(app)
+    init_throttle(app)
     init_outbox(app)
 
 
@@ -138,8 +147,10 @@ def register_templating(app: Flask) -> None:
 def register_request_hooks(app: Flask) -> None:
     """App-wide hooks of the request layer (the blueprints register none of their own)."""
     from elysium.web.cart import write_cart_cookie
+    from elysium.web.devices import write_device_cookie
 
     app.after_request(write_cart_cookie)
+    app.after_request(write_device_cookie)
 
 
 def register_blueprints(app: Flask) -> None:

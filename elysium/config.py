@@ -8,9 +8,11 @@ Every setting is listed, with its meaning, in ``.env.example``.
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import secrets
+import sys
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -25,6 +27,7 @@ ENVIRONMENTS = ("development", "testing", "production")
 DEVELOPMENT_SITE_URL = "http://127.0.0.1:5000"
 LOCAL_HOSTS = ("localhost", "127.0.0.1")
 HOST_NAME = re.compile(r"\.?[a-z0-9-]+(\.[a-z0-9-]+)*")
+HOST_COOKIE_PREFIX = "__Host-"
 
 
 class ConfigurationError(RuntimeError):
@@ -62,6 +65,7 @@ def settings_from_environment(environ: Mapping[str, str], instance_path: str) ->
         raise ConfigurationError(f"ELYSIUM_ENV must be one of {', '.join(ENVIRONMENTS)}")
     default_db = "sqlite:///" + str(Path(instance_path) / "elysium.sqlite3")
     production = env == "production"
+    secure_cookies = _flag(environ.get("SESSION_COOKIE_SECURE"), default=production)
     return {
         "ELYSIUM_ENV": env,
         "SECRET_KEY": environ.get("SECRET_KEY") or None,
@@ -74,26 +78,35 @@ def settings_from_environment(environ: Mapping[str, str], instance_path: str) ->
         "PREFERRED_URL_SCHEME": "https" if production else "http",
         "SHOP_CURRENCY": environ.get("SHOP_CURRENCY", "GBP").upper(),
         "SHOP_PAGE_SIZE": _int(environ, "SHOP_PAGE_SIZE", 12),
-        "CART_COOKIE_NAME": environ.get("CART_COOKIE_NAME", "elysium_bag"),
+        "CART_COOKIE_NAME": cookie_name(
+            environ.get("CART_COOKIE_NAME", "elysium_bag"), secure=secure_cookies
+        ),
         "CART_COOKIE_DAYS": _int(environ, "CART_COOKIE_DAYS", 60),
         "MAX_CONTENT_LENGTH": _int(environ, "MAX_CONTENT_LENGTH", 1024 * 1024),
+        "SESSION_COOKIE_NAME": cookie_name("session", secure=secure_cookies),
+        "SESSION_COOKIE_PATH": "/",
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
-        "SESSION_COOKIE_SECURE": _flag(environ.get("SESSION_COOKIE_SECURE"), default=production),
+        "SESSION_COOKIE_SECURE": secure_cookies,
         "WTF_CSRF_TIME_LIMIT": None,
         "SEND_FILE_MAX_AGE_DEFAULT": _int(environ, "STATIC_MAX_AGE", 3600 if production else 0),
         "LOG_LEVEL": environ.get("LOG_LEVEL", "INFO").upper(),
         "REDIS_URL": environ.get("REDIS_URL") or None,
+        "REDIS_KEY_PREFIX": environ.get("REDIS_KEY_PREFIX", "").strip() or "elysium",
+        "SINGLE_PROCESS": _flag(environ.get("SINGLE_PROCESS")),
         "PROXY_FIX_HOPS": _int(environ, "PROXY_FIX_HOPS", 0),
+        "REMEMBER_COOKIE_NAME": cookie_name("remember_token", secure=secure_cookies),
+        "REMEMBER_COOKIE_PATH": "/",
         "REMEMBER_COOKIE_DURATION": timedelta(days=_int(environ, "REMEMBER_DAYS", 30)),
         "REMEMBER_COOKIE_HTTPONLY": True,
         "REMEMBER_COOKIE_SAMESITE": "Lax",
-        "REMEMBER_COOKIE_SECURE": _flag(environ.get("SESSION_COOKIE_SECURE"), default=production),
+        "REMEMBER_COOKIE_SECURE": secure_cookies,
         "PASSWORD_RESET_MAX_AGE": _int(environ, "PASSWORD_RESET_MAX_AGE", 3600),
         **password_hash_cost(environ),
         "GOOGLE_CLIENT_ID": environ.get("GOOGLE_CLIENT_ID") or None,
         "GOOGLE_CLIENT_SECRET": environ.get("GOOGLE_CLIENT_SECRET") or None,
         "GOOGLE_ISSUER": environ.get("GOOGLE_ISSUER", "https://accounts.google.com").rstrip("/"),
+        "GOOGLE_TIMEOUT_SECONDS": _int(environ, "GOOGLE_TIMEOUT_SECONDS", 5),
         "EMAIL_BACKEND": environ.get("EMAIL_BACKEND", "console").strip().lower(),
         "EMAIL_FROM": environ.get("EMAIL_FROM", "ELYSIUM <hello@elysium.example>"),
         "STAFF_EMAIL": environ.get("STAFF_EMAIL", "atelier@elysium.example"),
@@ -110,6 +123,21 @@ def settings_from_environment(environ: Mapping[str, str], instance_path: str) ->
         "CHECKOUT_EXPIRY_MINUTES": checkout_expiry_minutes(environ),
         "SIGNATURE_REQUIRED_ABOVE": _int(environ, "SIGNATURE_REQUIRED_ABOVE", 50000),
     }
+
+
+def cookie_name(name: str, *, secure: bool) -> str:
+    """The name a cookie of the shop's goes by: ``__Host-<name>`` when it is sent over HTTPS
+    only (production: ``SESSION_COOKIE_SECURE``), the plain name otherwise (http:// in
+    development and tests can't keep a Secure cookie).
+
+    A browser keeps a ``__Host-`` cookie only if it is Secure, has ``Path=/`` and no
+    ``Domain``, and no other subdomain and no plain-http page can set or replace it: set one
+    with ``secure=config["SESSION_COOKIE_SECURE"]``, ``path="/"`` and no ``domain``. A name
+    that already has a prefix is kept as it is.
+    """
+    if not secure or name.startswith((HOST_COOKIE_PREFIX, "__Secure-")):
+        return name
+    return HOST_COOKIE_PREFIX + name
 
 
 def checkout_expiry_minutes(environ: Mapping[str, str]) -> int:
@@ -139,6 +167,67 @@ def password_hash_cost(environ: Mapping[str, str]) -> dict[str, int]:
         "PASSWORD_HASH_MEMORY_KIB": memory_kib,
         "PASSWORD_HASH_PARALLELISM": parallelism,
     }
+
+
+# How long a request waits for Redis before rate limits are counted in the process's memory.
+REDIS_TIMEOUT_SECONDS = 0.5
+
+
+def rate_limit_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Flask-Limiter's settings: where every rate limit is counted.
+
+    A limit holds for the whole shop only if every server process counts in one store: Redis,
+    at ``REDIS_URL``. Outside production the default is the process's own memory. Production
+    refuses to start without Redis unless ``SINGLE_PROCESS`` says that one process serves the
+    shop, and refuses that too when it can see otherwise (gunicorn running several workers).
+
+    When Redis stops answering, each process counts in its own memory until it answers again
+    (Flask-Limiter logs the switch): the limits still apply, looser by the number of processes,
+    and no request fails. Each question to Redis waits ``REDIS_TIMEOUT_SECONDS`` at most.
+    """
+    uri = config.get("RATELIMIT_STORAGE_URI") or config["REDIS_URL"] or "memory://"
+    shared = not uri.startswith("memory://")
+    if config["ELYSIUM_ENV"] == "production" and not shared:
+        if not config["SINGLE_PROCESS"]:
+            raise ConfigurationError(
+                "REDIS_URL is not set. Rate limits (sign-in, sign-up, password reset) must be "
+                "counted in one store that every server process shares, or each process "
+                "allows the whole limit again. Set REDIS_URL (for example "
+                "redis://127.0.0.1:6379/0), or SINGLE_PROCESS=1 if exactly one process serves "
+                "the shop."
+            )
+        if (workers := gunicorn_workers()) is not None and workers > 1:
+            raise ConfigurationError(
+                f"SINGLE_PROCESS=1 says one process serves the shop, but gunicorn runs {workers} "
+                "workers, and each would count rate limits on its own. Set REDIS_URL, or run "
+                "gunicorn with --workers 1."
+            )
+    if not shared:
+        return {"RATELIMIT_STORAGE_URI": uri}
+    return {
+        "RATELIMIT_STORAGE_URI": uri,
+        "RATELIMIT_STORAGE_OPTIONS": {
+            "key_prefix": config["REDIS_KEY_PREFIX"],
+            "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
+            "socket_timeout": REDIS_TIMEOUT_SECONDS,
+            "wrap_exceptions": True,
+        },
+        "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
+    }
+
+
+def gunicorn_workers() -> int | None:
+    """How many worker processes gunicorn runs, when this process is gunicorn's (a worker, or
+    the master with ``--preload``); None otherwise. Read from gunicorn's own settings object,
+    so its command line, ``GUNICORN_CMD_ARGS``, ``WEB_CONCURRENCY`` and config file all count.
+    """
+    base = sys.modules.get("gunicorn.app.base")
+    if base is None:
+        return None
+    for candidate in gc.get_objects():
+        if issubclass(type(candidate), base.BaseApplication) and candidate.cfg is not None:
+            return int(candidate.cfg.workers)
+    return None
 
 
 def site_url(value: str | None, production: bool) -> str:

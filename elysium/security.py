@@ -1,10 +1,16 @@
-"""Security headers on every response, and the Content-Security-Policy."""
+"""Security headers on every response, the Content-Security-Policy, and prefixed cookies
+that keep their prefix's promise."""
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Flask, Response
+
+from elysium.config import HOST_COOKIE_PREFIX
+
+SECURE_PREFIXES = (HOST_COOKIE_PREFIX, "__Secure-")
 
 STRIPE_CHECKOUT_ORIGIN = "https://checkout.stripe.com"
 
@@ -29,14 +35,28 @@ def content_security_policy(app: Flask) -> str:
             "font-src 'self'",
             "connect-src 'self'",
             "object-src 'none'",
-            "base-uri 'self'",
+            "base-uri 'none'",
             "form-action " + " ".join(form_action),
             "frame-ancestors 'none'",
         ]
     )
 
 
+class ShopResponse(Response):
+    """A response whose ``__Host-``/``__Secure-`` cookies are always Secure.
+
+    A browser ignores a Set-Cookie for such a name without ``Secure``, deletions included, and
+    Flask-Login deletes its remember cookie without it: signing out would leave the cookie.
+    """
+
+    def set_cookie(self, key: str, *args: Any, **kwargs: Any) -> None:
+        if key.startswith(SECURE_PREFIXES):
+            kwargs["secure"] = True
+        super().set_cookie(key, *args, **kwargs)
+
+
 def register_security_headers(app: Flask) -> None:
+    app.response_class = ShopResponse
     hsts = app.config["ELYSIUM_ENV"] == "production"
     policy = content_security_policy(app)
 

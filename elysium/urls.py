@@ -85,4 +85,6 @@ def refuse_untrusted_host() -> None:
         "Refused a request for host %r (neither SITE_URL's host nor in TRUSTED_HOSTS)",
         request.environ.get("HTTP_HOST"),
     )
+    # The 400 page must not read a query string the edge check never got to look at.
+    request.query_string = b""
     raise refusal

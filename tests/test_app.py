@@ -27,6 +27,7 @@ def test_production_starts_with_a_secret_key_from_the_environment(monkeypatch, t
     monkeypatch.setenv("ELYSIUM_ENV", "production")
     monkeypatch.setenv("SECRET_KEY", "a" * 64)
     monkeypatch.setenv("SITE_URL", "https://www.elysium.example")
+    monkeypatch.setenv("SINGLE_PROCESS", "1")
     monkeypatch.setenv("ELYSIUM_INSTANCE_PATH", str(tmp_path))
     app = create_app({"SQLALCHEMY_DATABASE_URI": "sqlite://"})
     assert app.config["SECRET_KEY"] == "a" * 64
@@ -209,6 +210,7 @@ def test_every_response_carries_security_headers(client, catalogue, url):
     assert "style-src 'self'" in csp
     assert "unsafe-inline" not in csp
     assert "frame-ancestors 'none'" in csp
+    assert "base-uri 'none'" in csp.split("; ")
     assert headers["X-Content-Type-Options"] == "nosniff"
     assert headers["X-Frame-Options"] == "DENY"
     assert headers["Referrer-Policy"] == "strict-origin-when-cross-origin"

@@ -21,7 +21,7 @@ from devtools.fake_stripe.webhooks import sign
 from elysium.extensions import db
 from elysium.models import Order, OrderStatus, OutboxStatus
 from elysium.services.outbox import idempotency_key
-from tests.conftest import PASSWORD, WEBHOOK_SECRET, ShopClient, make_app, sent_emails
+from tests.conftest import PASSWORD, WEBHOOK_SECRET, ShopClient, create_user, make_app, sent_emails
 from tests.support.orders import CHAIN_PRICE, pending_chain_order
 from tests.support.resend_server import FakeResend, running_fake_resend
 
@@ -134,7 +134,9 @@ def test_sign_up_answers_at_once_while_the_email_provider_hangs(shop, fake_resen
 def test_the_stripe_webhook_answers_at_once_while_the_email_provider_hangs(
     shop, fake_resend, catalogue
 ):
-    order = pending_chain_order(shop, number="ELY-EMAILS01", with_cart=False)
+    order = pending_chain_order(
+        shop, number="ELY-EMAILS01", checkout_session_id="cs_test_emails_1", with_cart=False
+    )
     fake_resend.hang(seconds=HANG_SECONDS)
     payload = checkout_completed(order)
     headers = {
@@ -232,3 +234,27 @@ def wait_for_output(process: subprocess.Popen, text: str, *, timeout: float) -> 
         if not line:
             break
     pytest.fail(f"the worker never said {text!r}: {''.join(seen)!r}")
+
+
+def test_a_reset_for_a_known_and_an_unknown_address_answers_alike_and_at_once(shop, fake_resend):
+    """No outside call in either case, so neither the answer nor its time tells them apart."""
+    with shop.app_context():
+        create_user("ada@example.com")
+    fake_resend.hang(seconds=HANG_SECONDS)
+    client = shop.test_client()
+    answers = {}
+    for email in ("ada@example.com", "nobody@example.com"):
+        client.get("/auth/forgot")
+        started = time.monotonic()
+        response = client.post(
+            "/auth/forgot", data={"csrf_token": client.csrf_token, "email": email}
+        )
+        answers[email] = (response.status_code, response.location, time.monotonic() - started)
+
+    assert {(status, location) for status, location, _ in answers.values()} == {
+        (303, "/auth/check-inbox")
+    }
+    assert all(elapsed < 1.0 for _, _, elapsed in answers.values()), answers
+    assert fake_resend.requests == []
+    assert len(sent_emails(shop, "ada@example.com")) == 1
+    assert sent_emails(shop, "nobody@example.com") == []

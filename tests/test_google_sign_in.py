@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs, urlencode, urlsplit
+import time
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
 import authlib.integrations.flask_client  # noqa: F401  (imported while pytest loads, see below)
 import pytest
+import requests
 from sqlalchemy import func, select
 
+from elysium.config import ConfigurationError
 from elysium.extensions import db
 from elysium.models import OAuthAccount, User
 from tests.conftest import PASSWORD, AuthActions, make_app, page_text
+from tests.html import csrf_token, form_fields
 from tests.support.oidc_provider import OIDCProvider
+from tests.support.shop_process import ShopProcess
 
 # Authlib switches its own deprecation warnings to "always" when first imported, which would
 # hide them from pytest's "error" filter in the first test that imports it: importing it at
@@ -25,6 +31,10 @@ GOOGLE_USER = {
     "given_name": "Grace",
     "family_name": "Hopper",
 }
+# GOOGLE_TIMEOUT_SECONDS in these tests: how long the shop waits for each answer of the provider.
+TIMEOUT = 1
+UNAVAILABLE = "Google sign-in is unavailable"
+DIDNT_COMPLETE = "Google sign-in didn't complete"
 
 
 @pytest.fixture(scope="module")
@@ -33,27 +43,48 @@ def oidc():
         yield provider
 
 
+def google_settings(oidc: OIDCProvider) -> dict:
+    return {
+        "GOOGLE_CLIENT_ID": oidc.client_id,
+        "GOOGLE_CLIENT_SECRET": oidc.client_secret,
+        "GOOGLE_ISSUER": oidc.issuer,
+        "GOOGLE_TIMEOUT_SECONDS": TIMEOUT,
+    }
+
+
 @pytest.fixture(scope="module")
 def google_app(app, oidc):
-    return make_app(
-        app.config["SQLALCHEMY_DATABASE_URI"],
-        GOOGLE_CLIENT_ID=oidc.client_id,
-        GOOGLE_CLIENT_SECRET=oidc.client_secret,
-        GOOGLE_ISSUER=oidc.issuer,
-    )
+    return make_app(app.config["SQLALCHEMY_DATABASE_URI"], **google_settings(oidc))
+
+
+@pytest.fixture(autouse=True)
+def _provider_behaves(oidc):
+    """Every test starts with a provider that behaves, and leaves it so (which also lets go of
+    any request a test left hanging)."""
+    oidc.reset()
+    yield
+    oidc.reset()
 
 
 @pytest.fixture
-def browser(google_app, oidc):
-    oidc.reset()
+def browser(google_app):
     return google_app.test_client()
 
 
-def start(client, next_path: str = ""):
+@pytest.fixture
+def new_shop(app, oidc):
+    """A shop that has not asked the provider anything yet, like a worker that just started:
+    it has no discovery document and no keys."""
+    return make_app(app.config["SQLALCHEMY_DATABASE_URI"], **google_settings(oidc))
+
+
+def press_google_button(client, next_path: str = ""):
     client.get("/auth/login")
-    response = client.post(
-        "/auth/google", data={"csrf_token": client.csrf_token, "next": next_path}
-    )
+    return client.post("/auth/google", data={"csrf_token": client.csrf_token, "next": next_path})
+
+
+def start(client, next_path: str = ""):
+    response = press_google_button(client, next_path)
     assert response.status_code == 302
     return response.headers["Location"]
 
@@ -71,6 +102,13 @@ def sign_in(client, oidc, identity=None, next_path: str = ""):
 def users(google_app) -> int:
     with google_app.app_context():
         return db.session.scalar(select(func.count()).select_from(User))
+
+
+def assert_nobody_signed_in(shop, client) -> None:
+    assert client.get("/account").status_code == 303
+    with shop.app_context():
+        assert db.session.scalar(select(func.count()).select_from(User)) == 0
+        assert db.session.scalar(select(func.count()).select_from(OAuthAccount)) == 0
 
 
 def test_the_google_button_shows_only_when_configured(client, browser):
@@ -213,3 +251,207 @@ def test_a_declined_consent_is_explained(google_app, browser, oidc):
     response = sign_in(browser, oidc)
     assert response.status_code == 400
     assert "Google sign-in didn't complete" in page_text(response)
+
+
+def test_a_provider_down_when_the_shop_first_asks_is_explained_and_the_password_form_stays(
+    new_shop, oidc
+):
+    browser = new_shop.test_client()
+    with oidc.down():
+        response = press_google_button(browser, "/shop/aurelia-fine-chain")
+    assert response.status_code == 503
+    assert UNAVAILABLE in page_text(response)
+    login_form = form_fields(response, 'form[action="/auth/login"]')
+    assert {"email", "password"} <= login_form.keys()
+    assert login_form["next"] == "/shop/aurelia-fine-chain"
+    assert_nobody_signed_in(new_shop, browser)
+
+
+def test_sign_in_works_again_once_the_provider_is_back_without_a_restart(new_shop, oidc):
+    browser = new_shop.test_client()
+    with oidc.down():
+        assert press_google_button(browser).status_code == 503
+    oidc.failing = {"discovery": 503}
+    assert press_google_button(browser).status_code == 503
+    oidc.failing = {}
+    response = sign_in(browser, oidc)
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/account"
+    assert "Grace Hopper" in page_text(browser.get("/account"))
+
+
+@pytest.mark.parametrize("endpoint", ["discovery", "token", "jwks"])
+def test_a_hanging_provider_gets_the_unavailable_page_within_seconds(new_shop, oidc, endpoint):
+    """Not after gunicorn's 60 s, and not as its bare "Internal Server Error"."""
+    browser = new_shop.test_client()
+    oidc.next_identity = dict(GOOGLE_USER)
+    oidc.hanging = {endpoint}
+    began = time.monotonic()
+    if endpoint == "discovery":
+        response = press_google_button(browser)
+    else:
+        response = browser.get(callback_path(oidc, start(browser)))
+    assert time.monotonic() - began < 5 * TIMEOUT
+    assert response.status_code == 503
+    assert UNAVAILABLE in page_text(response)
+    assert_nobody_signed_in(new_shop, browser)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "status"), [("discovery", 503), ("token", 500), ("jwks", 502)]
+)
+def test_a_provider_answering_with_a_server_error_gets_the_unavailable_page(
+    new_shop, oidc, endpoint, status
+):
+    browser = new_shop.test_client()
+    oidc.next_identity = dict(GOOGLE_USER)
+    oidc.failing = {endpoint: status}
+    if endpoint == "discovery":
+        response = press_google_button(browser)
+    else:
+        response = browser.get(callback_path(oidc, start(browser)))
+    assert response.status_code == 503
+    assert UNAVAILABLE in page_text(response)
+    assert_nobody_signed_in(new_shop, browser)
+
+
+@pytest.mark.parametrize(
+    ("changes", "failing"),
+    [
+        ({}, {"discovery": 200}),  # an HTML page with 200 OK, as a proxy or captive portal sends
+        ({"jwks_uri": None}, {}),
+        ({"token_endpoint": None}, {}),
+        ({"issuer": "https://accounts.elsewhere.example"}, {}),
+    ],
+    ids=["an html page", "no jwks_uri", "no token_endpoint", "another issuer"],
+)
+def test_an_unusable_discovery_document_is_explained_and_not_kept(new_shop, oidc, changes, failing):
+    browser = new_shop.test_client()
+    oidc.discovery_changes = changes
+    oidc.failing = failing
+    response = press_google_button(browser)
+    assert response.status_code == 503
+    assert UNAVAILABLE in page_text(response)
+    oidc.discovery_changes = {}
+    oidc.failing = {}
+    assert sign_in(browser, oidc).headers["Location"] == "/account"
+
+
+def test_a_provider_gone_between_the_redirect_and_the_callback_gets_the_unavailable_page(
+    new_shop, oidc
+):
+    browser = new_shop.test_client()
+    oidc.next_identity = dict(GOOGLE_USER)
+    path = callback_path(oidc, start(browser))
+    with oidc.down():
+        response = browser.get(path)
+    assert response.status_code == 503
+    assert UNAVAILABLE in page_text(response)
+    assert_nobody_signed_in(new_shop, browser)
+
+
+def test_a_slow_provider_that_answers_in_time_still_signs_in(new_shop, oidc):
+    oidc.slow = {"discovery": TIMEOUT / 3, "token": TIMEOUT / 3, "jwks": TIMEOUT / 3}
+    browser = new_shop.test_client()
+    assert sign_in(browser, oidc).headers["Location"] == "/account"
+    assert browser.get("/account").status_code == 200
+
+
+@pytest.mark.parametrize("code", [None, ""], ids=["no code", "empty code"])
+def test_a_callback_with_a_valid_state_but_no_code_is_refused(google_app, browser, code):
+    state = parse_qs(urlsplit(start(browser)).query)["state"][0]
+    query = {"state": state} if code is None else {"state": state, "code": code}
+    response = browser.get(f"/auth/google/callback?{urlencode(query)}")
+    assert response.status_code == 400
+    assert DIDNT_COMPLETE in page_text(response)
+    assert_nobody_signed_in(google_app, browser)
+
+
+@pytest.mark.parametrize(
+    ("advertised", "alg"),
+    [
+        (["none"], "none"),
+        (["RS256", "none"], "none"),
+        (["HS256"], "HS256"),
+        (None, "HS256"),
+    ],
+    ids=["none", "RS256 and none", "HS256", "nothing advertised, HS256"],
+)
+def test_an_id_token_not_signed_with_rs256_is_refused_whatever_discovery_says(
+    new_shop, oidc, advertised, alg
+):
+    oidc.advertised_algorithms = advertised
+    oidc.id_token_alg = alg
+    browser = new_shop.test_client()
+    response = sign_in(browser, oidc)
+    assert response.status_code == 400
+    assert DIDNT_COMPLETE in page_text(response)
+    assert_nobody_signed_in(new_shop, browser)
+
+
+def test_rs256_is_accepted_even_when_discovery_advertises_something_else(new_shop, oidc):
+    oidc.advertised_algorithms = ["ES256"]
+    browser = new_shop.test_client()
+    assert sign_in(browser, oidc).headers["Location"] == "/account"
+
+
+@pytest.mark.parametrize("seconds", [0, -1])
+def test_a_google_timeout_under_one_second_is_refused_at_start_up(app, oidc, seconds):
+    """Authlib would take 0 as "wait for ever"."""
+    settings = google_settings(oidc) | {"GOOGLE_TIMEOUT_SECONDS": seconds}
+    with pytest.raises(ConfigurationError, match="GOOGLE_TIMEOUT_SECONDS"):
+        make_app(app.config["SQLALCHEMY_DATABASE_URI"], **settings)
+
+
+def press_google_button_over_http(base_url: str) -> tuple[requests.Session, requests.Response]:
+    """A new browser opens the sign-in page and presses "Sign in with Google"."""
+    browser = requests.Session()
+    token = csrf_token(browser.get(f"{base_url}/auth/login", timeout=30).text)
+    response = browser.post(
+        f"{base_url}/auth/google",
+        data={"csrf_token": token},
+        allow_redirects=False,
+        timeout=30,
+    )
+    return browser, response
+
+
+def at_once(base_url: str, shoppers: int) -> list[tuple[requests.Session, requests.Response]]:
+    """Several shoppers press the button together, so every worker gets some of them."""
+    with ThreadPoolExecutor(shoppers) as pool:
+        return list(pool.map(lambda _: press_google_button_over_http(base_url), range(shoppers)))
+
+
+def test_an_outage_under_gunicorn_shows_the_shops_page_and_every_worker_recovers(app, oidc):
+    settings = {
+        "ELYSIUM_ENV": "testing",
+        "SECRET_KEY": "test-secret-key-not-for-production",
+        "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
+        "EMAIL_BACKEND": "console",
+        **{name: str(value) for name, value in google_settings(oidc).items()},
+    }
+    with ShopProcess(settings, workers=2) as shop:
+        oidc.hanging = {"discovery"}
+        began = time.monotonic()
+        hung = at_once(shop.base_url, 4)
+        assert time.monotonic() - began < 10 * TIMEOUT
+        oidc.reset()
+        with oidc.down():
+            refused = at_once(shop.base_url, 4)
+        for _, response in hung + refused:
+            assert response.status_code == 503
+            assert UNAVAILABLE in response.text
+
+        oidc.next_identity = dict(GOOGLE_USER)
+        oidc.slow = {"discovery": TIMEOUT / 3}  # keeps a worker busy, so the other answers too
+        answered = at_once(shop.base_url, 4)
+        for _, response in answered:
+            assert response.status_code == 302
+            assert response.headers["Location"].startswith(f"{oidc.base_url}/authorize?")
+        browser, response = answered[0]
+        callback = oidc.authorize(response.headers["Location"])
+        done = browser.get(callback, allow_redirects=False, timeout=30)
+        assert done.status_code == 303
+        account = browser.get(urljoin(shop.base_url, done.headers["Location"]), timeout=30)
+        assert account.url == f"{shop.base_url}/account"
+        assert "Grace Hopper" in account.text

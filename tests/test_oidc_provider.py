@@ -4,8 +4,10 @@ for Authlib, and refuse what a real provider refuses. Nothing here touches the s
 from __future__ import annotations
 
 import base64
+import json
 import secrets
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -16,7 +18,12 @@ from authlib.integrations.requests_client import OAuth2Session
 from authlib.oidc.core import CodeIDToken
 from flask import Flask, url_for
 from joserfc import jwt
-from joserfc.errors import BadSignatureError, ExpiredTokenError, InvalidClaimError
+from joserfc.errors import (
+    BadSignatureError,
+    ExpiredTokenError,
+    InvalidClaimError,
+    UnsupportedAlgorithmError,
+)
 from joserfc.jwk import KeySet
 from joserfc.jwt import JWTClaimsRegistry
 
@@ -383,6 +390,89 @@ def test_expired_id_token_fails_validation(provider: OIDCProvider) -> None:
     id_token = issue_id_token(provider)
     with pytest.raises(ExpiredTokenError):
         verify_id_token(provider, id_token, nonce="n-0S6_WzA2Mj")
+
+
+def test_a_hanging_endpoint_answers_nothing_until_reset(provider: OIDCProvider) -> None:
+    provider.hanging = {"discovery"}
+    with pytest.raises(requests.ReadTimeout):
+        requests.get(provider.metadata_url, timeout=0.5)
+    assert requests.get(f"{provider.base_url}/jwks", timeout=10).status_code == 200
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(requests.get, provider.metadata_url, timeout=10)
+        with pytest.raises(TimeoutError):
+            waiting.result(timeout=0.5)
+        provider.reset()
+        assert waiting.result().status_code == 200
+    assert requests.get(provider.metadata_url, timeout=10).status_code == 200
+
+
+def test_a_slow_endpoint_answers_after_its_delay(provider: OIDCProvider) -> None:
+    provider.slow = {"token": 0.5}
+    with pytest.raises(requests.ReadTimeout):
+        requests.post(f"{provider.base_url}/token", timeout=0.1)
+    assert requests.post(f"{provider.base_url}/token", timeout=10).status_code == 401
+
+
+@pytest.mark.parametrize("status", [200, 500, 503])
+def test_a_failing_endpoint_answers_with_an_html_error_page(
+    provider: OIDCProvider, status: int
+) -> None:
+    provider.failing = {"discovery": status}
+    response = requests.get(provider.metadata_url, timeout=10)
+    assert response.status_code == status
+    assert response.headers["Content-Type"].startswith("text/html")
+    with pytest.raises(requests.JSONDecodeError):
+        response.json()
+    assert requests.get(f"{provider.base_url}/jwks", timeout=10).json()["keys"]
+
+
+def test_down_refuses_connections_then_serves_the_same_keys_on_the_same_port(
+    provider: OIDCProvider,
+) -> None:
+    base_url, jwks = provider.base_url, published_keys(provider).as_dict()
+    with provider.down(), pytest.raises(requests.ConnectionError):
+        requests.get(provider.metadata_url, timeout=10)
+    assert provider.base_url == base_url
+    assert published_keys(provider).as_dict() == jwks
+
+
+def test_discovery_changes_replace_or_remove_fields(provider: OIDCProvider) -> None:
+    provider.discovery_changes = {"issuer": "https://elsewhere.example", "jwks_uri": None}
+    metadata = requests.get(provider.metadata_url, timeout=10).json()
+    assert metadata["issuer"] == "https://elsewhere.example"
+    assert "jwks_uri" not in metadata
+    assert metadata["token_endpoint"] == f"{provider.base_url}/token"
+
+
+def test_advertised_algorithms_are_listed_or_left_out(provider: OIDCProvider) -> None:
+    provider.advertised_algorithms = ["RS256", "none"]
+    metadata = requests.get(provider.metadata_url, timeout=10).json()
+    assert metadata["id_token_signing_alg_values_supported"] == ["RS256", "none"]
+    provider.advertised_algorithms = None
+    metadata = requests.get(provider.metadata_url, timeout=10).json()
+    assert "id_token_signing_alg_values_supported" not in metadata
+
+
+def test_none_id_tokens_are_unsigned(provider: OIDCProvider) -> None:
+    provider.id_token_alg = "none"
+    header, payload, signature = issue_id_token(provider).split(".")
+    assert signature == ""
+    assert json.loads(base64.urlsafe_b64decode(header + "==")) == {"alg": "none", "typ": "JWT"}
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    assert claims["sub"] == IDENTITY["sub"]
+    assert "at_hash" not in claims
+
+
+def test_hs256_id_tokens_verify_with_the_shared_key_the_jwks_publishes(
+    provider: OIDCProvider,
+) -> None:
+    provider.id_token_alg = "HS256"
+    id_token = issue_id_token(provider)
+    keys = published_keys(provider)
+    assert {key["kty"] for key in keys.as_dict()["keys"]} == {"RSA", "oct"}
+    assert jwt.decode(id_token, keys, algorithms=["HS256"]).claims["sub"] == IDENTITY["sub"]
+    with pytest.raises(UnsupportedAlgorithmError):
+        jwt.decode(id_token, keys, algorithms=["RS256"])
 
 
 # -- Authlib as the client ---------------------------------------------------------------------

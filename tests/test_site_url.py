@@ -39,6 +39,7 @@ def browser(shop: Flask) -> ShopClient:
 def production(monkeypatch: pytest.MonkeyPatch, **settings: str) -> Flask:
     monkeypatch.setenv("ELYSIUM_ENV", "production")
     monkeypatch.setenv("SECRET_KEY", "a" * 64)
+    monkeypatch.setenv("SINGLE_PROCESS", "1")
     for name, value in settings.items():
         monkeypatch.setenv(name, value)
     return create_app({"SQLALCHEMY_DATABASE_URI": "sqlite://"})

@@ -23,7 +23,7 @@ from elysium.models import (
     ProcessedPaymentEvent,
 )
 from elysium.services.payments import handle_event
-from tests.conftest import WEBHOOK_SECRET
+from tests.conftest import WEBHOOK_SECRET, make_app
 from tests.support.orders import CHAIN_PRICE, pending_chain_order
 
 S = OrderStatus
@@ -84,12 +84,12 @@ def state(app, order) -> dict:
     with app.app_context():
         saved = db.session.get(Order, order["id"])
         stock = db.session.get(Inventory, order["inventory_id"])
-        cart = db.session.get(Cart, order["cart_id"])
+        cart = db.session.get(Cart, order["cart_id"]) if order["cart_id"] else None
         return {
             "status": saved.status,
             "stock": (stock.stock_level, stock.reserved),
-            "bag_lines": len(cart.lines),
-            "frozen": cart.frozen_at is not None,
+            "bag_lines": len(cart.lines) if cart else 0,
+            "frozen": cart is not None and cart.frozen_at is not None,
             "flagged": saved.needs_attention,
             "refunded": saved.refunded_amount,
             "events": [(e.from_status, e.to_status, e.note) for e in saved.events],
@@ -465,3 +465,92 @@ def test_every_pair_of_events_in_either_order_leaves_a_consistent_order(
         assert after["status"] in {S.PAID, S.REFUNDED}, (first, second, statuses)
     if after["status"] is S.REFUNDED:
         assert S.PAID in statuses
+
+
+def test_a_payment_naming_another_pending_order_of_the_same_total_pays_neither(app, client, order):
+    other = pending_chain_order(
+        app, number="ELY-WEBHOOK2", checkout_session_id="cs_test_2", with_cart=False
+    )
+    # Order 1's payment page, but the reference and metadata name order 2.
+    forged = session_object(other, id="cs_test_1")
+
+    response = post(client, event("checkout.session.completed", forged))
+
+    assert response.status_code == 200
+    assert response.json["outcome"] == "mismatch"
+    named = state(app, other)
+    assert named["status"] is S.PENDING
+    assert named["flagged"] is True
+    assert "'cs_test_1', not this order's" in named["events"][-1][2]
+    assert state(app, order)["status"] is S.PENDING
+
+
+def test_a_refund_for_another_payment_is_not_applied(app, client, order):
+    post(client, event("checkout.session.completed", session_object(order)))
+    refund = {
+        "id": "ch_9",
+        "object": "charge",
+        "payment_intent": "pi_someone_else",
+        "amount_refunded": TOTAL,
+        "metadata": {"order_number": order["number"]},
+    }
+
+    response = post(client, event("charge.refunded", refund))
+
+    assert response.json["outcome"] == "mismatch"
+    after = state(app, order)
+    assert after["status"] is S.PAID
+    assert after["refunded"] == 0
+    assert after["flagged"] is True
+
+
+@pytest.mark.parametrize(("key", "livemode"), [(None, True), ("sk_live_elysium", False)])
+def test_an_event_from_the_other_mode_is_acknowledged_and_ignored(
+    app, order, caplog, key, livemode
+):
+    shop = make_app(app.config["SQLALCHEMY_DATABASE_URI"], STRIPE_SECRET_KEY=key)
+    payload = json.loads(event("checkout.session.completed", session_object(order)))
+    payload["livemode"] = livemode
+
+    response = post(shop.test_client(), json.dumps(payload).encode())
+
+    assert response.status_code == 200
+    assert response.json["outcome"] == "ignored"
+    assert state(app, order)["status"] is S.PENDING
+    assert "which the configured key does not match" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "field", ["id", "client_reference_id", "payment_intent", "event_id", "order_number"]
+)
+def test_a_signed_event_with_a_nul_in_an_id_is_refused_and_changes_nothing(
+    app, client, order, field
+):
+    obj = session_object(order)
+    if field == "order_number":
+        obj["metadata"] = {"order_number": order["number"] + "\u0000"}
+        obj["client_reference_id"] = None
+    elif field != "event_id":
+        obj[field] = obj[field] + "\u0000"
+    payload = event(
+        "checkout.session.completed", obj, event_id="evt_\u0000" if field == "event_id" else None
+    )
+
+    response = post(client, payload)
+
+    assert response.status_code == 400
+    assert state(app, order)["status"] is S.PENDING
+
+
+def test_control_characters_quoted_from_stripe_never_reach_the_timeline(app, client, order):
+    attempt = {
+        "id": "pi_test_1",
+        "object": "payment_intent",
+        "metadata": {"order_number": order["number"]},
+        "last_payment_error": {"code": "card_declined", "message": "Declined\u0000 by\u0007 bank"},
+    }
+
+    response = post(client, event("payment_intent.payment_failed", attempt))
+
+    assert response.status_code == 200
+    assert state(app, order)["events"][-1][2] == "A payment attempt failed: Declined by bank"

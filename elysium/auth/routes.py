@@ -33,11 +33,13 @@ from elysium.extensions import db, limiter
 from elysium.integrations import google
 from elysium.services import accounts, oauth_accounts
 from elysium.urls import absolute_url
+from elysium.web import throttle
 from elysium.web.sign_in import safe_next, sign_in
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 
 PENDING_LINK = "google_link"
+CHECK_INBOX = "check_inbox"
 PENDING_LINK_SECONDS = 600
 
 
@@ -65,29 +67,39 @@ def when_limited(template: str, form_class: type) -> Callable[[RequestLimit], Re
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit("20/minute", methods=["POST"], on_breach=when_limited("auth/login.html", LoginForm))
 @limiter.limit(
-    "5/minute",
-    key_func=lambda: "login:" + _posted_email(),
+    "20/minute",
     methods=["POST"],
+    exempt_when=throttle.from_a_known_device,
     on_breach=when_limited("auth/login.html", LoginForm),
 )
 def login() -> Response:
+    """Wrong passwords are throttled per account (``elysium.web.throttle``), the attempts of
+    an address (20 a minute) by the route limit."""
     form = LoginForm(next=request.args.get("next", ""))
     if current_user.is_authenticated and request.method == "GET":
         return redirect(safe_next(form.next.data), 303)
     if not form.validate_on_submit():
         return _form_page("auth/login.html", form, 422 if form.is_submitted() else 200)
+    attempt = throttle.SignInAttempt(form.email.data)
+    if (refusal := attempt.refusal()) is not None:
+        form.form_errors.append(refusal.message)
+        response = _form_page("auth/login.html", form, 429)
+        response.headers["Retry-After"] = str(refusal.retry_after)
+        return response
     try:
         user = accounts.authenticate(db.session, form.email.data, form.password.data)
     except accounts.UnverifiedEmailError as unverified:
+        attempt.password_was_right()
         db.session.commit()
         form.form_errors.append(unverified.message)
         return _form_page("auth/login.html", form, 422)
     if user is None:
+        attempt.password_was_wrong()
         db.session.commit()
         form.form_errors.append("Email or password is incorrect.")
         return _form_page("auth/login.html", form, 422)
+    attempt.password_was_right()
     db.session.commit()
     sign_in(user, remember=form.remember.data)
     flash(f"Welcome back, {user.first_name or 'and thank you for returning'}.")
@@ -100,8 +112,9 @@ def logout() -> Response:
     """Signing out ends every session of the account, on every device and server."""
     accounts.end_all_sessions(current_user._get_current_object())
     db.session.commit()
-    logout_user()
+    # Clear first: logout_user() leaves its "delete the remember cookie" note in the session.
     session.clear()
+    logout_user()
     flash("You are signed out.")
     return redirect(url_for("shop.home"), 303)
 
@@ -128,14 +141,25 @@ def register() -> Response:
         getattr(form, error.field or "email").errors.append(error.message)
         return _form_page("auth/register.html", form, 422)
     db.session.commit()
-    return redirect(
-        url_for("auth.check_inbox", email=accounts.normalise_email(form.email.data)), 303
-    )
+    return _to_check_inbox(form.email.data, reset=False)
+
+
+def _to_check_inbox(email: str, *, reset: bool) -> Response:
+    """The address travels in the signed session, never in a URL (history, logs, referrers)."""
+    session[CHECK_INBOX] = {"email": accounts.normalise_email(email)[:254], "reset": reset}
+    return redirect(url_for("auth.check_inbox"), 303)
 
 
 @bp.get("/check-inbox")
-def check_inbox() -> str:
-    return render_template("auth/check_inbox.html", email=request.args.get("email", "")[:254])
+def check_inbox() -> Response:
+    sent = session.get(CHECK_INBOX) or {}
+    response = make_response(
+        render_template(
+            "auth/check_inbox.html", email=sent.get("email", ""), reset=bool(sent.get("reset"))
+        )
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @bp.route("/confirm/<token>", methods=["GET", "POST"])
@@ -177,9 +201,7 @@ def forgot_password() -> Response:
         return _form_page("auth/forgot.html", form, 422 if form.is_submitted() else 200)
     accounts.request_password_reset(db.session, form.email.data)
     db.session.commit()
-    return redirect(
-        url_for("auth.check_inbox", email=accounts.normalise_email(form.email.data), reset=1), 303
-    )
+    return _to_check_inbox(form.email.data, reset=True)
 
 
 @bp.route("/reset/<token>", methods=["GET", "POST"])
@@ -219,13 +241,19 @@ def google_login() -> Response:
     if not google.enabled():
         return redirect(url_for("auth.login"), 303)
     session["after_sign_in"] = safe_next(request.form.get("next"))
-    return google.authorize_redirect(absolute_url("auth.google_callback"))
+    try:
+        return google.authorize_redirect(absolute_url("auth.google_callback"))
+    except google.GoogleSignInError as error:
+        current_app.logger.warning("Google sign-in could not start: %s", error)
+        return _google_failed(error.message, 503 if error.unavailable else 400)
 
 
-def _google_failed(message: str) -> Response:
+def _google_failed(message: str, status: int = 400) -> Response:
+    """The sign-in page saying why; its password form still leads where the shopper was going."""
     form = LoginForm()
+    form.next.data = session.get("after_sign_in", "")
     form.form_errors.append(message)
-    return _form_page("auth/login.html", form, 400)
+    return _form_page("auth/login.html", form, status)
 
 
 @bp.get("/google/callback")
@@ -236,8 +264,8 @@ def google_callback() -> Response:
     try:
         claims = google.verified_claims()
     except google.GoogleSignInError as error:
-        current_app.logger.warning("Google sign-in refused: %s", error)
-        return _google_failed("Google sign-in didn't complete. Please try again.")
+        current_app.logger.warning("Google sign-in failed: %s", error)
+        return _google_failed(error.message, 503 if error.unavailable else 400)
     try:
         result = oauth_accounts.sign_in_with(db.session, google.PROVIDER, claims)
     except accounts.AccountError as error:

@@ -79,7 +79,8 @@ def register(session: AnySession, form: Registration) -> None:
     instead; the person registering sees the same "check your inbox" either way.
     """
     email = normalise_email(form.email)
-    if problem := passwords.password_problem(form.password, email=email):
+    names = (form.first_name, form.last_name)
+    if problem := passwords.password_problem(form.password, email=email, names=names):
         raise AccountError(problem, field="password")
     existing = user_by_email(session, email)
     if existing is not None:
@@ -191,7 +192,8 @@ def user_for_reset_token(session: AnySession, token: str) -> User | None:
 
 
 def _set_password(session: AnySession, user: User, password: str) -> None:
-    if problem := passwords.password_problem(password, email=user.email):
+    names = (user.first_name, user.last_name)
+    if problem := passwords.password_problem(password, email=user.email, names=names):
         raise AccountError(problem, field="password")
     user.password_hash = passwords.hash_password(password)
     user.password_reset_nonce = None

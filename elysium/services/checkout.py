@@ -429,6 +429,7 @@ def settle(
 def flag(order: Order, reason: str, *, actor: str, stripe_event_id: str | None = None) -> None:
     """Ask staff to look at the order, and say why on its timeline."""
     order.needs_attention = True
+    reason = orders.readable(reason)
     order.attention_reason = (
         f"{order.attention_reason}\n{reason}" if order.attention_reason else reason
     )

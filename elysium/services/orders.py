@@ -67,7 +67,7 @@ def transition_to(
         from_status=order.status,
         to_status=to_status,
         actor=actor,
-        note=note,
+        note=readable(note),
         stripe_event_id=stripe_event_id,
     )
     order.status = to_status
@@ -79,9 +79,15 @@ def add_note(
     order: Order, note: str, *, actor: str, stripe_event_id: str | None = None
 ) -> OrderEvent:
     """A timeline entry that changes nothing (a failed card attempt, a staff remark)."""
-    event = OrderEvent(actor=actor, note=note, stripe_event_id=stripe_event_id)
+    event = OrderEvent(actor=actor, note=readable(note), stripe_event_id=stripe_event_id)
     order.events.append(event)
     return event
+
+
+def readable(text: str) -> str:
+    """A note as it can be stored and shown: words quoted from outside (a card issuer's
+    decline message, a dispute reason) may hold control characters no text column takes."""
+    return "".join(char for char in text if char in "\n\t" or char.isprintable())
 
 
 def new_order_number(session: AnySession) -> str:

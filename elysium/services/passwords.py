@@ -1,4 +1,5 @@
-"""Password policy and hashing: argon2id, at least 10 characters, no common passwords.
+"""Password policy and hashing: argon2id, at least 10 characters, no common passwords, and
+nothing built on the shop's name or the user's own names.
 
 The hashing cost is a setting (``PASSWORD_HASH_TIME_COST``, ``PASSWORD_HASH_MEMORY_KIB``,
 ``PASSWORD_HASH_PARALLELISM``). A hash carries the parameters it was made with, so hashes made
@@ -17,6 +18,7 @@ from flask import current_app
 
 MIN_LENGTH = 10
 MAX_LENGTH = 128
+SHOP_NAME = "elysium"
 
 
 def hasher() -> PasswordHasher:
@@ -62,18 +64,38 @@ def normalise(password: str) -> str:
     return unicodedata.normalize("NFKC", password)
 
 
-def password_problem(password: str, *, email: str = "") -> str | None:
-    """Why this password can't be used, or None. Length counts characters, not bytes."""
+def password_problem(password: str, *, email: str = "", names: tuple[str, ...] = ()) -> str | None:
+    """Why this password can't be used, or None. Length counts characters, not bytes.
+
+    Besides length and the common-password list, a password may not contain the words an
+    attacker tries first for this account: the shop's name, the user's email name and names.
+    """
     password = normalise(password)
     if len(password) < MIN_LENGTH:
         return f"Use at least {MIN_LENGTH} characters."
     if len(password) > MAX_LENGTH:
         return f"Use at most {MAX_LENGTH} characters."
-    lowered = password.lower()
+    lowered = password.casefold()
     if lowered in common_passwords() or lowered.strip() in common_passwords():
         return "That password is too common. Try a few unrelated words together."
-    if email and lowered == email.lower():
+    if email and lowered == email.casefold():
         return "Your password can't be your email address."
+    return _context_problem(lowered, email=email, names=names)
+
+
+CONTEXT_MIN_LENGTH = 3  # shorter names ("Al", "Jo") are part of too many good passwords
+
+
+def _context_problem(lowered: str, *, email: str, names: tuple[str, ...]) -> str | None:
+    if SHOP_NAME in lowered:
+        return f"Your password can't contain “{SHOP_NAME}”. Try a few unrelated words together."
+    email_name = normalise(email.partition("@")[0]).casefold()
+    if len(email_name) >= CONTEXT_MIN_LENGTH and email_name in lowered:
+        return "Your password can't contain the name in your email address."
+    for name in names:
+        for word in normalise(name).casefold().split():
+            if len(word) >= CONTEXT_MIN_LENGTH and word in lowered:
+                return "Your password can't contain your name."
     return None
 
 

@@ -35,6 +35,7 @@ class Outcome(enum.StrEnum):
     REPLAY = "replay"
     IGNORED = "ignored"
     NO_ORDER = "no_order"
+    MISMATCH = "mismatch"
 
 
 class MalformedEventError(ValueError):
@@ -42,8 +43,22 @@ class MalformedEventError(ValueError):
 
 
 def handle_event(session: AnySession, event: dict[str, Any]) -> Outcome:
-    """Apply one verified Stripe event; the caller commits."""
+    """Apply one verified Stripe event; the caller commits.
+
+    An event from the other mode (a live event for a test key, or the reverse) is
+    acknowledged and ignored. An event that names an order but is about another payment page
+    or payment than the order's own is not applied (and flagged when money is involved).
+    """
     event_id, event_type, obj = _parts(event)
+    if not _same_mode(event):
+        current_app.logger.warning(
+            "Stripe event %s (%s) has livemode=%s, which the configured key does not match: "
+            "ignored",
+            event_id,
+            event_type,
+            event.get("livemode"),
+        )
+        return Outcome.IGNORED
     recorded = insert_unless_exists(
         session,
         ProcessedPaymentEvent,
@@ -69,8 +84,48 @@ def handle_event(session: AnySession, event: dict[str, Any]) -> Outcome:
         .where(ProcessedPaymentEvent.id == recorded)
         .values(order_id=order.id)
     )
+    if reason := _not_this_orders(order, event_type, obj):
+        current_app.logger.warning(
+            "Stripe event %s (%s) names order %s but %s: not applied",
+            event_id,
+            event_type,
+            order.number,
+            reason,
+        )
+        note = f"An event ({event_type}) names this order but {reason}: not applied"
+        if event_type in MONEY_EVENTS:
+            checkout.flag(
+                order, f"{note}; check it in Stripe", actor=ACTOR, stripe_event_id=event_id
+            )
+        else:
+            orders.add_note(order, note, actor=ACTOR, stripe_event_id=event_id)
+        return Outcome.MISMATCH
     handler(session, order, obj, event_id)
     return Outcome.APPLIED
+
+
+def _same_mode(event: dict[str, Any]) -> bool:
+    """Whether a live event meets a live key, and a test event a test key."""
+    key = current_app.config.get("STRIPE_SECRET_KEY") or ""
+    live_key = key.startswith(("sk_live_", "rk_live_"))
+    return bool(event.get("livemode")) is live_key
+
+
+def _not_this_orders(order: Order, event_type: str, obj: dict[str, Any]) -> str | None:
+    """Why an object that names this order is about another payment, or None if it is its.
+
+    A checkout event must be about the order's own payment page; an event about a payment
+    must be about the order's payment once that is known.
+    """
+    if event_type.startswith("checkout.session."):
+        if obj.get("id") != order.stripe_checkout_session_id:
+            return f"is about the payment page {obj.get('id')!r}, not this order's"
+        return None
+    intent = obj.get("id") if obj.get("object") == "payment_intent" else obj.get("payment_intent")
+    known = order.stripe_payment_intent_id
+    if known and isinstance(intent, str) and intent != known:
+        return f"is about the payment {intent!r}, not this order's"
+    return None
 
 
 def _parts(event: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
@@ -81,6 +136,12 @@ def _parts(event: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
         raise MalformedEventError("an event needs an id and a type")
     if not isinstance(obj, dict):
         raise MalformedEventError("an event needs data.object")
+    metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    looked_up = (event_id, event_type, obj.get("id"), obj.get("client_reference_id"))
+    looked_up += (obj.get("payment_intent"), metadata.get("order_number"))
+    if any(isinstance(value, str) and "\x00" in value for value in looked_up):
+        # No database text column can hold it; such an event names nothing of ours.
+        raise MalformedEventError("an event's ids hold a NUL character")
     return event_id, event_type, obj
 
 
@@ -220,15 +281,6 @@ UNPAID = frozenset({OrderStatus.PENDING, OrderStatus.PROCESSING, OrderStatus.PAY
 
 def session_expired(session: AnySession, order: Order, obj: dict[str, Any], event_id: str) -> None:
     """Cancel an unpaid order; a paid one is never touched (PAID -> CANCELLED is for refunds)."""
-    current = order.stripe_checkout_session_id
-    if current and obj.get("id") != current:
-        orders.add_note(
-            order,
-            f"A payment page that is not this order's expired ({obj.get('id')}): not applied",
-            actor=ACTOR,
-            stripe_event_id=event_id,
-        )
-        return
     note = "The checkout expired unpaid"
     if order.status not in UNPAID:
         orders.add_note(
@@ -306,3 +358,13 @@ HANDLERS: dict[str, Callable[[AnySession, Order, dict[str, Any], str], None]] = 
     "charge.dispute.created": dispute_created,
     "payment_intent.payment_failed": payment_attempt_failed,
 }
+
+# Events that say money moved: one that can't be applied is flagged for staff, not only noted.
+MONEY_EVENTS = frozenset(
+    {
+        "checkout.session.completed",
+        "checkout.session.async_payment_succeeded",
+        "charge.refunded",
+        "charge.dispute.created",
+    }
+)

@@ -1,8 +1,9 @@
 """The current shopper's cart: the account's when signed in, else the guest cookie's.
 
-A guest's cart is found by a random token kept in a signed, HttpOnly cookie. The cookie is
-(re)sent after a change and removed when the guest cart joins an account's at sign-in. Every
-change to a cart's lines goes through :mod:`elysium.services.cart`.
+A guest's cart is found by a random token kept in a signed, HttpOnly cookie
+(``CART_COOKIE_NAME``: ``__Host-elysium_bag`` in production). The cookie is (re)sent after a
+change and removed when the guest cart joins an account's at sign-in. Every change to a cart's
+lines goes through :mod:`elysium.services.cart`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from flask_login import current_user
 from itsdangerous import BadData, URLSafeSerializer
 from sqlalchemy.exc import SQLAlchemyError
 
+from elysium.config import HOST_COOKIE_PREFIX
 from elysium.extensions import db
 from elysium.models.cart import Cart
 from elysium.models.users import User
@@ -21,21 +23,53 @@ COOKIE_SALT = "elysium.bag"
 MAX_TOKEN_LENGTH = 64
 
 
-def _serializer() -> URLSafeSerializer:
-    return URLSafeSerializer(current_app.config["SECRET_KEY"], salt=COOKIE_SALT)
+def _serializer(cookie_name: str) -> URLSafeSerializer:
+    """A ``__Host-`` name signs with a salt of its own: see ``former_cookie_name``."""
+    salt = COOKIE_SALT
+    if cookie_name.startswith(HOST_COOKIE_PREFIX):
+        salt = f"{COOKIE_SALT}:{cookie_name}"
+    return URLSafeSerializer(current_app.config["SECRET_KEY"], salt=salt)
 
 
-def guest_token() -> str | None:
-    """The token in the guest's cart cookie; a missing or tampered cookie is no token."""
-    raw = request.cookies.get(current_app.config["CART_COOKIE_NAME"])
+def former_cookie_name() -> str | None:
+    """The name the cookie had before production gave it the ``__Host-`` prefix, or ``None``.
+
+    A bag under the former name is still found, once: its token moves to the new name and the
+    old cookie is deleted. Any subdomain, or a plain-http answer, can set a cookie by the
+    former name; but the new name signs with its own salt, so only a token handed out before
+    the move verifies under the old one, and nobody can plant a bag of theirs in a shopper's
+    browser that way.
+    """
+    name = current_app.config["CART_COOKIE_NAME"]
+    former = name.removeprefix(HOST_COOKIE_PREFIX)
+    return former if former != name else None
+
+
+def _read(cookie_name: str) -> str | None:
+    raw = request.cookies.get(cookie_name)
     if not raw:
         return None
     try:
-        token = _serializer().loads(raw)
+        token = _serializer(cookie_name).loads(raw)
     except BadData:
         return None
     if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_LENGTH:
         return None
+    return token
+
+
+def guest_token() -> str | None:
+    """The token in the guest's cart cookie; a missing or tampered cookie is no token.
+
+    A token found under the cookie's former name is sent back under the new one.
+    """
+    name = current_app.config["CART_COOKIE_NAME"]
+    former = former_cookie_name()
+    if name in request.cookies or former is None:
+        return _read(name)
+    token = _read(former)
+    if token is not None:
+        g.setdefault("cart_cookie_token", token)
     return token
 
 
@@ -46,9 +80,16 @@ def keep_guest_cookie(cart: Cart) -> None:
 
 
 def write_cart_cookie(response: Response) -> Response:
-    """After every request: set or clear the guest cart cookie as the request decided."""
+    """After every request: set or clear the guest cart cookie as the request decided; a
+    cookie under the former name is moved to the new one and deleted."""
     config = current_app.config
     name = config["CART_COOKIE_NAME"]
+    former = former_cookie_name()
+    if former is not None and former in request.cookies:
+        guest_token()  # moves the token, if nothing in this request looked for the cart
+        response.delete_cookie(
+            former, secure=config["SESSION_COOKIE_SECURE"], httponly=True, samesite="Lax"
+        )
     if g.get("clear_cart_cookie"):
         response.delete_cookie(
             name, secure=config["SESSION_COOKIE_SECURE"], httponly=True, samesite="Lax"
@@ -56,7 +97,7 @@ def write_cart_cookie(response: Response) -> Response:
     elif token := g.get("cart_cookie_token"):
         response.set_cookie(
             name,
-            _serializer().dumps(token),
+            _serializer(name).dumps(token),
             max_age=config["CART_COOKIE_DAYS"] * 24 * 3600,
             secure=config["SESSION_COOKIE_SECURE"],
             httponly=True,

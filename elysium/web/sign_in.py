@@ -12,6 +12,7 @@ from elysium.extensions import db, login_manager
 from elysium.htmx import htmx_redirect, is_htmx
 from elysium.models.users import User
 from elysium.web.cart import merge_guest_cart
+from elysium.web.devices import remember_device
 
 
 def load_user(identity: str) -> User | None:
@@ -29,10 +30,12 @@ def sign_in(user: User, remember: bool = False) -> None:
     """A fresh session for the signed-in user, so no earlier session id survives (no fixation).
 
     A guest cart (from its own cookie, which ``session.clear()`` leaves alone) joins the
-    account's cart, and the shopper is told what was merged.
+    account's cart, and the shopper is told what was merged. The browser becomes a known device
+    of the account, which the sign-in throttle never slows down.
     """
     session.clear()
     login_user(user, remember=remember, duration=current_app.config["REMEMBER_COOKIE_DURATION"])
+    remember_device(user)
     merge_guest_cart(user)
 
 

@@ -12,6 +12,22 @@ Negative-test switches (all ``False`` by default): ``sign_with_wrong_key``, ``wr
 ``wrong_audience``, ``expired_id_token``; ``authorize_error`` (e.g. ``"access_denied"``) makes
 the next authorization requests come back with that error instead of a code.
 
+Outages, by endpoint name (``"discovery"``, ``"jwks"``, ``"authorize"``, ``"token"``,
+``"userinfo"``): ``slow`` maps a name to seconds to wait before answering; ``hanging`` holds
+those requests without answering until ``reset()`` or ``stop()`` (at most ``HANG_SECONDS``);
+``failing`` maps a name to the status it answers with instead (``{"discovery": 503}``), with
+an HTML error page as a gateway would send.
+``with provider.down():`` closes the port, so connections are refused, and opens the same port
+again afterwards (same keys, same codes).
+
+``discovery_changes`` replaces fields of the discovery document (a ``None`` value leaves the
+field out), e.g. ``{"issuer": "https://elsewhere.example"}`` or ``{"jwks_uri": None}``.
+
+Algorithms: ``advertised_algorithms`` is what the discovery document lists in
+``id_token_signing_alg_values_supported`` (``None`` leaves the field out); ``id_token_alg`` is
+how ID tokens are signed: ``"RS256"`` (the default), ``"none"`` (unsigned) or ``"HS256"`` with a
+shared key that the JWKS then publishes, so anyone who reads it could mint tokens.
+
 ``include_azp`` adds ``azp`` = client_id to ID tokens, as Google does. Note that Authlib 1.9's
 ``parse_id_token`` does not check ``aud`` by itself: it only notices a foreign ``aud`` because
 ``azp`` is then required. With ``wrong_audience`` and ``include_azp`` both on, a client that does
@@ -29,13 +45,14 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunsplit
 
 from joserfc import jwt
-from joserfc.jwk import RSAKey
+from joserfc.jwk import OctKey, RSAKey
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
@@ -55,6 +72,13 @@ ACCESS_TOKEN_TTL = 3600
 ID_TOKEN_TTL = 3600
 SUPPORTED_SCOPES = ("openid", "email", "profile")
 AUTH_METHODS = ("client_secret_post", "client_secret_basic")
+ID_TOKEN_ALGORITHMS = ("RS256", "HS256", "none")
+# A hanging request is let go after this long even if nobody resets or stops the provider.
+HANG_SECONDS = 30
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 def s256(verifier: str) -> str:
@@ -156,12 +180,22 @@ class OIDCProvider:
         # Google puts azp (= client_id) in its ID tokens; off by default. See the module doc.
         self.include_azp = False
 
+        self.slow: dict[str, float] = {}
+        self.hanging: set[str] = set()
+        self.failing: dict[str, int] = {}
+        self.discovery_changes: dict[str, Any] = {}
+        self.advertised_algorithms: list[str] | None = ["RS256"]
+        self.id_token_alg = "RS256"
+        self._released = threading.Event()
+
         self.key = RSAKey.generate_key(2048, parameters={"use": "sig", "alg": "RS256"})
         self.key.ensure_kid()
         # Same kid as the real key, so a client picks the published key and the signature fails.
         self.wrong_key = RSAKey.generate_key(
             2048, parameters={"use": "sig", "alg": "RS256", "kid": self.key.kid}
         )
+        self.shared_key = OctKey.generate_key(256, parameters={"use": "sig", "alg": "HS256"})
+        self.shared_key.ensure_kid()
 
         self.codes: dict[str, AuthorizationCode] = {}
         self.access_tokens: dict[str, AccessToken] = {}
@@ -181,6 +215,7 @@ class OIDCProvider:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> OIDCProvider:
+        """Serve; after a ``stop()``, on the same port again."""
         if self._server is not None:
             raise RuntimeError("provider already started")
         self._server = make_server(
@@ -198,6 +233,7 @@ class OIDCProvider:
         return self
 
     def stop(self) -> None:
+        self._release_hanging()
         server, thread = self._server, self._thread
         self._server = self._thread = None
         if server is not None:
@@ -205,6 +241,19 @@ class OIDCProvider:
             server.server_close()
         if thread is not None:
             thread.join(timeout=5)
+
+    @contextmanager
+    def down(self) -> Iterator[None]:
+        """Closed while the block runs (connections are refused), then serving again."""
+        self.stop()
+        try:
+            yield
+        finally:
+            self.start()
+
+    def _release_hanging(self) -> None:
+        released, self._released = self._released, threading.Event()
+        released.set()
 
     def __enter__(self) -> OIDCProvider:
         return self.start()
@@ -214,7 +263,8 @@ class OIDCProvider:
 
     @property
     def base_url(self) -> str:
-        if self._server is None:
+        """Known from the first ``start()`` on, also while the provider is ``down()``."""
+        if self.port == 0:
             raise RuntimeError("provider not started")
         return f"http://{self.host}:{self.port}"
 
@@ -238,9 +288,19 @@ class OIDCProvider:
         self.wrong_audience = self.expired_id_token = False
         self.authorize_error = None
         self.include_azp = False
+        self.slow = {}
+        self.hanging = set()
+        self.failing = {}
+        self.discovery_changes = {}
+        self.advertised_algorithms = ["RS256"]
+        self.id_token_alg = "RS256"
+        self._release_hanging()
 
     def public_jwks(self) -> dict[str, Any]:
-        return {"keys": [self.key.as_dict(private=False)]}
+        keys = [self.key.as_dict(private=False)]
+        if self.id_token_alg == "HS256":
+            keys.append(self.shared_key.as_dict())  # the misconfiguration: a secret made public
+        return {"keys": keys}
 
     def authorize(self, authorization_url: str) -> str:
         """Play the browser at the authorization endpoint: GET the URL, return the redirect.
@@ -266,7 +326,14 @@ class OIDCProvider:
         adapter = self._url_map.bind_to_environ(environ)
         try:
             endpoint, _ = adapter.match()
-            response = getattr(self, f"_{endpoint}")(request)
+            if endpoint in self.slow:
+                time.sleep(self.slow[endpoint])
+            if endpoint in self.hanging:
+                self._released.wait(HANG_SECONDS)
+            if endpoint in self.failing:
+                response = outage_page(self.failing[endpoint])
+            else:
+                response = getattr(self, f"_{endpoint}")(request)
         except (NotFound, MethodNotAllowed) as exc:
             response = exc.get_response(environ)
         except HTTPException as exc:  # pragma: no cover - defensive
@@ -275,36 +342,36 @@ class OIDCProvider:
 
     def _discovery(self, request: Request) -> Response:
         base = self.base_url
-        return json_response(
-            {
-                "issuer": self.issuer,
-                "authorization_endpoint": f"{base}/authorize",
-                "token_endpoint": f"{base}/token",
-                "userinfo_endpoint": f"{base}/userinfo",
-                "jwks_uri": f"{base}/jwks",
-                "response_types_supported": ["code"],
-                "subject_types_supported": ["public"],
-                "id_token_signing_alg_values_supported": ["RS256"],
-                "code_challenge_methods_supported": ["S256"],
-                "scopes_supported": list(SUPPORTED_SCOPES),
-                "token_endpoint_auth_methods_supported": list(self.token_endpoint_auth_methods),
-                "grant_types_supported": ["authorization_code"],
-                "claims_supported": [
-                    "iss",
-                    "sub",
-                    "aud",
-                    "exp",
-                    "iat",
-                    "nonce",
-                    "at_hash",
-                    "email",
-                    "email_verified",
-                    "name",
-                    "given_name",
-                    "family_name",
-                ],
-            }
-        )
+        document: dict[str, Any] = {
+            "issuer": self.issuer,
+            "authorization_endpoint": f"{base}/authorize",
+            "token_endpoint": f"{base}/token",
+            "userinfo_endpoint": f"{base}/userinfo",
+            "jwks_uri": f"{base}/jwks",
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": self.advertised_algorithms,
+            "code_challenge_methods_supported": ["S256"],
+            "scopes_supported": list(SUPPORTED_SCOPES),
+            "token_endpoint_auth_methods_supported": list(self.token_endpoint_auth_methods),
+            "grant_types_supported": ["authorization_code"],
+            "claims_supported": [
+                "iss",
+                "sub",
+                "aud",
+                "exp",
+                "iat",
+                "nonce",
+                "at_hash",
+                "email",
+                "email_verified",
+                "name",
+                "given_name",
+                "family_name",
+            ],
+        }
+        document |= self.discovery_changes
+        return json_response({name: value for name, value in document.items() if value is not None})
 
     def _jwks(self, request: Request) -> Response:
         return json_response(self.public_jwks())
@@ -477,8 +544,9 @@ class OIDCProvider:
             "iat": issued_at,
             "exp": issued_at + ID_TOKEN_TTL,
             "auth_time": issued_at,
-            "at_hash": at_hash(access_token),
         }
+        if self.id_token_alg != "none":  # at_hash is a hash named by alg: "none" names none
+            claims["at_hash"] = at_hash(access_token)
         if self.include_azp:
             claims["azp"] = grant.client_id
         if grant.nonce is not None or self.wrong_nonce:
@@ -486,6 +554,19 @@ class OIDCProvider:
         for name in ("email", "email_verified", "name", "given_name", "family_name"):
             if name in grant.identity:
                 claims[name] = grant.identity[name]
+        return self.sign(claims)
+
+    def sign(self, claims: dict[str, Any]) -> str:
+        """An ID token as ``id_token_alg`` (and ``sign_with_wrong_key``) say."""
+        if self.id_token_alg == "none":
+            # By hand: joserfc warns (an error in the suite) whenever "none" is used at all.
+            header = b64url(json.dumps({"alg": "none", "typ": "JWT"}).encode())
+            return f"{header}.{b64url(json.dumps(claims).encode())}."
+        if self.id_token_alg == "HS256":
+            header = {"alg": "HS256", "kid": self.shared_key.kid, "typ": "JWT"}
+            return jwt.encode(header, claims, self.shared_key, algorithms=["HS256"])
+        if self.id_token_alg != "RS256":
+            raise ValueError(f"id_token_alg must be one of {ID_TOKEN_ALGORITHMS}")
         key = self.wrong_key if self.sign_with_wrong_key else self.key
         header = {"alg": "RS256", "kid": key.kid, "typ": "JWT"}
         return jwt.encode(header, claims, key, algorithms=["RS256"])
@@ -511,6 +592,12 @@ def json_response(body: dict[str, Any], status: int = 200) -> Response:
 
 def redirect(location: str) -> Response:
     return Response("", status=302, headers={"Location": location})
+
+
+def outage_page(status: int) -> Response:
+    """What a provider's gateway answers while it is down: HTML, not the JSON asked for."""
+    body = f"<!doctype html><title>Error {status}</title><p>The server is unavailable.</p>"
+    return Response(body, status=status, mimetype="text/html")
 
 
 def error_page(message: str) -> Response:

@@ -15,10 +15,16 @@ CHAIN_PRICE = 65000
 
 
 def pending_chain_order(
-    app: Flask, *, number: str = "ELY-WEBHOOK1", stock_level: int = 5, with_cart: bool = True
+    app: Flask,
+    *,
+    number: str = "ELY-WEBHOOK1",
+    checkout_session_id: str = "cs_test_1",
+    stock_level: int = 5,
+    with_cart: bool = True,
 ) -> dict:
-    """A PENDING order for one yellow-gold Aurelia Fine Chain: its unit reserved out of
-    ``stock_level``, and (``with_cart``) the shopper's cart frozen under it."""
+    """A PENDING order for one yellow-gold Aurelia Fine Chain, on the payment page
+    ``checkout_session_id``: its unit reserved out of ``stock_level``, and (``with_cart``)
+    the shopper's cart frozen under it."""
     with app.app_context():
         product = db.session.scalars(
             select(Product).where(Product.slug == "aurelia-fine-chain")
@@ -40,6 +46,7 @@ def pending_chain_order(
             db.session.add(cart)
         order = Order(
             number=number,
+            stripe_checkout_session_id=checkout_session_id,
             email="shopper@example.com",
             currency="GBP",
             subtotal=CHAIN_PRICE,

@@ -66,7 +66,7 @@ class ShopProcess:
             try:
                 if requests.get(f"{self.base_url}/healthz", timeout=1).ok:
                     return self
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not up, or still loading
                 time.sleep(0.1)
         self.kill()
         raise RuntimeError("the shop did not start under gunicorn")

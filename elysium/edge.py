@@ -1,0 +1,128 @@
+"""The edge: a request whose text can't be read is refused before anything reads it.
+
+Every value a request hands the shop as text — a path segment, a query parameter, a form
+field (urlencoded or multipart), a cookie — must be UTF-8 without NUL. PostgreSQL's text
+columns can't hold NUL (a statement with one fails: a 500 where SQLite would store it), and
+Werkzeug quietly turns bytes that aren't UTF-8 into U+FFFD or leaves them percent-encoded, so
+what was sent and what the shop would store or look up differ. So the check reads the bytes
+as the client sent them, decoded the way Werkzeug decodes them, and anything unreadable gets
+the shop's 400 page (htmx the fragment) on every URL, before the CSRF check, the rate
+limiter or a view.
+
+What is not form data is the view's own business: the Stripe webhook verifies its raw JSON
+body as it came, and ``"\\u0000"`` inside JSON is six ASCII characters. Of the headers, the
+shop reads Host (checked against ``TRUSTED_HOSTS``), the HX-* headers (compared to fixed
+strings), the CSRF and Stripe signature headers (compared to what the shop signed) and the
+Referer (sign-in's way back); none reaches the database as text, so a header is refused only
+for a NUL, which HTTP forbids in any field value (RFC 9110, section 5.5).
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import unquote_to_bytes
+
+from flask import Flask, Request, Response, current_app, request
+from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
+
+from elysium.errors import render_error
+
+UNREADABLE = "It held characters we can't read. Please go back and try again."
+
+# Werkzeug unquotes a quoted cookie value's backslash escapes (``"\000"`` is a NUL): the same
+# escapes, applied to the whole header, find every byte a cookie value can decode to.
+COOKIE_ESCAPE = re.compile(rb"\\([0-3][0-7]{2}|.)")
+
+
+def init_app(app: Flask) -> None:
+    """Register the check. Call it before any extension registers its ``before_request``
+    hooks, so that no CSRF check, rate limit or view reads what is refused."""
+    app.before_request(refuse_unreadable_requests)
+
+
+def refuse_unreadable_requests() -> Response | None:
+    part = unreadable_part(request)
+    if part is None:
+        return None
+    current_app.logger.info("Refused a request with unreadable text in its %s", part)
+    # The page's header reads request.args, which a query string of raw bytes that aren't
+    # UTF-8 would make raise.
+    request.query_string = b""
+    return render_error(400, UNREADABLE)
+
+
+def unreadable_part(incoming: Request) -> str | None:
+    """Which part of the request holds a NUL or bytes that aren't UTF-8, or ``None``."""
+    environ = incoming.environ
+    # PATH_INFO is already percent-decoded by the server; WSGI hands bytes over as latin-1.
+    if not is_text(environ.get("PATH_INFO", "").encode("latin-1")):
+        return "path"
+    if not is_text(unquote_to_bytes(incoming.query_string)):
+        return "query string"
+    if any(
+        "\x00" in value
+        for name, value in environ.items()
+        if name.startswith(("HTTP_", "CONTENT_")) and isinstance(value, str)
+    ):
+        return "headers"
+    cookies = environ.get("HTTP_COOKIE", "").encode("latin-1")
+    if not is_text(COOKIE_ESCAPE.sub(_unescape, cookies)):
+        return "cookies"
+    if not form_is_text(incoming):
+        return "form"
+    return None
+
+
+def is_text(raw: bytes) -> bool:
+    """UTF-8 (no overlong forms, no surrogates: Python's codec refuses both) without NUL."""
+    if b"\x00" in raw:
+        return False
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def form_is_text(incoming: Request) -> bool:
+    """Every field name and value of a form body is text; any other body passes untouched.
+
+    The body is read once and kept, so Werkzeug parses the form from the same bytes later.
+    """
+    if incoming.mimetype == "application/x-www-form-urlencoded":
+        return is_text(unquote_to_bytes(incoming.get_data(cache=True)))
+    if incoming.mimetype == "multipart/form-data":
+        boundary = incoming.mimetype_params.get("boundary", "").encode("latin-1")
+        return not boundary or multipart_is_text(incoming.get_data(cache=True), boundary)
+    return True
+
+
+def multipart_is_text(body: bytes, boundary: bytes) -> bool:
+    """Field values are checked as bytes, whatever charset a part claims; a file's content is
+    binary and only its field name and file name are text."""
+    decoder = MultipartDecoder(boundary)
+    decoder.receive_data(body)
+    decoder.receive_data(None)
+    value: list[bytes] | None = None
+    try:
+        while not isinstance(event := decoder.next_event(), Epilogue | NeedData):
+            if isinstance(event, Field | File):
+                if "\x00" in event.name + getattr(event, "filename", ""):
+                    return False
+                value = [] if isinstance(event, Field) else None
+            elif isinstance(event, Data) and value is not None:
+                value.append(event.data)
+                if not event.more_data and not is_text(b"".join(value)):
+                    return False
+    except UnicodeDecodeError:  # a part's headers (its name) aren't UTF-8
+        return False
+    except ValueError:
+        # Not a body Werkzeug can parse either: its form comes out empty, and the CSRF
+        # check refuses the request.
+        return True
+    return True
+
+
+def _unescape(match: re.Match[bytes]) -> bytes:
+    escaped = match.group(1)
+    return bytes([int(escaped, 8)]) if len(escaped) == 3 else escaped

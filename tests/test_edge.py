@@ -1,0 +1,545 @@
+"""The edge: a NUL, or bytes that aren't UTF-8, in a path segment, a query parameter, a form
+field (urlencoded or multipart), a cookie or a header get the shop's 400 page on every route,
+before anything reads them, on SQLite and PostgreSQL alike; text that is UTF-8 passes, and the
+Stripe webhook's JSON body is its own business."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from itertools import product as combinations
+
+import pytest
+from flask import Flask
+from sqlalchemy import select
+
+from devtools.fake_stripe.webhooks import sign
+from elysium.extensions import db
+from elysium.models import Address, CartLine, ProcessedPaymentEvent, Product, User, WishlistItem
+from elysium.services import wishlist
+from tests.conftest import PASSWORD, WEBHOOK_SECRET, ShopClient, create_user, link_in, sent_emails
+from tests.html import Page, text_of
+from tests.support.checkout import ADDRESS, CHAIN, METAL, Shop, add_chain
+from tests.support.shop_process import ShopProcess
+from tests.test_get_is_pure import snapshot
+
+REFUSED = "This request could not be understood"
+UNREADABLE = "It held characters we can't read. Please go back and try again."
+
+# What each bad value is as bytes, once the server has percent-decoded it.
+BAD = {
+    "NUL": b"\x00",
+    "a byte that is never UTF-8": b"\xff",
+    "an overlong NUL": b"\xc0\x80",
+}
+# A cookie's NUL as Werkzeug reads it out of a quoted value (browsers send such text as is).
+QUOTED_NUL = b'"\\000"'
+
+GET_PLACES = ("query", "cookie", "path")
+POST_PLACES = ("query", "urlencoded form", "multipart form", "cookie", "path")
+
+
+@dataclass
+class Call:
+    """One route and method as a visitor would use it: the URL and, for a POST, the body."""
+
+    visitor: str
+    path: str
+    form: dict[str, str] = field(default_factory=dict)
+    variable_segment: int | None = None  # which segment holds the rule's first variable
+    query: dict[str, str] = field(default_factory=lambda: {"q": "rings"})
+
+    def query_string(self, bad: bytes = b"") -> bytes:
+        """The call's query, percent-encoded as a browser sends it, ``bad`` in every value."""
+        return b"&".join(
+            quote(name.encode()) + b"=" + quote(value.encode() + bad)
+            for name, value in self.query.items()
+        )
+
+
+@dataclass
+class Visit:
+    app: Flask
+    clients: dict[str, ShopClient]
+    webhook_body: bytes
+
+    def cookie_header(self, visitor: str, extra: bytes = b"") -> str:
+        """The visitor's own cookies (their session, bag and CSRF token), plus ``extra``."""
+        client = self.clients[visitor]
+        names = (self.app.config["SESSION_COOKIE_NAME"], self.app.config["CART_COOKIE_NAME"])
+        pairs = [
+            f"{name}={cookie.value}".encode("latin-1")
+            for name in names
+            if (cookie := client.get_cookie(name)) is not None
+        ]
+        return b"; ".join([*pairs, *([extra] if extra else [])]).decode("latin-1")
+
+    def send(
+        self,
+        method: str,
+        call: Call,
+        *,
+        path: bytes | None = None,
+        query: bytes = b"",
+        bad_fields: bytes | None = None,
+        multipart: bool = False,
+        cookie: bytes = b"",
+        htmx: bool = False,
+    ):
+        """The request exactly as these bytes: the test client would re-encode a str path."""
+        headers = {"Cookie": self.cookie_header(call.visitor, cookie)}
+        if htmx:
+            headers["HX-Request"] = "true"
+        kwargs: dict = {}
+        if method == "POST":
+            kwargs = self._body(call, bad_fields, multipart)
+        raw_path = path if path is not None else call.path.encode()
+        raw = self.app.test_client(use_cookies=False)
+        return raw.open(
+            "/",
+            method=method,
+            buffered=True,
+            headers={**headers, **kwargs.pop("headers", {})},
+            environ_overrides={
+                "PATH_INFO": raw_path.decode("latin-1"),
+                "QUERY_STRING": query.decode("latin-1"),
+            },
+            **kwargs,
+        )
+
+    def _body(self, call: Call, bad: bytes | None, multipart: bool) -> dict:
+        """The call's form with its CSRF token (``bad`` at the end of every other field), or
+        the webhook's signed event."""
+        if call.path == "/webhooks/stripe" and bad is None:
+            signature = sign(self.webhook_body, WEBHOOK_SECRET)
+            return {
+                "data": self.webhook_body,
+                "content_type": "application/json",
+                "headers": {"Stripe-Signature": signature},
+            }
+        token = (self.clients[call.visitor].csrf_token or "").encode()
+        encoded = {name: value.encode() for name, value in (call.form or {"note": ""}).items()}
+        if bad is not None:
+            encoded = {name: value + bad for name, value in encoded.items()}
+        encoded["csrf_token"] = token
+        if multipart:
+            boundary = uuid.uuid4().hex
+            parts = [
+                b'--%s\r\nContent-Disposition: form-data; name="%s"\r\n\r\n%s\r\n'
+                % (boundary.encode(), name.encode(), value)
+                for name, value in encoded.items()
+            ]
+            body = b"".join(parts) + b"--%s--\r\n" % boundary.encode()
+            return {"data": body, "content_type": f"multipart/form-data; boundary={boundary}"}
+        body = b"&".join(
+            name.encode() + b"=" + b"".join(b"%%%02X" % byte for byte in value)
+            for name, value in encoded.items()
+        )
+        return {"data": body, "content_type": "application/x-www-form-urlencoded"}
+
+
+def with_bad_segment(call: Call, bad: bytes) -> bytes:
+    """The call's path with ``bad`` inside one segment: the rule's variable, else the last."""
+    segments = call.path.encode().split(b"/")
+    index = call.variable_segment if call.variable_segment is not None else len(segments) - 1
+    segments[index] = segments[index] + bad
+    return b"/".join(segments)
+
+
+def edge_page(response) -> bool:
+    """The shop's 400 page (htmx: its message in #messages) saying the text can't be read."""
+    if response.status_code != 400:
+        return False
+    if response.request.headers.get("HX-Request") == "true":
+        return response.headers.get("HX-Retarget") == "#messages" and text_of(response) == (
+            f"{REFUSED}. {UNREADABLE}"
+        )
+    page = Page(response)
+    return [text_of(h1) for h1 in page.select("h1")] == [REFUSED] and [
+        text_of(hint) for hint in page.select("p.lede")
+    ] == [UNREADABLE]
+
+
+def _ids(app: Flask) -> dict[str, str]:
+    with app.app_context():
+        address = db.session.scalars(select(Address.id)).one()
+        lines = db.session.scalars(select(CartLine).order_by(CartLine.id)).all()
+        guest_line = next(line.id for line in lines if line.cart.user_id is None)
+        saved = db.session.scalars(select(WishlistItem.id)).one()
+        db.session.remove()
+    return {"address": str(address), "guest_line": str(guest_line), "saved": str(saved)}
+
+
+@pytest.fixture
+def visit(shop: Shop, app: Flask) -> Visit:
+    """Ada, signed in, with a saved address, a saved piece and a piece in her bag; a guest with
+    a bag; the links a new account and a forgotten password get by email."""
+    with app.app_context():
+        user_id = create_user("ada@example.com")
+        db.session.add(
+            Address(
+                user_id=user_id,
+                full_name="Ada Lovelace",
+                line1="12 St James's Square",
+                city="London",
+                postcode="SW1Y 4JH",
+                country="GB",
+            )
+        )
+        piece = db.session.scalars(select(Product).where(Product.slug == CHAIN)).one()
+        wishlist.toggle_piece(db.session, user_id, piece)
+        db.session.commit()
+        db.session.remove()
+    ada = shop.client()
+    ada.submit("/auth/login", {"email": "ada@example.com", "password": PASSWORD})
+    add_chain(ada)
+    guest = shop.client()
+    add_chain(guest)
+    guest.get("/auth/login")
+    body = json.dumps(
+        {
+            "id": "evt_test_edge",
+            "object": "event",
+            "type": "customer.created",
+            "created": int(time.time()),
+            "data": {"object": {"id": "cus_test_edge", "object": "customer"}},
+            "livemode": False,
+        }
+    ).encode()
+    return Visit(shop.app, {"ada": ada, "guest": guest}, body)
+
+
+def _calls(visit: Visit) -> dict[tuple[str, str], Call]:
+    """Every route and method, with what a visitor would send to it (a form that would change
+    something, where the route changes something)."""
+    ids = _ids(visit.app)
+    newcomer = visit.app.test_client()
+    newcomer.submit(
+        "/auth/register", {"email": "grace@example.com", "password": "a fine long password"}
+    )
+    newcomer.submit("/auth/forgot", {"email": "ada@example.com"})
+    [confirm] = sent_emails(visit.app, "grace@example.com")
+    [*_, reset] = sent_emails(visit.app, "ada@example.com")
+    confirm_path = link_in(confirm, "/auth/confirm/")
+    reset_path = link_in(reset, "/auth/reset/")
+    address = {
+        "full_name": "Ada Lovelace",
+        "line1": "1 Piccadilly",
+        "city": "London",
+        "postcode": "W1J 0BD",
+        "country": "GB",
+    }
+    new_password = "another fine long password"
+    ring = "aurelia-solitaire-ring"
+    return {
+        ("shop.home", "GET"): Call("guest", "/"),
+        ("shop.listing", "GET"): Call(
+            "guest", "/shop", query={"category": "ring", "sort": "price-asc", "q": "gold"}
+        ),
+        ("shop.product", "GET"): Call(
+            "guest", f"/shop/{ring}", variable_segment=2, query={"metal": "platinum", "size": "6"}
+        ),
+        ("shop.price", "GET"): Call(
+            "guest",
+            f"/shop/{ring}/price",
+            variable_segment=2,
+            query={"metal": "white-gold", "diamond": "0.50ct", "engraving": "Always"},
+        ),
+        ("shop.collection", "GET"): Call("guest", "/collections/aurelia", variable_segment=2),
+        ("static", "GET"): Call("guest", "/static/css/elysium.css", variable_segment=3),
+        ("site.healthz", "GET"): Call("guest", "/healthz"),
+        ("site.robots", "GET"): Call("guest", "/robots.txt"),
+        ("site.sitemap", "GET"): Call("guest", "/sitemap.xml"),
+        ("cart.show", "GET"): Call("guest", "/cart"),
+        ("cart.add_item", "POST"): Call(
+            "guest",
+            "/cart/items",
+            {
+                "product": ring,
+                "quantity": "1",
+                "metal": "yellow-gold",
+                "diamond": "0.30ct",
+                "size": "6",
+                "engraving": "Always",
+            },
+        ),
+        ("cart.update_line", "POST"): Call(
+            "guest", f"/cart/items/{ids['guest_line']}", {"quantity": "2"}, variable_segment=3
+        ),
+        ("cart.remove_line", "POST"): Call(
+            "guest", f"/cart/items/{ids['guest_line']}/delete", variable_segment=3
+        ),
+        ("checkout.show", "GET"): Call("ada", "/checkout"),
+        ("checkout.start", "POST"): Call(
+            "ada",
+            "/checkout",
+            {"email": "ada@example.com", "shipping_choice": "new", "billing_same": "y", **ADDRESS},
+        ),
+        ("checkout.resume", "POST"): Call("ada", "/checkout/resume"),
+        ("checkout.cancel", "POST"): Call("ada", "/checkout/cancel"),
+        ("checkout.success", "GET"): Call(
+            "ada", "/checkout/success", query={"session_id": "cs_test_edge"}
+        ),
+        ("orders.detail", "GET"): Call(
+            "guest", "/orders/ELY-AAAAAAAA", variable_segment=2, query={"token": "x"}
+        ),
+        ("account.overview", "GET"): Call("ada", "/account"),
+        ("account.profile", "GET"): Call("ada", "/account/profile"),
+        ("account.update_profile", "POST"): Call(
+            "ada", "/account/profile", {"first_name": "Augusta", "last_name": "King"}
+        ),
+        ("account.change_email", "POST"): Call(
+            "ada", "/account/email", {"email": "augusta@example.com", "current_password": PASSWORD}
+        ),
+        ("account.change_password", "POST"): Call(
+            "ada", "/account/password", {"current_password": PASSWORD, "password": new_password}
+        ),
+        ("account.address_book", "GET"): Call("ada", "/account/addresses"),
+        ("account.add_address", "POST"): Call("ada", "/account/addresses", address),
+        ("account.address", "GET"): Call(
+            "ada", f"/account/addresses/{ids['address']}", variable_segment=3
+        ),
+        ("account.update_address", "POST"): Call(
+            "ada", f"/account/addresses/{ids['address']}", address, variable_segment=3
+        ),
+        ("account.edit_address", "GET"): Call(
+            "ada", f"/account/addresses/{ids['address']}/edit", variable_segment=3
+        ),
+        ("account.delete_address", "POST"): Call(
+            "ada", f"/account/addresses/{ids['address']}/delete", variable_segment=3
+        ),
+        ("account.make_default", "POST"): Call(
+            "ada", f"/account/addresses/{ids['address']}/default/billing", variable_segment=3
+        ),
+        ("account.orders_list", "GET"): Call("ada", "/account/orders"),
+        ("account.order_detail", "GET"): Call(
+            "ada", "/account/orders/ELY-AAAAAAAA", variable_segment=3
+        ),
+        ("account.export", "GET"): Call("ada", "/account/export"),
+        ("account.close_account", "GET"): Call("ada", "/account/delete"),
+        ("account.close_account", "POST"): Call(
+            "ada", "/account/delete", {"password": PASSWORD, "confirm_email": "ada@example.com"}
+        ),
+        ("account.goodbye", "GET"): Call("ada", "/account/goodbye"),
+        ("wishlist.show", "GET"): Call("ada", "/wishlist"),
+        ("wishlist.heart", "GET"): Call(
+            "ada", f"/wishlist/heart/{ring}", variable_segment=3, query={"metal": "rose-gold"}
+        ),
+        ("wishlist.toggle", "POST"): Call(
+            "ada", "/wishlist/toggle", {"slug": ring, "scope": "piece", "next": "/shop"}
+        ),
+        ("wishlist.remove", "POST"): Call(
+            "ada", f"/wishlist/{ids['saved']}/remove", variable_segment=2
+        ),
+        ("wishlist.move_to_cart", "POST"): Call(
+            "ada", f"/wishlist/{ids['saved']}/move", variable_segment=2
+        ),
+        ("auth.login", "GET"): Call("guest", "/auth/login", query={"next": "/account"}),
+        ("auth.login", "POST"): Call(
+            "guest", "/auth/login", {"email": "ada@example.com", "password": PASSWORD}
+        ),
+        ("auth.logout", "POST"): Call("ada", "/auth/logout"),
+        ("auth.register", "GET"): Call("guest", "/auth/register"),
+        ("auth.register", "POST"): Call(
+            "guest", "/auth/register", {"email": "alan@example.com", "password": new_password}
+        ),
+        ("auth.check_inbox", "GET"): Call("guest", "/auth/check-inbox"),
+        ("auth.confirm_email", "GET"): Call("guest", confirm_path, variable_segment=3),
+        ("auth.confirm_email", "POST"): Call("guest", confirm_path, variable_segment=3),
+        ("auth.forgot_password", "GET"): Call("guest", "/auth/forgot"),
+        ("auth.forgot_password", "POST"): Call(
+            "guest", "/auth/forgot", {"email": "ada@example.com"}
+        ),
+        ("auth.reset_password", "GET"): Call("guest", reset_path, variable_segment=3),
+        ("auth.reset_password", "POST"): Call(
+            "guest", reset_path, {"password": new_password}, variable_segment=3
+        ),
+        ("auth.google_login", "POST"): Call("guest", "/auth/google", {"next": "/account"}),
+        ("auth.google_callback", "GET"): Call(
+            "guest", "/auth/google/callback", query={"code": "x", "state": "y"}
+        ),
+        ("auth.google_link", "GET"): Call("guest", "/auth/google/link"),
+        ("auth.google_link", "POST"): Call("guest", "/auth/google/link", {"password": PASSWORD}),
+        ("webhooks.stripe_event", "POST"): Call("guest", "/webhooks/stripe"),
+    }
+
+
+def _placed(visit: Visit, method: str, call: Call, place: str, bad: bytes):
+    if place == "query":
+        return visit.send(method, call, query=call.query_string(bad))
+    if place == "path":
+        return visit.send(method, call, path=with_bad_segment(call, bad))
+    if place == "cookie":
+        return visit.send(method, call, cookie=b"note=" + (QUOTED_NUL if bad == b"\x00" else bad))
+    return visit.send(method, call, bad_fields=bad, multipart=place == "multipart form")
+
+
+def quote(raw: bytes) -> bytes:
+    return b"".join(b"%%%02X" % byte for byte in raw)
+
+
+def test_every_route_refuses_nul_and_bytes_that_arent_utf8_wherever_they_are_and_writes_nothing(
+    visit: Visit, app: Flask
+) -> None:
+    calls = _calls(visit)
+    routes = {
+        (rule.endpoint, method)
+        for rule in visit.app.url_map.iter_rules()
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+    }
+    assert routes == set(calls), "every route and method of the URL map is called"
+    before = snapshot(app)
+
+    not_refused = []
+    for (endpoint, method), call in calls.items():
+        places = POST_PLACES if method == "POST" else GET_PLACES
+        for place, (name, bad) in combinations(places, BAD.items()):
+            response = _placed(visit, method, call, place, bad)
+            if not edge_page(response):
+                not_refused.append((endpoint, method, place, name, response.status_code))
+
+    assert not_refused == []
+    assert snapshot(app) == before
+
+
+def test_the_same_requests_without_the_bad_bytes_get_past_the_edge(visit: Visit) -> None:
+    """So the refusals above are the bad bytes', not a missing CSRF token or a wrong URL."""
+    calls = _calls(visit)
+    stopped = []
+    for (endpoint, method), call in calls.items():
+        if endpoint in {"auth.logout", "account.close_account", "account.change_password"}:
+            continue  # they would end the session the other calls use
+        response = visit.send(method, call, query=call.query_string(), cookie=b"note=ok")
+        if response.status_code == 400 or response.status_code >= 500:
+            stopped.append((endpoint, method, response.status_code))
+    assert stopped == []
+
+
+def test_a_form_in_utf8_gets_through_urlencoded_and_multipart(visit: Visit, app: Flask) -> None:
+    profile = Call("ada", "/account/profile", {"first_name": "Zoë", "last_name": "Łukasiewicz"})
+    assert visit.send("POST", profile).status_code == 303
+    profile.form = {"first_name": "Zoë", "last_name": "Ōtsuka 大塚"}
+    assert visit.send("POST", profile, multipart=True).status_code == 303
+    with app.app_context():
+        ada = db.session.scalars(select(User).where(User.email == "ada@example.com")).one()
+        assert (ada.first_name, ada.last_name) == ("Zoë", "Ōtsuka 大塚")
+        db.session.remove()
+
+
+@pytest.mark.parametrize("place", GET_PLACES)
+def test_htmx_is_refused_with_the_message_fragment(visit: Visit, place: str) -> None:
+    call = Call("guest", "/shop/aurelia-solitaire-ring/price", variable_segment=2)
+    if place == "query":
+        response = visit.send("GET", call, query=b"metal=%00", htmx=True)
+    elif place == "cookie":
+        response = visit.send("GET", call, cookie=b"note=\xff", htmx=True)
+    else:
+        response = visit.send("GET", call, path=with_bad_segment(call, b"\xc0\x80"), htmx=True)
+    assert edge_page(response)
+    assert "<html" not in response.get_data(as_text=True)
+
+
+def test_utf8_text_anywhere_is_welcome(visit: Visit) -> None:
+    listing = Call("guest", "/shop")
+    assert visit.send("GET", listing, query=b"q=%C3%A9t%C3%A9").status_code == 200
+    assert visit.send("GET", listing, cookie="note=été".encode()).status_code == 200
+    unknown_piece = Call("guest", "/shop/été")
+    assert visit.send("GET", unknown_piece, path="/shop/été".encode()).status_code == 404
+
+
+def test_raw_bytes_that_arent_utf8_in_a_query_or_form_are_a_400_not_a_crash(
+    visit: Visit,
+) -> None:
+    """Werkzeug decodes a query string and an urlencoded body as UTF-8 before splitting
+    them, and raises on bytes that aren't: the edge answers first."""
+    assert edge_page(visit.send("GET", Call("guest", "/shop"), query=b"q=caf\xe9"))
+    token = (visit.clients["guest"].csrf_token or "").encode()
+    form = b"csrf_token=%s&product=%s&quantity=1&metal=%s" % (token, CHAIN.encode(), METAL.encode())
+    raw = visit.app.test_client(use_cookies=False)
+
+    def add_to_bag(note: bytes):
+        return raw.post(
+            "/cart/items",
+            data=form + b"&note=" + note,
+            content_type="application/x-www-form-urlencoded",
+            headers={"Cookie": visit.cookie_header("guest")},
+        )
+
+    assert edge_page(add_to_bag(b"caf\xe9"))  # latin-1
+    assert add_to_bag(b"caf\xc3\xa9").status_code == 303  # the same in UTF-8
+
+
+@pytest.mark.parametrize("header", ["Referer", "User-Agent", "X-CSRFToken"])
+def test_a_nul_in_any_header_is_refused(visit: Visit, header: str, app: Flask) -> None:
+    before = snapshot(app)
+    response = visit.app.test_client(use_cookies=False).post(
+        "/cart/items",
+        data={
+            "csrf_token": visit.clients["guest"].csrf_token,
+            "product": CHAIN,
+            "quantity": "1",
+            "metal": METAL,
+        },
+        headers={"Cookie": visit.cookie_header("guest"), header: "https://x.example/\x00"},
+    )
+    assert edge_page(response)
+    assert snapshot(app) == before
+
+
+def test_a_nul_escaped_inside_the_webhooks_json_is_the_webhooks_business(
+    visit: Visit, app: Flask
+) -> None:
+    body = visit.webhook_body.replace(b'"object": "customer"', b'"object": "customer\\u0000"')
+    assert b"\\u0000" in body
+    visit.webhook_body = body
+    response = visit.send("POST", Call("guest", "/webhooks/stripe"))
+    assert response.status_code == 200
+    assert response.json["received"] is True
+    with app.app_context():
+        assert db.session.scalars(select(ProcessedPaymentEvent.event_id)).all() == ["evt_test_edge"]
+        db.session.remove()
+
+
+def test_through_gunicorn_percent_encoded_nul_and_bad_utf8_are_the_400_page(
+    app: Flask, catalogue: dict
+) -> None:
+    """The server percent-decodes the path before the app sees it: what a client really
+    sends, and what the test client can't (it re-encodes what isn't UTF-8)."""
+    settings = {
+        "ELYSIUM_ENV": "testing",
+        "SECRET_KEY": app.config["SECRET_KEY"],
+        "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
+        "EMAIL_BACKEND": "console",
+    }
+    targets = [
+        "/checkout/success?session_id=%00",
+        "/shop?q=%FF",
+        "/shop?q=%C0%80",
+        "/shop/%C0%80",
+        "/shop/aurelia%FF-solitaire-ring",
+        "/collections/%00",
+        "/%ED%A0%80",
+    ]
+    with ShopProcess(settings) as server:
+        answers = {}
+        for target in targets:
+            connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+            connection.request("GET", target)
+            response = connection.getresponse()
+            answers[target] = (response.status, REFUSED in response.read().decode())
+            connection.close()
+    assert answers == dict.fromkeys(targets, (400, True))
+
+
+def test_an_unknown_host_with_unreadable_bytes_in_the_query_gets_the_400_page(client) -> None:
+    raw_query = b"q=\xff\xfe".decode("latin-1")  # as a WSGI server hands over raw bytes
+
+    response = client.get(
+        "/shop", environ_overrides={"QUERY_STRING": raw_query, "HTTP_HOST": "evil.example"}
+    )
+
+    assert response.status_code == 400
+    assert Page(response).one("h1")
