@@ -119,8 +119,16 @@ def register_templating(app: Flask) -> None:
     from elysium.money import format_money
     from elysium.seo import product_json_ld
     from elysium.services.inventory import product_availability
-    from elysium.services.orders import STATUS_LABELS, shopper_timeline
+    from elysium.services.orders import (
+        STATUS_LABELS,
+        headline,
+        shipment,
+        shopper_refunds,
+        shopper_timeline,
+        tracking_link_for,
+    )
     from elysium.services.profiles import PREFERRED_METALS
+    from elysium.services.shipping import CARRIERS
     from elysium.urls import absolute_url, modify_query
     from elysium.web.cart import cart_template_context
     from elysium.web.wishlist import wishlist_heart
@@ -133,11 +141,16 @@ def register_templating(app: Flask) -> None:
     app.jinja_env.globals["categories"] = list(Category)
     app.jinja_env.globals["order_status_label"] = STATUS_LABELS.__getitem__
     app.jinja_env.globals["order_timeline"] = shopper_timeline
+    app.jinja_env.globals["order_headline"] = headline
+    app.jinja_env.globals["order_shipment"] = shipment
+    app.jinja_env.globals["order_tracking_link"] = tracking_link_for
+    app.jinja_env.globals["order_refunds"] = shopper_refunds
     app.jinja_env.globals["demo_payments"] = demo_payments
     app.jinja_env.globals["current_year"] = lambda: datetime.now(UTC).year
     app.jinja_env.globals["country_label"] = country_name
     app.jinja_env.globals["metal_label"] = lambda code: PREFERRED_METALS.get(code or "", "")
     app.jinja_env.globals["wishlist_heart"] = wishlist_heart
+    app.jinja_env.globals["couriers"] = list(CARRIERS.values())
     app.context_processor(cart_template_context)
     app.context_processor(lambda: {"google_enabled": google.enabled()})
     app.jinja_env.trim_blocks = True
@@ -161,6 +174,7 @@ def register_blueprints(app: Flask) -> None:
     from elysium.orders.routes import bp as orders_bp
     from elysium.shop.routes import bp as shop_bp
     from elysium.site.routes import bp as site_bp
+    from elysium.staff.routes import bp as staff_bp
     from elysium.webhooks.routes import bp as webhooks_bp
     from elysium.wishlist.routes import bp as wishlist_bp
 
@@ -173,6 +187,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(orders_bp)
     app.register_blueprint(webhooks_bp)
     app.register_blueprint(site_bp)
+    app.register_blueprint(staff_bp)
 
 
 def register_error_handlers(app: Flask) -> None:

@@ -17,6 +17,7 @@ from elysium.config import ConfigurationError
 from elysium.extensions import db
 from elysium.integrations.email import backend_from_config
 from elysium.models.types import utcnow
+from elysium.services import staff
 from elysium.services.cart import purge_guest_carts
 from elysium.services.checkout import stale_order_ids, sweep_stale_order
 from elysium.services.outbox import CLAIM_BATCH, SendReport, send_pending
@@ -37,6 +38,51 @@ def seed_command() -> None:
     report = seed_catalogue(db.session, load_demo_catalogue())
     db.session.commit()
     click.echo(f"Demo catalogue loaded: {report}.")
+
+
+@click.command("create-staff")
+@click.argument("email")
+@click.option("--first-name", default="", help="For a new account.")
+@click.option("--last-name", default="", help="For a new account.")
+@with_appcontext
+def create_staff_command(email: str, first_name: str, last_name: str) -> None:
+    """Make EMAIL a member of staff (a new account, or an existing one promoted) and print a
+    link, valid once within 24 hours, for them to choose a password. There is no default
+    password; at their first staff sign-in they set up an authenticator."""
+    try:
+        invitation = staff.create_staff(
+            db.session, email, first_name=first_name, last_name=last_name
+        )
+    except staff.StaffError as error:
+        raise click.ClickException(error.message) from error
+    db.session.commit()
+    address = invitation.user.email
+    click.echo(
+        {
+            staff.Change.CREATED: f"Created a staff account for {address}.",
+            staff.Change.PROMOTED: f"{address} is now staff (their account and orders are kept).",
+            staff.Change.ALREADY_STAFF: f"{address} is already staff.",
+        }[invitation.change]
+    )
+    click.echo("Give them this link to choose a password (it works once, within 24 hours):")
+    click.echo(invitation.link)
+
+
+@click.command("revoke-staff")
+@click.argument("email")
+@with_appcontext
+def revoke_staff_command(email: str) -> None:
+    """Make EMAIL a shopper again: their authenticator and recovery codes are forgotten and
+    every session of theirs ends at once."""
+    try:
+        revoked = staff.revoke_staff(db.session, email)
+    except staff.StaffError as error:
+        raise click.ClickException(error.message) from error
+    db.session.commit()
+    if revoked is None:
+        click.echo(f"{email.strip().lower()} is not staff: nothing changed.")
+    else:
+        click.echo(f"{revoked.email} is no longer staff, and every session of theirs has ended.")
 
 
 def _check_email_settings() -> None:
@@ -170,6 +216,8 @@ def expire_stale_command(grace_minutes: int) -> None:
 
 def register(app: Flask) -> None:
     app.cli.add_command(seed_command)
+    app.cli.add_command(create_staff_command)
+    app.cli.add_command(revoke_staff_command)
     app.cli.add_command(emails_cli)
     app.cli.add_command(carts_cli)
     app.cli.add_command(orders_cli)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 CURRENCY_SYMBOLS = {"GBP": "£", "EUR": "€", "USD": "$", "CHF": "CHF "}
 MINOR_UNITS = 100
 
@@ -20,3 +22,20 @@ def decimal_string(amount: int) -> str:
     sign = "-" if amount < 0 else ""
     major, minor = divmod(abs(amount), MINOR_UNITS)
     return f"{sign}{major}.{minor:02d}"
+
+
+AMOUNT = re.compile(r"(\d{1,9})(?:\.(\d{1,2}))?")
+
+
+def parse_amount(text: str, currency: str) -> int | None:
+    """What a person types for an amount (``"250"``, ``"1,250.50"``, ``"£99.5"``) in minor
+    units, or None if it isn't one. Never goes through a float."""
+    cleaned = (text or "").strip().replace(",", "").replace(" ", "")
+    symbol = CURRENCY_SYMBOLS.get(currency, "").strip()
+    if symbol and cleaned.startswith(symbol):
+        cleaned = cleaned[len(symbol) :]
+    match = AMOUNT.fullmatch(cleaned)
+    if match is None:
+        return None
+    major, minor = match.group(1), (match.group(2) or "0").ljust(2, "0")
+    return int(major) * MINOR_UNITS + int(minor)

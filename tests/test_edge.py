@@ -18,12 +18,22 @@ from sqlalchemy import select
 
 from devtools.fake_stripe.webhooks import sign
 from elysium.extensions import db
-from elysium.models import Address, CartLine, ProcessedPaymentEvent, Product, User, WishlistItem
+from elysium.models import (
+    Address,
+    CartLine,
+    Inventory,
+    ProcessedPaymentEvent,
+    Product,
+    User,
+    WishlistItem,
+)
+from elysium.services import staff as staff_accounts
 from elysium.services import wishlist
 from tests.conftest import PASSWORD, WEBHOOK_SECRET, ShopClient, create_user, link_in, sent_emails
 from tests.html import Page, text_of
 from tests.support.checkout import ADDRESS, CHAIN, METAL, Shop, add_chain
 from tests.support.shop_process import ShopProcess
+from tests.support.staff import staff_client
 from tests.test_get_is_pure import snapshot
 
 REFUSED = "This request could not be understood"
@@ -169,8 +179,17 @@ def _ids(app: Flask) -> dict[str, str]:
         lines = db.session.scalars(select(CartLine).order_by(CartLine.id)).all()
         guest_line = next(line.id for line in lines if line.cart.user_id is None)
         saved = db.session.scalars(select(WishlistItem.id)).one()
+        stock_row = db.session.scalars(select(Inventory.id).order_by(Inventory.id)).first()
+        welcome = staff_accounts.create_staff(db.session, "newcomer@elysium.example").link
+        db.session.commit()
         db.session.remove()
-    return {"address": str(address), "guest_line": str(guest_line), "saved": str(saved)}
+    return {
+        "address": str(address),
+        "guest_line": str(guest_line),
+        "saved": str(saved),
+        "stock": str(stock_row),
+        "welcome": "/auth/welcome/" + welcome.rsplit("/auth/welcome/", 1)[1],
+    }
 
 
 @pytest.fixture
@@ -209,7 +228,8 @@ def visit(shop: Shop, app: Flask) -> Visit:
             "livemode": False,
         }
     ).encode()
-    return Visit(shop.app, {"ada": ada, "guest": guest}, body)
+    staff = staff_client(shop.app)
+    return Visit(shop.app, {"ada": ada, "guest": guest, "staff": staff}, body)
 
 
 def _calls(visit: Visit) -> dict[tuple[str, str], Call]:
@@ -364,7 +384,60 @@ def _calls(visit: Visit) -> dict[tuple[str, str], Call]:
         ("auth.google_link", "GET"): Call("guest", "/auth/google/link"),
         ("auth.google_link", "POST"): Call("guest", "/auth/google/link", {"password": PASSWORD}),
         ("webhooks.stripe_event", "POST"): Call("guest", "/webhooks/stripe"),
+        ("auth.welcome", "GET"): Call("guest", ids["welcome"], variable_segment=3),
+        ("auth.welcome", "POST"): Call(
+            "guest", ids["welcome"], {"password": new_password}, variable_segment=3
+        ),
+        **_staff_calls(ids, order="ELY-EDGE0001"),
     }
+
+
+def _staff_calls(ids: dict[str, str], order: str) -> dict[tuple[str, str], Call]:
+    """The back office's routes, as a member of staff past the second factor uses them."""
+    stock = f"/staff/inventory/{ids['stock']}"
+    on_order = f"/staff/orders/{order}"
+    ship = {"carrier": "dhl", "tracking_number": "JD0146", "notify": "y"}
+    calls = {
+        ("staff.dashboard", "GET"): Call("staff", "/staff"),
+        ("staff.inventory.list", "GET"): Call("staff", "/staff/inventory"),
+        ("staff.inventory.variant", "GET"): Call("staff", stock, variable_segment=3),
+        ("staff.inventory.edit", "POST"): Call(
+            "staff", stock, {"stock_level": "9", "reason": "received"}, variable_segment=3
+        ),
+        ("staff.orders.list", "GET"): Call("staff", "/staff/orders"),
+        ("staff.orders.csv", "GET"): Call("staff", "/staff/orders.csv"),
+        ("staff.orders.counts", "GET"): Call("staff", "/staff/orders/counts"),
+        ("staff.orders.detail", "GET"): Call("staff", on_order, variable_segment=3),
+        ("staff.orders.packing_slip", "GET"): Call(
+            "staff", f"{on_order}/packing-slip", variable_segment=3
+        ),
+        ("staff.orders.add_note", "POST"): Call(
+            "staff", f"{on_order}/notes", {"note": "x"}, variable_segment=3
+        ),
+        ("staff.fulfilment.bulk", "POST"): Call(
+            "staff", "/staff/orders/bulk", {"action": "fulfil", "orders": order}
+        ),
+        ("staff.security.second_factor", "GET"): Call("staff", "/staff/security/second-factor"),
+        ("staff.security.second_factor", "POST"): Call(
+            "staff", "/staff/security/second-factor", {"code": "123456"}
+        ),
+        ("staff.security.new_key", "POST"): Call("staff", "/staff/security/new-key"),
+        ("staff.security.recovery_codes", "GET"): Call("staff", "/staff/security/recovery-codes"),
+        ("staff.security.new_recovery_codes", "POST"): Call(
+            "staff", "/staff/security/recovery-codes"
+        ),
+    }
+    for action, form in {
+        "fulfil": {},
+        "ship": ship,
+        "deliver": {"notify": "y"},
+        "cancel": {"reason": "x", "request_key": "k"},
+        "refund": {"amount": "1", "request_key": "k"},
+    }.items():
+        calls[(f"staff.fulfilment.{action}", "POST")] = Call(
+            "staff", f"{on_order}/{action}", form, variable_segment=3
+        )
+    return calls
 
 
 def _placed(visit: Visit, method: str, call: Call, place: str, bad: bytes):

@@ -10,7 +10,8 @@ from flask import Flask
 from sqlalchemy import select, text
 
 from elysium.extensions import db
-from elysium.models import Address, Collection, Order, Product
+from elysium.models import Address, Collection, Inventory, Order, Product
+from elysium.services import staff as staff_accounts
 from elysium.services import wishlist
 from tests.conftest import PASSWORD, ShopClient, create_user, link_in, sent_emails
 from tests.support.checkout import (
@@ -20,6 +21,7 @@ from tests.support.checkout import (
     session_id_from,
     set_stock,
 )
+from tests.support.staff import staff_client
 
 # Every GET endpoint must be on the tour; this one is the OAuth provider's way back (a
 # redirect it chooses), and with Google sign-in off it only sends the visitor to sign in.
@@ -103,11 +105,18 @@ def _visitors(shop: Shop, app: Flask) -> tuple[dict[str, ShopClient], dict[str, 
             "reset": link_in(reset, "/auth/reset/"),
         }
         db.session.remove()
+    with app.app_context():
+        newcomer_link = staff_accounts.create_staff(db.session, "newcomer@elysium.example").link
+        values["welcome"] = "/auth/welcome/" + newcomer_link.rsplit("/auth/welcome/", 1)[1]
+        values["stock"] = str(db.session.scalars(select(Inventory.id)).first())
+        db.session.commit()
+        db.session.remove()
     visitors = {
         "stranger": stranger,
         "over_stock": over_stock,
         "paying": paying,
         "paid": paid,
+        "staff": staff_client(shop.app),
     }
     return visitors, values
 
@@ -152,6 +161,20 @@ def _tour(values: dict[str, str]) -> dict[str, list[str]]:
         "site.sitemap": ["/sitemap.xml"],
         "wishlist.show": ["/wishlist"],
         "wishlist.heart": [f"/wishlist/heart/{piece}?metal=rose-gold"],
+        "auth.welcome": [values["welcome"]],
+        "staff.dashboard": ["/staff"],
+        "staff.orders.list": [
+            "/staff/orders",
+            "/staff/orders?tab=all&q=ada&placed_from=2024-01-01&sort=total-desc&page=2",
+        ],
+        "staff.orders.counts": ["/staff/orders/counts?tab=attention"],
+        "staff.orders.csv": ["/staff/orders.csv?tab=all"],
+        "staff.orders.detail": [f"/staff/orders/{values['paid_number']}"],
+        "staff.orders.packing_slip": [f"/staff/orders/{values['paid_number']}/packing-slip"],
+        "staff.inventory.list": ["/staff/inventory", "/staff/inventory?low=1&metal=platinum"],
+        "staff.inventory.variant": [f"/staff/inventory/{values['stock']}"],
+        "staff.security.second_factor": ["/staff/security/second-factor"],
+        "staff.security.recovery_codes": ["/staff/security/recovery-codes"],
     }
 
 

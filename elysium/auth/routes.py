@@ -234,6 +234,41 @@ def reset_password(token: str) -> Response:
     return response
 
 
+@bp.route("/welcome/<token>", methods=["GET", "POST"])
+def welcome(token: str) -> Response:
+    """A new member of staff chooses a password through the link ``flask create-staff``
+    printed (once, within 24 hours), is signed in, and goes on to set up the second factor."""
+    form = ResetPasswordForm()
+    user = accounts.user_for_welcome_token(db.session, token)
+    if user is None:
+        response = make_response(
+            render_template(
+                "auth/link_problem.html",
+                message="This link has expired or has already been used: ask for a new one.",
+            ),
+            400,
+        )
+    elif not form.validate_on_submit():
+        status = 422 if form.is_submitted() else 200
+        response = make_response(render_template("auth/welcome.html", form=form, user=user), status)
+    else:
+        try:
+            accounts.welcome_password(db.session, token, form.password.data)
+        except accounts.AccountError as error:
+            form.password.errors.append(error.message)
+            response = make_response(
+                render_template("auth/welcome.html", form=form, user=user), 422
+            )
+        else:
+            db.session.commit()
+            sign_in(user)
+            flash("Your password is set. Next, your authenticator app.")
+            response = redirect(url_for("staff.security.second_factor"), 303)
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 @bp.post("/google")
 @limiter.limit("20/minute")
 def google_login() -> Response:

@@ -215,6 +215,43 @@ def create_checkout_session(request: CheckoutRequest) -> tuple[str, str]:
     return session.id, session.url
 
 
+class RefundRefusedError(PaymentProviderError):
+    """Stripe answered and refused the refund (already refunded, disputed, too much...)."""
+
+
+@dataclass(frozen=True)
+class RefundAnswer:
+    refund_id: str
+    status: str  # Stripe's: succeeded, pending, requires_action, failed, canceled
+
+
+def create_refund(
+    *, payment_intent: str, amount: int, idempotency_key: str, order_number: str
+) -> RefundAnswer:
+    """Give back ``amount`` (minor units) of a payment. The same key asked again (a retry, a
+    double submit) gets Stripe's first answer, never a second refund.
+
+    Raises :class:`RefundRefusedError` when Stripe refuses it, :class:`PaymentProviderError`
+    when Stripe could not be reached (whether the refund happened is then unknown: ask again
+    with the same key).
+    """
+    params: dict[str, Any] = {
+        "payment_intent": payment_intent,
+        "amount": amount,
+        "metadata": {"order_number": order_number},
+    }
+    try:
+        refund = _client().v1.refunds.create(
+            params,  # type: ignore[arg-type]
+            options={"idempotency_key": idempotency_key},
+        )
+    except stripe.InvalidRequestError as error:
+        raise RefundRefusedError(error.user_message or str(error)) from error
+    except stripe.StripeError as error:
+        raise PaymentProviderError(str(error)) from error
+    return RefundAnswer(refund_id=refund.id, status=refund.status or "pending")
+
+
 def retrieve_checkout_session(session_id: str) -> stripe.checkout.Session:
     try:
         return _client().v1.checkout.sessions.retrieve(session_id)

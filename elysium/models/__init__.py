@@ -3,16 +3,25 @@
 from elysium.models.cart import Cart, CartLine, WishlistItem
 from elysium.models.catalog import Category, Collection, OptionKind, Product, ProductOption
 from elysium.models.engagement import BespokeLead, LeadStatus, ProductView
-from elysium.models.inventory import Inventory, StockMovement, StockMovementKind
+from elysium.models.inventory import Inventory, StockMovement, StockMovementKind, StockReason
 from elysium.models.orders import (
     Order,
     OrderEvent,
     OrderLine,
     OrderStatus,
     ProcessedPaymentEvent,
+    Refund,
+    RefundStatus,
 )
 from elysium.models.outbox import OutboxEmail, OutboxStatus
-from elysium.models.users import Address, CustomerProfile, OAuthAccount, Role, User
+from elysium.models.users import (
+    Address,
+    CustomerProfile,
+    OAuthAccount,
+    RecoveryCode,
+    Role,
+    User,
+)
 
 __all__ = [
     "Address",
@@ -36,9 +45,13 @@ __all__ = [
     "Product",
     "ProductOption",
     "ProductView",
+    "RecoveryCode",
+    "Refund",
+    "RefundStatus",
     "Role",
     "StockMovement",
     "StockMovementKind",
+    "StockReason",
     "User",
     "WishlistItem",
 ]

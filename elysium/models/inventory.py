@@ -56,6 +56,16 @@ class StockMovementKind(enum.StrEnum):
     ADJUST = "adjust"
 
 
+class StockReason(enum.StrEnum):
+    """Why staff (or a cancelled order) changed the count, beyond the checkout's own moves."""
+
+    RECEIVED = "received"
+    CORRECTION = "correction"
+    DAMAGED = "damaged"
+    RETURNED = "returned"
+    ORDER_CANCELLED = "order_cancelled"
+
+
 class StockMovement(db.Model):
     """One entry of the stock ledger.
 
@@ -78,6 +88,7 @@ class StockMovement(db.Model):
     idempotency_key: Mapped[str] = mapped_column(String(160), unique=True)
     stock_delta: Mapped[int] = mapped_column(Integer, default=0)
     reserved_delta: Mapped[int] = mapped_column(Integer, default=0)
+    reason: Mapped[StockReason | None] = mapped_column(enum_column(StockReason, "stock_reason"))
     note: Mapped[str] = mapped_column(Text, default="")
     actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -67,6 +67,10 @@ class Order(db.Model):
     needs_attention: Mapped[bool] = mapped_column(Boolean, default=False)
     attention_reason: Mapped[str] = mapped_column(Text, default="")
     paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    carrier: Mapped[str | None] = mapped_column(String(40))
+    tracking_number: Mapped[str | None] = mapped_column(String(100), index=True)
+    shipped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -75,6 +79,9 @@ class Order(db.Model):
     )
     events: Mapped[list[OrderEvent]] = relationship(
         back_populates="order", cascade="all, delete-orphan", order_by="OrderEvent.id"
+    )
+    refunds: Mapped[list[Refund]] = relationship(
+        back_populates="order", cascade="all, delete-orphan", order_by="Refund.id"
     )
 
 
@@ -110,7 +117,11 @@ class OrderLine(db.Model):
 
 
 class OrderEvent(db.Model):
-    """One entry on an order's timeline: a status change or a note, and who caused it."""
+    """One entry on an order's timeline: a status change or a note, and who caused it.
+
+    ``actor`` is how the entry names its author ("stripe", "shopper", "system", or a member of
+    staff by name, kept as it was); ``actor_user_id`` links a staff member's entries to them.
+    """
 
     __tablename__ = "order_events"
 
@@ -119,6 +130,7 @@ class OrderEvent(db.Model):
     from_status: Mapped[OrderStatus | None] = mapped_column(enum_column(OrderStatus, "from_status"))
     to_status: Mapped[OrderStatus | None] = mapped_column(enum_column(OrderStatus, "to_status"))
     actor: Mapped[str] = mapped_column(String(120))
+    actor_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     note: Mapped[str] = mapped_column(Text, default="")
     stripe_event_id: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -137,3 +149,38 @@ class ProcessedPaymentEvent(db.Model):
     event_type: Mapped[str] = mapped_column(String(120))
     order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id", ondelete="SET NULL"))
     processed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RefundStatus(enum.StrEnum):
+    PENDING = "pending"  # asked of Stripe; its answer (or the webhook) settles it
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class Refund(db.Model):
+    """Money given back through Stripe's Refunds API, as staff asked for it.
+
+    ``idempotency_key`` is unique, so a repeated or concurrent request refunds once;
+    ``restock`` lists the pieces put back on sale with it (``[{"inventory_id", "quantity"}]``).
+    """
+
+    __tablename__ = "refunds"
+    __table_args__ = (CheckConstraint("amount > 0", name="amount_positive"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), index=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[RefundStatus] = mapped_column(
+        enum_column(RefundStatus, "refund_status"), default=RefundStatus.PENDING
+    )
+    stripe_refund_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    idempotency_key: Mapped[str] = mapped_column(String(160), unique=True)
+    failure_reason: Mapped[str] = mapped_column(Text, default="")
+    restock: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    actor_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    order: Mapped[Order] = relationship(back_populates="refunds")

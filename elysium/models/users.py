@@ -7,6 +7,7 @@ from datetime import datetime
 
 from flask_login import UserMixin
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     ForeignKey,
     Index,
@@ -34,6 +35,8 @@ class User(UserMixin, db.Model):
     for accounts that only ever signed in with an OAuth provider. ``password_reset_nonce``
     names the one password-reset link that may still be used. ``stripe_customer_id`` is the
     Stripe Customer made at the account's first checkout, so Stripe prefills its details.
+    Staff have a second factor: a TOTP key (``totp_*``; the last time step accepted, so a code
+    is never accepted twice), recovery codes, and a lock after repeated wrong codes.
     """
 
     __tablename__ = "users"
@@ -49,6 +52,11 @@ class User(UserMixin, db.Model):
     session_version: Mapped[int] = mapped_column(Integer, default=1)
     password_reset_nonce: Mapped[str | None] = mapped_column(String(64))
     stripe_customer_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    totp_secret: Mapped[str | None] = mapped_column(String(64))
+    totp_enrolled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
+    second_factor_failures: Mapped[int] = mapped_column(Integer, default=0)
+    second_factor_locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     email_verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -150,3 +158,15 @@ class Address(db.Model):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
     user: Mapped[User] = relationship(back_populates="addresses")
+
+
+class RecoveryCode(db.Model):
+    """A single-use code that stands in for the authenticator; only its hash is kept."""
+
+    __tablename__ = "recovery_codes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(255))
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

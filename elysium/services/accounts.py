@@ -24,6 +24,7 @@ from elysium.services.sql import AnySession
 from elysium.urls import absolute_url
 
 VERIFY_MAX_AGE = 3 * 24 * 3600
+WELCOME_MAX_AGE = 24 * 3600
 
 
 class AccountError(Exception):
@@ -164,8 +165,7 @@ def request_password_reset(session: AnySession, email: str) -> None:
     user = user_by_email(session, email)
     if user is None or not user.is_active:
         return
-    user.password_reset_nonce = secrets.token_urlsafe(24)
-    token = _serializer("reset").dumps({"uid": user.id, "nonce": user.password_reset_nonce})
+    token = _password_link_token(user, "reset")
     queue_email(
         session,
         to=user.email,
@@ -180,14 +180,54 @@ def request_password_reset(session: AnySession, email: str) -> None:
     )
 
 
-def user_for_reset_token(session: AnySession, token: str) -> User | None:
-    """The user a reset link is for, if it is the newest, unused and unexpired one."""
-    data = _load_token("reset", token, current_app.config["PASSWORD_RESET_MAX_AGE"])
+def _password_link_token(user: User, purpose: str) -> str:
+    """A link to choose a password that works once: it names a new nonce, so only the newest
+    link of either kind (a reset, a welcome) works, and setting the password clears it. Each
+    purpose signs with its own salt, so one kind of link never opens the other's page."""
+    user.password_reset_nonce = secrets.token_urlsafe(24)
+    return _serializer(purpose).dumps({"uid": user.id, "nonce": user.password_reset_nonce})
+
+
+def _user_for_password_link(
+    session: AnySession, purpose: str, token: str, max_age: int
+) -> User | None:
+    data = _load_token(purpose, token, max_age)
     user = session.get(User, data.get("uid")) if data else None
     if user is None or not user.is_active or not user.password_reset_nonce:
         return None
     if not hmac.compare_digest(str(data.get("nonce")), user.password_reset_nonce):
         return None
+    return user
+
+
+def user_for_reset_token(session: AnySession, token: str) -> User | None:
+    """The user a reset link is for, if it is the newest, unused and unexpired one."""
+    return _user_for_password_link(
+        session, "reset", token, current_app.config["PASSWORD_RESET_MAX_AGE"]
+    )
+
+
+def welcome_token(user: User) -> str:
+    """The token of a new member of staff's link to choose a password (``flask create-staff``
+    prints it): it works once, within 24 hours, and only while the account is staff."""
+    return _password_link_token(user, "welcome")
+
+
+def user_for_welcome_token(session: AnySession, token: str) -> User | None:
+    """The member of staff a welcome link is for, if it is the newest, unused, unexpired one."""
+    user = _user_for_password_link(session, "welcome", token, WELCOME_MAX_AGE)
+    return user if user is not None and user.is_staff else None
+
+
+def welcome_password(session: AnySession, token: str, password: str) -> User:
+    """Set the password through a welcome link (the usual rules apply); every earlier session
+    of the account ends. The address counts as confirmed: an administrator vouched for it."""
+    user = user_for_welcome_token(session, token)
+    if user is None:
+        raise AccountError("This link has expired or has already been used.")
+    _set_password(session, user, password)
+    if user.email_verified_at is None:
+        user.email_verified_at = utcnow()
     return user
 
 

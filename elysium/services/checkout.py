@@ -389,6 +389,7 @@ def settle(
     *,
     reason: str,
     actor: str = SYSTEM,
+    actor_user_id: int | None = None,
     cancel_if_unreachable: bool = True,
 ) -> Settled:
     """Apply what Stripe said about a PENDING order's payment page, under the order's lock.
@@ -422,7 +423,14 @@ def settle(
             note="Stripe says the checkout completed; waiting for the bank payment",
         )
         return Settled.PROCESSING
-    close_unpaid(session, order, OrderStatus.CANCELLED, actor=actor, note=reason)
+    close_unpaid(
+        session,
+        order,
+        OrderStatus.CANCELLED,
+        actor=actor,
+        note=reason,
+        actor_user_id=actor_user_id,
+    )
     return Settled.CANCELLED
 
 
@@ -444,10 +452,18 @@ def close_unpaid(
     actor: str,
     note: str,
     stripe_event_id: str | None = None,
+    actor_user_id: int | None = None,
 ) -> None:
     """End an unpaid order (CANCELLED or PAYMENT_FAILED): release its stock and give the
     shopper their cart back exactly as it was. The one place this is done."""
-    orders.transition_to(order, status, actor=actor, note=note, stripe_event_id=stripe_event_id)
+    orders.transition_to(
+        order,
+        status,
+        actor=actor,
+        note=note,
+        stripe_event_id=stripe_event_id,
+        actor_user_id=actor_user_id,
+    )
     release_stock(session, order)
     if order.cart_id is not None:
         carts.thaw(session, order.cart_id)

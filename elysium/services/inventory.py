@@ -17,7 +17,7 @@ from sqlalchemy import and_, select, true, update
 from sqlalchemy.orm.util import identity_key
 
 from elysium.models.catalog import Product
-from elysium.models.inventory import Inventory, StockMovement, StockMovementKind
+from elysium.models.inventory import Inventory, StockMovement, StockMovementKind, StockReason
 from elysium.models.types import utcnow
 from elysium.services.configuration import variant_label
 from elysium.services.outbox import queue_email
@@ -137,6 +137,7 @@ def _claim_key(
     order_id: int | None = None,
     note: str = "",
     actor_id: int | None = None,
+    reason: StockReason | None = None,
 ) -> bool:
     """Write the ledger entry for an operation; False if one with this key already exists.
 
@@ -152,6 +153,7 @@ def _claim_key(
         "reserved_delta": reserved_delta,
         "note": note,
         "actor_id": actor_id,
+        "reason": reason,
         "created_at": utcnow(),
     }
     return (
@@ -276,8 +278,11 @@ def restock(
     key: str,
     note: str = "",
     actor_id: int | None = None,
+    reason: StockReason | None = StockReason.RECEIVED,
+    order_id: int | None = None,
 ) -> bool:
-    """New units arrived (``key`` names the delivery, so recording it twice counts it once)."""
+    """Units came in: a delivery, or pieces back from an order (``key`` names the event, so
+    recording it twice counts it once)."""
     _check_quantity(quantity)
     if not _claim_key(
         session,
@@ -285,8 +290,10 @@ def restock(
         kind=StockMovementKind.RESTOCK,
         key=key,
         stock_delta=quantity,
+        order_id=order_id,
         note=note,
         actor_id=actor_id,
+        reason=reason,
     ):
         return False
     if _apply(session, inventory_id, true(), quantity, 0) is None:
@@ -302,6 +309,7 @@ def adjust(
     key: str,
     note: str,
     actor_id: int | None = None,
+    reason: StockReason | None = StockReason.CORRECTION,
 ) -> bool:
     """Correct the count after a stocktake or a damaged piece; never below what is reserved.
 
@@ -317,6 +325,7 @@ def adjust(
         stock_delta=delta,
         note=note,
         actor_id=actor_id,
+        reason=reason,
     ):
         return False
     counts = _apply(
@@ -360,3 +369,124 @@ def _alert_if_low(
             "threshold": threshold,
         },
     )
+
+
+class StaleCountError(Exception):
+    """The row no longer holds what the caller saw (someone changed it meanwhile); nothing was
+    changed, and ``current`` is what it holds now."""
+
+    def __init__(self, inventory_id: int, field: str, current: int):
+        super().__init__(f"inventory {inventory_id}: {field} is now {current}")
+        self.inventory_id = inventory_id
+        self.field = field
+        self.current = current
+
+
+def set_stock_level(
+    session: AnySession,
+    inventory_id: int,
+    *,
+    seen: int,
+    new_level: int,
+    key: str,
+    reason: StockReason,
+    note: str = "",
+    actor_id: int | None = None,
+) -> bool:
+    """A member of staff counted the variant: take ``stock_level`` from ``seen`` to ``new_level``.
+
+    The change is recorded and applied as a delta, only while the row still holds ``seen``
+    and the new level still covers what is reserved, so two people correcting one row at once
+    can't both apply a delta worked out from a count that is no longer true. Units received
+    or returned are a restock, anything else an adjustment. True if applied now, False if
+    ``key`` was used before (the same form submitted twice) or nothing changes.
+
+    Raises :class:`StaleCountError` when the count is no longer ``seen``, and
+    :class:`OutOfStockError` when ``new_level`` is below the units reserved; the caller must
+    then roll back (the ledger entry written here goes with it).
+    """
+    if new_level < 0:
+        raise ValueError(f"a stock level can't be negative, not {new_level!r}")
+    delta = new_level - seen
+    if delta == 0:
+        return False
+    units_in = reason in (StockReason.RECEIVED, StockReason.RETURNED)
+    if not _claim_key(
+        session,
+        inventory_id=inventory_id,
+        kind=StockMovementKind.RESTOCK if units_in else StockMovementKind.ADJUST,
+        key=key,
+        stock_delta=delta,
+        note=note,
+        actor_id=actor_id,
+        reason=reason,
+    ):
+        return False
+    counts = _apply(
+        session,
+        inventory_id,
+        and_(Inventory.stock_level == seen, Inventory.reserved <= new_level),
+        delta,
+        0,
+    )
+    if counts is None:
+        current = session.scalar(select(Inventory.stock_level).where(Inventory.id == inventory_id))
+        if current is None:
+            raise StockLedgerError(f"no inventory row {inventory_id}")
+        if current != seen:
+            raise StaleCountError(inventory_id, "stock_level", current)
+        raise OutOfStockError(inventory_id, -delta)
+    _alert_if_low(session, inventory_id, counts, was_available=counts[0] - counts[1] - delta)
+    return True
+
+
+def set_low_stock_threshold(
+    session: AnySession,
+    inventory_id: int,
+    *,
+    seen: int,
+    new_threshold: int,
+    key: str,
+    note: str = "",
+    actor_id: int | None = None,
+) -> bool:
+    """Change when a variant counts as low stock, only while it is still ``seen``.
+
+    No unit moves, but the change goes in the ledger as an adjustment of zero (who, when, and
+    from and to in its note), so the variant's history shows who set the threshold: the
+    only ledger entry that moves nothing, since ``adjust`` and ``set_stock_level`` never
+    write a zero. True if changed now, False if ``key`` was used before or nothing changes.
+    Raises :class:`StaleCountError` when the threshold is no longer ``seen`` (roll back).
+    """
+    if new_threshold < 0:
+        raise ValueError(f"a threshold can't be negative, not {new_threshold!r}")
+    if new_threshold == seen:
+        return False
+    text = f"Low-stock threshold {seen} → {new_threshold}"
+    if not _claim_key(
+        session,
+        inventory_id=inventory_id,
+        kind=StockMovementKind.ADJUST,
+        key=key,
+        note=f"{text}: {note}" if note else text,
+        actor_id=actor_id,
+    ):
+        return False
+    changed = session.execute(
+        update(Inventory)
+        .where(Inventory.id == inventory_id, Inventory.low_stock_threshold == seen)
+        .values(low_stock_threshold=new_threshold, updated_at=utcnow())
+        .returning(Inventory.id)
+        .execution_options(synchronize_session=False)
+    ).one_or_none()
+    loaded = session.identity_map.get(identity_key(Inventory, inventory_id))
+    if loaded is not None:
+        session.expire(loaded, ["low_stock_threshold", "updated_at"])
+    if changed is None:
+        current = session.scalar(
+            select(Inventory.low_stock_threshold).where(Inventory.id == inventory_id)
+        )
+        if current is None:
+            raise StockLedgerError(f"no inventory row {inventory_id}")
+        raise StaleCountError(inventory_id, "low_stock_threshold", current)
+    return True

@@ -5,14 +5,21 @@ from __future__ import annotations
 import hmac
 import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from flask import current_app
 from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from elysium.models.orders import Order, OrderEvent, OrderStatus
+from elysium.models.orders import Order, OrderEvent, OrderStatus, RefundStatus
+from elysium.money import format_money
+from elysium.services import shipping
+from elysium.services.outbox import queue_email
 from elysium.services.sql import AnySession
+from elysium.urls import absolute_url
 
 S = OrderStatus
 
@@ -55,6 +62,7 @@ def transition_to(
     actor: str,
     note: str = "",
     stripe_event_id: str | None = None,
+    actor_user_id: int | None = None,
 ) -> OrderEvent:
     """Move the order and record who moved it, when, from where and why.
 
@@ -69,6 +77,7 @@ def transition_to(
         actor=actor,
         note=readable(note),
         stripe_event_id=stripe_event_id,
+        actor_user_id=actor_user_id,
     )
     order.status = to_status
     order.events.append(event)
@@ -76,10 +85,20 @@ def transition_to(
 
 
 def add_note(
-    order: Order, note: str, *, actor: str, stripe_event_id: str | None = None
+    order: Order,
+    note: str,
+    *,
+    actor: str,
+    stripe_event_id: str | None = None,
+    actor_user_id: int | None = None,
 ) -> OrderEvent:
     """A timeline entry that changes nothing (a failed card attempt, a staff remark)."""
-    event = OrderEvent(actor=actor, note=readable(note), stripe_event_id=stripe_event_id)
+    event = OrderEvent(
+        actor=actor,
+        note=readable(note),
+        stripe_event_id=stripe_event_id,
+        actor_user_id=actor_user_id,
+    )
     order.events.append(event)
     return event
 
@@ -108,11 +127,11 @@ STATUS_LABELS: dict[OrderStatus, str] = {
     S.PROCESSING: "Awaiting your bank transfer",
     S.PAYMENT_FAILED: "Payment failed",
     S.PAID: "Paid",
-    S.FULFILLED: "Being prepared",
+    S.FULFILLED: "Being prepared in our workshop",
     S.SHIPPED: "Shipped",
     S.DELIVERED: "Delivered",
     S.CANCELLED: "Cancelled",
-    S.REFUNDED: "Refunded",
+    S.REFUNDED: "Refunded in full",
 }
 
 EVENT_WORDS: dict[OrderStatus, str] = {
@@ -124,24 +143,98 @@ EVENT_WORDS: dict[OrderStatus, str] = {
     S.SHIPPED: "Sent by insured courier",
     S.DELIVERED: "Delivered",
     S.CANCELLED: "The order was cancelled",
-    S.REFUNDED: "Refunded",
+    S.REFUNDED: "Refunded in full",
 }
+
+# Where a shipment is still worth showing: a refunded order's parcel is old news.
+ON_ITS_WAY = frozenset({S.SHIPPED, S.DELIVERED})
+
+
+@dataclass(frozen=True)
+class Shipment:
+    """How a shipped order travels, as the shopper reads it."""
+
+    carrier_name: str | None
+    tracking_number: str | None
+    tracking_link: str | None
+    shipped_at: datetime | None
+
+
+@dataclass(frozen=True)
+class RefundNote:
+    """Money given back: its amount, the day it was refunded when the shop knows it, and
+    whether Stripe is still sending it."""
+
+    amount: int
+    on: datetime | None
+    in_progress: bool = False
+
+
+def carrier_name(order: Order) -> str | None:
+    carrier = shipping.carrier_named(order.carrier)
+    return carrier.name if carrier else None
+
+
+def tracking_link_for(order: Order) -> str | None:
+    """The courier's tracking page for this order, when it names a carrier and a number."""
+    return shipping.tracking_link(order.carrier, order.tracking_number)
+
+
+def shipment(order: Order) -> Shipment | None:
+    """The parcel, while it matters to the shopper (shipped or delivered), else None."""
+    if order.status not in ON_ITS_WAY:
+        return None
+    return Shipment(
+        carrier_name=carrier_name(order),
+        tracking_number=order.tracking_number or None,
+        tracking_link=tracking_link_for(order),
+        shipped_at=order.shipped_at,
+    )
+
+
+def headline(order: Order) -> str:
+    """The order's state in a few words: "Shipped with Royal Mail Special Delivery"."""
+    name = carrier_name(order)
+    if order.status is S.SHIPPED and name:
+        return f"Shipped with {name}"
+    return STATUS_LABELS[order.status]
+
+
+def shopper_refunds(order: Order) -> list[RefundNote]:
+    """The money given back, oldest first: each refund staff made, with its date (one Stripe
+    is still sending says so; a refused one is not shown), then whatever else the order
+    records as refunded (made in Stripe's dashboard and reported by the webhook), undated."""
+    notes = [
+        RefundNote(refund.amount, refund.created_at, refund.status is RefundStatus.PENDING)
+        for refund in order.refunds
+        if refund.status is not RefundStatus.FAILED
+    ]
+    rest = order.refunded_amount - sum(note.amount for note in notes)
+    if rest > 0:
+        notes.append(RefundNote(rest, None))
+    return notes
 
 
 def describe(event: OrderEvent) -> str:
-    """An order event in plain words for the shopper (staff notes stay in the back office)."""
-    if event.to_status is not None:
-        return EVENT_WORDS[event.to_status]
-    return ""
+    """An order event in plain words for the shopper. Only the status is told: the note is
+    the shop's own (a staff member's reason, a Stripe event id), never the shopper's."""
+    if event.to_status is None:
+        return ""
+    if event.to_status is S.SHIPPED and (name := carrier_name(event.order)):
+        return f"Sent with {name}, insured and signed for"
+    return EVENT_WORDS[event.to_status]
 
 
 def shopper_timeline(order: Order) -> list[tuple[OrderEvent, str]]:
-    """The status changes a shopper should see, oldest first, in plain words."""
+    """The status changes a shopper should see, oldest first, in plain words; notes (staff
+    remarks, payment details) stay in the back office."""
     return [(event, describe(event)) for event in order.events if event.to_status is not None]
 
 
 def _with_details(statement):
-    return statement.options(selectinload(Order.lines), selectinload(Order.events))
+    return statement.options(
+        selectinload(Order.lines), selectinload(Order.events), selectinload(Order.refunds)
+    )
 
 
 def orders_for_user(session: AnySession, user_id: int) -> Sequence[Order]:
@@ -180,3 +273,33 @@ def order_for_guest_token(session: AnySession, number: str, token: str) -> Order
     if order is None or not hmac.compare_digest(order.email, str(data["e"])):
         return None
     return order
+
+
+def email_shopper(
+    session: AnySession,
+    order: Order,
+    template: str,
+    subject: str,
+    *,
+    dedupe_key: str | None = None,
+    **context: Any,
+) -> None:
+    """Queue an email about the order to its shopper, with the link to its page; once per
+    order and template unless ``dedupe_key`` says otherwise (a second refund, say)."""
+    queue_email(
+        session,
+        to=order.email,
+        subject=subject,
+        template=template,
+        context={
+            "order": order,
+            "total": format_money(order.total, order.currency),
+            "order_url": absolute_url(
+                "orders.detail", number=order.number, token=guest_link_token(order)
+            ),
+            **context,
+        },
+        user_id=order.user_id,
+        order_id=order.id,
+        dedupe_key=dedupe_key or f"order:{order.id}:{template}",
+    )

@@ -17,17 +17,22 @@ from flask import current_app
 from sqlalchemy import select, update
 from sqlalchemy.orm import selectinload
 
-from elysium.models.orders import Order, OrderStatus, ProcessedPaymentEvent
+from elysium.models.orders import Order, OrderStatus, ProcessedPaymentEvent, RefundStatus
 from elysium.models.types import utcnow
 from elysium.money import format_money
 from elysium.services import checkout, orders
 from elysium.services.outbox import queue_email
 from elysium.services.sql import AnySession, insert_unless_exists
-from elysium.urls import absolute_url
 
 ACTOR = "stripe"
 PAID_NOTE = "Payment received"
 AWAITING_BANK_NOTE = "Checkout completed; waiting for the bank payment"
+# Words the back office reads back from ``Order.attention_reason`` to show a flag (see
+# services/staff_orders.py): a dispute starts with the first, an amount that doesn't match
+# ends with the second, a payment for a cancelled order is the third.
+DISPUTE_FLAG = "The payment is disputed"
+AMOUNT_MISMATCH_FLAG = "not marked paid"
+PAID_AFTER_CANCELLATION_FLAG = "Payment arrived after the order was cancelled: refund it or re-sell"
 
 
 class Outcome(enum.StrEnum):
@@ -158,7 +163,7 @@ def _order_for(session: AnySession, obj: dict[str, Any]) -> Order | None:
     statement = (
         select(Order)
         .where(condition)
-        .options(selectinload(Order.lines), selectinload(Order.events))
+        .options(selectinload(Order.lines), selectinload(Order.events), selectinload(Order.refunds))
         .with_for_update(of=Order)
         .execution_options(populate_existing=True)
     )
@@ -196,31 +201,12 @@ def _move(order: Order, status: OrderStatus, note: str, event_id: str) -> bool:
     return True
 
 
-def _email_shopper(session: AnySession, order: Order, template: str, subject: str) -> None:
-    queue_email(
-        session,
-        to=order.email,
-        subject=subject,
-        template=template,
-        context={
-            "order": order,
-            "total": format_money(order.total, order.currency),
-            "order_url": absolute_url(
-                "orders.detail", number=order.number, token=orders.guest_link_token(order)
-            ),
-        },
-        user_id=order.user_id,
-        order_id=order.id,
-        dedupe_key=f"order:{order.id}:{template}",
-    )
-
-
 def mark_paid(session: AnySession, order: Order, obj: dict[str, Any], event_id: str) -> None:
     if not _amount_matches(order, obj):
         checkout.flag(
             order,
             f"Stripe reported {obj.get('amount_total')} {obj.get('currency')} but the order is "
-            f"{order.total} {order.currency}: not marked paid",
+            f"{order.total} {order.currency}: {AMOUNT_MISMATCH_FLAG}",
             actor=ACTOR,
             stripe_event_id=event_id,
         )
@@ -230,7 +216,7 @@ def mark_paid(session: AnySession, order: Order, obj: dict[str, Any], event_id: 
     if order.status is OrderStatus.CANCELLED:
         checkout.flag(
             order,
-            "Payment arrived after the order was cancelled: refund it or re-sell",
+            PAID_AFTER_CANCELLATION_FLAG,
             actor=ACTOR,
             stripe_event_id=event_id,
         )
@@ -238,7 +224,7 @@ def mark_paid(session: AnySession, order: Order, obj: dict[str, Any], event_id: 
     if not _can_move(order, OrderStatus.PAID, PAID_NOTE, event_id):
         return
     checkout.complete_payment(session, order, actor=ACTOR, note=PAID_NOTE, stripe_event_id=event_id)
-    _email_shopper(session, order, "order_confirmation", f"Your ELYSIUM order {order.number}")
+    orders.email_shopper(session, order, "order_confirmation", f"Your ELYSIUM order {order.number}")
 
 
 def session_completed(
@@ -271,7 +257,7 @@ def async_payment_failed(
         note=note,
         stripe_event_id=event_id,
     )
-    _email_shopper(
+    orders.email_shopper(
         session, order, "payment_failed", f"Your payment for {order.number} didn't go through"
     )
 
@@ -295,19 +281,34 @@ def session_expired(session: AnySession, order: Order, obj: dict[str, Any], even
     checkout.close_unpaid(
         session, order, OrderStatus.CANCELLED, actor=ACTOR, note=note, stripe_event_id=event_id
     )
-    _email_shopper(
+    orders.email_shopper(
         session, order, "order_cancelled", f"Your ELYSIUM order {order.number} was cancelled"
     )
 
 
 def charge_refunded(session: AnySession, order: Order, obj: dict[str, Any], event_id: str) -> None:
+    """Stripe's total refunded so far. Refunds staff made here are already counted and moved
+    the order themselves (and told the shopper if asked): this only confirms them. A refund
+    made elsewhere (Stripe's dashboard) is recorded, and a full one refunds the order."""
     refunded = obj.get("amount_refunded")
     if not isinstance(refunded, int) or refunded < 0:
         raise MalformedEventError("charge.refunded needs amount_refunded")
+    made_here = sum(r.amount for r in order.refunds if r.status is not RefundStatus.FAILED)
+    if refunded <= made_here:
+        order.refunded_amount = max(order.refunded_amount, refunded)
+        orders.add_note(
+            order,
+            f"Stripe confirms {format_money(refunded, order.currency)} refunded in all",
+            actor=ACTOR,
+            stripe_event_id=event_id,
+        )
+        return
     order.refunded_amount = max(order.refunded_amount, refunded)
     if refunded >= order.total:
         if _move(order, OrderStatus.REFUNDED, "Refunded in full", event_id):
-            _email_shopper(session, order, "order_refunded", f"Your refund for {order.number}")
+            orders.email_shopper(
+                session, order, "order_refunded", f"Your refund for {order.number}"
+            )
     else:
         orders.add_note(
             order,
@@ -320,7 +321,7 @@ def charge_refunded(session: AnySession, order: Order, obj: dict[str, Any], even
 def dispute_created(session: AnySession, order: Order, obj: dict[str, Any], event_id: str) -> None:
     checkout.flag(
         order,
-        f"The payment is disputed ({obj.get('reason') or 'no reason given'})",
+        f"{DISPUTE_FLAG} ({obj.get('reason') or 'no reason given'})",
         actor=ACTOR,
         stripe_event_id=event_id,
     )

@@ -13,6 +13,10 @@ import pytest
 from flask import Flask
 from werkzeug.serving import make_server
 
+from devtools.fake_stripe.server import FakeStripeServer
+from elysium.integrations.stripe_gateway import close_client
+from tests.conftest import WEBHOOK_SECRET, make_app
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -87,3 +91,32 @@ def page(browser, javascript: bool, live_server: str):
     yield tab
     context.close()
     assert errors == [], f"the browser reported errors: {errors}"
+
+
+@pytest.fixture(scope="module")
+def live_fake_stripe():
+    """The fake Stripe the live shop pays through (its webhooks go to the live shop)."""
+    with FakeStripeServer(webhook_secret=WEBHOOK_SECRET) as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def shop_with_payments(app, live_fake_stripe):
+    """The shop with Stripe pointed at the fake, both served on 127.0.0.1."""
+    fake = live_fake_stripe
+    shop = make_app(
+        app.config["SQLALCHEMY_DATABASE_URI"],
+        STRIPE_SECRET_KEY="sk_test_elysium_browser",
+        STRIPE_API_BASE=fake.base_url,
+    )
+    server = make_server("127.0.0.1", 0, shop, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base_url = f"http://127.0.0.1:{server.server_port}"
+    shop.config["SITE_URL"] = base_url  # Stripe's return pages, once the port is known
+    fake.webhook_url = f"{base_url}/webhooks/stripe"
+    yield shop, base_url
+    server.shutdown()
+    thread.join(timeout=5)
+    server.server_close()
+    close_client(shop)

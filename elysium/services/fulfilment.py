@@ -1,0 +1,474 @@
+"""What staff do to an order after it is paid: fulfil, ship, deliver, cancel and refund.
+
+Every action moves the order only through the state machine (an illegal move is refused with
+its reason, :class:`ActionRefusedError`), writes who did it on the timeline, and queues the
+shopper's email only when staff ask for it (``notify``).
+
+Refunds go through Stripe's Refunds API in three steps, so no row lock is held while Stripe
+answers: the refund is recorded (PENDING, with an idempotency key from the staff member's
+form, so a double submit or two tabs refund once), Stripe is asked, and the answer is applied
+under the order's lock. Pieces put back on sale with a refund or a cancellation are restocked
+exactly once (the stock ledger's unique keys). The ``charge.refunded`` webhook that follows
+finds the refund already counted (``refunded_amount`` is never summed twice: it is the larger
+of what Stripe reports and what succeeded here).
+
+Services never commit, except that the refund steps are units of work of their own: the
+caller commits after each step it calls (see ``staff/fulfilment.py``).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from dataclasses import dataclass, field
+
+from flask import current_app
+from sqlalchemy import select
+
+from elysium.integrations import stripe_gateway
+from elysium.models.inventory import StockReason
+from elysium.models.orders import Order, OrderStatus, Refund, RefundStatus
+from elysium.models.types import utcnow
+from elysium.money import format_money
+from elysium.services import checkout, inventory, orders, shipping
+from elysium.services.errors import InvalidInputError
+from elysium.services.sql import AnySession, insert_unless_exists
+
+S = OrderStatus
+REFUNDABLE = frozenset({S.PAID, S.FULFILLED, S.SHIPPED, S.DELIVERED})
+UNPAID = frozenset({S.PENDING, S.PROCESSING, S.PAYMENT_FAILED})
+REASON_MAX = 500
+
+
+class Action(enum.StrEnum):
+    FULFIL = "fulfil"
+    SHIP = "ship"
+    DELIVER = "deliver"
+    CANCEL = "cancel"
+    REFUND = "refund"
+
+
+# The move each action makes (refunding moves to REFUNDED only when it gives back the rest).
+MOVES: dict[Action, OrderStatus] = {
+    Action.FULFIL: S.FULFILLED,
+    Action.SHIP: S.SHIPPED,
+    Action.DELIVER: S.DELIVERED,
+    Action.CANCEL: S.CANCELLED,
+}
+
+
+class ActionRefusedError(Exception):
+    """Not possible for this order now; ``message`` says why (the answer is a 409)."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidActionError(InvalidInputError):
+    """The staff member's input can't be used; ``errors`` by field (the answer is a 422)."""
+
+
+@dataclass(frozen=True)
+class Staff:
+    """Who acts: kept on every timeline entry and stock movement."""
+
+    user_id: int
+    name: str
+
+
+def available(order: Order) -> list[Action]:
+    """The actions the state machine allows for the order as it is."""
+    actions = [
+        action for action, status in MOVES.items() if orders.can_transition(order.status, status)
+    ]
+    if order.status in REFUNDABLE and refundable_amount(order) > 0:
+        actions.append(Action.REFUND)
+    return actions
+
+
+def refundable_amount(order: Order) -> int:
+    """What can still be given back: what was paid less what has been (or is being)."""
+    asked = sum(r.amount for r in order.refunds if r.status is not RefundStatus.FAILED)
+    return max(order.total - max(order.refunded_amount, asked), 0)
+
+
+def _locked(session: AnySession, order_id: int) -> Order:
+    order = checkout.lock_order(session, order_id)
+    if order is None:
+        raise ActionRefusedError("This order no longer exists.")
+    return order
+
+
+def refuse_unless(order: Order, action: Action) -> None:
+    """Raise :class:`ActionRefusedError` unless ``action`` is possible for the order now."""
+    if action not in available(order):
+        label = orders.STATUS_LABELS[order.status].lower()
+        raise ActionRefusedError(f"Order {order.number} can't be {_PAST[action]}: it is {label}.")
+
+
+_PAST = {
+    Action.FULFIL: "marked fulfilled",
+    Action.SHIP: "shipped",
+    Action.DELIVER: "marked delivered",
+    Action.CANCEL: "cancelled",
+    Action.REFUND: "refunded",
+}
+
+
+def _move(order: Order, status: OrderStatus, staff: Staff, note: str) -> None:
+    orders.transition_to(order, status, actor=staff.name, note=note, actor_user_id=staff.user_id)
+
+
+def fulfil(session: AnySession, order_id: int, staff: Staff) -> Order:
+    """The piece is finished and packed in the workshop."""
+    order = _locked(session, order_id)
+    refuse_unless(order, Action.FULFIL)
+    _move(order, S.FULFILLED, staff, "Finished and packed")
+    session.flush()
+    return order
+
+
+def ship(
+    session: AnySession,
+    order_id: int,
+    staff: Staff,
+    *,
+    carrier: str,
+    tracking_number: str,
+    notify: bool,
+) -> Order:
+    """Handed to the courier: the carrier and tracking number are required."""
+    errors: dict[str, str] = {}
+    courier = shipping.carrier_named(carrier)
+    if courier is None:
+        errors["carrier"] = "Choose the courier."
+    number = shipping.clean_tracking_number(tracking_number)
+    if number is None:
+        errors["tracking_number"] = (
+            "Enter the tracking number as the courier printed it (letters and digits)."
+        )
+    if errors:
+        raise InvalidActionError(errors)
+    assert courier is not None
+    assert number is not None
+    order = _locked(session, order_id)
+    refuse_unless(order, Action.SHIP)
+    order.carrier, order.tracking_number, order.shipped_at = courier.code, number, utcnow()
+    _move(order, S.SHIPPED, staff, f"Shipped with {courier.name}, tracking number {number}")
+    if notify:
+        orders.email_shopper(
+            session,
+            order,
+            "order_shipped",
+            f"Your ELYSIUM order {order.number} is on its way",
+            carrier_name=courier.name,
+            tracking_link=courier.tracking_link(number),
+        )
+    session.flush()
+    return order
+
+
+def deliver(session: AnySession, order_id: int, staff: Staff, *, notify: bool) -> Order:
+    order = _locked(session, order_id)
+    refuse_unless(order, Action.DELIVER)
+    order.delivered_at = utcnow()
+    _move(order, S.DELIVERED, staff, "Delivered")
+    if notify:
+        orders.email_shopper(
+            session, order, "order_delivered", f"Your ELYSIUM order {order.number} has arrived"
+        )
+    session.flush()
+    return order
+
+
+def _reason(text: str, *, required: bool) -> str:
+    reason = " ".join((text or "").split())
+    if required and not reason:
+        raise InvalidActionError({"reason": "Say why, for the order's record."})
+    if len(reason) > REASON_MAX:
+        raise InvalidActionError({"reason": f"Use at most {REASON_MAX} characters."})
+    return reason
+
+
+def add_note(session: AnySession, order_id: int, staff: Staff, text: str) -> Order:
+    """An internal note on the timeline (never shown to the shopper)."""
+    note = _reason(text, required=True)
+    order = _locked(session, order_id)
+    orders.add_note(order, note, actor=staff.name, actor_user_id=staff.user_id)
+    session.flush()
+    return order
+
+
+@dataclass(frozen=True)
+class RefundRequest:
+    """A refund as the staff member asked for it; ``request_key`` comes from their form, so
+    the same form sent twice is one refund."""
+
+    amount: int
+    reason: str
+    restock: dict[int, int] = field(default_factory=dict)  # order line id -> pieces
+    notify: bool = True
+    request_key: str = ""
+
+
+def restockable(order: Order) -> dict[int, int]:
+    """Per order line (stocked pieces only): how many pieces may still go back on sale."""
+    done: Counter[int] = Counter()
+    for refund in order.refunds:
+        if refund.status is not RefundStatus.FAILED:
+            for entry in refund.restock:
+                done[int(entry["line_id"])] += int(entry["quantity"])
+    return {
+        line.id: line.quantity - done[line.id]
+        for line in order.lines
+        if line.inventory_id is not None and not line.made_to_order
+    }
+
+
+def _check_request(order: Order, request: RefundRequest) -> None:
+    errors: dict[str, str] = {}
+    left = refundable_amount(order)
+    if request.amount < 1:
+        errors["amount"] = "Enter an amount to refund."
+    elif request.amount > left:
+        errors["amount"] = f"At most {format_money(left, order.currency)} can be refunded."
+    allowed = restockable(order)
+    for line_id, quantity in request.restock.items():
+        if quantity < 0 or quantity > allowed.get(line_id, 0):
+            errors[f"restock-{line_id}"] = (
+                f"At most {allowed.get(line_id, 0)} of these can go back on sale."
+            )
+    if errors:
+        raise InvalidActionError(errors)
+
+
+def begin_refund(
+    session: AnySession, order_id: int, staff: Staff, request: RefundRequest
+) -> Refund:
+    """Step 1: record the refund (PENDING) under the order's lock. The caller commits, then
+    calls :func:`ask_stripe`. The same ``request_key`` again returns the refund already made
+    for it, whatever became of it."""
+    _reason(request.reason, required=False)
+    order = _locked(session, order_id)
+    key = f"refund:{order.number}:{request.request_key}"
+    existing = session.scalar(select(Refund).where(Refund.idempotency_key == key))
+    if existing is not None:
+        return existing
+    refuse_unless(order, Action.REFUND)
+    if not order.stripe_payment_intent_id:
+        raise ActionRefusedError(f"Order {order.number} has no Stripe payment to refund.")
+    _check_request(order, request)
+    lines = {line.id: line for line in order.lines}
+    refund_id = insert_unless_exists(
+        session,
+        Refund,
+        {
+            "order_id": order.id,
+            "amount": request.amount,
+            "currency": order.currency,
+            "reason": _reason(request.reason, required=False),
+            "status": RefundStatus.PENDING,
+            "idempotency_key": key,
+            "failure_reason": "",
+            "restock": [
+                {
+                    "line_id": line_id,
+                    "inventory_id": lines[line_id].inventory_id,
+                    "quantity": quantity,
+                }
+                for line_id, quantity in sorted(request.restock.items())
+                if quantity > 0
+            ],
+            "actor_user_id": staff.user_id,
+            "created_at": utcnow(),
+            "updated_at": utcnow(),
+        },
+        Refund.idempotency_key,
+    )
+    refund = session.scalar(select(Refund).where(Refund.idempotency_key == key))
+    assert refund is not None
+    if refund_id is not None:
+        orders.add_note(
+            order,
+            f"Refund of {format_money(request.amount, order.currency)} asked of Stripe"
+            + (f": {refund.reason}" if refund.reason else ""),
+            actor=staff.name,
+            actor_user_id=staff.user_id,
+        )
+    session.flush()
+    return refund
+
+
+@dataclass(frozen=True)
+class StripeAnswer:
+    refund_id: str | None = None
+    accepted: bool = False
+    refused: str = ""  # Stripe's reason when it refused
+    unreachable: bool = False
+
+
+def ask_stripe(refund: Refund, order: Order) -> StripeAnswer:
+    """Step 2: ask Stripe (no database work; hold no lock). Same key, same answer."""
+    if refund.status is not RefundStatus.PENDING:
+        return StripeAnswer(refund.stripe_refund_id, refund.status is RefundStatus.SUCCEEDED)
+    try:
+        answer = stripe_gateway.create_refund(
+            payment_intent=order.stripe_payment_intent_id or "",
+            amount=refund.amount,
+            idempotency_key=refund.idempotency_key,
+            order_number=order.number,
+        )
+    except stripe_gateway.RefundRefusedError as error:
+        return StripeAnswer(refused=str(error) or "Stripe refused the refund.")
+    except stripe_gateway.PaymentProviderError as error:
+        current_app.logger.warning("Refund %s: Stripe unreachable: %s", refund.id, error)
+        return StripeAnswer(unreachable=True)
+    if answer.status in ("failed", "canceled"):
+        return StripeAnswer(answer.refund_id, refused=f"Stripe says the refund {answer.status}.")
+    return StripeAnswer(answer.refund_id, accepted=True)
+
+
+def finish_refund(
+    session: AnySession,
+    refund_id: int,
+    staff: Staff,
+    answer: StripeAnswer,
+    *,
+    for_cancelling: bool = False,
+) -> Refund:
+    """Step 3: apply Stripe's answer under the order's lock. An accepted refund counts
+    towards ``refunded_amount`` (never twice, whatever the webhook did meanwhile), puts the
+    chosen pieces back on sale once, and makes the order REFUNDED when nothing is left
+    (unless the refund is the first half of cancelling it: :func:`cancel_paid` follows)."""
+    refund = session.get(Refund, refund_id)
+    assert refund is not None
+    order = _locked(session, refund.order_id)
+    session.refresh(refund)
+    if refund.status is not RefundStatus.PENDING or answer.unreachable:
+        return refund
+    if not answer.accepted:
+        refund.status, refund.failure_reason = RefundStatus.FAILED, answer.refused
+        checkout.flag(
+            order,
+            f"Stripe refused a refund of {format_money(refund.amount, order.currency)}: "
+            f"{answer.refused}",
+            actor=staff.name,
+        )
+        session.flush()
+        return refund
+    refund.status, refund.stripe_refund_id = RefundStatus.SUCCEEDED, answer.refund_id
+    refunded = sum(r.amount for r in order.refunds if r.status is RefundStatus.SUCCEEDED)
+    order.refunded_amount = max(order.refunded_amount, refunded)
+    for entry in refund.restock:
+        inventory.restock(
+            session,
+            int(entry["inventory_id"]),
+            int(entry["quantity"]),
+            key=f"refund:{refund.id}:restock:{entry['line_id']}",
+            note=f"Back from order {order.number}",
+            actor_id=staff.user_id,
+            reason=StockReason.RETURNED,
+            order_id=order.id,
+        )
+    amount = format_money(refund.amount, order.currency)
+    full = order.refunded_amount >= order.total
+    note = f"Refunded {amount}" + (f": {refund.reason}" if refund.reason else "")
+    if full and not for_cancelling and orders.can_transition(order.status, S.REFUNDED):
+        _move(order, S.REFUNDED, staff, note)
+    else:
+        orders.add_note(order, note, actor=staff.name, actor_user_id=staff.user_id)
+    session.flush()
+    return refund
+
+
+def notify_refund(session: AnySession, refund: Refund) -> None:
+    """The refund email, once per refund (the caller decides whether the shopper is told)."""
+    order = refund.order
+    orders.email_shopper(
+        session,
+        order,
+        "order_refunded",
+        f"Your refund for {order.number}",
+        amount=format_money(refund.amount, order.currency),
+        full=order.refunded_amount >= order.total,
+        dedupe_key=f"order:{order.id}:refund:{refund.id}",
+    )
+
+
+def cancel_unpaid(
+    session: AnySession,
+    order_id: int,
+    staff: Staff,
+    *,
+    reason: str,
+    notify: bool,
+    paid_at_stripe: bool = False,
+) -> Order:
+    """Cancel an order that was never paid (its checkout still open, a bank payment still on
+    its way, or failed): its reserved pieces go back on sale. For an open checkout, close
+    its payment page at Stripe first (:func:`checkout.close_payment_page`, without a lock);
+    if Stripe then says the customer paid, pass ``paid_at_stripe`` and nothing is
+    cancelled."""
+    note = _reason(reason, required=True)
+    order = _locked(session, order_id)
+    refuse_unless(order, Action.CANCEL)
+    if order.status not in UNPAID:
+        raise ActionRefusedError(f"Order {order.number} is paid: cancelling it refunds it.")
+    if paid_at_stripe and order.status is S.PENDING:
+        raise ActionRefusedError(
+            f"Stripe says the customer of order {order.number} has just paid: wait for the "
+            "payment to arrive here, then cancel it with a refund."
+        )
+    checkout.close_unpaid(
+        session,
+        order,
+        S.CANCELLED,
+        actor=staff.name,
+        note=f"Cancelled: {note}",
+        actor_user_id=staff.user_id,
+    )
+    if notify:
+        orders.email_shopper(
+            session, order, "order_cancelled", f"Your ELYSIUM order {order.number} was cancelled"
+        )
+    session.flush()
+    return order
+
+
+def cancel_paid(
+    session: AnySession, order_id: int, staff: Staff, *, reason: str, notify: bool
+) -> Order:
+    """After the rest of the payment has been refunded: CANCELLED, and every piece the order
+    took from stock (less any a refund already put back) back on sale, exactly once."""
+    note = _reason(reason, required=True)
+    order = _locked(session, order_id)
+    refuse_unless(order, Action.CANCEL)
+    if refundable_amount(order) > 0 and order.stripe_payment_intent_id:
+        raise ActionRefusedError(f"Order {order.number} still has money to refund first.")
+    _move(order, S.CANCELLED, staff, f"Cancelled: {note}")
+    for line_id, quantity in restockable(order).items():
+        line = next(line for line in order.lines if line.id == line_id)
+        if quantity > 0 and line.inventory_id is not None:
+            inventory.restock(
+                session,
+                line.inventory_id,
+                quantity,
+                key=f"order:{order.id}:cancel-restock:{line_id}",
+                note=f"Order {order.number} cancelled",
+                actor_id=staff.user_id,
+                reason=StockReason.ORDER_CANCELLED,
+                order_id=order.id,
+            )
+    if notify:
+        orders.email_shopper(
+            session,
+            order,
+            "order_cancelled",
+            f"Your ELYSIUM order {order.number} was cancelled",
+            refunded_amount=format_money(order.refunded_amount, order.currency)
+            if order.refunded_amount
+            else None,
+        )
+    session.flush()
+    return order

@@ -1,0 +1,84 @@
+"""The back office's action forms. They read and bound the input; the rules live in the
+services (``services/fulfilment.py``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, HiddenField, SelectField, StringField, TextAreaField
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import DataRequired, Length
+
+from elysium.models.orders import Order
+from elysium.services.fulfilment import REASON_MAX
+from elysium.services.shipping import CARRIERS
+
+REASON = [Length(max=REASON_MAX, message=f"Use at most {REASON_MAX} characters.")]
+
+
+class StaffForm(FlaskForm):
+    def field_errors(self) -> dict[str, str]:
+        """The first message per field ("" for the form itself, e.g. a missing CSRF token)."""
+        errors = {name: messages[0] for name, messages in self.errors.items() if messages}
+        if "csrf_token" in errors:
+            errors[""] = "This form has expired: reload the page and try again."
+            del errors["csrf_token"]
+        return errors
+
+
+class ActionForm(StaffForm):
+    """An action that needs nothing but the staff member's say-so (and the CSRF token)."""
+
+
+def _carrier_choices() -> list[SelectChoice]:
+    return [SelectChoice("", "Choose the courier")] + [
+        SelectChoice(carrier.code, carrier.name) for carrier in CARRIERS.values()
+    ]
+
+
+class ShipForm(StaffForm):
+    carrier = SelectField("Courier", choices=_carrier_choices(), validate_choice=False)
+    tracking_number = StringField("Tracking number", validators=[Length(max=100)])
+    notify = BooleanField("Email the customer", default=True)
+
+
+class DeliverForm(StaffForm):
+    notify = BooleanField("Email the customer", default=True)
+
+
+class CancelForm(StaffForm):
+    reason = TextAreaField(
+        "Why (for the order's record)",
+        validators=[DataRequired("Say why, for the order's record."), *REASON],
+    )
+    notify = BooleanField("Email the customer", default=True)
+    request_key = HiddenField()
+
+
+class RefundForm(StaffForm):
+    amount = StringField("Amount", validators=[DataRequired("Enter an amount to refund.")])
+    reason = TextAreaField("Reason (for the order's record)", validators=REASON)
+    notify = BooleanField("Email the customer", default=True)
+    request_key = HiddenField()
+
+    def restock_from(self, values: Mapping[str, str], order: Order) -> dict[int, int] | None:
+        """Pieces to put back on sale, per order line (``restock-<line id>``), or None when
+        a value isn't a whole number."""
+        restock: dict[int, int] = {}
+        for line in order.lines:
+            raw = (values.get(f"restock-{line.id}") or "0").strip()
+            if not raw.isdigit() or len(raw) > 3:
+                return None
+            if int(raw):
+                restock[line.id] = int(raw)
+        return restock
+
+
+class BulkForm(StaffForm):
+    action = SelectField(
+        "With the selected orders",
+        choices=[SelectChoice("fulfil", "Mark fulfilled"), SelectChoice("ship", "Ship")],
+    )
+    carrier = SelectField("Courier", choices=_carrier_choices(), validate_choice=False)
+    notify = BooleanField("Email the customers", default=True)

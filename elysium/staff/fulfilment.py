@@ -1,0 +1,326 @@
+"""What staff do to an order: fulfil, ship, deliver, cancel and refund, one or in bulk.
+
+Each action is a small form on the order's page (``staff/fulfilment/_actions.html``). The
+views parse, call :mod:`elysium.services.fulfilment`, commit and answer: back to the order's
+page (303, or ``HX-Refresh`` for htmx, since its status, timeline and actions all change),
+409 with the reason for a move the order can't make, 422 with the form and what was typed.
+A refund (and so cancelling a paid order) is three short units of work around Stripe's
+answer, with no lock held while Stripe answers.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    flash,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_login import current_user
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from elysium.errors import render_error
+from elysium.extensions import db
+from elysium.htmx import is_htmx
+from elysium.models.orders import Order, OrderStatus, RefundStatus
+from elysium.money import format_money, parse_amount
+from elysium.services import checkout, fulfilment
+from elysium.services.fulfilment import (
+    Action,
+    ActionRefusedError,
+    InvalidActionError,
+    RefundRequest,
+    Staff,
+)
+from elysium.staff.forms import (
+    ActionForm,
+    BulkForm,
+    CancelForm,
+    DeliverForm,
+    RefundForm,
+    ShipForm,
+)
+
+bp = Blueprint("fulfilment", __name__, url_prefix="/orders")
+
+
+def _staff() -> Staff:
+    return Staff(user_id=current_user.id, name=current_user.display_name)
+
+
+def _order(number: str) -> Order:
+    order = db.session.scalar(
+        select(Order)
+        .where(Order.number == number)
+        .options(selectinload(Order.lines), selectinload(Order.refunds))
+    )
+    return order or abort(404)
+
+
+def actions_context(order: Order, **forms) -> dict:
+    """What the actions partial draws: the legal actions and a form for each."""
+    refund_form = forms.get("refund") or RefundForm(
+        formdata=None, request_key=secrets.token_urlsafe(16)
+    )
+    cancel_form = forms.get("cancel") or CancelForm(
+        formdata=None, request_key=secrets.token_urlsafe(16)
+    )
+    return {
+        "order": order,
+        "actions": fulfilment.available(order),
+        "Action": Action,
+        "ship_form": forms.get("ship") or ShipForm(formdata=None),
+        "deliver_form": forms.get("deliver") or DeliverForm(formdata=None),
+        "cancel_form": cancel_form,
+        "refund_form": refund_form,
+        "refundable": fulfilment.refundable_amount(order),
+        "restockable": fulfilment.restockable(order),
+        "restock_values": forms.get("restock_values") or {},
+        "action_errors": forms.get("errors") or {},
+    }
+
+
+def _done(order: Order, message: str) -> Response:
+    flash(message)
+    location = url_for("staff.orders.detail", number=order.number)
+    if is_htmx():
+        response = make_response("", 204)
+        response.headers["HX-Refresh"] = "true"
+        return response
+    return redirect(location, 303)
+
+
+def _refused(message: str) -> Response:
+    db.session.rollback()
+    return render_error(409, message)
+
+
+def _invalid(order: Order, errors: dict[str, str], **forms) -> Response:
+    """422: the actions again, with the messages beside the fields and what was typed."""
+    db.session.rollback()
+    context = actions_context(_order(order.number), errors=errors, **forms)
+    template = "staff/fulfilment/_actions.html" if is_htmx() else "staff/fulfilment/refused.html"
+    response = make_response(render_template(template, **context), 422)
+    response.vary.add("HX-Request")
+    return response
+
+
+@bp.post("/<number>/fulfil")
+def fulfil(number: str) -> Response:
+    order = _order(number)
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    try:
+        fulfilment.fulfil(db.session, order.id, _staff())
+    except ActionRefusedError as error:
+        return _refused(error.message)
+    db.session.commit()
+    return _done(order, f"Order {order.number} is fulfilled: ready to ship.")
+
+
+@bp.post("/<number>/ship")
+def ship(number: str) -> Response:
+    order = _order(number)
+    form = ShipForm()
+    if not form.validate_on_submit():
+        return _invalid(order, form.field_errors(), ship=form)
+    try:
+        fulfilment.ship(
+            db.session,
+            order.id,
+            _staff(),
+            carrier=form.carrier.data or "",
+            tracking_number=form.tracking_number.data or "",
+            notify=form.notify.data,
+        )
+    except InvalidActionError as error:
+        return _invalid(order, error.errors, ship=form)
+    except ActionRefusedError as error:
+        return _refused(error.message)
+    db.session.commit()
+    return _done(order, f"Order {order.number} is shipped.")
+
+
+@bp.post("/<number>/deliver")
+def deliver(number: str) -> Response:
+    order = _order(number)
+    form = DeliverForm()
+    if not form.validate_on_submit():
+        abort(400)
+    try:
+        fulfilment.deliver(db.session, order.id, _staff(), notify=form.notify.data)
+    except ActionRefusedError as error:
+        return _refused(error.message)
+    db.session.commit()
+    return _done(order, f"Order {order.number} is delivered.")
+
+
+@dataclass
+class _RefundOutcome:
+    done: bool
+    message: str
+    status: int = 200  # when not done: 409 Stripe refused, 503 Stripe unreachable
+
+
+def _refund(order: Order, request_: RefundRequest, *, for_cancelling: bool) -> _RefundOutcome:
+    """The three steps of a refund, each its own short unit of work."""
+    refund = fulfilment.begin_refund(db.session, order.id, _staff(), request_)
+    db.session.commit()
+    answer = fulfilment.ask_stripe(refund, order)
+    refund = fulfilment.finish_refund(
+        db.session, refund.id, _staff(), answer, for_cancelling=for_cancelling
+    )
+    if refund.status is RefundStatus.SUCCEEDED and request_.notify and not for_cancelling:
+        fulfilment.notify_refund(db.session, refund)
+    db.session.commit()
+    amount = format_money(refund.amount, refund.currency)
+    if refund.status is RefundStatus.PENDING:
+        return _RefundOutcome(
+            False,
+            f"Stripe could not be reached: the refund of {amount} is not confirmed. "
+            "Send the same form again to retry it (it will never refund twice).",
+            503,
+        )
+    if refund.status is RefundStatus.FAILED:
+        return _RefundOutcome(
+            False, f"Stripe refused the refund of {amount}: {refund.failure_reason}", 409
+        )
+    return _RefundOutcome(True, f"Refunded {amount}.")
+
+
+@bp.post("/<number>/refund")
+def refund(number: str) -> Response:
+    order = _order(number)
+    form = RefundForm()
+    restock = form.restock_from(request.form, order)
+    if not form.validate_on_submit() or restock is None:
+        errors = form.field_errors() or {"": "Please check the pieces to put back on sale."}
+        return _invalid(order, errors, refund=form, restock_values=request.form)
+    amount = parse_amount(form.amount.data or "", order.currency)
+    if amount is None:
+        return _invalid(
+            order,
+            {"amount": "Enter an amount like 250 or 1,250.50."},
+            refund=form,
+            restock_values=request.form,
+        )
+    try:
+        outcome = _refund(
+            order,
+            RefundRequest(
+                amount=amount,
+                reason=form.reason.data or "",
+                restock=restock,
+                notify=form.notify.data,
+                request_key=form.request_key.data or secrets.token_urlsafe(16),
+            ),
+            for_cancelling=False,
+        )
+    except InvalidActionError as error:
+        return _invalid(order, error.errors, refund=form, restock_values=request.form)
+    except ActionRefusedError as error:
+        return _refused(error.message)
+    if not outcome.done:
+        return render_error(outcome.status, outcome.message)
+    return _done(order, outcome.message)
+
+
+@bp.post("/<number>/cancel")
+def cancel(number: str) -> Response:
+    order = _order(number)
+    form = CancelForm()
+    if not form.validate_on_submit():
+        return _invalid(order, form.field_errors(), cancel=form)
+    staff, reason, notify = _staff(), form.reason.data or "", form.notify.data
+    try:
+        if order.status in fulfilment.UNPAID:
+            paid_at_stripe = False
+            if order.status is OrderStatus.PENDING:
+                db.session.commit()  # hold nothing while Stripe answers
+                page = checkout.close_payment_page(order.stripe_checkout_session_id)
+                paid_at_stripe = page.state in (
+                    checkout.PageState.PAID,
+                    checkout.PageState.AWAITING_BANK,
+                )
+            fulfilment.cancel_unpaid(
+                db.session,
+                order.id,
+                staff,
+                reason=reason,
+                notify=notify,
+                paid_at_stripe=paid_at_stripe,
+            )
+        else:
+            # Checked before any money moves: a refund must never precede a refused cancel.
+            fulfilment.refuse_unless(order, Action.CANCEL)
+            if fulfilment.refundable_amount(order) > 0 and order.stripe_payment_intent_id:
+                outcome = _refund(
+                    order,
+                    RefundRequest(
+                        amount=fulfilment.refundable_amount(order),
+                        reason=f"Order cancelled: {reason}",
+                        notify=False,
+                        request_key=form.request_key.data or secrets.token_urlsafe(16),
+                    ),
+                    for_cancelling=True,
+                )
+                if not outcome.done:
+                    return render_error(outcome.status, f"Nothing was cancelled. {outcome.message}")
+            fulfilment.cancel_paid(db.session, order.id, staff, reason=reason, notify=notify)
+    except InvalidActionError as error:
+        return _invalid(order, error.errors, cancel=form)
+    except ActionRefusedError as error:
+        return _refused(error.message)
+    db.session.commit()
+    return _done(order, f"Order {order.number} is cancelled.")
+
+
+@bp.post("/bulk")
+def bulk() -> Response:
+    """Mark several orders fulfilled or shipped; each is checked on its own, and the page
+    says what became of each."""
+    form = BulkForm()
+    if not form.validate_on_submit():
+        return render_error(422, "Choose what to do with the selected orders.")
+    numbers = list(dict.fromkeys(request.form.getlist("orders")))[:200]
+    if not numbers:
+        return render_error(422, "Select at least one order.")
+    staff, results = _staff(), []
+    for number in numbers:
+        order = db.session.scalar(select(Order).where(Order.number == number))
+        if order is None:
+            results.append((number, False, "No such order."))
+            continue
+        try:
+            if form.action.data == "fulfil":
+                fulfilment.fulfil(db.session, order.id, staff)
+            else:
+                fulfilment.ship(
+                    db.session,
+                    order.id,
+                    staff,
+                    carrier=request.form.get(f"carrier-{number}") or form.carrier.data or "",
+                    tracking_number=request.form.get(f"tracking-{number}", ""),
+                    notify=form.notify.data,
+                )
+        except (ActionRefusedError, InvalidActionError) as error:
+            db.session.rollback()
+            message = (
+                error.message
+                if isinstance(error, ActionRefusedError)
+                else " ".join(error.errors.values())
+            )
+            results.append((number, False, message))
+            continue
+        db.session.commit()
+        results.append((number, True, "Fulfilled." if form.action.data == "fulfil" else "Shipped."))
+    return make_response(render_template("staff/fulfilment/bulk_results.html", results=results))

@@ -1,0 +1,79 @@
+"""The back office in Chromium, with JavaScript and without: a staff member signs in with the
+second factor, finds a paid order, fulfils and ships it, and the shopper's order page says
+"Shipped" with the tracking link."""
+
+from __future__ import annotations
+
+import re
+
+import pyotp
+from playwright.sync_api import expect
+
+from tests.conftest import PASSWORD, link_in, sent_emails
+from tests.support.checkout import DETAILS, session_id_from
+from tests.support.staff import STAFF_EMAIL, create_staff
+
+
+def paid_order(shop, fake) -> str:
+    """A guest buys a chain (through the test client) and pays on the fake Stripe."""
+    client = shop.test_client()
+    client.submit(
+        "/shop/aurelia-fine-chain",
+        {"product": "aurelia-fine-chain", "quantity": "1", "metal": "yellow-gold"},
+        action="/cart/items",
+    )
+    session_id = session_id_from(client.submit("/checkout", DETAILS).location)
+    fake.pay(session_id)
+    fake.wait_for_deliveries()
+    [email] = [
+        e for e in sent_emails(shop, "ada@example.com") if e.template == "order_confirmation"
+    ]
+    return link_in(email, "/orders/")
+
+
+def test_staff_fulfil_and_ship_a_paid_order_and_the_shopper_sees_it(
+    browser, javascript, shop_with_payments, live_fake_stripe, catalogue
+):
+    shop, base_url = shop_with_payments
+    fake = live_fake_stripe
+    _, secret = create_staff(shop)
+    order_link = paid_order(shop, fake)
+    number = re.search(r"/orders/(ELY-[0-9A-Z]{8})", order_link).group(1)
+
+    context = browser.new_context(java_script_enabled=javascript, base_url=base_url)
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    try:
+        page.goto("/staff")
+        expect(page).to_have_url(re.compile("/auth/login"))
+        page.get_by_label("Email").fill(STAFF_EMAIL)
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page).to_have_url(re.compile("/staff/security/second-factor"))
+        page.get_by_label("Code from your authenticator app").fill(pyotp.TOTP(secret).now())
+        page.get_by_role("button", name="Continue").click()
+        expect(page).to_have_url(re.compile("/staff$"))
+
+        page.get_by_role("navigation", name="Back office").get_by_role(
+            "link", name="Orders"
+        ).click()
+        page.get_by_role("link", name=number).click()
+        expect(page).to_have_url(re.compile(f"/staff/orders/{number}$"))
+        page.get_by_role("button", name="Mark fulfilled").click()
+        expect(page.get_by_text(f"Order {number} is fulfilled")).to_be_visible()
+
+        page.get_by_label("Courier").select_option("royal-mail")
+        page.get_by_label("Tracking number").fill("AB123456789GB")
+        page.get_by_role("button", name="Ship", exact=True).click()
+        expect(page.get_by_text(f"Order {number} is shipped.")).to_be_visible()
+
+        page.goto(order_link)
+        expect(
+            page.get_by_text("Shipped with Royal Mail Special Delivery", exact=True)
+        ).to_be_visible()
+        tracking = page.get_by_role("link", name=re.compile("[Tt]rack"))
+        expect(tracking).to_have_attribute(
+            "href", "https://www.royalmail.com/track-your-item#/tracking-results/AB123456789GB"
+        )
+    finally:
+        context.close()

@@ -1,0 +1,478 @@
+"""Staff move orders on: fulfil, ship, deliver, cancel and refund — only the legal moves, each
+on the timeline with who did it, refunds through Stripe counted once, pieces restocked once."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from flask import Flask
+from sqlalchemy import select
+
+from elysium.extensions import db
+from elysium.models import (
+    Order,
+    OrderStatus,
+    OutboxEmail,
+    RefundStatus,
+    StockMovement,
+)
+from elysium.models.types import utcnow
+from tests.conftest import ShopClient, page_text
+from tests.html import Page, field_error, form_fields
+from tests.support.checkout import Shop, add_chain, bags, check_out, session_id_from, stock
+from tests.support.staff import STAFF_EMAIL, staff_client
+
+S = OrderStatus
+TOTAL = 65000  # one Aurelia Fine Chain
+
+
+def buy(shop: Shop, *, pay: str | None = "card") -> tuple[str, str]:
+    """A guest buys one chain; returns the order number and its checkout session id."""
+    client = shop.client()
+    add_chain(client)
+    session_id = session_id_from(check_out(client).location)
+    if pay == "card":
+        shop.fake.pay(session_id)
+    elif pay == "bank":
+        shop.fake.pay_later(session_id)
+    elif pay == "bank_fails":
+        shop.fake.pay_later(session_id)
+        shop.fake.bank_payment_fails(session_id)
+    with shop.app.app_context():
+        number = db.session.scalars(
+            select(Order.number).where(Order.stripe_checkout_session_id == session_id)
+        ).one()
+    return number, session_id
+
+
+def order_of(app: Flask, number: str) -> dict:
+    with app.app_context():
+        order = db.session.scalars(select(Order).where(Order.number == number)).one()
+        found = {
+            "status": order.status,
+            "carrier": order.carrier,
+            "tracking": order.tracking_number,
+            "refunded": order.refunded_amount,
+            "flagged": order.needs_attention,
+            "events": [
+                (event.to_status, event.actor, event.actor_user_id, event.note)
+                for event in order.events
+            ],
+            "refunds": [(r.amount, r.status) for r in order.refunds],
+            "emails": [
+                email.template
+                for email in db.session.scalars(
+                    select(OutboxEmail)
+                    .where(OutboxEmail.order_id == order.id)
+                    .order_by(OutboxEmail.id)
+                )
+            ],
+        }
+        db.session.remove()
+        return found
+
+
+def force_status(app: Flask, number: str, status: OrderStatus, **fields) -> None:
+    """An order further along than the test cares to walk it (as the staff actions would)."""
+    with app.app_context():
+        order = db.session.scalars(select(Order).where(Order.number == number)).one()
+        order.status = status
+        for name, value in fields.items():
+            setattr(order, name, value)
+        db.session.commit()
+        db.session.remove()
+
+
+def act(staff: ShopClient, number: str, action: str, **data):
+    page = f"/staff/orders/{number}"
+    staff.get(page)
+    return staff.post(
+        f"{page}/{action}",
+        data={"csrf_token": staff.csrf_token, **data},
+    )
+
+
+SHIP = {"carrier": "royal-mail", "tracking_number": "ab 123 456 789 gb", "notify": "y"}
+ACTIONS: dict[str, dict[str, str]] = {
+    "fulfil": {},
+    "ship": SHIP,
+    "deliver": {"notify": "y"},
+    "cancel": {"reason": "Customer asked", "notify": "y", "request_key": "k1"},
+    "refund": {"amount": "100", "reason": "Scratch", "request_key": "k2"},
+}
+LEGAL = {
+    S.PENDING: {"cancel"},
+    S.PROCESSING: {"cancel"},
+    S.PAYMENT_FAILED: {"cancel"},
+    S.PAID: {"fulfil", "cancel", "refund"},
+    S.FULFILLED: {"ship", "refund"},
+    S.SHIPPED: {"deliver", "refund"},
+    S.DELIVERED: {"refund"},
+    S.CANCELLED: set(),
+    S.REFUNDED: set(),
+}
+AFTER = {
+    "fulfil": S.FULFILLED,
+    "ship": S.SHIPPED,
+    "deliver": S.DELIVERED,
+    "cancel": S.CANCELLED,
+}
+
+
+def order_in(shop: Shop, app: Flask, status: OrderStatus) -> str:
+    if status is S.PENDING:
+        return buy(shop, pay=None)[0]
+    if status is S.PROCESSING:
+        return buy(shop, pay="bank")[0]
+    if status is S.PAYMENT_FAILED:
+        return buy(shop, pay="bank_fails")[0]
+    number, _ = buy(shop)
+    if status is S.CANCELLED:
+        force_status(app, number, S.CANCELLED)
+    elif status is S.REFUNDED:
+        force_status(app, number, S.REFUNDED, refunded_amount=TOTAL)
+    elif status is not S.PAID:
+        force_status(app, number, status, carrier="dhl", tracking_number="JD0001")
+    return number
+
+
+@pytest.mark.parametrize("action", list(ACTIONS))
+@pytest.mark.parametrize("status", list(S))
+def test_only_the_legal_moves_are_made_from_every_status(
+    shop: Shop, app: Flask, status: OrderStatus, action: str
+) -> None:
+    number = order_in(shop, app, status)
+    staff = staff_client(shop.app)
+    before = order_of(app, number)
+
+    response = act(staff, number, action, **ACTIONS[action])
+    shop.fake.wait_for_deliveries()  # Stripe's own event about it may follow
+
+    after = order_of(app, number)
+    if action in LEGAL[status]:
+        assert response.status_code == 303, page_text(response)
+        expected = AFTER.get(action, status)
+        assert after["status"] is expected
+        staff_entries = [event for event in after["events"] if event[1] == "Kit Keeper"]
+        assert staff_entries, after["events"]
+        assert {event[2] for event in staff_entries} == {staff_user_id(app)}
+    else:
+        assert response.status_code == 409, response.status_code
+        assert f"Order {number} can't be" in page_text(response)
+        assert after == before
+
+
+def staff_user_id(app: Flask) -> int:
+    from elysium.models import User
+
+    with app.app_context():
+        return db.session.scalars(select(User.id).where(User.email == STAFF_EMAIL)).one()
+
+
+def test_a_paid_order_is_fulfilled_shipped_and_delivered_with_the_shopper_told(
+    shop: Shop, app: Flask
+) -> None:
+    number, _ = buy(shop)
+    staff = staff_client(shop.app)
+
+    assert act(staff, number, "fulfil").status_code == 303
+    assert act(staff, number, "ship", **SHIP).status_code == 303
+    assert act(staff, number, "deliver").status_code == 303  # notify unticked
+
+    after = order_of(app, number)
+    assert after["status"] is S.DELIVERED
+    assert (after["carrier"], after["tracking"]) == ("royal-mail", "AB 123 456 789 GB")
+    assert after["emails"] == ["order_confirmation", "order_shipped"]
+    notes = [note for _, _, _, note in after["events"]]
+    assert "Shipped with Royal Mail Special Delivery, tracking number AB 123 456 789 GB" in notes
+    with app.app_context():
+        shipped = db.session.scalars(
+            select(OutboxEmail).where(OutboxEmail.template == "order_shipped")
+        ).one()
+        assert "royalmail.com/track-your-item#/tracking-results/AB%20123%20456%20789%20GB" in (
+            shipped.body_text
+        )
+
+
+@pytest.mark.parametrize("javascript", [False, True])
+def test_shipping_without_a_courier_or_a_tracking_number_is_explained_and_changes_nothing(
+    shop: Shop, app: Flask, javascript: bool
+) -> None:
+    number, _ = buy(shop)
+    force_status(app, number, S.FULFILLED)
+    staff = staff_client(shop.app)
+    staff.get(f"/staff/orders/{number}")
+    data = {"csrf_token": staff.csrf_token, "carrier": "", "tracking_number": "<script>"}
+
+    if javascript:
+        response = staff.htmx("POST", f"/staff/orders/{number}/ship", data=data)
+    else:
+        response = staff.post(f"/staff/orders/{number}/ship", data=data)
+
+    assert response.status_code == 422
+    assert field_error(response, "carrier") == "Choose the courier."
+    assert "as the courier printed it" in field_error(response, "tracking_number")
+    assert (
+        form_fields(Page(response).one('#order-actions form[action$="/ship"]'))["tracking_number"]
+        == "<script>"
+    )
+    assert "<script>" not in response.get_data(as_text=True)
+    assert order_of(app, number)["status"] is S.FULFILLED
+
+
+def test_a_partial_refund_then_the_rest_counts_each_once_and_the_webhooks_agree(
+    shop: Shop, app: Flask
+) -> None:
+    number, _ = buy(shop)
+    staff = staff_client(shop.app)
+
+    first = act(
+        staff, number, "refund", amount="150.50", reason="Scratch", notify="y", request_key="one"
+    )
+    shop.fake.wait_for_deliveries()
+
+    assert first.status_code == 303, page_text(first)
+    partly = order_of(app, number)
+    assert partly["status"] is S.PAID
+    assert partly["refunded"] == 15050
+    assert partly["refunds"] == [(15050, RefundStatus.SUCCEEDED)]
+    assert partly["emails"].count("order_refunded") == 1
+
+    rest = act(staff, number, "refund", amount="499.50", request_key="two")
+    shop.fake.wait_for_deliveries()
+
+    assert rest.status_code == 303, page_text(rest)
+    whole = order_of(app, number)
+    assert whole["status"] is S.REFUNDED
+    assert whole["refunded"] == TOTAL
+    assert whole["emails"].count("order_refunded") == 1  # the second wasn't to be told
+    stripe_notes = [note for _, actor, _, note in whole["events"] if actor == "stripe"]
+    assert any("refunded in all" in note for note in stripe_notes)
+    assert stock(app) == (2, 0)  # nothing put back on sale
+
+
+def test_a_refund_over_what_is_left_is_refused_before_stripe_is_asked(
+    shop: Shop, app: Flask
+) -> None:
+    number, _ = buy(shop)
+    staff = staff_client(shop.app)
+    requests_before = len(shop.fake.requests)
+
+    response = act(staff, number, "refund", amount="650.01", request_key="x")
+
+    assert response.status_code == 422
+    assert "At most £650 can be refunded." in field_error(response, "amount")
+    assert len(shop.fake.requests) == requests_before
+    assert order_of(app, number)["refunds"] == []
+
+
+def test_a_refund_stripe_refuses_is_shown_and_changes_nothing(shop: Shop, app: Flask) -> None:
+    number, _ = buy(shop)
+    with app.app_context():
+        intent = db.session.scalars(
+            select(Order.stripe_payment_intent_id).where(Order.number == number)
+        ).one()
+    shop.fake.create_dispute(intent)
+    staff = staff_client(shop.app)
+
+    response = act(staff, number, "refund", amount="100", request_key="x")
+
+    assert response.status_code == 409
+    assert "Stripe refused the refund of £100" in page_text(response)
+    after = order_of(app, number)
+    assert after["status"] is S.PAID
+    assert after["refunded"] == 0
+    assert after["refunds"] == [(10000, RefundStatus.FAILED)]
+    assert stock(app) == (2, 0)
+
+
+def test_a_refund_with_stripe_unreachable_is_pending_and_the_same_form_retries_it_once(
+    shop: Shop, app: Flask
+) -> None:
+    number, _ = buy(shop)
+    staff = staff_client(shop.app)
+    shop.fake.down()
+
+    unsure = act(staff, number, "refund", amount="100", request_key="same")
+
+    assert unsure.status_code == 503
+    assert "Send the same form again to retry it" in page_text(unsure)
+    assert order_of(app, number)["refunds"] == [(10000, RefundStatus.PENDING)]
+    shop.fake.up()
+
+    retried = act(staff, number, "refund", amount="100", request_key="same")
+
+    assert retried.status_code == 303
+    after = order_of(app, number)
+    assert after["refunds"] == [(10000, RefundStatus.SUCCEEDED)]
+    assert after["refunded"] == 10000
+    assert len(shop.fake.refunds) == 1
+
+
+def refund_in_parallel(shop: Shop, number: str, data: dict[str, str], times: int) -> list[int]:
+    clients = [staff_client(shop.app, f"keeper{n}@elysium.example") for n in range(times)]
+    for client in clients:
+        client.get(f"/staff/orders/{number}")
+    barrier = threading.Barrier(times)
+    statuses: list[int] = []
+
+    def send(client: ShopClient) -> None:
+        barrier.wait()
+        response = client.post(
+            f"/staff/orders/{number}/refund", data={"csrf_token": client.csrf_token, **data}
+        )
+        statuses.append(response.status_code)
+
+    threads = [threading.Thread(target=send, args=(client,)) for client in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return statuses
+
+
+def restocks(app: Flask) -> list[tuple[int, str]]:
+    with app.app_context():
+        return [
+            (movement.stock_delta, movement.reason.value if movement.reason else "")
+            for movement in db.session.scalars(
+                select(StockMovement).where(StockMovement.kind == "restock")
+            )
+        ]
+
+
+@pytest.mark.parametrize("how", ["repeated", "concurrent"])
+def test_a_refund_with_a_piece_back_on_sale_restocks_it_exactly_once(
+    shop: Shop, app: Flask, how: str
+) -> None:
+    number, _ = buy(shop)
+    with app.app_context():
+        line_id = db.session.scalars(select(Order).where(Order.number == number)).one().lines[0].id
+    data = {"amount": "650", "reason": "Returned", f"restock-{line_id}": "1", "request_key": "r"}
+
+    if how == "repeated":
+        staff = staff_client(shop.app)
+        statuses = [act(staff, number, "refund", **data).status_code for _ in range(3)]
+    else:
+        statuses = refund_in_parallel(shop, number, data, 3)
+    shop.fake.wait_for_deliveries()
+
+    assert 303 in statuses
+    # A request that met the first one still in flight at Stripe may only say "not confirmed,
+    # send it again" (503): never a second refund.
+    assert all(status in (303, 409, 503) for status in statuses), statuses
+    assert len(shop.fake.refunds) == 1
+    assert restocks(app) == [(1, "returned")]
+    assert stock(app) == (3, 0)
+    assert order_of(app, number)["refunded"] == TOTAL
+
+
+def test_cancelling_a_paid_order_refunds_it_and_puts_its_pieces_back_once(
+    shop: Shop, app: Flask
+) -> None:
+    number, _ = buy(shop)
+    staff = staff_client(shop.app)
+
+    response = act(
+        staff, number, "cancel", reason="Out of stock at the maker", notify="y", request_key="c"
+    )
+    again = act(staff, number, "cancel", reason="Again", request_key="c")
+    shop.fake.wait_for_deliveries()
+
+    assert response.status_code == 303, page_text(response)
+    assert again.status_code == 409
+    after = order_of(app, number)
+    assert after["status"] is S.CANCELLED
+    assert after["refunded"] == TOTAL
+    assert after["emails"].count("order_cancelled") == 1
+    assert "order_refunded" not in after["emails"]
+    assert restocks(app) == [(1, "order_cancelled")]
+    assert stock(app) == (3, 0)
+
+
+def test_cancelling_an_order_still_on_the_payment_page_closes_it_and_gives_the_bag_back(
+    shop: Shop, app: Flask
+) -> None:
+    number, session_id = buy(shop, pay=None)
+    staff = staff_client(shop.app)
+
+    response = act(staff, number, "cancel", reason="Duplicate order", request_key="c")
+
+    assert response.status_code == 303
+    assert shop.fake.session(session_id)["status"] == "expired"
+    assert order_of(app, number)["status"] is S.CANCELLED
+    assert stock(app) == (3, 0)
+    assert bags(app)[0] == (False, [1])
+
+
+def test_bulk_fulfilment_checks_each_order_and_says_what_became_of_each(
+    shop: Shop, app: Flask
+) -> None:
+    paid = [buy(shop)[0] for _ in range(2)]
+    pending, _ = buy(shop, pay=None)
+    staff = staff_client(shop.app)
+    staff.get("/staff/orders")
+
+    response = staff.post(
+        "/staff/orders/bulk",
+        data={
+            "csrf_token": staff.csrf_token,
+            "action": "fulfil",
+            "orders": [*paid, pending, "ELY-NOSUCH00"],
+        },
+    )
+
+    assert response.status_code == 200
+    items = [" ".join(li.get_text().split()) for li in Page(response).select("#bulk-results li")]
+    assert items[:2] == [f"{paid[0]}: Fulfilled.", f"{paid[1]}: Fulfilled."]
+    assert items[2].startswith(f"{pending}: Order {pending} can't be marked fulfilled")
+    assert items[3] == "ELY-NOSUCH00: No such order."
+    assert [order_of(app, n)["status"] for n in paid] == [S.FULFILLED, S.FULFILLED]
+    assert order_of(app, pending)["status"] is S.PENDING
+
+
+def test_bulk_shipping_needs_each_orders_tracking_number(shop: Shop, app: Flask) -> None:
+    numbers = [buy(shop)[0] for _ in range(2)]
+    for number in numbers:
+        force_status(app, number, S.FULFILLED)
+    staff = staff_client(shop.app)
+    staff.get("/staff/orders")
+
+    response = staff.post(
+        "/staff/orders/bulk",
+        data={
+            "csrf_token": staff.csrf_token,
+            "action": "ship",
+            "carrier": "dhl",
+            "orders": numbers,
+            f"tracking-{numbers[0]}": "JD014600006281",
+        },
+    )
+
+    items = [" ".join(li.get_text().split()) for li in Page(response).select("#bulk-results li")]
+    assert items[0] == f"{numbers[0]}: Shipped."
+    assert "tracking number" in items[1]
+    assert [order_of(app, n)["status"] for n in numbers] == [S.SHIPPED, S.FULFILLED]
+
+
+def test_every_action_needs_the_csrf_token(shop: Shop, app: Flask) -> None:
+    number, _ = buy(shop)
+    staff = staff_client(shop.app)
+
+    for action, data in ACTIONS.items():
+        response = staff.post(f"/staff/orders/{number}/{action}", data=data)
+        assert response.status_code in (400, 422), (action, response.status_code)
+    assert order_of(app, number)["status"] is S.PAID
+
+
+def test_stock_never_moves_when_an_illegal_cancel_is_refused(shop: Shop, app: Flask) -> None:
+    number, _ = buy(shop)
+    force_status(app, number, S.SHIPPED, shipped_at=utcnow())
+    staff = staff_client(shop.app)
+
+    response = act(staff, number, "cancel", reason="Lost", request_key="c")
+
+    assert response.status_code == 409
+    assert restocks(app) == []
+    assert stock(app) == (2, 0)
