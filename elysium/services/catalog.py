@@ -11,6 +11,7 @@ from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import joinedload, selectinload
 
 from elysium.models.catalog import Category, Collection, OptionKind, Product, ProductOption
+from elysium.services.paging import Paged
 from elysium.services.sql import AnySession
 
 SEARCH_MAX_TERMS = 6
@@ -49,24 +50,12 @@ class ShopQuery:
 
 
 @dataclass
-class ProductPage:
+class ProductPage(Paged):
     products: Sequence[Product]
     total: int
     page: int
     per_page: int
     notes: list[str] = field(default_factory=list)
-
-    @property
-    def pages(self) -> int:
-        return max((self.total + self.per_page - 1) // self.per_page, 1)
-
-    @property
-    def has_previous(self) -> bool:
-        return self.page > 1
-
-    @property
-    def has_next(self) -> bool:
-        return self.page < self.pages
 
 
 def _with_card_data(stmt: Select[tuple[Product]]) -> Select[tuple[Product]]:

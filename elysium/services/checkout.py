@@ -371,13 +371,13 @@ class Settled(enum.StrEnum):
     SKIPPED = "skipped"
 
 
-def lock_order(session: AnySession, order_id: int, *, skip_locked: bool = False) -> Order | None:
+def lock_order(session: AnySession, order_id: int) -> Order | None:
     """The order with its lines and timeline, locked for this transaction and read afresh."""
     return session.scalar(
         select(Order)
         .where(Order.id == order_id)
         .options(selectinload(Order.lines), selectinload(Order.events))
-        .with_for_update(of=Order, skip_locked=skip_locked)
+        .with_for_update(of=Order)
         .execution_options(populate_existing=True)
     )
 

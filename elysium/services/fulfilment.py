@@ -403,19 +403,29 @@ def cancel_unpaid(
     *,
     reason: str,
     notify: bool,
-    paid_at_stripe: bool = False,
 ) -> Order:
     """Cancel an order that was never paid (its checkout still open, a bank payment still on
-    its way, or failed): its reserved pieces go back on sale. For an open checkout, close
-    its payment page at Stripe first (:func:`checkout.close_payment_page`, without a lock);
-    if Stripe then says the customer paid, pass ``paid_at_stripe`` and nothing is
-    cancelled."""
+    its way, or failed): its reserved pieces go back on sale.
+
+    An open payment page is closed at Stripe first, so call it holding no lock; if Stripe
+    then says the customer has paid, nothing is cancelled (the payment event will follow).
+    """
     note = _reason(reason, required=True)
+    checkout_session_id = session.scalar(
+        select(Order.stripe_checkout_session_id).where(
+            Order.id == order_id, Order.status == S.PENDING
+        )
+    )
+    page = checkout.close_payment_page(checkout_session_id) if checkout_session_id else None
     order = _locked(session, order_id)
     refuse_unless(order, Action.CANCEL)
     if order.status not in UNPAID:
         raise ActionRefusedError(f"Order {order.number} is paid: cancelling it refunds it.")
-    if paid_at_stripe and order.status is S.PENDING:
+    paid = page is not None and page.state in (
+        checkout.PageState.PAID,
+        checkout.PageState.AWAITING_BANK,
+    )
+    if paid and order.status is S.PENDING:
         raise ActionRefusedError(
             f"Stripe says the customer of order {order.number} has just paid: wait for the "
             "payment to arrive here, then cancel it with a refund."

@@ -26,6 +26,7 @@ from elysium.models.users import User
 from elysium.money import decimal_string
 from elysium.services import orders, payments
 from elysium.services.errors import InvalidInputError
+from elysium.services.paging import Paged
 from elysium.services.sql import AnySession
 
 S = OrderStatus
@@ -260,7 +261,7 @@ def customer_name(address: dict[str, Any] | None) -> str:
 
 
 @dataclass
-class OrderList:
+class OrderList(Paged):
     filters: OrderFilters
     counts: dict[Tab, int]
     rows: list[OrderRow]
@@ -271,18 +272,6 @@ class OrderList:
     @property
     def total(self) -> int:
         return self.counts[self.filters.tab]
-
-    @property
-    def pages(self) -> int:
-        return max((self.total + self.per_page - 1) // self.per_page, 1)
-
-    @property
-    def has_previous(self) -> bool:
-        return self.page > 1
-
-    @property
-    def has_next(self) -> bool:
-        return self.page < self.pages
 
 
 def order_list(session: AnySession, filters: OrderFilters, per_page: int = PER_PAGE) -> OrderList:

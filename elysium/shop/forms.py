@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Mapping
 
 from flask_wtf import FlaskForm
@@ -13,16 +12,10 @@ from wtforms.validators import NumberRange, Optional
 from elysium.models.catalog import Category
 from elysium.money import MINOR_UNITS
 from elysium.services.catalog import ShopQuery, SortOrder
+from elysium.web.forms import searchable
 
 MAX_PRICE = 10_000_000
 MAX_PAGE = 10_000
-SEARCH_MAX_LENGTH = 100
-
-
-def searchable(text: str) -> str:
-    """The search text without control characters (which no name contains), trimmed."""
-    printable = "".join(char for char in text if unicodedata.category(char)[0] != "C")
-    return " ".join(printable.split())[:SEARCH_MAX_LENGTH]
 
 
 class ShopFilterForm(FlaskForm):

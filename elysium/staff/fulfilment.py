@@ -31,9 +31,9 @@ from sqlalchemy.orm import selectinload
 from elysium.errors import render_error
 from elysium.extensions import db
 from elysium.htmx import is_htmx
-from elysium.models.orders import Order, OrderStatus, RefundStatus
+from elysium.models.orders import Order, RefundStatus
 from elysium.money import format_money, parse_amount
-from elysium.services import checkout, fulfilment
+from elysium.services import fulfilment
 from elysium.services.fulfilment import (
     Action,
     ActionRefusedError,
@@ -243,22 +243,7 @@ def cancel(number: str) -> Response:
     staff, reason, notify = _staff(), form.reason.data or "", form.notify.data
     try:
         if order.status in fulfilment.UNPAID:
-            paid_at_stripe = False
-            if order.status is OrderStatus.PENDING:
-                db.session.commit()  # hold nothing while Stripe answers
-                page = checkout.close_payment_page(order.stripe_checkout_session_id)
-                paid_at_stripe = page.state in (
-                    checkout.PageState.PAID,
-                    checkout.PageState.AWAITING_BANK,
-                )
-            fulfilment.cancel_unpaid(
-                db.session,
-                order.id,
-                staff,
-                reason=reason,
-                notify=notify,
-                paid_at_stripe=paid_at_stripe,
-            )
+            fulfilment.cancel_unpaid(db.session, order.id, staff, reason=reason, notify=notify)
         else:
             # Checked before any money moves: a refund must never precede a refused cancel.
             fulfilment.refuse_unless(order, Action.CANCEL)

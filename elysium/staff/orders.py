@@ -8,7 +8,6 @@ on their own URL, ``/staff/orders/counts``, every 30 seconds while the browser t
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -38,17 +37,11 @@ from elysium.services import shipping, staff_orders
 from elysium.services.staff_orders import NOTE_MAX_LENGTH, OrderFilters, Sort, Tab
 from elysium.staff.access import not_activity
 from elysium.staff.fulfilment import actions_context
+from elysium.web.forms import searchable
 
 bp = Blueprint("orders", __name__)
 
 MAX_PAGE = 10_000
-SEARCH_MAX_LENGTH = 100
-
-
-def searchable(text: str) -> str:
-    """The search without control characters (no order holds any), spaces made single."""
-    printable = "".join(char for char in text if unicodedata.category(char)[0] != "C")
-    return " ".join(printable.split())[:SEARCH_MAX_LENGTH]
 
 
 class OrderFilterForm(FlaskForm):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
@@ -66,3 +68,13 @@ class AddressForm(AccountForm):
         return AddressInput(
             **{name: self[name].data or "" for name in AddressInput.__dataclass_fields__}
         )
+
+
+SEARCH_MAX_LENGTH = 100
+
+
+def searchable(text: str) -> str:
+    """Search text without control characters (no name or number holds any), spaces made
+    single, trimmed to a sensible length."""
+    printable = "".join(char for char in text if unicodedata.category(char)[0] != "C")
+    return " ".join(printable.split())[:SEARCH_MAX_LENGTH]
