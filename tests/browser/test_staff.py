@@ -9,8 +9,11 @@ import re
 import pyotp
 from playwright.sync_api import expect
 
+from elysium.extensions import db
+from elysium.models import Order, OrderStatus
 from tests.conftest import PASSWORD, link_in, sent_emails
 from tests.support.checkout import DETAILS, session_id_from
+from tests.support.orders import pending_chain_order
 from tests.support.staff import STAFF_EMAIL, create_staff
 
 
@@ -31,6 +34,18 @@ def paid_order(shop, fake) -> str:
     return link_in(email, "/orders/")
 
 
+def sign_in_with_second_factor(page, secret: str) -> None:
+    page.goto("/staff")
+    expect(page).to_have_url(re.compile("/auth/login"))
+    page.get_by_label("Email").fill(STAFF_EMAIL)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page).to_have_url(re.compile("/staff/security/second-factor"))
+    page.get_by_label("Code from your authenticator app").fill(pyotp.TOTP(secret).now())
+    page.get_by_role("button", name="Continue").click()
+    expect(page).to_have_url(re.compile("/staff$"))
+
+
 def test_staff_fulfil_and_ship_a_paid_order_and_the_shopper_sees_it(
     browser, javascript, shop_with_payments, live_fake_stripe, catalogue
 ):
@@ -44,15 +59,7 @@ def test_staff_fulfil_and_ship_a_paid_order_and_the_shopper_sees_it(
     context.set_default_timeout(10_000)
     page = context.new_page()
     try:
-        page.goto("/staff")
-        expect(page).to_have_url(re.compile("/auth/login"))
-        page.get_by_label("Email").fill(STAFF_EMAIL)
-        page.get_by_label("Password").fill(PASSWORD)
-        page.get_by_role("button", name="Sign in").click()
-        expect(page).to_have_url(re.compile("/staff/security/second-factor"))
-        page.get_by_label("Code from your authenticator app").fill(pyotp.TOTP(secret).now())
-        page.get_by_role("button", name="Continue").click()
-        expect(page).to_have_url(re.compile("/staff$"))
+        sign_in_with_second_factor(page, secret)
 
         page.get_by_role("navigation", name="Back office").get_by_role(
             "link", name="Orders"
@@ -75,5 +82,56 @@ def test_staff_fulfil_and_ship_a_paid_order_and_the_shopper_sees_it(
         expect(tracking).to_have_attribute(
             "href", "https://www.royalmail.com/track-your-item#/tracking-results/AB123456789GB"
         )
+    finally:
+        context.close()
+
+
+def _another_paid_order(shop, number: str) -> None:
+    order = pending_chain_order(
+        shop, number=number, checkout_session_id=f"cs_{number}", with_cart=False
+    )
+    with shop.app_context():
+        db.session.get(Order, order["id"]).status = OrderStatus.PAID
+        db.session.commit()
+        db.session.remove()
+
+
+def test_the_tab_counts_refresh_every_30_seconds_only_while_the_tab_is_visible(
+    browser, shop_with_payments, catalogue
+):
+    shop, base_url = shop_with_payments
+    _, secret = create_staff(shop)
+    context = browser.new_context(base_url=base_url)
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    page.clock.install()
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if "/staff/orders/counts" in r.url else None)
+    to_fulfil = page.locator("#order-tabs a", has_text="To fulfil")
+    try:
+        sign_in_with_second_factor(page, secret)
+        page.goto("/staff/orders")
+        expect(to_fulfil).to_contain_text("0")
+
+        _another_paid_order(shop, "ELY-REFRESH1")
+        page.clock.run_for(31_000)
+        expect(to_fulfil).to_contain_text("1")
+        assert len(asked) == 1
+
+        page.evaluate(
+            "Object.defineProperty(document, 'visibilityState', {configurable: true,"
+            " get: () => 'hidden'})"
+        )
+        _another_paid_order(shop, "ELY-REFRESH2")
+        page.clock.run_for(95_000)
+        expect(to_fulfil).to_contain_text("1")
+        assert len(asked) == 1  # hidden: nothing asked for three turns
+
+        page.evaluate(
+            "Object.defineProperty(document, 'visibilityState', {configurable: true,"
+            " get: () => 'visible'}); document.dispatchEvent(new Event('visibilitychange'))"
+        )
+        expect(to_fulfil).to_contain_text("2")
+        assert len(asked) == 2
     finally:
         context.close()
