@@ -130,6 +130,7 @@ def register_templating(app: Flask) -> None:
     from elysium.services.profiles import PREFERRED_METALS
     from elysium.services.shipping import CARRIERS
     from elysium.urls import absolute_url, modify_query
+    from elysium.web.artwork import line_picture, product_picture
     from elysium.web.cart import cart_template_context
     from elysium.web.wishlist import wishlist_heart
 
@@ -150,6 +151,8 @@ def register_templating(app: Flask) -> None:
     app.jinja_env.globals["country_label"] = country_name
     app.jinja_env.globals["metal_label"] = lambda code: PREFERRED_METALS.get(code or "", "")
     app.jinja_env.globals["wishlist_heart"] = wishlist_heart
+    app.jinja_env.globals["product_picture"] = product_picture
+    app.jinja_env.globals["line_picture"] = line_picture
     app.jinja_env.globals["couriers"] = list(CARRIERS.values())
     app.context_processor(cart_template_context)
     app.context_processor(lambda: {"google_enabled": google.enabled()})
@@ -168,6 +171,7 @@ def register_request_hooks(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     from elysium.account.routes import bp as account_bp
+    from elysium.art.routes import bp as art_bp
     from elysium.auth.routes import bp as auth_bp
     from elysium.cart.routes import bp as cart_bp
     from elysium.checkout.routes import bp as checkout_bp
@@ -188,6 +192,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(webhooks_bp)
     app.register_blueprint(site_bp)
     app.register_blueprint(staff_bp)
+    app.register_blueprint(art_bp)
 
 
 def register_error_handlers(app: Flask) -> None:

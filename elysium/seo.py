@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from elysium.models.catalog import Product
 from elysium.money import decimal_string
 from elysium.services.inventory import Availability
 from elysium.urls import absolute_url
+from elysium.web.artwork import product_picture
 
 BRAND = "ELYSIUM"
 
 
-def product_json_ld(product: Product, price: int, availability: Availability) -> dict[str, Any]:
-    """schema.org Product with an Offer for the configuration on show."""
+def product_json_ld(
+    product: Product,
+    price: int,
+    availability: Availability,
+    configuration: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """schema.org Product with an Offer and the picture for the configuration on show."""
     product_url = absolute_url("shop.product", slug=product.slug)
     data: dict[str, Any] = {
         "@context": "https://schema.org",
@@ -33,8 +40,8 @@ def product_json_ld(product: Product, price: int, availability: Availability) ->
             "itemCondition": "https://schema.org/NewCondition",
         },
     }
-    if product.artwork:
-        data["image"] = absolute_url("static", filename=f"img/{product.artwork}")
+    if picture := product_picture(product, configuration):
+        data["image"] = picture.absolute_src
     if product.metals:
         data["material"] = ", ".join(option.label for option in product.metals)
     return data

@@ -260,6 +260,20 @@ def test_a_sold_out_variant_cannot_be_added_409(app, client, catalogue):
     assert lines(app) == []
 
 
+def test_a_piece_that_sells_out_while_the_page_is_open_disables_add_to_bag(app, client, catalogue):
+    client.get(f"/shop/{RING}")  # the page showed it in stock...
+    set_stock(app, RING, "yellow-gold/0.30ct", 0)  # ...then someone bought the last one
+    response = add_htmx(client, metal="yellow-gold", diamond="0.30ct")
+    assert response.status_code == 409
+    fragment = Page(response)
+    button = fragment.one("#add-to-bag button.add-to-bag__button")
+    assert button.has_attr("disabled")
+    reason = fragment.one(f"#{button['aria-describedby']}")
+    assert "Sold out in 18k yellow gold" in reason.get_text()
+    assert elements(fragment, "#add-to-bag .add-to-bag__offers a")  # what can be had instead
+    assert lines(app) == []
+
+
 def test_a_made_to_order_piece_can_be_added(app, client, catalogue):
     response = add(client, "aurelia-signet-ring", metal="yellow-gold", size="7", quantity=3)
     assert response.status_code == 303
@@ -311,7 +325,9 @@ def test_adding_with_htmx_updates_the_count_and_announces_out_of_band(app, clien
 def test_the_product_page_offers_add_to_bag_inside_the_configurator(client, catalogue):
     page = client.get(f"/shop/{RING}").get_data(as_text=True)
     assert '<form id="configurator" class="configurator" method="post" action="/cart/items"' in page
-    assert 'formaction="/shop/aurelia-solitaire-ring" formmethod="get">Update price' in page
+    # "Update price" goes through the price URL, which sends a plain request on to the product
+    # page with only the configuration (never the piece, the quantity or the token)
+    assert 'formaction="/shop/aurelia-solitaire-ring/price" formmethod="get">Update price' in page
     [button] = elements(page, "button.add-to-bag__button")
     assert (button["type"], button["form"], button["name"]) == (
         "submit",
@@ -320,7 +336,8 @@ def test_the_product_page_offers_add_to_bag_inside_the_configurator(client, cata
     )
     assert button["value"]
     assert '<select id="quantity" name="quantity" form="configurator"' in page
-    assert 'hx-params="not csrf_token,product,quantity"' in page
+    # the price refresh sends the quantity so the "Add to bag" it swaps back keeps it
+    assert 'hx-params="not csrf_token,product"' in page
 
 
 def test_the_header_count_is_shown_on_every_page(app, client, catalogue, auth):

@@ -273,6 +273,10 @@ def _calls(visit: Visit) -> dict[tuple[str, str], Call]:
         ("site.healthz", "GET"): Call("guest", "/healthz"),
         ("site.robots", "GET"): Call("guest", "/robots.txt"),
         ("site.sitemap", "GET"): Call("guest", "/sitemap.xml"),
+        ("site.favicon", "GET"): Call("guest", "/favicon.ico"),
+        ("art.drawing", "GET"): Call(
+            "guest", f"/art/{ring}/platinum/0.50ct.svg", variable_segment=2, query={"v": "1"}
+        ),
         ("cart.show", "GET"): Call("guest", "/cart"),
         ("cart.add_item", "POST"): Call(
             "guest",
@@ -292,6 +296,7 @@ def _calls(visit: Visit) -> dict[tuple[str, str], Call]:
         ("cart.remove_line", "POST"): Call(
             "guest", f"/cart/items/{ids['guest_line']}/delete", variable_segment=3
         ),
+        ("cart.empty_bag", "POST"): Call("guest", "/cart/empty"),
         ("checkout.show", "GET"): Call("ada", "/checkout"),
         ("checkout.start", "POST"): Call(
             "ada",

@@ -12,6 +12,7 @@ from elysium.services.configuration import ENGRAVING_MAX_LENGTH
 from elysium.services.seeding import load_demo_catalogue, variant_keys
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
+ART = Path(__file__).resolve().parent.parent / "templates" / "art"
 
 
 def table_counts() -> dict[str, int]:
@@ -70,13 +71,15 @@ def test_only_rings_and_bracelets_offer_engraving():
 
 
 def test_every_piece_and_collection_has_its_own_svg_artwork_with_no_inline_styles():
+    """A collection's artwork is a static file; a piece's is a drawing (templates/art)."""
     data = load_demo_catalogue()
     artworks = [p["artwork"] for p in data["products"]] + [
         c["artwork"] for c in data["collections"]
     ]
     assert len(set(artworks)) == len(artworks)
     for artwork in artworks:
-        svg = (STATIC / "img" / artwork).read_text()
+        folder = ART if artwork.startswith("products/") else STATIC / "img"
+        svg = (folder / artwork).read_text()
         assert svg.lstrip().startswith("<svg")
         assert "style" not in svg
         assert "<script" not in svg

@@ -151,6 +151,26 @@ def remove_line(line_id: int) -> Response:
     return _after_change(f"Removed {name} from your bag.")
 
 
+@bp.post("/empty")
+def empty_bag() -> Response:
+    """Remove every line at once. The bag page asks first (a disclosure with a second button),
+    so the confirmation is the same with or without JavaScript; a bag being paid for is
+    refused (409) until its payment is resumed or cancelled."""
+    cart = current_cart()
+    if cart is None:
+        return _after_change("Your bag is already empty.")
+    try:
+        removed = carts.remove_all_lines(db.session, cart)
+    except carts.CartError as error:
+        return _refused(error)
+    db.session.commit()
+    keep_guest_cookie(cart)
+    if not removed:
+        return _after_change("Your bag is already empty.")
+    pieces = "1 piece" if removed == 1 else f"{removed} pieces"
+    return _after_change(f"Emptied your bag: removed {pieces}.")
+
+
 def _add_refused(
     product: Product, form: AddToCartForm, errors: dict[str, str], status: int, message: str
 ) -> Response:
@@ -160,14 +180,7 @@ def _add_refused(
     quantity = form.quantity.data or "1"
     if is_htmx():
         slots = render_template("cart/_error_slots.html", errors=errors, product=product)
-        block = render_template(
-            "cart/_add_to_cart.html",
-            product=product,
-            errors=errors,
-            quantity=quantity,
-            cart_status=message,
-            cart_status_error=True,
-        )
+        block = _add_to_bag_block(product, form, errors, quantity, message, error=True)
         return fragments(block, slots, _announce(message, error=True), status=status)
     context = configurator_context(product, form.choices(), errors)
     return make_response(
@@ -216,12 +229,30 @@ def add_item() -> Response:
         flash(change.message)
         return redirect(url_for("cart.show"), 303)
     slots = render_template("cart/_error_slots.html", errors={}, product=product)
-    block = render_template(
+    block = _add_to_bag_block(product, form, {}, str(form.value), change.message, error=False)
+    return fragments(block, slots, _announce(change.message))
+
+
+def _add_to_bag_block(
+    product: Product,
+    form: AddToCartForm,
+    errors: dict[str, str],
+    quantity: str,
+    message: str,
+    *,
+    error: bool,
+) -> str:
+    """The product page's Add to bag block after an htmx add, with the stock as it is now: a
+    piece that just sold out (409) disables the button and says what can be had instead."""
+    context = configurator_context(product, form.choices(), errors)
+    return render_template(
         "cart/_add_to_cart.html",
         product=product,
-        errors={},
-        quantity=str(form.value),
-        cart_status=change.message,
-        cart_status_error=False,
+        errors=errors,
+        choices=context["choices"],
+        stock=context["stock"],
+        add_to_bag_state=context["add_to_bag_state"],
+        quantity=quantity,
+        cart_status=message,
+        cart_status_error=error,
     )
-    return fragments(block, slots, _announce(change.message))

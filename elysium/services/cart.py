@@ -400,6 +400,20 @@ def remove_line(session: AnySession, cart: Cart, line_id: int) -> None:
     session.flush()
 
 
+def remove_all_lines(session: AnySession, cart: Cart) -> int:
+    """Empty the bag at the shopper's request; returns how many pieces it held. A bag being
+    paid for is refused (:class:`FrozenCartError`): the payment is resumed or cancelled first.
+    (:func:`empty` is the other way a bag empties: its lines became an order.)"""
+    _check_not_frozen(cart)
+    # Take the cart's row first, as freeze() does: a checkout freezing it at this moment
+    # either wins (and this is refused) or waits until the bag is empty.
+    _update_unless_frozen(session, cart, updated_at=utcnow())
+    removed = item_count(session, cart)
+    session.execute(delete(CartLine).where(CartLine.cart_id == cart.id))
+    session.expire(cart, ["lines", "updated_at"])
+    return removed
+
+
 def merge_into(session: AnySession, guest: Cart, target: Cart) -> MergeReport:
     """Move a guest's lines into the account's cart, then delete the guest cart.
 
@@ -596,15 +610,21 @@ def empty(session: AnySession, cart_id: int) -> None:
 def freeze(session: AnySession, cart: Cart) -> None:
     """Freeze the cart for payment in one conditional UPDATE, so two submits can't both start
     a checkout (the loser gets :class:`FrozenCartError`)."""
-    frozen = session.execute(
+    _update_unless_frozen(session, cart, frozen_at=utcnow())
+    session.expire(cart, ["frozen_at"])
+
+
+def _update_unless_frozen(session: AnySession, cart: Cart, **values: object) -> None:
+    """One conditional UPDATE of a cart that is not frozen, which also takes its row lock
+    until the transaction ends; :class:`FrozenCartError` if a checkout froze it first."""
+    updated = session.execute(
         update(Cart)
         .where(Cart.id == cart.id, Cart.frozen_at.is_(None))
-        .values(frozen_at=utcnow())
+        .values(**values)
         .execution_options(synchronize_session=False)
     )
-    if frozen.rowcount != 1:
+    if updated.rowcount != 1:
         raise FrozenCartError()
-    session.expire(cart, ["frozen_at"])
 
 
 def thaw(session: AnySession, cart_id: int) -> None:

@@ -18,8 +18,37 @@ from elysium.services.errors import InvalidInputError
 
 RING_SIZES: tuple[str, ...] = tuple(f"{half / 2:g}" for half in range(6, 27))
 ENGRAVING_MAX_LENGTH = 25
-ENGRAVING_PUNCTUATION = frozenset(" .,'&-")
-ENGRAVING_RULE = "Use letters, numbers, spaces and . , ' & - only."
+# U+2019 is the apostrophe a phone types for '.
+ENGRAVING_PUNCTUATION = frozenset(" .,'\u2019-&")
+# The symbols the workshop cuts. ♥ and ✝ are also emoji, but only in their emoji form (with the
+# variation selector U+FE0F) do they become pictures, and that form is refused.
+ENGRAVING_SYMBOLS = frozenset("♥∞★✝")
+ENGRAVING_ALLOWED = "letters (accents too), numbers, spaces and . , ' \u2019 - & ♥ ∞ ★ ✝"
+ENGRAVING_RULE = f"Use {ENGRAVING_ALLOWED} only."
+_INVISIBLE_NAMES = {
+    "\t": "a tab",
+    "\n": "a line break",
+    "\r": "a line break",
+    "\u200b": "a zero-width space",
+    "\u200c": "a zero-width non-joiner",
+    "\u200d": "a zero-width joiner",
+    "\u2060": "a word joiner",
+    "\ufeff": "a zero-width no-break space",
+}
+_BIDI = frozenset(
+    [chr(code) for code in range(0x202A, 0x202F)]
+    + [chr(code) for code in range(0x2066, 0x206A)]
+    + ["\u200e", "\u200f", "\u061c"]
+)
+_EMOJI_RANGES = (
+    (0x2190, 0x21FF),  # arrows
+    (0x2300, 0x23FF),  # technical: watch, hourglass...
+    (0x25A0, 0x27BF),  # shapes, miscellaneous symbols, dingbats
+    (0x2B00, 0x2BFF),  # more arrows and stars
+    (0xFE00, 0xFE0F),  # variation selectors: U+FE0F asks for the picture form
+    (0x1F000, 0x1FAFF),  # pictographs, faces, flags
+    (0xE0020, 0xE007F),  # tag characters (subdivision flags)
+)
 
 
 class ConfigurationError(InvalidInputError):
@@ -76,19 +105,57 @@ def _clean(value: object) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
+def engraving_length(text: str) -> int:
+    """Characters as the shopper sees them: an accent typed as a combining mark (one NFC
+    can't compose) sits on its letter and isn't counted again."""
+    return sum(1 for char in text if not unicodedata.category(char).startswith("M"))
+
+
+def _is_emoji(char: str) -> bool:
+    code = ord(char)
+    return code == 0x20E3 or any(low <= code <= high for low, high in _EMOJI_RANGES)
+
+
+def _character_problem(char: str, previous: str, on_a_letter: bool) -> str | None:
+    """Why ``char`` can't be cut; ``on_a_letter`` says a combining mark here would sit on one."""
+    category = unicodedata.category(char)
+    code = f"U+{ord(char):04X}"
+    invisible = "Remove the invisible or control characters from the engraving: it has"
+    if char in _BIDI:
+        return f"{invisible} a text-direction mark ({code}), which can't be cut."
+    if char in _INVISIBLE_NAMES:
+        return f"{invisible} {_INVISIBLE_NAMES[char]} ({code}), which can't be cut."
+    if char in ENGRAVING_SYMBOLS or char in ENGRAVING_PUNCTUATION:
+        return None
+    if 0xFE00 <= ord(char) <= 0xFE0F:
+        return f"Emoji can't be engraved (“{previous}{char}”). {ENGRAVING_RULE}"
+    if _is_emoji(char):
+        return f"Emoji can't be engraved (“{char}”). {ENGRAVING_RULE}"
+    if category == "Cc":
+        return f"{invisible} a control character ({code}), which can't be cut."
+    if category[0] in "CZ":
+        name = unicodedata.name(char, "")
+        what = f"a {name.lower()}" if name else "an unassigned or private character"
+        return f"{invisible} {what} ({code}), which can't be cut."
+    if category[0] == "L" or category == "Nd" or (category in {"Mn", "Mc"} and on_a_letter):
+        return None
+    return f"“{char}” can't be engraved. {ENGRAVING_RULE}"
+
+
 def engraving_problem(text: str) -> str | None:
     """Why this (already NFC-normalised) engraving cannot be cut, or None if it can."""
-    if len(text) > ENGRAVING_MAX_LENGTH:
-        return (
-            f"Engravings can be at most {ENGRAVING_MAX_LENGTH} characters "
-            f"(this one has {len(text)})."
-        )
+    previous, on_a_letter = "", False
     for char in text:
+        if problem := _character_problem(char, previous, on_a_letter):
+            return problem
         category = unicodedata.category(char)
-        if category[0] == "C" or category in {"Zl", "Zp"} or (category == "Zs" and char != " "):
-            return "Remove the invisible or control characters from the engraving."
-        if not (category[0] == "L" or category == "Nd" or char in ENGRAVING_PUNCTUATION):
-            return f"“{char}” can't be engraved. {ENGRAVING_RULE}"
+        on_a_letter = category[0] == "L" or (on_a_letter and category[0] == "M")
+        previous = char
+    length = engraving_length(text)
+    if length > ENGRAVING_MAX_LENGTH:
+        return (
+            f"Engravings can be at most {ENGRAVING_MAX_LENGTH} characters (this one has {length})."
+        )
     return None
 
 

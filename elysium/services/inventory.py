@@ -108,6 +108,71 @@ def product_availability(product: Product) -> StockStatus:
     return StockStatus.SOLD_OUT
 
 
+_BEST_FIRST = (
+    StockStatus.IN_STOCK,
+    StockStatus.LOW,
+    StockStatus.MADE_TO_ORDER,
+    StockStatus.SOLD_OUT,
+)
+OFFERS_SHOWN = 4
+
+
+@dataclass(frozen=True)
+class Offer:
+    """A variant that can be had instead of a sold-out one."""
+
+    metal: str
+    diamond: str | None
+    availability: Availability
+
+
+@dataclass(frozen=True)
+class ChoiceAvailability:
+    """What the configurator says on each choice, for the chosen metal and diamond.
+
+    A metal is sold out when no diamond in it can be had (in stock or made to order); a
+    diamond is sold out in the chosen metal. ``offers`` lists what can be had instead when
+    the chosen variant is sold out.
+    """
+
+    chosen: Availability
+    metals: dict[str, Availability]
+    diamonds: dict[str, Availability]
+    offers: list[Offer]
+
+
+def choice_availability(product: Product, metal: str, diamond: str | None) -> ChoiceAvailability:
+    """Availability of every metal and diamond choice, from ``product.inventory`` alone (one
+    load for the page, never a query per choice)."""
+    diamonds: list[str | None] = [option.code for option in product.diamonds] or [None]
+    metals = [option.code for option in product.metals]
+    variants = {
+        (m, d): variant_availability(product, f"{m}/{d}" if d else m)
+        for m in metals
+        for d in diamonds
+    }
+    chosen = variants.get((metal, diamond)) or variant_availability(
+        product, f"{metal}/{diamond}" if diamond else metal
+    )
+    by_metal = {
+        m: min((variants[m, d] for d in diamonds), key=lambda a: _BEST_FIRST.index(a.status))
+        for m in metals
+    }
+    by_diamond = {d: variants[metal, d] for d in diamonds if d and (metal, d) in variants}
+    offers: list[Offer] = []
+    if not chosen.purchasable:
+        # The same diamond in another metal, then another diamond in this metal, then anything.
+        ranked = (
+            [(m, diamond) for m in metals if m != metal]
+            + [(metal, d) for d in diamonds if d != diamond]
+            + list(variants)
+        )
+        for key in dict.fromkeys(ranked):
+            if key in variants and variants[key].purchasable and len(offers) < OFFERS_SHOWN:
+                offers.append(Offer(key[0], key[1], variants[key]))
+    return ChoiceAvailability(chosen, by_metal, by_diamond, offers)
+
+
 class OutOfStockError(Exception):
     """Not enough units left for this operation; nothing was changed."""
 

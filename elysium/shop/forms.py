@@ -16,6 +16,7 @@ from elysium.web.forms import searchable
 
 MAX_PRICE = 10_000_000
 MAX_PAGE = 10_000
+ALL_PIECES = "All pieces"
 
 
 class ShopFilterForm(FlaskForm):
@@ -44,7 +45,7 @@ class ShopFilterForm(FlaskForm):
         metals: list[tuple[str, str]],
     ):
         super().__init__(formdata=formdata)
-        self.category.choices = [SelectChoice("", "All pieces")] + [
+        self.category.choices = [SelectChoice("", ALL_PIECES)] + [
             SelectChoice(c.value, c.plural) for c in Category
         ]
         self.collection.choices = [SelectChoice("", "All collections")] + [
@@ -91,8 +92,20 @@ class ShopFilterForm(FlaskForm):
 
     @property
     def active(self) -> bool:
+        """Any filter chosen (sorting and the page are not filters): "Clear all" is offered."""
+        return bool(self.category.data) or self.refined
+
+    @property
+    def refined(self) -> bool:
+        """A filter besides the category: the pieces shown are only part of the category."""
         return (
-            any((self.q.data, self.category.data, self.collection.data, self.metal.data))
+            any((self.q.data, self.collection.data, self.metal.data))
             or self.min_price.data is not None
             or self.max_price.data is not None
         )
+
+    @property
+    def heading(self) -> str:
+        """What the listing shows, as its heading and title say: a category, or every piece.
+        Read after :meth:`to_query`, which drops an unknown category."""
+        return Category(self.category.data).plural if self.category.data else ALL_PIECES

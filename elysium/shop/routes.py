@@ -42,14 +42,17 @@ def listing() -> Response:
     )
     query, notes = form.to_query()
     page = catalog.search_products(db.session, query, current_app.config["SHOP_PAGE_SIZE"])
+    # One region holds everything the filters decide (heading, filters, notes, results); for
+    # htmx it comes with the page title and the header nav, which say the same (out of band).
     return render(
         "shop/listing.html",
-        "shop/_results.html",
+        "shop/_listing.html",
         form=form,
         query=query,
         page=page,
         notes=notes + page.notes,
         collections=collections,
+        oob_nav=is_htmx(),
     )
 
 
@@ -86,7 +89,13 @@ def price(slug: str) -> Response:
     context = configurator_context(found, _requested_choices())
     status = 422 if context["errors"] else 200
     response = make_response(
-        render_template("shop/_price_panel.html", oob_errors=True, **context), status
+        render_template(
+            "shop/_price_panel.html",
+            oob_errors=True,
+            add_to_bag_shown=request.args.get("add_to_bag_state", ""),
+            **context,
+        ),
+        status,
     )
     response.headers["HX-Replace-Url"] = product_url
     response.vary.add("HX-Request")

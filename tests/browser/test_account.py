@@ -80,7 +80,7 @@ def test_add_an_address_then_edit_it(page: Page, auth, javascript):
     expect(page.get_by_text("Enter a postcode like SW1A 1AA.")).to_be_visible()
     editing = page.locator("form.address-card--editing")
     expect(editing.get_by_label("Postcode")).to_have_value("nonsense")
-    expect(editing.get_by_label("Full name")).to_be_focused()
+    expect(editing.get_by_label("Postcode")).to_be_focused()  # the first field with an error
 
     editing.get_by_label("Address line 1").fill("10 Downing Street")
     editing.get_by_label("Postcode").fill("SW1A 2AA")

@@ -1,0 +1,269 @@
+"""The product art: one drawing per piece, in the chosen metal, with the chosen stone.
+
+Each piece is a Jinja template, ``templates/art/products/<name>.svg``, drawn in yellow gold:
+every metal colour in it is written ``m['<yellow-gold hex>']`` and is looked up in the chosen
+metal's palette (``METALS``), and the stones are wrapped in ``grow(x, y)``, a transform that
+scales them about the point where they sit in their setting, by the cube root of the chosen
+weight over the weight the drawing shows (``STONES``: a stone twice as heavy is about a
+quarter wider). A picture is named by piece, metal and stone, nothing else, so it is drawn
+without the database (``elysium.art`` serves it) and any page can show it from a product and
+a configuration, or from an order line's snapshot alone.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import hashlib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+from flask import current_app, url_for
+
+from elysium.urls import absolute_url
+
+DRAWINGS = Path(__file__).resolve().parent.parent.parent / "templates" / "art" / "products"
+NO_STONE = "none"
+CARATS_MIN, CARATS_MAX = Decimal("0.05"), Decimal("20.00")
+STONE_CODE = re.compile(r"(\d{1,2}\.\d{2})ct")
+SCALE_MIN, SCALE_MAX = 0.6, 1.6
+
+# The yellow-gold drawing's own tones, lightest first: the keys of every palette.
+GOLD_TONES = (
+    "FFF6D8",
+    "FFF4D0",
+    "FFF3CF",
+    "FFF1C8",
+    "FCEFC0",
+    "F3D98B",
+    "E8CB7C",
+    "E2C06A",
+    "D8B35B",
+    "D4B05B",
+    "C9A24A",
+    "B08A3A",
+    "A9852F",
+    "A8822F",
+    "A5812F",
+    "9C7A2C",
+    "8E6B22",
+    "7A5A1A",
+)
+
+
+@dataclass(frozen=True)
+class Metal:
+    """How a metal recolours the yellow-gold tones: its hue, how much of gold's colour it keeps
+    (``saturation``), and how its lightness maps from gold's (``lightness * l + lift``)."""
+
+    label: str
+    hue: float | None = None  # degrees; None keeps gold's own tones
+    saturation: float = 1.0
+    lightness: float = 1.0
+    lift: float = 0.0
+
+    def tone(self, gold: str) -> str:
+        if self.hue is None:
+            return f"#{gold}"
+        red, green, blue = (int(gold[index : index + 2], 16) / 255 for index in (0, 2, 4))
+        _, light, saturation = colorsys.rgb_to_hls(red, green, blue)
+        light = min(1.0, light * self.lightness + self.lift)
+        channels = colorsys.hls_to_rgb(self.hue / 360, light, saturation * self.saturation)
+        return "#" + "".join(f"{round(channel * 255):02X}" for channel in channels)
+
+    @property
+    def palette(self) -> dict[str, str]:
+        return {gold: self.tone(gold) for gold in GOLD_TONES}
+
+
+METALS: dict[str, Metal] = {
+    "yellow-gold": Metal("yellow gold"),
+    # a little warmth left in a silver grey
+    "white-gold": Metal("white gold", hue=44, saturation=0.13, lightness=0.84, lift=0.15),
+    # cooler, and brighter than white gold
+    "platinum": Metal("platinum", hue=210, saturation=0.09, lightness=0.76, lift=0.24),
+    # pink copper
+    "rose-gold": Metal("rose gold", hue=14, saturation=0.62, lightness=0.98, lift=0.02),
+}
+DEFAULT_METAL = "yellow-gold"
+
+
+@dataclass(frozen=True)
+class Stones:
+    """A drawing's stones: the weight they are drawn at, and how the weight is said
+    (one stone, the centre stone of a halo, or the total of many)."""
+
+    drawn_at: Decimal
+    kind: Literal["single", "centre", "total"] = "single"
+
+
+STONES: dict[str, Stones] = {
+    "aurelia-solitaire-ring": Stones(Decimal("0.50")),
+    "aurelia-diamond-pendant": Stones(Decimal("0.25")),
+    "lumiere-halo-ring": Stones(Decimal("0.70"), "centre"),
+    "lumiere-eternity-band": Stones(Decimal("1.00"), "total"),
+    "lumiere-tennis-bracelet": Stones(Decimal("3.00"), "total"),
+    "lumiere-diamond-studs": Stones(Decimal("1.00"), "total"),
+    "lumiere-riviere-necklace": Stones(Decimal("5.00"), "total"),
+    "lumiere-drop-earrings": Stones(Decimal("0.80"), "total"),
+    "meridian-east-west-ring": Stones(Decimal("0.75")),
+    "ondine-wave-ring": Stones(Decimal("0.20")),
+    "ondine-pear-pendant": Stones(Decimal("0.70")),
+    "ondine-ear-climbers": Stones(Decimal("0.25"), "total"),
+    "ondine-droplet-bracelet": Stones(Decimal("0.15"), "total"),
+}
+
+
+@cache
+def drawings() -> frozenset[str]:
+    """The pieces that have a drawing."""
+    return frozenset(path.stem for path in DRAWINGS.glob("*.svg"))
+
+
+def carats(stone: str | None) -> Decimal | None:
+    """The weight in a diamond code such as ``0.50ct``, when it is a sane weight."""
+    match = STONE_CODE.fullmatch(stone or "")
+    if match is None:
+        return None
+    try:
+        weight = Decimal(match.group(1))
+    except InvalidOperation:  # pragma: no cover - the pattern admits only numbers
+        return None
+    return weight if CARATS_MIN <= weight <= CARATS_MAX else None
+
+
+def stone_scale(name: str, stone: str) -> float:
+    stones = STONES.get(name)
+    weight = carats(stone)
+    if stones is None or weight is None:
+        return 1.0
+    scale = float(weight / stones.drawn_at) ** (1 / 3)
+    return round(min(SCALE_MAX, max(SCALE_MIN, scale)), 3)
+
+
+def is_drawable(name: str, metal: str, stone: str) -> bool:
+    """Whether piece, metal and stone names a picture: a piece with stones takes a sane weight
+    (or ``none``: as drawn), a piece without takes only ``none``."""
+    if name not in drawings() or metal not in METALS:
+        return False
+    if stone == NO_STONE:
+        return True
+    return name in STONES and carats(stone) is not None
+
+
+def fingerprint(name: str) -> str:
+    """A version of a piece's pictures: its template and everything that colours or sizes it
+    (worked out again when the template file changes, as a developer's server reloads it)."""
+    return _fingerprint(name, (DRAWINGS / f"{name}.svg").stat().st_mtime_ns)
+
+
+@cache
+def _fingerprint(name: str, modified: int) -> str:
+    digest = hashlib.sha256((DRAWINGS / f"{name}.svg").read_bytes())
+    digest.update(repr((sorted(METALS.items()), STONES.get(name), SCALE_MIN, SCALE_MAX)).encode())
+    return digest.hexdigest()[:12]
+
+
+def _grower(scale: float) -> Callable[[float, float], str]:
+    def grow(x: float, y: float) -> str:
+        """Scale about (x, y): the stone stays seated where the drawing sets it."""
+        return f"matrix({scale:g} 0 0 {scale:g} {x * (1 - scale):.2f} {y * (1 - scale):.2f})"
+
+    return grow
+
+
+def draw(name: str, metal: str, stone: str) -> str | None:
+    """The SVG for piece, metal and stone, or None when that names no picture."""
+    if not is_drawable(name, metal, stone):
+        return None
+    scale = stone_scale(name, stone)
+    template = current_app.jinja_env.get_template(f"art/products/{name}.svg")
+    return template.render(m=METALS[metal].palette, grow=_grower(scale))
+
+
+@dataclass(frozen=True)
+class Picture:
+    """One configured piece as a page shows it: where its drawing is and what it shows."""
+
+    name: str
+    metal: str
+    stone: str
+    alt: str
+
+    @property
+    def _values(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "metal": self.metal,
+            "stone": self.stone,
+            "v": fingerprint(self.name),
+        }
+
+    @property
+    def src(self) -> str:
+        return url_for("art.drawing", **self._values)
+
+    @property
+    def absolute_src(self) -> str:
+        """For emails: on ``SITE_URL`` like every link an email carries."""
+        return absolute_url("art.drawing", **self._values)
+
+
+def _alt(title: str, name: str, metal: str, stone: str) -> str:
+    text = f"{title} in {METALS[metal].label}"
+    stones = STONES.get(name)
+    weight = carats(stone)
+    if stones is None or weight is None:
+        return text
+    if stones.kind == "total":
+        return f"{text} with {weight:.2f} ct of diamonds"
+    if stones.kind == "centre":
+        return f"{text} with a {weight:.2f} ct centre diamond"
+    return f"{text} with a {weight:.2f} ct diamond"
+
+
+def picture(name: str, title: str, metal: str | None, diamond: str | None) -> Picture | None:
+    """The picture of piece ``name`` (called ``title``) in ``metal`` with ``diamond``; a metal
+    with no palette shows as drawn (yellow gold) and says no metal; no drawing, no picture."""
+    if name not in drawings():
+        return None
+    stone = diamond if name in STONES and carats(diamond) is not None else NO_STONE
+    if metal in METALS:
+        return Picture(name, metal, stone, _alt(title, name, metal, stone))
+    return Picture(name, DEFAULT_METAL, stone, title)
+
+
+def artwork_name(artwork: str | None) -> str:
+    """``products/<name>.svg`` (a product's ``artwork``) → ``<name>``."""
+    return Path(artwork or "").stem
+
+
+def product_picture(product: Any, configuration: Mapping[str, Any] | None = None) -> Picture | None:
+    """A product in a configuration (a choice the piece does not offer takes its first option,
+    as the configurator does); without one, in its first metal and diamond."""
+    configuration = configuration or {}
+    metals = [option.code for option in product.metals]
+    diamonds = [option.code for option in product.diamonds]
+    metal = configuration.get("metal")
+    diamond = configuration.get("diamond")
+    return picture(
+        artwork_name(product.artwork),
+        product.name,
+        metal if metal in metals else next(iter(metals), None),
+        diamond if diamond in diamonds else next(iter(diamonds), None),
+    )
+
+
+def line_picture(line: Any) -> Picture | None:
+    """An order line's picture, from its snapshot only (the product may be gone or changed)."""
+    configuration = line.configuration or {}
+    return picture(
+        line.product_slug,
+        line.product_name,
+        configuration.get("metal"),
+        configuration.get("diamond"),
+    )
