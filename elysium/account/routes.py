@@ -293,8 +293,21 @@ def add_address() -> Response:
                 *_cards(replaced),
             )
     if is_htmx():
-        return fragments(render_template("account/_address_form.html", form=form), status=422)
+        return _address_refused(form)
     return _addresses_page(user, form, 422)
+
+
+ADDRESS_REFUSED = "The address was not saved: please correct the fields marked."
+
+
+def _address_refused(form: AddressForm, address: Address | None = None) -> Response:
+    """422 for htmx: the form (a new address, or ``address`` being edited) with its messages,
+    and the live region saying it was not saved (focus goes to the first field marked)."""
+    return fragments(
+        render_template("account/_address_form.html", form=form, address=address),
+        notice(ADDRESS_REFUSED, error=True),
+        status=422,
+    )
 
 
 @bp.get("/addresses/<int:address_id>")
@@ -326,6 +339,8 @@ def update_address(address_id: int) -> Response:
         addresses.update_address(db.session, address, form.address())
         db.session.commit()
         return _done("Address saved.", url_for("account.address_book"), _card(address))
+    if is_htmx():
+        return _address_refused(form, address)
     return render(
         "account/address_edit.html",
         "account/_address_form.html",

@@ -2,7 +2,13 @@
 
 from elysium.models.cart import Cart, CartLine, WishlistItem
 from elysium.models.catalog import Category, Collection, OptionKind, Product, ProductOption
-from elysium.models.engagement import BespokeLead, LeadStatus, ProductView
+from elysium.models.engagement import (
+    BespokeLead,
+    BespokeQuote,
+    LeadEvent,
+    LeadStatus,
+    ProductView,
+)
 from elysium.models.inventory import Inventory, StockMovement, StockMovementKind, StockReason
 from elysium.models.orders import (
     Order,
@@ -26,12 +32,14 @@ from elysium.models.users import (
 __all__ = [
     "Address",
     "BespokeLead",
+    "BespokeQuote",
     "Cart",
     "CartLine",
     "Category",
     "Collection",
     "CustomerProfile",
     "Inventory",
+    "LeadEvent",
     "LeadStatus",
     "OAuthAccount",
     "OptionKind",

@@ -64,6 +64,10 @@ class Order(db.Model):
     stripe_checkout_session_id: Mapped[str | None] = mapped_column(String(255), unique=True)
     stripe_payment_intent_id: Mapped[str | None] = mapped_column(String(255), index=True)
     checkout_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    # A deposit on a bespoke commission: the order of one line that pays this quote.
+    bespoke_quote_id: Mapped[int | None] = mapped_column(
+        ForeignKey("bespoke_quotes.id", ondelete="SET NULL"), index=True
+    )
     needs_attention: Mapped[bool] = mapped_column(Boolean, default=False)
     attention_reason: Mapped[str] = mapped_column(Text, default="")
     paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -9,6 +9,7 @@ import re
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
+from elysium.account.routes import ADDRESS_REFUSED
 from tests.browser.test_account import sign_in
 from tests.test_wishlist import save_directly
 
@@ -129,6 +130,7 @@ def test_refusing_and_saving_an_address_keeps_the_focus(page: Page, auth):
     page.keyboard.press("Enter")
     expect(form.get_by_text("Enter a postcode like SW1A 1AA.")).to_be_visible()
     expect(form.get_by_label("Postcode")).to_be_focused()
+    expect(page.locator("#messages")).to_have_text(ADDRESS_REFUSED)
 
     page.keyboard.press("ControlOrMeta+a")
     page.keyboard.type("SW1Y 4JH")
@@ -146,6 +148,7 @@ def test_refusing_and_saving_an_address_keeps_the_focus(page: Page, auth):
     page.keyboard.press("Enter")
     expect(editing.get_by_text("Enter a postcode like SW1A 1AA.")).to_be_visible()
     expect(editing.get_by_label("Postcode")).to_be_focused()
+    expect(page.locator("#messages")).to_have_text(ADDRESS_REFUSED)
     settled(page)
 
     page.keyboard.press("ControlOrMeta+a")
