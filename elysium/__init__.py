@@ -12,6 +12,7 @@ from flask import Flask
 
 from elysium.config import (
     ConfigurationError,
+    cache_settings,
     development_secret_key,
     rate_limit_settings,
     settings_from_environment,
@@ -85,7 +86,7 @@ def configure_logging(app: Flask) -> None:
 
 def register_extensions(app: Flask) -> None:
     from elysium import models  # noqa: F401  (every table must be known to Alembic)
-    from elysium.extensions import csrf, db, limiter, migrate
+    from elysium.extensions import cache, csrf, db, limiter, migrate
     from elysium.integrations.google import init_app as init_google
     from elysium.integrations.stripe_gateway import check_settings as check_stripe_settings
     from elysium.services.outbox import init_app as init_outbox
@@ -107,6 +108,7 @@ def register_extensions(app: Flask) -> None:
     app.config.setdefault("RATELIMIT_HEADER_RETRY_AFTER", "X-RateLimit-Retry-After")
     app.config.setdefault("RATELIMIT_KEY_PREFIX", "elysium")
     limiter.init_app(app)
+    cache.init_app(app, config=cache_settings(app.config))
     init_throttle(app)
     init_outbox(app)
 
@@ -117,6 +119,7 @@ def register_templating(app: Flask) -> None:
     from elysium.integrations.stripe_gateway import demo_payments
     from elysium.models.catalog import Category
     from elysium.money import format_money
+    from elysium.quotes.panel import account_quote, quote_panel
     from elysium.seo import product_json_ld
     from elysium.services.inventory import product_availability
     from elysium.services.orders import (
@@ -131,6 +134,7 @@ def register_templating(app: Flask) -> None:
     from elysium.services.shipping import CARRIERS
     from elysium.urls import absolute_url, modify_query
     from elysium.web.artwork import line_picture, product_picture
+    from elysium.web.browsing import recently_viewed
     from elysium.web.cart import cart_template_context
     from elysium.web.wishlist import wishlist_heart
 
@@ -153,7 +157,10 @@ def register_templating(app: Flask) -> None:
     app.jinja_env.globals["wishlist_heart"] = wishlist_heart
     app.jinja_env.globals["product_picture"] = product_picture
     app.jinja_env.globals["line_picture"] = line_picture
+    app.jinja_env.globals["recently_viewed"] = recently_viewed
     app.jinja_env.globals["couriers"] = list(CARRIERS.values())
+    app.jinja_env.globals["quote_panel"] = quote_panel
+    app.jinja_env.globals["account_quote"] = account_quote
     app.context_processor(cart_template_context)
     app.context_processor(lambda: {"google_enabled": google.enabled()})
     app.jinja_env.trim_blocks = True
@@ -173,9 +180,11 @@ def register_blueprints(app: Flask) -> None:
     from elysium.account.routes import bp as account_bp
     from elysium.art.routes import bp as art_bp
     from elysium.auth.routes import bp as auth_bp
+    from elysium.bespoke.routes import bp as bespoke_bp
     from elysium.cart.routes import bp as cart_bp
     from elysium.checkout.routes import bp as checkout_bp
     from elysium.orders.routes import bp as orders_bp
+    from elysium.quotes.routes import bp as quotes_bp
     from elysium.shop.routes import bp as shop_bp
     from elysium.site.routes import bp as site_bp
     from elysium.staff.routes import bp as staff_bp
@@ -193,6 +202,8 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(site_bp)
     app.register_blueprint(staff_bp)
     app.register_blueprint(art_bp)
+    app.register_blueprint(bespoke_bp)
+    app.register_blueprint(quotes_bp)
 
 
 def register_error_handlers(app: Flask) -> None:

@@ -17,7 +17,7 @@ from elysium.config import ConfigurationError
 from elysium.extensions import db
 from elysium.integrations.email import backend_from_config
 from elysium.models.types import utcnow
-from elysium.services import staff
+from elysium.services import staff, views
 from elysium.services.cart import purge_guest_carts
 from elysium.services.checkout import stale_order_ids, sweep_stale_order
 from elysium.services.outbox import CLAIM_BATCH, SendReport, send_pending
@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 emails_cli = AppGroup("emails", help="The email outbox: send what is waiting, retry failures.")
 carts_cli = AppGroup("carts", help="Bags: clear out the ones guests abandoned.")
 orders_cli = AppGroup("orders", help="Orders: the safety nets cron runs.")
+analytics_cli = AppGroup("analytics", help="Browsing memory: the product views the shop keeps.")
 AGE = re.compile(r"([1-9][0-9]{0,4})([dh])")
 
 
@@ -188,6 +189,27 @@ def purge_carts_command(older_than: str) -> None:
     click.echo(f"Removed {removed} abandoned guest {bags} (untouched for {older_than.strip()}).")
 
 
+@analytics_cli.command("prune")
+@click.option(
+    "--older-than",
+    "older_than",
+    default="180d",
+    show_default=True,
+    help="Delete product views older than this: Nd (days) or Nh (hours).",
+)
+def prune_views_command(older_than: str) -> None:
+    """Delete old product views (recently viewed, trending and the dashboard read the rest)."""
+    try:
+        age = parse_age(older_than)
+    except click.BadParameter as error:
+        error.param_hint = "'--older-than'"
+        raise
+    removed = views.prune(db.session, older_than=utcnow() - age)
+    db.session.commit()
+    noun = "view" if removed == 1 else "views"
+    click.echo(f"Removed {removed} product {noun} (older than {older_than.strip()}).")
+
+
 @orders_cli.command("expire-stale")
 @click.option(
     "--grace-minutes",
@@ -221,3 +243,4 @@ def register(app: Flask) -> None:
     app.cli.add_command(emails_cli)
     app.cli.add_command(carts_cli)
     app.cli.add_command(orders_cli)
+    app.cli.add_command(analytics_cli)

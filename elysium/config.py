@@ -94,6 +94,7 @@ def settings_from_environment(environ: Mapping[str, str], instance_path: str) ->
         "REDIS_URL": environ.get("REDIS_URL") or None,
         "REDIS_KEY_PREFIX": environ.get("REDIS_KEY_PREFIX", "").strip() or "elysium",
         "SINGLE_PROCESS": _flag(environ.get("SINGLE_PROCESS")),
+        "CACHE_DEFAULT_TIMEOUT": _int(environ, "CACHE_DEFAULT_TIMEOUT", 60),
         "PROXY_FIX_HOPS": _int(environ, "PROXY_FIX_HOPS", 0),
         "REMEMBER_COOKIE_NAME": cookie_name("remember_token", secure=secure_cookies),
         "REMEMBER_COOKIE_PATH": "/",
@@ -110,6 +111,12 @@ def settings_from_environment(environ: Mapping[str, str], instance_path: str) ->
         "EMAIL_BACKEND": environ.get("EMAIL_BACKEND", "console").strip().lower(),
         "EMAIL_FROM": environ.get("EMAIL_FROM", "ELYSIUM <hello@elysium.example>"),
         "STAFF_EMAIL": environ.get("STAFF_EMAIL", "atelier@elysium.example"),
+        "BESPOKE_NOTIFY_EMAIL": (
+            environ.get("BESPOKE_NOTIFY_EMAIL")
+            or environ.get("STAFF_EMAIL")
+            or "atelier@elysium.example"
+        ).strip(),
+        "BESPOKE_MIN_FILL_SECONDS": _int(environ, "BESPOKE_MIN_FILL_SECONDS", 3),
         "RESEND_API_KEY": environ.get("RESEND_API_KEY") or None,
         "RESEND_BASE_URL": environ.get("RESEND_BASE_URL", "https://api.resend.com").rstrip("/"),
         "EMAIL_TIMEOUT_SECONDS": _int(environ, "EMAIL_TIMEOUT_SECONDS", 5),
@@ -213,6 +220,26 @@ def rate_limit_settings(config: Mapping[str, Any]) -> dict[str, Any]:
             "wrap_exceptions": True,
         },
         "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
+    }
+
+
+def cache_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Flask-Caching's settings: Redis at ``REDIS_URL`` when it is set (one cache for every
+    process, keys under ``REDIS_KEY_PREFIX``), else the process's own memory. What is cached
+    is small and short-lived (``CACHE_DEFAULT_TIMEOUT`` seconds, 60 by default), so a cache
+    per process only means each process works it out once a minute."""
+    timeout = int(config.get("CACHE_DEFAULT_TIMEOUT") or 60)
+    if not config.get("REDIS_URL"):
+        return {"CACHE_TYPE": "SimpleCache", "CACHE_DEFAULT_TIMEOUT": timeout}
+    return {
+        "CACHE_TYPE": "RedisCache",
+        "CACHE_REDIS_URL": config["REDIS_URL"],
+        "CACHE_KEY_PREFIX": f"{config['REDIS_KEY_PREFIX']}:cache:",
+        "CACHE_DEFAULT_TIMEOUT": timeout,
+        "CACHE_OPTIONS": {
+            "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
+            "socket_timeout": REDIS_TIMEOUT_SECONDS,
+        },
     }
 
 

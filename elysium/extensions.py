@@ -1,5 +1,6 @@
 """Flask extensions, created unbound; ``create_app`` binds each one to the app."""
 
+from flask_caching import Cache
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
@@ -27,3 +28,4 @@ migrate = Migrate()
 csrf = CSRFProtect()
 login_manager = LoginManager()
 limiter = Limiter(key_func=get_remote_address)
+cache = Cache()  # configured by ``config.cache_settings``

@@ -12,8 +12,10 @@ from sqlalchemy import select
 from elysium.extensions import db
 from elysium.models import (
     Address,
+    BespokeLead,
     Cart,
     CustomerProfile,
+    LeadStatus,
     OAuthAccount,
     Order,
     OrderLine,
@@ -385,6 +387,18 @@ def test_closing_the_account_erases_the_person_and_anonymises_orders(
 ):
     add_personal_data(app, signed_in)
     order_id = add_order(app, signed_in)
+    with app.app_context():
+        db.session.add(
+            BespokeLead(
+                user_id=signed_in,
+                name="Ada Lovelace",
+                email="ada@example.com",
+                phone="+44 20 7946 0000",
+                message="Ada's grandmother's ring, reset",
+                status=LeadStatus.QUOTED,
+            )
+        )
+        db.session.commit()
     assert client.get("/account/delete").status_code == 200
 
     wrong = client.submit("/account/delete", {"password": "not my password"})
@@ -402,6 +416,10 @@ def test_closing_the_account_erases_the_person_and_anonymises_orders(
 
     with app.app_context():
         assert db.session.get(User, signed_in) is None
+        [lead] = db.session.scalars(select(BespokeLead)).all()  # kept, without the person
+        assert (lead.user_id, lead.name, lead.email, lead.phone) == (None, "", "", "")
+        assert "Ada" not in lead.message
+        assert lead.status is LeadStatus.QUOTED
         for model in (Address, OAuthAccount, WishlistItem, Cart, CustomerProfile):
             assert db.session.scalars(select(model)).all() == [], model
         order = db.session.get(Order, order_id)

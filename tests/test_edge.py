@@ -27,6 +27,7 @@ from elysium.models import (
     User,
     WishlistItem,
 )
+from elysium.models.engagement import BespokeLead
 from elysium.services import staff as staff_accounts
 from elysium.services import wishlist
 from tests.conftest import PASSWORD, WEBHOOK_SECRET, ShopClient, create_user, link_in, sent_emails
@@ -181,7 +182,10 @@ def _ids(app: Flask) -> dict[str, str]:
         saved = db.session.scalars(select(WishlistItem.id)).one()
         stock_row = db.session.scalars(select(Inventory.id).order_by(Inventory.id)).first()
         welcome = staff_accounts.create_staff(db.session, "newcomer@elysium.example").link
+        lead = BespokeLead(name="Grace Hopper", email="grace@example.com", message="A ring")
+        db.session.add(lead)
         db.session.commit()
+        lead_id = lead.id
         db.session.remove()
     return {
         "address": str(address),
@@ -189,6 +193,7 @@ def _ids(app: Flask) -> dict[str, str]:
         "saved": str(saved),
         "stock": str(stock_row),
         "welcome": "/auth/welcome/" + welcome.rsplit("/auth/welcome/", 1)[1],
+        "lead": str(lead_id),
     }
 
 
@@ -274,6 +279,7 @@ def _calls(visit: Visit) -> dict[tuple[str, str], Call]:
         ("site.robots", "GET"): Call("guest", "/robots.txt"),
         ("site.sitemap", "GET"): Call("guest", "/sitemap.xml"),
         ("site.favicon", "GET"): Call("guest", "/favicon.ico"),
+        ("shop.recently_viewed", "GET"): Call("guest", "/recently-viewed", query={"exclude": ring}),
         ("art.drawing", "GET"): Call(
             "guest", f"/art/{ring}/platinum/0.50ct.svg", variable_segment=2, query={"v": "1"}
         ),
@@ -389,6 +395,29 @@ def _calls(visit: Visit) -> dict[tuple[str, str], Call]:
         ("auth.google_link", "GET"): Call("guest", "/auth/google/link"),
         ("auth.google_link", "POST"): Call("guest", "/auth/google/link", {"password": PASSWORD}),
         ("webhooks.stripe_event", "POST"): Call("guest", "/webhooks/stripe"),
+        ("bespoke.form", "GET"): Call(
+            "guest", "/bespoke", query={"from": ring, "metal": "platinum", "diamond": "0.50ct"}
+        ),
+        ("bespoke.submit", "POST"): Call(
+            "guest",
+            "/bespoke",
+            {
+                "name": "Grace Hopper",
+                "email": "grace@example.com",
+                "piece_type": "ring",
+                "metal": "platinum",
+                "budget": "5000-10000",
+                "message": "A ring like a compass rose",
+                "consent": "y",
+            },
+        ),
+        ("bespoke.check", "POST"): Call(
+            "guest", "/bespoke/check", {"name": "Grace"}, query={"field": "name"}
+        ),
+        ("bespoke.thanks", "GET"): Call("guest", "/bespoke/thanks"),
+        ("account.commissions", "GET"): Call("ada", "/account/commissions"),
+        ("quotes.show", "GET"): Call("guest", "/bespoke/quote/nothing", variable_segment=3),
+        ("quotes.pay", "POST"): Call("guest", "/bespoke/quote/nothing/deposit", variable_segment=3),
         ("auth.welcome", "GET"): Call("guest", ids["welcome"], variable_segment=3),
         ("auth.welcome", "POST"): Call(
             "guest", ids["welcome"], {"password": new_password}, variable_segment=3
@@ -401,6 +430,7 @@ def _staff_calls(ids: dict[str, str], order: str) -> dict[tuple[str, str], Call]
     """The back office's routes, as a member of staff past the second factor uses them."""
     stock = f"/staff/inventory/{ids['stock']}"
     on_order = f"/staff/orders/{order}"
+    on_lead = f"/staff/leads/{ids['lead']}"
     ship = {"carrier": "dhl", "tracking_number": "JD0146", "notify": "y"}
     calls = {
         ("staff.dashboard", "GET"): Call("staff", "/staff"),
@@ -421,6 +451,21 @@ def _staff_calls(ids: dict[str, str], order: str) -> dict[tuple[str, str], Call]
         ),
         ("staff.fulfilment.bulk", "POST"): Call(
             "staff", "/staff/orders/bulk", {"action": "fulfil", "orders": order}
+        ),
+        ("staff.leads.list", "GET"): Call("staff", "/staff/leads"),
+        ("staff.leads.detail", "GET"): Call("staff", on_lead, variable_segment=3),
+        ("staff.leads.move", "POST"): Call(
+            "staff", f"{on_lead}/status", {"to": "contacted", "seen": "new"}, variable_segment=3
+        ),
+        ("staff.leads.assign", "POST"): Call(
+            "staff", f"{on_lead}/assignee", {"assignee": ""}, variable_segment=3
+        ),
+        ("staff.leads.add_note", "POST"): Call(
+            "staff", f"{on_lead}/notes", {"note": "x"}, variable_segment=3
+        ),
+        ("staff.quotes.show", "GET"): Call("staff", f"{on_lead}/quotes", variable_segment=3),
+        ("staff.quotes.create", "POST"): Call(
+            "staff", f"{on_lead}/quotes", {"description": "x"}, variable_segment=3
         ),
         ("staff.security.second_factor", "GET"): Call("staff", "/staff/security/second-factor"),
         ("staff.security.second_factor", "POST"): Call(

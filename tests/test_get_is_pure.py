@@ -1,9 +1,12 @@
 """A GET never changes the shop: a tour of every page, as every kind of visitor, plain and
 htmx, leaves every table exactly as it was (so any page can come from a read replica and be
-reloaded safely)."""
+reloaded safely). The one exception: a product page records that it was viewed, in
+``product_views`` and nowhere else."""
 
 from __future__ import annotations
 
+import time
+from datetime import timedelta
 from typing import Any
 
 from flask import Flask
@@ -11,8 +14,11 @@ from sqlalchemy import select, text
 
 from elysium.extensions import db
 from elysium.models import Address, Collection, Inventory, Order, Product
+from elysium.models.engagement import BespokeLead, BespokeQuote
+from elysium.models.types import utcnow
+from elysium.services import bespoke, wishlist
 from elysium.services import staff as staff_accounts
-from elysium.services import wishlist
+from elysium.services.quotes import quote_token
 from tests.conftest import PASSWORD, ShopClient, create_user, link_in, sent_emails
 from tests.support.checkout import (
     Shop,
@@ -26,6 +32,8 @@ from tests.support.staff import staff_client
 # Every GET endpoint must be on the tour; this one is the OAuth provider's way back (a
 # redirect it chooses), and with Google sign-in off it only sends the visitor to sign in.
 NOT_A_PAGE = {"static"}
+# The pages that may write, and the one table they may write: a product page records its view.
+RECORDING_PAGES = {"shop.product"}
 
 
 def snapshot(app: Flask) -> dict[str, list[tuple[Any, ...]]]:
@@ -109,8 +117,45 @@ def _visitors(shop: Shop, app: Flask) -> tuple[dict[str, ShopClient], dict[str, 
         newcomer_link = staff_accounts.create_staff(db.session, "newcomer@elysium.example").link
         values["welcome"] = "/auth/welcome/" + newcomer_link.rsplit("/auth/welcome/", 1)[1]
         values["stock"] = str(db.session.scalars(select(Inventory.id)).first())
+        lead = BespokeLead(name="Grace Hopper", email="grace@example.com", message="A ring")
+        db.session.add(lead)
+        db.session.flush()
+        values["lead"] = str(lead.id)
+        quote = BespokeQuote(
+            lead=lead,
+            description="A ring",
+            price=480000,
+            currency="GBP",
+            deposit_percent=30,
+            deposit_amount=144000,
+            valid_until=utcnow().date() + timedelta(days=30),
+        )
+        db.session.add(quote)
         db.session.commit()
+        with shop.app.test_request_context():
+            values["quote_token"] = quote_token(quote)
         db.session.remove()
+    # Ada has asked for a bespoke piece: her thank-you page and her commissions have a lead.
+    paying.get("/bespoke")
+    with shop.app.app_context():
+        started = bespoke.fill_token(time.time() - 10)
+    sent = paying.post(
+        "/bespoke",
+        data={
+            "csrf_token": paying.csrf_token,
+            "started": started,
+            "piece": "from=aurelia-solitaire-ring&metal=platinum",
+            "use_piece": "y",
+            "name": "Ada Lovelace",
+            "email": "ada@example.com",
+            "piece_type": "ring",
+            "metal": "platinum",
+            "budget": "5000-10000",
+            "message": "A ring like the one in the portrait",
+            "consent": "y",
+        },
+    )
+    assert sent.status_code == 303
     visitors = {
         "stranger": stranger,
         "over_stock": over_stock,
@@ -129,7 +174,15 @@ def _tour(values: dict[str, str]) -> dict[str, list[str]]:
         "shop.listing": ["/shop", "/shop?category=ring&sort=price-asc&page=2", "/shop?q=gold"],
         "shop.product": [f"/shop/{piece}", f"/shop/{piece}?metal=platinum&size=99"],
         "shop.price": [f"/shop/{piece}/price?metal=white-gold&diamond=0.50ct"],
+        "shop.recently_viewed": ["/recently-viewed", f"/recently-viewed?exclude={piece}"],
         "shop.collection": [f"/collections/{values['collection']}"],
+        "bespoke.form": [
+            "/bespoke",
+            "/bespoke?from=aurelia-solitaire-ring&metal=platinum&diamond=0.50ct",
+            "/bespoke?from=no-such-piece&metal=x",
+        ],
+        "bespoke.thanks": ["/bespoke/thanks"],
+        "account.commissions": ["/account/commissions"],
         "cart.show": ["/cart"],
         "checkout.show": ["/checkout"],
         "checkout.success": [
@@ -174,6 +227,10 @@ def _tour(values: dict[str, str]) -> dict[str, list[str]]:
         "staff.orders.detail": [f"/staff/orders/{values['paid_number']}"],
         "staff.orders.packing_slip": [f"/staff/orders/{values['paid_number']}/packing-slip"],
         "staff.inventory.list": ["/staff/inventory", "/staff/inventory?low=1&metal=platinum"],
+        "staff.leads.list": ["/staff/leads", "/staff/leads?tab=all&q=B00001&assignee=me&page=2"],
+        "staff.leads.detail": [f"/staff/leads/{values['lead']}"],
+        "staff.quotes.show": [f"/staff/leads/{values['lead']}/quotes"],
+        "quotes.show": [f"/bespoke/quote/{values['quote_token']}", "/bespoke/quote/tampered"],
         "staff.inventory.variant": [f"/staff/inventory/{values['stock']}"],
         "staff.security.second_factor": ["/staff/security/second-factor"],
         "staff.security.recovery_codes": ["/staff/security/recovery-codes"],
@@ -190,12 +247,29 @@ def test_a_tour_of_every_page_by_every_visitor_changes_nothing(shop: Shop, app: 
     before = snapshot(app)
 
     statuses: set[int] = set()
-    for client in visitors.values():
-        for urls in tour.values():
-            for url in urls:
-                statuses.add(client.get(url).status_code)
-                statuses.add(client.htmx("GET", url).status_code)
+    # Every page but the product pages first: nothing at all changes. Then the product pages.
+    for endpoints in (set(tour) - RECORDING_PAGES, RECORDING_PAGES):
+        for client in visitors.values():
+            for endpoint in sorted(endpoints):
+                for url in tour[endpoint]:
+                    statuses.add(client.get(url).status_code)
+                    statuses.add(client.htmx("GET", url).status_code)
+        if endpoints is not RECORDING_PAGES:
+            assert snapshot(app) == before
 
-    assert snapshot(app) == before
+    after = snapshot(app)
+    viewed_before, viewed = before.pop("product_views"), after.pop("product_views")
+    assert after == before
+    assert viewed[: len(viewed_before)] == viewed_before
+    viewed = viewed[len(viewed_before) :]
+    # At most one view per visitor (the rest are repeats within 30 minutes), of the piece seen.
+    columns = [column.name for column in db.metadata.tables["product_views"].columns]
+    with app.app_context():
+        piece_id = db.session.scalars(
+            select(Product.id).where(Product.slug == "aurelia-solitaire-ring")
+        ).one()
+        db.session.remove()
+    assert 1 <= len(viewed) <= len(visitors)
+    assert {dict(zip(columns, row, strict=True))["product_id"] for row in viewed} == {piece_id}
     assert 500 not in statuses
     assert {200, 303} <= statuses

@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from elysium.extensions import db
+from elysium.extensions import cache, db
 from elysium.services.seeding import seed_catalogue
 from tests.conftest import page_text
 from tests.html import Page, elements, field_error, form_fields, text_of
@@ -429,6 +429,8 @@ def test_listing_and_product_pages_use_a_constant_number_of_queries(
     app, client, catalogue, queries
 ):
     def count(url: str) -> int:
+        with app.app_context():
+            cache.clear()  # what a page costs before its cached parts are cached
         with queries() as statements:
             assert client.get(url).status_code == 200
         return len(statements)
@@ -451,7 +453,8 @@ def test_listing_and_product_pages_use_a_constant_number_of_queries(
     assert count("/shop/aurelia-solitaire-ring") == product_before
     assert count("/") == home_before
     assert listing_before <= 6
-    assert product_before <= 4
+    # The page's 3, its "Recently viewed", recording the view (PostgreSQL: an advisory lock first)
+    assert product_before <= 6
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ from werkzeug.routing import Rule
 
 from elysium.extensions import db
 from elysium.models import Role, User
+from elysium.models.engagement import BespokeLead
 from elysium.models.types import utcnow
 from elysium.staff.access import LAST_SEEN, SECOND_FACTOR_AT, SECOND_FACTOR_USER
 from tests.conftest import PASSWORD, ShopClient, app_settings, create_user, make_app, page_text
@@ -45,12 +46,14 @@ class StaffData:
 
     order_number: str
     inventory_id: int
+    lead_id: int
 
 
 # A sample value for every URL parameter of a staff page, by parameter name.
 SAMPLES: dict[str, Callable[[StaffData], object]] = {
     "number": lambda data: data.order_number,
     "inventory_id": lambda data: data.inventory_id,
+    "lead_id": lambda data: data.lead_id,
 }
 
 
@@ -100,7 +103,15 @@ STAFF_REQUESTS = _collected()
 @pytest.fixture
 def data(app: Flask, catalogue: dict) -> StaffData:
     order = pending_chain_order(app)
-    return StaffData(order_number=order["number"], inventory_id=order["inventory_id"])
+    with app.app_context():
+        lead = BespokeLead(name="Grace Hopper", email="grace@example.com", message="A ring")
+        db.session.add(lead)
+        db.session.commit()
+        lead_id = lead.id
+        db.session.remove()
+    return StaffData(
+        order_number=order["number"], inventory_id=order["inventory_id"], lead_id=lead_id
+    )
 
 
 def browser(app: Flask) -> ShopClient:

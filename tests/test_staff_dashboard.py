@@ -230,7 +230,7 @@ def test_low_and_sold_out_variants_link_to_the_low_stock_list(app, staff):
     assert len(elements(stock_page, "tr.stock-row")) == 4
 
 
-def test_new_bespoke_leads_are_counted_without_a_link_yet(app, staff):
+def test_new_commissions_are_counted_and_link_to_their_tab(app, staff):
     add_lead(app)
     add_lead(app)
     add_lead(app, LeadStatus.CONTACTED)
@@ -238,7 +238,7 @@ def test_new_bespoke_leads_are_counted_without_a_link_yet(app, staff):
     page = Page(staff.get("/staff"))
 
     assert figure(page, "leads") == "2"
-    assert link(page, "leads") is None
+    assert link(page, "leads") == "/staff/leads?tab=new"
 
 
 def test_the_dashboard_asks_as_many_queries_for_30_orders_and_variants_as_for_1(

@@ -31,7 +31,7 @@ from elysium.extensions import db
 from elysium.htmx import fragments, htmx_redirect, is_htmx, notice, personal_pages, render
 from elysium.models.types import utcnow
 from elysium.models.users import Address, User
-from elysium.services import account_data, accounts, addresses, orders, profiles
+from elysium.services import account_data, accounts, addresses, bespoke, orders, profiles
 from elysium.services.addresses import AddressError, Default
 from elysium.services.profiles import ProfileError
 from elysium.web.forms import AddressForm
@@ -434,3 +434,17 @@ def orders_list() -> Response:
 def order_detail(number: str) -> Response:
     order = orders.order_for_user(db.session, _user().id, number) or abort(404)
     return make_response(render_template("account/order.html", user=_user(), order=order))
+
+
+@bp.get("/commissions")
+@login_required
+def commissions() -> Response:
+    """The shopper's bespoke requests and where each stands."""
+    own = bespoke.leads_of(db.session, _user().id)
+    return make_response(
+        render_template(
+            "account/commissions.html",
+            user=_user(),
+            commissions=[(lead, bespoke.labels(lead)) for lead in own],
+        )
+    )

@@ -1,10 +1,11 @@
 """The shopper's own data: a copy to take away (export) and closing the account (erasure).
 
 Closing an account deletes the user row and everything that only describes the person
-(profile, addresses, sign-in identities, wishlist, bag, queued and sent emails). Orders are
-the shop's accounting records, so they stay, cut loose from the person: no user, no email,
-no addresses, no gift message; lines, totals and status are kept. An order that is still
-being paid for or on its way needs its address, so closing waits until it has arrived.
+(profile, addresses, sign-in identities, wishlist, bag, pieces viewed, queued and sent
+emails). Orders are the shop's accounting records, so they stay, cut loose from the person:
+no user, no email, no addresses, no gift message; lines, totals and status are kept. An
+order that is still being paid for or on its way needs its address, so closing waits until
+it has arrived.
 The Stripe customer made for the account is deleted at Stripe too, once the closing is
 committed (:func:`forget_at_stripe`).
 """
@@ -26,7 +27,7 @@ from elysium.models.orders import Order, OrderStatus
 from elysium.models.outbox import OutboxEmail, OutboxStatus
 from elysium.models.types import utcnow
 from elysium.models.users import User
-from elysium.services import passwords
+from elysium.services import passwords, views
 from elysium.services.accounts import AccountError, normalise_email
 from elysium.services.addresses import addresses_of, as_snapshot
 from elysium.services.outbox import queue_email
@@ -114,6 +115,33 @@ def export(session: AnySession, user: User) -> dict[str, Any]:
             }
             for item in wishlist
         ],
+        "commissions": [
+            {
+                "reference": lead.reference,
+                "status": lead.status.value,
+                "requested_at": _iso(lead.created_at),
+                "name": lead.name,
+                "email": lead.email,
+                "phone": lead.phone,
+                "piece_type": lead.category,
+                "preferred_metal": lead.preferred_metal,
+                "budget": lead.budget,
+                "wanted_by": lead.wanted_by.isoformat() if lead.wanted_by else None,
+                "message": lead.message,
+                "starting_from": lead.product.slug if lead.product else None,
+                "configuration": lead.configuration,
+                "contact_consent": lead.contact_consent,
+            }
+            for lead in session.scalars(
+                select(BespokeLead)
+                .where(BespokeLead.user_id == user.id)
+                .order_by(BespokeLead.created_at, BespokeLead.id)
+            )
+        ],
+        "viewed": [
+            {"product": slug, "viewed_at": _iso(viewed_at)}
+            for slug, viewed_at in views.views_of(session, user.id)
+        ],
     }
 
 
@@ -184,6 +212,9 @@ def forget_at_stripe(customer_id: str | None) -> None:
         )
 
 
+ERASED_LEAD_TEXT = "(removed when the account was closed)"
+
+
 def _erase(session: AnySession, user: User) -> int:
     user_id, email = user.id, user.email
     # Explicit statements rather than ON DELETE rules: SQLite enforces foreign keys only
@@ -210,8 +241,11 @@ def _erase(session: AnySession, user: User) -> int:
             OutboxEmail.status != OutboxStatus.SENDING,
         ),
         update(OutboxEmail).where(OutboxEmail.user_id == user_id).values(user_id=None),
-        update(ProductView).where(ProductView.user_id == user_id).values(user_id=None),
-        update(BespokeLead).where(BespokeLead.user_id == user_id).values(user_id=None),
+        delete(ProductView).where(ProductView.user_id == user_id),
+        # Commissions are kept for the house's records, like orders, without the person.
+        update(BespokeLead)
+        .where(BespokeLead.user_id == user_id)
+        .values(user_id=None, name="", email=ERASED_EMAIL, phone="", message=ERASED_LEAD_TEXT),
         update(BespokeLead)
         .where(BespokeLead.assigned_to_id == user_id)
         .values(assigned_to_id=None),

@@ -199,24 +199,10 @@ def start_checkout(
         raise CheckoutError(" ".join(view.problems))
     carts.freeze(session, cart)
     amounts = totals(view)
-    order = Order(
-        number=orders.new_order_number(session),
-        user_id=details.user_id,
-        cart_id=cart.id,
-        email=details.email,
-        status=OrderStatus.PENDING,
-        currency=view.currency,
-        subtotal=amounts.subtotal,
-        shipping=amounts.shipping,
-        total=amounts.total,
-        gift_message=details.gift_message,
-        shipping_address=dict(details.shipping),
-        billing_address=dict(details.billing),
-        checkout_expires_at=payment_expiry(expiry_minutes),
-    )
+    lines = []
     for item in view.items:
         row = inventory.inventory_row(item.product, item.line.variant_key)
-        order.lines.append(
+        lines.append(
             OrderLine(
                 product_id=item.product.id,
                 inventory_id=row.id if row else None,
@@ -230,10 +216,57 @@ def start_checkout(
                 quantity=item.line.quantity,
             )
         )
-    orders.add_note(order, f"Checkout started. {SHIPPING_NOTE}.", actor=SHOPPER)
+    order = create_pending_order(
+        session,
+        details,
+        currency=view.currency,
+        lines=lines,
+        shipping=amounts.shipping,
+        expiry_minutes=expiry_minutes,
+        note=f"Checkout started. {SHIPPING_NOTE}.",
+        cart_id=cart.id,
+    )
+    _reserve(session, order)
+    return order
+
+
+def create_pending_order(
+    session: AnySession,
+    details: CheckoutDetails,
+    *,
+    currency: str,
+    lines: list[OrderLine],
+    shipping: int,
+    expiry_minutes: int,
+    note: str,
+    cart_id: int | None = None,
+    bespoke_quote_id: int | None = None,
+) -> Order:
+    """A PENDING order of these lines, its total worked out here from them, carrying its
+    expiry from this moment (so the sweeper can always end it). The bag's checkout and a
+    bespoke deposit (``services.quotes``) both make their orders here; the caller reserves
+    any stock and commits."""
+    subtotal = sum(line.unit_price * line.quantity for line in lines)
+    order = Order(
+        number=orders.new_order_number(session),
+        user_id=details.user_id,
+        cart_id=cart_id,
+        bespoke_quote_id=bespoke_quote_id,
+        email=details.email,
+        status=OrderStatus.PENDING,
+        currency=currency,
+        subtotal=subtotal,
+        shipping=shipping,
+        total=subtotal + shipping,
+        gift_message=details.gift_message,
+        shipping_address=dict(details.shipping),
+        billing_address=dict(details.billing),
+        checkout_expires_at=payment_expiry(expiry_minutes),
+    )
+    order.lines.extend(lines)
+    orders.add_note(order, note, actor=SHOPPER)
     session.add(order)
     session.flush()
-    _reserve(session, order)
     return order
 
 
@@ -570,6 +603,13 @@ def resume_payment(session: AnySession, cart: Cart, urls: ReturnUrls) -> Resumpt
         # Frozen with nothing to pay for (the order already ended): nothing holds it any more.
         carts.thaw(session, cart.id)
         return Resumption(Resumed.RELEASED)
+    return resume_order(session, order, urls)
+
+
+def resume_order(session: AnySession, order: Order, urls: ReturnUrls) -> Resumption:
+    """Back to a PENDING order's payment page: the open one, or the same request asked of
+    Stripe again when the page was never made; an expired page ends the order (RELEASED).
+    Calls Stripe, so the caller must hold no lock (commit first)."""
     page = look_up_payment_page(order.stripe_checkout_session_id)
     if page.state is PageState.OPEN and page.url:
         return Resumption(Resumed.TO_PAYMENT, url=page.url, order=order)

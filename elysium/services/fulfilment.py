@@ -48,6 +48,9 @@ class Action(enum.StrEnum):
     REFUND = "refund"
 
 
+# What is done to a piece; a deposit order has none of these.
+TO_MAKE = frozenset({Action.FULFIL, Action.SHIP, Action.DELIVER})
+
 # The move each action makes (refunding moves to REFUNDED only when it gives back the rest).
 MOVES: dict[Action, OrderStatus] = {
     Action.FULFIL: S.FULFILLED,
@@ -80,7 +83,11 @@ class Staff:
 def available(order: Order) -> list[Action]:
     """The actions the state machine allows for the order as it is."""
     actions = [
-        action for action, status in MOVES.items() if orders.can_transition(order.status, status)
+        action
+        for action, status in MOVES.items()
+        if orders.can_transition(order.status, status)
+        # A deposit on a commission is money, not a piece: never made, shipped or delivered.
+        and not (order.bespoke_quote_id is not None and action in TO_MAKE)
     ]
     if order.status in REFUNDABLE and refundable_amount(order) > 0:
         actions.append(Action.REFUND)
@@ -103,6 +110,11 @@ def _locked(session: AnySession, order_id: int) -> Order:
 def refuse_unless(order: Order, action: Action) -> None:
     """Raise :class:`ActionRefusedError` unless ``action`` is possible for the order now."""
     if action not in available(order):
+        if order.bespoke_quote_id is not None and action in TO_MAKE:
+            raise ActionRefusedError(
+                f"Order {order.number} is a deposit on a commission: there is no piece in it "
+                f"to be {_PAST[action]}."
+            )
         label = orders.STATUS_LABELS[order.status].lower()
         raise ActionRefusedError(f"Order {order.number} can't be {_PAST[action]}: it is {label}.")
 

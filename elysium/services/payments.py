@@ -20,7 +20,7 @@ from sqlalchemy.orm import selectinload
 from elysium.models.orders import Order, OrderStatus, ProcessedPaymentEvent, RefundStatus
 from elysium.models.types import utcnow
 from elysium.money import format_money
-from elysium.services import checkout, orders
+from elysium.services import checkout, orders, quotes
 from elysium.services.outbox import queue_email
 from elysium.services.sql import AnySession, insert_unless_exists
 
@@ -220,10 +220,16 @@ def mark_paid(session: AnySession, order: Order, obj: dict[str, Any], event_id: 
             actor=ACTOR,
             stripe_event_id=event_id,
         )
+        if order.bespoke_quote_id is not None:
+            quotes.deposit_after_cancellation(session, order)
         return
     if not _can_move(order, OrderStatus.PAID, PAID_NOTE, event_id):
         return
     checkout.complete_payment(session, order, actor=ACTOR, note=PAID_NOTE, stripe_event_id=event_id)
+    if order.bespoke_quote_id is not None:
+        # A deposit on a commission: the quote paid, the lead won, its own email.
+        quotes.deposit_paid(session, order, stripe_event_id=event_id)
+        return
     orders.email_shopper(session, order, "order_confirmation", f"Your ELYSIUM order {order.number}")
 
 

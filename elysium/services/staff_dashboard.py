@@ -1,22 +1,25 @@
 """What the back office's first page counts: orders waiting for the workshop and the courier,
 what was paid today and in the last seven days, orders that need a person, variants running
-low, new bespoke leads. Four queries, however many orders and variants there are.
+low, new bespoke leads, the week's most viewed pieces. Four queries, however many orders and
+variants there are, and one for the most viewed (``views.most_viewed``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, case, func, or_, select
+from sqlalchemy import ColumnElement, and_, case, func, or_, select
 
-from elysium.models.engagement import BespokeLead, LeadStatus
 from elysium.models.inventory import Inventory
 from elysium.models.orders import Order, OrderStatus
 from elysium.models.types import utcnow
 from elysium.services.sql import AnySession
+from elysium.services.staff_leads import new_leads as newest_new_leads
 from elysium.services.stock_admin import needs_stock
+from elysium.services.views import ViewedPiece, most_viewed
 
 # The shop's day: "today" begins at midnight in London, GMT or BST, not at midnight UTC.
 SHOP_TIME_ZONE = ZoneInfo("Europe/London")
@@ -42,6 +45,11 @@ class Dashboard:
     paid_week: list[Takings]
     low_stock: int
     new_leads: int
+    newest_leads: list[Any]  # the newest few new leads: (id, name, category, created_at)
+
+    # The week's most viewed pieces with their view-to-bag and view-to-order ratios (one
+    # query: ``views.most_viewed``, where the ratios are defined).
+    most_viewed: list[ViewedPiece] = field(default_factory=list)
 
     @property
     def week_from(self) -> date:
@@ -77,7 +85,8 @@ def dashboard(session: AnySession, *, currency: str, now: datetime | None = None
 
     to_fulfil, to_ship, attention = session.execute(
         select(
-            _how_many(Order.status == OrderStatus.PAID),
+            # A deposit on a commission is not a piece to make (as in the orders' tabs).
+            _how_many(and_(Order.status == OrderStatus.PAID, Order.bespoke_quote_id.is_(None))),
             _how_many(Order.status == OrderStatus.FULFILLED),
             _how_many(Order.needs_attention.is_(True)),
         ).where(
@@ -104,9 +113,7 @@ def dashboard(session: AnySession, *, currency: str, now: datetime | None = None
     low_stock = session.scalar(
         select(func.count()).select_from(Inventory).join(Inventory.product).where(needs_stock())
     )
-    new_leads = session.scalar(
-        select(func.count()).select_from(BespokeLead).where(BespokeLead.status == LeadStatus.NEW)
-    )
+    new_leads = newest_new_leads(session)
     return Dashboard(
         to_fulfil=int(to_fulfil),
         to_ship=int(to_ship),
@@ -119,5 +126,7 @@ def dashboard(session: AnySession, *, currency: str, now: datetime | None = None
             [(code, int(n), int(amount)) for code, _, _, n, amount in takings], currency
         ),
         low_stock=int(low_stock or 0),
-        new_leads=int(new_leads or 0),
+        most_viewed=most_viewed(session, since=week_from),
+        new_leads=new_leads.count,
+        newest_leads=new_leads.newest,
     )

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, case, func, or_, select, true
+from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select, true
 from sqlalchemy.orm import selectinload
 
 from elysium.models.orders import Order, OrderEvent, OrderLine, OrderStatus, Refund
@@ -96,12 +96,19 @@ TAB_STATUSES: dict[Tab, frozenset[OrderStatus]] = {
 }
 
 
+# A deposit on a bespoke commission is money, not a piece: it is never made, packed or shipped.
+NOT_TO_MAKE = frozenset({Tab.TO_FULFIL, Tab.TO_SHIP, Tab.SHIPPED})
+
+
 def _in_tab(tab: Tab) -> ColumnElement[bool]:
     if tab is Tab.ALL:
         return true()
     if tab is Tab.ATTENTION:
         return Order.needs_attention.is_(True)
-    return Order.status.in_(sorted(TAB_STATUSES[tab]))
+    in_status = Order.status.in_(sorted(TAB_STATUSES[tab]))
+    if tab in NOT_TO_MAKE:
+        return and_(in_status, Order.bespoke_quote_id.is_(None))
+    return in_status
 
 
 class Sort(enum.StrEnum):
@@ -197,6 +204,7 @@ class Flag(enum.StrEnum):
     AMOUNT_MISMATCH = "amount-mismatch"
     PAID_AFTER_CANCELLATION = "paid-after-cancellation"
     ATTENTION = "attention"
+    DEPOSIT = "deposit"
     GIFT = "gift"
 
     @property
@@ -209,6 +217,7 @@ FLAG_LABELS: dict[Flag, str] = {
     Flag.AMOUNT_MISMATCH: "Amount mismatch",
     Flag.PAID_AFTER_CANCELLATION: "Paid after cancellation",
     Flag.ATTENTION: "Needs attention",
+    Flag.DEPOSIT: "Deposit",
     Flag.GIFT: "Gift",
 }
 
@@ -230,15 +239,20 @@ def attention_reasons(needs_attention: bool, attention_reason: str) -> list[str]
     return [line for line in (attention_reason or "").split("\n") if line.strip()]
 
 
-def flags_of(needs_attention: bool, attention_reason: str, gift_message: str) -> list[Flag]:
+def flags_of(
+    needs_attention: bool, attention_reason: str, gift_message: str, *, deposit: bool = False
+) -> list[Flag]:
     """The badges an order wears. The payment flags are read from the reasons the webhook
     wrote (their wording is fixed in ``services.payments``); any other reason shows as
-    "needs attention"; a gift is an order with a gift message."""
+    "needs attention"; a gift is an order with a gift message; a deposit is an order that
+    pays a bespoke quote."""
     found = {
         _reason_flag(reason) for reason in attention_reasons(needs_attention, attention_reason)
     }
     if (gift_message or "").strip():
         found.add(Flag.GIFT)
+    if deposit:
+        found.add(Flag.DEPOSIT)
     return [flag for flag in Flag if flag in found]
 
 
@@ -292,7 +306,12 @@ def order_list(session: AnySession, filters: OrderFilters, per_page: int = PER_P
         OrderRow(
             order=order,
             pieces=int(pieces or 0),
-            flags=flags_of(order.needs_attention, order.attention_reason, order.gift_message),
+            flags=flags_of(
+                order.needs_attention,
+                order.attention_reason,
+                order.gift_message,
+                deposit=order.bespoke_quote_id is not None,
+            ),
         )
         for order, pieces in session.execute(
             statement.limit(per_page).offset((page - 1) * per_page)
@@ -337,7 +356,12 @@ def spreadsheet_safe(cell: str) -> str:
 
 
 def _csv_cells(row: Any) -> list[str]:
-    flags = flags_of(row.needs_attention, row.attention_reason, row.gift_message)
+    flags = flags_of(
+        row.needs_attention,
+        row.attention_reason,
+        row.gift_message,
+        deposit=row.bespoke_quote_id is not None,
+    )
     address = row.shipping_address or {}
     return [
         row.number,
@@ -391,6 +415,7 @@ def csv_chunks(session: AnySession, filters: OrderFilters, batch: int = CSV_BATC
             Order.needs_attention,
             Order.attention_reason,
             Order.gift_message,
+            Order.bespoke_quote_id,
             _pieces().label("pieces"),
         ).where(*_matching(filters), _in_tab(filters.tab)),
         filters.sort,
@@ -527,7 +552,12 @@ def order_detail(session: AnySession, number: str) -> OrderDetail | None:
     )
     return OrderDetail(
         order=order,
-        flags=flags_of(order.needs_attention, order.attention_reason, order.gift_message),
+        flags=flags_of(
+            order.needs_attention,
+            order.attention_reason,
+            order.gift_message,
+            deposit=order.bespoke_quote_id is not None,
+        ),
         reasons=attention_reasons(order.needs_attention, order.attention_reason),
         timeline=timeline,
         refunds=[

@@ -16,8 +16,9 @@ from flask import (
 
 from elysium.extensions import db
 from elysium.htmx import is_htmx, render
-from elysium.services import catalog
+from elysium.services import catalog, views
 from elysium.shop.forms import ShopFilterForm
+from elysium.web.browsing import record_product_view
 from elysium.web.configurator import CONFIGURATION_FIELDS, configurator_context
 
 bp = Blueprint("shop", __name__)
@@ -29,6 +30,7 @@ def home() -> str:
         "shop/home.html",
         collections=catalog.collections(db.session),
         featured=catalog.featured_products(db.session, limit=4),
+        trending=views.trending(db.session),
     )
 
 
@@ -75,7 +77,22 @@ def product(slug: str) -> Response:
     found = catalog.product_by_slug(db.session, slug) or abort(404)
     context = configurator_context(found, _requested_choices())
     status = 422 if context["errors"] else 200
-    return make_response(render_template("shop/product.html", **context), status)
+    response = make_response(render_template("shop/product.html", **context), status)
+    record_product_view(found.id, response)  # after rendering: it can never break the page
+    return response
+
+
+@bp.get("/recently-viewed")
+def recently_viewed() -> Response:
+    """The visitor's "Recently viewed" pieces, for htmx (``hx-trigger="revealed"``); a plain
+    request is sent home. ``exclude`` is the slug of the piece on screen."""
+    if not is_htmx():
+        return redirect(url_for("shop.home"), 303)
+    exclude = request.args.get("exclude", "")[:120] or None
+    response = make_response(render_template("partials/_recently_viewed.html", exclude=exclude))
+    response.headers["Cache-Control"] = "no-store"
+    response.vary.update(("HX-Request", "Cookie"))
+    return response
 
 
 @bp.get("/shop/<slug>/price")

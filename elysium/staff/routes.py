@@ -13,7 +13,9 @@ from elysium.services.staff_orders import Tab
 from elysium.staff.access import require_staff
 from elysium.staff.fulfilment import bp as fulfilment_bp
 from elysium.staff.inventory import bp as inventory_bp
+from elysium.staff.leads import bp as leads_bp
 from elysium.staff.orders import bp as orders_bp
+from elysium.staff.quotes import bp as quotes_bp
 from elysium.staff.security import bp as security_bp
 
 bp = Blueprint("staff", __name__, url_prefix="/staff")
@@ -21,6 +23,8 @@ bp.register_blueprint(security_bp)
 bp.register_blueprint(orders_bp)
 bp.register_blueprint(fulfilment_bp)
 bp.register_blueprint(inventory_bp)
+bp.register_blueprint(leads_bp)
+bp.register_blueprint(quotes_bp)
 
 personal_pages(bp)
 

@@ -11,6 +11,7 @@ from flask_login import login_user
 from elysium.extensions import db, login_manager
 from elysium.htmx import htmx_redirect, is_htmx
 from elysium.models.users import User
+from elysium.web.browsing import adopt_guest_views
 from elysium.web.cart import merge_guest_cart
 from elysium.web.devices import remember_device
 
@@ -31,12 +32,14 @@ def sign_in(user: User, remember: bool = False) -> None:
 
     A guest cart (from its own cookie, which ``session.clear()`` leaves alone) joins the
     account's cart, and the shopper is told what was merged. The browser becomes a known device
-    of the account, which the sign-in throttle never slows down.
+    of the account, which the sign-in throttle never slows down. The pieces the guest viewed
+    become the account's (their "Recently viewed" follows them).
     """
     session.clear()
     login_user(user, remember=remember, duration=current_app.config["REMEMBER_COOKIE_DURATION"])
     remember_device(user)
     merge_guest_cart(user)
+    adopt_guest_views(user)
 
 
 def safe_next(target: str | None, default: str | None = None) -> str:

@@ -157,6 +157,10 @@ def test_every_shopper_page_passes_axe_at_desktop_and_phone_widths(
         expect(page.locator(".price-total__amount")).not_to_have_text("£1,850")
         audit("product, another diamond chosen")
         audit.visit("/cart", "empty bag")
+        audit.visit("/bespoke?from=aurelia-solitaire-ring&metal=platinum", "bespoke request")
+        page.get_by_role("button", name="Send my request").click()
+        expect(page.locator("#error-bespoke-message")).not_to_be_empty()
+        audit("bespoke request with its messages")
         audit.visit("/auth/register", "register")
         audit.visit("/auth/forgot", "forgot password")
         audit.visit("/no-such-page", "404")
@@ -189,6 +193,7 @@ def test_every_shopper_page_passes_axe_at_desktop_and_phone_widths(
         audit.visit("/account/profile", "profile")
         audit.visit("/account/addresses", "addresses")
         audit.visit("/account/orders", "orders")
+        audit.visit("/account/commissions", "commissions")
         audit.visit(f"/account/orders/{number}", "an order")
         audit.visit("/wishlist", "wishlist")
     finally:

@@ -10,7 +10,7 @@ from tests.browser.test_account import sign_in
 
 PHONE = {"width": 390, "height": 844}
 CATEGORIES = ["Rings", "Necklaces", "Earrings", "Bracelets", "All pieces"]
-ACCOUNT_PAGES = ["Overview", "Orders", "Details & sign-in", "Addresses"]
+ACCOUNT_PAGES = ["Overview", "Orders", "Details & sign-in", "Addresses", "Commissions"]
 
 
 def shown_in_full(link: Locator) -> None:
@@ -77,7 +77,7 @@ def test_every_navigation_item_is_on_screen_and_the_header_is_one_line(
     sign_in(page)
     page.goto("/account")
     # The actions keep their names when only their icons show.
-    for name in ("Search", "Wishlist", "Account"):
+    for name in ("Bespoke", "Search", "Wishlist", "Account"):
         expect(page.get_by_role("link", name=name, exact=True)).to_be_visible()
     expect(page.locator(".bag-link")).to_have_accessible_name("Bag 0 items")
     one_line(page)

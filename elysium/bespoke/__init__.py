@@ -1,0 +1,1 @@
+"""Bespoke requests: the shopper's side."""

@@ -1,0 +1,126 @@
+"""The shopper's quote page, ``/bespoke/quote/<token>``, and its "Pay deposit" button.
+
+The token is signed and names one quote of one lead (``services.quotes.quote_token``); a
+tampered one is a 404. Paying goes through the bag's own machinery (``services.checkout``):
+the deposit order is committed with its expiry before Stripe is asked for a page, a second
+click goes back to the same page, and only the webhook marks it paid.
+"""
+
+from __future__ import annotations
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    make_response,
+    redirect,
+    render_template,
+    url_for,
+)
+
+from elysium.extensions import db
+from elysium.htmx import htmx_redirect, is_htmx, personal_pages
+from elysium.integrations import stripe_gateway
+from elysium.models.engagement import BespokeQuote
+from elysium.models.orders import Order, OrderStatus
+from elysium.models.types import utcnow
+from elysium.services import checkout as checkouts
+from elysium.services import quotes
+from elysium.services.quotes import QuoteRefusedError
+from elysium.urls import absolute_url
+
+bp = Blueprint("quotes", __name__, url_prefix="/bespoke/quote")
+
+SESSION_ID_QUERY = "?session_id={CHECKOUT_SESSION_ID}"
+UNREACHABLE = "We couldn't reach our payment provider — nothing was taken, please try again."
+NOT_CONFIGURED = "Payments are not configured."
+
+personal_pages(bp)
+
+
+def _quote(token: str) -> BespokeQuote:
+    if len(token) > 200:
+        abort(404)
+    return quotes.quote_for_token(db.session, token) or abort(404)
+
+
+def _page(quote: BespokeQuote, status: int = 200, *, problem: str | None = None) -> Response:
+    shown = quotes.view(db.session, quote, utcnow().date())
+    newest_url = (
+        url_for("quotes.show", token=quotes.quote_token(shown.newest)) if shown.newest else None
+    )
+    html = render_template(
+        "quotes/show.html",
+        shown=shown,
+        S=quotes.QuoteState,
+        token=quotes.quote_token(quote),
+        newest_url=newest_url,
+        problem=problem,
+        payments_configured=stripe_gateway.payments_configured(),
+    )
+    return make_response(html, status)
+
+
+@bp.get("/<token>")
+def show(token: str) -> Response:
+    return _page(_quote(token))
+
+
+def _leave_for(url: str) -> Response:
+    return htmx_redirect(url) if is_htmx() else redirect(url, 303)
+
+
+def _return_urls(token: str) -> checkouts.ReturnUrls:
+    return checkouts.ReturnUrls(
+        success=absolute_url("checkout.success") + SESSION_ID_QUERY,
+        cancel=absolute_url("quotes.show", token=token),
+    )
+
+
+def _to_order(order: Order, token: str) -> Response:
+    if order.stripe_checkout_session_id:
+        return _leave_for(url_for("checkout.success", session_id=order.stripe_checkout_session_id))
+    return _leave_for(url_for("quotes.show", token=token))
+
+
+@bp.post("/<token>/deposit")
+def pay(token: str) -> Response:
+    """Off to Stripe's page for the deposit: a new deposit order, or the one in progress."""
+    quote = _quote(token)
+    if not stripe_gateway.payments_configured():
+        return _page(quote, 503, problem=NOT_CONFIGURED)
+    urls = _return_urls(token)
+    quote_id = quote.id
+    for _ in range(2):  # a second round only when the order in progress had expired
+        try:
+            order, new = quotes.start_deposit(
+                db.session,
+                quote_id,
+                expiry_minutes=current_app.config["CHECKOUT_EXPIRY_MINUTES"],
+                today=utcnow().date(),
+            )
+            db.session.commit()
+        except QuoteRefusedError as error:
+            db.session.rollback()
+            return _page(_quote(token), 409, problem=error.message)
+        if new:
+            try:
+                url = checkouts.begin_payment(db.session, order, urls)
+            except checkouts.PaymentUnavailableError:
+                db.session.commit()
+                return _page(_quote(token), 503, problem=UNREACHABLE)
+            db.session.commit()
+            return _leave_for(url)
+        if order.status is not OrderStatus.PENDING:
+            return _to_order(order, token)
+        resumed = checkouts.resume_order(db.session, order, urls)
+        db.session.commit()
+        if resumed.outcome is checkouts.Resumed.TO_PAYMENT and resumed.url:
+            return _leave_for(resumed.url)
+        if resumed.outcome is checkouts.Resumed.FINISHED:
+            return _to_order(order, token)
+        if resumed.outcome is checkouts.Resumed.UNREACHABLE:
+            return _page(_quote(token), 503, problem=UNREACHABLE)
+        # RELEASED: the page in progress had expired and its order ended; start afresh.
+    return _page(_quote(token), 503, problem=UNREACHABLE)

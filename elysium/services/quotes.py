@@ -1,0 +1,446 @@
+"""Quotes on bespoke commissions, and the deposit that secures one.
+
+Staff write a quote on a lead (:func:`send_quote`): the server works out the deposit, a newer
+quote withdraws the older ones, the lead moves to QUOTED (through ``services.leads``) and the
+shopper is emailed a signed link to the quote's page (:func:`quote_token`).
+
+The deposit is paid with the bag's own machinery (``services.checkout``): an order of one
+line, "Deposit — commission #B00042", made by ``checkout.create_pending_order`` with its
+expiry, sent to Stripe by ``checkout.begin_payment`` (idempotency key from the order number)
+and resumed by ``checkout.resume_order``; the webhook (``services.payments``) marks it paid
+through the order state machine and then calls :func:`deposit_paid`, in its transaction.
+Services never commit: the caller does.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from flask import current_app
+from itsdangerous import BadSignature, URLSafeSerializer
+from sqlalchemy import select
+
+from elysium.models.engagement import BespokeLead, BespokeQuote, LeadStatus
+from elysium.models.orders import Order, OrderLine, OrderStatus
+from elysium.models.types import utcnow
+from elysium.money import format_money, parse_amount
+from elysium.services import checkout, leads, orders
+from elysium.services.errors import InvalidInputError
+from elysium.services.outbox import queue_email
+from elysium.services.sql import AnySession
+from elysium.urls import absolute_url
+
+TOKEN_SALT = "elysium.bespoke-quote"  # noqa: S105 (a salt, not a secret)
+DEFAULT_DEPOSIT_PERCENT = 30
+MIN_PRICE = 100  # £1
+MAX_PRICE = 100_000_000  # £1,000,000: a typing slip, not a commission
+MIN_DEPOSIT = 50  # Stripe takes no less than 50p
+MAX_VALID_DAYS = 365
+DESCRIPTION_MAX = 4000
+DEPOSIT_LINE = "Deposit — commission #{reference}"
+# Why a deposit order is flagged for staff (the money is recorded, never lost silently).
+DEPOSIT_WITHDRAWN_FLAG = "Deposit paid for a quote that had been replaced: check it with the client"
+DEPOSIT_LEAD_CLOSED_FLAG = (
+    "Deposit paid for a commission that is {status}: check it with the client"
+)
+# Orders that hold (or held) the deposit's money or its payment page: one at a time.
+LIVE = frozenset(
+    {
+        OrderStatus.PENDING,
+        OrderStatus.PROCESSING,
+        OrderStatus.PAID,
+        OrderStatus.FULFILLED,
+        OrderStatus.SHIPPED,
+        OrderStatus.DELIVERED,
+    }
+)
+
+
+class QuoteError(InvalidInputError):
+    """A quote that can't be written as typed; ``errors`` by field (a 422)."""
+
+
+class QuoteRefusedError(Exception):
+    """Not possible for this quote or lead now; ``message`` says why (a 409)."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class QuoteInput:
+    """What the staff member typed: the price as text ("4,800.00"), the percentage too."""
+
+    description: str
+    price: str
+    deposit_percent: str
+    valid_until: date | None
+
+
+def deposit_for(price: int, percent: int) -> int:
+    """The deposit, in minor units, rounded half up to the penny."""
+    return (price * percent + 50) // 100
+
+
+def _clean(data: QuoteInput, currency: str, today: date) -> tuple[str, int, int, date]:
+    errors: dict[str, str] = {}
+    description = orders.readable((data.description or "").replace("\r\n", "\n")).strip()
+    if not description:
+        errors["description"] = "Describe the piece the price is for."
+    elif len(description) > DESCRIPTION_MAX:
+        errors["description"] = f"Keep the description to {DESCRIPTION_MAX} characters."
+    price = parse_amount(data.price, currency)
+    if price is None:
+        errors["price"] = "Enter the price in pounds, for example 4,800.00."
+    elif not MIN_PRICE <= price <= MAX_PRICE:
+        errors["price"] = (
+            f"Enter a price between {format_money(MIN_PRICE, currency)} and "
+            f"{format_money(MAX_PRICE, currency)}."
+        )
+    text = (data.deposit_percent or "").strip().rstrip("%").strip()
+    percent = int(text) if text.isdigit() else None
+    if percent is None or not 1 <= percent <= 100:
+        errors["deposit_percent"] = "Enter a whole percentage from 1 to 100."
+    elif price is not None and "price" not in errors and deposit_for(price, percent) < MIN_DEPOSIT:
+        errors["deposit_percent"] = (
+            f"The deposit must be at least {format_money(MIN_DEPOSIT, currency)}."
+        )
+    valid_until = data.valid_until
+    if valid_until is None:
+        errors["valid_until"] = "Choose the date the quote is valid until."
+    elif valid_until <= today:
+        errors["valid_until"] = "Choose a date after today."
+    elif valid_until > today + timedelta(days=MAX_VALID_DAYS):
+        errors["valid_until"] = "A quote can be valid for a year at most."
+    if errors:
+        raise QuoteError(errors)
+    assert price is not None
+    assert percent is not None
+    assert valid_until is not None
+    return description, price, percent, valid_until
+
+
+def current_quote(lead: BespokeLead) -> BespokeQuote | None:
+    """The lead's newest quote not withdrawn (paid or not)."""
+    live = [quote for quote in lead.quotes if quote.withdrawn_at is None]
+    return live[-1] if live else None
+
+
+def send_quote(
+    session: AnySession,
+    lead_id: int,
+    data: QuoteInput,
+    *,
+    staff_name: str,
+    staff_user_id: int,
+    today: date,
+) -> BespokeQuote:
+    """Write a quote on the lead and send it: the deposit worked out here, any earlier quote
+    withdrawn, the lead QUOTED (or "Revised quote sent" on its timeline when it already is)
+    and the email with the quote's link queued, all in the caller's transaction.
+
+    Raises :class:`QuoteError` (the input) or :class:`QuoteRefusedError` (won, lost, gone).
+    """
+    currency = current_app.config["SHOP_CURRENCY"]
+    description, price, percent, valid_until = _clean(data, currency, today)
+    lead = leads.lock_lead(session, lead_id)
+    if lead is None:
+        raise QuoteRefusedError("This commission no longer exists.")
+    if lead.status is not LeadStatus.QUOTED and not leads.can_move(lead.status, LeadStatus.QUOTED):
+        raise QuoteRefusedError(
+            f"A {leads.LABELS[lead.status].lower()} commission can't be quoted"
+            + (": reopen it first." if lead.status is LeadStatus.LOST else ".")
+        )
+    now = utcnow()
+    for earlier in lead.quotes:
+        if earlier.withdrawn_at is None and earlier.paid_at is None:
+            earlier.withdrawn_at = now
+    quote = BespokeQuote(
+        lead=lead,
+        description=description,
+        price=price,
+        currency=currency,
+        deposit_percent=percent,
+        deposit_amount=deposit_for(price, percent),
+        valid_until=valid_until,
+        created_by_id=staff_user_id,
+        created_at=now,
+    )
+    session.add(quote)
+    session.flush()
+    summary = (
+        f"{format_money(price, currency)}, deposit {percent}% "
+        f"({format_money(quote.deposit_amount, currency)}), valid until "
+        f"{valid_until.strftime('%-d %B %Y')}"
+    )
+    actor = staff_name[:120]
+    if lead.status is LeadStatus.QUOTED:
+        leads.record(
+            session,
+            lead,
+            actor=actor,
+            actor_user_id=staff_user_id,
+            note=f"Revised quote sent: {summary}",
+        )
+    else:
+        leads.move(
+            session,
+            lead,
+            LeadStatus.QUOTED,
+            actor=actor,
+            actor_user_id=staff_user_id,
+            note=f"Quote sent: {summary}",
+        )
+    queue_email(
+        session,
+        to=lead.email,
+        subject=f"Your quote from ELYSIUM, commission {lead.reference}",
+        template="quote_sent",
+        context={"lead": lead, "quote": quote, **amounts(quote), "quote_url": quote_url(quote)},
+        user_id=lead.user_id,
+        dedupe_key=f"quote:{quote.id}:sent",
+    )
+    session.flush()
+    return quote
+
+
+def amounts(quote: BespokeQuote) -> dict[str, str]:
+    """The quote's sums, formatted: price, deposit and the balance due after it."""
+    return {
+        "price": format_money(quote.price, quote.currency),
+        "deposit": format_money(quote.deposit_amount, quote.currency),
+        "balance": format_money(quote.price - quote.deposit_amount, quote.currency),
+    }
+
+
+def _serializer() -> URLSafeSerializer:
+    return URLSafeSerializer(current_app.config["SECRET_KEY"], salt=TOKEN_SALT)
+
+
+def quote_token(quote: BespokeQuote) -> str:
+    """The signed token of a quote's page: it names the lead and the quote."""
+    return _serializer().dumps({"l": quote.lead_id, "q": quote.id})
+
+
+def quote_url(quote: BespokeQuote) -> str:
+    return absolute_url("quotes.show", token=quote_token(quote))
+
+
+def quote_for_token(session: AnySession, token: str) -> BespokeQuote | None:
+    """The quote a link names, if its signature holds and the quote is still that lead's."""
+    try:
+        data = _serializer().loads(token)
+    except BadSignature:
+        return None
+    if not isinstance(data, dict):
+        return None
+    lead_id, quote_id = data.get("l"), data.get("q")
+    if not (isinstance(lead_id, int) and isinstance(quote_id, int)):
+        return None
+    quote = session.get(BespokeQuote, quote_id)
+    if quote is None or quote.lead_id != lead_id:
+        return None
+    return quote
+
+
+class QuoteState(enum.StrEnum):
+    PAYABLE = "payable"
+    PAYING = "paying"  # a deposit order is waiting on Stripe (or the bank)
+    PAID = "paid"
+    EXPIRED = "expired"
+    WITHDRAWN = "withdrawn"
+    CLOSED = "closed"  # the commission is won another way, or lost
+
+
+@dataclass(frozen=True)
+class QuoteView:
+    """A quote as its page shows it."""
+
+    quote: BespokeQuote
+    lead: BespokeLead
+    state: QuoteState
+    order: Order | None  # the deposit order, paid or in progress
+    newest: BespokeQuote | None  # for a withdrawn quote: the one that replaced it
+
+    @property
+    def sums(self) -> dict[str, str]:
+        return amounts(self.quote)
+
+
+def deposit_order(session: AnySession, quote_id: int) -> Order | None:
+    """The quote's deposit order that is paid or being paid, if any (newest first)."""
+    return session.scalar(
+        select(Order)
+        .where(Order.bespoke_quote_id == quote_id, Order.status.in_(sorted(LIVE)))
+        .order_by(Order.id.desc())
+        .limit(1)
+    )
+
+
+def state_of(quote: BespokeQuote, order: Order | None, today: date) -> QuoteState:
+    """Where a quote stands, given its deposit order paid or in progress (if any). A payment
+    page left open is not offered again once the quote is withdrawn, expired or closed."""
+    if quote.paid_at is not None:
+        return QuoteState.PAID
+    if order is not None and order.status is not OrderStatus.PENDING:
+        return QuoteState.PAYING if order.status is OrderStatus.PROCESSING else QuoteState.PAID
+    if quote.withdrawn_at is not None:
+        return QuoteState.WITHDRAWN
+    if quote.lead.status in (LeadStatus.WON, LeadStatus.LOST):
+        return QuoteState.CLOSED
+    if quote.valid_until < today:
+        return QuoteState.EXPIRED
+    return QuoteState.PAYING if order is not None else QuoteState.PAYABLE
+
+
+def view(session: AnySession, quote: BespokeQuote, today: date) -> QuoteView:
+    order = deposit_order(session, quote.id)
+    newest = current_quote(quote.lead) if quote.withdrawn_at is not None else None
+    return QuoteView(quote, quote.lead, state_of(quote, order, today), order, newest)
+
+
+REFUSALS: dict[QuoteState, str] = {
+    QuoteState.EXPIRED: "This quote has expired, so its deposit can't be paid. "
+    "Please get in touch and we'll renew it.",
+    QuoteState.WITHDRAWN: "This quote was replaced by a newer one, so its deposit can't be paid.",
+    QuoteState.CLOSED: "This commission is closed, so this deposit can't be paid. "
+    "Please get in touch with us.",
+}
+
+
+def start_deposit(
+    session: AnySession, quote_id: int, *, expiry_minutes: int, today: date
+) -> tuple[Order, bool]:
+    """The deposit order to pay: the one already in progress (or paid), else a new PENDING
+    order of one line with its expiry, its amount the quote's deposit. Returns it and whether
+    it is new. Holds the lead's row, so two clicks make one order; the caller commits before
+    asking Stripe. Raises :class:`QuoteRefusedError` for a quote that can't be paid."""
+    quote = session.get(BespokeQuote, quote_id)
+    if quote is None or leads.lock_lead(session, quote.lead_id) is None:
+        raise QuoteRefusedError("This quote no longer exists.")
+    session.refresh(quote)
+    existing = deposit_order(session, quote.id)
+    state = state_of(quote, existing, today)
+    if state in REFUSALS:
+        raise QuoteRefusedError(REFUSALS[state])
+    if existing is not None:
+        return existing, False
+    if state is QuoteState.PAID:
+        raise QuoteRefusedError("This deposit is already paid.")
+    lead = quote.lead
+    line = OrderLine(
+        product_id=None,
+        inventory_id=None,
+        product_name=DEPOSIT_LINE.format(reference=lead.reference),
+        product_slug="",
+        variant_key="",
+        configuration={},
+        configuration_summary=(
+            f"{quote.deposit_percent}% deposit on {format_money(quote.price, quote.currency)}"
+        ),
+        made_to_order=False,
+        unit_price=quote.deposit_amount,
+        quantity=1,
+    )
+    # No delivery for a deposit: the order keeps the client's name for the back office, and
+    # no address (the piece's delivery is arranged when it is made).
+    who = {"full_name": lead.name}
+    details = checkout.CheckoutDetails(
+        email=lead.email, shipping=who, billing=who, user_id=lead.user_id
+    )
+    order = checkout.create_pending_order(
+        session,
+        details,
+        currency=quote.currency,
+        lines=[line],
+        shipping=0,
+        expiry_minutes=expiry_minutes,
+        note=f"Deposit for commission {lead.reference} started",
+        bespoke_quote_id=quote.id,
+    )
+    return order, True
+
+
+def deposit_paid(session: AnySession, order: Order, *, stripe_event_id: str) -> None:
+    """The webhook marked a deposit order PAID (in its transaction): the quote is paid and the
+    lead WON, on its timeline, and the shopper is emailed. A deposit for a quote replaced or a
+    commission closed meanwhile is still recorded as paid, and the order flagged for staff."""
+    quote = session.get(BespokeQuote, order.bespoke_quote_id) if order.bespoke_quote_id else None
+    if quote is None:
+        checkout.flag(
+            order,
+            "Deposit paid for a quote that no longer exists: check it",
+            actor=leads.STRIPE_ACTOR,
+            stripe_event_id=stripe_event_id,
+        )
+        return
+    lead = leads.lock_lead(session, quote.lead_id)
+    assert lead is not None  # the quote belongs to it (cascade)
+    if quote.paid_at is None:
+        quote.paid_at = utcnow()
+    note = f"Deposit of {format_money(order.total, order.currency)} paid (order {order.number})"
+    problem = None
+    if quote.withdrawn_at is not None:
+        problem = DEPOSIT_WITHDRAWN_FLAG
+    elif lead.status is LeadStatus.WON:
+        leads.record(session, lead, actor=leads.STRIPE_ACTOR, note=note)
+    elif leads.can_move(lead.status, LeadStatus.WON):
+        leads.move(session, lead, LeadStatus.WON, actor=leads.STRIPE_ACTOR, note=note)
+    else:
+        problem = DEPOSIT_LEAD_CLOSED_FLAG.format(status=leads.LABELS[lead.status].lower())
+    if problem is not None:
+        leads.record(session, lead, actor=leads.STRIPE_ACTOR, note=f"{note}. {problem}")
+        checkout.flag(order, problem, actor=leads.STRIPE_ACTOR, stripe_event_id=stripe_event_id)
+    orders.email_shopper(
+        session,
+        order,
+        "quote_deposit_paid",
+        f"Your deposit for commission {lead.reference} is received",
+        lead=lead,
+        quote=quote,
+        **amounts(quote),
+    )
+    session.flush()
+
+
+def deposit_after_cancellation(session: AnySession, order: Order) -> None:
+    """Money for a deposit order that was already cancelled (its page expired, then the
+    payment landed): the order is flagged, and the commission's timeline says so too, so the
+    people who follow the lead see money was taken and decide (refund, or take it)."""
+    quote = session.get(BespokeQuote, order.bespoke_quote_id) if order.bespoke_quote_id else None
+    lead = leads.lock_lead(session, quote.lead_id) if quote is not None else None
+    if lead is None:
+        return
+    leads.record(
+        session,
+        lead,
+        actor=leads.STRIPE_ACTOR,
+        note=(
+            f"Deposit of {format_money(order.total, order.currency)} arrived after its order "
+            f"{order.number} was cancelled: refund it, or take it as the deposit"
+        ),
+    )
+
+
+def quotes_of(lead: BespokeLead) -> list[BespokeQuote]:
+    """The lead's quotes, newest first."""
+    return sorted(lead.quotes, key=lambda quote: quote.id, reverse=True)
+
+
+def deposit_orders(session: AnySession, lead: BespokeLead) -> dict[int, Order]:
+    """For each of the lead's quotes, its deposit order paid or being paid (one query)."""
+    ids = [quote.id for quote in lead.quotes]
+    if not ids:
+        return {}
+    found: dict[int, Order] = {}
+    for order in session.scalars(
+        select(Order)
+        .where(Order.bespoke_quote_id.in_(ids), Order.status.in_(sorted(LIVE)))
+        .order_by(Order.id)
+    ):
+        assert order.bespoke_quote_id is not None
+        found[order.bespoke_quote_id] = order
+    return found

@@ -1,0 +1,150 @@
+"""Browsing memory in the request: who is looking (the account, or the guest's visitor
+cookie), whether it is a person at all, and recording a product page's view without ever
+slowing or breaking the page. The rules live in :mod:`elysium.services.views`.
+
+A guest is known by a random id in a signed, HttpOnly, SameSite=Lax cookie
+(``elysium_visitor``; ``__Host-elysium_visitor`` in production, as every cookie of the shop's:
+see ``config.cookie_name``). It names nobody and opens nothing; it is sent with a product page
+only, and lasts ``VISITOR_COOKIE_DAYS`` after the last one. Robots, ``HEAD`` requests and
+prefetches get neither a cookie nor a row.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Sequence
+
+from flask import Response, current_app, g, request
+from flask_login import current_user
+from itsdangerous import BadData, URLSafeSerializer
+
+from elysium.config import cookie_name
+from elysium.extensions import db
+from elysium.models.catalog import Product
+from elysium.models.users import User
+from elysium.services import views
+
+COOKIE = "elysium_visitor"
+SALT = "elysium.browsing.visitor"
+VISITOR_COOKIE_DAYS = 180  # as long as views are kept (``flask analytics prune``)
+
+# Obvious robots and link previews, by what their user agent says about itself.
+ROBOT = re.compile(
+    r"bot|crawl|spider|slurp|preview|headless|lighthouse|facebookexternalhit|embedly|"
+    r"scrap|python-|curl/|wget|httpclient|go-http|okhttp|java/|monitor|pingdom|phantomjs",
+    re.IGNORECASE,
+)
+
+
+def _serializer(name: str) -> URLSafeSerializer:
+    return URLSafeSerializer(current_app.config["SECRET_KEY"], salt=f"{SALT}:{name}")
+
+
+def _cookie_name() -> str:
+    return cookie_name(COOKIE, secure=current_app.config["SESSION_COOKIE_SECURE"])
+
+
+def this_visitor() -> str | None:
+    """The guest's visitor id from their cookie; a missing or tampered one is none."""
+    name = _cookie_name()
+    raw = request.cookies.get(name)
+    if not raw:
+        return None
+    try:
+        visitor = _serializer(name).loads(raw)
+    except BadData:
+        return None
+    if not isinstance(visitor, str) or not 0 < len(visitor) <= views.MAX_VISITOR_LENGTH:
+        return None
+    return visitor
+
+
+def _visitor_for_request() -> str | None:
+    """The guest's id: from their cookie, else a new one for this request (a person only;
+    a product page sends it in the cookie)."""
+    visitor = this_visitor()
+    if visitor is None and is_a_person():
+        visitor = g.get("new_visitor") or secrets.token_urlsafe(16)
+        g.new_visitor = visitor
+    return visitor
+
+
+def is_a_person() -> bool:
+    """A plain GET from a browser: not a robot, not a ``HEAD``, not a prefetch or prerender."""
+    if request.method != "GET":
+        return False
+    agent = request.user_agent.string
+    if not agent or ROBOT.search(agent):
+        return False
+    purpose = " ".join(
+        request.headers.get(header, "") for header in ("Sec-Purpose", "Purpose", "X-Moz")
+    ).lower()
+    return "prefetch" not in purpose and "prerender" not in purpose
+
+
+def record_product_view(product_id: int, response: Response) -> None:
+    """After a product page is rendered: record the view (the one write a GET may make).
+
+    The page's own read-only transaction is ended first, so the commit carries this insert
+    alone. Any failure is logged and swallowed: the page is already rendered and is sent
+    as it is. A guest without a visitor id gets one, in the cookie sent with this page.
+    """
+    if not is_a_person():
+        return
+    user_id: int | None = current_user.id if current_user.is_authenticated else None
+    visitor: str | None = None
+    if user_id is None:
+        visitor = _visitor_for_request()
+        name = _cookie_name()
+        response.set_cookie(
+            name,
+            _serializer(name).dumps(visitor),
+            max_age=VISITOR_COOKIE_DAYS * 24 * 3600,
+            path="/",
+            secure=current_app.config["SESSION_COOKIE_SECURE"],
+            httponly=True,
+            samesite="Lax",
+        )
+    try:
+        db.session.rollback()
+        views.record_view(db.session, product_id, user_id=user_id, visitor=visitor)
+        db.session.commit()
+    except Exception:
+        current_app.logger.exception("Could not record a view of product %s", product_id)
+        try:
+            db.session.rollback()
+        except Exception:
+            current_app.logger.exception("Could not roll back after a failed view")
+
+
+def adopt_guest_views(user: User) -> None:
+    """On sign-in: the guest's views become the account's (the cookie stays: it names no
+    one, and views made after signing out are a new guest's until the next sign-in).
+
+    Commits its own change: it runs after the sign-in itself has been committed. A failure is
+    logged; the sign-in stands.
+    """
+    visitor = this_visitor()
+    if visitor is None:
+        return
+    try:
+        views.adopt_guest_views(db.session, visitor, user.id)
+        db.session.commit()
+    except Exception:
+        current_app.logger.exception("Could not move a guest's views to their account")
+        db.session.rollback()
+
+
+def recently_viewed(exclude: str | None = None) -> Sequence[Product]:
+    """The current visitor's recently viewed pieces (a template global, for the partial).
+
+    A newcomer is asked about too (under the id their first product page will give them), so
+    a page costs the same queries whatever the visitor's history; a robot is not.
+    """
+    if current_user.is_authenticated:
+        return views.recently_viewed(db.session, user_id=current_user.id, exclude_slug=exclude)
+    visitor = _visitor_for_request()
+    if visitor is None:
+        return []
+    return views.recently_viewed(db.session, visitor=visitor, exclude_slug=exclude)

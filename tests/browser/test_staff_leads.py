@@ -1,0 +1,82 @@
+"""Commissions in the back office, in Chromium with JavaScript and without: a member of staff
+opens the commissions, picks a status tab, opens a lead, marks it contacted and writes a note,
+and both are on the lead's timeline (and still there when the page is loaded again)."""
+
+from __future__ import annotations
+
+import re
+
+from playwright.sync_api import expect
+
+from elysium.extensions import db
+from elysium.models.engagement import BespokeLead, LeadStatus
+from tests.browser.test_staff import sign_in_with_second_factor
+from tests.support.staff import STAFF_EMAIL, create_staff
+
+
+def add_lead(app, name: str, status: LeadStatus) -> int:
+    with app.app_context():
+        lead = BespokeLead(
+            name=name,
+            email=f"{name.split()[0].lower()}@example.com",
+            message="A ring like my grandmother's,\nbut smaller.",
+            category="Ring",
+            status=status,
+        )
+        db.session.add(lead)
+        db.session.commit()
+        lead_id = lead.id
+        db.session.remove()
+    return lead_id
+
+
+def test_staff_find_a_lead_by_tab_move_it_and_note_it(page, app, javascript):
+    _, secret = create_staff(app)
+    grace = add_lead(app, "Grace Hopper", LeadStatus.NEW)
+    add_lead(app, "Alan Turing", LeadStatus.LOST)
+    reference = f"B{grace:05d}"
+
+    sign_in_with_second_factor(page, secret)
+    page.get_by_role("navigation", name="Back office").get_by_role(
+        "link", name="Commissions"
+    ).click()
+    expect(page).to_have_url(re.compile("/staff/leads$"))
+    results = page.locator("#lead-results")
+    expect(results.get_by_text("Grace Hopper")).to_be_visible()
+    expect(results.get_by_text("Alan Turing")).to_have_count(0)
+
+    tabs = page.get_by_role("navigation", name="Commissions by status")
+    tabs.get_by_role("link", name=re.compile("^Lost")).click()
+    expect(page).to_have_url(re.compile(r"/staff/leads\?tab=lost$"))
+    expect(results.get_by_text("Alan Turing")).to_be_visible()
+    expect(results.get_by_text("Grace Hopper")).to_have_count(0)
+    tabs.get_by_role("link", name=re.compile("^All")).click()
+    expect(page).to_have_url(re.compile(r"/staff/leads\?tab=all$"))
+    expect(results.get_by_text("Alan Turing")).to_be_visible()
+
+    results.get_by_role("link", name=reference).click()
+    expect(page).to_have_url(re.compile(f"/staff/leads/{grace}$"))
+    expect(page.get_by_role("heading", name=f"Commission {reference}")).to_be_visible()
+    expect(page.locator(".lead-idea")).to_have_text("A ring like my grandmother's,\nbut smaller.")
+
+    page.get_by_role("button", name="Mark contacted").click()
+    expect(page.get_by_text("The commission is now contacted.")).to_be_visible()
+    expect(page.locator(".lead-status__now")).to_have_text("Contacted")
+
+    page.get_by_label("Internal note").fill("Call back on Friday <b>after</b> four.")
+    page.get_by_role("button", name="Add note").click()
+    expect(page.get_by_text("Note added.")).to_be_visible()
+
+    timeline = page.locator("#lead-timeline")
+    expect(timeline.locator(".staff-timeline__title")).to_have_text(["New → Contacted"])
+    expect(timeline.locator(".staff-timeline__text")).to_have_text(
+        ["Call back on Friday <b>after</b> four."]
+    )
+    expect(timeline.locator(".staff-timeline__who").first).to_have_text(STAFF_EMAIL)
+
+    page.reload()
+    expect(timeline.locator(".staff-timeline__entry")).to_have_count(2)
+    expect(page.get_by_label("Internal note")).to_have_value("")
+    with app.app_context():
+        assert db.session.get(BespokeLead, grace).status is LeadStatus.CONTACTED
+        db.session.remove()

@@ -1,0 +1,415 @@
+"""Quotes on bespoke commissions and their deposits: staff write one (the server works out the
+deposit), the client gets a signed link, pays the deposit through the fake Stripe with the
+bag's own machinery, and the commission is won, once, whatever Stripe repeats."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+from flask import Flask
+from sqlalchemy import select
+
+from elysium.extensions import db
+from elysium.models import Order, OrderStatus
+from elysium.models.engagement import BespokeLead, BespokeQuote, LeadStatus
+from elysium.models.types import utcnow
+from elysium.services import orders, quotes
+from tests.conftest import PASSWORD, create_user, link_in, page_text, sent_emails
+from tests.html import Page, field_error, text_of
+from tests.support.checkout import Shop, session_id_from, stock
+from tests.support.staff import staff_client
+
+CLIENT = "grace@example.com"
+
+
+def make_lead(app: Flask, status: LeadStatus = LeadStatus.CONSULTATION, user: bool = True) -> int:
+    with app.app_context():
+        user_id = create_user(CLIENT, first_name="Grace", last_name="Hopper") if user else None
+        lead = BespokeLead(
+            name="Grace Hopper",
+            email=CLIENT,
+            message="An emerald ring, like my grandmother's",
+            status=status,
+            user_id=user_id,
+        )
+        db.session.add(lead)
+        db.session.commit()
+        lead_id = lead.id
+        db.session.remove()
+    return lead_id
+
+
+def quote_form(**changes: str) -> dict[str, str]:
+    return {
+        "description": "Emerald ring in 18k yellow gold, size 6",
+        "price": "1,000.05",
+        "deposit_percent": "30",
+        "valid_until": (utcnow().date() + timedelta(days=30)).isoformat(),
+        **changes,
+    }
+
+
+def lead_state(app: Flask, lead_id: int) -> dict:
+    with app.app_context():
+        lead = db.session.get(BespokeLead, lead_id)
+        found = {
+            "status": lead.status,
+            "events": [(e.actor, e.to_status, e.note) for e in lead.events],
+            "quotes": [
+                {
+                    "price": q.price,
+                    "deposit": q.deposit_amount,
+                    "percent": q.deposit_percent,
+                    "withdrawn": q.withdrawn_at is not None,
+                    "paid": q.paid_at is not None,
+                }
+                for q in lead.quotes
+            ],
+        }
+        db.session.remove()
+        return found
+
+
+def deposit_orders(app: Flask) -> list[dict]:
+    with app.app_context():
+        found = [
+            {
+                "number": order.number,
+                "status": order.status,
+                "total": order.total,
+                "quote": order.bespoke_quote_id,
+                "session": order.stripe_checkout_session_id,
+                "flagged": order.needs_attention,
+                "expires": order.checkout_expires_at,
+                "email": order.email,
+                "user_id": order.user_id,
+                "lines": [
+                    (line.product_name, line.product_id, line.inventory_id, line.unit_price)
+                    for line in order.lines
+                ],
+            }
+            for order in db.session.scalars(select(Order).order_by(Order.id))
+        ]
+        db.session.remove()
+        return found
+
+
+def send(staff, lead_id: int, **changes: str):
+    return staff.submit(f"/staff/leads/{lead_id}/quotes", quote_form(**changes))
+
+
+def quote_link(app: Flask, index: int = -1) -> str:
+    emails = [e for e in sent_emails(app, CLIENT) if e.template == "quote_sent"]
+    return link_in(emails[index], "/bespoke/quote/")
+
+
+def test_staff_write_a_quote_the_server_works_out_the_deposit_and_the_client_gets_its_link(
+    app: Flask,
+) -> None:
+    lead_id = make_lead(app)
+    staff = staff_client(app)
+
+    refused = send(staff, lead_id, price="lots", deposit_percent="0", valid_until="2001-01-01")
+    assert refused.status_code == 422
+    page = Page(refused)
+    assert page.one("input[name=price]")["value"] == "lots"
+    assert page.one("textarea[name=description]").get_text().strip() == quote_form()["description"]
+    assert field_error(page, "price") == "Enter the price in pounds, for example 4,800.00."
+    assert field_error(page, "deposit_percent") == "Enter a whole percentage from 1 to 100."
+    assert field_error(page, "valid_until") == "Choose a date after today."
+    too_far = (utcnow().date() + timedelta(days=400)).isoformat()
+    assert "a year at most" in page_text(send(staff, lead_id, valid_until=too_far))
+    assert lead_state(app, lead_id)["quotes"] == []
+    assert sent_emails(app, CLIENT) == []
+
+    # 30% of £1,000.05 is £300.015: rounded half up to £300.02. A deposit sent by the client
+    # (or a crafted form) is ignored.
+    sent = send(staff, lead_id, deposit_amount="1")
+    assert sent.status_code == 303
+    state = lead_state(app, lead_id)
+    assert state["status"] is LeadStatus.QUOTED
+    assert state["quotes"] == [
+        {"price": 100005, "deposit": 30002, "percent": 30, "withdrawn": False, "paid": False}
+    ]
+    actor, to_status, note = state["events"][-1]
+    assert (actor, to_status) == ("Kit Keeper", LeadStatus.QUOTED)
+    assert note.startswith("Quote sent: £1,000.05, deposit 30% (£300.02)")
+    first_link = quote_link(app)
+
+    shown = Page(staff.get(f"/staff/leads/{lead_id}/quotes"))
+    assert text_of(shown, "#lead-quotes .lead-quote__state") == "Current"
+
+    page = Page(app.test_client().get(first_link))
+    assert text_of(page, ".quote-page__price") == "£1,000.05"
+    assert text_of(page, ".quote-page__deposit") == "£300.02"
+    assert text_of(page, ".quote-page__balance") == "£700.03"
+
+    revised = send(staff, lead_id, price="4,800.00", deposit_percent="25")
+    assert revised.status_code == 303
+    state = lead_state(app, lead_id)
+    assert state["status"] is LeadStatus.QUOTED
+    assert [q["withdrawn"] for q in state["quotes"]] == [True, False]
+    assert state["quotes"][1]["deposit"] == 120000
+    assert state["events"][-1][1] is None
+    assert state["events"][-1][2].startswith("Revised quote sent: £4,800")
+    assert len([e for e in sent_emails(app, CLIENT) if e.template == "quote_sent"]) == 2
+
+    old = app.test_client().get(first_link)
+    assert "This quote was replaced by a newer one" in page_text(old)
+    assert Page(old).select(".quote-page__state form") == []
+    newest = Page(old).one(".quote-page__replaced a")["href"]
+    assert newest == quote_link(app)
+
+
+def test_a_tampered_or_foreign_token_is_not_found(app: Flask) -> None:
+    lead_id = make_lead(app)
+    send(staff_client(app), lead_id)
+    link = quote_link(app)
+    client = app.test_client()
+    assert client.get(link).status_code == 200
+    token = link.rsplit("/", 1)[1]
+    tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    assert client.get(f"/bespoke/quote/{tampered}").status_code == 404
+    with app.test_request_context():
+        quote = db.session.scalars(select(BespokeQuote)).one()
+        other_lead = quotes._serializer().dumps({"l": quote.lead_id + 1, "q": quote.id})
+        db.session.remove()
+    assert client.get(f"/bespoke/quote/{other_lead}").status_code == 404
+    assert client.get("/bespoke/quote/not-a-token").status_code == 404
+
+
+def pay_button(client, link: str):
+    client.get(link)
+    token = link.rsplit("/", 1)[1]
+    return client.post(f"/bespoke/quote/{token}/deposit", data={"csrf_token": client.csrf_token})
+
+
+def test_the_deposit_is_paid_through_stripe_and_the_commission_is_won_once(
+    shop: Shop, app: Flask
+) -> None:
+    lead_id = make_lead(app)
+    send(staff_client(shop.app), lead_id)
+    link = quote_link(app)
+    stock_before = stock(app)
+    client = shop.client()  # Grace, signed in to the account the commission is hers in
+    client.submit("/auth/login", {"email": CLIENT, "password": PASSWORD})
+    page = Page(client.get(link))
+    assert text_of(page, ".quote-page__state form button") == "Pay deposit of £300.02"
+
+    first = pay_button(client, link)
+    second = pay_button(client, link)  # a second click: the same order, the same page
+
+    assert first.status_code == second.status_code == 303
+    session_id = session_id_from(first.location)
+    assert session_id_from(second.location) == session_id
+    assert len(shop.fake.sessions) == 1
+    [order] = deposit_orders(app)
+    assert order["status"] is OrderStatus.PENDING
+    assert order["lines"] == [("Deposit — commission #" + f"B{lead_id:05d}", None, None, 30002)]
+    assert order["total"] == 30002
+    assert order["email"] == CLIENT
+    assert order["user_id"] is not None
+    assert order["expires"] is not None
+    session = shop.fake.session(session_id)
+    assert session["amount_total"] == 30002
+    assert session["client_reference_id"] == order["number"]
+
+    deliveries = shop.fake.pay(session_id)
+    [completed] = [d for d in deliveries if d.type == "checkout.session.completed"]
+    assert completed.status == 200
+
+    [order] = deposit_orders(app)
+    assert order["status"] is OrderStatus.PAID
+    assert order["flagged"] is False
+    state = lead_state(app, lead_id)
+    assert state["status"] is LeadStatus.WON
+    assert state["quotes"][0]["paid"] is True
+    assert state["events"][-1] == (
+        "stripe",
+        LeadStatus.WON,
+        f"Deposit of £300.02 paid (order {order['number']})",
+    )
+    assert stock(app) == stock_before  # a deposit takes no piece out of stock
+    [email] = [e for e in sent_emails(app, CLIENT) if e.order_id is not None]
+    assert email.template == "quote_deposit_paid"
+    assert "deposit of £300.02 for commission" in email.body_text
+    assert "Deposit paid — thank you" in page_text(client.get(link))
+
+    # Stripe repeats the event, then sends another completion for the same page: nothing moves.
+    before = (lead_state(app, lead_id), len(sent_emails(app)))
+    assert shop.fake.deliver(completed.event_id).status == 200
+    again = dict(shop.fake.event(completed.event_id)["data"]["object"])
+    payload, signature = shop.fake.signed_event("checkout.session.completed", again)
+    response = shop.app.test_client().post(
+        "/webhooks/stripe",
+        data=payload,
+        headers={"Content-Type": "application/json", "Stripe-Signature": signature},
+    )
+    assert response.status_code == 200
+    assert (lead_state(app, lead_id), len(sent_emails(app))) == before
+    assert [o["status"] for o in deposit_orders(app)] == [OrderStatus.PAID]
+
+    paid_again = pay_button(client, link)
+    assert paid_again.status_code == 303
+    assert len(deposit_orders(app)) == 1
+    assert len(shop.fake.sessions) == 1
+
+    success = client.get(f"/checkout/success?session_id={session_id}")
+    assert "Paid" in page_text(success)
+    assert "Delivering to" not in page_text(success)
+
+
+@pytest.mark.parametrize("why", ["expired", "withdrawn", "lost"])
+def test_a_quote_that_cant_be_paid_is_refused_and_asks_nothing_of_stripe(
+    shop: Shop, app: Flask, why: str
+) -> None:
+    lead_id = make_lead(app)
+    staff = staff_client(shop.app)
+    send(staff, lead_id)
+    link = quote_link(app)
+    with app.app_context():
+        lead = db.session.get(BespokeLead, lead_id)
+        if why == "expired":
+            lead.quotes[0].valid_until = utcnow().date() - timedelta(days=1)
+        elif why == "lost":
+            lead.status = LeadStatus.LOST
+        db.session.commit()
+        db.session.remove()
+    if why == "withdrawn":
+        send(staff, lead_id, price="2,000")
+
+    response = pay_button(shop.client(), link)
+
+    assert response.status_code == 409
+    message = {
+        "expired": "This quote has expired",
+        "withdrawn": "This quote was replaced by a newer one",
+        "lost": "This commission is closed",
+    }[why]
+    assert message in text_of(Page(response), ".quote-page__problem")
+    assert deposit_orders(app) == []
+    assert shop.fake.sessions == {}
+
+
+def test_a_deposit_paid_for_a_quote_replaced_meanwhile_is_kept_and_flagged(
+    shop: Shop, app: Flask
+) -> None:
+    lead_id = make_lead(app)
+    staff = staff_client(shop.app)
+    send(staff, lead_id)
+    client = shop.client()
+    old_link = quote_link(app)
+    session_id = session_id_from(pay_button(client, old_link).location)
+    send(staff, lead_id, price="2,000")  # the page at Stripe is still open
+    assert pay_button(client, old_link).status_code == 409  # not sent back to it
+    assert len(deposit_orders(app)) == 1
+
+    shop.fake.pay(session_id)
+
+    [order] = deposit_orders(app)
+    assert order["status"] is OrderStatus.PAID
+    assert order["flagged"] is True
+    state = lead_state(app, lead_id)
+    assert state["status"] is LeadStatus.QUOTED
+    assert state["quotes"][0]["paid"] is True
+    assert "had been replaced" in state["events"][-1][2]
+
+
+def test_a_deposit_paid_after_its_order_was_cancelled_is_on_the_commissions_timeline(
+    shop: Shop, app: Flask
+) -> None:
+    lead_id = make_lead(app)
+    send(staff_client(shop.app), lead_id)
+    session_id = session_id_from(pay_button(shop.client(), quote_link(app)).location)
+    with app.app_context():
+        order = db.session.scalars(select(Order).where(Order.bespoke_quote_id.is_not(None))).one()
+        orders.transition_to(order, OrderStatus.CANCELLED, actor="sweeper")
+        db.session.commit()
+        db.session.remove()
+
+    shop.fake.pay(session_id)  # the money lands anyway
+
+    [order] = deposit_orders(app)
+    assert order["status"] is OrderStatus.CANCELLED
+    assert order["flagged"] is True
+    state = lead_state(app, lead_id)
+    assert state["status"] is LeadStatus.QUOTED
+    assert "arrived after its order" in state["events"][-1][2]
+
+
+def test_deposit_orders_are_not_pieces_to_fulfil_and_wear_a_deposit_flag(
+    shop: Shop, app: Flask
+) -> None:
+    lead_id = make_lead(app)
+    staff = staff_client(shop.app)
+    send(staff, lead_id)
+    session_id = session_id_from(pay_button(shop.client(), quote_link(app)).location)
+    shop.fake.pay(session_id)
+    [order] = deposit_orders(app)
+    number = order["number"]
+
+    to_fulfil = Page(staff.get("/staff/orders?tab=to-fulfil"))
+    assert to_fulfil.select(f"#order-{number}") == []
+    every = Page(staff.get("/staff/orders?tab=all"))
+    assert text_of(every, f"#order-{number} .order-row__flags") == "Deposit"
+    assert "Deposit" in page_text(staff.get("/staff/orders.csv?tab=all"))
+
+    refused = staff.post(f"/staff/orders/{number}/fulfil", data={"csrf_token": staff.csrf_token})
+    assert refused.status_code == 409
+    assert "is a deposit on a commission" in page_text(refused)
+    assert deposit_orders(app)[0]["status"] is OrderStatus.PAID
+
+    lead_page = Page(staff.get(f"/staff/leads/{lead_id}/quotes"))
+    assert text_of(lead_page, ".lead-quote__order") == number
+    assert text_of(lead_page, ".lead-quote__state") == "Deposit paid"
+
+
+def test_the_clients_commissions_show_the_quote_then_the_deposit_paid(
+    shop: Shop, app: Flask
+) -> None:
+    lead_id = make_lead(app)
+    send(staff_client(shop.app), lead_id)
+    with shop.app.test_request_context():
+        from flask import render_template_string
+
+        lead = db.session.get(BespokeLead, lead_id)
+        before = render_template_string('{% include "quotes/_account_quote.html" %}', lead=lead)
+        db.session.remove()
+    assert "See your quote" in before
+    assert re.search(r'href="/bespoke/quote/[^"]+"', before)
+    session_id = session_id_from(pay_button(shop.client(), quote_link(app)).location)
+    shop.fake.pay(session_id)
+    with shop.app.test_request_context():
+        from flask import render_template_string
+
+        lead = db.session.get(BespokeLead, lead_id)
+        after = render_template_string('{% include "quotes/_account_quote.html" %}', lead=lead)
+        db.session.remove()
+    assert "Deposit paid" in after
+
+
+def test_a_deposit_page_that_expires_unpaid_can_be_paid_again_from_the_quote(
+    shop: Shop, app: Flask
+) -> None:
+    lead_id = make_lead(app)
+    send(staff_client(shop.app), lead_id)
+    link = quote_link(app)
+    client = shop.client()
+    first = session_id_from(pay_button(client, link).location)
+
+    shop.fake.expire(first)
+
+    assert [o["status"] for o in deposit_orders(app)] == [OrderStatus.CANCELLED]
+    [email] = [e for e in sent_emails(app, CLIENT) if e.template == "order_cancelled"]
+    assert "Your deposit payment" in email.body_text
+    assert "bag" not in email.body_text
+    assert lead_state(app, lead_id)["status"] is LeadStatus.QUOTED
+
+    second = session_id_from(pay_button(client, link).location)
+    assert second != first
+    assert [o["status"] for o in deposit_orders(app)] == [
+        OrderStatus.CANCELLED,
+        OrderStatus.PENDING,
+    ]
