@@ -119,7 +119,6 @@ def register_templating(app: Flask) -> None:
     from elysium.integrations.stripe_gateway import demo_payments
     from elysium.models.catalog import Category
     from elysium.money import format_money
-    from elysium.quotes.panel import account_quote, quote_panel
     from elysium.seo import product_json_ld
     from elysium.services.inventory import product_availability
     from elysium.services.orders import (
@@ -136,6 +135,7 @@ def register_templating(app: Flask) -> None:
     from elysium.web.artwork import line_picture, product_picture
     from elysium.web.browsing import recently_viewed
     from elysium.web.cart import cart_template_context
+    from elysium.web.quotes import account_quote, quote_panel
     from elysium.web.wishlist import wishlist_heart
 
     app.jinja_env.filters["money"] = format_money

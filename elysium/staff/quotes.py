@@ -26,8 +26,8 @@ from elysium.extensions import db
 from elysium.htmx import is_htmx
 from elysium.models.engagement import BespokeLead
 from elysium.models.types import utcnow
-from elysium.quotes.forms import QuoteForm
 from elysium.services import quotes
+from elysium.web.quotes import QuoteForm
 
 bp = Blueprint("quotes", __name__)
 

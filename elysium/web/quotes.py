@@ -1,19 +1,45 @@
 """What the pages show of a commission's quotes, given only the lead: the staff's quote panel
-(``staff/leads/_quote.html``, included in the lead's page) and the shopper's line on their
-commissions page (``quotes/_account_quote.html``). The factory makes both template globals."""
+(``staff/leads/_quote.html``, included in the lead's page, with the quote form) and the
+shopper's line on their commissions page (``quotes/_account_quote.html``). The factory makes
+both template globals. The form reads the input as typed; the rules live in
+``services.quotes``."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from flask import url_for
+from flask_wtf import FlaskForm
+from wtforms import DateField, StringField, TextAreaField
+from wtforms.validators import Optional
 
 from elysium.extensions import db
 from elysium.models.engagement import BespokeLead, BespokeQuote, LeadStatus
 from elysium.models.orders import Order
 from elysium.models.types import utcnow
-from elysium.quotes.forms import QuoteForm
 from elysium.services import quotes
+from elysium.services.quotes import DEFAULT_DEPOSIT_PERCENT, DESCRIPTION_MAX
+
+
+class QuoteForm(FlaskForm):
+    description = TextAreaField(
+        "What the price is for",
+        description="The piece as agreed: metal, stones, size, finish. The client reads this.",
+        render_kw={"rows": 4, "maxlength": DESCRIPTION_MAX},
+    )
+    price = StringField(
+        "Price (£)",
+        description="The whole price, for example 4,800.00",
+        render_kw={"inputmode": "decimal", "autocomplete": "off"},
+    )
+    deposit_percent = StringField(
+        "Deposit (%)",
+        default=str(DEFAULT_DEPOSIT_PERCENT),
+        description="From 1 to 100; the deposit is worked out from the price",
+        render_kw={"inputmode": "numeric", "autocomplete": "off"},
+    )
+    # Optional here: the service says what is missing, with the other fields' messages.
+    valid_until = DateField("Valid until", validators=[Optional()])
 
 
 @dataclass(frozen=True)
