@@ -29,6 +29,28 @@ def test_no_module_but_the_factory_imports_a_blueprints_routes() -> None:
     assert importing == []
 
 
+def _blueprint_packages() -> set[str]:
+    """The packages under elysium/ that hold a blueprint (a routes module, or staff's)."""
+    return {
+        folder.name
+        for folder in PACKAGE.iterdir()
+        if folder.is_dir() and any(folder.glob("routes.py"))
+    }
+
+
+def test_blueprints_are_neighbours_none_imports_another() -> None:
+    blueprints = _blueprint_packages()
+    assert {"shop", "cart", "staff", "bespoke", "quotes"} <= blueprints
+    leaning = [
+        f"{path.relative_to(ROOT)}: {match.group(0)}"
+        for name in sorted(blueprints)
+        for path in _modules(PACKAGE / name)
+        for match in re.finditer(r"from elysium\.([a-z_]+)[. ]", path.read_text())
+        if match.group(1) in blueprints and match.group(1) != name
+    ]
+    assert leaning == []
+
+
 def test_app_wide_hooks_and_template_globals_are_registered_by_the_factory_only() -> None:
     registering = [
         str(path.relative_to(ROOT))
