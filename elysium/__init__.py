@@ -88,6 +88,7 @@ def register_extensions(app: Flask) -> None:
     from elysium import models  # noqa: F401  (every table must be known to Alembic)
     from elysium.extensions import cache, csrf, db, limiter, migrate
     from elysium.integrations.google import init_app as init_google
+    from elysium.integrations.sanity import check_settings as check_sanity_settings
     from elysium.integrations.stripe_gateway import check_settings as check_stripe_settings
     from elysium.services.outbox import init_app as init_outbox
     from elysium.web.sign_in import init_app as init_sessions
@@ -101,6 +102,7 @@ def register_extensions(app: Flask) -> None:
     init_sessions(app)
     init_google(app)
     check_stripe_settings(app)
+    check_sanity_settings(app)
     app.config.update(rate_limit_settings(app.config))
     app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
     # Retry-After is written by the page that refuses, which knows which rule refused (Flask-

@@ -15,9 +15,10 @@ from flask.cli import AppGroup, with_appcontext
 
 from elysium.config import ConfigurationError
 from elysium.extensions import db
+from elysium.integrations import sanity
 from elysium.integrations.email import backend_from_config
 from elysium.models.types import utcnow
-from elysium.services import staff, views
+from elysium.services import catalog_sync, staff, views
 from elysium.services.cart import purge_guest_carts
 from elysium.services.checkout import stale_order_ids, sweep_stale_order
 from elysium.services.outbox import CLAIM_BATCH, SendReport, send_pending
@@ -29,6 +30,7 @@ emails_cli = AppGroup("emails", help="The email outbox: send what is waiting, re
 carts_cli = AppGroup("carts", help="Bags: clear out the ones guests abandoned.")
 orders_cli = AppGroup("orders", help="Orders: the safety nets cron runs.")
 analytics_cli = AppGroup("analytics", help="Browsing memory: the product views the shop keeps.")
+catalog_cli = AppGroup("catalog", help="The catalogue: follow the house's Sanity studio.")
 AGE = re.compile(r"([1-9][0-9]{0,4})([dh])")
 
 
@@ -236,6 +238,34 @@ def expire_stale_command(grace_minutes: int) -> None:
     click.echo(f"Stale checkouts: {summary or 'none'}.")
 
 
+@catalog_cli.command("sync")
+def catalog_sync_command() -> None:
+    """Pull every collection and product from Sanity and upsert them (one transaction per
+    document; a malformed one is skipped with its reason). Pieces Sanity no longer has are
+    unpublished, never deleted. Safe to run again, and on several hosts at once."""
+    if not sanity.configured():
+        raise click.ClickException(
+            "Sanity is not configured: set SANITY_PROJECT_ID and SANITY_DATASET "
+            "(without them the built-in catalogue serves; see `flask seed`)."
+        )
+    try:
+        report = catalog_sync.sync_all(
+            db.session,
+            sanity.iter_documents("collection"),
+            sanity.iter_documents("product"),
+            currency=current_app.config["SHOP_CURRENCY"],
+        )
+    except sanity.SanityError as error:
+        db.session.rollback()
+        raise click.ClickException(
+            f"Sanity could not be read ({error}). What was synced before stays; "
+            "nothing was unpublished. Run the sync again later."
+        ) from error
+    click.echo(f"Catalogue synced from Sanity: {report}.")
+    for skipped in report.skipped:
+        click.echo(f"Skipped {skipped}")
+
+
 def register(app: Flask) -> None:
     app.cli.add_command(seed_command)
     app.cli.add_command(create_staff_command)
@@ -244,3 +274,4 @@ def register(app: Flask) -> None:
     app.cli.add_command(carts_cli)
     app.cli.add_command(orders_cli)
     app.cli.add_command(analytics_cli)
+    app.cli.add_command(catalog_cli)

@@ -128,6 +128,14 @@ def settings_from_environment(environ: Mapping[str, str], instance_path: str) ->
         "STRIPE_MAX_NETWORK_RETRIES": _int(environ, "STRIPE_MAX_NETWORK_RETRIES", 2),
         "STRIPE_WEBHOOK_TOLERANCE_SECONDS": _int(environ, "STRIPE_WEBHOOK_TOLERANCE_SECONDS", 300),
         "CHECKOUT_EXPIRY_MINUTES": checkout_expiry_minutes(environ),
+        "SANITY_PROJECT_ID": environ.get("SANITY_PROJECT_ID", "").strip() or None,
+        "SANITY_DATASET": environ.get("SANITY_DATASET", "").strip() or None,
+        "SANITY_API_VERSION": environ.get("SANITY_API_VERSION", "").strip() or "v2025-02-19",
+        "SANITY_READ_TOKEN": environ.get("SANITY_READ_TOKEN") or None,
+        "SANITY_API_HOST": (environ.get("SANITY_API_HOST") or "").strip().rstrip("/") or None,
+        "SANITY_WEBHOOK_SECRET": environ.get("SANITY_WEBHOOK_SECRET") or None,
+        "SANITY_TIMEOUT_SECONDS": _int(environ, "SANITY_TIMEOUT_SECONDS", 10),
+        "SANITY_MAX_RETRIES": _int(environ, "SANITY_MAX_RETRIES", 3),
         "SIGNATURE_REQUIRED_ABOVE": _int(environ, "SIGNATURE_REQUIRED_ABOVE", 50000),
     }
 

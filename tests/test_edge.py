@@ -395,6 +395,7 @@ def _calls(visit: Visit) -> dict[tuple[str, str], Call]:
         ("auth.google_link", "GET"): Call("guest", "/auth/google/link"),
         ("auth.google_link", "POST"): Call("guest", "/auth/google/link", {"password": PASSWORD}),
         ("webhooks.stripe_event", "POST"): Call("guest", "/webhooks/stripe"),
+        ("webhooks.sanity_event", "POST"): Call("guest", "/webhooks/sanity"),
         ("bespoke.form", "GET"): Call(
             "guest", "/bespoke", query={"from": ring, "metal": "platinum", "diamond": "0.50ct"}
         ),

@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -88,6 +89,10 @@ class Product(db.Model):
     )
     description: Mapped[str] = mapped_column(Text, default="")
     details: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # Images from the content source (Sanity's CDN): [{"url": ..., "alt": ...}], in order.
+    images: Mapped[list[dict[str, str]]] = mapped_column(
+        JSON, default=list, server_default=text("'[]'")
+    )
     base_price: Mapped[int] = mapped_column(Integer)
     currency: Mapped[str] = mapped_column(String(3))
     engraving_fee: Mapped[int | None] = mapped_column(Integer)

@@ -529,6 +529,15 @@ def _over_stock_message(availability: Availability, wanted: int, lines: int) -> 
     )
 
 
+def _no_longer_offered(error: ConfigurationError) -> str:
+    """What to tell the shopper when the catalogue no longer offers the line's choice (an
+    option removed in the studio, say)."""
+    for name in ("metal", "diamond"):
+        if name in error.errors:
+            return f"This {name} is no longer offered for this piece — please remove it."
+    return "This choice is no longer offered — please remove it."
+
+
 def _assess(
     line: CartLine, wanted: Counter[VariantKey], lines_on: Counter[VariantKey], held: Counter[int]
 ) -> CartItem:
@@ -543,8 +552,8 @@ def _assess(
     blocking = False
     try:
         configure(product, line.configuration, require_size=True)
-    except ConfigurationError:
-        problem, blocking = "This choice is no longer offered — please remove it.", True
+    except ConfigurationError as error:
+        problem, blocking = _no_longer_offered(error), True
     if problem is None and not product.published:
         problem, blocking = "This piece is no longer offered — please remove it.", True
     if problem is None:

@@ -1,0 +1,498 @@
+"""Following the house's Sanity studio: collections and products upserted from its documents.
+
+The service takes documents (the contract's projection, see docs) and never fetches them
+itself, so the command, the webhook and the tests feed it the same way. Each document is
+validated completely before anything is written, and written in its own transaction: a bad
+document is skipped with its reason and never half-written, and one failure never stops the
+rest. Rows are matched by ``external_id`` (the Sanity ``_id``), else a demo piece with the same
+slug and no ``external_id`` is adopted. Nothing is written when nothing changed, so running
+the same documents again reports nothing updated. Stock is not Sanity's: a new variant gets a
+row at zero (made to order when the piece has a lead time) and an existing row is never
+touched. Orders never change: their lines are snapshots.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
+
+from elysium.models.catalog import Category, Collection, OptionKind, Product, ProductOption
+from elysium.models.inventory import Inventory
+from elysium.services.sql import AnySession
+
+logger = logging.getLogger(__name__)
+
+METAL_CODES = frozenset({"yellow-gold", "white-gold", "rose-gold", "platinum"})
+DIAMOND_CODE = re.compile(r"\d+\.\d\dct")
+SLUG = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+IMAGE_PREFIX = "https://cdn.sanity.io/images/"
+DRAFT_PREFIX = "drafts."
+DEFAULT_CURRENCY = "GBP"
+MAX_INT = 2**31 - 1  # the columns are 32-bit integers
+
+
+class InvalidDocumentError(ValueError):
+    """The document can't be used; ``reason`` says why (logged and reported)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class Skipped:
+    doc_id: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.doc_id}: {self.reason}"
+
+
+@dataclass
+class SyncReport:
+    collections_created: int = 0
+    collections_updated: int = 0
+    collections_unpublished: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    unpublished: int = 0
+    skipped: list[Skipped] = field(default_factory=list)
+
+    def count(self, kind: str, outcome: str) -> None:
+        if outcome == "skipped":
+            return
+        name = outcome if kind == "product" else f"collections_{outcome}"
+        if hasattr(self, name):
+            setattr(self, name, getattr(self, name) + 1)
+
+    def __str__(self) -> str:
+        return (
+            f"collections: {self.collections_created} created, {self.collections_updated} "
+            f"updated, {self.collections_unpublished} unpublished; products: {self.created} "
+            f"created, {self.updated} updated, {self.unpublished} unpublished, "
+            f"{self.unchanged} unchanged; {len(self.skipped)} skipped"
+        )
+
+
+# --- validation -------------------------------------------------------------------------
+
+
+def _text(doc: dict[str, Any], name: str, *, required: bool = True, limit: int = 0) -> str:
+    value = doc.get(name)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise InvalidDocumentError(f"{name} is missing or not text")
+    if limit and len(value) > limit:
+        raise InvalidDocumentError(f"{name} is longer than {limit} characters")
+    return value.strip()
+
+
+def _int(doc: dict[str, Any], name: str, *, required: bool = True, minimum: int = 0) -> int | None:
+    value = doc.get(name)
+    if value is None and not required:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidDocumentError(f"{name} must be a whole number (minor units for prices)")
+    if value < minimum:
+        raise InvalidDocumentError(f"{name} must be at least {minimum}")
+    if value > MAX_INT:
+        raise InvalidDocumentError(f"{name} is too large")
+    return value
+
+
+def _slug(doc: dict[str, Any], limit: int) -> str:
+    slug = doc.get("slug")
+    if not isinstance(slug, str) or not SLUG.fullmatch(slug) or len(slug) > limit:
+        raise InvalidDocumentError(f"slug {slug!r} is not lower-case words joined by hyphens")
+    return slug
+
+
+def _seo(doc: dict[str, Any]) -> tuple[str | None, str | None]:
+    seo = doc.get("seo")
+    if seo is None:
+        return None, None
+    if not isinstance(seo, dict):
+        raise InvalidDocumentError("seo must be an object")
+    values = []
+    for name, limit in (("title", 200), ("description", 320)):
+        value = seo.get(name)
+        if value is not None and (not isinstance(value, str) or len(value) > limit):
+            raise InvalidDocumentError(f"seo.{name} must be text of at most {limit} characters")
+        values.append(value.strip() or None if isinstance(value, str) else None)
+    return values[0], values[1]
+
+
+def _check_id(doc: dict[str, Any], doc_type: str) -> str:
+    doc_id = doc.get("_id")
+    if not isinstance(doc_id, str) or not doc_id or len(doc_id) > 120:
+        raise InvalidDocumentError("_id is missing")
+    if doc.get("_type") != doc_type:
+        raise InvalidDocumentError(f"_type is {doc.get('_type')!r}, not {doc_type!r}")
+    return doc_id
+
+
+def collection_values(doc: dict[str, Any]) -> dict[str, Any]:
+    """The collection's columns from a document; :class:`InvalidDocumentError` if unusable."""
+    _check_id(doc, "collection")
+    seo_title, seo_description = _seo(doc)
+    return {
+        "slug": _slug(doc, 80),
+        "name": _text(doc, "title", limit=120),
+        "tagline": _text(doc, "tagline", required=False, limit=200),
+        "description": _text(doc, "description", required=False),
+        "position": _int(doc, "position", required=False) or 0,
+        "seo_title": seo_title,
+        "seo_description": seo_description,
+        "published": True,
+    }
+
+
+def _options(doc: dict[str, Any], name: str, kind: OptionKind) -> list[dict[str, Any]]:
+    raw = doc.get(name)
+    if raw is None and kind is OptionKind.DIAMOND:
+        return []
+    if not isinstance(raw, list) or (kind is OptionKind.METAL and not raw):
+        raise InvalidDocumentError(f"{name} must be a list (with at least one metal)")
+    options, seen = [], set()
+    for position, option in enumerate(raw):
+        if not isinstance(option, dict):
+            raise InvalidDocumentError(f"{name}[{position}] must be an object")
+        code = option.get("code")
+        known = isinstance(code, str) and (
+            code in METAL_CODES
+            if kind is OptionKind.METAL
+            else DIAMOND_CODE.fullmatch(code) is not None
+        )
+        if not known or len(code) > 40:
+            raise InvalidDocumentError(f"{name}[{position}] has an unknown code {code!r}")
+        if code in seen:
+            raise InvalidDocumentError(f"{name} has the code {code!r} twice")
+        seen.add(code)
+        options.append(
+            {
+                "kind": kind,
+                "code": code,
+                "label": _text(option, "label", limit=120),
+                "price_delta": _int(option, "priceDelta"),
+                "position": position,
+            }
+        )
+    return options
+
+
+def _images(doc: dict[str, Any]) -> list[dict[str, str]]:
+    raw = doc.get("images") or []
+    if not isinstance(raw, list):
+        raise InvalidDocumentError("images must be a list")
+    images = []
+    for position, image in enumerate(raw):
+        url = image.get("url") if isinstance(image, dict) else None
+        if not isinstance(url, str) or not url.startswith(IMAGE_PREFIX) or len(url) > 500:
+            raise InvalidDocumentError(f"images[{position}] is not a Sanity CDN image URL")
+        alt = image.get("alt")
+        images.append({"url": url, "alt": alt.strip() if isinstance(alt, str) else ""})
+    return images
+
+
+def product_values(doc: dict[str, Any], currency: str = DEFAULT_CURRENCY) -> dict[str, Any]:
+    """The product's columns and options from a document; :class:`InvalidDocumentError` if
+    anything is unusable (nothing is written for it)."""
+    _check_id(doc, "product")
+    category = doc.get("category")
+    if not isinstance(category, str) or category not in {c.value for c in Category}:
+        raise InvalidDocumentError(f"category {category!r} is not one the shop sells")
+    if doc.get("currency") != currency:
+        raise InvalidDocumentError(f"currency {doc.get('currency')!r} is not the shop's {currency}")
+    published = doc.get("published")
+    if not isinstance(published, bool):
+        raise InvalidDocumentError("published must be true or false")
+    details = doc.get("details") or []
+    if not isinstance(details, list) or not all(isinstance(d, str) for d in details):
+        raise InvalidDocumentError("details must be a list of text")
+    released = doc.get("releasedAt")
+    try:
+        released_at = datetime.combine(date.fromisoformat(released), datetime.min.time(), UTC)
+    except (TypeError, ValueError):
+        raise InvalidDocumentError(f"releasedAt {released!r} is not a date") from None
+    collection = doc.get("collection")
+    if collection is not None and (
+        not isinstance(collection, str) or not SLUG.fullmatch(collection)
+    ):
+        raise InvalidDocumentError(f"collection {collection!r} is not a collection slug")
+    seo_title, seo_description = _seo(doc)
+    return {
+        "slug": _slug(doc, 120),
+        "name": _text(doc, "title", limit=160),
+        "category": Category(category),
+        "collection_slug": collection,
+        "description": _text(doc, "description", required=False),
+        "details": [d.strip() for d in details if d.strip()],
+        "base_price": _int(doc, "basePrice"),
+        "currency": currency,
+        "engraving_fee": _int(doc, "engravingFee", required=False),
+        "lead_time_weeks": _int(doc, "leadTimeWeeks", required=False, minimum=1),
+        "featured_rank": _int(doc, "featuredRank", required=False, minimum=-(2**31)),
+        "released_at": released_at,
+        "published": published,
+        "seo_title": seo_title,
+        "seo_description": seo_description,
+        "images": _images(doc),
+        "options": _options(doc, "metals", OptionKind.METAL)
+        + _options(doc, "diamonds", OptionKind.DIAMOND),
+    }
+
+
+# --- writing ----------------------------------------------------------------------------
+
+
+def _set(obj: object, values: dict[str, Any]) -> bool:
+    changed = False
+    for name, value in values.items():
+        current = getattr(obj, name)
+        if isinstance(current, datetime) and isinstance(value, datetime):
+            same = current.replace(tzinfo=current.tzinfo or UTC) == value
+        else:
+            same = current == value
+        if not same:
+            setattr(obj, name, value)
+            changed = True
+    return changed
+
+
+class _WrittenMeanwhileError(Exception):
+    """Another host wrote the same document between two of our reads."""
+
+
+def _check_slug(
+    session: AnySession, model: type, slug: str, row: object | None, doc_id: str
+) -> None:
+    """Refuse a slug another row holds (another Sanity document's, or a shop row that
+    can't be adopted because it already belongs to a different document)."""
+    holder = session.scalar(select(model).where(model.slug == slug))
+    if holder is not None and holder is not row and holder.external_id == doc_id:
+        raise _WrittenMeanwhileError()  # another host wrote this document since we looked: retry
+    if holder is not None and holder is not row:
+        owner = holder.external_id or "a piece not from Sanity"
+        raise InvalidDocumentError(f"slug {slug!r} is taken by {owner}")
+
+
+def _apply_collection(session: AnySession, doc: dict[str, Any]) -> str:
+    values = collection_values(doc)
+    doc_id = doc["_id"]
+    collection = session.scalar(select(Collection).where(Collection.external_id == doc_id))
+    if collection is None:
+        collection = session.scalar(
+            select(Collection).where(
+                Collection.slug == values["slug"], Collection.external_id.is_(None)
+            )
+        )
+        _check_slug(session, Collection, values["slug"], collection, doc_id)
+        if collection is None:
+            session.add(Collection(external_id=doc_id, **values))
+            return "created"
+        collection.external_id = doc_id
+        _set(collection, values)
+        return "updated"
+    _check_slug(session, Collection, values["slug"], collection, doc_id)
+    return "updated" if _set(collection, values) else "unchanged"
+
+
+def _variant_keys(options: list[dict[str, Any]]) -> list[str]:
+    metals = [o["code"] for o in options if o["kind"] is OptionKind.METAL]
+    diamonds = [o["code"] for o in options if o["kind"] is OptionKind.DIAMOND]
+    if not diamonds:
+        return metals
+    return [f"{metal}/{diamond}" for metal in metals for diamond in diamonds]
+
+
+def _sync_options(product: Product, wanted: list[dict[str, Any]]) -> bool:
+    """Add, update and remove options by (kind, code); a kept code keeps its row (and id)."""
+    existing = {(option.kind, option.code): option for option in product.options}
+    changed = False
+    keep = set()
+    for option in wanted:
+        key = (option["kind"], option["code"])
+        keep.add(key)
+        values = {k: option[k] for k in ("label", "price_delta", "position")}
+        if key in existing:
+            changed |= _set(existing[key], values)
+        else:
+            product.options.append(
+                ProductOption(kind=option["kind"], code=option["code"], **values)
+            )
+            changed = True
+    for key, option in existing.items():
+        if key not in keep:
+            product.options.remove(option)
+            changed = True
+    return changed
+
+
+def _apply_product(session: AnySession, doc: dict[str, Any], currency: str) -> str:
+    values = product_values(doc, currency)
+    doc_id = doc["_id"]
+    options = values.pop("options")
+    collection_slug = values.pop("collection_slug")
+    collection_id = None
+    if collection_slug is not None:
+        collection_id = session.scalar(
+            select(Collection.id).where(Collection.slug == collection_slug)
+        )
+        if collection_id is None:
+            raise InvalidDocumentError(f"collection {collection_slug!r} is not in the shop")
+    values["collection_id"] = collection_id
+
+    loading = (selectinload(Product.options), selectinload(Product.inventory))
+    product = session.scalar(select(Product).where(Product.external_id == doc_id).options(*loading))
+    outcome = "unchanged"
+    if product is None:
+        product = session.scalar(
+            select(Product)
+            .where(Product.slug == values["slug"], Product.external_id.is_(None))
+            .options(*loading)
+        )
+    _check_slug(session, Product, values["slug"], product, doc_id)
+    if product is None:
+        product = Product(external_id=doc_id, **values)
+        session.add(product)
+        outcome = "created"
+    elif product.external_id is None:
+        product.external_id = doc_id
+        outcome = "updated"
+    if outcome != "created" and _set(product, values):
+        outcome = "updated"
+    if _sync_options(product, options) and outcome == "unchanged":
+        outcome = "updated"
+    stocked = {row.variant_key for row in product.inventory}
+    for key in _variant_keys(options):
+        if key not in stocked:
+            product.inventory.append(Inventory(variant_key=key, stock_level=0))
+    return outcome
+
+
+def sync_document(
+    session: AnySession, doc: dict[str, Any], *, currency: str = DEFAULT_CURRENCY
+) -> str:
+    """Write one document in its own transaction (committed here) and say what happened:
+    ``created``, ``updated``, ``unchanged``, or ``ignored`` (a draft). Raises
+    :class:`InvalidDocumentError` (nothing written) for a document that can't be used.
+
+    A second host inserting the same document at the same moment makes the unique
+    constraints refuse one insert: that one is retried once as an update.
+    """
+    if not isinstance(doc, dict):
+        raise InvalidDocumentError("not a document")
+    doc_id = doc.get("_id")
+    if isinstance(doc_id, str) and doc_id.startswith(DRAFT_PREFIX):
+        return "ignored"
+    apply = _apply_product if doc.get("_type") == "product" else None
+    for attempt in (1, 2):
+        try:
+            if apply is None:
+                outcome = _apply_collection(session, doc)
+            else:
+                outcome = apply(session, doc, currency)
+            session.commit()
+            return outcome
+        except (IntegrityError, _WrittenMeanwhileError):
+            session.rollback()
+            if attempt == 2:
+                raise
+        except Exception:
+            session.rollback()
+            raise
+    raise AssertionError("unreachable")
+
+
+def unpublish(session: AnySession, doc_id: str) -> bool:
+    """Hide the product (or collection) kept for this Sanity document; never deletes (orders
+    refer to it). True if it was published until now. Commits."""
+    changed = 0
+    for model in (Product, Collection):
+        result = session.execute(
+            update(model)
+            .where(model.external_id == doc_id, model.published.is_(True))
+            .values(published=False)
+            .execution_options(synchronize_session="fetch")
+        )
+        changed += result.rowcount or 0
+    session.commit()
+    return changed > 0
+
+
+def _sync_many(
+    session: AnySession,
+    docs: Iterable[dict[str, Any]],
+    kind: str,
+    report: SyncReport,
+    currency: str,
+) -> set[str]:
+    """Sync each document; returns the ids listed (drafts aside), bad ones included, so a
+    piece whose document is only malformed for now is kept as it is, not unpublished."""
+    seen: set[str] = set()
+    for doc in docs:
+        doc_id = doc.get("_id") if isinstance(doc, dict) else None
+        label = doc_id if isinstance(doc_id, str) else "(no _id)"
+        if isinstance(doc_id, str):
+            if doc_id.startswith(DRAFT_PREFIX):
+                continue
+            seen.add(doc_id)
+        if isinstance(doc, dict) and doc.get("_type") != kind:
+            reason = f"_type is {doc.get('_type')!r}, not {kind!r}"
+            report.skipped.append(Skipped(label, reason))
+            logger.warning("Sanity document %s skipped: %s", label, reason)
+            continue
+        try:
+            outcome = sync_document(session, doc, currency=currency)
+        except InvalidDocumentError as error:
+            report.skipped.append(Skipped(label, error.reason))
+            logger.warning("Sanity document %s skipped: %s", label, error.reason)
+            continue
+        except Exception as error:
+            report.skipped.append(
+                Skipped(label, f"could not be written ({error.__class__.__name__})")
+            )
+            logger.exception("Sanity document %s could not be written", label)
+            continue
+        report.count(kind, outcome)
+    return seen
+
+
+def _unpublish_missing(
+    session: AnySession, model: type, seen: set[str], kind: str, report: SyncReport
+) -> None:
+    listed = session.scalars(
+        select(model.external_id).where(model.external_id.is_not(None), model.published.is_(True))
+    )
+    for doc_id in [doc_id for doc_id in listed if doc_id not in seen]:
+        if unpublish(session, doc_id):
+            report.count(kind, "unpublished")
+            logger.info("%s %s is no longer in Sanity: unpublished", kind, doc_id)
+
+
+def sync_all(
+    session: AnySession,
+    collections: Iterable[dict[str, Any]],
+    products: Iterable[dict[str, Any]],
+    *,
+    currency: str = DEFAULT_CURRENCY,
+) -> SyncReport:
+    """Sync every collection, then every product. The iterables may be lazy (pages fetched
+    as they are read): if one raises, the error propagates and nothing is unpublished, since
+    only a complete listing says what Sanity no longer has."""
+    report = SyncReport()
+    collection_ids = _sync_many(session, collections, "collection", report, currency)
+    product_ids = _sync_many(session, products, "product", report, currency)
+    _unpublish_missing(session, Product, product_ids, "product", report)
+    _unpublish_missing(session, Collection, collection_ids, "collection", report)
+    return report

@@ -1,0 +1,414 @@
+"""The catalogue follows Sanity's documents: created, updated, unpublished, never half-written.
+
+The service is fed plain documents (the query projection's shape), here made from the demo
+catalogue, so the same pieces the shop seeds are the ones Sanity would return.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+
+import pytest
+from sqlalchemy import func, select
+
+from elysium.extensions import db
+from elysium.models import Inventory, Order, OrderLine, Product
+from elysium.models.catalog import Collection
+from elysium.services import catalog_sync
+from elysium.services.seeding import load_demo_catalogue
+from tests.conftest import page_text
+from tests.support.checkout import CHAIN, add_chain, check_out
+
+PROJECT_IMAGES = "https://cdn.sanity.io/images/abc123/production"
+
+
+def collection_doc(data: dict) -> dict:
+    return {
+        "_id": f"collection-{data['slug']}",
+        "_type": "collection",
+        "_rev": "r1",
+        "title": data["name"],
+        "slug": data["slug"],
+        "tagline": data["tagline"],
+        "description": data["description"],
+        "position": data["position"],
+        "seo": {"title": data.get("seo_title"), "description": data.get("seo_description")},
+    }
+
+
+def product_doc(data: dict) -> dict:
+    def options(items: list[dict]) -> list[dict]:
+        return [{"code": o["code"], "label": o["label"], "priceDelta": o["delta"]} for o in items]
+
+    return {
+        "_id": f"product-{data['slug']}",
+        "_type": "product",
+        "_rev": "r1",
+        "title": data["name"],
+        "slug": data["slug"],
+        "published": True,
+        "category": data["category"],
+        "collection": data["collection"],
+        "description": data["description"],
+        "details": list(data.get("details", [])),
+        "basePrice": data["base_price"],
+        "currency": "GBP",
+        "engravingFee": data.get("engraving_fee"),
+        "leadTimeWeeks": data.get("lead_time_weeks"),
+        "featuredRank": data.get("featured"),
+        "releasedAt": data["released"],
+        "metals": options(data["metals"]),
+        "diamonds": options(data.get("diamonds", [])),
+        "images": [{"url": f"{PROJECT_IMAGES}/{data['slug']}-1200x1200.jpg", "alt": data["name"]}],
+        "seo": {"title": data.get("seo_title"), "description": data.get("seo_description")},
+    }
+
+
+@pytest.fixture
+def documents() -> tuple[list[dict], list[dict]]:
+    data = load_demo_catalogue()
+    collections = [collection_doc(c) for c in data["collections"]]
+    products = [product_doc(p) for p in data["products"][:6]]
+    return collections, products
+
+
+def sync(app, collections, products) -> catalog_sync.SyncReport:
+    with app.app_context():
+        report = catalog_sync.sync_all(
+            db.session, copy.deepcopy(collections), copy.deepcopy(products)
+        )
+        db.session.remove()
+        return report
+
+
+def product_row(app, slug: str) -> dict:
+    with app.app_context():
+        product = db.session.scalar(select(Product).where(Product.slug == slug))
+        found = {
+            "id": product.id,
+            "name": product.name,
+            "base_price": product.base_price,
+            "published": product.published,
+            "external_id": product.external_id,
+            "images": product.images,
+            "collection": product.collection.slug if product.collection else None,
+            "options": {(o.kind.value, o.code): (o.id, o.price_delta) for o in product.options},
+            "stock": {row.variant_key: row.stock_level for row in product.inventory},
+        }
+        db.session.remove()
+        return found
+
+
+def count(app, model) -> int:
+    with app.app_context():
+        found = db.session.scalar(select(func.count()).select_from(model))
+        db.session.remove()
+        return found
+
+
+def test_a_first_sync_creates_the_pieces_and_a_second_with_the_same_documents_changes_nothing(
+    app, documents
+):
+    collections, products = documents
+    report = sync(app, collections, products)
+    assert (report.collections_created, report.created, report.skipped) == (4, 6, [])
+    ring = product_row(app, "aurelia-solitaire-ring")
+    assert ring["external_id"] == "product-aurelia-solitaire-ring"
+    assert ring["collection"] == "aurelia"
+    assert ring["images"][0]["url"].startswith(PROJECT_IMAGES)
+    # Stock is not Sanity's: every variant of a new piece starts at zero.
+    assert len(ring["stock"]) == 4 * 3
+    assert set(ring["stock"].values()) == {0}
+
+    again = sync(app, collections, products)
+    assert (again.created, again.updated, again.unchanged, again.unpublished) == (0, 0, 6, 0)
+    assert (again.collections_created, again.collections_updated) == (0, 0)
+    assert product_row(app, "aurelia-solitaire-ring") == ring
+
+
+def test_the_demo_pieces_are_adopted_by_slug_keeping_their_stock(app, catalogue, documents):
+    collections, products = documents
+    before = product_row(app, "aurelia-solitaire-ring")
+    report = sync(app, collections, products)
+    assert report.created == 0
+    assert report.collections_created == 0
+    after = product_row(app, "aurelia-solitaire-ring")
+    assert after["id"] == before["id"]
+    assert after["external_id"] == "product-aurelia-solitaire-ring"
+    assert after["stock"] == before["stock"]  # a sync never resets a stock count
+
+
+def test_a_re_sync_after_edits_updates_names_prices_and_options_keeping_option_ids(app, documents):
+    collections, products = documents
+    sync(app, collections, products)
+    before = product_row(app, "aurelia-solitaire-ring")
+    ring = products[0]
+    ring["title"] = "Aurelia Solitaire"
+    ring["basePrice"] = 199000
+    ring["metals"] = [m for m in ring["metals"] if m["code"] != "rose-gold"]
+    ring["metals"][-1]["priceDelta"] = 50000  # platinum
+    ring["diamonds"].append({"code": "2.00ct", "label": "2.00 ct, F colour", "priceDelta": 990000})
+
+    report = sync(app, collections, products)
+
+    assert (report.updated, report.unchanged) == (1, 5)
+    after = product_row(app, "aurelia-solitaire-ring")
+    assert (after["name"], after["base_price"]) == ("Aurelia Solitaire", 199000)
+    assert ("metal", "rose-gold") not in after["options"]
+    assert after["options"][("metal", "platinum")] == (
+        before["options"][("metal", "platinum")][0],
+        50000,
+    )
+    assert (
+        after["options"][("metal", "yellow-gold")][0]
+        == before["options"][("metal", "yellow-gold")][0]
+    )
+    assert after["stock"]["platinum/2.00ct"] == 0  # a new variant gets its row at zero
+
+
+def test_a_piece_sanity_no_longer_returns_is_unpublished_not_deleted(app, documents):
+    collections, products = documents
+    sync(app, collections, products)
+    report = sync(app, collections, products[1:])
+    assert report.unpublished == 1
+    ring = product_row(app, "aurelia-solitaire-ring")
+    assert ring["published"] is False
+    assert ring["stock"]
+    assert count(app, Product) == 6
+    # Back in Sanity, it is published again.
+    sync(app, collections, products)
+    assert product_row(app, "aurelia-solitaire-ring")["published"] is True
+
+
+def test_a_failed_listing_unpublishes_nothing(app, documents):
+    collections, products = documents
+    sync(app, collections, products)
+
+    def broken_listing():
+        yield copy.deepcopy(products[0])
+        raise ConnectionError("Sanity went away")
+
+    with app.app_context(), pytest.raises(ConnectionError):
+        catalog_sync.sync_all(db.session, copy.deepcopy(collections), broken_listing())
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).where(Product.published.is_(False))) == 0
+        db.session.remove()
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"basePrice": "1850.00"}, "basePrice must be a whole number"),
+        ({"basePrice": -1}, "basePrice must be at least 0"),
+        ({"currency": "EUR"}, "not the shop's GBP"),
+        ({"category": "tiara"}, "category 'tiara'"),
+        ({"metals": [{"code": "silver", "label": "Silver", "priceDelta": 0}]}, "unknown code"),
+        ({"diamonds": [{"code": "big", "label": "Big", "priceDelta": 0}]}, "unknown code"),
+        ({"slug": "Not A Slug"}, "slug 'Not A Slug'"),
+        ({"slug": "aurelia-signet-ring"}, "is taken by product-aurelia-signet-ring"),
+        ({"collection": "atlantis"}, "collection 'atlantis' is not in the shop"),
+        ({"title": None}, "title is missing"),
+        ({"images": [{"url": "https://evil.example/x.jpg"}]}, "not a Sanity CDN image"),
+        ({"metals": [{"code": {"x": 1}, "label": "?", "priceDelta": 0}]}, "unknown code"),
+        ({"category": ["ring"]}, "category ['ring']"),
+        ({"metals": []}, "metals must be a list"),
+        ({"featuredRank": 2**40}, "featuredRank is too large"),
+    ],
+)
+def test_a_malformed_document_is_skipped_with_its_reason_and_nothing_half_written(
+    app, documents, change, reason
+):
+    collections, products = documents
+    sync(app, collections, products)
+    before = product_row(app, "aurelia-solitaire-ring")
+    ring = products[0]
+    ring.update(
+        change,
+        title=change.get("title", "A Half-Written Name"),
+        basePrice=change.get("basePrice", 1),
+    )
+    products[1]["title"] = "Aurelia Signet"
+
+    report = sync(app, collections, products)
+
+    [skipped] = report.skipped
+    assert skipped.doc_id == "product-aurelia-solitaire-ring"
+    assert reason in skipped.reason
+    assert report.updated == 1  # the good document after the bad one still went in
+    assert product_row(app, "aurelia-solitaire-ring") == before
+    assert product_row(app, "aurelia-signet-ring")["name"] == "Aurelia Signet"
+
+
+def test_option_codes_twice_in_one_document_are_refused(app, documents):
+    collections, products = documents
+    products[0]["metals"].append(dict(products[0]["metals"][0]))
+    report = sync(app, collections, products)
+    assert "code 'yellow-gold' twice" in report.skipped[0].reason
+    assert report.created == 5
+
+
+def test_drafts_never_reach_the_shop(app, documents):
+    collections, products = documents
+    draft = dict(products[0], _id="drafts.product-aurelia-solitaire-ring", title="Draft name")
+    report = sync(app, collections, [*products, draft])
+    assert report.skipped == []
+    assert report.created == 6
+    assert product_row(app, "aurelia-solitaire-ring")["name"] == "Aurelia Solitaire Ring"
+
+
+def test_a_new_piece_made_to_order_gets_zero_stock_rows_and_can_be_ordered(app, documents):
+    collections, products = documents
+    sync(app, collections, products)
+    new = dict(
+        products[1],
+        _id="product-aurelia-new-signet",
+        slug="aurelia-new-signet",
+        title="New Signet",
+    )
+    report = sync(app, collections, [*products, new])
+    assert report.created == 1
+    assert product_row(app, "aurelia-new-signet")["stock"] == {
+        "yellow-gold": 0,
+        "rose-gold": 0,
+        "platinum": 0,
+    }
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Inventory)) == sum(
+            len(product_row(app, p["slug"])["stock"]) for p in [*products, new]
+        )
+        db.session.remove()
+
+
+def test_a_webhook_deletion_unpublishes_one_piece(app, documents):
+    collections, products = documents
+    sync(app, collections, products)
+    with app.app_context():
+        assert catalog_sync.unpublish(db.session, "product-aurelia-bangle") is True
+        assert catalog_sync.unpublish(db.session, "product-aurelia-bangle") is False
+        db.session.remove()
+    assert product_row(app, "aurelia-bangle")["published"] is False
+
+
+def chain_doc(products: list[dict]) -> dict:
+    [chain] = [p for p in products if p["slug"] == CHAIN]
+    return chain
+
+
+def test_an_order_placed_before_a_price_change_is_unchanged(app, shop, documents):
+    collections, products = documents
+    client = shop.client()
+    add_chain(client)
+    assert check_out(client).status_code == 303
+    with shop.app.app_context():
+        [before] = [
+            (line.unit_price, line.product_name) for line in db.session.scalars(select(OrderLine))
+        ]
+        total = db.session.scalar(select(Order.total))
+        db.session.remove()
+
+    chain_doc(products)["basePrice"] += 50000
+    chain_doc(products)["title"] = "Aurelia Chain, renamed"
+    report = sync(app, collections, products)
+    assert report.updated >= 1
+
+    with shop.app.app_context():
+        [after] = [
+            (line.unit_price, line.product_name) for line in db.session.scalars(select(OrderLine))
+        ]
+        assert after == before
+        assert db.session.scalar(select(Order.total)) == total
+        db.session.remove()
+
+
+def test_a_bag_line_whose_metal_was_removed_is_flagged_and_blocks_checkout(app, shop, documents):
+    collections, products = documents
+    client = shop.client()
+    add_chain(client)  # in yellow gold
+    chain = chain_doc(products)
+    chain["metals"] = [m for m in chain["metals"] if m["code"] != "yellow-gold"]
+    sync(app, collections, products)
+
+    bag = page_text(client.get("/cart"))
+    assert "This metal is no longer offered for this piece" in bag
+
+    refused = check_out(client)
+    assert refused.status_code != 303
+    assert "This metal is no longer offered for this piece" in page_text(refused)
+    assert count(app, Order) == 0
+
+
+def test_an_unpublished_piece_in_the_bag_is_flagged_and_blocks_checkout(app, shop, documents):
+    collections, products = documents
+    client = shop.client()
+    sync(app, collections, products)  # the demo pieces are now Sanity's
+    add_chain(client)
+    sync(app, collections, [p for p in products if p["slug"] != CHAIN])
+    assert product_row(app, CHAIN)["published"] is False
+
+    assert "This piece is no longer offered" in page_text(client.get("/cart"))
+    refused = check_out(client)
+    assert refused.status_code != 303
+    assert "This piece is no longer offered" in page_text(refused)
+    assert count(app, Order) == 0
+
+
+def test_collections_are_upserted_by_id_and_unpublished_when_gone(app, documents):
+    collections, products = documents
+    sync(app, collections, products)
+    collections[0]["title"] = "Aurelia, renamed"
+    report = sync(app, collections, products)
+    assert report.collections_updated == 1
+    report = sync(app, collections[:3], [p for p in products if p["collection"] != "ondine"])
+    assert report.collections_unpublished == 1
+    with app.app_context():
+        names = {c.slug: (c.name, c.published) for c in db.session.scalars(select(Collection))}
+        db.session.remove()
+    assert names["aurelia"] == ("Aurelia, renamed", True)
+    assert names["ondine"][1] is False
+
+
+def test_a_slug_held_by_a_shop_piece_of_another_document_is_refused(app, catalogue, documents):
+    collections, products = documents
+    sync(app, collections, products)
+    products[0]["slug"] = "lumiere-halo-ring"  # a demo piece Sanity doesn't (yet) manage
+    report = sync(app, collections, products)
+    [skipped] = report.skipped
+    assert "slug 'lumiere-halo-ring' is taken by a piece not from Sanity" in skipped.reason
+    assert product_row(app, "aurelia-solitaire-ring")["external_id"] == products[0]["_id"]
+
+
+def test_a_new_piece_from_sanity_has_a_product_page(app, client, documents):
+    collections, products = documents
+    sync(app, collections, products)
+    page = client.get("/shop/aurelia-bangle")
+    assert page.status_code == 200
+    assert "Aurelia Bangle" in page_text(page)
+
+
+def test_two_hosts_syncing_at_once_create_each_piece_once(app, documents):
+    collections, products = documents
+    start = threading.Barrier(2)
+    reports: list[catalog_sync.SyncReport] = []
+
+    def host() -> None:
+        with app.app_context():
+            start.wait()
+            reports.append(
+                catalog_sync.sync_all(
+                    db.session, copy.deepcopy(collections), copy.deepcopy(products)
+                )
+            )
+            db.session.remove()
+
+    threads = [threading.Thread(target=host) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert [report.skipped for report in reports] == [[], []]
+    assert sum(report.created for report in reports) == 6
+    assert count(app, Product) == 6
+    assert count(app, Collection) == 4
+    assert count(app, Inventory) == sum(len(product_row(app, p["slug"])["stock"]) for p in products)

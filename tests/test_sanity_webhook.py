@@ -1,0 +1,182 @@
+"""Sanity's webhook and ``flask catalog sync`` against the local stand-in: a signed change
+shows in the shop within moments; a bad, missing or stale signature, or a malformed body,
+changes nothing; a replay is harmless; a deletion unpublishes."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import requests
+from flask import Flask
+from sqlalchemy import func, select
+from werkzeug.serving import make_server
+
+from devtools.fake_sanity import FakeSanityServer, sign
+from elysium.extensions import db
+from elysium.models import Product
+from tests.conftest import make_app
+
+SECRET = "sanity-webhook-test-secret"
+RING = "product-aurelia-solitaire-ring"
+
+
+@pytest.fixture
+def studio() -> Iterator[FakeSanityServer]:
+    with FakeSanityServer(webhook_secret=SECRET) as server:
+        yield server
+
+
+@pytest.fixture
+def shop(app: Flask, studio: FakeSanityServer) -> Flask:
+    return make_app(
+        app.config["SQLALCHEMY_DATABASE_URI"],
+        **studio.settings(),
+        SANITY_TIMEOUT_SECONDS=2,
+        SANITY_MAX_RETRIES=1,
+        SANITY_RETRY_BACKOFF_SECONDS=0.01,
+    )
+
+
+@pytest.fixture
+def webhook_url(shop: Flask) -> Iterator[str]:
+    server = make_server("127.0.0.1", 0, shop, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/webhooks/sanity"
+    server.shutdown()
+    thread.join()
+
+
+def piece(shop: Flask, external_id: str = RING) -> dict[str, Any] | None:
+    with shop.app_context():
+        product = db.session.scalar(select(Product).where(Product.external_id == external_id))
+        found = (
+            None
+            if product is None
+            else {
+                "name": product.name,
+                "base_price": product.base_price,
+                "published": product.published,
+            }
+        )
+        db.session.remove()
+        return found
+
+
+def product_count(shop: Flask) -> int:
+    with shop.app_context():
+        found = db.session.scalar(select(func.count()).select_from(Product))
+        db.session.remove()
+        return found
+
+
+def eventually(check: Callable[[], bool], seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return check()
+
+
+def synced(shop: Flask) -> None:
+    result = shop.test_cli_runner().invoke(args=["catalog", "sync"])
+    assert result.exit_code == 0, result.output
+
+
+def post(url: str, body: bytes, signature: str | None) -> int:
+    headers = {"Content-Type": "application/json"}
+    if signature is not None:
+        headers["sanity-webhook-signature"] = signature
+    return requests.post(url, data=body, headers=headers, timeout=5).status_code
+
+
+def test_catalog_sync_reports_what_it_did_and_what_it_skipped(shop, studio):
+    studio.add_malformed("product-malformed")
+    studio.add_draft(RING, title="Unfinished rename")
+    result = shop.test_cli_runner().invoke(args=["catalog", "sync"])
+    assert result.exit_code == 0, result.output
+    assert "4 created" in result.output
+    assert "24 created" in result.output
+    assert "Skipped product-malformed:" in result.output
+    assert piece(shop)["name"] == "Aurelia Solitaire Ring"
+
+    again = shop.test_cli_runner().invoke(args=["catalog", "sync"])
+    assert "0 created, 0 updated, 0 unpublished, 24 unchanged" in again.output
+
+    studio.delete("product-aurelia-bangle")
+    gone = shop.test_cli_runner().invoke(args=["catalog", "sync"])
+    assert "1 unpublished" in gone.output
+    assert piece(shop, "product-aurelia-bangle")["published"] is False
+
+
+def test_catalog_sync_without_sanity_or_when_it_is_down_exits_1(app, shop, studio):
+    unconfigured = make_app(app.config["SQLALCHEMY_DATABASE_URI"])
+    result = unconfigured.test_cli_runner().invoke(args=["catalog", "sync"])
+    assert result.exit_code == 1
+    assert "Sanity is not configured" in result.output
+
+    synced(shop)
+    studio.fail_next(20, status=500)
+    down = shop.test_cli_runner().invoke(args=["catalog", "sync"])
+    assert down.exit_code == 1
+    assert "Sanity could not be read" in down.output
+    with shop.app_context():
+        assert db.session.scalar(select(func.count()).where(Product.published.is_(False))) == 0
+        db.session.remove()
+
+
+def test_a_signed_webhook_answers_202_and_the_change_appears_and_a_replay_is_harmless(
+    shop, studio, webhook_url
+):
+    synced(shop)
+    studio.edit(RING, title="Aurelia Solitaire, renamed", basePrice=199000)
+
+    assert studio.deliver_webhook(webhook_url, RING) == 202
+    assert eventually(lambda: piece(shop)["name"] == "Aurelia Solitaire, renamed")
+    assert piece(shop)["base_price"] == 199000
+
+    count = product_count(shop)
+    assert studio.deliver_webhook(webhook_url, RING) == 202
+    time.sleep(0.3)
+    assert piece(shop) == {
+        "name": "Aurelia Solitaire, renamed",
+        "base_price": 199000,
+        "published": True,
+    }
+    assert product_count(shop) == count
+
+
+def test_a_deleted_document_is_unpublished_not_deleted(shop, studio, webhook_url):
+    synced(shop)
+    count = product_count(shop)
+    studio.delete(RING)
+    assert studio.deliver_webhook(webhook_url, RING, deleted=True) == 202
+    assert eventually(lambda: piece(shop)["published"] is False)
+    assert product_count(shop) == count
+
+
+def test_bad_missing_or_stale_signatures_are_401_and_malformed_bodies_400_nothing_changes(
+    shop, studio, webhook_url
+):
+    synced(shop)
+    before = piece(shop)
+    studio.edit(RING, title="Should not appear")
+    body = json.dumps({"_id": RING, "_type": "product", "operation": "update"}).encode()
+    stale = int((time.time() - 3600) * 1000)
+
+    assert studio.deliver_webhook(webhook_url, RING, secret="not-the-secret") == 401
+    assert post(webhook_url, body, None) == 401
+    assert post(webhook_url, body, "t=123,v1=garbage") == 401
+    assert post(webhook_url, body, sign(body, SECRET, stale)) == 401
+    assert post(webhook_url, b"{not json", sign(b"{not json", SECRET)) == 400
+    no_id = json.dumps({"_type": "product"}).encode()
+    assert post(webhook_url, no_id, sign(no_id, SECRET)) == 400
+
+    time.sleep(0.3)
+    assert piece(shop) == before
