@@ -13,6 +13,7 @@ from elysium.config import HOST_COOKIE_PREFIX
 SECURE_PREFIXES = (HOST_COOKIE_PREFIX, "__Secure-")
 
 STRIPE_CHECKOUT_ORIGIN = "https://checkout.stripe.com"
+SANITY_CDN_ORIGIN = "https://cdn.sanity.io"
 
 
 def _origin(url: str) -> str:
@@ -22,16 +23,20 @@ def _origin(url: str) -> str:
 
 def content_security_policy(app: Flask) -> str:
     """The policy for this app: forms may also lead to Stripe's payment page (after the
-    checkout POST answers 303 there), and to the local fake's while it stands in for Stripe."""
+    checkout POST answers 303 there), and to the local fake's while it stands in for Stripe;
+    images may also come from Sanity's CDN, only when the catalogue comes from Sanity."""
     form_action = ["'self'", STRIPE_CHECKOUT_ORIGIN]
     if api_base := app.config.get("STRIPE_API_BASE"):
         form_action.append(_origin(api_base))
+    img_src = ["'self'", "data:"]
+    if app.config.get("SANITY_PROJECT_ID"):
+        img_src.append(SANITY_CDN_ORIGIN)
     return "; ".join(
         [
             "default-src 'self'",
             "script-src 'self'",
             "style-src 'self'",
-            "img-src 'self' data:",
+            "img-src " + " ".join(img_src),
             "font-src 'self'",
             "connect-src 'self'",
             "object-src 'none'",

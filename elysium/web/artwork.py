@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from flask import current_app, url_for
 
+from elysium.integrations import sanity
 from elysium.urls import absolute_url
 
 DRAWINGS = Path(__file__).resolve().parent.parent.parent / "templates" / "art" / "products"
@@ -31,6 +32,9 @@ NO_STONE = "none"
 CARATS_MIN, CARATS_MAX = Decimal("0.05"), Decimal("20.00")
 STONE_CODE = re.compile(r"(\d{1,2}\.\d{2})ct")
 SCALE_MIN, SCALE_MAX = 0.6, 1.6
+# A CDN image's widths: what ``src`` asks for, and what ``srcset`` offers the browser.
+IMAGE_WIDTH = 600
+IMAGE_WIDTHS = (300, 600, 900, 1200)
 
 # The yellow-gold drawing's own tones, lightest first: the keys of every palette.
 GOLD_TONES = (
@@ -187,12 +191,18 @@ def draw(name: str, metal: str, stone: str) -> str | None:
 
 @dataclass(frozen=True)
 class Picture:
-    """One configured piece as a page shows it: where its drawing is and what it shows."""
+    """One configured piece as a page shows it: where its drawing is and what it shows.
+
+    A piece with images from the content source (Sanity's CDN) shows its first image instead:
+    ``image`` is that image at ``IMAGE_WIDTH`` and ``srcset`` offers it at ``IMAGE_WIDTHS``
+    (a drawing has no ``srcset``: it is a vector)."""
 
     name: str
     metal: str
     stone: str
     alt: str
+    image: str | None = None
+    srcset: str | None = None
 
     @property
     def _values(self) -> dict[str, Any]:
@@ -205,11 +215,16 @@ class Picture:
 
     @property
     def src(self) -> str:
+        if self.image:
+            return self.image
         return url_for("art.drawing", **self._values)
 
     @property
     def absolute_src(self) -> str:
-        """For emails: on ``SITE_URL`` like every link an email carries."""
+        """For emails: on ``SITE_URL`` like every link an email carries (a CDN image is
+        absolute already)."""
+        if self.image:
+            return self.image
         return absolute_url("art.drawing", **self._values)
 
 
@@ -242,9 +257,31 @@ def artwork_name(artwork: str | None) -> str:
     return Path(artwork or "").stem
 
 
+def image_picture(product: Any) -> Picture | None:
+    """A piece's first image from the content source (Sanity's CDN), if it has one: at
+    ``IMAGE_WIDTH`` with a ``srcset``, described by its alt text or else the piece's name."""
+    first = next(iter(getattr(product, "images", None) or []), None)
+    url = first.get("url") if isinstance(first, Mapping) else None
+    if not url:
+        return None
+    alt = (first.get("alt") or "").strip() or product.name
+    return Picture(
+        artwork_name(product.artwork),
+        DEFAULT_METAL,
+        NO_STONE,
+        alt,
+        image=sanity.image_url(url, IMAGE_WIDTH),
+        srcset=sanity.srcset(url, IMAGE_WIDTHS),
+    )
+
+
 def product_picture(product: Any, configuration: Mapping[str, Any] | None = None) -> Picture | None:
     """A product in a configuration (a choice the piece does not offer takes its first option,
-    as the configurator does); without one, in its first metal and diamond."""
+    as the configurator does); without one, in its first metal and diamond. A piece with no
+    drawing shows its first image from Sanity instead: the drawing wins, since it follows the
+    configuration and a photograph can't."""
+    if artwork_name(product.artwork) not in drawings():
+        return image_picture(product)
     configuration = configuration or {}
     metals = [option.code for option in product.metals]
     diamonds = [option.code for option in product.diamonds]
