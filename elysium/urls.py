@@ -8,6 +8,7 @@ know are refused (``TRUSTED_HOSTS``).
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,6 +21,18 @@ from elysium.config import site_url, trusted_hosts
 # A load balancer's health check usually names the server by its private address, which no
 # list of host names can know in advance; /healthz shows no link and nothing personal.
 ANY_HOST_ENDPOINTS = frozenset({"site.healthz"})
+
+
+def is_loopback_url(url: str) -> bool:
+    """Whether the URL's host is this machine (``localhost`` or a loopback address): where a
+    stand-in for an outside service (Stripe, Sanity) may be, and nowhere else."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def absolute_url(endpoint: str, **values: Any) -> str:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import re
@@ -36,6 +35,7 @@ import requests
 from flask import Flask, current_app
 
 from elysium.config import ConfigurationError
+from elysium.urls import is_loopback_url
 
 log = logging.getLogger(__name__)
 
@@ -79,20 +79,10 @@ class SanityError(Exception):
     """Sanity could not be read: the tries ran out, or it answered something unreadable."""
 
 
-def _is_loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def check_settings(app: Flask) -> None:
     """Refuse to start with a Sanity setup that could send the read token astray."""
     host = app.config.get("SANITY_API_HOST")
-    if host and (urlsplit(host).scheme not in ("http", "https") or not _is_loopback(host)):
+    if host and (urlsplit(host).scheme not in ("http", "https") or not is_loopback_url(host)):
         raise ConfigurationError(
             "SANITY_API_HOST may only point at a loopback address "
             f"(like http://127.0.0.1:12112), not {host!r}"
@@ -157,7 +147,7 @@ class SanityClient:
     @property
     def base_url(self) -> str:
         if self.api_host:
-            if not _is_loopback(self.api_host):  # a client built by hand is held to it too
+            if not is_loopback_url(self.api_host):  # a client built by hand is held to it too
                 raise SanityError("SANITY_API_HOST may only point at a loopback address")
             return self.api_host.rstrip("/")
         return f"https://{self.project_id}.api.sanity.io"

@@ -7,31 +7,20 @@ production deployment can never be pointed anywhere but Stripe by a stray settin
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import stripe
 from flask import Flask, current_app
 
 from elysium.config import ConfigurationError
+from elysium.urls import is_loopback_url
 
 
 class InvalidWebhookError(ValueError):
     """The body is not a correctly signed, recent, readable Stripe event."""
-
-
-def _is_loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_settings(app: Flask) -> None:
@@ -40,7 +29,7 @@ def check_settings(app: Flask) -> None:
     if not api_base:
         return
     key = app.config.get("STRIPE_SECRET_KEY") or ""
-    if not _is_loopback(api_base):
+    if not is_loopback_url(api_base):
         raise ConfigurationError("STRIPE_API_BASE may only point at a loopback address")
     if not key.startswith("sk_test_"):
         raise ConfigurationError("STRIPE_API_BASE is only accepted with an sk_test_ key")
