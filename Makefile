@@ -5,7 +5,12 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 5000
 STRIPE_PORT ?= 12111
+SANITY_PORT ?= 12112
 DEMO_WEBHOOK_SECRET := whsec_local_demo_only
+DEMO_SANITY_SECRET := sanity-fake-webhook-secret
+# The Sanity stand-in's demo project, for `make run`: the shop follows it like a real studio.
+DEMO_SANITY := SANITY_PROJECT_ID=elysium0 SANITY_DATASET=production \
+  SANITY_API_HOST=http://127.0.0.1:$(SANITY_PORT) SANITY_WEBHOOK_SECRET=$(DEMO_SANITY_SECRET)
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
@@ -26,13 +31,17 @@ db: install ## Bring the database up to date and load the demo catalogue
 	$(BIN)/flask db upgrade
 	$(BIN)/flask seed
 
-run: db ## Serve the shop on http://127.0.0.1:5000 (SQLite, demo catalogue, simulated payments, email worker)
+run: db ## Serve the shop on http://127.0.0.1:5000 (SQLite, demo catalogue, simulated payments and studio, email worker)
 	@echo "Simulated Stripe on http://127.0.0.1:$(STRIPE_PORT): checkout works offline, no real payment."
+	@echo "Simulated Sanity studio on http://127.0.0.1:$(SANITY_PORT): see devtools/fake_sanity/README.md."
 	$(BIN)/python -m devtools.fake_stripe --host 127.0.0.1 --port $(STRIPE_PORT) \
 	  --webhook-url http://127.0.0.1:$(PORT)/webhooks/stripe --webhook-secret $(DEMO_WEBHOOK_SECRET) & \
-	  stripe=$$!; $(BIN)/flask emails worker & worker=$$!; \
-	  trap 'kill $$stripe $$worker 2>/dev/null' EXIT INT TERM; \
-	  SITE_URL=http://$(HOST):$(PORT) \
+	  stripe=$$!; $(BIN)/python -m devtools.fake_sanity --host 127.0.0.1 --port $(SANITY_PORT) \
+	  --webhook-url http://127.0.0.1:$(PORT)/webhooks/sanity --webhook-secret $(DEMO_SANITY_SECRET) & \
+	  sanity=$$!; $(BIN)/flask emails worker & worker=$$!; \
+	  trap 'kill $$stripe $$sanity $$worker 2>/dev/null' EXIT INT TERM; \
+	  $(DEMO_SANITY) $(BIN)/flask catalog sync || echo "The catalogue stays as seeded."; \
+	  SITE_URL=http://$(HOST):$(PORT) $(DEMO_SANITY) \
 	  STRIPE_SECRET_KEY=sk_test_local_demo STRIPE_API_BASE=http://127.0.0.1:$(STRIPE_PORT) \
 	  STRIPE_WEBHOOK_SECRET=$(DEMO_WEBHOOK_SECRET) $(BIN)/flask run --host $(HOST) --port $(PORT)
 

@@ -134,7 +134,7 @@ def register_templating(app: Flask) -> None:
     from elysium.services.profiles import PREFERRED_METALS
     from elysium.services.shipping import CARRIERS
     from elysium.urls import absolute_url, modify_query
-    from elysium.web.artwork import line_picture, product_picture
+    from elysium.web.artwork import collection_picture, line_picture, product_picture
     from elysium.web.browsing import recently_viewed
     from elysium.web.cart import cart_template_context
     from elysium.web.quotes import account_quote, quote_panel
@@ -159,6 +159,7 @@ def register_templating(app: Flask) -> None:
     app.jinja_env.globals["wishlist_heart"] = wishlist_heart
     app.jinja_env.globals["product_picture"] = product_picture
     app.jinja_env.globals["line_picture"] = line_picture
+    app.jinja_env.globals["collection_picture"] = collection_picture
     app.jinja_env.globals["recently_viewed"] = recently_viewed
     app.jinja_env.globals["couriers"] = list(CARRIERS.values())
     app.jinja_env.globals["quote_panel"] = quote_panel

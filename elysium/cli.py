@@ -18,7 +18,7 @@ from elysium.extensions import db
 from elysium.integrations import sanity
 from elysium.integrations.email import backend_from_config
 from elysium.models.types import utcnow
-from elysium.services import catalog_sync, staff, views
+from elysium.services import catalog_changes, catalog_sync, staff, views
 from elysium.services.cart import purge_guest_carts
 from elysium.services.checkout import stale_order_ids, sweep_stale_order
 from elysium.services.outbox import CLAIM_BATCH, SendReport, send_pending
@@ -264,6 +264,32 @@ def catalog_sync_command() -> None:
     click.echo(f"Catalogue synced from Sanity: {report}.")
     for skipped in report.skipped:
         click.echo(f"Skipped {skipped}")
+
+
+@catalog_cli.command("apply-changes")
+@click.option("--limit", default=100, show_default=True, help="Most changes to apply in this run.")
+@click.option(
+    "--now",
+    "everything_now",
+    is_flag=True,
+    help="Also apply the changes still waiting for their next try (once an outage is over).",
+)
+def apply_changes_command(limit: int, everything_now: bool) -> None:
+    """Apply the changes Sanity announced that are due: those its webhook could not apply at
+    once (Sanity down, a worker stopped) are retried with a growing delay. For cron, every
+    minute; safe on several hosts at once."""
+    if not sanity.configured():
+        raise click.ClickException(
+            "Sanity is not configured: set SANITY_PROJECT_ID and SANITY_DATASET."
+        )
+    report = catalog_changes.apply_due(
+        db.session,
+        fetch=sanity.fetch_document,
+        currency=current_app.config["SHOP_CURRENCY"],
+        limit=limit,
+        now=catalog_changes.EVERYTHING if everything_now else None,
+    )
+    click.echo(f"Changes from Sanity: {report}.")
 
 
 def register(app: Flask) -> None:

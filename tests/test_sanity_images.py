@@ -94,3 +94,36 @@ def test_without_sanity_drawings_as_before_and_no_cdn_in_the_policy(client, cata
     assert shown.get("sizes") is None
     assert img_src_directive(response) == "img-src 'self' data:"
     assert "cdn.sanity.io" not in response.headers["Content-Security-Policy"]
+
+
+def test_a_collection_shows_the_image_the_studio_gave_it(catalogue, shop, studio):
+    """A collection with an image in Sanity shows it (hero and home card, with a srcset); one
+    without keeps the shop's own art."""
+    image = {
+        "url": "https://cdn.sanity.io/images/elysium0/production/aurelia-hero-2400x1600.jpg",
+        "alt": "Aurelia pieces on white marble",
+    }
+    studio.edit("collection-aurelia", image=image)
+    sync(shop)
+    client = shop.test_client()
+
+    hero = Page(client.get("/collections/aurelia")).one("img.collection-hero__art")
+    assert hero["src"] == f"{image['url']}?w=600&auto=format"
+    assert hero["alt"] == "Aurelia pieces on white marble"
+    assert all(width in hero["srcset"] for width in WIDTHS)
+    home = Page(client.get("/"))
+    card = home.one('.collection-card a[href="/collections/aurelia"] img')
+    assert card["src"].startswith(image["url"])
+    others = home.select(".collection-card img")
+    assert any(urlsplit(img["src"]).path.startswith("/static/") for img in others)
+
+    studio.edit("collection-aurelia", image=None)
+    sync(shop)
+    hero = Page(client.get("/collections/aurelia")).one("img.collection-hero__art")
+    assert urlsplit(hero["src"]).path.startswith("/static/")
+
+
+def test_a_collection_image_that_is_not_on_sanitys_cdn_skips_the_document(shop, studio):
+    studio.edit("collection-aurelia", image={"url": "https://evil.example/x.jpg", "alt": ""})
+    result = shop.test_cli_runner().invoke(args=["catalog", "sync"])
+    assert "Skipped collection-aurelia: image is not a Sanity CDN image URL" in result.output

@@ -18,7 +18,7 @@ from werkzeug.serving import make_server
 
 from devtools.fake_sanity import FakeSanityServer, sign
 from elysium.extensions import db
-from elysium.models import Product
+from elysium.models import CatalogChange, Product
 from tests.conftest import make_app
 
 SECRET = "sanity-webhook-test-secret"
@@ -180,3 +180,92 @@ def test_bad_missing_or_stale_signatures_are_401_and_malformed_bodies_400_nothin
 
     time.sleep(0.3)
     assert piece(shop) == before
+
+
+def recorded_changes(shop: Flask) -> list[dict[str, Any]]:
+    with shop.app_context():
+        rows = db.session.scalars(select(CatalogChange).order_by(CatalogChange.id)).all()
+        found = [
+            {"id": row.document_id, "attempts": row.attempts, "error": row.last_error}
+            for row in rows
+        ]
+        db.session.remove()
+        return found
+
+
+def apply_changes(shop: Flask, *args: str) -> str:
+    result = shop.test_cli_runner().invoke(args=["catalog", "apply-changes", *args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_a_change_announced_while_sanity_is_down_is_kept_and_applied_once_it_is_back(
+    shop, studio, webhook_url
+):
+    synced(shop)
+    studio.edit(RING, title="Aurelia Solitaire, repriced", basePrice=205000)
+    studio.fail_next(2, status=503)  # the webhook's first try and its one retry
+
+    assert studio.deliver_webhook(webhook_url, RING) == 202
+    assert eventually(lambda: [c["attempts"] for c in recorded_changes(shop)] == [1])
+    assert "503" in recorded_changes(shop)[0]["error"]
+    assert piece(shop)["base_price"] != 205000
+
+    # Not due yet: the next try waits (30 seconds after a first failure).
+    assert "0 applied" in apply_changes(shop)
+    assert "1 applied" in apply_changes(shop, "--now")
+    assert piece(shop)["base_price"] == 205000
+    assert recorded_changes(shop) == []
+    assert "0 applied" in apply_changes(shop, "--now")
+
+
+def test_a_change_announced_while_sanity_hangs_is_kept_and_the_webhook_still_answers_at_once(
+    shop, studio, webhook_url
+):
+    synced(shop)
+    studio.edit(RING, title="Aurelia Solitaire, after the hang")
+    studio.hang_next(2, seconds=4)  # past the 2-second timeout, twice
+
+    started = time.monotonic()
+    assert studio.deliver_webhook(webhook_url, RING) == 202
+    answered_in = time.monotonic() - started
+    assert answered_in < 1.5, f"the webhook waited for Sanity ({answered_in:.1f}s)"
+    assert eventually(lambda: [c["attempts"] for c in recorded_changes(shop)] == [1], 15)
+
+    assert "1 applied" in apply_changes(shop, "--now")
+    assert piece(shop)["name"] == "Aurelia Solitaire, after the hang"
+
+
+def test_a_deletion_announced_while_the_shop_could_not_apply_it_is_applied_later(app, shop, studio):
+    synced(shop)
+    studio.delete(RING)
+    body = json.dumps({"_id": RING, "_type": "product", "operation": "delete"}).encode()
+    # The request is answered but nothing runs after it (a worker killed after answering):
+    # the test client never calls the response's close callbacks.
+    client = shop.test_client()
+    response = client.post(
+        "/webhooks/sanity",
+        data=body,
+        headers={"sanity-webhook-signature": sign(body, SECRET)},
+        content_type="application/json",
+    )
+    assert response.status_code == 202
+    assert piece(shop)["published"] is True
+    assert [c["id"] for c in recorded_changes(shop)] == [RING]
+
+    assert "1 applied" in apply_changes(shop)
+    assert piece(shop)["published"] is False
+    assert recorded_changes(shop) == []
+
+
+def test_drafts_are_acknowledged_and_never_recorded(shop, studio):
+    synced(shop)
+    body = json.dumps({"_id": f"drafts.{RING}", "_type": "product"}).encode()
+    response = shop.test_client().post(
+        "/webhooks/sanity",
+        data=body,
+        headers={"sanity-webhook-signature": sign(body, SECRET)},
+        content_type="application/json",
+    )
+    assert response.status_code == 202
+    assert recorded_changes(shop) == []

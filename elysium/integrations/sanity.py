@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 
 # The fields the shop reads, in the shape the sync expects (the Sanity contract in the docs).
 COLLECTION_FIELDS = (
-    '"slug": slug.current, title, tagline, description, position, "seo": seo{title, description}'
+    '"slug": slug.current, title, tagline, description, position, '
+    '"image": image{"url": asset->url, alt}, "seo": seo{title, description}'
 )
 PRODUCT_FIELDS = (
     '"slug": slug.current, title, published, category, '

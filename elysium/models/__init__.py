@@ -1,7 +1,14 @@
 """All models, imported here so Alembic and the app see the whole schema."""
 
 from elysium.models.cart import Cart, CartLine, WishlistItem
-from elysium.models.catalog import Category, Collection, OptionKind, Product, ProductOption
+from elysium.models.catalog import (
+    CatalogChange,
+    Category,
+    Collection,
+    OptionKind,
+    Product,
+    ProductOption,
+)
 from elysium.models.engagement import (
     BespokeLead,
     BespokeQuote,
@@ -35,6 +42,7 @@ __all__ = [
     "BespokeQuote",
     "Cart",
     "CartLine",
+    "CatalogChange",
     "Category",
     "Collection",
     "CustomerProfile",

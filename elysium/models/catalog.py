@@ -54,6 +54,9 @@ class Collection(db.Model):
     description: Mapped[str] = mapped_column(Text, default="")
     position: Mapped[int] = mapped_column(Integer, default=0)
     artwork: Mapped[str | None] = mapped_column(String(200))
+    # The hero image from the content source (Sanity's CDN): {"url": ..., "alt": ...}; it is
+    # shown instead of ``artwork`` when set.
+    image: Mapped[dict[str, str] | None] = mapped_column(JSON)
     published: Mapped[bool] = mapped_column(Boolean, default=True)
     seo_title: Mapped[str | None] = mapped_column(String(200))
     seo_description: Mapped[str | None] = mapped_column(String(320))
@@ -118,6 +121,11 @@ class Product(db.Model):
     )
 
     @property
+    def first_image_url(self) -> str | None:
+        """The address of the piece's first image from the content source, if it has one."""
+        return next((image["url"] for image in self.images or [] if image.get("url")), None)
+
+    @property
     def has_ring_size(self) -> bool:
         return self.category is Category.RING
 
@@ -155,3 +163,24 @@ class ProductOption(db.Model):
     position: Mapped[int] = mapped_column(Integer, default=0)
 
     product: Mapped[Product] = relationship(back_populates="options")
+
+
+class CatalogChange(db.Model):
+    """A change Sanity announced (its webhook) that is not applied yet.
+
+    The webhook writes the row before it answers, so an announced change is never lost: it is
+    applied straight after the response, and if Sanity can't be read then, the row waits with
+    a back-off for ``flask catalog apply-changes``. A newer announcement of the same document
+    bumps ``version``; a row is removed only if its version is still the one that was applied.
+    """
+
+    __tablename__ = "catalog_changes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    document_id: Mapped[str] = mapped_column(String(120), unique=True)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

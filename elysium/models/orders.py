@@ -110,6 +110,9 @@ class OrderLine(db.Model):
     configuration: Mapped[dict[str, Any]] = mapped_column(JSON)
     configuration_summary: Mapped[str] = mapped_column(Text, default="")
     made_to_order: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The piece's first image from the content source when it was bought, for a piece the
+    # shop has no drawing of (drawings are redrawn from the configuration).
+    image_url: Mapped[str | None] = mapped_column(String(500))
     unit_price: Mapped[int] = mapped_column(Integer)
     quantity: Mapped[int] = mapped_column(Integer)
 

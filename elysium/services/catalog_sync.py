@@ -151,6 +151,7 @@ def collection_values(doc: dict[str, Any]) -> dict[str, Any]:
         "tagline": _text(doc, "tagline", required=False, limit=200),
         "description": _text(doc, "description", required=False),
         "position": _int(doc, "position", required=False) or 0,
+        "image": _image(doc.get("image"), "image"),
         "seo_title": seo_title,
         "seo_description": seo_description,
         "published": True,
@@ -190,17 +191,27 @@ def _options(doc: dict[str, Any], name: str, kind: OptionKind) -> list[dict[str,
     return options
 
 
+def _image(image: Any, name: str) -> dict[str, str] | None:
+    """``{"url": <Sanity CDN URL>, "alt": <text>}``, or None when there is no image."""
+    if image is None:
+        return None
+    url = image.get("url") if isinstance(image, dict) else None
+    if not isinstance(url, str) or not url.startswith(IMAGE_PREFIX) or len(url) > 500:
+        raise InvalidDocumentError(f"{name} is not a Sanity CDN image URL")
+    alt = image.get("alt")
+    return {"url": url, "alt": alt.strip() if isinstance(alt, str) else ""}
+
+
 def _images(doc: dict[str, Any]) -> list[dict[str, str]]:
     raw = doc.get("images") or []
     if not isinstance(raw, list):
         raise InvalidDocumentError("images must be a list")
     images = []
     for position, image in enumerate(raw):
-        url = image.get("url") if isinstance(image, dict) else None
-        if not isinstance(url, str) or not url.startswith(IMAGE_PREFIX) or len(url) > 500:
+        found = _image(image, f"images[{position}]")
+        if found is None:
             raise InvalidDocumentError(f"images[{position}] is not a Sanity CDN image URL")
-        alt = image.get("alt")
-        images.append({"url": url, "alt": alt.strip() if isinstance(alt, str) else ""})
+        images.append(found)
     return images
 
 

@@ -257,6 +257,17 @@ def artwork_name(artwork: str | None) -> str:
     return Path(artwork or "").stem
 
 
+def _image(url: str, name: str, alt: str) -> Picture:
+    return Picture(
+        name,
+        DEFAULT_METAL,
+        NO_STONE,
+        alt,
+        image=sanity.image_url(url, IMAGE_WIDTH),
+        srcset=sanity.srcset(url, IMAGE_WIDTHS),
+    )
+
+
 def image_picture(product: Any) -> Picture | None:
     """A piece's first image from the content source (Sanity's CDN), if it has one: at
     ``IMAGE_WIDTH`` with a ``srcset``, described by its alt text or else the piece's name."""
@@ -265,14 +276,15 @@ def image_picture(product: Any) -> Picture | None:
     if not url:
         return None
     alt = (first.get("alt") or "").strip() or product.name
-    return Picture(
-        artwork_name(product.artwork),
-        DEFAULT_METAL,
-        NO_STONE,
-        alt,
-        image=sanity.image_url(url, IMAGE_WIDTH),
-        srcset=sanity.srcset(url, IMAGE_WIDTHS),
-    )
+    return _image(url, artwork_name(product.artwork), alt)
+
+
+def collection_picture(collection: Any) -> Picture | None:
+    """A collection's hero image from the content source, if the studio gave it one."""
+    image = collection.image or {}
+    if not image.get("url"):
+        return None
+    return _image(image["url"], collection.slug, (image.get("alt") or "").strip())
 
 
 def product_picture(product: Any, configuration: Mapping[str, Any] | None = None) -> Picture | None:
@@ -296,11 +308,15 @@ def product_picture(product: Any, configuration: Mapping[str, Any] | None = None
 
 
 def line_picture(line: Any) -> Picture | None:
-    """An order line's picture, from its snapshot only (the product may be gone or changed)."""
+    """An order line's picture, from its snapshot only (the product may be gone or changed):
+    the drawing in the bought configuration, else the image the piece had when bought."""
     configuration = line.configuration or {}
-    return picture(
+    drawn = picture(
         line.product_slug,
         line.product_name,
         configuration.get("metal"),
         configuration.get("diamond"),
     )
+    if drawn is None and getattr(line, "image_url", None):
+        return _image(line.image_url, line.product_slug, line.product_name)
+    return drawn

@@ -9,10 +9,13 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from elysium.extensions import csrf, db
 from elysium.integrations import sanity
 from elysium.integrations.stripe_gateway import InvalidWebhookError, verify_webhook
-from elysium.services import catalog_sync
+from elysium.services import catalog_changes, catalog_sync
 from elysium.services.payments import MalformedEventError, handle_event
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
+
+# The column that records a change is this long; a Sanity id is far shorter.
+MAX_DOCUMENT_ID = 120
 
 
 @bp.post("/stripe")
@@ -39,11 +42,13 @@ def stripe_event() -> tuple[Response, int]:
 @bp.post("/sanity")
 @csrf.exempt
 def sanity_event() -> tuple[Response, int]:
-    """A document changed in the studio: verify the signature, answer 202 at once, then
-    re-sync that one document (or unpublish it when deleted) after the response is sent.
+    """A document changed in the studio: verify the signature, record the change and answer
+    202 at once; the change is applied after the response is sent (and, if Sanity can't be
+    read then, by ``flask catalog apply-changes`` later: it is never lost).
 
     401 for a bad, missing or stale signature and 400 for a body without a document id:
-    nothing changes. A replay only re-syncs the document again, which changes nothing.
+    nothing changes. A replay only applies the document again, which changes nothing. Drafts
+    never reach the shop, so their announcements are acknowledged and dropped.
     """
     body = request.get_data(cache=False)
     secret = current_app.config.get("SANITY_WEBHOOK_SECRET") or ""
@@ -55,36 +60,33 @@ def sanity_event() -> tuple[Response, int]:
     except ValueError:
         payload = None
     doc_id = payload.get("_id") if isinstance(payload, dict) else None
-    if not isinstance(doc_id, str) or not doc_id.strip():
+    if not isinstance(doc_id, str) or not doc_id.strip() or len(doc_id) > MAX_DOCUMENT_ID:
         current_app.logger.warning("Sanity webhook refused: no document id in the body")
         return jsonify(error="malformed body"), 400
-    deleted = payload.get("operation") == "delete"
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
     response = jsonify(accepted=True, id=doc_id)
-    response.call_on_close(lambda: resync_document(app, doc_id, deleted=deleted))
+    if doc_id.startswith(catalog_sync.DRAFT_PREFIX):
+        return response, 202
+    catalog_changes.record_change(db.session, doc_id, deleted=payload.get("operation") == "delete")
+    db.session.commit()
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    response.call_on_close(lambda: apply_announced_change(app, doc_id))
     return response, 202
 
 
-def resync_document(app: Flask, doc_id: str, *, deleted: bool = False) -> None:
-    """Fetch one document and sync it, in its own app context and session (after the
-    webhook's response); failures are logged, never raised."""
-    if doc_id.startswith(catalog_sync.DRAFT_PREFIX):
-        return
+def apply_announced_change(app: Flask, doc_id: str) -> None:
+    """Apply the change just recorded for ``doc_id``, in its own app context and session
+    (after the webhook's response); a failure stays recorded for a later try."""
     with app.app_context():
         try:
-            document = None if deleted else sanity.fetch_document(doc_id)
-            if document is None:
-                catalog_sync.unpublish(db.session, doc_id)
-                app.logger.info("Sanity document %s is gone: unpublished", doc_id)
-            else:
-                outcome = catalog_sync.sync_document(
-                    db.session, document, currency=app.config["SHOP_CURRENCY"]
+            for change in catalog_changes.due_changes(db.session, document_id=doc_id, limit=1):
+                catalog_changes.apply_change(
+                    db.session,
+                    change,
+                    fetch=sanity.fetch_document,
+                    currency=app.config["SHOP_CURRENCY"],
                 )
-                app.logger.info("Sanity document %s synced: %s", doc_id, outcome)
-        except catalog_sync.InvalidDocumentError as error:
-            app.logger.warning("Sanity document %s skipped: %s", doc_id, error.reason)
         except Exception:
             db.session.rollback()
-            app.logger.exception("Sanity document %s could not be synced", doc_id)
+            app.logger.exception("Sanity document %s: the change stays recorded", doc_id)
         finally:
             db.session.remove()
