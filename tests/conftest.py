@@ -97,6 +97,23 @@ def drop_everything(app: Flask) -> None:
             connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
 
 
+def without_waiting_for_the_disk(engine) -> None:
+    """Commits on the throwaway test database don't wait for the WAL to reach the disk (every
+    connection opened from now on, the shop processes' too): a crash can lose the last commits
+    of a test database, never its consistency. Needs the database's owner; otherwise skipped."""
+    with engine.begin() as connection:
+        owner = connection.scalar(
+            text(
+                "SELECT pg_get_userbyid(datdba) = current_user OR rolsuper FROM pg_database,"
+                " pg_roles WHERE datname = current_database() AND rolname = current_user"
+            )
+        )
+        if owner:
+            name = connection.scalar(text("SELECT current_database()"))
+            connection.execute(text(f'ALTER DATABASE "{name}" SET synchronous_commit = off'))
+    engine.dispose()
+
+
 @pytest.fixture(scope="session")
 def app(
     _no_settings_from_the_shell: None, tmp_path_factory: pytest.TempPathFactory
@@ -106,6 +123,8 @@ def app(
     drop_everything(application)
     with application.app_context():
         upgrade()
+        if db.engine.dialect.name == "postgresql":
+            without_waiting_for_the_disk(db.engine)
     yield application
     with application.app_context():
         db.engine.dispose()
@@ -119,12 +138,10 @@ def _empty_database_after_test(app: Flask) -> Iterator[None]:
         cache.clear()  # what one test's pages cached (trending pieces) never reaches the next
         db.session.remove()
         with db.engine.begin() as connection:
-            if connection.dialect.name == "postgresql":
-                names = ", ".join(table.name for table in db.metadata.sorted_tables)
-                connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
-            else:
-                for table in reversed(db.metadata.sorted_tables):
-                    connection.execute(table.delete())
+            # DELETE, not TRUNCATE: on tables this small it is several times faster, and the
+            # tests never depend on ids starting again from 1.
+            for table in reversed(db.metadata.sorted_tables):
+                connection.execute(table.delete())
 
 
 @pytest.fixture
