@@ -128,7 +128,11 @@ class Shopper(threading.Thread):
             self.stats.record(name, started, False, repr(error))
             return None
         ok = response.status_code in expect
-        self.stats.record(name, started, ok, f"{response.status_code} {path}")
+        detail = f"{response.status_code} {path}"
+        if not ok:
+            title = re.search(r"<h1[^>]*>(.*?)</h1>", response.text, re.S)
+            detail += f" {title.group(1).strip() if title else response.text[:120]!r}"
+        self.stats.record(name, started, ok, detail)
         return response if ok else None
 
     def run(self) -> None:

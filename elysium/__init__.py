@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -77,15 +76,17 @@ def ensure_secret_key(app: Flask) -> None:
 
 
 def configure_logging(app: Flask) -> None:
-    """The app logs at ``LOG_LEVEL``; libraries only speak up for warnings."""
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    app.logger.setLevel(app.config["LOG_LEVEL"])
+    """Log lines with the request id, in ``LOG_FORMAT``; errors to Sentry if configured."""
+    from elysium.integrations.sentry import init_app as init_sentry
+    from elysium.logs import init_app as init_logs
+
+    init_logs(app)
+    init_sentry(app)
 
 
 def register_extensions(app: Flask) -> None:
     from elysium import models  # noqa: F401  (every table must be known to Alembic)
+    from elysium.db_routing import init_app as init_read_replica
     from elysium.extensions import cache, csrf, db, limiter, migrate
     from elysium.integrations.google import init_app as init_google
     from elysium.integrations.sanity import check_settings as check_sanity_settings
@@ -97,6 +98,7 @@ def register_extensions(app: Flask) -> None:
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///"):
         Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     db.init_app(app)
+    init_read_replica(app)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"), render_as_batch=True)
     csrf.init_app(app)
     init_sessions(app)
@@ -173,8 +175,16 @@ def register_templating(app: Flask) -> None:
 def register_request_hooks(app: Flask) -> None:
     """App-wide hooks of the request layer (the blueprints register none of their own)."""
     from elysium.web.cart import write_cart_cookie
+    from elysium.web.compression import compress
+    from elysium.web.conditional import revalidate
     from elysium.web.devices import write_device_cookie
+    from elysium.web.static_files import init_app as init_static_files
 
+    init_static_files(app)
+    # After-request hooks run last registered first: a page is compared (304) before its body
+    # is compressed; the extensions' hooks, registered earlier, only add headers and cookies.
+    app.after_request(compress)
+    app.after_request(revalidate)
     app.after_request(write_cart_cookie)
     app.after_request(write_device_cookie)
 

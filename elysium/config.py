@@ -72,7 +72,12 @@ def settings_from_environment(environ: Mapping[str, str], instance_path: str) ->
         "SQLALCHEMY_DATABASE_URI": normalise_database_url(
             environ.get("DATABASE_URL") or default_db
         ),
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "SQLALCHEMY_ENGINE_OPTIONS": engine_options(environ.get("DATABASE_URL") or default_db),
+        "DATABASE_REPLICA_URL": normalise_database_url(environ.get("DATABASE_REPLICA_URL", ""))
+        or None,
+        "DATABASE_PRIMARY_AFTER_WRITE_SECONDS": _int(
+            environ, "DATABASE_PRIMARY_AFTER_WRITE_SECONDS", 5
+        ),
         "SITE_URL": environ.get("SITE_URL", "").strip() or None,
         "TRUSTED_HOSTS": host_names(environ.get("TRUSTED_HOSTS", "")),
         "PREFERRED_URL_SCHEME": "https" if production else "http",
@@ -91,6 +96,8 @@ def settings_from_environment(environ: Mapping[str, str], instance_path: str) ->
         "WTF_CSRF_TIME_LIMIT": None,
         "SEND_FILE_MAX_AGE_DEFAULT": _int(environ, "STATIC_MAX_AGE", 3600 if production else 0),
         "LOG_LEVEL": environ.get("LOG_LEVEL", "INFO").upper(),
+        "LOG_FORMAT": environ.get("LOG_FORMAT", "").strip().lower() or None,
+        "SENTRY_DSN": environ.get("SENTRY_DSN", "").strip() or None,
         "REDIS_URL": environ.get("REDIS_URL") or None,
         "REDIS_KEY_PREFIX": environ.get("REDIS_KEY_PREFIX", "").strip() or "elysium",
         "SINGLE_PROCESS": _flag(environ.get("SINGLE_PROCESS")),
@@ -138,6 +145,28 @@ def settings_from_environment(environ: Mapping[str, str], instance_path: str) ->
         "SANITY_MAX_RETRIES": _int(environ, "SANITY_MAX_RETRIES", 3),
         "SIGNATURE_REQUIRED_ABOVE": _int(environ, "SIGNATURE_REQUIRED_ABOVE", 50000),
     }
+
+
+# A request gives up on opening a connection to PostgreSQL after this long (libpq counts whole
+# seconds, and at least 2), and on waiting for a free one in its process's pool after this long.
+DATABASE_CONNECT_TIMEOUT_SECONDS = 3
+DATABASE_POOL_TIMEOUT_SECONDS = 5
+
+
+def engine_options(url: str) -> dict[str, Any]:
+    """SQLAlchemy's engine options for the database at ``url``.
+
+    A pooled connection is tested before each use (``pool_pre_ping``), so after the database
+    restarts the first request gets a new connection rather than a dead one. While the
+    database is unreachable no request waits long for it: a refused connection fails at once,
+    one that gets no answer after ``DATABASE_CONNECT_TIMEOUT_SECONDS``, and the shopper sees the
+    "back in a moment" page (``elysium.errors``).
+    """
+    options: dict[str, Any] = {"pool_pre_ping": True}
+    if normalise_database_url(url).startswith("postgresql"):
+        options["pool_timeout"] = DATABASE_POOL_TIMEOUT_SECONDS
+        options["connect_args"] = {"connect_timeout": DATABASE_CONNECT_TIMEOUT_SECONDS}
+    return options
 
 
 def cookie_name(name: str, *, secure: bool) -> str:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 
-from flask import Flask, Response, make_response, render_template
+from flask import Flask, Response, g, make_response, render_template, request
 from flask_limiter import RequestLimit
+from sqlalchemy.exc import DBAPIError, OperationalError, PendingRollbackError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from elysium.extensions import db, limiter
+from elysium.extensions import db, limiter, login_manager
 from elysium.htmx import is_htmx
+from elysium.logs import request_id
 
 MESSAGES = {
     400: ("This request could not be understood", "Please go back and try again."),
@@ -20,7 +24,15 @@ MESSAGES = {
     413: ("That was too large", "Please send something smaller."),
     429: ("Too many attempts", "Please wait a moment and try again."),
     500: ("Something went wrong on our side", "We have been told. Please try again shortly."),
+    503: (
+        "We'll be back in a moment",
+        "The shop is briefly unavailable. Please try again shortly.",
+    ),
 }
+# What a 503 asks a client to wait before trying again while the database is unreachable.
+DATABASE_RETRY_AFTER_SECONDS = 5
+# SQLAlchemy's code for using a connection that was lost inside the transaction.
+LOST_CONNECTION = "8s2b"
 
 
 def seconds_until_reset(request_limit: RequestLimit) -> int:
@@ -36,7 +48,8 @@ def wait_message(request_limit: RequestLimit) -> str:
 
 def render_error(status: int, detail: str | None = None) -> Response:
     title, hint = MESSAGES.get(status, (f"Error {status}", "Please try again."))
-    context = {"status": status, "title": title, "hint": detail or hint}
+    # The reference is the request id, which the logs and any Sentry report carry too.
+    context = {"status": status, "title": title, "hint": detail or hint, "reference": request_id()}
     if is_htmx():
         response = make_response(render_template("partials/_error.html", **context), status)
         response.headers["HX-Retarget"] = "#messages"
@@ -63,6 +76,62 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(InternalServerError)
     def handle_server_error(error: InternalServerError) -> Response:
-        # Flask has already logged the original exception with its traceback.
-        db.session.rollback()
+        # Flask has already logged the original exception with its traceback. A database
+        # that went away meanwhile must not turn the 500 page into the server's bare one.
+        try:
+            db.session.rollback()
+        except SQLAlchemyError:
+            db.session.remove()
         return render_error(500)
+
+    @app.errorhandler(DBAPIError)
+    @app.errorhandler(PendingRollbackError)
+    @app.errorhandler(PoolTimeoutError)
+    def handle_database_error(error: SQLAlchemyError) -> Response:
+        if not database_unavailable(error):
+            raise error  # a fault of ours: logged with its traceback, and the 500 page
+        app.logger.warning(
+            "Database unavailable (%s %s): %s",
+            request.method,
+            request.path,
+            getattr(error, "orig", None) or error,
+        )
+        return unavailable_page()
+
+    @app.teardown_appcontext
+    def end_database_session(_error: BaseException | None) -> None:
+        """End the request's database session (rolling back what it left open) before
+        Flask-SQLAlchemy's own teardown does: a connection lost after the last statement must
+        not turn a request that was answered into the server's bare 500."""
+        try:
+            db.session.remove()
+        except SQLAlchemyError as error:
+            app.logger.warning("Database connection lost at the end of the request: %s", error)
+            db.session.remove()  # the lost connection is now discarded: this one succeeds
+
+
+def database_unavailable(error: SQLAlchemyError) -> bool:
+    """The database could not be reached or lost the connection (it is down, restarting,
+    refusing more connections), or every pooled connection stayed busy: nothing is wrong with
+    the request, and the same request can succeed in a moment."""
+    if isinstance(error, OperationalError | PoolTimeoutError):
+        return True
+    if isinstance(error, PendingRollbackError):
+        # The connection was lost earlier in the request, where the error was caught (the
+        # header's bag count does that): SQLAlchemy's "can't reconnect until rolled back".
+        return error.code == LOST_CONNECTION
+    return isinstance(error, DBAPIError) and error.connection_invalidated
+
+
+def unavailable_page() -> Response:
+    """503 with ``Retry-After``, drawn without the database: the session's transaction is
+    rolled back (nothing half-done is kept), the page is drawn as for a guest (loading the
+    account would need the database) and the bag count is left out."""
+    with contextlib.suppress(SQLAlchemyError):
+        db.session.rollback()
+    g._login_user = login_manager.anonymous_user()  # what flask_login's current_user reads
+    g.setdefault("cart_count", 0)  # elysium.web.cart.cart_count would ask the database
+    response = render_error(503)
+    response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+    response.headers["Cache-Control"] = "no-store"
+    return response

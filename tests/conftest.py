@@ -95,6 +95,9 @@ def drop_everything(app: Flask) -> None:
         db.drop_all()
         with db.engine.begin() as connection:
             connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
+            if connection.dialect.name == "postgresql":
+                # What migrations create besides tables (the catalogue version's trigger).
+                connection.execute(text("DROP FUNCTION IF EXISTS catalog_version_renew CASCADE"))
 
 
 def without_waiting_for_the_disk(engine) -> None:

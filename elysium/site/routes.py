@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import redis
 from flask import Blueprint, Response, current_app, make_response, render_template, request
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from elysium.config import REDIS_TIMEOUT_SECONDS
 from elysium.extensions import db
 from elysium.services.catalog import sitemap_entries
 from elysium.urls import absolute_url
@@ -19,17 +21,44 @@ bp = Blueprint("site", __name__)
 def healthz() -> Response:
     """For the load balancer: 200 when the database answers, 503 when it does not.
 
-    It answers whatever host the request names (see ``elysium.urls.ANY_HOST_ENDPOINTS``).
+    Redis is reported too, but a Redis that doesn't answer leaves the answer 200 ("degraded"):
+    the shop keeps selling without it (rate limits count in each process meanwhile), and
+    taking every server out of the pool for it would close the shop. It answers whatever host
+    the request names (see ``elysium.urls.ANY_HOST_ENDPOINTS``).
     """
     try:
         db.session.execute(text("SELECT 1"))
     except SQLAlchemyError:
         db.session.rollback()
-        response = make_response({"status": "unavailable", "database": "unreachable"}, 503)
+        database = "unreachable"
     else:
-        response = make_response({"status": "ok", "database": "ok"}, 200)
+        database = "ok"
+    body = {"status": "ok", "database": database}
+    if current_app.config.get("REDIS_URL"):
+        body["redis"] = "ok" if redis_answers() else "unreachable"
+    if database != "ok":
+        body["status"] = "unavailable"
+    elif body.get("redis") == "unreachable":
+        body["status"] = "degraded"
+    response = make_response(body, 503 if database != "ok" else 200)
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def redis_answers() -> bool:
+    """Whether Redis at ``REDIS_URL`` answers a PING within ``REDIS_TIMEOUT_SECONDS``."""
+    client = current_app.extensions.get("elysium.health_redis")
+    if client is None:
+        client = redis.Redis.from_url(
+            current_app.config["REDIS_URL"],
+            socket_timeout=REDIS_TIMEOUT_SECONDS,
+            socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+        )
+        current_app.extensions["elysium.health_redis"] = client
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
 
 
 @bp.get("/robots.txt")

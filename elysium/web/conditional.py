@@ -1,0 +1,69 @@
+"""Revalidating the shop window: home, the listing, collections and product pages answer
+``If-None-Match`` with a 304 when the page the browser holds is still right for that visitor.
+
+These pages are public, but each rendering is one visitor's: it carries their CSRF token (in
+every form and in ``hx-headers``), their bag count, whether they are signed in, their
+recently viewed pieces. So the page is rendered as usual, and its ETag is a keyed hash of
+what was rendered, with two changes:
+
+- the CSRF token as signed for this request is taken out. Flask-WTF signs a timestamp into
+  it, so its text changes every second, but with ``WTF_CSRF_TIME_LIMIT = None`` any token
+  signed for the same session secret stays valid (``flask_wtf.csrf.validate_csrf`` checks
+  the signature and compares what it carries with the session's secret, never its age);
+- the session's CSRF secret (the raw token the signed ones carry) is put in, together with
+  the key that signs the tokens. The ETag only matches for the session whose tokens the
+  held page carries, and no longer matches once that session's secret (or the key) changes.
+
+Anything else a visitor sees (a price, the bag count, signing in, a message) is in the page,
+so it changes the ETag too. The hash is keyed, so nobody can work out another visitor's ETag.
+The pages are sent ``Cache-Control: private, no-cache`` (a browser keeps them but asks every
+time; a shared cache never keeps them) with ``Vary: Cookie``, and the ETag is weak: the bytes
+differ from one rendering to the next (the token), what they mean does not. A 304 saves the
+bytes on the wire, not the rendering.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from flask import Response, current_app, g, request, session
+
+PAGES = frozenset({"shop.home", "shop.listing", "shop.collection", "shop.product"})
+
+
+def _csrf_settings() -> tuple[str, bytes]:
+    """The name Flask-WTF keeps its token under (in ``g`` and the session), and its key."""
+    config = current_app.config
+    field = config.get("WTF_CSRF_FIELD_NAME") or "csrf_token"
+    key = config.get("WTF_CSRF_SECRET_KEY") or current_app.secret_key or ""
+    return field, key if isinstance(key, bytes) else str(key).encode()
+
+
+def page_etag(body: bytes) -> str:
+    """The page's ETag: what it shows, for whom (see the module's docstring)."""
+    field, key = _csrf_settings()
+    signed = g.get(field)
+    if isinstance(signed, str) and signed:
+        body = body.replace(signed.encode(), b"")
+    mac = hmac.new(key, digestmod=hashlib.sha256)
+    mac.update(str(session.get(field, "")).encode())
+    mac.update(b"\0")
+    mac.update(body)
+    return mac.hexdigest()[:32]
+
+
+def revalidate(response: Response) -> Response:
+    """The after-request hook: tag the shop window's pages and answer a matching
+    ``If-None-Match`` with 304. Other pages, other methods and other statuses are untouched."""
+    if request.endpoint not in PAGES or request.method not in ("GET", "HEAD"):
+        return response
+    if response.status_code != 200 or response.direct_passthrough or response.is_streamed:
+        return response
+    if response.cache_control.no_store:
+        return response
+    response.set_etag(page_etag(response.get_data()), weak=True)
+    response.cache_control.private = True
+    response.cache_control.no_cache = True
+    response.vary.add("Cookie")
+    return response.make_conditional(request)

@@ -1,0 +1,230 @@
+"""Reads from a streaming replica (``DATABASE_REPLICA_URL``), writes to the primary.
+
+A real PostgreSQL primary and a hot standby streaming from it. While the standby's replay is
+paused it keeps the catalogue as it was, so a page showing the old price was read from the
+replica, and one showing the new price from the primary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from flask import Flask
+from flask_migrate import upgrade
+from sqlalchemy import func, select
+
+from elysium.config import ConfigurationError, normalise_database_url, settings_from_environment
+from elysium.extensions import db
+from elysium.models import Product
+from elysium.models.engagement import ProductView
+from elysium.money import format_money
+from elysium.services.seeding import load_demo_catalogue, seed_catalogue
+from tests.conftest import make_app, page_text
+from tests.html import Page, text_of
+from tests.support.pg_cluster import PostgresCluster
+from tests.support.pg_replica import Replica, primary_and_replica
+
+PIECE = "aurelia-fine-chain"
+PIECE_NAME = "Aurelia Fine Chain"
+COOKIE = "elysium_primary"
+RISE = 10_000  # £100, in pence
+DATABASE = "shop"
+KEY = 8_675_309
+ADVISORY_LOCKS = f"SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = {KEY}"
+
+
+@dataclass
+class Shop:
+    app: Flask
+    primary: PostgresCluster
+    replica: Replica
+    base_price: int  # the piece's base price as seeded
+    price: int  # the price its page shows as seeded, in pence
+
+    def set_base_price(self, amount: int) -> None:
+        """Change the piece's price on the primary."""
+        self.primary.psql(
+            f"UPDATE products SET base_price = {amount} WHERE slug = '{PIECE}'", DATABASE
+        )
+
+    def count(self, server: PostgresCluster, table: str) -> int:
+        return int(server.psql(f"SELECT count(*) FROM {table}", DATABASE).strip())
+
+
+def shown_price(response) -> int:
+    """The price on a product page, in pence."""
+    assert response.status_code == 200
+    text = text_of(Page(response), ".price-total__amount")
+    return round(float(text.lstrip("£").replace(",", "")) * 100)
+
+
+def add_to_bag(client):
+    client.get(f"/shop/{PIECE}")
+    return client.htmx(
+        "POST", "/cart/items", data={"product": PIECE, "quantity": "1", "metal": "yellow-gold"}
+    )
+
+
+def the_cookie(response) -> str | None:
+    return next(
+        (line for line in response.headers.getlist("Set-Cookie") if line.startswith(COOKIE)),
+        None,
+    )
+
+
+@pytest.fixture(scope="module")
+def shop() -> Iterator[Shop]:
+    with primary_and_replica() as (primary, replica):
+        primary.create_database(DATABASE)
+        app = make_app(
+            normalise_database_url(primary.url(DATABASE)),
+            DATABASE_REPLICA_URL=replica.url(DATABASE),
+        )
+        with app.app_context():
+            upgrade()
+            seed_catalogue(db.session, load_demo_catalogue())
+            db.session.commit()
+            base_price = db.session.scalar(select(Product.base_price).where(Product.slug == PIECE))
+            db.session.remove()
+        replica.catch_up(primary)
+        price = shown_price(app.test_client().get(f"/shop/{PIECE}"))
+        yield Shop(app, primary, replica, base_price, price)
+
+
+@pytest.fixture
+def paused(shop: Shop) -> Iterator[Shop]:
+    """The replica stops replaying, and the piece's price rises by ``RISE`` on the primary
+    only. Afterwards the replica catches up and the price is put back."""
+    shop.replica.pause_replay()
+    try:
+        shop.set_base_price(shop.base_price + RISE)
+        yield shop
+    finally:
+        shop.replica.resume_replay()
+        shop.set_base_price(shop.base_price)
+        shop.replica.catch_up(shop.primary)
+
+
+def test_a_visitor_reads_the_catalogue_from_the_replica(paused: Shop):
+    visitor = paused.app.test_client()
+
+    assert shown_price(visitor.get(f"/shop/{PIECE}")) == paused.price
+    listing = page_text(visitor.get("/shop", query_string={"q": PIECE_NAME}))
+    assert format_money(paused.price, "GBP") in listing
+    assert format_money(paused.price + RISE, "GBP") not in listing
+
+    paused.replica.resume_replay()
+    paused.replica.catch_up(paused.primary)
+    assert shown_price(visitor.get(f"/shop/{PIECE}")) == paused.price + RISE
+
+
+def test_after_a_change_the_shopper_reads_from_the_primary_for_a_few_seconds(paused: Shop):
+    shopper = paused.app.test_client()
+    browsing = paused.app.test_client()
+
+    added = add_to_bag(shopper)
+    assert added.status_code == 200
+    cookie = the_cookie(added)
+    assert cookie is not None
+    assert "Max-Age=5" in cookie
+    assert "HttpOnly" in cookie
+    assert "SameSite=Lax" in cookie
+
+    # Neither the bag nor the new price has reached the replica.
+    assert shown_price(shopper.get(f"/shop/{PIECE}")) == paused.price + RISE
+    assert PIECE_NAME in page_text(shopper.get("/cart"))
+    assert shown_price(browsing.get(f"/shop/{PIECE}")) == paused.price
+    assert the_cookie(browsing.get(f"/shop/{PIECE}")) is None  # a GET changes nothing
+
+    # Once the cookie has expired the shop window reads from the replica again; the bag, a
+    # personal page, always reads from the primary.
+    shopper.delete_cookie(COOKIE)
+    assert shown_price(shopper.get(f"/shop/{PIECE}")) == paused.price
+    bag = page_text(shopper.get("/cart"))
+    assert PIECE_NAME in bag
+    assert format_money(paused.price + RISE, "GBP") in bag
+
+
+def test_every_write_goes_to_the_primary(paused: Shop):
+    primary_views = paused.count(paused.primary, "product_views")
+    replica_views = paused.count(paused.replica, "product_views")
+    primary_lines = paused.count(paused.primary, "cart_lines")
+
+    # A product page read from the replica records its view on the primary.
+    assert shown_price(paused.app.test_client().get(f"/shop/{PIECE}")) == paused.price
+    assert paused.count(paused.primary, "product_views") == primary_views + 1
+    assert paused.count(paused.replica, "product_views") == replica_views
+
+    assert add_to_bag(paused.app.test_client()).status_code == 200
+    assert paused.count(paused.primary, "cart_lines") == primary_lines + 1
+
+    with pytest.raises(RuntimeError, match="read-only transaction"):
+        paused.replica.psql("DELETE FROM product_views", DATABASE)
+
+
+def test_only_a_plain_read_while_showing_the_shop_window_uses_the_replica(paused: Shop):
+    app = paused.app
+    on_primary, on_replica = paused.base_price + RISE, paused.base_price
+    piece = select(Product.base_price).where(Product.slug == PIECE)
+
+    def base_price(statement=piece) -> int:
+        return db.session.scalar(statement)
+
+    with app.app_context():  # no request (a command, a worker): the primary
+        assert base_price() == on_primary
+        db.session.remove()
+    with app.test_request_context(f"/shop/{PIECE}"):
+        assert base_price() == on_replica
+        assert base_price(piece.with_for_update()) == on_primary
+        assert base_price() == on_primary  # from the first write or lock on: the primary
+    with app.test_request_context(f"/shop/{PIECE}"):
+        assert db.session.scalar(select(func.pg_try_advisory_xact_lock(KEY)))
+        assert paused.primary.psql(ADVISORY_LOCKS, DATABASE).strip() == "1"
+        assert base_price() == on_primary
+    with app.test_request_context(f"/shop/{PIECE}", method="HEAD"):
+        assert base_price() == on_replica
+        db.session.add(ProductView(product_id=db.session.scalar(select(Product.id).limit(1))))
+        db.session.flush()
+        assert base_price() == on_primary
+        db.session.rollback()
+    with app.test_request_context(f"/shop/{PIECE}", method="POST"):
+        assert base_price() == on_primary
+    with app.test_request_context(f"/shop/{PIECE}", headers={"Cookie": f"{COOKIE}=1"}):
+        assert base_price() == on_primary
+    personal = ["/cart", "/checkout", "/checkout/success", "/account", "/orders/EL-1"]
+    for path in [*personal, "/wishlist", "/auth/login", "/staff", "/staff/inventory"]:
+        with app.test_request_context(path):
+            assert base_price() == on_primary, path
+
+
+def test_a_stopped_replica_leaves_every_read_to_the_primary(shop: Shop):
+    shop.replica.stop("fast")
+    try:
+        visitor = shop.app.test_client()
+        assert shown_price(visitor.get(f"/shop/{PIECE}")) == shop.price
+        assert visitor.get("/shop").status_code == 200
+        assert visitor.get("/").status_code == 200
+        assert add_to_bag(visitor).status_code == 200
+    finally:
+        shop.replica.start()
+        shop.replica.catch_up(shop.primary)
+
+
+def test_without_a_replica_nothing_changes(app: Flask, client, catalogue):
+    assert "elysium.replica" not in app.extensions
+    added = add_to_bag(client)
+    assert added.status_code == 200
+    assert the_cookie(added) is None
+
+
+def test_the_replica_url_is_read_like_database_url(tmp_path):
+    settings = settings_from_environment(
+        {"DATABASE_REPLICA_URL": "postgres://shop@replica.internal/elysium"}, str(tmp_path)
+    )
+    assert settings["DATABASE_REPLICA_URL"] == "postgresql+psycopg://shop@replica.internal/elysium"
+    assert settings["DATABASE_PRIMARY_AFTER_WRITE_SECONDS"] == 5
+    assert settings_from_environment({}, str(tmp_path))["DATABASE_REPLICA_URL"] is None
+    with pytest.raises(ConfigurationError, match="DATABASE_REPLICA_URL"):
+        make_app(f"sqlite:///{tmp_path / 'a.db'}", DATABASE_REPLICA_URL="sqlite:///replica.db")
