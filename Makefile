@@ -73,7 +73,15 @@ format: install ## Format the code and fix what ruff can
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: install ## Benchmark /shop and a product page under gunicorn + PostgreSQL with wrk
+bench: install ## Benchmark the shop's pages against a bare Flask page (gunicorn, PostgreSQL, wrk)
+	@if ! command -v wrk >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing wrk for the benchmark..."; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; \
+	  else \
+	    echo "wrk is not installed (apt-get install wrk): the benchmark needs it."; exit 1; \
+	  fi; \
+	fi
 	$(BIN)/python bench/run.py
 
 clean: ## Remove the virtualenv and caches (keeps instance/)

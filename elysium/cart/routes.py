@@ -33,6 +33,7 @@ from elysium.services.checkout import pending_order_for_cart
 from elysium.services.configuration import Configuration, ConfigurationError, configure
 from elysium.web.cart import current_cart, keep_guest_cookie, remember_count
 from elysium.web.configurator import configurator_context
+from elysium.web.fragments import product_to_show
 
 bp = Blueprint("cart", __name__, url_prefix="/cart")
 
@@ -228,6 +229,10 @@ def add_item() -> Response:
     if not is_htmx():
         flash(change.message)
         return redirect(url_for("cart.show"), 303)
+    # The commit expired the piece; the block below shows it as the catalogue now is, from
+    # what is kept for the product page when it can (no query for the piece, its options
+    # and its stock), else from the database.
+    product = product_to_show(form.product.data.strip()) or product
     slots = render_template("cart/_error_slots.html", errors={}, product=product)
     block = _add_to_bag_block(product, form, {}, str(form.value), change.message, error=False)
     return fragments(block, slots, _announce(change.message))

@@ -3,6 +3,7 @@
 from elysium.models.cart import Cart, CartLine, WishlistItem
 from elysium.models.catalog import (
     CatalogChange,
+    CatalogVersion,
     Category,
     Collection,
     OptionKind,
@@ -43,6 +44,7 @@ __all__ = [
     "Cart",
     "CartLine",
     "CatalogChange",
+    "CatalogVersion",
     "Category",
     "Collection",
     "CustomerProfile",

@@ -184,3 +184,16 @@ class CatalogChange(db.Model):
     last_error: Mapped[str | None] = mapped_column(String(500))
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class CatalogVersion(db.Model):
+    """One row whose ``token`` is renewed whenever the catalogue changes: database triggers
+    on products, their options, their stock and collections give it a new random value as
+    the transaction that changed any of them commits, whoever wrote it (migration 0008).
+    Fragments of catalogue pages kept in the cache are filed under it, so a change is never
+    shown late (``elysium.web.fragments``)."""
+
+    __tablename__ = "catalog_version"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token: Mapped[str] = mapped_column(String(32))

@@ -10,7 +10,15 @@ from dataclasses import dataclass, field
 from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import joinedload, selectinload
 
-from elysium.models.catalog import Category, Collection, OptionKind, Product, ProductOption
+from elysium.models.catalog import (
+    CatalogVersion,
+    Category,
+    Collection,
+    OptionKind,
+    Product,
+    ProductOption,
+)
+from elysium.services.inventory import StockStatus, availability_columns, availability_of
 from elysium.services.paging import Paged
 from elysium.services.sql import AnySession
 
@@ -49,9 +57,37 @@ class ShopQuery:
     page: int = 1
 
 
+@dataclass(frozen=True)
+class CardOption:
+    """A metal or diamond as a card knows it: its code (the picture shows the first)."""
+
+    code: str
+
+
+@dataclass(frozen=True)
+class ProductCard:
+    """What a product card shows, and nothing more: the listing, the home page, a collection
+    and "Trending now" read their cards in two queries (:func:`product_cards`), with the
+    piece's stock worked out by the database, never as ORM objects with every column,
+    option and inventory row. It answers what the card partial, ``product_picture`` and the
+    wishlist heart ask of a product."""
+
+    id: int
+    slug: str
+    name: str
+    artwork: str | None
+    images: list[dict[str, str]]
+    base_price: int
+    currency: str
+    collection_name: str | None
+    stock: StockStatus
+    metals: tuple[CardOption, ...] = ()
+    diamonds: tuple[CardOption, ...] = ()
+
+
 @dataclass
 class ProductPage(Paged):
-    products: Sequence[Product]
+    products: Sequence[ProductCard]
     total: int
     page: int
     per_page: int
@@ -59,12 +95,75 @@ class ProductPage(Paged):
 
 
 def _with_card_data(stmt: Select[tuple[Product]]) -> Select[tuple[Product]]:
-    """Everything a product card shows, in a constant number of queries."""
+    """Everything a product page shows, in a constant number of queries."""
     return stmt.options(
         joinedload(Product.collection),
         selectinload(Product.options),
         selectinload(Product.inventory),
     )
+
+
+CARD_COLUMNS = (
+    Product.id,
+    Product.slug,
+    Product.name,
+    Product.artwork,
+    Product.images,
+    Product.base_price,
+    Product.currency,
+    Collection.name.label("collection_name"),
+    Product.lead_time_weeks,
+    *availability_columns(),
+)
+
+
+def _as_cards(session: AnySession, stmt: Select) -> tuple[list[ProductCard], int | None]:
+    """The cards a products query (``_filtered`` or ``published_products`` with the collection
+    joined) finds, in its order, and its ``total`` column when it has one. One query for the
+    pieces, one for the codes of their metals and diamonds."""
+    rows = session.execute(stmt).all()
+    total = rows[0].total if rows and "total" in rows[0]._fields else None
+    codes: dict[tuple[int, OptionKind], list[CardOption]] = {}
+    if rows:
+        options = session.execute(
+            select(ProductOption.product_id, ProductOption.kind, ProductOption.code)
+            .where(ProductOption.product_id.in_([row.id for row in rows]))
+            .order_by(ProductOption.position, ProductOption.id)
+        )
+        for product_id, kind, code in options:
+            codes.setdefault((product_id, kind), []).append(CardOption(code))
+    cards = [
+        ProductCard(
+            id=row.id,
+            slug=row.slug,
+            name=row.name,
+            artwork=row.artwork,
+            images=row.images or [],
+            base_price=row.base_price,
+            currency=row.currency,
+            collection_name=row.collection_name,
+            stock=availability_of(row.any_left, row.any_lead_time, row.lead_time_weeks),
+            metals=tuple(codes.get((row.id, OptionKind.METAL), ())),
+            diamonds=tuple(codes.get((row.id, OptionKind.DIAMOND), ())),
+        )
+        for row in rows
+    ]
+    return cards, total
+
+
+def _card_query(stmt: Select[tuple[Product]]) -> Select:
+    """``stmt`` (products, the collection outer-joined) selecting what a card shows."""
+    return stmt.with_only_columns(*CARD_COLUMNS, maintain_column_froms=False)
+
+
+def product_cards(session: AnySession, ids: Sequence[int]) -> list[ProductCard]:
+    """The cards of these published pieces, in the order of ``ids`` (unpublished or
+    missing ones left out)."""
+    if not ids:
+        return []
+    stmt = published_products().outerjoin(Product.collection).where(Product.id.in_(ids))
+    found = {card.id: card for card in _as_cards(session, _card_query(stmt))[0]}
+    return [found[product_id] for product_id in ids if product_id in found]
 
 
 def published_products() -> Select[tuple[Product]]:
@@ -121,28 +220,42 @@ def _ordered(stmt: Select[tuple[Product]], sort: SortOrder) -> Select[tuple[Prod
 
 
 def search_products(session: AnySession, query: ShopQuery, per_page: int) -> ProductPage:
-    """One page of the listing. A page past the end shows the last page, with a note."""
+    """One page of the listing. A page past the end shows the last page, with a note.
+
+    The page's cards carry the number of pieces found (a window count), so a page costs
+    two queries; only a page past the end counts first, then reads the last page."""
     filtered = _filtered(query)
-    total = session.scalar(select(func.count()).select_from(filtered.subquery())) or 0
-    pages = max((total + per_page - 1) // per_page, 1)
-    notes = []
-    page = query.page
-    if page > pages:
-        notes.append(f"There is no page {page}; here is page {pages}.")
-        page = pages
-    stmt = _with_card_data(_ordered(filtered, query.sort)).limit(per_page)
-    products = session.scalars(stmt.offset((page - 1) * per_page)).unique().all()
-    return ProductPage(products=products, total=total, page=page, per_page=per_page, notes=notes)
+    stmt = (
+        _card_query(_ordered(filtered, query.sort))
+        .add_columns(func.count().over().label("total"))
+        .limit(per_page)
+    )
+    cards, total = _as_cards(session, stmt.offset((query.page - 1) * per_page))
+    page, notes = query.page, []
+    if total is None:
+        total = 0 if page == 1 else _count(session, filtered)
+        pages = max((total + per_page - 1) // per_page, 1)
+        if page > pages:
+            notes.append(f"There is no page {page}; here is page {pages}.")
+            page = pages
+            cards, _ = _as_cards(session, stmt.offset((page - 1) * per_page))
+    return ProductPage(products=cards, total=total, page=page, per_page=per_page, notes=notes)
 
 
-def featured_products(session: AnySession, limit: int = 6) -> Sequence[Product]:
-    stmt = _with_card_data(
+def _count(session: AnySession, filtered: Select[tuple[Product]]) -> int:
+    counted = filtered.with_only_columns(func.count(Product.id), maintain_column_froms=False)
+    return session.scalar(counted) or 0
+
+
+def featured_products(session: AnySession, limit: int = 6) -> list[ProductCard]:
+    stmt = (
         published_products()
+        .outerjoin(Product.collection)
         .where(Product.featured_rank.is_not(None))
         .order_by(Product.featured_rank)
         .limit(limit)
     )
-    return session.scalars(stmt).unique().all()
+    return _as_cards(session, _card_query(stmt))[0]
 
 
 def collections(session: AnySession) -> Sequence[Collection]:
@@ -154,6 +267,24 @@ def collections(session: AnySession) -> Sequence[Collection]:
     return session.scalars(stmt).all()
 
 
+@dataclass(frozen=True)
+class CollectionCard:
+    """What the home page shows of a collection."""
+
+    slug: str
+    name: str
+    tagline: str
+    artwork: str | None
+    image: dict[str, str] | None
+
+
+def collection_cards(session: AnySession) -> list[CollectionCard]:
+    """The published collections, in order, as the home page shows them."""
+    return [
+        CollectionCard(c.slug, c.name, c.tagline, c.artwork, c.image) for c in collections(session)
+    ]
+
+
 def collection_by_slug(session: AnySession, slug: str) -> Collection | None:
     if not SLUG.fullmatch(slug):
         return None
@@ -161,13 +292,10 @@ def collection_by_slug(session: AnySession, slug: str) -> Collection | None:
     return session.scalar(stmt)
 
 
-def collection_products(session: AnySession, collection: Collection) -> Sequence[Product]:
-    stmt = _with_card_data(
-        _ordered(
-            published_products().where(Product.collection_id == collection.id), SortOrder.FEATURED
-        )
-    )
-    return session.scalars(stmt).unique().all()
+def collection_products(session: AnySession, collection: Collection) -> list[ProductCard]:
+    stmt = published_products().outerjoin(Product.collection)
+    stmt = _ordered(stmt.where(Product.collection_id == collection.id), SortOrder.FEATURED)
+    return _as_cards(session, _card_query(stmt))[0]
 
 
 def product_by_slug(session: AnySession, slug: str) -> Product | None:
@@ -175,6 +303,16 @@ def product_by_slug(session: AnySession, slug: str) -> Product | None:
         return None
     stmt = _with_card_data(published_products().where(Product.slug == slug))
     return session.scalars(stmt).unique().one_or_none()
+
+
+# Built once: every page that keeps part of the catalogue asks it first.
+CATALOG_VERSION = select(CatalogVersion.token).where(CatalogVersion.id == 1)
+
+
+def catalog_version(session: AnySession) -> str | None:
+    """The catalogue's version: a token renewed by every committed change to pieces,
+    options, stock or collections (``CatalogVersion``), None if the row is missing."""
+    return session.scalar(CATALOG_VERSION)
 
 
 def metal_choices(session: AnySession) -> list[tuple[str, str]]:

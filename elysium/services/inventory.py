@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 from flask import current_app
-from sqlalchemy import and_, select, true, update
+from sqlalchemy import ColumnElement, and_, select, true, update
 from sqlalchemy.orm.util import identity_key
 
 from elysium.models.catalog import Product
@@ -104,6 +104,28 @@ def product_availability(product: Product) -> StockStatus:
     if any(row.available > 0 for row in product.inventory):
         return StockStatus.IN_STOCK
     if product.lead_time_weeks or any(row.lead_time_weeks for row in product.inventory):
+        return StockStatus.MADE_TO_ORDER
+    return StockStatus.SOLD_OUT
+
+
+def availability_columns() -> tuple[ColumnElement[bool], ColumnElement[bool]]:
+    """:func:`product_availability`'s two questions about the inventory, as columns of a
+    query on products (so a page of cards reads no inventory rows): whether any variant has
+    a unit left, and whether any variant has a lead time of its own. Give their answers and
+    the product's lead time to :func:`availability_of`."""
+    rows = select(Inventory.id).where(Inventory.product_id == Product.id)
+    any_left = rows.where(Inventory.stock_level - Inventory.reserved > 0).exists()
+    any_lead_time = rows.where(Inventory.lead_time_weeks != 0).exists()
+    return any_left.label("any_left"), any_lead_time.label("any_lead_time")
+
+
+def availability_of(
+    any_left: bool, any_lead_time: bool, lead_time_weeks: int | None
+) -> StockStatus:
+    """:func:`product_availability` from the answers of :func:`availability_columns`."""
+    if any_left:
+        return StockStatus.IN_STOCK
+    if lead_time_weeks or any_lead_time:
         return StockStatus.MADE_TO_ORDER
     return StockStatus.SOLD_OUT
 

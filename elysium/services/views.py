@@ -50,7 +50,6 @@ from elysium.models.catalog import Product
 from elysium.models.engagement import ProductView
 from elysium.models.orders import Order, OrderLine
 from elysium.models.types import UTCDateTime, utcnow
-from elysium.services.catalog import _with_card_data, published_products
 from elysium.services.sql import AnySession
 
 logger = logging.getLogger(__name__)
@@ -202,21 +201,6 @@ def trending_ids(session: AnySession, *, now: datetime | None = None) -> list[in
     except Exception:
         logger.warning("The cache could not be written; trending is not kept")
     return ids
-
-
-def trending(session: AnySession, *, now: datetime | None = None) -> Sequence[Product]:
-    """The home page's "Trending now": the most viewed published pieces of the last seven
-    days, loaded with what a product card shows and filtered by ``published`` on every read
-    (the cache holds ids only). Empty while too few pieces have been viewed: the home page
-    then shows its featured pieces alone ("Pieces we love this season"), not the same cards
-    twice.
-    """
-    ids = trending_ids(session, now=now)
-    if not ids:
-        return []
-    stmt = _with_card_data(published_products().where(Product.id.in_(ids)))
-    found = {product.id: product for product in session.scalars(stmt).unique()}
-    return [found[product_id] for product_id in ids if product_id in found]
 
 
 @dataclass(frozen=True)

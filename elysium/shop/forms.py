@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from flask_wtf import FlaskForm
-from wtforms import IntegerField, SearchField, SelectField
+from markupsafe import Markup
+from wtforms import Field, IntegerField, SearchField, SelectField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import NumberRange, Optional
 
@@ -17,6 +18,9 @@ from elysium.web.forms import searchable
 MAX_PRICE = 10_000_000
 MAX_PAGE = 10_000
 ALL_PIECES = "All pieces"
+# How many fields' markup is kept (each is at most a few hundred bytes).
+FIELDS_KEPT = 1024
+_rendered_fields: dict[tuple, Markup] = {}
 
 
 class ShopFilterForm(FlaskForm):
@@ -24,6 +28,33 @@ class ShopFilterForm(FlaskForm):
 
     class Meta:
         csrf = False
+
+        def render_field(self, field: Field, render_kw: dict) -> Markup:
+            """A filter's markup follows only from the field, its value, its choices and the
+            attributes asked for, so it is drawn once and kept (the listing draws seven on
+            every page, the same few over and over). By then a value that was refused has
+            been replaced and its error dropped (:meth:`to_query`)."""
+            if field.errors or field.render_kw:
+                return super().render_field(field, render_kw)  # type: ignore[misc]
+            choices = getattr(field, "choices", None) or ()
+            key = (
+                type(field).__name__,
+                field.id,
+                field.name,
+                field.data if isinstance(field, SelectField) else field._value(),
+                tuple(sorted(render_kw.items())),
+                tuple(
+                    (c.value, c.label, c.optgroup, tuple(sorted(c.render_kw.items())))
+                    for c in choices
+                ),
+            )
+            markup = _rendered_fields.get(key)
+            if markup is None:
+                if len(_rendered_fields) >= FIELDS_KEPT:
+                    _rendered_fields.clear()
+                markup = super().render_field(field, render_kw)  # type: ignore[misc]
+                _rendered_fields[key] = markup
+            return markup
 
     q = SearchField("Search")
     category = SelectField("Category", default="")

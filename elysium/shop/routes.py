@@ -20,30 +20,59 @@ from elysium.services import catalog, views
 from elysium.shop.forms import ShopFilterForm
 from elysium.web.browsing import record_product_view
 from elysium.web.configurator import CONFIGURATION_FIELDS, configurator_context
+from elysium.web.fragments import card_links, kept, product_to_show
+from elysium.web.wishlist import card_hearts
 
 bp = Blueprint("shop", __name__)
 
 
 @bp.get("/")
 def home() -> str:
+    def window() -> tuple:
+        collections = catalog.collection_cards(db.session)
+        featured = catalog.featured_products(db.session, limit=4)
+        return collections, featured, card_links(featured, 3)
+
+    collections, featured, links = kept("home", (), window)
+    # "Trending now": the week's most viewed pieces (their ids are cached for a minute), read
+    # as cards like the rest, so a piece taken off sale leaves at once. None while too few
+    # pieces have been viewed: the featured pieces then stand alone, not the same cards twice.
+    ids = views.trending_ids(db.session)
+
+    def trending_cards() -> tuple:
+        cards = catalog.product_cards(db.session, ids)
+        return cards, card_links(cards, 3)
+
+    trending, trending_links = kept("trending", ids, trending_cards) if ids else ([], {})
     return render_template(
         "shop/home.html",
-        collections=catalog.collections(db.session),
-        featured=catalog.featured_products(db.session, limit=4),
-        trending=views.trending(db.session),
+        collections=collections,
+        featured=featured,
+        trending=trending,
+        card_links={**links, **trending_links},
+        card_hearts=card_hearts([*featured, *trending]),
+    )
+
+
+def _filter_choices() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The collections and metals the listing's filters offer, as (value, label)."""
+    return [(c.slug, c.name) for c in catalog.collections(db.session)], catalog.metal_choices(
+        db.session
     )
 
 
 @bp.get("/shop")
 def listing() -> Response:
-    collections = catalog.collections(db.session)
-    form = ShopFilterForm(
-        request.args,
-        collections=[(c.slug, c.name) for c in collections],
-        metals=catalog.metal_choices(db.session),
-    )
+    collections, metals = kept("filter-choices", (), _filter_choices)
+    form = ShopFilterForm(request.args, collections=collections, metals=metals)
     query, notes = form.to_query()
-    page = catalog.search_products(db.session, query, current_app.config["SHOP_PAGE_SIZE"])
+    per_page = current_app.config["SHOP_PAGE_SIZE"]
+
+    def results() -> tuple:
+        found = catalog.search_products(db.session, query, per_page)
+        return found, card_links(list(found.products), 2)
+
+    page, links = kept("listing", (query, per_page), results)
     # One region holds everything the filters decide (heading, filters, notes, results); for
     # htmx it comes with the page title and the header nav, which say the same (out of band).
     return render(
@@ -53,7 +82,8 @@ def listing() -> Response:
         query=query,
         page=page,
         notes=notes + page.notes,
-        collections=collections,
+        card_links=links,
+        card_hearts=card_hearts(page.products),
         oob_nav=is_htmx(),
     )
 
@@ -74,7 +104,7 @@ def _requested_choices() -> dict[str, str]:
 
 @bp.get("/shop/<slug>")
 def product(slug: str) -> Response:
-    found = catalog.product_by_slug(db.session, slug) or abort(404)
+    found = product_to_show(slug) or abort(404)
     context = configurator_context(found, _requested_choices())
     status = 422 if context["errors"] else 200
     response = make_response(render_template("shop/product.html", **context), status)
@@ -97,23 +127,34 @@ def recently_viewed() -> Response:
 
 @bp.get("/shop/<slug>/price")
 def price(slug: str) -> Response:
-    """The configurator's price panel for htmx; a plain request is sent to the product page."""
-    found = catalog.product_by_slug(db.session, slug) or abort(404)
-    chosen = {name: request.args[name] for name in CONFIGURATION_FIELDS if request.args.get(name)}
-    product_url = url_for("shop.product", slug=found.slug, **chosen)
+    """The configurator's price panel for htmx; a plain request is sent to the product page.
+
+    The panel shows the catalogue and the choices in the URL, nothing of the shopper's, so
+    it is kept per catalogue version; except when it brings a new "Add to bag" block, which
+    carries the shopper's CSRF token."""
     if not is_htmx():
-        return redirect(product_url, 303)
-    context = configurator_context(found, _requested_choices())
-    status = 422 if context["errors"] else 200
-    response = make_response(
-        render_template(
-            "shop/_price_panel.html",
-            oob_errors=True,
-            add_to_bag_shown=request.args.get("add_to_bag_state", ""),
-            **context,
-        ),
-        status,
-    )
+        found = product_to_show(slug) or abort(404)
+        return redirect(_product_url(found.slug), 303)
+    shown = request.args.get("add_to_bag_state", "")
+    key = (slug, tuple(_requested_choices().items()), shown, request.args.get("quantity"))
+
+    def panel() -> tuple[str, int, str, bool]:
+        found = product_to_show(slug) or abort(404)
+        context = configurator_context(found, _requested_choices())
+        body = render_template(
+            "shop/_price_panel.html", oob_errors=True, add_to_bag_shown=shown, **context
+        )
+        status = 422 if context["errors"] else 200
+        return body, status, _product_url(found.slug), context["add_to_bag_state"] != shown
+
+    body, status, product_url, _ = kept("price", key, panel, keep=lambda made: not made[3])
+    response = make_response(body, status)
     response.headers["HX-Replace-Url"] = product_url
     response.vary.add("HX-Request")
     return response
+
+
+def _product_url(slug: str) -> str:
+    """The product page with the configuration the request carries (and nothing else)."""
+    chosen = {name: request.args[name] for name in CONFIGURATION_FIELDS if request.args.get(name)}
+    return url_for("shop.product", slug=slug, **chosen)

@@ -160,8 +160,14 @@ def is_drawable(name: str, metal: str, stone: str) -> bool:
 
 
 def fingerprint(name: str) -> str:
-    """A version of a piece's pictures: its template and everything that colours or sizes it
-    (worked out again when the template file changes, as a developer's server reloads it)."""
+    """A version of a piece's pictures: its template and everything that colours or sizes it.
+
+    Worked out once per drawing. Where templates are reloaded when their file changes (a
+    developer's server), the file's modification time is read on every call, so an edited
+    drawing gets a new fingerprint with its new look; elsewhere the drawing drawn is the one
+    first loaded, and so is its fingerprint (a page of cards asks for a dozen)."""
+    if not current_app.jinja_env.auto_reload:
+        return _fingerprint(name, 0)
     return _fingerprint(name, (DRAWINGS / f"{name}.svg").stat().st_mtime_ns)
 
 

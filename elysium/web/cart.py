@@ -172,5 +172,7 @@ def remember_count(count: int) -> None:
     g.cart_count = count
 
 
-def cart_template_context() -> dict[str, int]:
-    return {"cart_count": cart_count(), "max_quantity_per_line": carts.MAX_QUANTITY_PER_LINE}
+def cart_template_context() -> dict[str, object]:
+    """``cart_count`` is the function, called by ``cart/_count.html`` when the count is shown
+    (a fragment without the header asks nothing); a view may pass the number instead."""
+    return {"cart_count": cart_count, "max_quantity_per_line": carts.MAX_QUANTITY_PER_LINE}

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from flask import g, request
+from flask import current_app, g, request, url_for
 from flask_login import current_user
+from flask_wtf.csrf import generate_csrf
+from markupsafe import Markup, escape
 
 from elysium.extensions import db
 from elysium.models.catalog import Product
@@ -36,21 +40,39 @@ class Heart:
         return "piece" if self.choices is None else "configuration"
 
     @property
+    def action(self) -> str:
+        """Where a heart posts: one URL, worked out once for a page of hearts."""
+        if "wishlist_toggle_url" not in g:
+            g.wishlist_toggle_url = url_for("wishlist.toggle")
+        return g.wishlist_toggle_url
+
+    @property
+    def csrf_token(self) -> str:
+        """The page's CSRF token (``csrf_token()``), asked for once for a page of hearts."""
+        if "wishlist_csrf_token" not in g:
+            g.wishlist_csrf_token = generate_csrf()
+        return g.wishlist_csrf_token
+
+    @property
     def chosen(self) -> dict[str, str]:
         return {name: value for name, value in (self.choices or {}).items() if value}
 
 
 def _saved() -> Saved:
     """The signed-in shopper's saved pieces: one query per request, however many hearts."""
-    if not current_user.is_authenticated:
-        return Saved(frozenset())
     if "wishlist_saved" not in g:
-        g.wishlist_saved = Saved(wishlist.saved_pairs(db.session, current_user.id))
+        if current_user.is_authenticated:
+            g.wishlist_saved = Saved(wishlist.saved_pairs(db.session, current_user.id))
+        else:
+            g.wishlist_saved = Saved(frozenset())
     return g.wishlist_saved
 
 
 def _here() -> str:
-    return request.full_path.rstrip("?")
+    """The page the hearts are on (where a heart's post comes back to), once per request."""
+    if "wishlist_here" not in g:
+        g.wishlist_here = request.full_path.rstrip("?")
+    return g.wishlist_here
 
 
 def wishlist_heart(
@@ -67,3 +89,43 @@ def wishlist_heart(
         except ConfigurationError:
             state = False
     return Heart(product, state, choices, next or _here())
+
+
+@dataclass(frozen=True)
+class _StandIn:
+    """A piece that is only marks, for drawing a card's heart once for a whole page."""
+
+    id: str
+    slug: str
+    name: str
+
+
+_MARK = "\ue000"  # a private-use character: markup escaping leaves it as it is
+_STAND_IN = _StandIn(f"{_MARK}id{_MARK}", f"{_MARK}slug{_MARK}", f"{_MARK}name{_MARK}")
+
+
+def card_hearts(cards: Iterable[Any]) -> dict[int, Markup]:
+    """The hearts of a page of cards (``card_hearts``): the heart (``wishlist/_heart.html``,
+    its one template) is drawn once per state shown, saved or not, for a stand-in piece, and
+    each card's heart is that markup with the piece's id, slug and name put in, escaped as
+    the template escapes them. Everything else in a card's heart (the CSRF token, where it
+    posts, the page it comes back to) is the same for the whole page. A piece whose text
+    holds the stand-in's mark is drawn the ordinary way."""
+    heart_form = current_app.jinja_env.get_template("wishlist/_heart.html").module.heart_form
+    saved, here = _saved().products, _here()
+    drawn: dict[bool, str] = {}
+    hearts: dict[int, Markup] = {}
+    for card in cards:
+        state = card.id in saved
+        if _MARK in card.slug or _MARK in card.name:
+            hearts[card.id] = heart_form(Heart(card, state, None, here))
+            continue
+        if state not in drawn:
+            drawn[state] = str(heart_form(Heart(_STAND_IN, state, None, here)))  # type: ignore[arg-type]
+        hearts[card.id] = Markup(  # noqa: S704 (the template's markup, values escaped here)
+            drawn[state]
+            .replace(_STAND_IN.id, str(int(card.id)))
+            .replace(_STAND_IN.slug, escape(card.slug))
+            .replace(_STAND_IN.name, escape(card.name))
+        )
+    return hearts

@@ -1,0 +1,133 @@
+"""What catalogue pages show of the catalogue alone, kept in the cache under its version.
+
+A page of cards, the listing's filter choices, the home page's collections: until the
+catalogue changes they are the same for every shopper, so they are worked out once and kept
+in the shop's cache (Redis when ``REDIS_URL`` is set, so every server shares them; else the
+process's memory). Each is filed under the catalogue's version, a token that database
+triggers renew as any change to pieces, options, stock or collections commits, whoever makes
+it (``models.catalog.CatalogVersion``). A request reads the version first (one query, at most
+once per request), so the first request after a change finds nothing under the new version
+and reads the database: a price, a stock state or a piece taken off sale is never shown late,
+on any server. Only what is the same for everyone is kept: hearts, the bag, a CSRF token are
+drawn for every request.
+
+Keys also carry a digest of the code that makes what is kept (the read models' fields,
+the card's template, the drawings), so servers of a new release never read what an older
+one kept in a shared Redis. A developer's server, which reloads edited templates, keeps
+nothing. If the cache can't be reached, the value is worked out afresh, with a log line;
+with no version to file it under (no row), nothing is kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+from collections.abc import Callable, Hashable
+from functools import cache as once
+from pathlib import Path
+from typing import TypeVar
+
+from flask import current_app, g, render_template
+from markupsafe import Markup
+
+from elysium.extensions import cache, db
+from elysium.models.catalog import Collection, Product, ProductOption
+from elysium.models.inventory import Inventory
+from elysium.services import catalog
+from elysium.services.catalog import CardOption, CollectionCard, ProductCard, ProductPage
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Kept this long at most; a change of the catalogue retires an entry at once.
+TIMEOUT_SECONDS = 300
+UNKNOWN = object()
+
+
+def catalog_version() -> str | None:
+    """The catalogue's version as this request reads it (once)."""
+    version = g.get("catalog_version", UNKNOWN)
+    if version is UNKNOWN:
+        version = g.catalog_version = catalog.catalog_version(db.session)
+    return version  # type: ignore[return-value]
+
+
+TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates"
+
+
+@once
+def code_version() -> str:
+    """A digest of what shapes the kept values: the read models and the tables pickled, the
+    card's template and the drawings its pictures name (their fingerprints are in its links)."""
+    digest = hashlib.sha256()
+    for kind in (ProductCard, CardOption, ProductPage, CollectionCard):
+        digest.update(repr([(f.name, f.type) for f in dataclasses.fields(kind)]).encode())
+    for model in (Product, ProductOption, Inventory, Collection):
+        digest.update(repr(sorted(model.__table__.columns.keys())).encode())
+    files = [TEMPLATES / "partials" / "_product_card_link.html"]
+    files += sorted((TEMPLATES / "art" / "products").glob("*.svg"))
+    for path in files:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def cache_key(name: str, version: str, key: Hashable) -> str:
+    digest = hashlib.sha256(repr(key).encode()).hexdigest()[:32]
+    return f"catalog:{code_version()}:{name}:{version}:{digest}"
+
+
+def kept(
+    name: str, key: Hashable, make: Callable[[], T], *, keep: Callable[[T], bool] | None = None
+) -> T:
+    """``make()``, kept under the catalogue's current version, ``name`` and ``key`` (any value
+    whose ``repr`` says everything the result depends on besides the catalogue); ``keep``
+    may refuse a value that holds something of the shopper's."""
+    if current_app.jinja_env.auto_reload:
+        return make()
+    version = catalog_version()
+    if version is None:
+        return make()
+    found_key = cache_key(name, version, key)
+    try:
+        found = cache.get(found_key)
+    except Exception:
+        logger.warning("The cache could not be read; %s is worked out afresh", name)
+        return make()
+    if found is not None:
+        return found
+    value = make()
+    if keep is not None and not keep(value):
+        return value
+    try:
+        cache.set(found_key, value, timeout=TIMEOUT_SECONDS)
+    except Exception:
+        logger.warning("The cache could not be written; %s is not kept", name)
+    return value
+
+
+def card_links(cards: list[ProductCard], heading_level: int) -> dict[int, Markup]:
+    """Each card's link (``partials/_product_card_link.html``), drawn now so it can be kept
+    with the cards: the card partial shows it as it is (``card_links``)."""
+    template = "partials/_product_card_link.html"
+    return {
+        # The template escapes what it shows (autoescaping), so its output is markup.
+        card.id: Markup(  # noqa: S704
+            render_template(template, product=card, card_heading_level=heading_level)
+        )
+        for card in cards
+    }
+
+
+def product_to_show(slug: str) -> Product | None:
+    """The published piece called ``slug``, with everything its page shows
+    (``catalog.product_by_slug``), to show it (the product page, the price fragment, the Add
+    to bag block once the bag's change is committed). Kept per catalogue version; a kept copy
+    joins this request's session without a query (``merge(load=False)``), so anything not
+    kept would still load. Never to decide a change (what goes in a bag, an order, the
+    stock): that reads the database."""
+    found = kept("product", slug, lambda: catalog.product_by_slug(db.session, slug))
+    if found is not None and found not in db.session:
+        found = db.session.merge(found, load=False)
+    return found

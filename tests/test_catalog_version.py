@@ -1,0 +1,227 @@
+"""What the shop window keeps of the catalogue (cards, choices, pieces) is never shown late.
+
+The pages keep what is the same for every shopper under the catalogue's version, which the
+database renews with every committed change to pieces, options, stock or collections,
+whoever makes it. Each test first has the pages kept (a second visit reads no piece or stock
+from the database), then changes the catalogue the way the shop, a command or a console
+would, and looks at the very next page.
+"""
+
+from __future__ import annotations
+
+import pytest
+from flask import Flask
+from itsdangerous import URLSafeTimedSerializer
+from sqlalchemy import create_engine, select, text
+
+from elysium.extensions import db
+from elysium.models import Collection, Inventory, Product
+from elysium.services import inventory
+from elysium.services.seeding import seed_catalogue
+from tests.conftest import ShopClient, count_queries, make_app, page_text
+from tests.html import Page, elements, text_of
+from tests.support.orders import pending_chain_order
+
+RING = "aurelia-solitaire-ring"
+CHAIN = "aurelia-fine-chain"
+HTMX = {"HX-Request": "true"}
+RING_PRICE = f"/shop/{RING}/price?metal=platinum&diamond=0.50ct&size=6"
+CHAIN_PRICE = f"/shop/{CHAIN}/price?metal=yellow-gold"
+
+
+def card(response, name: str) -> str | None:
+    """The text of the card of the piece called ``name`` on the page, None if not shown."""
+    for found in elements(response, ".product-card"):
+        if text_of(found, ".product-card__name") == name:
+            return text_of(found)
+    return None
+
+
+def kept(client: ShopClient, *urls: str, **headers: str) -> None:
+    """Visit each page twice: the second visit is drawn from what was kept (no stock read:
+    every card and every piece's page reads it), so a later page can only be right if the
+    change reached what was kept."""
+    for url in urls:
+        assert client.get(url, headers=headers).status_code == 200
+        with count_queries(client.application) as statements:
+            assert client.get(url, headers=headers).status_code == 200
+        read = [statement for statement in statements if "inventory" in statement]
+        assert read == [], f"{url} was not kept: {read}"
+
+
+def test_a_price_change_shows_at_once_on_every_page(app, client, catalogue):
+    kept(client, "/", "/shop", f"/shop/{RING}")
+    kept(client, RING_PRICE, **HTMX)
+    assert "From £1,850" in card(client.get("/shop"), "Aurelia Solitaire Ring")
+    assert "£3,500" in text_of(client.get(RING_PRICE, headers=HTMX), ".price-total")
+
+    changed = {
+        **catalogue,
+        "products": [
+            {
+                **product,
+                "base_price": 190000,
+                "metals": [
+                    {**metal, "delta": 50000} if metal["code"] == "platinum" else metal
+                    for metal in product["metals"]
+                ],
+            }
+            if product["slug"] == RING
+            else product
+            for product in catalogue["products"]
+        ],
+    }
+    with app.app_context():
+        seed_catalogue(db.session, changed)  # what `flask seed` (and a sync) does
+        db.session.commit()
+
+    assert "From £1,900" in card(client.get("/"), "Aurelia Solitaire Ring")
+    assert "From £1,900" in card(client.get("/shop"), "Aurelia Solitaire Ring")
+    product_page = client.get(f"/shop/{RING}")
+    assert text_of(product_page, ".product__from") == "From £1,900"
+    assert "£1,900" in text_of(product_page, ".price-total")
+    # 1,900 + 500 for platinum (was 450) + 1,200 for the half carat
+    assert "£3,600" in text_of(client.get(RING_PRICE, headers=HTMX), ".price-total")
+
+
+def test_a_piece_selling_out_and_coming_back_shows_at_once(app, client, catalogue):
+    with app.app_context():
+        for row in db.session.scalars(select(Inventory).join(Product).where(Product.slug == CHAIN)):
+            if row.variant_key != "yellow-gold":
+                row.stock_level = 0
+        db.session.commit()
+    listing = "/shop?q=fine+chain&sort=price-asc"
+    kept(client, listing, f"/shop/{CHAIN}")
+    kept(client, CHAIN_PRICE, **HTMX)
+    assert "Sold out" not in card(client.get(listing), "Aurelia Fine Chain")
+
+    # A checkout reserves the last yellow-gold chain: every chain is taken.
+    order = pending_chain_order(app, stock_level=1)
+
+    assert "Sold out" in card(client.get(listing), "Aurelia Fine Chain")
+    product_page = client.get(f"/shop/{CHAIN}")
+    assert "Sold out" in text_of(product_page, ".price-panel .availability")
+    assert Page(product_page).one(".add-to-bag__button").has_attr("disabled")
+    fragment = client.get(CHAIN_PRICE, headers=HTMX)
+    assert "Sold out" in text_of(fragment, ".price-panel .availability")
+
+    # The checkout is abandoned: its unit is back on sale at once.
+    with app.app_context():
+        inventory.release(db.session, order["inventory_id"], 1, order_id=order["id"])
+        db.session.commit()
+
+    assert "Sold out" not in card(client.get(listing), "Aurelia Fine Chain")
+    assert "Only 1 left" in text_of(client.get(f"/shop/{CHAIN}"), ".price-panel .availability")
+    fragment = client.get(CHAIN_PRICE, headers=HTMX)
+    assert "Only 1 left" in text_of(fragment, ".price-panel .availability")
+
+
+def set_published(app: Flask, slug: str, published: bool) -> None:
+    with app.app_context():
+        product = db.session.scalars(select(Product).where(Product.slug == slug)).one()
+        product.published = published
+        db.session.commit()
+
+
+def test_unpublishing_and_publishing_again_show_at_once(app, client, catalogue):
+    kept(client, "/", "/shop", f"/shop/{RING}")
+    kept(client, RING_PRICE, **HTMX)
+
+    set_published(app, RING, False)
+
+    assert card(client.get("/"), "Aurelia Solitaire Ring") is None
+    assert card(client.get("/shop"), "Aurelia Solitaire Ring") is None
+    assert "23 pieces" in text_of(client.get("/shop"), "#results-count")
+    assert client.get(f"/shop/{RING}").status_code == 404
+    assert client.get(RING_PRICE, headers=HTMX).status_code == 404
+
+    set_published(app, RING, True)
+
+    assert card(client.get("/"), "Aurelia Solitaire Ring") is not None
+    assert card(client.get("/shop"), "Aurelia Solitaire Ring") is not None
+    assert client.get(f"/shop/{RING}").status_code == 200
+    assert client.get(RING_PRICE, headers=HTMX).status_code == 200
+
+
+def test_a_renamed_collection_and_a_new_piece_show_at_once(app, client, catalogue):
+    kept(client, "/", "/shop")
+    with app.app_context():
+        collection = db.session.scalars(select(Collection).where(Collection.slug == "aurelia"))
+        collection.one().name = "Aurélia"
+        db.session.commit()
+
+    listing = client.get("/shop")
+    assert "Aurélia" in card(listing, "Aurelia Solitaire Ring")
+    assert "Aurélia" in [text_of(option) for option in elements(listing, "#collection option")]
+    assert "Aurélia" in page_text(client.get("/"))
+
+    new = {**next(p for p in catalogue["products"] if p["slug"] == CHAIN)}
+    new.update(slug="aurelia-fine-chain-long", name="Aurelia Long Chain", featured=0)
+    with app.app_context():
+        seed_catalogue(db.session, {**catalogue, "products": [new]})
+        db.session.commit()
+
+    assert card(client.get("/shop?q=long+chain"), "Aurelia Long Chain") is not None
+    assert card(client.get("/"), "Aurelia Long Chain") is not None  # now the first featured
+    assert client.get("/shop/aurelia-fine-chain-long").status_code == 200
+
+
+@pytest.fixture
+def second_server(app: Flask) -> Flask:
+    """Another app on the same database with a cache of its own (another worker, another
+    server without Redis): it must never show what it kept once the catalogue changed."""
+    return make_app(app.config["SQLALCHEMY_DATABASE_URI"])
+
+
+def test_a_change_made_outside_the_shop_reaches_every_server_at_once(
+    app, client, catalogue, second_server
+):
+    other = second_server.test_client()
+    for browser in (client, other):
+        kept(browser, "/shop", f"/shop/{RING}")
+    assert "From £1,850" in card(other.get("/shop"), "Aurelia Solitaire Ring")
+
+    # Someone edits the database from a console, through a connection of their own.
+    engine = create_engine(app.config["SQLALCHEMY_DATABASE_URI"])
+    with engine.begin() as connection:
+        connection.execute(
+            text("UPDATE products SET base_price = 177700 WHERE slug = :slug"), {"slug": RING}
+        )
+    engine.dispose()
+
+    for browser in (client, other):
+        assert "From £1,777" in card(browser.get("/shop"), "Aurelia Solitaire Ring")
+        assert text_of(browser.get(f"/shop/{RING}"), ".product__from") == "From £1,777"
+
+
+def test_reading_the_shop_leaves_the_version_alone(app, client, catalogue):
+    def version() -> str:
+        with app.app_context():
+            found = db.session.scalar(text("SELECT token FROM catalog_version WHERE id = 1"))
+            db.session.remove()
+            return found
+
+    before = version()
+    for url in ("/", "/shop", f"/shop/{RING}", "/shop?category=ring", "/collections/aurelia"):
+        assert client.get(url).status_code == 200
+    assert client.get(RING_PRICE, headers=HTMX).status_code == 200
+    assert version() == before
+
+
+def test_a_price_panel_bringing_add_to_bag_is_never_kept_for_another_shopper(
+    app, client, catalogue
+):
+    """The panel that brings a new "Add to bag" block carries the shopper's CSRF token: each
+    shopper gets their own, however often the same choices are asked for."""
+    sold_out = f"/shop/{RING}/price?metal=platinum&diamond=0.50ct&size=6&add_to_bag_state=available"
+    # What a token carries: the session's secret (the signed text changes every second).
+    secret_of = URLSafeTimedSerializer(app.secret_key, salt="wtf-csrf-token").loads
+    secrets = []
+    for browser in (client, app.test_client(), app.test_client()):
+        browser.get(f"/shop/{RING}")  # a session, with its token
+        panel = browser.get(sold_out, headers=HTMX)
+        button = Page(panel).one("#add-to-bag .add-to-bag__button")
+        assert button.has_attr("disabled")
+        assert secret_of(button["value"]) == secret_of(browser.csrf_token)
+        secrets.append(secret_of(button["value"]))
+    assert len(set(secrets)) == 3
