@@ -24,8 +24,9 @@ from sqlalchemy.pool import NullPool
 
 from elysium import create_app
 from elysium.config import normalise_database_url
-from elysium.extensions import cache, db, limiter
+from elysium.extensions import db, limiter
 from elysium.services.seeding import load_demo_catalogue, seed_catalogue
+from elysium.web.fragments import forget_kept
 from tests.html import csrf_token
 
 pytest_plugins = ["tests.support.checkout"]
@@ -139,7 +140,7 @@ def _empty_database_after_test(app: Flask) -> Iterator[None]:
     yield
     limiter.reset()
     with app.app_context():
-        cache.clear()  # what one test's pages cached (trending pieces) never reaches the next
+        forget_kept()  # what one test's pages cached (trending pieces) never reaches the next
         db.session.remove()
         with db.engine.begin() as connection:
             # DELETE, not TRUNCATE: on tables this small it is several times faster. Ids start

@@ -7,11 +7,12 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from elysium.extensions import cache, db
+from elysium.extensions import db
 from elysium.models import Cart, CartLine, Inventory, Product
 from elysium.models.types import utcnow
 from elysium.services import cart as cart_service
 from elysium.services.configuration import configure
+from elysium.web.fragments import forget_kept
 from tests.conftest import page_text
 from tests.html import Page, elements, field_error
 from tests.html import bag_count as header_count
@@ -351,7 +352,7 @@ def test_the_header_count_is_shown_on_every_page(app, client, catalogue, auth):
 def test_the_header_count_costs_one_query_at_most(app, client, catalogue, queries):
     def count(url: str) -> int:
         with app.app_context():
-            cache.clear()  # the piece as the page reads it, not as it was kept
+            forget_kept()  # the piece as the page reads it, not as it was kept
         with queries() as statements:
             assert client.get(url).status_code == 200
         return len(statements)
@@ -364,6 +365,29 @@ def test_the_header_count_costs_one_query_at_most(app, client, catalogue, querie
         add(client, "aurelia-fine-chain", metal="yellow-gold")
         add(client, engraving="x" + str(_))
     assert count(f"/shop/{RING}") == with_bag
+
+
+def test_adding_to_bag_costs_few_statements_whatever_the_bag_holds(app, client, catalogue, queries):
+    """A first add writes the new bag with its line and never looks up the token it just
+    drew; later adds read the variant's lines in one query, however many there are."""
+
+    def statements_of_an_add(**choices) -> list[str]:
+        client.get(f"/shop/{RING}")
+        data = {"product": RING, "quantity": "1", **RING_CHOICES, **choices}
+        with queries() as statements:
+            assert client.htmx("POST", "/cart/items", data=data).status_code == 200
+        return [" ".join(statement.split()) for statement in statements]
+
+    first = statements_of_an_add()
+    assert not [s for s in first if s.startswith("SELECT") and "FROM carts " in s]
+    assert not [s for s in first if s.startswith("UPDATE carts ")]
+    assert len([s for s in first if s.startswith("INSERT INTO carts ")]) == 1
+    assert len(first) <= 7, first
+    second = statements_of_an_add(engraving="One")
+    assert len(statements_of_an_add(engraving="Two")) == len(second)
+    assert len(statements_of_an_add(engraving="Three")) == len(second)
+    assert len(second) <= 9, second
+    assert [quantity for *_, quantity in lines(app)] == [1, 1, 1, 1]
 
 
 def test_the_bag_page_uses_a_constant_number_of_queries(app, client, catalogue, queries):

@@ -14,7 +14,7 @@ from flask import Flask
 from itsdangerous import URLSafeTimedSerializer
 from sqlalchemy import create_engine, select, text
 
-from elysium.extensions import db
+from elysium.extensions import cache, db
 from elysium.models import Collection, Inventory, Product
 from elysium.services import inventory
 from elysium.services.seeding import seed_catalogue
@@ -194,6 +194,30 @@ def test_a_change_made_outside_the_shop_reaches_every_server_at_once(
         assert text_of(browser.get(f"/shop/{RING}"), ".product__from") == "From £1,777"
 
 
+def test_each_process_keeps_its_own_copies_and_a_change_still_shows_at_once(
+    app, client, catalogue
+):
+    """The shared cache emptied behind the shop's back (Redis restarted, say): the pages are
+    still drawn from the process's own copies, and a change still shows on the next page."""
+    kept(client, "/shop", f"/shop/{RING}")
+    with app.app_context():
+        cache.clear()
+    kept_again = [f"/shop/{RING}", "/shop"]
+    for url in kept_again:
+        with count_queries(app) as statements:
+            assert client.get(url).status_code == 200
+        assert [s for s in statements if "inventory" in s] == [], url
+
+    engine = create_engine(app.config["SQLALCHEMY_DATABASE_URI"])
+    with engine.begin() as connection:
+        connection.execute(
+            text("UPDATE products SET base_price = 177700 WHERE slug = :slug"), {"slug": RING}
+        )
+    engine.dispose()
+    assert "From £1,777" in card(client.get("/shop"), "Aurelia Solitaire Ring")
+    assert text_of(client.get(f"/shop/{RING}"), ".product__from") == "From £1,777"
+
+
 def test_reading_the_shop_leaves_the_version_alone(app, client, catalogue):
     def version() -> str:
         with app.app_context():
@@ -225,3 +249,60 @@ def test_a_price_panel_bringing_add_to_bag_is_never_kept_for_another_shopper(
         assert secret_of(button["value"]) == secret_of(browser.csrf_token)
         secrets.append(secret_of(button["value"]))
     assert len(set(secrets)) == 3
+
+
+def test_the_product_page_keeps_nothing_of_the_shoppers_and_follows_the_choices(
+    app, client, catalogue, auth
+):
+    """Parts of the product page are kept per catalogue version and choices; the heart, the
+    Add to bag token, the bag count and Recently viewed are drawn for each shopper."""
+    auth.create_user()
+    auth.login()
+    page = f"/shop/{RING}?metal=yellow-gold"
+    heart = client.submit(
+        page,
+        {"slug": RING, "scope": "configuration", "metal": "yellow-gold", "next": page},
+        action="/wishlist/toggle",
+    )
+    assert heart.status_code == 303
+    added = client.submit(
+        page,
+        {
+            "product": RING,
+            "quantity": "2",
+            "size": "6",
+            "metal": "yellow-gold",
+            "diamond": "0.30ct",
+        },
+        action="/cart/items",
+    )
+    assert added.status_code == 303
+    kept(client, page)
+    member = client.get(page)
+    guest = app.test_client()
+    first_visit = guest.get(page)
+
+    def pressed(response) -> str:
+        return elements(response, "form.wishlist-heart--configuration button")[0]["aria-pressed"]
+
+    def add_to_bag_token(response) -> str:
+        return elements(response, "button.add-to-bag__button")[0]["value"]
+
+    assert (pressed(member), pressed(first_visit)) == ("true", "false")
+    assert add_to_bag_token(member) != add_to_bag_token(first_visit)
+    assert text_of(member, "#bag-count") == "2 items"
+    assert text_of(first_visit, "#bag-count") == "0 items"
+    assert "Sign in" in text_of(first_visit, ".header-actions")
+    assert "Account" in text_of(member, ".header-actions")
+
+    for metal in ("yellow-gold", "platinum", "yellow-gold"):
+        shown = guest.get(f"/shop/{RING}?metal={metal}")
+        assert [radio["value"] for radio in elements(shown, "input[name=metal][checked]")] == [
+            metal
+        ]
+    wrong = guest.get(f"/shop/{RING}?metal=platinum&size=99")
+    assert wrong.status_code == 422
+    assert text_of(wrong, "#error-size")
+    right = guest.get(f"/shop/{RING}?metal=platinum&size=6")
+    assert right.status_code == 200
+    assert text_of(right, "#error-size") == ""

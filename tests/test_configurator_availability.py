@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs, urlsplit
 
-from elysium.extensions import cache, db
+from elysium.extensions import db
 from elysium.services.seeding import seed_catalogue
+from elysium.web.fragments import forget_kept
 from tests.html import Page, elements, form_fields, text_of
 
 RING = "/shop/aurelia-solitaire-ring"
@@ -128,7 +129,7 @@ def test_the_price_fragment_carries_the_same_marks_and_add_to_bag_state(client, 
 def test_the_marks_and_offers_cost_no_query_per_choice(app, client, catalogue, queries):
     def count(url: str, **headers) -> int:
         with app.app_context():
-            cache.clear()  # what a page costs before its catalogue is kept
+            forget_kept()  # what a page costs before its catalogue is kept
         with queries() as statements:
             assert client.get(url, headers=headers).status_code == 200
         return len(statements)

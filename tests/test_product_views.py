@@ -22,6 +22,7 @@ from elysium.models.engagement import ProductView
 from elysium.models.orders import OrderLine
 from elysium.models.types import utcnow
 from elysium.services import views
+from elysium.web.fragments import forget_kept
 from tests.conftest import PASSWORD, ShopClient, make_app, page_text
 from tests.html import elements, text_of
 from tests.support.staff import staff_client
@@ -33,10 +34,10 @@ COOKIE = "elysium_visitor"
 @pytest.fixture(autouse=True)
 def _empty_cache(app: Flask):
     with app.app_context():
-        cache.clear()
+        forget_kept()
     yield
     with app.app_context():
-        cache.clear()
+        forget_kept()
 
 
 def slugs(catalogue: dict) -> list[str]:

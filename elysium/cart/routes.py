@@ -214,18 +214,20 @@ def add_item() -> Response:
         summary = " ".join(["Please correct the choices marked above:", *errors.values()])
         return _add_refused(product, form, errors, 422, summary)
 
-    def add() -> tuple[Cart, carts.LineChange]:
+    def add() -> carts.LineChange:
         cart = current_cart(create=True)
         assert cart is not None
-        return cart, carts.add_item(db.session, cart, product, configuration, form.value)
+        change = carts.add_item(db.session, cart, product, configuration, form.value)
+        # Before the commit, which would expire the cart and cost a query to read it again.
+        keep_guest_cookie(cart)
+        remember_count(carts.item_count(db.session, cart))
+        return change
 
     try:
-        cart, change = _with_retry(add)
+        change = _with_retry(add)
     except carts.CartError as error:
         db.session.rollback()
         return _add_refused(product, form, {}, 409, error.message)
-    keep_guest_cookie(cart)
-    remember_count(carts.item_count(db.session, cart))
     if not is_htmx():
         flash(change.message)
         return redirect(url_for("cart.show"), 303)

@@ -186,11 +186,25 @@ def cart_for(
     cart = find_cart(session, user_id=user_id, token=token)
     if cart is not None or not create:
         return cart
+    cart = new_cart(session, user_id=user_id, token=token, currency=currency)
+    session.flush()
+    return cart
+
+
+def new_cart(
+    session: AnySession,
+    *,
+    user_id: int | None = None,
+    token: str | None = None,
+    currency: str = DEFAULT_CURRENCY,
+) -> Cart:
+    """A new empty cart for that owner, without looking for one first (a guest given a fresh
+    token has none). It is written with the session's next flush: :func:`add_item` writes
+    it with its first line, in one go."""
     if user_id is None and not token:
         raise ValueError("a new cart needs an owner: a user id or a guest token")
     cart = Cart(user_id=user_id, token=None if user_id is not None else token, currency=currency)
     session.add(cart)
-    session.flush()
     return cart
 
 
@@ -299,6 +313,19 @@ def _elsewhere(
     return int(session.scalar(stmt) or 0)
 
 
+def _variant_lines(session: AnySession, cart: Cart, product_id: int, variant_key: str):
+    """The cart's lines of this variant (every size and engraving of it), in one query; a
+    cart not written yet has none."""
+    if cart.id is None:
+        return []
+    stmt = select(CartLine).where(
+        CartLine.cart_id == cart.id,
+        CartLine.product_id == product_id,
+        CartLine.variant_key == variant_key,
+    )
+    return list(session.scalars(stmt))
+
+
 def add_item(
     session: AnySession,
     cart: Cart,
@@ -316,8 +343,10 @@ def add_item(
     availability = variant_availability(product, configuration.variant_key)
     if not availability.purchasable:
         raise SoldOutError(availability.message, field="metal")
-    line = _line_for(session, cart, product.id, configuration.hash)
-    elsewhere = _elsewhere(session, cart, product.id, configuration.variant_key, line)
+    lines = _variant_lines(session, cart, product.id, configuration.variant_key)
+    # The configuration's hash covers its metal and diamond: its line is one of the variant's.
+    line = next((each for each in lines if each.configuration_hash == configuration.hash), None)
+    elsewhere = sum(each.quantity for each in lines if each is not line)
     cap = line_cap(availability, elsewhere)
     if cap == 0:
         raise SoldOutError(_all_in_cart_message(availability), field="metal")
@@ -335,7 +364,7 @@ def add_item(
         )
     if line is None:
         line = CartLine(
-            cart_id=cart.id,
+            cart=cart,
             product_id=product.id,
             variant_key=configuration.variant_key,
             configuration=configuration.canonical(),

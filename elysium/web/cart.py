@@ -114,7 +114,7 @@ def current_cart(*, create: bool = False) -> Cart | None:
     token = guest_token()
     cart = carts.find_cart(db.session, token=token) if token else None
     if cart is None and create:
-        cart = carts.cart_for(db.session, token=carts.new_token(), create=True, currency=currency)
+        cart = carts.new_cart(db.session, token=carts.new_token(), currency=currency)
     return cart
 
 

@@ -16,6 +16,10 @@ the card's template, the drawings), so servers of a new release never read what 
 one kept in a shared Redis. A developer's server, which reloads edited templates, keeps
 nothing. If the cache can't be reached, the value is worked out afresh, with a log line;
 with no version to file it under (no row), nothing is kept.
+
+Each process also keeps its own copies of the entries it used last (``NearCache``): what is
+filed under a version never changes, so a copy is as good as the shared entry and costs no
+round trip to Redis. ``forget_kept()`` empties both.
 """
 
 from __future__ import annotations
@@ -23,12 +27,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import pickle
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from functools import cache as once
 from pathlib import Path
 from typing import TypeVar
 
-from flask import current_app, g, render_template
+from flask import Flask, current_app, g, render_template
 from markupsafe import Markup
 
 from elysium.extensions import cache, db
@@ -43,7 +50,53 @@ T = TypeVar("T")
 
 # Kept this long at most; a change of the catalogue retires an entry at once.
 TIMEOUT_SECONDS = 300
+# Entries each process keeps its own copy of, most recently used first (a page of cards
+# pickles to a few kilobytes).
+NEAR_ENTRIES = 512
 UNKNOWN = object()
+
+
+class NearCache:
+    """The process's copies of kept entries, the ``size`` most recently used. Each is kept
+    pickled, as Redis keeps it, so every request unpickles its own copy and may change it
+    (a kept piece joins the request's session)."""
+
+    def __init__(self, size: int = NEAR_ENTRIES) -> None:
+        self.size = size
+        self._entries: OrderedDict[str, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> object | None:
+        with self._lock:
+            data = self._entries.get(key)
+            if data is None:
+                return None
+            self._entries.move_to_end(key)
+        return pickle.loads(data)  # noqa: S301  (what this process pickled itself)
+
+    def put(self, key: str, value: object) -> None:
+        data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        with self._lock:
+            self._entries[key] = data
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+def near_cache(app: Flask | None = None) -> NearCache:
+    """This app's near cache (one per app, so two apps in one process keep apart)."""
+    app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+    return app.extensions.setdefault("elysium_near_cache", NearCache())
+
+
+def forget_kept(app: Flask | None = None) -> None:
+    """Empty the shared cache and this process's copies (tests, and after a deploy by hand)."""
+    cache.clear()
+    near_cache(app).clear()
 
 
 def catalog_version() -> str | None:
@@ -60,13 +113,14 @@ TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates"
 @once
 def code_version() -> str:
     """A digest of what shapes the kept values: the read models and the tables pickled, the
-    card's template and the drawings its pictures name (their fingerprints are in its links)."""
+    templates that draw kept markup and the drawings pictures name (their fingerprints are
+    in the links)."""
     digest = hashlib.sha256()
     for kind in (ProductCard, CardOption, ProductPage, CollectionCard):
         digest.update(repr([(f.name, f.type) for f in dataclasses.fields(kind)]).encode())
     for model in (Product, ProductOption, Inventory, Collection):
         digest.update(repr(sorted(model.__table__.columns.keys())).encode())
-    files = [TEMPLATES / "partials" / "_product_card_link.html"]
+    files = sorted(TEMPLATES.rglob("*.html"))
     files += sorted((TEMPLATES / "art" / "products").glob("*.svg"))
     for path in files:
         digest.update(path.read_bytes())
@@ -90,21 +144,37 @@ def kept(
     if version is None:
         return make()
     found_key = cache_key(name, version, key)
+    near = near_cache()
+    found = near.get(found_key)
+    if found is not None:
+        return found  # type: ignore[return-value]
     try:
         found = cache.get(found_key)
     except Exception:
         logger.warning("The cache could not be read; %s is worked out afresh", name)
         return make()
     if found is not None:
+        near.put(found_key, found)
         return found
     value = make()
     if keep is not None and not keep(value):
         return value
+    near.put(found_key, value)
     try:
         cache.set(found_key, value, timeout=TIMEOUT_SECONDS)
     except Exception:
         logger.warning("The cache could not be written; %s is not kept", name)
     return value
+
+
+def kept_markup(name: str, *key: object, caller: Callable[[], str]) -> Markup:
+    """For templates: ``{% call kept_markup("name", part, …) %}…{% endcall %}`` draws the block
+    once per catalogue version and key, and shows the kept copy after. The parts must name
+    everything the block shows besides the catalogue (a dict counts by its items), and the
+    block must hold nothing of the shopper's: no CSRF token, heart, bag or account."""
+    parts = tuple(tuple(sorted(part.items())) if isinstance(part, dict) else part for part in key)
+    # The block's output was escaped by the template as it was drawn, so it is markup.
+    return Markup(kept(f"markup:{name}", parts, caller))  # noqa: S704
 
 
 def card_links(cards: list[ProductCard], heading_level: int) -> dict[int, Markup]:
