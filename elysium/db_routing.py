@@ -21,6 +21,9 @@ anyone: a statement goes to the replica when all of these hold, else to the prim
 - The replica answered: when connecting to it fails, the statement reads from the primary,
   and so does every request of this process for ``REPLICA_RETRY_SECONDS``.
 
+Who is signed in is always read from the primary (``web.sign_in.load_user``), so a session
+ended a moment ago is over on every page, however far the replica lags.
+
 Without ``DATABASE_REPLICA_URL`` there is no second engine and every statement goes to the
 primary as before. A replica that lags (but answers) still serves the catalogue: shoppers who
 have not just changed something may see a price a moment old.

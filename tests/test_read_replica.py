@@ -21,7 +21,7 @@ from elysium.models import Product
 from elysium.models.engagement import ProductView
 from elysium.money import format_money
 from elysium.services.seeding import load_demo_catalogue, seed_catalogue
-from tests.conftest import make_app, page_text
+from tests.conftest import PASSWORD, create_user, make_app, page_text
 from tests.html import Page, text_of
 from tests.support.pg_cluster import PostgresCluster
 from tests.support.pg_replica import Replica, primary_and_replica
@@ -145,6 +145,40 @@ def test_after_a_change_the_shopper_reads_from_the_primary_for_a_few_seconds(pau
     bag = page_text(shopper.get("/cart"))
     assert PIECE_NAME in bag
     assert format_money(paused.price + RISE, "GBP") in bag
+
+
+def test_a_session_ended_on_the_primary_is_over_on_every_page_while_the_replica_lags(
+    shop: Shop,
+):
+    """Signed out everywhere (or the password changed): a copy of the session cookie, sent
+    without the after-a-write cookie, is nobody at once, though the replica still holds the
+    old session version."""
+    email = "lag@example.com"
+    with shop.app.app_context():
+        create_user(email)
+        db.session.remove()
+    shop.replica.catch_up(shop.primary)
+    shopper = shop.app.test_client()
+    assert shopper.submit("/auth/login", {"email": email, "password": PASSWORD}).status_code == 303
+    copied = shop.app.test_client()
+    for name in ("session", "remember_token"):
+        if (cookie := shopper.get_cookie(name)) is not None:
+            copied.set_cookie(name, cookie.value)
+    assert "Account" in text_of(Page(copied.get("/shop")), ".header-actions")
+
+    shop.replica.pause_replay()
+    try:
+        shop.primary.psql(
+            f"UPDATE users SET session_version = session_version + 1 WHERE email = '{email}'",
+            DATABASE,
+        )
+        for url in ("/shop", f"/shop/{PIECE}", "/"):
+            header = text_of(Page(copied.get(url)), ".header-actions")
+            assert "Sign in" in header, url
+            assert "Account" not in header, url
+    finally:
+        shop.replica.resume_replay()
+        shop.replica.catch_up(shop.primary)
 
 
 def test_every_write_goes_to_the_primary(paused: Shop):

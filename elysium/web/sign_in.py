@@ -17,11 +17,15 @@ from elysium.web.devices import remember_device
 
 
 def load_user(identity: str) -> User | None:
-    """``"<id>:<session version>"``; an old version, or a deactivated user, is nobody."""
+    """``"<id>:<session version>"``; an old version, or a deactivated user, is nobody.
+
+    Read from the primary even on a page that reads the catalogue from a replica: a session
+    ended a moment ago (signed out everywhere, a new password, an account closed) must not
+    live on for as long as the replica lags."""
     user_id, _, version = identity.partition(":")
     if not (user_id.isdigit() and version.isdigit()):
         return None
-    user = db.session.get(User, int(user_id))
+    user = db.session.get(User, int(user_id), bind_arguments={"bind": db.engine})
     if user is None or not user.is_active or user.session_version != int(version):
         return None
     return user
