@@ -194,9 +194,7 @@ def test_a_change_made_outside_the_shop_reaches_every_server_at_once(
         assert text_of(browser.get(f"/shop/{RING}"), ".product__from") == "From £1,777"
 
 
-def test_each_process_keeps_its_own_copies_and_a_change_still_shows_at_once(
-    app, client, catalogue
-):
+def test_each_process_keeps_its_own_copies_and_a_change_still_shows_at_once(app, client, catalogue):
     """The shared cache emptied behind the shop's back (Redis restarted, say): the pages are
     still drawn from the process's own copies, and a change still shows on the next page."""
     kept(client, "/shop", f"/shop/{RING}")
