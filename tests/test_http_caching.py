@@ -60,8 +60,23 @@ def test_every_static_file_a_page_names_is_fingerprinted_and_kept_for_a_year(cli
         assert len(version) >= 8, url
         with client.get(url) as response:
             assert response.status_code == 200, url
-            assert {"public", YEAR, "immutable"} <= directives(response), url
+            assert directives(response) == {"public", YEAR, "immutable"}, url
             assert response.headers["ETag"], url
+
+
+def test_public_answers_never_vary_with_the_visitors_cookie(client, catalogue):
+    """A shopper with a session asks for the files every page names: each answer is public,
+    the same for everyone, so a shared cache may keep one copy (no ``Vary: Cookie``)."""
+    page = Page(client.get(f"/shop/{RING}"))
+    assert client.get_cookie("session") is not None
+    drawing = next(tag["src"] for tag in page.select("img[src]") if tag["src"].startswith("/art/"))
+    for url in [*static_urls(page), drawing, "/favicon.ico"]:
+        with client.get(url) as response:
+            assert response.status_code == 200, url
+            assert "public" in directives(response), url
+            assert "Cookie" not in response.headers.get("Vary", ""), url
+    with client.get(f"/shop/{RING}") as personal:
+        assert "Cookie" in personal.headers["Vary"]
 
 
 def test_a_static_file_without_its_current_fingerprint_is_kept_for_the_static_max_age(app):
