@@ -216,6 +216,60 @@ def test_each_process_keeps_its_own_copies_and_a_change_still_shows_at_once(app,
     assert text_of(client.get(f"/shop/{RING}"), ".product__from") == "From £1,777"
 
 
+def test_a_reservation_no_shopper_can_see_keeps_what_is_kept_and_a_visible_one_renews_it(
+    app, client, catalogue
+):
+    """Checkouts reserve stock all day: while a variant stays "In stock" before and after, the
+    catalogue's version (and so everything kept) stays; once it runs low, comes back or its
+    stock level changes, the version is renewed and the very next page shows it."""
+    page = f"/shop/{RING}?metal=yellow-gold&diamond=0.30ct&size=6"
+    engine = create_engine(app.config["SQLALCHEMY_DATABASE_URI"])
+
+    def console(sql: str) -> None:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    f"UPDATE inventory SET {sql} WHERE variant_key = 'yellow-gold/0.30ct' "
+                    "AND product_id = (SELECT id FROM products WHERE slug = :slug)"
+                ),
+                {"slug": RING},
+            )
+
+    def version() -> str:
+        with engine.connect() as connection:
+            return connection.scalar(text("SELECT token FROM catalog_version WHERE id = 1"))
+
+    def shown() -> str:
+        return text_of(client.get(page), ".price-panel .availability")
+
+    console("stock_level = 10, reserved = 0, low_stock_threshold = 2")
+    assert shown() == "In stock"
+    kept(client, page, "/shop")
+    before = version()
+
+    console("reserved = 3")  # 7 to sell: still "In stock"
+    assert version() == before
+    kept(client, page, "/shop")
+    console("reserved = 7")  # 3 to sell
+    assert version() == before
+
+    console("reserved = 8")  # 2 to sell: "Only 2 left"
+    assert version() != before
+    assert shown() == "Only 2 left"
+    low = version()
+    console("reserved = 7")  # back to 3: "In stock" again
+    assert version() != low
+    assert shown() == "In stock"
+
+    back = version()
+    console("stock_level = 20")  # more stock, though "In stock" both times
+    assert version() != back
+    quiet = version()
+    console("low_stock_threshold = 5")
+    assert version() != quiet
+    engine.dispose()
+
+
 def test_reading_the_shop_leaves_the_version_alone(app, client, catalogue):
     def version() -> str:
         with app.app_context():

@@ -189,7 +189,8 @@ class CatalogChange(db.Model):
 class CatalogVersion(db.Model):
     """One row whose ``token`` is renewed whenever the catalogue changes: database triggers
     on products, their options, their stock and collections give it a new random value as
-    the transaction that changed any of them commits, whoever wrote it (migration 0008).
+    the transaction that changed any of them commits, whoever wrote it (migration 0008),
+    but not for a reservation that leaves a variant "In stock" before and after (0009).
     Fragments of catalogue pages kept in the cache are filed under it, so a change is never
     shown late (``elysium.web.fragments``)."""
 

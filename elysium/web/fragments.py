@@ -5,14 +5,15 @@ catalogue changes they are the same for every shopper, so they are worked out on
 in the shop's cache (Redis when ``REDIS_URL`` is set, so every server shares them; else the
 process's memory). Each is filed under the catalogue's version, a token that database
 triggers renew as any change to pieces, options, stock or collections commits, whoever makes
-it (``models.catalog.CatalogVersion``). A request reads the version first (one query, at most
-once per request), so the first request after a change finds nothing under the new version
-and reads the database: a price, a stock state or a piece taken off sale is never shown late,
-on any server. Only what is the same for everyone is kept: hearts, the bag, a CSRF token are
-drawn for every request.
+it (``models.catalog.CatalogVersion``), except a reservation that leaves a variant "In stock"
+before and after (migration 0009): what is kept shows stock only as that status. A request
+reads the version first (one query, at most once per request), so the first request after a
+change finds nothing under the new version and reads the database: a price, a stock state or
+a piece taken off sale is never shown late, on any server. Only what is the same for
+everyone is kept: hearts, the bag, a CSRF token are drawn for every request.
 
 Keys also carry a digest of the code that makes what is kept (the read models' fields,
-the card's template, the drawings), so servers of a new release never read what an older
+the templates, the drawings), so servers of a new release never read what an older
 one kept in a shared Redis. A developer's server, which reloads edited templates, keeps
 nothing. If the cache can't be reached, the value is worked out afresh, with a log line;
 with no version to file it under (no row), nothing is kept.
