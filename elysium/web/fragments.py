@@ -54,6 +54,7 @@ TIMEOUT_SECONDS = 300
 # Entries each process keeps its own copy of, most recently used first (a page of cards
 # pickles to a few kilobytes).
 NEAR_ENTRIES = 512
+NEAR_CACHE = "elysium.near_cache"
 UNKNOWN = object()
 
 
@@ -91,7 +92,10 @@ class NearCache:
 def near_cache(app: Flask | None = None) -> NearCache:
     """This app's near cache (one per app, so two apps in one process keep apart)."""
     app = app or current_app._get_current_object()  # type: ignore[attr-defined]
-    return app.extensions.setdefault("elysium_near_cache", NearCache())
+    found = app.extensions.get(NEAR_CACHE)
+    if found is None:
+        found = app.extensions.setdefault(NEAR_CACHE, NearCache())
+    return found
 
 
 def forget_kept(app: Flask | None = None) -> None:

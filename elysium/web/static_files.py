@@ -166,11 +166,11 @@ class PublicAwareSessionInterface(SecureCookieSessionInterface):
     file, a drawing, the favicon) never says ``Vary: Cookie``. Flask adds it whenever the
     session was looked at, and Flask-Login looks after every request; but a public answer
     is by its own declaration the same for everyone, and that header would make a shared
-    cache keep one copy per visitor. A response that changed the session keeps it."""
+    cache keep one copy per visitor. A response that sets a cookie keeps it."""
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         super().save_session(app, session, response)
-        if response.cache_control.public and not session.modified:
+        if response.cache_control.public and "Set-Cookie" not in response.headers:
             kept = [header for header in response.vary if header.lower() != "cookie"]
             response.vary = kept or None  # type: ignore[assignment]
 
