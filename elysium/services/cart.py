@@ -290,15 +290,6 @@ def _touch(cart: Cart) -> None:
     cart.updated_at = utcnow()
 
 
-def _line_for(session: AnySession, cart: Cart, product_id: int, configuration_hash: str):
-    stmt = select(CartLine).where(
-        CartLine.cart_id == cart.id,
-        CartLine.product_id == product_id,
-        CartLine.configuration_hash == configuration_hash,
-    )
-    return session.scalar(stmt)
-
-
 def _elsewhere(
     session: AnySession, cart: Cart, product_id: int, variant_key: str, line: CartLine | None
 ) -> int:
@@ -313,17 +304,23 @@ def _elsewhere(
     return int(session.scalar(stmt) or 0)
 
 
-def _variant_lines(session: AnySession, cart: Cart, product_id: int, variant_key: str):
-    """The cart's lines of this variant (every size and engraving of it), in one query; a
-    cart not written yet has none."""
+def _line_and_elsewhere(
+    session: AnySession, cart: Cart, product_id: int, variant_key: str, configuration_hash: str
+) -> tuple[CartLine | None, int]:
+    """The cart's line of this exact configuration (None if it has none) and the units of the
+    same variant on its other lines (other sizes and engravings), from one query. A
+    configuration's hash covers its metal and diamond, so its line is one of the variant's.
+    A cart not written yet has neither."""
     if cart.id is None:
-        return []
+        return None, 0
     stmt = select(CartLine).where(
         CartLine.cart_id == cart.id,
         CartLine.product_id == product_id,
         CartLine.variant_key == variant_key,
     )
-    return list(session.scalars(stmt))
+    lines = list(session.scalars(stmt))
+    line = next((each for each in lines if each.configuration_hash == configuration_hash), None)
+    return line, sum(each.quantity for each in lines if each is not line)
 
 
 def add_item(
@@ -343,10 +340,9 @@ def add_item(
     availability = variant_availability(product, configuration.variant_key)
     if not availability.purchasable:
         raise SoldOutError(availability.message, field="metal")
-    lines = _variant_lines(session, cart, product.id, configuration.variant_key)
-    # The configuration's hash covers its metal and diamond: its line is one of the variant's.
-    line = next((each for each in lines if each.configuration_hash == configuration.hash), None)
-    elsewhere = sum(each.quantity for each in lines if each is not line)
+    line, elsewhere = _line_and_elsewhere(
+        session, cart, product.id, configuration.variant_key, configuration.hash
+    )
     cap = line_cap(availability, elsewhere)
     if cap == 0:
         raise SoldOutError(_all_in_cart_message(availability), field="metal")
@@ -456,8 +452,9 @@ def merge_into(session: AnySession, guest: Cart, target: Cart) -> MergeReport:
     for line in _loaded_lines(session, guest):
         product = line.product
         availability = variant_availability(product, line.variant_key)
-        existing = _line_for(session, target, line.product_id, line.configuration_hash)
-        elsewhere = _elsewhere(session, target, line.product_id, line.variant_key, existing)
+        existing, elsewhere = _line_and_elsewhere(
+            session, target, line.product_id, line.variant_key, line.configuration_hash
+        )
         cap = line_cap(availability, elsewhere)
         description = _describe(product, line)
         if existing is None:

@@ -1,11 +1,12 @@
-"""Who is signed in: Flask-Login wired to the user's session version, signing a user in
-(which brings their guest cart along), and safe ``next`` URLs."""
+"""Who is signed in: Flask-Login wired to the user's session version, the session cookie's
+interface, signing a user in (which brings their guest cart along), and safe ``next`` URLs."""
 
 from __future__ import annotations
 
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, current_app, redirect, request, session, url_for
+from flask.sessions import SecureCookieSessionInterface, SessionMixin
 from flask_login import login_user
 
 from elysium.extensions import db, login_manager
@@ -78,7 +79,22 @@ def _same_site_path(url: str | None) -> str | None:
     return path
 
 
+class PublicAwareSessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie session, except that a response marked ``public`` (a static
+    file, a drawing, the favicon) never says ``Vary: Cookie``. Flask adds it whenever the
+    session was looked at, and Flask-Login looks after every request; but a public answer
+    is by its own declaration the same for everyone, and that header would make a shared
+    cache keep one copy per visitor. A response that sets a cookie keeps it."""
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        super().save_session(app, session, response)
+        if response.cache_control.public and "Set-Cookie" not in response.headers:
+            kept = [header for header in response.vary if header.lower() != "cookie"]
+            response.vary = kept or None  # type: ignore[assignment]
+
+
 def init_app(app: Flask) -> None:
+    app.session_interface = PublicAwareSessionInterface()
     login_manager.init_app(app)
     login_manager.user_loader(load_user)
     login_manager.unauthorized_handler(unauthorized)

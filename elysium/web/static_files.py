@@ -30,7 +30,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask, Response, abort, current_app, request, send_file
-from flask.sessions import SecureCookieSessionInterface, SessionMixin
 from werkzeug.security import safe_join
 
 from elysium.web.compression import COMPRESSIBLE, MIN_SIZE, brotli, choose_encoding
@@ -161,23 +160,8 @@ def serve(filename: str) -> Response:
     return response
 
 
-class PublicAwareSessionInterface(SecureCookieSessionInterface):
-    """Flask's signed-cookie session, except that a response marked ``public`` (a static
-    file, a drawing, the favicon) never says ``Vary: Cookie``. Flask adds it whenever the
-    session was looked at, and Flask-Login looks after every request; but a public answer
-    is by its own declaration the same for everyone, and that header would make a shared
-    cache keep one copy per visitor. A response that sets a cookie keeps it."""
-
-    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
-        super().save_session(app, session, response)
-        if response.cache_control.public and "Set-Cookie" not in response.headers:
-            kept = [header for header in response.vary if header.lower() != "cookie"]
-            response.vary = kept or None  # type: ignore[assignment]
-
-
 def init_app(app: Flask) -> None:
     """Fingerprint the static URLs and serve the static endpoint from here."""
-    app.session_interface = PublicAwareSessionInterface()
     app.extensions["elysium.static_files"] = StaticFiles()
     app.url_defaults(add_fingerprint)
     app.view_functions["static"] = serve
