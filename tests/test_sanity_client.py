@@ -188,6 +188,27 @@ def test_the_stand_in_address_is_only_accepted_on_loopback(app: Flask, host: str
         )
 
 
+@pytest.mark.parametrize("version", ["2025-02-19", "v1", "vX", "v2025-2-19", "latest"])
+def test_only_a_dated_api_version_is_accepted(app: Flask, version: str) -> None:
+    with pytest.raises(ConfigurationError, match="SANITY_API_VERSION"):
+        make_app(
+            app.config["SQLALCHEMY_DATABASE_URI"],
+            SANITY_PROJECT_ID="abc",
+            SANITY_DATASET="production",
+            SANITY_API_VERSION=version,
+        )
+
+
+def test_queries_go_to_the_dated_api_version_and_the_dataset(
+    app: Flask, studio: FakeSanityServer
+) -> None:
+    shop = shop_on(app, studio, SANITY_API_VERSION="v2024-11-01")
+    with shop.app_context():
+        assert sanity.fetch_document("collection-ondine") is not None
+    [asked] = studio.query_requests()
+    assert asked.path == f"/v2024-11-01/data/query/{studio.settings()['SANITY_DATASET']}"
+
+
 def test_settings_say_whether_sanity_is_configured(app: Flask, studio: FakeSanityServer) -> None:
     with app.app_context():
         assert not sanity.configured()

@@ -69,7 +69,9 @@ LIST_QUERY = (
 ONE_QUERY = '*[_id == $id && !(_id in path("drafts.**"))][0]'
 
 DRAFT_PREFIX = "drafts."
-API_VERSION = re.compile(r"v\d{4}-\d{2}-\d{2}|v1|vX")
+# A dated version only: ``v1`` is Sanity's deprecated first API, ``vX`` its experimental one,
+# and either could change what a query answers under the shop.
+API_VERSION = re.compile(r"v\d{4}-\d{2}-\d{2}")
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # Never wait longer than this for one retry, whatever Retry-After says.
 MAX_RETRY_WAIT_SECONDS = 30.0
