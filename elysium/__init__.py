@@ -139,7 +139,7 @@ def register_templating(app: Flask) -> None:
     from elysium.web.artwork import collection_picture, line_picture, product_picture
     from elysium.web.browsing import recently_viewed
     from elysium.web.cart import cart_template_context
-    from elysium.web.fragments import kept_markup
+    from elysium.web.fragments import drawn_once, kept_markup
     from elysium.web.quotes import account_quote, quote_panel
     from elysium.web.wishlist import wishlist_heart
 
@@ -161,6 +161,7 @@ def register_templating(app: Flask) -> None:
     app.jinja_env.globals["metal_label"] = lambda code: PREFERRED_METALS.get(code or "", "")
     app.jinja_env.globals["wishlist_heart"] = wishlist_heart
     app.jinja_env.globals["kept_markup"] = kept_markup
+    app.jinja_env.globals["drawn_once"] = drawn_once
     app.jinja_env.globals["product_picture"] = product_picture
     app.jinja_env.globals["line_picture"] = line_picture
     app.jinja_env.globals["collection_picture"] = collection_picture

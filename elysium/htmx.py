@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from flask import Blueprint, Response, make_response, render_template, request
 
 
@@ -13,10 +15,22 @@ def is_htmx() -> bool:
     )
 
 
-def render(page_template: str, fragment_template: str, /, status: int = 200, **context) -> Response:
-    """The full page for a browser, the fragment for htmx; one URL, two renderings."""
+def render(
+    page_template: str,
+    fragment_template: str,
+    /,
+    status: int = 200,
+    *,
+    finish: Callable[[str], str] | None = None,
+    **context,
+) -> Response:
+    """The full page for a browser, the fragment for htmx; one URL, two renderings. ``finish``
+    is given either as drawn (to put in what differs per shopper)."""
     template = fragment_template if is_htmx() else page_template
-    response = make_response(render_template(template, **context), status)
+    body = render_template(template, **context)
+    if finish is not None:
+        body = finish(body)
+    response = make_response(body, status)
     response.vary.add("HX-Request")
     return response
 

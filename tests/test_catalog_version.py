@@ -18,8 +18,9 @@ from elysium.extensions import cache, db
 from elysium.models import Collection, Inventory, Product
 from elysium.services import inventory
 from elysium.services.seeding import seed_catalogue
+from elysium.web.fragments import near_cache
 from tests.conftest import ShopClient, count_queries, make_app, page_text
-from tests.html import Page, elements, text_of
+from tests.html import Page, elements, form_fields, hearts, text_of
 from tests.support.orders import pending_chain_order
 
 RING = "aurelia-solitaire-ring"
@@ -358,3 +359,85 @@ def test_the_product_page_keeps_nothing_of_the_shoppers_and_follows_the_choices(
     right = guest.get(f"/shop/{RING}?metal=platinum&size=6")
     assert right.status_code == 200
     assert text_of(right, "#error-size") == ""
+
+
+def test_the_listing_and_home_page_kept_for_everyone_show_each_shopper_their_own(
+    app, client, catalogue, auth
+):
+    """The listing's region and the home page are kept whole for every shopper, with marks
+    where the hearts go: each shopper still gets their own hearts (with their own CSRF token),
+    bag count and header, on the page and in the listing's htmx answer."""
+    auth.create_user()
+    auth.login()
+    ring = client.get(f"/shop/{RING}")
+    ring_id = int(Page(ring).one("form.wishlist-heart button")["id"].rsplit("-", 1)[1])
+    saved = client.submit(
+        "/shop", {"slug": RING, "scope": "piece", "next": "/shop"}, action="/wishlist/toggle"
+    )
+    assert saved.status_code == 303
+    assert (
+        client.submit(
+            f"/shop/{RING}", {"product": RING, "quantity": "1", "size": "6"}, action="/cart/items"
+        ).status_code
+        == 303
+    )
+    filtered = "/shop?category=ring&sort=price-asc"
+    kept(client, "/shop", filtered)
+    secret_of = URLSafeTimedSerializer(app.secret_key, salt="wtf-csrf-token").loads
+    guest = app.test_client()
+    for url in ("/shop", filtered, "/"):
+        for browser, pressed, count, header in (
+            (client, True, "1 item", "Account"),
+            (guest, False, "0 items", "Sign in"),
+            (client, True, "1 item", "Account"),
+        ):
+            for response in (browser.get(url), browser.get(url, headers=HTMX)):
+                if url == "/" and response.request.headers.get("HX-Request"):
+                    continue  # the home page has no fragment
+                states = hearts(response)
+                assert states.get(ring_id) is pressed, (url, header)
+                assert sum(states.values()) == (1 if pressed else 0)
+                tokens = {
+                    field["value"]
+                    for field in elements(response, "form.wishlist-heart input[name=csrf_token]")
+                }
+                assert {secret_of(token) for token in tokens} == {secret_of(browser.csrf_token)}
+                if not response.request.headers.get("HX-Request"):
+                    assert text_of(response, "#bag-count") == count
+                    assert header in text_of(response, ".header-actions")
+
+
+def test_the_kept_listing_shows_the_filters_as_each_shopper_typed_them(app, client, catalogue):
+    """The listing's region is kept under the filters as sent: what one shopper typed (and
+    the notes on what was ignored) never shows on another's page."""
+    typed = "/shop?min_price=abc&q=halo"
+    other = "/shop?min_price=100&q=solitaire"
+    for url in (typed, other, typed):
+        for browser in (client, app.test_client()):
+            page = browser.get(url)
+            fields = form_fields(page, "#filters")
+            if url == typed:
+                assert (fields["q"], fields["min_price"]) == ("halo", "abc")
+                assert "We ignored “abc” for from" in page_text(page)
+            else:
+                assert (fields["q"], fields["min_price"]) == ("solitaire", "100")
+                assert "We ignored" not in page_text(page)
+
+
+def test_a_listing_with_parameters_the_filters_dont_know_is_drawn_but_not_kept(
+    app, client, catalogue
+):
+    """Made-up parameters can't fill the cache: a listing asked with any is drawn afresh
+    (and its page links keep them)."""
+    with app.test_request_context():
+        entries = near_cache(app)._entries
+    before = len(entries)
+    for number in range(5):
+        page = client.get(f"/shop?campaign=winter-{number}&per_page=2")
+        assert page.status_code == 200
+        assert "pieces" in text_of(page, "#results-count")
+    kept_regions = [key for key in entries if ":markup:listing-region:" in key]
+    assert len(entries) - before <= 2
+    assert kept_regions == []
+    client.get("/shop?category=ring")
+    assert [key for key in entries if ":markup:listing-region:" in key]

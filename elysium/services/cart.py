@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Select, bindparam, delete, func, select, update
 from sqlalchemy.orm import selectinload
 
 from elysium.models.cart import Cart, CartLine
@@ -215,17 +215,34 @@ def item_count(session: AnySession, cart: Cart | None) -> int:
     return int(session.scalar(stmt) or 0)
 
 
+# Built once: the header's count, asked on nearly every page, for an account's bag
+# (``user_id``) or a guest's (``token``).
+_ITEMS_IN_BAG = select(func.coalesce(func.sum(CartLine.quantity), 0)).join(
+    Cart, CartLine.cart_id == Cart.id
+)
+COUNT_FOR_ACCOUNT = _ITEMS_IN_BAG.where(Cart.user_id == bindparam("user_id"))
+COUNT_FOR_GUEST = _ITEMS_IN_BAG.where(Cart.token == bindparam("token"), Cart.user_id.is_(None))
+
+
+def count_query(
+    *, user_id: int | None = None, token: str | None = None
+) -> tuple[Select, dict[str, object]] | None:
+    """The header's count as a statement and its parameters, to run alone or beside another
+    query (:mod:`elysium.web.fragments`); None when there is no bag to count (no owner)."""
+    if user_id is not None:
+        return COUNT_FOR_ACCOUNT, {"user_id": user_id}
+    if token:
+        return COUNT_FOR_GUEST, {"token": token}
+    return None
+
+
 def count_for(session: AnySession, *, user_id: int | None = None, token: str | None = None) -> int:
     """The header's count in one query, without loading the cart."""
-    clause = _owner_clause(user_id, token)
-    if clause is None:
+    query = count_query(user_id=user_id, token=token)
+    if query is None:
         return 0
-    stmt = (
-        select(func.coalesce(func.sum(CartLine.quantity), 0))
-        .join(Cart, CartLine.cart_id == Cart.id)
-        .where(clause)
-    )
-    return int(session.scalar(stmt) or 0)
+    statement, parameters = query
+    return int(session.scalar(statement, parameters) or 0)
 
 
 def _lowered(label: str) -> str:

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 from flask_wtf import FlaskForm
 from markupsafe import Markup
+from werkzeug.datastructures import MultiDict
 from wtforms import Field, IntegerField, SearchField, SelectField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import NumberRange, Optional
@@ -85,6 +86,15 @@ class ShopFilterForm(FlaskForm):
         self.metal.choices = [SelectChoice("", "Any metal")] + [
             SelectChoice(value, label) for value, label in metals
         ]
+
+    def region_key(self, args: MultiDict[str, str]) -> tuple[tuple[str, str], ...] | None:
+        """The query string as the listing's region shows it (each filter as typed, in the
+        order sent: the pages' links keep it), to keep the region under; None when it holds
+        anything but these filters, each once, so made-up parameters never fill the cache."""
+        items = tuple(args.items(multi=True))
+        if len(items) != len(args) or any(name not in self._fields for name, _ in items):
+            return None
+        return items
 
     def to_query(self) -> tuple[ShopQuery, list[str]]:
         """The validated query, and a note for every value that had to be ignored."""

@@ -21,7 +21,7 @@ from elysium.shop.forms import ShopFilterForm
 from elysium.web.browsing import record_product_view
 from elysium.web.configurator import CONFIGURATION_FIELDS, configurator_context
 from elysium.web.fragments import card_links, kept, product_to_show
-from elysium.web.wishlist import card_hearts
+from elysium.web.wishlist import heart_marks, put_hearts
 
 bp = Blueprint("shop", __name__)
 
@@ -44,14 +44,16 @@ def home() -> str:
         return cards, card_links(cards, 3)
 
     trending, trending_links = kept("trending", ids, trending_cards) if ids else ([], {})
-    return render_template(
+    cards = [*featured, *trending]
+    page = render_template(
         "shop/home.html",
         collections=collections,
         featured=featured,
         trending=trending,
         card_links={**links, **trending_links},
-        card_hearts=card_hearts([*featured, *trending]),
+        card_hearts=heart_marks(cards),
     )
+    return put_hearts(page, cards)
 
 
 def _filter_choices() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
@@ -75,15 +77,21 @@ def listing() -> Response:
     page, links = kept("listing", (query, per_page), results)
     # One region holds everything the filters decide (heading, filters, notes, results); for
     # htmx it comes with the page title and the header nav, which say the same (out of band).
+    # It is kept for everyone under the filters as sent, with marks where the shopper's
+    # hearts go in.
+    region_key = form.region_key(request.args)
     return render(
         "shop/listing.html",
         "shop/_listing.html",
+        finish=lambda body: put_hearts(body, page.products),
         form=form,
         query=query,
         page=page,
         notes=notes + page.notes,
         card_links=links,
-        card_hearts=card_hearts(page.products),
+        card_hearts=heart_marks(page.products),
+        region_key=(per_page, region_key),
+        keep_region=region_key is not None,
         oob_nav=is_htmx(),
     )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from flask import Response, current_app, flash, g, has_request_context, request
 from flask_login import current_user
 from itsdangerous import BadData, URLSafeSerializer
+from sqlalchemy import Select
 from sqlalchemy.exc import SQLAlchemyError
 
 from elysium.config import HOST_COOKIE_PREFIX
@@ -146,11 +147,20 @@ def merge_guest_cart(user: User) -> None:
         flash(message)
 
 
-def _header_count() -> int:
+def header_count_query() -> tuple[Select, dict[str, object]] | None:
+    """The header's count for this shopper as a statement and its parameters
+    (``services.cart.count_query``); None without a bag to count."""
     if current_user.is_authenticated:
-        return carts.count_for(db.session, user_id=current_user.id)
-    token = guest_token()
-    return carts.count_for(db.session, token=token) if token else 0
+        return carts.count_query(user_id=current_user.id)
+    return carts.count_query(token=guest_token())
+
+
+def _header_count() -> int:
+    query = header_count_query()
+    if query is None:
+        return 0
+    statement, parameters = query
+    return int(db.session.scalar(statement, parameters) or 0)
 
 
 def cart_count() -> int:

@@ -36,14 +36,17 @@ from functools import cache as once
 from pathlib import Path
 from typing import TypeVar
 
-from flask import Flask, current_app, g, render_template
+from flask import Flask, current_app, g, has_request_context, render_template, request
 from markupsafe import Markup
+from sqlalchemy import Select, select
 
 from elysium.extensions import cache, db
+from elysium.htmx import is_htmx
 from elysium.models.catalog import Collection, Product, ProductOption
 from elysium.models.inventory import Inventory
 from elysium.services import catalog
 from elysium.services.catalog import CardOption, CollectionCard, ProductCard, ProductPage
+from elysium.web.cart import header_count_query
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +58,11 @@ TIMEOUT_SECONDS = 300
 # pickles to a few kilobytes).
 NEAR_ENTRIES = 512
 NEAR_CACHE = "elysium.near_cache"
+DRAWN_ONCE = "elysium.drawn_once"
+# Blocks each process keeps drawn once (a handful of names, each with a key or two).
+DRAWN_ONCE_ENTRIES = 256
 UNKNOWN = object()
+SAFE_METHODS = frozenset({"GET", "HEAD"})
 
 
 class NearCache:
@@ -105,11 +112,30 @@ def forget_kept(app: Flask | None = None) -> None:
 
 
 def catalog_version() -> str | None:
-    """The catalogue's version as this request reads it (once)."""
+    """The catalogue's version as this request reads it (once).
+
+    A full page (a GET or HEAD without htmx) also shows the header's bag count
+    (``web.cart.cart_count``): it is read in the same statement, one round trip for both,
+    unless the request already knows it. A fragment or a change reads the version alone."""
     version = g.get("catalog_version", UNKNOWN)
     if version is UNKNOWN:
-        version = g.catalog_version = catalog.catalog_version(db.session)
+        count = None
+        if request.method in SAFE_METHODS and not is_htmx() and "cart_count" not in g:
+            count = header_count_query()
+        if count is None:
+            version = catalog.catalog_version(db.session)
+        else:
+            statement, parameters = count
+            version, items = db.session.execute(_version_and(statement), parameters).one()
+            g.cart_count = int(items or 0)
+        g.catalog_version = version
     return version  # type: ignore[return-value]
+
+
+@once
+def _version_and(count: Select) -> Select:
+    """The catalogue's version and the bag count in one statement (built once for each)."""
+    return select(catalog.CATALOG_VERSION.scalar_subquery(), count.scalar_subquery())
 
 
 TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates"
@@ -172,14 +198,37 @@ def kept(
     return value
 
 
-def kept_markup(name: str, *key: object, caller: Callable[[], str]) -> Markup:
+def kept_markup(name: str, *key: object, keep: bool = True, caller: Callable[[], str]) -> Markup:
     """For templates: ``{% call kept_markup("name", part, …) %}…{% endcall %}`` draws the block
     once per catalogue version and key, and shows the kept copy after. The parts must name
     everything the block shows besides the catalogue (a dict counts by its items), and the
-    block must hold nothing of the shopper's: no CSRF token, heart, bag or account."""
+    block must hold nothing of the shopper's: no CSRF token, bag or account, and hearts only
+    as marks (``web.wishlist.heart_marks``). With ``keep`` false it is drawn afresh."""
+    if not keep:
+        return Markup(caller())  # noqa: S704  (escaped by the template as it was drawn)
     parts = tuple(tuple(sorted(part.items())) if isinstance(part, dict) else part for part in key)
     # The block's output was escaped by the template as it was drawn, so it is markup.
     return Markup(kept(f"markup:{name}", parts, caller))  # noqa: S704
+
+
+def drawn_once(name: str, *key: object, caller: Callable[[], str]) -> Markup:
+    """For templates: ``{% call drawn_once("name", part, …) %}…{% endcall %}`` draws the block
+    once per process and key, and shows that copy after: for markup that depends on nothing
+    but the code, the settings and the key (the site's header and footer, the fingerprinted
+    addresses of the stylesheet and scripts). Not the catalogue (``kept_markup``), never the
+    shopper's. A developer's server, which reloads edited templates, draws it every time."""
+    if current_app.jinja_env.auto_reload:
+        return Markup(caller())  # noqa: S704  (escaped by the template as it was drawn)
+    # A link is drawn under the prefix the app is mounted at.
+    root = request.script_root if has_request_context() else ""
+    entries: dict = current_app.extensions.setdefault(DRAWN_ONCE, {})
+    found_key = (name, root, key)
+    found = entries.get(found_key)
+    if found is None:
+        found = Markup(caller())  # noqa: S704
+        if len(entries) < DRAWN_ONCE_ENTRIES:
+            entries[found_key] = found
+    return found
 
 
 def card_links(cards: list[ProductCard], heading_level: int) -> dict[int, Markup]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -129,3 +130,21 @@ def card_hearts(cards: Iterable[Any]) -> dict[int, Markup]:
             .replace(_STAND_IN.name, escape(card.name))
         )
     return hearts
+
+
+# Where a card's heart goes in a page of cards kept for everyone: an HTML comment, which
+# nothing a template escapes can turn into (its "<" would be "&lt;").
+_HEART_MARK = re.compile(r"<!--heart:(\d+)-->")
+
+
+def heart_marks(cards: Iterable[Any]) -> dict[int, Markup]:
+    """A page of cards kept for every shopper (``kept_markup``) is drawn with these in the
+    hearts' place (``card_hearts``); :func:`put_hearts` puts the shopper's in as it is sent."""
+    return {card.id: Markup(f"<!--heart:{int(card.id)}-->") for card in cards}  # noqa: S704
+
+
+def put_hearts(html: str, cards: Iterable[Any]) -> str:
+    """``html`` with each mark of :func:`heart_marks` replaced by this shopper's heart for
+    that card (:func:`card_hearts`), in one pass."""
+    hearts = card_hearts(cards)
+    return _HEART_MARK.sub(lambda mark: hearts.get(int(mark[1]), ""), html)
