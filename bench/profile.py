@@ -66,6 +66,7 @@ PAGES = {
     f"/shop/{PRODUCT}/price?metal=white-gold&diamond=0.50ct&size=6&engraving=&quantity=1"
     "&add_to_bag_state=available": "price fragment (htmx)",
     ADD_TO_BAG: "add to bag (htmx), the first piece of a new bag each time",
+    "/cart": "the bag",
 }
 HTMX = {"HX-Request": "true"}
 BASE_URL = "https://localhost"

@@ -217,10 +217,15 @@ def add_item() -> Response:
     def add() -> carts.LineChange:
         cart = current_cart(create=True)
         assert cart is not None
+        # A guest's bag made by this request (not written yet) holds the new line alone.
+        new_bag = cart.id is None
         change = carts.add_item(db.session, cart, product, configuration, form.value)
         # Before the commit, which would expire the cart and cost a query to read it again.
         keep_guest_cookie(cart)
-        remember_count(carts.item_count(db.session, cart))
+        if new_bag and change.line is not None:
+            remember_count(change.line.quantity)
+        else:
+            remember_count(carts.item_count(db.session, cart))
         return change
 
     try:

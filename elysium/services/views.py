@@ -11,8 +11,8 @@ replica, if the shop ever has one, must never be handed this session). The calle
 
 What is read back:
 
-- **recently viewed** (:func:`recently_viewed`): a visitor's last pieces, newest first, in
-  one query, however long the history;
+- **recently viewed** (:func:`recently_viewed_ids`): a visitor's last pieces, newest first,
+  in one query, however long the history;
 - **trending** (:func:`trending`): the most viewed pieces of the last seven days, one
   aggregate query whose answer (product ids, never ORM objects) is cached for
   ``CACHE_DEFAULT_TIMEOUT`` seconds; the pieces are loaded and filtered by ``published`` on every
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -42,7 +41,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.orm import joinedload
 
 from elysium.extensions import cache
 from elysium.models.cart import CartLine
@@ -132,22 +130,22 @@ def adopt_guest_views(session: AnySession, visitor: str, user_id: int) -> int:
     ).rowcount
 
 
-def recently_viewed(
+def recently_viewed_ids(
     session: AnySession,
     *,
     user_id: int | None = None,
     visitor: str | None = None,
     exclude_slug: str | None = None,
     limit: int = RECENT_LIMIT,
-) -> Sequence[Product]:
-    """Up to ``limit`` distinct published pieces the visitor viewed, newest first, the one
-    called ``exclude_slug`` left out, with their options (for the picture and the price).
-    One query, however many were viewed; none for a visitor with no id."""
+) -> list[int]:
+    """The ids of up to ``limit`` distinct published pieces the visitor viewed, newest first,
+    the one called ``exclude_slug`` left out: one small query, however many were viewed (the
+    pieces are shown as cards, ``catalog.product_cards``); none for a visitor with no id."""
     if user_id is None and not visitor:
         return []
-    last_seen = func.max(ProductView.viewed_at).label("last_seen")
+    last_seen = func.max(ProductView.viewed_at)
     latest = (
-        select(ProductView.product_id, last_seen)
+        select(ProductView.product_id)
         .join(Product, Product.id == ProductView.product_id)
         .where(_viewer(user_id, visitor), Product.published.is_(True))
         .group_by(ProductView.product_id)
@@ -156,14 +154,7 @@ def recently_viewed(
     )
     if exclude_slug:
         latest = latest.where(Product.slug != exclude_slug)
-    pieces = latest.subquery()
-    stmt = (
-        select(Product)
-        .join(pieces, pieces.c.product_id == Product.id)
-        .order_by(pieces.c.last_seen.desc(), Product.id.desc())
-        .options(joinedload(Product.options))
-    )
-    return session.scalars(stmt).unique().all()
+    return [int(product_id) for product_id in session.scalars(latest)]
 
 
 def _trending_ids(session: AnySession, now: datetime) -> list[int]:

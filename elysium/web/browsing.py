@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Sequence
 
 from flask import Response, current_app, g, request
 from flask_login import current_user
@@ -21,9 +20,10 @@ from itsdangerous import BadData, URLSafeSerializer
 
 from elysium.config import cookie_name
 from elysium.extensions import db
-from elysium.models.catalog import Product
 from elysium.models.users import User
 from elysium.services import views
+from elysium.services.catalog import ProductCard
+from elysium.web.fragments import cards_to_show
 
 COOKIE = "elysium_visitor"
 SALT = "elysium.browsing.visitor"
@@ -86,9 +86,11 @@ def is_a_person() -> bool:
 def record_product_view(product_id: int, response: Response) -> None:
     """After a product page is rendered: record the view (the one write a GET may make).
 
-    The page's own read-only transaction is ended first, so the commit carries this insert
-    alone. Any failure is logged and swallowed: the page is already rendered and is sent
-    as it is. A guest without a visitor id gets one, in the cookie sent with this page.
+    It is written in the transaction the page read in (which saves ending one and beginning
+    another: each a round trip): a page changes nothing, and should anything in the session
+    have changed, it is rolled back first, so the commit carries this insert alone. Any
+    failure is logged and swallowed: the page is already rendered and is sent as it is. A
+    guest without a visitor id gets one, in the cookie sent with this page.
     """
     if not is_a_person():
         return
@@ -107,7 +109,8 @@ def record_product_view(product_id: int, response: Response) -> None:
             samesite="Lax",
         )
     try:
-        db.session.rollback()
+        if db.session.new or db.session.dirty or db.session.deleted:
+            db.session.rollback()  # never commit anything else with the view
         views.record_view(db.session, product_id, user_id=user_id, visitor=visitor)
         db.session.commit()
     except Exception:
@@ -136,15 +139,19 @@ def adopt_guest_views(user: User) -> None:
         db.session.rollback()
 
 
-def recently_viewed(exclude: str | None = None) -> Sequence[Product]:
-    """The current visitor's recently viewed pieces (a template global, for the partial).
+def recently_viewed(exclude: str | None = None) -> list[ProductCard]:
+    """The current visitor's recently viewed pieces, as cards (a template global, for the
+    partial): their ids in one small query, each card kept per catalogue version
+    (``web.fragments.cards_to_show``).
 
     A newcomer is asked about too (under the id their first product page will give them), so
     a page costs the same queries whatever the visitor's history; a robot is not.
     """
     if current_user.is_authenticated:
-        return views.recently_viewed(db.session, user_id=current_user.id, exclude_slug=exclude)
-    visitor = _visitor_for_request()
-    if visitor is None:
-        return []
-    return views.recently_viewed(db.session, visitor=visitor, exclude_slug=exclude)
+        ids = views.recently_viewed_ids(db.session, user_id=current_user.id, exclude_slug=exclude)
+    else:
+        visitor = _visitor_for_request()
+        if visitor is None:
+            return []
+        ids = views.recently_viewed_ids(db.session, visitor=visitor, exclude_slug=exclude)
+    return cards_to_show(ids)

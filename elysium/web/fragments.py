@@ -31,7 +31,7 @@ import logging
 import pickle
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from functools import cache as once
 from pathlib import Path
 from typing import TypeVar
@@ -196,6 +196,47 @@ def kept(
     except Exception:
         logger.warning("The cache could not be written; %s is not kept", name)
     return value
+
+
+def cards_to_show(ids: Sequence[int]) -> list[ProductCard]:
+    """The cards of these published pieces, in this order (``catalog.product_cards``), each
+    kept under the catalogue's version and its id: a card is the same wherever it shows, so a
+    shopper's own list of pieces ("Recently viewed") costs no query for the cards already
+    kept, and those that aren't are read together."""
+    if not ids:
+        return []
+    version = None if current_app.jinja_env.auto_reload else catalog_version()
+    if version is None:
+        return catalog.product_cards(db.session, ids)
+    keys = {product_id: cache_key("card", version, product_id) for product_id in ids}
+    near = near_cache()
+    found: dict[int, ProductCard] = {}
+    for product_id, key in keys.items():
+        card = near.get(key)
+        if card is not None:
+            found[product_id] = card  # type: ignore[assignment]
+    missing = [product_id for product_id in keys if product_id not in found]
+    if missing:
+        try:
+            shared = cache.get_many(*(keys[product_id] for product_id in missing))
+        except Exception:
+            logger.warning("The cache could not be read; cards are worked out afresh")
+            shared = [None] * len(missing)
+        for product_id, card in zip(missing, shared, strict=True):
+            if card is not None:
+                found[product_id] = card
+                near.put(keys[product_id], card)
+        unread = [product_id for product_id in missing if product_id not in found]
+        if unread:
+            read = {card.id: card for card in catalog.product_cards(db.session, unread)}
+            for card in read.values():
+                near.put(keys[card.id], card)
+            try:
+                cache.set_many({keys[i]: card for i, card in read.items()}, TIMEOUT_SECONDS)
+            except Exception:
+                logger.warning("The cache could not be written; cards are not kept")
+            found.update(read)
+    return [found[product_id] for product_id in ids if product_id in found]
 
 
 def kept_markup(name: str, *key: object, keep: bool = True, caller: Callable[[], str]) -> Markup:
