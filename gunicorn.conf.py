@@ -12,6 +12,7 @@ least that long before it kills (Docker's ``stop_grace_period``, Kubernetes'
 once.
 """
 
+import gc
 import os
 from pathlib import Path
 
@@ -76,3 +77,12 @@ class ShopLogger(glogging.Logger):
 
 
 logger_class = ShopLogger
+
+
+def post_worker_init(worker: object) -> None:
+    """Once a worker has loaded the app: what it holds for its whole life (the modules, the
+    URL map, the models, the settings) leaves the garbage collector's rounds (``gc.freeze``).
+    A full collection then looks only at what requests made since, a few milliseconds instead
+    of a hundred, which no longer stalls the request that triggers it."""
+    gc.collect()
+    gc.freeze()

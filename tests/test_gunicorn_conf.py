@@ -173,3 +173,37 @@ def up(base_url: str) -> bool:
         return requests.get(f"{base_url}/healthz", timeout=1).ok
     except (requests.ConnectionError, requests.Timeout):
         return False
+
+
+@pytest.mark.parametrize(("config", "frozen"), [("gunicorn.conf.py", True), ("/dev/null", False)])
+def test_a_worker_freezes_what_it_loaded_so_a_full_collection_stays_short(config, frozen):
+    """After a worker loads its app, gunicorn.conf.py freezes what it holds (gc.freeze): a
+    probe app answers how many objects its worker's collector has frozen."""
+    port = free_port()
+    server = subprocess.Popen(  # noqa: S603
+        [
+            *(sys.executable, "-m", "gunicorn", "--config", config),
+            *("--bind", f"127.0.0.1:{port}", "--workers", "1"),
+            "tests.support.freeze_probe:app",
+        ],
+        cwd=PROJECT_ROOT,
+        env=gunicorn_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        answers: list[int] = []
+
+        def answered() -> bool:
+            try:
+                answers.append(int(requests.get(f"http://127.0.0.1:{port}/", timeout=5).text))
+            except requests.ConnectionError:
+                return False
+            return True
+
+        wait_for(answered, "the probe to start")
+        assert (answers[0] > 1000) is frozen, answers
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
