@@ -12,13 +12,14 @@ from __future__ import annotations
 import pytest
 from flask import Flask
 from itsdangerous import URLSafeTimedSerializer
+from markupsafe import Markup
 from sqlalchemy import create_engine, select, text
 
 from elysium.extensions import cache, db
 from elysium.models import Collection, Inventory, Product
 from elysium.services import inventory
 from elysium.services.seeding import seed_catalogue
-from elysium.web.fragments import near_cache
+from elysium.web.fragments import MarkupMemo, near_cache
 from tests.conftest import ShopClient, count_queries, make_app, page_text
 from tests.html import Page, elements, form_fields, hearts, text_of
 from tests.support.orders import pending_chain_order
@@ -441,3 +442,29 @@ def test_a_listing_with_parameters_the_filters_dont_know_is_drawn_but_not_kept(
     assert kept_regions == []
     client.get("/shop?category=ring")
     assert [key for key in entries if ":markup:listing-region:" in key]
+
+
+def test_markup_drawn_once_is_drawn_once_per_key_and_never_grows_past_its_bound():
+    """The header, the footer and the listing's filter fields are drawn once per process; a
+    search typed once must not keep the memory growing, nor keep out what every page shows."""
+    memo = MarkupMemo(3)
+    drawn: list[str] = []
+
+    def draw(key: str):
+        def drawing() -> Markup:
+            drawn.append(key)
+            return Markup("<p>%s</p>") % key
+
+        return drawing
+
+    assert memo.get("header", draw("header")) == Markup("<p>header</p>")
+    assert memo.get("header", draw("header")) == Markup("<p>header</p>")
+    assert drawn == ["header"]
+    for typed in ("a", "b", "c"):
+        memo.get(("search", typed), draw(typed))
+    assert memo.get(("search", "c"), draw("c")) == Markup("<p>c</p>")
+    assert drawn == ["header", "a", "b", "c"]
+    assert memo.get("header", draw("header")) == Markup("<p>header</p>")
+    assert drawn == ["header", "a", "b", "c", "header"]
+    assert memo.get("header", draw("header")) == Markup("<p>header</p>")
+    assert drawn == ["header", "a", "b", "c", "header"]

@@ -15,13 +15,13 @@ from elysium.models.catalog import Category
 from elysium.money import MINOR_UNITS
 from elysium.services.catalog import ShopQuery, SortOrder
 from elysium.web.forms import searchable
+from elysium.web.fragments import MarkupMemo
 
 MAX_PRICE = 10_000_000
 MAX_PAGE = 10_000
 ALL_PIECES = "All pieces"
 # How many fields' markup is kept (each is at most a few hundred bytes).
-FIELDS_KEPT = 1024
-_rendered_fields: dict[tuple, Markup] = {}
+_drawn_fields = MarkupMemo(1024)
 
 
 class ShopFilterForm(FlaskForm):
@@ -49,13 +49,8 @@ class ShopFilterForm(FlaskForm):
                     for c in choices
                 ),
             )
-            markup = _rendered_fields.get(key)
-            if markup is None:
-                if len(_rendered_fields) >= FIELDS_KEPT:
-                    _rendered_fields.clear()
-                markup = super().render_field(field, render_kw)  # type: ignore[misc]
-                _rendered_fields[key] = markup
-            return markup
+            draw = super().render_field  # type: ignore[misc]
+            return _drawn_fields.get(key, lambda: draw(field, render_kw))
 
     q = SearchField("Search")
     category = SelectField("Category", default="")

@@ -78,8 +78,8 @@ def listing() -> Response:
     # One region holds everything the filters decide (heading, filters, notes, results); for
     # htmx it comes with the page title and the header nav, which say the same (out of band).
     # It is kept for everyone under the filters as sent, with marks where the shopper's
-    # hearts go in.
-    region_key = form.region_key(request.args)
+    # hearts go in; a query string holding anything else is drawn but not kept (no key).
+    sent = form.region_key(request.args)
     return render(
         "shop/listing.html",
         "shop/_listing.html",
@@ -90,8 +90,7 @@ def listing() -> Response:
         notes=notes + page.notes,
         card_links=links,
         card_hearts=heart_marks(page.products),
-        region_key=(per_page, region_key),
-        keep_region=region_key is not None,
+        region_key=None if sent is None else (per_page, sent),
         oob_nav=is_htmx(),
     )
 

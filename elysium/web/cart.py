@@ -147,20 +147,21 @@ def merge_guest_cart(user: User) -> None:
         flash(message)
 
 
+def _bag_owner() -> dict[str, object]:
+    """Whose bag the header counts: the account's when signed in, else the guest cookie's."""
+    if current_user.is_authenticated:
+        return {"user_id": current_user.id}
+    return {"token": guest_token()}
+
+
 def header_count_query() -> tuple[Select, dict[str, object]] | None:
     """The header's count for this shopper as a statement and its parameters
     (``services.cart.count_query``); None without a bag to count."""
-    if current_user.is_authenticated:
-        return carts.count_query(user_id=current_user.id)
-    return carts.count_query(token=guest_token())
+    return carts.count_query(**_bag_owner())
 
 
 def _header_count() -> int:
-    query = header_count_query()
-    if query is None:
-        return 0
-    statement, parameters = query
-    return int(db.session.scalar(statement, parameters) or 0)
+    return carts.count_for(db.session, **_bag_owner())
 
 
 def cart_count() -> int:

@@ -40,6 +40,7 @@ from flask import Flask, current_app, g, has_request_context, render_template, r
 from markupsafe import Markup
 from sqlalchemy import Select, select
 
+from elysium.db_routing import READ_METHODS
 from elysium.extensions import cache, db
 from elysium.htmx import is_htmx
 from elysium.models.catalog import Collection, Product, ProductOption
@@ -62,7 +63,6 @@ DRAWN_ONCE = "elysium.drawn_once"
 # Blocks each process keeps drawn once (a handful of names, each with a key or two).
 DRAWN_ONCE_ENTRIES = 256
 UNKNOWN = object()
-SAFE_METHODS = frozenset({"GET", "HEAD"})
 
 
 class NearCache:
@@ -96,6 +96,25 @@ class NearCache:
             self._entries.clear()
 
 
+class MarkupMemo:
+    """Markup a process draws once and shows again, under a key that names everything it
+    depends on. It holds at most ``size`` entries and starts again empty when full, so keys
+    asked for once (a search typed once) can't keep out for long those every page asks for."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: dict[Hashable, Markup] = {}
+
+    def get(self, key: Hashable, draw: Callable[[], Markup]) -> Markup:
+        found = self._entries.get(key)
+        if found is None:
+            found = draw()
+            if len(self._entries) >= self.size:
+                self._entries.clear()
+            self._entries[key] = found
+        return found
+
+
 def near_cache(app: Flask | None = None) -> NearCache:
     """This app's near cache (one per app, so two apps in one process keep apart)."""
     app = app or current_app._get_current_object()  # type: ignore[attr-defined]
@@ -120,7 +139,7 @@ def catalog_version() -> str | None:
     version = g.get("catalog_version", UNKNOWN)
     if version is UNKNOWN:
         count = None
-        if request.method in SAFE_METHODS and not is_htmx() and "cart_count" not in g:
+        if request.method in READ_METHODS and not is_htmx() and "cart_count" not in g:
             count = header_count_query()
         if count is None:
             version = catalog.catalog_version(db.session)
@@ -168,34 +187,58 @@ def kept(
 ) -> T:
     """``make()``, kept under the catalogue's current version, ``name`` and ``key`` (any value
     whose ``repr`` says everything the result depends on besides the catalogue); ``keep``
-    may refuse a value that holds something of the shopper's."""
-    if current_app.jinja_env.auto_reload:
-        return make()
+    may refuse a value that holds something of the shopper's. None is never kept."""
+    return kept_many(name, [key], lambda _: [make()], keep=keep)[0]  # type: ignore[return-value]
+
+
+def kept_many(
+    name: str,
+    keys: Sequence[object],
+    make: Callable[[list], Sequence[T | None]],
+    *,
+    keep: Callable[[T], bool] | None = None,
+) -> list[T | None]:
+    """Many values of one kind, in the order of their keys, each kept as :func:`kept` keeps
+    one: first this process's copies, then one read of the shared cache for the rest, then
+    ``make(missing keys)`` for those still missing (a value for each, None where there is
+    none), kept in one write."""
+    if current_app.jinja_env.auto_reload or not keys:
+        return list(make(list(keys)))
     version = catalog_version()
     if version is None:
-        return make()
-    found_key = cache_key(name, version, key)
+        return list(make(list(keys)))
+    filed = [cache_key(name, version, key) for key in keys]
     near = near_cache()
-    found = near.get(found_key)
-    if found is not None:
-        return found  # type: ignore[return-value]
+    found: list = [near.get(filed_key) for filed_key in filed]
+    missing = [at for at, value in enumerate(found) if value is None]
+    if not missing:
+        return found
     try:
-        found = cache.get(found_key)
+        shared = cache.get_many(*(filed[at] for at in missing))
     except Exception:
         logger.warning("The cache could not be read; %s is worked out afresh", name)
-        return make()
-    if found is not None:
-        near.put(found_key, found)
-        return found
-    value = make()
-    if keep is not None and not keep(value):
-        return value
-    near.put(found_key, value)
-    try:
-        cache.set(found_key, value, timeout=TIMEOUT_SECONDS)
-    except Exception:
-        logger.warning("The cache could not be written; %s is not kept", name)
-    return value
+        shared = None
+    if shared is not None:
+        for at, value in zip(missing, shared, strict=True):
+            if value is not None:
+                found[at] = value
+                near.put(filed[at], value)
+        missing = [at for at in missing if found[at] is None]
+        if not missing:
+            return found
+    made = make([keys[at] for at in missing])
+    to_keep = {}
+    for at, value in zip(missing, made, strict=True):
+        found[at] = value
+        if shared is not None and value is not None and (keep is None or keep(value)):
+            to_keep[filed[at]] = value
+            near.put(filed[at], value)
+    if to_keep:
+        try:
+            cache.set_many(to_keep, timeout=TIMEOUT_SECONDS)
+        except Exception:
+            logger.warning("The cache could not be written; %s is not kept", name)
+    return found
 
 
 def cards_to_show(ids: Sequence[int]) -> list[ProductCard]:
@@ -205,38 +248,12 @@ def cards_to_show(ids: Sequence[int]) -> list[ProductCard]:
     kept, and those that aren't are read together."""
     if not ids:
         return []
-    version = None if current_app.jinja_env.auto_reload else catalog_version()
-    if version is None:
-        return catalog.product_cards(db.session, ids)
-    keys = {product_id: cache_key("card", version, product_id) for product_id in ids}
-    near = near_cache()
-    found: dict[int, ProductCard] = {}
-    for product_id, key in keys.items():
-        card = near.get(key)
-        if card is not None:
-            found[product_id] = card  # type: ignore[assignment]
-    missing = [product_id for product_id in keys if product_id not in found]
-    if missing:
-        try:
-            shared = cache.get_many(*(keys[product_id] for product_id in missing))
-        except Exception:
-            logger.warning("The cache could not be read; cards are worked out afresh")
-            shared = [None] * len(missing)
-        for product_id, card in zip(missing, shared, strict=True):
-            if card is not None:
-                found[product_id] = card
-                near.put(keys[product_id], card)
-        unread = [product_id for product_id in missing if product_id not in found]
-        if unread:
-            read = {card.id: card for card in catalog.product_cards(db.session, unread)}
-            for card in read.values():
-                near.put(keys[card.id], card)
-            try:
-                cache.set_many({keys[i]: card for i, card in read.items()}, TIMEOUT_SECONDS)
-            except Exception:
-                logger.warning("The cache could not be written; cards are not kept")
-            found.update(read)
-    return [found[product_id] for product_id in ids if product_id in found]
+
+    def read(missing: list[int]) -> list[ProductCard | None]:
+        cards = {card.id: card for card in catalog.product_cards(db.session, missing)}
+        return [cards.get(product_id) for product_id in missing]
+
+    return [card for card in kept_many("card", ids, read) if card is not None]
 
 
 def kept_markup(name: str, *key: object, keep: bool = True, caller: Callable[[], str]) -> Markup:
@@ -262,14 +279,10 @@ def drawn_once(name: str, *key: object, caller: Callable[[], str]) -> Markup:
         return Markup(caller())  # noqa: S704  (escaped by the template as it was drawn)
     # A link is drawn under the prefix the app is mounted at.
     root = request.script_root if has_request_context() else ""
-    entries: dict = current_app.extensions.setdefault(DRAWN_ONCE, {})
-    found_key = (name, root, key)
-    found = entries.get(found_key)
-    if found is None:
-        found = Markup(caller())  # noqa: S704
-        if len(entries) < DRAWN_ONCE_ENTRIES:
-            entries[found_key] = found
-    return found
+    memo = current_app.extensions.get(DRAWN_ONCE)
+    if memo is None:
+        memo = current_app.extensions.setdefault(DRAWN_ONCE, MarkupMemo(DRAWN_ONCE_ENTRIES))
+    return memo.get((name, root, key), lambda: Markup(caller()))  # noqa: S704
 
 
 def card_links(cards: list[ProductCard], heading_level: int) -> dict[int, Markup]:
