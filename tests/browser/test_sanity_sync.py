@@ -72,8 +72,11 @@ def serve_cdn_offline(page: Page) -> list[str]:
 
 
 def test_an_edit_in_the_studio_shows_on_the_product_page_after_its_webhook(
-    page: Page, studio, synced_shop
+    studio, synced_shop, page: Page
 ):
+    # ``page`` comes last so it is closed first: a shop stopped under an open page resets
+    # whatever the page still asks of it (its "Recently viewed" loads after the page does),
+    # and the browser reports that as an error.
     _, base_url = synced_shop
     asked = serve_cdn_offline(page)
     page.goto(base_url + RING_PAGE)
