@@ -343,6 +343,10 @@ def test_the_product_page_keeps_nothing_of_the_shoppers_and_follows_the_choices(
         return elements(response, "button.add-to-bag__button")[0]["value"]
 
     assert (pressed(member), pressed(first_visit)) == ("true", "false")
+    # The same piece in another metal is not what the member saved, however often it is asked.
+    other = f"/shop/{RING}?metal=platinum"
+    kept(client, other)
+    assert pressed(client.get(other)) == "false"
     assert add_to_bag_token(member) != add_to_bag_token(first_visit)
     assert text_of(member, "#bag-count") == "2 items"
     assert text_of(first_visit, "#bag-count") == "0 items"
@@ -468,3 +472,32 @@ def test_markup_drawn_once_is_drawn_once_per_key_and_never_grows_past_its_bound(
     assert drawn == ["header", "a", "b", "c", "header"]
     assert memo.get("header", draw("header")) == Markup("<p>header</p>")
     assert drawn == ["header", "a", "b", "c", "header"]
+
+
+def test_a_product_page_draws_a_block_it_no_longer_keeps_from_the_piece_itself(
+    app, client, catalogue
+):
+    """What a product page works out for its choices is kept apart from the blocks it draws:
+    with the first still kept and a block gone (pushed out of the cache), the page reads the
+    piece again and draws the same page."""
+    page = f"/shop/{RING}?metal=platinum&diamond=0.50ct"
+    kept(client, page)
+    before = client.get(page)
+    with app.test_request_context():
+        entries = near_cache(app)._entries
+        lost = [key for key in entries if ":markup:product-" in key]
+        assert len(lost) == 4
+        assert [key for key in entries if ":product-page:" in key]
+        for key in lost:
+            del entries[key]
+            cache.delete(key)
+    with count_queries(app) as statements:
+        after = client.get(page)
+    assert after.status_code == 200
+    assert not [statement for statement in statements if "inventory" in statement]
+    for part in ("head title", "nav.breadcrumbs", "article.product", "#price-panel"):
+        assert text_of(after, part) == text_of(before, part)
+    assert elements(after, "input[name=metal][checked]")[0]["value"] == "platinum"
+    assert elements(after, 'meta[property="og:image"]') == elements(
+        before, 'meta[property="og:image"]'
+    )

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import Select, bindparam, delete, func, select, update
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import joinedload, selectinload
 
 from elysium.models.cart import Cart, CartLine
 from elysium.models.catalog import Product
@@ -528,13 +528,15 @@ def _describe(product: Product, line: CartLine) -> str:
 
 
 def _loaded_lines(session: AnySession, cart: Cart) -> list[CartLine]:
-    """A cart's lines with everything the cart page shows, in a constant number of queries."""
+    """A cart's lines with everything the cart page shows, in a constant number of queries:
+    the lines with their pieces (joined: one piece per line), then the pieces' options and
+    stock."""
     stmt = (
         select(CartLine)
         .where(CartLine.cart_id == cart.id)
         .order_by(CartLine.id)
         .options(
-            selectinload(CartLine.product).options(
+            joinedload(CartLine.product).options(
                 selectinload(Product.options), selectinload(Product.inventory)
             )
         )

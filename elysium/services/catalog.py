@@ -94,6 +94,19 @@ class ProductPage(Paged):
     notes: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class PieceNamed:
+    """What a product page shows of its piece outside the blocks it keeps drawn (the title,
+    the description, the canonical link, the heart, Add to bag, Recently viewed)."""
+
+    id: int
+    slug: str
+    name: str
+    seo_title: str | None
+    seo_description: str | None
+    description: str
+
+
 def _with_card_data(stmt: Select[tuple[Product]]) -> Select[tuple[Product]]:
     """Everything a product page shows, in a constant number of queries."""
     return stmt.options(

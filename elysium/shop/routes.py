@@ -19,7 +19,11 @@ from elysium.htmx import is_htmx, render
 from elysium.services import catalog, views
 from elysium.shop.forms import ShopFilterForm
 from elysium.web.browsing import record_product_view
-from elysium.web.configurator import CONFIGURATION_FIELDS, configurator_context
+from elysium.web.configurator import (
+    CONFIGURATION_FIELDS,
+    configurator_context,
+    product_page_context,
+)
 from elysium.web.fragments import card_links, kept, product_to_show
 from elysium.web.wishlist import heart_marks, put_hearts
 
@@ -111,11 +115,11 @@ def _requested_choices() -> dict[str, str]:
 
 @bp.get("/shop/<slug>")
 def product(slug: str) -> Response:
-    found = product_to_show(slug) or abort(404)
-    context = configurator_context(found, _requested_choices())
+    context = product_page_context(slug, _requested_choices()) or abort(404)
     status = 422 if context["errors"] else 200
     response = make_response(render_template("shop/product.html", **context), status)
-    record_product_view(found.id, response)  # after rendering: it can never break the page
+    # After rendering: it can never break the page.
+    record_product_view(context["product"].id, response)
     return response
 
 

@@ -3,7 +3,10 @@ a refused add-to-cart all draw the configurator from the same context."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from elysium.models.catalog import Product
+from elysium.services.catalog import PieceNamed
 from elysium.services.configuration import (
     ENGRAVING_ALLOWED,
     ENGRAVING_MAX_LENGTH,
@@ -14,6 +17,7 @@ from elysium.services.configuration import (
     price_breakdown,
 )
 from elysium.services.inventory import ChoiceAvailability, choice_availability
+from elysium.web.fragments import kept, product_to_show
 
 CONFIGURATION_FIELDS = ("metal", "diamond", "size", "engraving")
 PATTERN_SYNTAX = frozenset("^$\\.*+?()[]{}|/")
@@ -72,3 +76,62 @@ def configurator_context(
         "engraving_max_length": ENGRAVING_MAX_LENGTH,
         "engraving_pattern": exactly(choices.get("engraving") or ""),
     }
+
+
+class PieceOnPage:
+    """The piece a product page shows: what :class:`PieceNamed` holds is at hand, with the
+    hash of the configuration shown (for a signed-in shopper's heart, ``configuration_hashes``),
+    and the first time a template asks for anything else (a kept block drawn again) the piece
+    itself is read (``product_to_show``, under the same catalogue version)."""
+
+    def __init__(
+        self, named: PieceNamed, configuration_hashes: dict, piece: Product | None = None
+    ) -> None:
+        self.__dict__.update(named.__dict__)
+        self.__dict__["configuration_hashes"] = configuration_hashes
+        self.__dict__["_piece"] = piece
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        piece = self.__dict__["_piece"]
+        if piece is None:
+            piece = self.__dict__["_piece"] = product_to_show(self.__dict__["slug"])
+        return getattr(piece, name)
+
+
+def product_page_context(slug: str, choices: dict[str, str]) -> dict | None:
+    """The product page's context for these choices (:func:`configurator_context`), kept per
+    catalogue version with the piece's words (:class:`PieceNamed`). A page whose blocks are
+    kept drawn (``kept_markup``) then reads no piece at all, nor works out its stock and price
+    again; None for a piece that is not on sale."""
+    read: list[Product] = []
+
+    def make() -> tuple[PieceNamed, str | None, dict] | None:
+        found = product_to_show(slug)
+        if found is None:
+            return None
+        read.append(found)
+        context = configurator_context(found, choices)
+        del context["product"]
+        try:
+            configuration_hash = configure(found, choices).hash
+        except ConfigurationError:
+            configuration_hash = None
+        named = PieceNamed(
+            found.id,
+            found.slug,
+            found.name,
+            found.seo_title,
+            found.seo_description,
+            found.description,
+        )
+        return named, configuration_hash, context
+
+    chosen = tuple(choices.items())
+    shown = kept("product-page", (slug, chosen), make)
+    if shown is None:
+        return None
+    named, configuration_hash, context = shown
+    piece = PieceOnPage(named, {chosen: configuration_hash}, read[0] if read else None)
+    return {**context, "product": piece}

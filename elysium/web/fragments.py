@@ -46,7 +46,15 @@ from elysium.htmx import is_htmx
 from elysium.models.catalog import Collection, Product, ProductOption
 from elysium.models.inventory import Inventory
 from elysium.services import catalog
-from elysium.services.catalog import CardOption, CollectionCard, ProductCard, ProductPage
+from elysium.services.catalog import (
+    CardOption,
+    CollectionCard,
+    PieceNamed,
+    ProductCard,
+    ProductPage,
+)
+from elysium.services.configuration import PriceBreakdown, PriceLine
+from elysium.services.inventory import Availability, ChoiceAvailability, Offer
 from elysium.web.cart import header_count_query
 
 logger = logging.getLogger(__name__)
@@ -166,7 +174,18 @@ def code_version() -> str:
     templates that draw kept markup and the drawings pictures name (their fingerprints are
     in the links)."""
     digest = hashlib.sha256()
-    for kind in (ProductCard, CardOption, ProductPage, CollectionCard):
+    for kind in (
+        ProductCard,
+        CardOption,
+        ProductPage,
+        CollectionCard,
+        PieceNamed,
+        Availability,
+        ChoiceAvailability,
+        Offer,
+        PriceBreakdown,
+        PriceLine,
+    ):
         digest.update(repr([(f.name, f.type) for f in dataclasses.fields(kind)]).encode())
     for model in (Product, ProductOption, Inventory, Collection):
         digest.update(repr(sorted(model.__table__.columns.keys())).encode())

@@ -85,11 +85,21 @@ def wishlist_heart(
     if choices is None:
         state = product.id in saved.products
     else:
-        try:
-            state = (product.id, configure(product, choices).hash) in saved.pairs
-        except ConfigurationError:
-            state = False
+        state = (product.id, _configuration_hash(product, choices)) in saved.pairs
     return Heart(product, state, choices, next or _here())
+
+
+def _configuration_hash(product: Any, choices: dict[str, str]) -> str | None:
+    """The hash of the piece in these choices (None if they don't make one), as the product
+    page worked it out when it kept its context (``configuration_hashes``), else afresh."""
+    known = getattr(product, "configuration_hashes", None) or {}
+    chosen = tuple(choices.items())
+    if chosen in known:
+        return known[chosen]
+    try:
+        return configure(product, choices).hash
+    except ConfigurationError:
+        return None
 
 
 @dataclass(frozen=True)
