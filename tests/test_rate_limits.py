@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -45,11 +44,11 @@ from tests.conftest import (
     sent_emails,
 )
 from tests.html import csrf_token
+from tests.support.local_redis import REDIS, require_redis
 from tests.support.oidc_provider import OIDCProvider
 from tests.support.shop_process import ShopProcess, free_port
 from tests.support.tcp_proxy import TcpProxy
 
-REDIS = ("127.0.0.1", 6379)
 TOO_MANY = "Too many attempts. Please try again in"
 WRONG = "not the password at all"
 OWNER_ADDRESS = "192.0.2.1"
@@ -408,22 +407,10 @@ def test_production_with_redis_starts_with_three_workers(app):
 # Several workers, one Redis.
 
 
-def redis_answers() -> bool:
-    try:
-        with socket.create_connection(REDIS, timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def redis_prefix() -> Iterator[str]:
     """A key prefix for this run only; its keys are removed afterwards."""
-    if not redis_answers():
-        message = "no Redis on 127.0.0.1:6379"
-        if os.environ.get("REQUIRE_REDIS"):
-            pytest.fail(f"{message}, and REQUIRE_REDIS is set")
-        pytest.skip(message)
+    require_redis()
     prefix = f"elysium-test-{uuid.uuid4().hex}"
     yield prefix
     client = redis.Redis(*REDIS)

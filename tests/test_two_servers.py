@@ -42,12 +42,12 @@ from elysium.services.outbox import idempotency_key
 from tests.conftest import CHEAP_PASSWORD_HASHING, PASSWORD, WEBHOOK_SECRET, create_user
 from tests.html import Page, bag_count, csrf_token, text_of
 from tests.support.checkout import CHAIN, DETAILS, KEY, METAL, bags, set_stock, stock
+from tests.support.local_redis import REDIS, require_redis
 from tests.support.resend_server import FakeResend, running_fake_resend
 from tests.support.shop_process import PROJECT_ROOT, ShopProcess
 
 pytestmark = pytest.mark.postgres_only
 
-REDIS = ("127.0.0.1", 6379)
 WRONG = "not the password at all"
 
 
@@ -62,25 +62,13 @@ class Servers:
         return self.a, self.b
 
 
-def redis_answers() -> bool:
-    try:
-        with socket.create_connection(REDIS, timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def servers(app: Flask) -> Iterator[Servers]:
     """Servers A and B: one database, one Redis prefix (this run's), one ``SITE_URL`` (A's,
     standing for the shop's address), one fake Stripe whose own events never arrive."""
     if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
         pytest.skip("several servers share one PostgreSQL database; SQLite serves one host")
-    if not redis_answers():
-        message = "no Redis on 127.0.0.1:6379"
-        if os.environ.get("REQUIRE_REDIS"):
-            pytest.fail(f"{message}, and REQUIRE_REDIS is set")
-        pytest.skip(message)
+    require_redis()
     prefix = f"elysium-test-{uuid.uuid4().hex}"
     with FakeStripeServer(webhook_secret=WEBHOOK_SECRET, auto_deliver=False) as fake_stripe:
         settings = {
