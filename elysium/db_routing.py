@@ -1,4 +1,5 @@
-"""Reads from a PostgreSQL streaming replica, when ``DATABASE_REPLICA_URL`` is set.
+"""Where a statement runs: reads from a PostgreSQL streaming replica, when
+``DATABASE_REPLICA_URL`` is set, and a shop-window page's reads without a transaction.
 
 Only the catalogue reads from the replica, and only where a moment's lag can't mislead
 anyone: a statement goes to the replica when all of these hold, else to the primary.
@@ -27,14 +28,24 @@ ended a moment ago is over on every page, however far the replica lags.
 Without ``DATABASE_REPLICA_URL`` there is no second engine and every statement goes to the
 primary as before. A replica that lags (but answers) still serves the catalogue: shoppers who
 have not just changed something may see a price a moment old.
+
+On PostgreSQL, the plain reads of a shop-window ``GET`` or ``HEAD`` that go to the primary
+(no replica, a replica down, who is signed in) run without a transaction: the same pooled
+connections, in autocommit, so such a page costs no ``BEGIN`` and no ``ROLLBACK`` round trip.
+At read committed, which the shop uses, every statement sees its own snapshot inside a
+transaction too, so nothing a page reads changes. A view that writes as it shows a page (a
+product page records the view) is marked :func:`one_transaction`: its reads stay in the
+transaction it writes in, on one connection. Any other write (a flush, a locking read) goes to
+the primary's transaction as always, and every statement after it follows.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from flask import Flask, Response, current_app, has_app_context, has_request_context, request
@@ -47,7 +58,10 @@ from elysium.config import ConfigurationError, cookie_name, normalise_database_u
 
 logger = logging.getLogger(__name__)
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 EXTENSION = "elysium.replica"
+WITHOUT_TRANSACTION = "elysium.reads_without_transaction"
 READ_METHODS = frozenset({"GET", "HEAD"})
 SAFE_METHODS = READ_METHODS | {"OPTIONS"}
 # The blueprints whose GET pages may read from the replica (None: no blueprint, e.g. a 404).
@@ -60,7 +74,7 @@ REPLICA_RETRY_SECONDS = 10
 WRITING_FUNCTIONS = frozenset({"nextval", "setval"})
 # Keys of the request's WSGI environ (not ``g``: a test may run several requests in one app
 # context, and the decision is each request's own).
-READS_FROM_REPLICA = "elysium.reads_from_replica"
+SHOP_WINDOW = "elysium.shop_window"
 WROTE = "elysium.wrote"
 
 
@@ -92,41 +106,78 @@ class RoutingSession(Session):
 
     def __init__(self, db: Any, **kwargs: Any) -> None:
         super().__init__(db, **kwargs)
-        self._replica: Replica | None = (
-            current_app.extensions.get(EXTENSION) if has_app_context() else None
-        )
+        extensions = current_app.extensions if has_app_context() else {}
+        self._replica: Replica | None = extensions.get(EXTENSION)
+        self._without_transaction: sa.Engine | None = extensions.get(WITHOUT_TRANSACTION)
 
     def get_bind(
         self,
         mapper: Any | None = None,
         clause: Any | None = None,
         bind: sa.Engine | sa.Connection | None = None,
+        primary: bool = False,
         **kwargs: Any,
     ) -> sa.Engine | sa.Connection:
-        replica = self._replica
-        if replica is not None and bind is None and self._reads_from_replica(clause, replica):
-            try:
-                # Connect now, so a replica that doesn't answer costs this statement nothing.
-                self.connection(bind_arguments={"bind": replica.engine})
-            except (DBAPIError, PoolTimeoutError) as error:
-                replica.mark_down(error)
-            else:
-                return replica.engine
+        """Where a statement runs; ``bind_arguments={"primary": True}`` keeps a read off the
+        replica (who is signed in)."""
+        if bind is None and has_request_context():
+            target = self._read_target(clause, primary)
+            if target is not None:
+                return target
         return super().get_bind(mapper=mapper, clause=clause, bind=bind, **kwargs)
 
-    def _reads_from_replica(self, clause: Any, replica: Replica) -> bool:
-        if not has_request_context():
+    def _read_target(self, clause: Any, primary: bool) -> sa.Engine | None:
+        """For a plain read of a shop-window page: the replica, or else the primary without a
+        transaction; None for the primary's transaction."""
+        replica = self._replica
+        window, one_transaction = _shop_window()
+        without = None if one_transaction else self._without_transaction
+        if replica is None and (not window or without is None):
+            return None  # nothing to choose from: the statement needn't be looked at
+        if not self._plain_read_before_any_write(clause) or not window:
+            return None
+        if not primary and replica is not None and self._replica_serves(replica):
+            return replica.engine
+        return without
+
+    def _replica_serves(self, replica: Replica) -> bool:
+        if not replica.answering() or replica.cookie in request.cookies:
             return False
+        try:
+            # Connect now, so a replica that doesn't answer costs this statement nothing.
+            self.connection(bind_arguments={"bind": replica.engine})
+        except (DBAPIError, PoolTimeoutError) as error:
+            replica.mark_down(error)
+            return False
+        return True
+
+    def _plain_read_before_any_write(self, clause: Any) -> bool:
+        """A plain read while the request has written nothing yet; a write is noted."""
         environ = request.environ
         if self._flushing or (clause is not None and not plain_read(clause)):
             environ[WROTE] = True
             return False
-        if clause is None or environ.get(WROTE) or not replica.answering():
-            return False
-        allowed = environ.get(READS_FROM_REPLICA)
-        if allowed is None:
-            allowed = environ[READS_FROM_REPLICA] = request_reads_from_replica(replica)
-        return allowed
+        return clause is not None and not environ.get(WROTE)
+
+
+def _shop_window() -> tuple[bool, bool]:
+    """Whether this request is a shop-window ``GET`` or ``HEAD``, and whether its view is
+    marked :func:`one_transaction` (worked out once per request)."""
+    environ = request.environ
+    found = environ.get(SHOP_WINDOW)
+    if found is None:
+        window = request.method in READ_METHODS and _top_blueprint() in REPLICA_BLUEPRINTS
+        view = current_app.view_functions.get(request.endpoint or "")
+        found = environ[SHOP_WINDOW] = (window, getattr(view, "one_transaction", False))
+    return found
+
+
+def one_transaction(view: F) -> F:
+    """For a shop-window ``GET`` view that writes as it shows its page (a product page records
+    the view): its reads on the primary stay in the transaction it writes in, on one
+    connection, rather than running without a transaction on a second one."""
+    view.one_transaction = True  # type: ignore[attr-defined]
+    return view
 
 
 def plain_read(clause: Any) -> bool:
@@ -143,22 +194,20 @@ def plain_read(clause: Any) -> bool:
     return True
 
 
-def request_reads_from_replica(replica: Replica) -> bool:
-    """Whether this request's plain reads may come from the replica."""
-    return (
-        request.method in READ_METHODS
-        and replica.cookie not in request.cookies
-        and _top_blueprint() in REPLICA_BLUEPRINTS
-    )
-
-
 def _top_blueprint() -> str | None:
     names = request.blueprints
     return names[-1] if names else None
 
 
 def init_app(app: Flask) -> None:
-    """Open the replica's engine when ``DATABASE_REPLICA_URL`` is set; nothing otherwise."""
+    """On PostgreSQL, the primary's engine for reads without a transaction (the same pool);
+    the replica's engine when ``DATABASE_REPLICA_URL`` is set."""
+    with app.app_context():
+        primary: sa.Engine = app.extensions["sqlalchemy"].engine
+    if primary.dialect.name == "postgresql":
+        app.extensions[WITHOUT_TRANSACTION] = primary.execution_options(
+            isolation_level="AUTOCOMMIT"
+        )
     url = app.config.get("DATABASE_REPLICA_URL")
     if not url:
         return

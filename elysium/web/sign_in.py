@@ -26,7 +26,7 @@ def load_user(identity: str) -> User | None:
     user_id, _, version = identity.partition(":")
     if not (user_id.isdigit() and version.isdigit()):
         return None
-    user = db.session.get(User, int(user_id), bind_arguments={"bind": db.engine})
+    user = db.session.get(User, int(user_id), bind_arguments={"primary": True})
     if user is None or not user.is_active or user.session_version != int(version):
         return None
     return user
