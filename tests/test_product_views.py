@@ -234,6 +234,49 @@ def test_two_simultaneous_views_by_one_visitor_record_one_and_neither_waits(app,
     assert sorted(row["visitor"] for row in view_rows(app)) == ["another-browser", "same-browser"]
 
 
+def test_recording_a_view_says_whether_it_wrote_one(app, catalogue):
+    """``record_view`` answers True for a view it wrote and False for a repeat it didn't (an
+    INSERT's row count, which the driver leaves at -1 unless it is asked to keep it)."""
+    with app.app_context():
+        piece = product_id(PIECE)
+        assert views.record_view(db.session, piece, visitor="a-browser") is True
+        db.session.commit()
+        assert views.record_view(db.session, piece, visitor="a-browser") is False
+        db.session.commit()
+        assert views.record_view(db.session, piece, visitor="another-browser") is True
+        db.session.commit()
+        db.session.remove()
+    assert sorted(row["visitor"] for row in view_rows(app)) == ["a-browser", "another-browser"]
+
+
+@pytest.mark.postgres_only
+def test_a_views_commit_alone_skips_waiting_for_the_disk_and_nothing_else_does(app, catalogue):
+    """A view is a statistic: its transaction commits without waiting for the WAL to reach the
+    disk. Only that transaction: the connection's setting is back for the next one."""
+    if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+        pytest.skip("SQLite has no such setting")
+    from sqlalchemy.orm import Session
+
+    with app.app_context():
+        piece = product_id(PIECE)
+        engine = db.engine
+        db.session.remove()
+    # One connection throughout, set to wait for the disk (the test database doesn't).
+    with engine.connect() as connection, Session(bind=connection) as session:
+        session.execute(text("SET SESSION synchronous_commit = on"))
+        session.commit()
+        assert views.record_view(session, piece, visitor="a-browser") is True
+        assert session.scalar(text("SHOW synchronous_commit")) == "off"
+        session.commit()
+        assert session.scalar(text("SHOW synchronous_commit")) == "on"
+        session.rollback()
+        # A repeat writes nothing; after its commit the setting is back as well.
+        assert views.record_view(session, piece, visitor="a-browser") is False
+        session.commit()
+        assert session.scalar(text("SHOW synchronous_commit")) == "on"
+    assert [row["visitor"] for row in view_rows(app)] == ["a-browser"]
+
+
 def test_the_configurators_price_fragment_records_nothing(app, client, catalogue):
     response = client.htmx("GET", f"/shop/{PIECE}/price?metal=platinum")
     assert response.status_code == 200

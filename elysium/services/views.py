@@ -94,14 +94,23 @@ def record_view(
     whoever doesn't get it is the other request's repeat, and records nothing. SQLite has one
     writer at a time, so the single statement is enough. A piece deleted meanwhile inserts
     nothing (the rows are selected from ``products``). Returns whether a row was written.
-    Writes ``product_views`` only; the caller commits.
+    Writes ``product_views`` only; the caller commits, in a transaction that holds the view
+    alone: on PostgreSQL that commit doesn't wait for the disk (``synchronous_commit`` is off
+    for this transaction only).
     """
     if user_id is not None:
         visitor = None
     now = now or utcnow()
     if session.get_bind(ProductView).dialect.name == "postgresql":
         key = _lock_key(product_id, user_id, visitor)
-        if not session.scalar(select(func.pg_try_advisory_xact_lock(key))):
+        # In the same round trip: this transaction's commit doesn't wait for the disk. A view
+        # is a statistic, not a sale: a crash of the server may lose the last moment's views,
+        # never anything else (the transaction holds the view alone).
+        locked = select(
+            func.pg_try_advisory_xact_lock(key),
+            func.set_config("synchronous_commit", "off", True),
+        )
+        if not session.execute(locked).one()[0]:
             return False
     repeat = exists().where(
         ProductView.product_id == product_id,
@@ -115,9 +124,11 @@ def record_view(
         literal(now, UTCDateTime()),
     ).where(Product.id == product_id, ~repeat)
     result = session.execute(
-        insert(ProductView).from_select(["product_id", "user_id", "visitor", "viewed_at"], rows)
+        insert(ProductView).from_select(["product_id", "user_id", "visitor", "viewed_at"], rows),
+        # An INSERT's row count is kept only when asked for (else -1 on PostgreSQL).
+        execution_options={"preserve_rowcount": True},
     )
-    return bool(result.rowcount)
+    return result.rowcount == 1
 
 
 def adopt_guest_views(session: AnySession, visitor: str, user_id: int) -> int:
