@@ -312,9 +312,17 @@ def collection_products(session: AnySession, collection: Collection) -> list[Pro
 
 
 def product_by_slug(session: AnySession, slug: str) -> Product | None:
+    """The published piece with everything its page shows, in two statements: the piece with
+    its collection and its stock rows (joined: one row per variant), then its options (joined
+    as well, they would multiply the rows by the variants)."""
     if not SLUG.fullmatch(slug):
         return None
-    stmt = _with_card_data(published_products().where(Product.slug == slug))
+    stmt = published_products().where(Product.slug == slug)
+    stmt = stmt.options(
+        joinedload(Product.collection),
+        joinedload(Product.inventory),
+        selectinload(Product.options),
+    )
     return session.scalars(stmt).unique().one_or_none()
 
 
