@@ -33,7 +33,6 @@ from elysium.services.checkout import pending_order_for_cart
 from elysium.services.configuration import Configuration, ConfigurationError, configure
 from elysium.web.cart import current_cart, keep_guest_cookie, remember_count
 from elysium.web.configurator import configurator_context
-from elysium.web.fragments import product_to_show
 
 bp = Blueprint("cart", __name__, url_prefix="/cart")
 
@@ -214,7 +213,7 @@ def add_item() -> Response:
         summary = " ".join(["Please correct the choices marked above:", *errors.values()])
         return _add_refused(product, form, errors, 422, summary)
 
-    def add() -> carts.LineChange:
+    def add() -> tuple[carts.LineChange, tuple[str, str] | None]:
         cart = current_cart(create=True)
         assert cart is not None
         # A guest's bag made by this request (not written yet) holds the new line alone.
@@ -226,22 +225,26 @@ def add_item() -> Response:
             remember_count(change.line.quantity)
         else:
             remember_count(carts.item_count(db.session, cart))
-        return change
+        # htmx's answer is drawn now too, from the piece and its stock as this request read
+        # them: the commit expires them, and they would have to be read again.
+        drawn = None
+        if is_htmx():
+            slots = render_template("cart/_error_slots.html", errors={}, product=product)
+            block = _add_to_bag_block(
+                product, form, {}, str(form.value), change.message, error=False
+            )
+            drawn = (block, slots)
+        return change, drawn
 
     try:
-        change = _with_retry(add)
+        change, drawn = _with_retry(add)
     except carts.CartError as error:
         db.session.rollback()
         return _add_refused(product, form, {}, 409, error.message)
-    if not is_htmx():
+    if drawn is None:
         flash(change.message)
         return redirect(url_for("cart.show"), 303)
-    # The commit expired the piece; the block below shows it as the catalogue now is, from
-    # what is kept for the product page when it can (no query for the piece, its options
-    # and its stock), else from the database.
-    product = product_to_show(form.product.data.strip()) or product
-    slots = render_template("cart/_error_slots.html", errors={}, product=product)
-    block = _add_to_bag_block(product, form, {}, str(form.value), change.message, error=False)
+    block, slots = drawn
     return fragments(block, slots, _announce(change.message))
 
 
