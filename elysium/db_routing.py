@@ -64,9 +64,10 @@ EXTENSION = "elysium.replica"
 WITHOUT_TRANSACTION = "elysium.reads_without_transaction"
 READ_METHODS = frozenset({"GET", "HEAD"})
 SAFE_METHODS = READ_METHODS | {"OPTIONS"}
-# The blueprints whose GET pages may read from the replica (None: no blueprint, e.g. a 404).
-# A new blueprint reads from the primary until it is added here.
-REPLICA_BLUEPRINTS = frozenset({None, "shop", "site", "art"})
+# The shop window: the blueprints whose GET pages may read from the replica, and read without a
+# transaction (None: no blueprint, e.g. a 404). A new blueprint reads from the primary, in a
+# transaction, until it is added here.
+SHOP_WINDOW_BLUEPRINTS = frozenset({None, "shop", "site", "art"})
 PRIMARY_COOKIE = "elysium_primary"
 # After connecting to the replica fails, this process reads from the primary this long.
 REPLICA_RETRY_SECONDS = 10
@@ -166,7 +167,7 @@ def _shop_window() -> tuple[bool, bool]:
     environ = request.environ
     found = environ.get(SHOP_WINDOW)
     if found is None:
-        window = request.method in READ_METHODS and _top_blueprint() in REPLICA_BLUEPRINTS
+        window = request.method in READ_METHODS and _top_blueprint() in SHOP_WINDOW_BLUEPRINTS
         view = current_app.view_functions.get(request.endpoint or "")
         found = environ[SHOP_WINDOW] = (window, getattr(view, "one_transaction", False))
     return found
@@ -237,7 +238,7 @@ def read_from_the_primary_next(response: Response) -> Response:
     seconds. A product page's view record doesn't count (every browsing shopper would)."""
     replica: Replica = current_app.extensions[EXTENSION]
     changed = request.method not in SAFE_METHODS or (
-        request.environ.get(WROTE) and _top_blueprint() not in REPLICA_BLUEPRINTS
+        request.environ.get(WROTE) and _top_blueprint() not in SHOP_WINDOW_BLUEPRINTS
     )
     if changed and replica.primary_seconds > 0:
         response.set_cookie(

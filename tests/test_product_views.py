@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import select, text, update
+from sqlalchemy import Engine, select, text, update
+from sqlalchemy.orm import Session
 
 from elysium.config import cache_settings
 from elysium.extensions import cache, db
@@ -213,16 +214,22 @@ def test_a_repeat_within_30_minutes_counts_once_and_after_it_again(app, client, 
     assert len(view_rows(app)) == 3
 
 
-@pytest.mark.postgres_only
-def test_two_simultaneous_views_by_one_visitor_record_one_and_neither_waits(app, catalogue):
+def piece_on_postgres(app: Flask, why_not_sqlite: str) -> tuple[int, Engine]:
+    """The piece's id and the app's engine, for sessions of a test's own; skipped on SQLite."""
     if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
-        pytest.skip("SQLite has one writer at a time: the single statement is enough")
-    from sqlalchemy.orm import Session
-
+        pytest.skip(why_not_sqlite)
     with app.app_context():
         piece = product_id(PIECE)
         engine = db.engine
         db.session.remove()
+    return piece, engine
+
+
+@pytest.mark.postgres_only
+def test_two_simultaneous_views_by_one_visitor_record_one_and_neither_waits(app, catalogue):
+    piece, engine = piece_on_postgres(
+        app, "SQLite has one writer at a time: the single statement is enough"
+    )
     with Session(engine) as first, Session(engine) as second:
         second.execute(text("SET LOCAL lock_timeout = '1s'"))
         assert views.record_view(first, piece, visitor="same-browser") is True
@@ -253,14 +260,7 @@ def test_recording_a_view_says_whether_it_wrote_one(app, catalogue):
 def test_a_views_commit_alone_skips_waiting_for_the_disk_and_nothing_else_does(app, catalogue):
     """A view is a statistic: its transaction commits without waiting for the WAL to reach the
     disk. Only that transaction: the connection's setting is back for the next one."""
-    if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
-        pytest.skip("SQLite has no such setting")
-    from sqlalchemy.orm import Session
-
-    with app.app_context():
-        piece = product_id(PIECE)
-        engine = db.engine
-        db.session.remove()
+    piece, engine = piece_on_postgres(app, "SQLite has no such setting")
     # One connection throughout, set to wait for the disk (the test database doesn't).
     with engine.connect() as connection, Session(bind=connection) as session:
         session.execute(text("SET SESSION synchronous_commit = on"))

@@ -107,15 +107,6 @@ class PieceNamed:
     description: str
 
 
-def _with_card_data(stmt: Select[tuple[Product]]) -> Select[tuple[Product]]:
-    """Everything a product page shows, in a constant number of queries."""
-    return stmt.options(
-        joinedload(Product.collection),
-        selectinload(Product.options),
-        selectinload(Product.inventory),
-    )
-
-
 CARD_COLUMNS = (
     Product.id,
     Product.slug,

@@ -71,6 +71,8 @@ def configurator_context(
         "availability": stock.chosen,
         "stock": stock,
         "add_to_bag_state": add_to_bag_state(stock, choices),
+        # The configuration's identity, for the product page's heart (None if invalid).
+        "configuration_hash": configuration.hash if configuration else None,
         "ring_sizes": RING_SIZES,
         "engraving_allowed": ENGRAVING_ALLOWED,
         "engraving_max_length": ENGRAVING_MAX_LENGTH,
@@ -114,10 +116,7 @@ def product_page_context(slug: str, choices: dict[str, str]) -> dict | None:
         read.append(found)
         context = configurator_context(found, choices)
         del context["product"]
-        try:
-            configuration_hash = configure(found, choices).hash
-        except ConfigurationError:
-            configuration_hash = None
+        configuration_hash = context.pop("configuration_hash")
         named = PieceNamed(
             found.id,
             found.slug,

@@ -319,8 +319,8 @@ def card_links(cards: list[ProductCard], heading_level: int) -> dict[int, Markup
 
 def product_to_show(slug: str) -> Product | None:
     """The published piece called ``slug``, with everything its page shows
-    (``catalog.product_by_slug``), to show it (the product page, the price fragment, the Add
-    to bag block once the bag's change is committed). Kept per catalogue version; a kept copy
+    (``catalog.product_by_slug``), to show it (the product page's context and its blocks, the
+    price fragment). Kept per catalogue version; a kept copy
     joins this request's session without a query (``merge(load=False)``), so anything not
     kept would still load. Never to decide a change (what goes in a bag, an order, the
     stock): that reads the database."""
