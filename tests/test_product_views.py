@@ -241,6 +241,40 @@ def test_two_simultaneous_views_by_one_visitor_record_one_and_neither_waits(app,
     assert sorted(row["visitor"] for row in view_rows(app)) == ["another-browser", "same-browser"]
 
 
+def test_a_repeat_view_that_recently_viewed_has_just_read_costs_no_write(
+    app, client, catalogue, queries
+):
+    """The product page's "Recently viewed" reads when the visitor last saw each of their
+    newest pieces, the one on screen included: a repeat inside the window is known from it,
+    so the page neither locks nor inserts (and sends the same page). A piece viewed longer
+    ago than its newest ones are still counted once, by the statement itself."""
+    pieces = slugs(catalogue)
+
+    def statements_of(slug: str) -> list[str]:
+        with queries() as statements:
+            assert client.get(f"/shop/{slug}").status_code == 200
+        return [statement.lower() for statement in statements]
+
+    first = statements_of(PIECE)
+    assert any("insert into product_views" in statement for statement in first)
+    repeat = statements_of(PIECE)
+    assert not any("product_views (" in s or "advisory" in s for s in repeat)
+    assert len(repeat) < len(first)
+    assert len(view_rows(app)) == 1
+
+    # Nine other pieces later, the first is no longer among the newest the page reads: the
+    # statement runs again, and still finds the repeat.
+    for slug in [slug for slug in pieces if slug != PIECE][:9]:
+        client.get(f"/shop/{slug}")
+    assert any("insert into product_views" in s for s in statements_of(PIECE))
+    assert len(view_rows(app)) == 10
+
+    # Outside the window it is a new view, though the page has just read the old one.
+    age_views(app, timedelta(minutes=31))
+    client.get(f"/shop/{PIECE}")
+    assert len(view_rows(app)) == 11
+
+
 def test_recording_a_view_says_whether_it_wrote_one(app, catalogue):
     """``record_view`` answers True for a view it wrote and False for a repeat it didn't (an
     INSERT's row count, which the driver leaves at -1 unless it is asked to keep it)."""
@@ -390,12 +424,14 @@ def test_recently_viewed_takes_the_same_queries_for_2_or_10_pieces(app, client, 
             assert response.status_code == 200
         return len(statements)
 
-    for slug in slugs(catalogue)[:2]:
+    pieces = slugs(catalogue)
+    for slug in pieces[:2]:
         client.get(f"/shop/{slug}")
-    few = (count("/recently-viewed", htmx=True), count("/cart"), count(f"/shop/{PIECE}"))
-    for slug in slugs(catalogue)[2:12]:
+    # A first view of a piece on each side (a repeat it has just seen records nothing).
+    few = (count("/recently-viewed", htmx=True), count("/cart"), count(f"/shop/{pieces[20]}"))
+    for slug in pieces[2:12]:
         client.get(f"/shop/{slug}")
-    many = (count("/recently-viewed", htmx=True), count("/cart"), count(f"/shop/{PIECE}"))
+    many = (count("/recently-viewed", htmx=True), count("/cart"), count(f"/shop/{pieces[21]}"))
     assert few == many
     # The catalogue's version, the pieces' ids, and their cards (with their options).
     assert few[0] == 4

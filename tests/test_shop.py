@@ -466,6 +466,7 @@ def test_listing_and_product_pages_use_a_constant_number_of_queries(
         return len(statements)
 
     pages = ("/shop?sort=price-asc", "/shop/aurelia-solitaire-ring", "/")
+    client.get(pages[1])  # each count below is of a repeat view, which records nothing
     before = {url: count(url) for url in pages}
     kept_before = {url: count(url, kept=True) for url in pages}
 
@@ -483,12 +484,11 @@ def test_listing_and_product_pages_use_a_constant_number_of_queries(
     assert {url: count(url, kept=True) for url in pages} == kept_before
     # The catalogue's version, the filters' choices (2), the cards and their choices
     assert before["/shop?sort=price-asc"] <= 5
-    # The version, the piece's 3, its "Recently viewed", recording the view (PostgreSQL: an
-    # advisory lock first)
-    assert before["/shop/aurelia-solitaire-ring"] <= 7
+    # The version, the piece's 3 and its "Recently viewed" (which saw the repeat view)
+    assert before["/shop/aurelia-solitaire-ring"] <= 5
     # Kept: the version only, and for the product page what is the visitor's own
     assert kept_before["/shop?sort=price-asc"] == 1
-    assert kept_before["/shop/aurelia-solitaire-ring"] <= 4
+    assert kept_before["/shop/aurelia-solitaire-ring"] <= 2
     assert kept_before["/"] <= 2  # the version, and the week's most viewed once a minute
 
 

@@ -576,6 +576,7 @@ def test_hearts_cost_one_query_per_page_whatever_the_catalogue_size(
         return len(statements)
 
     urls = ["/shop?sort=price-asc", RING, "/", "/collections/aurelia"]
+    client.get(RING)  # each count below is of a repeat view, which records nothing
     before = [count(url) for url in urls]
     bigger = {**catalogue, "products": []}
     for copy in range(3):

@@ -11,8 +11,9 @@ replica, if the shop ever has one, must never be handed this session). The calle
 
 What is read back:
 
-- **recently viewed** (:func:`recently_viewed_ids`): a visitor's last pieces, newest first,
-  in one query, however long the history;
+- **recently viewed** (:func:`recently_viewed`): a visitor's last pieces, newest first,
+  in one query, however long the history; it also tells when the visitor last saw the piece
+  on screen, so its page records a repeat view without a write;
 - **trending** (:func:`trending`): the most viewed pieces of the last seven days, one
   aggregate query whose answer (product ids, never ORM objects) is cached for
   ``CACHE_DEFAULT_TIMEOUT`` seconds; the pieces are loaded and filtered by ``published`` on every
@@ -83,6 +84,7 @@ def record_view(
     user_id: int | None = None,
     visitor: str | None = None,
     now: datetime | None = None,
+    last_seen: datetime | None = None,
 ) -> bool:
     """Record that ``product_id`` was shown to the user (or else the guest ``visitor``).
 
@@ -97,10 +99,18 @@ def record_view(
     Writes ``product_views`` only; the caller commits, in a transaction that holds the view
     alone: on PostgreSQL that commit doesn't wait for the disk (``synchronous_commit`` is off
     for this transaction only).
+
+    ``last_seen``: when this visitor's last view of the piece was, if the caller has just read
+    it (:func:`recently_viewed`, on the same page). A view inside the window is a repeat
+    known already: nothing is locked or written, and nothing is sent to the database. A read
+    that saw no such view proves nothing (it may be older than what it read, or on a replica
+    that lags), so then the statement decides as always.
     """
     if user_id is not None:
         visitor = None
     now = now or utcnow()
+    if last_seen is not None and last_seen > now - REPEAT_WINDOW:
+        return False
     if session.get_bind(ProductView).dialect.name == "postgresql":
         key = _lock_key(product_id, user_id, visitor)
         # In the same round trip: this transaction's commit doesn't wait for the disk. A view
@@ -141,31 +151,51 @@ def adopt_guest_views(session: AnySession, visitor: str, user_id: int) -> int:
     ).rowcount
 
 
-def recently_viewed_ids(
+@dataclass(frozen=True)
+class RecentlyViewed:
+    """A visitor's recently viewed pieces (``ids``, newest first, the piece on screen left
+    out) and when they last saw the piece on screen (``last_seen``; None if it is not among
+    their newest, or they never saw it)."""
+
+    ids: list[int]
+    last_seen: datetime | None = None
+
+
+def recently_viewed(
     session: AnySession,
     *,
     user_id: int | None = None,
     visitor: str | None = None,
-    exclude_slug: str | None = None,
+    on_screen: str | None = None,
     limit: int = RECENT_LIMIT,
-) -> list[int]:
-    """The ids of up to ``limit`` distinct published pieces the visitor viewed, newest first,
-    the one called ``exclude_slug`` left out: one small query, however many were viewed (the
-    pieces are shown as cards, ``catalog.product_cards``); none for a visitor with no id."""
+) -> RecentlyViewed:
+    """Up to ``limit`` distinct published pieces the visitor viewed, newest first, the piece
+    whose slug is ``on_screen`` left out: one small query, however many were viewed (the
+    pieces are shown as cards, ``catalog.product_cards``); none for a visitor with no id.
+
+    The query asks for one piece more than it shows, with each piece's last view, so when the
+    piece on screen is among the newest its page learns when it was last seen for nothing
+    (``record_view``'s ``last_seen``).
+    """
     if user_id is None and not visitor:
-        return []
+        return RecentlyViewed([])
     last_seen = func.max(ProductView.viewed_at)
     latest = (
-        select(ProductView.product_id)
+        select(ProductView.product_id, Product.slug, last_seen)
         .join(Product, Product.id == ProductView.product_id)
         .where(_viewer(user_id, visitor), Product.published.is_(True))
-        .group_by(ProductView.product_id)
+        .group_by(ProductView.product_id, Product.slug)
         .order_by(last_seen.desc(), ProductView.product_id.desc())
-        .limit(limit)
+        .limit(limit + 1)
     )
-    if exclude_slug:
-        latest = latest.where(Product.slug != exclude_slug)
-    return [int(product_id) for product_id in session.scalars(latest)]
+    ids: list[int] = []
+    seen_on_screen: datetime | None = None
+    for product_id, slug, when in session.execute(latest):
+        if slug == on_screen:
+            seen_on_screen = when
+        elif len(ids) < limit:
+            ids.append(int(product_id))
+    return RecentlyViewed(ids, seen_on_screen)
 
 
 def _trending_ids(session: AnySession, now: datetime) -> list[int]:

@@ -121,7 +121,7 @@ def product(slug: str) -> Response:
     status = 422 if context["errors"] else 200
     response = make_response(render_template("shop/product.html", **context), status)
     # After rendering: it can never break the page.
-    record_product_view(context["product"].id, response)
+    record_product_view(context["product"].id, context["product"].slug, response)
     return response
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from datetime import datetime
 
 from flask import Response, current_app, g, request
 from flask_login import current_user
@@ -28,6 +29,9 @@ from elysium.web.fragments import cards_to_show
 COOKIE = "elysium_visitor"
 SALT = "elysium.browsing.visitor"
 VISITOR_COOKIE_DAYS = 180  # as long as views are kept (``flask analytics prune``)
+# The request's WSGI environ key (not ``g``, which a test's several requests may share): the
+# piece on screen's slug and when the visitor last saw it, as "Recently viewed" read it.
+LAST_SEEN = "elysium.last_seen"
 
 # Obvious robots and link previews, by what their user agent says about itself.
 ROBOT = re.compile(
@@ -83,14 +87,15 @@ def is_a_person() -> bool:
     return "prefetch" not in purpose and "prerender" not in purpose
 
 
-def record_product_view(product_id: int, response: Response) -> None:
+def record_product_view(product_id: int, slug: str, response: Response) -> None:
     """After a product page is rendered: record the view (the one write a GET may make).
 
     It is written in the transaction the page read in (which saves ending one and beginning
     another: each a round trip): a page changes nothing, and should anything in the session
     have changed, it is rolled back first, so the commit carries this insert alone. Any
     failure is logged and swallowed: the page is already rendered and is sent as it is. A
-    guest without a visitor id gets one, in the cookie sent with this page.
+    guest without a visitor id gets one, in the cookie sent with this page. A repeat that
+    the page's "Recently viewed" already saw costs nothing (``views.record_view``).
     """
     if not is_a_person():
         return
@@ -111,7 +116,9 @@ def record_product_view(product_id: int, response: Response) -> None:
     try:
         if db.session.new or db.session.dirty or db.session.deleted:
             db.session.rollback()  # never commit anything else with the view
-        views.record_view(db.session, product_id, user_id=user_id, visitor=visitor)
+        views.record_view(
+            db.session, product_id, user_id=user_id, visitor=visitor, last_seen=_last_seen(slug)
+        )
         db.session.commit()
     except Exception:
         current_app.logger.exception("Could not record a view of product %s", product_id)
@@ -148,10 +155,19 @@ def recently_viewed(exclude: str | None = None) -> list[ProductCard]:
     a page costs the same queries whatever the visitor's history; a robot is not.
     """
     if current_user.is_authenticated:
-        ids = views.recently_viewed_ids(db.session, user_id=current_user.id, exclude_slug=exclude)
+        recent = views.recently_viewed(db.session, user_id=current_user.id, on_screen=exclude)
     else:
         visitor = _visitor_for_request()
         if visitor is None:
             return []
-        ids = views.recently_viewed_ids(db.session, visitor=visitor, exclude_slug=exclude)
-    return cards_to_show(ids)
+        recent = views.recently_viewed(db.session, visitor=visitor, on_screen=exclude)
+    if exclude is not None:
+        request.environ[LAST_SEEN] = (exclude, recent.last_seen)
+    return cards_to_show(recent.ids)
+
+
+def _last_seen(slug: str) -> datetime | None:
+    """When the visitor last saw the piece ``slug``, if this request's "Recently viewed" has
+    just read it (the page's <noscript> copy, drawn before the view is recorded)."""
+    on_screen, when = request.environ.get(LAST_SEEN, (None, None))
+    return when if on_screen == slug else None
