@@ -15,8 +15,10 @@ from urllib.parse import urlsplit
 from flask import Flask, current_app, request, url_for
 from flask.globals import request_ctx
 from werkzeug.exceptions import HTTPException, SecurityError
+from werkzeug.routing import IntegerConverter
 
 from elysium.config import site_url, trusted_hosts
+from elysium.services.sql import MAX_ID
 
 # A load balancer's health check usually names the server by its private address, which no
 # list of host names can know in advance; /healthz shows no link and nothing personal.
@@ -56,8 +58,31 @@ def modify_query(**changes: Any) -> str:
     return url_for(endpoint, **(request.view_args or {}), **args)
 
 
+def digits_up_to(limit: int) -> str:
+    """A regular expression for the whole numbers from 0 to ``limit``, written in digits."""
+    text = str(limit)
+    alternatives = [rf"\d{{1,{len(text) - 1}}}"] if len(text) > 1 else []
+    for position, digit in enumerate(text):
+        lowest = "1" if position == 0 and len(text) > 1 else "0"  # no leading zero
+        if digit > lowest:
+            highest = str(int(digit) - 1)
+            below = highest if highest == lowest else f"[{lowest}-{highest}]"
+            alternatives.append(rf"{text[:position]}{below}\d{{{len(text) - position - 1}}}")
+    return "|".join([*alternatives, text])
+
+
+class IdConverter(IntegerConverter):
+    """``<int:…>`` in every URL of the shop's: a whole number an id can be. A larger one
+    matches no rule, so it is a 404 like any id that names nothing (given to the database it
+    would be an error; refused by the converter after matching, a 405 where the same path
+    takes another method)."""
+
+    regex = f"(?:{digits_up_to(MAX_ID)})"
+
+
 def init_app(app: Flask) -> None:
     """Check ``SITE_URL`` and settle ``TRUSTED_HOSTS``: the app refuses to start without them.
+    Every ``<int:…>`` in a URL rule is an id (:class:`IdConverter`; set before any rule is).
 
     Flask applies ``TRUSTED_HOSTS`` to the host the request was actually sent to (after
     ``ProxyFix`` has applied ``X-Forwarded-Host``). Call this before any extension registers
@@ -68,6 +93,7 @@ def init_app(app: Flask) -> None:
     app.config["TRUSTED_HOSTS"] = trusted_hosts(
         app.config["SITE_URL"], app.config.get("TRUSTED_HOSTS"), production
     )
+    app.url_map.converters["int"] = IdConverter
     app.before_request(refuse_untrusted_host)
 
 

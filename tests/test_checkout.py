@@ -457,6 +457,18 @@ def test_a_signed_in_shopper_can_deliver_to_a_saved_address(shop: Shop, app: Fla
     assert "Grace Hopper, 1 Navy Row, Bath" in page
     assert form_fields(client.get("/checkout"), "#checkout-form")["email"] == "grace@example.com"
 
+    # A choice that is no address of hers (digits of another script, a number past any id,
+    # someone else's) is asked again, with what she typed kept.
+    for not_hers in ("²", "٣", "9" * 30, str(address_id + 1)):
+        refused = client.submit(
+            "/checkout",
+            {"email": "grace@example.com", "billing_same": "y", "shipping_choice": not_hers},
+        )
+        assert refused.status_code == 422
+        assert "Choose one of your addresses, or add a new one." in page_text(refused)
+        assert form_fields(refused, "#checkout-form")["email"] == "grace@example.com"
+    assert all_orders(app) == []
+
     response = client.submit(
         "/checkout",
         {"email": "grace@example.com", "billing_same": "y", "shipping_choice": str(address_id)},

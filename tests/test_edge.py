@@ -542,6 +542,29 @@ def test_the_same_requests_without_the_bad_bytes_get_past_the_edge(visit: Visit)
     assert stopped == []
 
 
+def test_an_id_too_large_for_the_database_is_a_404_on_every_route_that_takes_one(
+    visit: Visit, app: Flask
+) -> None:
+    """A number in the path past what an id column holds names nothing: the same 404 as any
+    id that doesn't exist, never the database's overflow error (a 500)."""
+    calls = _calls(visit)
+    with_ids = {rule.endpoint for rule in app.url_map.iter_rules() if "<int:" in rule.rule}
+    before = snapshot(app)
+    answers = {}
+    for (endpoint, method), call in calls.items():
+        if endpoint not in with_ids:
+            continue
+        assert call.variable_segment is not None
+        for number in (str(2**31 - 1), str(2**31), "9" * 30):
+            segments = call.path.split("/")
+            segments[call.variable_segment] = number
+            response = visit.send(method, call, path="/".join(segments).encode())
+            answers[(endpoint, method, number)] = response.status_code
+    assert len({endpoint for endpoint, _, _ in answers}) >= 10
+    assert {key: status for key, status in answers.items() if status != 404} == {}
+    assert snapshot(app) == before
+
+
 def test_a_form_in_utf8_gets_through_urlencoded_and_multipart(visit: Visit, app: Flask) -> None:
     profile = Call("ada", "/account/profile", {"first_name": "Zoë", "last_name": "Łukasiewicz"})
     assert visit.send("POST", profile).status_code == 303

@@ -121,6 +121,10 @@ def test_staff_write_a_quote_the_server_works_out_the_deposit_and_the_client_get
     assert field_error(page, "valid_until") == "Choose a date after today."
     too_far = (utcnow().date() + timedelta(days=400)).isoformat()
     assert "a year at most" in page_text(send(staff, lead_id, valid_until=too_far))
+    for not_a_whole_percentage in ("²", "٣٠", "1" * 30):  # digits, but not ours to count
+        odd = send(staff, lead_id, deposit_percent=not_a_whole_percentage)
+        assert odd.status_code == 422
+        assert field_error(Page(odd), "deposit_percent") == field_error(page, "deposit_percent")
     assert lead_state(app, lead_id)["quotes"] == []
     assert sent_emails(app, CLIENT) == []
 

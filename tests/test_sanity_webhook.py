@@ -173,6 +173,8 @@ def test_bad_missing_or_stale_signatures_are_401_and_malformed_bodies_400_nothin
     assert studio.deliver_webhook(webhook_url, RING, secret="not-the-secret") == 401
     assert post(webhook_url, body, None) == 401
     assert post(webhook_url, body, "t=123,v1=garbage") == 401
+    assert post(webhook_url, body, "t=" + "9" * 5000 + ",v1=garbage") == 401
+    assert post(webhook_url, body, f"t={stale},v1=garbage".replace("1", "\u00b9")) == 401
     assert post(webhook_url, body, sign(body, SECRET, stale)) == 401
     assert post(webhook_url, b"{not json", sign(b"{not json", SECRET)) == 400
     no_id = json.dumps({"_type": "product"}).encode()

@@ -620,6 +620,12 @@ def test_the_history_lists_every_movement_with_its_order_and_who(app, staff):
     assert all(m.select_one("time")["datetime"] for m in movements)
     assert shown(page, chain)["Count"] == "10"
 
+    # "Older movements" starts before a movement's id; one that is no id shows the newest.
+    for not_an_id in ("x", "²", str(2**31), "9" * 30):
+        odd = Page(staff.get(f"{LIST}/{chain}?before={not_an_id}"))
+        assert len(odd.select("tr.stock-movement")) == 3
+    assert Page(staff.get(f"{LIST}/{chain}?before=1")).select("tr.stock-movement") == []
+
 
 def test_an_unknown_variant_is_not_found(app, staff):
     assert staff.get(f"{LIST}/999999").status_code == 404

@@ -35,6 +35,7 @@ from elysium.services import addresses
 from elysium.services import cart as carts
 from elysium.services import checkout as checkouts
 from elysium.services.addresses import AddressError
+from elysium.services.sql import as_id
 from elysium.urls import absolute_url
 from elysium.web.cart import current_cart
 from elysium.web.forms import AddressForm
@@ -93,8 +94,11 @@ def _shipping_snapshot(form: CheckoutForm, shipping: AddressForm) -> dict[str, s
     choice = form.shipping_choice.data or NEW_ADDRESS
     if choice == NEW_ADDRESS or not current_user.is_authenticated:
         return _address(shipping)
+    address_id = as_id(choice)
     saved = (
-        addresses.address_of(db.session, current_user, int(choice)) if choice.isdigit() else None
+        addresses.address_of(db.session, current_user, address_id)
+        if address_id is not None
+        else None
     )
     if saved is None:
         form.shipping_choice.errors = ["Choose one of your addresses, or add a new one."]

@@ -282,6 +282,12 @@ def webhook_signature(body: bytes, secret: str, timestamp_ms: int) -> str:
     return f"t={timestamp_ms},v1={encoded}"
 
 
+def _milliseconds(stamp: str) -> bool:
+    """Whether a signature's ``t=`` is a time in milliseconds: ASCII digits, 13 or fewer
+    (``int()`` would read "²" and choke on thousands of digits)."""
+    return stamp.isascii() and stamp.isdigit() and len(stamp) <= 13
+
+
 def verify_webhook(
     header: str | None,
     body: bytes,
@@ -302,7 +308,7 @@ def verify_webhook(
         fields.setdefault(name, []).append(value)
     stamps = fields.get("t", [])
     signatures = fields.get("v1", [])
-    if len(stamps) != 1 or not signatures or not stamps[0].isdigit():
+    if len(stamps) != 1 or not signatures or not _milliseconds(stamps[0]):
         return False
     timestamp_ms = int(stamps[0])
     now = time.time() if now is None else now

@@ -101,7 +101,7 @@ def _clean(data: QuoteInput, currency: str, today: date) -> tuple[str, int, int,
             f"{format_money(MAX_PRICE, currency)}."
         )
     text = (data.deposit_percent or "").strip().rstrip("%").strip()
-    percent = int(text) if text.isdigit() else None
+    percent = int(text) if text.isascii() and text.isdigit() and len(text) <= 3 else None
     if percent is None or not 1 <= percent <= 100:
         errors["deposit_percent"] = "Enter a whole percentage from 1 to 100."
     elif price is not None and "price" not in errors and deposit_for(price, percent) < MIN_DEPOSIT:

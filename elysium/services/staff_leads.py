@@ -28,7 +28,7 @@ from elysium.models.users import Role, User
 from elysium.services import leads
 from elysium.services.errors import InvalidInputError
 from elysium.services.paging import Paged
-from elysium.services.sql import AnySession
+from elysium.services.sql import AnySession, as_id
 from elysium.services.staff_orders import clean_note
 
 L = LeadStatus
@@ -111,11 +111,6 @@ class LeadFilters:
 REFERENCE = re.compile(r"^#?B?0*(\d{1,9})$", re.IGNORECASE | re.ASCII)
 
 
-def _an_id(value: str) -> bool:
-    """Whether ``value`` is a row id as a form sends it: ASCII digits, not absurdly many."""
-    return value.isascii() and value.isdigit() and len(value) <= 18
-
-
 def _term(term: str) -> ColumnElement[bool]:
     found = [
         BespokeLead.name.icontains(term, autoescape=True),
@@ -132,8 +127,8 @@ def _assigned(assignee: str, me: int) -> ColumnElement[bool] | None:
         return BespokeLead.assigned_to_id.is_(None)
     if assignee == ME:
         return BespokeLead.assigned_to_id == me
-    if _an_id(assignee):
-        return BespokeLead.assigned_to_id == int(assignee)
+    if (assignee_id := as_id(assignee)) is not None:
+        return BespokeLead.assigned_to_id == assignee_id
     return None
 
 
@@ -374,7 +369,8 @@ def assign(
     lead = _locked(session, lead_id)
     person: User | None = None
     if assignee:
-        person = session.get(User, int(assignee)) if _an_id(assignee) else None
+        assignee_id = as_id(assignee)
+        person = session.get(User, assignee_id) if assignee_id is not None else None
         if person is None or person.role is not Role.STAFF:
             raise LeadActionError("Choose a member of staff.", 422, "assignee")
     if lead.assigned_to_id == (person.id if person else None):

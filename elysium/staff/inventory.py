@@ -32,6 +32,7 @@ from elysium.htmx import fragments, is_htmx, notice, render
 from elysium.models.inventory import StockReason
 from elysium.services import stock_admin
 from elysium.services.errors import InvalidInputError
+from elysium.services.sql import as_id
 from elysium.services.staff_dashboard import SHOP_TIME_ZONE
 from elysium.services.stock_admin import (
     MAX_STOCK_LEVEL,
@@ -186,7 +187,7 @@ def stock_list() -> Response:
 
 
 def _variant_page(row: StockRow, edit: RowForm, *, return_to: str, status: int = 200) -> Response:
-    before = request.args.get("before", type=int)
+    before = as_id(request.args.get("before", ""))
     history, older = stock_admin.movements(db.session, row.id, before=before)
     return make_response(
         render_template(
