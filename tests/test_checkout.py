@@ -3,16 +3,21 @@ the order, its stock and the bag stay right whether Stripe answers, fails or is 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from datetime import timedelta
 
 import pytest
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import event, select
 
+from elysium.db_routing import RoutingSession
 from elysium.extensions import db
 from elysium.integrations import stripe_gateway
-from elysium.models import Order, OrderStatus, Product
+from elysium.models import CartLine, Order, OrderStatus, Product
+from elysium.models.types import utcnow
+from elysium.services import checkout as checkouts
 from tests.conftest import ShopClient, make_app, page_text
 from tests.html import Page, elements, form_fields
 from tests.support.checkout import (
@@ -30,6 +35,7 @@ from tests.support.checkout import (
     set_stock,
     stock,
 )
+from tests.support.orders import CHAIN_PRICE, pending_chain_order
 
 
 def test_a_guest_pays_and_the_webhook_makes_the_order_paid(shop: Shop, app: Flask) -> None:
@@ -273,6 +279,241 @@ def test_cancel_while_stripe_is_down_still_gives_the_bag_back(shop: Shop, app: F
     assert all_orders(app)[0]["status"] is OrderStatus.CANCELLED
     assert stock(app) == (3, 0)
     assert bags(app) == [(False, [1])]
+
+
+def _checking_out_while_stripe_is_slow(shop: Shop, app: Flask, window: ShopClient):
+    """The shopper submits checkout in one window while Stripe takes its time making the
+    payment page: the request's thread (its answer lands in the dict), once the order exists
+    and the request is waiting on Stripe."""
+    window.get("/checkout")
+    token = window.csrf_token
+    shop.fake.hang_next(30)
+    answer: dict = {}
+
+    def submit() -> None:
+        answer["response"] = window.post("/checkout", data={"csrf_token": token, **DETAILS})
+
+    thread = threading.Thread(target=submit)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not all_orders(app) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert all_orders(app), "the order is committed before Stripe is asked"
+    time.sleep(0.2)
+    return thread, answer
+
+
+def test_a_payment_cancelled_in_another_window_while_stripe_makes_its_page_is_never_taken(
+    shop: Shop, app: Flask
+) -> None:
+    """The bag, open in a second window, says a payment is in progress; the shopper cancels
+    it before Stripe has answered the first. The order stays cancelled, the page Stripe then
+    makes is closed at once, nobody is sent to it, and the piece is sold once."""
+    set_stock(app, 1)
+    browser = shop.client()  # two windows of one browser: the same cookies
+    add_chain(browser)
+    thread, answer = _checking_out_while_stripe_is_slow(shop, app, browser)
+
+    cancelled = cancel_payment(browser)
+    assert cancelled.location.endswith("/cart")
+    assert all_orders(app)[0]["status"] is OrderStatus.CANCELLED
+    assert stock(app) == (1, 0)
+
+    shop.fake.release_hangs()
+    thread.join(30)
+    first_window = answer["response"]
+    assert first_window.status_code == 409
+    assert "This payment was cancelled before its page opened" in page_text(first_window)
+    [made] = shop.fake.sessions.values()
+    assert made["status"] == "expired"
+    [order] = all_orders(app)
+    assert order["status"] is OrderStatus.CANCELLED
+    assert order["session"] == made["id"]  # so a payment on it all the same is flagged
+    assert stock(app) == (1, 0)
+    assert bags(app) == [(False, [1])]
+
+    other = shop.client()
+    add_chain(other)
+    shop.fake.pay(session_id_from(check_out(other).location))
+    assert [o["status"] for o in all_orders(app)] == [OrderStatus.CANCELLED, OrderStatus.PAID]
+    assert stock(app) == (0, 0)
+
+
+def test_a_cancel_that_meets_the_page_being_stored_closes_that_page_too(
+    shop: Shop, app: Flask
+) -> None:
+    """The cancel found no page on the order, but by the time it locks the order the checkout
+    request has stored the page Stripe made: the cancel goes round again and closes it,
+    rather than cancelling an order whose page is still open."""
+    browser = shop.client()
+    add_chain(browser)
+    thread, answer = _checking_out_while_stripe_is_slow(shop, app, browser)
+    cancelling = threading.get_ident()
+    met = []
+
+    def before_locking(state) -> None:
+        locking = state.is_select and state.statement._for_update_arg is not None
+        if locking and threading.get_ident() == cancelling and not met:
+            met.append(True)
+            shop.fake.release_hangs()
+            thread.join(30)  # the checkout stores its page and commits
+
+    event.listen(RoutingSession, "do_orm_execute", before_locking)
+    try:
+        cancelled = cancel_payment(browser)
+    finally:
+        event.remove(RoutingSession, "do_orm_execute", before_locking)
+
+    assert met
+    assert answer["response"].status_code == 303  # it was sent to the page, now closed
+    assert cancelled.location.endswith("/cart")
+    assert "Payment cancelled" in page_text(browser.get("/cart"))
+    [made] = shop.fake.sessions.values()
+    assert made["status"] == "expired"
+    [order] = all_orders(app)
+    assert order["status"] is OrderStatus.CANCELLED
+    assert order["session"] == made["id"]
+    assert stock(app) == (3, 0)
+    assert bags(app) == [(False, [1])]
+
+
+@pytest.mark.parametrize("bank_payment", ["fails", "succeeds"])
+def test_a_bank_payment_settling_later_leaves_the_shoppers_next_bag_alone(
+    shop: Shop, app: Flask, bank_payment: str
+) -> None:
+    """Order A waits for a bank payment (its lines left the bag); the shopper fills the bag
+    again and is on Stripe's page for order B. A's payment arriving, or failing, changes A
+    only: B's bag stays frozen with its lines, and checking out again returns to B's page."""
+    browser = shop.client()
+    add_chain(browser)
+    first = session_id_from(check_out(browser).location)
+    shop.fake.pay_later(first)
+    add_chain(browser)
+    second = check_out(browser).location
+    assert bags(app) == [(True, [1])]
+
+    if bank_payment == "fails":
+        shop.fake.bank_payment_fails(first)
+    else:
+        shop.fake.bank_payment_succeeds(first)
+
+    expected = OrderStatus.PAYMENT_FAILED if bank_payment == "fails" else OrderStatus.PAID
+    assert [o["status"] for o in all_orders(app)] == [expected, OrderStatus.PENDING]
+    assert bags(app) == [(True, [1])]
+    assert check_out(browser).location == second
+    assert len(all_orders(app)) == 2
+    shop.fake.pay(session_id_from(second))
+    assert [o["status"] for o in all_orders(app)] == [expected, OrderStatus.PAID]
+    assert bags(app) == [(False, [])]
+
+
+def _bag_line(app: Flask) -> int:
+    with app.app_context():
+        line_id = db.session.scalars(select(CartLine.id)).one()
+        db.session.remove()
+    return line_id
+
+
+@contextlib.contextmanager
+def _meanwhile(app: Flask, starts_with: str, then):
+    """Run ``then()`` once, in this thread, just before this thread's first statement that
+    starts with ``starts_with`` is sent to the database."""
+    with app.app_context():
+        engine = db.engine
+    here = threading.get_ident()
+    done: list[bool] = []
+
+    def before(conn, cursor, statement, parameters, context, executemany) -> None:
+        if not done and threading.get_ident() == here and statement.startswith(starts_with):
+            done.append(True)
+            then()
+
+    event.listen(engine, "before_cursor_execute", before)
+    try:
+        yield done
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+
+
+def _in_another_window(action) -> None:
+    thread = threading.Thread(target=action)
+    thread.start()
+    thread.join(30)
+
+
+def test_a_bag_change_made_as_checkout_starts_is_in_the_order(shop: Shop, app: Flask) -> None:
+    """The shopper changes a quantity in another window at the moment checkout begins: the
+    checkout freezes the bag, then reads it, so the order is the bag as changed."""
+    browser = shop.client()
+    add_chain(browser)
+    browser.get("/checkout")
+    token, line_id = browser.csrf_token, _bag_line(app)
+    changed = []
+
+    def change_quantity() -> None:
+        answer = browser.post(f"/cart/items/{line_id}", data={"csrf_token": token, "quantity": "2"})
+        changed.append(answer.status_code)
+
+    with _meanwhile(
+        shop.app, "UPDATE carts SET frozen_at", lambda: _in_another_window(change_quantity)
+    ) as met:
+        started = browser.post("/checkout", data={"csrf_token": token, **DETAILS})
+
+    assert met
+    assert changed == [303]
+    assert started.status_code == 303
+    [order] = all_orders(app)
+    assert order["lines"] == [(CHAIN, 2)]
+    assert stock(app) == (3, 2)
+    assert bags(app) == [(True, [2])]
+
+
+def test_a_bag_change_read_before_checkout_froze_the_bag_is_refused(shop: Shop, app: Flask) -> None:
+    """The change read the bag unfrozen, but a checkout in another window froze it before the
+    change was written: the change is refused, and the bag stays the order's."""
+    browser = shop.client()
+    add_chain(browser)
+    browser.get("/cart")
+    token, line_id = browser.csrf_token, _bag_line(app)
+
+    with _meanwhile(
+        shop.app, "UPDATE cart", lambda: _in_another_window(lambda: check_out(browser))
+    ):
+        refused = browser.post(
+            f"/cart/items/{line_id}", data={"csrf_token": token, "quantity": "2"}
+        )
+
+    assert refused.status_code == 409
+    assert "Your bag is being paid for" in page_text(refused)
+    [order] = all_orders(app)
+    assert order["status"] is OrderStatus.PENDING
+    assert order["lines"] == [(CHAIN, 1)]
+    assert bags(app) == [(True, [1])]
+    assert stock(app) == (3, 1)
+
+
+def test_a_delivery_that_costs_something_is_on_the_payment_page_and_the_order_is_paid(
+    shop: Shop, app: Flask
+) -> None:
+    """Delivery is complimentary today; the day it costs something, Stripe charges it with
+    the pieces, so what the shopper pays is the order's total and the payment is accepted."""
+    made = pending_chain_order(shop.app, checkout_session_id=None, with_cart=False)
+    with shop.app.test_request_context():
+        order = db.session.get(Order, made["id"])
+        order.shipping, order.total = 2500, CHAIN_PRICE + 2500
+        order.checkout_expires_at = utcnow() + timedelta(minutes=30)
+        db.session.commit()
+        urls = checkouts.ReturnUrls(success="http://localhost/ok", cancel="http://localhost/no")
+        checkouts.begin_payment(db.session, order, urls)
+        db.session.commit()
+        session_id = order.stripe_checkout_session_id
+        db.session.remove()
+
+    assert shop.fake.session(session_id)["amount_total"] == CHAIN_PRICE + 2500
+    shop.fake.pay(session_id)
+    [paid] = all_orders(app)
+    assert paid["status"] is OrderStatus.PAID
+    assert paid["total"] == CHAIN_PRICE + 2500
 
 
 def test_an_unknown_payment_session_is_not_found(shop: Shop) -> None:

@@ -229,7 +229,7 @@ def start() -> Response:
         url = checkouts.begin_payment(db.session, order, _return_urls())
     except checkouts.PaymentUnavailableError as error:
         db.session.commit()
-        return _page(forms, 503, problem=error.message)
+        return _page(forms, error.status, problem=error.message)
     db.session.commit()
     return _leave_for(url)
 

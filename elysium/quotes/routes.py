@@ -107,6 +107,9 @@ def pay(token: str) -> Response:
         if new:
             try:
                 url = checkouts.begin_payment(db.session, order, urls)
+            except checkouts.PaymentEndedError as error:
+                db.session.commit()
+                return _page(_quote(token), error.status, problem=error.message)
             except checkouts.PaymentUnavailableError:
                 db.session.commit()
                 return _page(_quote(token), 503, problem=UNREACHABLE)

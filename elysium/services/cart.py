@@ -307,6 +307,22 @@ def _touch(cart: Cart) -> None:
     cart.updated_at = utcnow()
 
 
+def _claim(session: AnySession, cart: Cart) -> None:
+    """Before a cart's lines change: take its row unless a checkout has frozen it
+    (:class:`FrozenCartError`), and move its activity time, in one conditional UPDATE.
+
+    The row stays locked until the transaction ends, so a checkout freezing the cart at this
+    moment either froze it first (and the change is refused, whatever this request read of
+    the cart before) or waits, then reads the lines as changed. A cart not written yet is
+    nobody else's.
+    """
+    if cart.id is None:
+        _check_not_frozen(cart)
+        return
+    _update_unless_frozen(session, cart, updated_at=utcnow())
+    session.expire(cart, ["updated_at"])
+
+
 def _elsewhere(
     session: AnySession, cart: Cart, product_id: int, variant_key: str, line: CartLine | None
 ) -> int:
@@ -352,8 +368,8 @@ def add_item(
     The configuration must come from :func:`configure`; the price is never stored, it is
     computed from the catalogue whenever the cart is shown.
     """
-    _check_not_frozen(cart)
     quantity = _check_quantity(quantity)
+    _claim(session, cart)
     availability = variant_availability(product, configuration.variant_key)
     if not availability.purchasable:
         raise SoldOutError(availability.message, field="metal")
@@ -368,7 +384,6 @@ def add_item(
     allowed = min(wanted, cap)
     if line is not None and allowed <= had:
         line.quantity = allowed
-        _touch(cart)
         session.flush()
         return LineChange(
             line,
@@ -387,7 +402,8 @@ def add_item(
         session.add(line)
     else:
         line.quantity = allowed
-    _touch(cart)
+    if cart.id is None:
+        _touch(cart)
     session.flush()
     added = allowed - had
     if added == 1:
@@ -409,9 +425,9 @@ def _owned_line(session: AnySession, cart: Cart, line_id: int) -> CartLine:
 def set_quantity(session: AnySession, cart: Cart, line_id: int, quantity: int) -> LineChange:
     """Set a line's quantity (1 to the per-line maximum), capped by the variant's stock less
     what the cart's other lines already hold of it."""
-    _check_not_frozen(cart)
     line = _owned_line(session, cart, line_id)
     quantity = _check_quantity(quantity)
+    _claim(session, cart)
     product = line.product
     availability = variant_availability(product, line.variant_key)
     if not availability.purchasable:
@@ -425,7 +441,6 @@ def set_quantity(session: AnySession, cart: Cart, line_id: int, quantity: int) -
         )
     allowed = min(quantity, cap)
     line.quantity = allowed
-    _touch(cart)
     session.flush()
     if allowed < quantity:
         message = f"{product.name}: {_cap_message(availability, cap, elsewhere)}"
@@ -435,10 +450,9 @@ def set_quantity(session: AnySession, cart: Cart, line_id: int, quantity: int) -
 
 
 def remove_line(session: AnySession, cart: Cart, line_id: int) -> None:
-    _check_not_frozen(cart)
     line = _owned_line(session, cart, line_id)
+    _claim(session, cart)
     session.delete(line)
-    _touch(cart)
     session.flush()
 
 
@@ -446,10 +460,7 @@ def remove_all_lines(session: AnySession, cart: Cart) -> int:
     """Empty the bag at the shopper's request; returns how many pieces it held. A bag being
     paid for is refused (:class:`FrozenCartError`): the payment is resumed or cancelled first.
     (:func:`empty` is the other way a bag empties: its lines became an order.)"""
-    _check_not_frozen(cart)
-    # Take the cart's row first, as freeze() does: a checkout freezing it at this moment
-    # either wins (and this is refused) or waits until the bag is empty.
-    _update_unless_frozen(session, cart, updated_at=utcnow())
+    _claim(session, cart)
     removed = item_count(session, cart)
     session.execute(delete(CartLine).where(CartLine.cart_id == cart.id))
     session.expire(cart, ["lines", "updated_at"])
@@ -463,8 +474,8 @@ def merge_into(session: AnySession, guest: Cart, target: Cart) -> MergeReport:
     account's other lines on it (and at the per-line maximum). A line whose variant has
     nothing left keeps its quantity, and the cart page then asks the shopper to deal with it.
     """
-    _check_not_frozen(target)
-    _check_not_frozen(guest)
+    _claim(session, target)
+    _claim(session, guest)
     report = MergeReport()
     for line in _loaded_lines(session, guest):
         product = line.product
@@ -504,7 +515,6 @@ def merge_into(session: AnySession, guest: Cart, target: Cart) -> MergeReport:
                 message = f"{message} {_cap_message(availability, cap, elsewhere)}"
             report.messages.append(message)
     session.delete(guest)
-    _touch(target)
     session.flush()
     return report
 
@@ -540,6 +550,9 @@ def _loaded_lines(session: AnySession, cart: Cart) -> list[CartLine]:
                 selectinload(Product.options), selectinload(Product.inventory)
             )
         )
+        # As the database has them now, not as this session read them before: a checkout
+        # reads the lines once it has frozen the cart.
+        .execution_options(populate_existing=True)
     )
     return list(session.scalars(stmt).all())
 

@@ -26,8 +26,9 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import selectinload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from elysium.integrations import stripe_gateway
 from elysium.integrations.stripe_gateway import LineItem, PaymentProviderError
@@ -49,6 +50,7 @@ MIN_EXPIRY_MINUTES = 30
 MAX_EXPIRY_MINUTES = 60
 EXPIRY_MARGIN = timedelta(minutes=1)
 SHIPPING_NOTE = "Complimentary insured delivery"
+DELIVERY = "Insured delivery"
 EMPTY = "Your bag is empty."
 # The flag the sweeper raises when Stripe took the money but no event told us; the payment
 # event clears it when it arrives.
@@ -83,9 +85,25 @@ class SoldOutDuringCheckoutError(CheckoutError):
 class PaymentUnavailableError(CheckoutError):
     """Stripe could not give us a payment page; the order was cancelled, the cart is back."""
 
+    status = 503
+
     def __init__(self) -> None:
         super().__init__(
             "We couldn't reach our payment provider — your bag is saved, please try again."
+        )
+
+
+class PaymentEndedError(PaymentUnavailableError):
+    """The order was cancelled while Stripe was making its payment page (in another window,
+    by staff, or by a second submit): the page was closed at once, nobody was charged."""
+
+    status = 409
+
+    def __init__(self) -> None:
+        CheckoutError.__init__(
+            self,
+            "This payment was cancelled before its page opened, so nothing was charged and "
+            "your bag is just as you left it. Check out again whenever you are ready.",
         )
 
 
@@ -192,12 +210,14 @@ def start_checkout(
         raise CheckoutError(EMPTY)
     if cart.frozen_at is not None:
         raise carts.FrozenCartError()
+    # Freeze first, then read the lines: a change to the bag made at this moment either came
+    # first (and is in the order) or waits for the freeze and is refused.
+    carts.freeze(session, cart)
     view = carts.view(session, cart)
     if view.is_empty:
         raise CheckoutError(EMPTY)
     if view.checkout_blocked:
         raise CheckoutError(" ".join(view.problems))
-    carts.freeze(session, cart)
     amounts = totals(view)
     lines = []
     for item in view.items:
@@ -272,7 +292,9 @@ def create_pending_order(
 
 
 def _line_items(order: Order) -> list[LineItem]:
-    return [
+    """What Stripe charges: the order's lines, and its delivery when it costs anything, so
+    the page's total is always the order's (the webhook checks the two match)."""
+    items = [
         LineItem(
             name=line.product_name,
             description=line.configuration_summary,
@@ -281,6 +303,11 @@ def _line_items(order: Order) -> list[LineItem]:
         )
         for line in order.lines
     ]
+    if order.shipping:
+        items.append(
+            LineItem(name=DELIVERY, description="", unit_amount=order.shipping, quantity=1)
+        )
+    return items
 
 
 def _stripe_customer(session: AnySession, user_id: int | None) -> tuple[User | None, str | None]:
@@ -306,7 +333,14 @@ def begin_payment(session: AnySession, order: Order, urls: ReturnUrls) -> str:
     answered. The request is the same every time for one order (same idempotency key, same
     expiry), so asking again after a crash finds the page Stripe already made. If Stripe
     refuses or can't be reached, the order is cancelled and the cart handed back
-    (:class:`PaymentUnavailableError`).
+    (:class:`PaymentUnavailableError`), unless another request has given it a page meanwhile.
+
+    Stripe's answer is stored in one conditional UPDATE: only on an order still PENDING with
+    no other page. An order that ended while Stripe was making the page (cancelled in another
+    window, by staff, or by a second submit that Stripe turned away) keeps its ending; the
+    page is closed at Stripe at once, kept on the order's timeline (should it be paid all the
+    same, the webhook flags the payment for a refund) and the shopper is told
+    (:class:`PaymentEndedError`): nobody is sent to pay for pieces the order no longer holds.
     """
     assert order.checkout_expires_at is not None
     request = stripe_gateway.CheckoutRequest(
@@ -329,12 +363,38 @@ def begin_payment(session: AnySession, order: Order, urls: ReturnUrls) -> str:
             replace(request, customer_id=customer_id)
         )
     except PaymentProviderError as error:
-        settle(session, order_id, PaymentPage.unavailable(), reason=f"Stripe failed: {error}")
+        settle(session, order_id, PaymentPage.unavailable(None), reason=f"Stripe failed: {error}")
         raise PaymentUnavailableError() from error
-    order.stripe_checkout_session_id = checkout_session_id
-    orders.add_note(order, "Sent to the payment page", actor=SHOPPER)
-    session.flush()
-    return url
+    stored = session.execute(
+        update(Order)
+        .where(
+            Order.id == order_id,
+            Order.status == OrderStatus.PENDING,
+            or_(
+                Order.stripe_checkout_session_id.is_(None),
+                Order.stripe_checkout_session_id == checkout_session_id,
+            ),
+        )
+        .values(stripe_checkout_session_id=checkout_session_id)
+        .execution_options(synchronize_session=False)
+    )
+    if stored.rowcount == 1:
+        set_committed_value(order, "stripe_checkout_session_id", checkout_session_id)
+        orders.add_note(order, "Sent to the payment page", actor=SHOPPER)
+        session.flush()
+        return url
+    closed = close_payment_page(checkout_session_id)
+    ended = lock_order(session, order_id)
+    if ended is not None:
+        if ended.stripe_checkout_session_id is None:
+            ended.stripe_checkout_session_id = checkout_session_id
+        orders.add_note(
+            ended,
+            f"A payment page made as the order ended was closed ({closed.state.value})",
+            actor=SYSTEM,
+        )
+        session.flush()
+    raise PaymentEndedError()
 
 
 class PageState(enum.StrEnum):
@@ -350,25 +410,31 @@ class PageState(enum.StrEnum):
 
 @dataclass(frozen=True)
 class PaymentPage:
+    """Where one payment page stands: ``checkout_session_id`` is the page that was asked
+    about (None: the order had none), so a decision taken on it can be checked, under the
+    order's lock, against the page the order holds by then (:func:`settle`)."""
+
     state: PageState
+    checkout_session_id: str | None = None
     url: str | None = None
     payment_intent: str | None = None
 
     @classmethod
-    def unavailable(cls) -> PaymentPage:
-        return cls(PageState.UNREACHABLE)
+    def unavailable(cls, checkout_session_id: str | None) -> PaymentPage:
+        return cls(PageState.UNREACHABLE, checkout_session_id)
 
 
 def _page_from(checkout_session) -> PaymentPage:
     intent = checkout_session.payment_intent
     intent_id = intent if isinstance(intent, str) else getattr(intent, "id", None)
+    asked_about = checkout_session.id
     if checkout_session.status == "open":
-        return PaymentPage(PageState.OPEN, url=checkout_session.url)
+        return PaymentPage(PageState.OPEN, asked_about, url=checkout_session.url)
     if checkout_session.status == "complete":
         paid = checkout_session.payment_status in ("paid", "no_payment_required")
         state = PageState.PAID if paid else PageState.AWAITING_BANK
-        return PaymentPage(state, payment_intent=intent_id)
-    return PaymentPage(PageState.EXPIRED)
+        return PaymentPage(state, asked_about, payment_intent=intent_id)
+    return PaymentPage(PageState.EXPIRED, asked_about)
 
 
 def look_up_payment_page(checkout_session_id: str | None) -> PaymentPage:
@@ -378,7 +444,7 @@ def look_up_payment_page(checkout_session_id: str | None) -> PaymentPage:
     try:
         return _page_from(stripe_gateway.retrieve_checkout_session(checkout_session_id))
     except PaymentProviderError:
-        return PaymentPage.unavailable()
+        return PaymentPage.unavailable(checkout_session_id)
 
 
 def close_payment_page(checkout_session_id: str | None) -> PaymentPage:
@@ -403,6 +469,9 @@ class Settled(enum.StrEnum):
     OPEN = "open"
     UNREACHABLE = "unreachable"
     SKIPPED = "skipped"
+    # The order got a payment page after the one asked about was looked up (another request
+    # made it meanwhile): nothing was decided; ask Stripe about the order's page again.
+    CHANGED = "changed"
 
 
 def lock_order(session: AnySession, order_id: int) -> Order | None:
@@ -434,10 +503,16 @@ def settle(
     makes the order PROCESSING; one that Stripe says was paid, with no event to say so, is
     flagged once for staff and left reserved. With Stripe unreachable the order is cancelled
     only if ``cancel_if_unreachable`` (a late payment is then flagged by the webhook).
+
+    ``page`` must be the order's page: when the order holds another by now (a checkout
+    request stored the page Stripe had just made for it), nothing is decided (CHANGED), so an
+    order is never cancelled under a live payment page nobody closed.
     """
     order = lock_order(session, order_id)
     if order is None or order.status is not OrderStatus.PENDING:
         return Settled.SKIPPED
+    if order.stripe_checkout_session_id != page.checkout_session_id:
+        return Settled.CHANGED
     state = page.state
     if state is PageState.UNREACHABLE and not cancel_if_unreachable:
         return Settled.UNREACHABLE
@@ -478,6 +553,13 @@ def flag(order: Order, reason: str, *, actor: str, stripe_event_id: str | None =
     orders.add_note(order, reason, actor=actor, stripe_event_id=stripe_event_id)
 
 
+def holds_its_cart(order: Order) -> bool:
+    """Whether the order's cart is frozen for it: while it is PENDING (a cart starts one
+    checkout at a time). Once the order moves on, the cart is the shopper's again: emptied
+    if the order took its lines, thawed if not."""
+    return order.status is OrderStatus.PENDING and order.cart_id is not None
+
+
 def close_unpaid(
     session: AnySession,
     order: Order,
@@ -489,7 +571,13 @@ def close_unpaid(
     actor_user_id: int | None = None,
 ) -> None:
     """End an unpaid order (CANCELLED or PAYMENT_FAILED): release its stock and give the
-    shopper their cart back exactly as it was. The one place this is done."""
+    shopper their cart back exactly as it was. The one place this is done.
+
+    Only a PENDING order's cart is frozen for it (:func:`holds_its_cart`): a bank payment
+    that fails, or a cancelled order that was waiting for one, leaves alone a cart that has
+    since moved on (emptied when the order went PROCESSING, perhaps frozen for the next).
+    """
+    holds_cart = holds_its_cart(order)
     orders.transition_to(
         order,
         status,
@@ -499,7 +587,7 @@ def close_unpaid(
         actor_user_id=actor_user_id,
     )
     release_stock(session, order)
-    if order.cart_id is not None:
+    if holds_cart:
         carts.thaw(session, order.cart_id)
     session.flush()
 
@@ -514,10 +602,11 @@ def await_bank_payment(
 ) -> None:
     """The checkout is complete but the money is still on its way (a bank payment): the order
     keeps its stock, and the cart's lines, now the order's, leave the cart."""
+    holds_cart = holds_its_cart(order)
     orders.transition_to(
         order, OrderStatus.PROCESSING, actor=actor, note=note, stripe_event_id=stripe_event_id
     )
-    if order.cart_id is not None:
+    if holds_cart:
         carts.empty(session, order.cart_id)
     session.flush()
 
@@ -531,13 +620,16 @@ def complete_payment(
     stripe_event_id: str | None = None,
 ) -> None:
     """The money arrived: the order is PAID, its reserved units leave stock and its lines
-    leave the cart. A flag raised while waiting for this event is cleared, on the timeline."""
+    leave the cart (unless they left it already, when a bank payment made it PROCESSING: the
+    cart may hold the shopper's next bag by now). A flag raised while waiting for this event
+    is cleared, on the timeline."""
+    holds_cart = holds_its_cart(order)
     orders.transition_to(
         order, OrderStatus.PAID, actor=actor, note=note, stripe_event_id=stripe_event_id
     )
     order.paid_at = utcnow()
     commit_stock(session, order)
-    if order.cart_id is not None:
+    if holds_cart:
         carts.empty(session, order.cart_id)
     _clear_flag(order, AWAITING_EVENT_FLAG, actor=actor, stripe_event_id=stripe_event_id)
     session.flush()
@@ -578,6 +670,11 @@ def pending_order_for_cart(session: AnySession, cart: Cart) -> Order | None:
     )
 
 
+# How many times a shopper's resume or cancel looks at the order's payment page again when
+# another request gave the order a page as it was deciding (once is all a race can take).
+ROUNDS = 3
+
+
 class Resumed(enum.StrEnum):
     TO_PAYMENT = "to_payment"  # ``url`` is the payment page
     FINISHED = "finished"  # paid, or awaiting a bank payment: show the order
@@ -610,7 +707,19 @@ def resume_payment(session: AnySession, cart: Cart, urls: ReturnUrls) -> Resumpt
 def resume_order(session: AnySession, order: Order, urls: ReturnUrls) -> Resumption:
     """Back to a PENDING order's payment page: the open one, or the same request asked of
     Stripe again when the page was never made; an expired page ends the order (RELEASED).
-    Calls Stripe, so the caller must hold no lock (commit first)."""
+    Calls Stripe, so the caller must hold no lock and have nothing left to commit (commit
+    first): should another request give the order a page meanwhile, the order's lock is let
+    go (a rollback) and that page is looked up instead."""
+    for _ in range(ROUNDS):
+        resumption = _resume_once(session, order, urls)
+        if resumption is not None:
+            return resumption
+        session.rollback()
+    return Resumption(Resumed.UNREACHABLE, order=order)
+
+
+def _resume_once(session: AnySession, order: Order, urls: ReturnUrls) -> Resumption | None:
+    """One look at the order's page; None when it changed before anything was decided."""
     page = look_up_payment_page(order.stripe_checkout_session_id)
     if page.state is PageState.OPEN and page.url:
         return Resumption(Resumed.TO_PAYMENT, url=page.url, order=order)
@@ -631,6 +740,8 @@ def resume_order(session: AnySession, order: Order, urls: ReturnUrls) -> Resumpt
         else "The payment page had expired"
     )
     settled = settle(session, order.id, page, reason=reason, actor=SHOPPER)
+    if settled is Settled.CHANGED:
+        return None
     if settled is Settled.PROCESSING:
         return Resumption(Resumed.FINISHED, order=order)
     return Resumption(Resumed.RELEASED, order=order)
@@ -657,26 +768,33 @@ class Cancellation:
 def cancel_payment(session: AnySession, cart: Cart) -> Cancellation:
     """The shopper gives up paying: close Stripe's page, cancel the order, thaw the cart.
 
-    Calls Stripe, so the caller must hold no lock (commit first). If the payment landed
-    first, nothing is cancelled. If Stripe can't be reached the order is cancelled anyway;
-    should the shopper still pay on a page left open, the webhook flags it for a refund.
+    Calls Stripe, so the caller must hold no lock and have nothing left to commit (commit
+    first). If the payment landed first, nothing is cancelled. If Stripe can't be reached the
+    order is cancelled anyway; should the shopper still pay on a page left open, the webhook
+    flags it for a refund. Should the order get its page while this closes the one it had
+    (none, when the cancel comes as the checkout is still asking Stripe for it), the order's
+    lock is let go (a rollback) and the new page is closed in turn.
     """
-    order = pending_order_for_cart(session, cart)
-    if order is None:
-        if cart.frozen_at is None:
-            return Cancellation(Cancelled.NOTHING)
-        carts.thaw(session, cart.id)
-        return Cancellation(Cancelled.CANCELLED)
-    page = close_payment_page(order.stripe_checkout_session_id)
-    if page.state is PageState.PAID:
-        return Cancellation(Cancelled.TOO_LATE, order)
-    settled = settle(
-        session,
-        order.id,
-        page,
-        reason="The shopper cancelled the payment",
-        actor=SHOPPER,
-    )
+    for _ in range(ROUNDS):
+        order = pending_order_for_cart(session, cart)
+        if order is None:
+            if cart.frozen_at is None:
+                return Cancellation(Cancelled.NOTHING)
+            carts.thaw(session, cart.id)
+            return Cancellation(Cancelled.CANCELLED)
+        page = close_payment_page(order.stripe_checkout_session_id)
+        if page.state is PageState.PAID:
+            return Cancellation(Cancelled.TOO_LATE, order)
+        settled = settle(
+            session,
+            order.id,
+            page,
+            reason="The shopper cancelled the payment",
+            actor=SHOPPER,
+        )
+        if settled is not Settled.CHANGED:
+            break
+        session.rollback()
     if settled is Settled.CANCELLED:
         return Cancellation(Cancelled.CANCELLED, order)
     if settled is Settled.SKIPPED and order.status is OrderStatus.CANCELLED:
