@@ -272,6 +272,19 @@ def test_completed_after_expired_flags_the_order_instead_of_reviving_it(app, cli
     assert after["stock"] == (5, 0)
 
 
+@pytest.mark.parametrize("paid", ["completed", "async_succeeded"])
+def test_money_arriving_after_the_bank_payment_failed_flags_the_order(app, client, order, paid):
+    """The order ended PAYMENT_FAILED and its piece went back on sale; a payment for it all
+    the same can't make it PAID, so staff are asked to refund it or sell the piece again."""
+    post(client, session_event(order, "completed_unpaid"))
+    post(client, session_event(order, "async_failed"))
+    post(client, session_event(order, paid))
+    after = state(app, order)
+    assert after["status"] is S.PAYMENT_FAILED
+    assert after["flagged"] is True
+    assert after["stock"] == (5, 0)
+
+
 def test_completed_after_a_full_refund_cannot_move_it_back(app, client, order):
     post(client, event("checkout.session.completed", session_object(order)))
     post(

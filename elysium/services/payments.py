@@ -33,6 +33,11 @@ AWAITING_BANK_NOTE = "Checkout completed; waiting for the bank payment"
 DISPUTE_FLAG = "The payment is disputed"
 AMOUNT_MISMATCH_FLAG = "not marked paid"
 PAID_AFTER_CANCELLATION_FLAG = "Payment arrived after the order was cancelled: refund it or re-sell"
+PAID_AFTER_FAILURE_FLAG = "Payment arrived after the bank payment had failed: refund it or re-sell"
+PAID_TOO_LATE = {
+    OrderStatus.CANCELLED: PAID_AFTER_CANCELLATION_FLAG,
+    OrderStatus.PAYMENT_FAILED: PAID_AFTER_FAILURE_FLAG,
+}
 
 
 class Outcome(enum.StrEnum):
@@ -213,13 +218,10 @@ def mark_paid(session: AnySession, order: Order, obj: dict[str, Any], event_id: 
         return
     if isinstance(obj.get("payment_intent"), str):
         order.stripe_payment_intent_id = obj["payment_intent"]
-    if order.status is OrderStatus.CANCELLED:
-        checkout.flag(
-            order,
-            PAID_AFTER_CANCELLATION_FLAG,
-            actor=ACTOR,
-            stripe_event_id=event_id,
-        )
+    if order.status in PAID_TOO_LATE:
+        # The order ended unpaid and its pieces went back on sale, yet the money came:
+        # someone must refund it or sell the piece again.
+        checkout.flag(order, PAID_TOO_LATE[order.status], actor=ACTOR, stripe_event_id=event_id)
         if order.bespoke_quote_id is not None:
             quotes.deposit_after_cancellation(session, order)
         return
