@@ -20,7 +20,13 @@ from elysium.integrations.email import backend_from_config
 from elysium.models.types import utcnow
 from elysium.services import catalog_changes, catalog_sync, staff, views
 from elysium.services.cart import purge_guest_carts
-from elysium.services.checkout import stale_order_ids, sweep_stale_order
+from elysium.services.checkout import (
+    BANK_PAYMENT_OVERDUE,
+    flag_overdue_bank_payment,
+    overdue_bank_payment_ids,
+    stale_order_ids,
+    sweep_stale_order,
+)
 from elysium.services.outbox import CLAIM_BATCH, SendReport, send_pending
 from elysium.services.seeding import load_demo_catalogue, seed_catalogue
 
@@ -222,7 +228,8 @@ def prune_views_command(older_than: str) -> None:
 )
 def expire_stale_command(grace_minutes: int) -> None:
     """Cancel PENDING orders whose payment page expired unpaid (closing it at Stripe first)
-    and release their stock. Safe to run every minute, on several hosts at once."""
+    and release their stock; flag for staff a bank payment overdue by days. Safe to run
+    every minute, on several hosts at once."""
     outcomes: dict[str, int] = {}
     cutoff = utcnow() - timedelta(minutes=grace_minutes)
     for order_id in stale_order_ids(db.session, expired_before=cutoff):
@@ -236,6 +243,14 @@ def expire_stale_command(grace_minutes: int) -> None:
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
     summary = ", ".join(f"{count} {outcome}" for outcome, count in sorted(outcomes.items()))
     click.echo(f"Stale checkouts: {summary or 'none'}.")
+    overdue = 0
+    for order_id in overdue_bank_payment_ids(
+        db.session, started_before=utcnow() - BANK_PAYMENT_OVERDUE
+    ):
+        overdue += flag_overdue_bank_payment(db.session, order_id)
+        db.session.commit()
+    if overdue:
+        click.echo(f"Bank payments overdue: {overdue} flagged for staff.")
 
 
 @catalog_cli.command("sync")

@@ -838,6 +838,46 @@ def test_the_sweeper_makes_a_bank_payment_whose_event_was_lost_processing(
     assert bags(app) == [(False, [])]
 
 
+@pytest.mark.parametrize("outcome", ["succeeds", "fails"])
+def test_a_bank_payment_overdue_by_two_weeks_is_flagged_once_and_its_outcome_clears_it(
+    shop: Shop, app: Flask, outcome: str
+) -> None:
+    """Its event may have been lost, and the order holds its piece until someone decides: the
+    sweeper asks staff, once; the payment arriving after all clears the question."""
+    client = shop.client()
+    add_chain(client)
+    session_id = session_id_from(check_out(client).location)
+    shop.fake.pay_later(session_id)
+    sweep = ["orders", "expire-stale"]
+
+    _expire_in_the_past(app, minutes=13 * 24 * 60)
+    assert "overdue" not in shop.app.test_cli_runner().invoke(args=sweep).output
+    assert order_state(app)["needs_attention"] is False
+
+    _expire_in_the_past(app, minutes=15 * 24 * 60)
+    first = shop.app.test_cli_runner().invoke(args=sweep)
+    again = shop.app.test_cli_runner().invoke(args=sweep)
+    assert "Bank payments overdue: 1 flagged for staff." in first.output
+    assert "overdue" not in again.output
+    flagged = order_state(app)
+    assert flagged["status"] is OrderStatus.PROCESSING
+    assert flagged["needs_attention"] is True
+    assert "on its way for over 14 days" in flagged["reason"]
+    assert stock(app) == (3, 1)
+
+    if outcome == "succeeds":
+        shop.fake.bank_payment_succeeds(session_id)
+    else:
+        shop.fake.bank_payment_fails(session_id)
+    known = order_state(app)
+    assert known["status"] is (
+        OrderStatus.PAID if outcome == "succeeds" else OrderStatus.PAYMENT_FAILED
+    )
+    assert known["needs_attention"] is False
+    assert known["reason"] == ""
+    assert stock(app) == ((2, 0) if outcome == "succeeds" else (3, 0))
+
+
 def order_state(app: Flask) -> dict:
     with app.app_context():
         order = db.session.scalars(select(Order)).one()

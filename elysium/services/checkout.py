@@ -52,6 +52,13 @@ EXPIRY_MARGIN = timedelta(minutes=1)
 SHIPPING_NOTE = "Complimentary insured delivery"
 DELIVERY = "Insured delivery"
 EMPTY = "Your bag is empty."
+# A bank payment arrives or fails within days, and Stripe retries its event for three more;
+# one still on its way after this long is shown to staff (``flag_overdue_bank_payment``).
+BANK_PAYMENT_OVERDUE = timedelta(days=14)
+BANK_PAYMENT_OVERDUE_FLAG = (
+    "The bank payment has been on its way for over 14 days: check it in Stripe, then wait or "
+    "cancel the order (which puts its pieces back on sale)"
+)
 # The flag the sweeper raises when Stripe took the money but no event told us; the payment
 # event clears it when it arrives.
 AWAITING_EVENT_FLAG = (
@@ -589,6 +596,7 @@ def close_unpaid(
     release_stock(session, order)
     if holds_cart:
         carts.thaw(session, order.cart_id)
+    _clear_overdue_flag(order, actor=actor, stripe_event_id=stripe_event_id)
     session.flush()
 
 
@@ -632,11 +640,17 @@ def complete_payment(
     if holds_cart:
         carts.empty(session, order.cart_id)
     _clear_flag(order, AWAITING_EVENT_FLAG, actor=actor, stripe_event_id=stripe_event_id)
+    _clear_overdue_flag(order, actor=actor, stripe_event_id=stripe_event_id)
     session.flush()
 
 
 def _clear_flag(
-    order: Order, reason: str, *, actor: str, stripe_event_id: str | None = None
+    order: Order,
+    reason: str,
+    *,
+    actor: str,
+    note: str = "The payment event arrived: the warning that it was missing is cleared",
+    stripe_event_id: str | None = None,
 ) -> None:
     reasons = [line for line in order.attention_reason.split("\n") if line]
     if reason not in reasons:
@@ -644,10 +658,15 @@ def _clear_flag(
     remaining = [line for line in reasons if line != reason]
     order.attention_reason = "\n".join(remaining)
     order.needs_attention = bool(remaining)
-    orders.add_note(
+    orders.add_note(order, note, actor=actor, stripe_event_id=stripe_event_id)
+
+
+def _clear_overdue_flag(order: Order, *, actor: str, stripe_event_id: str | None) -> None:
+    _clear_flag(
         order,
-        "The payment event arrived: the warning that it was missing is cleared",
+        BANK_PAYMENT_OVERDUE_FLAG,
         actor=actor,
+        note="The bank payment's outcome is known: the warning that it was overdue is cleared",
         stripe_event_id=stripe_event_id,
     )
 
@@ -822,6 +841,36 @@ def stale_order_ids(
             .limit(limit)
         )
     )
+
+
+def overdue_bank_payment_ids(
+    session: AnySession, *, started_before: datetime, limit: int = 200
+) -> list[int]:
+    """PROCESSING orders (a bank payment on its way) whose checkout started before
+    ``started_before`` and that staff have not been asked about yet, oldest first."""
+    return list(
+        session.scalars(
+            select(Order.id)
+            .where(
+                Order.status == OrderStatus.PROCESSING,
+                Order.checkout_expires_at < started_before,
+                Order.needs_attention.is_(False),
+            )
+            .order_by(Order.checkout_expires_at)
+            .limit(limit)
+        )
+    )
+
+
+def flag_overdue_bank_payment(session: AnySession, order_id: int) -> bool:
+    """Ask staff about a bank payment that should have arrived (or failed) by now: its event
+    may have been lost, and the order holds its pieces until someone decides. Once per order;
+    whether it was flagged now. Stripe is not asked: staff look, then cancel or wait."""
+    order = lock_order(session, order_id)
+    if order is None or order.status is not OrderStatus.PROCESSING or order.needs_attention:
+        return False
+    flag(order, BANK_PAYMENT_OVERDUE_FLAG, actor=SYSTEM)
+    return True
 
 
 def sweep_stale_order(session: AnySession, order_id: int) -> Settled:
