@@ -23,7 +23,7 @@ from elysium.models import (
     ProcessedPaymentEvent,
 )
 from elysium.services.payments import handle_event
-from tests.conftest import WEBHOOK_SECRET, make_app
+from tests.conftest import WEBHOOK_SECRET, make_app, sent_emails
 from tests.support.orders import CHAIN_PRICE, pending_chain_order
 
 S = OrderStatus
@@ -218,6 +218,25 @@ def test_a_failed_bank_payment_releases_stock_and_emails_the_shopper(app, client
     assert after["stock"] == (5, 0)
     assert after["frozen"] is False
     assert after["emails"] == ["payment_failed"]
+    # The lines left the bag when the checkout completed: the email doesn't say they're back.
+    assert after["bag_lines"] == 0
+    [told] = sent_emails(app, "shopper@example.com")
+    assert "no longer set aside for you" in told.body_text
+    assert "back in your bag" not in told.body_text
+
+
+def test_a_bank_payment_failing_before_its_checkout_completed_puts_the_bag_back(app, client, order):
+    post(
+        client,
+        event(
+            "checkout.session.async_payment_failed", session_object(order, payment_status="unpaid")
+        ),
+    )
+    after = state(app, order)
+    assert after["status"] is S.PAYMENT_FAILED
+    assert (after["frozen"], after["bag_lines"]) == (False, 1)
+    [told] = sent_emails(app, "shopper@example.com")
+    assert "Your pieces are back in your bag" in told.body_text
 
 
 def test_the_expiry_of_a_payment_page_that_is_not_the_orders_changes_nothing(app, client, order):

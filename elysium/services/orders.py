@@ -23,10 +23,15 @@ from elysium.urls import absolute_url
 
 S = OrderStatus
 
+# PAYMENT_FAILED -> PENDING ("retry") is left out on purpose: nothing would ever make that
+# move, and an order taken back to PENDING would reserve its stock a second time under the
+# ledger keys its first reservation already used (so reserving nothing). A shopper whose bank
+# payment failed checks out again: a new order, from their bag or the shop (the email says
+# which), with another payment method if they like.
 ALLOWED_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     S.PENDING: frozenset({S.PROCESSING, S.PAID, S.PAYMENT_FAILED, S.CANCELLED}),
     S.PROCESSING: frozenset({S.PAID, S.PAYMENT_FAILED, S.CANCELLED}),
-    S.PAYMENT_FAILED: frozenset({S.PENDING, S.CANCELLED}),
+    S.PAYMENT_FAILED: frozenset({S.CANCELLED}),
     S.PAID: frozenset({S.FULFILLED, S.CANCELLED, S.REFUNDED}),
     S.FULFILLED: frozenset({S.SHIPPED, S.REFUNDED}),
     S.SHIPPED: frozenset({S.DELIVERED, S.REFUNDED}),

@@ -23,6 +23,7 @@ from elysium.money import format_money
 from elysium.services import checkout, orders, quotes
 from elysium.services.outbox import queue_email
 from elysium.services.sql import AnySession, insert_unless_exists
+from elysium.urls import absolute_url
 
 ACTOR = "stripe"
 PAID_NOTE = "Payment received"
@@ -257,6 +258,9 @@ def async_payment_failed(
     note = "The bank payment failed"
     if not _can_move(order, OrderStatus.PAYMENT_FAILED, note, event_id):
         return
+    # Still PENDING (this event came before the checkout's own), its bag is thawed with the
+    # lines in it; once PROCESSING, the lines had left the bag, and the pieces go back on sale.
+    back_in_bag = checkout.holds_its_cart(order)
     checkout.close_unpaid(
         session,
         order,
@@ -266,7 +270,12 @@ def async_payment_failed(
         stripe_event_id=event_id,
     )
     orders.email_shopper(
-        session, order, "payment_failed", f"Your payment for {order.number} didn't go through"
+        session,
+        order,
+        "payment_failed",
+        f"Your payment for {order.number} didn't go through",
+        back_in_bag=back_in_bag,
+        shop_url=absolute_url("shop.listing"),
     )
 
 
