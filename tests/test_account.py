@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from sqlalchemy import select
+from itsdangerous import TimestampSigner
+from sqlalchemy import event, insert, select
 
 from elysium.extensions import db
 from elysium.models import (
@@ -24,8 +26,9 @@ from elysium.models import (
     WishlistItem,
 )
 from elysium.models.types import utcnow
-from elysium.services import passwords
-from tests.conftest import PASSWORD, page_text, sent_emails
+from elysium.services import accounts, oauth_accounts, passwords
+from tests.conftest import PASSWORD, link_in, page_text, sent_emails
+from tests.test_get_is_pure import snapshot
 
 NEW_PASSWORD = "a quiet walk by the river"
 
@@ -209,27 +212,271 @@ def test_profile_with_htmx_answers_with_the_form_fragment(app, client, signed_in
     assert user_row(app, signed_in).last_name == "King"
 
 
-def test_changing_email_needs_the_current_password(app, client, signed_in):
-    wrong = client.submit(
+def ask_for_new_email(client, email: str = "countess@example.com", password: str = PASSWORD):
+    return client.submit(
         "/account/profile",
-        {"email": "countess@example.com", "current_password": "not my password"},
+        {"email": email, "current_password": password},
         action="/account/email",
     )
+
+
+def change_link(app, to: str = "countess@example.com") -> str:
+    """The path of the newest email-change link sent to ``to``."""
+    return link_in(sent_emails(app, to)[-1], "/account/email/confirm/")
+
+
+def refused(client, link: str) -> bool:
+    """The link's page and its button both answer with the 400 page saying it can't be used."""
+    page = client.get(link)
+    pressed = client.post(link, data={"csrf_token": client.csrf_token})
+    return all(
+        response.status_code == 400 and "That link can't be used" in page_text(response)
+        for response in (page, pressed)
+    )
+
+
+def test_changing_email_needs_the_current_password_and_a_link_to_the_new_address(
+    app, client, signed_in
+):
+    wrong = ask_for_new_email(client, password="not my password")
     assert wrong.status_code == 422
     assert "Your current password is not correct." in page_text(wrong)
     assert 'value="countess@example.com"' in page_text(wrong)
+    assert sent_emails(app, "countess@example.com") == []
+
+    right = ask_for_new_email(client, "Countess@Example.com")
+    assert right.status_code == 303
+    assert right.headers["Location"] == "/account/profile"
+    assert user_row(app, signed_in).email == "ada@example.com"
+    assert sent_emails(app, "ada@example.com") == []
+    [link_email] = sent_emails(app, "countess@example.com")
+    assert link_email.subject == "Confirm your new email for ELYSIUM"
+    assert link_email.template == "confirm_new_email"
+    assert "/account/email/confirm/" in link_email.body_html
+    page = page_text(client.get("/account/profile"))
+    assert "We've sent a link to countess@example.com: your email changes when you open it." in page
+
+
+def test_with_htmx_the_email_form_says_where_the_link_went(app, client, signed_in):
+    client.get("/account/profile")
+    response = client.htmx(
+        "POST",
+        "/account/email",
+        data={"email": "countess@example.com", "current_password": PASSWORD},
+    )
+    assert response.status_code == 200
+    body = page_text(response)
+    assert body.lstrip().startswith('<form id="email-form"')
+    assert "We've sent a link to countess@example.com: your email changes when you open it." in body
     assert user_row(app, signed_in).email == "ada@example.com"
 
-    right = client.submit(
-        "/account/profile",
-        {"email": "Countess@Example.com", "current_password": PASSWORD},
-        action="/account/email",
-    )
-    assert right.status_code == 303
-    assert user_row(app, signed_in).email == "countess@example.com"
+
+def test_asking_for_the_same_address_changes_nothing(app, client, signed_in):
+    response = ask_for_new_email(client, "ADA@example.com")
+    assert response.status_code == 303
+    assert sent_emails(app) == []
+    assert "ada@example.com is already your email." in page_text(client.get("/account/profile"))
+
+
+def test_the_link_changes_the_email_verifies_it_and_tells_the_old_address(
+    app, client, auth, signed_in
+):
+    with app.app_context():
+        db.session.get(User, signed_in).email_verified_at = utcnow() - timedelta(days=400)
+        db.session.commit()
+    ask_for_new_email(client)
+    link = change_link(app)
+
+    page = client.get(link)
+    assert page.status_code == 200
+    assert page.headers["Referrer-Policy"] == "no-referrer"
+    assert page.headers["Cache-Control"] == "no-store"
+    assert "Confirm that countess@example.com is yours" in page_text(page)
+    assert user_row(app, signed_in).email == "ada@example.com"
+
+    done = client.submit(link, {})
+    assert done.status_code == 303
+    assert done.headers["Location"] == "/account/profile"
+    user = user_row(app, signed_in)
+    assert user.email == "countess@example.com"
+    assert user.email_verified_at > utcnow() - timedelta(minutes=5)
     [notice] = sent_emails(app, "ada@example.com")
-    assert "email was changed" in notice.subject
-    assert "Your email is now countess@example.com." in page_text(client.get("/account/profile"))
+    assert notice.subject == "Your ELYSIUM account email was changed"
+    assert "from ada@example.com to countess@example.com" in notice.body_text
+    assert "Your email is now countess@example.com" in page_text(client.get("/account/profile"))
+
+    auth.logout()
+    assert auth.login("ada@example.com").status_code == 422
+    assert auth.login("countess@example.com").status_code == 303
+
+
+def test_opening_the_link_changes_nothing_until_its_button_is_pressed(app, client, signed_in):
+    ask_for_new_email(client)
+    link = change_link(app)
+    before = snapshot(app)
+    for browser in (client, app.test_client()):
+        assert browser.get(link).status_code == 200
+        assert browser.htmx("GET", link).status_code == 200
+    assert snapshot(app) == before
+
+
+def test_a_tampered_link_or_a_link_of_another_kind_is_refused(app, client, signed_in):
+    ask_for_new_email(client)
+    token = change_link(app).rsplit("/", 1)[1]
+    newcomer = app.test_client()
+    newcomer.submit("/auth/register", {"email": "grace@example.com", "password": NEW_PASSWORD})
+    newcomer.submit("/auth/forgot", {"email": "ada@example.com"})
+    confirm = link_in(sent_emails(app, "grace@example.com")[-1], "/auth/confirm/")
+    reset = link_in(sent_emails(app, "ada@example.com")[-1], "/auth/reset/")
+
+    assert refused(client, f"/account/email/confirm/{token[:-3]}abc")
+    for other_kind in (confirm, reset):
+        assert refused(client, "/account/email/confirm/" + other_kind.rsplit("/", 1)[1])
+    assert client.get(f"/auth/confirm/{token}").status_code == 400
+    assert client.get(f"/auth/reset/{token}").status_code == 400
+    assert user_row(app, signed_in).email == "ada@example.com"
+
+
+def test_an_expired_link_is_refused(app, client, signed_in, monkeypatch):
+    ask_for_new_email(client)
+    link = change_link(app)
+    later = int(time.time()) + accounts.VERIFY_MAX_AGE + 60
+    with monkeypatch.context() as patch:
+        patch.setattr(TimestampSigner, "get_timestamp", lambda self: later)
+        assert refused(client, link)
+    assert user_row(app, signed_in).email == "ada@example.com"
+    assert app.test_client().get(link).status_code == 200  # the same link, in time
+
+
+def test_a_link_made_before_a_later_change_is_refused(app, client, signed_in):
+    ask_for_new_email(client, "countess@example.com")
+    first = change_link(app, "countess@example.com")
+    ask_for_new_email(client, "augusta@example.com")
+    second = change_link(app, "augusta@example.com")
+
+    assert client.submit(second, {}).status_code == 303
+    assert refused(client, first)
+    assert refused(client, second)  # and a link works once
+    assert user_row(app, signed_in).email == "augusta@example.com"
+    assert len(sent_emails(app, "ada@example.com")) == 1
+
+
+def test_an_address_taken_meanwhile_is_refused(app, client, signed_in):
+    ask_for_new_email(client, "grace@example.com")
+    link = change_link(app, "grace@example.com")
+    app.test_client().submit(
+        "/auth/register", {"email": "grace@example.com", "password": NEW_PASSWORD}
+    )
+
+    response = client.submit(link, {})
+    assert response.status_code == 400
+    assert "grace@example.com now belongs to another ELYSIUM account" in page_text(response)
+    assert user_row(app, signed_in).email == "ada@example.com"
+    assert sent_emails(app, "ada@example.com") == []
+    assert client.get("/account").status_code == 200
+
+
+def test_an_address_taken_at_the_very_moment_of_confirming_is_refused(app, client, signed_in):
+    """Another account opened with the address between the link's checks and the change: the
+    database's unique email decides, and the shopper reads why (not an error page)."""
+    ask_for_new_email(client, "grace@example.com")
+    link = change_link(app, "grace@example.com")
+    client.get(link)
+    with app.app_context():
+        engine = db.engine
+    taken: list[bool] = []
+
+    def open_grace_first(conn, cursor, statement, parameters, context, executemany) -> None:
+        if statement.startswith("UPDATE users SET email") and not taken:
+            taken.append(True)
+            with engine.begin() as other:
+                other.execute(insert(User).values(email="grace@example.com", session_version=1))
+
+    event.listen(engine, "before_cursor_execute", open_grace_first)
+    try:
+        response = client.post(link, data={"csrf_token": client.csrf_token})
+    finally:
+        event.remove(engine, "before_cursor_execute", open_grace_first)
+
+    assert taken
+    assert response.status_code == 400
+    assert "grace@example.com now belongs to another ELYSIUM account" in page_text(response)
+    assert user_row(app, signed_in).email == "ada@example.com"
+    assert client.get("/account").status_code == 200
+
+
+def test_other_sessions_end_but_the_confirming_browser_stays_signed_in(
+    app, client, auth, signed_in
+):
+    other = app.test_client()
+    other.submit("/auth/login", {"email": "ada@example.com", "password": PASSWORD})
+    assert other.get("/account").status_code == 200
+    ask_for_new_email(client)
+
+    done = client.submit(change_link(app), {})
+    assert done.status_code == 303
+    assert client.get("/account").status_code == 200
+    assert other.get("/account").status_code == 303
+    # The new session's CSRF token is the page's: the forms already shown still work.
+    again = client.htmx("POST", "/account/profile", data={"first_name": "Augusta"})
+    assert again.status_code == 200
+    assert user_row(app, signed_in).first_name == "Augusta"
+
+
+def test_a_browser_not_signed_in_confirms_and_is_sent_to_sign_in(app, client, signed_in):
+    ask_for_new_email(client)
+    inbox = app.test_client()
+
+    done = inbox.submit(change_link(app), {})
+    assert done.status_code == 303
+    assert done.headers["Location"] == "/auth/login"
+    page = page_text(inbox.get("/auth/login"))
+    assert "Your email is now countess@example.com. Please sign in with it." in page
+    assert client.get("/account").status_code == 303  # the session that asked ended too
+    signed = inbox.submit("/auth/login", {"email": "countess@example.com", "password": PASSWORD})
+    assert signed.status_code == 303
+    assert inbox.get("/account").status_code == 200
+
+
+def test_a_password_alone_cannot_move_an_account_onto_someone_elses_address(app, client, auth):
+    """The audit's takeover: Mallory, her Google identity linked, moves her account onto the
+    victim's address; the victim registers, is told the address has an account, resets its
+    password and uses it, and Mallory signs in with Google. Without the victim's inbox her
+    account never gets the address, so the victim's registration opens an account of her own.
+    """
+    mallory = auth.create_user("mallory@example.com", first_name="Mallory", last_name="Vane")
+    with app.app_context():
+        db.session.add(
+            OAuthAccount(
+                user_id=mallory, provider="google", subject="g-mallory", email="mallory@example.com"
+            )
+        )
+        db.session.commit()
+    auth.login("mallory@example.com")
+    assert ask_for_new_email(client, "victim@example.org").status_code == 303
+    assert user_row(app, mallory).email == "mallory@example.com"
+
+    victim = app.test_client()
+    victim.submit(
+        "/auth/register", {"email": "victim@example.org", "password": "a lighthouse far offshore"}
+    )
+    inbox = sent_emails(app, "victim@example.org")
+    assert [email.template for email in inbox] == ["confirm_new_email", "confirm_email"]
+    assert victim.submit(link_in(inbox[-1], "/auth/confirm/"), {}).status_code == 303
+    with app.app_context():
+        own = db.session.scalars(select(User).where(User.email == "victim@example.org")).one()
+        assert own.id != mallory
+        assert own.oauth_accounts == []
+        google = oauth_accounts.sign_in_with(
+            db.session,
+            "google",
+            {"sub": "g-mallory", "email": "mallory@example.com", "email_verified": True},
+        )
+        assert (google.user.id, google.user.email) == (mallory, "mallory@example.com")
+        db.session.rollback()
+    # Mallory's link in the victim's inbox can no longer move her account there either.
+    assert refused(victim, link_in(inbox[0], "/account/email/confirm/"))
+    assert user_row(app, mallory).email == "mallory@example.com"
 
 
 def test_an_email_that_belongs_to_another_account_is_refused(app, client, auth, signed_in):

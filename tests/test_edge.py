@@ -250,6 +250,17 @@ def _calls(visit: Visit) -> dict[tuple[str, str], Call]:
     [*_, reset] = sent_emails(visit.app, "ada@example.com")
     confirm_path = link_in(confirm, "/auth/confirm/")
     reset_path = link_in(reset, "/auth/reset/")
+    with visit.app.app_context():
+        create_user("charles@example.com")
+    charles = visit.app.test_client()
+    charles.submit("/auth/login", {"email": "charles@example.com", "password": PASSWORD})
+    charles.submit(
+        "/account/profile",
+        {"email": "babbage@example.com", "current_password": PASSWORD},
+        action="/account/email",
+    )
+    [email_change] = sent_emails(visit.app, "babbage@example.com")
+    email_change_path = link_in(email_change, "/account/email/confirm/")
     address = {
         "full_name": "Ada Lovelace",
         "line1": "1 Piccadilly",
@@ -355,6 +366,8 @@ def _calls(visit: Visit) -> dict[tuple[str, str], Call]:
             "ada", "/account/delete", {"password": PASSWORD, "confirm_email": "ada@example.com"}
         ),
         ("account.goodbye", "GET"): Call("ada", "/account/goodbye"),
+        ("account.confirm_new_email", "GET"): Call("guest", email_change_path, variable_segment=4),
+        ("account.confirm_new_email", "POST"): Call("guest", email_change_path, variable_segment=4),
         ("wishlist.show", "GET"): Call("ada", "/wishlist"),
         ("wishlist.heart", "GET"): Call(
             "ada", f"/wishlist/heart/{ring}", variable_segment=3, query={"metal": "rose-gold"}
@@ -381,8 +394,9 @@ def _calls(visit: Visit) -> dict[tuple[str, str], Call]:
         ("auth.confirm_email", "GET"): Call("guest", confirm_path, variable_segment=3),
         ("auth.confirm_email", "POST"): Call("guest", confirm_path, variable_segment=3),
         ("auth.forgot_password", "GET"): Call("guest", "/auth/forgot"),
+        # Not Ada: a new reset link for her would end the one the next two calls use.
         ("auth.forgot_password", "POST"): Call(
-            "guest", "/auth/forgot", {"email": "ada@example.com"}
+            "guest", "/auth/forgot", {"email": "grace@example.com"}
         ),
         ("auth.reset_password", "GET"): Call("guest", reset_path, variable_segment=3),
         ("auth.reset_password", "POST"): Call(

@@ -90,6 +90,12 @@ def _visitors(shop: Shop, app: Flask) -> tuple[dict[str, ShopClient], dict[str, 
     newcomer.submit("/auth/forgot", {"email": "ada@example.com"})
     [confirm] = sent_emails(app, "grace@example.com")
     [*_, reset] = sent_emails(app, "ada@example.com")
+    paying.submit(
+        "/account/profile",
+        {"email": "augusta@example.com", "current_password": PASSWORD},
+        action="/account/email",
+    )
+    [email_change] = sent_emails(app, "augusta@example.com")
     with app.app_context():
         paid_order = db.session.scalars(
             select(Order).where(Order.stripe_checkout_session_id == paid_session)
@@ -111,6 +117,7 @@ def _visitors(shop: Shop, app: Flask) -> tuple[dict[str, ShopClient], dict[str, 
             "collection": collection,
             "confirm": link_in(confirm, "/auth/confirm/"),
             "reset": link_in(reset, "/auth/reset/"),
+            "email_change": link_in(email_change, "/account/email/confirm/"),
         }
         db.session.remove()
     with app.app_context():
@@ -200,6 +207,7 @@ def _tour(values: dict[str, str]) -> dict[str, list[str]]:
         "account.orders_list": ["/account/orders"],
         "account.order_detail": [f"/account/orders/{values['ada_number']}"],
         "account.profile": ["/account/profile"],
+        "account.confirm_new_email": [values["email_change"]],
         "auth.check_inbox": ["/auth/check-inbox"],
         "auth.confirm_email": [values["confirm"]],
         "auth.forgot_password": ["/auth/forgot"],

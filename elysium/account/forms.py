@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, PasswordField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired
@@ -50,6 +51,10 @@ class EmailForm(AccountForm):
     current_password = PasswordField(
         "Current password", validators=[DataRequired("Enter your current password.")]
     )
+
+
+class ConfirmNewEmailForm(FlaskForm):
+    """The button on the page an email-change link opens (its CSRF token is all it carries)."""
 
 
 class PasswordForm(AccountForm):

@@ -22,6 +22,7 @@ from flask_login import current_user, login_required, logout_user
 from flask_wtf import FlaskForm
 
 from elysium.account.forms import (
+    ConfirmNewEmailForm,
     DeleteAccountForm,
     EmailForm,
     PasswordForm,
@@ -154,7 +155,9 @@ def change_email() -> Response:
     form = EmailForm()
     if form.validate_on_submit():
         try:
-            accounts.change_email(db.session, user, form.current_password.data, form.email.data)
+            sent_to = accounts.request_email_change(
+                db.session, user, form.current_password.data, form.email.data
+            )
         except accounts.AccountError as error:
             db.session.rollback()
             _attach(form, {error.field or "": error.message})
@@ -162,15 +165,56 @@ def change_email() -> Response:
             db.session.commit()
             fresh = EmailForm(formdata=None, data={"email": user.email})
             return _done(
-                f"Your email is now {user.email}.",
+                f"We've sent a link to {sent_to}: your email changes when you open it."
+                if sent_to
+                else f"{user.email} is already your email.",
                 url_for("account.profile"),
                 render_template("account/_email_form.html", user=user, email_form=fresh),
             )
     return _invalid(user, "account/_email_form.html", "email_form", form)
 
 
+@bp.route("/email/confirm/<token>", methods=["GET", "POST"])
+def confirm_new_email(token: str) -> Response:
+    """The link sent to the new address opens a page; its button makes the change. A GET
+    changes nothing, so a mail scanner that follows the link moves no account.
+
+    Anyone holding the link may press the button: the link itself proves the new address, and
+    the password was given when it was asked for. The browser doing it stays signed in if it
+    is the account's; every other session of the account ends.
+    """
+    form = ConfirmNewEmailForm()
+    try:
+        if form.validate_on_submit():
+            # Who is signed in must be read before the change ends the account's sessions.
+            signed_in_as = current_user.id if current_user.is_authenticated else None
+            change = accounts.confirm_email_change(db.session, token)
+        else:
+            change = accounts.email_change_for_token(db.session, token)
+            response = make_response(
+                render_template("account/confirm_new_email.html", form=form, change=change)
+            )
+            response.headers["Referrer-Policy"] = "no-referrer"
+            return response
+    except accounts.AccountError as error:
+        db.session.rollback()
+        response = make_response(
+            render_template("account/email_link_problem.html", message=error.message), 400
+        )
+        response.headers["Referrer-Policy"] = "no-referrer"
+        return response
+    db.session.commit()
+    user = change.user
+    if signed_in_as == user.id:
+        _stay_signed_in(user)
+        flash(f"Your email is now {user.email}, and every other session is signed out.")
+        return redirect(url_for("account.profile"), 303)
+    flash(f"Your email is now {user.email}. Please sign in with it.")
+    return redirect(url_for("auth.login"), 303)
+
+
 def _stay_signed_in(user: User) -> None:
-    """After a password change every session ends; this browser starts a fresh one.
+    """After a password or email change every session ends; this browser starts a fresh one.
 
     The CSRF token survives, so the forms already on the page (and htmx's header) still work.
     """

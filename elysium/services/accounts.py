@@ -1,4 +1,4 @@
-"""Accounts: registration, signing in, email confirmation and passwords.
+"""Accounts: registration, signing in, email confirmation, email changes and passwords.
 
 Nothing here says whether an email address has an account: registering an address that is
 taken and asking to reset an unknown one look exactly like the ordinary cases to the person
@@ -15,6 +15,7 @@ from typing import Any
 from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from elysium.models.types import utcnow
 from elysium.models.users import CustomerProfile, User
@@ -264,22 +265,94 @@ def change_password(session: AnySession, user: User, current: str, new: str) -> 
     _set_password(session, user, new)
 
 
-def change_email(session: AnySession, user: User, current_password: str, new_email: str) -> None:
-    """Move the account to a new address; the old address is told."""
+@dataclass(frozen=True)
+class EmailChange:
+    """What an email-change link asks for: this account, now at ``user.email``, to move."""
+
+    user: User
+    new_email: str
+
+
+def request_email_change(
+    session: AnySession, user: User, current_password: str, new_email: str
+) -> str | None:
+    """Email a link to the new address; the account keeps its address until the link is used.
+
+    Returns the address the link went to, or None when it is the account's own already. The
+    password alone is not enough: whoever holds it could otherwise move the account onto an
+    address they don't own, and keep it (a linked Google identity, say) once the address's
+    real owner resets the password and starts using the account.
+    """
     if not passwords.verify_password(user.password_hash, current_password):
         raise AccountError("Your current password is not correct.", field="current_password")
     new_email = normalise_email(new_email)
     if new_email == user.email:
-        return
+        return None
     if user_by_email(session, new_email) is not None:
         raise AccountError("That email can't be used for this account.", field="email")
+    token = _serializer("change-email").dumps({"uid": user.id, "from": user.email, "to": new_email})
+    queue_email(
+        session,
+        to=new_email,
+        subject="Confirm your new email for ELYSIUM",
+        template="confirm_new_email",
+        context={
+            "user": user,
+            "new_email": new_email,
+            "confirm_url": absolute_url("account.confirm_new_email", token=token),
+        },
+        user_id=user.id,
+    )
+    return new_email
+
+
+def email_change_for_token(session: AnySession, token: str) -> EmailChange:
+    """The change an email-change link asks for (nothing is changed: the page asks first).
+
+    The link names the address it was made from, so once the account's email changes (by
+    this link, another one, or any later change) every older link stops working.
+    """
+    data = _load_token("change-email", token, VERIFY_MAX_AGE)
+    user = session.get(User, data.get("uid")) if data else None
+    if user is None or user.email != data.get("from") or not user.is_active:
+        raise AccountError("This link to change your email is not valid any more.")
+    new_email = str(data.get("to"))
+    if user_by_email(session, new_email) is not None:
+        raise _taken_meanwhile(new_email)
+    return EmailChange(user=user, new_email=new_email)
+
+
+def _taken_meanwhile(new_email: str) -> AccountError:
+    return AccountError(
+        f"{new_email} now belongs to another ELYSIUM account, so this account keeps its "
+        "email. Please choose another address."
+    )
+
+
+def confirm_email_change(session: AnySession, token: str) -> EmailChange:
+    """Move the account to the address the link was sent to, which it has now proven.
+
+    The old address is told, and every session of the account ends, as after a new password:
+    the email is how the account is recovered, so no session opened before it changed hands
+    should outlive the change.
+    """
+    change = email_change_for_token(session, token)
+    user = change.user
     old_email = user.email
-    user.email = new_email
+    user.email = change.new_email
+    try:
+        # Now, so an account opened with the address a moment ago is a message, not an error.
+        session.flush()
+    except IntegrityError as error:
+        raise _taken_meanwhile(change.new_email) from error
+    user.email_verified_at = utcnow()
+    end_all_sessions(user)
     queue_email(
         session,
         to=old_email,
         subject="Your ELYSIUM account email was changed",
         template="email_changed",
-        context={"user": user, "old_email": old_email, "new_email": new_email},
+        context={"user": user, "old_email": old_email, "new_email": user.email},
         user_id=user.id,
     )
+    return change
