@@ -7,7 +7,7 @@ import threading
 
 import pytest
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import event, select, update
 
 from elysium.extensions import db
 from elysium.models import (
@@ -18,10 +18,12 @@ from elysium.models import (
     StockMovement,
 )
 from elysium.models.types import utcnow
+from elysium.services import fulfilment
+from elysium.services.fulfilment import ActionRefusedError, Staff
 from tests.conftest import ShopClient, page_text
 from tests.html import Page, field_error, form_fields
 from tests.support.checkout import Shop, add_chain, bags, check_out, session_id_from, stock
-from tests.support.staff import STAFF_EMAIL, staff_client
+from tests.support.staff import STAFF_EMAIL, create_staff, staff_client
 
 S = OrderStatus
 TOTAL = 65000  # one Aurelia Fine Chain
@@ -297,7 +299,7 @@ def test_a_refund_with_stripe_unreachable_is_pending_and_the_same_form_retries_i
     unsure = act(staff, number, "refund", amount="100", request_key="same")
 
     assert unsure.status_code == 503
-    assert "Send the same form again to retry it" in page_text(unsure)
+    assert "Try again from the order's page when Stripe is back" in page_text(unsure)
     assert order_of(app, number)["refunds"] == [(10000, RefundStatus.PENDING)]
     shop.fake.up()
 
@@ -476,3 +478,231 @@ def test_stock_never_moves_when_an_illegal_cancel_is_refused(shop: Shop, app: Fl
     assert response.status_code == 409
     assert restocks(app) == []
     assert stock(app) == (2, 0)
+
+
+def test_cancelling_a_paid_order_again_from_a_new_form_retries_the_unconfirmed_refund(
+    shop: Shop, app: Flask
+) -> None:
+    number, _ = buy(shop)
+    staff = staff_client(shop.app)
+    shop.fake.down()
+
+    unsure = act(staff, number, "cancel", reason="Customer asked", request_key="first")
+    # The page reloaded (a new form, a new key), Stripe still unreachable.
+    again = act(staff, number, "cancel", reason="Customer asked", request_key="second")
+
+    assert unsure.status_code == 503
+    assert again.status_code == 503, page_text(again)
+    assert "Nothing was cancelled" in page_text(again)
+    still = order_of(app, number)
+    assert still["status"] is S.PAID
+    assert still["refunds"] == [(TOTAL, RefundStatus.PENDING)]
+    assert stock(app) == (2, 0)
+
+    shop.fake.up()
+    done = act(staff, number, "cancel", reason="Customer asked", request_key="third")
+    shop.fake.wait_for_deliveries()
+
+    assert done.status_code == 303, page_text(done)
+    after = order_of(app, number)
+    assert after["status"] is S.CANCELLED
+    assert after["refunds"] == [(TOTAL, RefundStatus.SUCCEEDED)]
+    assert after["refunded"] == TOTAL
+    assert [refund["amount"] for refund in shop.fake.refunds.values()] == [TOTAL]
+    assert restocks(app) == [(1, "order_cancelled")]
+    assert stock(app) == (3, 0)
+
+
+def retry_forms(staff: ShopClient, number: str) -> list:
+    page = staff.get(f"/staff/orders/{number}")
+    return Page(page).select('#order-actions form[action*="/retry"]')
+
+
+def test_a_refund_left_pending_is_retried_from_the_order_page_with_its_own_key(
+    shop: Shop, app: Flask
+) -> None:
+    number, _ = buy(shop)
+    staff = staff_client(shop.app)
+    shop.fake.down()
+    assert act(staff, number, "refund", amount="650", request_key="lost").status_code == 503
+    shop.fake.up()
+
+    forms = retry_forms(staff, number)
+    assert len(forms) == 1
+    assert 'action$="/refund"' not in str(forms)  # nothing left to refund under a new key
+    assert not Page(staff.get(f"/staff/orders/{number}")).select("#action-refund")
+    retried = staff.post(str(forms[0]["action"]), data=form_fields(forms[0]))
+    shop.fake.wait_for_deliveries()
+
+    assert retried.status_code == 303, page_text(retried)
+    after = order_of(app, number)
+    assert after["status"] is S.REFUNDED
+    assert after["refunds"] == [(TOTAL, RefundStatus.SUCCEEDED)]
+    assert len(shop.fake.refunds) == 1
+    assert retry_forms(staff, number) == []
+
+
+def test_a_cancellations_refund_retried_on_its_own_leaves_the_order_to_be_cancelled(
+    shop: Shop, app: Flask
+) -> None:
+    number, _ = buy(shop)
+    staff = staff_client(shop.app)
+    shop.fake.down()
+    assert act(staff, number, "cancel", reason="Lost", request_key="c").status_code == 503
+    shop.fake.up()
+
+    form = retry_forms(staff, number)[0]
+    retried = staff.post(str(form["action"]), data=form_fields(form))
+    shop.fake.wait_for_deliveries()
+
+    assert retried.status_code == 303, page_text(retried)
+    assert order_of(app, number)["status"] is S.PAID  # never REFUNDED instead of cancelled
+    cancelled = act(staff, number, "cancel", reason="Lost", request_key="new")
+    assert cancelled.status_code == 303, page_text(cancelled)
+    after = order_of(app, number)
+    assert after["status"] is S.CANCELLED
+    assert after["refunded"] == TOTAL
+    assert len(shop.fake.refunds) == 1
+    assert stock(app) == (3, 0)
+
+
+def test_a_payment_the_shop_refused_is_refunded_and_the_order_cancelled_by_staff(
+    shop: Shop, app: Flask
+) -> None:
+    client = shop.client()
+    add_chain(client)
+    session_id = session_id_from(check_out(client).location)
+    shop.fake.sessions[session_id]["amount_total"] = TOTAL - 1  # Stripe charges £649.99
+    shop.fake.pay(session_id)
+    with app.app_context():
+        number = db.session.scalars(
+            select(Order.number).where(Order.stripe_checkout_session_id == session_id)
+        ).one()
+    stuck = order_of(app, number)
+    assert (stuck["status"], stuck["flagged"]) == (S.PENDING, True)
+    assert stock(app) == (3, 1)
+    assert bags(app)[0] == (True, [1])
+    staff = staff_client(shop.app)
+    shop.fake.down()
+
+    unsure = act(staff, number, "cancel", reason="Wrong amount", notify="y", request_key="a")
+
+    assert unsure.status_code == 503, page_text(unsure)
+    assert order_of(app, number)["status"] is S.PENDING
+    shop.fake.up()
+    page = staff.get(f"/staff/orders/{number}")
+    assert "Stripe took a payment the shop did not accept" in page_text(page)
+
+    response = act(staff, number, "cancel", reason="Wrong amount", notify="y", request_key="b")
+    again = act(staff, number, "cancel", reason="Wrong amount", request_key="b")
+    shop.fake.wait_for_deliveries()
+
+    assert response.status_code == 303, page_text(response)
+    assert again.status_code == 409
+    refunds = list(shop.fake.refunds.values())
+    assert [(refund["amount"], refund["payment_intent"]) for refund in refunds] == [
+        (TOTAL - 1, shop.fake.session(session_id)["payment_intent"])
+    ]
+    after = order_of(app, number)
+    assert after["status"] is S.CANCELLED
+    assert after["refunds"] == [(TOTAL - 1, RefundStatus.SUCCEEDED)]
+    assert after["refunded"] == TOTAL - 1
+    assert after["emails"] == ["order_cancelled"]
+    assert after["flagged"] is False  # settled: it leaves the "Needs attention" list
+    cancelled = [event for event in after["events"] if event[0] is S.CANCELLED]
+    assert cancelled == [
+        (
+            S.CANCELLED,
+            "Kit Keeper",
+            staff_user_id(app),
+            "Cancelled, its payment of £649.99 refunded: Wrong amount",
+        )
+    ]
+    assert stock(app) == (3, 0)
+    assert bags(app)[0] == (False, [1])
+
+
+def test_staff_cancel_refuses_when_the_shopper_opens_a_payment_page_meanwhile(
+    shop: Shop, app: Flask
+) -> None:
+    number, session_id = buy(shop, pay=None)
+    # The order as the shopper's checkout leaves it just before Stripe answers: no page yet.
+    force_status(app, number, S.PENDING, stripe_checkout_session_id=None)
+    user_id, _ = create_staff(app)
+    with shop.app.app_context():
+        engine = db.engine
+        order_id = db.session.scalars(select(Order.id).where(Order.number == number)).one()
+        stored: list[str] = []
+
+        def page_stored_before_the_lock(conn, cursor, statement, parameters, context, many):
+            """The shopper's checkout stores its new page between staff's read and lock."""
+            locking = getattr(context.compiled.statement, "_for_update_arg", None) is not None
+            if stored or not locking:
+                return
+            stored.append(session_id)
+            with engine.begin() as other:
+                other.execute(
+                    update(Order)
+                    .where(Order.id == order_id)
+                    .values(stripe_checkout_session_id=session_id)
+                )
+
+        event.listen(engine, "before_cursor_execute", page_stored_before_the_lock)
+        try:
+            with pytest.raises(ActionRefusedError, match="has just opened the payment page"):
+                fulfilment.cancel_unpaid(
+                    db.session,
+                    order_id,
+                    Staff(user_id=user_id, name="Kit Keeper"),
+                    reason="Duplicate",
+                    notify=False,
+                )
+        finally:
+            event.remove(engine, "before_cursor_execute", page_stored_before_the_lock)
+            db.session.rollback()
+            db.session.remove()
+
+    assert stored == [session_id]
+
+    assert order_of(app, number)["status"] is S.PENDING
+    assert shop.fake.session(session_id)["status"] == "open"
+    assert stock(app) == (3, 1)
+    assert bags(app)[0] == (True, [1])
+
+
+def test_a_restock_count_that_is_not_a_plain_number_is_explained(shop: Shop, app: Flask) -> None:
+    number, _ = buy(shop)
+    with app.app_context():
+        line_id = db.session.scalars(select(Order).where(Order.number == number)).one().lines[0].id
+    staff = staff_client(shop.app)
+    requests_before = len(shop.fake.requests)
+
+    response = act(
+        staff, number, "refund", amount="650", request_key="r", **{f"restock-{line_id}": "²"}
+    )
+
+    assert response.status_code == 422
+    assert "Please check the pieces to put back on sale." in page_text(response)
+    assert len(shop.fake.requests) == requests_before
+    assert order_of(app, number)["refunds"] == []
+
+
+@pytest.mark.parametrize("action", ["refund", "cancel"])
+def test_a_form_key_that_no_page_of_ours_drew_is_refused_before_stripe(
+    shop: Shop, app: Flask, action: str
+) -> None:
+    """The key becomes part of the refund's idempotency key, a column of bounded length: a
+    crafted one is told to reload, never a database error, and Stripe is not asked."""
+    number, _ = buy(shop)
+    staff = staff_client(shop.app)
+    requests_before = len(shop.fake.requests)
+
+    for crafted in ("k" * 300, "no spaces or slashes/"):
+        response = act(
+            staff, number, action, amount="650", reason="Changed mind", request_key=crafted
+        )
+        assert response.status_code == 422
+        assert "This form has expired: reload the page and try again." in page_text(response)
+    assert len(shop.fake.requests) == requests_before
+    assert order_of(app, number)["refunds"] == []
+    assert order_of(app, number)["status"] is OrderStatus.PAID

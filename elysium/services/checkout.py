@@ -639,12 +639,12 @@ def complete_payment(
     commit_stock(session, order)
     if holds_cart:
         carts.empty(session, order.cart_id)
-    _clear_flag(order, AWAITING_EVENT_FLAG, actor=actor, stripe_event_id=stripe_event_id)
+    clear_flag(order, AWAITING_EVENT_FLAG, actor=actor, stripe_event_id=stripe_event_id)
     _clear_overdue_flag(order, actor=actor, stripe_event_id=stripe_event_id)
     session.flush()
 
 
-def _clear_flag(
+def clear_flag(
     order: Order,
     reason: str,
     *,
@@ -652,6 +652,8 @@ def _clear_flag(
     note: str = "The payment event arrived: the warning that it was missing is cleared",
     stripe_event_id: str | None = None,
 ) -> None:
+    """Take one reason off the order's flag (the flag goes with the last), with ``note`` on
+    the timeline; nothing if the order was not flagged for it."""
     reasons = [line for line in order.attention_reason.split("\n") if line]
     if reason not in reasons:
         return
@@ -662,7 +664,7 @@ def _clear_flag(
 
 
 def _clear_overdue_flag(order: Order, *, actor: str, stripe_event_id: str | None) -> None:
-    _clear_flag(
+    clear_flag(
         order,
         BANK_PAYMENT_OVERDUE_FLAG,
         actor=actor,

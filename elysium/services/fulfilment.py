@@ -12,6 +12,10 @@ exactly once (the stock ledger's unique keys). The ``charge.refunded`` webhook t
 finds the refund already counted (``refunded_amount`` is never summed twice: it is the larger
 of what Stripe reports and what succeeded here).
 
+A refund Stripe could not confirm stays PENDING and holds the money it asked for: while any
+refund of an order is PENDING the order is never cancelled or marked refunded, and the refund
+is retried (:func:`refund_to_retry`) with its own idempotency key, whichever form asks.
+
 Services never commit, except that the refund steps are units of work of their own: the
 caller commits after each step it calls (see ``staff/fulfilment.py``).
 """
@@ -30,7 +34,7 @@ from elysium.models.inventory import StockReason
 from elysium.models.orders import Order, OrderStatus, Refund, RefundStatus
 from elysium.models.types import utcnow
 from elysium.money import format_money
-from elysium.services import checkout, inventory, orders, shipping
+from elysium.services import checkout, inventory, orders, payments, shipping
 from elysium.services.errors import InvalidInputError
 from elysium.services.sql import AnySession, insert_unless_exists
 
@@ -38,6 +42,11 @@ S = OrderStatus
 REFUNDABLE = frozenset({S.PAID, S.FULFILLED, S.SHIPPED, S.DELIVERED})
 UNPAID = frozenset({S.PENDING, S.PROCESSING, S.PAYMENT_FAILED})
 REASON_MAX = 500
+# Idempotency keys of refunds: the first half of cancelling a paid order is told apart from a
+# refund by its key, so a retry of it never makes the order REFUNDED instead of CANCELLED.
+REFUND_KEY = "refund:{number}:{request_key}"
+CANCEL_REFUND_KEY = "cancel-refund:{number}:{request_key}"
+UNACCEPTED_REFUND_KEY = "unaccepted-refund:{number}:{payment_intent}"
 
 
 class Action(enum.StrEnum):
@@ -68,6 +77,10 @@ class ActionRefusedError(Exception):
         self.message = message
 
 
+class StripeUnreachableError(ActionRefusedError):
+    """Stripe could not be asked, so nothing was done (the answer is a 503)."""
+
+
 class InvalidActionError(InvalidInputError):
     """The staff member's input can't be used; ``errors`` by field (the answer is a 422)."""
 
@@ -95,9 +108,36 @@ def available(order: Order) -> list[Action]:
 
 
 def refundable_amount(order: Order) -> int:
-    """What can still be given back: what was paid less what has been (or is being)."""
+    """What can still be given back: what was paid less what has been (or is being: a PENDING
+    refund may have reached Stripe, so it is retried, never asked again under a new key)."""
     asked = sum(r.amount for r in order.refunds if r.status is not RefundStatus.FAILED)
     return max(order.total - max(order.refunded_amount, asked), 0)
+
+
+def pending_refunds(order: Order) -> list[Refund]:
+    """Refunds asked of Stripe whose answer never came: each must be retried with its key."""
+    return sorted(
+        (r for r in order.refunds if r.status is RefundStatus.PENDING), key=lambda r: r.id
+    )
+
+
+def is_plain_refund(refund: Refund) -> bool:
+    """Whether the refund was asked for as one (not as the first half of cancelling)."""
+    return refund.idempotency_key.startswith(REFUND_KEY.split("{", 1)[0])
+
+
+def _refunds_now(session: AnySession, order: Order) -> None:
+    """Read the order's refunds again under its lock (another request may have added one)."""
+    session.refresh(order, attribute_names=["refunds"])
+
+
+def _refuse_while_pending(order: Order, doing: str) -> None:
+    if pending := pending_refunds(order):
+        amounts = ", ".join(format_money(r.amount, r.currency) for r in pending)
+        raise ActionRefusedError(
+            f"Order {order.number} can't be {doing}: Stripe has not confirmed the refund of "
+            f"{amounts}. Retry it first (it will never refund twice)."
+        )
 
 
 def _locked(session: AnySession, order_id: int) -> Order:
@@ -215,13 +255,15 @@ def add_note(session: AnySession, order_id: int, staff: Staff, text: str) -> Ord
 @dataclass(frozen=True)
 class RefundRequest:
     """A refund as the staff member asked for it; ``request_key`` comes from their form, so
-    the same form sent twice is one refund."""
+    the same form sent twice is one refund. ``for_cancelling``: the rest of the payment, given
+    back before the order is cancelled (:func:`cancel_paid`)."""
 
     amount: int
     reason: str
     restock: dict[int, int] = field(default_factory=dict)  # order line id -> pieces
     notify: bool = True
     request_key: str = ""
+    for_cancelling: bool = False
 
 
 def restockable(order: Order) -> dict[int, int]:
@@ -263,35 +305,61 @@ def begin_refund(
     for it, whatever became of it."""
     _reason(request.reason, required=False)
     order = _locked(session, order_id)
-    key = f"refund:{order.number}:{request.request_key}"
+    template = CANCEL_REFUND_KEY if request.for_cancelling else REFUND_KEY
+    key = template.format(number=order.number, request_key=request.request_key)
     existing = session.scalar(select(Refund).where(Refund.idempotency_key == key))
     if existing is not None:
         return existing
-    refuse_unless(order, Action.REFUND)
+    refuse_unless(order, Action.CANCEL if request.for_cancelling else Action.REFUND)
     if not order.stripe_payment_intent_id:
         raise ActionRefusedError(f"Order {order.number} has no Stripe payment to refund.")
+    _refunds_now(session, order)
+    # Read again: the same form, sent from another tab, may have written it meanwhile.
+    if same := next((r for r in order.refunds if r.idempotency_key == key), None):
+        return same
     _check_request(order, request)
     lines = {line.id: line for line in order.lines}
+    restock = [
+        {"line_id": line_id, "inventory_id": lines[line_id].inventory_id, "quantity": quantity}
+        for line_id, quantity in sorted(request.restock.items())
+        if quantity > 0
+    ]
+    return _record_refund(
+        session,
+        order,
+        staff,
+        key=key,
+        amount=request.amount,
+        currency=order.currency,
+        reason=_reason(request.reason, required=False),
+        restock=restock,
+    )
+
+
+def _record_refund(
+    session: AnySession,
+    order: Order,
+    staff: Staff,
+    *,
+    key: str,
+    amount: int,
+    currency: str,
+    reason: str,
+    restock: list[dict[str, int | None]],
+) -> Refund:
+    """The PENDING refund under ``key``, written once (a racing request finds it written)."""
     refund_id = insert_unless_exists(
         session,
         Refund,
         {
             "order_id": order.id,
-            "amount": request.amount,
-            "currency": order.currency,
-            "reason": _reason(request.reason, required=False),
+            "amount": amount,
+            "currency": currency,
+            "reason": reason,
             "status": RefundStatus.PENDING,
             "idempotency_key": key,
             "failure_reason": "",
-            "restock": [
-                {
-                    "line_id": line_id,
-                    "inventory_id": lines[line_id].inventory_id,
-                    "quantity": quantity,
-                }
-                for line_id, quantity in sorted(request.restock.items())
-                if quantity > 0
-            ],
+            "restock": restock,
             "actor_user_id": staff.user_id,
             "created_at": utcnow(),
             "updated_at": utcnow(),
@@ -303,12 +371,26 @@ def begin_refund(
     if refund_id is not None:
         orders.add_note(
             order,
-            f"Refund of {format_money(request.amount, order.currency)} asked of Stripe"
-            + (f": {refund.reason}" if refund.reason else ""),
+            f"Refund of {format_money(amount, currency)} asked of Stripe"
+            + (f": {reason}" if reason else ""),
             actor=staff.name,
             actor_user_id=staff.user_id,
         )
     session.flush()
+    return refund
+
+
+def refund_to_retry(session: AnySession, order_id: int, refund_id: int) -> Refund:
+    """Step 1 of retrying a refund Stripe never answered: the same refund, to be asked again
+    with its own idempotency key (so it can never refund twice), whatever the order's status
+    now. The caller commits, then calls :func:`ask_stripe` and :func:`finish_refund`."""
+    order = _locked(session, order_id)
+    refund = session.get(Refund, refund_id, populate_existing=True)
+    if refund is None or refund.order_id != order.id:
+        raise ActionRefusedError(f"Order {order.number} has no such refund.")
+    if refund.status is not RefundStatus.PENDING:
+        amount = format_money(refund.amount, refund.currency)
+        raise ActionRefusedError(f"The refund of {amount} is already {refund.status.value}.")
     return refund
 
 
@@ -351,14 +433,16 @@ def finish_refund(
 ) -> Refund:
     """Step 3: apply Stripe's answer under the order's lock. An accepted refund counts
     towards ``refunded_amount`` (never twice, whatever the webhook did meanwhile), puts the
-    chosen pieces back on sale once, and makes the order REFUNDED when nothing is left
-    (unless the refund is the first half of cancelling it: :func:`cancel_paid` follows)."""
+    chosen pieces back on sale once, and makes the order REFUNDED when nothing is left and no
+    other refund is still PENDING (unless the refund is the first half of cancelling it, by
+    its key or ``for_cancelling``: a cancellation follows)."""
     refund = session.get(Refund, refund_id)
     assert refund is not None
     order = _locked(session, refund.order_id)
     session.refresh(refund)
     if refund.status is not RefundStatus.PENDING or answer.unreachable:
         return refund
+    for_cancelling = for_cancelling or not is_plain_refund(refund)
     if not answer.accepted:
         refund.status, refund.failure_reason = RefundStatus.FAILED, answer.refused
         checkout.flag(
@@ -370,7 +454,13 @@ def finish_refund(
         session.flush()
         return refund
     refund.status, refund.stripe_refund_id = RefundStatus.SUCCEEDED, answer.refund_id
-    refunded = sum(r.amount for r in order.refunds if r.status is RefundStatus.SUCCEEDED)
+    session.flush()
+    _refunds_now(session, order)
+    refunded = sum(
+        r.amount
+        for r in order.refunds
+        if r.status is RefundStatus.SUCCEEDED and r.currency == order.currency
+    )
     order.refunded_amount = max(order.refunded_amount, refunded)
     for entry in refund.restock:
         inventory.restock(
@@ -384,7 +474,7 @@ def finish_refund(
             order_id=order.id,
         )
     amount = format_money(refund.amount, order.currency)
-    full = order.refunded_amount >= order.total
+    full = order.refunded_amount >= order.total and not pending_refunds(order)
     note = f"Refunded {amount}" + (f": {refund.reason}" if refund.reason else "")
     if full and not for_cancelling and orders.can_transition(order.status, S.REFUNDED):
         _move(order, S.REFUNDED, staff, note)
@@ -421,6 +511,8 @@ def cancel_unpaid(
 
     An open payment page is closed at Stripe first, so call it holding no lock; if Stripe
     then says the customer has paid, nothing is cancelled (the payment event will follow).
+    The page closed is the one read before the lock: if the shopper's checkout has since given
+    the order another (or a first) page, nothing is cancelled either.
     """
     note = _reason(reason, required=True)
     checkout_session_id = session.scalar(
@@ -433,6 +525,11 @@ def cancel_unpaid(
     refuse_unless(order, Action.CANCEL)
     if order.status not in UNPAID:
         raise ActionRefusedError(f"Order {order.number} is paid: cancelling it refunds it.")
+    if order.status is S.PENDING and order.stripe_checkout_session_id != checkout_session_id:
+        raise ActionRefusedError(
+            f"The customer of order {order.number} has just opened the payment page: nothing "
+            "was cancelled. Cancel again to close that page too."
+        )
     paid = page is not None and page.state in (
         checkout.PageState.PAID,
         checkout.PageState.AWAITING_BANK,
@@ -462,10 +559,13 @@ def cancel_paid(
     session: AnySession, order_id: int, staff: Staff, *, reason: str, notify: bool
 ) -> Order:
     """After the rest of the payment has been refunded: CANCELLED, and every piece the order
-    took from stock (less any a refund already put back) back on sale, exactly once."""
+    took from stock (less any a refund already put back) back on sale, exactly once. Never
+    while a refund is PENDING: Stripe may not have given that money back."""
     note = _reason(reason, required=True)
     order = _locked(session, order_id)
     refuse_unless(order, Action.CANCEL)
+    _refunds_now(session, order)
+    _refuse_while_pending(order, "cancelled")
     if refundable_amount(order) > 0 and order.stripe_payment_intent_id:
         raise ActionRefusedError(f"Order {order.number} still has money to refund first.")
     _move(order, S.CANCELLED, staff, f"Cancelled: {note}")
@@ -491,6 +591,151 @@ def cancel_paid(
             refunded_amount=format_money(order.refunded_amount, order.currency)
             if order.refunded_amount
             else None,
+        )
+    session.flush()
+    return order
+
+
+@dataclass(frozen=True)
+class UnacceptedPayment:
+    """Money Stripe took on an order's own payment page that the shop refused (the webhook
+    flagged the amount): what to give back, as Stripe reports it."""
+
+    checkout_session_id: str
+    payment_intent: str
+    amount: int
+    currency: str
+
+
+def payment_not_accepted(order: Order) -> bool:
+    """Whether the order is PENDING because the webhook refused its payment (the amount or
+    currency did not match): the sweeper leaves it to staff, who refund it and cancel."""
+    if order.status is not S.PENDING or not order.needs_attention:
+        return False
+    reasons = (order.attention_reason or "").split("\n")
+    return any(reason.endswith(payments.AMOUNT_MISMATCH_FLAG) for reason in reasons)
+
+
+def _refuse_unless_not_accepted(order: Order) -> None:
+    if not payment_not_accepted(order):
+        label = orders.STATUS_LABELS[order.status].lower()
+        raise ActionRefusedError(
+            f"Order {order.number} has no payment that the shop refused: it is {label}."
+        )
+
+
+def unaccepted_payment(session: AnySession, order_id: int) -> UnacceptedPayment:
+    """Step 0 of cancelling an order whose payment was not accepted: ask Stripe what its
+    payment page took (no lock held). Refused unless Stripe says the page was paid."""
+    order = session.get(Order, order_id, populate_existing=True)
+    if order is None:
+        raise ActionRefusedError("This order no longer exists.")
+    _refuse_unless_not_accepted(order)
+    checkout_session_id = order.stripe_checkout_session_id
+    if not checkout_session_id:
+        raise ActionRefusedError(f"Order {order.number} has no payment page at Stripe.")
+    try:
+        page = stripe_gateway.retrieve_checkout_session(checkout_session_id)
+    except stripe_gateway.PaymentProviderError as error:
+        current_app.logger.warning("Order %s: Stripe unreachable: %s", order.number, error)
+        raise StripeUnreachableError(
+            f"Stripe could not be reached to look at the payment of order {order.number}: "
+            "nothing was done. Try again in a moment."
+        ) from error
+    intent = page.payment_intent
+    intent_id = intent if isinstance(intent, str) else getattr(intent, "id", None)
+    if page.status != "complete" or page.payment_status != "paid" or not intent_id:
+        raise ActionRefusedError(
+            f"Stripe does not say that order {order.number} was paid: nothing was refunded."
+        )
+    return UnacceptedPayment(
+        checkout_session_id=checkout_session_id,
+        payment_intent=intent_id,
+        amount=int(page.amount_total or 0),
+        currency=str(page.currency or "").upper(),
+    )
+
+
+def begin_unaccepted_refund(
+    session: AnySession,
+    order_id: int,
+    staff: Staff,
+    payment: UnacceptedPayment,
+    *,
+    reason: str,
+) -> Refund:
+    """Step 1: record the refund of the whole payment (PENDING) under the order's lock; its
+    key is the payment's, so any form, tab or retry asks Stripe for it once. The caller
+    commits, then calls :func:`ask_stripe` and :func:`finish_refund`, then
+    :func:`cancel_not_accepted`."""
+    note = _reason(reason, required=True)
+    order = _locked(session, order_id)
+    key = UNACCEPTED_REFUND_KEY.format(number=order.number, payment_intent=payment.payment_intent)
+    existing = session.scalar(select(Refund).where(Refund.idempotency_key == key))
+    if existing is not None:
+        return existing
+    _refuse_unless_not_accepted(order)
+    if order.stripe_checkout_session_id != payment.checkout_session_id or (
+        order.stripe_payment_intent_id not in (None, payment.payment_intent)
+    ):
+        raise ActionRefusedError(
+            f"Order {order.number}'s payment changed while Stripe was asked: try again."
+        )
+    if payment.amount < 1:
+        raise ActionRefusedError(f"Stripe reports no money taken for order {order.number}.")
+    order.stripe_payment_intent_id = payment.payment_intent
+    return _record_refund(
+        session,
+        order,
+        staff,
+        key=key,
+        amount=payment.amount,
+        currency=payment.currency,
+        reason=f"Payment not accepted: {note}",
+        restock=[],
+    )
+
+
+def cancel_not_accepted(
+    session: AnySession, order_id: int, staff: Staff, *, reason: str, notify: bool
+) -> Order:
+    """After its payment has been refunded: cancel the order whose payment was not accepted
+    (its reserved pieces go back on sale and the shopper's bag is thawed)."""
+    note = _reason(reason, required=True)
+    order = _locked(session, order_id)
+    _refuse_unless_not_accepted(order)
+    _refunds_now(session, order)
+    _refuse_while_pending(order, "cancelled")
+    key = UNACCEPTED_REFUND_KEY.format(
+        number=order.number, payment_intent=order.stripe_payment_intent_id
+    )
+    refunded = [r for r in order.refunds if r.idempotency_key == key]
+    if not refunded or refunded[0].status is not RefundStatus.SUCCEEDED:
+        raise ActionRefusedError(f"Order {order.number}'s payment must be refunded first.")
+    amount = format_money(refunded[0].amount, refunded[0].currency)
+    checkout.close_unpaid(
+        session,
+        order,
+        S.CANCELLED,
+        actor=staff.name,
+        note=f"Cancelled, its payment of {amount} refunded: {note}",
+        actor_user_id=staff.user_id,
+    )
+    for flagged in (order.attention_reason or "").split("\n"):
+        if flagged.endswith(payments.AMOUNT_MISMATCH_FLAG):
+            checkout.clear_flag(
+                order,
+                flagged,
+                actor=staff.name,
+                note="The payment the shop refused was refunded: the warning is cleared",
+            )
+    if notify:
+        orders.email_shopper(
+            session,
+            order,
+            "order_cancelled",
+            f"Your ELYSIUM order {order.number} was cancelled",
+            refunded_amount=amount,
         )
     session.flush()
     return order

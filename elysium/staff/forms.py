@@ -8,13 +8,17 @@ from collections.abc import Mapping
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, HiddenField, SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, Length
+from wtforms.validators import DataRequired, Length, Regexp
 
 from elysium.models.orders import Order
 from elysium.services.fulfilment import REASON_MAX
 from elysium.services.shipping import CARRIERS
 
 REASON = [Length(max=REASON_MAX, message=f"Use at most {REASON_MAX} characters.")]
+# The key the page drew for its form (``secrets.token_urlsafe``), part of the refund's own
+# idempotency key: anything else is not a form this shop drew.
+EXPIRED = "This form has expired: reload the page and try again."
+REQUEST_KEY = [Regexp(r"^[A-Za-z0-9_-]{0,64}$", message=EXPIRED)]
 
 
 class StaffForm(FlaskForm):
@@ -22,8 +26,10 @@ class StaffForm(FlaskForm):
         """The first message per field ("" for the form itself, e.g. a missing CSRF token)."""
         errors = {name: messages[0] for name, messages in self.errors.items() if messages}
         if "csrf_token" in errors:
-            errors[""] = "This form has expired: reload the page and try again."
+            errors[""] = EXPIRED
             del errors["csrf_token"]
+        if "request_key" in errors:  # a hidden field: its message goes above the form
+            errors[""] = errors.pop("request_key")
         return errors
 
 
@@ -53,14 +59,14 @@ class CancelForm(StaffForm):
         validators=[DataRequired("Say why, for the order's record."), *REASON],
     )
     notify = BooleanField("Email the customer", default=True)
-    request_key = HiddenField()
+    request_key = HiddenField(validators=REQUEST_KEY)
 
 
 class RefundForm(StaffForm):
     amount = StringField("Amount", validators=[DataRequired("Enter an amount to refund.")])
     reason = TextAreaField("Reason (for the order's record)", validators=REASON)
     notify = BooleanField("Email the customer", default=True)
-    request_key = HiddenField()
+    request_key = HiddenField(validators=REQUEST_KEY)
 
     def restock_from(self, values: Mapping[str, str], order: Order) -> dict[int, int] | None:
         """Pieces to put back on sale, per order line (``restock-<line id>``), or None when
@@ -68,7 +74,8 @@ class RefundForm(StaffForm):
         restock: dict[int, int] = {}
         for line in order.lines:
             raw = (values.get(f"restock-{line.id}") or "0").strip()
-            if not raw.isdigit() or len(raw) > 3:
+            # isdigit() alone accepts "²" and other digits int() refuses.
+            if not (raw.isascii() and raw.isdigit()) or len(raw) > 3:
                 return None
             if int(raw):
                 restock[line.id] = int(raw)

@@ -5,7 +5,8 @@ views parse, call :mod:`elysium.services.fulfilment`, commit and answer: back to
 page (303, or ``HX-Refresh`` for htmx, since its status, timeline and actions all change),
 409 with the reason for a move the order can't make, 422 with the form and what was typed.
 A refund (and so cancelling a paid order) is three short units of work around Stripe's
-answer, with no lock held while Stripe answers.
+answer, with no lock held while Stripe answers. A refund Stripe never answered is retried from
+the order's page with its own key (Retry refund, or Cancel, which retries them all first).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from sqlalchemy.orm import selectinload
 from elysium.errors import render_error
 from elysium.extensions import db
 from elysium.htmx import is_htmx
-from elysium.models.orders import Order, RefundStatus
+from elysium.models.orders import Order, Refund, RefundStatus
 from elysium.money import format_money, parse_amount
 from elysium.services import fulfilment
 from elysium.services.fulfilment import (
@@ -40,6 +41,7 @@ from elysium.services.fulfilment import (
     InvalidActionError,
     RefundRequest,
     Staff,
+    StripeUnreachableError,
 )
 from elysium.staff.forms import (
     ActionForm,
@@ -83,6 +85,8 @@ def actions_context(order: Order, **forms) -> dict:
         "cancel_form": cancel_form,
         "refund_form": refund_form,
         "refundable": fulfilment.refundable_amount(order),
+        "pending_refunds": fulfilment.pending_refunds(order),
+        "not_accepted": fulfilment.payment_not_accepted(order),
         "restockable": fulfilment.restockable(order),
         "restock_values": forms.get("restock_values") or {},
         "action_errors": forms.get("errors") or {},
@@ -171,15 +175,25 @@ class _RefundOutcome:
     status: int = 200  # when not done: 409 Stripe refused, 503 Stripe unreachable
 
 
-def _refund(order: Order, request_: RefundRequest, *, for_cancelling: bool) -> _RefundOutcome:
+def _refund(order: Order, request_: RefundRequest) -> _RefundOutcome:
     """The three steps of a refund, each its own short unit of work."""
     refund = fulfilment.begin_refund(db.session, order.id, _staff(), request_)
     db.session.commit()
+    return _ask_and_finish(
+        order, refund, notify=request_.notify, for_cancelling=request_.for_cancelling
+    )
+
+
+def _ask_and_finish(
+    order: Order, refund: Refund, *, notify: bool, for_cancelling: bool
+) -> _RefundOutcome:
+    """Steps 2 and 3 of a refund already recorded (and committed)."""
     answer = fulfilment.ask_stripe(refund, order)
     refund = fulfilment.finish_refund(
         db.session, refund.id, _staff(), answer, for_cancelling=for_cancelling
     )
-    if refund.status is RefundStatus.SUCCEEDED and request_.notify and not for_cancelling:
+    plain = fulfilment.is_plain_refund(refund) and not for_cancelling
+    if refund.status is RefundStatus.SUCCEEDED and notify and plain:
         fulfilment.notify_refund(db.session, refund)
     db.session.commit()
     amount = format_money(refund.amount, refund.currency)
@@ -187,7 +201,8 @@ def _refund(order: Order, request_: RefundRequest, *, for_cancelling: bool) -> _
         return _RefundOutcome(
             False,
             f"Stripe could not be reached: the refund of {amount} is not confirmed. "
-            "Send the same form again to retry it (it will never refund twice).",
+            "Try again from the order's page when Stripe is back: that same refund is asked "
+            "for again, so it will never refund twice.",
             503,
         )
     if refund.status is RefundStatus.FAILED:
@@ -223,7 +238,6 @@ def refund(number: str) -> Response:
                 notify=form.notify.data,
                 request_key=form.request_key.data or secrets.token_urlsafe(16),
             ),
-            for_cancelling=False,
         )
     except InvalidActionError as error:
         return _invalid(order, error.errors, refund=form, restock_values=request.form)
@@ -234,6 +248,49 @@ def refund(number: str) -> Response:
     return _done(order, outcome.message)
 
 
+@bp.post("/<number>/refunds/<int:refund_id>/retry")
+def retry_refund(number: str, refund_id: int) -> Response:
+    """Ask Stripe again for a refund it never answered, with that refund's own key."""
+    order = _order(number)
+    if not any(refund.id == refund_id for refund in order.refunds):
+        abort(404)
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    try:
+        refund = fulfilment.refund_to_retry(db.session, order.id, refund_id)
+    except ActionRefusedError as error:
+        return _refused(error.message)
+    db.session.commit()
+    outcome = _ask_and_finish(order, refund, notify=False, for_cancelling=False)
+    if not outcome.done:
+        return render_error(outcome.status, outcome.message)
+    if not fulfilment.is_plain_refund(refund):
+        return _done(order, f"{outcome.message} Cancel the order again to finish cancelling it.")
+    return _done(order, outcome.message)
+
+
+def _settle_pending_refunds(order: Order) -> _RefundOutcome | None:
+    """Before cancelling a paid order: retry every refund Stripe never answered, with its own
+    key (whichever form is sent now). The first that is still unsure or refused stops it."""
+    for pending in fulfilment.pending_refunds(order):
+        refund = fulfilment.refund_to_retry(db.session, order.id, pending.id)
+        db.session.commit()
+        outcome = _ask_and_finish(order, refund, notify=False, for_cancelling=True)
+        if not outcome.done:
+            return outcome
+    return None
+
+
+def _refund_not_accepted(order: Order, reason: str) -> _RefundOutcome:
+    """Give back, at Stripe, a payment the shop refused (three short units of work)."""
+    payment = fulfilment.unaccepted_payment(db.session, order.id)
+    refund = fulfilment.begin_unaccepted_refund(
+        db.session, order.id, _staff(), payment, reason=reason
+    )
+    db.session.commit()
+    return _ask_and_finish(order, refund, notify=False, for_cancelling=True)
+
+
 @bp.post("/<number>/cancel")
 def cancel(number: str) -> Response:
     order = _order(number)
@@ -242,11 +299,21 @@ def cancel(number: str) -> Response:
         return _invalid(order, form.field_errors(), cancel=form)
     staff, reason, notify = _staff(), form.reason.data or "", form.notify.data
     try:
-        if order.status in fulfilment.UNPAID:
+        if fulfilment.payment_not_accepted(order):
+            outcome = _refund_not_accepted(order, reason)
+            if not outcome.done:
+                return render_error(outcome.status, f"Nothing was cancelled. {outcome.message}")
+            fulfilment.cancel_not_accepted(
+                db.session, order.id, staff, reason=reason, notify=notify
+            )
+        elif order.status in fulfilment.UNPAID:
             fulfilment.cancel_unpaid(db.session, order.id, staff, reason=reason, notify=notify)
         else:
             # Checked before any money moves: a refund must never precede a refused cancel.
             fulfilment.refuse_unless(order, Action.CANCEL)
+            if unsure := _settle_pending_refunds(order):
+                return render_error(unsure.status, f"Nothing was cancelled. {unsure.message}")
+            order = _order(number)
             if fulfilment.refundable_amount(order) > 0 and order.stripe_payment_intent_id:
                 outcome = _refund(
                     order,
@@ -255,14 +322,17 @@ def cancel(number: str) -> Response:
                         reason=f"Order cancelled: {reason}",
                         notify=False,
                         request_key=form.request_key.data or secrets.token_urlsafe(16),
+                        for_cancelling=True,
                     ),
-                    for_cancelling=True,
                 )
                 if not outcome.done:
                     return render_error(outcome.status, f"Nothing was cancelled. {outcome.message}")
             fulfilment.cancel_paid(db.session, order.id, staff, reason=reason, notify=notify)
     except InvalidActionError as error:
         return _invalid(order, error.errors, cancel=form)
+    except StripeUnreachableError as error:
+        db.session.rollback()
+        return render_error(503, error.message)
     except ActionRefusedError as error:
         return _refused(error.message)
     db.session.commit()
