@@ -422,6 +422,16 @@ def test_refunds(client: stripe.StripeClient, fake: FakeStripeServer, receiver: 
     assert (last.amount, last.refunded, last.payment_intent) == (254500, True, intent.id)
     assert last.metadata.to_dict() == {"order_id": "42"}
 
+    # Listed newest first, a page at a time, and only the payment's own.
+    first_page = client.v1.refunds.list({"payment_intent": intent.id, "limit": 1})
+    assert [r.id for r in first_page.data] == [rest.id]
+    assert first_page.has_more is True
+    every = client.v1.refunds.list({"payment_intent": intent.id, "limit": 1}).auto_paging_iter()
+    assert [r.id for r in every] == [rest.id, partial.id]
+    assert client.v1.refunds.list({"payment_intent": "pi_test_other"}).data == []
+    with pytest.raises(stripe.InvalidRequestError):
+        client.v1.refunds.list({"limit": 101})
+
 
 # ---------------------------------------------------------------- hosted page and webhooks
 

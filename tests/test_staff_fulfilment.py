@@ -4,16 +4,20 @@ on the timeline with who did it, refunds through Stripe counted once, pieces res
 from __future__ import annotations
 
 import threading
+import time
+from datetime import timedelta
 
 import pytest
 from flask import Flask
 from sqlalchemy import event, select, update
 
 from elysium.extensions import db
+from elysium.integrations import stripe_gateway
 from elysium.models import (
     Order,
     OrderStatus,
     OutboxEmail,
+    Refund,
     RefundStatus,
     StockMovement,
 )
@@ -706,3 +710,43 @@ def test_a_form_key_that_no_page_of_ours_drew_is_refused_before_stripe(
     assert len(shop.fake.requests) == requests_before
     assert order_of(app, number)["refunds"] == []
     assert order_of(app, number)["status"] is OrderStatus.PAID
+
+
+def test_a_refund_retried_after_stripe_forgot_its_key_is_found_not_made_twice(
+    shop: Shop, app: Flask
+) -> None:
+    """Stripe made the refund but its answer was lost; the retry comes more than a day later,
+    when Stripe no longer knows the key. The refund is found among the payment's refunds by
+    the key in its metadata: the customer is refunded once."""
+    number, _ = buy(shop)
+    staff = staff_client(shop.app)
+    shop.app.config.update(STRIPE_TIMEOUT_SECONDS=1, STRIPE_MAX_NETWORK_RETRIES=0)
+    stripe_gateway.close_client(shop.app)  # the next call builds one with these settings
+    shop.fake.hang_next(2)  # the shop gives up waiting; Stripe carries on and refunds
+    unsure = act(staff, number, "refund", amount="100", request_key="lost-answer")
+    assert unsure.status_code == 503
+    deadline = time.monotonic() + 10
+    while not shop.fake.refunds and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(shop.fake.refunds) == 1
+    assert order_of(app, number)["refunds"] == [(10000, RefundStatus.PENDING)]
+
+    a_day_later = time.time() + 25 * 3600
+    shop.fake.clock = lambda: a_day_later  # Stripe has forgotten the key
+    with app.app_context():
+        for refund in db.session.scalars(select(Refund)):
+            refund.created_at = utcnow() - timedelta(hours=25)
+        db.session.commit()
+        db.session.remove()
+    [form] = retry_forms(staff, number)
+    retried = staff.post(str(form["action"]), data=form_fields(form))
+
+    assert retried.status_code == 303, page_text(retried)
+    assert len(shop.fake.refunds) == 1
+    [made] = shop.fake.refunds.values()
+    after = order_of(app, number)
+    assert after["refunds"] == [(10000, RefundStatus.SUCCEEDED)]
+    assert after["refunded"] == 10000
+    with app.app_context():
+        assert db.session.scalars(select(Refund.stripe_refund_id)).one() == made["id"]
+        db.session.remove()

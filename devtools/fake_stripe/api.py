@@ -22,6 +22,7 @@ from stripe.params import (
     EventRetrieveParams,
     PaymentIntentRetrieveParams,
     RefundCreateParams,
+    RefundListParams,
     RefundRetrieveParams,
 )
 from stripe.params.checkout import (
@@ -58,6 +59,7 @@ ROUTES = Map(
         Rule("/v1/customers/<oid>", methods=["POST"], endpoint="update_customer"),
         Rule("/v1/customers/<oid>", methods=["DELETE"], endpoint="delete_customer"),
         Rule("/v1/refunds", methods=["POST"], endpoint="create_refund"),
+        Rule("/v1/refunds", methods=["GET"], endpoint="list_refunds"),
         Rule("/v1/refunds/<oid>", methods=["GET"], endpoint="get_refund"),
         Rule("/v1/payment_intents/<oid>", methods=["GET"], endpoint="get_payment_intent"),
         Rule("/v1/charges/<oid>", methods=["GET"], endpoint="get_charge"),
@@ -135,6 +137,29 @@ def _create_refund(call: _Call, params: dict[str, Any]) -> Result:
     return clone(refund), events
 
 
+def _list_refunds(call: _Call, params: dict[str, Any]) -> Result:
+    """Refunds newest first, of one payment intent or charge if asked, a page at a time
+    (``limit``, default 10, at most 100; ``starting_after`` an id of the previous page)."""
+    values = validate(RefundListParams, params)
+    limit = int(values.get("limit", 10))
+    if not 1 <= limit <= 100:
+        raise StripeError(400, "Invalid limit: must be between 1 and 100", param="limit")
+    with call.fake._lock:
+        found = [
+            refund
+            for refund in reversed(list(call.fake.refunds.values()))
+            if values.get("payment_intent") in (None, refund["payment_intent"])
+            and values.get("charge") in (None, refund["charge"])
+        ]
+    after = values.get("starting_after")
+    if after is not None:
+        ids = [refund["id"] for refund in found]
+        if after not in ids:
+            raise missing("refund", after)
+        found = found[ids.index(after) + 1 :]
+    return objects.refund_list(found[:limit], has_more=len(found) > limit), []
+
+
 def _retrieve(schema: Any, table: str, kind: str) -> Callable[[_Call, dict[str, Any]], Result]:
     def retrieve(call: _Call, params: dict[str, Any]) -> Result:
         validate(schema, params)
@@ -163,6 +188,7 @@ ENDPOINTS: dict[str, Callable[[_Call, dict[str, Any]], Result]] = {
     "update_customer": _update_customer,
     "delete_customer": _delete_customer,
     "create_refund": _create_refund,
+    "list_refunds": _list_refunds,
     "get_refund": _retrieve(RefundRetrieveParams, "refunds", "refund"),
     "get_payment_intent": _retrieve(
         PaymentIntentRetrieveParams, "payment_intents", "payment_intent"

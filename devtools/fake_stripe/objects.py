@@ -538,6 +538,10 @@ def _line_items(
     return items, products, currency
 
 
+def refund_list(refunds: list[dict[str, Any]], *, has_more: bool) -> dict[str, Any]:
+    return {"object": "list", "data": clone(refunds), "has_more": has_more, "url": "/v1/refunds"}
+
+
 def line_item_list(session_id: str, items: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "object": "list",

@@ -227,7 +227,8 @@ def create_refund(
     params: dict[str, Any] = {
         "payment_intent": payment_intent,
         "amount": amount,
-        "metadata": {"order_number": order_number},
+        # The key again, where it outlives Stripe's memory of it (about a day): see find_refund.
+        "metadata": {"order_number": order_number, "refund_key": idempotency_key},
     }
     try:
         refund = _client().v1.refunds.create(
@@ -239,6 +240,25 @@ def create_refund(
     except stripe.StripeError as error:
         raise PaymentProviderError(str(error)) from error
     return RefundAnswer(refund_id=refund.id, status=refund.status or "pending")
+
+
+def find_refund(*, payment_intent: str, idempotency_key: str) -> RefundAnswer | None:
+    """The refund of this payment that :func:`create_refund` made under this key, if any.
+
+    Stripe forgets an idempotency key after about a day; asking again after that with the
+    same key would make a second refund if the first went through. Each refund carries its
+    key in its metadata, so the payment's refunds are looked through instead. Raises
+    :class:`PaymentProviderError` when Stripe could not be reached.
+    """
+    try:
+        refunds = _client().v1.refunds.list({"payment_intent": payment_intent, "limit": 100})
+        for refund in refunds.auto_paging_iter():
+            metadata = refund.metadata.to_dict() if refund.metadata else {}
+            if metadata.get("refund_key") == idempotency_key:
+                return RefundAnswer(refund_id=refund.id, status=refund.status or "pending")
+    except stripe.StripeError as error:
+        raise PaymentProviderError(str(error)) from error
+    return None
 
 
 def retrieve_checkout_session(session_id: str) -> stripe.checkout.Session:

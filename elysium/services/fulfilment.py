@@ -25,6 +25,7 @@ from __future__ import annotations
 import enum
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from flask import current_app
 from sqlalchemy import select
@@ -42,6 +43,9 @@ S = OrderStatus
 REFUNDABLE = frozenset({S.PAID, S.FULFILLED, S.SHIPPED, S.DELIVERED})
 UNPAID = frozenset({S.PENDING, S.PROCESSING, S.PAYMENT_FAILED})
 REASON_MAX = 500
+# Stripe keeps an idempotency key's answer for at least 24 hours; a refund first asked longer
+# ago than this is looked up before it is asked for again (``ask_stripe``).
+STRIPE_KEY_MEMORY = timedelta(hours=23)
 # Idempotency keys of refunds: the first half of cancelling a paid order is told apart from a
 # refund by its key, so a retry of it never makes the order REFUNDED instead of CANCELLED.
 REFUND_KEY = "refund:{number}:{request_key}"
@@ -403,12 +407,22 @@ class StripeAnswer:
 
 
 def ask_stripe(refund: Refund, order: Order) -> StripeAnswer:
-    """Step 2: ask Stripe (no database work; hold no lock). Same key, same answer."""
+    """Step 2: ask Stripe (no database work; hold no lock). Same key, same answer.
+
+    Stripe remembers a key for about a day: a refund first asked longer ago than
+    ``STRIPE_KEY_MEMORY`` is looked for among the payment's refunds (by the key in its
+    metadata) before it is asked for again, so a retry can never refund twice."""
     if refund.status is not RefundStatus.PENDING:
         return StripeAnswer(refund.stripe_refund_id, refund.status is RefundStatus.SUCCEEDED)
+    payment_intent = order.stripe_payment_intent_id or ""
     try:
-        answer = stripe_gateway.create_refund(
-            payment_intent=order.stripe_payment_intent_id or "",
+        answer = None
+        if utcnow() - refund.created_at > STRIPE_KEY_MEMORY:
+            answer = stripe_gateway.find_refund(
+                payment_intent=payment_intent, idempotency_key=refund.idempotency_key
+            )
+        answer = answer or stripe_gateway.create_refund(
+            payment_intent=payment_intent,
             amount=refund.amount,
             idempotency_key=refund.idempotency_key,
             order_number=order.number,
