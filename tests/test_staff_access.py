@@ -20,7 +20,7 @@ from flask import Flask
 from werkzeug.routing import Rule
 
 from elysium.extensions import db
-from elysium.models import Role, User
+from elysium.models import Refund, RefundStatus, Role, User
 from elysium.models.engagement import BespokeLead
 from elysium.models.types import utcnow
 from elysium.staff.access import LAST_SEEN, SECOND_FACTOR_AT, SECOND_FACTOR_USER
@@ -42,11 +42,13 @@ BEFORE_THE_FACTOR = {"staff.security.second_factor", "staff.security.new_key"}
 
 @dataclass(frozen=True)
 class StaffData:
-    """What staff pages work on, made for each test: an order, a stock row."""
+    """What staff pages work on, made for each test: an order (with a refund Stripe never
+    confirmed), a stock row, a lead."""
 
     order_number: str
     inventory_id: int
     lead_id: int
+    refund_id: int
 
 
 # A sample value for every URL parameter of a staff page, by parameter name.
@@ -54,6 +56,7 @@ SAMPLES: dict[str, Callable[[StaffData], object]] = {
     "number": lambda data: data.order_number,
     "inventory_id": lambda data: data.inventory_id,
     "lead_id": lambda data: data.lead_id,
+    "refund_id": lambda data: data.refund_id,
 }
 
 
@@ -105,12 +108,22 @@ def data(app: Flask, catalogue: dict) -> StaffData:
     order = pending_chain_order(app)
     with app.app_context():
         lead = BespokeLead(name="Grace Hopper", email="grace@example.com", message="A ring")
-        db.session.add(lead)
+        refund = Refund(
+            order_id=order["id"],
+            amount=100,
+            currency="GBP",
+            status=RefundStatus.PENDING,
+            idempotency_key=f"refund:{order['number']}:unconfirmed",
+        )
+        db.session.add_all([lead, refund])
         db.session.commit()
-        lead_id = lead.id
+        lead_id, refund_id = lead.id, refund.id
         db.session.remove()
     return StaffData(
-        order_number=order["number"], inventory_id=order["inventory_id"], lead_id=lead_id
+        order_number=order["number"],
+        inventory_id=order["inventory_id"],
+        lead_id=lead_id,
+        refund_id=refund_id,
     )
 
 
