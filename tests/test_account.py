@@ -361,6 +361,20 @@ def test_a_link_made_before_a_later_change_is_refused(app, client, signed_in):
     assert len(sent_emails(app, "ada@example.com")) == 1
 
 
+def test_only_the_newest_link_works_so_one_sent_to_a_mistyped_address_dies(app, client, signed_in):
+    """Ada mistypes her new address, then asks again with the right one: whoever owns the
+    mistyped address can no longer move her account to it."""
+    ask_for_new_email(client, "countess@exmaple.com")
+    mistyped = change_link(app, "countess@exmaple.com")
+    ask_for_new_email(client, "countess@example.com")
+    right = change_link(app, "countess@example.com")
+
+    assert refused(app.test_client(), mistyped)
+    assert user_row(app, signed_in).email == "ada@example.com"
+    assert client.submit(right, {}).status_code == 303
+    assert user_row(app, signed_in).email == "countess@example.com"
+
+
 def test_an_address_taken_meanwhile_is_refused(app, client, signed_in):
     ask_for_new_email(client, "grace@example.com")
     link = change_link(app, "grace@example.com")

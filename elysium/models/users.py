@@ -33,7 +33,8 @@ class User(UserMixin, db.Model):
     ``email`` is stored lower-cased. ``session_version`` is part of every session and
     remember cookie: bumping it signs the user out everywhere. ``password_hash`` is empty
     for accounts that only ever signed in with an OAuth provider. ``password_reset_nonce``
-    names the one password-reset link that may still be used. ``stripe_customer_id`` is the
+    names the one password-reset link that may still be used, ``email_change_nonce`` the one
+    link to a new email address. ``stripe_customer_id`` is the
     Stripe Customer made at the account's first checkout, so Stripe prefills its details.
     Staff have a second factor: a TOTP key (``totp_*``; the last time step accepted, so a code
     is never accepted twice), recovery codes, and a lock after repeated wrong codes.
@@ -51,6 +52,7 @@ class User(UserMixin, db.Model):
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     session_version: Mapped[int] = mapped_column(Integer, default=1)
     password_reset_nonce: Mapped[str | None] = mapped_column(String(64))
+    email_change_nonce: Mapped[str | None] = mapped_column(String(64))
     stripe_customer_id: Mapped[str | None] = mapped_column(String(255), unique=True)
     totp_secret: Mapped[str | None] = mapped_column(String(64))
     totp_enrolled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -290,7 +290,12 @@ def request_email_change(
         return None
     if user_by_email(session, new_email) is not None:
         raise AccountError("That email can't be used for this account.", field="email")
-    token = _serializer("change-email").dumps({"uid": user.id, "from": user.email, "to": new_email})
+    # Only the newest link works: one sent to a mistyped address dies when the right one is
+    # asked for.
+    user.email_change_nonce = secrets.token_urlsafe(24)
+    token = _serializer("change-email").dumps(
+        {"uid": user.id, "from": user.email, "to": new_email, "nonce": user.email_change_nonce}
+    )
     queue_email(
         session,
         to=new_email,
@@ -314,7 +319,13 @@ def email_change_for_token(session: AnySession, token: str) -> EmailChange:
     """
     data = _load_token("change-email", token, VERIFY_MAX_AGE)
     user = session.get(User, data.get("uid")) if data else None
-    if user is None or user.email != data.get("from") or not user.is_active:
+    if (
+        user is None
+        or user.email != data.get("from")
+        or not user.is_active
+        or not user.email_change_nonce
+        or not hmac.compare_digest(str(data.get("nonce")), user.email_change_nonce)
+    ):
         raise AccountError("This link to change your email is not valid any more.")
     new_email = str(data.get("to"))
     if user_by_email(session, new_email) is not None:
@@ -346,6 +357,7 @@ def confirm_email_change(session: AnySession, token: str) -> EmailChange:
     except IntegrityError as error:
         raise _taken_meanwhile(change.new_email) from error
     user.email_verified_at = utcnow()
+    user.email_change_nonce = None
     end_all_sessions(user)
     queue_email(
         session,
