@@ -750,3 +750,22 @@ def test_a_refund_retried_after_stripe_forgot_its_key_is_found_not_made_twice(
     with app.app_context():
         assert db.session.scalars(select(Refund.stripe_refund_id)).one() == made["id"]
         db.session.remove()
+
+
+@pytest.mark.parametrize("notify", [True, False])
+def test_a_retried_refund_tells_the_customer_as_the_first_form_asked(
+    shop: Shop, app: Flask, notify: bool
+) -> None:
+    number, _ = buy(shop)
+    staff = staff_client(shop.app)
+    shop.fake.down()
+    choice = {"notify": "y"} if notify else {}
+    assert act(staff, number, "refund", amount="100", request_key="k", **choice).status_code == 503
+    shop.fake.up()
+
+    [form] = retry_forms(staff, number)
+    assert staff.post(str(form["action"]), data=form_fields(form)).status_code == 303
+
+    after = order_of(app, number)
+    assert after["refunds"] == [(10000, RefundStatus.SUCCEEDED)]
+    assert ("order_refunded" in after["emails"]) is notify

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -168,7 +169,8 @@ class Refund(db.Model):
     """Money given back through Stripe's Refunds API, as staff asked for it.
 
     ``idempotency_key`` is unique, so a repeated or concurrent request refunds once;
-    ``restock`` lists the pieces put back on sale with it (``[{"inventory_id", "quantity"}]``).
+    ``restock`` lists the pieces put back on sale with it (``[{"inventory_id", "quantity"}]``);
+    ``notify`` is whether the shopper is emailed once it succeeds, kept for a retry.
     """
 
     __tablename__ = "refunds"
@@ -186,6 +188,7 @@ class Refund(db.Model):
     idempotency_key: Mapped[str] = mapped_column(String(160), unique=True)
     failure_reason: Mapped[str] = mapped_column(Text, default="")
     restock: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    notify: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     actor_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -337,6 +337,7 @@ def begin_refund(
         currency=order.currency,
         reason=_reason(request.reason, required=False),
         restock=restock,
+        notify=request.notify and not request.for_cancelling,
     )
 
 
@@ -350,6 +351,7 @@ def _record_refund(
     currency: str,
     reason: str,
     restock: list[dict[str, int | None]],
+    notify: bool = False,
 ) -> Refund:
     """The PENDING refund under ``key``, written once (a racing request finds it written)."""
     refund_id = insert_unless_exists(
@@ -364,6 +366,7 @@ def _record_refund(
             "idempotency_key": key,
             "failure_reason": "",
             "restock": restock,
+            "notify": notify,
             "actor_user_id": staff.user_id,
             "created_at": utcnow(),
             "updated_at": utcnow(),

@@ -180,7 +180,7 @@ def _refund(order: Order, request_: RefundRequest) -> _RefundOutcome:
     refund = fulfilment.begin_refund(db.session, order.id, _staff(), request_)
     db.session.commit()
     return _ask_and_finish(
-        order, refund, notify=request_.notify, for_cancelling=request_.for_cancelling
+        order, refund, notify=refund.notify, for_cancelling=request_.for_cancelling
     )
 
 
@@ -261,7 +261,7 @@ def retry_refund(number: str, refund_id: int) -> Response:
     except ActionRefusedError as error:
         return _refused(error.message)
     db.session.commit()
-    outcome = _ask_and_finish(order, refund, notify=False, for_cancelling=False)
+    outcome = _ask_and_finish(order, refund, notify=refund.notify, for_cancelling=False)
     if not outcome.done:
         return render_error(outcome.status, outcome.message)
     if not fulfilment.is_plain_refund(refund):
