@@ -462,6 +462,49 @@ def test_bulk_shipping_needs_each_orders_tracking_number(shop: Shop, app: Flask)
     assert [order_of(app, n)["status"] for n in numbers] == [S.SHIPPED, S.FULFILLED]
 
 
+def test_bulk_shipping_with_no_order_selected_keeps_what_was_typed(shop: Shop, app: Flask) -> None:
+    """Nothing is done, and nothing typed is lost: the orders whose tracking numbers were
+    typed come back with them, and the courier and action chosen, ready to select and send."""
+    numbers = [buy(shop)[0] for _ in range(2)]
+    for number in numbers:
+        force_status(app, number, S.FULFILLED)
+    staff = staff_client(shop.app)
+    staff.get("/staff/orders?tab=to-ship")
+
+    response = staff.post(
+        "/staff/orders/bulk",
+        data={
+            "csrf_token": staff.csrf_token,
+            "action": "ship",
+            "carrier": "dhl",
+            f"tracking-{numbers[0]}": "JD014600006281",
+        },
+    )
+
+    assert response.status_code == 422
+    page = Page(response)
+    assert "Nothing was done. Select at least one order." in page_text(response)
+    assert [i["value"] for i in page.select("#bulk-again input[name^=tracking-]")] == [
+        "JD014600006281"
+    ]
+    fields = form_fields(response, "#bulk-orders")
+    assert (fields["action"], fields["carrier"]) == ("ship", "dhl")
+    assert [order_of(app, n)["status"] for n in numbers] == [S.FULFILLED, S.FULFILLED]
+
+    again = staff.post(
+        "/staff/orders/bulk",
+        data={
+            "csrf_token": staff.csrf_token,
+            "action": "ship",
+            "carrier": "dhl",
+            "orders": [numbers[0]],
+            f"tracking-{numbers[0]}": "JD014600006281",
+        },
+    )
+    assert again.status_code == 200
+    assert order_of(app, numbers[0])["status"] is S.SHIPPED
+
+
 def test_every_action_needs_the_csrf_token(shop: Shop, app: Flask) -> None:
     number, _ = buy(shop)
     staff = staff_client(shop.app)

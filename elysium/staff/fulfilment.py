@@ -339,16 +339,30 @@ def cancel(number: str) -> Response:
     return _done(order, f"Order {order.number} is cancelled.")
 
 
+def _bulk_again(form: BulkForm, problem: str) -> Response:
+    """422: nothing was done; the orders whose tracking numbers were typed are offered again,
+    with those numbers and the choices made, to select and send once more."""
+    typed = [
+        (name.removeprefix("tracking-"), value.strip()[:100])
+        for name, value in request.form.items()
+        if name.startswith("tracking-") and value.strip()
+    ][:200]
+    page = render_template(
+        "staff/fulfilment/bulk_results.html", problem=problem, typed=typed, chosen=form, results=[]
+    )
+    return make_response(page, 422)
+
+
 @bp.post("/bulk")
 def bulk() -> Response:
     """Mark several orders fulfilled or shipped; each is checked on its own, and the page
     says what became of each."""
     form = BulkForm()
     if not form.validate_on_submit():
-        return render_error(422, "Choose what to do with the selected orders.")
+        return _bulk_again(form, "Choose what to do with the selected orders.")
     numbers = list(dict.fromkeys(request.form.getlist("orders")))[:200]
     if not numbers:
-        return render_error(422, "Select at least one order.")
+        return _bulk_again(form, "Select at least one order.")
     staff, results = _staff(), []
     for number in numbers:
         order = db.session.scalar(select(Order).where(Order.number == number))
@@ -374,6 +388,8 @@ def bulk() -> Response:
                 if isinstance(error, ActionRefusedError)
                 else " ".join(error.errors.values())
             )
+            if typed := request.form.get(f"tracking-{number}", "").strip():
+                message = f"{message} (The tracking number typed was {typed}.)"
             results.append((number, False, message))
             continue
         db.session.commit()
