@@ -537,10 +537,11 @@ def _describe(product: Product, line: CartLine) -> str:
     return f"{product.name} ({summary(product, Configuration.from_canonical(line.configuration))})"
 
 
-def _loaded_lines(session: AnySession, cart: Cart) -> list[CartLine]:
+def _loaded_lines(session: AnySession, cart: Cart, *, afresh: bool = False) -> list[CartLine]:
     """A cart's lines with everything the cart page shows, in a constant number of queries:
     the lines with their pieces (joined: one piece per line), then the pieces' options and
-    stock."""
+    stock. ``afresh``: as the database has them now, even where this session read them
+    before (a checkout reads the lines once it has frozen the cart)."""
     stmt = (
         select(CartLine)
         .where(CartLine.cart_id == cart.id)
@@ -550,9 +551,7 @@ def _loaded_lines(session: AnySession, cart: Cart) -> list[CartLine]:
                 selectinload(Product.options), selectinload(Product.inventory)
             )
         )
-        # As the database has them now, not as this session read them before: a checkout
-        # reads the lines once it has frozen the cart.
-        .execution_options(populate_existing=True)
+        .execution_options(populate_existing=afresh)
     )
     return list(session.scalars(stmt).all())
 
@@ -647,17 +646,18 @@ def _sold_out_since(product: Product, line: CartLine) -> bool:
     return row is not None and line.updated_at is not None and row.updated_at > line.updated_at
 
 
-def view(session: AnySession, cart: Cart | None) -> CartView:
+def view(session: AnySession, cart: Cart | None, *, afresh: bool = False) -> CartView:
     """The cart as the shopper sees it: lines, prices, stock problems, totals. Pure.
 
     Lines on one variant are measured together against its stock; a frozen cart is measured
     against the stock plus what its own pending order holds. A line that is sold out, no
     longer offered, or asks (with its siblings) for more than is left blocks checkout until
-    the shopper changes it.
+    the shopper changes it. ``afresh``: the lines as the database has them now (see
+    ``_loaded_lines``).
     """
     if cart is None:
         return CartView(cart=None, items=[], currency=DEFAULT_CURRENCY)
-    lines = _loaded_lines(session, cart)
+    lines = _loaded_lines(session, cart, afresh=afresh)
     wanted: Counter[VariantKey] = Counter()
     lines_on: Counter[VariantKey] = Counter()
     for line in lines:

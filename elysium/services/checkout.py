@@ -220,7 +220,7 @@ def start_checkout(
     # Freeze first, then read the lines: a change to the bag made at this moment either came
     # first (and is in the order) or waits for the freeze and is refused.
     carts.freeze(session, cart)
-    view = carts.view(session, cart)
+    view = carts.view(session, cart, afresh=True)
     if view.is_empty:
         raise CheckoutError(EMPTY)
     if view.checkout_blocked:
