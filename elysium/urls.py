@@ -18,7 +18,7 @@ from werkzeug.exceptions import HTTPException, SecurityError
 from werkzeug.routing import IntegerConverter
 
 from elysium.config import site_url, trusted_hosts
-from elysium.services.sql import MAX_ID
+from elysium.ids import MAX_ID
 
 # A load balancer's health check usually names the server by its private address, which no
 # list of host names can know in advance; /healthz shows no link and nothing personal.

@@ -29,13 +29,13 @@ from wtforms.fields.choices import SelectChoice
 from elysium.checkout.forms import NEW_ADDRESS, CheckoutForm, address_form
 from elysium.extensions import db
 from elysium.htmx import htmx_redirect, is_htmx, personal_pages
+from elysium.ids import as_id
 from elysium.integrations import stripe_gateway
 from elysium.models.orders import Order, OrderStatus
 from elysium.services import addresses
 from elysium.services import cart as carts
 from elysium.services import checkout as checkouts
 from elysium.services.addresses import AddressError
-from elysium.services.sql import as_id
 from elysium.urls import absolute_url
 from elysium.web.cart import current_cart
 from elysium.web.forms import AddressForm

@@ -9,19 +9,6 @@ from sqlalchemy.orm import InstrumentedAttribute, Session, scoped_session
 
 AnySession = Session | scoped_session[Session]
 
-# The largest id a table of the shop's holds (PostgreSQL's ``integer``).
-MAX_ID = 2**31 - 1
-
-
-def as_id(text: str) -> int | None:
-    """``text`` as a row id, the way a form or a URL sends one: ASCII digits naming a number
-    an id column can hold; None for anything else (it names no row). Given to the database,
-    a larger number is an error, and ``int()`` reads other scripts' digits ("²", "٣")."""
-    if not (text.isascii() and text.isdigit()) or len(text) > len(str(MAX_ID)):
-        return None
-    number = int(text)
-    return number if number <= MAX_ID else None
-
 
 def insert_unless_exists(
     session: AnySession, model: type, values: dict[str, Any], unique_column: InstrumentedAttribute

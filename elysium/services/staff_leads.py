@@ -23,12 +23,13 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, case, func, or_, select, true
 from sqlalchemy.orm import joinedload, selectinload
 
+from elysium.ids import as_id
 from elysium.models.engagement import BespokeLead, LeadEvent, LeadStatus
 from elysium.models.users import Role, User
 from elysium.services import leads
 from elysium.services.errors import InvalidInputError
 from elysium.services.paging import Paged
-from elysium.services.sql import AnySession, as_id
+from elysium.services.sql import AnySession
 from elysium.services.staff_orders import clean_note
 
 L = LeadStatus

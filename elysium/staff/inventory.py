@@ -29,10 +29,10 @@ from wtforms import HiddenField, StringField, ValidationError
 
 from elysium.extensions import db
 from elysium.htmx import fragments, is_htmx, notice, render
+from elysium.ids import as_id
 from elysium.models.inventory import StockReason
 from elysium.services import stock_admin
 from elysium.services.errors import InvalidInputError
-from elysium.services.sql import as_id
 from elysium.services.staff_dashboard import SHOP_TIME_ZONE
 from elysium.services.stock_admin import (
     MAX_STOCK_LEVEL,
