@@ -352,7 +352,10 @@ def test_a_cancel_that_meets_the_page_being_stored_closes_that_page_too(
     met = []
 
     def before_locking(state) -> None:
-        locking = state.is_select and state.statement._for_update_arg is not None
+        # FOR UPDATE, or on SQLite the UPDATE that takes the write lock before it.
+        locking = (state.is_select and state.statement._for_update_arg is not None) or (
+            state.is_update and state.statement.table.name == "orders"
+        )
         if locking and threading.get_ident() == cancelling and not met:
             met.append(True)
             shop.fake.release_hangs()

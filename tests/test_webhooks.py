@@ -22,6 +22,7 @@ from elysium.models import (
     OutboxEmail,
     ProcessedPaymentEvent,
 )
+from elysium.services.checkout import PageState, PaymentPage, Settled, settle
 from elysium.services.payments import handle_event
 from tests.conftest import WEBHOOK_SECRET, make_app, sent_emails
 from tests.support.orders import CHAIN_PRICE, pending_chain_order
@@ -440,6 +441,38 @@ def test_completed_and_expired_delivered_at_once_have_one_consistent_outcome(app
     }
     if after["status"] is S.CANCELLED:
         assert after["flagged"] is True
+
+
+def test_a_payment_and_an_expiry_settling_at_once_take_turns_on_either_database(app, order):
+    """The webhook has marked the order paid but not committed yet when the sweeper settles
+    its page as expired: the sweeper waits for the order's lock and then reads it paid (on
+    SQLite, which ignores FOR UPDATE, the lock is the database's write lock), so a paid order
+    is never cancelled and its piece never put back on sale."""
+    completed = json.loads(event("checkout.session.completed", session_object(order)))
+    with app.app_context():
+        engine = db.engine
+    paid_not_committed = threading.Event()
+
+    def pay_slowly() -> None:
+        with app.app_context(), Session(engine) as session:
+            handle_event(session, completed)
+            paid_not_committed.set()
+            time.sleep(0.5)
+            session.commit()
+
+    paying = threading.Thread(target=pay_slowly)
+    paying.start()
+    assert paid_not_committed.wait(10)
+    with app.app_context(), Session(engine) as session:
+        expired = PaymentPage(PageState.EXPIRED, "cs_test_1")
+        settled = settle(session, order["id"], expired, reason="The payment page expired")
+        session.commit()
+    paying.join(10)
+
+    assert settled is Settled.SKIPPED
+    after = state(app, order)
+    assert after["status"] is S.PAID
+    assert after["stock"] == (4, 0)
 
 
 def session_event(order, kind: str) -> bytes:

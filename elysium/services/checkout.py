@@ -40,7 +40,7 @@ from elysium.models.users import User
 from elysium.services import cart as carts
 from elysium.services import inventory, orders
 from elysium.services.configuration import variant_label
-from elysium.services.sql import AnySession
+from elysium.services.sql import AnySession, take_turns_on_sqlite
 
 SHOPPER = "shopper"
 SYSTEM = "system"
@@ -482,7 +482,9 @@ class Settled(enum.StrEnum):
 
 
 def lock_order(session: AnySession, order_id: int) -> Order | None:
-    """The order with its lines and timeline, locked for this transaction and read afresh."""
+    """The order with its lines and timeline, locked for this transaction and read afresh
+    (on SQLite too: :func:`take_turns_on_sqlite`)."""
+    take_turns_on_sqlite(session, Order, order_id)
     return session.scalar(
         select(Order)
         .where(Order.id == order_id)

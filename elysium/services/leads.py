@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from elysium.models.engagement import BespokeLead, LeadEvent, LeadStatus
 from elysium.models.types import utcnow
-from elysium.services.sql import AnySession
+from elysium.services.sql import AnySession, take_turns_on_sqlite
 
 L = LeadStatus
 
@@ -94,6 +94,8 @@ def move(
 
 
 def lock_lead(session: AnySession, lead_id: int) -> BespokeLead | None:
-    """The lead, its row locked until the transaction ends (PostgreSQL; SQLite has one writer),
-    read fresh so a status decided on is the one in the database."""
+    """The lead, its row locked until the transaction ends (on SQLite too:
+    :func:`take_turns_on_sqlite`), read fresh so a status decided on is the one in the
+    database."""
+    take_turns_on_sqlite(session, BespokeLead, lead_id)
     return session.get(BespokeLead, lead_id, with_for_update=True, populate_existing=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import InstrumentedAttribute, Session, scoped_session
 
@@ -28,3 +29,16 @@ def insert_unless_exists(
         .returning(model.id)  # type: ignore[attr-defined]
     )
     return session.execute(statement).scalar_one_or_none()
+
+
+def take_turns_on_sqlite(session: AnySession, model: type, row_id: int) -> None:
+    """Before a ``SELECT … FOR UPDATE`` of one row: on SQLite, which ignores FOR UPDATE (and
+    whose driver begins a transaction only at the first write), take the database's write
+    lock first with an UPDATE that changes nothing. Two callers then take turns as they do
+    on PostgreSQL, and the second reads what the first committed. Nothing on PostgreSQL."""
+    if session.get_bind(model).dialect.name != "sqlite":
+        return
+    table = model.__table__  # type: ignore[attr-defined]
+    # Every column set to itself that an UPDATE would otherwise stamp (``onupdate``).
+    unchanged = {column.name: column for column in table.c if column.onupdate is not None}
+    session.execute(update(table).where(table.c.id == row_id).values(id=table.c.id, **unchanged))
