@@ -375,6 +375,39 @@ def test_only_the_newest_link_works_so_one_sent_to_a_mistyped_address_dies(app, 
     assert user_row(app, signed_in).email == "countess@example.com"
 
 
+def test_a_new_password_ends_a_change_of_email_still_waiting_for_its_link(app, client, signed_in):
+    """Whoever knew the old password asked to move the account to their own address; Ada
+    notices and changes her password: their link is dead."""
+    ask_for_new_email(client, "thief@example.com")
+    link = change_link(app, "thief@example.com")
+    changed = client.submit(
+        "/account/profile",
+        {"current_password": PASSWORD, "password": NEW_PASSWORD},
+        action="/account/password",
+    )
+    assert changed.status_code in (200, 303)
+
+    assert refused(app.test_client(), link)
+    assert user_row(app, signed_in).email == "ada@example.com"
+
+
+def test_a_reset_link_sent_to_the_old_address_dies_with_the_change(app, client, signed_in):
+    """The email is how the account is recovered: once it has moved, a reset link sent to the
+    old address no longer opens it."""
+    app.test_client().submit("/auth/forgot", {"email": "ada@example.com"})
+    [*_, reset] = sent_emails(app, "ada@example.com")
+    reset_path = link_in(reset, "/auth/reset/")
+    ask_for_new_email(client, "countess@example.com")
+    assert client.submit(change_link(app, "countess@example.com"), {}).status_code == 303
+
+    stranger = app.test_client()
+    opened = stranger.get(reset_path)
+    assert opened.status_code == 400 or "expired" in page_text(opened)
+    sent = stranger.post(reset_path, data={"csrf_token": stranger.csrf_token, "password": "x" * 20})
+    assert sent.status_code != 303
+    assert stranger.get("/account").status_code == 303  # not signed in
+
+
 def test_an_address_taken_meanwhile_is_refused(app, client, signed_in):
     ask_for_new_email(client, "grace@example.com")
     link = change_link(app, "grace@example.com")

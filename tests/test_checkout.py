@@ -10,15 +10,16 @@ from datetime import timedelta
 
 import pytest
 from flask import Flask
-from sqlalchemy import event, select
+from sqlalchemy import create_engine, event, select
+from sqlalchemy.exc import OperationalError
 
 from elysium.db_routing import RoutingSession
 from elysium.extensions import db
 from elysium.integrations import stripe_gateway
-from elysium.models import CartLine, Order, OrderStatus, Product
+from elysium.models import CartLine, Order, OrderStatus, Product, User
 from elysium.models.types import utcnow
 from elysium.services import checkout as checkouts
-from tests.conftest import ShopClient, make_app, page_text
+from tests.conftest import PASSWORD, ShopClient, create_user, make_app, page_text
 from tests.html import Page, elements, form_fields
 from tests.support.checkout import (
     ADDRESS,
@@ -337,6 +338,58 @@ def test_a_payment_cancelled_in_another_window_while_stripe_makes_its_page_is_ne
     shop.fake.pay(session_id_from(check_out(other).location))
     assert [o["status"] for o in all_orders(app)] == [OrderStatus.CANCELLED, OrderStatus.PAID]
     assert stock(app) == (0, 0)
+
+
+def _another_connection_can_write(app: Flask, user_id: int) -> bool:
+    """Whether a second connection could write now: on SQLite take the database's write lock,
+    on PostgreSQL the account's row, without waiting."""
+    url = app.config["SQLALCHEMY_DATABASE_URI"]
+    sqlite = url.startswith("sqlite")
+    engine = create_engine(url, connect_args={"timeout": 0.2} if sqlite else {})
+    try:
+        with engine.connect() as other:
+            if sqlite:
+                other.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                lock = "SELECT id FROM users WHERE id = %(id)s FOR UPDATE NOWAIT"
+                other.exec_driver_sql(lock, {"id": user_id})
+            other.rollback()
+        return True
+    except OperationalError:
+        return False
+    finally:
+        engine.dispose()
+
+
+def test_a_checkout_that_finds_its_order_ended_holds_nothing_while_it_closes_the_page(
+    shop: Shop, app: Flask
+) -> None:
+    """Its first checkout made the account's Stripe customer; the order was cancelled in
+    another window meanwhile. Closing the new page calls Stripe again: by then the request
+    holds no lock that a webhook, the sweeper or another shopper would wait on."""
+    with app.app_context():
+        user_id = create_user("grace@example.com")
+    browser = shop.client()
+    browser.submit("/auth/login", {"email": "grace@example.com", "password": PASSWORD})
+    add_chain(browser)
+    thread, answer = _checking_out_while_stripe_is_slow(shop, app, browser)
+    cancel_payment(browser)
+    free_while_closing: list[bool] = []
+
+    def closing(method: str, path: str) -> None:
+        if path.endswith("/expire"):
+            free_while_closing.append(_another_connection_can_write(app, user_id))
+
+    shop.fake.on_request = closing
+    shop.fake.release_hangs()
+    thread.join(30)
+    shop.fake.on_request = None
+
+    assert answer["response"].status_code == 409
+    assert free_while_closing == [True]
+    with app.app_context():
+        assert db.session.get(User, user_id).stripe_customer_id  # kept all the same
+        db.session.remove()
 
 
 def test_a_cancel_that_meets_the_page_being_stored_closes_that_page_too(

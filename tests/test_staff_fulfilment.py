@@ -669,6 +669,38 @@ def test_a_payment_the_shop_refused_is_refunded_and_the_order_cancelled_by_staff
     assert bags(app)[0] == (False, [1])
 
 
+def test_a_bank_payment_the_shop_refused_is_refunded_before_its_order_is_cancelled(
+    shop: Shop, app: Flask
+) -> None:
+    """The order was PROCESSING (a bank payment on its way) when the money came in the wrong
+    amount: Cancel refunds what Stripe took, then cancels; it never keeps the money."""
+    client = shop.client()
+    add_chain(client)
+    session_id = session_id_from(check_out(client).location)
+    shop.fake.pay_later(session_id)
+    shop.fake.sessions[session_id]["amount_total"] = TOTAL - 1
+    shop.fake.bank_payment_succeeds(session_id)
+    with app.app_context():
+        number = db.session.scalars(
+            select(Order.number).where(Order.stripe_checkout_session_id == session_id)
+        ).one()
+    assert (order_of(app, number)["status"], order_of(app, number)["flagged"]) == (
+        S.PROCESSING,
+        True,
+    )
+    staff = staff_client(shop.app)
+
+    response = act(staff, number, "cancel", reason="Wrong amount", request_key="p")
+    shop.fake.wait_for_deliveries()
+
+    assert response.status_code == 303, page_text(response)
+    assert [refund["amount"] for refund in shop.fake.refunds.values()] == [TOTAL - 1]
+    after = order_of(app, number)
+    assert after["status"] is S.CANCELLED
+    assert after["refunds"] == [(TOTAL - 1, RefundStatus.SUCCEEDED)]
+    assert stock(app) == (3, 0)
+
+
 def test_staff_cancel_refuses_when_the_shopper_opens_a_payment_page_meanwhile(
     shop: Shop, app: Flask
 ) -> None:

@@ -240,6 +240,8 @@ def answer(fake: FakeStripeState, request: Request) -> tuple[Response, Events]:
 
 
 def _answer(fake: FakeStripeState, request: Request, request_id: str) -> tuple[Response, Events]:
+    if fake.on_request is not None:
+        fake.on_request(request.method, request.path)
     hang = fake._take_hang()
     if hang:
         fake._release.wait(hang)

@@ -87,6 +87,9 @@ class FakeStripeState:
     clock: Callable[[], float] = time.time
     #: Called after every delivery attempt (the demo prints them).
     on_delivery: Callable[[Delivery], None] | None = None
+    #: Called with (method, path) as each API request arrives, before it is answered: a test
+    #: looks at what the caller holds while it waits on Stripe.
+    on_request: Callable[[str, str], None] | None = None
     page_waits_for_webhooks: bool = True
 
     sessions: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -238,6 +238,9 @@ def _set_password(session: AnySession, user: User, password: str) -> None:
         raise AccountError(problem, field="password")
     user.password_hash = passwords.hash_password(password)
     user.password_reset_nonce = None
+    # A new password ends whatever the old one started: every session, and a change of email
+    # still waiting for its link (asked for by whoever knew the old password).
+    user.email_change_nonce = None
     end_all_sessions(user)
     queue_email(
         session,
@@ -358,6 +361,8 @@ def confirm_email_change(session: AnySession, token: str) -> EmailChange:
         raise _taken_meanwhile(change.new_email) from error
     user.email_verified_at = utcnow()
     user.email_change_nonce = None
+    # A reset link sent to the old address must not open the account any more.
+    user.password_reset_nonce = None
     end_all_sessions(user)
     queue_email(
         session,

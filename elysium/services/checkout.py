@@ -390,7 +390,13 @@ def begin_payment(session: AnySession, order: Order, urls: ReturnUrls) -> str:
         orders.add_note(order, "Sent to the payment page", actor=SHOPPER)
         session.flush()
         return url
+    # Let go of what this transaction holds before asking Stripe again (on SQLite the
+    # database's write lock, taken by the UPDATE; an account's new Stripe customer, written
+    # with it), then write that customer again.
+    session.rollback()
     closed = close_payment_page(checkout_session_id)
+    if user is not None:
+        user.stripe_customer_id = customer_id
     ended = lock_order(session, order_id)
     if ended is not None:
         if ended.stripe_checkout_session_id is None:

@@ -625,9 +625,11 @@ class UnacceptedPayment:
 
 
 def payment_not_accepted(order: Order) -> bool:
-    """Whether the order is PENDING because the webhook refused its payment (the amount or
-    currency did not match): the sweeper leaves it to staff, who refund it and cancel."""
-    if order.status is not S.PENDING or not order.needs_attention:
+    """Whether the order waits, unpaid, because the webhook refused its payment (the amount
+    or currency did not match): still PENDING (a card), or PROCESSING (a bank payment whose
+    money then came in the wrong amount). The sweeper leaves it to staff, who refund what
+    Stripe took and cancel; a plain cancel would keep the money."""
+    if order.status not in (S.PENDING, S.PROCESSING) or not order.needs_attention:
         return False
     reasons = (order.attention_reason or "").split("\n")
     return any(reason.endswith(payments.AMOUNT_MISMATCH_FLAG) for reason in reasons)
