@@ -311,6 +311,20 @@ def request_email_change(
         },
         user_id=user.id,
     )
+    # The account's owner hears of it at once, while a new password still ends the request.
+    queue_email(
+        session,
+        to=user.email,
+        subject="A change of email was asked for your ELYSIUM account",
+        template="email_change_requested",
+        context={
+            "user": user,
+            "new_email": new_email,
+            "profile_url": absolute_url("account.profile"),
+            "forgot_url": absolute_url("auth.forgot_password"),
+        },
+        user_id=user.id,
+    )
     return new_email
 
 
