@@ -412,6 +412,43 @@ def test_cancelling_an_order_still_on_the_payment_page_closes_it_and_gives_the_b
     assert bags(app)[0] == (False, [1])
 
 
+def test_a_cancel_that_stripes_own_expiry_event_overtakes_is_still_a_cancel(
+    shop: Shop, app: Flask
+) -> None:
+    """Closing the page makes Stripe announce its expiry; when that event cancels the order
+    before staff's cancel takes the lock, staff are told it is cancelled (their reason on the
+    timeline), not that it can't be."""
+    number, session_id = buy(shop, pay=None)
+    assert shop.fake.session(session_id)["status"] == "open"
+    staff = staff_client(shop.app)
+    with shop.app.app_context():
+        engine = db.engine
+    here = threading.get_ident()
+    overtaken: list[bool] = []
+
+    def expiry_arrives_first(conn, cursor, statement, parameters, context, many) -> None:
+        locking = getattr(context.compiled.statement, "_for_update_arg", None) is not None
+        taking_turns = statement.startswith("UPDATE orders SET id=")
+        if overtaken or threading.get_ident() != here or not (locking or taking_turns):
+            return
+        overtaken.append(True)
+        shop.fake.wait_for_deliveries()
+
+    event.listen(engine, "before_cursor_execute", expiry_arrives_first)
+    try:
+        response = act(staff, number, "cancel", reason="Duplicate order", request_key="e")
+    finally:
+        event.remove(engine, "before_cursor_execute", expiry_arrives_first)
+
+    assert overtaken
+    assert response.status_code == 303, page_text(response)
+    after = order_of(app, number)
+    assert after["status"] is S.CANCELLED
+    assert ("Kit Keeper", "Cancelled: Duplicate order") in [(e[1], e[3]) for e in after["events"]]
+    assert stock(app) == (3, 0)
+    assert bags(app)[0] == (False, [1])
+
+
 def test_bulk_fulfilment_checks_each_order_and_says_what_became_of_each(
     shop: Shop, app: Flask
 ) -> None:

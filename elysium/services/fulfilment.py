@@ -539,6 +539,18 @@ def cancel_unpaid(
     )
     page = checkout.close_payment_page(checkout_session_id) if checkout_session_id else None
     order = _locked(session, order_id)
+    if (
+        order.status is S.CANCELLED
+        and page is not None
+        and page.state is checkout.PageState.EXPIRED
+        and order.stripe_checkout_session_id == checkout_session_id
+    ):
+        # Closing the page made Stripe announce its expiry, and that event cancelled the
+        # order (stock released, bag thawed) before this took the lock: what staff asked for
+        # is done; their reason goes on the timeline.
+        orders.add_note(order, f"Cancelled: {note}", actor=staff.name, actor_user_id=staff.user_id)
+        session.flush()
+        return order
     refuse_unless(order, Action.CANCEL)
     if order.status not in UNPAID:
         raise ActionRefusedError(f"Order {order.number} is paid: cancelling it refunds it.")
