@@ -475,22 +475,29 @@ def test_bulk_fulfilment_checks_each_order_and_says_what_became_of_each(
     assert order_of(app, pending)["status"] is S.PENDING
 
 
-def test_bulk_shipping_needs_each_orders_tracking_number(shop: Shop, app: Flask) -> None:
-    numbers = [buy(shop)[0] for _ in range(2)]
+def fulfilled_orders(shop: Shop, app: Flask, count: int = 2) -> list[str]:
+    numbers = [buy(shop)[0] for _ in range(count)]
     for number in numbers:
         force_status(app, number, S.FULFILLED)
-    staff = staff_client(shop.app)
-    staff.get("/staff/orders")
+    return numbers
 
-    response = staff.post(
-        "/staff/orders/bulk",
-        data={
-            "csrf_token": staff.csrf_token,
-            "action": "ship",
-            "carrier": "dhl",
-            "orders": numbers,
-            f"tracking-{numbers[0]}": "JD014600006281",
-        },
+
+def bulk(staff: ShopClient, **data):
+    """The orders list's bulk form as sent (``orders`` a list of numbers, if any)."""
+    staff.get("/staff/orders?tab=to-ship")
+    return staff.post("/staff/orders/bulk", data={"csrf_token": staff.csrf_token, **data})
+
+
+def test_bulk_shipping_needs_each_orders_tracking_number(shop: Shop, app: Flask) -> None:
+    numbers = fulfilled_orders(shop, app)
+    staff = staff_client(shop.app)
+
+    response = bulk(
+        staff,
+        action="ship",
+        carrier="dhl",
+        orders=numbers,
+        **{f"tracking-{numbers[0]}": "JD014600006281"},
     )
 
     items = [" ".join(li.get_text().split()) for li in Page(response).select("#bulk-results li")]
@@ -502,20 +509,11 @@ def test_bulk_shipping_needs_each_orders_tracking_number(shop: Shop, app: Flask)
 def test_bulk_shipping_with_no_order_selected_keeps_what_was_typed(shop: Shop, app: Flask) -> None:
     """Nothing is done, and nothing typed is lost: the orders whose tracking numbers were
     typed come back with them, and the courier and action chosen, ready to select and send."""
-    numbers = [buy(shop)[0] for _ in range(2)]
-    for number in numbers:
-        force_status(app, number, S.FULFILLED)
+    numbers = fulfilled_orders(shop, app)
     staff = staff_client(shop.app)
-    staff.get("/staff/orders?tab=to-ship")
 
-    response = staff.post(
-        "/staff/orders/bulk",
-        data={
-            "csrf_token": staff.csrf_token,
-            "action": "ship",
-            "carrier": "dhl",
-            f"tracking-{numbers[0]}": "JD014600006281",
-        },
+    response = bulk(
+        staff, action="ship", carrier="dhl", **{f"tracking-{numbers[0]}": "JD014600006281"}
     )
 
     assert response.status_code == 422

@@ -227,12 +227,7 @@ def test_a_failed_bank_payment_releases_stock_and_emails_the_shopper(app, client
 
 
 def test_a_bank_payment_failing_before_its_checkout_completed_puts_the_bag_back(app, client, order):
-    post(
-        client,
-        event(
-            "checkout.session.async_payment_failed", session_object(order, payment_status="unpaid")
-        ),
-    )
+    post(client, session_event(order, "async_failed"))
     after = state(app, order)
     assert after["status"] is S.PAYMENT_FAILED
     assert (after["frozen"], after["bag_lines"]) == (False, 1)

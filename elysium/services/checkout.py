@@ -839,18 +839,7 @@ def stale_order_ids(
     Orders already flagged for staff are left to them (and to the payment event that will
     clear the flag), so Stripe is not asked about them again on every run.
     """
-    return list(
-        session.scalars(
-            select(Order.id)
-            .where(
-                Order.status == OrderStatus.PENDING,
-                Order.checkout_expires_at < expired_before,
-                Order.needs_attention.is_(False),
-            )
-            .order_by(Order.checkout_expires_at)
-            .limit(limit)
-        )
-    )
+    return _unflagged_ids(session, OrderStatus.PENDING, expired_before, limit)
 
 
 def overdue_bank_payment_ids(
@@ -858,12 +847,20 @@ def overdue_bank_payment_ids(
 ) -> list[int]:
     """PROCESSING orders (a bank payment on its way) whose checkout started before
     ``started_before`` and that staff have not been asked about yet, oldest first."""
+    return _unflagged_ids(session, OrderStatus.PROCESSING, started_before, limit)
+
+
+def _unflagged_ids(
+    session: AnySession, status: OrderStatus, expired_before: datetime, limit: int
+) -> list[int]:
+    """Orders in ``status`` whose payment page expired before ``expired_before`` and that
+    are not flagged for staff, oldest first: what the sweeper looks at."""
     return list(
         session.scalars(
             select(Order.id)
             .where(
-                Order.status == OrderStatus.PROCESSING,
-                Order.checkout_expires_at < started_before,
+                Order.status == status,
+                Order.checkout_expires_at < expired_before,
                 Order.needs_attention.is_(False),
             )
             .order_by(Order.checkout_expires_at)
