@@ -5,6 +5,7 @@ under the shop's Content-Security-Policy, and the bag shows the piece as it was 
 from __future__ import annotations
 
 import re
+import time
 
 from playwright.sync_api import Page, expect
 
@@ -12,12 +13,19 @@ RING = "aurelia-solitaire-ring"
 
 
 def expect_loaded(page: Page, css: str) -> None:
-    """The image has arrived and been decoded (a CSP refusal or a 404 never gets there)."""
-    page.wait_for_function(
+    """The image has arrived and been decoded (a CSP refusal or a 404 never gets there).
+
+    Polled from here, not with ``page.wait_for_function``: with JavaScript off that checks
+    once and never again, so an image still loading failed the test.
+    """
+    deadline = time.monotonic() + 10
+    while not page.evaluate(
         "css => { const img = document.querySelector(css);"
-        " return img && img.complete && img.naturalWidth > 0; }",
-        arg=css,
-    )
+        " return Boolean(img && img.complete && img.naturalWidth > 0); }",
+        css,
+    ):
+        assert time.monotonic() < deadline, f"{css} never loaded"
+        time.sleep(0.05)
 
 
 def test_the_picture_follows_the_chosen_metal_and_diamond(page: Page, catalogue, javascript):
