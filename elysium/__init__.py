@@ -13,6 +13,7 @@ from elysium.config import (
     ConfigurationError,
     cache_settings,
     development_secret_key,
+    engine_options,
     rate_limit_settings,
     settings_from_environment,
 )
@@ -38,6 +39,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.from_mapping(settings_from_environment(environ, instance_path))
     if config:
         app.config.update(config)
+    # From the database the app will use, which ``config`` may name.
+    app.config.setdefault(
+        "SQLALCHEMY_ENGINE_OPTIONS", engine_options(app.config["SQLALCHEMY_DATABASE_URI"])
+    )
     ensure_secret_key(app)
     from elysium.urls import init_app as init_urls
 
@@ -86,6 +91,7 @@ def configure_logging(app: Flask) -> None:
 
 def register_extensions(app: Flask) -> None:
     from elysium import models  # noqa: F401  (every table must be known to Alembic)
+    from elysium.db_pool import check_connections_as_taken
     from elysium.db_routing import init_app as init_read_replica
     from elysium.extensions import cache, csrf, db, limiter, migrate
     from elysium.integrations.google import init_app as init_google
@@ -98,6 +104,8 @@ def register_extensions(app: Flask) -> None:
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///"):
         Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     db.init_app(app)
+    with app.app_context():
+        check_connections_as_taken(db.engine)
     init_read_replica(app)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"), render_as_batch=True)
     csrf.init_app(app)

@@ -72,7 +72,6 @@ def settings_from_environment(environ: Mapping[str, str], instance_path: str) ->
         "SQLALCHEMY_DATABASE_URI": normalise_database_url(
             environ.get("DATABASE_URL") or default_db
         ),
-        "SQLALCHEMY_ENGINE_OPTIONS": engine_options(environ.get("DATABASE_URL") or default_db),
         "DATABASE_REPLICA_URL": normalise_database_url(environ.get("DATABASE_REPLICA_URL", ""))
         or None,
         "DATABASE_PRIMARY_AFTER_WRITE_SECONDS": _int(
@@ -156,16 +155,19 @@ DATABASE_POOL_TIMEOUT_SECONDS = 5
 def engine_options(url: str) -> dict[str, Any]:
     """SQLAlchemy's engine options for the database at ``url``.
 
-    A pooled connection is tested before each use (``pool_pre_ping``), so after the database
-    restarts the first request gets a new connection rather than a dead one. While the
-    database is unreachable no request waits long for it: a refused connection fails at once,
-    one that gets no answer after ``DATABASE_CONNECT_TIMEOUT_SECONDS``, and the shopper sees the
-    "back in a moment" page (``elysium.errors``).
+    A PostgreSQL connection is checked as a request takes it from the pool
+    (``elysium.db_pool``), so after the database restarts the first request gets a new
+    connection rather than a dead one; SQLite's are tested before each use (``pool_pre_ping``).
+    While the database is unreachable no request waits long for it: a refused connection fails
+    at once, one that gets no answer after ``DATABASE_CONNECT_TIMEOUT_SECONDS``, and the
+    shopper sees the "back in a moment" page (``elysium.errors``).
     """
-    options: dict[str, Any] = {"pool_pre_ping": True}
+    options: dict[str, Any] = {}
     if normalise_database_url(url).startswith("postgresql"):
         options["pool_timeout"] = DATABASE_POOL_TIMEOUT_SECONDS
         options["connect_args"] = {"connect_timeout": DATABASE_CONNECT_TIMEOUT_SECONDS}
+    else:
+        options["pool_pre_ping"] = True
     return options
 
 

@@ -55,6 +55,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.sql import CompoundSelect, Select
 
 from elysium.config import ConfigurationError, cookie_name, normalise_database_url
+from elysium.db_pool import check_connections_as_taken
 
 logger = logging.getLogger(__name__)
 
@@ -223,6 +224,8 @@ def init_app(app: Flask) -> None:
         cookie=cookie_name(PRIMARY_COOKIE, secure=app.config["SESSION_COOKIE_SECURE"]),
         primary_seconds=int(app.config.get("DATABASE_PRIMARY_AFTER_WRITE_SECONDS", 5)),
     )
+
+    check_connections_as_taken(replica.engine)
 
     @sa.event.listens_for(replica.engine, "handle_error")
     def lost_the_replica(context: sa.engine.ExceptionContext) -> None:
