@@ -417,3 +417,154 @@ def test_a_deposit_page_that_expires_unpaid_can_be_paid_again_from_the_quote(
         OrderStatus.CANCELLED,
         OrderStatus.PENDING,
     ]
+
+
+def staff_act(staff, number: str, action: str, **data: str):
+    staff.get(f"/staff/orders/{number}")
+    return staff.post(
+        f"/staff/orders/{number}/{action}", data={"csrf_token": staff.csrf_token, **data}
+    )
+
+
+def move_lead(staff, lead_id: int, to: str, *, seen: str, note: str):
+    staff.get(f"/staff/leads/{lead_id}")
+    data = {"to": to, "seen": seen, "status_note": note, "csrf_token": staff.csrf_token}
+    return staff.post(f"/staff/leads/{lead_id}/status", data=data)
+
+
+def paid_deposit(shop: Shop, app: Flask, lead_id: int) -> tuple[str, str]:
+    """Grace pays the deposit of the lead's quote: the order's number and the quote's link."""
+    link = quote_link(app)
+    session_id = session_id_from(pay_button(shop.client(), link).location)
+    shop.fake.pay(session_id)
+    [order] = deposit_orders(app)
+    assert order["status"] is OrderStatus.PAID
+    return order["number"], link
+
+
+def refund_at_stripes_dashboard(shop: Shop, number: str) -> None:
+    """Stripe reports the whole deposit refunded from its dashboard (not through the shop)."""
+    with shop.app.app_context():
+        order = db.session.scalars(select(Order).where(Order.number == number)).one()
+        charge = {
+            "id": "ch_deposit",
+            "object": "charge",
+            "payment_intent": order.stripe_payment_intent_id,
+            "amount_refunded": order.total,
+            "metadata": {"order_number": number},
+        }
+        db.session.remove()
+    payload, signature = shop.fake.signed_event("charge.refunded", charge)
+    response = shop.app.test_client().post(
+        "/webhooks/stripe",
+        data=payload,
+        headers={"Content-Type": "application/json", "Stripe-Signature": signature},
+    )
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("how", ["cancelled", "refunded", "refunded-at-stripe"])
+def test_a_deposit_given_back_unpays_the_quote_and_loses_the_commission_it_had_won(
+    shop: Shop, app: Flask, how: str
+) -> None:
+    lead_id = make_lead(app)
+    staff = staff_client(shop.app)
+    send(staff, lead_id)
+    number, link = paid_deposit(shop, app, lead_id)
+    assert lead_state(app, lead_id)["status"] is LeadStatus.WON
+
+    if how == "cancelled":
+        done = staff_act(staff, number, "cancel", reason="Client changed her mind", request_key="c")
+        assert done.status_code == 303, page_text(done)
+        expected = f"Deposit order {number} cancelled and refunded: Client changed her mind"
+    elif how == "refunded":
+        done = staff_act(
+            staff,
+            number,
+            "refund",
+            amount="300.02",
+            reason="Client changed her mind",
+            request_key="r",
+        )
+        assert done.status_code == 303, page_text(done)
+        expected = f"Deposit order {number} refunded in full: Client changed her mind"
+    else:
+        refund_at_stripes_dashboard(shop, number)
+        expected = f"Deposit order {number} refunded in full at Stripe"
+    shop.fake.wait_for_deliveries()
+
+    [order] = deposit_orders(app)
+    assert order["status"] is (
+        OrderStatus.CANCELLED if how == "cancelled" else OrderStatus.REFUNDED
+    )
+    state = lead_state(app, lead_id)
+    assert state["quotes"][0]["paid"] is False
+    assert state["status"] is LeadStatus.LOST
+    assert state["events"][-1][1:] == (LeadStatus.LOST, expected)
+    quote_page = page_text(shop.client().get(link))
+    assert "Deposit paid" not in quote_page
+    assert "This commission is closed" in quote_page
+    lead_page = Page(staff.get(f"/staff/leads/{lead_id}/quotes"))
+    assert text_of(lead_page, ".lead-quote__state") != "Deposit paid"
+
+    # Like any lost commission, it can be taken up again and quoted anew.
+    reopened = move_lead(staff, lead_id, "contacted", seen="lost", note="She called back")
+    assert reopened.status_code == 303, page_text(reopened)
+    assert lead_state(app, lead_id)["status"] is LeadStatus.CONTACTED
+
+
+def test_a_deposit_refunded_on_a_commission_won_another_way_leaves_it_won(
+    shop: Shop, app: Flask
+) -> None:
+    lead_id = make_lead(app)
+    staff = staff_client(shop.app)
+    send(staff, lead_id)
+    client = shop.client()
+    session_id = session_id_from(pay_button(client, quote_link(app)).location)
+    won = move_lead(staff, lead_id, "won", seen="quoted", note="Paid by bank transfer")
+    assert won.status_code == 303, page_text(won)
+    shop.fake.pay(session_id)  # the page left open is paid too: she paid twice
+    [order] = deposit_orders(app)
+
+    done = staff_act(
+        staff, order["number"], "refund", amount="300.02", reason="Paid twice", request_key="r"
+    )
+    shop.fake.wait_for_deliveries()
+
+    assert done.status_code == 303, page_text(done)
+    state = lead_state(app, lead_id)
+    assert state["status"] is LeadStatus.WON
+    assert state["events"][-1] == (
+        "Kit Keeper",
+        None,
+        f"Deposit order {order['number']} refunded in full: Paid twice",
+    )
+
+
+def test_a_refused_deposit_refunded_and_cancelled_by_staff_is_on_the_commissions_timeline(
+    shop: Shop, app: Flask
+) -> None:
+    lead_id = make_lead(app)
+    staff = staff_client(shop.app)
+    send(staff, lead_id)
+    link = quote_link(app)
+    session_id = session_id_from(pay_button(shop.client(), link).location)
+    shop.fake.sessions[session_id]["amount_total"] = 30001  # Stripe took a penny less
+    shop.fake.pay(session_id)
+    [order] = deposit_orders(app)
+    assert (order["status"], order["flagged"]) == (OrderStatus.PENDING, True)
+
+    done = staff_act(staff, order["number"], "cancel", reason="Wrong amount", request_key="c")
+    shop.fake.wait_for_deliveries()
+
+    assert done.status_code == 303, page_text(done)
+    state = lead_state(app, lead_id)
+    assert state["status"] is LeadStatus.QUOTED
+    assert state["quotes"][0]["paid"] is False
+    assert state["events"][-1] == (
+        "Kit Keeper",
+        None,
+        f"Deposit order {order['number']} cancelled, the payment the shop refused (£300.01) "
+        "refunded",
+    )
+    assert "Pay deposit of £300.02" in page_text(shop.client().get(link))

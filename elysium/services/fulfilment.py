@@ -35,7 +35,7 @@ from elysium.models.inventory import StockReason
 from elysium.models.orders import Order, OrderStatus, Refund, RefundStatus
 from elysium.models.types import utcnow
 from elysium.money import format_money
-from elysium.services import checkout, inventory, orders, payments, shipping
+from elysium.services import checkout, inventory, orders, payments, quotes, shipping
 from elysium.services.errors import InvalidInputError
 from elysium.services.sql import AnySession, insert_unless_exists
 
@@ -492,9 +492,10 @@ def finish_refund(
         )
     amount = format_money(refund.amount, order.currency)
     full = order.refunded_amount >= order.total and not pending_refunds(order)
-    note = f"Refunded {amount}" + (f": {refund.reason}" if refund.reason else "")
+    note = f"Refunded {amount}" + _because(refund.reason)
     if full and not for_cancelling and orders.can_transition(order.status, S.REFUNDED):
         _move(order, S.REFUNDED, staff, note)
+        _deposit_given_back(session, order, staff, "refunded in full" + _because(refund.reason))
     else:
         orders.add_note(order, note, actor=staff.name, actor_user_id=staff.user_id)
     session.flush()
@@ -584,6 +585,22 @@ def cancel_unpaid(
     return order
 
 
+def _because(reason: str | None) -> str:
+    return f": {reason}" if reason else ""
+
+
+def _deposit_given_back(session: AnySession, order: Order, staff: Staff, what: str) -> None:
+    """A deposit order's money went back: its commission hears of it (``quotes``)."""
+    if order.bespoke_quote_id is not None:
+        quotes.deposit_given_back(
+            session,
+            order,
+            actor=staff.name,
+            actor_user_id=staff.user_id,
+            note=f"Deposit order {order.number} {what}",
+        )
+
+
 def cancel_paid(
     session: AnySession, order_id: int, staff: Staff, *, reason: str, notify: bool
 ) -> Order:
@@ -598,6 +615,7 @@ def cancel_paid(
     if refundable_amount(order) > 0 and order.stripe_payment_intent_id:
         raise ActionRefusedError(f"Order {order.number} still has money to refund first.")
     _move(order, S.CANCELLED, staff, f"Cancelled: {note}")
+    _deposit_given_back(session, order, staff, f"cancelled and refunded: {note}")
     for line_id, quantity in restockable(order).items():
         line = next(line for line in order.lines if line.id == line_id)
         if quantity > 0 and line.inventory_id is not None:
@@ -751,6 +769,9 @@ def cancel_not_accepted(
         actor=staff.name,
         note=f"Cancelled, its payment of {amount} refunded: {note}",
         actor_user_id=staff.user_id,
+    )
+    _deposit_given_back(
+        session, order, staff, f"cancelled, the payment the shop refused ({amount}) refunded"
     )
     for flagged in (order.attention_reason or "").split("\n"):
         if flagged.endswith(payments.AMOUNT_MISMATCH_FLAG):

@@ -8,6 +8,8 @@ Every change to a lead that a person (or Stripe) makes goes through :func:`move`
 
 from __future__ import annotations
 
+from sqlalchemy import select
+
 from elysium.models.engagement import BespokeLead, LeadEvent, LeadStatus
 from elysium.models.types import utcnow
 from elysium.services.sql import AnySession, take_turns_on_sqlite
@@ -15,7 +17,8 @@ from elysium.services.sql import AnySession, take_turns_on_sqlite
 L = LeadStatus
 
 # QUOTED is reached by sending a quote, WON by a paid deposit (or staff recording one paid
-# another way); LOST can be reopened. A won commission is an order now: it does not move.
+# another way); LOST can be reopened. A won commission is an order now: it does not move, unless
+# the deposit that won it is given back (``deposit_given_back``).
 ALLOWED_MOVES: dict[LeadStatus, frozenset[LeadStatus]] = {
     L.NEW: frozenset({L.CONTACTED, L.CONSULTATION, L.QUOTED, L.LOST}),
     L.CONTACTED: frozenset({L.CONSULTATION, L.QUOTED, L.LOST}),
@@ -90,6 +93,38 @@ def move(
     event.from_status = lead.status
     event.to_status = to_status
     lead.status = to_status
+    return event
+
+
+def won_by_deposit(session: AnySession, lead: BespokeLead) -> bool:
+    """Whether the lead is WON because Stripe reported its deposit paid (not because staff
+    recorded one paid another way)."""
+    if lead.status is not L.WON:
+        return False
+    actor = session.scalar(
+        select(LeadEvent.actor)
+        .where(LeadEvent.lead_id == lead.id, LeadEvent.to_status == L.WON)
+        .order_by(LeadEvent.id.desc())
+        .limit(1)
+    )
+    return actor == STRIPE_ACTOR
+
+
+def deposit_given_back(
+    session: AnySession,
+    lead: BespokeLead,
+    *,
+    actor: str,
+    actor_user_id: int | None = None,
+    note: str,
+) -> LeadEvent:
+    """A commission won by its deposit, the deposit given back (cancelled or refunded in full):
+    LOST, the one move out of WON, which staff can't make by hand (the money decides). Like any
+    lost commission it can be reopened and quoted again."""
+    assert won_by_deposit(session, lead)
+    event = record(session, lead, actor=actor, actor_user_id=actor_user_id, note=note)
+    event.from_status, event.to_status = lead.status, L.LOST
+    lead.status = L.LOST
     return event
 
 

@@ -323,6 +323,13 @@ def charge_refunded(session: AnySession, order: Order, obj: dict[str, Any], even
     order.refunded_amount = max(order.refunded_amount, refunded)
     if refunded >= order.total:
         if _move(order, OrderStatus.REFUNDED, "Refunded in full", event_id):
+            if order.bespoke_quote_id is not None:
+                quotes.deposit_given_back(
+                    session,
+                    order,
+                    actor=ACTOR,
+                    note=f"Deposit order {order.number} refunded in full at Stripe",
+                )
             orders.email_shopper(
                 session, order, "order_refunded", f"Your refund for {order.number}"
             )

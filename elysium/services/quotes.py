@@ -425,6 +425,35 @@ def deposit_after_cancellation(session: AnySession, order: Order) -> None:
     )
 
 
+def deposit_given_back(
+    session: AnySession, order: Order, *, actor: str, actor_user_id: int | None = None, note: str
+) -> None:
+    """A deposit order cancelled or refunded in full (its lock held, its new status set): the
+    quote is no longer paid unless another of its orders still holds a deposit, and a
+    commission that the deposit had won is lost; the commission's timeline says why, so the
+    people who follow the lead see the money went back. A lead won another way stays won."""
+    quote = session.get(BespokeQuote, order.bespoke_quote_id) if order.bespoke_quote_id else None
+    lead = leads.lock_lead(session, quote.lead_id) if quote is not None else None
+    if quote is None or lead is None:
+        return
+    session.flush()
+    still_paid = session.scalar(
+        select(Order.id)
+        .where(
+            Order.bespoke_quote_id == quote.id,
+            Order.id != order.id,
+            Order.status.in_(sorted(LIVE - {OrderStatus.PENDING, OrderStatus.PROCESSING})),
+        )
+        .limit(1)
+    )
+    if still_paid is None:
+        quote.paid_at = None
+    if leads.won_by_deposit(session, lead) and not any(q.paid_at for q in lead.quotes):
+        leads.deposit_given_back(session, lead, actor=actor, actor_user_id=actor_user_id, note=note)
+    else:
+        leads.record(session, lead, actor=actor, actor_user_id=actor_user_id, note=note)
+
+
 def quotes_of(lead: BespokeLead) -> list[BespokeQuote]:
     """The lead's quotes, newest first."""
     return sorted(lead.quotes, key=lambda quote: quote.id, reverse=True)
