@@ -736,6 +736,86 @@ def test_a_bank_payment_the_shop_refused_is_refunded_before_its_order_is_cancell
     assert stock(app) == (3, 0)
 
 
+def refused_payment(shop: Shop, app: Flask) -> tuple[str, str]:
+    """A guest's card payment Stripe took for a penny less than the order: the webhook refused
+    it, so the order waits, flagged, its piece reserved. Its number and payment intent."""
+    client = shop.client()
+    add_chain(client)
+    session_id = session_id_from(check_out(client).location)
+    shop.fake.sessions[session_id]["amount_total"] = TOTAL - 1
+    shop.fake.pay(session_id)
+    with app.app_context():
+        number = db.session.scalars(
+            select(Order.number).where(Order.stripe_checkout_session_id == session_id)
+        ).one()
+    assert (order_of(app, number)["status"], stock(app)) == (S.PENDING, (3, 1))
+    return number, shop.fake.session(session_id)["payment_intent"]
+
+
+@pytest.mark.parametrize("at_stripe", [TOTAL - 1, 10000])
+def test_a_refused_payment_given_back_at_stripes_dashboard_can_still_be_cancelled(
+    shop: Shop, app: Flask, at_stripe: int
+) -> None:
+    """Someone refunded the payment (all of it, or part) in Stripe's dashboard: Cancel gives
+    back only what is left, and cancels. Before, Stripe refused the shop's refund of the whole
+    payment and the order held its piece forever."""
+    number, payment_intent = refused_payment(shop, app)
+    shop.fake.refund_from_dashboard(payment_intent, amount=at_stripe)
+    staff = staff_client(shop.app)
+
+    response = act(staff, number, "cancel", reason="Wrong amount", request_key="d")
+    shop.fake.wait_for_deliveries()
+
+    assert response.status_code == 303, page_text(response)
+    left = TOTAL - 1 - at_stripe
+    assert [refund["amount"] for refund in shop.fake.refunds.values()] == [at_stripe] + (
+        [left] if left else []
+    )
+    after = order_of(app, number)
+    assert after["status"] is S.CANCELLED
+    assert after["refunds"] == ([(left, RefundStatus.SUCCEEDED)] if left else [])
+    assert after["flagged"] is False
+    [cancelled] = [note for status, _, _, note in after["events"] if status is S.CANCELLED]
+    assert cancelled.startswith("Cancelled, its payment of £649.99 refunded: Wrong amount")
+    assert "refunded at Stripe, not through the shop" in cancelled
+    assert stock(app) == (3, 0)
+
+
+def test_a_refund_stripe_refused_is_asked_again_under_a_new_key_by_the_next_cancel(
+    shop: Shop, app: Flask
+) -> None:
+    number, _ = refused_payment(shop, app)
+    staff = staff_client(shop.app)
+
+    def refuse_the_refund(method: str, path: str) -> None:
+        if (method, path) == ("POST", "/v1/refunds"):
+            shop.fake.on_request = None
+            shop.fake.fail_next(400, code="charge_not_refundable", message="Not now.")
+
+    shop.fake.on_request = refuse_the_refund
+    refused = act(staff, number, "cancel", reason="Wrong amount", request_key="x")
+
+    assert refused.status_code == 409, page_text(refused)
+    assert "Nothing was cancelled" in page_text(refused)
+    first = order_of(app, number)
+    assert (first["status"], first["refunds"]) == (S.PENDING, [(TOTAL - 1, RefundStatus.FAILED)])
+    assert not shop.fake.refunds
+
+    response = act(staff, number, "cancel", reason="Wrong amount", request_key="y")
+    shop.fake.wait_for_deliveries()
+
+    assert response.status_code == 303, page_text(response)
+    assert [refund["amount"] for refund in shop.fake.refunds.values()] == [TOTAL - 1]
+    after = order_of(app, number)
+    assert after["status"] is S.CANCELLED
+    assert after["refunds"] == [
+        (TOTAL - 1, RefundStatus.FAILED),
+        (TOTAL - 1, RefundStatus.SUCCEEDED),
+    ]
+    assert after["flagged"] is False  # neither the amount nor the refused refund is left
+    assert stock(app) == (3, 0)
+
+
 def test_staff_cancel_refuses_when_the_shopper_opens_a_payment_page_meanwhile(
     shop: Shop, app: Flask
 ) -> None:

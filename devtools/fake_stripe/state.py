@@ -279,6 +279,19 @@ class FakeStripeState:
         self._deliver_now([event])
         return clone(dispute)
 
+    def refund_from_dashboard(
+        self, payment_intent_id: str, *, amount: int | None = None
+    ) -> list[Delivery]:
+        """Someone refunds the payment in Stripe's dashboard (all that is left of it, or
+        ``amount``): a refund with no key or metadata of the shop's; emits ``refund.created``
+        and ``charge.refunded``."""
+        values: dict[str, Any] = {"payment_intent": payment_intent_id}
+        if amount is not None:
+            values["amount"] = amount
+        with self._lock:
+            _, events = self._create_refund(values, {})
+        return self._deliver_now(events)
+
     def _act(self, session_id: str, action: str, email: str | None = None) -> list[Delivery]:
         return self._deliver_now(self._transition(session_id, action, email))
 

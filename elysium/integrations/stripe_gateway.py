@@ -242,6 +242,35 @@ def create_refund(
     return RefundAnswer(refund_id=refund.id, status=refund.status or "pending")
 
 
+@dataclass(frozen=True)
+class PaymentRefund:
+    """One refund of a payment as Stripe lists it; ``key`` is the shop's idempotency key from
+    its metadata (None for a refund made elsewhere, in Stripe's dashboard say)."""
+
+    refund_id: str
+    status: str
+    amount: int
+    key: str | None
+
+
+def refunds_of(payment_intent: str) -> list[PaymentRefund]:
+    """Every refund of the payment, whoever made it. Raises :class:`PaymentProviderError` when
+    Stripe could not be reached."""
+    try:
+        listed = _client().v1.refunds.list({"payment_intent": payment_intent, "limit": 100})
+        return [
+            PaymentRefund(
+                refund_id=refund.id,
+                status=refund.status or "pending",
+                amount=int(refund.amount or 0),
+                key=(refund.metadata.to_dict() if refund.metadata else {}).get("refund_key"),
+            )
+            for refund in listed.auto_paging_iter()
+        ]
+    except stripe.StripeError as error:
+        raise PaymentProviderError(str(error)) from error
+
+
 def find_refund(*, payment_intent: str, idempotency_key: str) -> RefundAnswer | None:
     """The refund of this payment that :func:`create_refund` made under this key, if any.
 
@@ -250,14 +279,9 @@ def find_refund(*, payment_intent: str, idempotency_key: str) -> RefundAnswer | 
     key in its metadata, so the payment's refunds are looked through instead. Raises
     :class:`PaymentProviderError` when Stripe could not be reached.
     """
-    try:
-        refunds = _client().v1.refunds.list({"payment_intent": payment_intent, "limit": 100})
-        for refund in refunds.auto_paging_iter():
-            metadata = refund.metadata.to_dict() if refund.metadata else {}
-            if metadata.get("refund_key") == idempotency_key:
-                return RefundAnswer(refund_id=refund.id, status=refund.status or "pending")
-    except stripe.StripeError as error:
-        raise PaymentProviderError(str(error)) from error
+    for refund in refunds_of(payment_intent):
+        if refund.key == idempotency_key:
+            return RefundAnswer(refund_id=refund.refund_id, status=refund.status)
     return None
 
 

@@ -51,6 +51,8 @@ STRIPE_KEY_MEMORY = timedelta(hours=23)
 REFUND_KEY = "refund:{number}:{request_key}"
 CANCEL_REFUND_KEY = "cancel-refund:{number}:{request_key}"
 UNACCEPTED_REFUND_KEY = "unaccepted-refund:{number}:{payment_intent}"
+# How the flag raised when Stripe refuses a refund begins.
+REFUND_REFUSED = "Stripe refused a refund of"
 
 
 class Action(enum.StrEnum):
@@ -464,8 +466,7 @@ def finish_refund(
         refund.status, refund.failure_reason = RefundStatus.FAILED, answer.refused
         checkout.flag(
             order,
-            f"Stripe refused a refund of {format_money(refund.amount, order.currency)}: "
-            f"{answer.refused}",
+            f"{REFUND_REFUSED} {format_money(refund.amount, order.currency)}: {answer.refused}",
             actor=staff.name,
         )
         session.flush()
@@ -652,6 +653,12 @@ class UnacceptedPayment:
     payment_intent: str
     amount: int
     currency: str
+    # What Stripe lists as given back already by other means (its dashboard, say).
+    refunded_elsewhere: int = 0
+
+    @property
+    def left(self) -> int:
+        return max(self.amount - self.refunded_elsewhere, 0)
 
 
 def payment_not_accepted(order: Order) -> bool:
@@ -697,11 +704,38 @@ def unaccepted_payment(session: AnySession, order_id: int) -> UnacceptedPayment:
         raise ActionRefusedError(
             f"Stripe does not say that order {order.number} was paid: nothing was refunded."
         )
+    ours = _unaccepted_key(order.number, intent_id)
+    try:
+        refunds = stripe_gateway.refunds_of(intent_id)
+    except stripe_gateway.PaymentProviderError as error:
+        current_app.logger.warning("Order %s: Stripe unreachable: %s", order.number, error)
+        raise StripeUnreachableError(
+            f"Stripe could not be reached to look at the refunds of order {order.number}: "
+            "nothing was done. Try again in a moment."
+        ) from error
     return UnacceptedPayment(
         checkout_session_id=checkout_session_id,
         payment_intent=intent_id,
         amount=int(page.amount_total or 0),
         currency=str(page.currency or "").upper(),
+        refunded_elsewhere=sum(
+            refund.amount
+            for refund in refunds
+            if refund.status == "succeeded" and not (refund.key or "").startswith(ours)
+        ),
+    )
+
+
+def _unaccepted_key(number: str, payment_intent: str) -> str:
+    return UNACCEPTED_REFUND_KEY.format(number=number, payment_intent=payment_intent)
+
+
+def _unaccepted_refunds(order: Order, payment_intent: str) -> list[Refund]:
+    """The shop's refunds of the payment it refused: the first under the payment's key, any
+    asked again after Stripe refused one under that key and a number."""
+    ours = _unaccepted_key(order.number, payment_intent)
+    return sorted(
+        (r for r in order.refunds if r.idempotency_key.startswith(ours)), key=lambda r: r.id
     )
 
 
@@ -712,17 +746,19 @@ def begin_unaccepted_refund(
     payment: UnacceptedPayment,
     *,
     reason: str,
-) -> Refund:
-    """Step 1: record the refund of the whole payment (PENDING) under the order's lock; its
-    key is the payment's, so any form, tab or retry asks Stripe for it once. The caller
+) -> Refund | None:
+    """Step 1: record the refund of what is left of the payment (PENDING) under the order's
+    lock; its key is the payment's, so any form, tab or retry asks Stripe for it once. One that
+    Stripe refused moved no money, so the next cancel asks again under a new key. None when
+    Stripe lists the whole payment given back already (in its dashboard, say). The caller
     commits, then calls :func:`ask_stripe` and :func:`finish_refund`, then
     :func:`cancel_not_accepted`."""
     note = _reason(reason, required=True)
     order = _locked(session, order_id)
-    key = UNACCEPTED_REFUND_KEY.format(number=order.number, payment_intent=payment.payment_intent)
-    existing = session.scalar(select(Refund).where(Refund.idempotency_key == key))
-    if existing is not None:
-        return existing
+    _refunds_now(session, order)
+    asked = _unaccepted_refunds(order, payment.payment_intent)
+    if live := [r for r in asked if r.status is not RefundStatus.FAILED]:
+        return live[0]
     _refuse_unless_not_accepted(order)
     if order.stripe_checkout_session_id != payment.checkout_session_id or (
         order.stripe_payment_intent_id not in (None, payment.payment_intent)
@@ -733,12 +769,15 @@ def begin_unaccepted_refund(
     if payment.amount < 1:
         raise ActionRefusedError(f"Stripe reports no money taken for order {order.number}.")
     order.stripe_payment_intent_id = payment.payment_intent
+    if payment.left < 1:
+        return None
+    key = _unaccepted_key(order.number, payment.payment_intent)
     return _record_refund(
         session,
         order,
         staff,
-        key=key,
-        amount=payment.amount,
+        key=f"{key}:{len(asked) + 1}" if asked else key,
+        amount=payment.left,
         currency=payment.currency,
         reason=f"Payment not accepted: {note}",
         restock=[],
@@ -746,22 +785,32 @@ def begin_unaccepted_refund(
 
 
 def cancel_not_accepted(
-    session: AnySession, order_id: int, staff: Staff, *, reason: str, notify: bool
+    session: AnySession,
+    order_id: int,
+    staff: Staff,
+    payment: UnacceptedPayment,
+    *,
+    reason: str,
+    notify: bool,
 ) -> Order:
-    """After its payment has been refunded: cancel the order whose payment was not accepted
+    """After its payment has been given back: cancel the order whose payment was not accepted
     (its reserved pieces go back on sale and the shopper's bag is thawed)."""
     note = _reason(reason, required=True)
     order = _locked(session, order_id)
     _refuse_unless_not_accepted(order)
     _refunds_now(session, order)
     _refuse_while_pending(order, "cancelled")
-    key = UNACCEPTED_REFUND_KEY.format(
-        number=order.number, payment_intent=order.stripe_payment_intent_id
-    )
-    refunded = [r for r in order.refunds if r.idempotency_key == key]
-    if not refunded or refunded[0].status is not RefundStatus.SUCCEEDED:
+    refunded = [
+        r
+        for r in _unaccepted_refunds(order, payment.payment_intent)
+        if r.status is RefundStatus.SUCCEEDED
+    ]
+    if sum(r.amount for r in refunded) < payment.left:
         raise ActionRefusedError(f"Order {order.number}'s payment must be refunded first.")
-    amount = format_money(refunded[0].amount, refunded[0].currency)
+    amount = format_money(payment.amount, payment.currency)
+    if payment.refunded_elsewhere:
+        elsewhere = format_money(payment.refunded_elsewhere, payment.currency)
+        note = f"{note} ({elsewhere} of it refunded at Stripe, not through the shop)"
     checkout.close_unpaid(
         session,
         order,
@@ -774,7 +823,7 @@ def cancel_not_accepted(
         session, order, staff, f"cancelled, the payment the shop refused ({amount}) refunded"
     )
     for flagged in (order.attention_reason or "").split("\n"):
-        if flagged.endswith(payments.AMOUNT_MISMATCH_FLAG):
+        if flagged.endswith(payments.AMOUNT_MISMATCH_FLAG) or flagged.startswith(REFUND_REFUSED):
             checkout.clear_flag(
                 order,
                 flagged,

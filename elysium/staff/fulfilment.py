@@ -281,13 +281,17 @@ def _settle_pending_refunds(order: Order) -> _RefundOutcome | None:
     return None
 
 
-def _refund_not_accepted(order: Order, reason: str) -> _RefundOutcome:
-    """Give back, at Stripe, a payment the shop refused (three short units of work)."""
-    payment = fulfilment.unaccepted_payment(db.session, order.id)
+def _refund_not_accepted(
+    order: Order, payment: fulfilment.UnacceptedPayment, reason: str
+) -> _RefundOutcome | None:
+    """Give back, at Stripe, what is left of a payment the shop refused (three short units of
+    work); None when Stripe has it all given back already."""
     refund = fulfilment.begin_unaccepted_refund(
         db.session, order.id, _staff(), payment, reason=reason
     )
     db.session.commit()
+    if refund is None:
+        return None
     return _ask_and_finish(order, refund, notify=False, for_cancelling=True)
 
 
@@ -300,11 +304,12 @@ def cancel(number: str) -> Response:
     staff, reason, notify = _staff(), form.reason.data or "", form.notify.data
     try:
         if fulfilment.payment_not_accepted(order):
-            outcome = _refund_not_accepted(order, reason)
-            if not outcome.done:
+            payment = fulfilment.unaccepted_payment(db.session, order.id)
+            outcome = _refund_not_accepted(order, payment, reason)
+            if outcome is not None and not outcome.done:
                 return render_error(outcome.status, f"Nothing was cancelled. {outcome.message}")
             fulfilment.cancel_not_accepted(
-                db.session, order.id, staff, reason=reason, notify=notify
+                db.session, order.id, staff, payment, reason=reason, notify=notify
             )
         elif order.status in fulfilment.UNPAID:
             fulfilment.cancel_unpaid(db.session, order.id, staff, reason=reason, notify=notify)
