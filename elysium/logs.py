@@ -124,7 +124,8 @@ def request_id() -> str | None:
 
 
 def new_request_id() -> str:
-    return "".join(secrets.choice(ID_ALPHABET) for _ in range(ID_LENGTH))
+    # 32 letters: each random byte picks one evenly (256 is a multiple of 32), in one read.
+    return "".join(ID_ALPHABET[byte % len(ID_ALPHABET)] for byte in secrets.token_bytes(ID_LENGTH))
 
 
 def logged_path() -> str:

@@ -62,20 +62,25 @@ class ShopResponse(Response):
 
 def register_security_headers(app: Flask) -> None:
     app.response_class = ShopResponse
-    hsts = app.config["ELYSIUM_ENV"] == "production"
-    policy = content_security_policy(app)
+    fixed = [
+        ("Content-Security-Policy", content_security_policy(app)),
+        ("X-Content-Type-Options", "nosniff"),
+        ("X-Frame-Options", "DENY"),
+        ("Referrer-Policy", "strict-origin-when-cross-origin"),
+        ("Cross-Origin-Opener-Policy", "same-origin"),
+        ("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=()"),
+    ]
+    if app.config["ELYSIUM_ENV"] == "production":
+        fixed.append(("Strict-Transport-Security", "max-age=31536000; includeSubDomains"))
+    lowered = [(name.lower(), name, value) for name, value in fixed]
 
     @app.after_request
     def add_security_headers(response: Response) -> Response:
+        """Each header unless the response set its own (one look at what it has: this runs
+        on every response)."""
         headers = response.headers
-        headers.setdefault("Content-Security-Policy", policy)
-        headers.setdefault("X-Content-Type-Options", "nosniff")
-        headers.setdefault("X-Frame-Options", "DENY")
-        headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
-        headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
-        headers.setdefault(
-            "Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=()"
-        )
-        if hsts:
-            headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+        present = {name.lower() for name, _ in headers}
+        for key, name, value in lowered:
+            if key not in present:
+                headers.add(name, value)
         return response

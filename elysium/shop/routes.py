@@ -25,10 +25,13 @@ from elysium.web.configurator import (
     configurator_context,
     product_page_context,
 )
-from elysium.web.fragments import card_links, kept, product_to_show
+from elysium.web.fragments import briefly, card_links, kept, product_to_show
 from elysium.web.wishlist import heart_marks, put_hearts
 
 bp = Blueprint("shop", __name__)
+
+# How long each process shows the trending pieces it last read before asking Redis again.
+TRENDING_HELD_SECONDS = 5
 
 
 @bp.get("/")
@@ -39,10 +42,11 @@ def home() -> str:
         return collections, featured, card_links(featured, 3)
 
     collections, featured, links = kept("home", (), window)
-    # "Trending now": the week's most viewed pieces (their ids are cached for a minute), read
-    # as cards like the rest, so a piece taken off sale leaves at once. None while too few
-    # pieces have been viewed: the featured pieces then stand alone, not the same cards twice.
-    ids = views.trending_ids(db.session)
+    # "Trending now": the week's most viewed pieces (their ids are cached for a minute, and
+    # each process keeps its copy a few seconds), read as cards like the rest, so a piece taken
+    # off sale leaves at once. None while too few pieces have been viewed: the featured pieces
+    # then stand alone, not the same cards twice.
+    ids = briefly("trending", TRENDING_HELD_SECONDS, lambda: views.trending_ids(db.session))
 
     def trending_cards() -> tuple:
         cards = catalog.product_cards(db.session, ids)

@@ -89,14 +89,20 @@ def compress(response: Response) -> Response:
         return response
     if response.direct_passthrough or response.is_streamed:
         return response
-    if "Content-Encoding" in response.headers or response.mimetype not in COMPRESSIBLE:
+    headers = response.headers
+    if "Content-Encoding" in headers or response.mimetype not in COMPRESSIBLE:
         return response
-    if response.cache_control.no_transform:
+    if "no-transform" in headers.get("Cache-Control", "").lower():
         return response
     data = response.get_data()
     if len(data) < MIN_SIZE:
         return response
-    response.vary.add("Accept-Encoding")  # a 304 too: it stands for the 200 it confirms
+    # A 304 too: it stands for the 200 it confirms. (As text: this runs on every page.)
+    vary = headers.get("Vary")
+    if not vary:
+        headers["Vary"] = "Accept-Encoding"
+    elif "accept-encoding" not in vary.lower():
+        headers["Vary"] = f"{vary}, Accept-Encoding"
     if status == 304:
         return response
     coding = choose_encoding(request)

@@ -53,17 +53,41 @@ def page_etag(body: bytes) -> str:
     return mac.hexdigest()[:32]
 
 
+# A request carrying none of these gets the page as it is: nothing to compare or cut.
+CONDITIONAL_HEADERS = (
+    "HTTP_IF_NONE_MATCH",
+    "HTTP_IF_MATCH",
+    "HTTP_IF_MODIFIED_SINCE",
+    "HTTP_IF_UNMODIFIED_SINCE",
+    "HTTP_RANGE",
+)
+
+
 def revalidate(response: Response) -> Response:
     """The after-request hook: tag the shop window's pages and answer a matching
-    ``If-None-Match`` with 304. Other pages, other methods and other statuses are untouched."""
+    ``If-None-Match`` with 304. Other pages, other methods and other statuses are untouched.
+
+    Every page of the shop window passes here, so the usual case (no ``Cache-Control`` or
+    ``Vary`` yet, no conditional header) writes its headers as text instead of through
+    Werkzeug's parsed header objects, which cost more than the hash."""
     if request.endpoint not in PAGES or request.method not in ("GET", "HEAD"):
         return response
     if response.status_code != 200 or response.direct_passthrough or response.is_streamed:
         return response
-    if response.cache_control.no_store:
-        return response
+    headers = response.headers
+    if "Cache-Control" in headers:
+        if response.cache_control.no_store:
+            return response
+        response.cache_control.private = True
+        response.cache_control.no_cache = True
+    else:
+        headers["Cache-Control"] = "private, no-cache"
+    if "Vary" in headers:
+        response.vary.add("Cookie")
+    else:
+        headers["Vary"] = "Cookie"
     response.set_etag(page_etag(response.get_data()), weak=True)
-    response.cache_control.private = True
-    response.cache_control.no_cache = True
-    response.vary.add("Cookie")
-    return response.make_conditional(request)
+    environ = request.environ
+    if any(name in environ for name in CONDITIONAL_HEADERS):
+        return response.make_conditional(request)
+    return response

@@ -30,6 +30,7 @@ import hashlib
 import logging
 import pickle
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from functools import cache as once
@@ -67,6 +68,7 @@ TIMEOUT_SECONDS = 300
 # pickles to a few kilobytes).
 NEAR_ENTRIES = 512
 NEAR_CACHE = "elysium.near_cache"
+BRIEFLY = "elysium.briefly"
 DRAWN_ONCE = "elysium.drawn_once"
 # Blocks each process keeps drawn once (a handful of names, each with a key or two).
 DRAWN_ONCE_ENTRIES = 256
@@ -136,6 +138,22 @@ def forget_kept(app: Flask | None = None) -> None:
     """Empty the shared cache and this process's copies (tests, and after a deploy by hand)."""
     cache.clear()
     near_cache(app).clear()
+    (app or current_app).extensions.get(BRIEFLY, {}).clear()
+
+
+def briefly(name: str, seconds: float, make: Callable[[], T]) -> T:
+    """``make()``, kept by this process for ``seconds`` under ``name``: for a value that can
+    be a moment old without misleading anyone (which pieces are trending), so the pages that
+    show it don't each ask Redis. Never a price or a stock state: those are :func:`kept`
+    under the catalogue's version."""
+    kept_here: dict[str, tuple[float, object]] = current_app.extensions.setdefault(BRIEFLY, {})
+    now = time.monotonic()
+    found = kept_here.get(name)
+    if found is not None and found[0] > now:
+        return found[1]  # type: ignore[return-value]
+    value = make()
+    kept_here[name] = (now + seconds, value)
+    return value
 
 
 def catalog_version() -> str | None:
