@@ -99,6 +99,7 @@ def register_extensions(app: Flask) -> None:
     from elysium.integrations.stripe_gateway import check_settings as check_stripe_settings
     from elysium.services.outbox import init_app as init_outbox
     from elysium.web.sign_in import init_app as init_sessions
+    from elysium.web.signatures import reuse_csrf_token
     from elysium.web.throttle import init_app as init_throttle
 
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///"):
@@ -109,6 +110,7 @@ def register_extensions(app: Flask) -> None:
     init_read_replica(app)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"), render_as_batch=True)
     csrf.init_app(app)
+    app.before_request(reuse_csrf_token)
     init_sessions(app)
     init_google(app)
     check_stripe_settings(app)

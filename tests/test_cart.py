@@ -13,7 +13,7 @@ from elysium.models.types import utcnow
 from elysium.services import cart as cart_service
 from elysium.services.configuration import configure
 from elysium.web.fragments import forget_kept
-from tests.conftest import page_text
+from tests.conftest import ShopClient, page_text
 from tests.html import Page, elements, field_error
 from tests.html import bag_count as header_count
 
@@ -249,6 +249,28 @@ def test_posting_without_the_csrf_token_is_refused(app, client, catalogue):
     response = client.post("/cart/items", data={"product": RING, **RING_CHOICES})
     assert response.status_code == 400
     assert lines(app) == []
+
+
+def test_each_browser_posts_with_its_own_token_and_never_with_anothers(app, client, catalogue):
+    """A process signs each session's CSRF token once and shows it again on the next pages
+    (``elysium.web.signatures``): a token belongs to its session all the same."""
+    other = ShopClient(app)
+    client.get("/shop/" + RING)
+    other.get("/shop/" + RING)
+    first = client.csrf_token
+    client.get("/cart")
+    assert client.csrf_token == first  # the same session, the same token
+    assert other.csrf_token != first
+
+    data = {"product": RING, "quantity": "1", **RING_CHOICES}
+    stolen = other.post("/cart/items", data={"csrf_token": first, **data})
+    assert stolen.status_code == 400
+    assert lines(app) == []
+    assert (
+        other.post("/cart/items", data={"csrf_token": other.csrf_token, **data}).status_code == 303
+    )
+    assert client.post("/cart/items", data={"csrf_token": first, **data}).status_code == 303
+    assert len(lines(app)) == 2
 
 
 def test_a_sold_out_variant_cannot_be_added_409(app, client, catalogue):

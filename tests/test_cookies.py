@@ -231,3 +231,39 @@ def test_a_cookie_name_has_the_host_prefix_exactly_when_the_cookie_is_secure() -
 def test_csp_forbids_a_base_element_in_production(production: Flask) -> None:
     policy = production.test_client().get("/").headers["Content-Security-Policy"]
     assert "base-uri 'none'" in policy.split("; ")
+
+
+def test_a_session_past_its_lifetime_is_over_though_its_cookie_was_checked_before(
+    app: Flask, client: ShopClient, auth: AuthActions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each process remembers a session cookie whose signature checked out
+    (``elysium.web.signatures``); the cookie's age is still checked on every request."""
+    from itsdangerous import TimestampSigner
+
+    auth.create_user()
+    auth.login()
+    assert client.get("/account").status_code == 200  # its cookie checked, and remembered
+    lifetime = int(app.permanent_session_lifetime.total_seconds())
+    now = TimestampSigner("any").get_timestamp()
+    with monkeypatch.context() as patch:
+        patch.setattr(TimestampSigner, "get_timestamp", lambda self: now + lifetime - 60)
+        assert client.get("/account").status_code == 200
+        patch.setattr(TimestampSigner, "get_timestamp", lambda self: now + lifetime + 60)
+        assert client.get("/account").status_code == 303  # signed out: to the sign-in page
+
+
+def test_a_bag_cookie_checked_by_one_shop_is_no_bag_at_a_shop_with_another_key(
+    app: Flask, catalogue: dict, client: ShopClient
+) -> None:
+    client.get(f"/shop/{CHAIN}")
+    added = client.post(
+        "/cart/items",
+        data={"csrf_token": client.csrf_token, "product": CHAIN, "metal": METAL, "quantity": "1"},
+    )
+    assert added.status_code == 303
+    assert bag_count(client.get("/cart")) == 1  # its cookie checked, and remembered
+    other = make_app(
+        app.config["SQLALCHEMY_DATABASE_URI"], SECRET_KEY="another-key-not-for-production"
+    ).test_client()
+    other.set_cookie("elysium_bag", client.get_cookie("elysium_bag").value)
+    assert bag_count(other.get("/cart")) == 0

@@ -19,9 +19,11 @@ from elysium.extensions import db
 from elysium.models.cart import Cart
 from elysium.models.users import User
 from elysium.services import cart as carts
+from elysium.web.signatures import VerifiedValues
 
 COOKIE_SALT = "elysium.bag"
 MAX_TOKEN_LENGTH = 64
+_verified = VerifiedValues()
 
 
 def _serializer(cookie_name: str) -> URLSafeSerializer:
@@ -50,10 +52,14 @@ def _read(cookie_name: str) -> str | None:
     raw = request.cookies.get(cookie_name)
     if not raw:
         return None
-    try:
-        token = _serializer(cookie_name).loads(raw)
-    except BadData:
-        return None
+    checked = (current_app.config["SECRET_KEY"], cookie_name, raw)
+    token = _verified.get(checked)
+    if token is None:
+        try:
+            token = _serializer(cookie_name).loads(raw)
+        except BadData:
+            return None
+        _verified.put(checked, token)
     if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_LENGTH:
         return None
     return token

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, current_app, redirect, request, session, url_for
-from flask.sessions import SecureCookieSessionInterface, SessionMixin
+from flask import Flask, Request, Response, current_app, redirect, request, session, url_for
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface, SessionMixin
 from flask_login import login_user
+from itsdangerous import BadSignature, TimestampSigner
 
 from elysium.extensions import db, login_manager
 from elysium.htmx import htmx_redirect, is_htmx
@@ -15,6 +16,7 @@ from elysium.models.users import User
 from elysium.web.browsing import adopt_guest_views
 from elysium.web.cart import merge_guest_cart
 from elysium.web.devices import remember_device
+from elysium.web.signatures import VerifiedValues
 
 
 def load_user(identity: str) -> User | None:
@@ -79,16 +81,50 @@ def _same_site_path(url: str | None) -> str | None:
     return path
 
 
+# Ages are counted by the clock itsdangerous signs and checks with (a signer's, any key).
+_SIGNATURE_CLOCK = TimestampSigner("only-its-clock-is-used")
+
+
 class PublicAwareSessionInterface(SecureCookieSessionInterface):
     """Flask's signed-cookie session, except that a response marked ``public`` (a static
     file, a drawing, the favicon) never says ``Vary: Cookie``. Flask adds it whenever the
     session was looked at, and Flask-Login looks after every request; but a public answer
     is by its own declaration the same for everyone, and that header would make a shared
-    cache keep one copy per visitor. A response that sets a cookie keeps it."""
+    cache keep one copy per visitor. A response that sets a cookie keeps it.
+
+    A cookie whose signature checked out is not checked again when it comes back
+    (:mod:`elysium.web.signatures`); its age still is, on every request."""
+
+    def __init__(self) -> None:
+        self._verified = VerifiedValues()
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        if not app.secret_key:
+            return None
+        raw = request.cookies.get(self.get_cookie_name(app))
+        if not raw:
+            return self.session_class()
+        max_age = int(app.permanent_session_lifetime.total_seconds())
+        checked = (app.secret_key, tuple(app.config["SECRET_KEY_FALLBACKS"] or ()), raw)
+        found = self._verified.get(checked)
+        if found is None:
+            serializer = self.get_signing_serializer(app)
+            assert serializer is not None  # there is a secret key
+            try:
+                data, signed = serializer.loads(raw, max_age=max_age, return_timestamp=True)
+            except BadSignature:
+                return self.session_class()
+            found = (int(signed.timestamp()), data)
+            self._verified.put(checked, found)
+        signed_at, data = found
+        if not 0 <= _SIGNATURE_CLOCK.get_timestamp() - signed_at <= max_age:
+            return self.session_class()  # as itsdangerous refuses a signature too old
+        return self.session_class(data)
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         super().save_session(app, session, response)
-        if response.cache_control.public and "Set-Cookie" not in response.headers:
+        public = "public" in response.headers.get("Cache-Control", "").lower()
+        if public and "Set-Cookie" not in response.headers:
             kept = [header for header in response.vary if header.lower() != "cookie"]
             response.vary = kept or None  # type: ignore[assignment]
 
