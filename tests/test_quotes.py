@@ -16,7 +16,7 @@ from elysium.models import Order, OrderStatus
 from elysium.models.engagement import BespokeLead, BespokeQuote, LeadStatus
 from elysium.models.types import utcnow
 from elysium.services import orders, quotes
-from tests.conftest import PASSWORD, create_user, link_in, page_text, sent_emails
+from tests.conftest import PASSWORD, ShopClient, create_user, link_in, page_text, sent_emails
 from tests.html import Page, field_error, text_of
 from tests.support.checkout import Shop, session_id_from, stock
 from tests.support.staff import staff_client
@@ -94,6 +94,14 @@ def deposit_orders(app: Flask) -> list[dict]:
         ]
         db.session.remove()
         return found
+
+
+def quoted_lead(shop: Shop, app: Flask) -> tuple[int, ShopClient]:
+    """A commission in consultation, quoted by staff: its id and staff's browser."""
+    lead_id = make_lead(app)
+    staff = staff_client(shop.app)
+    send(staff, lead_id)
+    return lead_id, staff
 
 
 def send(staff, lead_id: int, **changes: str):
@@ -184,6 +192,16 @@ def test_a_tampered_or_foreign_token_is_not_found(app: Flask) -> None:
     assert client.get("/bespoke/quote/not-a-token").status_code == 404
 
 
+def signed_event_to_the_shop(shop: Shop, event_type: str, obj: dict):
+    """An event as Stripe would sign it, sent straight to the shop's webhook."""
+    payload, signature = shop.fake.signed_event(event_type, obj)
+    return shop.app.test_client().post(
+        "/webhooks/stripe",
+        data=payload,
+        headers={"Content-Type": "application/json", "Stripe-Signature": signature},
+    )
+
+
 def pay_button(client, link: str):
     client.get(link)
     token = link.rsplit("/", 1)[1]
@@ -245,13 +263,7 @@ def test_the_deposit_is_paid_through_stripe_and_the_commission_is_won_once(
     before = (lead_state(app, lead_id), len(sent_emails(app)))
     assert shop.fake.deliver(completed.event_id).status == 200
     again = dict(shop.fake.event(completed.event_id)["data"]["object"])
-    payload, signature = shop.fake.signed_event("checkout.session.completed", again)
-    response = shop.app.test_client().post(
-        "/webhooks/stripe",
-        data=payload,
-        headers={"Content-Type": "application/json", "Stripe-Signature": signature},
-    )
-    assert response.status_code == 200
+    assert signed_event_to_the_shop(shop, "checkout.session.completed", again).status_code == 200
     assert (lead_state(app, lead_id), len(sent_emails(app))) == before
     assert [o["status"] for o in deposit_orders(app)] == [OrderStatus.PAID]
 
@@ -269,9 +281,7 @@ def test_the_deposit_is_paid_through_stripe_and_the_commission_is_won_once(
 def test_a_quote_that_cant_be_paid_is_refused_and_asks_nothing_of_stripe(
     shop: Shop, app: Flask, why: str
 ) -> None:
-    lead_id = make_lead(app)
-    staff = staff_client(shop.app)
-    send(staff, lead_id)
+    lead_id, staff = quoted_lead(shop, app)
     link = quote_link(app)
     with app.app_context():
         lead = db.session.get(BespokeLead, lead_id)
@@ -300,9 +310,7 @@ def test_a_quote_that_cant_be_paid_is_refused_and_asks_nothing_of_stripe(
 def test_a_deposit_paid_for_a_quote_replaced_meanwhile_is_kept_and_flagged(
     shop: Shop, app: Flask
 ) -> None:
-    lead_id = make_lead(app)
-    staff = staff_client(shop.app)
-    send(staff, lead_id)
+    lead_id, staff = quoted_lead(shop, app)
     client = shop.client()
     old_link = quote_link(app)
     session_id = session_id_from(pay_button(client, old_link).location)
@@ -346,9 +354,7 @@ def test_a_deposit_paid_after_its_order_was_cancelled_is_on_the_commissions_time
 def test_deposit_orders_are_not_pieces_to_fulfil_and_wear_a_deposit_flag(
     shop: Shop, app: Flask
 ) -> None:
-    lead_id = make_lead(app)
-    staff = staff_client(shop.app)
-    send(staff, lead_id)
+    lead_id, staff = quoted_lead(shop, app)
     session_id = session_id_from(pay_button(shop.client(), quote_link(app)).location)
     shop.fake.pay(session_id)
     [order] = deposit_orders(app)
@@ -454,22 +460,14 @@ def refund_at_stripes_dashboard(shop: Shop, number: str) -> None:
             "metadata": {"order_number": number},
         }
         db.session.remove()
-    payload, signature = shop.fake.signed_event("charge.refunded", charge)
-    response = shop.app.test_client().post(
-        "/webhooks/stripe",
-        data=payload,
-        headers={"Content-Type": "application/json", "Stripe-Signature": signature},
-    )
-    assert response.status_code == 200
+    assert signed_event_to_the_shop(shop, "charge.refunded", charge).status_code == 200
 
 
 @pytest.mark.parametrize("how", ["cancelled", "refunded", "refunded-at-stripe"])
 def test_a_deposit_given_back_unpays_the_quote_and_loses_the_commission_it_had_won(
     shop: Shop, app: Flask, how: str
 ) -> None:
-    lead_id = make_lead(app)
-    staff = staff_client(shop.app)
-    send(staff, lead_id)
+    lead_id, staff = quoted_lead(shop, app)
     number, link = paid_deposit(shop, app, lead_id)
     assert lead_state(app, lead_id)["status"] is LeadStatus.WON
 
@@ -516,9 +514,7 @@ def test_a_deposit_given_back_unpays_the_quote_and_loses_the_commission_it_had_w
 def test_a_deposit_refunded_on_a_commission_won_another_way_leaves_it_won(
     shop: Shop, app: Flask
 ) -> None:
-    lead_id = make_lead(app)
-    staff = staff_client(shop.app)
-    send(staff, lead_id)
+    lead_id, staff = quoted_lead(shop, app)
     client = shop.client()
     session_id = session_id_from(pay_button(client, quote_link(app)).location)
     won = move_lead(staff, lead_id, "won", seen="quoted", note="Paid by bank transfer")
@@ -544,9 +540,7 @@ def test_a_deposit_refunded_on_a_commission_won_another_way_leaves_it_won(
 def test_a_refused_deposit_refunded_and_cancelled_by_staff_is_on_the_commissions_timeline(
     shop: Shop, app: Flask
 ) -> None:
-    lead_id = make_lead(app)
-    staff = staff_client(shop.app)
-    send(staff, lead_id)
+    lead_id, staff = quoted_lead(shop, app)
     link = quote_link(app)
     session_id = session_id_from(pay_button(shop.client(), link).location)
     shop.fake.sessions[session_id]["amount_total"] = 30001  # Stripe took a penny less

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import TypeVar
 
 from flask import current_app
 from sqlalchemy import select
@@ -50,6 +52,8 @@ STRIPE_KEY_MEMORY = timedelta(hours=23)
 # refund by its key, so a retry of it never makes the order REFUNDED instead of CANCELLED.
 REFUND_KEY = "refund:{number}:{request_key}"
 CANCEL_REFUND_KEY = "cancel-refund:{number}:{request_key}"
+T = TypeVar("T")
+
 UNACCEPTED_REFUND_KEY = "unaccepted-refund:{number}:{payment_intent}"
 # How the flag raised when Stripe refuses a refund begins.
 REFUND_REFUSED = "Stripe refused a refund of"
@@ -690,14 +694,9 @@ def unaccepted_payment(session: AnySession, order_id: int) -> UnacceptedPayment:
     checkout_session_id = order.stripe_checkout_session_id
     if not checkout_session_id:
         raise ActionRefusedError(f"Order {order.number} has no payment page at Stripe.")
-    try:
-        page = stripe_gateway.retrieve_checkout_session(checkout_session_id)
-    except stripe_gateway.PaymentProviderError as error:
-        current_app.logger.warning("Order %s: Stripe unreachable: %s", order.number, error)
-        raise StripeUnreachableError(
-            f"Stripe could not be reached to look at the payment of order {order.number}: "
-            "nothing was done. Try again in a moment."
-        ) from error
+    page = _looked_up(
+        order, "payment", lambda: stripe_gateway.retrieve_checkout_session(checkout_session_id)
+    )
     intent = page.payment_intent
     intent_id = intent if isinstance(intent, str) else getattr(intent, "id", None)
     if page.status != "complete" or page.payment_status != "paid" or not intent_id:
@@ -705,14 +704,7 @@ def unaccepted_payment(session: AnySession, order_id: int) -> UnacceptedPayment:
             f"Stripe does not say that order {order.number} was paid: nothing was refunded."
         )
     ours = _unaccepted_key(order.number, intent_id)
-    try:
-        refunds = stripe_gateway.refunds_of(intent_id)
-    except stripe_gateway.PaymentProviderError as error:
-        current_app.logger.warning("Order %s: Stripe unreachable: %s", order.number, error)
-        raise StripeUnreachableError(
-            f"Stripe could not be reached to look at the refunds of order {order.number}: "
-            "nothing was done. Try again in a moment."
-        ) from error
+    refunds = _looked_up(order, "refunds", lambda: stripe_gateway.refunds_of(intent_id))
     return UnacceptedPayment(
         checkout_session_id=checkout_session_id,
         payment_intent=intent_id,
@@ -724,6 +716,18 @@ def unaccepted_payment(session: AnySession, order_id: int) -> UnacceptedPayment:
             if refund.status == "succeeded" and not (refund.key or "").startswith(ours)
         ),
     )
+
+
+def _looked_up(order: Order, what: str, ask: Callable[[], T]) -> T:
+    """Stripe's answer to ``ask``; :class:`StripeUnreachableError` when it can't be reached."""
+    try:
+        return ask()
+    except stripe_gateway.PaymentProviderError as error:
+        current_app.logger.warning("Order %s: Stripe unreachable: %s", order.number, error)
+        raise StripeUnreachableError(
+            f"Stripe could not be reached to look at the {what} of order {order.number}: "
+            "nothing was done. Try again in a moment."
+        ) from error
 
 
 def _unaccepted_key(number: str, payment_intent: str) -> str:

@@ -21,7 +21,8 @@ from typing import Any
 from flask import current_app, g, session
 from flask_wtf.csrf import generate_csrf
 
-VERIFIED_ENTRIES = 20_000
+# About the sessions one worker serves at once; past that it starts again (a check each).
+VERIFIED_ENTRIES = 2_000
 
 
 class VerifiedValues:
