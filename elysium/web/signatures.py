@@ -18,7 +18,7 @@ import pickle
 from collections.abc import Hashable
 from typing import Any
 
-from flask import current_app, g, session
+from flask import current_app, g, request, session
 from flask_wtf.csrf import generate_csrf
 
 # About the sessions one worker serves at once; past that it starts again (a check each).
@@ -51,10 +51,16 @@ def reuse_csrf_token() -> None:
     instead of a new signature on every page (Flask-WTF signs the secret with the time, and
     ``generate_csrf`` then answers from ``g``). With ``WTF_CSRF_TIME_LIMIT = None`` a token
     signed for the same secret with the same key is valid at any age, so the page's forms
-    post as before; with a time limit, every request signs afresh."""
+    post as before; with a time limit, every request signs afresh.
+
+    Only for pages read (GET, HEAD): a change may end the session (signing in or out clears
+    it), and a token put in ``g`` before that would be drawn for a secret the session no
+    longer holds."""
     config = current_app.config
     field = config.get("WTF_CSRF_FIELD_NAME") or "csrf_token"
-    if config.get("WTF_CSRF_TIME_LIMIT") is not None or field in g:
+    if request.method not in ("GET", "HEAD") or field in g:
+        return
+    if config.get("WTF_CSRF_TIME_LIMIT") is not None:
         return
     secret = session.get(field)
     if not isinstance(secret, str):
