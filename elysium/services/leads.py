@@ -121,7 +121,7 @@ def deposit_given_back(
     """A commission won by its deposit, the deposit given back (cancelled or refunded in full):
     LOST, the one move out of WON, which staff can't make by hand (the money decides). Like any
     lost commission it can be reopened and quoted again."""
-    assert won_by_deposit(session, lead)
+    assert lead.status is L.WON  # and won_by_deposit, which the caller asked
     event = record(session, lead, actor=actor, actor_user_id=actor_user_id, note=note)
     event.from_status, event.to_status = lead.status, L.LOST
     lead.status = L.LOST

@@ -406,12 +406,20 @@ def deposit_paid(session: AnySession, order: Order, *, stripe_event_id: str) -> 
     session.flush()
 
 
+def _quote_and_locked_lead(
+    session: AnySession, order: Order
+) -> tuple[BespokeQuote | None, BespokeLead | None]:
+    """A deposit order's quote, and its commission with the row locked (None for either gone)."""
+    quote = session.get(BespokeQuote, order.bespoke_quote_id) if order.bespoke_quote_id else None
+    lead = leads.lock_lead(session, quote.lead_id) if quote is not None else None
+    return quote, lead
+
+
 def deposit_after_cancellation(session: AnySession, order: Order) -> None:
     """Money for a deposit order that was already cancelled (its page expired, then the
     payment landed): the order is flagged, and the commission's timeline says so too, so the
     people who follow the lead see money was taken and decide (refund, or take it)."""
-    quote = session.get(BespokeQuote, order.bespoke_quote_id) if order.bespoke_quote_id else None
-    lead = leads.lock_lead(session, quote.lead_id) if quote is not None else None
+    _, lead = _quote_and_locked_lead(session, order)
     if lead is None:
         return
     leads.record(
@@ -432,8 +440,7 @@ def deposit_given_back(
     quote is no longer paid unless another of its orders still holds a deposit, and a
     commission that the deposit had won is lost; the commission's timeline says why, so the
     people who follow the lead see the money went back. A lead won another way stays won."""
-    quote = session.get(BespokeQuote, order.bespoke_quote_id) if order.bespoke_quote_id else None
-    lead = leads.lock_lead(session, quote.lead_id) if quote is not None else None
+    quote, lead = _quote_and_locked_lead(session, order)
     if quote is None or lead is None:
         return
     session.flush()
