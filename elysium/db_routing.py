@@ -33,19 +33,18 @@ On PostgreSQL, the plain reads of a shop-window ``GET`` or ``HEAD`` that go to t
 (no replica, a replica down, who is signed in) run without a transaction: the same pooled
 connections, in autocommit, so such a page costs no ``BEGIN`` and no ``ROLLBACK`` round trip.
 At read committed, which the shop uses, every statement sees its own snapshot inside a
-transaction too, so nothing a page reads changes. A view that writes as it shows a page (a
-product page records the view) is marked :func:`one_transaction`: its reads stay in the
-transaction it writes in, on one connection. Any other write (a flush, a locking read) goes to
-the primary's transaction as always, and every statement after it follows.
+transaction too, so nothing a page reads changes. A write (a product page recording a first
+view, a flush, a locking read) goes to the primary's transaction as always, and every
+statement after it follows: a page that writes holds a second pooled connection for it, and
+one that only reads (a product page seen again) costs no ``BEGIN`` and no ``COMMIT``.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import sqlalchemy as sa
 from flask import Flask, Response, current_app, has_app_context, has_request_context, request
@@ -58,8 +57,6 @@ from elysium.config import ConfigurationError, cookie_name, normalise_database_u
 from elysium.db_pool import check_connections_as_taken
 
 logger = logging.getLogger(__name__)
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 EXTENSION = "elysium.replica"
 WITHOUT_TRANSACTION = "elysium.reads_without_transaction"
@@ -132,8 +129,8 @@ class RoutingSession(Session):
         """For a plain read of a shop-window page: the replica, or else the primary without a
         transaction; None for the primary's transaction."""
         replica = self._replica
-        window, one_transaction = _shop_window()
-        without = None if one_transaction else self._without_transaction
+        window = _shop_window()
+        without = self._without_transaction
         if replica is None and (not window or without is None):
             return None  # nothing to choose from: the statement needn't be looked at
         if not self._plain_read_before_any_write(clause) or not window:
@@ -162,24 +159,15 @@ class RoutingSession(Session):
         return clause is not None and not environ.get(WROTE)
 
 
-def _shop_window() -> tuple[bool, bool]:
-    """Whether this request is a shop-window ``GET`` or ``HEAD``, and whether its view is
-    marked :func:`one_transaction` (worked out once per request)."""
+def _shop_window() -> bool:
+    """Whether this request is a shop-window ``GET`` or ``HEAD`` (worked out once per
+    request)."""
     environ = request.environ
     found = environ.get(SHOP_WINDOW)
     if found is None:
         window = request.method in READ_METHODS and _top_blueprint() in SHOP_WINDOW_BLUEPRINTS
-        view = current_app.view_functions.get(request.endpoint or "")
-        found = environ[SHOP_WINDOW] = (window, getattr(view, "one_transaction", False))
+        found = environ[SHOP_WINDOW] = window
     return found
-
-
-def one_transaction(view: F) -> F:
-    """For a shop-window ``GET`` view that writes as it shows its page (a product page records
-    the view): its reads on the primary stay in the transaction it writes in, on one
-    connection, rather than running without a transaction on a second one."""
-    view.one_transaction = True  # type: ignore[attr-defined]
-    return view
 
 
 def plain_read(clause: Any) -> bool:

@@ -14,7 +14,6 @@ from flask import (
     url_for,
 )
 
-from elysium.db_routing import one_transaction
 from elysium.extensions import db
 from elysium.htmx import is_htmx, render
 from elysium.services import catalog, views
@@ -119,7 +118,6 @@ def _requested_choices() -> dict[str, str]:
 
 
 @bp.get("/shop/<slug>")
-@one_transaction  # the view is recorded in the transaction the page reads in
 def product(slug: str) -> Response:
     context = product_page_context(slug, _requested_choices()) or abort(404)
     status = 422 if context["errors"] else 200

@@ -90,12 +90,12 @@ def is_a_person() -> bool:
 def record_product_view(product_id: int, slug: str, response: Response) -> None:
     """After a product page is rendered: record the view (the one write a GET may make).
 
-    It is written in the transaction the page read in (which saves ending one and beginning
-    another: each a round trip): a page changes nothing, and should anything in the session
-    have changed, it is rolled back first, so the commit carries this insert alone. Any
-    failure is logged and swallowed: the page is already rendered and is sent as it is. A
-    guest without a visitor id gets one, in the cookie sent with this page. A repeat that
-    the page's "Recently viewed" already saw costs nothing (``views.record_view``).
+    A page changes nothing: should anything in the session have changed, it is rolled back
+    first, so the commit carries this insert alone. Any failure is logged and swallowed: the
+    page is already rendered and is sent as it is. A guest without a visitor id gets one, in
+    the cookie sent with this page. A repeat that the page's "Recently viewed" already saw
+    costs nothing (``views.record_view``): on PostgreSQL the page then read without a
+    transaction (``db_routing``), and the commit sends nothing either.
     """
     if not is_a_person():
         return
