@@ -19,7 +19,7 @@ from elysium.extensions import cache, db
 from elysium.models import Collection, Inventory, Product
 from elysium.services import inventory
 from elysium.services.seeding import seed_catalogue
-from elysium.web.fragments import MarkupMemo, near_cache
+from elysium.web.fragments import Memo, near_cache
 from tests.conftest import ShopClient, count_queries, make_app, page_text
 from tests.html import Page, elements, form_fields, hearts, text_of
 from tests.support.orders import pending_chain_order
@@ -451,7 +451,7 @@ def test_a_listing_with_parameters_the_filters_dont_know_is_drawn_but_not_kept(
 def test_markup_drawn_once_is_drawn_once_per_key_and_never_grows_past_its_bound():
     """The header, the footer and the listing's filter fields are drawn once per process; a
     search typed once must not keep the memory growing, nor keep out what every page shows."""
-    memo = MarkupMemo(3)
+    memo = Memo(3)
     drawn: list[str] = []
 
     def draw(key: str):

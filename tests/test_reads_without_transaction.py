@@ -66,7 +66,8 @@ def test_a_product_page_reads_without_a_transaction_and_records_a_first_view_in_
     assert [w for w in writes if "INSERT INTO product_views" in w[0]] == [writes[0]]
     assert writes[0][1] is False
     reads = [s for s, autocommit, _ in first if autocommit]
-    assert reads and all(s.startswith("SELECT") for s in reads)
+    assert reads
+    assert all(s.startswith("SELECT") for s in reads)
 
     # Seen again within the half hour: the page only reads, so it sends no BEGIN and no
     # COMMIT, and records nothing.

@@ -9,19 +9,20 @@ from markupsafe import Markup
 from werkzeug.datastructures import MultiDict
 from wtforms import Field, IntegerField, SearchField, SelectField
 from wtforms.fields.choices import SelectChoice
+from wtforms.fields.core import UnboundField
 from wtforms.validators import NumberRange, Optional
 
 from elysium.models.catalog import Category
 from elysium.money import MINOR_UNITS
 from elysium.services.catalog import ShopQuery, SortOrder
 from elysium.web.forms import searchable
-from elysium.web.fragments import MarkupMemo
+from elysium.web.fragments import Memo
 
 MAX_PRICE = 10_000_000
 MAX_PAGE = 10_000
 ALL_PIECES = "All pieces"
 # How many fields' markup is kept (each is at most a few hundred bytes).
-_drawn_fields = MarkupMemo(1024)
+_drawn_fields = Memo[Markup](1024)
 
 
 class ShopFilterForm(FlaskForm):
@@ -82,15 +83,6 @@ class ShopFilterForm(FlaskForm):
             SelectChoice(value, label) for value, label in metals
         ]
 
-    def region_key(self, args: MultiDict[str, str]) -> tuple[tuple[str, str], ...] | None:
-        """The query string as the listing's region shows it (each filter as typed, in the
-        order sent: the pages' links keep it), to keep the region under; None when it holds
-        anything but these filters, each once, so made-up parameters never fill the cache."""
-        items = tuple(args.items(multi=True))
-        if len(items) != len(args) or any(name not in self._fields for name, _ in items):
-            return None
-        return items
-
     def to_query(self) -> tuple[ShopQuery, list[str]]:
         """The validated query, and a note for every value that had to be ignored."""
         self.validate()
@@ -145,3 +137,39 @@ class ShopFilterForm(FlaskForm):
         """What the listing shows, as its heading and title say: a category, or every piece.
         Read after :meth:`to_query`, which drops an unknown category."""
         return Category(self.category.data).plural if self.category.data else ALL_PIECES
+
+
+FILTERS = frozenset(
+    name for name, value in vars(ShopFilterForm).items() if isinstance(value, UnboundField)
+)
+# Query strings of filters alone, read once per process (each form is a few kilobytes).
+_read_filters = Memo[tuple[ShopFilterForm, ShopQuery, tuple[str, ...]]](1024)
+
+
+def region_key(args: MultiDict[str, str]) -> tuple[tuple[str, str], ...] | None:
+    """The query string as the listing's region shows it (each filter as typed, in the order
+    sent: the pages' links keep it), to keep the region under; None when it holds anything
+    but the filters, each once, so made-up parameters never fill a cache."""
+    items = tuple(args.items(multi=True))
+    if len(items) != len(args) or any(name not in FILTERS for name, _ in items):
+        return None
+    return items
+
+
+def read_filters(
+    args: MultiDict[str, str], collections: list[tuple[str, str]], metals: list[tuple[str, str]]
+) -> tuple[ShopFilterForm, ShopQuery, tuple[str, ...]]:
+    """The listing's filters read from ``args``: the form (to draw them), the query and the
+    notes (:meth:`ShopFilterForm.to_query`). A query string of filters alone (:func:`region_key`)
+    is read once per process and the same form is shown again, so it is only ever read after
+    that: drawing a field changes nothing."""
+
+    def read() -> tuple[ShopFilterForm, ShopQuery, tuple[str, ...]]:
+        form = ShopFilterForm(args, collections=collections, metals=metals)
+        query, notes = form.to_query()
+        return form, query, tuple(notes)
+
+    key = region_key(args)
+    if key is None:
+        return read()
+    return _read_filters.get((key, tuple(collections), tuple(metals)), read)

@@ -17,7 +17,7 @@ from flask import (
 from elysium.extensions import db
 from elysium.htmx import is_htmx, render
 from elysium.services import catalog, views
-from elysium.shop.forms import ShopFilterForm
+from elysium.shop.forms import read_filters, region_key
 from elysium.web.browsing import record_product_view
 from elysium.web.configurator import (
     CONFIGURATION_FIELDS,
@@ -74,8 +74,7 @@ def _filter_choices() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
 @bp.get("/shop")
 def listing() -> Response:
     collections, metals = kept("filter-choices", (), _filter_choices)
-    form = ShopFilterForm(request.args, collections=collections, metals=metals)
-    query, notes = form.to_query()
+    form, query, notes = read_filters(request.args, collections, metals)
     per_page = current_app.config["SHOP_PAGE_SIZE"]
 
     def results() -> tuple:
@@ -87,7 +86,7 @@ def listing() -> Response:
     # htmx it comes with the page title and the header nav, which say the same (out of band).
     # It is kept for everyone under the filters as sent, with marks where the shopper's
     # hearts go in; a query string holding anything else is drawn but not kept (no key).
-    sent = form.region_key(request.args)
+    sent = region_key(request.args)
     return render(
         "shop/listing.html",
         "shop/_listing.html",
@@ -95,7 +94,7 @@ def listing() -> Response:
         form=form,
         query=query,
         page=page,
-        notes=notes + page.notes,
+        notes=[*notes, *page.notes],
         card_links=links,
         card_hearts=heart_marks(page.products),
         region_key=None if sent is None else (per_page, sent),

@@ -35,7 +35,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from functools import cache as once
 from pathlib import Path
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from flask import Flask, current_app, g, has_request_context, render_template, request
 from markupsafe import Markup
@@ -61,6 +61,7 @@ from elysium.web.cart import header_count_query
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+V = TypeVar("V")
 
 # Kept this long at most; a change of the catalogue retires an entry at once.
 TIMEOUT_SECONDS = 300
@@ -106,19 +107,21 @@ class NearCache:
             self._entries.clear()
 
 
-class MarkupMemo:
-    """Markup a process draws once and shows again, under a key that names everything it
-    depends on. It holds at most ``size`` entries and starts again empty when full, so keys
-    asked for once (a search typed once) can't keep out for long those every page asks for."""
+class Memo(Generic[V]):
+    """What a process works out once and uses again (markup drawn, a query string read),
+    under a key that names everything it depends on. It holds at most ``size`` entries and
+    starts again empty when full, so keys asked for once (a search typed once) can't keep
+    out for long those every page asks for. A value kept is shared by every request of the
+    process: it must never be changed after it is made."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._entries: dict[Hashable, Markup] = {}
+        self._entries: dict[Hashable, V] = {}
 
-    def get(self, key: Hashable, draw: Callable[[], Markup]) -> Markup:
+    def get(self, key: Hashable, make: Callable[[], V]) -> V:
         found = self._entries.get(key)
         if found is None:
-            found = draw()
+            found = make()
             if len(self._entries) >= self.size:
                 self._entries.clear()
             self._entries[key] = found
@@ -318,7 +321,7 @@ def drawn_once(name: str, *key: object, caller: Callable[[], str]) -> Markup:
     root = request.script_root if has_request_context() else ""
     memo = current_app.extensions.get(DRAWN_ONCE)
     if memo is None:
-        memo = current_app.extensions.setdefault(DRAWN_ONCE, MarkupMemo(DRAWN_ONCE_ENTRIES))
+        memo = current_app.extensions.setdefault(DRAWN_ONCE, Memo[Markup](DRAWN_ONCE_ENTRIES))
     return memo.get((name, root, key), lambda: Markup(caller()))  # noqa: S704
 
 
