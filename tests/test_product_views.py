@@ -410,6 +410,14 @@ def test_a_guests_history_follows_them_when_they_sign_in(app, client, auth, cata
         text_of(name) for name in elements(overview, "#recently-viewed .recently-viewed__name")
     ]
     assert names == names_of(catalogue, [second, first])
+    # A product page's copy for a browser without JavaScript, read with the page's first
+    # statement, is the account's too.
+    third = client.get(f"/shop/{slugs(catalogue)[2]}")
+    names = [
+        text_of(name)
+        for name in elements(third, "#recently-viewed noscript .recently-viewed__name")
+    ]
+    assert names == names_of(catalogue, [second, first])
 
     # Another browser, never signed in, doesn't see them.
     assert recent_names(ShopClient(app)) == []

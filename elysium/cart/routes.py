@@ -31,6 +31,7 @@ from elysium.services import cart as carts
 from elysium.services import catalog
 from elysium.services.checkout import pending_order_for_cart
 from elysium.services.configuration import Configuration, ConfigurationError, configure
+from elysium.web.browsing import read_recently_viewed_first
 from elysium.web.cart import current_cart, keep_guest_cookie, remember_count
 from elysium.web.configurator import configurator_context
 
@@ -91,6 +92,8 @@ def _cart_response(
 
 @bp.get("")
 def show() -> Response:
+    if not is_htmx():
+        read_recently_viewed_first()
     return _cart_response()
 
 

@@ -26,13 +26,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import (
     ColumnElement,
     Integer,
+    Select,
     String,
+    bindparam,
     delete,
     distinct,
     exists,
@@ -161,41 +164,75 @@ class RecentlyViewed:
     last_seen: datetime | None = None
 
 
+def _recent_views(by_account: bool) -> Select:
+    """The statement behind :func:`recently_viewed`, for an account's views or a guest's
+    (``viewer`` is bound to the user id or the visitor id)."""
+    last_seen = func.max(ProductView.viewed_at)
+    viewer = ProductView.user_id if by_account else ProductView.visitor
+    return (
+        select(ProductView.product_id, Product.slug, last_seen.label("last_seen"))
+        .join(Product, Product.id == ProductView.product_id)
+        .where(viewer == bindparam("viewer"), Product.published.is_(True))
+        .group_by(ProductView.product_id, Product.slug)
+        .order_by(last_seen.desc(), ProductView.product_id.desc())
+        .limit(RECENT_LIMIT + 1)
+    )
+
+
+# Built once each: asked on every product page.
+RECENT_FOR_ACCOUNT = _recent_views(by_account=True)
+RECENT_FOR_GUEST = _recent_views(by_account=False)
+
+
+def recently_viewed_query(
+    *, user_id: int | None = None, visitor: str | None = None
+) -> tuple[Select, dict[str, object]] | None:
+    """:func:`recently_viewed`'s statement and its parameters, to run alone or beside another
+    read in the same round trip (:func:`recent_from_rows` reads its rows); None for a visitor
+    with no id."""
+    if user_id is not None:
+        return RECENT_FOR_ACCOUNT, {"viewer": user_id}
+    if visitor:
+        return RECENT_FOR_GUEST, {"viewer": visitor}
+    return None
+
+
+def recent_from_rows(
+    rows: Iterable[tuple[int, str, datetime]], on_screen: str | None
+) -> RecentlyViewed:
+    """What the rows of :func:`recently_viewed_query` say (in any order: they are put in
+    order here, newest first), the piece whose slug is ``on_screen`` left out."""
+    ordered = sorted(rows, key=lambda row: (row[2], row[0]), reverse=True)
+    ids: list[int] = []
+    seen_on_screen: datetime | None = None
+    for product_id, slug, when in ordered:
+        if slug == on_screen:
+            seen_on_screen = when
+        elif len(ids) < RECENT_LIMIT:
+            ids.append(int(product_id))
+    return RecentlyViewed(ids, seen_on_screen)
+
+
 def recently_viewed(
     session: AnySession,
     *,
     user_id: int | None = None,
     visitor: str | None = None,
     on_screen: str | None = None,
-    limit: int = RECENT_LIMIT,
 ) -> RecentlyViewed:
-    """Up to ``limit`` distinct published pieces the visitor viewed, newest first, the piece
-    whose slug is ``on_screen`` left out: one small query, however many were viewed (the
+    """Up to ``RECENT_LIMIT`` distinct published pieces the visitor viewed, newest first, the
+    piece whose slug is ``on_screen`` left out: one small query, however many were viewed (the
     pieces are shown as cards, ``catalog.product_cards``); none for a visitor with no id.
 
     The query asks for one piece more than it shows, with each piece's last view, so when the
     piece on screen is among the newest its page learns when it was last seen for nothing
     (``record_view``'s ``last_seen``).
     """
-    if user_id is None and not visitor:
+    query = recently_viewed_query(user_id=user_id, visitor=visitor)
+    if query is None:
         return RecentlyViewed([])
-    last_seen = func.max(ProductView.viewed_at)
-    latest = (
-        select(ProductView.product_id, Product.slug, last_seen)
-        .join(Product, Product.id == ProductView.product_id)
-        .where(_viewer(user_id, visitor), Product.published.is_(True))
-        .group_by(ProductView.product_id, Product.slug)
-        .order_by(last_seen.desc(), ProductView.product_id.desc())
-        .limit(limit + 1)
-    )
-    ids: list[int] = []
-    seen_on_screen: datetime | None = None
-    for product_id, slug, when in session.execute(latest):
-        if slug == on_screen:
-            seen_on_screen = when
-        elif len(ids) < limit:
-            ids.append(int(product_id))
-    return RecentlyViewed(ids, seen_on_screen)
+    statement, parameters = query
+    return recent_from_rows(session.execute(statement, parameters), on_screen)
 
 
 def _trending_ids(session: AnySession, now: datetime) -> list[int]:

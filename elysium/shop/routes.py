@@ -18,7 +18,7 @@ from elysium.extensions import db
 from elysium.htmx import is_htmx, render
 from elysium.services import catalog, views
 from elysium.shop.forms import read_filters, region_key
-from elysium.web.browsing import record_product_view
+from elysium.web.browsing import read_recently_viewed_first, record_product_view
 from elysium.web.configurator import (
     CONFIGURATION_FIELDS,
     configurator_context,
@@ -118,6 +118,7 @@ def _requested_choices() -> dict[str, str]:
 
 @bp.get("/shop/<slug>")
 def product(slug: str) -> Response:
+    read_recently_viewed_first(slug)
     context = product_page_context(slug, _requested_choices()) or abort(404)
     status = 422 if context["errors"] else 200
     response = make_response(render_template("shop/product.html", **context), status)

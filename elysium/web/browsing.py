@@ -18,20 +18,23 @@ from datetime import datetime
 from flask import Response, current_app, g, request
 from flask_login import current_user
 from itsdangerous import BadData, URLSafeSerializer
+from sqlalchemy import Select
 
 from elysium.config import cookie_name
 from elysium.extensions import db
 from elysium.models.users import User
 from elysium.services import views
 from elysium.services.catalog import ProductCard
-from elysium.web.fragments import cards_to_show
+from elysium.web.fragments import cards_to_show, read_with_version
 
 COOKIE = "elysium_visitor"
 SALT = "elysium.browsing.visitor"
 VISITOR_COOKIE_DAYS = 180  # as long as views are kept (``flask analytics prune``)
-# The request's WSGI environ key (not ``g``, which a test's several requests may share): the
-# piece on screen's slug and when the visitor last saw it, as "Recently viewed" read it.
+# The request's WSGI environ keys (not ``g``, which a test's several requests may share): the
+# piece on screen's slug and when the visitor last saw it, as "Recently viewed" read it; the
+# slug and what "Recently viewed" read before the page (``read_recently_viewed_first``).
 LAST_SEEN = "elysium.last_seen"
+RECENT = "elysium.recently_viewed"
 
 # Obvious robots and link previews, by what their user agent says about itself.
 ROBOT = re.compile(
@@ -146,23 +149,44 @@ def adopt_guest_views(user: User) -> None:
         db.session.rollback()
 
 
+def _recent_query() -> tuple[Select, dict[str, object]] | None:
+    if current_user.is_authenticated:
+        return views.recently_viewed_query(user_id=current_user.id)
+    return views.recently_viewed_query(visitor=_visitor_for_request())
+
+
+def read_recently_viewed_first(on_screen: str | None = None) -> None:
+    """Before a page that shows "Recently viewed" reads anything (a product page, whose piece
+    is ``on_screen``, or the bag): the list (drawn in the page for a browser without
+    JavaScript; on a product page it also tells whether this view is a repeat), read in the
+    statement that reads the catalogue's version and the bag count (``fragments.
+    read_with_version``), one round trip for the three. :func:`recently_viewed` then shows it."""
+    query = _recent_query()
+    if query is None:
+        return
+    statement, parameters = query
+    recent = views.recent_from_rows(read_with_version(statement, parameters), on_screen)
+    request.environ[RECENT] = (on_screen, recent)
+    request.environ[LAST_SEEN] = (on_screen, recent.last_seen)
+
+
 def recently_viewed(exclude: str | None = None) -> list[ProductCard]:
     """The current visitor's recently viewed pieces, as cards (a template global, for the
-    partial): their ids in one small query, each card kept per catalogue version
-    (``web.fragments.cards_to_show``).
+    partial): their ids in one small query (or as :func:`read_recently_viewed_first` read
+    them), each card kept per catalogue version (``web.fragments.cards_to_show``).
 
     A newcomer is asked about too (under the id their first product page will give them), so
     a page costs the same queries whatever the visitor's history; a robot is not.
     """
-    if current_user.is_authenticated:
-        recent = views.recently_viewed(db.session, user_id=current_user.id, on_screen=exclude)
-    else:
-        visitor = _visitor_for_request()
-        if visitor is None:
+    on_screen, recent = request.environ.get(RECENT, (None, None))
+    if recent is None or on_screen != exclude:
+        query = _recent_query()
+        if query is None:
             return []
-        recent = views.recently_viewed(db.session, visitor=visitor, on_screen=exclude)
-    if exclude is not None:
-        request.environ[LAST_SEEN] = (exclude, recent.last_seen)
+        statement, parameters = query
+        recent = views.recent_from_rows(db.session.execute(statement, parameters), exclude)
+        if exclude is not None:
+            request.environ[LAST_SEEN] = (exclude, recent.last_seen)
     return cards_to_show(recent.ids)
 
 

@@ -39,7 +39,7 @@ from typing import Generic, TypeVar
 
 from flask import Flask, current_app, g, has_request_context, render_template, request
 from markupsafe import Markup
-from sqlalchemy import Select, select
+from sqlalchemy import Row, Select, literal, select, true
 
 from elysium.db_routing import READ_METHODS
 from elysium.extensions import cache, db
@@ -184,6 +184,40 @@ def catalog_version() -> str | None:
 def _version_and(count: Select) -> Select:
     """The catalogue's version and the bag count in one statement (built once for each)."""
     return select(catalog.CATALOG_VERSION.scalar_subquery(), count.scalar_subquery())
+
+
+def read_with_version(rows: Select, parameters: dict[str, object]) -> list[Row]:
+    """The rows of ``rows`` (a page's own small read, with its ``LIMIT``), read in the same
+    statement as the catalogue's version (and, on a full page, the header's bag count) when
+    this request has not read the version yet: one round trip for all three. The rows come
+    in no particular order (the caller orders them); none is ever made up."""
+    if "catalog_version" in g:
+        return list(db.session.execute(rows, parameters))
+    count = None
+    if request.method in READ_METHODS and not is_htmx() and "cart_count" not in g:
+        count = header_count_query()
+    count_statement, count_parameters = count if count is not None else (None, {})
+    found = db.session.execute(
+        _version_beside(rows, count_statement), {**parameters, **count_parameters}
+    ).all()
+    first = found[0]
+    g.catalog_version = first[0]
+    if count_statement is not None:
+        g.cart_count = int(first[1] or 0)
+    width = len(rows.selected_columns)
+    return [row[-width:] for row in found if row[-width] is not None]
+
+
+@once
+def _version_beside(rows: Select, count: Select | None) -> Select:
+    """The version (and the count) on each of ``rows``' rows, and on one row of NULLs when
+    there are none: a row that is always there, joined with the rows on true."""
+    one = select(literal(1).label("one")).subquery()
+    found = rows.subquery()
+    columns = [catalog.CATALOG_VERSION.scalar_subquery()]
+    if count is not None:
+        columns.append(count.scalar_subquery())
+    return select(*columns, *found.c).select_from(one.outerjoin(found, true()))
 
 
 TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates"
