@@ -153,6 +153,22 @@ def test_a_guest_view_is_recorded_under_a_random_id_in_a_signed_http_only_cookie
     assert {row["visitor"] for row in view_rows(app)} == {row["visitor"]}
 
 
+def test_the_visitor_cookie_is_renewed_as_it_came_and_a_forged_one_is_replaced(
+    app, client, catalogue
+):
+    first = visitor_cookie(client.get(f"/shop/{PIECE}")).split(";")[0]
+    # Renewed on the next piece (its lifetime starts again), the same signed id.
+    assert visitor_cookie(client.get("/shop/lumiere-halo-ring")).split(";")[0] == first
+    [visitor] = {row["visitor"] for row in view_rows(app)}
+
+    name, _, value = first.partition("=")
+    forged = value[:-2] + ("AA" if not value.endswith("AA") else "BB")
+    client.set_cookie(name, forged)
+    renewed = visitor_cookie(client.get(f"/shop/{PIECE}")).split(";")[0]
+    assert renewed not in (f"{name}={forged}", first)
+    assert {row["visitor"] for row in view_rows(app)} - {visitor}  # a new visitor's view
+
+
 def test_in_production_the_visitor_cookie_is_a_host_cookie(app, catalogue):
     shop = make_app(app.config["SQLALCHEMY_DATABASE_URI"], SESSION_COOKIE_SECURE=True)
     response = shop.test_client().get(f"/shop/{PIECE}", base_url="https://localhost")

@@ -35,6 +35,7 @@ VISITOR_COOKIE_DAYS = 180  # as long as views are kept (``flask analytics prune`
 # slug and what "Recently viewed" read before the page (``read_recently_viewed_first``).
 LAST_SEEN = "elysium.last_seen"
 RECENT = "elysium.recently_viewed"
+VISITOR = "elysium.visitor"
 
 # Obvious robots and link previews, by what their user agent says about itself.
 ROBOT = re.compile(
@@ -53,7 +54,15 @@ def _cookie_name() -> str:
 
 
 def this_visitor() -> str | None:
-    """The guest's visitor id from their cookie; a missing or tampered one is none."""
+    """The guest's visitor id from their cookie; a missing or tampered one is none (checked
+    once per request)."""
+    environ = request.environ
+    if VISITOR not in environ:
+        environ[VISITOR] = _visitor_from_cookie()
+    return environ[VISITOR]
+
+
+def _visitor_from_cookie() -> str | None:
     name = _cookie_name()
     raw = request.cookies.get(name)
     if not raw:
@@ -107,9 +116,11 @@ def record_product_view(product_id: int, slug: str, response: Response) -> None:
     if user_id is None:
         visitor = _visitor_for_request()
         name = _cookie_name()
+        # The cookie that came, when it holds this visitor: the signature is the same text.
+        raw = request.cookies.get(name) if this_visitor() == visitor else None
         response.set_cookie(
             name,
-            _serializer(name).dumps(visitor),
+            raw or _serializer(name).dumps(visitor),
             max_age=VISITOR_COOKIE_DAYS * 24 * 3600,
             path="/",
             secure=current_app.config["SESSION_COOKIE_SECURE"],
