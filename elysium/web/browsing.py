@@ -18,7 +18,6 @@ from datetime import datetime
 from flask import Response, current_app, g, request
 from flask_login import current_user
 from itsdangerous import BadData, URLSafeSerializer
-from sqlalchemy import Select
 
 from elysium.config import cookie_name
 from elysium.extensions import db
@@ -160,10 +159,11 @@ def adopt_guest_views(user: User) -> None:
         db.session.rollback()
 
 
-def _recent_query() -> tuple[Select, dict[str, object]] | None:
+def _viewer() -> dict[str, object]:
+    """Whose "Recently viewed" this request shows: the account's, else the guest's."""
     if current_user.is_authenticated:
-        return views.recently_viewed_query(user_id=current_user.id)
-    return views.recently_viewed_query(visitor=_visitor_for_request())
+        return {"user_id": current_user.id}
+    return {"visitor": _visitor_for_request()}
 
 
 def read_recently_viewed_first(on_screen: str | None = None) -> None:
@@ -172,7 +172,7 @@ def read_recently_viewed_first(on_screen: str | None = None) -> None:
     JavaScript; on a product page it also tells whether this view is a repeat), read in the
     statement that reads the catalogue's version and the bag count (``fragments.
     read_with_version``), one round trip for the three. :func:`recently_viewed` then shows it."""
-    query = _recent_query()
+    query = views.recently_viewed_query(**_viewer())
     if query is None:
         return
     statement, parameters = query
@@ -191,11 +191,7 @@ def recently_viewed(exclude: str | None = None) -> list[ProductCard]:
     """
     on_screen, recent = request.environ.get(RECENT, (None, None))
     if recent is None or on_screen != exclude:
-        query = _recent_query()
-        if query is None:
-            return []
-        statement, parameters = query
-        recent = views.recent_from_rows(db.session.execute(statement, parameters), exclude)
+        recent = views.recently_viewed(db.session, **_viewer(), on_screen=exclude)
         if exclude is not None:
             request.environ[LAST_SEEN] = (exclude, recent.last_seen)
     return cards_to_show(recent.ids)
