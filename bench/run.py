@@ -45,6 +45,7 @@ from datetime import timedelta  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
+from bench.browser import USER_AGENT  # noqa: E402  (every request says it is a browser)
 from elysium.config import normalise_database_url  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -67,13 +68,6 @@ STAFF_EMAIL = "bench-staff@elysium.example"
 STAFF_PASSWORD = "a long bench password nobody uses"  # noqa: S105 (a throwaway database's)
 # Shopper pages: the targets (p99 under 50 ms at 16 connections for each of these).
 SHOPPER_PAGES = {"home", "shop", "shop-filtered", "product", "price", "add-to-bag", "bag"}
-# Every request says it comes from a browser, as a shopper's does: without a user agent the
-# shop takes the client for a robot, gives it no visitor cookie and records no view, so its
-# product page would skip the shopper's "Recently viewed".
-USER_AGENT = (
-    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/131.0.0.0 Safari/537.36"
-)
 
 
 def ensure_wrk() -> str:

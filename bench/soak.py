@@ -36,6 +36,7 @@ from sqlalchemy.engine import make_url
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.browser import USER_AGENT  # noqa: E402
 from devtools.fake_stripe import FakeStripeServer  # noqa: E402
 
 DATABASE_URL = os.environ.get(
@@ -117,6 +118,7 @@ class Shopper(threading.Thread):
         self.base, self.stats, self.stop = base, stats, stop
         self.random = random.Random(seed)  # noqa: S311 (a workload, not a secret)
         self.session = requests.Session()
+        self.session.headers["User-Agent"] = USER_AGENT  # a browser, not a robot
 
     def step(self, name: str, method: str, path: str, expect: set[int], **kwargs):
         started = time.perf_counter()
