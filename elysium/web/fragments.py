@@ -167,9 +167,7 @@ def catalog_version() -> str | None:
     unless the request already knows it. A fragment or a change reads the version alone."""
     version = g.get("catalog_version", UNKNOWN)
     if version is UNKNOWN:
-        count = None
-        if request.method in READ_METHODS and not is_htmx() and "cart_count" not in g:
-            count = header_count_query()
+        count = _count_to_read()
         if count is None:
             version = catalog.catalog_version(db.session)
         else:
@@ -178,6 +176,14 @@ def catalog_version() -> str | None:
             g.cart_count = int(items or 0)
         g.catalog_version = version
     return version  # type: ignore[return-value]
+
+
+def _count_to_read() -> tuple[Select, dict[str, object]] | None:
+    """The header's bag count, to read with the version: on a full page (a GET or HEAD
+    without htmx) whose count is not known yet, and there is a bag to count."""
+    if request.method in READ_METHODS and not is_htmx() and "cart_count" not in g:
+        return header_count_query()
+    return None
 
 
 @once
@@ -193,9 +199,7 @@ def read_with_version(rows: Select, parameters: dict[str, object]) -> list[Row]:
     in no particular order (the caller orders them); none is ever made up."""
     if "catalog_version" in g:
         return list(db.session.execute(rows, parameters))
-    count = None
-    if request.method in READ_METHODS and not is_htmx() and "cart_count" not in g:
-        count = header_count_query()
+    count = _count_to_read()
     count_statement, count_parameters = count if count is not None else (None, {})
     found = db.session.execute(
         _version_beside(rows, count_statement), {**parameters, **count_parameters}
