@@ -628,6 +628,31 @@ def test_disputes(client: stripe.StripeClient, fake: FakeStripeServer, receiver:
         client.v1.refunds.create({"payment_intent": intent_id})
     assert refused.value.code == "charge_disputed"
 
+    fake.close_dispute(dispute["id"], status="won")
+    [closed] = receiver.of_type("charge.dispute.closed")
+    assert (closed.data.object.id, closed.data.object.status) == (dispute["id"], "won")
+    assert client.v1.refunds.create({"payment_intent": intent_id}).status == "succeeded"
+
+
+def test_a_lost_dispute_leaves_the_charge_unrefundable(
+    client: stripe.StripeClient, fake: FakeStripeServer, receiver: Receiver
+) -> None:
+    session = client.v1.checkout.sessions.create(session_params())
+    fake.pay(session.id)
+    intent_id = fake.session(session.id)["payment_intent"]
+    dispute = fake.create_dispute(intent_id)
+
+    fake.close_dispute(dispute["id"], status="lost")
+
+    [closed] = receiver.of_type("charge.dispute.closed")
+    assert closed.data.object.status == "lost"
+    assert closed.data.object.is_charge_refundable is False
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        client.v1.refunds.create({"payment_intent": intent_id})
+    assert refused.value.code == "charge_disputed"
+    with pytest.raises(ValueError, match="won, lost or warning_closed"):
+        fake.close_dispute(dispute["id"], status="pending")
+
 
 def test_due_sessions_expire_on_request(receiver: Receiver) -> None:
     now = [time.time()]

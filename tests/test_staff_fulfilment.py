@@ -293,6 +293,70 @@ def test_a_refund_stripe_refuses_is_shown_and_changes_nothing(shop: Shop, app: F
     assert stock(app) == (2, 0)
 
 
+def intent_of(app: Flask, number: str) -> str:
+    with app.app_context():
+        intent = db.session.scalars(
+            select(Order.stripe_payment_intent_id).where(Order.number == number)
+        ).one()
+        db.session.remove()
+    return intent
+
+
+def test_a_dispute_won_clears_its_flag_and_the_payment_can_be_refunded_again(
+    shop: Shop, app: Flask
+) -> None:
+    number, _ = buy(shop)
+    dispute = shop.fake.create_dispute(intent_of(app, number), reason="product_not_received")
+    assert order_of(app, number)["flagged"] is True
+
+    shop.fake.close_dispute(dispute["id"], status="won")
+
+    after = order_of(app, number)
+    assert after["flagged"] is False
+    assert after["status"] is S.PAID
+    assert "The dispute is closed (won): the payment stands" in after["events"][-1][3]
+    assert after["emails"][-1] == "staff_dispute_closed"
+    staff = staff_client(shop.app)
+    detail = Page(staff.get(f"/staff/orders/{number}"))
+    assert [flag.get_text(strip=True) for flag in detail.select(".order-flag")] == []
+    # The money is the shop's again: a refund goes through.
+    assert act(staff, number, "refund", amount="100", request_key="x").status_code == 303
+    assert order_of(app, number)["refunds"] == [(10000, RefundStatus.SUCCEEDED)]
+
+
+def test_a_dispute_lost_leaves_the_order_flagged_saying_the_money_went_back(
+    shop: Shop, app: Flask
+) -> None:
+    number, _ = buy(shop)
+    dispute = shop.fake.create_dispute(intent_of(app, number))
+
+    shop.fake.close_dispute(dispute["id"], status="lost")
+    # Stripe may send an event twice: the second changes nothing.
+    [closed] = shop.fake.events_of_type("charge.dispute.closed")
+    shop.fake.redeliver(closed["id"])
+    shop.fake.wait_for_deliveries()
+
+    after = order_of(app, number)
+    assert after["flagged"] is True
+    assert after["status"] is S.PAID
+    assert after["emails"].count("staff_dispute_closed") == 1
+    staff = staff_client(shop.app)
+    detail = Page(staff.get(f"/staff/orders/{number}"))
+    assert [flag.get_text(strip=True) for flag in detail.select(".order-flag")] == ["Dispute"]
+    reasons = detail.one(".staff-order__attention").get_text(" ", strip=True)
+    assert "the dispute was lost: the cardholder's bank took back £" in reasons
+    assert "The payment is disputed (fraudulent)" not in reasons
+    assert [note for *_, note in after["events"]].count("The dispute is closed and was lost") == 1
+    with app.app_context():
+        email = db.session.scalars(
+            select(OutboxEmail).where(OutboxEmail.template == "staff_dispute_closed")
+        ).one()
+        assert email.subject == f"Dispute lost on order {number}"
+        assert "the cardholder's bank took back £650" in email.body_text
+        assert "Don't ship what is no longer paid for" in email.body_text
+        db.session.remove()
+
+
 def test_a_refund_with_stripe_unreachable_is_pending_and_the_same_form_retries_it_once(
     shop: Shop, app: Flask
 ) -> None:

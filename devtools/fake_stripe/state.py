@@ -38,6 +38,7 @@ DEFAULT_ENABLED_EVENTS = frozenset(
         "checkout.session.expired",
         "charge.refunded",
         "charge.dispute.created",
+        "charge.dispute.closed",
         "payment_intent.payment_failed",
     }
 )
@@ -279,6 +280,29 @@ class FakeStripeState:
         self._deliver_now([event])
         return clone(dispute)
 
+    def close_dispute(self, dispute_id: str, *, status: str) -> dict[str, Any]:
+        """The dispute ends: ``won`` (the payment stands, and may be refunded again), ``lost``
+        (the cardholder's bank took the money back) or ``warning_closed`` (an inquiry that
+        never became a chargeback). Emits ``charge.dispute.closed``."""
+        if status not in ("won", "lost", "warning_closed"):
+            raise ValueError(f"a dispute closes won, lost or warning_closed, not {status!r}")
+        with self._lock:
+            dispute = self.disputes[dispute_id]
+            dispute["status"] = status
+            dispute["is_charge_refundable"] = status != "lost"
+            event = self._new_event("charge.dispute.closed", dispute)
+        self._deliver_now([event])
+        return clone(dispute)
+
+    def _refundable_despite_disputes(self, charge_id: str) -> bool:
+        """A disputed charge can be refunded again once each of its disputes closed in the
+        merchant's favour (or as an inquiry); never while one is open, or after one was lost."""
+        return all(
+            dispute["status"] in ("won", "warning_closed")
+            for dispute in self.disputes.values()
+            if dispute["charge"] == charge_id
+        )
+
     def refund_from_dashboard(
         self, payment_intent_id: str, *, amount: int | None = None
     ) -> list[Delivery]:
@@ -505,7 +529,7 @@ class FakeStripeState:
                 code="charge_not_refundable",
                 param="charge",
             )
-        if charge["disputed"]:
+        if charge["disputed"] and not self._refundable_despite_disputes(charge["id"]):
             raise StripeError(
                 400,
                 f"Charge {charge['id']} has been charged back; cannot issue a refund.",

@@ -32,6 +32,8 @@ AWAITING_BANK_NOTE = "Checkout completed; waiting for the bank payment"
 # services/staff_orders.py): a dispute starts with the first, an amount that doesn't match
 # ends with the second, a payment for a cancelled order is the third.
 DISPUTE_FLAG = "The payment is disputed"
+# A lost dispute keeps the dispute's badge: the reason starts with the flag's words.
+DISPUTE_LOST_FLAG = f"{DISPUTE_FLAG} and the dispute was lost"
 AMOUNT_MISMATCH_FLAG = "not marked paid"
 PAID_AFTER_CANCELLATION_FLAG = "Payment arrived after the order was cancelled: refund it or re-sell"
 PAID_AFTER_FAILURE_FLAG = "Payment arrived after the bank payment had failed: refund it or re-sell"
@@ -364,6 +366,56 @@ def dispute_created(session: AnySession, order: Order, obj: dict[str, Any], even
     )
 
 
+def dispute_closed(session: AnySession, order: Order, obj: dict[str, Any], event_id: str) -> None:
+    """The dispute ended. Won (or an inquiry closed): the payment stands, so the dispute's
+    flag is cleared. Lost: the cardholder's bank took the money back, and no refund can be
+    made of it; the order stays flagged, saying so, for staff to decide (ship nothing unpaid).
+    Staff are emailed either way."""
+    status = obj.get("status")
+    if status not in ("won", "lost", "warning_closed"):
+        raise MalformedEventError("charge.dispute.closed needs a closed status")
+    amount = obj.get("amount") if isinstance(obj.get("amount"), int) else order.total
+    open_flags = [
+        line
+        for line in (order.attention_reason or "").split("\n")
+        if line.startswith(DISPUTE_FLAG) and not line.startswith(DISPUTE_LOST_FLAG)
+    ]
+    if status == "lost":
+        outcome = "lost"
+        note = "The dispute is closed and was lost"
+        for line in open_flags:
+            checkout.clear_flag(order, line, actor=ACTOR, note=note, stripe_event_id=event_id)
+        checkout.flag(
+            order,
+            f"{DISPUTE_LOST_FLAG}: the cardholder's bank took back "
+            f"{format_money(amount, order.currency)}; nothing can be refunded of it, so don't "
+            "ship what is no longer paid for",
+            actor=ACTOR,
+            stripe_event_id=event_id,
+        )
+    else:
+        outcome = "won" if status == "won" else "closed without a chargeback"
+        note = f"The dispute is closed ({outcome}): the payment stands"
+        for line in open_flags:
+            checkout.clear_flag(order, line, actor=ACTOR, note=note, stripe_event_id=event_id)
+        if not open_flags:
+            orders.add_note(order, note, actor=ACTOR, stripe_event_id=event_id)
+    queue_email(
+        session,
+        to=current_app.config["STAFF_EMAIL"],
+        subject=f"Dispute {outcome} on order {order.number}",
+        template="staff_dispute_closed",
+        context={
+            "order": order,
+            "lost": status == "lost",
+            "outcome": outcome,
+            "amount": format_money(amount, order.currency),
+        },
+        order_id=order.id,
+        dedupe_key=f"order:{order.id}:dispute:{obj.get('id')}:closed",
+    )
+
+
 def payment_attempt_failed(
     session: AnySession, order: Order, obj: dict[str, Any], event_id: str
 ) -> None:
@@ -381,6 +433,7 @@ HANDLERS: dict[str, Callable[[AnySession, Order, dict[str, Any], str], None]] = 
     "checkout.session.expired": session_expired,
     "charge.refunded": charge_refunded,
     "charge.dispute.created": dispute_created,
+    "charge.dispute.closed": dispute_closed,
     "payment_intent.payment_failed": payment_attempt_failed,
 }
 
@@ -391,5 +444,6 @@ MONEY_EVENTS = frozenset(
         "checkout.session.async_payment_succeeded",
         "charge.refunded",
         "charge.dispute.created",
+        "charge.dispute.closed",
     }
 )
