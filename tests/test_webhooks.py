@@ -373,6 +373,24 @@ def test_a_dispute_flags_the_order_and_emails_staff(app, client, order):
     assert after["status"] is S.PAID
 
 
+@pytest.mark.parametrize(
+    ("status", "answer", "flagged"),
+    [("warning_closed", 200, False), ("under_review", 400, True), (None, 400, True)],
+)
+def test_a_closed_dispute_must_say_how_it_closed(app, client, order, status, answer, flagged):
+    post(client, event("checkout.session.completed", session_object(order)))
+    dispute = {"id": "dp_1", "object": "dispute", "payment_intent": "pi_test_1", "amount": TOTAL}
+    post(client, event("charge.dispute.created", {**dispute, "reason": "general"}))
+
+    response = post(client, event("charge.dispute.closed", {**dispute, "status": status}))
+
+    assert response.status_code == answer
+    after = state(app, order)
+    assert after["flagged"] is flagged
+    assert after["status"] is S.PAID
+    assert ("staff_dispute_closed" in after["emails"]) is not flagged
+
+
 def test_a_failed_card_attempt_is_only_noted(app, client, order):
     post(
         client,

@@ -351,18 +351,14 @@ def dispute_created(session: AnySession, order: Order, obj: dict[str, Any], even
         actor=ACTOR,
         stripe_event_id=event_id,
     )
-    queue_email(
+    _tell_staff(
         session,
-        to=current_app.config["STAFF_EMAIL"],
-        subject=f"Dispute opened on order {order.number}",
-        template="staff_dispute",
-        context={
-            "order": order,
-            "reason": obj.get("reason") or "not given",
-            "amount": format_money(order.total, order.currency),
-        },
-        order_id=order.id,
-        dedupe_key=f"order:{order.id}:dispute:{obj.get('id')}",
+        order,
+        f"Dispute opened on order {order.number}",
+        "staff_dispute",
+        f"order:{order.id}:dispute:{obj.get('id')}",
+        reason=obj.get("reason") or "not given",
+        amount=format_money(order.total, order.currency),
     )
 
 
@@ -375,16 +371,20 @@ def dispute_closed(session: AnySession, order: Order, obj: dict[str, Any], event
     if status not in ("won", "lost", "warning_closed"):
         raise MalformedEventError("charge.dispute.closed needs a closed status")
     amount = obj.get("amount") if isinstance(obj.get("amount"), int) else order.total
+    lost = status == "lost"
+    outcome = "lost" if lost else "won" if status == "won" else "closed without a chargeback"
+    if lost:
+        note = "The dispute is closed and was lost"
+    else:
+        note = f"The dispute is closed ({outcome}): the payment stands"
     open_flags = [
         line
         for line in (order.attention_reason or "").split("\n")
         if line.startswith(DISPUTE_FLAG) and not line.startswith(DISPUTE_LOST_FLAG)
     ]
-    if status == "lost":
-        outcome = "lost"
-        note = "The dispute is closed and was lost"
-        for line in open_flags:
-            checkout.clear_flag(order, line, actor=ACTOR, note=note, stripe_event_id=event_id)
+    for line in open_flags:
+        checkout.clear_flag(order, line, actor=ACTOR, note=note, stripe_event_id=event_id)
+    if lost:
         checkout.flag(
             order,
             f"{DISPUTE_LOST_FLAG}: the cardholder's bank took back "
@@ -393,26 +393,32 @@ def dispute_closed(session: AnySession, order: Order, obj: dict[str, Any], event
             actor=ACTOR,
             stripe_event_id=event_id,
         )
-    else:
-        outcome = "won" if status == "won" else "closed without a chargeback"
-        note = f"The dispute is closed ({outcome}): the payment stands"
-        for line in open_flags:
-            checkout.clear_flag(order, line, actor=ACTOR, note=note, stripe_event_id=event_id)
-        if not open_flags:
-            orders.add_note(order, note, actor=ACTOR, stripe_event_id=event_id)
+    elif not open_flags:
+        orders.add_note(order, note, actor=ACTOR, stripe_event_id=event_id)
+    _tell_staff(
+        session,
+        order,
+        f"Dispute {outcome} on order {order.number}",
+        "staff_dispute_closed",
+        f"order:{order.id}:dispute:{obj.get('id')}:closed",
+        lost=lost,
+        outcome=outcome,
+        amount=format_money(amount, order.currency),
+    )
+
+
+def _tell_staff(
+    session: AnySession, order: Order, subject: str, template: str, dedupe_key: str, **context: Any
+) -> None:
+    """An email to the shop's staff about ``order`` (once per ``dedupe_key``)."""
     queue_email(
         session,
         to=current_app.config["STAFF_EMAIL"],
-        subject=f"Dispute {outcome} on order {order.number}",
-        template="staff_dispute_closed",
-        context={
-            "order": order,
-            "lost": status == "lost",
-            "outcome": outcome,
-            "amount": format_money(amount, order.currency),
-        },
+        subject=subject,
+        template=template,
+        context={"order": order, **context},
         order_id=order.id,
-        dedupe_key=f"order:{order.id}:dispute:{obj.get('id')}:closed",
+        dedupe_key=dedupe_key,
     )
 
 
