@@ -463,7 +463,18 @@ def refund_at_stripes_dashboard(shop: Shop, number: str) -> None:
     assert signed_event_to_the_shop(shop, "charge.refunded", charge).status_code == 200
 
 
-@pytest.mark.parametrize("how", ["cancelled", "refunded", "refunded-at-stripe"])
+def charged_back(shop: Shop, number: str) -> None:
+    """Grace disputes the deposit with her bank, and the shop loses the dispute."""
+    with shop.app.app_context():
+        intent = db.session.scalars(
+            select(Order.stripe_payment_intent_id).where(Order.number == number)
+        ).one()
+        db.session.remove()
+    dispute = shop.fake.create_dispute(intent)
+    shop.fake.close_dispute(dispute["id"], status="lost")
+
+
+@pytest.mark.parametrize("how", ["cancelled", "refunded", "refunded-at-stripe", "charged-back"])
 def test_a_deposit_given_back_unpays_the_quote_and_loses_the_commission_it_had_won(
     shop: Shop, app: Flask, how: str
 ) -> None:
@@ -486,9 +497,12 @@ def test_a_deposit_given_back_unpays_the_quote_and_loses_the_commission_it_had_w
         )
         assert done.status_code == 303, page_text(done)
         expected = f"Deposit order {number} refunded in full: Client changed her mind"
-    else:
+    elif how == "refunded-at-stripe":
         refund_at_stripes_dashboard(shop, number)
         expected = f"Deposit order {number} refunded in full at Stripe"
+    else:
+        charged_back(shop, number)
+        expected = f"Deposit order {number} taken back by the cardholder's bank"
     shop.fake.wait_for_deliveries()
 
     [order] = deposit_orders(app)

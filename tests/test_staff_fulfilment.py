@@ -324,7 +324,7 @@ def test_a_dispute_won_clears_its_flag_and_the_payment_can_be_refunded_again(
     assert order_of(app, number)["refunds"] == [(10000, RefundStatus.SUCCEEDED)]
 
 
-def test_a_dispute_lost_leaves_the_order_flagged_saying_the_money_went_back(
+def test_a_dispute_lost_refunds_the_order_and_leaves_it_flagged_saying_the_bank_took_it(
     shop: Shop, app: Flask
 ) -> None:
     number, _ = buy(shop)
@@ -338,15 +338,24 @@ def test_a_dispute_lost_leaves_the_order_flagged_saying_the_money_went_back(
 
     after = order_of(app, number)
     assert after["flagged"] is True
-    assert after["status"] is S.PAID
+    # The money went back as a refund would have: the order counts as refunded in full, so
+    # it can't be shipped, and nothing is left to refund.
+    assert after["status"] is S.REFUNDED
+    assert after["refunded"] == 65000
     assert after["emails"].count("staff_dispute_closed") == 1
+    assert "order_refunded" not in after["emails"]  # the shopper's bank told them
     staff = staff_client(shop.app)
+    assert act(staff, number, "ship", **SHIP).status_code == 409
+    assert order_of(app, number)["status"] is S.REFUNDED
     detail = Page(staff.get(f"/staff/orders/{number}"))
     assert [flag.get_text(strip=True) for flag in detail.select(".order-flag")] == ["Dispute"]
     reasons = detail.one(".staff-order__attention").get_text(" ", strip=True)
     assert "the dispute was lost: the cardholder's bank took back £" in reasons
     assert "The payment is disputed (fraudulent)" not in reasons
     assert [note for *_, note in after["events"]].count("The dispute is closed and was lost") == 1
+    assert "Refunded in full by the cardholder's bank (a dispute lost)" in [
+        note for *_, note in after["events"]
+    ]
     with app.app_context():
         email = db.session.scalars(
             select(OutboxEmail).where(OutboxEmail.template == "staff_dispute_closed")
@@ -355,6 +364,20 @@ def test_a_dispute_lost_leaves_the_order_flagged_saying_the_money_went_back(
         assert "the cardholder's bank took back £650" in email.body_text
         assert "Don't ship what is no longer paid for" in email.body_text
         db.session.remove()
+
+
+def test_a_dispute_lost_on_part_of_the_payment_counts_that_part_as_given_back(
+    shop: Shop, app: Flask
+) -> None:
+    number, _ = buy(shop)
+    dispute = shop.fake.create_dispute(intent_of(app, number), amount=15000)
+
+    shop.fake.close_dispute(dispute["id"], status="lost")
+
+    after = order_of(app, number)
+    assert after["status"] is S.PAID
+    assert after["refunded"] == 15000
+    assert after["flagged"] is True
 
 
 def test_a_refund_with_stripe_unreachable_is_pending_and_the_same_form_retries_it_once(

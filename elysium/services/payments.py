@@ -365,8 +365,8 @@ def dispute_created(session: AnySession, order: Order, obj: dict[str, Any], even
 def dispute_closed(session: AnySession, order: Order, obj: dict[str, Any], event_id: str) -> None:
     """The dispute ended. Won (or an inquiry closed): the payment stands, so the dispute's
     flag is cleared. Lost: the cardholder's bank took the money back, and no refund can be
-    made of it; the order stays flagged, saying so, for staff to decide (ship nothing unpaid).
-    Staff are emailed either way."""
+    made of it; the order stays flagged, saying so, and the amount counts as given back
+    (:func:`_charged_back`: all of it, the order is REFUNDED). Staff are emailed either way."""
     status = obj.get("status")
     if status not in ("won", "lost", "warning_closed"):
         raise MalformedEventError("charge.dispute.closed needs a closed status")
@@ -393,6 +393,7 @@ def dispute_closed(session: AnySession, order: Order, obj: dict[str, Any], event
             actor=ACTOR,
             stripe_event_id=event_id,
         )
+        _charged_back(session, order, amount, event_id)
     elif not open_flags:
         orders.add_note(order, note, actor=ACTOR, stripe_event_id=event_id)
     _tell_staff(
@@ -405,6 +406,24 @@ def dispute_closed(session: AnySession, order: Order, obj: dict[str, Any], event
         outcome=outcome,
         amount=format_money(amount, order.currency),
     )
+
+
+def _charged_back(session: AnySession, order: Order, amount: int, event_id: str) -> None:
+    """A lost dispute: the cardholder's bank gave them ``amount`` back, as a refund would
+    have, so it counts in what the order gave back. All of it given back, the order is
+    REFUNDED, as after a full refund made in Stripe's dashboard: it can no longer be shipped,
+    and a commission's deposit is given back (``quotes.deposit_given_back``)."""
+    order.refunded_amount = min(order.total, order.refunded_amount + max(amount, 0))
+    if order.refunded_amount < order.total:
+        return
+    note = "Refunded in full by the cardholder's bank (a dispute lost)"
+    if _move(order, OrderStatus.REFUNDED, note, event_id) and order.bespoke_quote_id is not None:
+        quotes.deposit_given_back(
+            session,
+            order,
+            actor=ACTOR,
+            note=f"Deposit order {order.number} taken back by the cardholder's bank",
+        )
 
 
 def _tell_staff(
