@@ -41,6 +41,7 @@ from elysium.services import checkout, inventory, orders, payments, quotes, ship
 from elysium.services.errors import InvalidInputError
 from elysium.services.sql import AnySession, insert_unless_exists
 
+T = TypeVar("T")
 S = OrderStatus
 REFUNDABLE = frozenset({S.PAID, S.FULFILLED, S.SHIPPED, S.DELIVERED})
 UNPAID = frozenset({S.PENDING, S.PROCESSING, S.PAYMENT_FAILED})
@@ -52,8 +53,6 @@ STRIPE_KEY_MEMORY = timedelta(hours=23)
 # refund by its key, so a retry of it never makes the order REFUNDED instead of CANCELLED.
 REFUND_KEY = "refund:{number}:{request_key}"
 CANCEL_REFUND_KEY = "cancel-refund:{number}:{request_key}"
-T = TypeVar("T")
-
 UNACCEPTED_REFUND_KEY = "unaccepted-refund:{number}:{payment_intent}"
 # How the flag raised when Stripe refuses a refund begins.
 REFUND_REFUSED = "Stripe refused a refund of"

@@ -21,6 +21,8 @@ from typing import Any
 from flask import current_app, g, request, session
 from flask_wtf.csrf import generate_csrf
 
+from elysium.db_routing import READ_METHODS
+
 # About the sessions one worker serves at once; past that it starts again (a check each).
 VERIFIED_ENTRIES = 2_000
 
@@ -58,7 +60,7 @@ def reuse_csrf_token() -> None:
     longer holds."""
     config = current_app.config
     field = config.get("WTF_CSRF_FIELD_NAME") or "csrf_token"
-    if request.method not in ("GET", "HEAD") or field in g:
+    if request.method not in READ_METHODS or field in g:
         return
     if config.get("WTF_CSRF_TIME_LIMIT") is not None:
         return
