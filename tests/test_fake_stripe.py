@@ -634,6 +634,32 @@ def test_disputes(client: stripe.StripeClient, fake: FakeStripeServer, receiver:
     assert client.v1.refunds.create({"payment_intent": intent_id}).status == "succeeded"
 
 
+def test_a_payments_disputes_are_listed_newest_first(
+    client: stripe.StripeClient, fake: FakeStripeServer
+) -> None:
+    session = client.v1.checkout.sessions.create(session_params())
+    fake.pay(session.id)
+    intent_id = fake.session(session.id)["payment_intent"]
+    first = fake.create_dispute(intent_id, amount=100)
+    fake.close_dispute(first["id"], status="won")
+    second = fake.create_dispute(intent_id, amount=200)
+
+    listed = client.v1.disputes.list({"payment_intent": intent_id, "limit": 1})
+
+    assert [(d.id, d.amount, d.status) for d in listed.data] == [
+        (second["id"], 200, "needs_response")
+    ]
+    assert listed.has_more is True
+    every = client.v1.disputes.list({"payment_intent": intent_id, "limit": 1}).auto_paging_iter()
+    assert [(d.id, d.status, d.is_charge_refundable) for d in every] == [
+        (second["id"], "needs_response", False),
+        (first["id"], "won", True),
+    ]
+    assert client.v1.disputes.list({"payment_intent": "pi_test_other"}).data == []
+    with pytest.raises(stripe.InvalidRequestError):
+        client.v1.disputes.list({"limit": 0})
+
+
 def test_a_lost_dispute_leaves_the_charge_unrefundable(
     client: stripe.StripeClient, fake: FakeStripeServer, receiver: Receiver
 ) -> None:

@@ -868,6 +868,72 @@ def test_a_refused_payment_given_back_at_stripes_dashboard_can_still_be_cancelle
     assert stock(app) == (3, 0)
 
 
+@pytest.mark.parametrize("disputed", [TOTAL - 1, 10000])
+def test_a_refused_payment_whose_dispute_was_lost_is_cancelled_without_asking_a_refund_of_it(
+    shop: Shop, app: Flask, disputed: int
+) -> None:
+    """The cardholder's bank took the payment back (all of it, or part). Stripe refuses any
+    refund of a payment whose dispute was lost, so Cancel asks for none: it cancels, says on
+    the timeline what the shop still holds to give back another way, and puts the piece back
+    on sale. Before, it asked for all of it, Stripe refused each time, and the order held its
+    piece forever; and the dispute's events found no order, so staff were never told."""
+    number, payment_intent = refused_payment(shop, app)
+    dispute = shop.fake.create_dispute(payment_intent, amount=disputed)
+    shop.fake.close_dispute(dispute["id"], status="lost")
+    told = order_of(app, number)
+    assert told["emails"] == ["staff_dispute", "staff_dispute_closed"]
+    assert told["flagged"] is True
+    staff = staff_client(shop.app)
+
+    response = act(staff, number, "cancel", reason="Wrong amount", request_key="d")
+    shop.fake.wait_for_deliveries()
+
+    assert response.status_code == 303, page_text(response)
+    assert not shop.fake.refunds
+    after = order_of(app, number)
+    assert (after["status"], after["refunds"]) == (S.CANCELLED, [])
+    assert after["flagged"] is False  # nothing is left to do in the shop: the flags are cleared
+    [cancelled] = [note for status, _, _, note in after["events"] if status is S.CANCELLED]
+    if disputed == TOTAL - 1:
+        assert cancelled == (
+            "Cancelled, its payment of £649.99 refunded: Wrong amount "
+            "(£649.99 of it taken back by the cardholder's bank: a dispute lost)"
+        )
+    else:
+        assert cancelled == (
+            "Cancelled, its payment of £649.99 not all given back: Wrong amount "
+            "(£100 of it taken back by the cardholder's bank: a dispute lost). £549.99 of it "
+            "is still with the shop: Stripe refuses refunds of a payment once a dispute of it is "
+            "lost, so give it back to the shopper another way"
+        )
+    assert stock(app) == (3, 0)
+
+
+def test_a_refused_payment_under_an_open_dispute_is_not_cancelled_until_the_dispute_closes(
+    shop: Shop, app: Flask
+) -> None:
+    number, payment_intent = refused_payment(shop, app)
+    dispute = shop.fake.create_dispute(payment_intent)
+    staff = staff_client(shop.app)
+
+    refused = act(staff, number, "cancel", reason="Wrong amount", request_key="o")
+
+    assert refused.status_code == 409, page_text(refused)
+    assert "Stripe refuses any refund of it until the dispute closes" in page_text(refused)
+    assert not shop.fake.refunds
+    before = order_of(app, number)
+    assert (before["status"], before["refunds"], stock(app)) == (S.PENDING, [], (3, 1))
+
+    shop.fake.close_dispute(dispute["id"], status="won")
+    response = act(staff, number, "cancel", reason="Wrong amount", request_key="w")
+    shop.fake.wait_for_deliveries()
+
+    assert response.status_code == 303, page_text(response)
+    assert [refund["amount"] for refund in shop.fake.refunds.values()] == [TOTAL - 1]
+    after = order_of(app, number)
+    assert (after["status"], after["flagged"], stock(app)) == (S.CANCELLED, False, (3, 0))
+
+
 def test_a_refund_stripe_refused_is_asked_again_under_a_new_key_by_the_next_cancel(
     shop: Shop, app: Flask
 ) -> None:

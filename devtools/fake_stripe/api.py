@@ -19,6 +19,7 @@ from stripe.params import (
     CustomerCreateParams,
     CustomerRetrieveParams,
     CustomerUpdateParams,
+    DisputeListParams,
     EventRetrieveParams,
     PaymentIntentRetrieveParams,
     RefundCreateParams,
@@ -61,6 +62,7 @@ ROUTES = Map(
         Rule("/v1/refunds", methods=["POST"], endpoint="create_refund"),
         Rule("/v1/refunds", methods=["GET"], endpoint="list_refunds"),
         Rule("/v1/refunds/<oid>", methods=["GET"], endpoint="get_refund"),
+        Rule("/v1/disputes", methods=["GET"], endpoint="list_disputes"),
         Rule("/v1/payment_intents/<oid>", methods=["GET"], endpoint="get_payment_intent"),
         Rule("/v1/charges/<oid>", methods=["GET"], endpoint="get_charge"),
         Rule("/v1/events/<oid>", methods=["GET"], endpoint="get_event"),
@@ -137,27 +139,31 @@ def _create_refund(call: _Call, params: dict[str, Any]) -> Result:
     return clone(refund), events
 
 
-def _list_refunds(call: _Call, params: dict[str, Any]) -> Result:
-    """Refunds newest first, of one payment intent or charge if asked, a page at a time
-    (``limit``, default 10, at most 100; ``starting_after`` an id of the previous page)."""
-    values = validate(RefundListParams, params)
-    limit = int(values.get("limit", 10))
-    if not 1 <= limit <= 100:
-        raise StripeError(400, "Invalid limit: must be between 1 and 100", param="limit")
-    with call.fake._lock:
-        found = [
-            refund
-            for refund in reversed(list(call.fake.refunds.values()))
-            if values.get("payment_intent") in (None, refund["payment_intent"])
-            and values.get("charge") in (None, refund["charge"])
-        ]
-    after = values.get("starting_after")
-    if after is not None:
-        ids = [refund["id"] for refund in found]
-        if after not in ids:
-            raise missing("refund", after)
-        found = found[ids.index(after) + 1 :]
-    return objects.refund_list(found[:limit], has_more=len(found) > limit), []
+def _listed(schema: Any, table: str, kind: str) -> Callable[[_Call, dict[str, Any]], Result]:
+    """A list endpoint: newest first, of one payment intent or charge if asked, a page at a
+    time (``limit``, default 10, at most 100; ``starting_after`` an id of the previous page)."""
+
+    def listed(call: _Call, params: dict[str, Any]) -> Result:
+        values = validate(schema, params)
+        limit = int(values.get("limit", 10))
+        if not 1 <= limit <= 100:
+            raise StripeError(400, "Invalid limit: must be between 1 and 100", param="limit")
+        with call.fake._lock:
+            found = [
+                clone(item)
+                for item in reversed(list(getattr(call.fake, table).values()))
+                if values.get("payment_intent") in (None, item["payment_intent"])
+                and values.get("charge") in (None, item["charge"])
+            ]
+        after = values.get("starting_after")
+        if after is not None:
+            ids = [item["id"] for item in found]
+            if after not in ids:
+                raise missing(kind, after)
+            found = found[ids.index(after) + 1 :]
+        return objects.listed(found[:limit], f"/v1/{table}", has_more=len(found) > limit), []
+
+    return listed
 
 
 def _retrieve(schema: Any, table: str, kind: str) -> Callable[[_Call, dict[str, Any]], Result]:
@@ -188,7 +194,8 @@ ENDPOINTS: dict[str, Callable[[_Call, dict[str, Any]], Result]] = {
     "update_customer": _update_customer,
     "delete_customer": _delete_customer,
     "create_refund": _create_refund,
-    "list_refunds": _list_refunds,
+    "list_refunds": _listed(RefundListParams, "refunds", "refund"),
+    "list_disputes": _listed(DisputeListParams, "disputes", "dispute"),
     "get_refund": _retrieve(RefundRetrieveParams, "refunds", "refund"),
     "get_payment_intent": _retrieve(
         PaymentIntentRetrieveParams, "payment_intents", "payment_intent"

@@ -538,8 +538,9 @@ def _line_items(
     return items, products, currency
 
 
-def refund_list(refunds: list[dict[str, Any]], *, has_more: bool) -> dict[str, Any]:
-    return {"object": "list", "data": clone(refunds), "has_more": has_more, "url": "/v1/refunds"}
+def listed(items: list[dict[str, Any]], url: str, *, has_more: bool) -> dict[str, Any]:
+    """A page of a list endpoint (its items already copied out of the fake's state)."""
+    return {"object": "list", "data": items, "has_more": has_more, "url": url}
 
 
 def line_item_list(session_id: str, items: list[dict[str, Any]]) -> dict[str, Any]:

@@ -271,6 +271,46 @@ def refunds_of(payment_intent: str) -> list[PaymentRefund]:
         raise PaymentProviderError(str(error)) from error
 
 
+@dataclass(frozen=True)
+class PaymentDispute:
+    """One dispute of a payment as Stripe lists it. ``status`` is Stripe's: open while
+    ``warning_needs_response``, ``warning_under_review``, ``needs_response`` or
+    ``under_review``; closed ``won``, ``lost`` or ``warning_closed``. ``charge_refundable``:
+    whether Stripe still lets the payment be refunded (not while a chargeback is open, nor
+    once it is lost)."""
+
+    dispute_id: str
+    status: str
+    amount: int
+    charge_refundable: bool
+
+    @property
+    def open(self) -> bool:
+        return self.status not in ("won", "lost", "warning_closed")
+
+    @property
+    def lost(self) -> bool:
+        return self.status == "lost"
+
+
+def disputes_of(payment_intent: str) -> list[PaymentDispute]:
+    """Every dispute of the payment. Raises :class:`PaymentProviderError` when Stripe could not
+    be reached."""
+    try:
+        listed = _client().v1.disputes.list({"payment_intent": payment_intent, "limit": 100})
+        return [
+            PaymentDispute(
+                dispute_id=dispute.id,
+                status=dispute.status or "needs_response",
+                amount=int(dispute.amount or 0),
+                charge_refundable=bool(dispute.is_charge_refundable),
+            )
+            for dispute in listed.auto_paging_iter()
+        ]
+    except stripe.StripeError as error:
+        raise PaymentProviderError(str(error)) from error
+
+
 def find_refund(*, payment_intent: str, idempotency_key: str) -> RefundAnswer | None:
     """The refund of this payment that :func:`create_refund` made under this key, if any.
 

@@ -658,10 +658,19 @@ class UnacceptedPayment:
     currency: str
     # What Stripe lists as given back already by other means (its dashboard, say).
     refunded_elsewhere: int = 0
+    # What the cardholder's bank took back in disputes the shop lost.
+    taken_back: int = 0
+    # False once a dispute of the payment is lost: Stripe then refuses any refund of it.
+    refundable: bool = True
 
     @property
     def left(self) -> int:
-        return max(self.amount - self.refunded_elsewhere, 0)
+        return max(self.amount - self.refunded_elsewhere - self.taken_back, 0)
+
+    @property
+    def to_refund(self) -> int:
+        """What the shop gives back through Stripe before cancelling."""
+        return self.left if self.refundable else 0
 
 
 def payment_not_accepted(order: Order) -> bool:
@@ -685,7 +694,10 @@ def _refuse_unless_not_accepted(order: Order) -> None:
 
 def unaccepted_payment(session: AnySession, order_id: int) -> UnacceptedPayment:
     """Step 0 of cancelling an order whose payment was not accepted: ask Stripe what its
-    payment page took (no lock held). Refused unless Stripe says the page was paid."""
+    payment page took, and what of it was given back already by a refund made elsewhere or
+    by a dispute lost (no lock held). Refused unless Stripe says the page was paid, and while
+    a dispute of the payment is open: Stripe refuses any refund of it until the dispute
+    closes."""
     order = session.get(Order, order_id, populate_existing=True)
     if order is None:
         raise ActionRefusedError("This order no longer exists.")
@@ -704,6 +716,13 @@ def unaccepted_payment(session: AnySession, order_id: int) -> UnacceptedPayment:
         )
     ours = _unaccepted_key(order.number, intent_id)
     refunds = _looked_up(order, "refunds", lambda: stripe_gateway.refunds_of(intent_id))
+    disputes = _looked_up(order, "disputes", lambda: stripe_gateway.disputes_of(intent_id))
+    if any(dispute.open and not dispute.charge_refundable for dispute in disputes):
+        raise ActionRefusedError(
+            f"The cardholder disputes the payment of order {order.number}, and Stripe refuses "
+            "any refund of it until the dispute closes: nothing was done. Cancel it once "
+            "Stripe has decided the dispute."
+        )
     return UnacceptedPayment(
         checkout_session_id=checkout_session_id,
         payment_intent=intent_id,
@@ -714,6 +733,8 @@ def unaccepted_payment(session: AnySession, order_id: int) -> UnacceptedPayment:
             for refund in refunds
             if refund.status == "succeeded" and not (refund.key or "").startswith(ours)
         ),
+        taken_back=sum(dispute.amount for dispute in disputes if dispute.lost),
+        refundable=all(dispute.charge_refundable for dispute in disputes),
     )
 
 
@@ -753,7 +774,8 @@ def begin_unaccepted_refund(
     """Step 1: record the refund of what is left of the payment (PENDING) under the order's
     lock; its key is the payment's, so any form, tab or retry asks Stripe for it once. One that
     Stripe refused moved no money, so the next cancel asks again under a new key. None when
-    Stripe lists the whole payment given back already (in its dashboard, say). The caller
+    Stripe lists the whole payment given back already (in its dashboard, say, or by the
+    cardholder's bank), or refuses any refund of it (a dispute of it lost). The caller
     commits, then calls :func:`ask_stripe` and :func:`finish_refund`, then
     :func:`cancel_not_accepted`."""
     note = _reason(reason, required=True)
@@ -772,7 +794,7 @@ def begin_unaccepted_refund(
     if payment.amount < 1:
         raise ActionRefusedError(f"Stripe reports no money taken for order {order.number}.")
     order.stripe_payment_intent_id = payment.payment_intent
-    if payment.left < 1:
+    if payment.to_refund < 1:
         return None
     key = _unaccepted_key(order.number, payment.payment_intent)
     return _record_refund(
@@ -780,7 +802,7 @@ def begin_unaccepted_refund(
         order,
         staff,
         key=f"{key}:{len(asked) + 1}" if asked else key,
-        amount=payment.left,
+        amount=payment.to_refund,
         currency=payment.currency,
         reason=f"Payment not accepted: {note}",
         restock=[],
@@ -808,25 +830,38 @@ def cancel_not_accepted(
         for r in _unaccepted_refunds(order, payment.payment_intent)
         if r.status is RefundStatus.SUCCEEDED
     ]
-    if sum(r.amount for r in refunded) < payment.left:
+    if sum(r.amount for r in refunded) < payment.to_refund:
         raise ActionRefusedError(f"Order {order.number}'s payment must be refunded first.")
     amount = format_money(payment.amount, payment.currency)
     if payment.refunded_elsewhere:
         elsewhere = format_money(payment.refunded_elsewhere, payment.currency)
         note = f"{note} ({elsewhere} of it refunded at Stripe, not through the shop)"
+    if payment.taken_back:
+        taken_back = format_money(payment.taken_back, payment.currency)
+        note = f"{note} ({taken_back} of it taken back by the cardholder's bank: a dispute lost)"
+    given_back = "refunded"
+    if payment.left > payment.to_refund:
+        given_back = "not all given back"
+        kept = format_money(payment.left - payment.to_refund, payment.currency)
+        note = (
+            f"{note}. {kept} of it is still with the shop: Stripe refuses refunds of a payment "
+            "once a dispute of it is lost, so give it back to the shopper another way"
+        )
     checkout.close_unpaid(
         session,
         order,
         S.CANCELLED,
         actor=staff.name,
-        note=f"Cancelled, its payment of {amount} refunded: {note}",
+        note=f"Cancelled, its payment of {amount} {given_back}: {note}",
         actor_user_id=staff.user_id,
     )
     _deposit_given_back(
         session, order, staff, f"cancelled, the payment the shop refused ({amount}) refunded"
     )
     for flagged in (order.attention_reason or "").split("\n"):
-        if flagged.endswith(payments.AMOUNT_MISMATCH_FLAG) or flagged.startswith(REFUND_REFUSED):
+        if flagged.endswith(payments.AMOUNT_MISMATCH_FLAG) or flagged.startswith(
+            (REFUND_REFUSED, payments.DISPUTE_FLAG)
+        ):
             checkout.clear_flag(
                 order,
                 flagged,

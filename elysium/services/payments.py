@@ -210,6 +210,10 @@ def _move(order: Order, status: OrderStatus, note: str, event_id: str) -> bool:
 
 
 def mark_paid(session: AnySession, order: Order, obj: dict[str, Any], event_id: str) -> None:
+    if isinstance(obj.get("payment_intent"), str):
+        # The order's own payment page took it, even in a refused amount: the payment's later
+        # events (a refund or a dispute at Stripe) then find the order.
+        order.stripe_payment_intent_id = obj["payment_intent"]
     if not _amount_matches(order, obj):
         checkout.flag(
             order,
@@ -219,8 +223,6 @@ def mark_paid(session: AnySession, order: Order, obj: dict[str, Any], event_id: 
             stripe_event_id=event_id,
         )
         return
-    if isinstance(obj.get("payment_intent"), str):
-        order.stripe_payment_intent_id = obj["payment_intent"]
     if order.status in PAID_TOO_LATE:
         # The order ended unpaid and its pieces went back on sale, yet the money came:
         # someone must refund it or sell the piece again.
@@ -358,7 +360,7 @@ def dispute_created(session: AnySession, order: Order, obj: dict[str, Any], even
         "staff_dispute",
         f"order:{order.id}:dispute:{obj.get('id')}",
         reason=obj.get("reason") or "not given",
-        amount=format_money(order.total, order.currency),
+        amount=format_money(_disputed(order, obj), order.currency),
     )
 
 
@@ -370,7 +372,7 @@ def dispute_closed(session: AnySession, order: Order, obj: dict[str, Any], event
     status = obj.get("status")
     if status not in ("won", "lost", "warning_closed"):
         raise MalformedEventError("charge.dispute.closed needs a closed status")
-    amount = obj.get("amount") if isinstance(obj.get("amount"), int) else order.total
+    amount = _disputed(order, obj)
     lost = status == "lost"
     outcome = "lost" if lost else "won" if status == "won" else "closed without a chargeback"
     if lost:
@@ -406,6 +408,11 @@ def dispute_closed(session: AnySession, order: Order, obj: dict[str, Any], event
         outcome=outcome,
         amount=format_money(amount, order.currency),
     )
+
+
+def _disputed(order: Order, obj: dict[str, Any]) -> int:
+    """The amount a dispute is about (a cardholder may dispute part of a payment)."""
+    return obj["amount"] if isinstance(obj.get("amount"), int) else order.total
 
 
 def _charged_back(session: AnySession, order: Order, amount: int, event_id: str) -> None:

@@ -285,7 +285,7 @@ def _refund_not_accepted(
     order: Order, payment: fulfilment.UnacceptedPayment, reason: str
 ) -> _RefundOutcome | None:
     """Give back, at Stripe, what is left of a payment the shop refused (three short units of
-    work); None when Stripe has it all given back already."""
+    work); None when nothing is to be given back through Stripe."""
     refund = fulfilment.begin_unaccepted_refund(
         db.session, order.id, _staff(), payment, reason=reason
     )
