@@ -380,6 +380,33 @@ def test_a_dispute_lost_on_part_of_the_payment_counts_that_part_as_given_back(
     assert after["flagged"] is True
 
 
+def test_a_paid_order_whose_dispute_was_lost_in_part_is_cancelled_without_a_refund_stripe_refuses(
+    shop: Shop, app: Flask
+) -> None:
+    """Stripe refuses any refund once a dispute is lost: Cancel asks for none, cancels, puts
+    the piece back on sale and says what the shop still holds. Before, it asked for the rest,
+    Stripe refused each time, and the order could never be cancelled."""
+    number, _ = buy(shop)
+    dispute = shop.fake.create_dispute(intent_of(app, number), amount=15000)
+    shop.fake.close_dispute(dispute["id"], status="lost")
+    staff = staff_client(shop.app)
+
+    response = act(staff, number, "cancel", reason="Chargeback", request_key="c")
+
+    assert response.status_code == 303, page_text(response)
+    assert not shop.fake.refunds
+    after = order_of(app, number)
+    assert (after["status"], after["refunds"], after["refunded"]) == (S.CANCELLED, [], 15000)
+    assert after["flagged"] is False
+    [cancelled] = [note for status, _, _, note in after["events"] if status is S.CANCELLED]
+    assert cancelled == (
+        "Cancelled: Chargeback. Its payment was not all given back: £500 of it is still with "
+        "the shop: Stripe refuses refunds of a payment once a dispute of it is lost, so give it "
+        "back to the shopper another way"
+    )
+    assert stock(app) == (3, 0)
+
+
 def test_a_refund_with_stripe_unreachable_is_pending_and_the_same_form_retries_it_once(
     shop: Shop, app: Flask
 ) -> None:

@@ -605,19 +605,52 @@ def _deposit_given_back(session: AnySession, order: Order, staff: Staff, what: s
         )
 
 
+def dispute_lost(order: Order) -> bool:
+    """Whether a dispute of the order's payment was lost (the webhook flagged it): Stripe then
+    refuses any refund of what is left of the payment."""
+    return order.needs_attention and any(
+        line.startswith(payments.DISPUTE_LOST_FLAG)
+        for line in (order.attention_reason or "").split("\n")
+    )
+
+
+def _kept_after_dispute(amount: int, currency: str) -> str:
+    return (
+        f"{format_money(amount, currency)} of it is still with the shop: Stripe refuses "
+        "refunds of a payment once a dispute of it is lost, so give it back to the shopper "
+        "another way"
+    )
+
+
+def _clear_dispute_flags(order: Order, staff: Staff, note: str) -> None:
+    for flagged in (order.attention_reason or "").split("\n"):
+        if flagged.startswith(payments.DISPUTE_FLAG):
+            checkout.clear_flag(order, flagged, actor=staff.name, note=note)
+
+
 def cancel_paid(
     session: AnySession, order_id: int, staff: Staff, *, reason: str, notify: bool
 ) -> Order:
     """After the rest of the payment has been refunded: CANCELLED, and every piece the order
     took from stock (less any a refund already put back) back on sale, exactly once. Never
-    while a refund is PENDING: Stripe may not have given that money back."""
+    while a refund is PENDING: Stripe may not have given that money back. Once a dispute of
+    the payment was lost, Stripe refuses any refund: what is left is not asked for, and the
+    timeline says the shop still holds it."""
     note = _reason(reason, required=True)
     order = _locked(session, order_id)
     refuse_unless(order, Action.CANCEL)
     _refunds_now(session, order)
     _refuse_while_pending(order, "cancelled")
-    if refundable_amount(order) > 0 and order.stripe_payment_intent_id:
+    left = refundable_amount(order) if order.stripe_payment_intent_id else 0
+    if left > 0 and not dispute_lost(order):
         raise ActionRefusedError(f"Order {order.number} still has money to refund first.")
+    if left > 0:
+        kept = _kept_after_dispute(left, order.currency)
+        note = f"{note}. Its payment was not all given back: {kept}"
+    if dispute_lost(order):
+        _clear_dispute_flags(
+            order, staff, "The order is cancelled: the dispute's warning is cleared"
+        )
     _move(order, S.CANCELLED, staff, f"Cancelled: {note}")
     _deposit_given_back(session, order, staff, f"cancelled and refunded: {note}")
     for line_id, quantity in restockable(order).items():
@@ -842,11 +875,8 @@ def cancel_not_accepted(
     given_back = "refunded"
     if payment.left > payment.to_refund:
         given_back = "not all given back"
-        kept = format_money(payment.left - payment.to_refund, payment.currency)
-        note = (
-            f"{note}. {kept} of it is still with the shop: Stripe refuses refunds of a payment "
-            "once a dispute of it is lost, so give it back to the shopper another way"
-        )
+        kept = _kept_after_dispute(payment.left - payment.to_refund, payment.currency)
+        note = f"{note}. {kept}"
     checkout.close_unpaid(
         session,
         order,

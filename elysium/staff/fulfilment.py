@@ -319,7 +319,11 @@ def cancel(number: str) -> Response:
             if unsure := _settle_pending_refunds(order):
                 return render_error(unsure.status, f"Nothing was cancelled. {unsure.message}")
             order = _order(number)
-            if fulfilment.refundable_amount(order) > 0 and order.stripe_payment_intent_id:
+            if (
+                fulfilment.refundable_amount(order) > 0
+                and order.stripe_payment_intent_id
+                and not fulfilment.dispute_lost(order)
+            ):
                 outcome = _refund(
                     order,
                     RefundRequest(
