@@ -370,6 +370,9 @@ def test_a_dispute_lost_on_part_of_the_payment_counts_that_part_as_given_back(
     shop: Shop, app: Flask
 ) -> None:
     number, _ = buy(shop)
+    staff = staff_client(shop.app)
+    refund_form = f'form[action="/staff/orders/{number}/refund"]'
+    assert Page(staff.get(f"/staff/orders/{number}")).select(refund_form)
     dispute = shop.fake.create_dispute(intent_of(app, number), amount=15000)
 
     shop.fake.close_dispute(dispute["id"], status="lost")
@@ -378,6 +381,14 @@ def test_a_dispute_lost_on_part_of_the_payment_counts_that_part_as_given_back(
     assert after["status"] is S.PAID
     assert after["refunded"] == 15000
     assert after["flagged"] is True
+    # Stripe would refuse a refund now: the order's page offers none, and one asked is refused.
+    detail = Page(staff.get(f"/staff/orders/{number}"))
+    assert not detail.select(refund_form)
+    assert detail.select(f'form[action="/staff/orders/{number}/cancel"]')
+    refused = act(staff, number, "refund", amount="100", request_key="r")
+    assert refused.status_code == 409
+    assert "Stripe refuses refunds of a payment once a dispute of it is lost" in page_text(refused)
+    assert not shop.fake.refunds
 
 
 def test_a_paid_order_whose_dispute_was_lost_in_part_is_cancelled_without_a_refund_stripe_refuses(

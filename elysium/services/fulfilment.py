@@ -102,6 +102,15 @@ class Staff:
     name: str
 
 
+def dispute_lost(order: Order) -> bool:
+    """Whether a dispute of the order's payment was lost (the webhook flagged it): Stripe then
+    refuses any refund of what is left of the payment."""
+    return order.needs_attention and any(
+        line.startswith(payments.DISPUTE_LOST_FLAG)
+        for line in (order.attention_reason or "").split("\n")
+    )
+
+
 def available(order: Order) -> list[Action]:
     """The actions the state machine allows for the order as it is."""
     actions = [
@@ -111,7 +120,7 @@ def available(order: Order) -> list[Action]:
         # A deposit on a commission is money, not a piece: never made, shipped or delivered.
         and not (order.bespoke_quote_id is not None and action in TO_MAKE)
     ]
-    if order.status in REFUNDABLE and refundable_amount(order) > 0:
+    if order.status in REFUNDABLE and refundable_amount(order) > 0 and not dispute_lost(order):
         actions.append(Action.REFUND)
     return actions
 
@@ -159,6 +168,11 @@ def _locked(session: AnySession, order_id: int) -> Order:
 def refuse_unless(order: Order, action: Action) -> None:
     """Raise :class:`ActionRefusedError` unless ``action`` is possible for the order now."""
     if action not in available(order):
+        if action is Action.REFUND and dispute_lost(order):
+            raise ActionRefusedError(
+                f"Order {order.number} can't be refunded: Stripe refuses refunds of a payment "
+                "once a dispute of it is lost. Give the money back to the shopper another way."
+            )
         if order.bespoke_quote_id is not None and action in TO_MAKE:
             raise ActionRefusedError(
                 f"Order {order.number} is a deposit on a commission: there is no piece in it "
@@ -603,15 +617,6 @@ def _deposit_given_back(session: AnySession, order: Order, staff: Staff, what: s
             actor_user_id=staff.user_id,
             note=f"Deposit order {order.number} {what}",
         )
-
-
-def dispute_lost(order: Order) -> bool:
-    """Whether a dispute of the order's payment was lost (the webhook flagged it): Stripe then
-    refuses any refund of what is left of the payment."""
-    return order.needs_attention and any(
-        line.startswith(payments.DISPUTE_LOST_FLAG)
-        for line in (order.attention_reason or "").split("\n")
-    )
 
 
 def _kept_after_dispute(amount: int, currency: str) -> str:
