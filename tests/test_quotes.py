@@ -277,7 +277,7 @@ def test_the_deposit_is_paid_through_stripe_and_the_commission_is_won_once(
     assert "Delivering to" not in page_text(success)
 
 
-@pytest.mark.parametrize("why", ["expired", "withdrawn", "lost"])
+@pytest.mark.parametrize("why", ["expired", "withdrawn", "lost", "consultation"])
 def test_a_quote_that_cant_be_paid_is_refused_and_asks_nothing_of_stripe(
     shop: Shop, app: Flask, why: str
 ) -> None:
@@ -293,6 +293,9 @@ def test_a_quote_that_cant_be_paid_is_refused_and_asks_nothing_of_stripe(
         db.session.remove()
     if why == "withdrawn":
         send(staff, lead_id, price="2,000")
+    elif why == "consultation":
+        moved = move_lead(staff, lead_id, "consultation", seen="quoted", note="Rethinking it")
+        assert moved.status_code == 303, page_text(moved)
 
     response = pay_button(shop.client(), link)
 
@@ -301,6 +304,7 @@ def test_a_quote_that_cant_be_paid_is_refused_and_asks_nothing_of_stripe(
         "expired": "This quote has expired",
         "withdrawn": "This quote was replaced by a newer one",
         "lost": "This commission is closed",
+        "consultation": "This quote is on hold while we talk the commission over",
     }[why]
     assert message in text_of(Page(response), ".quote-page__problem")
     assert deposit_orders(app) == []
@@ -523,6 +527,16 @@ def test_a_deposit_given_back_unpays_the_quote_and_loses_the_commission_it_had_w
     reopened = move_lead(staff, lead_id, "contacted", seen="lost", note="She called back")
     assert reopened.status_code == 303, page_text(reopened)
     assert lead_state(app, lead_id)["status"] is LeadStatus.CONTACTED
+    # Its old quote is not payable again: a new one is to be sent. Before, the old link
+    # offered "Pay deposit" again, and a deposit paid on it won nothing and was only flagged.
+    on_hold = "This quote is on hold while we talk the commission over"
+    assert on_hold in page_text(shop.client().get(link))
+    refused = pay_button(shop.client(), link)
+    assert refused.status_code == 409
+    assert on_hold in text_of(Page(refused), ".quote-page__problem")
+    assert len(deposit_orders(app)) == 1
+    send(staff, lead_id, price="2,100")
+    assert "Pay deposit of" in page_text(shop.client().get(quote_link(app)))
 
 
 def test_a_deposit_refunded_on_a_commission_won_another_way_leaves_it_won(

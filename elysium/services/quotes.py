@@ -253,6 +253,7 @@ class QuoteState(enum.StrEnum):
     EXPIRED = "expired"
     WITHDRAWN = "withdrawn"
     CLOSED = "closed"  # the commission is won another way, or lost
+    ON_HOLD = "on_hold"  # the commission went back to talks: a new quote is to come
 
 
 @dataclass(frozen=True)
@@ -282,7 +283,9 @@ def deposit_order(session: AnySession, quote_id: int) -> Order | None:
 
 def state_of(quote: BespokeQuote, order: Order | None, today: date) -> QuoteState:
     """Where a quote stands, given its deposit order paid or in progress (if any). A payment
-    page left open is not offered again once the quote is withdrawn, expired or closed."""
+    page left open is not offered again once the quote is withdrawn, expired or closed. A
+    quote is paid only while its commission is QUOTED: one that staff moved back to talks
+    (or that was lost and reopened) waits for a new quote."""
     if quote.paid_at is not None:
         return QuoteState.PAID
     if order is not None and order.status is not OrderStatus.PENDING:
@@ -291,6 +294,8 @@ def state_of(quote: BespokeQuote, order: Order | None, today: date) -> QuoteStat
         return QuoteState.WITHDRAWN
     if quote.lead.status in (LeadStatus.WON, LeadStatus.LOST):
         return QuoteState.CLOSED
+    if quote.lead.status is not LeadStatus.QUOTED:
+        return QuoteState.ON_HOLD
     if quote.valid_until < today:
         return QuoteState.EXPIRED
     return QuoteState.PAYING if order is not None else QuoteState.PAYABLE
@@ -308,6 +313,8 @@ REFUSALS: dict[QuoteState, str] = {
     QuoteState.WITHDRAWN: "This quote was replaced by a newer one, so its deposit can't be paid.",
     QuoteState.CLOSED: "This commission is closed, so this deposit can't be paid. "
     "Please get in touch with us.",
+    QuoteState.ON_HOLD: "This quote is on hold while we talk the commission over, so its "
+    "deposit can't be paid. We'll send you a new quote.",
 }
 
 

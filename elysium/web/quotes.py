@@ -68,6 +68,7 @@ STATE_WORDS = {
     quotes.QuoteState.EXPIRED: "Expired",
     quotes.QuoteState.WITHDRAWN: "Withdrawn",
     quotes.QuoteState.CLOSED: "Closed",
+    quotes.QuoteState.ON_HOLD: "On hold",
 }
 
 
