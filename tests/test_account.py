@@ -691,16 +691,22 @@ def test_closing_the_account_erases_the_person_and_anonymises_orders(
     add_personal_data(app, signed_in)
     order_id = add_order(app, signed_in)
     with app.app_context():
-        db.session.add(
-            BespokeLead(
-                user_id=signed_in,
-                name="Ada Lovelace",
-                email="ada@example.com",
-                phone="+44 20 7946 0000",
-                message="Ada's grandmother's ring, reset",
-                status=LeadStatus.QUOTED,
+        # Her commission in talks, one won, and one she asked for as a guest before signing up.
+        for user_id, status in (
+            (signed_in, LeadStatus.QUOTED),
+            (signed_in, LeadStatus.WON),
+            (None, LeadStatus.NEW),
+        ):
+            db.session.add(
+                BespokeLead(
+                    user_id=user_id,
+                    name="Ada Lovelace",
+                    email="ada@example.com",
+                    phone="+44 20 7946 0000",
+                    message="Ada's grandmother's ring, reset",
+                    status=status,
+                )
             )
-        )
         db.session.commit()
     assert client.get("/account/delete").status_code == 200
 
@@ -719,10 +725,13 @@ def test_closing_the_account_erases_the_person_and_anonymises_orders(
 
     with app.app_context():
         assert db.session.get(User, signed_in) is None
-        [lead] = db.session.scalars(select(BespokeLead)).all()  # kept, without the person
-        assert (lead.user_id, lead.name, lead.email, lead.phone) == (None, "", "", "")
-        assert "Ada" not in lead.message
-        assert lead.status is LeadStatus.QUOTED
+        kept = db.session.scalars(select(BespokeLead).order_by(BespokeLead.id)).all()
+        for lead in kept:  # the house's records, without the person
+            assert (lead.user_id, lead.name, lead.email, lead.phone) == (None, "", "", "")
+            assert "Ada" not in lead.message
+        # The ones in talks are lost with her (their quotes can't be paid); the won one stays.
+        assert [lead.status for lead in kept] == [LeadStatus.LOST, LeadStatus.WON, LeadStatus.LOST]
+        assert [event.note for event in kept[0].events] == ["The client closed their account"]
         for model in (Address, OAuthAccount, WishlistItem, Cart, CustomerProfile):
             assert db.session.scalars(select(model)).all() == [], model
         order = db.session.get(Order, order_id)

@@ -17,6 +17,7 @@ from elysium.db_routing import RoutingSession
 from elysium.extensions import db
 from elysium.integrations import stripe_gateway
 from elysium.models import CartLine, Order, OrderStatus, Product, User
+from elysium.models.outbox import OutboxEmail
 from elysium.models.types import utcnow
 from elysium.services import checkout as checkouts
 from tests.conftest import PASSWORD, ShopClient, create_user, make_app, page_text
@@ -1056,3 +1057,41 @@ def test_closing_the_account_deletes_its_stripe_customer(shop: Shop, app: Flask)
         "object": "customer",
         "deleted": True,
     }
+
+
+def test_a_refund_at_stripe_after_the_shopper_closed_their_account_emails_nobody(
+    shop: Shop, app: Flask
+) -> None:
+    """A delivered order outlives its shopper's account, without an address. Refunded in
+    Stripe's dashboard afterwards, it is REFUNDED and nobody is emailed. Before, the webhook
+    tried to email the erased address and answered 500, over and over, and the order never
+    counted the refund."""
+    with app.app_context():
+        create_user("grace@example.com")
+        db.session.remove()
+    client = shop.client()
+    client.submit("/auth/login", {"email": "grace@example.com", "password": PASSWORD})
+    add_chain(client)
+    session_id = session_id_from(check_out(client, email="grace@example.com").location)
+    shop.fake.pay(session_id)
+    with app.app_context():
+        order = db.session.scalars(select(Order)).one()
+        order.status = OrderStatus.DELIVERED
+        intent, number = order.stripe_payment_intent_id, order.number
+        db.session.commit()
+        db.session.remove()
+    assert client.submit("/account/delete", {"password": PASSWORD}).status_code == 303
+
+    [delivery] = [d for d in shop.fake.refund_from_dashboard(intent) if d.type == "charge.refunded"]
+
+    assert delivery.status == 200
+    with app.app_context():
+        order = db.session.scalars(select(Order).where(Order.number == number)).one()
+        assert (order.status, order.refunded_amount, order.email) == (
+            OrderStatus.REFUNDED,
+            order.total,
+            "",
+        )
+        assert not db.session.scalars(
+            select(OutboxEmail).where(OutboxEmail.order_id == order.id)
+        ).all()

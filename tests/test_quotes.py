@@ -590,3 +590,47 @@ def test_a_refused_deposit_refunded_and_cancelled_by_staff_is_on_the_commissions
         "refunded",
     )
     assert "Pay deposit of £300.02" in page_text(shop.client().get(link))
+
+
+def test_a_client_whose_deposit_is_paid_can_close_their_account(shop: Shop, app: Flask) -> None:
+    """A paid deposit has nothing left to deliver. Before, it counted as an order in progress,
+    and the account could never be closed (short of giving the money back)."""
+    lead_id, _ = quoted_lead(shop, app)
+    number, link = paid_deposit(shop, app, lead_id)
+    client = shop.client()
+    client.submit("/auth/login", {"email": CLIENT, "password": PASSWORD})
+
+    closed = client.submit("/account/delete", {"password": PASSWORD})
+
+    assert closed.status_code == 303, page_text(closed)
+    [order] = deposit_orders(app)
+    assert (order["number"], order["status"]) == (number, OrderStatus.PAID)
+    state = lead_state(app, lead_id)
+    assert state["status"] is LeadStatus.WON  # won stays won, without the person
+    assert "Deposit paid" in page_text(shop.client().get(link))
+
+
+def test_a_commission_whose_client_closed_their_account_is_lost_and_takes_no_quote(
+    shop: Shop, app: Flask
+) -> None:
+    lead_id, staff = quoted_lead(shop, app)
+    link = quote_link(app)
+    client = shop.client()
+    client.submit("/auth/login", {"email": CLIENT, "password": PASSWORD})
+
+    assert client.submit("/account/delete", {"password": PASSWORD}).status_code == 303
+
+    state = lead_state(app, lead_id)
+    assert state["status"] is LeadStatus.LOST
+    assert state["events"][-1][1:] == (LeadStatus.LOST, "The client closed their account")
+    assert pay_button(shop.client(), link).status_code == 409
+    assert deposit_orders(app) == []
+    # Reopened by staff, it still has nobody to send a quote to: refused, and nothing is sent.
+    reopened = move_lead(staff, lead_id, "contacted", seen="lost", note="Her husband called")
+    assert reopened.status_code == 303, page_text(reopened)
+    emails_before = len(sent_emails(app))
+    refused = send(staff, lead_id, price="2,000")
+    assert refused.status_code == 409, page_text(refused)
+    assert "This client closed their account" in page_text(refused)
+    assert len(sent_emails(app)) == emails_before
+    assert lead_state(app, lead_id)["status"] is LeadStatus.CONTACTED

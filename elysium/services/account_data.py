@@ -3,9 +3,11 @@
 Closing an account deletes the user row and everything that only describes the person
 (profile, addresses, sign-in identities, wishlist, bag, pieces viewed, queued and sent
 emails). Orders are the shop's accounting records, so they stay, cut loose from the person:
-no user, no email, no addresses, no gift message; lines, totals and status are kept. An
-order that is still being paid for or on its way needs its address, so closing waits until
-it has arrived.
+no user, no email, no addresses, no gift message; lines, totals and status are kept (and
+nobody is emailed about them again). An order that is still being paid for or on its way
+needs its address, so closing waits until it has arrived; a commission's paid deposit has
+nothing to deliver. Commissions are kept the same way, those asked as a guest under the
+account's email too; one still in talks is lost with its client, so its quote can't be paid.
 The Stripe customer made for the account is deleted at Stripe too, once the closing is
 committed (:func:`forget_at_stripe`).
 """
@@ -21,13 +23,13 @@ from sqlalchemy import delete, or_, select, update
 
 from elysium.integrations import stripe_gateway
 from elysium.models.cart import Cart, CartLine, WishlistItem
-from elysium.models.engagement import BespokeLead, ProductView
+from elysium.models.engagement import BespokeLead, LeadStatus, ProductView
 from elysium.models.inventory import StockMovement
 from elysium.models.orders import Order, OrderStatus
 from elysium.models.outbox import OutboxEmail, OutboxStatus
 from elysium.models.types import utcnow
 from elysium.models.users import User
-from elysium.services import passwords, views
+from elysium.services import leads, passwords, views
 from elysium.services.accounts import AccountError, normalise_email
 from elysium.services.addresses import addresses_of, as_snapshot
 from elysium.services.outbox import queue_email
@@ -146,7 +148,8 @@ def export(session: AnySession, user: User) -> dict[str, Any]:
 
 
 def open_orders(session: AnySession, user: User) -> list[Order]:
-    """Orders still being paid for or delivered: their addresses are needed until they arrive."""
+    """Orders still being paid for or delivered: their addresses are needed until they arrive.
+    A commission's deposit, once paid, has nothing to deliver."""
     candidates = session.scalars(
         select(Order).where(
             Order.user_id == user.id,
@@ -157,8 +160,15 @@ def open_orders(session: AnySession, user: User) -> list[Order]:
     return [
         order
         for order in candidates
-        if order.status in IN_PROGRESS
-        or (order.checkout_expires_at is not None and order.checkout_expires_at > now)
+        if (
+            order.status in IN_PROGRESS
+            and not (order.bespoke_quote_id is not None and order.status is OrderStatus.PAID)
+        )
+        or (
+            order.status is OrderStatus.PENDING
+            and order.checkout_expires_at is not None
+            and order.checkout_expires_at > now
+        )
     ]
 
 
@@ -217,6 +227,19 @@ ERASED_LEAD_TEXT = "(removed when the account was closed)"
 
 def _erase(session: AnySession, user: User) -> int:
     user_id, email = user.id, user.email
+    theirs = or_(BespokeLead.user_id == user_id, BespokeLead.email == email)
+    # A commission still in talks is lost with its client: its quote can no longer be paid,
+    # and nobody is left to send another to. One won stays won.
+    for lead in session.scalars(select(BespokeLead).where(theirs).with_for_update()):
+        if leads.can_move(lead.status, LeadStatus.LOST):
+            leads.move(
+                session,
+                lead,
+                LeadStatus.LOST,
+                actor=leads.SHOPPER_ACTOR,
+                note="The client closed their account",
+            )
+    session.flush()
     # Explicit statements rather than ON DELETE rules: SQLite enforces foreign keys only
     # when asked to, and the result must be the same on both databases.
     anonymised = session.execute(
@@ -244,7 +267,7 @@ def _erase(session: AnySession, user: User) -> int:
         delete(ProductView).where(ProductView.user_id == user_id),
         # Commissions are kept for the house's records, like orders, without the person.
         update(BespokeLead)
-        .where(BespokeLead.user_id == user_id)
+        .where(theirs)
         .values(user_id=None, name="", email=ERASED_EMAIL, phone="", message=ERASED_LEAD_TEXT),
         update(BespokeLead)
         .where(BespokeLead.assigned_to_id == user_id)

@@ -290,7 +290,13 @@ def email_shopper(
     **context: Any,
 ) -> None:
     """Queue an email about the order to its shopper, with the link to its page; once per
-    order and template unless ``dedupe_key`` says otherwise (a second refund, say)."""
+    order and template unless ``dedupe_key`` says otherwise (a second refund, say). An order
+    whose shopper closed their account keeps no address: nobody is emailed."""
+    if not order.email:
+        current_app.logger.info(
+            "Order %s: no %s email, its shopper closed their account", order.number, template
+        )
+        return
     queue_email(
         session,
         to=order.email,

@@ -149,6 +149,10 @@ def send_quote(
     lead = leads.lock_lead(session, lead_id)
     if lead is None:
         raise QuoteRefusedError("This commission no longer exists.")
+    if not lead.email:
+        raise QuoteRefusedError(
+            "This client closed their account: there is no address to send a quote to."
+        )
     if lead.status is not LeadStatus.QUOTED and not leads.can_move(lead.status, LeadStatus.QUOTED):
         raise QuoteRefusedError(
             f"A {leads.LABELS[lead.status].lower()} commission can't be quoted"
