@@ -161,6 +161,22 @@ def test_a_deleted_document_is_unpublished_not_deleted(shop, studio, webhook_url
     assert product_count(shop) == count
 
 
+def test_a_deletion_announced_for_a_piece_the_studio_still_has_hides_nothing(
+    shop, studio, webhook_url
+):
+    """A deletion notice delivered late, out of order or replayed (its signature still fresh)
+    after the piece was restored: Sanity is asked, and the piece stays on sale. Before, the
+    notice alone unpublished it until the next full sync."""
+    synced(shop)
+    count = product_count(shop)
+
+    assert studio.deliver_webhook(webhook_url, RING, deleted=True) == 202
+
+    time.sleep(0.3)
+    assert piece(shop)["published"] is True
+    assert product_count(shop) == count
+
+
 def test_bad_missing_or_stale_signatures_are_401_and_malformed_bodies_400_nothing_changes(
     shop, studio, webhook_url
 ):

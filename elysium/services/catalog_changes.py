@@ -161,12 +161,14 @@ def _failed(session: AnySession, change_id: int, version: int, error: str) -> No
 
 def apply_change(session: AnySession, change: Due, *, fetch: Fetch, currency: str) -> str | None:
     """Claim and apply one recorded change: fetch the document and sync it, or unpublish what
-    Sanity no longer has. Returns what happened (``created``, ``updated``, ``unchanged``,
-    ``unpublished``, ``skipped``, ``failed``), or None when another applier has it."""
+    Sanity no longer has. A change announced as a deletion is fetched too: Sanity decides, so
+    a deletion announced late, out of order or replayed never hides a piece the studio still
+    has. Returns what happened (``created``, ``updated``, ``unchanged``, ``unpublished``,
+    ``skipped``, ``failed``), or None when another applier has it."""
     if not _claim(session, change):
         return None
     try:
-        document = None if change.deleted else fetch(change.document_id)
+        document = fetch(change.document_id)
         if document is None:
             catalog_sync.unpublish(session, change.document_id)
             outcome = "unpublished"
