@@ -720,6 +720,41 @@ def test_cancelling_a_paid_order_again_from_a_new_form_retries_the_unconfirmed_r
     assert stock(app) == (3, 0)
 
 
+def test_an_order_whose_cancel_did_not_finish_is_not_made_or_shipped_with_its_money_given_back(
+    shop: Shop, app: Flask
+) -> None:
+    """A cancel that refunded (or began to) but did not cancel: Stripe unreachable, the refund
+    then retried on its own. Fulfil and ship are refused all along (another member of staff,
+    the bulk actions); Cancel finishes it. Before, the order stayed in "To fulfil", fully
+    refunded, and could be fulfilled and shipped, after which it could never be cancelled."""
+    number, _ = buy(shop)
+    staff = staff_client(shop.app)
+    fulfil_form = f'form[action="/staff/orders/{number}/fulfil"]'
+    assert Page(staff.get(f"/staff/orders/{number}")).select(fulfil_form)
+    shop.fake.down()
+    assert act(staff, number, "cancel", reason="Customer asked", request_key="c").status_code == 503
+    shop.fake.up()
+
+    pending = act(staff, number, "fulfil")
+    assert pending.status_code == 409, page_text(pending)
+    assert "its payment is given back, or being given back" in page_text(pending)
+    [retry] = retry_forms(staff, number)
+    assert staff.post(retry["action"], data={"csrf_token": staff.csrf_token}).status_code == 303
+    refunded = order_of(app, number)
+    assert (refunded["status"], refunded["refunded"]) == (S.PAID, TOTAL)
+    detail = Page(staff.get(f"/staff/orders/{number}"))
+    assert not detail.select(fulfil_form)
+    assert act(staff, number, "fulfil").status_code == 409
+    assert order_of(app, number)["status"] is S.PAID
+
+    done = act(staff, number, "cancel", reason="Customer asked", request_key="d")
+
+    assert done.status_code == 303, page_text(done)
+    assert order_of(app, number)["status"] is S.CANCELLED
+    assert [refund["amount"] for refund in shop.fake.refunds.values()] == [TOTAL]
+    assert stock(app) == (3, 0)
+
+
 def retry_forms(staff: ShopClient, number: str) -> list:
     page = staff.get(f"/staff/orders/{number}")
     return Page(page).select('#order-actions form[action*="/retry"]')

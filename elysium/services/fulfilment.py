@@ -119,10 +119,18 @@ def available(order: Order) -> list[Action]:
         if orders.can_transition(order.status, status)
         # A deposit on a commission is money, not a piece: never made, shipped or delivered.
         and not (order.bespoke_quote_id is not None and action in TO_MAKE)
+        and not (action in TO_MAKE and _all_given_back(order))
     ]
     if order.status in REFUNDABLE and refundable_amount(order) > 0 and not dispute_lost(order):
         actions.append(Action.REFUND)
     return actions
+
+
+def _all_given_back(order: Order) -> bool:
+    """Whether all the order's money is given back, or being given back (a refund asked of
+    Stripe, the first half of a cancel that did not finish, say): nothing is made, shipped or
+    delivered that is no longer paid for."""
+    return order.status in REFUNDABLE and refundable_amount(order) == 0
 
 
 def refundable_amount(order: Order) -> int:
@@ -172,6 +180,11 @@ def refuse_unless(order: Order, action: Action) -> None:
             raise ActionRefusedError(
                 f"Order {order.number} can't be refunded: Stripe refuses refunds of a payment "
                 "once a dispute of it is lost. Give the money back to the shopper another way."
+            )
+        if action in TO_MAKE and _all_given_back(order):
+            raise ActionRefusedError(
+                f"Order {order.number} can't be {_PAST[action]}: its payment is given back, "
+                "or being given back. Cancel it to put its pieces back on sale."
             )
         if order.bespoke_quote_id is not None and action in TO_MAKE:
             raise ActionRefusedError(
