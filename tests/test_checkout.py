@@ -1095,3 +1095,33 @@ def test_a_refund_at_stripe_after_the_shopper_closed_their_account_emails_nobody
         assert not db.session.scalars(
             select(OutboxEmail).where(OutboxEmail.order_id == order.id)
         ).all()
+
+
+def test_an_account_waits_to_close_while_an_order_past_its_payment_page_may_still_be_paid(
+    shop: Shop, app: Flask
+) -> None:
+    """Paid in the page's last minute, its event late: the order is PENDING past its expiry.
+    Closing the account waits, so the payment that then comes has an address to ship to.
+    Before, closing erased the order's email and addresses, and it became PAID without them."""
+    with app.app_context():
+        create_user("grace@example.com")
+        db.session.remove()
+    client = shop.client()
+    client.submit("/auth/login", {"email": "grace@example.com", "password": PASSWORD})
+    add_chain(client)
+    session_id = session_id_from(check_out(client, email="grace@example.com").location)
+    _expire_in_the_past(app)
+
+    refused = client.submit("/account/delete", {"password": PASSWORD})
+
+    assert refused.status_code == 422, page_text(refused)
+    assert "is still in progress" in page_text(refused)
+    shop.fake.pay(session_id)
+    [order] = all_orders(app)
+    assert order["status"] is OrderStatus.PAID
+    with app.app_context():
+        paid = db.session.scalars(select(Order)).one()
+        assert (paid.email, paid.shipping_address["full_name"]) == (
+            "grace@example.com",
+            "Ada Lovelace",  # as the checkout form was filled in
+        )

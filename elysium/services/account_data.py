@@ -149,26 +149,20 @@ def export(session: AnySession, user: User) -> dict[str, Any]:
 
 def open_orders(session: AnySession, user: User) -> list[Order]:
     """Orders still being paid for or delivered: their addresses are needed until they arrive.
-    A commission's deposit, once paid, has nothing to deliver."""
+    A PENDING order counts whatever its payment page's expiry: a payment made in its last
+    minute may be reported late, and one Stripe says is paid may wait for its event; the
+    sweeper ends the ones truly abandoned within minutes. A commission's deposit, once paid,
+    has nothing to deliver."""
     candidates = session.scalars(
         select(Order).where(
             Order.user_id == user.id,
             Order.status.in_([*IN_PROGRESS, OrderStatus.PENDING]),
         )
     )
-    now = utcnow()
     return [
         order
         for order in candidates
-        if (
-            order.status in IN_PROGRESS
-            and not (order.bespoke_quote_id is not None and order.status is OrderStatus.PAID)
-        )
-        or (
-            order.status is OrderStatus.PENDING
-            and order.checkout_expires_at is not None
-            and order.checkout_expires_at > now
-        )
+        if not (order.bespoke_quote_id is not None and order.status is OrderStatus.PAID)
     ]
 
 
