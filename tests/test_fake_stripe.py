@@ -634,6 +634,26 @@ def test_disputes(client: stripe.StripeClient, fake: FakeStripeServer, receiver:
     assert client.v1.refunds.create({"payment_intent": intent_id}).status == "succeeded"
 
 
+def test_a_refund_that_fails_later_counts_on_its_charge_no_more(
+    client: stripe.StripeClient, fake: FakeStripeServer, receiver: Receiver
+) -> None:
+    session = client.v1.checkout.sessions.create(session_params())
+    fake.pay(session.id)
+    intent_id = fake.session(session.id)["payment_intent"]
+    refund = client.v1.refunds.create({"payment_intent": intent_id, "amount": 100})
+
+    fake.fail_refund(refund.id, reason="expired_or_canceled_card")
+
+    [failed] = receiver.of_type("refund.failed")
+    assert (failed.data.object.id, failed.data.object.status) == (refund.id, "failed")
+    assert failed.data.object.failure_reason == "expired_or_canceled_card"
+    assert client.v1.refunds.retrieve(refund.id).status == "failed"
+    charge = fake.charges[fake.payment_intents[intent_id]["latest_charge"]]
+    assert charge["amount_refunded"] == 0
+    with pytest.raises(ValueError, match="can't fail now"):
+        fake.fail_refund(refund.id)
+
+
 def test_a_payments_disputes_are_listed_newest_first(
     client: stripe.StripeClient, fake: FakeStripeServer
 ) -> None:

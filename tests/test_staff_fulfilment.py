@@ -25,7 +25,7 @@ from elysium.models.types import utcnow
 from elysium.services import fulfilment
 from elysium.services.fulfilment import ActionRefusedError, Staff
 from tests.conftest import ShopClient, page_text
-from tests.html import Page, field_error, form_fields
+from tests.html import Page, field_error, form_fields, text_of
 from tests.support.checkout import Shop, add_chain, bags, check_out, session_id_from, stock
 from tests.support.staff import STAFF_EMAIL, create_staff, staff_client
 
@@ -364,6 +364,39 @@ def test_a_dispute_lost_refunds_the_order_and_leaves_it_flagged_saying_the_bank_
         assert "the cardholder's bank took back £650" in email.body_text
         assert "Don't ship what is no longer paid for" in email.body_text
         db.session.remove()
+
+
+def test_a_refund_that_fails_after_stripe_accepted_it_counts_no_more_and_is_flagged(
+    shop: Shop, app: Flask
+) -> None:
+    """The customer's card was closed: Stripe accepted the refund, then it failed, and the
+    money came back to the shop. Before, the shop never heard: it counted the money as given
+    back, and the customer never got it."""
+    number, _ = buy(shop)
+    staff = staff_client(shop.app)
+    assert act(staff, number, "refund", amount="100", request_key="r").status_code == 303
+    [refund] = shop.fake.refunds.values()
+    assert order_of(app, number)["refunded"] == 10000
+
+    shop.fake.fail_refund(refund["id"])
+    [failed] = shop.fake.events_of_type("refund.failed")
+    shop.fake.redeliver(failed["id"])  # Stripe may send it twice: once is applied
+    shop.fake.wait_for_deliveries()
+
+    after = order_of(app, number)
+    assert (after["status"], after["refunded"]) == (S.PAID, 0)
+    assert after["refunds"] == [(10000, RefundStatus.FAILED)]
+    assert after["flagged"] is True
+    assert after["emails"].count("staff_refund_failed") == 1
+    detail = Page(staff.get(f"/staff/orders/{number}"))
+    flagged = text_of(detail, ".staff-order__attention")
+    assert "A refund failed after Stripe had accepted it: £100 did not reach the shopper" in (
+        flagged
+    )
+    assert "Up to £650 can be refunded." in text_of(detail)
+    # Refunded again (the card works now), under a new form: it goes through.
+    assert act(staff, number, "refund", amount="100", request_key="s").status_code == 303
+    assert order_of(app, number)["refunded"] == 10000
 
 
 def test_a_dispute_lost_on_part_of_the_payment_counts_that_part_as_given_back(

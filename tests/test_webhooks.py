@@ -391,6 +391,19 @@ def test_a_closed_dispute_must_say_how_it_closed(app, client, order, status, ans
     assert ("staff_dispute_closed" in after["emails"]) is not flagged
 
 
+@pytest.mark.parametrize("amount", [None, 0, "100"])
+def test_a_failed_refund_must_say_how_much(app, client, order, amount):
+    post(client, event("checkout.session.completed", session_object(order)))
+    refund = {"id": "re_1", "object": "refund", "payment_intent": "pi_test_1", "amount": amount}
+
+    response = post(client, event("refund.failed", {**refund, "status": "failed"}))
+
+    assert response.status_code == 400
+    after = state(app, order)
+    assert (after["status"], after["refunded"]) == (S.PAID, 0)
+    assert "staff_refund_failed" not in after["emails"]
+
+
 def test_a_failed_card_attempt_is_only_noted(app, client, order):
     post(
         client,

@@ -39,6 +39,7 @@ DEFAULT_ENABLED_EVENTS = frozenset(
         "charge.refunded",
         "charge.dispute.created",
         "charge.dispute.closed",
+        "refund.failed",
         "payment_intent.payment_failed",
     }
 )
@@ -302,6 +303,26 @@ class FakeStripeState:
             for dispute in self.disputes.values()
             if dispute["charge"] == charge_id
         )
+
+    def fail_refund(
+        self, refund_id: str, *, reason: str = "expired_or_canceled_card"
+    ) -> list[Delivery]:
+        """A refund Stripe accepted fails later (the card was closed, the bank refused it):
+        the money goes back to the merchant's balance and counts as refunded no more. Emits
+        ``refund.updated`` and ``refund.failed``."""
+        with self._lock:
+            refund = self.refunds[refund_id]
+            if refund["status"] not in ("pending", "succeeded"):
+                raise ValueError(f"refund {refund_id} is {refund['status']}: it can't fail now")
+            refund.update(status="failed", failure_reason=reason)
+            charge = self.charges[refund["charge"]]
+            charge["amount_refunded"] -= refund["amount"]
+            charge["refunded"] = False
+            events = [
+                self._new_event("refund.updated", refund, {}),
+                self._new_event("refund.failed", refund, {}),
+            ]
+        return self._deliver_now(events)
 
     def refund_from_dashboard(
         self, payment_intent_id: str, *, amount: int | None = None

@@ -17,7 +17,7 @@ from flask import current_app
 from sqlalchemy import select, update
 from sqlalchemy.orm import selectinload
 
-from elysium.models.orders import Order, OrderStatus, ProcessedPaymentEvent, RefundStatus
+from elysium.models.orders import Order, OrderStatus, ProcessedPaymentEvent, Refund, RefundStatus
 from elysium.models.types import utcnow
 from elysium.money import format_money
 from elysium.services import checkout, orders, quotes
@@ -35,6 +35,7 @@ DISPUTE_FLAG = "The payment is disputed"
 # A lost dispute keeps the dispute's badge: the reason starts with the flag's words.
 DISPUTE_LOST_FLAG = f"{DISPUTE_FLAG} and the dispute was lost"
 AMOUNT_MISMATCH_FLAG = "not marked paid"
+REFUND_FAILED_FLAG = "A refund failed after Stripe had accepted it"
 PAID_AFTER_CANCELLATION_FLAG = "Payment arrived after the order was cancelled: refund it or re-sell"
 PAID_AFTER_FAILURE_FLAG = "Payment arrived after the bank payment had failed: refund it or re-sell"
 PAID_TOO_LATE = {
@@ -433,6 +434,39 @@ def _charged_back(session: AnySession, order: Order, amount: int, event_id: str)
         )
 
 
+def refund_failed(session: AnySession, order: Order, obj: dict[str, Any], event_id: str) -> None:
+    """A refund Stripe had accepted failed later (the card was closed, the bank refused it):
+    the money is back with the shop and the shopper has not got it. It counts as given back
+    no more (a refund of the shop's is FAILED, so its amount may be refunded again), and the
+    order is flagged and staff emailed: give it back again, or another way. Stripe sends this
+    event once per refund, and an event is applied once, so nothing is taken off twice."""
+    amount = obj.get("amount")
+    if not isinstance(amount, int) or amount < 1 or not isinstance(obj.get("id"), str):
+        raise MalformedEventError("refund.failed needs the refund's id and amount")
+    reason = str(obj.get("failure_reason") or "no reason given").replace("_", " ")
+    ours = session.scalar(select(Refund).where(Refund.stripe_refund_id == obj["id"]))
+    if ours is not None and ours.order_id == order.id:
+        ours.status, ours.failure_reason = RefundStatus.FAILED, f"Failed at Stripe: {reason}"
+    order.refunded_amount = max(order.refunded_amount - amount, 0)
+    money = format_money(amount, order.currency)
+    checkout.flag(
+        order,
+        f"{REFUND_FAILED_FLAG}: {money} did not reach the shopper ({reason}) and is back with "
+        "the shop; give it back again, or another way",
+        actor=ACTOR,
+        stripe_event_id=event_id,
+    )
+    _tell_staff(
+        session,
+        order,
+        f"A refund on order {order.number} failed",
+        "staff_refund_failed",
+        f"order:{order.id}:refund-failed:{obj['id']}",
+        amount=money,
+        reason=reason,
+    )
+
+
 def _tell_staff(
     session: AnySession, order: Order, subject: str, template: str, dedupe_key: str, **context: Any
 ) -> None:
@@ -466,6 +500,7 @@ HANDLERS: dict[str, Callable[[AnySession, Order, dict[str, Any], str], None]] = 
     "charge.refunded": charge_refunded,
     "charge.dispute.created": dispute_created,
     "charge.dispute.closed": dispute_closed,
+    "refund.failed": refund_failed,
     "payment_intent.payment_failed": payment_attempt_failed,
 }
 
@@ -477,5 +512,6 @@ MONEY_EVENTS = frozenset(
         "charge.refunded",
         "charge.dispute.created",
         "charge.dispute.closed",
+        "refund.failed",
     }
 )
