@@ -1125,3 +1125,37 @@ def test_an_account_waits_to_close_while_an_order_past_its_payment_page_may_stil
             "grace@example.com",
             "Ada Lovelace",  # as the checkout form was filled in
         )
+
+
+def test_an_account_whose_stripe_customer_was_deleted_at_stripe_still_checks_out(
+    shop: Shop, app: Flask
+) -> None:
+    """Someone deleted the account's customer in Stripe's dashboard: its next checkout makes
+    a new one and goes to the payment page. Before, every checkout of that account was
+    cancelled with "We couldn't reach our payment provider", for ever."""
+    with app.app_context():
+        user_id = create_user("grace@example.com")
+        db.session.remove()
+    client = shop.client()
+    client.submit("/auth/login", {"email": "grace@example.com", "password": PASSWORD})
+    add_chain(client)
+    first = session_id_from(check_out(client, email="grace@example.com").location)
+    gone = shop.fake.session(first)["customer"]
+    client.submit("/cart", {}, action="/checkout/cancel")
+    with shop.app.app_context():
+        stripe_gateway.delete_customer(gone)
+
+    again = check_out(client, email="grace@example.com")
+
+    assert again.status_code == 303, page_text(again)
+    second = session_id_from(again.location)
+    customer = shop.fake.session(second)["customer"]
+    assert customer not in (None, gone)
+    with app.app_context():
+        assert db.session.get(User, user_id).stripe_customer_id == customer
+        db.session.remove()
+    shop.fake.pay(second)
+    assert [order["status"] for order in all_orders(app)] == [
+        OrderStatus.CANCELLED,
+        OrderStatus.PAID,
+    ]

@@ -488,7 +488,7 @@ class FakeStripeState:
         customer = None
         if values.get("customer"):
             customer = self.customers.get(values["customer"])
-            if customer is None:
+            if customer is None or customer.get("deleted"):
                 raise missing("customer", values["customer"], "customer", 400)
         session, items, products = objects.checkout_session(
             values, now=int(self.clock()), host=host, customer=customer

@@ -154,6 +154,10 @@ def delete_customer(customer_id: str) -> None:
         raise PaymentProviderError(str(error)) from error
 
 
+class UnknownCustomerError(PaymentProviderError):
+    """Stripe has no such customer (deleted in its dashboard, or made under other keys)."""
+
+
 def create_checkout_session(request: CheckoutRequest) -> tuple[str, str]:
     """A hosted Checkout Session; returns its id and the URL to send the shopper to.
 
@@ -197,6 +201,10 @@ def create_checkout_session(request: CheckoutRequest) -> tuple[str, str]:
             params,  # type: ignore[arg-type]
             options={"idempotency_key": request.idempotency_key},
         )
+    except stripe.InvalidRequestError as error:
+        if error.code == "resource_missing" and error.param == "customer":
+            raise UnknownCustomerError(str(error)) from error
+        raise PaymentProviderError(str(error)) from error
     except stripe.StripeError as error:
         raise PaymentProviderError(str(error)) from error
     if not session.url:

@@ -22,6 +22,7 @@ and checks its state again (:func:`settle`). Services never commit: the caller d
 from __future__ import annotations
 
 import enum
+import logging
 from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -41,6 +42,8 @@ from elysium.services import cart as carts
 from elysium.services import inventory, orders
 from elysium.services.configuration import variant_label
 from elysium.services.sql import AnySession, take_turns_on_sqlite
+
+logger = logging.getLogger(__name__)
 
 SHOPPER = "shopper"
 SYSTEM = "system"
@@ -317,20 +320,56 @@ def _line_items(order: Order) -> list[LineItem]:
     return items
 
 
-def _stripe_customer(session: AnySession, user_id: int | None) -> tuple[User | None, str | None]:
+def _stripe_customer(
+    session: AnySession, user_id: int | None, *, replacing: str | None = None
+) -> tuple[User | None, str | None]:
     """The account and its Stripe Customer, made at its first checkout (idempotently: two
-    checkouts racing get the same one); nothing for a guest. Writes nothing: the caller
-    keeps a new customer's id on the account once Stripe has answered."""
+    checkouts racing get the same one); nothing for a guest. ``replacing``: the customer
+    Stripe no longer has (deleted in its dashboard, say), for whom a new one is made, the same
+    one however often this is asked. Writes nothing: the caller keeps a new customer's id on
+    the account once Stripe has answered."""
     user = session.get(User, user_id) if user_id is not None else None
     if user is None:
         return None, None
-    if user.stripe_customer_id:
+    if user.stripe_customer_id and user.stripe_customer_id != replacing:
         return user, user.stripe_customer_id
     name = user.display_name if user.display_name != user.email else ""
+    key = f"customer-user-{user.id}" + (f"-replacing-{replacing}" if replacing else "")
     customer_id = stripe_gateway.create_customer(
-        email=user.email, name=name, user_id=user.id, idempotency_key=f"customer-user-{user.id}"
+        email=user.email, name=name, user_id=user.id, idempotency_key=key
     )
     return user, customer_id
+
+
+def _payment_page(
+    session: AnySession, request: stripe_gateway.CheckoutRequest, user_id: int | None
+) -> tuple[User | None, str | None, str, str]:
+    """Stripe's payment page for the request, with the account's customer (kept on the
+    account as soon as Stripe has made it). A customer Stripe no longer has is replaced once,
+    and the page asked again under a key of its own (Stripe keeps the refusal under the
+    first). Returns the account, its customer, the page's id and URL."""
+    user, customer_id = _stripe_customer(session, user_id)
+    if user is not None:
+        user.stripe_customer_id = customer_id
+    try:
+        page = stripe_gateway.create_checkout_session(replace(request, customer_id=customer_id))
+    except stripe_gateway.UnknownCustomerError:
+        if user is None or customer_id is None:
+            raise
+        logger.warning(
+            "Stripe has no customer %s of account %s: a new one is made", customer_id, user.id
+        )
+        user, customer_id = _stripe_customer(session, user_id, replacing=customer_id)
+        assert user is not None
+        user.stripe_customer_id = customer_id
+        page = stripe_gateway.create_checkout_session(
+            replace(
+                request,
+                customer_id=customer_id,
+                idempotency_key=f"{request.idempotency_key}-{customer_id}",
+            )
+        )
+    return user, customer_id, *page
 
 
 def begin_payment(session: AnySession, order: Order, urls: ReturnUrls) -> str:
@@ -363,12 +402,7 @@ def begin_payment(session: AnySession, order: Order, urls: ReturnUrls) -> str:
     )
     order_id = order.id
     try:
-        user, customer_id = _stripe_customer(session, order.user_id)
-        if user is not None:
-            user.stripe_customer_id = customer_id
-        checkout_session_id, url = stripe_gateway.create_checkout_session(
-            replace(request, customer_id=customer_id)
-        )
+        user, customer_id, checkout_session_id, url = _payment_page(session, request, order.user_id)
     except PaymentProviderError as error:
         settle(session, order_id, PaymentPage.unavailable(None), reason=f"Stripe failed: {error}")
         raise PaymentUnavailableError() from error
