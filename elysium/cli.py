@@ -18,10 +18,11 @@ from elysium.extensions import db
 from elysium.integrations import sanity
 from elysium.integrations.email import backend_from_config
 from elysium.models.types import utcnow
-from elysium.services import catalog_changes, catalog_sync, staff, views
+from elysium.services import catalog_changes, catalog_sync, payments, staff, views
 from elysium.services.cart import purge_guest_carts
 from elysium.services.checkout import (
     BANK_PAYMENT_OVERDUE,
+    Settled,
     flag_overdue_bank_payment,
     overdue_bank_payment_ids,
     stale_order_ids,
@@ -228,13 +229,19 @@ def prune_views_command(older_than: str) -> None:
 )
 def expire_stale_command(grace_minutes: int) -> None:
     """Cancel PENDING orders whose payment page expired unpaid (closing it at Stripe first)
-    and release their stock; flag for staff a bank payment overdue by days. Safe to run
-    every minute, on several hosts at once."""
+    and release their stock; apply a payment Stripe's record shows whose event never came;
+    flag for staff a bank payment overdue by days. Safe to run every minute, on several
+    hosts at once."""
     outcomes: dict[str, int] = {}
     cutoff = utcnow() - timedelta(minutes=grace_minutes)
     for order_id in stale_order_ids(db.session, expired_before=cutoff):
         try:
-            outcome = sweep_stale_order(db.session, order_id).value
+            settled, page = sweep_stale_order(db.session, order_id)
+            if settled is Settled.FLAGGED and payments.paid_without_its_event(
+                db.session, order_id, page
+            ):
+                settled = Settled.PAID
+            outcome = settled.value
             db.session.commit()
         except Exception:
             db.session.rollback()

@@ -465,6 +465,9 @@ class PaymentPage:
     checkout_session_id: str | None = None
     url: str | None = None
     payment_intent: str | None = None
+    # What a completed page took, as Stripe's API reports it.
+    amount_total: int | None = None
+    currency: str | None = None
 
     @classmethod
     def unavailable(cls, checkout_session_id: str | None) -> PaymentPage:
@@ -480,7 +483,13 @@ def _page_from(checkout_session) -> PaymentPage:
     if checkout_session.status == "complete":
         paid = checkout_session.payment_status in ("paid", "no_payment_required")
         state = PageState.PAID if paid else PageState.AWAITING_BANK
-        return PaymentPage(state, asked_about, payment_intent=intent_id)
+        return PaymentPage(
+            state,
+            asked_about,
+            payment_intent=intent_id,
+            amount_total=checkout_session.amount_total,
+            currency=checkout_session.currency,
+        )
     return PaymentPage(PageState.EXPIRED, asked_about)
 
 
@@ -568,6 +577,9 @@ def settle(
     if state is PageState.OPEN:
         return Settled.OPEN
     if state is PageState.PAID:
+        if page.payment_intent:
+            # The order's own payment: a refund or a dispute of it finds the order.
+            order.stripe_payment_intent_id = page.payment_intent
         if AWAITING_EVENT_FLAG not in order.attention_reason:
             flag(order, AWAITING_EVENT_FLAG, actor=actor)
         return Settled.FLAGGED
@@ -914,9 +926,11 @@ def flag_overdue_bank_payment(session: AnySession, order_id: int) -> bool:
     return True
 
 
-def sweep_stale_order(session: AnySession, order_id: int) -> Settled:
+def sweep_stale_order(session: AnySession, order_id: int) -> tuple[Settled, PaymentPage]:
     """The safety net for a lost ``checkout.session.expired`` or a crash before Stripe was
     asked: close the order's payment page at Stripe, then settle it (see :func:`settle`).
+    Returns the outcome and the page as Stripe reported it: one paid whose event never came
+    is FLAGGED, and the caller applies the payment (``payments.paid_without_its_event``).
 
     Several hosts may sweep at once: each decision is taken again under the order's lock.
     """
@@ -926,10 +940,11 @@ def sweep_stale_order(session: AnySession, order_id: int) -> Settled:
         )
     )
     page = close_payment_page(checkout_session_id)
-    return settle(
+    settled = settle(
         session,
         order_id,
         page,
         reason="The payment page expired without a payment",
         cancel_if_unreachable=False,
     )
+    return settled, page

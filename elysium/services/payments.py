@@ -210,7 +210,7 @@ def _move(order: Order, status: OrderStatus, note: str, event_id: str) -> bool:
     return True
 
 
-def mark_paid(session: AnySession, order: Order, obj: dict[str, Any], event_id: str) -> None:
+def mark_paid(session: AnySession, order: Order, obj: dict[str, Any], event_id: str | None) -> None:
     if isinstance(obj.get("payment_intent"), str):
         # The order's own payment page took it, even in a refused amount: the payment's later
         # events (a refund or a dispute at Stripe) then find the order.
@@ -239,6 +239,34 @@ def mark_paid(session: AnySession, order: Order, obj: dict[str, Any], event_id: 
         quotes.deposit_paid(session, order, stripe_event_id=event_id)
         return
     orders.email_shopper(session, order, "order_confirmation", f"Your ELYSIUM order {order.number}")
+
+
+def paid_without_its_event(session: AnySession, order_id: int, page: checkout.PaymentPage) -> bool:
+    """The sweeper's safety net for a lost payment event: Stripe's API says the PENDING
+    order's own payment page was paid, and no event came. The payment is applied as its event
+    would be (:func:`mark_paid`: the amount checked, the pieces sold, the bag emptied, the
+    shopper emailed), under the order's lock; the event, should it come after all, then
+    changes nothing. Whether the order is PAID now (a wrong amount is flagged instead)."""
+    order = checkout.lock_order(session, order_id)
+    if (
+        order is None
+        or order.status is not OrderStatus.PENDING
+        or page.state is not checkout.PageState.PAID
+        or order.stripe_checkout_session_id != page.checkout_session_id
+    ):
+        return False
+    paid_page = {
+        "id": page.checkout_session_id,
+        "payment_status": "paid",
+        "payment_intent": page.payment_intent,
+        "amount_total": page.amount_total,
+        "currency": page.currency,
+    }
+    orders.add_note(
+        order, "The payment is applied from Stripe's record of the payment page", actor=ACTOR
+    )
+    mark_paid(session, order, paid_page, None)
+    return order.status is OrderStatus.PAID
 
 
 def session_completed(
