@@ -1176,3 +1176,31 @@ def test_an_account_whose_stripe_customer_was_deleted_at_stripe_still_checks_out
         OrderStatus.CANCELLED,
         OrderStatus.PAID,
     ]
+
+
+def test_a_bag_deleted_after_paying_never_opens_its_order_to_the_next_bag(
+    shop: Shop, app: Flask
+) -> None:
+    """A guest pays, then signs in to an account that has a bag: the guest's bag is merged
+    and deleted. The next visitor's new bag must not count as the one the order was bought
+    from. On SQLite it got the deleted bag's id, and so the order's success page: name,
+    address and pieces."""
+    with app.app_context():
+        create_user("grace@example.com")
+        db.session.remove()
+    account = shop.client()
+    account.submit("/auth/login", {"email": "grace@example.com", "password": PASSWORD})
+    add_chain(account)  # the account's bag, made first
+    guest = shop.client()
+    add_chain(guest)
+    session_id = session_id_from(check_out(guest).location)
+    shop.fake.pay(session_id)
+    guest.submit("/auth/login", {"email": "grace@example.com", "password": PASSWORD})
+    stranger = shop.client()
+    add_chain(stranger)  # a new bag, made after the guest's was deleted
+
+    page = page_text(stranger.get(f"/checkout/success?session_id={session_id}"))
+
+    assert "Your order has been received" in page
+    for private in ("St James", "Ada Lovelace", all_orders(app)[0]["number"]):
+        assert private not in page

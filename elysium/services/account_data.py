@@ -32,6 +32,7 @@ from elysium.models.users import User
 from elysium.services import leads, passwords, views
 from elysium.services.accounts import AccountError, normalise_email
 from elysium.services.addresses import addresses_of, as_snapshot
+from elysium.services.cart import detach_orders
 from elysium.services.outbox import queue_email
 from elysium.services.sql import AnySession
 
@@ -249,6 +250,7 @@ def _erase(session: AnySession, user: User) -> int:
         .execution_options(synchronize_session=False)
     ).rowcount
     carts = select(Cart.id).where(Cart.user_id == user_id).scalar_subquery()
+    detach_orders(session, carts)
     for statement in (
         delete(CartLine).where(CartLine.cart_id.in_(carts)),
         delete(Cart).where(Cart.user_id == user_id),

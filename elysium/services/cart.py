@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import secrets
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import Select, bindparam, delete, func, select, update
+from sqlalchemy import ScalarSelect, Select, bindparam, delete, func, select, update
 from sqlalchemy.orm import joinedload, selectinload
 
 from elysium.models.cart import Cart, CartLine
@@ -514,6 +515,7 @@ def merge_into(session: AnySession, guest: Cart, target: Cart) -> MergeReport:
             if quantity < wanted:
                 message = f"{message} {_cap_message(availability, cap, elsewhere)}"
             report.messages.append(message)
+    detach_orders(session, [guest.id])
     session.delete(guest)
     session.flush()
     return report
@@ -707,6 +709,20 @@ def purge_guest_carts(session: AnySession, *, idle_since: datetime) -> int:
     ids = list(session.scalars(abandoned))
     if not ids:
         return 0
+    detach_orders(session, ids)
     session.execute(delete(CartLine).where(CartLine.cart_id.in_(ids)))
     session.execute(delete(Cart).where(Cart.id.in_(ids)))
     return len(ids)
+
+
+def detach_orders(session: AnySession, cart_ids: Iterable[int] | ScalarSelect[int]) -> None:
+    """Before carts are deleted: the orders bought from them point at them no more. The
+    foreign key says so too (ON DELETE SET NULL), but SQLite applies it only when asked, and
+    gives a deleted newest cart's id to the next: a stranger's new bag would then open the
+    order's success page as its own. ``cart_ids``: ids, or a subquery of them."""
+    session.execute(
+        update(Order)
+        .where(Order.cart_id.in_(cart_ids))
+        .values(cart_id=None)
+        .execution_options(synchronize_session=False)
+    )
