@@ -182,11 +182,13 @@ def test_an_existing_password_account_is_linked_only_after_its_password(google_a
 
     page = browser.get("/auth/google/link")
     assert "grace@example.com already has an ELYSIUM account" in page_text(page)
+    assert page.headers["Cache-Control"] == "no-store"  # it shows the address: kept nowhere
     wrong = browser.post(
         "/auth/google/link", data={"csrf_token": browser.csrf_token, "password": "not it at all"}
     )
     assert wrong.status_code == 422
     assert "That password is not correct." in page_text(wrong)
+    assert wrong.headers["Cache-Control"] == "no-store"
     with google_app.app_context():
         assert db.session.scalar(select(func.count()).select_from(OAuthAccount)) == 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from flask import (
     Blueprint,
@@ -47,8 +48,8 @@ def _posted_email() -> str:
     return accounts.normalise_email(request.form.get("email", ""))[:254]
 
 
-def _form_page(template: str, form, status: int) -> Response:
-    response = make_response(render_template(template, form=form), status)
+def _form_page(template: str, form, status: int, **context: Any) -> Response:
+    response = make_response(render_template(template, form=form, **context), status)
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -333,9 +334,7 @@ def google_link() -> Response:
     form = LinkAccountForm()
     if not form.validate_on_submit():
         status = 422 if form.is_submitted() else 200
-        return make_response(
-            render_template("auth/link_google.html", form=form, email=pending["email"]), status
-        )
+        return _form_page("auth/link_google.html", form, status, email=pending["email"])
     try:
         user = oauth_accounts.link_with_password(
             db.session, google.PROVIDER, pending, form.password.data
@@ -343,9 +342,7 @@ def google_link() -> Response:
     except accounts.AccountError as error:
         db.session.rollback()
         form.password.errors.append(error.message)
-        return make_response(
-            render_template("auth/link_google.html", form=form, email=pending["email"]), 422
-        )
+        return _form_page("auth/link_google.html", form, 422, email=pending["email"])
     db.session.commit()
     target = session.get("after_sign_in")
     sign_in(user)
