@@ -1053,14 +1053,18 @@ def test_a_payment_event_never_waits_while_the_sweeper_asks_stripe(shop: Shop, a
     assert stock(app) == (2, 0)
 
 
-def test_closing_the_account_deletes_its_stripe_customer(shop: Shop, app: Flask) -> None:
-    from tests.conftest import PASSWORD, create_user
-
+def grace_signed_in(shop: Shop, app: Flask) -> ShopClient:
+    """Grace, who has an account, signed in."""
     with app.app_context():
         create_user("grace@example.com")
         db.session.remove()
     client = shop.client()
     client.submit("/auth/login", {"email": "grace@example.com", "password": PASSWORD})
+    return client
+
+
+def test_closing_the_account_deletes_its_stripe_customer(shop: Shop, app: Flask) -> None:
+    client = grace_signed_in(shop, app)
     add_chain(client)
     session_id = session_id_from(check_out(client, email="grace@example.com").location)
     customer_id = shop.fake.session(session_id)["customer"]
@@ -1083,11 +1087,7 @@ def test_a_refund_at_stripe_after_the_shopper_closed_their_account_emails_nobody
     Stripe's dashboard afterwards, it is REFUNDED and nobody is emailed. Before, the webhook
     tried to email the erased address and answered 500, over and over, and the order never
     counted the refund."""
-    with app.app_context():
-        create_user("grace@example.com")
-        db.session.remove()
-    client = shop.client()
-    client.submit("/auth/login", {"email": "grace@example.com", "password": PASSWORD})
+    client = grace_signed_in(shop, app)
     add_chain(client)
     session_id = session_id_from(check_out(client, email="grace@example.com").location)
     shop.fake.pay(session_id)
@@ -1120,11 +1120,7 @@ def test_an_account_waits_to_close_while_an_order_past_its_payment_page_may_stil
     """Paid in the page's last minute, its event late: the order is PENDING past its expiry.
     Closing the account waits, so the payment that then comes has an address to ship to.
     Before, closing erased the order's email and addresses, and it became PAID without them."""
-    with app.app_context():
-        create_user("grace@example.com")
-        db.session.remove()
-    client = shop.client()
-    client.submit("/auth/login", {"email": "grace@example.com", "password": PASSWORD})
+    client = grace_signed_in(shop, app)
     add_chain(client)
     session_id = session_id_from(check_out(client, email="grace@example.com").location)
     _expire_in_the_past(app)
