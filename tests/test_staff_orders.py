@@ -840,6 +840,63 @@ def test_a_note_added_with_htmx_returns_a_fresh_form_and_the_new_timeline(staff,
     assert "Note added." in text_of(page, "#messages")
 
 
+def attention_tab(staff) -> list[str]:
+    page = Page(staff.get("/staff/orders?tab=attention"))
+    return [text_of(row, ".order-row__number") for row in page.select(".order-row")]
+
+
+@pytest.mark.parametrize("htmx", [False, True], ids=["plain", "htmx"])
+def test_a_note_can_settle_a_warning_that_people_act_on(staff, orders, htmx):
+    """A payment that came after the order was cancelled: staff refund it in Stripe and say
+    so; the note takes the warning off. Before, nothing could, and the order stayed in "Needs
+    attention" for ever."""
+    number = orders.paid_after_cancellation()
+    page = Page(staff.get(f"/staff/orders/{number}"))
+    assert page.select("#settles")
+    assert number in attention_tab(staff)
+    data = {"note": "Refunded in Stripe's dashboard, ref re_123.", "settles": "y"}
+
+    if htmx:
+        response = staff.htmx("POST", f"/staff/orders/{number}/notes", data=data)
+        assert response.headers["HX-Redirect"] == f"/staff/orders/{number}#timeline"
+    else:
+        response = staff.post(
+            f"/staff/orders/{number}/notes", data={"csrf_token": staff.csrf_token, **data}
+        )
+        assert response.status_code == 303
+
+    page = Page(staff.get(f"/staff/orders/{number}"))
+    assert not page.select(".staff-order__attention")
+    assert not page.select("#settles")
+    [note] = page.select(".staff-timeline__entry--note")
+    assert text_of(note, ".staff-timeline__text") == (
+        "Settled what needed attention: Refunded in Stripe's dashboard, ref re_123."
+    )
+    assert number not in attention_tab(staff)
+
+
+@pytest.mark.parametrize("order", ["amount_mismatch", "disputed"])
+def test_a_warning_its_payment_or_dispute_decides_is_not_settled_by_hand(staff, orders, order):
+    """A payment the shop refused waits for Cancel (which refunds it); an open dispute waits
+    for its outcome. Neither offers to settle it by hand, and a note that says so is refused
+    with what was typed kept."""
+    number = getattr(orders, order)()
+    assert not Page(staff.get(f"/staff/orders/{number}")).select("#settles")
+    typed = "Sorted, I think."
+
+    response = staff.post(
+        f"/staff/orders/{number}/notes",
+        data={"csrf_token": staff.csrf_token, "note": typed, "settles": "y"},
+    )
+
+    assert response.status_code == 422
+    page = Page(response)
+    assert "can be marked settled by hand" in field_error(page, "settles")
+    assert page.one("#note").get_text().strip() == typed
+    assert number in attention_tab(staff)
+    assert not Page(staff.get(f"/staff/orders/{number}")).select(".staff-timeline__entry--note")
+
+
 @pytest.mark.parametrize("htmx", [False, True], ids=["plain", "htmx"])
 def test_an_empty_note_is_refused_and_what_was_typed_is_kept(staff, orders, htmx):
     number = orders.paid()

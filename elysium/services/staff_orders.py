@@ -576,16 +576,48 @@ def clean_note(text: str) -> str:
     return orders.readable((text or "").replace("\r\n", "\n").replace("\r", "\n")).strip()
 
 
+def settled_by_hand(order: Order) -> bool:
+    """Whether staff may mark what the order's flag asks as settled, with a note. Not while
+    its payment is still being decided (PENDING or PROCESSING: Stripe's events, the sweeper
+    and Cancel settle those), nor a dispute's warning on an order still open (the dispute's
+    outcome decides whether it can be refunded or shipped); any other warning is for people
+    to act on, and says so once they have."""
+    if not order.needs_attention or order.status in (OrderStatus.PENDING, OrderStatus.PROCESSING):
+        return False
+    if order.status in (OrderStatus.CANCELLED, OrderStatus.REFUNDED):
+        return True
+    reasons = attention_reasons(order.needs_attention, order.attention_reason)
+    return not any(reason.startswith(payments.DISPUTE_FLAG) for reason in reasons)
+
+
 def add_staff_note(
-    session: AnySession, order: Order, text: str, *, staff_name: str, staff_user_id: int
+    session: AnySession,
+    order: Order,
+    text: str,
+    *,
+    staff_name: str,
+    staff_user_id: int,
+    settles: bool = False,
 ) -> OrderEvent:
     """An internal note on the order's timeline, signed by the member of staff. The shopper
-    never sees it: their timeline shows status changes only (``orders.shopper_timeline``)."""
+    never sees it: their timeline shows status changes only (``orders.shopper_timeline``).
+    ``settles``: the note says how what the order's flag asked was dealt with, and the flag
+    goes (see :func:`settled_by_hand`)."""
     note = clean_note(text)
     if not note:
         raise NoteError({"note": "Write the note first."})
     if len(note) > NOTE_MAX_LENGTH:
         raise NoteError({"note": f"Keep a note to {NOTE_MAX_LENGTH} characters."})
+    if settles and not settled_by_hand(order):
+        raise NoteError(
+            {
+                "settles": "Nothing on this order can be marked settled by hand: its warning "
+                "goes once its payment or dispute is decided."
+            }
+        )
+    if settles:
+        order.needs_attention, order.attention_reason = False, ""
+        note = f"Settled what needed attention: {note}"
     event = orders.add_note(order, note, actor=staff_name[:120], actor_user_id=staff_user_id)
     session.flush()
     return event

@@ -26,12 +26,12 @@ from flask import (
 )
 from flask_login import current_user
 from flask_wtf import FlaskForm
-from wtforms import DateField, IntegerField, SearchField, SelectField, TextAreaField
+from wtforms import BooleanField, DateField, IntegerField, SearchField, SelectField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, NumberRange, Optional
 
 from elysium.extensions import db
-from elysium.htmx import fragments, is_htmx, notice, render
+from elysium.htmx import fragments, htmx_redirect, is_htmx, notice, render
 from elysium.models.types import utcnow
 from elysium.services import shipping, staff_orders
 from elysium.services.staff_orders import NOTE_MAX_LENGTH, OrderFilters, Sort, Tab
@@ -111,6 +111,7 @@ class NoteForm(FlaskForm):
         validators=[DataRequired("Write the note first.")],
         description="Only staff see notes; the shopper never does.",
     )
+    settles = BooleanField("This note settles what needs attention: take the warning off")
 
 
 def filter_args(filters: OrderFilters, **changes: Any) -> dict[str, str]:
@@ -148,6 +149,7 @@ def _labels() -> dict[str, Any]:
         "carrier_named": shipping.carrier_named,
         "tracking_link": shipping.tracking_link,
         "note_max_length": NOTE_MAX_LENGTH,
+        "settled_by_hand": staff_orders.settled_by_hand,
     }
 
 
@@ -234,12 +236,16 @@ def add_note(number: str) -> Response:
                 form.note.data or "",
                 staff_name=current_user.display_name,
                 staff_user_id=current_user.id,
+                settles=form.settles.data,
             )
         except staff_orders.NoteError as error:
             db.session.rollback()
-            form.note.errors = [error.errors["note"]]
+            for name, message in error.errors.items():
+                form[name].errors = [message]
         else:
             db.session.commit()
+            if form.settles.data:
+                return _settled(number)
             return _note_added(number)
     if is_htmx():
         return fragments(
@@ -264,6 +270,15 @@ def _note_added(number: str) -> Response:
         render_template("staff/orders/_timeline.html", detail=detail, oob=True),
         notice(message),
     )
+
+
+def _settled(number: str) -> Response:
+    """The warning is off: the whole page changes (its badges, the warning, the timeline)."""
+    flash("Note added: the order needs attention no more.")
+    location = url_for("staff.orders.detail", number=number, _anchor="timeline")
+    response = htmx_redirect(location) if is_htmx() else redirect(location, 303)
+    response.vary.add("HX-Request")
+    return response
 
 
 @bp.get("/orders/<number>/packing-slip", endpoint="packing_slip")
