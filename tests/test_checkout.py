@@ -1200,3 +1200,42 @@ def test_a_bag_deleted_after_paying_never_opens_its_order_to_the_next_bag(
     assert "Your order has been received" in page
     for private in ("St James", "Ada Lovelace", all_orders(app)[0]["number"]):
         assert private not in page
+
+
+def test_a_resume_that_found_no_payment_never_thaws_a_bag_a_new_checkout_just_froze(
+    shop: Shop, app: Flask
+) -> None:
+    """Window B resumes a payment whose page expired meanwhile, and finds no order to pay;
+    before it lets the bag go, window A starts a new checkout, which freezes the bag for a
+    new order. B must leave that bag frozen. Before, B thawed it: the bag could change while
+    the new order was being paid, and paying it emptied what the shopper had put in since."""
+    browser = shop.client()
+    add_chain(browser)
+    first = session_id_from(check_out(browser).location)
+    token = browser.csrf_token
+    started: list[int] = []
+
+    def expire_the_first_page() -> None:
+        shop.fake.expire(first)
+
+    def check_out_again() -> None:
+        answer = browser.post("/checkout", data={"csrf_token": token, **DETAILS})
+        started.append(answer.status_code)
+
+    meanwhile_a = _meanwhile(
+        shop.app, "UPDATE carts SET frozen_at", lambda: _in_another_window(check_out_again)
+    )
+    meanwhile_b = _meanwhile(
+        shop.app, "SELECT orders.", lambda: _in_another_window(expire_the_first_page)
+    )
+    with meanwhile_b as expired, meanwhile_a as checked_out:
+        resumed = browser.post("/checkout/resume", data={"csrf_token": token})
+
+    assert expired, "the first page did not expire as window B looked"
+    assert checked_out, "window A did not check out as window B let the bag go"
+    assert started == [303]
+    assert resumed.status_code == 303
+    statuses = [order["status"] for order in all_orders(app)]
+    assert statuses == [OrderStatus.CANCELLED, OrderStatus.PENDING]
+    assert bags(app) == [(True, [1])]  # frozen for the new order
+    assert stock(app) == (3, 1)

@@ -696,9 +696,24 @@ def _update_unless_frozen(session: AnySession, cart: Cart, **values: object) -> 
         raise FrozenCartError()
 
 
-def thaw(session: AnySession, cart_id: int) -> None:
-    """The payment ended without an order: the cart, exactly as it was, can change again."""
-    session.execute(update(Cart).where(Cart.id == cart_id).values(frozen_at=None))
+def thaw(session: AnySession, cart_id: int) -> bool:
+    """The payment ended without an order: the cart, exactly as it was, can change again.
+    Never while an order still being paid holds it: a resume or a cancel that found no such
+    order may meet a checkout that has just frozen the cart again for a new one. Whether the
+    cart is free now."""
+    session.flush()  # an order this transaction just ended no longer holds it
+    held = (
+        select(Order.id)
+        .where(Order.cart_id == cart_id, Order.status == OrderStatus.PENDING)
+        .exists()
+    )
+    thawed = session.execute(
+        update(Cart)
+        .where(Cart.id == cart_id, ~held)
+        .values(frozen_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    return thawed.rowcount == 1
 
 
 def purge_guest_carts(session: AnySession, *, idle_since: datetime) -> int:

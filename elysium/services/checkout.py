@@ -772,9 +772,11 @@ def resume_payment(session: AnySession, cart: Cart, urls: ReturnUrls) -> Resumpt
     again with the same request; an expired page releases the order and thaws the cart.
     """
     order = pending_order_for_cart(session, cart)
+    if order is None and not carts.thaw(session, cart.id):
+        # A checkout froze the cart again meanwhile: its order is the one to go back to.
+        order = pending_order_for_cart(session, cart)
     if order is None:
         # Frozen with nothing to pay for (the order already ended): nothing holds it any more.
-        carts.thaw(session, cart.id)
         return Resumption(Resumed.RELEASED)
     return resume_order(session, order, urls)
 
@@ -850,13 +852,16 @@ def cancel_payment(session: AnySession, cart: Cart) -> Cancellation:
     (none, when the cancel comes as the checkout is still asking Stripe for it), the order's
     lock is let go (a rollback) and the new page is closed in turn.
     """
+    settled = Settled.CHANGED
     for _ in range(ROUNDS):
         order = pending_order_for_cart(session, cart)
         if order is None:
             if cart.frozen_at is None:
                 return Cancellation(Cancelled.NOTHING)
-            carts.thaw(session, cart.id)
-            return Cancellation(Cancelled.CANCELLED)
+            if carts.thaw(session, cart.id):
+                return Cancellation(Cancelled.CANCELLED)
+            continue  # a checkout froze the cart again meanwhile: cancel its order
+
         page = close_payment_page(order.stripe_checkout_session_id)
         if page.state is PageState.PAID:
             return Cancellation(Cancelled.TOO_LATE, order)
@@ -870,6 +875,8 @@ def cancel_payment(session: AnySession, cart: Cart) -> Cancellation:
         if settled is not Settled.CHANGED:
             break
         session.rollback()
+    if order is None:
+        return Cancellation(Cancelled.NOTHING)
     if settled is Settled.CANCELLED:
         return Cancellation(Cancelled.CANCELLED, order)
     if settled is Settled.SKIPPED and order.status is OrderStatus.CANCELLED:
