@@ -9,7 +9,10 @@ would, and looks at the very next page.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
+import time_machine
 from flask import Flask
 from itsdangerous import URLSafeTimedSerializer
 from markupsafe import Markup
@@ -22,6 +25,8 @@ from elysium.services.seeding import seed_catalogue
 from elysium.web.fragments import Memo, near_cache
 from tests.conftest import ShopClient, count_queries, make_app, page_text
 from tests.html import Page, elements, form_fields, hearts, text_of
+from tests.support.checkout import set_stock
+from tests.support.meanwhile import in_another_window, meanwhile
 from tests.support.orders import pending_chain_order
 
 RING = "aurelia-solitaire-ring"
@@ -84,6 +89,55 @@ def test_a_price_change_shows_at_once_on_every_page(app, client, catalogue):
     assert "£1,900" in text_of(product_page, ".price-total")
     # 1,900 + 500 for platinum (was 450) + 1,200 for the half carat
     assert "£3,600" in text_of(client.get(RING_PRICE, headers=HTMX), ".price-total")
+
+
+def test_a_made_to_order_promise_follows_the_day_whatever_was_kept(app, client, catalogue):
+    """The signet ships three weeks from the day it is ordered: kept one day, its page must
+    promise the next day's date the next day. Before, each process kept the first date for
+    as long as the catalogue did not change."""
+    signet = "/shop/aurelia-signet-ring"
+    with time_machine.travel(datetime(2027, 1, 4, 9, tzinfo=UTC)):
+        kept(client, signet)
+        assert "by 25 January" in text_of(client.get(signet), "#price-panel")
+
+    with time_machine.travel(datetime(2027, 1, 7, 9, tzinfo=UTC)):
+        assert "by 28 January" in text_of(client.get(signet), "#price-panel")
+
+
+def test_a_change_drawing_a_page_as_the_catalogue_changes_keeps_nothing_late(
+    app, client, catalogue
+):
+    """ "Add to bag" refused (the chain sold out) draws the product page again from the piece
+    it read; the price changes in another window before it reads the catalogue's version.
+    What it drew must not be kept under the new version: the next visitor sees the new price.
+    Before, it was kept, and every shopper on every server saw the old price until the next
+    change."""
+    set_stock(app, 0)
+    kept(client, f"/shop/{CHAIN}")
+
+    def change_the_price() -> None:
+        engine = create_engine(app.config["SQLALCHEMY_DATABASE_URI"])
+        with engine.begin() as connection:
+            connection.execute(
+                text("UPDATE products SET base_price = 177700 WHERE slug = :slug"),
+                {"slug": CHAIN},
+            )
+        engine.dispose()
+
+    client.get(f"/shop/{CHAIN}")
+    with meanwhile(
+        app, "SELECT catalog_version", lambda: in_another_window(change_the_price)
+    ) as changed:
+        refused = client.post(
+            "/cart/items",
+            data={"csrf_token": client.csrf_token, "product": CHAIN, "metal": "yellow-gold"},
+        )
+
+    assert changed, "the price did not change as the page was drawn"
+    assert refused.status_code == 409, page_text(refused)
+    for visitor in (client, app.test_client()):
+        page = visitor.get(f"/shop/{CHAIN}?metal=yellow-gold")  # the choices it was drawn for
+        assert text_of(page, ".product__from") == "From £1,777"
 
 
 def test_a_piece_selling_out_and_coming_back_shows_at_once(app, client, catalogue):

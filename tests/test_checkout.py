@@ -3,7 +3,6 @@ the order, its stock and the bag stay right whether Stripe answers, fails or is 
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from datetime import timedelta
@@ -37,6 +36,7 @@ from tests.support.checkout import (
     set_stock,
     stock,
 )
+from tests.support.meanwhile import in_another_window, meanwhile
 from tests.support.orders import CHAIN_PRICE, pending_chain_order
 
 
@@ -305,7 +305,7 @@ def _checking_out_while_stripe_is_slow(shop: Shop, app: Flask, window: ShopClien
     return thread, answer
 
 
-def test_a_payment_cancelled_in_another_window_while_stripe_makes_its_page_is_never_taken(
+def test_a_payment_cancelledin_another_window_while_stripe_makes_its_page_is_never_taken(
     shop: Shop, app: Flask
 ) -> None:
     """The bag, open in a second window, says a payment is in progress; the shopper cancels
@@ -471,33 +471,6 @@ def _bag_line(app: Flask) -> int:
     return line_id
 
 
-@contextlib.contextmanager
-def _meanwhile(app: Flask, starts_with: str, then):
-    """Run ``then()`` once, in this thread, just before this thread's first statement that
-    starts with ``starts_with`` is sent to the database."""
-    with app.app_context():
-        engine = db.engine
-    here = threading.get_ident()
-    done: list[bool] = []
-
-    def before(conn, cursor, statement, parameters, context, executemany) -> None:
-        if not done and threading.get_ident() == here and statement.startswith(starts_with):
-            done.append(True)
-            then()
-
-    event.listen(engine, "before_cursor_execute", before)
-    try:
-        yield done
-    finally:
-        event.remove(engine, "before_cursor_execute", before)
-
-
-def _in_another_window(action) -> None:
-    thread = threading.Thread(target=action)
-    thread.start()
-    thread.join(30)
-
-
 def test_a_bag_change_made_as_checkout_starts_is_in_the_order(shop: Shop, app: Flask) -> None:
     """The shopper changes a quantity in another window at the moment checkout begins: the
     checkout freezes the bag, then reads it, so the order is the bag as changed."""
@@ -511,8 +484,8 @@ def test_a_bag_change_made_as_checkout_starts_is_in_the_order(shop: Shop, app: F
         answer = browser.post(f"/cart/items/{line_id}", data={"csrf_token": token, "quantity": "2"})
         changed.append(answer.status_code)
 
-    with _meanwhile(
-        shop.app, "UPDATE carts SET frozen_at", lambda: _in_another_window(change_quantity)
+    with meanwhile(
+        shop.app, "UPDATE carts SET frozen_at", lambda: in_another_window(change_quantity)
     ) as met:
         started = browser.post("/checkout", data={"csrf_token": token, **DETAILS})
 
@@ -533,9 +506,7 @@ def test_a_bag_change_read_before_checkout_froze_the_bag_is_refused(shop: Shop, 
     browser.get("/cart")
     token, line_id = browser.csrf_token, _bag_line(app)
 
-    with _meanwhile(
-        shop.app, "UPDATE cart", lambda: _in_another_window(lambda: check_out(browser))
-    ):
+    with meanwhile(shop.app, "UPDATE cart", lambda: in_another_window(lambda: check_out(browser))):
         refused = browser.post(
             f"/cart/items/{line_id}", data={"csrf_token": token, "quantity": "2"}
         )
@@ -1222,11 +1193,11 @@ def test_a_resume_that_found_no_payment_never_thaws_a_bag_a_new_checkout_just_fr
         answer = browser.post("/checkout", data={"csrf_token": token, **DETAILS})
         started.append(answer.status_code)
 
-    meanwhile_a = _meanwhile(
-        shop.app, "UPDATE carts SET frozen_at", lambda: _in_another_window(check_out_again)
+    meanwhile_a = meanwhile(
+        shop.app, "UPDATE carts SET frozen_at", lambda: in_another_window(check_out_again)
     )
-    meanwhile_b = _meanwhile(
-        shop.app, "SELECT orders.", lambda: _in_another_window(expire_the_first_page)
+    meanwhile_b = meanwhile(
+        shop.app, "SELECT orders.", lambda: in_another_window(expire_the_first_page)
     )
     with meanwhile_b as expired, meanwhile_a as checked_out:
         resumed = browser.post("/checkout/resume", data={"csrf_token": token})

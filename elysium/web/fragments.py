@@ -12,15 +12,20 @@ change finds nothing under the new version and reads the database: a price, a st
 a piece taken off sale is never shown late, on any server. Only what is the same for
 everyone is kept: hearts, the bag, a CSRF token are drawn for every request.
 
-Keys also carry a digest of the code that makes what is kept (the read models' fields,
-the templates, the drawings), so servers of a new release never read what an older
-one kept in a shared Redis. A developer's server, which reloads edited templates, keeps
-nothing. If the cache can't be reached, the value is worked out afresh, with a log line;
-with no version to file it under (no row), nothing is kept.
+Keys also carry a digest of the code that makes what is kept (the shop's Python modules,
+the read models' fields, the templates, the drawings), so servers of a new release never
+read what an older one kept in a shared Redis, nor the other way round; and the day (UTC),
+since a made-to-order piece promises a date ("ships by ..."). A value is kept only by a GET
+or a HEAD, which read the version before anything else: a change (a refused "Add to bag"
+drawing the product page again, say) may have read the catalogue before the version, and
+what it drew is shown, never kept. A developer's server, which reloads edited templates,
+keeps nothing. If the cache can't be reached, the value is worked out afresh, with a log
+line; with no version to file it under (no row), nothing is kept.
 
-Each process also keeps its own copies of the entries it used last (``NearCache``): what is
-filed under a version never changes, so a copy is as good as the shared entry and costs no
-round trip to Redis. ``forget_kept()`` empties both.
+Each process also keeps its own copies of the entries it used last (``NearCache``), for as
+long as the shared cache does at most: what is filed under a version never changes, so a
+copy is as good as the shared entry and costs no round trip to Redis. ``forget_kept()``
+empties both.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from elysium.extensions import cache, db
 from elysium.htmx import is_htmx
 from elysium.models.catalog import Collection, Product, ProductOption
 from elysium.models.inventory import Inventory
+from elysium.models.types import utcnow
 from elysium.services import catalog
 from elysium.services.catalog import (
     CardOption,
@@ -81,15 +87,20 @@ class NearCache:
     pickled, as Redis keeps it, so every request unpickles its own copy and may change it
     (a kept piece joins the request's session)."""
 
-    def __init__(self, size: int = NEAR_ENTRIES) -> None:
+    def __init__(self, size: int = NEAR_ENTRIES, seconds: float = TIMEOUT_SECONDS) -> None:
         self.size = size
-        self._entries: OrderedDict[str, bytes] = OrderedDict()
+        self.seconds = seconds
+        self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, key: str) -> object | None:
         with self._lock:
-            data = self._entries.get(key)
-            if data is None:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            until, data = entry
+            if time.monotonic() >= until:
+                del self._entries[key]
                 return None
             self._entries.move_to_end(key)
         return pickle.loads(data)  # noqa: S301  (what this process pickled itself)
@@ -97,7 +108,7 @@ class NearCache:
     def put(self, key: str, value: object) -> None:
         data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
         with self._lock:
-            self._entries[key] = data
+            self._entries[key] = (time.monotonic() + self.seconds, data)
             self._entries.move_to_end(key)
             while len(self._entries) > self.size:
                 self._entries.popitem(last=False)
@@ -224,15 +235,18 @@ def _version_beside(rows: Select, count: Select | None) -> Select:
     return select(*columns, *found.c).select_from(one.outerjoin(found, true()))
 
 
-TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates"
+PACKAGE = Path(__file__).resolve().parent.parent
+TEMPLATES = PACKAGE.parent / "templates"
 
 
 @once
 def code_version() -> str:
-    """A digest of what shapes the kept values: the read models and the tables pickled, the
-    templates that draw kept markup and the drawings pictures name (their fingerprints are
-    in the links)."""
+    """A digest of what shapes the kept values: the shop's modules (the prices, the stock
+    states, the read models and the tables pickled are worked out there), the templates that
+    draw kept markup and the drawings pictures name (their fingerprints are in the links)."""
     digest = hashlib.sha256()
+    for module in sorted(PACKAGE.rglob("*.py")):
+        digest.update(module.read_bytes())
     for kind in (
         ProductCard,
         CardOption,
@@ -256,8 +270,10 @@ def code_version() -> str:
 
 
 def cache_key(name: str, version: str, key: Hashable) -> str:
+    """Where a value is filed: the code, the day (a made-to-order promise is a date), the
+    kind, the catalogue's version and the key."""
     digest = hashlib.sha256(repr(key).encode()).hexdigest()[:32]
-    return f"catalog:{code_version()}:{name}:{version}:{digest}"
+    return f"catalog:{code_version()}:{utcnow().date().isoformat()}:{name}:{version}:{digest}"
 
 
 def kept(
@@ -305,10 +321,12 @@ def kept_many(
         if not missing:
             return found
     made = make([keys[at] for at in missing])
+    # A change may have read the catalogue before the version: what it made is not kept.
+    keeps = not has_request_context() or request.method in READ_METHODS
     to_keep = {}
     for at, value in zip(missing, made, strict=True):
         found[at] = value
-        if shared is not None and value is not None and (keep is None or keep(value)):
+        if keeps and shared is not None and value is not None and (keep is None or keep(value)):
             to_keep[filed[at]] = value
             near.put(filed[at], value)
     if to_keep:

@@ -1,0 +1,41 @@
+"""Races made to happen: run something else at the moment a request reaches a statement."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+
+from flask import Flask
+from sqlalchemy import event
+
+from elysium.extensions import db
+
+
+@contextlib.contextmanager
+def meanwhile(app: Flask, starts_with: str, then: Callable[[], None]) -> Iterator[list[bool]]:
+    """Run ``then()`` once, in this thread, just before this thread's first statement that
+    starts with ``starts_with`` is sent to the database. The list it yields holds True once
+    that happened, so a test can tell the race was run as it means."""
+    with app.app_context():
+        engine = db.engine
+    here = threading.get_ident()
+    done: list[bool] = []
+
+    def before(conn, cursor, statement, parameters, context, executemany) -> None:
+        if not done and threading.get_ident() == here and statement.startswith(starts_with):
+            done.append(True)
+            then()
+
+    event.listen(engine, "before_cursor_execute", before)
+    try:
+        yield done
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+
+
+def in_another_window(action: Callable[[], None]) -> None:
+    """``action()`` in a thread of its own (another browser window), waited for."""
+    thread = threading.Thread(target=action)
+    thread.start()
+    thread.join(30)
