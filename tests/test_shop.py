@@ -6,8 +6,10 @@ import json
 import xml.etree.ElementTree as ET
 
 import pytest
+from sqlalchemy import select
 
 from elysium.extensions import db
+from elysium.models import Collection
 from elysium.services.seeding import seed_catalogue
 from elysium.web.fragments import forget_kept
 from tests.conftest import page_text
@@ -371,6 +373,24 @@ def test_collection_page_lists_its_pieces(client, catalogue):
     assert sorted(card_names(response)) == sorted(
         p["name"] for p in products_by(catalogue, collection="meridian")
     )
+
+
+def test_a_piece_of_a_hidden_collection_links_to_no_page_that_would_be_a_404(
+    app, client, catalogue
+):
+    ring = "/shop/aurelia-solitaire-ring"
+    assert Page(client.get(ring)).select('.product__info .eyebrow a[href="/collections/aurelia"]')
+    with app.app_context():
+        aurelia = db.session.scalars(select(Collection).where(Collection.slug == "aurelia")).one()
+        aurelia.published = False
+        db.session.commit()
+        db.session.remove()
+
+    page = Page(client.get(ring))
+
+    assert client.get("/collections/aurelia").status_code == 404
+    assert not page.select('a[href="/collections/aurelia"]')
+    assert text_of(page, "h1") == "Aurelia Solitaire Ring"  # the piece itself stays on sale
 
 
 def json_ld(response) -> dict:
