@@ -518,7 +518,8 @@ def test_a_password_alone_cannot_move_an_account_onto_someone_elses_address(app,
     )
     inbox = sent_emails(app, "victim@example.org")
     assert [email.template for email in inbox] == ["confirm_new_email", "confirm_email"]
-    assert victim.submit(link_in(inbox[-1], "/auth/confirm/"), {}).status_code == 303
+    confirm = link_in(inbox[-1], "/auth/confirm/")
+    assert victim.submit(confirm, {"password": "a lighthouse far offshore"}).status_code == 303
     with app.app_context():
         own = db.session.scalars(select(User).where(User.email == "victim@example.org")).one()
         assert own.id != mallory
@@ -535,17 +536,32 @@ def test_a_password_alone_cannot_move_an_account_onto_someone_elses_address(app,
     assert user_row(app, mallory).email == "mallory@example.com"
 
 
-def test_an_email_that_belongs_to_another_account_is_refused(app, client, auth, signed_in):
+def test_an_email_of_another_account_is_answered_like_any_and_its_owner_is_told(
+    app, client, auth, signed_in
+):
+    """The form must not tell anyone which addresses have an account: a taken address gets
+    the same answer as a free one, and its owner a note that someone tried. Before, a signed-in
+    account could check addresses one after another (a 422 for a taken one)."""
     auth.create_user("grace@example.com")
     client.get("/account/profile")
-    response = client.htmx(
-        "POST",
-        "/account/email",
-        data={"email": "grace@example.com", "current_password": PASSWORD},
+
+    emails = ("grace@example.com", "nobody@example.com")
+    answers = [
+        client.htmx("POST", "/account/email", data={"email": email, "current_password": PASSWORD})
+        for email in emails
+    ]
+
+    assert [answer.status_code for answer in answers] == [200, 200]
+    taken, free = (
+        page_text(answer).replace(email, "…") for answer, email in zip(answers, emails, strict=True)
     )
-    assert response.status_code == 422
-    assert "That email can't be used for this account." in page_text(response)
+    assert taken == free
     assert user_row(app, signed_in).email == "ada@example.com"
+    [note] = sent_emails(app, "grace@example.com")
+    assert note.template == "email_change_refused"
+    assert "confirm" not in note.body_text.lower()
+    [link] = sent_emails(app, "nobody@example.com")
+    assert link.template == "confirm_new_email"
 
 
 def test_changing_password_needs_the_current_one(app, client, signed_in):

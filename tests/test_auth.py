@@ -46,11 +46,54 @@ def test_register_sends_a_confirmation_link_that_signs_the_shopper_in(app, clien
     assert page.status_code == 200
     assert "Confirm my email" in page_text(page)
     assert user_row(app, "grace@example.com").email_verified_at is None  # a GET changes nothing
-    confirmed = client.submit(link, {})
+    wrong = client.submit(link, {"password": "not the one I chose"})
+    assert wrong.status_code == 422
+    assert "That isn't the password this account was opened with." in page_text(wrong)
+    assert user_row(app, "grace@example.com").email_verified_at is None
+    confirmed = client.submit(link, {"password": PASSWORD})
     assert confirmed.status_code == 303
     assert confirmed.headers["Location"] == "/account"
     assert "Grace Hopper" in page_text(client.get("/account"))
     assert user_row(app, "grace@example.com").email_verified_at is not None
+    # Used, the link opens nothing more: it is not a way to sign in without the password.
+    client.post("/auth/logout", data={"csrf_token": client.csrf_token})
+    again = app.test_client().get(link)
+    assert again.status_code == 400
+    assert "Your email is confirmed already: sign in with your password." in page_text(again)
+
+
+def test_whoever_registered_an_address_first_cant_keep_a_password_on_it(app, client):
+    """Mallory registers the victim's address with her password and never confirms; the
+    victim registers, and confirms with their own password. Mallory's password opens
+    nothing. Before, the victim's registration only sent the link again, confirming it signed
+    the victim in, and Mallory's password opened the account from then on."""
+    mallory = app.test_client()
+    mallory.submit("/auth/register", {"email": "victim@example.org", "password": "mallory's own"})
+    client.submit(
+        "/auth/register", {"email": "victim@example.org", "password": "a lighthouse far off"}
+    )
+    # Both registrations are answered with one email: any link sent confirms the newest.
+    [email] = sent_emails(app, "victim@example.org")
+    link = link_in(email, "/auth/confirm/")
+
+    assert client.submit(link, {"password": "mallory's own"}).status_code == 422
+    assert client.submit(link, {"password": "a lighthouse far off"}).status_code == 303
+
+    refused = mallory.submit(
+        "/auth/login", {"email": "victim@example.org", "password": "mallory's own"}
+    )
+    assert refused.status_code == 422
+    assert mallory.get("/account").status_code == 303
+    assert user_row(app, "victim@example.org").email_verified_at is not None
+
+
+def test_signing_in_to_an_unconfirmed_account_sends_no_flood_of_links(app, client):
+    client.submit("/auth/register", {"email": "grace@example.com", "password": PASSWORD})
+    for _ in range(5):
+        answer = client.submit("/auth/login", {"email": "grace@example.com", "password": PASSWORD})
+        assert "Please confirm your email first" in page_text(answer)
+
+    assert len(sent_emails(app, "grace@example.com")) == 1
 
 
 def test_registering_a_taken_email_looks_the_same_and_mails_the_owner(app, client, auth):

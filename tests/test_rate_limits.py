@@ -132,6 +132,29 @@ def test_sign_up_is_limited_to_5_an_hour_per_address(client):
     assert 'value="new9@example.com"' in page_text(limited)
 
 
+def test_a_change_of_email_is_asked_5_times_an_hour_per_account_at_most(client, auth):
+    """Each request writes to the address typed: without a limit, a signed-in account could
+    send the shop's mail to any list of addresses."""
+    auth.create_user()
+    auth.login()
+    client.get("/account/profile")
+    for number in range(5):
+        response = client.submit(
+            "/account/profile",
+            {"email": f"new{number}@example.com", "current_password": PASSWORD},
+            action="/account/email",
+        )
+        assert response.status_code == 303, page_text(response)
+    limited = client.submit(
+        "/account/profile",
+        {"email": "new9@example.com", "current_password": PASSWORD},
+        action="/account/email",
+    )
+    assert limited.status_code == 429
+    assert TOO_MANY in page_text(limited)
+    assert sent_emails(client.application, "new9@example.com") == []
+
+
 def test_password_reset_is_limited_to_3_an_hour_per_email(client, auth):
     auth.create_user()
     for _ in range(3):
@@ -202,7 +225,7 @@ def test_the_device_cookie_is_secure_in_production(app):
 def test_a_confirmed_email_and_a_password_reset_make_the_browser_known_too(app, client, auth):
     client.submit("/auth/register", {"email": "grace@example.com", "password": PASSWORD})
     [confirmation] = sent_emails(app, "grace@example.com")
-    confirmed = client.submit(link_in(confirmation, "/auth/confirm/"), {})
+    confirmed = client.submit(link_in(confirmation, "/auth/confirm/"), {"password": PASSWORD})
     assert confirmed.status_code == 303
     assert device_cookie(confirmed) is not None
 

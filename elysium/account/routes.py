@@ -28,7 +28,7 @@ from elysium.account.forms import (
     PasswordForm,
     ProfileForm,
 )
-from elysium.extensions import db
+from elysium.extensions import db, limiter
 from elysium.htmx import fragments, htmx_redirect, is_htmx, notice, personal_pages, render
 from elysium.models.types import utcnow
 from elysium.models.users import Address, User
@@ -150,7 +150,11 @@ def update_profile() -> Response:
 
 @bp.post("/email")
 @login_required
+@limiter.limit("5/hour", key_func=lambda: f"email-change:{current_user.get_id()}")
 def change_email() -> Response:
+    """Each request writes to the address typed (a link, or a note that someone tried, the
+    same answer either way): a few an hour per account, so the form can't send mail to a list
+    of addresses."""
     user = _user()
     form = EmailForm()
     if form.validate_on_submit():

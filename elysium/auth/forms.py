@@ -46,4 +46,9 @@ class LinkAccountForm(FlaskForm):
 
 
 class ConfirmEmailForm(FlaskForm):
-    """The confirmation page's one button (its CSRF token is all it carries)."""
+    """The confirmation page: the password the account was opened with confirms it (the
+    link proves the address, the password that the registration was the shopper's)."""
+
+    password = PasswordField(
+        "Your password", validators=[DataRequired("Enter the password you chose.")]
+    )

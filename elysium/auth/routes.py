@@ -32,6 +32,7 @@ from elysium.auth.forms import (
 from elysium.errors import seconds_until_reset, wait_message
 from elysium.extensions import db, limiter
 from elysium.integrations import google
+from elysium.models.users import User
 from elysium.services import accounts, oauth_accounts
 from elysium.urls import absolute_url
 from elysium.web import throttle
@@ -165,28 +166,45 @@ def check_inbox() -> Response:
 
 @bp.route("/confirm/<token>", methods=["GET", "POST"])
 def confirm_email(token: str) -> Response:
-    """The link in the email opens a page; its button confirms. A GET changes nothing, so a
-    mail scanner that follows the link neither confirms the address nor signs anyone in."""
+    """The link in the email opens a page; the password typed there confirms. A GET changes
+    nothing, so a mail scanner that follows the link neither confirms the address nor signs
+    anyone in; and the link alone never signs anyone in (someone else may have registered the
+    address first, with a password of theirs: the owner's password is the newest one)."""
     form = ConfirmEmailForm()
     try:
-        if form.validate_on_submit():
-            user = accounts.confirm_email(db.session, token)
-        else:
-            user = accounts.user_for_confirm_token(db.session, token)
-            response = make_response(render_template("auth/confirm.html", form=form, user=user))
-            response.headers["Referrer-Policy"] = "no-referrer"
-            response.headers["Cache-Control"] = "no-store"
-            return response
+        user = accounts.user_for_confirm_token(db.session, token)
     except accounts.AccountError as error:
         response = make_response(
             render_template("auth/link_problem.html", message=error.message), 400
         )
         response.headers["Referrer-Policy"] = "no-referrer"
         return response
+    if not form.validate_on_submit():
+        return _confirm_page(form, user, 422 if form.is_submitted() else 200)
+    attempt = throttle.SignInAttempt(user.email)
+    if (refusal := attempt.refusal()) is not None:
+        form.form_errors.append(refusal.message)
+        response = _confirm_page(form, user, 429)
+        response.headers["Retry-After"] = str(refusal.retry_after)
+        return response
+    try:
+        accounts.confirm_email(db.session, token, form.password.data or "")
+    except accounts.AccountError as error:
+        attempt.password_was_wrong()
+        db.session.rollback()
+        form.password.errors.append(error.message)
+        return _confirm_page(form, user, 422)
+    attempt.password_was_right()
     db.session.commit()
     sign_in(user)
     flash("Your email is confirmed. Welcome to ELYSIUM.")
     return redirect(url_for("account.overview"), 303)
+
+
+def _confirm_page(form: ConfirmEmailForm, user: User, status: int) -> Response:
+    response = _form_page("auth/confirm.html", form, status, user=user)
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
 
 
 @bp.route("/forgot", methods=["GET", "POST"])

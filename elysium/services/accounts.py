@@ -25,6 +25,9 @@ from elysium.services.sql import AnySession
 from elysium.urls import absolute_url
 
 VERIFY_MAX_AGE = 3 * 24 * 3600
+# At most one email of a kind (a confirmation link, "someone tried ...") to an address in this
+# long: signing in to an unconfirmed account, or registering it again, sends no flood.
+RESEND_SECONDS = 10 * 60
 WELCOME_MAX_AGE = 24 * 3600
 
 
@@ -74,16 +77,25 @@ class Registration:
     last_name: str = ""
 
 
+def _resend_bucket() -> int:
+    return int(utcnow().timestamp()) // RESEND_SECONDS
+
+
 def register(session: AnySession, form: Registration) -> None:
     """Create an unconfirmed account and email a confirmation link.
 
     If the address already has an account, nothing is created and its owner is emailed
-    instead; the person registering sees the same "check your inbox" either way.
+    instead; the person registering sees the same "check your inbox", as slowly (the password
+    is hashed either way), whichever it is. An account not confirmed yet takes the password
+    of its newest registration: it opens only with the password typed on the confirmation
+    page, so whoever registered someone else's address first can't keep a password of
+    theirs on it once its owner confirms.
     """
     email = normalise_email(form.email)
     names = (form.first_name, form.last_name)
     if problem := passwords.password_problem(form.password, email=email, names=names):
         raise AccountError(problem, field="password")
+    password_hash = passwords.hash_password(form.password)
     existing = user_by_email(session, email)
     if existing is not None:
         if existing.is_verified or not existing.password_hash:
@@ -98,13 +110,17 @@ def register(session: AnySession, form: Registration) -> None:
                     "forgot_url": absolute_url("auth.forgot_password"),
                 },
                 user_id=existing.id,
+                dedupe_key=f"user:{existing.id}:account-exists:{_resend_bucket()}",
             )
         else:
+            existing.password_hash = password_hash
+            existing.first_name, existing.last_name = names[0].strip(), names[1].strip()
+            end_all_sessions(existing)
             send_confirmation(session, existing)
         return
     user = User(
         email=email,
-        password_hash=passwords.hash_password(form.password),
+        password_hash=password_hash,
         first_name=form.first_name.strip(),
         last_name=form.last_name.strip(),
     )
@@ -115,6 +131,7 @@ def register(session: AnySession, form: Registration) -> None:
 
 
 def send_confirmation(session: AnySession, user: User) -> None:
+    """The confirmation link, once in :data:`RESEND_SECONDS` at most (any link sent works)."""
     token = _serializer("verify").dumps({"uid": user.id, "email": user.email})
     queue_email(
         session,
@@ -123,22 +140,35 @@ def send_confirmation(session: AnySession, user: User) -> None:
         template="confirm_email",
         context={"user": user, "confirm_url": absolute_url("auth.confirm_email", token=token)},
         user_id=user.id,
+        dedupe_key=f"user:{user.id}:confirm:{_resend_bucket()}",
     )
 
 
 def user_for_confirm_token(session: AnySession, token: str) -> User:
-    """The user a confirmation link is for (nothing is changed: the page asks first)."""
+    """The account a confirmation link is for, not confirmed yet (nothing is changed: the
+    page asks first). A link of an account already confirmed opens nothing: it is not a way
+    to sign in."""
     data = _load_token("verify", token, VERIFY_MAX_AGE)
     user = session.get(User, data.get("uid")) if data else None
     if user is None or user.email != data.get("email") or not user.is_active:
         raise AccountError("This confirmation link is not valid any more.")
+    if user.is_verified:
+        raise AccountError("Your email is confirmed already: sign in with your password.")
     return user
 
 
-def confirm_email(session: AnySession, token: str) -> User:
+def confirm_email(session: AnySession, token: str, password: str) -> User:
+    """Confirm the address, with the password the account was (last) registered with: the
+    inbox's owner proves the address, and the password proves the registration is theirs."""
     user = user_for_confirm_token(session, token)
-    if user.email_verified_at is None:
-        user.email_verified_at = utcnow()
+    if not passwords.verify_password(user.password_hash, password):
+        raise AccountError(
+            "That isn't the password this account was opened with. If you chose another, "
+            "register again with it: the link we send then opens it.",
+            field="password",
+        )
+    user.email_verified_at = utcnow()
+    user.last_login_at = utcnow()
     return user
 
 
@@ -281,10 +311,12 @@ def request_email_change(
 ) -> str | None:
     """Email a link to the new address; the account keeps its address until the link is used.
 
-    Returns the address the link went to, or None when it is the account's own already. The
-    password alone is not enough: whoever holds it could otherwise move the account onto an
-    address they don't own, and keep it (a linked Google identity, say) once the address's
-    real owner resets the password and starts using the account.
+    Returns the address written to, or None when it is the account's own already; an
+    address of another account gets a note that someone tried, and the answer is the same
+    (the route is rate-limited). The password alone is not enough: whoever holds it could
+    otherwise move the account onto an address they don't own, and keep it (a linked Google
+    identity, say) once the address's real owner resets the password and starts using the
+    account.
     """
     if not passwords.verify_password(user.password_hash, current_password):
         raise AccountError("Your current password is not correct.", field="current_password")
@@ -292,7 +324,17 @@ def request_email_change(
     if new_email == user.email:
         return None
     if user_by_email(session, new_email) is not None:
-        raise AccountError("That email can't be used for this account.", field="email")
+        # Answered as for a free address, so the form tells nobody which addresses have an
+        # account; that address's owner hears someone tried.
+        queue_email(
+            session,
+            to=new_email,
+            subject="Someone tried to move an ELYSIUM account to your email",
+            template="email_change_refused",
+            context={"new_email": new_email, "forgot_url": absolute_url("auth.forgot_password")},
+            dedupe_key=f"user:{user.id}:email-to:{new_email}:{_resend_bucket()}",
+        )
+        return new_email
     # Only the newest link works: one sent to a mistyped address dies when the right one is
     # asked for.
     user.email_change_nonce = secrets.token_urlsafe(24)

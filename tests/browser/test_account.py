@@ -29,6 +29,7 @@ def test_sign_up_confirm_the_email_and_sign_in_again(page: Page, app, javascript
 
     [email] = sent_emails(app, "grace@example.com")
     page.goto(link_in(email, "/auth/confirm/"))
+    page.get_by_label("Your password").fill(PASSWORD)
     page.get_by_role("button", name="Confirm my email").click()
     expect(page).to_have_url(re.compile(r"/account$"))
     expect(page.get_by_role("heading", level=1)).to_have_text("Grace Hopper")
