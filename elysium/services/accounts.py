@@ -185,7 +185,7 @@ def authenticate(session: AnySession, email: str, password: str) -> User | None:
     if not user.is_verified:
         send_confirmation(session, user)
         raise UnverifiedEmailError(
-            "Please confirm your email first: we've sent you a new link.", field="email"
+            "Please confirm your email first with the link we've emailed you.", field="email"
         )
     user.last_login_at = utcnow()
     return user
