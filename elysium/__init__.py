@@ -17,8 +17,13 @@ from elysium.config import (
     rate_limit_settings,
     settings_from_environment,
 )
+from elysium.logs import LoggedPaths
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Shop(LoggedPaths, Flask):
+    """Flask, logging an unhandled exception without a link's secret (``LoggedPaths``)."""
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -27,7 +32,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     Settings come from ``os.environ`` and ``config`` only: ``.env`` is the entry point's job.
     """
     instance_path = os.environ.get("ELYSIUM_INSTANCE_PATH") or str(PROJECT_ROOT / "instance")
-    app = Flask(
+    app = Shop(
         __name__,
         instance_path=instance_path,
         template_folder=str(PROJECT_ROOT / "templates"),

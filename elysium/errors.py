@@ -14,7 +14,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 
 from elysium.extensions import db, limiter, login_manager
 from elysium.htmx import is_htmx
-from elysium.logs import request_id
+from elysium.logs import logged_path, request_id
 
 MESSAGES = {
     400: ("This request could not be understood", "Please go back and try again."),
@@ -93,7 +93,7 @@ def register(app: Flask) -> None:
         app.logger.warning(
             "Database unavailable (%s %s): %s",
             request.method,
-            request.path,
+            logged_path(),
             getattr(error, "orig", None) or error,
         )
         return unavailable_page()

@@ -139,6 +139,17 @@ def logged_path() -> str:
     return "".join(char if char.isprintable() else repr(char)[1:-1] for char in path)
 
 
+class LoggedPaths:
+    """Mixed into the app: an unhandled exception is logged with the path as logs may show it
+    (:func:`logged_path`), not Flask's raw ``request.path``, which would write the token of a
+    reset, confirmation or quote link into the log."""
+
+    logger: logging.Logger
+
+    def log_exception(self, exc_info: Any) -> None:
+        self.logger.error("Exception on %s [%s]", logged_path(), request.method, exc_info=exc_info)
+
+
 class RequestContext(logging.Filter):
     """Stamps each record logged while a request is handled with its id, method and path."""
 

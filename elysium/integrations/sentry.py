@@ -41,6 +41,10 @@ def init_app(app: Flask) -> None:
     )
 
 
+# Headers that carry another page's address, which may hold a link's secret.
+LINK_HEADERS = frozenset({"referer", "hx-current-url"})
+
+
 def tag_request(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any]:
     """Tag the event with the request id; keep secrets and personal data out of it."""
     if not has_request_context():
@@ -49,6 +53,11 @@ def tag_request(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any]:
     details = event.get("request")
     if isinstance(details, dict):
         details.pop("query_string", None)
+        headers = details.get("headers")
+        if isinstance(headers, dict):
+            # The page the browser came from may be a link with a secret (a quote's page).
+            for name in [name for name in headers if name.lower() in LINK_HEADERS]:
+                del headers[name]
         url = details.get("url")
         if isinstance(url, str):
             for name, value in (request.view_args or {}).items():

@@ -59,7 +59,10 @@ def _page(quote: BespokeQuote, status: int = 200, *, problem: str | None = None)
         problem=problem,
         payments_configured=stripe_gateway.payments_configured(),
     )
-    return make_response(html, status)
+    response = make_response(html, status)
+    # Its address is the quote's secret: no request made from the page sends it on.
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
 
 
 @bp.get("/<token>")
