@@ -250,6 +250,31 @@ def test_a_request_saves_one_lead_its_first_timeline_line_and_two_emails(client,
     assert text_of(Page(thanks), "#bespoke-reference") == lead.reference
 
 
+def test_a_guest_request_goes_with_the_account_of_its_address_when_it_closes(
+    client, app, catalogue, auth
+):
+    """Asked as a guest under "Ada@Example.com", the request is Ada's: her account's export
+    lists it, and closing her account erases it with the emails about it (the house's
+    notification quotes all of it). Before, the address was kept as typed and compared with
+    the account's in lower case, so the request, its emails and its payable quote stayed;
+    and even a request asked signed in left the house's notification behind."""
+    assert send(client, app, email="Ada@Example.com").status_code == 303
+    auth.create_user("ada@example.com")
+    auth.login("ada@example.com")
+
+    export = client.get("/account/export").get_json()
+    closed = client.submit("/account/delete", {"password": PASSWORD})
+
+    assert [commission["message"] for commission in export["commissions"]] == [IDEA]
+    assert closed.status_code == 303
+    [lead] = leads(app)
+    assert (lead.name, lead.email, lead.phone, lead.status) == ("", "", "", LeadStatus.LOST)
+    with app.app_context():
+        kept = [f"{e.to_address} {e.body_text}" for e in db.session.scalars(select(OutboxEmail))]
+        db.session.remove()
+    assert [text for text in kept if "Ada Lovelace" in text or "7946" in text] == []
+
+
 def test_the_lead_and_its_emails_are_one_unit_of_work(client, app, catalogue, monkeypatch):
     """If the second email can't be queued, neither the lead nor the first email is kept."""
     monkeypatch.setitem(app.config, "BESPOKE_NOTIFY_EMAIL", "not an address")

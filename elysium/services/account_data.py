@@ -19,7 +19,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import ColumnElement, delete, func, or_, select, update
 
 from elysium.integrations import stripe_gateway
 from elysium.models.cart import Cart, CartLine, WishlistItem
@@ -137,7 +137,7 @@ def export(session: AnySession, user: User) -> dict[str, Any]:
             }
             for lead in session.scalars(
                 select(BespokeLead)
-                .where(BespokeLead.user_id == user.id)
+                .where(_leads_of(user.id, user.email))
                 .order_by(BespokeLead.created_at, BespokeLead.id)
             )
         ],
@@ -220,12 +220,27 @@ def forget_at_stripe(customer_id: str | None) -> None:
 ERASED_LEAD_TEXT = "(removed when the account was closed)"
 
 
+def _leads_of(user_id: int, email: str) -> ColumnElement[bool]:
+    """The person's commissions: those asked signed in, and those asked as a guest under the
+    account's address (however its letters were cased)."""
+    return or_(BespokeLead.user_id == user_id, func.lower(BespokeLead.email) == email.lower())
+
+
 def _erase(session: AnySession, user: User) -> int:
     user_id, email = user.id, user.email
-    theirs = or_(BespokeLead.user_id == user_id, BespokeLead.email == email)
+    theirs = _leads_of(user_id, email)
+    their_leads = list(session.scalars(select(BespokeLead).where(theirs).with_for_update()))
+    # The emails about them (the house's notification quotes the whole request) go too.
+    about_them = [OutboxEmail.dedupe_key.like(f"bespoke:{lead.id}:%") for lead in their_leads]
+    if about_them:
+        session.execute(
+            delete(OutboxEmail)
+            .where(or_(*about_them), OutboxEmail.status != OutboxStatus.SENDING)
+            .execution_options(synchronize_session=False)
+        )
     # A commission still in talks is lost with its client: its quote can no longer be paid,
     # and nobody is left to send another to. One won stays won.
-    for lead in session.scalars(select(BespokeLead).where(theirs).with_for_update()):
+    for lead in their_leads:
         if leads.can_move(lead.status, LeadStatus.LOST):
             leads.move(
                 session,

@@ -25,6 +25,7 @@ from sqlalchemy import select
 from elysium.models.catalog import Product
 from elysium.models.engagement import BespokeLead, LeadStatus
 from elysium.services import catalog, leads
+from elysium.services.accounts import normalise_email
 from elysium.services.configuration import ConfigurationError, configure, summary
 from elysium.services.errors import InvalidInputError
 from elysium.services.outbox import queue_email
@@ -296,7 +297,7 @@ def submit_request(
     piece = data.piece
     lead = BespokeLead(
         name=data.name.strip(),
-        email=data.email.strip(),
+        email=normalise_email(data.email),
         phone=data.phone.strip(),
         category=data.piece_type.strip(),
         preferred_metal=data.metal.strip(),
