@@ -825,8 +825,23 @@ def test_export_is_a_json_download_of_the_shoppers_data(app, client, catalogue, 
     assert order["number"] == "ELY-7Q2K9"
     assert order["total"] == 185000
     assert order["lines"][0]["product"] == "Aurelia Solitaire Ring"
+    # What the order keeps of her: where it went, who pays, what the card said.
+    assert order["shipping_address"]["full_name"] == "Ada Lovelace"
+    assert order["billing_address"]["line1"] == "12 St James's Square"
+    assert order["gift_message"] == "For my dearest, on our anniversary"
     [wish] = data["wishlist"]
     assert wish["configuration"] == {"metal": "platinum"}
+
+
+def test_export_lists_the_emails_the_shop_sent_her(app, client, signed_in):
+    client.submit("/auth/forgot", {"email": "ada@example.com"})
+
+    data = json.loads(client.get("/account/export").get_data(as_text=True))
+
+    [email] = data["emails"]
+    assert (email["to"], email["subject"]) == ("ada@example.com", "Reset your ELYSIUM password")
+    # Not its text: a file downloaded and kept must hold no live link (a reset, a sign-in).
+    assert "/auth/reset/" not in json.dumps(data)
 
 
 def test_export_leaves_out_other_shoppers(app, client, auth, signed_in):

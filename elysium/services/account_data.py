@@ -49,7 +49,10 @@ def _iso(moment: datetime | None) -> str | None:
 
 
 def export(session: AnySession, user: User) -> dict[str, Any]:
-    """Everything the shop keeps about the shopper, as plain JSON-ready data."""
+    """Everything the shop keeps about the shopper, as plain JSON-ready data: the account,
+    addresses, orders (with where they went and the gift message), the wishlist, commissions
+    (those asked as a guest under the account's address too), pieces viewed, and the emails
+    sent, by subject and date (not their text: a file kept must hold no live link)."""
     profile = user.profile
     orders = session.scalars(
         select(Order).where(Order.user_id == user.id).order_by(Order.created_at, Order.id)
@@ -97,6 +100,10 @@ def export(session: AnySession, user: User) -> dict[str, Any]:
                 "shipping": order.shipping,
                 "total": order.total,
                 "refunded": order.refunded_amount,
+                "email": order.email,
+                "shipping_address": order.shipping_address,
+                "billing_address": order.billing_address,
+                "gift_message": order.gift_message,
                 "lines": [
                     {
                         "product": line.product_name,
@@ -144,6 +151,19 @@ def export(session: AnySession, user: User) -> dict[str, Any]:
         "viewed": [
             {"product": slug, "viewed_at": _iso(viewed_at)}
             for slug, viewed_at in views.views_of(session, user.id)
+        ],
+        "emails": [
+            {
+                "to": email.to_address,
+                "subject": email.subject,
+                "queued_at": _iso(email.created_at),
+                "sent_at": _iso(email.sent_at),
+            }
+            for email in session.scalars(
+                select(OutboxEmail)
+                .where(or_(OutboxEmail.user_id == user.id, OutboxEmail.to_address == user.email))
+                .order_by(OutboxEmail.created_at, OutboxEmail.id)
+            )
         ],
     }
 
