@@ -36,6 +36,7 @@ DISPUTE_FLAG = "The payment is disputed"
 DISPUTE_LOST_FLAG = f"{DISPUTE_FLAG} and the dispute was lost"
 AMOUNT_MISMATCH_FLAG = "not marked paid"
 REFUND_FAILED_FLAG = "A refund failed after Stripe had accepted it"
+FAILED_AT_STRIPE = "Failed at Stripe"
 PAID_AFTER_CANCELLATION_FLAG = "Payment arrived after the order was cancelled: refund it or re-sell"
 PAID_AFTER_FAILURE_FLAG = "Payment arrived after the bank payment had failed: refund it or re-sell"
 PAID_TOO_LATE = {
@@ -344,6 +345,10 @@ def charge_refunded(session: AnySession, order: Order, obj: dict[str, Any], even
     if not isinstance(refunded, int) or refunded < 0:
         raise MalformedEventError("charge.refunded needs amount_refunded")
     made_here = sum(r.amount for r in order.refunds if r.status is not RefundStatus.FAILED)
+    # Stripe keeps no order among events: a report sent before a refund failed may arrive
+    # after its failure was applied, still counting it. A refund known to have failed counts
+    # for nothing (at worst a refund made elsewhere since is counted late, never one twice).
+    refunded = max(refunded - _failed_at_stripe(order), 0)
     if refunded <= made_here:
         order.refunded_amount = max(order.refunded_amount, refunded)
         orders.add_note(
@@ -462,6 +467,15 @@ def _charged_back(session: AnySession, order: Order, amount: int, event_id: str)
         )
 
 
+def _failed_at_stripe(order: Order) -> int:
+    """What the shop's refunds that failed after Stripe accepted them came to."""
+    return sum(
+        r.amount
+        for r in order.refunds
+        if r.status is RefundStatus.FAILED and r.failure_reason.startswith(FAILED_AT_STRIPE)
+    )
+
+
 def refund_failed(session: AnySession, order: Order, obj: dict[str, Any], event_id: str) -> None:
     """A refund Stripe had accepted failed later (the card was closed, the bank refused it):
     the money is back with the shop and the shopper has not got it. It counts as given back
@@ -474,7 +488,7 @@ def refund_failed(session: AnySession, order: Order, obj: dict[str, Any], event_
     reason = str(obj.get("failure_reason") or "no reason given").replace("_", " ")
     ours = session.scalar(select(Refund).where(Refund.stripe_refund_id == obj["id"]))
     if ours is not None and ours.order_id == order.id:
-        ours.status, ours.failure_reason = RefundStatus.FAILED, f"Failed at Stripe: {reason}"
+        ours.status, ours.failure_reason = RefundStatus.FAILED, f"{FAILED_AT_STRIPE}: {reason}"
     order.refunded_amount = max(order.refunded_amount - amount, 0)
     money = format_money(amount, order.currency)
     checkout.flag(
