@@ -341,19 +341,19 @@ def charge_refunded(session: AnySession, order: Order, obj: dict[str, Any], even
     """Stripe's total refunded so far. Refunds staff made here are already counted and moved
     the order themselves (and told the shopper if asked): this only confirms them. A refund
     made elsewhere (Stripe's dashboard) is recorded, and a full one refunds the order."""
-    refunded = obj.get("amount_refunded")
-    if not isinstance(refunded, int) or refunded < 0:
+    reported = obj.get("amount_refunded")
+    if not isinstance(reported, int) or reported < 0:
         raise MalformedEventError("charge.refunded needs amount_refunded")
     made_here = sum(r.amount for r in order.refunds if r.status is not RefundStatus.FAILED)
     # Stripe keeps no order among events: a report sent before a refund failed may arrive
     # after its failure was applied, still counting it. A refund known to have failed counts
     # for nothing (at worst a refund made elsewhere since is counted late, never one twice).
-    refunded = max(refunded - _failed_at_stripe(order), 0)
+    refunded = max(reported - _failed_at_stripe(order), 0)
     if refunded <= made_here:
         order.refunded_amount = max(order.refunded_amount, refunded)
         orders.add_note(
             order,
-            f"Stripe confirms {format_money(refunded, order.currency)} refunded in all",
+            f"Stripe confirms {format_money(reported, order.currency)} refunded in all",
             actor=ACTOR,
             stripe_event_id=event_id,
         )
