@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -172,6 +173,25 @@ def test_closing_the_session_without_commit_forgets_the_email(console_app):
         db.session.close()
         assert send_pending(db.session).total == 0
         assert rows() == []
+
+
+def test_the_worker_logs_an_email_by_its_id_never_its_address(resend_app, fake_resend, caplog):
+    """The address is in the outbox row, which closing the account erases; a log kept for
+    months must not hold it."""
+    with resend_app.app_context(), caplog.at_level(logging.INFO):
+        sent = queue_test_email().id
+        db.session.commit()
+        send_pending(db.session)
+        fake_resend.fail_with(422, "validation_error", "Invalid `to` field.")
+        refused = queue_test_email(to="grace@example.com").id
+        db.session.commit()
+        send_pending(db.session)
+
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert f"Email {sent} sent" in logged
+    assert f"Email {refused} failed for good" in logged
+    assert SHOPPER not in logged
+    assert "grace@example.com" not in logged
 
 
 def test_resend_receives_the_email_with_its_key_and_records_the_message_id(resend_app, fake_resend):

@@ -373,7 +373,8 @@ def _record(
             "last_error": "",
         }
         report.sent += 1
-        logger.info("Email %s sent to %s", claim.id, claim.to_address)
+        # By id: the address is in the outbox row (erased with the account), never in a log.
+        logger.info("Email %s sent", claim.id)
     else:
         error = str(outcome)
         permanent = outcome.permanent
@@ -382,7 +383,7 @@ def _record(
                 error = f"{error} (gave up after {claim.attempts} attempts)"
             values = {"status": OutboxStatus.FAILED, "last_error": error}
             report.failed += 1
-            logger.error("Email %s to %s failed for good: %s", claim.id, claim.to_address, error)
+            logger.error("Email %s failed for good: %s", claim.id, error)
         else:
             values = {
                 "status": OutboxStatus.PENDING,
