@@ -646,6 +646,14 @@ def _clear_dispute_flags(order: Order, staff: Staff, note: str) -> None:
             checkout.clear_flag(order, flagged, actor=staff.name, note=note)
 
 
+def refund_before_cancelling(order: Order) -> int:
+    """What Cancel gives back through Stripe before cancelling a paid order: the rest of its
+    payment, unless a dispute of it was lost (Stripe then refuses any refund)."""
+    if not order.stripe_payment_intent_id or dispute_lost(order):
+        return 0
+    return refundable_amount(order)
+
+
 def cancel_paid(
     session: AnySession, order_id: int, staff: Staff, *, reason: str, notify: bool
 ) -> Order:
@@ -659,13 +667,12 @@ def cancel_paid(
     refuse_unless(order, Action.CANCEL)
     _refunds_now(session, order)
     _refuse_while_pending(order, "cancelled")
-    left = refundable_amount(order) if order.stripe_payment_intent_id else 0
-    if left > 0 and not dispute_lost(order):
+    if refund_before_cancelling(order) > 0:
         raise ActionRefusedError(f"Order {order.number} still has money to refund first.")
-    if left > 0:
-        kept = _kept_after_dispute(left, order.currency)
-        note = f"{note}. Its payment was not all given back: {kept}"
     if dispute_lost(order):
+        if left := refundable_amount(order):
+            kept = _kept_after_dispute(left, order.currency)
+            note = f"{note}. Its payment was not all given back: {kept}"
         _clear_dispute_flags(
             order, staff, "The order is cancelled: the dispute's warning is cleared"
         )

@@ -319,15 +319,11 @@ def cancel(number: str) -> Response:
             if unsure := _settle_pending_refunds(order):
                 return render_error(unsure.status, f"Nothing was cancelled. {unsure.message}")
             order = _order(number)
-            if (
-                fulfilment.refundable_amount(order) > 0
-                and order.stripe_payment_intent_id
-                and not fulfilment.dispute_lost(order)
-            ):
+            if to_refund := fulfilment.refund_before_cancelling(order):
                 outcome = _refund(
                     order,
                     RefundRequest(
-                        amount=fulfilment.refundable_amount(order),
+                        amount=to_refund,
                         reason=f"Order cancelled: {reason}",
                         notify=False,
                         request_key=form.request_key.data or secrets.token_urlsafe(16),
