@@ -115,7 +115,6 @@ def register(session: AnySession, form: Registration) -> None:
         else:
             existing.password_hash = password_hash
             existing.first_name, existing.last_name = names[0].strip(), names[1].strip()
-            end_all_sessions(existing)
             send_confirmation(session, existing)
         return
     user = User(
