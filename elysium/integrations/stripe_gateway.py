@@ -8,15 +8,18 @@ production deployment can never be pointed anywhere but Stripe by a stray settin
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import stripe
 from flask import Flask, current_app
 
 from elysium.config import ConfigurationError
 from elysium.urls import is_loopback_url
+
+T = TypeVar("T")
 
 
 class InvalidWebhookError(ValueError):
@@ -264,17 +267,22 @@ class PaymentRefund:
 def refunds_of(payment_intent: str) -> list[PaymentRefund]:
     """Every refund of the payment, whoever made it. Raises :class:`PaymentProviderError` when
     Stripe could not be reached."""
+    return _every(
+        lambda: _client().v1.refunds.list({"payment_intent": payment_intent, "limit": 100}),
+        lambda refund: PaymentRefund(
+            refund_id=refund.id,
+            status=refund.status or "pending",
+            amount=int(refund.amount or 0),
+            key=(refund.metadata.to_dict() if refund.metadata else {}).get("refund_key"),
+        ),
+    )
+
+
+def _every(first_page: Callable[[], Any], read: Callable[[Any], T]) -> list[T]:
+    """Every item of a Stripe list, page after page, each read into one of ours. Raises
+    :class:`PaymentProviderError` when Stripe could not be reached."""
     try:
-        listed = _client().v1.refunds.list({"payment_intent": payment_intent, "limit": 100})
-        return [
-            PaymentRefund(
-                refund_id=refund.id,
-                status=refund.status or "pending",
-                amount=int(refund.amount or 0),
-                key=(refund.metadata.to_dict() if refund.metadata else {}).get("refund_key"),
-            )
-            for refund in listed.auto_paging_iter()
-        ]
+        return [read(item) for item in first_page().auto_paging_iter()]
     except stripe.StripeError as error:
         raise PaymentProviderError(str(error)) from error
 
@@ -304,19 +312,15 @@ class PaymentDispute:
 def disputes_of(payment_intent: str) -> list[PaymentDispute]:
     """Every dispute of the payment. Raises :class:`PaymentProviderError` when Stripe could not
     be reached."""
-    try:
-        listed = _client().v1.disputes.list({"payment_intent": payment_intent, "limit": 100})
-        return [
-            PaymentDispute(
-                dispute_id=dispute.id,
-                status=dispute.status or "needs_response",
-                amount=int(dispute.amount or 0),
-                charge_refundable=bool(dispute.is_charge_refundable),
-            )
-            for dispute in listed.auto_paging_iter()
-        ]
-    except stripe.StripeError as error:
-        raise PaymentProviderError(str(error)) from error
+    return _every(
+        lambda: _client().v1.disputes.list({"payment_intent": payment_intent, "limit": 100}),
+        lambda dispute: PaymentDispute(
+            dispute_id=dispute.id,
+            status=dispute.status or "needs_response",
+            amount=int(dispute.amount or 0),
+            charge_refundable=bool(dispute.is_charge_refundable),
+        ),
+    )
 
 
 def find_refund(*, payment_intent: str, idempotency_key: str) -> RefundAnswer | None:
