@@ -564,6 +564,26 @@ def test_an_email_of_another_account_is_answered_like_any_and_its_owner_is_told(
     assert link.template == "confirm_new_email"
 
 
+def test_moving_to_the_longest_address_another_account_has_is_answered_like_any(
+    app, client, auth, signed_in
+):
+    """The note to a taken address is filed under the accounts' ids. Before, its outbox key
+    held the address, and one of the longest an address may be overflowed the column: a 500
+    on PostgreSQL."""
+    longest = "a" * 64 + "@" + "b" * 63 + "." + "c" * 63 + "." + "d" * 57 + ".com"
+    assert len(longest) == 254
+    auth.create_user(longest)
+    client.get("/account/profile")
+
+    answer = client.htmx(
+        "POST", "/account/email", data={"email": longest, "current_password": PASSWORD}
+    )
+
+    assert answer.status_code == 200
+    [note] = sent_emails(app, longest)
+    assert note.template == "email_change_refused"
+
+
 def test_changing_password_needs_the_current_one(app, client, signed_in):
     response = client.submit(
         "/account/profile",

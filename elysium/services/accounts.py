@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from flask import current_app
@@ -17,6 +18,7 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from elysium.models.outbox import OutboxEmail
 from elysium.models.types import utcnow
 from elysium.models.users import CustomerProfile, User
 from elysium.services import passwords
@@ -77,8 +79,20 @@ class Registration:
     last_name: str = ""
 
 
-def _resend_bucket() -> int:
-    return int(utcnow().timestamp()) // RESEND_SECONDS
+def _once_in_a_while(session: AnySession, key: str) -> str:
+    """The outbox key for an email sent under ``key`` once in :data:`RESEND_SECONDS` at most.
+
+    Time is cut in windows of that length and the key names the window, so concurrent
+    requests share one row; an email sent at the end of the previous window still counts,
+    or two would go seconds apart across the boundary (its key is returned: nothing new).
+    """
+    window = int(utcnow().timestamp()) // RESEND_SECONDS
+    previous = session.scalar(
+        select(OutboxEmail).where(OutboxEmail.dedupe_key == f"{key}:{window - 1}")
+    )
+    if previous is not None and utcnow() - previous.created_at < timedelta(seconds=RESEND_SECONDS):
+        return f"{key}:{window - 1}"
+    return f"{key}:{window}"
 
 
 def register(session: AnySession, form: Registration) -> None:
@@ -110,7 +124,7 @@ def register(session: AnySession, form: Registration) -> None:
                     "forgot_url": absolute_url("auth.forgot_password"),
                 },
                 user_id=existing.id,
-                dedupe_key=f"user:{existing.id}:account-exists:{_resend_bucket()}",
+                dedupe_key=_once_in_a_while(session, f"user:{existing.id}:account-exists"),
             )
         else:
             existing.password_hash = password_hash
@@ -139,7 +153,7 @@ def send_confirmation(session: AnySession, user: User) -> None:
         template="confirm_email",
         context={"user": user, "confirm_url": absolute_url("auth.confirm_email", token=token)},
         user_id=user.id,
-        dedupe_key=f"user:{user.id}:confirm:{_resend_bucket()}",
+        dedupe_key=_once_in_a_while(session, f"user:{user.id}:confirm"),
     )
 
 
@@ -322,7 +336,7 @@ def request_email_change(
     new_email = normalise_email(new_email)
     if new_email == user.email:
         return None
-    if user_by_email(session, new_email) is not None:
+    if (owner := user_by_email(session, new_email)) is not None:
         # Answered as for a free address, so the form tells nobody which addresses have an
         # account; that address's owner hears someone tried.
         queue_email(
@@ -331,7 +345,7 @@ def request_email_change(
             subject="Someone tried to move an ELYSIUM account to your email",
             template="email_change_refused",
             context={"new_email": new_email, "forgot_url": absolute_url("auth.forgot_password")},
-            dedupe_key=f"user:{user.id}:email-to:{new_email}:{_resend_bucket()}",
+            dedupe_key=_once_in_a_while(session, f"user:{user.id}:email-to:{owner.id}"),
         )
         return new_email
     # Only the newest link works: one sent to a mistyped address dies when the right one is
