@@ -28,12 +28,12 @@ from elysium.htmx import fragments, is_htmx, personal_pages
 from elysium.models.cart import Cart
 from elysium.models.catalog import Product
 from elysium.services import cart as carts
-from elysium.services import catalog
 from elysium.services.checkout import pending_order_for_cart
 from elysium.services.configuration import Configuration, ConfigurationError, configure
 from elysium.web.browsing import read_recently_viewed_first
 from elysium.web.cart import current_cart, keep_guest_cookie, remember_count
 from elysium.web.configurator import configurator_context
+from elysium.web.fragments import product_to_add
 
 bp = Blueprint("cart", __name__, url_prefix="/cart")
 
@@ -201,7 +201,7 @@ def _add_refused(
 @bp.post("/items")
 def add_item() -> Response:
     form = AddToCartForm()
-    product = catalog.product_by_slug(db.session, (form.product.data or "").strip())
+    product = product_to_add((form.product.data or "").strip())
     if product is None:
         abort(404)
     errors: dict[str, str] = {}

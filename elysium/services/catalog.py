@@ -7,7 +7,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import Select, and_, bindparam, func, or_, select
 from sqlalchemy.orm import joinedload, selectinload
 
 from elysium.models.catalog import (
@@ -18,6 +18,7 @@ from elysium.models.catalog import (
     Product,
     ProductOption,
 )
+from elysium.models.inventory import Inventory
 from elysium.services.inventory import StockStatus, availability_columns, availability_of
 from elysium.services.paging import Paged
 from elysium.services.sql import AnySession
@@ -315,6 +316,15 @@ def product_by_slug(session: AnySession, slug: str) -> Product | None:
         selectinload(Product.options),
     )
     return session.scalars(stmt).unique().one_or_none()
+
+
+# Built once: the stock rows of the published piece called ``:slug``, as they are now (read
+# beside the catalogue's version to decide a change with a kept piece: ``web.fragments``).
+PIECE_STOCK = (
+    select(*Inventory.__table__.c)
+    .join(Product, Product.id == Inventory.product_id)
+    .where(Product.slug == bindparam("slug"), Product.published.is_(True))
+)
 
 
 # Built once: every page that keeps part of the catalogue asks it first.

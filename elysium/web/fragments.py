@@ -44,6 +44,7 @@ from typing import Generic, TypeVar
 from flask import Flask, current_app, g, has_request_context, render_template, request
 from markupsafe import Markup
 from sqlalchemy import Row, Select, literal, select, true
+from sqlalchemy.orm.attributes import set_committed_value
 
 from elysium.db_routing import READ_METHODS
 from elysium.extensions import cache, db
@@ -376,7 +377,43 @@ def product_to_show(slug: str) -> Product | None:
     joins this request's session without a query (``merge(load=False)``), so anything not
     kept would still load. Never to decide a change (what goes in a bag, an order, the
     stock): that reads the database."""
-    found = kept("product", slug, lambda: catalog.product_by_slug(db.session, slug))
+    return _joined(_kept_product(slug))
+
+
+def product_to_add(slug: str) -> Product | None:
+    """The published piece called ``slug``, to decide what goes in a bag: its stock rows read
+    now, in the statement that reads the catalogue's version, and the rest (words, options,
+    prices: nothing changes them without a new version) from the copy kept under that version.
+    A checkout's reservation can move the stock without a new version (migration 0009), so
+    what goes in the bag is never decided on the kept stock: the kept rows take the values
+    read now. One statement, where reading the piece takes two and loads it whole; without a
+    kept copy, or if the copy's rows aren't the ones read (it can't be, under one version),
+    the piece is read whole."""
+    if not catalog.SLUG.fullmatch(slug):
+        return None
+    columns = catalog.PIECE_STOCK.selected_columns.keys()
+    rows = read_with_version(catalog.PIECE_STOCK, {"slug": slug})
+    stock = {
+        values["id"]: values for values in (dict(zip(columns, row, strict=True)) for row in rows)
+    }
+    found = _kept_product(slug)
+    if found is None:
+        return None  # not on sale under the version just read (None is never kept)
+    if {each.id for each in found.inventory} != stock.keys():
+        return catalog.product_by_slug(db.session, slug)
+    found = _joined(found)
+    for each in found.inventory:
+        for column, value in stock[each.id].items():
+            set_committed_value(each, column, value)
+    return found
+
+
+def _kept_product(slug: str) -> Product | None:
+    return kept("product", slug, lambda: catalog.product_by_slug(db.session, slug))
+
+
+def _joined(found: Product | None) -> Product | None:
+    """A kept copy joins this request's session without a query (``merge(load=False)``)."""
     if found is not None and found not in db.session:
         found = db.session.merge(found, load=False)
     return found
