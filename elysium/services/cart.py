@@ -16,8 +16,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import ScalarSelect, Select, bindparam, delete, func, select, update
-from sqlalchemy.orm import joinedload, selectinload
+from sqlalchemy import (
+    ScalarSelect,
+    Select,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.orm import joinedload, make_transient_to_detached, selectinload
 
 from elysium.models.cart import Cart, CartLine
 from elysium.models.catalog import Product
@@ -40,6 +50,18 @@ from elysium.services.inventory import (
 from elysium.services.sql import AnySession
 
 MAX_QUANTITY_PER_LINE = 5
+# What a new bag and its first line are written with (``_write_new_bag``); the rest is the
+# database's (the ids) or None.
+NEW_BAG_COLUMNS = ("token", "user_id", "currency", "created_at", "updated_at")
+NEW_LINE_COLUMNS = (
+    "product_id",
+    "variant_key",
+    "configuration",
+    "configuration_hash",
+    "quantity",
+    "created_at",
+    "updated_at",
+)
 DEFAULT_CURRENCY = "GBP"
 FROZEN_MESSAGE = (
     "Your bag is being paid for, so it can't change right now. Resume or cancel the payment first."
@@ -183,13 +205,12 @@ def cart_for(
     create: bool = False,
     currency: str = DEFAULT_CURRENCY,
 ) -> Cart | None:
-    """:func:`find_cart`, or with ``create`` a new empty cart for that owner."""
+    """:func:`find_cart`, or with ``create`` a new empty cart for that owner, written with its
+    first line (:func:`add_item`)."""
     cart = find_cart(session, user_id=user_id, token=token)
     if cart is not None or not create:
         return cart
-    cart = new_cart(session, user_id=user_id, token=token, currency=currency)
-    session.flush()
-    return cart
+    return new_cart(session, user_id=user_id, token=token, currency=currency)
 
 
 def new_cart(
@@ -400,11 +421,12 @@ def add_item(
             configuration_hash=configuration.hash,
             quantity=allowed,
         )
-        session.add(line)
+        if cart.id is None:
+            _write_new_bag(session, cart, line)
+        else:
+            session.add(line)
     else:
         line.quantity = allowed
-    if cart.id is None:
-        _touch(cart)
     session.flush()
     added = allowed - had
     if added == 1:
@@ -414,6 +436,46 @@ def add_item(
     if allowed < wanted:
         message = f"{message} {_cap_message(availability, cap, elsewhere)}"
     return LineChange(line, allowed, message)
+
+
+def _write_new_bag(session: AnySession, cart: Cart, line: CartLine) -> None:
+    """Write a bag not written yet with its first line: both rows or neither.
+
+    On PostgreSQL in one statement, the bag's ``INSERT`` feeding the line's (``WITH … INSERT``),
+    where the session's unit of work sends two and does much more besides; a shopper's first
+    "Add to bag" is the most frequent change the shop takes. The two objects are then the
+    session's, as if it had written them. SQLite can't insert from a ``WITH``: the session
+    writes them there.
+    """
+    if session.get_bind(Cart).dialect.name != "postgresql":
+        session.add(line)
+        session.flush()
+        return
+    for unwritten in (line, cart):
+        if unwritten in session:  # or the statement's autoflush would write it first
+            session.expunge(unwritten)
+    now = utcnow()
+    cart.created_at = cart.updated_at = line.created_at = line.updated_at = now
+    carts_table, lines_table = Cart.__table__, CartLine.__table__
+    new_bag = (
+        insert(carts_table)
+        .values({column: getattr(cart, column) for column in NEW_BAG_COLUMNS})
+        .returning(carts_table.c.id)
+        .cte("new_bag")
+    )
+    line_values = [
+        literal(getattr(line, column), lines_table.c[column].type) for column in NEW_LINE_COLUMNS
+    ]
+    statement = (
+        insert(lines_table)
+        .from_select(["cart_id", *NEW_LINE_COLUMNS], select(new_bag.c.id, *line_values))
+        .returning(lines_table.c.cart_id, lines_table.c.id)
+    )
+    cart.id, line.id = session.execute(statement).one()
+    line.cart_id = cart.id
+    make_transient_to_detached(cart)
+    make_transient_to_detached(line)
+    session.add_all((cart, line))
 
 
 def _owned_line(session: AnySession, cart: Cart, line_id: int) -> CartLine:

@@ -140,10 +140,13 @@ def near_cache(app: Flask | None = None) -> NearCache:
 
 
 def forget_kept(app: Flask | None = None) -> None:
-    """Empty the shared cache and this process's copies (tests, and after a deploy by hand)."""
-    cache.clear()
+    """Empty the shared cache and this process's copies (tests, and after a deploy by hand):
+    ``app``'s, whichever app's context is current."""
+    app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+    with app.app_context():
+        cache.clear()
     near_cache(app).clear()
-    (app or current_app).extensions.get(BRIEFLY, {}).clear()
+    app.extensions.get(BRIEFLY, {}).clear()
 
 
 def briefly(name: str, seconds: float, make: Callable[[], T]) -> T:
