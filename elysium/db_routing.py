@@ -29,14 +29,16 @@ Without ``DATABASE_REPLICA_URL`` there is no second engine and every statement g
 primary as before. A replica that lags (but answers) still serves the catalogue: shoppers who
 have not just changed something may see a price a moment old.
 
-On PostgreSQL, the plain reads of a shop-window ``GET`` or ``HEAD`` that go to the primary
-(no replica, a replica down, who is signed in) run without a transaction: the same pooled
-connections, in autocommit, so such a page costs no ``BEGIN`` and no ``ROLLBACK`` round trip.
-At read committed, which the shop uses, every statement sees its own snapshot inside a
-transaction too, so nothing a page reads changes. A write (a product page recording a first
-view, a flush, a locking read) goes to the primary's transaction as always, and every
-statement after it follows: a page that writes holds a second pooled connection for it, and
-one that only reads (a product page seen again) costs no ``BEGIN`` and no ``COMMIT``.
+On PostgreSQL, the plain reads of every ``GET`` or ``HEAD`` that go to the primary (every
+page but a shop-window one served by the replica: the bag, an order, the account, the back
+office, who is signed in) run without a transaction: the same pooled connections, in
+autocommit, so such a page costs no ``BEGIN`` and no ``ROLLBACK`` round trip. At read
+committed, which the shop uses, every statement sees its own snapshot inside a transaction
+too, so nothing a page reads changes. A write (a product page recording a first view, a
+flush, a locking read) goes to the primary's transaction as always, and every statement after
+it follows: a page that writes holds a second pooled connection for it, and one that only
+reads (a product page seen again, the bag) costs no ``BEGIN`` and no ``COMMIT``. A change (any
+other method) keeps its transaction from its first statement.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from flask_sqlalchemy.session import Session
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.sql import CompoundSelect, Select
+from sqlalchemy.sql.base import Executable
 
 from elysium.config import ConfigurationError, cookie_name, normalise_database_url
 from elysium.db_pool import check_connections_as_taken
@@ -126,16 +129,17 @@ class RoutingSession(Session):
         return super().get_bind(mapper=mapper, clause=clause, bind=bind, **kwargs)
 
     def _read_target(self, clause: Any, primary: bool) -> sa.Engine | None:
-        """For a plain read of a shop-window page: the replica, or else the primary without a
-        transaction; None for the primary's transaction."""
+        """For a plain read of a ``GET`` or ``HEAD``: the replica for a shop-window page, or
+        else the primary without a transaction; None for the primary's transaction."""
         replica = self._replica
-        window = _shop_window()
         without = self._without_transaction
-        if replica is None and (not window or without is None):
+        if (replica is None and without is None) or request.method not in READ_METHODS:
             return None  # nothing to choose from: the statement needn't be looked at
-        if not self._plain_read_before_any_write(clause) or not window:
+        if _streamed(clause):
+            return None  # a server-side cursor (a CSV export's) lives in a transaction
+        if not self._plain_read_before_any_write(clause):
             return None
-        if not primary and replica is not None and self._replica_serves(replica):
+        if not primary and replica is not None and _shop_window() and self._replica_serves(replica):
             return replica.engine
         return without
 
@@ -168,6 +172,12 @@ def _shop_window() -> bool:
         window = request.method in READ_METHODS and _top_blueprint() in SHOP_WINDOW_BLUEPRINTS
         found = environ[SHOP_WINDOW] = window
     return found
+
+
+def _streamed(clause: Any) -> bool:
+    """Whether ``clause`` asks to be read in batches through a server-side cursor."""
+    options = clause.get_execution_options() if isinstance(clause, Executable) else {}
+    return bool(options.get("yield_per") or options.get("stream_results"))
 
 
 def plain_read(clause: Any) -> bool:

@@ -1,5 +1,5 @@
-"""On PostgreSQL a shop-window page reads without a transaction (no BEGIN, no ROLLBACK round
-trip), a product page records a first view in a transaction of its own, and everything else
+"""On PostgreSQL every page (a GET) reads without a transaction (no BEGIN, no ROLLBACK round
+trip), a product page records a first view in a transaction of its own, and a change (a POST)
 keeps its transaction (``elysium.db_routing``)."""
 
 from __future__ import annotations
@@ -76,10 +76,33 @@ def test_a_product_page_reads_without_a_transaction_and_records_a_first_view_in_
     assert not any("product_views" in s and "INSERT" in s for s, _, _ in again)
 
 
-def test_a_shoppers_own_pages_keep_their_transaction(app, client, catalogue):
-    client.submit(
-        f"/shop/{RING}",
-        {"product": RING, "quantity": "1", "size": "6", "metal": "platinum", "diamond": "0.50ct"},
-        action="/cart/items",
-    )
-    assert not any(autocommit for _, autocommit, _ in run(app, client, "/cart"))
+def test_a_shoppers_own_pages_read_without_a_transaction_and_a_change_keeps_its_own(
+    app, client, catalogue
+):
+    """The bag only reads: no BEGIN and no ROLLBACK. Add to bag is a change: every statement
+    of it, its reads too, runs in its transaction."""
+    client.get(f"/shop/{RING}")
+    seen: list[bool] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        seen.append(conn.connection.dbapi_connection.autocommit)
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        added = client.htmx(
+            "POST",
+            "/cart/items",
+            data={"product": RING, "quantity": "1", "size": "6", "metal": "yellow-gold"}
+            | {"diamond": "0.30ct"},
+        )
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert added.status_code == 200
+    assert seen
+    assert not any(seen)
+
+    bag = run(app, client, "/cart")
+    assert [statement for statement, _, _ in bag if "FROM cart_lines" in statement]
+    assert all(autocommit for _, autocommit, _ in bag)
