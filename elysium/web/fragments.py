@@ -379,7 +379,7 @@ def product_to_show(slug: str) -> Product | None:
     price fragment). Kept per catalogue version; a kept copy
     joins this request's session without a query (``merge(load=False)``), so anything not
     kept would still load. Never to decide a change (what goes in a bag, an order, the
-    stock): that reads the database."""
+    stock) by itself: the stock kept may be a reservation late (:func:`product_to_add`)."""
     return _joined(_kept_product(slug))
 
 
