@@ -20,7 +20,9 @@ anyone: a statement goes to the replica when all of these hold, else to the prim
 - This request has written nothing yet: once it has (a product page records the view), every
   statement after it reads from the primary, which holds what it wrote.
 - The replica answered: when connecting to it fails, the statement reads from the primary,
-  and so does every request of this process for ``REPLICA_RETRY_SECONDS``.
+  and so does every request of this process for ``REPLICA_RETRY_SECONDS``. The choice is made
+  at a request's first read, for all of them: a page that read the catalogue's version from
+  the primary never reads the rest from a replica behind it.
 
 Who is signed in is always read from the primary (``web.sign_in.load_user``), so a session
 ended a moment ago is over on every page, however far the replica lags.
@@ -78,6 +80,7 @@ WRITING_FUNCTIONS = frozenset({"nextval", "setval"})
 # context, and the decision is each request's own).
 SHOP_WINDOW = "elysium.shop_window"
 WROTE = "elysium.wrote"
+FROM_REPLICA = "elysium.from_replica"
 
 
 @dataclass
@@ -139,9 +142,20 @@ class RoutingSession(Session):
             return None  # a server-side cursor (a CSV export's) lives in a transaction
         if not self._plain_read_before_any_write(clause):
             return None
-        if not primary and replica is not None and _shop_window() and self._replica_serves(replica):
+        if not primary and replica is not None and _shop_window() and self._from_replica(replica):
             return replica.engine
         return without
+
+    def _from_replica(self, replica: Replica) -> bool:
+        """Whether this request's catalogue reads go to the replica: decided at its first, for
+        all of them. A request whose first read went to the primary (the replica down) must
+        not read the rest from a replica that answers again meanwhile: what it keeps under the
+        version it read from the primary would be older than that version."""
+        environ = request.environ
+        chosen = environ.get(FROM_REPLICA)
+        if chosen is None:
+            chosen = environ[FROM_REPLICA] = self._replica_serves(replica)
+        return chosen
 
     def _replica_serves(self, replica: Replica) -> bool:
         if not replica.answering() or replica.cookie in request.cookies:

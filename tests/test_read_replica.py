@@ -7,6 +7,7 @@ replica, and one showing the new price from the primary.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -16,13 +17,16 @@ from flask_migrate import upgrade
 from sqlalchemy import func, select
 
 from elysium.config import ConfigurationError, normalise_database_url, settings_from_environment
+from elysium.db_routing import EXTENSION as REPLICA
 from elysium.extensions import db
 from elysium.models import Product
 from elysium.models.engagement import ProductView
 from elysium.money import format_money
 from elysium.services.seeding import load_demo_catalogue, seed_catalogue
+from elysium.web.fragments import forget_kept
 from tests.conftest import PASSWORD, create_user, make_app, page_text
 from tests.html import Page, text_of
+from tests.support.meanwhile import meanwhile
 from tests.support.pg_cluster import PostgresCluster
 from tests.support.pg_replica import Replica, primary_and_replica
 
@@ -231,6 +235,33 @@ def test_only_a_plain_read_while_showing_the_shop_window_uses_the_replica(paused
     for path in [*personal, "/wishlist", "/auth/login", "/staff", "/staff/inventory"]:
         with app.test_request_context(path):
             assert base_price() == on_primary, path
+
+
+def test_a_page_that_read_the_version_from_the_primary_reads_nothing_from_the_replica(
+    paused: Shop,
+):
+    """The replica was unreachable a moment ago, so a page reads the catalogue's version from
+    the primary; its retry window ends as the page goes on. Were the piece read from the
+    replica (still behind, with the old price), the page would show it, and keep it under the
+    primary's version for every shopper of every server. It reads everything from the primary.
+    """
+    forget_kept(paused.app)
+    replica = paused.app.extensions[REPLICA]
+    replica.down_until = time.monotonic() + 60
+
+    def answering_again() -> None:
+        replica.down_until = 0.0
+
+    with meanwhile(paused.app, "SELECT", answering_again) as raced:
+        page = paused.app.test_client().get(f"/shop/{PIECE}")
+
+    assert raced
+    assert shown_price(page) == paused.price + RISE
+    # What it kept under the primary's version: a shopper who reads from the primary (who has
+    # just changed something) is shown it.
+    after_a_change = paused.app.test_client()
+    after_a_change.set_cookie(COOKIE, "1")
+    assert shown_price(after_a_change.get(f"/shop/{PIECE}")) == paused.price + RISE
 
 
 def test_a_stopped_replica_leaves_every_read_to_the_primary(shop: Shop):
