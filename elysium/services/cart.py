@@ -50,18 +50,6 @@ from elysium.services.inventory import (
 from elysium.services.sql import AnySession
 
 MAX_QUANTITY_PER_LINE = 5
-# What a new bag and its first line are written with (``_write_new_bag``); the rest is the
-# database's (the ids) or None.
-NEW_BAG_COLUMNS = ("token", "user_id", "currency", "created_at", "updated_at")
-NEW_LINE_COLUMNS = (
-    "product_id",
-    "variant_key",
-    "configuration",
-    "configuration_hash",
-    "quantity",
-    "created_at",
-    "updated_at",
-)
 DEFAULT_CURRENCY = "GBP"
 FROZEN_MESSAGE = (
     "Your bag is being paid for, so it can't change right now. Resume or cancel the payment first."
@@ -459,16 +447,15 @@ def _write_new_bag(session: AnySession, cart: Cart, line: CartLine) -> None:
     carts_table, lines_table = Cart.__table__, CartLine.__table__
     new_bag = (
         insert(carts_table)
-        .values({column: getattr(cart, column) for column in NEW_BAG_COLUMNS})
+        .values(_unwritten_values(cart))
         .returning(carts_table.c.id)
         .cte("new_bag")
     )
-    line_values = [
-        literal(getattr(line, column), lines_table.c[column].type) for column in NEW_LINE_COLUMNS
-    ]
+    line_values = _unwritten_values(line, but=("cart_id",))
+    chosen = [literal(value, lines_table.c[name].type) for name, value in line_values.items()]
     statement = (
         insert(lines_table)
-        .from_select(["cart_id", *NEW_LINE_COLUMNS], select(new_bag.c.id, *line_values))
+        .from_select(["cart_id", *line_values], select(new_bag.c.id, *chosen))
         .returning(lines_table.c.cart_id, lines_table.c.id)
     )
     cart.id, line.id = session.execute(statement).one()
@@ -476,6 +463,18 @@ def _write_new_bag(session: AnySession, cart: Cart, line: CartLine) -> None:
     make_transient_to_detached(cart)
     make_transient_to_detached(line)
     session.add_all((cart, line))
+
+
+def _unwritten_values(row: Cart | CartLine, but: tuple[str, ...] = ()) -> dict[str, object]:
+    """The columns a row not written yet has values for, but its id (and ``but``): a column
+    left None gets its default from the ``INSERT``, as the unit of work would give it."""
+    return {
+        column.key: value
+        for column in row.__table__.columns  # type: ignore[union-attr]
+        if column.key != "id"
+        and column.key not in but
+        and (value := getattr(row, column.key)) is not None
+    }
 
 
 def _owned_line(session: AnySession, cart: Cart, line_id: int) -> CartLine:
