@@ -15,8 +15,9 @@ from elysium.services import wishlist
 from elysium.services.configuration import configure
 from elysium.services.seeding import seed_catalogue
 from elysium.web.fragments import forget_kept
-from tests.conftest import page_text
+from tests.conftest import AuthActions, page_text
 from tests.html import Page, bag_count, elements, form_fields, hearts, text_of
+from tests.support.meanwhile import in_another_window, meanwhile
 
 RING = "/shop/aurelia-solitaire-ring"
 PLATINUM = {"metal": "platinum", "diamond": "0.50ct", "size": "7", "engraving": "Always"}
@@ -500,6 +501,37 @@ def test_move_to_bag_with_htmx_moves_the_configuration_and_updates_the_bag_count
     assert text_of(page, "#messages") == "Added Aurelia Solitaire Ring to your bag."
     assert bag_lines(app, signed_in) == [("aurelia-solitaire-ring", ROSE, 1)]
     assert [slug for slug, _ in saved(app)] == ["aurelia-bangle"]
+
+
+def test_an_accounts_two_browsers_moving_pieces_to_a_bag_it_has_not_got_fill_one_bag(
+    app, client, catalogue, auth, signed_in
+):
+    """The account has no bag; its phone moves one piece from the wishlist as the laptop moves
+    another. Both make a bag: the second to write it collides with the first's and tries
+    once more, into that bag. Before, it answered 500."""
+    ring = save_directly(app, signed_in, "aurelia-solitaire-ring", ROSE)
+    bangle = save_directly(app, signed_in, "aurelia-bangle")
+    phone = app.test_client()
+    AuthActions(app, phone).login()
+    phone.get("/wishlist")
+    client.get("/wishlist")
+
+    def move_from_the_phone() -> None:
+        assert phone.htmx("POST", f"/wishlist/{bangle}/move").status_code == 200
+
+    postgresql = app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql")
+    written_with = "WITH new_bag" if postgresql else "INSERT INTO carts"
+    with meanwhile(app, written_with, lambda: in_another_window(move_from_the_phone)) as raced:
+        moved = client.htmx("POST", f"/wishlist/{ring}/move")
+
+    assert raced
+    assert moved.status_code == 200
+    assert bag_count(Page(moved)) == 2
+    assert sorted(slug for slug, _, _ in bag_lines(app, signed_in)) == [
+        "aurelia-bangle",
+        "aurelia-solitaire-ring",
+    ]
+    assert saved(app) == []
 
 
 def test_move_to_bag_without_javascript_redirects_to_the_wishlist(

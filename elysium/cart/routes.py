@@ -7,9 +7,6 @@ cart never writes: it reports what needs the shopper's attention.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TypeVar
-
 from flask import (
     Blueprint,
     Response,
@@ -20,7 +17,6 @@ from flask import (
     render_template,
     url_for,
 )
-from sqlalchemy.exc import IntegrityError
 
 from elysium.cart.forms import AddToCartForm, QuantityForm
 from elysium.extensions import db
@@ -31,13 +27,12 @@ from elysium.services import cart as carts
 from elysium.services.checkout import pending_order_for_cart
 from elysium.services.configuration import Configuration, ConfigurationError, configure
 from elysium.web.browsing import read_recently_viewed_first
-from elysium.web.cart import current_cart, keep_guest_cookie, remember_count
+from elysium.web.cart import committed_with_retry, current_cart, keep_guest_cookie, remember_count
 from elysium.web.configurator import configurator_context
 from elysium.web.fragments import product_to_add
 
 bp = Blueprint("cart", __name__, url_prefix="/cart")
 
-T = TypeVar("T")
 
 personal_pages(bp)
 
@@ -45,19 +40,6 @@ personal_pages(bp)
 def _announce(message: str, *, error: bool = False) -> str:
     """The page's #messages region and the header count, both updated out of band."""
     return render_template("cart/_announce.html", message=message, error=error)
-
-
-def _with_retry(change: Callable[[], T]) -> T:
-    """Run a change and commit; two requests racing to create the same cart or line collide
-    on a unique constraint, and the loser simply tries once more."""
-    try:
-        result = change()
-        db.session.commit()
-    except IntegrityError:
-        db.session.rollback()
-        result = change()
-        db.session.commit()
-    return result
 
 
 def _context(cart: Cart | None, line_errors: dict[int, dict[str, str]] | None = None) -> dict:
@@ -240,7 +222,7 @@ def add_item() -> Response:
         return change, drawn
 
     try:
-        change, drawn = _with_retry(add)
+        change, drawn = committed_with_retry(add)
     except carts.CartError as error:
         db.session.rollback()
         return _add_refused(product, form, {}, 409, error.message)

@@ -23,6 +23,7 @@ from elysium.services import cart as carts
 from elysium.services import catalog, wishlist
 from elysium.services.configuration import ConfigurationError, configure
 from elysium.services.wishlist import SavedPiece, WishlistError
+from elysium.web.cart import committed_with_retry
 from elysium.web.sign_in import safe_next
 from elysium.web.wishlist import Heart, wishlist_heart
 from elysium.wishlist.forms import HeartForm, ItemActionForm, choices_from
@@ -177,13 +178,18 @@ def move_to_cart(item_id: int) -> Response:
     if not ItemActionForm().validate_on_submit():
         abort(400)
     name = piece.product.name
+
+    def move() -> tuple[carts.LineChange, int]:
+        # Tried again after a collision (the account's bag made meanwhile): read afresh.
+        moved = _owned(item_id)
+        cart, change = wishlist.move_to_cart(db.session, _user().id, moved)
+        return change, carts.item_count(db.session, cart)
+
     try:
-        cart, change = wishlist.move_to_cart(db.session, _user().id, piece)
+        change, count = committed_with_retry(move)
     except (WishlistError, carts.CartError) as error:
         db.session.rollback()
-        return _refused(piece, error.message)
-    count = carts.item_count(db.session, cart)
-    db.session.commit()
+        return _refused(_owned(item_id), error.message)
     return _gone(
         change.message or f"{name} is in your bag.",
         render_template("cart/_count.html", cart_count=count, oob=True),
