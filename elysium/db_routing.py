@@ -189,7 +189,9 @@ def _shop_window() -> bool:
 
 
 def _streamed(clause: Any) -> bool:
-    """Whether ``clause`` asks to be read in batches through a server-side cursor."""
+    """Whether ``clause`` asks to be read in batches through a server-side cursor. Only the
+    statement's own options are seen here: give ``yield_per`` to the statement (as the CSV
+    export does), not to ``execute()``."""
     options = clause.get_execution_options() if isinstance(clause, Executable) else {}
     return bool(options.get("yield_per") or options.get("stream_results"))
 
