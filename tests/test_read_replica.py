@@ -15,9 +15,11 @@ import pytest
 from flask import Flask
 from flask_migrate import upgrade
 from sqlalchemy import func, select
+from sqlalchemy.orm import selectinload
 
 from elysium.config import ConfigurationError, normalise_database_url, settings_from_environment
 from elysium.db_routing import EXTENSION as REPLICA
+from elysium.db_routing import plain_read
 from elysium.extensions import db
 from elysium.models import Product
 from elysium.models.engagement import ProductView
@@ -282,6 +284,27 @@ def test_without_a_replica_nothing_changes(app: Flask, client, catalogue):
     added = add_to_bag(client)
     assert added.status_code == 200
     assert the_cookie(added) is None
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        select(func.pg_try_advisory_xact_lock(KEY)),
+        select(func.pg_try_advisory_xact_lock(KEY).label("locked"), func.now()),
+        select(Product.id, func.nextval("products_id_seq")),
+        select(func.setval("products_id_seq", 1).label("moved")),
+        select(Product).with_for_update(),
+        select(Product.id).union(select(Product.id).with_for_update()),
+    ],
+)
+def test_a_lock_or_a_sequence_labelled_or_not_is_no_plain_read(statement):
+    """What must run in the primary's transaction, however the statement names its columns."""
+    assert not plain_read(statement)
+
+
+def test_a_select_of_pieces_with_their_stock_and_a_count_is_a_plain_read():
+    assert plain_read(select(Product).options(selectinload(Product.inventory)))
+    assert plain_read(select(Product.category, func.count()).group_by(Product.category))
 
 
 def test_the_replica_url_is_read_like_database_url(tmp_path):
