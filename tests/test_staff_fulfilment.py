@@ -536,6 +536,34 @@ def test_a_refund_with_a_piece_back_on_sale_restocks_it_exactly_once(
     assert order_of(app, number)["refunded"] == TOTAL
 
 
+def test_a_piece_put_back_by_a_refund_that_failed_later_is_not_put_back_again(
+    shop: Shop, app: Flask
+) -> None:
+    """A refund put the chain back on sale, then failed at Stripe (the card was closed): the
+    chain is back in stock all the same. Cancelling the order afterwards gives the money back
+    and puts back nothing more. Before, the failed refund's piece counted as never put back,
+    and the cancel put it back a second time: a chain that doesn't exist, for sale."""
+    number, _ = buy(shop)
+    with app.app_context():
+        line_id = db.session.scalars(select(Order).where(Order.number == number)).one().lines[0].id
+    staff = staff_client(shop.app)
+    shop.fake.auto_deliver = False
+    back = {"amount": "100", "reason": "Returned", f"restock-{line_id}": "1", "request_key": "r"}
+    assert act(staff, number, "refund", **back).status_code == 303
+    assert stock(app) == (3, 0)
+    [refund] = shop.fake.refunds.values()
+    shop.fake.fail_refund(refund["id"])
+    [failed] = shop.fake.events_of_type("refund.failed")
+    assert shop.fake.deliver(failed["id"]).status == 200
+
+    cancelled = act(staff, number, "cancel", reason="The card was closed", request_key="c")
+
+    assert cancelled.status_code == 303, page_text(cancelled)
+    assert order_of(app, number)["status"] is S.CANCELLED
+    assert restocks(app) == [(1, "returned")]
+    assert stock(app) == (3, 0)
+
+
 def test_cancelling_a_paid_order_refunds_it_and_puts_its_pieces_back_once(
     shop: Shop, app: Flask
 ) -> None:

@@ -303,10 +303,14 @@ class RefundRequest:
 
 
 def restockable(order: Order) -> dict[int, int]:
-    """Per order line (stocked pieces only): how many pieces may still go back on sale."""
+    """Per order line (stocked pieces only): how many pieces may still go back on sale.
+
+    A refund's pieces count as back once Stripe accepted it (they went back then), or while
+    it is still being asked: only a refund Stripe refused put nothing back. One that failed
+    after Stripe had accepted it (``refund.failed``) put its pieces back all the same."""
     done: Counter[int] = Counter()
     for refund in order.refunds:
-        if refund.status is not RefundStatus.FAILED:
+        if refund.status is not RefundStatus.FAILED or refund.stripe_refund_id is not None:
             for entry in refund.restock:
                 done[int(entry["line_id"])] += int(entry["quantity"])
     return {
