@@ -1234,6 +1234,37 @@ def test_a_refund_retried_after_stripe_forgot_its_key_is_found_not_made_twice(
         db.session.remove()
 
 
+def test_a_refund_stripe_never_had_is_not_retried_once_the_dashboard_gave_it_back(
+    shop: Shop, app: Flask
+) -> None:
+    """Stripe was unreachable, so the refund of £100 never reached it. A member of staff then
+    gave the £100 back in Stripe's dashboard, and Stripe's report of it read as that refund
+    confirmed. "Retry refund" must not give it a second time: Stripe has no refund under its
+    key and one made outside the shop since, so the retry is refused with what to check.
+    Before, the customer got £200."""
+    number, _ = buy(shop)
+    staff = staff_client(shop.app)
+    shop.fake.down()
+    assert act(staff, number, "refund", amount="100", request_key="k").status_code == 503
+    shop.fake.up()
+    a_minute_later = time.time() + 60
+    shop.fake.clock = lambda: a_minute_later  # staff open the dashboard
+    shop.fake.refund_from_dashboard(intent_of(app, number), amount=10000)
+    shop.fake.wait_for_deliveries()
+    assert order_of(app, number)["refunded"] == 10000
+
+    [form] = retry_forms(staff, number)
+    retried = staff.post(str(form["action"]), data=form_fields(form))
+
+    assert retried.status_code == 409, page_text(retried)
+    assert "was refunded in Stripe's dashboard after this refund was asked" in page_text(retried)
+    assert len(shop.fake.refunds) == 1
+    after = order_of(app, number)
+    assert after["refunds"] == [(10000, RefundStatus.FAILED)]
+    assert after["refunded"] == 10000
+    assert after["flagged"] is True
+
+
 @pytest.mark.parametrize("notify", [True, False])
 def test_a_retried_refund_tells_the_customer_as_the_first_form_asked(
     shop: Shop, app: Flask, notify: bool

@@ -262,6 +262,7 @@ class PaymentRefund:
     status: str
     amount: int
     key: str | None
+    created: int = 0  # when Stripe made it (seconds since the epoch)
 
 
 def refunds_of(payment_intent: str) -> list[PaymentRefund]:
@@ -274,6 +275,7 @@ def refunds_of(payment_intent: str) -> list[PaymentRefund]:
             status=refund.status or "pending",
             amount=int(refund.amount or 0),
             key=(refund.metadata.to_dict() if refund.metadata else {}).get("refund_key"),
+            created=int(refund.created or 0),
         ),
     )
 
@@ -321,20 +323,6 @@ def disputes_of(payment_intent: str) -> list[PaymentDispute]:
             charge_refundable=bool(dispute.is_charge_refundable),
         ),
     )
-
-
-def find_refund(*, payment_intent: str, idempotency_key: str) -> RefundAnswer | None:
-    """The refund of this payment that :func:`create_refund` made under this key, if any.
-
-    Stripe forgets an idempotency key after about a day; asking again after that with the
-    same key would make a second refund if the first went through. Each refund carries its
-    key in its metadata, so the payment's refunds are looked through instead. Raises
-    :class:`PaymentProviderError` when Stripe could not be reached.
-    """
-    for refund in refunds_of(payment_intent):
-        if refund.key == idempotency_key:
-            return RefundAnswer(refund_id=refund.refund_id, status=refund.status)
-    return None
 
 
 def retrieve_checkout_session(session_id: str) -> stripe.checkout.Session:

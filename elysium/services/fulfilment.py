@@ -448,18 +448,45 @@ class StripeAnswer:
 def ask_stripe(refund: Refund, order: Order) -> StripeAnswer:
     """Step 2: ask Stripe (no database work; hold no lock). Same key, same answer.
 
-    Stripe remembers a key for about a day: a refund first asked longer ago than
-    ``STRIPE_KEY_MEMORY`` is looked for among the payment's refunds (by the key in its
-    metadata) before it is asked for again, so a retry can never refund twice."""
+    The payment's refunds at Stripe are looked through first (for the key in their metadata)
+    when Stripe may have forgotten the key (the refund was first asked longer ago than
+    ``STRIPE_KEY_MEMORY``), or when Stripe has reported more refunded than the shop's
+    accepted refunds explain: that report may have been this refund, or one made in Stripe's
+    dashboard instead of it. So a retry can never refund twice: a refund found under its key
+    is that answer; one made outside the shop since this one was asked, while Stripe never
+    had this one, refuses it, for staff to check and refund again if more is owed."""
     if refund.status is not RefundStatus.PENDING:
         return StripeAnswer(refund.stripe_refund_id, refund.status is RefundStatus.SUCCEEDED)
     payment_intent = order.stripe_payment_intent_id or ""
+    accepted = sum(r.amount for r in order.refunds if r.status is RefundStatus.SUCCEEDED)
+    unexplained = order.refunded_amount > accepted
     try:
         answer = None
-        if utcnow() - refund.created_at > STRIPE_KEY_MEMORY:
-            answer = stripe_gateway.find_refund(
-                payment_intent=payment_intent, idempotency_key=refund.idempotency_key
+        if unexplained or utcnow() - refund.created_at > STRIPE_KEY_MEMORY:
+            made = stripe_gateway.refunds_of(payment_intent)
+            answer = next(
+                (
+                    stripe_gateway.RefundAnswer(each.refund_id, each.status)
+                    for each in made
+                    if each.key == refund.idempotency_key
+                ),
+                None,
             )
+            asked = int(refund.created_at.timestamp())  # Stripe's times are to the second
+            outside = [
+                each
+                for each in made
+                if each.key is None
+                and each.created > asked
+                and each.status not in ("failed", "canceled")
+            ]
+            if answer is None and unexplained and outside:
+                money = format_money(sum(each.amount for each in outside), order.currency)
+                return StripeAnswer(
+                    refused=f"{money} was refunded in Stripe's dashboard after this refund was "
+                    "asked, and Stripe never had this one. If that was this refund, nothing "
+                    "more is owed; if not, refund again"
+                )
         answer = answer or stripe_gateway.create_refund(
             payment_intent=payment_intent,
             amount=refund.amount,
