@@ -1107,6 +1107,28 @@ def test_a_refund_stripe_refused_is_asked_again_under_a_new_key_by_the_next_canc
     assert stock(app) == (3, 0)
 
 
+def test_staff_cancel_of_an_order_whose_payment_page_stripe_cant_close_waits(
+    shop: Shop, app: Flask
+) -> None:
+    """The order's payment page is open and Stripe can't be reached to close it: nothing is
+    cancelled, for the customer could still pay there. Before, its piece went back on sale and
+    a payment after it found the piece perhaps sold again."""
+    number, _ = buy(shop, pay=None)
+    staff = staff_client(shop.app)
+    reserved = stock(app)
+    shop.fake.down()
+
+    unsure = act(staff, number, "cancel", reason="Duplicate", request_key="c")
+
+    assert unsure.status_code == 503, page_text(unsure)
+    assert "where the customer could still pay: nothing was cancelled" in page_text(unsure)
+    assert order_of(app, number)["status"] is S.PENDING
+    assert stock(app) == reserved
+    shop.fake.up()
+    assert act(staff, number, "cancel", reason="Duplicate", request_key="d").status_code == 303
+    assert order_of(app, number)["status"] is S.CANCELLED
+
+
 def test_staff_cancel_refuses_when_the_shopper_opens_a_payment_page_meanwhile(
     shop: Shop, app: Flask
 ) -> None:

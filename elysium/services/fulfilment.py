@@ -631,6 +631,13 @@ def cancel_unpaid(
             f"Stripe says the customer of order {order.number} has just paid: wait for the "
             "payment to arrive here, then cancel it with a refund."
         )
+    if page is not None and page.state is checkout.PageState.UNREACHABLE:
+        # Its payment page may still be open: a payment after the cancel would find its
+        # pieces back on sale, perhaps sold again.
+        raise StripeUnreachableError(
+            f"Stripe could not be reached to close the payment page of order {order.number}, "
+            "where the customer could still pay: nothing was cancelled. Try again in a moment."
+        )
     checkout.close_unpaid(
         session,
         order,
