@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import create_engine, select, text
 
 from elysium.extensions import db
 from elysium.models import Cart, CartLine, Inventory, Product
@@ -17,6 +19,7 @@ from tests.conftest import AuthActions, ShopClient, page_text
 from tests.html import Page, elements, field_error
 from tests.html import bag_count as header_count
 from tests.support.meanwhile import in_another_window, meanwhile
+from tests.support.orders import pending_chain_order
 
 RING = "aurelia-solitaire-ring"
 RING_CHOICES = {"metal": "yellow-gold", "diamond": "0.30ct", "size": "6", "engraving": "Always"}
@@ -463,6 +466,46 @@ def test_an_accounts_two_browsers_adding_its_first_pieces_at_once_fill_one_bag(
         [bag] = db.session.scalars(select(Cart)).all()
         engravings = [line.configuration["engraving"] for line in bag.lines]
     assert sorted(engravings) == ["Laptop", "Phone"]
+
+
+def test_a_thaw_waiting_on_a_checkout_freezing_the_bag_again_leaves_it_frozen(app, catalogue):
+    """A resume that found no payment lets the bag go, just as a new checkout freezes it for a
+    new order: the thaw waits on the bag's row, which the checkout holds, until the checkout
+    commits. On PostgreSQL a waiting UPDATE re-checks its row but not what its subquery read
+    before it waited (the order, not yet pending then): before, it thawed the bag the new
+    order is being paid from. The bag's row is now taken first, and the order read after."""
+    if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+        pytest.skip("SQLite has one writer at a time: the thaw can't wait on the checkout")
+    order = pending_chain_order(app)
+    engine = create_engine(app.config["SQLALCHEMY_DATABASE_URI"])
+    with engine.begin() as connection:  # an earlier payment, ended: the bag free
+        connection.execute(text(f"UPDATE orders SET status = 'cancelled' WHERE id = {order['id']}"))
+        connection.execute(text(f"UPDATE carts SET frozen_at = NULL WHERE id = {order['cart_id']}"))
+    frozen = threading.Event()
+
+    def check_out_again() -> None:
+        with engine.begin() as connection:
+            connection.execute(
+                text(f"UPDATE orders SET status = 'pending' WHERE id = {order['id']}")
+            )
+            connection.execute(
+                text(f"UPDATE carts SET frozen_at = now() WHERE id = {order['cart_id']}")
+            )
+            frozen.set()
+            time.sleep(0.5)  # the thaw is waiting on the bag's row by now
+
+    checkout = threading.Thread(target=check_out_again)
+    checkout.start()
+    assert frozen.wait(10)
+    with app.app_context():
+        freed = cart_service.thaw(db.session, order["cart_id"])
+        db.session.commit()
+    checkout.join(10)
+    engine.dispose()
+
+    assert freed is False
+    with app.app_context():
+        assert db.session.get(Cart, order["cart_id"]).frozen_at is not None
 
 
 def test_the_count_after_an_add_is_the_bags(app, client, catalogue):

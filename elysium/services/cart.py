@@ -763,6 +763,10 @@ def thaw(session: AnySession, cart_id: int) -> bool:
     order may meet a checkout that has just frozen the cart again for a new one. Whether the
     cart is free now."""
     session.flush()  # an order this transaction just ended no longer holds it
+    # The bag's row first, then the orders, in a statement of their own: an UPDATE that waits
+    # on a row (a checkout freezing the bag for a new order) re-checks that row when it gets
+    # it, but not what its subquery read before it waited (PostgreSQL, read committed).
+    session.execute(select(Cart.id).where(Cart.id == cart_id).with_for_update())
     held = (
         select(Order.id)
         .where(Order.cart_id == cart_id, Order.status == OrderStatus.PENDING)
