@@ -771,6 +771,48 @@ def test_purge_removes_only_abandoned_guest_bags(app, runner, catalogue, auth):
     assert "Removed 1 abandoned guest bag" in result.output
 
 
+def test_purge_leaves_a_forgotten_bag_a_checkout_is_freezing_at_that_moment(app, catalogue):
+    """A guest comes back to a bag idle for months and checks out just as the nightly purge
+    runs: the checkout holds the bag's row, freezing it. The purge leaves it: deleted, the
+    new order would lose its bag while being paid for."""
+    if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+        pytest.skip("SQLite has one writer at a time: the purge can't meet the checkout")
+    order = pending_chain_order(app)
+    engine = create_engine(app.config["SQLALCHEMY_DATABASE_URI"])
+    with engine.begin() as connection:  # the bag, idle for months, not being paid for
+        connection.execute(text(f"UPDATE orders SET status = 'cancelled' WHERE id = {order['id']}"))
+        connection.execute(
+            text(
+                "UPDATE carts SET frozen_at = NULL, updated_at = now() - interval '200 days' "
+                f"WHERE id = {order['cart_id']}"
+            )
+        )
+    frozen = threading.Event()
+
+    def check_out() -> None:
+        with engine.begin() as connection:
+            connection.execute(
+                text(f"UPDATE carts SET frozen_at = now() WHERE id = {order['cart_id']}")
+            )
+            frozen.set()
+            time.sleep(0.5)  # the purge meets the bag's row held by now
+
+    checkout = threading.Thread(target=check_out)
+    checkout.start()
+    assert frozen.wait(10)
+    with app.app_context():
+        purged = cart_service.purge_guest_carts(
+            db.session, idle_since=utcnow() - timedelta(days=60)
+        )
+        db.session.commit()
+    checkout.join(10)
+    engine.dispose()
+
+    assert purged == 0
+    with app.app_context():
+        assert db.session.get(Cart, order["cart_id"]).frozen_at is not None
+
+
 @pytest.mark.parametrize("age", ["60", "d", "0d", "-3d", "60w", "sixty days", "1.5d"])
 def test_purge_refuses_an_age_it_cannot_read(app, runner, age):
     result = runner.invoke(args=["carts", "purge", "--older-than", age])

@@ -782,9 +782,14 @@ def thaw(session: AnySession, cart_id: int) -> bool:
 
 
 def purge_guest_carts(session: AnySession, *, idle_since: datetime) -> int:
-    """Delete guest carts untouched since ``idle_since``; account and frozen carts stay."""
-    abandoned = select(Cart.id).where(
-        Cart.user_id.is_(None), Cart.frozen_at.is_(None), Cart.updated_at < idle_since
+    """Delete guest carts untouched since ``idle_since``; account and frozen carts stay.
+
+    Each is taken before it is deleted, and one a checkout holds at this moment (freezing it
+    to be paid for) is skipped: deleted, its order would lose its bag while being paid."""
+    abandoned = (
+        select(Cart.id)
+        .where(Cart.user_id.is_(None), Cart.frozen_at.is_(None), Cart.updated_at < idle_since)
+        .with_for_update(skip_locked=True)
     )
     ids = list(session.scalars(abandoned))
     if not ids:
