@@ -33,7 +33,6 @@ from elysium.web.fragments import product_to_add
 
 bp = Blueprint("cart", __name__, url_prefix="/cart")
 
-
 personal_pages(bp)
 
 
