@@ -304,8 +304,9 @@ def test_idempotency_key_replays_or_conflicts(
     client: stripe.StripeClient, fake: FakeStripeServer
 ) -> None:
     options = {"idempotency_key": "basket-7-attempt-1"}
-    first = client.v1.checkout.sessions.create(session_params(), options)
-    replay = client.v1.checkout.sessions.create(session_params(), options)
+    params = session_params()  # one expiry: the same request sent again, whatever the clock
+    first = client.v1.checkout.sessions.create(params, options)
+    replay = client.v1.checkout.sessions.create(params, options)
 
     assert replay.id == first.id
     assert len(fake.sessions) == 1
@@ -313,7 +314,7 @@ def test_idempotency_key_replays_or_conflicts(
     assert first.last_response.headers.get("Idempotent-Replayed") is None
 
     with pytest.raises(stripe.IdempotencyError) as conflict:
-        client.v1.checkout.sessions.create(session_params(client_reference_id="other"), options)
+        client.v1.checkout.sessions.create({**params, "client_reference_id": "other"}, options)
     assert conflict.value.http_status == 400
     assert conflict.value.json_body["error"]["type"] == "idempotency_error"
     assert len(fake.sessions) == 1
