@@ -132,6 +132,7 @@ def shopper(app: Flask) -> FlaskClient:
     client = app.test_client()
     added = add_to_bag(client, token_of(client))
     assert added.status_code == 303, added.status_code
+    client.get(added.location, base_url=BASE_URL)  # "Added … to your bag" is shown, once
     return client
 
 
@@ -215,6 +216,9 @@ def main() -> None:
     parser.add_argument("--sort", default="cumulative", help="cProfile sort key for --top")
     parser.add_argument("--sql", action="store_true", help="print each page's SQL statements")
     parser.add_argument(
+        "--callers", metavar="REGEX", help="with --top: who calls the functions matching REGEX"
+    )
+    parser.add_argument(
         "--shopper",
         action="store_true",
         help="as a shopper with a bag (session, visitor and bag cookies), like bench/run.py",
@@ -259,6 +263,8 @@ def main() -> None:
         out = io.StringIO()
         stats.stream = out  # type: ignore[attr-defined]
         stats.sort_stats(args.sort).print_stats(args.top)
+        if args.callers:
+            stats.print_callers(args.callers)
         print(f"\n## {page}\n{out.getvalue()}")
 
 

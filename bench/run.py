@@ -234,10 +234,15 @@ def shopper(port: int) -> tuple[Browser, str]:
     """A signed-out shopper who has looked at a piece and has it in their bag."""
     browser = Browser(port)
     token = browser.token(f"/shop/{PRODUCT}")
-    status, _, _ = browser.request(
+    status, headers, _ = browser.request(
         "POST", "/cart/items", {"product": PRODUCT, "quantity": "1", **CHOICES, "csrf_token": token}
     )
     assert status == 303, f"adding to the bag answered {status}"
+    # As a browser follows the redirect: the page it opens shows "Added … to your bag" once.
+    # Left unread, the message would be in every measured request's session, shown and
+    # taken out of it (a new session cookie signed) each time.
+    status, _, _ = browser.request("GET", urllib.parse.urlsplit(headers["Location"]).path)
+    assert status == 200, f"the page after adding to the bag answered {status}"
     return browser, token
 
 
