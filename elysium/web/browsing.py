@@ -105,8 +105,8 @@ def record_product_view(product_id: int, slug: str, response: Response) -> None:
     first, so the commit carries this insert alone. Any failure is logged and swallowed: the
     page is already rendered and is sent as it is. A guest without a visitor id gets one, in
     the cookie sent with this page. A repeat that the page's "Recently viewed" already saw
-    costs nothing (``views.record_view``): on PostgreSQL the page then read without a
-    transaction (``db_routing``), and the commit sends nothing either.
+    costs nothing (``views.record_view``): nothing is written, so nothing is committed (the
+    request's end rolls back whatever the check began).
     """
     if not is_a_person():
         return
@@ -129,10 +129,10 @@ def record_product_view(product_id: int, slug: str, response: Response) -> None:
     try:
         if db.session.new or db.session.dirty or db.session.deleted:
             db.session.rollback()  # never commit anything else with the view
-        views.record_view(
+        if views.record_view(
             db.session, product_id, user_id=user_id, visitor=visitor, last_seen=_last_seen(slug)
-        )
-        db.session.commit()
+        ):
+            db.session.commit()
     except Exception:
         current_app.logger.exception("Could not record a view of product %s", product_id)
         try:
