@@ -10,6 +10,7 @@ nothing. Services never commit: the caller's request (or command) is one unit of
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections import Counter
 from collections.abc import Iterable
@@ -17,13 +18,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import (
+    Insert,
     ScalarSelect,
     Select,
     bindparam,
     delete,
     func,
     insert,
-    literal,
     select,
     update,
 )
@@ -444,25 +445,41 @@ def _write_new_bag(session: AnySession, cart: Cart, line: CartLine) -> None:
             session.expunge(unwritten)
     now = utcnow()
     cart.created_at = cart.updated_at = line.created_at = line.updated_at = now
-    carts_table, lines_table = Cart.__table__, CartLine.__table__
-    new_bag = (
-        insert(carts_table)
-        .values(_unwritten_values(cart))
-        .returning(carts_table.c.id)
-        .cte("new_bag")
-    )
+    cart_values = _unwritten_values(cart)
     line_values = _unwritten_values(line, but=("cart_id",))
-    chosen = [literal(value, lines_table.c[name].type) for name, value in line_values.items()]
-    statement = (
-        insert(lines_table)
-        .from_select(["cart_id", *line_values], select(new_bag.c.id, *chosen))
-        .returning(lines_table.c.cart_id, lines_table.c.id)
-    )
-    cart.id, line.id = session.execute(statement).one()
+    statement = _new_bag_statement(tuple(cart_values), tuple(line_values))
+    parameters = {f"cart_{name}": value for name, value in cart_values.items()}
+    parameters.update({f"line_{name}": value for name, value in line_values.items()})
+    cart.id, line.id = session.execute(statement, parameters).one()
     line.cart_id = cart.id
     make_transient_to_detached(cart)
     make_transient_to_detached(line)
     session.add_all((cart, line))
+
+
+@functools.cache
+def _new_bag_statement(cart_columns: tuple[str, ...], line_columns: tuple[str, ...]) -> Insert:
+    """:func:`_write_new_bag`'s statement for rows with values in these columns, built once
+    for each set (a bag's rows have one or two), its values bound by name (``cart_…``,
+    ``line_…``): building and keying a ``WITH … INSERT`` anew cost as much as sending it."""
+    carts_table, lines_table = Cart.__table__, CartLine.__table__
+    new_bag = (
+        insert(carts_table)
+        .values(
+            {
+                name: bindparam(f"cart_{name}", type_=carts_table.c[name].type)
+                for name in cart_columns
+            }
+        )
+        .returning(carts_table.c.id)
+        .cte("new_bag")
+    )
+    chosen = [bindparam(f"line_{name}", type_=lines_table.c[name].type) for name in line_columns]
+    return (
+        insert(lines_table)
+        .from_select(["cart_id", *line_columns], select(new_bag.c.id, *chosen))
+        .returning(lines_table.c.cart_id, lines_table.c.id)
+    )
 
 
 def _unwritten_values(row: Cart | CartLine, but: tuple[str, ...] = ()) -> dict[str, object]:
