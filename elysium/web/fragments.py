@@ -391,7 +391,9 @@ def product_to_add(slug: str) -> Product | None:
     what goes in the bag is never decided on the kept stock: the kept rows take the values
     read now. One statement, where reading the piece takes two and loads it whole; without a
     kept copy, or if the copy's rows aren't the ones read (it can't be, under one version),
-    the piece is read whole."""
+    the piece is read whole. A kept copy stays out of the request's session (joining it costs
+    as much as the read it saves): it is kept whole, so nothing a bag change reads of it is
+    left to load, and the change links the bag's line to the piece by its id."""
     if not catalog.SLUG.fullmatch(slug):
         return None
     columns = catalog.PIECE_STOCK.selected_columns.keys()
@@ -404,7 +406,6 @@ def product_to_add(slug: str) -> Product | None:
         return None  # not on sale under the version just read (None is never kept)
     if {each.id for each in found.inventory} != stock.keys():
         return catalog.product_by_slug(db.session, slug)
-    found = _joined(found)
     for each in found.inventory:
         for column, value in stock[each.id].items():
             set_committed_value(each, column, value)
