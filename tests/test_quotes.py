@@ -19,6 +19,7 @@ from elysium.services import orders, quotes
 from tests.conftest import PASSWORD, ShopClient, create_user, link_in, page_text, sent_emails
 from tests.html import Page, field_error, text_of
 from tests.support.checkout import Shop, session_id_from, stock
+from tests.support.meanwhile import in_another_window, meanwhile
 from tests.support.staff import staff_client
 
 CLIENT = "grace@example.com"
@@ -334,6 +335,60 @@ def test_a_deposit_paid_for_a_quote_replaced_meanwhile_is_kept_and_flagged(
     assert state["status"] is LeadStatus.QUOTED
     assert state["quotes"][0]["paid"] is True
     assert "had been replaced" in state["events"][-1][2]
+
+
+def test_a_deposit_paid_while_a_revised_quote_is_being_sent_is_flagged(
+    shop: Shop, app: Flask
+) -> None:
+    """The payment's webhook reads the quote, then waits for the commission, which staff
+    hold to send a revised quote (withdrawing the one being paid). Before, the webhook went
+    on with the quote as it had read it, still current: the commission was won on the
+    replaced quote's deposit, the client's new quote closed, nobody told."""
+    if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+        pytest.skip("SQLite has one writer at a time: the webhook can't wait on the staff")
+    lead_id, staff = quoted_lead(shop, app)
+    session_id = session_id_from(pay_button(shop.client(), quote_link(app)).location)
+    answers = []
+
+    def revise() -> None:
+        answers.append(send(staff, lead_id, price="2,000").status_code)
+
+    with meanwhile(shop.app, "SELECT bespoke_leads", lambda: in_another_window(revise)) as ran:
+        shop.fake.pay(session_id)
+
+    assert ran
+    assert answers == [303]
+    [order] = deposit_orders(app)
+    assert order["status"] is OrderStatus.PAID
+    assert order["flagged"] is True
+    state = lead_state(app, lead_id)
+    assert state["status"] is LeadStatus.QUOTED  # the revised quote is still the client's
+    assert state["quotes"][0]["withdrawn"]
+    assert state["quotes"][0]["paid"]
+    assert "had been replaced" in state["events"][-1][2]
+
+
+def test_a_deposit_paid_for_a_commission_won_another_way_is_flagged(
+    shop: Shop, app: Flask
+) -> None:
+    """Staff record the deposit paid by bank transfer while the client's page at Stripe is
+    still open, and she pays there too: the money is kept and recorded, and the order is
+    flagged, as every deposit that can't be the commission's is (before: a note alone, like
+    any deposit, and nothing to say she had paid twice)."""
+    lead_id, staff = quoted_lead(shop, app)
+    session_id = session_id_from(pay_button(shop.client(), quote_link(app)).location)
+    won = move_lead(staff, lead_id, "won", seen="quoted", note="Paid by bank transfer")
+    assert won.status_code == 303, page_text(won)
+
+    shop.fake.pay(session_id)
+
+    [order] = deposit_orders(app)
+    assert order["status"] is OrderStatus.PAID
+    assert order["flagged"] is True
+    state = lead_state(app, lead_id)
+    assert state["status"] is LeadStatus.WON
+    assert state["quotes"][0]["paid"] is True
+    assert "hasn't paid twice" in state["events"][-1][2]
 
 
 def test_a_deposit_paid_after_its_order_was_cancelled_is_on_the_commissions_timeline(

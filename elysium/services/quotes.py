@@ -42,6 +42,10 @@ DESCRIPTION_MAX = 4000
 DEPOSIT_LINE = "Deposit — commission #{reference}"
 # Why a deposit order is flagged for staff (the money is recorded, never lost silently).
 DEPOSIT_WITHDRAWN_FLAG = "Deposit paid for a quote that had been replaced: check it with the client"
+DEPOSIT_WON_ANOTHER_WAY_FLAG = (
+    "Deposit paid for a commission already marked won, its deposit paid another way: "
+    "check the client hasn't paid twice"
+)
 DEPOSIT_LEAD_CLOSED_FLAG = (
     "Deposit paid for a commission that is {status}: check it with the client"
 )
@@ -379,8 +383,8 @@ def deposit_paid(session: AnySession, order: Order, *, stripe_event_id: str) -> 
     """The webhook marked a deposit order PAID (in its transaction): the quote is paid and the
     lead WON, on its timeline, and the shopper is emailed. A deposit for a quote replaced or a
     commission closed meanwhile is still recorded as paid, and the order flagged for staff."""
-    quote = session.get(BespokeQuote, order.bespoke_quote_id) if order.bespoke_quote_id else None
-    if quote is None:
+    quote, lead = _quote_and_locked_lead(session, order)
+    if quote is None or lead is None:
         checkout.flag(
             order,
             "Deposit paid for a quote that no longer exists: check it",
@@ -388,14 +392,14 @@ def deposit_paid(session: AnySession, order: Order, *, stripe_event_id: str) -> 
             stripe_event_id=stripe_event_id,
         )
         return
-    lead = leads.lock_lead(session, quote.lead_id)
-    assert lead is not None  # the quote belongs to it (cascade)
     if quote.paid_at is None:
         quote.paid_at = utcnow()
     note = f"Deposit of {format_money(order.total, order.currency)} paid (order {order.number})"
     problem = None
     if quote.withdrawn_at is not None:
         problem = DEPOSIT_WITHDRAWN_FLAG
+    elif lead.status is LeadStatus.WON and not leads.won_by_deposit(session, lead):
+        problem = DEPOSIT_WON_ANOTHER_WAY_FLAG
     elif lead.status is LeadStatus.WON:
         leads.record(session, lead, actor=leads.STRIPE_ACTOR, note=note)
     elif leads.can_move(lead.status, LeadStatus.WON):
@@ -420,9 +424,14 @@ def deposit_paid(session: AnySession, order: Order, *, stripe_event_id: str) -> 
 def _quote_and_locked_lead(
     session: AnySession, order: Order
 ) -> tuple[BespokeQuote | None, BespokeLead | None]:
-    """A deposit order's quote, and its commission with the row locked (None for either gone)."""
+    """A deposit order's quote, and its commission with the row locked (None for either gone).
+    The quote is read again once the commission is held: a revised quote sent meanwhile
+    (``send_quote``, under the same lock) withdrew it, and a copy read before the lock would
+    still look current (PostgreSQL, read committed)."""
     quote = session.get(BespokeQuote, order.bespoke_quote_id) if order.bespoke_quote_id else None
     lead = leads.lock_lead(session, quote.lead_id) if quote is not None else None
+    if quote is not None and lead is not None:
+        session.refresh(quote)
     return quote, lead
 
 
