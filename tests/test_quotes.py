@@ -368,9 +368,7 @@ def test_a_deposit_paid_while_a_revised_quote_is_being_sent_is_flagged(
     assert "had been replaced" in state["events"][-1][2]
 
 
-def test_a_deposit_paid_for_a_commission_won_another_way_is_flagged(
-    shop: Shop, app: Flask
-) -> None:
+def test_a_deposit_paid_for_a_commission_won_another_way_is_flagged(shop: Shop, app: Flask) -> None:
     """Staff record the deposit paid by bank transfer while the client's page at Stripe is
     still open, and she pays there too: the money is kept and recorded, and the order is
     flagged, as every deposit that can't be the commission's is (before: a note alone, like
