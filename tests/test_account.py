@@ -785,6 +785,37 @@ def test_closing_the_account_erases_the_person_and_anonymises_orders(
     assert auth_login_fails(client)
 
 
+def test_a_closed_accounts_cookies_sign_in_nobody_not_the_next_account(app, client, auth):
+    """Her browser keeps no remember cookie, and a copy of either cookie kept from before is
+    nobody: not the account registered next. Before, closing cleared the session after
+    signing out, which cleared away the note to delete the remember cookie; and SQLite gave
+    the closed account's id (the highest) to the next account, whose sessions start at the
+    same version: the cookies signed in as her."""
+    auth.create_user("mallory@example.com")
+    assert auth.login("mallory@example.com", remember="y").status_code == 303
+    session_name = app.config["SESSION_COOKIE_NAME"]
+    remember_name = app.config["REMEMBER_COOKIE_NAME"]
+    kept = {name: client.get_cookie(name).value for name in (session_name, remember_name)}
+
+    closed = client.submit("/account/delete", {"password": PASSWORD})
+
+    assert closed.status_code == 303
+    assert client.get_cookie(remember_name) is None
+    stranger = auth.create_user("victoria@example.com", first_name="Victoria")
+    assert stranger != closed_account_id(kept)
+    assert client.get("/account").status_code == 303
+    for name, value in kept.items():
+        copy = app.test_client()
+        copy.set_cookie(name, value)
+        assert copy.get("/account").status_code == 303, name
+
+
+def closed_account_id(kept: dict[str, str]) -> int:
+    """The account id the kept remember cookie names (``"<id>:<session version>|<digest>"``)."""
+    [remember] = [value for name, value in kept.items() if "remember" in name]
+    return int(remember.split(":", 1)[0])
+
+
 def auth_login_fails(client) -> bool:
     response = client.submit("/auth/login", {"email": "ada@example.com", "password": PASSWORD})
     return response.status_code == 422

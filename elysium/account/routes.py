@@ -18,7 +18,7 @@ from flask import (
     session,
     url_for,
 )
-from flask_login import current_user, login_required, logout_user
+from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 
 from elysium.account.forms import (
@@ -36,7 +36,7 @@ from elysium.services import account_data, accounts, addresses, bespoke, orders,
 from elysium.services.addresses import AddressError, Default
 from elysium.services.profiles import ProfileError
 from elysium.web.forms import AddressForm
-from elysium.web.sign_in import sign_in
+from elysium.web.sign_in import sign_in, sign_out
 
 bp = Blueprint("account", __name__, url_prefix="/account")
 
@@ -441,8 +441,7 @@ def close_account() -> Response:
         else:
             db.session.commit()
             account_data.forget_at_stripe(stripe_customer_id)
-            logout_user()
-            session.clear()
+            sign_out()
             goodbye = url_for("account.goodbye")
             return htmx_redirect(goodbye) if is_htmx() else redirect(goodbye, 303)
     status = 422 if form.is_submitted() else 200

@@ -19,7 +19,7 @@ from flask import (
     url_for,
 )
 from flask_limiter import RequestLimit
-from flask_login import current_user, login_required, logout_user
+from flask_login import current_user, login_required
 
 from elysium.auth.forms import (
     ConfirmEmailForm,
@@ -36,7 +36,7 @@ from elysium.models.users import User
 from elysium.services import accounts, oauth_accounts
 from elysium.urls import absolute_url
 from elysium.web import throttle
-from elysium.web.sign_in import safe_next, sign_in
+from elysium.web.sign_in import safe_next, sign_in, sign_out
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 
@@ -114,9 +114,7 @@ def logout() -> Response:
     """Signing out ends every session of the account, on every device and server."""
     accounts.end_all_sessions(current_user._get_current_object())
     db.session.commit()
-    # Clear first: logout_user() leaves its "delete the remember cookie" note in the session.
-    session.clear()
-    logout_user()
+    sign_out()
     flash("You are signed out.")
     return redirect(url_for("shop.home"), 303)
 

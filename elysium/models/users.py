@@ -41,6 +41,8 @@ class User(UserMixin, db.Model):
     """
 
     __tablename__ = "users"
+    # SQLite would give a closed account's id (the highest) to the next one: never (0012).
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)

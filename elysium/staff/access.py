@@ -22,11 +22,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Response, abort, current_app, flash, redirect, request, session, url_for
-from flask_login import current_user, logout_user
+from flask_login import current_user
 
 from elysium.htmx import htmx_redirect, is_htmx
 from elysium.models.types import utcnow
-from elysium.web.sign_in import safe_next, unauthorized
+from elysium.web.sign_in import safe_next, sign_out, unauthorized
 
 SECOND_FACTOR_AT = "staff_second_factor_at"
 SECOND_FACTOR_USER = "staff_second_factor_user"
@@ -92,10 +92,7 @@ def _here() -> str:
 
 
 def _sign_out_idle_session() -> Response:
-    # Clear first: logout_user() leaves its "delete the remember cookie" note in the session,
-    # and a remember cookie must not bring the account straight back.
-    session.clear()
-    logout_user()
+    sign_out()
     flash("You were signed out after 30 minutes without activity in the back office.")
     return _go(url_for("auth.login", next=_here()))
 

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from flask import Flask, Request, Response, current_app, redirect, request, session, url_for
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface, SessionMixin
-from flask_login import login_user
+from flask_login import login_user, logout_user
 from itsdangerous import BadSignature, TimestampSigner
 
 from elysium.extensions import db, login_manager
@@ -60,6 +60,14 @@ def safe_next(target: str | None, default: str | None = None) -> str:
     if parts.scheme or parts.netloc:
         return fallback
     return target
+
+
+def sign_out() -> None:
+    """This browser is nobody again: the session is cleared first, then Flask-Login signs
+    out, leaving in the new session its note to delete the remember cookie. The other way
+    round the note is cleared away, and the cookie signs the browser straight back in."""
+    session.clear()
+    logout_user()
 
 
 def unauthorized() -> Response:
