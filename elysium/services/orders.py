@@ -275,7 +275,8 @@ def order_for_guest_token(session: AnySession, number: str, token: str) -> Order
     if not isinstance(data, dict) or data.get("n") != number or not data.get("e"):
         return None
     order = session.scalar(_with_details(select(Order).where(Order.number == number)))
-    if order is None or not hmac.compare_digest(order.email, str(data["e"])):
+    # As bytes: compare_digest refuses text outside ASCII, and an address may hold some.
+    if order is None or not hmac.compare_digest(order.email.encode(), str(data["e"]).encode()):
         return None
     return order
 
