@@ -22,6 +22,7 @@ from elysium.models import (
     Order,
     OrderLine,
     OrderStatus,
+    OutboxEmail,
     User,
     WishlistItem,
 )
@@ -893,6 +894,53 @@ def test_export_lists_the_emails_the_shop_sent_her(app, client, signed_in):
     assert (email["to"], email["subject"]) == ("ada@example.com", "Reset your ELYSIUM password")
     # Not its text: a file downloaded and kept must hold no live link (a reset, a sign-in).
     assert "/auth/reset/" not in json.dumps(data)
+
+
+def test_another_accounts_commission_under_her_address_is_not_hers_to_export_or_erase(
+    app, client, auth, signed_in
+):
+    """Grace, signed in, asked for a commission giving Ada's address as the contact (typed
+    on the form; or an address Grace's account has since left, which Ada's took): it is
+    Grace's, and so is the house's email about it. Before, Ada's export held Grace's request,
+    and closing Ada's account lost and wiped it, though it was still on Grace's page."""
+    grace = auth.create_user("grace@example.com")
+    with app.app_context():
+        lead = BespokeLead(
+            user_id=grace,
+            name="Grace Hopper",
+            email="ada@example.com",
+            phone="+44 20 7946 0001",
+            message="Grace's eternity ring",
+            status=LeadStatus.NEW,
+        )
+        db.session.add(lead)
+        db.session.add(
+            OutboxEmail(
+                to_address="ada@example.com",
+                subject="Your commission request for Grace",
+                template="bespoke_received",
+                body_text="Grace's eternity ring",
+                user_id=grace,
+            )
+        )
+        db.session.commit()
+        lead_id = lead.id
+
+    data = json.loads(client.get("/account/export").get_data(as_text=True))
+    assert "grace" not in json.dumps(data).lower()
+
+    assert client.submit("/account/delete", {"password": PASSWORD}).status_code == 303
+    with app.app_context():
+        kept = db.session.get(BespokeLead, lead_id)
+        assert (kept.user_id, kept.status, kept.message) == (
+            grace,
+            LeadStatus.NEW,
+            "Grace's eternity ring",
+        )
+        assert db.session.scalars(select(OutboxEmail.subject).order_by(OutboxEmail.id)).all() == [
+            "Your commission request for Grace",
+            "Your ELYSIUM account is closed",
+        ]
 
 
 def test_export_leaves_out_other_shoppers(app, client, auth, signed_in):

@@ -19,7 +19,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
 
 from elysium.integrations import stripe_gateway
 from elysium.models.cart import Cart, CartLine, WishlistItem
@@ -161,7 +161,7 @@ def export(session: AnySession, user: User) -> dict[str, Any]:
             }
             for email in session.scalars(
                 select(OutboxEmail)
-                .where(or_(OutboxEmail.user_id == user.id, OutboxEmail.to_address == user.email))
+                .where(_emails_of(user.id, user.email))
                 .order_by(OutboxEmail.created_at, OutboxEmail.id)
             )
         ],
@@ -242,8 +242,22 @@ ERASED_LEAD_TEXT = "(removed when the account was closed)"
 
 def _leads_of(user_id: int, email: str) -> ColumnElement[bool]:
     """The person's commissions: those asked signed in, and those asked as a guest under the
-    account's address (however its letters were cased)."""
-    return or_(BespokeLead.user_id == user_id, func.lower(BespokeLead.email) == email.lower())
+    account's address (however its letters were cased). Not another account's commission
+    whose contact address is this one (typed on the form, or an address that account left):
+    it is that account's."""
+    return or_(
+        BespokeLead.user_id == user_id,
+        and_(BespokeLead.user_id.is_(None), func.lower(BespokeLead.email) == email.lower()),
+    )
+
+
+def _emails_of(user_id: int, email: str) -> ColumnElement[bool]:
+    """The emails to the person: those for the account, and those to its address for no
+    account. Not those for another account, though sent to this address."""
+    return or_(
+        OutboxEmail.user_id == user_id,
+        and_(OutboxEmail.user_id.is_(None), OutboxEmail.to_address == email),
+    )
 
 
 def _erase(session: AnySession, user: User) -> int:
@@ -291,8 +305,7 @@ def _erase(session: AnySession, user: User) -> int:
         delete(Cart).where(Cart.user_id == user_id),
         delete(WishlistItem).where(WishlistItem.user_id == user_id),
         delete(OutboxEmail).where(
-            or_(OutboxEmail.user_id == user_id, OutboxEmail.to_address == email),
-            OutboxEmail.status != OutboxStatus.SENDING,
+            _emails_of(user_id, email), OutboxEmail.status != OutboxStatus.SENDING
         ),
         update(OutboxEmail).where(OutboxEmail.user_id == user_id).values(user_id=None),
         delete(ProductView).where(ProductView.user_id == user_id),
