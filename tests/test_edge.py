@@ -10,6 +10,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import timedelta
 from itertools import product as combinations
 
 import pytest
@@ -28,8 +29,10 @@ from elysium.models import (
     WishlistItem,
 )
 from elysium.models.engagement import BespokeLead
+from elysium.models.types import utcnow
 from elysium.services import staff as staff_accounts
 from elysium.services import wishlist
+from elysium.staff.access import LAST_SEEN
 from tests.conftest import PASSWORD, WEBHOOK_SECRET, ShopClient, create_user, link_in, sent_emails
 from tests.html import Page, text_of
 from tests.support.checkout import ADDRESS, CHAIN, METAL, Shop, add_chain
@@ -707,3 +710,30 @@ def test_an_unknown_host_with_unreadable_bytes_in_the_query_gets_the_400_page(cl
 
     assert response.status_code == 400
     assert Page(response).one("h1")
+
+
+BROKEN_REFERER = "http://[oops/account"  # an unclosed bracket in the host: it doesn't parse
+
+
+def test_a_referer_that_doesnt_parse_is_no_referer(app: Flask, client: ShopClient) -> None:
+    """A guest's form sent to a page that needs signing in, and a staff form sent after the
+    back office's 30 idle minutes, go to sign in, then back to where they were sent from,
+    read from the ``Referer``. One that doesn't parse is none (before: a 500)."""
+    client.get("/auth/login")
+    guest = client.post(
+        "/auth/logout", data={"csrf_token": client.csrf_token}, headers={"Referer": BROKEN_REFERER}
+    )
+    assert guest.status_code == 303
+    assert guest.headers["Location"] == "/auth/login?next=/"
+
+    staff = staff_client(app)
+    staff.get("/staff")
+    with staff.session_transaction() as session:
+        session[LAST_SEEN] = (utcnow() - timedelta(hours=1)).timestamp()
+    idle = staff.post(
+        "/staff/orders/ELY-ANYTHING/fulfil",
+        data={"csrf_token": staff.csrf_token},
+        headers={"Referer": BROKEN_REFERER},
+    )
+    assert idle.status_code == 303
+    assert idle.headers["Location"] == "/auth/login?next=/staff"

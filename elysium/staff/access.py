@@ -19,14 +19,13 @@ from collections.abc import Callable
 from datetime import timedelta
 from functools import wraps
 from typing import Any
-from urllib.parse import urlsplit
 
 from flask import Response, abort, current_app, flash, redirect, request, session, url_for
 from flask_login import current_user
 
 from elysium.htmx import htmx_redirect, is_htmx
 from elysium.models.types import utcnow
-from elysium.web.sign_in import safe_next, sign_out, unauthorized
+from elysium.web.sign_in import safe_next, same_site_path, sign_out, unauthorized
 
 SECOND_FACTOR_AT = "staff_second_factor_at"
 SECOND_FACTOR_USER = "staff_second_factor_user"
@@ -84,11 +83,7 @@ def _here() -> str:
     """Where to come back to: this page, or for a form the page it was sent from."""
     if request.method == "GET":
         return request.full_path.rstrip("?")
-    referrer = urlsplit(request.referrer or "")
-    if referrer.netloc and referrer.netloc != request.host:
-        return STAFF_HOME
-    path = referrer.path + (f"?{referrer.query}" if referrer.query else "")
-    return safe_next(path, default=STAFF_HOME)
+    return safe_next(same_site_path(request.referrer), default=STAFF_HOME)
 
 
 def _sign_out_idle_session() -> Response:

@@ -73,16 +73,21 @@ def sign_out() -> None:
 def unauthorized() -> Response:
     """Send a visitor to sign in, then back here; htmx is told with ``HX-Redirect``."""
     target = request.full_path.rstrip("?") if request.method == "GET" else request.referrer
-    login_url = url_for("auth.login", next=safe_next(_same_site_path(target), default="/"))
+    login_url = url_for("auth.login", next=safe_next(same_site_path(target), default="/"))
     if is_htmx():
         return htmx_redirect(login_url)
     return redirect(login_url, 303)
 
 
-def _same_site_path(url: str | None) -> str | None:
+def same_site_path(url: str | None) -> str | None:
+    """The path (and query) of ``url`` if it is on this site (a ``Referer``, say); None for
+    another site's, or for one that doesn't parse (``http://[oops``: a header is anyone's)."""
     if not url:
         return None
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
     if parts.netloc and parts.netloc != request.host:
         return None
     path = parts.path + (f"?{parts.query}" if parts.query else "")
