@@ -398,6 +398,17 @@ def test_a_date_range_keeps_the_orders_placed_on_those_days(staff, orders, app):
     nonsense = staff.get("/staff/orders?placed_from=2024-02-30")
     assert sorted(numbers_listed(nonsense)) == sorted([first, middle, later])
     assert "We ignored “2024-02-30” for placed from: not a date." in notes_shown(nonsense)
+    # The last day there is has no next day to end it: before, a 500 on the list, its
+    # counts and its CSV.
+    for field, day in (("to", "9999-12-31"), ("from", "0001-01-01")):
+        far = f"placed_{field}={day}"
+        far_off = staff.get(f"/staff/orders?{far}")
+        assert far_off.status_code == 200
+        assert sorted(numbers_listed(far_off)) == sorted([first, middle, later])
+        ignored = f"We ignored “{day}” for placed {field}: not a date from 1900 to 2999."
+        assert ignored in notes_shown(far_off)
+        assert staff.get(f"/staff/orders.csv?{far}").status_code == 200
+        assert staff.htmx("GET", f"/staff/orders/counts?{far}").status_code == 200
 
 
 def test_orders_sort_by_date_or_total(staff, shop, app):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
+from datetime import date
 from typing import Any
 
 from flask import (
@@ -42,6 +43,8 @@ from elysium.web.forms import searchable
 bp = Blueprint("orders", __name__)
 
 MAX_PAGE = 10_000
+# The days the order filters take: wide of any order the house has had or will have.
+FIRST_DAY, LAST_DAY = date(1900, 1, 1), date(2999, 12, 31)
 
 
 class OrderFilterForm(FlaskForm):
@@ -79,6 +82,14 @@ class OrderFilterForm(FlaskForm):
             if day.errors:
                 notes.append(f"We ignored “{_raw(day)}” for {day.label.text.lower()}: not a date.")
                 day.data, day.errors = None, []
+            elif day.data is not None and not FIRST_DAY <= day.data <= LAST_DAY:
+                # Beyond them a day's bounds in time can't be worked out (year 9999 has no
+                # next day): no order was, or will be, placed then anyway.
+                notes.append(
+                    f"We ignored “{_raw(day)}” for {day.label.text.lower()}: "
+                    f"not a date from {FIRST_DAY.year} to {LAST_DAY.year}."
+                )
+                day.data = None
         if self.page.errors:
             self.page.data, self.page.errors = None, []
         placed_from, placed_to = self.placed_from.data, self.placed_to.data
