@@ -155,6 +155,29 @@ def test_a_change_of_email_is_asked_5_times_an_hour_per_account_at_most(client, 
     assert sent_emails(client.application, "new9@example.com") == []
 
 
+def test_the_current_password_is_asked_10_times_an_hour_per_account_at_most(client, auth):
+    """A new password, a new address and closing the account each ask for the current one:
+    10 tries an hour between them, so a session taken from its owner can't guess it on and
+    on. Before, a new password and closing the account took any number."""
+    auth.create_user()
+    auth.login()
+    forms = [  # the page, where its form goes, the field for the current password, the rest
+        ("/account/profile", "/account/password", "current_password", {"password": "a new one!"}),
+        ("/account/delete", "/account/delete", "password", {}),
+        ("/account/profile", "/account/email", "current_password", {"email": "new@example.com"}),
+    ]
+    for attempt in range(10):
+        page, action, field, data = forms[attempt % 3]
+        wrong = client.submit(page, {**data, field: f"guess {attempt}"}, action=action)
+        assert wrong.status_code == 422, page_text(wrong)
+        assert "password is not correct." in page_text(wrong)
+    for page, action, field, data in forms:
+        limited = client.submit(page, {**data, field: PASSWORD}, action=action)
+        assert limited.status_code == 429
+        assert TOO_MANY in page_text(limited)
+    assert client.get("/account").status_code == 200  # still hers, unchanged
+
+
 def test_password_reset_is_limited_to_3_an_hour_per_email(client, auth):
     auth.create_user()
     for _ in range(3):

@@ -68,6 +68,17 @@ def _done(message: str, location: str, *parts: str) -> Response:
     return response
 
 
+# The forms that ask for the current password (a new address, a new password, closing the
+# account) take 10 tries an hour between them, per account: a session taken from its owner
+# can't guess it forever.
+current_password_asked = limiter.shared_limit(
+    "10/hour",
+    scope="current-password",
+    key_func=lambda: f"current-password:{current_user.id}",
+    methods=["POST"],
+)
+
+
 @bp.get("")
 @login_required
 def overview() -> Response:
@@ -151,6 +162,7 @@ def update_profile() -> Response:
 @bp.post("/email")
 @login_required
 @limiter.limit("5/hour", key_func=lambda: f"email-change:{current_user.get_id()}")
+@current_password_asked
 def change_email() -> Response:
     """Each request writes to the address typed (a link, or a note that someone tried, the
     same answer either way): a few an hour per account, so the form can't send mail to a list
@@ -232,6 +244,7 @@ def _stay_signed_in(user: User) -> None:
 
 @bp.post("/password")
 @login_required
+@current_password_asked
 def change_password() -> Response:
     user = _user()
     form = PasswordForm()
@@ -423,6 +436,7 @@ def make_default(address_id: int, kind: str) -> Response:
 
 @bp.route("/delete", methods=["GET", "POST"])
 @login_required
+@current_password_asked
 def close_account() -> Response:
     user = _user()
     form = DeleteAccountForm()
