@@ -27,6 +27,7 @@ from elysium.services.fulfilment import ActionRefusedError, Staff
 from tests.conftest import ShopClient, page_text
 from tests.html import Page, field_error, form_fields, text_of
 from tests.support.checkout import Shop, add_chain, bags, check_out, session_id_from, stock
+from tests.support.meanwhile import meanwhile
 from tests.support.staff import STAFF_EMAIL, create_staff, staff_client
 
 S = OrderStatus
@@ -816,6 +817,44 @@ def test_an_order_whose_cancel_did_not_finish_is_not_made_or_shipped_with_its_mo
 
     assert done.status_code == 303, page_text(done)
     assert order_of(app, number)["status"] is S.CANCELLED
+    assert [refund["amount"] for refund in shop.fake.refunds.values()] == [TOTAL]
+    assert stock(app) == (3, 0)
+
+
+class WorkerStoppedError(Exception):
+    """The request stops where it is, as a worker killed there: what it had not committed
+    is rolled back."""
+
+
+def test_a_cancel_stopped_between_its_refund_and_the_cancel_is_flagged_until_finished(
+    shop: Shop, app: Flask
+) -> None:
+    """The refund that begins a cancel and the cancel are committed one after the other. A
+    worker stopped between them (here at the cancel's first write) left the order paid for
+    and refunded in full, with nothing to make anyone look at it again. It now wears a flag
+    saying what is left to do, until Cancel finishes it."""
+    number, _ = buy(shop)
+    staff = staff_client(shop.app)
+
+    def stop() -> None:
+        raise WorkerStoppedError
+
+    with meanwhile(shop.app, "UPDATE inventory", stop) as ran, pytest.raises(WorkerStoppedError):
+        act(staff, number, "cancel", reason="Customer asked", request_key="c")
+
+    assert ran
+    stopped = order_of(app, number)
+    assert (stopped["status"], stopped["refunded"], stopped["flagged"]) == (S.PAID, TOTAL, True)
+    listed = page_text(staff.get("/staff/orders?tab=attention"))
+    assert number in listed
+    assert fulfilment.CANCEL_TO_FINISH_FLAG in page_text(staff.get(f"/staff/orders/{number}"))
+
+    done = act(staff, number, "cancel", reason="Customer asked", request_key="d")
+
+    assert done.status_code == 303, page_text(done)
+    after = order_of(app, number)
+    assert (after["status"], after["flagged"]) == (S.CANCELLED, False)
+    assert fulfilment.CANCEL_TO_FINISH_FLAG not in [event[3] for event in after["events"]]
     assert [refund["amount"] for refund in shop.fake.refunds.values()] == [TOTAL]
     assert stock(app) == (3, 0)
 

@@ -56,6 +56,10 @@ CANCEL_REFUND_KEY = "cancel-refund:{number}:{request_key}"
 UNACCEPTED_REFUND_KEY = "unaccepted-refund:{number}:{payment_intent}"
 # How the flag raised when Stripe refuses a refund begins.
 REFUND_REFUSED = "Stripe refused a refund of"
+# Worn, without a line on the timeline, from the refund that begins a cancel to the cancel:
+# the two are committed one after the other, and a worker that stops between them leaves an
+# order paid for and refunded that nobody would look at again.
+CANCEL_TO_FINISH_FLAG = "Refunded to be cancelled, but not cancelled: cancel it again to finish"
 
 
 class Action(enum.StrEnum):
@@ -206,6 +210,23 @@ _PAST = {
 
 def _move(order: Order, status: OrderStatus, staff: Staff, note: str) -> None:
     orders.transition_to(order, status, actor=staff.name, note=note, actor_user_id=staff.user_id)
+
+
+def _wear(order: Order, reason: str) -> None:
+    """Flag the order for ``reason`` without a line on its timeline (once)."""
+    reasons = [line for line in order.attention_reason.split("\n") if line]
+    if reason not in reasons:
+        order.attention_reason = "\n".join([*reasons, reason])
+    order.needs_attention = True
+
+
+def _take_off(order: Order, reason: str) -> None:
+    """:func:`_wear`'s reason off again, the flag with it if it was the last."""
+    reasons = [line for line in order.attention_reason.split("\n") if line]
+    if reason in reasons:
+        remaining = [line for line in reasons if line != reason]
+        order.attention_reason = "\n".join(remaining)
+        order.needs_attention = bool(remaining)
 
 
 def fulfil(session: AnySession, order_id: int, staff: Staff) -> Order:
@@ -555,6 +576,8 @@ def finish_refund(
     amount = format_money(refund.amount, order.currency)
     full = order.refunded_amount >= order.total and not pending_refunds(order)
     note = f"Refunded {amount}" + _because(refund.reason)
+    if for_cancelling and order.status in REFUNDABLE:
+        _wear(order, CANCEL_TO_FINISH_FLAG)
     if full and not for_cancelling and orders.can_transition(order.status, S.REFUNDED):
         _move(order, S.REFUNDED, staff, note)
         _deposit_given_back(session, order, staff, "refunded in full" + _because(refund.reason))
@@ -715,6 +738,7 @@ def cancel_paid(
             order, staff, "The order is cancelled: the dispute's warning is cleared"
         )
     _move(order, S.CANCELLED, staff, f"Cancelled: {note}")
+    _take_off(order, CANCEL_TO_FINISH_FLAG)
     _deposit_given_back(session, order, staff, f"cancelled and refunded: {note}")
     for line_id, quantity in restockable(order).items():
         line = next(line for line in order.lines if line.id == line_id)
