@@ -167,6 +167,48 @@ def test_add_to_bag_decides_on_the_stock_as_it_is_not_as_it_was_kept(app, client
         assert db.session.scalars(select(CartLine.quantity)).all() == [3]
 
 
+def test_the_bag_shows_its_pieces_stock_as_it_is_and_their_prices_as_they_are(
+    app, client, catalogue
+):
+    """The bag's page takes its pieces' words, options and prices from the copies kept under
+    the catalogue's version, and reads their stock now: a reservation that keeps the version
+    shows at once, and so does a new price (a new version)."""
+    ring_stock(app, "stock_level = 10, reserved = 0, low_stock_threshold = 0")
+    choices = {"metal": "yellow-gold", "diamond": "0.30ct", "size": "6"}
+    client.get(f"/shop/{RING}")
+    added = client.post(
+        "/cart/items",
+        data={"csrf_token": client.csrf_token, "product": RING, "quantity": "3", **choices},
+    )
+    assert added.status_code == 303, page_text(added)
+    assert client.get("/cart").status_code == 200
+    with count_queries(app) as statements:
+        bag = client.get("/cart")
+    assert not [statement for statement in statements if "FROM product_options" in statement]
+    assert "£5,550" in text_of(bag, ".bag-line__total")
+    before = catalog_token(app)
+
+    ring_stock(app, "reserved = 8")  # 2 left to sell: still "In stock", the same version
+
+    assert catalog_token(app) == before
+    problem = text_of(client.get("/cart"), ".bag-line__problem")
+    assert "Only 2 left in 18k yellow gold with 0.30 ct" in problem
+
+    ring_stock(app, "reserved = 0")
+    changed = {
+        **catalogue,
+        "products": [
+            {**product, "base_price": 190000} if product["slug"] == RING else product
+            for product in catalogue["products"]
+        ],
+    }
+    with app.app_context():
+        seed_catalogue(db.session, changed)
+        db.session.commit()
+
+    assert "£5,700" in text_of(client.get("/cart"), ".bag-line__total")
+
+
 def test_a_piece_selling_out_and_coming_back_shows_at_once(app, client, catalogue):
     with app.app_context():
         for row in db.session.scalars(select(Inventory).join(Product).where(Product.slug == CHAIN)):

@@ -29,7 +29,7 @@ from elysium.services.configuration import Configuration, ConfigurationError, co
 from elysium.web.browsing import read_recently_viewed_first
 from elysium.web.cart import committed_with_retry, current_cart, keep_guest_cookie, remember_count
 from elysium.web.configurator import configurator_context
-from elysium.web.fragments import product_to_add
+from elysium.web.fragments import bag_lines_to_show, product_to_add
 
 bp = Blueprint("cart", __name__, url_prefix="/cart")
 
@@ -44,7 +44,8 @@ def _announce(message: str, *, error: bool = False) -> str:
 def _context(cart: Cart | None, line_errors: dict[int, dict[str, str]] | None = None) -> dict:
     """What the cart page draws: the cart as the shopper sees it, and the order it is being
     paid for, if it is frozen."""
-    view = carts.view(db.session, cart)
+    lines = bag_lines_to_show(cart) if cart is not None else None
+    view = carts.view(db.session, cart, lines=lines)
     remember_count(view.item_count)
     pending = pending_order_for_cart(db.session, cart) if cart and view.frozen else None
     return {"cart": view, "pending": pending, "line_errors": line_errors or {}}

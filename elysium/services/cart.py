@@ -32,6 +32,7 @@ from sqlalchemy.orm import joinedload, make_transient_to_detached, selectinload
 
 from elysium.models.cart import Cart, CartLine
 from elysium.models.catalog import Product
+from elysium.models.inventory import Inventory
 from elysium.models.orders import Order, OrderLine, OrderStatus
 from elysium.models.types import utcnow
 from elysium.services.configuration import (
@@ -636,6 +637,14 @@ def _loaded_lines(session: AnySession, cart: Cart, *, afresh: bool = False) -> l
     return list(session.scalars(stmt).all())
 
 
+# Built once: the stock rows, as they are now, of every piece in the bag ``:cart_id``.
+BAG_STOCK = select(*Inventory.__table__.c).where(
+    Inventory.product_id.in_(
+        select(CartLine.product_id).where(CartLine.cart_id == bindparam("cart_id"))
+    )
+)
+
+
 def held_for_cart(session: AnySession, cart: Cart) -> Counter[int]:
     """Units (per inventory row) that the order this frozen cart is being paid for has
     reserved: the cart must not be measured against its own reservation."""
@@ -726,18 +735,27 @@ def _sold_out_since(product: Product, line: CartLine) -> bool:
     return row is not None and line.updated_at is not None and row.updated_at > line.updated_at
 
 
-def view(session: AnySession, cart: Cart | None, *, afresh: bool = False) -> CartView:
+def view(
+    session: AnySession,
+    cart: Cart | None,
+    *,
+    afresh: bool = False,
+    lines: list[CartLine] | None = None,
+) -> CartView:
     """The cart as the shopper sees it: lines, prices, stock problems, totals. Pure.
 
     Lines on one variant are measured together against its stock; a frozen cart is measured
     against the stock plus what its own pending order holds. A line that is sold out, no
     longer offered, or asks (with its siblings) for more than is left blocks checkout until
     the shopper changes it. ``afresh``: the lines as the database has them now (see
-    ``_loaded_lines``).
+    ``_loaded_lines``). ``lines``: the cart's lines, each with its piece and the piece's
+    options and stock rows as they are now, when the caller has them (the bag's page, never
+    a checkout: ``web.fragments.bag_lines_to_show``).
     """
     if cart is None:
         return CartView(cart=None, items=[], currency=DEFAULT_CURRENCY)
-    lines = _loaded_lines(session, cart, afresh=afresh)
+    if lines is None:
+        lines = _loaded_lines(session, cart, afresh=afresh)
     wanted: Counter[VariantKey] = Counter()
     lines_on: Counter[VariantKey] = Counter()
     for line in lines:

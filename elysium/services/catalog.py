@@ -318,6 +318,19 @@ def product_by_slug(session: AnySession, slug: str) -> Product | None:
     return session.scalars(stmt).unique().one_or_none()
 
 
+def pieces_by_id(session: AnySession, ids: Sequence[int]) -> list[Product]:
+    """These pieces, published or not (a bag shows one no longer offered as such), each
+    loaded as :func:`product_by_slug` loads a piece: with its collection, stock rows and
+    options."""
+    stmt = select(Product).where(Product.id.in_(ids))
+    stmt = stmt.options(
+        joinedload(Product.collection),
+        joinedload(Product.inventory),
+        selectinload(Product.options),
+    )
+    return list(session.scalars(stmt).unique())
+
+
 # Built once: the stock rows of the published piece called ``:slug``, as they are now (read
 # beside the catalogue's version to decide a change with a kept piece: ``web.fragments``).
 PIECE_STOCK = (

@@ -43,15 +43,17 @@ from typing import Generic, TypeVar
 
 from flask import Flask, current_app, g, has_request_context, render_template, request
 from markupsafe import Markup
-from sqlalchemy import Row, Select, inspect, literal, select, true
+from sqlalchemy import Row, RowMapping, Select, inspect, literal, select, true
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.path_registry import PathRegistry
 
 from elysium.db_routing import READ_METHODS
 from elysium.extensions import cache, db
 from elysium.htmx import is_htmx
+from elysium.models.cart import Cart, CartLine
 from elysium.models.catalog import Product
 from elysium.models.types import utcnow
+from elysium.services import cart as carts
 from elysium.services import catalog
 from elysium.services.catalog import ProductCard
 from elysium.web.cart import header_count_query
@@ -411,6 +413,47 @@ def product_to_add(slug: str) -> Product | None:
         for column, value in stock[each.id].items():
             set_committed_value(each, column, value)
     return found
+
+
+def bag_lines_to_show(cart: Cart) -> list[CartLine] | None:
+    """The bag's lines for its page (a GET), each with its piece: the lines and the pieces'
+    stock rows read now, the rest of each piece (words, options, prices: nothing changes them
+    without a new catalogue version) from the copy kept under that version, as
+    :func:`product_to_add` takes it. Two statements, where loading the pieces whole takes
+    three and costs more than unpickling them; the kept copies stay out of the session. None
+    (the bag then reads its lines whole) for a change, whose answer shows the bag as the
+    change left it, and where a kept copy's stock rows aren't the ones read (it can't be,
+    under one version)."""
+    if request.method not in READ_METHODS:
+        return None
+    lines = list(
+        db.session.scalars(
+            select(CartLine).where(CartLine.cart_id == cart.id).order_by(CartLine.id)
+        )
+    )
+    if not lines:
+        return lines
+    ids = list(dict.fromkeys(line.product_id for line in lines))
+    pieces = kept_many("piece", ids, _pieces)
+    stock: dict[int, dict[int, RowMapping]] = {piece_id: {} for piece_id in ids}
+    for row in db.session.execute(carts.BAG_STOCK, {"cart_id": cart.id}).mappings():
+        stock.setdefault(row["product_id"], {})[row["id"]] = row
+    by_id: dict[int, Product] = {}
+    for piece in pieces:
+        if piece is None or {each.id for each in piece.inventory} != stock[piece.id].keys():
+            return None
+        for each in piece.inventory:
+            for column, value in stock[piece.id][each.id].items():
+                set_committed_value(each, column, value)
+        by_id[piece.id] = piece
+    for line in lines:
+        set_committed_value(line, "product", by_id[line.product_id])
+    return lines
+
+
+def _pieces(ids: list[int]) -> list[Product | None]:
+    found = {piece.id: _to_keep(piece) for piece in catalog.pieces_by_id(db.session, ids)}
+    return [found.get(piece_id) for piece_id in ids]
 
 
 def _kept_product(slug: str) -> Product | None:
