@@ -328,13 +328,19 @@ def test_a_deposit_paid_for_a_quote_replaced_meanwhile_is_kept_and_flagged(
 
     shop.fake.pay(session_id)
 
+    kept_and_flagged(app, lead_id, LeadStatus.QUOTED, "had been replaced")
+
+
+def kept_and_flagged(app: Flask, lead_id: int, status: LeadStatus, why: str) -> None:
+    """A deposit that can't be the commission's: recorded as paid and kept, its order flagged,
+    the commission left as it was, its timeline saying ``why``."""
     [order] = deposit_orders(app)
     assert order["status"] is OrderStatus.PAID
     assert order["flagged"] is True
     state = lead_state(app, lead_id)
-    assert state["status"] is LeadStatus.QUOTED
+    assert state["status"] is status
     assert state["quotes"][0]["paid"] is True
-    assert "had been replaced" in state["events"][-1][2]
+    assert why in state["events"][-1][2]
 
 
 def test_a_deposit_paid_while_a_revised_quote_is_being_sent_is_flagged(
@@ -358,14 +364,9 @@ def test_a_deposit_paid_while_a_revised_quote_is_being_sent_is_flagged(
 
     assert ran
     assert answers == [303]
-    [order] = deposit_orders(app)
-    assert order["status"] is OrderStatus.PAID
-    assert order["flagged"] is True
-    state = lead_state(app, lead_id)
-    assert state["status"] is LeadStatus.QUOTED  # the revised quote is still the client's
-    assert state["quotes"][0]["withdrawn"]
-    assert state["quotes"][0]["paid"]
-    assert "had been replaced" in state["events"][-1][2]
+    # The revised quote is still the client's to pay.
+    kept_and_flagged(app, lead_id, LeadStatus.QUOTED, "had been replaced")
+    assert lead_state(app, lead_id)["quotes"][0]["withdrawn"]
 
 
 def test_a_deposit_paid_for_a_commission_won_another_way_is_flagged(shop: Shop, app: Flask) -> None:
@@ -380,13 +381,7 @@ def test_a_deposit_paid_for_a_commission_won_another_way_is_flagged(shop: Shop, 
 
     shop.fake.pay(session_id)
 
-    [order] = deposit_orders(app)
-    assert order["status"] is OrderStatus.PAID
-    assert order["flagged"] is True
-    state = lead_state(app, lead_id)
-    assert state["status"] is LeadStatus.WON
-    assert state["quotes"][0]["paid"] is True
-    assert "hasn't paid twice" in state["events"][-1][2]
+    kept_and_flagged(app, lead_id, LeadStatus.WON, "hasn't paid twice")
 
 
 def test_a_deposit_paid_after_its_order_was_cancelled_is_on_the_commissions_timeline(
