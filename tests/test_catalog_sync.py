@@ -338,6 +338,26 @@ def test_a_bag_line_whose_metal_was_removed_is_flagged_and_blocks_checkout(app, 
     assert count(app, Order) == 0
 
 
+def test_a_bag_line_whose_piece_gained_a_choice_is_flagged_and_blocks_checkout(
+    app, shop, documents
+):
+    """The chain, sold plain, gains a diamond choice in the studio. The line in the bag no
+    longer names what would be sold under it (the first diamond would be taken), and its
+    plain stock row is no longer offered. Before, the bag showed nothing wrong and checkout
+    sold the old plain variant, reserving its row."""
+    collections, products = documents
+    client = shop.client()
+    add_chain(client)  # in yellow gold, no diamond
+    chain_doc(products)["diamonds"] = [{"code": "0.10ct", "label": "0.10 ct", "priceDelta": 30000}]
+    sync(app, collections, products)
+
+    assert "This piece's choices have changed" in page_text(client.get("/cart"))
+    refused = check_out(client)
+    assert refused.status_code != 303
+    assert "This piece's choices have changed" in page_text(refused)
+    assert count(app, Order) == 0
+
+
 def test_an_unpublished_piece_in_the_bag_is_flagged_and_blocks_checkout(app, shop, documents):
     collections, products = documents
     client = shop.client()

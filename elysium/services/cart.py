@@ -675,6 +675,9 @@ def _over_stock_message(availability: Availability, wanted: int, lines: int) -> 
     )
 
 
+CHOICES_CHANGED = "This piece's choices have changed — please remove it and choose it again."
+
+
 def _no_longer_offered(error: ConfigurationError) -> str:
     """What to tell the shopper when the catalogue no longer offers the line's choice (an
     option removed in the studio, say)."""
@@ -697,9 +700,15 @@ def _assess(
     problem: str | None = None
     blocking = False
     try:
-        configure(product, line.configuration, require_size=True)
+        configured = configure(product, line.configuration, require_size=True)
     except ConfigurationError as error:
         problem, blocking = _no_longer_offered(error), True
+    else:
+        if configured.hash != line.configuration_hash:
+            # The piece's choices changed under the line (a diamond choice added to a chain
+            # sold plain, say): configure() takes the first of a new choice, so the line reads
+            # as another piece than the one it holds, whose stock row is no longer offered.
+            problem, blocking = CHOICES_CHANGED, True
     if problem is None and not product.published:
         problem, blocking = "This piece is no longer offered — please remove it.", True
     if problem is None:
