@@ -432,3 +432,80 @@ def test_two_hosts_syncing_at_once_create_each_piece_once(app, documents):
     assert count(app, Product) == 6
     assert count(app, Collection) == 4
     assert count(app, Inventory) == sum(len(product_row(app, p["slug"])["stock"]) for p in products)
+
+
+EDITED = "2026-11-01T09:00:00.000000Z"  # when the documents of a sync's page were last edited
+EDITED_LATER = "2026-11-01T09:05:00.000000Z"
+
+
+def stamped(doc: dict, edited: str) -> dict:
+    """``doc`` as Sanity sends it: with when it was last edited."""
+    return {**copy.deepcopy(doc), "_updatedAt": edited}
+
+
+def written_elsewhere(app, doc: dict) -> None:
+    """Another host's webhook applier writes ``doc`` (what Sanity has now), and is done."""
+
+    def write() -> None:
+        with app.app_context():
+            catalog_sync.sync_document(db.session, copy.deepcopy(doc))
+            db.session.remove()
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    thread.join(30)
+
+
+def test_a_sync_page_older_than_a_change_the_webhook_wrote_does_not_overwrite_it(app, documents):
+    """The hourly sync writes a page of documents fetched before it writes them. The studio
+    takes a piece off sale and raises its price meanwhile, and the webhook writes that at once.
+    Before, the sync then wrote its older copy over it: the piece back on sale at the old price
+    until the next edit or the next hour. A copy older than the one written is not written."""
+    collections, products = documents
+    page = [stamped(doc, EDITED) for doc in products]
+    sync(app, collections, page)
+    target = page[3]
+    newer = stamped(
+        {**target, "published": False, "basePrice": target["basePrice"] + 100000}, EDITED_LATER
+    )
+
+    def listing():
+        for at, doc in enumerate(copy.deepcopy(page)):
+            if at == 1:  # while the sync writes its page, the webhook writes the change
+                written_elsewhere(app, newer)
+            yield doc
+
+    with app.app_context():
+        report = catalog_sync.sync_all(db.session, copy.deepcopy(collections), listing())
+        db.session.remove()
+
+    row = product_row(app, target["slug"])
+    assert (row["published"], row["base_price"]) == (False, newer["basePrice"])
+    assert report.skipped == []
+
+    # A later edit is written, as always.
+    sync(
+        app,
+        collections,
+        [*page[:3], stamped({**newer, "published": True}, "2026-11-01T09:10:00Z"), *page[4:]],
+    )
+    assert product_row(app, target["slug"])["published"] is True
+
+
+def test_an_applier_whose_answer_comes_late_does_not_write_it_over_a_later_one(app, documents):
+    """An applier fetched the document, and its answer came slowly: meanwhile the studio edited
+    the piece again and another host's applier wrote that. Before, the late answer was written
+    over it, and nothing was left to put it right."""
+    collections, products = documents
+    page = [stamped(doc, EDITED) for doc in products]
+    sync(app, collections, page)
+    target = page[2]
+    newer = stamped({**target, "published": False}, EDITED_LATER)
+    written_elsewhere(app, newer)
+
+    with app.app_context():
+        outcome = catalog_sync.sync_document(db.session, copy.deepcopy(target))
+        db.session.remove()
+
+    assert outcome == "older"
+    assert product_row(app, target["slug"])["published"] is False

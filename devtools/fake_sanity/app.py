@@ -27,7 +27,7 @@ from typing import Any
 import requests
 from werkzeug.wrappers import Request, Response
 
-from .dataset import DATASET, PROJECT_ID, demo_documents, revision
+from .dataset import DATASET, PROJECT_ID, demo_documents, revision, updated_now
 
 DRAFT_PREFIX = "drafts."
 QUERY_PATH = re.compile(r"^/(?P<version>v\d{4}-\d{2}-\d{2}|v1|vX)/data/query/(?P<dataset>[^/]+)$")
@@ -97,6 +97,7 @@ class FakeSanity:
     def put(self, doc: dict[str, Any]) -> dict[str, Any]:
         """Add or replace a document as it is (no checks: malformed content is allowed)."""
         doc = copy.deepcopy(doc)
+        doc["_updatedAt"] = updated_now()
         doc["_rev"] = revision(doc)
         with self._lock:
             self.documents[doc["_id"]] = doc

@@ -9,12 +9,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 CATALOGUE = Path(__file__).resolve().parents[2] / "elysium" / "data" / "demo_catalogue.json"
 PROJECT_ID = "elysium0"
 DATASET = "production"
+
+
+# When the demo's documents were last edited, as Sanity stamps every document (``_updatedAt``).
+DEMO_EDITED_AT = "2026-11-01T09:00:00.000000Z"
+
+
+def updated_now() -> str:
+    """Now, as Sanity writes ``_updatedAt`` (UTC, ISO 8601, ``Z``)."""
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def revision(doc: dict[str, Any]) -> str:
@@ -48,6 +58,7 @@ def collection_document(item: dict[str, Any]) -> dict[str, Any]:
         "position": item.get("position", 0),
         "seo": _seo(item),
     }
+    doc["_updatedAt"] = DEMO_EDITED_AT
     doc["_rev"] = revision(doc)
     return doc
 
@@ -79,6 +90,7 @@ def product_document(
         "images": [image(project_id, dataset, item["slug"], item["name"])],
         "seo": _seo(item),
     }
+    doc["_updatedAt"] = DEMO_EDITED_AT
     doc["_rev"] = revision(doc)
     return doc
 

@@ -58,9 +58,9 @@ def projection(doc_type: str | None = None) -> str:
     """The projection for one type; without a type, one that shapes either type by its own
     ``_type`` (a document's id need not say what it is)."""
     if doc_type is not None:
-        return "{_id, _type, _rev, " + FIELDS.get(doc_type, "...") + "}"
+        return "{_id, _type, _rev, _updatedAt, " + FIELDS.get(doc_type, "...") + "}"
     branches = ", ".join(f'_type == "{t}" => {{{fields}}}' for t, fields in FIELDS.items())
-    return "{_id, _type, _rev, " + branches + "}"
+    return "{_id, _type, _rev, _updatedAt, " + branches + "}"
 
 
 LIST_QUERY = (

@@ -61,6 +61,9 @@ class Collection(db.Model):
     seo_title: Mapped[str | None] = mapped_column(String(200))
     seo_description: Mapped[str | None] = mapped_column(String(320))
     external_id: Mapped[str | None] = mapped_column(String(120), unique=True)
+    # The content source's last edit of the document written here (Sanity's ``_updatedAt``):
+    # an older copy of it arriving later (a sync's page, a slow answer) is not written.
+    source_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -106,6 +109,9 @@ class Product(db.Model):
     seo_title: Mapped[str | None] = mapped_column(String(200))
     seo_description: Mapped[str | None] = mapped_column(String(320))
     external_id: Mapped[str | None] = mapped_column(String(120), unique=True)
+    # The content source's last edit of the document written here (Sanity's ``_updatedAt``):
+    # an older copy of it arriving later (a sync's page, a slow answer) is not written.
+    source_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     released_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -26,7 +26,7 @@ from sqlalchemy.orm import selectinload
 
 from elysium.models.catalog import Category, Collection, OptionKind, Product, ProductOption
 from elysium.models.inventory import Inventory
-from elysium.services.sql import AnySession
+from elysium.services.sql import AnySession, take_turns_on_sqlite
 
 logger = logging.getLogger(__name__)
 
@@ -297,9 +297,43 @@ def _check_slug(
         raise InvalidDocumentError(f"slug {slug!r} is taken by {owner}")
 
 
+def _edited_at(doc: dict[str, Any]) -> datetime | None:
+    """When Sanity last edited the document (``_updatedAt``); None when it doesn't say."""
+    raw = doc.get("_updatedAt")
+    if not isinstance(raw, str):
+        return None
+    try:
+        stamp = datetime.fromisoformat(raw)
+    except ValueError:
+        return None
+    return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=UTC)
+
+
+def _older_than_written(
+    session: AnySession, model: type, doc_id: str, edited_at: datetime | None
+) -> bool:
+    """Whether the row holds a later edit of the document than ``edited_at``: a sync's page
+    fetched before the webhook wrote a change (a piece taken off sale, a new price), or an
+    applier's late answer. The row is taken first, so two writers of one document take turns
+    and the second compares with what the first wrote."""
+    row_id = session.scalar(select(model.id).where(model.external_id == doc_id))
+    if row_id is None:
+        return False
+    take_turns_on_sqlite(session, model, row_id)
+    written = session.scalar(
+        select(model.source_updated_at).where(model.id == row_id).with_for_update()
+    )
+    return edited_at is not None and written is not None and edited_at < written
+
+
 def _apply_collection(session: AnySession, doc: dict[str, Any]) -> str:
     values = collection_values(doc)
     doc_id = doc["_id"]
+    edited_at = _edited_at(doc)
+    if _older_than_written(session, Collection, doc_id, edited_at):
+        return "older"
+    if edited_at is not None:
+        values["source_updated_at"] = edited_at
     collection = session.scalar(select(Collection).where(Collection.external_id == doc_id))
     if collection is None:
         collection = session.scalar(
@@ -352,6 +386,11 @@ def _sync_options(product: Product, wanted: list[dict[str, Any]]) -> bool:
 def _apply_product(session: AnySession, doc: dict[str, Any], currency: str) -> str:
     values = product_values(doc, currency)
     doc_id = doc["_id"]
+    edited_at = _edited_at(doc)
+    if _older_than_written(session, Product, doc_id, edited_at):
+        return "older"
+    if edited_at is not None:
+        values["source_updated_at"] = edited_at
     options = values.pop("options")
     collection_slug = values.pop("collection_slug")
     collection_id = None
@@ -395,7 +434,8 @@ def sync_document(
     session: AnySession, doc: dict[str, Any], *, currency: str = DEFAULT_CURRENCY
 ) -> str:
     """Write one document in its own transaction (committed here) and say what happened:
-    ``created``, ``updated``, ``unchanged``, or ``ignored`` (a draft). Raises
+    ``created``, ``updated``, ``unchanged``, ``older`` (the shop holds a later edit of it,
+    written meanwhile: nothing is written), or ``ignored`` (a draft). Raises
     :class:`InvalidDocumentError` (nothing written) for a document that can't be used.
 
     A second host inserting the same document at the same moment makes the unique
