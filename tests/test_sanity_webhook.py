@@ -8,10 +8,12 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import requests
+import time_machine
 from flask import Flask
 from sqlalchemy import func, select
 from werkzeug.serving import make_server
@@ -110,7 +112,8 @@ def test_catalog_sync_reports_what_it_did_and_what_it_skipped(shop, studio):
     assert "0 created, 0 updated, 0 unpublished, 24 unchanged" in again.output
 
     studio.delete("product-aurelia-bangle")
-    gone = shop.test_cli_runner().invoke(args=["catalog", "sync"])
+    with time_machine.travel(datetime.now(UTC) + timedelta(hours=1), tick=True):  # the next run
+        gone = shop.test_cli_runner().invoke(args=["catalog", "sync"])
     assert "1 unpublished" in gone.output
     assert piece(shop, "product-aurelia-bangle")["published"] is False
 

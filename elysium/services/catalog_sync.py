@@ -17,7 +17,7 @@ import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -26,6 +26,7 @@ from sqlalchemy.orm import selectinload
 
 from elysium.models.catalog import Category, Collection, OptionKind, Product, ProductOption
 from elysium.models.inventory import Inventory
+from elysium.models.types import utcnow
 from elysium.services.sql import AnySession, take_turns_on_sqlite
 
 logger = logging.getLogger(__name__)
@@ -37,6 +38,10 @@ IMAGE_PREFIX = "https://cdn.sanity.io/images/"
 DRAFT_PREFIX = "drafts."
 DEFAULT_CURRENCY = "GBP"
 MAX_INT = 2**31 - 1  # the columns are 32-bit integers
+
+
+# How far the clocks of the hosts that write the catalogue may disagree (see _unpublish_missing).
+LISTING_CLOCK_MARGIN = timedelta(minutes=5)
 
 
 class InvalidDocumentError(ValueError):
@@ -520,10 +525,24 @@ def _sync_many(
 
 
 def _unpublish_missing(
-    session: AnySession, model: type, seen: set[str], kind: str, report: SyncReport
+    session: AnySession,
+    model: type,
+    seen: set[str],
+    kind: str,
+    report: SyncReport,
+    listing_began: datetime,
 ) -> None:
+    """Unpublish what Sanity's listing no longer has. Not a row written since shortly before
+    the listing began: the webhook wrote it meanwhile (a piece just launched, whose id the
+    listing, in id order, had already passed), so Sanity had it then. The margin allows for
+    the writing host's clock; the next sync looks at it again."""
+    written_before = listing_began - LISTING_CLOCK_MARGIN
     listed = session.scalars(
-        select(model.external_id).where(model.external_id.is_not(None), model.published.is_(True))
+        select(model.external_id).where(
+            model.external_id.is_not(None),
+            model.published.is_(True),
+            model.updated_at < written_before,
+        )
     )
     for doc_id in [doc_id for doc_id in listed if doc_id not in seen]:
         if unpublish(session, doc_id):
@@ -542,8 +561,9 @@ def sync_all(
     as they are read): if one raises, the error propagates and nothing is unpublished, since
     only a complete listing says what Sanity no longer has."""
     report = SyncReport()
+    listing_began = utcnow()
     collection_ids = _sync_many(session, collections, "collection", report, currency)
     product_ids = _sync_many(session, products, "product", report, currency)
-    _unpublish_missing(session, Product, product_ids, "product", report)
-    _unpublish_missing(session, Collection, collection_ids, "collection", report)
+    _unpublish_missing(session, Product, product_ids, "product", report, listing_began)
+    _unpublish_missing(session, Collection, collection_ids, "collection", report, listing_began)
     return report
