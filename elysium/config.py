@@ -142,6 +142,7 @@ def settings_from_environment(environ: Mapping[str, str], instance_path: str) ->
         "SANITY_WEBHOOK_SECRET": environ.get("SANITY_WEBHOOK_SECRET") or None,
         "SANITY_TIMEOUT_SECONDS": _int(environ, "SANITY_TIMEOUT_SECONDS", 10),
         "SANITY_MAX_RETRIES": _int(environ, "SANITY_MAX_RETRIES", 3),
+        "SANITY_WEBHOOK_TIMEOUT_SECONDS": _int(environ, "SANITY_WEBHOOK_TIMEOUT_SECONDS", 3),
         "SIGNATURE_REQUIRED_ABOVE": _int(environ, "SIGNATURE_REQUIRED_ABOVE", 50000),
     }
 

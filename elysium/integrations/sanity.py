@@ -273,6 +273,18 @@ def fetch_document(doc_id: str) -> dict[str, Any] | None:
         return client.fetch_document(doc_id)
 
 
+def fetch_document_at_once(doc_id: str) -> dict[str, Any] | None:
+    """:func:`fetch_document` tried once, within ``SANITY_WEBHOOK_TIMEOUT_SECONDS``: for a
+    change a webhook announced, applied straight after its answer by the web worker that gave
+    it. With the usual timeout and retries a slow Sanity held that worker away from shoppers
+    for most of a minute (past gunicorn's timeout when Sanity asked to be retried later)."""
+    client = _client()
+    client.timeout = float(current_app.config.get("SANITY_WEBHOOK_TIMEOUT_SECONDS") or 3)
+    client.max_retries = 0
+    with client:
+        return client.fetch_document(doc_id)
+
+
 def webhook_signature(body: bytes, secret: str, timestamp_ms: int) -> str:
     """The ``sanity-webhook-signature`` header Sanity sends with ``body``."""
     digest = hmac.new(

@@ -75,14 +75,15 @@ def sanity_event() -> tuple[Response, int]:
 
 def apply_announced_change(app: Flask, doc_id: str) -> None:
     """Apply the change just recorded for ``doc_id``, in its own app context and session
-    (after the webhook's response); a failure stays recorded for a later try."""
+    (after the webhook's response, by the worker that gave it: Sanity is asked once, briefly);
+    a failure stays recorded for a later try."""
     with app.app_context():
         try:
             for change in catalog_changes.due_changes(db.session, document_id=doc_id, limit=1):
                 catalog_changes.apply_change(
                     db.session,
                     change,
-                    fetch=sanity.fetch_document,
+                    fetch=sanity.fetch_document_at_once,
                     currency=app.config["SHOP_CURRENCY"],
                 )
         except Exception:
