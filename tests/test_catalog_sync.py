@@ -544,3 +544,29 @@ def test_a_piece_the_webhook_launched_while_the_sync_listed_is_not_unpublished(a
 
     assert report.unpublished == 0
     assert product_row(app, launched["slug"])["published"] is True
+
+
+def test_a_piece_made_again_in_the_studio_under_the_same_slug_reaches_the_shop(app, documents):
+    """The studio deleted a piece and made it again under the same slug (a new document).
+    The old piece is off sale, kept for its orders. Before, its row held the slug for ever and
+    every sync skipped the new document: the piece never came back."""
+    collections, products = documents
+    sync(app, collections, products)
+    old = products[1]
+    made_again = {**copy.deepcopy(old), "_id": "product-made-again", "basePrice": 99000}
+    listing = [doc for doc in products if doc is not old] + [made_again]
+
+    next_hours_sync(app, collections, listing)  # the old one is found gone, and unpublished
+    report = sync(app, collections, listing)
+
+    assert report.skipped == []
+    row = product_row(app, old["slug"])
+    assert (row["external_id"], row["published"], row["base_price"]) == (
+        "product-made-again",
+        True,
+        99000,
+    )
+    with app.app_context():
+        retired = db.session.scalar(select(Product).where(Product.external_id == old["_id"]))
+        assert (retired.slug, retired.published) == (f"{old['slug']}-retired-{retired.id}", False)
+        db.session.remove()

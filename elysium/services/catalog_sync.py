@@ -293,13 +293,27 @@ def _check_slug(
     session: AnySession, model: type, slug: str, row: object | None, doc_id: str
 ) -> None:
     """Refuse a slug another row holds (another Sanity document's, or a shop row that
-    can't be adopted because it already belongs to a different document)."""
+    can't be adopted because it already belongs to a different document). A row of another
+    document that is off sale (gone from Sanity, kept for its orders) gives its slug up: the
+    studio made the piece again under it, and it would otherwise never reach the shop."""
     holder = session.scalar(select(model).where(model.slug == slug))
     if holder is not None and holder is not row and holder.external_id == doc_id:
         raise _WrittenMeanwhileError()  # another host wrote this document since we looked: retry
     if holder is not None and holder is not row:
+        if holder.external_id is not None and not holder.published:
+            holder.slug = _retired_slug(model, holder)
+            session.flush()
+            return
         owner = holder.external_id or "a piece not from Sanity"
         raise InvalidDocumentError(f"slug {slug!r} is taken by {owner}")
+
+
+def _retired_slug(model: type, holder: Any) -> str:
+    """A slug of its own for a row off sale that gives up the one it had (``-retired-<id>``,
+    within the column's length)."""
+    tail = f"-retired-{holder.id}"
+    limit = model.__table__.c.slug.type.length  # type: ignore[attr-defined]
+    return holder.slug[: limit - len(tail)].rstrip("-") + tail
 
 
 def _edited_at(doc: dict[str, Any]) -> datetime | None:
