@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from elysium.extensions import db
 from elysium.models import Inventory, Order, OrderLine, Product
-from elysium.models.catalog import Collection
+from elysium.models.catalog import CatalogVersion, Collection
 from elysium.services import catalog_sync
 from elysium.services.seeding import load_demo_catalogue
 from tests.conftest import page_text
@@ -502,6 +502,24 @@ def test_a_sync_page_older_than_a_change_the_webhook_wrote_does_not_overwrite_it
         [*page[:3], stamped({**newer, "published": True}, "2026-11-01T09:10:00Z"), *page[4:]],
     )
     assert product_row(app, target["slug"])["published"] is True
+
+
+def test_a_sync_that_finds_every_piece_as_it_was_written_renews_nothing(app, documents):
+    """Nothing is written, so nothing kept for shoppers is dropped: the catalogue's version
+    stays. (Taking each row first, to compare it, is a write on SQLite.)"""
+    collections, products = documents
+    page = [stamped(doc, EDITED) for doc in products]
+    sync(app, [stamped(doc, EDITED) for doc in collections], page)
+    with app.app_context():
+        before = db.session.scalar(select(CatalogVersion.token))
+        db.session.remove()
+
+    report = sync(app, [stamped(doc, EDITED) for doc in collections], page)
+
+    assert (report.created, report.updated, report.unchanged) == (0, 0, len(page))
+    with app.app_context():
+        assert db.session.scalar(select(CatalogVersion.token)) == before
+        db.session.remove()
 
 
 def test_an_applier_whose_answer_comes_late_does_not_write_it_over_a_later_one(app, documents):

@@ -328,29 +328,39 @@ def _edited_at(doc: dict[str, Any]) -> datetime | None:
     return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=UTC)
 
 
-def _older_than_written(
+def _already_written(
     session: AnySession, model: type, doc_id: str, edited_at: datetime | None
-) -> bool:
-    """Whether the row holds a later edit of the document than ``edited_at``: a sync's page
-    fetched before the webhook wrote a change (a piece taken off sale, a new price), or an
-    applier's late answer. The row is taken first, so two writers of one document take turns
-    and the second compares with what the first wrote."""
-    row_id = session.scalar(select(model.id).where(model.external_id == doc_id))
-    if row_id is None:
-        return False
+) -> str | None:
+    """``unchanged`` when the row was written from this very edit of the document, ``older``
+    when it holds a later one (a sync's page fetched before the webhook wrote a change: a piece
+    taken off sale, a new price; an applier's late answer); None to write it. Before a write
+    the row is taken and looked at again, so two writers of one document take turns and the
+    second compares with what the first wrote. An edit already written costs one read and
+    takes nothing (on SQLite taking a row is a write, which would renew the catalogue's
+    version for every piece an hourly sync finds unchanged)."""
+    found = session.execute(
+        select(model.id, model.source_updated_at).where(model.external_id == doc_id)
+    ).one_or_none()
+    if found is None:
+        return None
+    row_id, written = found
+    if edited_at is not None and written is not None and edited_at <= written:
+        return "unchanged" if edited_at == written else "older"
     take_turns_on_sqlite(session, model, row_id)
     written = session.scalar(
         select(model.source_updated_at).where(model.id == row_id).with_for_update()
     )
-    return edited_at is not None and written is not None and edited_at < written
+    if edited_at is not None and written is not None and edited_at < written:
+        return "older"
+    return None
 
 
 def _apply_collection(session: AnySession, doc: dict[str, Any]) -> str:
     values = collection_values(doc)
     doc_id = doc["_id"]
     edited_at = _edited_at(doc)
-    if _older_than_written(session, Collection, doc_id, edited_at):
-        return "older"
+    if (outcome := _already_written(session, Collection, doc_id, edited_at)) is not None:
+        return outcome
     if edited_at is not None:
         values["source_updated_at"] = edited_at
     collection = session.scalar(select(Collection).where(Collection.external_id == doc_id))
@@ -406,8 +416,8 @@ def _apply_product(session: AnySession, doc: dict[str, Any], currency: str) -> s
     values = product_values(doc, currency)
     doc_id = doc["_id"]
     edited_at = _edited_at(doc)
-    if _older_than_written(session, Product, doc_id, edited_at):
-        return "older"
+    if (outcome := _already_written(session, Product, doc_id, edited_at)) is not None:
+        return outcome
     if edited_at is not None:
         values["source_updated_at"] = edited_at
     options = values.pop("options")
