@@ -857,3 +857,38 @@ def test_the_service_is_usable_without_a_request(app, catalogue, auth):
             cart_service.add_item(db.session, cart, product, config)
         db.session.rollback()
         db.session.remove()
+
+
+@pytest.mark.parametrize(
+    ("meanwhile_action", "path"),
+    [("removes the line", "/cart/items/{line}/delete"), ("empties the bag", "/cart/empty")],
+)
+def test_a_quantity_changed_as_another_window_takes_the_line_away_is_a_404(
+    app, client, catalogue, meanwhile_action, path
+):
+    """The change reads the line once the bag is claimed: a line another window removed (or
+    whose bag it emptied) just before is gone. Before, it read the line first, and writing
+    the new quantity to a line no longer there answered 500."""
+    add(client)
+    [line_id] = line_ids(app)
+    client.get("/cart")
+    other = app.test_client()
+    other.set_cookie(
+        app.config["CART_COOKIE_NAME"], client.get_cookie(app.config["CART_COOKIE_NAME"]).value
+    )
+    other.get("/cart")
+    answers = []
+
+    def in_the_other_window() -> None:
+        sent = other.post(path.format(line=line_id), data={"csrf_token": other.csrf_token})
+        answers.append(sent.status_code)
+
+    with meanwhile(app, "UPDATE carts", lambda: in_another_window(in_the_other_window)) as ran:
+        changed = client.post(
+            f"/cart/items/{line_id}", data={"csrf_token": client.csrf_token, "quantity": "3"}
+        )
+
+    assert ran
+    assert answers == [303]
+    assert changed.status_code == 404
+    assert line_ids(app) == []

@@ -496,7 +496,10 @@ def _unwritten_values(row: Cart | CartLine, but: tuple[str, ...] = ()) -> dict[s
 
 
 def _owned_line(session: AnySession, cart: Cart, line_id: int) -> CartLine:
-    line = session.get(CartLine, line_id) if isinstance(line_id, int) else None
+    """The cart's line, as it is once the cart is claimed (:func:`_claim`, first): another
+    window may have removed it, or emptied the bag, just before."""
+    found = isinstance(line_id, int)
+    line = session.get(CartLine, line_id, populate_existing=True) if found else None
     if line is None or line.cart_id != cart.id:
         raise LineNotFoundError()
     return line
@@ -505,9 +508,9 @@ def _owned_line(session: AnySession, cart: Cart, line_id: int) -> CartLine:
 def set_quantity(session: AnySession, cart: Cart, line_id: int, quantity: int) -> LineChange:
     """Set a line's quantity (1 to the per-line maximum), capped by the variant's stock less
     what the cart's other lines already hold of it."""
-    line = _owned_line(session, cart, line_id)
     quantity = _check_quantity(quantity)
     _claim(session, cart)
+    line = _owned_line(session, cart, line_id)
     product = line.product
     availability = variant_availability(product, line.variant_key)
     if not availability.purchasable:
@@ -530,8 +533,8 @@ def set_quantity(session: AnySession, cart: Cart, line_id: int, quantity: int) -
 
 
 def remove_line(session: AnySession, cart: Cart, line_id: int) -> None:
-    line = _owned_line(session, cart, line_id)
     _claim(session, cart)
+    line = _owned_line(session, cart, line_id)
     session.delete(line)
     session.flush()
 
