@@ -7,7 +7,8 @@ from sqlalchemy import select
 from elysium.extensions import db
 from elysium.models import Cart
 from elysium.models.types import utcnow
-from tests.conftest import PASSWORD, page_text
+from tests.conftest import PASSWORD, AuthActions, page_text
+from tests.support.meanwhile import in_another_window, meanwhile
 from tests.test_cart import (
     COOKIE,
     RING,
@@ -167,4 +168,34 @@ def test_changing_the_password_keeps_the_bag(app, client, catalogue, auth):
         action="/account/password",
     )
     assert response.status_code == 303
+    assert header_count(client.get("/cart")) == 2
+
+
+def test_signing_in_as_the_accounts_other_device_makes_its_first_bag_merges_into_it(
+    app, client, catalogue, auth
+):
+    """The account had no bag, so the laptop's sign-in makes its guest bag the account's;
+    meanwhile the phone, signed in, adds its first piece and makes the account's bag. Before,
+    the sign-in answered 500 (the account has one bag) and the laptop's bag was left a
+    guest's, which no signed-in page shows. Now it is merged into the phone's."""
+    user_id = auth.create_user()
+    phone = app.test_client()
+    AuthActions(app, phone).login()
+    phone.get(f"/shop/{RING}")
+    add(client)  # the laptop's guest bag
+    answers = []
+
+    def phone_adds() -> None:
+        data = {"product": RING, "quantity": "1", **RING_CHOICES, "engraving": "Phone"}
+        answers.append(phone.htmx("POST", "/cart/items", data=data).status_code)
+
+    with meanwhile(app, "UPDATE carts", lambda: in_another_window(phone_adds)) as ran:
+        signed_in = auth.login()
+
+    assert ran
+    assert answers == [200]
+    assert signed_in.status_code == 303
+    [bag] = carts(app)
+    assert bag.user_id == user_id
+    assert sorted(line[0] for line in lines(app)) == [RING, RING]
     assert header_count(client.get("/cart")) == 2

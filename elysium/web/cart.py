@@ -133,27 +133,33 @@ def current_cart(*, create: bool = False) -> Cart | None:
 def merge_guest_cart(user: User) -> None:
     """On sign-in: the guest cart joins the account's (or becomes it); the cookie goes.
 
-    Commits its own change: it runs after the sign-in itself has been committed.
+    Commits its own change: it runs after the sign-in itself has been committed. The account's
+    other device making its first bag at this moment wins the account's one bag: the guest's
+    is then merged into it (:func:`committed_with_retry`).
     """
     token = guest_token()
     if token is None:
         return
     g.clear_cart_cookie = True
-    guest = carts.find_cart(db.session, token=token)
-    if guest is None:
-        return
-    target = carts.find_cart(db.session, user_id=user.id)
-    try:
+
+    def merge() -> carts.MergeReport | None:
+        guest = carts.find_cart(db.session, token=token)
+        if guest is None:
+            return None
+        target = carts.find_cart(db.session, user_id=user.id)
         if target is None:
-            report = carts.adopt(db.session, guest, user.id)
-        else:
-            report = carts.merge_into(db.session, guest, target)
+            return carts.adopt(db.session, guest, user.id)
+        return carts.merge_into(db.session, guest, target)
+
+    try:
+        report = committed_with_retry(merge)
     except carts.CartError as error:
         db.session.rollback()
         g.clear_cart_cookie = False
         flash(error.message)
         return
-    db.session.commit()
+    if report is None:
+        return
     for message in report.messages:
         flash(message)
 
