@@ -534,6 +534,37 @@ def test_an_accounts_two_browsers_moving_pieces_to_a_bag_it_has_not_got_fill_one
     assert saved(app) == []
 
 
+def test_one_saved_piece_moved_from_two_windows_at_once_goes_in_the_bag_once(
+    app, client, catalogue, auth, signed_in
+):
+    """Both windows had the piece on their wishlist; the first to take it off moves it, the
+    other finds it gone (404). Before, both added it: two in the bag where one was moved."""
+    bangle = save_directly(app, signed_in, "aurelia-bangle")
+    ring = save_directly(app, signed_in, "aurelia-solitaire-ring", ROSE)
+    client.get("/wishlist")
+    assert client.htmx("POST", f"/wishlist/{bangle}/move").status_code == 200  # the bag
+    phone = app.test_client()
+    AuthActions(app, phone).login()
+    phone.get("/wishlist")
+    answers = []
+
+    def move_from_the_phone() -> None:
+        answers.append(phone.htmx("POST", f"/wishlist/{ring}/move").status_code)
+
+    # Both have read the piece; the phone moves it as the laptop starts to change the bag.
+    with meanwhile(app, "UPDATE carts", lambda: in_another_window(move_from_the_phone)) as raced:
+        moved = client.htmx("POST", f"/wishlist/{ring}/move")
+
+    assert raced
+    assert answers == [200]
+    assert moved.status_code == 404
+    assert sorted((slug, quantity) for slug, _, quantity in bag_lines(app, signed_in)) == [
+        ("aurelia-bangle", 1),
+        ("aurelia-solitaire-ring", 1),
+    ]
+    assert saved(app) == []
+
+
 def test_move_to_bag_without_javascript_redirects_to_the_wishlist(
     app, client, catalogue, signed_in
 ):

@@ -32,6 +32,7 @@ WISHLIST_LIMIT = 100
 NO_LONGER_OFFERED = "This piece is no longer offered."
 CHANGED = "This configuration is no longer offered. Remove it, then choose the piece again."
 NEEDS_SIZE = "Choose your ring size on the piece's page, then add it to your bag from there."
+ALREADY_MOVED = "This piece has just been moved to your bag."
 
 
 class WishlistError(Exception):
@@ -214,6 +215,15 @@ def move_to_cart(
         raise WishlistError(NEEDS_SIZE)
     cart = carts.cart_for(session, user_id=user_id, create=True)
     change = carts.add_item(session, cart, piece.product, piece.configuration, quantity=1)
-    session.delete(piece.item)
-    session.flush()
+    # Off the wishlist in one statement that says whether it was still there: the same piece
+    # moved from two windows at once goes in the bag once. The second window's add waited for
+    # the first's bag; finding the piece gone, it raises, and its caller rolls the add back.
+    taken = session.execute(
+        delete(WishlistItem)
+        .where(WishlistItem.id == piece.item.id, WishlistItem.user_id == user_id)
+        .execution_options(synchronize_session=False)
+    )
+    if taken.rowcount != 1:
+        raise WishlistError(ALREADY_MOVED)
+    session.expunge(piece.item)
     return cart, change
