@@ -100,6 +100,13 @@ def test_the_limit_counts_characters_as_the_shopper_sees_them(client, catalogue)
     # an accent no precomposed letter exists for still counts once, on its letter
     assert add(client, "q\u0301" + "a" * 24).status_code == 303
 
+    # Two on a letter, as Vietnamese stacks them; not a pile of them, which the count never
+    # saw (before: 150 accents on one letter went in the bag, the order and Stripe).
+    assert add(client, "q\u0323\u0301uy").status_code == 303  # no letter composes them
+    piled = add(client, "Ae" + "\u0301" * 150 + "x")
+    assert piled.status_code == 422
+    assert "at most 2 accents" in field_error(piled, "engraving")
+
 
 def test_an_engraving_is_shown_exactly_on_the_order_page_emails_and_staff_pages(shop: Shop, app):
     engraving = "Zoë & Léo ♥ ∞ ★ ✝"

@@ -18,6 +18,8 @@ from elysium.services.errors import InvalidInputError
 
 RING_SIZES: tuple[str, ...] = tuple(f"{half / 2:g}" for half in range(6, 27))
 ENGRAVING_MAX_LENGTH = 25
+# Accents typed as combining marks, on one letter (Vietnamese stacks two).
+ENGRAVING_MAX_MARKS = 2
 # U+2019 is the apostrophe a phone types for '.
 ENGRAVING_PUNCTUATION = frozenset(" .,'\u2019-&")
 # The symbols the workshop cuts. ♥ and ✝ are also emoji, but only in their emoji form (with the
@@ -144,11 +146,18 @@ def _character_problem(char: str, previous: str, on_a_letter: bool) -> str | Non
 
 def engraving_problem(text: str) -> str | None:
     """Why this (already NFC-normalised) engraving cannot be cut, or None if it can."""
-    previous, on_a_letter = "", False
+    previous, on_a_letter, marks = "", False, 0
     for char in text:
         if problem := _character_problem(char, previous, on_a_letter):
             return problem
         category = unicodedata.category(char)
+        marks = marks + 1 if category[0] == "M" else 0
+        if marks > ENGRAVING_MAX_MARKS:
+            # Marks aren't counted as characters: stacked without end, they got past the limit.
+            return (
+                f"A letter can carry at most {ENGRAVING_MAX_MARKS} accents in an engraving. "
+                f"{ENGRAVING_RULE}"
+            )
         on_a_letter = category[0] == "L" or (on_a_letter and category[0] == "M")
         previous = char
     length = engraving_length(text)
