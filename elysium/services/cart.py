@@ -498,8 +498,9 @@ def _unwritten_values(row: Cart | CartLine, but: tuple[str, ...] = ()) -> dict[s
 def _owned_line(session: AnySession, cart: Cart, line_id: int) -> CartLine:
     """The cart's line, as it is once the cart is claimed (:func:`_claim`, first): another
     window may have removed it, or emptied the bag, just before."""
-    found = isinstance(line_id, int)
-    line = session.get(CartLine, line_id, populate_existing=True) if found else None
+    line = None
+    if isinstance(line_id, int):
+        line = session.get(CartLine, line_id, populate_existing=True)
     if line is None or line.cart_id != cart.id:
         raise LineNotFoundError()
     return line

@@ -604,14 +604,24 @@ def settle(
     return Settled.CANCELLED
 
 
-def flag(order: Order, reason: str, *, actor: str, stripe_event_id: str | None = None) -> None:
-    """Ask staff to look at the order, and say why on its timeline."""
+def flag(
+    order: Order,
+    reason: str,
+    *,
+    actor: str,
+    stripe_event_id: str | None = None,
+    on_timeline: bool = True,
+) -> None:
+    """Ask staff to look at the order, and say why on its timeline (unless ``on_timeline`` is
+    false: a flag worn only until the step after it, which takes it off). A reason the order
+    already wears is not written twice."""
     order.needs_attention = True
     reason = orders.readable(reason)
-    order.attention_reason = (
-        f"{order.attention_reason}\n{reason}" if order.attention_reason else reason
-    )
-    orders.add_note(order, reason, actor=actor, stripe_event_id=stripe_event_id)
+    reasons = [line for line in order.attention_reason.split("\n") if line]
+    if reason not in reasons:
+        order.attention_reason = "\n".join([*reasons, reason])
+    if on_timeline:
+        orders.add_note(order, reason, actor=actor, stripe_event_id=stripe_event_id)
 
 
 def holds_its_cart(order: Order) -> bool:
@@ -705,16 +715,19 @@ def clear_flag(
     actor: str,
     note: str = "The payment event arrived: the warning that it was missing is cleared",
     stripe_event_id: str | None = None,
+    on_timeline: bool = True,
 ) -> None:
     """Take one reason off the order's flag (the flag goes with the last), with ``note`` on
-    the timeline; nothing if the order was not flagged for it."""
+    the timeline (unless ``on_timeline`` is false); nothing if the order was not flagged for
+    it."""
     reasons = [line for line in order.attention_reason.split("\n") if line]
     if reason not in reasons:
         return
     remaining = [line for line in reasons if line != reason]
     order.attention_reason = "\n".join(remaining)
     order.needs_attention = bool(remaining)
-    orders.add_note(order, note, actor=actor, stripe_event_id=stripe_event_id)
+    if on_timeline:
+        orders.add_note(order, note, actor=actor, stripe_event_id=stripe_event_id)
 
 
 def _clear_overdue_flag(order: Order, *, actor: str, stripe_event_id: str | None) -> None:

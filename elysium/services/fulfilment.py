@@ -212,23 +212,6 @@ def _move(order: Order, status: OrderStatus, staff: Staff, note: str) -> None:
     orders.transition_to(order, status, actor=staff.name, note=note, actor_user_id=staff.user_id)
 
 
-def _wear(order: Order, reason: str) -> None:
-    """Flag the order for ``reason`` without a line on its timeline (once)."""
-    reasons = [line for line in order.attention_reason.split("\n") if line]
-    if reason not in reasons:
-        order.attention_reason = "\n".join([*reasons, reason])
-    order.needs_attention = True
-
-
-def _take_off(order: Order, reason: str) -> None:
-    """:func:`_wear`'s reason off again, the flag with it if it was the last."""
-    reasons = [line for line in order.attention_reason.split("\n") if line]
-    if reason in reasons:
-        remaining = [line for line in reasons if line != reason]
-        order.attention_reason = "\n".join(remaining)
-        order.needs_attention = bool(remaining)
-
-
 def fulfil(session: AnySession, order_id: int, staff: Staff) -> Order:
     """The piece is finished and packed in the workshop."""
     order = _locked(session, order_id)
@@ -577,7 +560,7 @@ def finish_refund(
     full = order.refunded_amount >= order.total and not pending_refunds(order)
     note = f"Refunded {amount}" + _because(refund.reason)
     if for_cancelling and order.status in REFUNDABLE:
-        _wear(order, CANCEL_TO_FINISH_FLAG)
+        checkout.flag(order, CANCEL_TO_FINISH_FLAG, actor=staff.name, on_timeline=False)
     if full and not for_cancelling and orders.can_transition(order.status, S.REFUNDED):
         _move(order, S.REFUNDED, staff, note)
         _deposit_given_back(session, order, staff, "refunded in full" + _because(refund.reason))
@@ -738,7 +721,7 @@ def cancel_paid(
             order, staff, "The order is cancelled: the dispute's warning is cleared"
         )
     _move(order, S.CANCELLED, staff, f"Cancelled: {note}")
-    _take_off(order, CANCEL_TO_FINISH_FLAG)
+    checkout.clear_flag(order, CANCEL_TO_FINISH_FLAG, actor=staff.name, on_timeline=False)
     _deposit_given_back(session, order, staff, f"cancelled and refunded: {note}")
     for line_id, quantity in restockable(order).items():
         line = next(line for line in order.lines if line.id == line_id)

@@ -36,7 +36,7 @@ import pickle
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from functools import cache as once
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -407,12 +407,20 @@ def product_to_add(slug: str) -> Product | None:
     found = _kept_product(slug)
     if found is None:
         return None  # not on sale under the version just read (None is never kept)
-    if {each.id for each in found.inventory} != stock.keys():
+    if not _with_stock_now(found, stock):
         return catalog.product_by_slug(db.session, slug)
-    for each in found.inventory:
-        for column, value in stock[each.id].items():
-            set_committed_value(each, column, value)
     return found
+
+
+def _with_stock_now(piece: Product, rows: Mapping[int, Mapping[str, object]]) -> bool:
+    """The kept piece's stock rows take the values just read (``rows``, by id); False, and
+    nothing taken, when they aren't the same rows (it can't be, under one version)."""
+    if {each.id for each in piece.inventory} != rows.keys():
+        return False
+    for each in piece.inventory:
+        for column, value in rows[each.id].items():
+            set_committed_value(each, column, value)
+    return True
 
 
 def bag_lines_to_show(cart: Cart) -> list[CartLine] | None:
@@ -440,11 +448,8 @@ def bag_lines_to_show(cart: Cart) -> list[CartLine] | None:
         stock.setdefault(row["product_id"], {})[row["id"]] = row
     by_id: dict[int, Product] = {}
     for piece in pieces:
-        if piece is None or {each.id for each in piece.inventory} != stock[piece.id].keys():
+        if piece is None or not _with_stock_now(piece, stock[piece.id]):
             return None
-        for each in piece.inventory:
-            for column, value in stock[piece.id][each.id].items():
-                set_committed_value(each, column, value)
         by_id[piece.id] = piece
     for line in lines:
         set_committed_value(line, "product", by_id[line.product_id])
