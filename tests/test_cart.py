@@ -534,6 +534,23 @@ def test_the_bag_page_uses_a_constant_number_of_queries(app, client, catalogue, 
     assert count() == one
 
 
+def test_the_bag_page_reads_the_bag_with_its_lines_and_then_their_stock(
+    app, client, catalogue, queries
+):
+    """Its pieces kept: one statement for the version, the header's count and "Recently
+    viewed", one for the bag and its lines, one for the pieces' stock rows."""
+    add(client)
+    add(client, "aurelia-fine-chain", metal="yellow-gold")
+    client.get("/cart")  # keeps the pieces
+    with queries() as statements:
+        bag = client.get("/cart")
+    assert bag.status_code == 200
+    assert "Aurelia Fine Chain" in page_text(bag)
+    assert len(statements) == 3
+    assert "FROM carts" in statements[1]
+    assert "cart_lines" in statements[1]
+
+
 def test_changing_the_quantity_without_javascript_redirects_with_a_message(app, client, catalogue):
     add(client)
     [line_id] = line_ids(app)

@@ -15,10 +15,12 @@ from flask import (
     make_response,
     redirect,
     render_template,
+    request,
     url_for,
 )
 
 from elysium.cart.forms import AddToCartForm, QuantityForm
+from elysium.db_routing import READ_METHODS
 from elysium.extensions import db
 from elysium.htmx import fragments, is_htmx, personal_pages
 from elysium.models.cart import Cart
@@ -59,7 +61,7 @@ def _cart_response(
     line_errors: dict[int, dict[str, str]] | None = None,
 ) -> Response:
     """The cart, freshly read: the page, or for htmx its body plus the out-of-band updates."""
-    context = _context(current_cart(), line_errors)
+    context = _context(current_cart(with_lines=request.method in READ_METHODS), line_errors)
     if is_htmx():
         body = render_template("cart/_cart.html", **context)
         announcement = _announce(message, error=error) if message else ""

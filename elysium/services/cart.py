@@ -179,12 +179,25 @@ def _owner_clause(user_id: int | None, token: str | None):
     return None
 
 
-def find_cart(session: AnySession, *, user_id: int | None = None, token: str | None = None):
-    """The account's cart (``user_id`` wins) or the guest cart with ``token``; None if none."""
+def find_cart(
+    session: AnySession,
+    *,
+    user_id: int | None = None,
+    token: str | None = None,
+    with_lines: bool = False,
+):
+    """The account's cart (``user_id`` wins) or the guest cart with ``token``; None if none.
+    ``with_lines``: its lines too, in the same statement (the bag's page shows them all)."""
     clause = _owner_clause(user_id, token)
     if clause is None:
         return None
+    if with_lines:
+        return session.scalars(_CART_WITH_LINES.where(clause)).unique().first()
     return session.scalar(select(Cart).where(clause))
+
+
+# Built once: a cart and its lines, joined (``find_cart(with_lines=True)``).
+_CART_WITH_LINES = select(Cart).options(joinedload(Cart.lines))
 
 
 def cart_for(
@@ -194,10 +207,11 @@ def cart_for(
     token: str | None = None,
     create: bool = False,
     currency: str = DEFAULT_CURRENCY,
+    with_lines: bool = False,
 ) -> Cart | None:
     """:func:`find_cart`, or with ``create`` a new empty cart for that owner, written with its
     first line (:func:`add_item`)."""
-    cart = find_cart(session, user_id=user_id, token=token)
+    cart = find_cart(session, user_id=user_id, token=token, with_lines=with_lines)
     if cart is not None or not create:
         return cart
     return new_cart(session, user_id=user_id, token=token, currency=currency)

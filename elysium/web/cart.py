@@ -118,13 +118,20 @@ def write_cart_cookie(response: Response) -> Response:
     return response
 
 
-def current_cart(*, create: bool = False) -> Cart | None:
-    """This shopper's cart; with ``create``, a new empty one if they have none (POSTs only)."""
+def current_cart(*, create: bool = False, with_lines: bool = False) -> Cart | None:
+    """This shopper's cart; with ``create``, a new empty one if they have none (POSTs only);
+    ``with_lines``, its lines read with it (``carts.find_cart``)."""
     currency = current_app.config["SHOP_CURRENCY"]
     if current_user.is_authenticated:
-        return carts.cart_for(db.session, user_id=current_user.id, create=create, currency=currency)
+        return carts.cart_for(
+            db.session,
+            user_id=current_user.id,
+            create=create,
+            currency=currency,
+            with_lines=with_lines,
+        )
     token = guest_token()
-    cart = carts.find_cart(db.session, token=token) if token else None
+    cart = carts.find_cart(db.session, token=token, with_lines=with_lines) if token else None
     if cart is None and create:
         cart = carts.new_cart(db.session, token=carts.new_token(), currency=currency)
     return cart

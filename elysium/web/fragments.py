@@ -424,21 +424,18 @@ def _with_stock_now(piece: Product, rows: Mapping[int, Mapping[str, object]]) ->
 
 
 def bag_lines_to_show(cart: Cart) -> list[CartLine] | None:
-    """The bag's lines for its page (a GET), each with its piece: the lines and the pieces'
-    stock rows read now, the rest of each piece (words, options, prices: nothing changes them
-    without a new catalogue version) from the copy kept under that version, as
-    :func:`product_to_add` takes it. Two statements, where loading the pieces whole takes
-    three and costs more than unpickling them; the kept copies stay out of the session. None
+    """The bag's lines for its page (a GET), each with its piece: the lines (read with the bag,
+    ``current_cart(with_lines=True)``) and the pieces' stock rows read now, the rest of each
+    piece (words, options, prices: nothing changes them without a new catalogue version) from
+    the copy kept under that version, as :func:`product_to_add` takes it. One statement beside
+    the bag's, where loading the pieces whole takes three and costs more than unpickling
+    them; the kept copies stay out of the session. None
     (the bag then reads its lines whole) for a change, whose answer shows the bag as the
     change left it, and where a kept copy's stock rows aren't the ones read (it can't be,
     under one version)."""
     if request.method not in READ_METHODS:
         return None
-    lines = list(
-        db.session.scalars(
-            select(CartLine).where(CartLine.cart_id == cart.id).order_by(CartLine.id)
-        )
-    )
+    lines = list(cart.lines)
     if not lines:
         return lines
     ids = list(dict.fromkeys(line.product_id for line in lines))
