@@ -859,6 +859,41 @@ def test_a_cancel_stopped_between_its_refund_and_the_cancel_is_flagged_until_fin
     assert stock(app) == (3, 0)
 
 
+def test_a_refund_stopped_once_stripe_accepted_it_is_flagged_until_retried(
+    shop: Shop, app: Flask
+) -> None:
+    """A worker stopped after Stripe accepted a refund, before the shop wrote its answer,
+    left a PENDING refund on a paid order that nothing brought anyone back to: not in "Needs
+    attention", its pieces not back, the shopper not told, and Stripe's own report of the
+    refund taken for this one. It now wears a flag until its Retry finishes it."""
+    number, _ = buy(shop)
+    staff = staff_client(shop.app)
+
+    def stop() -> None:
+        raise WorkerStoppedError
+
+    with meanwhile(shop.app, "UPDATE refunds", stop) as ran, pytest.raises(WorkerStoppedError):
+        act(staff, number, "refund", amount="100", reason="Scratch", request_key="r", notify="y")
+    shop.fake.wait_for_deliveries()  # Stripe's charge.refunded
+
+    assert ran
+    stopped = order_of(app, number)
+    assert (stopped["status"], stopped["flagged"]) == (S.PAID, True)
+    assert [status for _, status in stopped["refunds"]] == [RefundStatus.PENDING]
+    assert number in page_text(staff.get("/staff/orders?tab=attention"))
+    assert fulfilment.REFUND_AWAITED_FLAG in page_text(staff.get(f"/staff/orders/{number}"))
+
+    [form] = retry_forms(staff, number)
+    retried = staff.post(str(form["action"]), data=form_fields(form))
+
+    assert retried.status_code == 303, page_text(retried)
+    after = order_of(app, number)
+    assert (after["status"], after["flagged"]) == (S.PAID, False)
+    assert [status for _, status in after["refunds"]] == [RefundStatus.SUCCEEDED]
+    assert len(shop.fake.refunds) == 1
+    assert "order_refunded" in after["emails"]
+
+
 def retry_forms(staff: ShopClient, number: str) -> list:
     page = staff.get(f"/staff/orders/{number}")
     return Page(page).select('#order-actions form[action*="/retry"]')
@@ -872,6 +907,7 @@ def test_a_refund_left_pending_is_retried_from_the_order_page_with_its_own_key(
     shop.fake.down()
     assert act(staff, number, "refund", amount="650", request_key="lost").status_code == 503
     shop.fake.up()
+    assert order_of(app, number)["flagged"]  # until Stripe's answer is known
 
     forms = retry_forms(staff, number)
     assert len(forms) == 1
@@ -886,6 +922,7 @@ def test_a_refund_left_pending_is_retried_from_the_order_page_with_its_own_key(
     assert after["refunds"] == [(TOTAL, RefundStatus.SUCCEEDED)]
     assert len(shop.fake.refunds) == 1
     assert retry_forms(staff, number) == []
+    assert not after["flagged"]
 
 
 def test_a_cancellations_refund_retried_on_its_own_leaves_the_order_to_be_cancelled(

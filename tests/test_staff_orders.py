@@ -27,6 +27,7 @@ from elysium.models import (
     User,
 )
 from elysium.models.types import utcnow
+from elysium.services import checkout, fulfilment
 from elysium.staff.access import LAST_SEEN
 from tests.conftest import WEBHOOK_SECRET, ShopClient, create_user, page_text
 from tests.html import Page, elements, field_error, text_of
@@ -865,7 +866,11 @@ def test_a_note_can_settle_a_warning_that_people_act_on(staff, orders, htmx):
     page = Page(staff.get(f"/staff/orders/{number}"))
     assert page.select("#settles")
     assert number in attention_tab(staff)
-    data = {"note": "Refunded in Stripe's dashboard, ref re_123.", "settles": "y"}
+    data = {
+        "note": "Refunded in Stripe's dashboard, ref re_123.",
+        "settles": "y",
+        "seen": page.one("#seen")["value"],
+    }
 
     if htmx:
         response = staff.htmx("POST", f"/staff/orders/{number}/notes", data=data)
@@ -884,6 +889,89 @@ def test_a_note_can_settle_a_warning_that_people_act_on(staff, orders, htmx):
         "Settled what needed attention: Refunded in Stripe's dashboard, ref re_123."
     )
     assert number not in attention_tab(staff)
+
+
+def flag_order(app: Flask, number: str, reason: str, *, on_timeline: bool = True) -> None:
+    """A warning raised as the shop's own steps raise theirs (``checkout.flag``)."""
+    with app.app_context():
+        order = db.session.scalar(select(Order).where(Order.number == number))
+        checkout.flag(order, reason, actor="Stripe", on_timeline=on_timeline)
+        db.session.commit()
+
+
+def attention_of(app: Flask, number: str) -> tuple[bool, str]:
+    with app.app_context():
+        order = db.session.scalar(select(Order).where(Order.number == number))
+        return order.needs_attention, order.attention_reason
+
+
+def test_a_warning_raised_while_the_note_was_written_is_not_settled_unread(staff, orders, app):
+    """The page showed one warning; a dispute's arrived as the note was written. Settling
+    took every warning off, the unread one too: it is now refused, the note kept, both
+    warnings on, until the page is read again."""
+    number = orders.paid_after_cancellation()
+    page = Page(staff.get(f"/staff/orders/{number}"))
+    seen = page.one("#seen")["value"]
+    flag_order(app, number, "A refund failed at Stripe: give it back again")
+    typed = "Refunded in Stripe's dashboard, ref re_123."
+
+    response = staff.post(
+        f"/staff/orders/{number}/notes",
+        data={"csrf_token": staff.csrf_token, "note": typed, "settles": "y", "seen": seen},
+    )
+
+    assert response.status_code == 422
+    refused = Page(response)
+    assert "The warning changed while you wrote" in field_error(refused, "settles")
+    assert refused.one("#note").get_text().strip() == typed
+    flagged, reasons = attention_of(app, number)
+    assert flagged
+    assert "A refund failed at Stripe" in reasons
+    assert number in attention_tab(staff)
+
+    again = Page(staff.get(f"/staff/orders/{number}"))
+    settled = staff.post(
+        f"/staff/orders/{number}/notes",
+        data={
+            "csrf_token": staff.csrf_token,
+            "note": typed,
+            "settles": "y",
+            "seen": again.one("#seen")["value"],
+        },
+    )
+    assert settled.status_code == 303
+    assert attention_of(app, number) == (False, "")
+
+
+@pytest.mark.parametrize("step", [fulfilment.CANCEL_TO_FINISH_FLAG, fulfilment.REFUND_AWAITED_FLAG])
+def test_a_step_left_half_done_is_never_settled_by_a_note(staff, orders, app, step):
+    """A refund awaiting Stripe's answer, a cancel to finish: only the step takes its warning
+    off. Settling the order's other warnings leaves it on; alone, it offers no settling."""
+    number = orders.paid()
+    flag_order(app, number, "Check the engraving with the client")
+    flag_order(app, number, step, on_timeline=False)
+    page = Page(staff.get(f"/staff/orders/{number}"))
+
+    settled = staff.post(
+        f"/staff/orders/{number}/notes",
+        data={
+            "csrf_token": staff.csrf_token,
+            "note": "Engraving checked by phone.",
+            "settles": "y",
+            "seen": page.one("#seen")["value"],
+        },
+    )
+
+    assert settled.status_code == 303
+    assert attention_of(app, number) == (True, step)
+    assert number in attention_tab(staff)
+    assert not Page(staff.get(f"/staff/orders/{number}")).select("#settles")
+    refused = staff.post(
+        f"/staff/orders/{number}/notes",
+        data={"csrf_token": staff.csrf_token, "note": "Done.", "settles": "y", "seen": ""},
+    )
+    assert refused.status_code == 422
+    assert attention_of(app, number) == (True, step)
 
 
 @pytest.mark.parametrize("order", ["amount_mismatch", "disputed"])

@@ -60,6 +60,14 @@ REFUND_REFUSED = "Stripe refused a refund of"
 # the two are committed one after the other, and a worker that stops between them leaves an
 # order paid for and refunded that nobody would look at again.
 CANCEL_TO_FINISH_FLAG = "Refunded to be cancelled, but not cancelled: cancel it again to finish"
+# Worn, without a line on the timeline, from a refund's record (PENDING) to Stripe's answer:
+# a worker stopped while Stripe was asked (or Stripe unreachable, the tab closed) left a
+# refund that only its Retry finishes, on an order nothing else brought anyone back to.
+REFUND_AWAITED_FLAG = (
+    "A refund was asked of Stripe and its answer never came: retry it (it never refunds twice)"
+)
+# Flags that the step they wait for takes off, never a note settling them by hand.
+STEP_FLAGS = frozenset({CANCEL_TO_FINISH_FLAG, REFUND_AWAITED_FLAG})
 
 
 class Action(enum.StrEnum):
@@ -416,6 +424,7 @@ def _record_refund(
     refund = session.scalar(select(Refund).where(Refund.idempotency_key == key))
     assert refund is not None
     if refund_id is not None:
+        checkout.flag(order, REFUND_AWAITED_FLAG, actor=staff.name, on_timeline=False)
         orders.add_note(
             order,
             f"Refund of {format_money(amount, currency)} asked of Stripe"
@@ -535,10 +544,11 @@ def finish_refund(
             actor=staff.name,
         )
         session.flush()
+        _answered(session, order, staff)
         return refund
     refund.status, refund.stripe_refund_id = RefundStatus.SUCCEEDED, answer.refund_id
     session.flush()
-    _refunds_now(session, order)
+    _answered(session, order, staff)
     refunded = sum(
         r.amount
         for r in order.refunds
@@ -568,6 +578,14 @@ def finish_refund(
         orders.add_note(order, note, actor=staff.name, actor_user_id=staff.user_id)
     session.flush()
     return refund
+
+
+def _answered(session: AnySession, order: Order, staff: Staff) -> None:
+    """A refund has Stripe's answer: the order's refunds read again, and the flag that a
+    refund awaits one off once none does."""
+    _refunds_now(session, order)
+    if not pending_refunds(order):
+        checkout.clear_flag(order, REFUND_AWAITED_FLAG, actor=staff.name, on_timeline=False)
 
 
 def notify_refund(session: AnySession, refund: Refund) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import enum
+import hashlib
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from elysium.models.orders import Order, OrderEvent, OrderLine, OrderStatus, Ref
 from elysium.models.outbox import OutboxEmail, OutboxStatus
 from elysium.models.users import User
 from elysium.money import decimal_string
-from elysium.services import orders, payments
+from elysium.services import checkout, fulfilment, orders, payments
 from elysium.services.errors import InvalidInputError
 from elysium.services.paging import Paged
 from elysium.services.sql import AnySession
@@ -581,13 +582,27 @@ def settled_by_hand(order: Order) -> bool:
     its payment is still being decided (PENDING or PROCESSING: Stripe's events, the sweeper
     and Cancel settle those), nor a dispute's warning on an order still open (the dispute's
     outcome decides whether it can be refunded or shipped); any other warning is for people
-    to act on, and says so once they have."""
+    to act on, and says so once they have. A warning that a step was left half done (a
+    refund awaiting Stripe's answer, a cancel to finish) is never settled by a note: only
+    that step takes it off, and settling the others leaves it on."""
     if not order.needs_attention or order.status in (OrderStatus.PENDING, OrderStatus.PROCESSING):
         return False
-    if order.status in (OrderStatus.CANCELLED, OrderStatus.REFUNDED):
-        return True
-    reasons = attention_reasons(order.needs_attention, order.attention_reason)
+    reasons = _settleable(order)
+    if not reasons or order.status in (OrderStatus.CANCELLED, OrderStatus.REFUNDED):
+        return bool(reasons)
     return not any(reason.startswith(payments.DISPUTE_FLAG) for reason in reasons)
+
+
+def _settleable(order: Order) -> list[str]:
+    reasons = attention_reasons(order.needs_attention, order.attention_reason)
+    return [reason for reason in reasons if reason not in fulfilment.STEP_FLAGS]
+
+
+def attention_seen(order: Order) -> str:
+    """What the order's warning says, as a short digest: the note form sends back the one
+    its page showed, and settling is refused if the warning changed since."""
+    shown = order.attention_reason if order.needs_attention else ""
+    return hashlib.sha256(shown.encode()).hexdigest()[:16]
 
 
 def add_staff_note(
@@ -598,25 +613,40 @@ def add_staff_note(
     staff_name: str,
     staff_user_id: int,
     settles: bool = False,
+    seen: str = "",
 ) -> OrderEvent:
     """An internal note on the order's timeline, signed by the member of staff. The shopper
     never sees it: their timeline shows status changes only (``orders.shopper_timeline``).
-    ``settles``: the note says how what the order's flag asked was dealt with, and the flag
-    goes (see :func:`settled_by_hand`)."""
+    ``settles``: the note says how what the order's flag asked was dealt with, and the
+    reasons the page showed (``seen``, :func:`attention_seen`) go, under the order's lock;
+    a warning raised or changed since is refused, to be read first (see
+    :func:`settled_by_hand`)."""
     note = clean_note(text)
     if not note:
         raise NoteError({"note": "Write the note first."})
     if len(note) > NOTE_MAX_LENGTH:
         raise NoteError({"note": f"Keep a note to {NOTE_MAX_LENGTH} characters."})
+    if settles:
+        locked = checkout.lock_order(session, order.id)
+        assert locked is not None
+        order = locked
     if settles and not settled_by_hand(order):
         raise NoteError(
             {
                 "settles": "Nothing on this order can be marked settled by hand: its warning "
-                "goes once its payment or dispute is decided."
+                "goes once its payment, its dispute or the step it waits for is done."
+            }
+        )
+    if settles and seen != attention_seen(order):
+        raise NoteError(
+            {
+                "settles": "The warning changed while you wrote: read it again, then settle "
+                "it. Your note is kept below."
             }
         )
     if settles:
-        order.needs_attention, order.attention_reason = False, ""
+        for reason in _settleable(order):
+            checkout.clear_flag(order, reason, actor=staff_name[:120], on_timeline=False)
         note = f"Settled what needed attention: {note}"
     event = orders.add_note(order, note, actor=staff_name[:120], actor_user_id=staff_user_id)
     session.flush()

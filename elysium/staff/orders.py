@@ -27,7 +27,15 @@ from flask import (
 )
 from flask_login import current_user
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, DateField, IntegerField, SearchField, SelectField, TextAreaField
+from wtforms import (
+    BooleanField,
+    DateField,
+    HiddenField,
+    IntegerField,
+    SearchField,
+    SelectField,
+    TextAreaField,
+)
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, NumberRange, Optional
 
@@ -123,6 +131,8 @@ class NoteForm(FlaskForm):
         description="Only staff see notes; the shopper never does.",
     )
     settles = BooleanField("This note settles what needs attention: take the warning off")
+    # The warning as the page showed it (``staff_orders.attention_seen``).
+    seen = HiddenField()
 
 
 def filter_args(filters: OrderFilters, **changes: Any) -> dict[str, str]:
@@ -161,6 +171,7 @@ def _labels() -> dict[str, Any]:
         "tracking_link": shipping.tracking_link,
         "note_max_length": NOTE_MAX_LENGTH,
         "settled_by_hand": staff_orders.settled_by_hand,
+        "attention_seen": staff_orders.attention_seen,
     }
 
 
@@ -248,6 +259,7 @@ def add_note(number: str) -> Response:
                 staff_name=current_user.display_name,
                 staff_user_id=current_user.id,
                 settles=form.settles.data,
+                seen=form.seen.data or "",
             )
         except staff_orders.NoteError as error:
             db.session.rollback()
