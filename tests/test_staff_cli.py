@@ -182,6 +182,25 @@ def test_create_staff_promotes_a_shopper_who_keeps_their_orders(app, runner, cat
     assert client.get("/staff").headers["Location"].startswith(SECOND_FACTOR)
 
 
+def test_a_shoppers_session_from_before_the_promotion_never_sees_the_staff_key(app, runner):
+    """A session of Ada's as a shopper (a shared computer, a stolen cookie) reached the
+    authenticator's enrolment once she was made staff, which asks for nothing more, and
+    with it the back office. Promotion ends her sessions: the back office begins with her
+    password."""
+    with app.app_context():
+        create_user("ada@example.com")
+    before = browser_for(app)
+    assert sign_in(before, "ada@example.com").status_code == 303
+
+    create_staff(runner, "ada@example.com")
+
+    for page in (SECOND_FACTOR, "/staff", "/account"):
+        assert before.get(page).headers.get("Location", "").startswith("/auth/login"), page
+    assert "totp-key" not in page_text(before.get(SECOND_FACTOR, follow_redirects=True))
+    assert sign_in(before, "ada@example.com").status_code == 303
+    assert Page(before.get(SECOND_FACTOR)).select("#totp-key")
+
+
 @pytest.mark.parametrize("email", ["not-an-email", "ada@", ""])
 def test_create_staff_refuses_what_is_not_an_email_address(app, runner, email):
     result = runner.invoke(args=["create-staff", email])
@@ -215,8 +234,10 @@ def test_revoke_staff_demotes_forgets_the_authenticator_and_ends_every_session(a
     assert sign_in(client).status_code == 303
     assert client.get("/staff").status_code == 404
 
-    # Made staff again, they start from a new key: the old authenticator is no use.
+    # Made staff again, they sign in again and start from a new key: the old authenticator
+    # is no use.
     create_staff(runner)
+    assert sign_in(client).status_code == 303
     page = Page(client.get(SECOND_FACTOR))
     new_key = text_of(page, "#totp-key").replace(" ", "")
     assert new_key != staff_before.totp_secret

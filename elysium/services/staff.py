@@ -46,8 +46,8 @@ def create_staff(
     session: AnySession, email: str, *, first_name: str = "", last_name: str = ""
 ) -> Invitation:
     """Make ``email`` a member of staff: a new account without a password, or an existing
-    account promoted (names only fill a new account). Anyone without an authenticator gets a
-    key to enrol, read by the second factor page."""
+    account promoted (names only fill a new account; its sessions end). Anyone without an
+    authenticator gets a key to enrol, read by the second factor page."""
     try:
         address = validate_email(email.strip(), check_deliverability=False).normalized
     except EmailNotValidError as error:
@@ -69,6 +69,11 @@ def create_staff(
         raise StaffError(f"The account {user.email} is deactivated: it can't be made staff.")
     else:
         change = Change.ALREADY_STAFF if user.is_staff else Change.PROMOTED
+        if change is Change.PROMOTED:
+            # A shopper's session from before (a shared computer, a stolen cookie) would
+            # reach the authenticator's enrolment, which asks for nothing more: it ends, and
+            # the back office starts from a sign-in with the password.
+            accounts.end_all_sessions(user)
         user.role = Role.STAFF
     if not second_factor.is_enrolled(user) and second_factor.key_being_enrolled(user) is None:
         second_factor.start_enrolment(session, user)
