@@ -20,6 +20,7 @@ from elysium.models import (
     Refund,
     RefundStatus,
     StockMovement,
+    User,
 )
 from elysium.models.types import utcnow
 from elysium.services import fulfilment
@@ -892,6 +893,57 @@ def test_a_refund_stopped_once_stripe_accepted_it_is_flagged_until_retried(
     assert [status for _, status in after["refunds"]] == [RefundStatus.SUCCEEDED]
     assert len(shop.fake.refunds) == 1
     assert "order_refunded" in after["emails"]
+
+
+def test_one_refund_sent_from_two_tabs_is_given_once(shop: Shop, app: Flask) -> None:
+    """The customer asked for £100 back; two tabs of the order (or two of the staff) each
+    sent it. Each page draws its own request key, so both were refunded. The second is now
+    refused, with what was typed kept and the refund the first made in view."""
+    number, _ = buy(shop)
+    staff = staff_client(shop.app)
+    tabs = [
+        Page(staff.get(f"/staff/orders/{number}")).one('#order-actions form[action$="/refund"]')
+        for _ in range(2)
+    ]
+    sent = []
+    for tab in tabs:
+        fields = {**form_fields(tab), "amount": "100", "reason": "Scratch on the clasp"}
+        sent.append(staff.post(str(tab["action"]), data=fields))
+
+    assert sent[0].status_code == 303, page_text(sent[0])
+    assert sent[1].status_code == 422
+    assert "Another refund was made on order" in page_text(sent[1])
+    again = Page(sent[1]).one('#order-actions form[action$="/refund"]')
+    assert form_fields(again)["amount"] == "100"
+    assert [amount for amount, _ in order_of(app, number)["refunds"]] == [10000]
+    assert [refund["amount"] for refund in shop.fake.refunds.values()] == [10000]
+
+    resent = staff.post(str(again["action"]), data=form_fields(again))
+    assert resent.status_code == 303, page_text(resent)
+    assert [amount for amount, _ in order_of(app, number)["refunds"]] == [10000, 10000]
+
+
+def test_a_member_of_staff_with_a_long_name_can_fulfil_and_refund(shop: Shop, app: Flask):
+    """A name of 100 and 100 letters (the account form allows it) went whole into the
+    timeline's author, a column of 120: on PostgreSQL every action failed, a refund after
+    Stripe had accepted it. The name is cut to fit."""
+    number, _ = buy(shop)
+    staff = staff_client(shop.app)
+    with app.app_context():
+        member = db.session.scalar(select(User).where(User.email == STAFF_EMAIL))
+        member.first_name, member.last_name = "A" * 100, "B" * 100
+        db.session.commit()
+
+    refunded = act(staff, number, "refund", amount="100", reason="Scratch", request_key="r")
+    fulfilled = act(staff, number, "fulfil")
+
+    assert (refunded.status_code, fulfilled.status_code) == (303, 303), page_text(refunded)
+    after = order_of(app, number)
+    assert after["status"] is S.FULFILLED
+    assert [status for _, status in after["refunds"]] == [RefundStatus.SUCCEEDED]
+    assert {actor for _, actor, user_id, _ in after["events"] if user_id} == {
+        ("A" * 100 + " " + "B" * 100)[:120]
+    }
 
 
 def retry_forms(staff: ShopClient, number: str) -> list:

@@ -18,10 +18,10 @@ from sqlalchemy import (
     String,
     Text,
 )
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
 from elysium.extensions import db
-from elysium.models.types import UTCDateTime, enum_column, utcnow
+from elysium.models.types import ACTOR_MAX_LENGTH, UTCDateTime, enum_column, utcnow
 
 if TYPE_CHECKING:
     from elysium.models.catalog import Product
@@ -119,12 +119,16 @@ class LeadEvent(db.Model):
         enum_column(LeadStatus, "lead_from_status")
     )
     to_status: Mapped[LeadStatus | None] = mapped_column(enum_column(LeadStatus, "lead_to_status"))
-    actor: Mapped[str] = mapped_column(String(120))
+    actor: Mapped[str] = mapped_column(String(ACTOR_MAX_LENGTH))
     actor_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     note: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     lead: Mapped[BespokeLead] = relationship(back_populates="events")
+
+    @validates("actor")
+    def _cut_actor(self, _key: str, actor: str) -> str:
+        return actor[:ACTOR_MAX_LENGTH]
 
 
 class BespokeQuote(db.Model):

@@ -17,10 +17,10 @@ from sqlalchemy import (
     Text,
     false,
 )
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
 from elysium.extensions import db
-from elysium.models.types import UTCDateTime, enum_column, utcnow
+from elysium.models.types import ACTOR_MAX_LENGTH, UTCDateTime, enum_column, utcnow
 
 
 class OrderStatus(enum.StrEnum):
@@ -137,13 +137,17 @@ class OrderEvent(db.Model):
     order_id: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), index=True)
     from_status: Mapped[OrderStatus | None] = mapped_column(enum_column(OrderStatus, "from_status"))
     to_status: Mapped[OrderStatus | None] = mapped_column(enum_column(OrderStatus, "to_status"))
-    actor: Mapped[str] = mapped_column(String(120))
+    actor: Mapped[str] = mapped_column(String(ACTOR_MAX_LENGTH))
     actor_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     note: Mapped[str] = mapped_column(Text, default="")
     stripe_event_id: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     order: Mapped[Order] = relationship(back_populates="events")
+
+    @validates("actor")
+    def _cut_actor(self, _key: str, actor: str) -> str:
+        return actor[:ACTOR_MAX_LENGTH]
 
 
 class ProcessedPaymentEvent(db.Model):

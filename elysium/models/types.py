@@ -8,6 +8,10 @@ from datetime import UTC, datetime
 from sqlalchemy import DateTime, Enum
 from sqlalchemy.types import TypeDecorator
 
+# A timeline entry's author as it names them (``OrderEvent.actor``, ``LeadEvent.actor``): a
+# longer name (a member of staff's, up to 201 characters, or their email) is cut to it.
+ACTOR_MAX_LENGTH = 120
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)

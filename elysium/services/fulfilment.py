@@ -312,6 +312,8 @@ class RefundRequest:
     notify: bool = True
     request_key: str = ""
     for_cancelling: bool = False
+    # How many refunds the order had on the page the form came from (None: not known).
+    refunds_seen: int | None = None
 
 
 def restockable(order: Order) -> dict[int, int]:
@@ -369,6 +371,14 @@ def begin_refund(
     # Read again: the same form, sent from another tab, may have written it meanwhile.
     if same := next((r for r in order.refunds if r.idempotency_key == key), None):
         return same
+    if request.refunds_seen is not None and len(order.refunds) != request.refunds_seen:
+        # Two tabs, or two of the staff, each sending a refund the customer asked for once.
+        raise InvalidActionError(
+            {
+                "": f"Another refund was made on order {order.number} since this page was "
+                "drawn: check the refunds below, then refund again if more is owed."
+            }
+        )
     _check_request(order, request)
     lines = {line.id: line for line in order.lines}
     restock = [

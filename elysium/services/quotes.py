@@ -184,12 +184,11 @@ def send_quote(
         f"({format_money(quote.deposit_amount, currency)}), valid until "
         f"{valid_until.strftime('%-d %B %Y')}"
     )
-    actor = staff_name[:120]
     if lead.status is LeadStatus.QUOTED:
         leads.record(
             session,
             lead,
-            actor=actor,
+            actor=staff_name,
             actor_user_id=staff_user_id,
             note=f"Revised quote sent: {summary}",
         )
@@ -198,7 +197,7 @@ def send_quote(
             session,
             lead,
             LeadStatus.QUOTED,
-            actor=actor,
+            actor=staff_name,
             actor_user_id=staff_user_id,
             note=f"Quote sent: {summary}",
         )

@@ -646,9 +646,9 @@ def add_staff_note(
         )
     if settles:
         for reason in _settleable(order):
-            checkout.clear_flag(order, reason, actor=staff_name[:120], on_timeline=False)
+            checkout.clear_flag(order, reason, actor=staff_name, on_timeline=False)
         note = f"Settled what needed attention: {note}"
-    event = orders.add_note(order, note, actor=staff_name[:120], actor_user_id=staff_user_id)
+    event = orders.add_note(order, note, actor=staff_name, actor_user_id=staff_user_id)
     session.flush()
     return event
 

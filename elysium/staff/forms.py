@@ -67,6 +67,12 @@ class RefundForm(StaffForm):
     reason = TextAreaField("Reason (for the order's record)", validators=REASON)
     notify = BooleanField("Email the customer", default=True)
     request_key = HiddenField(validators=REQUEST_KEY)
+    # How many refunds the page showed (``RefundRequest.refunds_seen``).
+    refunds_seen = HiddenField()
+
+    def seen(self) -> int | None:
+        raw = (self.refunds_seen.data or "").strip()
+        return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 6 else None
 
     def restock_from(self, values: Mapping[str, str], order: Order) -> dict[int, int] | None:
         """Pieces to put back on sale, per order line (``restock-<line id>``), or None when

@@ -237,6 +237,7 @@ def refund(number: str) -> Response:
                 restock=restock,
                 notify=form.notify.data,
                 request_key=form.request_key.data or secrets.token_urlsafe(16),
+                refunds_seen=form.seen(),
             ),
         )
     except InvalidActionError as error:
