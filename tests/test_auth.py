@@ -14,6 +14,7 @@ from elysium.models import User
 from elysium.services import passwords
 from tests.conftest import PASSWORD, link_in, page_text, sent_emails
 from tests.html import form_fields, text_of
+from tests.support.meanwhile import in_another_window, meanwhile
 
 NEW_PASSWORD = "a quiet walk by the river"
 
@@ -107,6 +108,30 @@ def test_signing_in_to_an_unconfirmed_account_sends_no_flood_of_links(app, clien
     with time_machine.travel(datetime(2027, 1, 4, 10, 20, 1, tzinfo=UTC)):
         sign_in_unconfirmed(client, 2)
     assert len(sent_emails(app, "grace@example.com")) == 2
+
+
+def test_a_registration_sent_twice_at_once_makes_one_account(app, client):
+    """A double click on "Create account": both requests found no account, both wrote one,
+    and the second answered 500 on the unique address. It now finds the first's account and
+    answers as for it: check your inbox."""
+    fields = {"first_name": "Grace", "email": "grace@example.com", "password": PASSWORD}
+    other = app.test_client()
+    other.get("/auth/register")
+    answers = []
+
+    def the_other_click() -> None:
+        answers.append(other.submit("/auth/register", fields).status_code)
+
+    with meanwhile(app, "INSERT INTO users", lambda: in_another_window(the_other_click)) as ran:
+        response = client.submit("/auth/register", fields)
+
+    assert ran
+    assert answers == [303]
+    assert response.status_code == 303
+    assert "check your inbox" in page_text(client.get(response.headers["Location"])).lower()
+    with app.app_context():
+        assert len(db.session.scalars(select(User)).all()) == 1
+    assert sent_emails(app, "grace@example.com")
 
 
 def test_registering_a_taken_email_looks_the_same_and_mails_the_owner(app, client, auth):

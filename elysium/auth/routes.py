@@ -36,6 +36,7 @@ from elysium.models.users import User
 from elysium.services import accounts, oauth_accounts
 from elysium.urls import absolute_url
 from elysium.web import throttle
+from elysium.web.commits import committed_with_retry
 from elysium.web.sign_in import safe_next, sign_in, sign_out
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
@@ -127,20 +128,19 @@ def register() -> Response:
     form = RegisterForm()
     if not form.validate_on_submit():
         return _form_page("auth/register.html", form, 422 if form.is_submitted() else 200)
+    registration = accounts.Registration(
+        email=form.email.data,
+        password=form.password.data,
+        first_name=form.first_name.data or "",
+        last_name=form.last_name.data or "",
+    )
     try:
-        accounts.register(
-            db.session,
-            accounts.Registration(
-                email=form.email.data,
-                password=form.password.data,
-                first_name=form.first_name.data or "",
-                last_name=form.last_name.data or "",
-            ),
-        )
+        # A double click sends the form twice: the second finds the account the first made.
+        committed_with_retry(lambda: accounts.register(db.session, registration))
     except accounts.AccountError as error:
+        db.session.rollback()
         getattr(form, error.field or "email").errors.append(error.message)
         return _form_page("auth/register.html", form, 422)
-    db.session.commit()
     return _to_check_inbox(form.email.data, reset=False)
 
 

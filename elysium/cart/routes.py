@@ -29,7 +29,8 @@ from elysium.services import cart as carts
 from elysium.services.checkout import pending_order_for_cart
 from elysium.services.configuration import Configuration, ConfigurationError, configure
 from elysium.web.browsing import read_recently_viewed_first
-from elysium.web.cart import committed_with_retry, current_cart, keep_guest_cookie, remember_count
+from elysium.web.cart import current_cart, keep_guest_cookie, remember_count
+from elysium.web.commits import committed_with_retry
 from elysium.web.configurator import configurator_context
 from elysium.web.fragments import bag_lines_to_show, product_to_add
 

@@ -8,23 +8,19 @@ lines goes through :mod:`elysium.services.cart`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TypeVar
-
 from flask import Response, current_app, flash, g, has_request_context, request
 from flask_login import current_user
 from itsdangerous import BadData, URLSafeSerializer
 from sqlalchemy import Select
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from elysium.config import HOST_COOKIE_PREFIX
 from elysium.extensions import db
 from elysium.models.cart import Cart
 from elysium.models.users import User
 from elysium.services import cart as carts
+from elysium.web.commits import committed_with_retry
 from elysium.web.signatures import VerifiedValues
-
-T = TypeVar("T")
 
 COOKIE_SALT = "elysium.bag"
 MAX_TOKEN_LENGTH = 64
@@ -200,20 +196,6 @@ def cart_count() -> int:
             current_app.logger.exception("Could not count the cart")
             g.cart_count = 0
     return g.cart_count
-
-
-def committed_with_retry(change: Callable[[], T]) -> T:
-    """Run a change to a bag and commit. Two requests racing to make the same bag (an
-    account's two windows adding at once) or the same line collide on a unique constraint,
-    and the loser tries once more, into what the winner made."""
-    try:
-        result = change()
-        db.session.commit()
-    except IntegrityError:
-        db.session.rollback()
-        result = change()
-        db.session.commit()
-    return result
 
 
 def remember_count(count: int) -> None:

@@ -23,7 +23,7 @@ from elysium.services import cart as carts
 from elysium.services import catalog, wishlist
 from elysium.services.configuration import ConfigurationError, configure
 from elysium.services.wishlist import SavedPiece, WishlistError
-from elysium.web.cart import committed_with_retry
+from elysium.web.commits import committed_with_retry
 from elysium.web.sign_in import safe_next
 from elysium.web.wishlist import Heart, wishlist_heart
 from elysium.wishlist.forms import HeartForm, ItemActionForm, choices_from
