@@ -17,7 +17,7 @@ from elysium.models.engagement import BespokeLead, BespokeQuote, LeadStatus
 from elysium.models.types import utcnow
 from elysium.services import orders, quotes
 from tests.conftest import PASSWORD, ShopClient, create_user, link_in, page_text, sent_emails
-from tests.html import Page, field_error, text_of
+from tests.html import Page, field_error, form_fields, text_of
 from tests.support.checkout import Shop, session_id_from, stock
 from tests.support.meanwhile import in_another_window, meanwhile
 from tests.support.staff import staff_client
@@ -174,6 +174,30 @@ def test_staff_write_a_quote_the_server_works_out_the_deposit_and_the_client_get
     assert Page(old).select(".quote-page__state form") == []
     newest = Page(old).one(".quote-page__replaced a")["href"]
     assert newest == quote_link(app)
+
+
+def test_a_quote_form_sent_twice_sends_one_quote(app: Flask) -> None:
+    """A double submit (or two of the staff quoting at once from pages that showed the same
+    quotes) sent the client two quotes, the first withdrawn as they read it, and the last
+    price silently replaced the other. The second is refused, with what was typed kept."""
+    lead_id = make_lead(app)
+    staff = staff_client(app)
+    page = Page(staff.get(f"/staff/leads/{lead_id}/quotes"))
+    fields = {**form_fields(page, "#lead-quotes form"), **quote_form()}
+
+    first = staff.post(f"/staff/leads/{lead_id}/quotes", data=fields)
+    second = staff.post(f"/staff/leads/{lead_id}/quotes", data={**fields, "price": "1,200"})
+
+    assert first.status_code == 303
+    assert second.status_code == 409
+    assert "Another quote was sent on this commission" in page_text(second)
+    assert Page(second).one("input[name=price]")["value"] == "1,200"
+    assert [q["price"] for q in lead_state(app, lead_id)["quotes"]] == [100005]
+    assert len([e for e in sent_emails(app, CLIENT) if e.template == "quote_sent"]) == 1
+
+    revised = send(staff, lead_id, price="1,200")  # from the page as it is now
+    assert revised.status_code == 303
+    assert [q["price"] for q in lead_state(app, lead_id)["quotes"]] == [100005, 120000]
 
 
 def test_a_tampered_or_foreign_token_is_not_found(app: Flask) -> None:

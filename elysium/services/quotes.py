@@ -141,10 +141,15 @@ def send_quote(
     staff_name: str,
     staff_user_id: int,
     today: date,
+    newest_seen: str | None = None,
 ) -> BespokeQuote:
     """Write a quote on the lead and send it: the deposit worked out here, any earlier quote
     withdrawn, the lead QUOTED (or "Revised quote sent" on its timeline when it already is)
     and the email with the quote's link queued, all in the caller's transaction.
+
+    ``newest_seen``: the id of the newest quote the form's page showed ("" for none). Another
+    sent since (the same form sent twice, two of the staff quoting at once) refuses this one:
+    the client would be emailed two quotes, the first withdrawn as they read it.
 
     Raises :class:`QuoteError` (the input) or :class:`QuoteRefusedError` (won, lost, gone).
     """
@@ -161,6 +166,12 @@ def send_quote(
         raise QuoteRefusedError(
             f"A {leads.LABELS[lead.status].lower()} commission can't be quoted"
             + (": reopen it first." if lead.status is LeadStatus.LOST else ".")
+        )
+    newest = max((quote.id for quote in lead.quotes), default=None)
+    if newest_seen is not None and newest_seen != ("" if newest is None else str(newest)):
+        raise QuoteRefusedError(
+            "Another quote was sent on this commission since this page was drawn: read it "
+            "below, then send yours if it is still needed."
         )
     now = utcnow()
     for earlier in lead.quotes:

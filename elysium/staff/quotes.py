@@ -80,6 +80,7 @@ def create(lead_id: int) -> Response:
             staff_name=current_user.display_name,
             staff_user_id=current_user.id,
             today=utcnow().date(),
+            newest_seen=form.newest_seen.data,
         )
     except quotes.QuoteError as error:
         db.session.rollback()

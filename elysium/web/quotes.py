@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from flask import url_for
 from flask_wtf import FlaskForm
-from wtforms import DateField, StringField, TextAreaField
+from wtforms import DateField, HiddenField, StringField, TextAreaField
 from wtforms.validators import Optional
 
 from elysium.extensions import db
@@ -40,6 +40,8 @@ class QuoteForm(FlaskForm):
     )
     # Optional here: the service says what is missing, with the other fields' messages.
     valid_until = DateField("Valid until", validators=[Optional()])
+    # The newest quote the page showed (its id, or empty for none): ``send_quote``'s ``seen``.
+    newest_seen = HiddenField()
 
 
 @dataclass(frozen=True)
