@@ -9,16 +9,19 @@ from datetime import timedelta
 
 import pytest
 from flask import Flask
-from sqlalchemy import create_engine, event, select
+from sqlalchemy import create_engine, event, select, text
 from sqlalchemy.exc import OperationalError
 
 from elysium.db_routing import RoutingSession
 from elysium.extensions import db
 from elysium.integrations import stripe_gateway
-from elysium.models import CartLine, Order, OrderStatus, Product, User
+from elysium.models import Cart, CartLine, Order, OrderStatus, Product, User
 from elysium.models.outbox import OutboxEmail
 from elysium.models.types import utcnow
+from elysium.services import cart as carts
+from elysium.services import catalog
 from elysium.services import checkout as checkouts
+from elysium.services.configuration import configure
 from tests.conftest import PASSWORD, ShopClient, create_user, make_app, page_text
 from tests.html import Page, bag_count, elements, form_fields
 from tests.support.checkout import (
@@ -680,6 +683,65 @@ def test_a_bag_with_a_sold_out_piece_goes_back_to_the_bag(shop: Shop, app: Flask
     response = client.get("/checkout")
     assert response.status_code == 303
     assert response.location.endswith("/cart")
+
+
+RING = "aurelia-solitaire-ring"
+
+
+def fill_the_bag_with_rings(app: Flask, lines: int) -> None:
+    """The shopper's one bag holds ``lines`` more lines: the same ring, engraved each its way."""
+    with app.app_context():
+        db.session.execute(
+            text(
+                "UPDATE inventory SET stock_level = 1000 WHERE product_id = "
+                "(SELECT id FROM products WHERE slug = :slug)"
+            ),
+            {"slug": RING},
+        )
+        cart = db.session.scalars(select(Cart)).one()
+        ring = catalog.product_by_slug(db.session, RING)
+        for n in range(lines):
+            choices = {"metal": "white-gold", "diamond": "0.50ct", "size": "6"}
+            configuration = configure(ring, {**choices, "engraving": f"N{n}"}, require_size=True)
+            carts.add_item(db.session, cart, ring, configuration, 1)
+        db.session.commit()
+        db.session.remove()
+
+
+@pytest.mark.parametrize(
+    ("bag", "why"),
+    [
+        ("too-many-lines", "holds 101 different pieces, and our payment page takes 100 at most"),
+        ("too-large", "An order of more than £999,999.99 can't be paid online"),
+    ],
+)
+def test_a_bag_stripe_would_refuse_is_told_so_before_anything_is_reserved(
+    shop: Shop, app: Flask, bag: str, why: str
+) -> None:
+    """Stripe's payment page takes 100 lines at most and no amount over £999,999.99. Such a
+    bag reserved its pieces, asked Stripe, was refused, and the shopper read that the payment
+    provider could not be reached, every time they tried, with a cancelled order for each."""
+    client = shop.client()
+    add_chain(client, quantity=2)
+    if bag == "too-many-lines":
+        fill_the_bag_with_rings(app, 100)
+    else:
+        with app.app_context():
+            db.session.execute(
+                text("UPDATE products SET base_price = 50000000 WHERE slug = :slug"),
+                {"slug": CHAIN},
+            )
+            db.session.commit()
+            db.session.remove()
+
+    response = check_out(client)
+
+    assert response.status_code == 409
+    assert why in page_text(response)
+    assert Page(response).one("#shipping-full_name")["value"] == ADDRESS["shipping-full_name"]
+    assert all_orders(app) == []
+    assert shop.fake.sessions == {}
+    assert [frozen for frozen, _ in bags(app)] == [False]
 
 
 def test_without_a_stripe_key_checkout_says_payments_are_not_configured(

@@ -23,6 +23,9 @@ MAX_EXPIRY_SECONDS = 24 * 60 * 60
 ZERO_DECIMAL = frozenset(
     "bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split()  # noqa: SIM905
 )
+# Stripe's limits for a payment-mode Checkout Session: line items, and any amount (8 digits).
+MAX_LINE_ITEMS = 100
+MAX_AMOUNT = 99_999_999
 MINIMUM_CHARGE = {"usd": 50, "eur": 50, "gbp": 30, "cad": 50, "aud": 50, "chf": 50}
 SYMBOLS = {"gbp": "£", "usd": "$", "eur": "€"}
 FALLBACK_EMAIL = "customer@example.com"
@@ -319,6 +322,13 @@ def checkout_session(
         )
     items, products, currency = _line_items(values.get("line_items"), now)
     total = sum(item["amount_total"] for item in items)
+    if total > MAX_AMOUNT:
+        raise StripeError(
+            400,
+            f"The Checkout Session's total amount due must be no more than {MAX_AMOUNT}.",
+            code="amount_too_large",
+            param="line_items",
+        )
     minimum = MINIMUM_CHARGE.get(currency)
     if minimum and total < minimum:
         raise StripeError(
@@ -417,6 +427,13 @@ def _line_items(
             code="parameter_missing",
             param="line_items",
         )
+    if len(line_params) > MAX_LINE_ITEMS:
+        raise StripeError(
+            400,
+            f"Checkout Sessions in payment mode can have at most {MAX_LINE_ITEMS} line items.",
+            code="parameter_invalid_integer",
+            param="line_items",
+        )
     items: list[dict[str, Any]] = []
     products: list[dict[str, Any]] = []
     currency: str | None = None
@@ -466,6 +483,13 @@ def _line_items(
             raise StripeError(
                 400,
                 "This value must be greater than or equal to 0.",
+                param=f"{pwhere}[unit_amount]",
+            )
+        if unit > MAX_AMOUNT:
+            raise StripeError(
+                400,
+                f"This value must be less than or equal to {MAX_AMOUNT}.",
+                code="parameter_invalid_integer",
                 param=f"{pwhere}[unit_amount]",
             )
         quantity = line.get("quantity")

@@ -21,6 +21,12 @@ from elysium.urls import is_loopback_url
 
 T = TypeVar("T")
 
+# What Stripe Checkout takes in one payment: at most 100 line items, and no amount (a line's
+# or the whole) of more than 8 digits in minor units (£999,999.99). A payment beyond either is
+# refused every time it is asked, which is no outage: the shop refuses it first.
+MAX_LINE_ITEMS = 100
+MAX_AMOUNT = 99_999_999
+
 
 class InvalidWebhookError(ValueError):
     """The body is not a correctly signed, recent, readable Stripe event."""

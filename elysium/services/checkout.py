@@ -38,6 +38,7 @@ from elysium.models.inventory import Inventory
 from elysium.models.orders import Order, OrderLine, OrderStatus
 from elysium.models.types import utcnow
 from elysium.models.users import User
+from elysium.money import format_money
 from elysium.services import cart as carts
 from elysium.services import inventory, orders
 from elysium.services.configuration import variant_label
@@ -229,6 +230,8 @@ def start_checkout(
     if view.checkout_blocked:
         raise CheckoutError(" ".join(view.problems))
     amounts = totals(view)
+    if problem := _not_payable_online(view, amounts):
+        raise CheckoutError(problem)
     lines = []
     for item in view.items:
         row = inventory.inventory_row(item.product, item.line.variant_key)
@@ -259,6 +262,25 @@ def start_checkout(
     )
     _reserve(session, order)
     return order
+
+
+def _not_payable_online(view: carts.CartView, amounts: Totals) -> str | None:
+    """Why Stripe's payment page would refuse this bag whenever it is asked (too many lines,
+    too large an amount: ``stripe_gateway.MAX_LINE_ITEMS``, ``MAX_AMOUNT``), for the shopper
+    to read before anything is reserved; None when it can be paid."""
+    pieces = stripe_gateway.MAX_LINE_ITEMS - (1 if amounts.shipping else 0)
+    if len(view.items) > pieces:
+        return (
+            f"Your bag holds {len(view.items)} different pieces, and our payment page takes "
+            f"{pieces} at most: please buy some of them first, or contact us."
+        )
+    if amounts.total > stripe_gateway.MAX_AMOUNT:
+        most = format_money(stripe_gateway.MAX_AMOUNT, view.currency)
+        return (
+            f"An order of more than {most} can't be paid online: please contact us, and we "
+            "will arrange it with you."
+        )
+    return None
 
 
 def create_pending_order(

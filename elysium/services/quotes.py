@@ -22,6 +22,7 @@ from flask import current_app
 from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import select
 
+from elysium.integrations import stripe_gateway
 from elysium.models.engagement import BespokeLead, BespokeQuote, LeadStatus
 from elysium.models.orders import Order, OrderLine, OrderStatus
 from elysium.models.types import utcnow
@@ -35,7 +36,8 @@ from elysium.urls import absolute_url
 TOKEN_SALT = "elysium.bespoke-quote"  # noqa: S105 (a salt, not a secret)
 DEFAULT_DEPOSIT_PERCENT = 30
 MIN_PRICE = 100  # £1
-MAX_PRICE = 100_000_000  # £1,000,000: a typing slip, not a commission
+# £999,999.99: a typing slip beyond, not a commission, and Stripe takes no larger payment.
+MAX_PRICE = stripe_gateway.MAX_AMOUNT
 MIN_DEPOSIT = 50  # Stripe takes no less than 50p
 MAX_VALID_DAYS = 365
 DESCRIPTION_MAX = 4000
