@@ -87,6 +87,35 @@ def _same_shopper(shop: Shop, browser: requests.Session):
     return client
 
 
+def test_a_resume_that_cant_reach_stripe_leaves_the_order_to_be_paid(shop: Shop, app: Flask):
+    """The order's page was never made (its request still waiting on Stripe, or killed), and
+    a Resume (a second submit, another tab) could not reach Stripe, or met the idempotency
+    key the first request's call still holds. It cancelled the order, released its pieces and
+    told the shopper their page had expired; the first request's page then came to nothing.
+    The order now stays as it is, the shopper is told to try again, and the next Resume goes
+    on to pay."""
+    browser = _killed_mid_checkout(shop, app)
+    client = _same_shopper(shop, browser)
+    shop.fake.down()
+
+    response = client.submit("/cart", {}, action="/checkout/resume")
+
+    assert "couldn't reach our payment provider" in page_text(
+        client.get(response.location) if response.status_code == 303 else response
+    )
+    [order] = all_orders(app)
+    assert order["status"] is OrderStatus.PENDING
+    assert stock(app) == (3, 1)
+    assert bags(app) == [(True, [1])]
+
+    shop.fake.up()
+    shop.fake.release_hangs()
+    resumed = client.submit("/cart", {}, action="/checkout/resume")
+    assert resumed.status_code == 303
+    assert resumed.location == shop.fake.page_url(next(iter(shop.fake.sessions)))
+    assert all_orders(app)[0]["status"] is OrderStatus.PENDING
+
+
 @pytest.mark.parametrize("way_out", ["cancel", "sweeper", "resume"])
 def test_a_worker_killed_before_stripe_answers_leaves_nothing_stuck(
     shop: Shop, app: Flask, way_out: str

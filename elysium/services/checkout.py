@@ -394,7 +394,9 @@ def _payment_page(
     return user, customer_id, *page
 
 
-def begin_payment(session: AnySession, order: Order, urls: ReturnUrls) -> str:
+def begin_payment(
+    session: AnySession, order: Order, urls: ReturnUrls, *, end_if_unavailable: bool = True
+) -> str:
     """Ask Stripe for the order's payment page and return its URL.
 
     Call it with the order committed and no lock held: nothing is written until Stripe has
@@ -402,6 +404,10 @@ def begin_payment(session: AnySession, order: Order, urls: ReturnUrls) -> str:
     expiry), so asking again after a crash finds the page Stripe already made. If Stripe
     refuses or can't be reached, the order is cancelled and the cart handed back
     (:class:`PaymentUnavailableError`), unless another request has given it a page meanwhile.
+    Not with ``end_if_unavailable`` false, on the way back to a page (``resume_order``): a
+    second submit meets Stripe's refusal of the key the first request's call still holds,
+    and must not end the order that request is making a page for; it is left PENDING, for
+    its maker, a later resume or the sweeper once its time is up.
 
     Stripe's answer is stored in one conditional UPDATE: only on an order still PENDING with
     no other page. An order that ended while Stripe was making the page (cancelled in another
@@ -426,7 +432,9 @@ def begin_payment(session: AnySession, order: Order, urls: ReturnUrls) -> str:
     try:
         user, customer_id, checkout_session_id, url = _payment_page(session, request, order.user_id)
     except PaymentProviderError as error:
-        settle(session, order_id, PaymentPage.unavailable(None), reason=f"Stripe failed: {error}")
+        if end_if_unavailable:
+            reason = f"Stripe failed: {error}"
+            settle(session, order_id, PaymentPage.unavailable(None), reason=reason)
         raise PaymentUnavailableError() from error
     stored = session.execute(
         update(Order)
@@ -842,9 +850,11 @@ def _resume_once(session: AnySession, order: Order, urls: ReturnUrls) -> Resumpt
         return Resumption(Resumed.FINISHED, order=order)
     if page.state is PageState.NONE and _time_left(order) > timedelta(minutes=MIN_EXPIRY_MINUTES):
         try:
-            url = begin_payment(session, order, urls)
-        except PaymentUnavailableError:
+            url = begin_payment(session, order, urls, end_if_unavailable=False)
+        except PaymentEndedError:
             return Resumption(Resumed.RELEASED, order=order)
+        except PaymentUnavailableError:
+            return Resumption(Resumed.UNREACHABLE, order=order)
         return Resumption(Resumed.TO_PAYMENT, url=url, order=order)
     reason = (
         "The payment page was never opened, and its time ran out"
