@@ -405,6 +405,49 @@ def test_a_refund_that_fails_after_stripe_accepted_it_counts_no_more_and_is_flag
     assert order_of(app, number)["refunded"] == 10000
 
 
+def test_money_refunded_at_stripe_after_a_refund_failed_is_counted(shop: Shop, app: Flask) -> None:
+    """Staff refunded £100; it failed (the card was closed), and Stripe's running total went
+    back to nothing. They gave the £100 back from Stripe's dashboard: its report counted
+    nothing, every failure being taken off every report, and the order showed nothing given
+    back. Only reports made before a failure still count it, and only those are corrected;
+    a dashboard refund that fails is kept too, so its earlier report, arriving last, is."""
+    number, _ = buy(shop)
+    staff = staff_client(shop.app)
+    shop.fake.auto_deliver = False
+    assert act(staff, number, "refund", amount="100", request_key="r").status_code == 303
+    [refund] = shop.fake.refunds.values()
+    shop.fake.fail_refund(refund["id"])
+    shop.fake.deliver_pending()
+    assert order_of(app, number)["refunded"] == 0
+    started = time.time()
+
+    shop.fake.clock = lambda: started + 60  # staff read the warning and refund at Stripe
+    shop.fake.refund_from_dashboard(intent_of(app, number), amount=10000)
+    shop.fake.deliver_pending()
+
+    after = order_of(app, number)
+    assert (after["status"], after["refunded"]) == (S.PAID, 10000)
+
+    # £50 more from the dashboard, which fails in turn; its report, made before the failure,
+    # comes last. It counts the £50 Stripe no longer does: that is taken off.
+    shop.fake.refund_from_dashboard(intent_of(app, number), amount=5000)
+    [report] = shop.fake.events_of_type("charge.refunded")[-1:]
+    dashboard = [r for r in shop.fake.refunds.values() if r["amount"] == 5000]
+    shop.fake.clock = lambda: started + 120
+    shop.fake.fail_refund(dashboard[0]["id"])
+    [failed] = shop.fake.events_of_type("refund.failed")[-1:]
+    assert shop.fake.deliver(failed["id"]).status == 200
+    assert shop.fake.deliver(report["id"]).status == 200
+
+    after = order_of(app, number)
+    assert after["refunded"] == 10000
+    assert sorted(after["refunds"]) == [
+        (5000, RefundStatus.FAILED),
+        (10000, RefundStatus.FAILED),
+    ]
+    assert "Up to £550 can be refunded." in text_of(Page(staff.get(f"/staff/orders/{number}")))
+
+
 def test_a_dispute_lost_on_part_of_the_payment_counts_that_part_as_given_back(
     shop: Shop, app: Flask
 ) -> None:

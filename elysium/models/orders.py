@@ -175,6 +175,9 @@ class Refund(db.Model):
     ``idempotency_key`` is unique, so a repeated or concurrent request refunds once;
     ``restock`` lists the pieces put back on sale with it (``[{"inventory_id", "quantity"}]``);
     ``notify`` is whether the shopper is emailed once it succeeds, kept for a retry.
+    ``failed_at``: when Stripe's ``refund.failed`` event was made, for one that failed after
+    Stripe had accepted it (a refund made in Stripe's dashboard that failed is kept too,
+    FAILED, under the key ``stripe:<its id>``).
     """
 
     __tablename__ = "refunds"
@@ -194,6 +197,7 @@ class Refund(db.Model):
     restock: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     notify: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     actor_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import current_app
@@ -115,8 +116,22 @@ def handle_event(session: AnySession, event: dict[str, Any]) -> Outcome:
         else:
             orders.add_note(order, note, actor=ACTOR, stripe_event_id=event_id)
         return Outcome.MISMATCH
-    handler(session, order, obj, event_id)
+    if event_type in TIMED_EVENTS:
+        handler(session, order, obj, event_id, made_at=_made_at(event))
+    else:
+        handler(session, order, obj, event_id)
     return Outcome.APPLIED
+
+
+def _made_at(event: dict[str, Any]) -> datetime | None:
+    """When Stripe made the event (its ``created``, to the second); None if it doesn't say."""
+    created = event.get("created")
+    if not isinstance(created, int) or isinstance(created, bool) or created < 0:
+        return None
+    try:
+        return datetime.fromtimestamp(created, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def _same_mode(event: dict[str, Any]) -> bool:
@@ -337,7 +352,14 @@ def session_expired(session: AnySession, order: Order, obj: dict[str, Any], even
     )
 
 
-def charge_refunded(session: AnySession, order: Order, obj: dict[str, Any], event_id: str) -> None:
+def charge_refunded(
+    session: AnySession,
+    order: Order,
+    obj: dict[str, Any],
+    event_id: str,
+    *,
+    made_at: datetime | None = None,
+) -> None:
     """Stripe's total refunded so far. Refunds staff made here are already counted and moved
     the order themselves (and told the shopper if asked): this only confirms them. A refund
     made elsewhere (Stripe's dashboard) is recorded, and a full one refunds the order."""
@@ -345,10 +367,9 @@ def charge_refunded(session: AnySession, order: Order, obj: dict[str, Any], even
     if not isinstance(reported, int) or reported < 0:
         raise MalformedEventError("charge.refunded needs amount_refunded")
     made_here = sum(r.amount for r in order.refunds if r.status is not RefundStatus.FAILED)
-    # Stripe keeps no order among events: a report sent before a refund failed may arrive
-    # after its failure was applied, still counting it. A refund known to have failed counts
-    # for nothing (at worst a refund made elsewhere since is counted late, never one twice).
-    refunded = max(reported - _failed_at_stripe(order), 0)
+    # Stripe keeps no order among events: a report made before a refund failed may arrive
+    # after its failure was applied, still counting it; one made after it doesn't count it.
+    refunded = max(reported - _failed_since(order, made_at), 0)
     if refunded <= made_here:
         order.refunded_amount = max(order.refunded_amount, refunded)
         orders.add_note(
@@ -467,28 +488,58 @@ def _charged_back(session: AnySession, order: Order, amount: int, event_id: str)
         )
 
 
-def _failed_at_stripe(order: Order) -> int:
-    """What the shop's refunds that failed after Stripe accepted them came to."""
+def _failed_since(order: Order, made_at: datetime | None) -> int:
+    """What the refunds that failed after Stripe had accepted them came to, of those that
+    failed when or after a report made at ``made_at`` (which still counted them). In the
+    same second, or when either time is unknown, a failure is taken off: a refund is then at
+    worst counted late, by a later report, never twice."""
     return sum(
         r.amount
         for r in order.refunds
-        if r.status is RefundStatus.FAILED and r.failure_reason.startswith(FAILED_AT_STRIPE)
+        if r.status is RefundStatus.FAILED
+        and r.failure_reason.startswith(FAILED_AT_STRIPE)
+        and (r.failed_at is None or made_at is None or r.failed_at >= made_at)
     )
 
 
-def refund_failed(session: AnySession, order: Order, obj: dict[str, Any], event_id: str) -> None:
+def refund_failed(
+    session: AnySession,
+    order: Order,
+    obj: dict[str, Any],
+    event_id: str,
+    *,
+    made_at: datetime | None = None,
+) -> None:
     """A refund Stripe had accepted failed later (the card was closed, the bank refused it):
     the money is back with the shop and the shopper has not got it. It counts as given back
-    no more (a refund of the shop's is FAILED, so its amount may be refunded again), and the
-    order is flagged and staff emailed: give it back again, or another way. Stripe sends this
-    event once per refund, and an event is applied once, so nothing is taken off twice."""
+    no more (a refund of the shop's is FAILED, so its amount may be refunded again; one made
+    in Stripe's dashboard is kept, FAILED), with when Stripe said so, and the order is
+    flagged and staff emailed: give it back again, or another way. Stripe sends this event
+    once per refund, and an event is applied once, so nothing is taken off twice."""
     amount = obj.get("amount")
     if not isinstance(amount, int) or amount < 1 or not isinstance(obj.get("id"), str):
         raise MalformedEventError("refund.failed needs the refund's id and amount")
     reason = str(obj.get("failure_reason") or "no reason given").replace("_", " ")
+    failure = f"{FAILED_AT_STRIPE}: {reason}"
     ours = session.scalar(select(Refund).where(Refund.stripe_refund_id == obj["id"]))
-    if ours is not None and ours.order_id == order.id:
-        ours.status, ours.failure_reason = RefundStatus.FAILED, f"{FAILED_AT_STRIPE}: {reason}"
+    if ours is None:
+        session.add(
+            Refund(
+                order=order,
+                amount=amount,
+                currency=order.currency,
+                reason="Made in Stripe's dashboard, not through the shop",
+                status=RefundStatus.FAILED,
+                stripe_refund_id=obj["id"],
+                idempotency_key=f"stripe:{obj['id']}"[:160],
+                failure_reason=failure,
+                restock=[],
+                failed_at=made_at or utcnow(),
+            )
+        )
+    elif ours.order_id == order.id:
+        ours.status, ours.failure_reason = RefundStatus.FAILED, failure
+        ours.failed_at = made_at or utcnow()
     order.refunded_amount = max(order.refunded_amount - amount, 0)
     money = format_money(amount, order.currency)
     checkout.flag(
@@ -534,7 +585,7 @@ def payment_attempt_failed(
     )
 
 
-HANDLERS: dict[str, Callable[[AnySession, Order, dict[str, Any], str], None]] = {
+HANDLERS: dict[str, Callable[..., None]] = {
     "checkout.session.completed": session_completed,
     "checkout.session.async_payment_succeeded": mark_paid,
     "checkout.session.async_payment_failed": async_payment_failed,
@@ -545,6 +596,10 @@ HANDLERS: dict[str, Callable[[AnySession, Order, dict[str, Any], str], None]] = 
     "refund.failed": refund_failed,
     "payment_intent.payment_failed": payment_attempt_failed,
 }
+
+# Events whose meaning depends on when Stripe made them (a running total of refunds that a
+# refund's failure lowers): their handlers are told (``made_at``).
+TIMED_EVENTS = frozenset({"charge.refunded", "refund.failed"})
 
 # Events that say money moved: one that can't be applied is flagged for staff, not only noted.
 MONEY_EVENTS = frozenset(
