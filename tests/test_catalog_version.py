@@ -542,6 +542,49 @@ def test_the_kept_listing_shows_the_filters_as_each_shopper_typed_them(app, clie
                 assert "We ignored" not in page_text(page)
 
 
+IN_STOCK_PRICE = f"/shop/{RING}/price?metal=white-gold&diamond=0.50ct&size=6"
+
+
+@pytest.mark.parametrize(
+    ("asked", "shows"),
+    [
+        (f"/shop/{RING}?metal=platinum&diamond=0.50ct&size=6&engraving=Ada+{{n}}", "Ada {n}"),
+        (f"/shop/{RING}?metal=unobtainium-{{n}}", "Aurelia Solitaire Ring"),
+        ("/shop?q=solitaire+{n}", "pieces"),
+        ("/shop?category=ring&min_price={n}00", "pieces"),
+        (f"{IN_STOCK_PRICE}&quantity={{n}}&add_to_bag_state=available", "£"),
+        (f"{IN_STOCK_PRICE}&engraving=Ada+{{n}}&add_to_bag_state=available", "£"),
+    ],
+    ids=[
+        "engraving",
+        "made-up-metal",
+        "search-words",
+        "price-bound",
+        "quantity",
+        "price-engraving",
+    ],
+)
+def test_values_anyone_can_make_up_are_drawn_but_not_kept(app, client, catalogue, asked, shows):
+    """An engraving, a made-up choice, search words, a price bound, a quantity: any text or
+    number at all. Each one kept a page (or five blocks of one) in the shared cache, so a
+    stream of them filled Redis, which the rate limits share, and pushed out of every
+    process's copies what shoppers ask for. They are drawn for their request alone."""
+    client.get(f"/shop/{RING}")
+    client.get("/shop?category=ring")
+    client.htmx("GET", f"{IN_STOCK_PRICE}&add_to_bag_state=available")
+    with app.test_request_context():
+        entries = near_cache(app)._entries
+    before = set(entries)
+
+    for n in range(1, 6):
+        url = asked.format(n=n)
+        page = client.htmx("GET", url) if "/price" in url else client.get(url)
+        assert page.status_code in (200, 422)
+        assert shows.format(n=n) in page_text(page)
+
+    assert set(entries) - before == set()
+
+
 def test_a_listing_with_parameters_the_filters_dont_know_is_drawn_but_not_kept(
     app, client, catalogue
 ):

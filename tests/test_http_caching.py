@@ -275,6 +275,28 @@ def shopper_with_an_order(app: Flask, client, auth, catalogue) -> dict[str, str]
     return {"number": order["number"], "token": token}
 
 
+def test_the_price_fragment_is_never_stored(client, catalogue):
+    """It carries a price and stock of the moment, and may bring a new "Add to bag" block
+    with the shopper's CSRF token; with no header, a proxy or CDN could keep it for a while."""
+    client.get(f"/shop/{RING}")
+    for state in ("available", "sold-out"):
+        url = f"/shop/{RING}/price?metal=platinum&diamond=0.50ct&size=6&add_to_bag_state={state}"
+        response = client.htmx("GET", url)
+        assert response.status_code == 200
+        assert directives(response) == {"no-store"}, state
+
+
+def test_signing_out_asks_the_browser_to_forget_the_pages_it_keeps(client, auth, catalogue):
+    """A shop page is ``private, no-cache``, and Back shows it from the browser's cache
+    without asking: on a shared computer, the bag count and hearts of whoever signed out."""
+    auth.create_user()
+    auth.login()
+    client.get(f"/shop/{RING}")
+    signed_out = client.post("/auth/logout", data={"csrf_token": client.csrf_token})
+    assert signed_out.headers["Clear-Site-Data"] == '"cache"'
+    assert "Clear-Site-Data" not in client.get(f"/shop/{RING}").headers
+
+
 def test_personal_pages_are_never_stored(app, client, shopper_with_an_order):
     number, token = shopper_with_an_order["number"], shopper_with_an_order["token"]
     shopper_pages = [

@@ -24,7 +24,7 @@ from elysium.models.orders import OrderLine
 from elysium.models.types import utcnow
 from elysium.services import views
 from elysium.web.fragments import forget_kept
-from tests.conftest import PASSWORD, ShopClient, make_app, page_text
+from tests.conftest import PASSWORD, ShopClient, count_queries, make_app, page_text
 from tests.html import elements, text_of
 from tests.support.staff import staff_client
 
@@ -687,6 +687,25 @@ def test_the_cache_is_redis_when_redis_url_is_set_and_memory_otherwise():
     assert shared["CACHE_REDIS_URL"] == "redis://cache:6379/0"
     assert shared["CACHE_KEY_PREFIX"] == "shop:cache:"
     assert shared["CACHE_DEFAULT_TIMEOUT"] == 60
+
+
+def test_with_redis_unreachable_each_process_keeps_what_it_worked_out(app, catalogue):
+    """Redis down: the shop keeps selling, and each process keeps its own copy of what it
+    worked out (filed under the catalogue's version, as good as the shared entry). Before,
+    every request worked out every block again, and asked the unreachable Redis each time."""
+    shop = make_app(
+        app.config["SQLALCHEMY_DATABASE_URI"],
+        REDIS_URL="redis://127.0.0.1:1/0",  # nothing listens there
+        RATELIMIT_STORAGE_URI="memory://",
+    )
+    client = shop.test_client()
+    first = client.get("/shop?category=ring")
+    with count_queries(shop) as statements:
+        again = client.get("/shop?category=ring")
+
+    assert first.status_code == again.status_code == 200
+    assert page_text(again) == page_text(first)
+    assert len(statements) == 1  # the catalogue's version, and nothing else
 
 
 def test_trending_still_shows_when_redis_cannot_be_reached(app, catalogue):

@@ -615,3 +615,26 @@ def test_when_redis_hangs_sign_in_still_answers_promptly(shop_behind_proxy, auth
         )
         assert time.monotonic() - started < 2 * REDIS_TIMEOUT_SECONDS + 0.5
         assert response.status_code == (303 if password == PASSWORD else 422)
+
+
+def test_when_redis_hangs_the_shop_window_waits_for_it_once(shop_behind_proxy, catalogue):
+    """A Redis that hangs cost every kept block of every page its timeout (a product page
+    has five): seconds a page, for the whole outage. The first request that meets it waits;
+    the process then leaves the cache alone for a while, and the next pages answer at once."""
+    shop, proxy, log = shop_behind_proxy
+    proxy.hang()
+    took = []
+    for _ in range(3):
+        started = time.monotonic()
+        response = requests.get(
+            f"{shop.base_url}/shop/aurelia-solitaire-ring",
+            headers={"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/133.0"},
+            timeout=30,
+        )
+        took.append(time.monotonic() - started)
+        assert response.status_code == 200
+        assert "Aurelia Solitaire Ring" in response.text
+
+    assert took[0] < 4 * REDIS_TIMEOUT_SECONDS + 0.5
+    assert max(took[1:]) < REDIS_TIMEOUT_SECONDS, took
+    assert "The cache could not be read" in log.read_text()

@@ -330,7 +330,9 @@ def test_staff_whose_role_is_taken_away_find_nothing_on_their_next_request(app):
     assert client.get("/staff").status_code == 404
 
 
-def test_a_shopper_made_staff_mid_session_still_needs_the_second_factor(app, runner):
+def test_a_shopper_made_staff_mid_session_signs_in_again_and_needs_the_second_factor(
+    app, runner
+):
     client = shopper(app)
     assert client.get("/staff").status_code == 404
 
@@ -339,7 +341,10 @@ def test_a_shopper_made_staff_mid_session_still_needs_the_second_factor(app, run
 
     response = client.get("/staff")
     assert response.status_code == 303
-    assert where_to(response) == SECOND_FACTOR
+    assert where_to(response) == "/auth/login"  # the promotion ended her sessions
+    signed = client.submit("/auth/login", {"email": "ada@example.com", "password": PASSWORD})
+    assert signed.status_code == 303
+    assert where_to(client.get("/staff")) == SECOND_FACTOR
     assert client.get("/staff/orders").status_code == 303
 
 

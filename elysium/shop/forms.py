@@ -146,12 +146,33 @@ FILTERS = frozenset(
 _read_filters = Memo[tuple[ShopFilterForm, ShopQuery, tuple[str, ...]]](1024)
 
 
+# A listing's pages past this are drawn for their request alone (``worth_keeping_listing``).
+KEPT_PAGES = 20
+# Filters whose value is anything typed (``region_key``).
+FREE_FILTERS = frozenset({"q", "min_price", "max_price"})
+
+
+def worth_keeping_listing(query: ShopQuery) -> bool:
+    """Whether a listing may be kept for everyone: its filters name what the shop offers and
+    one of its first pages. Search words and price bounds are any text or number at all: a
+    stream of made-up ones would fill the shared cache and push out what shoppers ask for."""
+    return (
+        not query.q
+        and query.min_price is None
+        and query.max_price is None
+        and query.page <= KEPT_PAGES
+    )
+
+
 def region_key(args: MultiDict[str, str]) -> tuple[tuple[str, str], ...] | None:
     """The query string as the listing's region shows it (each filter as typed, in the order
     sent: the pages' links keep it), to keep the region under; None when it holds anything
-    but the filters, each once, so made-up parameters never fill a cache."""
+    but the filters, each once, or search words or prices (any text or number at all), so
+    made-up parameters or values never fill a cache."""
     items = tuple(args.items(multi=True))
     if len(items) != len(args) or any(name not in FILTERS for name, _ in items):
+        return None
+    if any(value.strip() for name, value in items if name in FREE_FILTERS):
         return None
     return items
 

@@ -17,12 +17,13 @@ from flask import (
 from elysium.extensions import db
 from elysium.htmx import is_htmx, render
 from elysium.services import catalog, views
-from elysium.shop.forms import read_filters, region_key
+from elysium.shop.forms import read_filters, region_key, worth_keeping_listing
 from elysium.web.browsing import read_recently_viewed_first, record_product_view
 from elysium.web.configurator import (
     CONFIGURATION_FIELDS,
     configurator_context,
     product_page_context,
+    worth_keeping,
 )
 from elysium.web.fragments import briefly, card_links, kept, product_to_show
 from elysium.web.wishlist import heart_marks, put_hearts
@@ -81,12 +82,14 @@ def listing() -> Response:
         found = catalog.search_products(db.session, query, per_page)
         return found, card_links(list(found.products), 2)
 
-    page, links = kept("listing", (query, per_page), results)
+    common = worth_keeping_listing(query)
+    page, links = kept("listing", (query, per_page), results, keep=lambda _: common)
     # One region holds everything the filters decide (heading, filters, notes, results); for
     # htmx it comes with the page title and the header nav, which say the same (out of band).
     # It is kept for everyone under the filters as sent, with marks where the shopper's
-    # hearts go in; a query string holding anything else is drawn but not kept (no key).
-    sent = region_key(request.args)
+    # hearts go in; a query string holding anything else, or a listing not worth keeping
+    # (search words, prices), is drawn but not kept (no key).
+    sent = region_key(request.args) if common else None
     return render(
         "shop/listing.html",
         "shop/_listing.html",
@@ -146,12 +149,13 @@ def price(slug: str) -> Response:
 
     The panel shows the catalogue and the choices in the URL, nothing of the shopper's, so
     it is kept per catalogue version; except when it brings a new "Add to bag" block, which
-    carries the shopper's CSRF token."""
+    carries the shopper's CSRF token, and for choices not worth keeping (``worth_keeping``)."""
     if not is_htmx():
         found = product_to_show(slug) or abort(404)
         return redirect(_product_url(found.slug), 303)
     shown = request.args.get("add_to_bag_state", "")
-    key = (slug, tuple(_requested_choices().items()), shown, request.args.get("quantity"))
+    # The quantity is drawn only in a new "Add to bag" block, which is never kept.
+    key = (slug, tuple(_requested_choices().items()), shown)
 
     def panel() -> tuple[str, int, str, bool]:
         found = product_to_show(slug) or abort(404)
@@ -160,11 +164,14 @@ def price(slug: str) -> Response:
             "shop/_price_panel.html", oob_errors=True, add_to_bag_shown=shown, **context
         )
         status = 422 if context["errors"] else 200
-        return body, status, _product_url(found.slug), context["add_to_bag_state"] != shown
+        keep = worth_keeping(context) and context["add_to_bag_state"] == shown
+        return body, status, _product_url(found.slug), keep
 
-    body, status, product_url, _ = kept("price", key, panel, keep=lambda made: not made[3])
+    body, status, product_url, _ = kept("price", key, panel, keep=lambda made: made[3])
     response = make_response(body, status)
     response.headers["HX-Replace-Url"] = product_url
+    # A new "Add to bag" block carries the shopper's CSRF token; no cache keeps any of it.
+    response.headers["Cache-Control"] = "no-store"
     response.vary.add("HX-Request")
     return response
 

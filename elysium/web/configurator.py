@@ -80,6 +80,14 @@ def configurator_context(
     }
 
 
+def worth_keeping(context: dict) -> bool:
+    """Whether what a :func:`configurator_context` shows may be kept for everyone (a page's
+    blocks, the price panel): choices the catalogue offers, no engraving. Anything else (a
+    made-up choice, an engraving: any text at all) is drawn for its request alone, so a stream
+    of made-up values never fills the shared cache nor pushes out what shoppers ask for."""
+    return not context["errors"] and not context["choices"].get("engraving")
+
+
 class PieceOnPage:
     """The piece a product page shows: what :class:`PieceNamed` holds is at hand, with the
     hash of the configuration shown (for a signed-in shopper's heart, ``configuration_hashes``),
@@ -106,7 +114,8 @@ def product_page_context(slug: str, choices: dict[str, str]) -> dict | None:
     """The product page's context for these choices (:func:`configurator_context`), kept per
     catalogue version with the piece's words (:class:`PieceNamed`). A page whose blocks are
     kept drawn (``kept_markup``) then reads no piece at all, nor works out its stock and price
-    again; None for a piece that is not on sale."""
+    again; None for a piece that is not on sale. Only choices :func:`worth_keeping` are kept
+    (``keep_blocks`` tells the page's blocks)."""
     read: list[Product] = []
 
     def make() -> tuple[PieceNamed, str | None, dict] | None:
@@ -128,9 +137,9 @@ def product_page_context(slug: str, choices: dict[str, str]) -> dict | None:
         return named, configuration_hash, context
 
     chosen = tuple(choices.items())
-    shown = kept("product-page", (slug, chosen), make)
+    shown = kept("product-page", (slug, chosen), make, keep=lambda made: worth_keeping(made[2]))
     if shown is None:
         return None
     named, configuration_hash, context = shown
     piece = PieceOnPage(named, {chosen: configuration_hash}, read[0] if read else None)
-    return {**context, "product": piece}
+    return {**context, "product": piece, "keep_blocks": worth_keeping(context)}

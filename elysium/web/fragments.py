@@ -19,8 +19,10 @@ since a made-to-order piece promises a date ("ships by ..."). A value is kept on
 or a HEAD, which read the version before anything else: a change (a refused "Add to bag"
 drawing the product page again, say) may have read the catalogue before the version, and
 what it drew is shown, never kept. A developer's server, which reloads edited templates,
-keeps nothing. If the cache can't be reached, the value is worked out afresh, with a log
-line; with no version to file it under (no row), nothing is kept.
+keeps nothing. If the cache can't be reached, the value is worked out afresh and kept by the
+process alone, with a log line, and the process leaves the shared cache alone for
+``SHARED_RETRY_SECONDS`` (a Redis that hangs would cost every page its timeout once per kept
+value); with no version to file it under (no row), nothing is kept.
 
 Each process also keeps its own copies of the entries it used last (``NearCache``), for as
 long as the shared cache does at most: what is filed under a version never changes, so a
@@ -38,6 +40,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from functools import cache as once
+from importlib import metadata
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -74,6 +77,9 @@ DRAWN_ONCE = "elysium.drawn_once"
 # Blocks each process keeps drawn once (a handful of names, each with a key or two).
 DRAWN_ONCE_ENTRIES = 256
 UNKNOWN = object()
+# After the shared cache fails to answer, each process leaves it alone this long.
+SHARED_RETRY_SECONDS = 10
+SHARED_DOWN = "elysium.shared_cache_down_until"
 
 
 class NearCache:
@@ -150,6 +156,7 @@ def forget_kept(app: Flask | None = None) -> None:
         cache.clear()
     near_cache(app).clear()
     app.extensions.get(BRIEFLY, {}).clear()
+    app.extensions.pop(SHARED_DOWN, None)
 
 
 def briefly(name: str, seconds: float, make: Callable[[], T]) -> T:
@@ -236,12 +243,20 @@ PACKAGE = Path(__file__).resolve().parent.parent
 TEMPLATES = PACKAGE.parent / "templates"
 
 
+# Libraries whose objects are pickled in kept values, or that draw kept markup.
+PICKLED_WITH = ("sqlalchemy", "flask", "jinja2", "markupsafe", "werkzeug")
+
+
 @once
 def code_version() -> str:
     """A digest of what shapes the kept values: the shop's modules (the prices, the stock
     states, the read models and the tables pickled are worked out there), the templates that
-    draw kept markup and the drawings pictures name (their fingerprints are in the links)."""
+    draw kept markup, the drawings pictures name (their fingerprints are in the links) and
+    the versions of the libraries whose objects are pickled (a release that only upgrades one
+    never unpickles what the older one kept)."""
     digest = hashlib.sha256()
+    for library in PICKLED_WITH:
+        digest.update(f"{library}=={metadata.version(library)};".encode())
     for module in sorted(PACKAGE.rglob("*.py")):
         digest.update(module.read_bytes())
     files = sorted(TEMPLATES.rglob("*.html"))
@@ -289,11 +304,7 @@ def kept_many(
     missing = [at for at, value in enumerate(found) if value is None]
     if not missing:
         return found
-    try:
-        shared = cache.get_many(*(filed[at] for at in missing))
-    except Exception:
-        logger.warning("The cache could not be read; %s is worked out afresh", name)
-        shared = None
+    shared = _read_shared(name, [filed[at] for at in missing])
     if shared is not None:
         for at, value in zip(missing, shared, strict=True):
             if value is not None:
@@ -308,15 +319,37 @@ def kept_many(
     to_keep = {}
     for at, value in zip(missing, made, strict=True):
         found[at] = value
-        if keeps and shared is not None and value is not None and (keep is None or keep(value)):
-            to_keep[filed[at]] = value
+        if keeps and value is not None and (keep is None or keep(value)):
+            # Filed under the version, a copy is as good here whether Redis answered or not.
             near.put(filed[at], value)
-    if to_keep:
+            to_keep[filed[at]] = value
+    if to_keep and shared is not None:
         try:
             cache.set_many(to_keep, timeout=TIMEOUT_SECONDS)
         except Exception:
-            logger.warning("The cache could not be written; %s is not kept", name)
+            _shared_failed(f"written; {name} is kept by this process alone")
     return found
+
+
+def _read_shared(name: str, filed: list[str]) -> list | None:
+    """The shared cache's entries under these keys (None for each it hasn't got); None when it
+    can't be read, or failed a moment ago (``SHARED_RETRY_SECONDS``): a Redis that hangs costs
+    one request its timeout, not every ``kept`` of every request."""
+    if time.monotonic() < current_app.extensions.get(SHARED_DOWN, 0.0):
+        return None
+    try:
+        return cache.get_many(*filed)
+    except Exception:
+        _shared_failed(f"read; {name} is worked out afresh")
+        return None
+
+
+def _shared_failed(what: str) -> None:
+    if time.monotonic() >= current_app.extensions.get(SHARED_DOWN, 0.0):
+        logger.warning(
+            "The cache could not be %s (left alone for %s s)", what, SHARED_RETRY_SECONDS
+        )
+    current_app.extensions[SHARED_DOWN] = time.monotonic() + SHARED_RETRY_SECONDS
 
 
 def cards_to_show(ids: Sequence[int]) -> list[ProductCard]:

@@ -5,7 +5,17 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import Flask, Request, Response, current_app, redirect, request, session, url_for
+from flask import (
+    Flask,
+    Request,
+    Response,
+    after_this_request,
+    current_app,
+    redirect,
+    request,
+    session,
+    url_for,
+)
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface, SessionMixin
 from flask_login import login_user, logout_user
 from itsdangerous import BadSignature, TimestampSigner
@@ -65,9 +75,18 @@ def safe_next(target: str | None, default: str | None = None) -> str:
 def sign_out() -> None:
     """This browser is nobody again: the session is cleared first, then Flask-Login signs
     out, leaving in the new session its note to delete the remember cookie. The other way
-    round the note is cleared away, and the cookie signs the browser straight back in."""
+    round the note is cleared away, and the cookie signs the browser straight back in.
+
+    The answer also asks the browser to forget the shop's pages it holds: a shop page is
+    ``private, no-cache`` and Back shows it from the browser's cache without asking, with the
+    bag count, the hearts and "Recently viewed" of whoever was signed in (a shared computer)."""
     session.clear()
     logout_user()
+
+    @after_this_request
+    def forget_pages(response: Response) -> Response:
+        response.headers["Clear-Site-Data"] = '"cache"'
+        return response
 
 
 def unauthorized() -> Response:
