@@ -9,8 +9,12 @@ as the client sent them, decoded the way Werkzeug decodes them, and anything unr
 the shop's 400 page (htmx the fragment) on every URL, before the CSRF check, the rate
 limiter or a view.
 
-What is not form data is the view's own business: the Stripe webhook verifies its raw JSON
-body as it came, and ``"\\u0000"`` inside JSON is six ASCII characters. Of the headers, the
+A change's body must be a form as a browser sends it (urlencoded or multipart, without files:
+the shop takes no uploads), or nothing: anything else gets the 415 page. Flask-WTF would
+otherwise read a JSON body as the form, whose values (numbers, lists, objects) no field
+expects, nor this check has seen. Only the webhooks (``webhooks`` blueprint) take JSON: the
+Stripe webhook verifies its raw body as it came, and ``"\\u0000"`` inside JSON is six ASCII
+characters. Of the headers, the
 shop reads Host (checked against ``TRUSTED_HOSTS``), the HX-* headers (compared to fixed
 strings), the CSRF and Stripe signature headers (compared to what the shop signed) and the
 Referer (sign-in's way back); none reaches the database as text, so a header is refused only
@@ -28,6 +32,10 @@ from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDeco
 from elysium.errors import render_error
 
 UNREADABLE = "It held characters we can't read. Please go back and try again."
+NOT_A_FORM = "This address takes a form as a browser sends it. Please go back and try again."
+FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
+# The blueprints whose views read a body of their own (signed JSON).
+OWN_BODIES = frozenset({"webhooks"})
 
 # Werkzeug unquotes a quoted cookie value's backslash escapes (``"\000"`` is a NUL): the same
 # escapes, applied to the whole header, find every byte a cookie value can decode to.
@@ -42,13 +50,42 @@ def init_app(app: Flask) -> None:
 
 def refuse_unreadable_requests() -> Response | None:
     part = unreadable_part(request)
-    if part is None:
-        return None
-    current_app.logger.info("Refused a request with unreadable text in its %s", part)
-    # The page's header reads request.args, which a query string of raw bytes that aren't
-    # UTF-8 would make raise.
-    request.query_string = b""
-    return render_error(400, UNREADABLE)
+    if part is not None:
+        current_app.logger.info("Refused a request with unreadable text in its %s", part)
+        # The page's header reads request.args, which a query string of raw bytes that aren't
+        # UTF-8 would make raise.
+        request.query_string = b""
+        return render_error(400, UNREADABLE)
+    if not_a_form(request):
+        current_app.logger.info("Refused a %s body sent to %s", request.mimetype, request.path)
+        return render_error(415, NOT_A_FORM)
+    return None
+
+
+def not_a_form(incoming: Request) -> bool:
+    """Whether a change's body is something other than a browser's form (JSON, say, or a
+    form with a file in it), for a view that reads forms."""
+    if incoming.method in ("GET", "HEAD", "OPTIONS") or incoming.blueprint in OWN_BODIES:
+        return False
+    if incoming.mimetype not in FORM_TYPES:
+        return bool(incoming.content_length or incoming.headers.get("Transfer-Encoding"))
+    if incoming.mimetype == "multipart/form-data":
+        boundary = incoming.mimetype_params.get("boundary", "").encode("latin-1")
+        return bool(boundary) and _holds_a_file(incoming.get_data(cache=True), boundary)
+    return False
+
+
+def _holds_a_file(body: bytes, boundary: bytes) -> bool:
+    decoder = MultipartDecoder(boundary)
+    decoder.receive_data(body)
+    decoder.receive_data(None)
+    try:
+        while not isinstance(event := decoder.next_event(), Epilogue | NeedData):
+            if isinstance(event, File):
+                return True
+    except ValueError:  # not a body Werkzeug can parse: its form comes out empty
+        return False
+    return False
 
 
 def unreadable_part(incoming: Request) -> str | None:

@@ -22,6 +22,7 @@ MESSAGES = {
     404: ("We couldn't find that page", "It may have moved, or the piece is no longer offered."),
     405: ("That isn't allowed here", "This page can't be used that way."),
     413: ("That was too large", "Please send something smaller."),
+    415: ("That isn't a form we can read", "Please go back and send the form again."),
     429: ("Too many attempts", "Please wait a moment and try again."),
     500: ("Something went wrong on our side", "We have been told. Please try again shortly."),
     503: (

@@ -330,9 +330,7 @@ def test_staff_whose_role_is_taken_away_find_nothing_on_their_next_request(app):
     assert client.get("/staff").status_code == 404
 
 
-def test_a_shopper_made_staff_mid_session_signs_in_again_and_needs_the_second_factor(
-    app, runner
-):
+def test_a_shopper_made_staff_mid_session_signs_in_again_and_needs_the_second_factor(app, runner):
     client = shopper(app)
     assert client.get("/staff").status_code == 404
 
