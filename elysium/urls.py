@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from flask import Flask, current_app, request, url_for
 from flask.globals import request_ctx
@@ -47,15 +47,19 @@ def absolute_url(endpoint: str, **values: Any) -> str:
 
 
 def modify_query(**changes: Any) -> str:
-    """The current URL's query string with some parameters changed (``None`` removes one)."""
+    """The current URL's query string with some parameters changed (``None`` removes one).
+
+    The query is joined to the path as it is, never handed to ``url_for`` as keywords: a
+    parameter named ``endpoint``, ``_method`` or ``_external`` is anyone's to send, and would
+    be taken for one of ``url_for``'s own."""
     args = request.args.to_dict()
     for name, value in changes.items():
         if value is None or value == "":
             args.pop(name, None)
         else:
             args[name] = str(value)
-    endpoint = request.endpoint or "shop.listing"
-    return url_for(endpoint, **(request.view_args or {}), **args)
+    path = url_for(request.endpoint or "shop.listing", **(request.view_args or {}))
+    return f"{path}?{urlencode(args)}" if args else path
 
 
 def digits_up_to(limit: int) -> str:

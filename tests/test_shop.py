@@ -543,3 +543,19 @@ def test_absolute_urls_outside_a_request_use_site_url(app, monkeypatch):
         assert absolute_url("orders.detail", number="ELY-1", token="t") == (
             "https://www.elysium.example/orders/ELY-1?token=t"
         )
+
+
+@pytest.mark.parametrize("name", ["endpoint", "_method", "_external", "_anchor", "_scheme"])
+@pytest.mark.parametrize("htmx", [False, True], ids=["page", "htmx"])
+def test_a_parameter_named_like_url_fors_own_keeps_the_listing_working(
+    client, catalogue, name, htmx
+):
+    """The listing's Previous and Next links carry the query string along: a parameter named
+    ``endpoint`` or ``_method`` was handed to ``url_for`` as one of its own (500)."""
+    headers = {"HX-Request": "true"} if htmx else {}
+    response = client.get(f"/shop?page=2&{name}=POST", headers=headers)
+
+    assert response.status_code == 200
+    [previous] = Page(response).select('a[rel="prev"]')
+    assert previous["href"] == f"/shop?page=1&{name}=POST"
+    assert client.get(previous["href"]).status_code == 200
