@@ -43,7 +43,7 @@ from tests.conftest import (
     page_text,
     sent_emails,
 )
-from tests.html import csrf_token
+from tests.html import Page, csrf_token
 from tests.support.local_redis import REDIS, require_redis
 from tests.support.oidc_provider import OIDCProvider
 from tests.support.shop_process import ShopProcess, free_port
@@ -175,6 +175,13 @@ def test_the_current_password_is_asked_10_times_an_hour_per_account_at_most(clie
         limited = client.submit(page, {**data, field: PASSWORD}, action=action)
         assert limited.status_code == 429
         assert TOO_MANY in page_text(limited)
+        assert int(limited.headers["Retry-After"]) > 0
+        # The same form, with what was typed kept (never a password).
+        form = Page(limited).one(f'form[action="{action}"]')
+        assert form.select_one(f'input[name="{field}"]').get("value", "") == ""
+        for name, typed in data.items():
+            if name != "password":
+                assert form.select_one(f'input[name="{name}"]')["value"] == typed
     assert client.get("/account").status_code == 200  # still hers, unchanged
 
 

@@ -18,6 +18,7 @@ from flask import (
     session,
     url_for,
 )
+from flask_limiter import RequestLimit
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 
@@ -28,6 +29,7 @@ from elysium.account.forms import (
     PasswordForm,
     ProfileForm,
 )
+from elysium.errors import seconds_until_reset, wait_message
 from elysium.extensions import db, limiter
 from elysium.htmx import fragments, htmx_redirect, is_htmx, notice, personal_pages, render
 from elysium.models.types import utcnow
@@ -68,6 +70,35 @@ def _done(message: str, location: str, *parts: str) -> Response:
     return response
 
 
+def _limited(request_limit: RequestLimit) -> Response:
+    """A 429 that shows the same form, with what was typed (never a password) kept and the
+    wait beside it, as a form that was refused would be."""
+    user = _user()
+    form: FlaskForm
+    if request.endpoint == "account.close_account":
+        form = DeleteAccountForm()
+        form.form_errors.append(wait_message(request_limit))
+        page = render_template("account/delete.html", user=user, form=form)
+        response = make_response(page, 429)
+    else:
+        name, form_class, fragment = LIMITED_FORMS[request.endpoint or ""]
+        form = form_class()
+        form.form_errors.append(wait_message(request_limit))
+        if is_htmx():
+            response = fragments(render_template(fragment, user=user, **{name: form}), status=429)
+        else:
+            response = _profile_page(user, 429, **{name: form})
+    response.headers["Retry-After"] = str(seconds_until_reset(request_limit))
+    response.vary.add("HX-Request")
+    return response
+
+
+# The profile's forms that are limited: the name the page gives each, its class, its fragment.
+LIMITED_FORMS: dict[str, tuple[str, type[FlaskForm], str]] = {
+    "account.change_email": ("email_form", EmailForm, "account/_email_form.html"),
+    "account.change_password": ("password_form", PasswordForm, "account/_password_form.html"),
+}
+
 # The forms that ask for the current password (a new address, a new password, closing the
 # account) take 10 tries an hour between them, per account: a session taken from its owner
 # can't guess it forever.
@@ -76,6 +107,7 @@ current_password_asked = limiter.shared_limit(
     scope="current-password",
     key_func=lambda: f"current-password:{current_user.id}",
     methods=["POST"],
+    on_breach=_limited,
 )
 
 
@@ -161,7 +193,9 @@ def update_profile() -> Response:
 
 @bp.post("/email")
 @login_required
-@limiter.limit("5/hour", key_func=lambda: f"email-change:{current_user.get_id()}")
+@limiter.limit(
+    "5/hour", key_func=lambda: f"email-change:{current_user.get_id()}", on_breach=_limited
+)
 @current_password_asked
 def change_email() -> Response:
     """Each request writes to the address typed (a link, or a note that someone tried, the
