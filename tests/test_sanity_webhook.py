@@ -199,9 +199,16 @@ def test_bad_missing_or_stale_signatures_are_401_and_malformed_bodies_400_nothin
     assert post(webhook_url, b"{not json", sign(b"{not json", SECRET)) == 400
     no_id = json.dumps({"_type": "product"}).encode()
     assert post(webhook_url, no_id, sign(no_id, SECRET)) == 400
+    # Signed, but an id no text column holds (it was a 500), or nested past what JSON reads.
+    for odd in (f"{RING}\u0000", f"{RING}\ud800"):
+        unstorable = json.dumps({"_id": odd, "_type": "product"}).encode()
+        assert post(webhook_url, unstorable, sign(unstorable, SECRET)) == 400
+    deep = b'{"_id":' * 5000 + b"1" + b"}" * 5000
+    assert post(webhook_url, deep, sign(deep, SECRET)) == 400
 
     time.sleep(0.3)
     assert piece(shop) == before
+    assert recorded_changes(shop) == []
 
 
 def recorded_changes(shop: Flask) -> list[dict[str, Any]]:

@@ -68,7 +68,13 @@ def verify_webhook(payload: bytes, signature: str | None) -> dict[str, Any]:
             current_app.config["STRIPE_WEBHOOK_TOLERANCE_SECONDS"],
         )
         event = json.loads(payload)
-    except (stripe.SignatureVerificationError, UnicodeDecodeError, ValueError) as error:
+    # RecursionError: JSON nested deeper than the parser goes (still a signed body).
+    except (
+        stripe.SignatureVerificationError,
+        UnicodeDecodeError,
+        ValueError,
+        RecursionError,
+    ) as error:
         raise InvalidWebhookError(str(error)) from error
     if not isinstance(event, dict):
         raise InvalidWebhookError("the event is not a JSON object")

@@ -23,7 +23,7 @@ from elysium.models.types import utcnow
 from elysium.money import format_money
 from elysium.services import checkout, orders, quotes
 from elysium.services.outbox import queue_email
-from elysium.services.sql import AnySession, insert_unless_exists
+from elysium.services.sql import AnySession, insert_unless_exists, storable
 from elysium.urls import absolute_url
 
 ACTOR = "stripe"
@@ -169,9 +169,9 @@ def _parts(event: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
     metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
     looked_up = (event_id, event_type, obj.get("id"), obj.get("client_reference_id"))
     looked_up += (obj.get("payment_intent"), metadata.get("order_number"))
-    if any(isinstance(value, str) and "\x00" in value for value in looked_up):
+    if any(isinstance(value, str) and not storable(value) for value in looked_up):
         # No database text column can hold it; such an event names nothing of ours.
-        raise MalformedEventError("an event's ids hold a NUL character")
+        raise MalformedEventError("an event's ids hold a NUL or a lone surrogate")
     return event_id, event_type, obj
 
 

@@ -42,3 +42,16 @@ def take_turns_on_sqlite(session: AnySession, model: type, row_id: int) -> None:
     # Every column set to itself that an UPDATE would otherwise stamp (``onupdate``).
     unchanged = {column.name: column for column in table.c if column.onupdate is not None}
     session.execute(update(table).where(table.c.id == row_id).values(id=table.c.id, **unchanged))
+
+
+def storable(text: str) -> bool:
+    """Whether a text column can hold ``text`` on either database: no NUL (PostgreSQL refuses
+    it) and no lone surrogate (it can't be encoded as UTF-8: ``"\\ud800"`` in JSON reads as
+    one). Text from outside that reaches a statement (a webhook's ids) is checked with it."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -11,6 +11,7 @@ from elysium.integrations import sanity
 from elysium.integrations.stripe_gateway import InvalidWebhookError, verify_webhook
 from elysium.services import catalog_changes, catalog_sync
 from elysium.services.payments import MalformedEventError, handle_event
+from elysium.services.sql import storable
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 
@@ -57,10 +58,15 @@ def sanity_event() -> tuple[Response, int]:
         return jsonify(error="invalid signature"), 401
     try:
         payload = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         payload = None
     doc_id = payload.get("_id") if isinstance(payload, dict) else None
-    if not isinstance(doc_id, str) or not doc_id.strip() or len(doc_id) > MAX_DOCUMENT_ID:
+    if (
+        not isinstance(doc_id, str)
+        or not doc_id.strip()
+        or len(doc_id) > MAX_DOCUMENT_ID
+        or not storable(doc_id)
+    ):
         current_app.logger.warning("Sanity webhook refused: no document id in the body")
         return jsonify(error="malformed body"), 400
     response = jsonify(accepted=True, id=doc_id)
