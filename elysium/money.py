@@ -24,7 +24,8 @@ def decimal_string(amount: int) -> str:
     return f"{sign}{major}.{minor:02d}"
 
 
-AMOUNT = re.compile(r"(\d{1,9})(?:\.(\d{1,2}))?")
+# ASCII digits only, as every number the shop reads: "١٠٠" is a hundred to Python's int().
+AMOUNT = re.compile(r"(\d{1,9})(?:\.(\d{1,2}))?", re.ASCII)
 
 
 def parse_amount(text: str, currency: str) -> int | None:

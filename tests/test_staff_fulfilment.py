@@ -275,6 +275,23 @@ def test_a_refund_over_what_is_left_is_refused_before_stripe_is_asked(
     assert order_of(app, number)["refunds"] == []
 
 
+@pytest.mark.parametrize("typed", ["١٠٠", "１００", "1O0", "100.001", "-5"])
+def test_an_amount_that_isnt_one_in_our_digits_is_refused_as_typed(
+    shop: Shop, app: Flask, typed: str
+) -> None:
+    """Other scripts' digits read as a number to Python ("١٠٠" refunded £100): every number
+    the shop reads is in ASCII digits, an amount too."""
+    number, _ = buy(shop)
+    staff = staff_client(shop.app)
+
+    response = act(staff, number, "refund", amount=typed, request_key="x")
+
+    assert response.status_code == 422
+    assert field_error(response, "amount") == "Enter an amount like 250 or 1,250.50."
+    assert Page(response).one("#refund-amount")["value"] == typed
+    assert order_of(app, number)["refunds"] == []
+
+
 def test_a_refund_stripe_refuses_is_shown_and_changes_nothing(shop: Shop, app: Flask) -> None:
     number, _ = buy(shop)
     with app.app_context():
