@@ -143,6 +143,7 @@ def register_templating(app: Flask) -> None:
     from elysium.services.orders import (
         STATUS_LABELS,
         headline,
+        money_taken,
         shipment,
         shopper_refunds,
         shopper_timeline,
@@ -170,6 +171,7 @@ def register_templating(app: Flask) -> None:
     app.jinja_env.globals["order_shipment"] = shipment
     app.jinja_env.globals["order_tracking_link"] = tracking_link_for
     app.jinja_env.globals["order_refunds"] = shopper_refunds
+    app.jinja_env.globals["order_money_taken"] = money_taken
     app.jinja_env.globals["demo_payments"] = demo_payments
     app.jinja_env.globals["current_year"] = lambda: datetime.now(UTC).year
     app.jinja_env.globals["country_label"] = country_name

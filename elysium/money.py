@@ -24,7 +24,7 @@ def decimal_string(amount: int) -> str:
     return f"{sign}{major}.{minor:02d}"
 
 
-# ASCII digits only, as every number the shop reads: "١٠٠" is a hundred to Python's int().
+# ASCII digits only, as every number the shop reads: int() takes other scripts' digits too.
 AMOUNT = re.compile(r"(\d{1,9})(?:\.(\d{1,2}))?", re.ASCII)
 
 

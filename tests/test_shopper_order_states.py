@@ -447,7 +447,13 @@ def test_the_cancelled_email_tells_the_refund_and_never_the_reason(
     move(app, bought, S.CANCELLED)
     total = money(bought.total)
     text, html, order_url = render(
-        shop, bought, "order_cancelled", total=total, refunded_amount=total
+        shop,
+        bought,
+        "order_cancelled",
+        total=total,
+        refunded_amount=total,
+        money_taken=True,
+        back_in_bag=False,
     )
     for body in (text, text_of(Page(html))):
         assert f"Your order {bought.number} ({total}) has been cancelled." in body
@@ -456,7 +462,15 @@ def test_the_cancelled_email_tells_the_refund_and_never_the_reason(
         assert "nothing has been charged" not in body
     assert order_url in text
 
-    text, html, _ = render(shop, bought, "order_cancelled", total=total)
+    text, html, _ = render(
+        shop,
+        bought,
+        "order_cancelled",
+        total=total,
+        refunded_amount=None,
+        money_taken=True,
+        back_in_bag=False,
+    )
     assert "has been cancelled" in text
     assert "We have refunded" not in text
     assert "We have refunded" not in html

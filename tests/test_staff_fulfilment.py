@@ -25,7 +25,7 @@ from elysium.models import (
 from elysium.models.types import utcnow
 from elysium.services import fulfilment
 from elysium.services.fulfilment import ActionRefusedError, Staff
-from tests.conftest import ShopClient, page_text
+from tests.conftest import ShopClient, link_in, page_text, sent_emails
 from tests.html import Page, field_error, form_fields, text_of
 from tests.support.checkout import Shop, add_chain, bags, check_out, session_id_from, stock
 from tests.support.meanwhile import meanwhile
@@ -275,12 +275,16 @@ def test_a_refund_over_what_is_left_is_refused_before_stripe_is_asked(
     assert order_of(app, number)["refunds"] == []
 
 
-@pytest.mark.parametrize("typed", ["١٠٠", "１００", "1O0", "100.001", "-5"])
+@pytest.mark.parametrize(
+    "typed",
+    ["\u0661\u0660\u0660", "\uff11\uff10\uff10", "1O0", "100.001", "-5"],
+    ids=["arabic-indic", "fullwidth", "letter-o", "three-decimals", "negative"],
+)
 def test_an_amount_that_isnt_one_in_our_digits_is_refused_as_typed(
     shop: Shop, app: Flask, typed: str
 ) -> None:
-    """Other scripts' digits read as a number to Python ("١٠٠" refunded £100): every number
-    the shop reads is in ASCII digits, an amount too."""
+    """Other scripts' digits read as a number to Python (a hundred in Arabic-Indic digits
+    refunded £100): every number the shop reads is in ASCII digits, an amount too."""
     number, _ = buy(shop)
     staff = staff_client(shop.app)
 
@@ -1115,6 +1119,13 @@ def test_a_payment_the_shop_refused_is_refunded_and_the_order_cancelled_by_staff
     ]
     assert stock(app) == (3, 0)
     assert bags(app)[0] == (False, [1])
+    # The shopper is told the money was taken and given back, never "nothing was charged".
+    [email] = [e for e in sent_emails(app) if e.template == "order_cancelled"]
+    assert "We have refunded £649.99 to your original payment method." in email.body_text
+    assert "nothing has been charged" not in email.body_text
+    page = page_text(client.get(link_in(email, "/orders/")))
+    assert "This order was cancelled." in page
+    assert "nothing was charged" not in page
 
 
 def test_a_bank_payment_the_shop_refused_is_refunded_before_its_order_is_cancelled(
@@ -1138,7 +1149,7 @@ def test_a_bank_payment_the_shop_refused_is_refunded_before_its_order_is_cancell
     )
     staff = staff_client(shop.app)
 
-    response = act(staff, number, "cancel", reason="Wrong amount", request_key="p")
+    response = act(staff, number, "cancel", reason="Wrong amount", notify="y", request_key="p")
     shop.fake.wait_for_deliveries()
 
     assert response.status_code == 303, page_text(response)
@@ -1147,6 +1158,34 @@ def test_a_bank_payment_the_shop_refused_is_refunded_before_its_order_is_cancell
     assert after["status"] is S.CANCELLED
     assert after["refunds"] == [(TOTAL - 1, RefundStatus.SUCCEEDED)]
     assert stock(app) == (3, 0)
+    [email] = [e for e in sent_emails(app) if e.template == "order_cancelled"]
+    assert "We have refunded £649.99" in email.body_text
+    assert "back in your bag" not in email.body_text  # it left the bag when it went PROCESSING
+
+
+def test_a_bank_payment_cancelled_before_it_arrived_says_nothing_was_taken_nor_bag_refilled(
+    shop: Shop, app: Flask
+) -> None:
+    """The order left the bag when its bank payment began (PROCESSING): cancelled before the
+    money came, nothing was charged, and nothing went back in the bag, which the email said."""
+    client = shop.client()
+    add_chain(client)
+    session_id = session_id_from(check_out(client).location)
+    shop.fake.pay_later(session_id)
+    with app.app_context():
+        number = db.session.scalars(
+            select(Order.number).where(Order.stripe_checkout_session_id == session_id)
+        ).one()
+    assert order_of(app, number)["status"] is S.PROCESSING
+    staff = staff_client(shop.app)
+
+    response = act(staff, number, "cancel", reason="No transfer", notify="y", request_key="p")
+
+    assert response.status_code == 303, page_text(response)
+    [email] = [e for e in sent_emails(app) if e.template == "order_cancelled"]
+    assert "so nothing has been charged." in email.body_text
+    assert "back in your bag" not in email.body_text
+    assert bags(app) == [(False, [])]
 
 
 def refused_payment(shop: Shop, app: Flask) -> tuple[str, str]:

@@ -672,6 +672,7 @@ def cancel_unpaid(
             f"Stripe could not be reached to close the payment page of order {order.number}, "
             "where the customer could still pay: nothing was cancelled. Try again in a moment."
         )
+    back_in_bag = checkout.holds_its_cart(order)
     checkout.close_unpaid(
         session,
         order,
@@ -681,9 +682,7 @@ def cancel_unpaid(
         actor_user_id=staff.user_id,
     )
     if notify:
-        orders.email_shopper(
-            session, order, "order_cancelled", f"Your ELYSIUM order {order.number} was cancelled"
-        )
+        orders.email_cancelled(session, order, back_in_bag=back_in_bag)
     session.flush()
     return order
 
@@ -765,15 +764,7 @@ def cancel_paid(
                 order_id=order.id,
             )
     if notify:
-        orders.email_shopper(
-            session,
-            order,
-            "order_cancelled",
-            f"Your ELYSIUM order {order.number} was cancelled",
-            refunded_amount=format_money(order.refunded_amount, order.currency)
-            if order.refunded_amount
-            else None,
-        )
+        orders.email_cancelled(session, order, back_in_bag=False)
     session.flush()
     return order
 
@@ -975,6 +966,7 @@ def cancel_not_accepted(
         given_back = "not all given back"
         kept = _kept_after_dispute(payment.left - payment.to_refund, payment.currency)
         note = f"{note}. {kept}"
+    back_in_bag = checkout.holds_its_cart(order)
     checkout.close_unpaid(
         session,
         order,
@@ -997,12 +989,6 @@ def cancel_not_accepted(
                 note="The payment the shop refused was refunded: the warning is cleared",
             )
     if notify:
-        orders.email_shopper(
-            session,
-            order,
-            "order_cancelled",
-            f"Your ELYSIUM order {order.number} was cancelled",
-            refunded_amount=amount,
-        )
+        orders.email_cancelled(session, order, back_in_bag=back_in_bag)
     session.flush()
     return order

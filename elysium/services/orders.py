@@ -220,6 +220,28 @@ def shopper_refunds(order: Order) -> list[RefundNote]:
     return notes
 
 
+def money_taken(order: Order) -> bool:
+    """Whether the shopper's money was taken for the order: it was paid, or some was given
+    back (a payment the shop refused, then refunded, was taken all the same)."""
+    return order.paid_at is not None or bool(shopper_refunds(order))
+
+
+def email_cancelled(session: AnySession, order: Order, *, back_in_bag: bool) -> None:
+    """The shopper's cancellation email, saying what is so: whether money was taken and how
+    much was given back, and whether the pieces are back in their bag (``back_in_bag``: the
+    caller reads it before the cancel thaws the bag, ``checkout.holds_its_cart``)."""
+    refunded = sum(note.amount for note in shopper_refunds(order))
+    email_shopper(
+        session,
+        order,
+        "order_cancelled",
+        f"Your ELYSIUM order {order.number} was cancelled",
+        money_taken=money_taken(order),
+        refunded_amount=format_money(refunded, order.currency) if refunded else None,
+        back_in_bag=back_in_bag,
+    )
+
+
 def describe(event: OrderEvent) -> str:
     """An order event in plain words for the shopper. Only the status is told: the note is
     the shop's own (a staff member's reason, a Stripe event id), never the shopper's."""

@@ -344,12 +344,11 @@ def session_expired(session: AnySession, order: Order, obj: dict[str, Any], even
         return
     if not _can_move(order, OrderStatus.CANCELLED, note, event_id):
         return
+    back_in_bag = checkout.holds_its_cart(order)
     checkout.close_unpaid(
         session, order, OrderStatus.CANCELLED, actor=ACTOR, note=note, stripe_event_id=event_id
     )
-    orders.email_shopper(
-        session, order, "order_cancelled", f"Your ELYSIUM order {order.number} was cancelled"
-    )
+    orders.email_cancelled(session, order, back_in_bag=back_in_bag)
 
 
 def charge_refunded(
