@@ -575,6 +575,44 @@ def test_the_success_page_shows_the_order_only_to_its_own_shopper(shop: Shop, ap
     assert "hx-trigger" not in text
 
 
+def test_signing_in_on_a_shared_browser_takes_neither_the_last_guests_order_nor_payment(
+    shop: Shop, app: Flask
+) -> None:
+    """Ada bought as a guest on a shared computer; Grace, whose account had no bag, signed in
+    after her. The guest bag (emptied by the payment) became Grace's with the order still
+    pointing at it: the success page showed Grace Ada's email and address, from any device.
+    And a guest bag frozen for a payment page still open became hers to resume or cancel."""
+    with app.app_context():
+        create_user("grace@example.com")
+        db.session.remove()
+    client = shop.client()
+    add_chain(client)
+    session_id = session_id_from(check_out(client).location)
+    shop.fake.pay(session_id)
+    url = f"/checkout/success?session_id={session_id}"
+    assert "St James" in page_text(client.get(url))
+
+    signed_in = client.submit("/auth/login", {"email": "grace@example.com", "password": PASSWORD})
+
+    assert signed_in.status_code == 303
+    shown = page_text(client.get(url))
+    assert "Your order has been received" in shown
+    for private in ("ada@example.com", "St James", "Ada Lovelace"):
+        assert private not in shown
+
+    # Another guest's payment page still open, then Grace signs in again on that browser.
+    client.post("/auth/logout", data={"csrf_token": client.csrf_token})
+    add_chain(client)
+    check_out(client)
+    again = client.submit("/auth/login", {"email": "grace@example.com", "password": PASSWORD})
+    assert again.status_code == 303
+    with app.app_context():
+        frozen = db.session.scalars(select(Cart).where(Cart.frozen_at.is_not(None))).one()
+        assert frozen.user_id is None  # still the guest's, with its cookie
+        db.session.remove()
+    assert "Payment in progress" not in page_text(client.get("/cart"))
+
+
 def test_invalid_details_are_refused_with_what_was_typed_kept(shop: Shop, app: Flask) -> None:
     client = shop.client()
     add_chain(client)

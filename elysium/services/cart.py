@@ -619,7 +619,12 @@ def merge_into(session: AnySession, guest: Cart, target: Cart) -> MergeReport:
 
 
 def adopt(session: AnySession, guest: Cart, user_id: int) -> MergeReport:
-    """The account had no cart: the guest cart simply becomes the account's."""
+    """The account had no cart: the guest cart becomes the account's, as :func:`merge_into`
+    takes one: not while a checkout holds it (:class:`FrozenCartError`: it stays the guest's,
+    with its cookie), and without the orders bought from it, which stay the guest's (a shared
+    browser: the success page of a stranger's order would open for the account)."""
+    _claim(session, guest)
+    detach_orders(session, [guest.id])
     guest.user_id = user_id
     guest.token = None
     _touch(guest)
