@@ -10,6 +10,7 @@ from flask import Flask, Response, g, make_response, render_template, request
 from flask_limiter import RequestLimit
 from sqlalchemy.exc import DBAPIError, OperationalError, PendingRollbackError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.orm.exc import ObjectDeletedError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from elysium.extensions import db, limiter, login_manager
@@ -21,6 +22,7 @@ MESSAGES = {
     403: ("You can't open this page", "If you think you should, please sign in again."),
     404: ("We couldn't find that page", "It may have moved, or the piece is no longer offered."),
     405: ("That isn't allowed here", "This page can't be used that way."),
+    409: ("That changed meanwhile", "Please go back and try again."),
     413: ("That was too large", "Please send something smaller."),
     415: ("That isn't a form we can read", "Please go back and send the form again."),
     429: ("Too many attempts", "Please wait a moment and try again."),
@@ -30,6 +32,10 @@ MESSAGES = {
         "The shop is briefly unavailable. Please try again shortly.",
     ),
 }
+GONE_MEANWHILE = (
+    "What this page was about was changed or removed meanwhile (in another window, perhaps). "
+    "Please start again."
+)
 # What a 503 asks a client to wait before trying again while the database is unreachable.
 DATABASE_RETRY_AFTER_SECONDS = 5
 # SQLAlchemy's code for using a connection that was lost inside the transaction.
@@ -98,6 +104,19 @@ def register(app: Flask) -> None:
             getattr(error, "orig", None) or error,
         )
         return unavailable_page()
+
+    @app.errorhandler(ObjectDeletedError)
+    def handle_row_deleted_meanwhile(error: ObjectDeletedError) -> Response:
+        """A row this request had read was deleted by another before it was read again (the
+        account closed in another tab as this one checked out, say): the request is over,
+        with a 409 page that says so, never a 500. Whoever is signed in is read again on the
+        next request (a closed account is signed out then)."""
+        app.logger.info("A row was deleted under %s %s: %s", request.method, logged_path(), error)
+        with contextlib.suppress(SQLAlchemyError):
+            db.session.rollback()
+        g._login_user = login_manager.anonymous_user()  # the account may be the row gone
+        g.setdefault("cart_count", 0)
+        return render_error(409, GONE_MEANWHILE)
 
     @app.teardown_appcontext
     def end_database_session(_error: BaseException | None) -> None:

@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from itsdangerous import TimestampSigner
 from sqlalchemy import event, insert, select
+from sqlalchemy.orm import selectinload
 
 from elysium.extensions import db
 from elysium.models import (
@@ -657,7 +658,7 @@ def add_order(app, user_id: int, status: OrderStatus = OrderStatus.DELIVERED, **
         order = Order(
             number=fields.pop("number", "ELY-7Q2K9"),
             user_id=user_id,
-            email="ada@example.com",
+            email=fields.pop("email", "ada@example.com"),
             status=status,
             currency="GBP",
             subtotal=185000,
@@ -941,6 +942,49 @@ def test_another_accounts_commission_under_her_address_is_not_hers_to_export_or_
             "Your commission request for Grace",
             "Your ELYSIUM account is closed",
         ]
+
+
+def order_row(app, number: str) -> Order:
+    with app.app_context():
+        order = db.session.scalars(
+            select(Order).where(Order.number == number).options(selectinload(Order.lines))
+        ).one()
+        db.session.expunge_all()
+        return order
+
+
+def test_orders_placed_as_a_guest_under_her_address_are_hers_to_export_and_erase(
+    app, client, auth, signed_in
+):
+    """Ada bought as a guest (typing her address as she likes) before she opened her
+    account. Her export left that order out, and closing the account left its email, both
+    addresses, the gift message and the engraving, which its emailed link still opened.
+    Another account's order to her address stays that account's."""
+    engraved = {"metal": "platinum", "diamond": "0.50ct", "size": "6.5", "engraving": "A & G 1819"}
+    add_order(app, None, number="ELY-GUEST1", email="Ada@Example.com")
+    with app.app_context():
+        line = db.session.scalars(
+            select(OrderLine).join(Order).where(Order.number == "ELY-GUEST1")
+        ).one()
+        line.configuration = engraved
+        line.configuration_summary = "Platinum, 0.50 ct, US size 6.5, engraved “A & G 1819”"
+        db.session.commit()
+    grace = auth.create_user("grace@example.com")
+    add_order(app, grace, number="ELY-GRACE1", email="ada@example.com")
+
+    data = json.loads(client.get("/account/export").get_data(as_text=True))
+    assert [order["number"] for order in data["orders"]] == ["ELY-GUEST1"]
+
+    assert client.submit("/account/delete", {"password": PASSWORD}).status_code == 303
+    erased = order_row(app, "ELY-GUEST1")
+    assert (erased.email, erased.shipping_address, erased.billing_address) == ("", {}, {})
+    assert erased.gift_message == ""
+    [line] = erased.lines
+    assert "A & G" not in json.dumps(line.configuration)
+    assert "A & G" not in line.configuration_summary
+    assert line.configuration_summary.startswith("Platinum, 0.50 ct, US size 6.5, engraved")
+    kept = order_row(app, "ELY-GRACE1")
+    assert (kept.user_id, kept.email) == (grace, "ada@example.com")
 
 
 def test_export_leaves_out_other_shoppers(app, client, auth, signed_in):

@@ -6,8 +6,11 @@ emails). Orders are the shop's accounting records, so they stay, cut loose from 
 no user, no email, no addresses, no gift message; lines, totals and status are kept (and
 nobody is emailed about them again). An order that is still being paid for or on its way
 needs its address, so closing waits until it has arrived; a commission's paid deposit has
-nothing to deliver. Commissions are kept the same way, those asked as a guest under the
-account's email too; one still in talks is lost with its client, so its quote can't be paid.
+nothing to deliver. Orders placed as a guest under the account's address are the person's
+too (the owner proved the address is theirs), in the export and the erasure, and an
+engraving goes like a gift message. Commissions are kept the same way, those asked as a guest
+under the account's email too; one still in talks is lost with its client, so its quote can't
+be paid.
 The Stripe customer made for the account is deleted at Stripe too, once the closing is
 committed (:func:`forget_at_stripe`).
 """
@@ -25,14 +28,14 @@ from elysium.integrations import stripe_gateway
 from elysium.models.cart import Cart, CartLine, WishlistItem
 from elysium.models.engagement import BespokeLead, LeadStatus, ProductView
 from elysium.models.inventory import StockMovement
-from elysium.models.orders import Order, OrderStatus
+from elysium.models.orders import Order, OrderLine, OrderStatus
 from elysium.models.outbox import OutboxEmail, OutboxStatus
 from elysium.models.types import utcnow
 from elysium.models.users import User
 from elysium.services import leads, passwords, views
 from elysium.services.accounts import AccountError, normalise_email
 from elysium.services.addresses import addresses_of, as_snapshot
-from elysium.services.cart import detach_orders
+from elysium.services.cart import detach_orders, hold_account_bag
 from elysium.services.outbox import queue_email
 from elysium.services.sql import AnySession
 
@@ -55,7 +58,7 @@ def export(session: AnySession, user: User) -> dict[str, Any]:
     sent, by subject and date (not their text: a file kept must hold no live link)."""
     profile = user.profile
     orders = session.scalars(
-        select(Order).where(Order.user_id == user.id).order_by(Order.created_at, Order.id)
+        select(Order).where(_orders_of(user.id, user.email)).order_by(Order.created_at, Order.id)
     )
     wishlist = session.scalars(
         select(WishlistItem).where(WishlistItem.user_id == user.id).order_by(WishlistItem.id)
@@ -176,7 +179,7 @@ def open_orders(session: AnySession, user: User) -> list[Order]:
     has nothing to deliver."""
     candidates = session.scalars(
         select(Order).where(
-            Order.user_id == user.id,
+            _orders_of(user.id, user.email),
             Order.status.in_([*IN_PROGRESS, OrderStatus.PENDING]),
         )
     )
@@ -203,6 +206,9 @@ def close_account(
     confirm_identity(user, password=password, typed_email=typed_email)
     if user.is_staff:
         raise AccountError("A staff account is closed by an administrator.")
+    # The bag's row first: a checkout starting in another tab waits for the closing (and
+    # finds no bag), one started before is among the orders read next.
+    hold_account_bag(session, user.id)
     if pending := open_orders(session, user):
         numbers = ", ".join(order.number for order in pending)
         raise AccountError(
@@ -251,13 +257,41 @@ def _leads_of(user_id: int, email: str) -> ColumnElement[bool]:
     )
 
 
+def _orders_of(user_id: int, email: str) -> ColumnElement[bool]:
+    """The person's orders: those placed signed in, and those placed as a guest under the
+    account's address (however its letters were cased: a guest types it as they like), which
+    its owner proved is theirs. Not another account's order to this address."""
+    return or_(
+        Order.user_id == user_id,
+        and_(Order.user_id.is_(None), func.lower(Order.email) == email.lower()),
+    )
+
+
 def _emails_of(user_id: int, email: str) -> ColumnElement[bool]:
-    """The emails to the person: those for the account, and those to its address for no
-    account. Not those for another account, though sent to this address."""
+    """The emails to the person: those for the account, and those to its address (however
+    cased) for no account. Not those for another account, though sent to this address."""
     return or_(
         OutboxEmail.user_id == user_id,
-        and_(OutboxEmail.user_id.is_(None), OutboxEmail.to_address == email),
+        and_(OutboxEmail.user_id.is_(None), func.lower(OutboxEmail.to_address) == email.lower()),
     )
+
+
+ERASED_ENGRAVING = "(removed when the account was closed)"
+
+
+def _erase_engravings(session: AnySession, orders: ColumnElement[bool]) -> None:
+    """An engraving is the person's own words (names, dates), like a gift message: the
+    orders keep that a piece was engraved, not what with."""
+    lines = session.scalars(select(OrderLine).join(Order).where(orders))
+    for line in lines:
+        engraving = (line.configuration or {}).get("engraving")
+        if not engraving:
+            continue
+        line.configuration = {**line.configuration, "engraving": ERASED_ENGRAVING}
+        line.configuration_summary = line.configuration_summary.replace(
+            f"engraved “{engraving}”", f"engraved {ERASED_ENGRAVING}"
+        )
+    session.flush()
 
 
 def _erase(session: AnySession, user: User) -> int:
@@ -284,11 +318,13 @@ def _erase(session: AnySession, user: User) -> int:
                 note="The client closed their account",
             )
     session.flush()
+    their_orders = _orders_of(user_id, email)
+    _erase_engravings(session, their_orders)
     # Explicit statements rather than ON DELETE rules: SQLite enforces foreign keys only
     # when asked to, and the result must be the same on both databases.
     anonymised = session.execute(
         update(Order)
-        .where(Order.user_id == user_id)
+        .where(their_orders)
         .values(
             user_id=None,
             email=ERASED_EMAIL,

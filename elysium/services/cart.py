@@ -49,7 +49,7 @@ from elysium.services.inventory import (
     inventory_row,
     variant_availability,
 )
-from elysium.services.sql import AnySession
+from elysium.services.sql import AnySession, take_turns_on_sqlite
 
 MAX_QUANTITY_PER_LINE = 5
 DEFAULT_CURRENCY = "GBP"
@@ -865,6 +865,16 @@ def purge_guest_carts(session: AnySession, *, idle_since: datetime) -> int:
     session.execute(delete(CartLine).where(CartLine.cart_id.in_(ids)))
     session.execute(delete(Cart).where(Cart.id.in_(ids)))
     return len(ids)
+
+
+def hold_account_bag(session: AnySession, user_id: int) -> None:
+    """Take the account's bag row (if it has one) until the transaction ends: a checkout
+    starting now waits to freeze it, one that froze it before has committed its order."""
+    bag_id = session.scalar(select(Cart.id).where(Cart.user_id == user_id))
+    if bag_id is None:
+        return
+    take_turns_on_sqlite(session, Cart, bag_id)
+    session.execute(select(Cart.id).where(Cart.id == bag_id).with_for_update())
 
 
 def detach_orders(session: AnySession, cart_ids: Iterable[int] | ScalarSelect[int]) -> None:
