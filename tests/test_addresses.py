@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from sqlalchemy import select
 
@@ -10,6 +12,7 @@ from elysium.extensions import db
 from elysium.models import Address, User
 from tests.conftest import page_text
 from tests.html import elements
+from tests.support.meanwhile import meanwhile
 
 HOME = {
     "full_name": "Ada Lovelace",
@@ -300,6 +303,37 @@ def test_making_a_default_clears_the_old_one_in_either_order(app, client, signed
 
     client.htmx("POST", f"/account/addresses/{second.id}/default/billing")
     assert defaults(app, signed_in) == ([first.id], [second.id])
+
+
+def test_two_windows_making_two_defaults_at_once_leave_one(app, client, signed_in):
+    """Both read the old default before either wrote: the second broke the one-default index
+    (a 500). The address book now takes turns: the last one asked is the default."""
+    add(client, HOME, shipping=True)
+    add(client, STUDIO)
+    add(client, {**STUDIO, "line1": "2 Infinite Loop"})
+    _, second, third = rows(app, signed_in)
+    other = app.test_client()
+    for cookie in ("session",):
+        other.set_cookie(cookie, client.get_cookie(cookie).value)
+    answers: list[int] = []
+    window = threading.Thread(
+        target=lambda: answers.append(
+            other.htmx("POST", f"/account/addresses/{third.id}/default/shipping").status_code
+        )
+    )
+    other.csrf_token = client.csrf_token
+
+    def the_other_window() -> None:
+        window.start()
+        window.join(3)  # it waits for this window's turn, or it is done
+
+    with meanwhile(app, "UPDATE addresses", the_other_window) as ran:
+        response = client.htmx("POST", f"/account/addresses/{second.id}/default/shipping")
+    window.join(30)
+
+    assert ran
+    assert (response.status_code, answers) == (200, [200])
+    assert defaults(app, signed_in) == ([third.id], [])
 
 
 def test_adding_a_new_default_replaces_the_old_one(app, client, signed_in):
