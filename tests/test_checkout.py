@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 from flask import Flask
-from sqlalchemy import create_engine, event, select, text
+from sqlalchemy import create_engine, event, select, text, update
 from sqlalchemy.exc import OperationalError
 
 from elysium.db_routing import RoutingSession
@@ -872,6 +872,27 @@ def test_a_signed_in_shopper_can_deliver_to_a_saved_address(shop: Shop, app: Fla
         assert refused.status_code == 422
         assert "Choose one of your addresses, or add a new one." in page_text(refused)
         assert form_fields(refused, "#checkout-form")["email"] == "grace@example.com"
+    assert all_orders(app) == []
+
+    # Saved before today's rules (a country no longer delivered to, a postcode written
+    # before its rule): it went into the order unchecked. It is refused, and says why.
+    for saved_as in ({"country": "XK"}, {"postcode": "NOT A POSTCODE"}):
+        with app.app_context():
+            db.session.execute(update(Address).where(Address.id == address_id).values(saved_as))
+            db.session.commit()
+        refused = client.submit(
+            "/checkout",
+            {"email": "grace@example.com", "billing_same": "y", "shipping_choice": str(address_id)},
+        )
+        assert refused.status_code == 422, saved_as
+        assert "We can't deliver to this address as it is saved" in page_text(refused)
+        with app.app_context():
+            db.session.execute(
+                update(Address)
+                .where(Address.id == address_id)
+                .values(country="GB", postcode="BA1 1AA")
+            )
+            db.session.commit()
     assert all_orders(app) == []
 
     response = client.submit(

@@ -103,7 +103,15 @@ def _shipping_snapshot(form: CheckoutForm, shipping: AddressForm) -> dict[str, s
     if saved is None:
         form.shipping_choice.errors = ["Choose one of your addresses, or add a new one."]
         return None
-    return addresses.as_snapshot(saved)
+    try:
+        return addresses.deliverable_snapshot(saved)
+    except AddressError as error:
+        problems = " ".join(error.errors.values())
+        form.shipping_choice.errors = [
+            f"We can't deliver to this address as it is saved ({problems}): edit it in your "
+            "address book, or add a new one."
+        ]
+        return None
 
 
 def _details(forms: tuple[CheckoutForm, AddressForm, AddressForm]):

@@ -174,6 +174,13 @@ def as_snapshot(address: Address) -> dict[str, str]:
     return asdict(input_from(address))
 
 
+def deliverable_snapshot(address: Address) -> dict[str, str]:
+    """A saved address as an order takes it, checked again by today's rules: one saved before
+    (a country no longer delivered to, a postcode written before its rule) raises
+    :class:`AddressError`, for the shopper to edit it or choose another."""
+    return as_plain(clean(input_from(address)))
+
+
 def as_plain(data: AddressInput) -> dict[str, str]:
     """A cleaned address as plain data (an order's snapshot of an address typed at checkout)."""
     return asdict(data)
