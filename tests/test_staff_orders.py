@@ -905,7 +905,10 @@ def attention_of(app: Flask, number: str) -> tuple[bool, str]:
         return order.needs_attention, order.attention_reason
 
 
-def test_a_warning_raised_while_the_note_was_written_is_not_settled_unread(staff, orders, app):
+@pytest.mark.parametrize("htmx", [False, True], ids=["plain", "htmx"])
+def test_a_warning_raised_while_the_note_was_written_is_not_settled_unread(
+    staff, orders, app, htmx
+):
     """The page showed one warning; a dispute's arrived as the note was written. Settling
     took every warning off, the unread one too: it is now refused, the note kept, both
     warnings on, until the page is read again."""
@@ -915,15 +918,20 @@ def test_a_warning_raised_while_the_note_was_written_is_not_settled_unread(staff
     flag_order(app, number, "A refund failed at Stripe: give it back again")
     typed = "Refunded in Stripe's dashboard, ref re_123."
 
-    response = staff.post(
-        f"/staff/orders/{number}/notes",
-        data={"csrf_token": staff.csrf_token, "note": typed, "settles": "y", "seen": seen},
-    )
+    sent = {"note": typed, "settles": "y", "seen": seen}
+    if htmx:
+        response = staff.htmx("POST", f"/staff/orders/{number}/notes", data=sent)
+    else:
+        response = staff.post(
+            f"/staff/orders/{number}/notes", data={"csrf_token": staff.csrf_token, **sent}
+        )
 
     assert response.status_code == 422
     refused = Page(response)
     assert "The warning changed while you wrote" in field_error(refused, "settles")
     assert refused.one("#note").get_text().strip() == typed
+    # The new warning is on screen (htmx: out of band) before the next try.
+    assert "A refund failed at Stripe" in text_of(refused.one("#order-attention"))
     flagged, reasons = attention_of(app, number)
     assert flagged
     assert "A refund failed at Stripe" in reasons
