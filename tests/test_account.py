@@ -30,6 +30,7 @@ from elysium.models import (
 from elysium.models.types import utcnow
 from elysium.services import accounts, oauth_accounts, passwords
 from tests.conftest import PASSWORD, link_in, page_text, sent_emails
+from tests.support.meanwhile import in_another_window, meanwhile
 from tests.test_get_is_pure import snapshot
 
 NEW_PASSWORD = "a quiet walk by the river"
@@ -985,6 +986,28 @@ def test_orders_placed_as_a_guest_under_her_address_are_hers_to_export_and_erase
     assert line.configuration_summary.startswith("Platinum, 0.50 ct, US size 6.5, engraved")
     kept = order_row(app, "ELY-GRACE1")
     assert (kept.user_id, kept.email) == (grace, "ada@example.com")
+
+
+def test_an_order_begun_as_the_account_closes_refuses_the_closing(app, client, signed_in):
+    """Ada's other browser, signed out, checks out as a guest under her address (or a
+    deposit is paid for her quote) just as she closes her account: neither goes through the
+    bag the closing holds. The erasure wiped that order's email and addresses with its
+    payment page open. The closing now leaves an open order whole, finds it, and is refused
+    (and rolled back), as if it had been there first."""
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        pytest.skip("SQLite has one writer at a time: the checkout can't meet the closing")
+
+    def guest_checkout() -> None:
+        add_order(app, None, OrderStatus.PENDING, number="ELY-MEANWH1", email="ADA@example.com")
+
+    with meanwhile(app, "UPDATE orders SET user_id", lambda: in_another_window(guest_checkout)):
+        refused = client.submit("/account/delete", {"password": PASSWORD})
+
+    assert refused.status_code == 422
+    assert "ELY-MEANWH1" in page_text(refused)
+    begun = order_row(app, "ELY-MEANWH1")
+    assert (begun.email, begun.shipping_address["full_name"]) == ("ADA@example.com", "Ada Lovelace")
+    assert user_row(app, signed_in) is not None
 
 
 def test_export_leaves_out_other_shoppers(app, client, auth, signed_in):

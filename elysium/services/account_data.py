@@ -22,7 +22,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, not_, or_, select, update
 
 from elysium.integrations import stripe_gateway
 from elysium.models.cart import Cart, CartLine, WishlistItem
@@ -34,7 +34,7 @@ from elysium.models.types import utcnow
 from elysium.models.users import User
 from elysium.services import leads, passwords, views
 from elysium.services.accounts import AccountError, normalise_email
-from elysium.services.addresses import addresses_of, as_snapshot
+from elysium.services.addresses import addresses_of, as_snapshot, hold_address_book
 from elysium.services.cart import detach_orders, hold_account_bag
 from elysium.services.outbox import queue_email
 from elysium.services.sql import AnySession
@@ -171,23 +171,29 @@ def export(session: AnySession, user: User) -> dict[str, Any]:
     }
 
 
-def open_orders(session: AnySession, user: User) -> list[Order]:
+def _refuse_while_open(session: AnySession, user_id: int, email: str) -> None:
+    if pending := _open_orders(session, user_id, email):
+        numbers = ", ".join(order.number for order in pending)
+        raise AccountError(
+            f"Your order {numbers} is still in progress. You can close your account once it "
+            "has been delivered, or contact us and we'll help."
+        )
+
+
+def _still_open() -> ColumnElement[bool]:
     """Orders still being paid for or delivered: their addresses are needed until they arrive.
     A PENDING order counts whatever its payment page's expiry: a payment made in its last
     minute may be reported late, and one Stripe says is paid may wait for its event; the
     sweeper ends the ones truly abandoned within minutes. A commission's deposit, once paid,
     has nothing to deliver."""
-    candidates = session.scalars(
-        select(Order).where(
-            _orders_of(user.id, user.email),
-            Order.status.in_([*IN_PROGRESS, OrderStatus.PENDING]),
-        )
+    return and_(
+        Order.status.in_([*IN_PROGRESS, OrderStatus.PENDING]),
+        not_(and_(Order.bespoke_quote_id.is_not(None), Order.status == OrderStatus.PAID)),
     )
-    return [
-        order
-        for order in candidates
-        if not (order.bespoke_quote_id is not None and order.status is OrderStatus.PAID)
-    ]
+
+
+def _open_orders(session: AnySession, user_id: int, email: str) -> list[Order]:
+    return list(session.scalars(select(Order).where(_orders_of(user_id, email), _still_open())))
 
 
 def confirm_identity(user: User, *, password: str = "", typed_email: str = "") -> None:
@@ -209,12 +215,8 @@ def close_account(
     # The bag's row first: a checkout starting in another tab waits for the closing (and
     # finds no bag), one started before is among the orders read next.
     hold_account_bag(session, user.id)
-    if pending := open_orders(session, user):
-        numbers = ", ".join(order.number for order in pending)
-        raise AccountError(
-            f"Your order {numbers} is still in progress. You can close your account once it "
-            "has been delivered, or contact us and we'll help."
-        )
+    hold_address_book(session, user)
+    _refuse_while_open(session, user.id, user.email)
     first_name, email = user.first_name, user.email
     anonymised = _erase(session, user)
     queue_email(
@@ -318,7 +320,10 @@ def _erase(session: AnySession, user: User) -> int:
                 note="The client closed their account",
             )
     session.flush()
-    their_orders = _orders_of(user_id, email)
+    # Only orders that are over: one begun meanwhile by a way that doesn't go through the bag
+    # (a guest checkout under the address, a deposit for a quote) is left whole, and found
+    # below, and the closing is refused and rolled back, as if it had been there first.
+    their_orders = and_(_orders_of(user_id, email), not_(_still_open()))
     _erase_engravings(session, their_orders)
     # Explicit statements rather than ON DELETE rules: SQLite enforces foreign keys only
     # when asked to, and the result must be the same on both databases.
@@ -334,6 +339,7 @@ def _erase(session: AnySession, user: User) -> int:
         )
         .execution_options(synchronize_session=False)
     ).rowcount
+    _refuse_while_open(session, user_id, email)
     carts = select(Cart.id).where(Cart.user_id == user_id).scalar_subquery()
     detach_orders(session, carts)
     for statement in (

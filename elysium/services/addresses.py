@@ -107,7 +107,7 @@ def add_address(
 ) -> tuple[Address, list[Address]]:
     """Save a new address; returns it and any address that stopped being a default."""
     cleaned = clean(data)
-    _hold_address_book(session, user)
+    hold_address_book(session, user)
     count = len(addresses_of(session, user))
     if count >= MAX_ADDRESSES:
         raise AddressError({"": f"You can keep up to {MAX_ADDRESSES} addresses."})
@@ -136,7 +136,7 @@ def make_default(session: AnySession, user: User, address: Address, kind: Defaul
     first and break the partial unique index (one default of each kind per user).
     """
     assert address.user_id == user.id
-    _hold_address_book(session, user)
+    hold_address_book(session, user)
     column = getattr(Address, kind.attribute)
     previous = list(
         session.scalars(
@@ -151,10 +151,12 @@ def make_default(session: AnySession, user: User, address: Address, kind: Defaul
     return previous
 
 
-def _hold_address_book(session: AnySession, user: User) -> None:
+def hold_address_book(session: AnySession, user: User) -> None:
     """Take the account's row until the transaction ends: two windows changing its defaults
     (or adding at its limit) take turns, the second reading what the first committed. Two
-    defaults made at once broke the one-default index (a 500), and two adds passed the cap."""
+    defaults made at once broke the one-default index (a 500), and two adds passed the cap.
+    Closing the account takes it too (after the bag's), so it never deletes the addresses
+    one of these is changing, each waiting on the other."""
     take_turns_on_sqlite(session, User, user.id)
     session.execute(select(User.id).where(User.id == user.id).with_for_update())
 
