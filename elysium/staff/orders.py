@@ -271,15 +271,13 @@ def add_note(number: str) -> Response:
                 return _settled(number)
             return _note_added(number)
     if is_htmx():
-        # The warnings as they are now, out of band: a refused settling may be for a new one.
-        attention = render_template(
-            "staff/orders/_attention.html", detail=_detail_or_404(number), oob=True
-        )
-        return fragments(
-            render_template("staff/orders/_note_form.html", order=order, note_form=form),
-            attention,
-            status=422,
-        )
+        parts = [render_template("staff/orders/_note_form.html", order=order, note_form=form)]
+        if form.settles.errors:
+            # The warnings as they are now, out of band: a refused settling may be for a new
+            # one, which must be on screen before the next try.
+            detail = _detail_or_404(number)
+            parts.append(render_template("staff/orders/_attention.html", detail=detail, oob=True))
+        return fragments(*parts, status=422)
     return _detail_page(number, form, 422)
 
 
