@@ -22,7 +22,7 @@ from elysium.services import cart as carts
 from elysium.services import catalog
 from elysium.services import checkout as checkouts
 from elysium.services.configuration import configure
-from tests.conftest import PASSWORD, ShopClient, create_user, make_app, page_text
+from tests.conftest import PASSWORD, ShopClient, create_user, make_app, page_text, sent_emails
 from tests.html import Page, bag_count, elements, form_fields
 from tests.support.checkout import (
     ADDRESS,
@@ -970,6 +970,12 @@ def test_the_sweeper_cancels_an_unpaid_checkout_whose_event_was_lost(
     assert stock(app) == (3, 0)
     assert bags(app) == [(False, [1])]
     assert "none" in runner.invoke(args=["orders", "expire-stale"]).output
+    # The shopper is told, once, as Stripe's own expiry event would have told them (the
+    # late event finds the order cancelled and tells nobody).
+    shop.fake.deliver_pending()
+    [email] = [e for e in sent_emails(app) if e.template == "order_cancelled"]
+    assert "so nothing has been charged." in email.body_text
+    assert "back in your bag" in email.body_text
 
 
 def test_the_sweeper_applies_a_payment_whose_event_was_lost_and_the_late_event_changes_nothing(

@@ -999,4 +999,11 @@ def sweep_stale_order(session: AnySession, order_id: int) -> tuple[Settled, Paym
         reason="The payment page expired without a payment",
         cancel_if_unreachable=False,
     )
+    if settled is Settled.CANCELLED:
+        # As Stripe's own expiry event tells the shopper (``payments.session_expired``): the
+        # late event finds the order cancelled and tells nobody. It was PENDING, so its bag,
+        # if it had one, was thawed with the pieces in it.
+        cancelled = session.get(Order, order_id)
+        assert cancelled is not None
+        orders.email_cancelled(session, cancelled, back_in_bag=cancelled.cart_id is not None)
     return settled, page
