@@ -273,3 +273,30 @@ def test_checkout_expiry_outside_30_to_60_minutes_is_refused(monkeypatch, minute
     monkeypatch.setenv("CHECKOUT_EXPIRY_MINUTES", minutes)
     with pytest.raises(ConfigurationError, match="CHECKOUT_EXPIRY_MINUTES"):
         create_app({"SECRET_KEY": "x", "ELYSIUM_ENV": "testing"})
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("STAFF_EMAIL", ""),  # BESPOKE_NOTIFY_EMAIL left empty falls back to STAFF_EMAIL
+        *(
+            (name, value)
+            for name in ("STAFF_EMAIL", "BESPOKE_NOTIFY_EMAIL")
+            for value in (
+                "Atelier <atelier@elysium.example>",
+                "a@elysium.example, b@elysium.example",
+            )
+        ),
+    ],
+)
+def test_an_address_of_the_house_that_isnt_one_address_is_refused_at_start(
+    monkeypatch, name, value
+):
+    """The shop writes to these on its main paths (a piece running low at checkout, a
+    dispute's webhook, a bespoke request): one that isn't a single address made every such
+    checkout answer 500, with no order made."""
+    monkeypatch.setenv(name, value)
+    if name == "STAFF_EMAIL":
+        monkeypatch.setenv("BESPOKE_NOTIFY_EMAIL", "bespoke@elysium.example")
+    with pytest.raises(ConfigurationError, match=name):
+        create_app({"SECRET_KEY": "x", "ELYSIUM_ENV": "testing"})

@@ -31,6 +31,7 @@ from flask import Flask, current_app, render_template
 from sqlalchemy import ColumnElement, and_, event, or_, select, update
 from sqlalchemy.orm import Session, SessionTransaction
 
+from elysium.config import ConfigurationError
 from elysium.integrations.email import (
     EmailBackend,
     EmailDeliveryError,
@@ -186,10 +187,31 @@ def send_pending(session: AnySession, *, limit: int = 100) -> SendReport:
     return report
 
 
+# The settings naming the house's own inboxes: the shop emails them from its main paths (a
+# piece running low at checkout, a dispute's webhook, a bespoke request).
+HOUSE_ADDRESSES = ("STAFF_EMAIL", "BESPOKE_NOTIFY_EMAIL")
+
+
 def init_app(app: Flask) -> None:
-    """Warn at start-up when a production app would only print its emails."""
+    """Refuse to start when an address the shop writes to is not one address (a display name,
+    a list, nothing): every checkout that runs a piece low would answer 500 with it. Warn when
+    a production app would only print its emails."""
+    for name in HOUSE_ADDRESSES:
+        value = str(app.config.get(name) or "").strip()
+        if not _is_one_address(value):
+            raise ConfigurationError(
+                f"{name} must be one email address, such as atelier@example.com, not {value!r}"
+            )
     if app.config.get("ELYSIUM_ENV") == "production" and app.config["EMAIL_BACKEND"] == "console":
         app.logger.warning("EMAIL_BACKEND is 'console': emails are printed, not sent.")
+
+
+def _is_one_address(value: str) -> bool:
+    return (
+        0 < len(value) <= MAX_ADDRESS_LENGTH
+        and value.count("@") == 1
+        and not any(c.isspace() or c in '<>,;"' for c in value)
+    )
 
 
 @event.listens_for(Session, "after_transaction_end")
