@@ -426,6 +426,30 @@ def test_a_refund_that_fails_after_stripe_accepted_it_counts_no_more_and_is_flag
     assert order_of(app, number)["refunded"] == 10000
 
 
+def test_the_rest_refunded_at_stripe_is_emailed_as_itself_not_the_running_total(
+    shop: Shop, app: Flask
+) -> None:
+    """Staff refunded £250 here (emailed: "We have refunded £250"); the other £400 was given
+    back in Stripe's dashboard. Its email said "We have refunded £650": the shopper read
+    £900 given back on a £650 order."""
+    number, _ = buy(shop)
+    staff = staff_client(shop.app)
+    assert (
+        act(staff, number, "refund", amount="250", notify="y", request_key="r").status_code == 303
+    )
+    shop.fake.wait_for_deliveries()
+
+    shop.fake.refund_from_dashboard(intent_of(app, number))
+    shop.fake.wait_for_deliveries()
+
+    assert order_of(app, number)["status"] is S.REFUNDED
+    emails = [e.body_text for e in sent_emails(app) if e.template == "order_refunded"]
+    assert len(emails) == 2
+    assert "We have refunded £250" in emails[0]
+    assert "We have refunded £400" in emails[1]
+    assert "now refunded in full" in emails[1]
+
+
 def test_money_refunded_at_stripe_after_a_refund_failed_is_counted(shop: Shop, app: Flask) -> None:
     """Staff refunded £100; it failed (the card was closed), and Stripe's running total went
     back to nothing. They gave the £100 back from Stripe's dashboard: its report counted

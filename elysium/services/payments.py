@@ -378,6 +378,7 @@ def charge_refunded(
             stripe_event_id=event_id,
         )
         return
+    counted_before = order.refunded_amount
     order.refunded_amount = max(order.refunded_amount, refunded)
     if refunded >= order.total:
         if _move(order, OrderStatus.REFUNDED, "Refunded in full", event_id):
@@ -388,8 +389,15 @@ def charge_refunded(
                     actor=ACTOR,
                     note=f"Deposit order {order.number} refunded in full at Stripe",
                 )
+            # What this refund gave back, not the running total: a shopper told of a refund
+            # made here before would read the two as adding up to more than was paid.
             orders.email_shopper(
-                session, order, "order_refunded", f"Your refund for {order.number}"
+                session,
+                order,
+                "order_refunded",
+                f"Your refund for {order.number}",
+                amount=format_money(refunded - counted_before, order.currency),
+                full=True,
             )
     else:
         orders.add_note(
