@@ -34,10 +34,11 @@ from elysium.models.types import utcnow
 from elysium.models.users import User
 from elysium.services import leads, passwords, views
 from elysium.services.accounts import AccountError, normalise_email
-from elysium.services.addresses import addresses_of, as_snapshot, hold_address_book
+from elysium.services.addresses import addresses_of, as_snapshot
 from elysium.services.cart import detach_orders, hold_account_bag
+from elysium.services.configuration import engraved
 from elysium.services.outbox import queue_email
-from elysium.services.sql import AnySession
+from elysium.services.sql import AnySession, hold_row
 
 IN_PROGRESS = frozenset(
     {OrderStatus.PROCESSING, OrderStatus.PAID, OrderStatus.FULFILLED, OrderStatus.SHIPPED}
@@ -215,7 +216,9 @@ def close_account(
     # The bag's row first: a checkout starting in another tab waits for the closing (and
     # finds no bag), one started before is among the orders read next.
     hold_account_bag(session, user.id)
-    hold_address_book(session, user)
+    # Then the account's row, as the address book takes it (so the closing never deletes
+    # the addresses a window is changing, each waiting on the other).
+    hold_row(session, User, user.id)
     _refuse_while_open(session, user.id, user.email)
     first_name, email = user.first_name, user.email
     anonymised = _erase(session, user)
@@ -291,7 +294,7 @@ def _erase_engravings(session: AnySession, orders: ColumnElement[bool]) -> None:
             continue
         line.configuration = {**line.configuration, "engraving": ERASED_ENGRAVING}
         line.configuration_summary = line.configuration_summary.replace(
-            f"engraved “{engraving}”", f"engraved {ERASED_ENGRAVING}"
+            engraved(engraving), f"engraved {ERASED_ENGRAVING}"
         )
     session.flush()
 

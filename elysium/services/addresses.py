@@ -14,7 +14,7 @@ from elysium.countries import PostcodeError, is_country, normalise_postcode
 from elysium.models.users import Address, User
 from elysium.services.errors import InvalidInputError
 from elysium.services.profiles import clean_text, phone_problem
-from elysium.services.sql import AnySession, take_turns_on_sqlite
+from elysium.services.sql import AnySession, hold_row
 
 MAX_ADDRESSES = 20
 LIMITS = {
@@ -154,11 +154,8 @@ def make_default(session: AnySession, user: User, address: Address, kind: Defaul
 def hold_address_book(session: AnySession, user: User) -> None:
     """Take the account's row until the transaction ends: two windows changing its defaults
     (or adding at its limit) take turns, the second reading what the first committed. Two
-    defaults made at once broke the one-default index (a 500), and two adds passed the cap.
-    Closing the account takes it too (after the bag's), so it never deletes the addresses
-    one of these is changing, each waiting on the other."""
-    take_turns_on_sqlite(session, User, user.id)
-    session.execute(select(User.id).where(User.id == user.id).with_for_update())
+    defaults made at once broke the one-default index (a 500), and two adds passed the cap."""
+    hold_row(session, User, user.id)
 
 
 def delete_address(session: AnySession, address: Address) -> None:

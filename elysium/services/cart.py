@@ -49,7 +49,7 @@ from elysium.services.inventory import (
     inventory_row,
     variant_availability,
 )
-from elysium.services.sql import AnySession, take_turns_on_sqlite
+from elysium.services.sql import AnySession, hold_row
 
 MAX_QUANTITY_PER_LINE = 5
 DEFAULT_CURRENCY = "GBP"
@@ -873,8 +873,7 @@ def hold_account_bag(session: AnySession, user_id: int) -> None:
     bag_id = session.scalar(select(Cart.id).where(Cart.user_id == user_id))
     if bag_id is None:
         return
-    take_turns_on_sqlite(session, Cart, bag_id)
-    session.execute(select(Cart.id).where(Cart.id == bag_id).with_for_update())
+    hold_row(session, Cart, bag_id)
 
 
 def detach_orders(session: AnySession, cart_ids: Iterable[int] | ScalarSelect[int]) -> None:

@@ -243,13 +243,18 @@ def variant_label(product: Product, variant_key: str) -> str:
     return f"{metal} with {diamond}" if diamond else metal
 
 
+def engraved(text: str) -> str:
+    """How a summary says what a piece is engraved with."""
+    return f"engraved “{text}”"
+
+
 def summary(product: Product, configuration: Configuration) -> str:
     """A one-line description for bags, orders and emails."""
     parts = [variant_label(product, configuration.variant_key)]
     if configuration.size:
         parts.append(f"US size {configuration.size}")
     if configuration.engraving:
-        parts.append(f"engraved “{configuration.engraving}”")
+        parts.append(engraved(configuration.engraving))
     return ", ".join(parts)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import InstrumentedAttribute, Session, scoped_session
 
@@ -29,6 +29,15 @@ def insert_unless_exists(
         .returning(model.id)  # type: ignore[attr-defined]
     )
     return session.execute(statement).scalar_one_or_none()
+
+
+def hold_row(session: AnySession, model: type, row_id: int) -> None:
+    """Take one row's lock until the transaction ends (``SELECT … FOR UPDATE``; on SQLite the
+    database's write lock first, :func:`take_turns_on_sqlite`): another request taking it
+    waits, then reads what this one committed."""
+    take_turns_on_sqlite(session, model, row_id)
+    table = model.__table__  # type: ignore[attr-defined]
+    session.execute(select(table.c.id).where(table.c.id == row_id).with_for_update())
 
 
 def take_turns_on_sqlite(session: AnySession, model: type, row_id: int) -> None:
