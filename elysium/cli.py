@@ -28,12 +28,20 @@ from elysium.services.checkout import (
     stale_order_ids,
     sweep_stale_order,
 )
-from elysium.services.outbox import CLAIM_BATCH, SendReport, send_pending
+from elysium.services.outbox import (
+    CLAIM_BATCH,
+    SendReport,
+    erase_sent_bodies,
+    retry_failed,
+    send_pending,
+)
 from elysium.services.seeding import load_demo_catalogue, seed_catalogue
 
 logger = logging.getLogger(__name__)
 
-emails_cli = AppGroup("emails", help="The email outbox: send what is waiting, retry failures.")
+emails_cli = AppGroup(
+    "emails", help="The email outbox: send what is waiting, retry failures, erase what was sent."
+)
 carts_cli = AppGroup("carts", help="Bags: clear out the ones guests abandoned.")
 orders_cli = AppGroup("orders", help="Orders: the safety nets cron runs.")
 analytics_cli = AppGroup("analytics", help="Browsing memory: the product views the shop keeps.")
@@ -148,7 +156,7 @@ def worker_command(interval: float, once: bool) -> None:
                 break
             # Small passes, straight after one another while there is work, so a stop
             # request waits for at most one batch.
-            if report.total == 0 or report.retried:
+            if report.total == 0 or report.retried or report.held:
                 stop.wait(interval)
     finally:
         for signum, handler in previous.items():
@@ -166,6 +174,78 @@ def _worker_pass() -> SendReport:
         return SendReport()
     finally:
         db.session.remove()
+
+
+@emails_cli.command("retry-failed")
+@click.option("--all", "every_failed", is_flag=True, help="Every failed email.")
+@click.option(
+    "--id",
+    "ids",
+    type=int,
+    multiple=True,
+    metavar="N",
+    help="The failed email with this id (repeat for more).",
+)
+@click.option(
+    "--queued-within",
+    "queued_within",
+    metavar="AGE",
+    help="Failed emails queued less than this long ago: Nd (days) or Nh (hours).",
+)
+def retry_failed_command(
+    every_failed: bool, ids: tuple[int, ...], queued_within: str | None
+) -> None:
+    """Put failed emails back, to be sent on the next pass. Say which: --all, or --id and/or
+    --queued-within (together, the emails that match both).
+
+    An email younger than EMAIL_GIVE_UP_AFTER_HOURS keeps its idempotency key: if one of its
+    tries did reach Resend, Resend answers with that email and nobody gets it twice. An older
+    one is sent under a new key, as Resend forgets a key after 24 hours: if one of its tries
+    did reach the shopper (one that timed out or met a 5xx; a refused one never did), they
+    get it a second time. Putting it back is that choice.
+    """
+    if every_failed == bool(ids or queued_within):
+        raise click.UsageError("Say which failed emails: --all, or --id and/or --queued-within.")
+    queued_since = None
+    if queued_within is not None:
+        try:
+            queued_since = utcnow() - parse_age(queued_within)
+        except click.BadParameter as error:
+            error.param_hint = "'--queued-within'"
+            raise
+    requeued = retry_failed(db.session, ids=ids or None, queued_since=queued_since)
+    db.session.commit()
+    count = len(requeued.ids)
+    emails = "email" if count == 1 else "emails"
+    renewed = requeued.with_new_key
+    under_new_keys = f" ({renewed} under a new idempotency key)" if renewed else ""
+    click.echo(f"Put back {count} failed {emails}, to be sent on the next pass{under_new_keys}.")
+    if skipped := sorted(set(ids) - set(requeued.ids)):
+        why = f"not failed, or queued over {queued_within} ago" if queued_within else "not failed"
+        click.echo(f"Left as they are ({why}): {', '.join(map(str, skipped))}.")
+
+
+@emails_cli.command("erase-sent")
+@click.option(
+    "--older-than",
+    "older_than",
+    default="90d",
+    show_default=True,
+    help="Erase what emails sent longer ago than this said: Nd (days) or Nh (hours).",
+)
+def erase_sent_command(older_than: str) -> None:
+    """Erase the bodies of emails sent a while ago (they hold shoppers' names, addresses and
+    what they bought). That each was sent, to whom and when stays on its order's timeline;
+    waiting and failed emails are left whole."""
+    try:
+        age = parse_age(older_than)
+    except click.BadParameter as error:
+        error.param_hint = "'--older-than'"
+        raise
+    erased = erase_sent_bodies(db.session, sent_before=utcnow() - age)
+    db.session.commit()
+    emails = "email" if erased == 1 else "emails"
+    click.echo(f"Erased {erased} sent {emails} (sent more than {older_than.strip()} ago).")
 
 
 def parse_age(value: str) -> timedelta:

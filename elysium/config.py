@@ -126,7 +126,7 @@ def settings_from_environment(environ: Mapping[str, str], instance_path: str) ->
         "RESEND_API_KEY": environ.get("RESEND_API_KEY") or None,
         "RESEND_BASE_URL": environ.get("RESEND_BASE_URL", "https://api.resend.com").rstrip("/"),
         "EMAIL_TIMEOUT_SECONDS": _int(environ, "EMAIL_TIMEOUT_SECONDS", 5),
-        "EMAIL_MAX_ATTEMPTS": _int(environ, "EMAIL_MAX_ATTEMPTS", 8),
+        "EMAIL_GIVE_UP_AFTER_HOURS": email_give_up_after_hours(environ),
         "STRIPE_SECRET_KEY": environ.get("STRIPE_SECRET_KEY") or None,
         "STRIPE_WEBHOOK_SECRET": environ.get("STRIPE_WEBHOOK_SECRET") or None,
         "STRIPE_API_BASE": (environ.get("STRIPE_API_BASE") or "").rstrip("/") or None,
@@ -193,6 +193,16 @@ def checkout_expiry_minutes(environ: Mapping[str, str]) -> int:
     if not 30 <= minutes <= 60:
         raise ConfigurationError("CHECKOUT_EXPIRY_MINUTES must be between 30 and 60")
     return minutes
+
+
+def email_give_up_after_hours(environ: Mapping[str, str]) -> int:
+    """How long an email that failed for a passing reason is tried again: 1 to 23 hours, so
+    every retry falls within the 24 hours in which Resend answers a repeated idempotency key
+    with the email it already took, instead of sending it again."""
+    hours = _int(environ, "EMAIL_GIVE_UP_AFTER_HOURS", 23)
+    if not 1 <= hours <= 23:
+        raise ConfigurationError("EMAIL_GIVE_UP_AFTER_HOURS must be between 1 and 23")
+    return hours
 
 
 def password_hash_cost(environ: Mapping[str, str]) -> dict[str, int]:

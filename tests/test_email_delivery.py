@@ -12,14 +12,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import time_machine
 from flask import Flask
 
 from devtools.fake_stripe.webhooks import sign
 from elysium.extensions import db
 from elysium.models import Order, OrderStatus, OutboxStatus
+from elysium.models.types import utcnow
 from elysium.services.outbox import idempotency_key
 from tests.conftest import PASSWORD, WEBHOOK_SECRET, ShopClient, create_user, make_app, sent_emails
 from tests.support.orders import CHAIN_PRICE, pending_chain_order
@@ -105,7 +108,7 @@ def assert_each_email_delivered_once(application: Flask, fake_resend: FakeResend
     emails = sent_emails(application)
     assert emails
     assert {email.status for email in emails} == {OutboxStatus.SENT}
-    expected = sorted(idempotency_key(email.id, email.created_at) for email in emails)
+    expected = sorted(idempotency_key(email.id, email.tries_began_at) for email in emails)
     assert sorted(fake_resend.keys()) == expected
     assert fake_resend.emails_sent == len(emails)
 
@@ -166,6 +169,38 @@ def test_the_stripe_webhook_answers_at_once_while_the_email_provider_hangs(
     [delivered] = fake_resend.requests
     assert delivered.json["to"] == ["shopper@example.com"]
     assert order["number"] in delivered.json["text"]
+
+
+def test_an_order_confirmation_outlives_a_three_hour_provider_outage(shop, fake_resend, catalogue):
+    order = pending_chain_order(
+        shop, number="ELY-EMAILS02", checkout_session_id="cs_test_emails_1", with_cart=False
+    )
+    fake_resend.fail_with(503, "application_error")
+    payload = checkout_completed(order)
+    headers = {
+        "Content-Type": "application/json",
+        "Stripe-Signature": sign(payload, WEBHOOK_SECRET),
+    }
+    response = shop.test_client().post("/webhooks/stripe", data=payload, headers=headers)
+    assert response.get_json()["outcome"] == "applied"
+    [confirmation] = sent_emails(shop, "shopper@example.com")
+
+    with time_machine.travel(utcnow(), tick=False) as traveller:
+        while utcnow() < confirmation.created_at + timedelta(hours=3):
+            assert "Emails: 0 sent, 1 to retry, 0 failed." in send_pending(shop)
+            [confirmation] = sent_emails(shop, "shopper@example.com")
+            traveller.move_to(confirmation.next_attempt_at)
+        fake_resend.succeed()
+        assert "Emails: 1 sent, 0 to retry, 0 failed." in send_pending(shop)
+
+    [confirmation] = sent_emails(shop)
+    assert confirmation.status is OutboxStatus.SENT
+    assert confirmation.attempts == len(fake_resend.requests) == 9
+    assert set(fake_resend.keys()) == {
+        idempotency_key(confirmation.id, confirmation.tries_began_at)
+    }
+    assert fake_resend.emails_sent == 1
+    assert order["number"] in fake_resend.requests[-1].json["subject"]
 
 
 def test_a_running_worker_delivers_what_a_request_queues_without_being_asked(

@@ -9,17 +9,25 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
+from email.utils import format_datetime
+from typing import Any
 
 import pytest
+import time_machine
 from flask import Flask
 from jinja2 import TemplateNotFound
 from sqlalchemy import func, select, update
+from werkzeug.serving import make_server
 
+from elysium.config import ConfigurationError, settings_from_environment
 from elysium.extensions import db
 from elysium.models import OutboxEmail, OutboxStatus
 from elysium.models.types import utcnow
 from elysium.services.outbox import (
+    REFUSED_MAX_WAIT,
+    REFUSED_WAIT,
     RETRY_MAX_DELAY,
     idempotency_key,
     queue_email,
@@ -67,8 +75,31 @@ def resend_app(make_outbox_app, fake_resend: FakeResend) -> Flask:
         RESEND_BASE_URL=fake_resend.url,
         RESEND_API_KEY=fake_resend.api_key,
         EMAIL_TIMEOUT_SECONDS=1,
-        EMAIL_MAX_ATTEMPTS=4,
     )
+
+
+@contextmanager
+def serving_with_headers(fake: FakeResend, headers: dict[str, str]) -> Iterator[str]:
+    """``fake`` on a port of its own whose every answer also carries ``headers`` (such as
+    Resend's ``Retry-After``); yields the URL for ``RESEND_BASE_URL``."""
+
+    def answer(environ: dict[str, Any], start_response: Any) -> Any:
+        def start_with_headers(status: str, response_headers: list, exc_info: Any = None) -> Any:
+            return start_response(status, [*response_headers, *headers.items()], exc_info)
+
+        return fake.wsgi(environ, start_with_headers)
+
+    server = make_server("127.0.0.1", 0, answer, threaded=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 def add_test_routes(application: Flask) -> None:
@@ -198,9 +229,10 @@ def test_resend_receives_the_email_with_its_key_and_records_the_message_id(resen
     with resend_app.app_context():
         email = queue_test_email(context={"name": "Ada <script>"})
         db.session.commit()
-        expected_key = idempotency_key(email.id, email.created_at)
+        assert email.tries_began_at is None
         report = send_pending(db.session)
         [email] = rows()
+        expected_key = idempotency_key(email.id, email.tries_began_at)
 
     assert report.sent == 1
     assert email.status is OutboxStatus.SENT
@@ -220,7 +252,7 @@ def test_resend_receives_the_email_with_its_key_and_records_the_message_id(resen
 
 @pytest.mark.parametrize(
     ("status", "name"),
-    [(400, "validation_error"), (403, "invalid_from_address"), (422, "validation_error")],
+    [(400, "validation_error"), (422, "invalid_from_address"), (422, "validation_error")],
 )
 def test_a_refused_email_fails_at_once_and_keeps_the_error(resend_app, fake_resend, status, name):
     fake_resend.fail_with(status, name, "Invalid `to` field.")
@@ -243,7 +275,6 @@ def test_a_refused_email_fails_at_once_and_keeps_the_error(resend_app, fake_rese
     [
         (500, "internal_server_error"),
         (503, "application_error"),
-        (429, "rate_limit_exceeded"),
         (409, "concurrent_idempotent_requests"),
     ],
 )
@@ -319,26 +350,58 @@ def test_an_unreachable_provider_is_retried(make_outbox_app):
         assert "unreachable" in email.last_error
 
 
-def test_back_off_doubles_and_sending_stops_at_the_attempt_cap(resend_app, fake_resend):
+def test_an_email_failing_for_three_hours_is_still_retried_and_sent_once_the_provider_recovers(
+    resend_app, fake_resend
+):
     fake_resend.fail_with(503, "application_error")
     delays = []
-    with resend_app.app_context():
+    with resend_app.app_context(), time_machine.travel(utcnow(), tick=False) as traveller:
         queue_and_commit(1)
-        for _ in range(4):
+        queued_at = rows()[0].created_at
+        while utcnow() < queued_at + timedelta(hours=3):
             before = utcnow()
-            send_pending(db.session)
+            assert send_pending(db.session).retried == 1
             email = rows()[0]
-            delays.append(round((email.next_attempt_at - before).total_seconds() / 60))
-            make_due()
-        email = rows()[0]
-        assert email.status is OutboxStatus.FAILED
-        assert email.attempts == 4
-        assert "gave up after 4 attempts" in email.last_error
+            assert email.status is OutboxStatus.PENDING
+            delays.append(email.next_attempt_at - before)
+            traveller.move_to(email.next_attempt_at)
 
-        make_due()
+        fake_resend.succeed()
+        report = send_pending(db.session)
+        email = rows()[0]
+
+    assert (report.sent, report.retried, report.failed) == (1, 0, 0)
+    assert email.status is OutboxStatus.SENT
+    assert email.attempts == len(delays) + 1 == 9
+    assert [delay // timedelta(minutes=1) for delay in delays[:4]] == [1, 2, 4, 8]
+    assert len(set(fake_resend.keys())) == 1
+    assert fake_resend.emails_sent == 1
+
+
+def test_an_email_still_failing_when_too_old_to_retry_fails_for_good(resend_app, fake_resend):
+    """The last try comes just before ``EMAIL_GIVE_UP_AFTER_HOURS`` (23 by default), inside
+    the 24 hours in which Resend would answer a repeat with an email it did take."""
+    fake_resend.fail_with(503, "application_error")
+    tried_at = []
+    with resend_app.app_context(), time_machine.travel(utcnow(), tick=False) as traveller:
+        queue_and_commit(1)
+        queued_at = rows()[0].created_at
+        while (email := rows()[0]).status is OutboxStatus.PENDING:
+            traveller.move_to(email.next_attempt_at)
+            tried_at.append(utcnow() - queued_at)
+            send_pending(db.session)
+
+        traveller.move_to(queued_at + timedelta(days=2))
         assert send_pending(db.session).total == 0
-    assert delays[:3] == [1, 2, 4]
-    assert len(fake_resend.requests) == 4
+        email = rows()[0]
+
+    assert email.status is OutboxStatus.FAILED
+    assert email.attempts == len(tried_at) == 14
+    assert "Resend 503" in email.last_error
+    assert "(gave up after 14 attempts in 23 hours)" in email.last_error
+    assert tried_at[-1] == timedelta(hours=23) - timedelta(minutes=1)
+    assert tried_at[-2] < timedelta(hours=21)
+    assert len(fake_resend.requests) == 14
 
 
 def test_retry_delay_is_capped_at_a_few_hours():
@@ -352,16 +415,36 @@ def test_retry_delay_is_capped_at_a_few_hours():
     assert retry_delay(10_000) == RETRY_MAX_DELAY
 
 
-def test_lowering_the_attempt_cap_fails_emails_that_are_over_it(resend_app, fake_resend):
+def test_after_a_stopped_worker_an_email_tried_before_fails_and_one_never_tried_is_sent(
+    resend_app, fake_resend
+):
+    """Two days without a worker: a retry could come after Resend forgot the first try's key,
+    so it is not made; an email never tried can't have been sent, so it goes out late."""
     with resend_app.app_context():
-        queue_and_commit(1)
-        db.session.execute(update(OutboxEmail).values(attempts=4, last_error="Resend 503"))
+        tried, never_tried = queue_and_commit(2)
+        two_days_ago = utcnow() - timedelta(days=2)
+        db.session.execute(update(OutboxEmail).values(created_at=two_days_ago))
+        db.session.execute(
+            update(OutboxEmail)
+            .where(OutboxEmail.id == tried)
+            .values(
+                attempts=2,
+                last_error="Resend 503",
+                next_attempt_at=two_days_ago,
+                tries_began_at=two_days_ago,
+            )
+        )
         db.session.commit()
-        assert send_pending(db.session).failed == 1
-        email = rows()[0]
-        assert email.status is OutboxStatus.FAILED
-        assert email.last_error == "Resend 503"
-    assert fake_resend.requests == []
+
+        report = send_pending(db.session)
+        emails = {email.id: email for email in rows()}
+
+    assert (report.sent, report.failed) == (1, 1)
+    assert emails[tried].status is OutboxStatus.FAILED
+    assert emails[tried].last_error == "Resend 503"
+    assert emails[never_tried].status is OutboxStatus.SENT
+    [request] = fake_resend.requests
+    assert request.json["to"] == [emails[never_tried].to_address]
 
 
 def test_senders_running_at_once_never_send_an_email_twice(resend_app, fake_resend):
@@ -440,13 +523,32 @@ def test_a_fresh_claim_by_another_sender_is_left_alone(resend_app, fake_resend):
     assert fake_resend.requests == []
 
 
-def test_a_sender_that_died_on_the_last_attempt_leaves_the_email_failed(resend_app, fake_resend):
+def test_an_email_queued_days_ago_and_never_tried_gets_its_day_of_retries(resend_app, fake_resend):
+    """Its tries (and its key's day at Resend) begin with the first: a worker stopped for two
+    days doesn't cost the late email its retries."""
+    fake_resend.fail_with(503, "application_error")
+    with resend_app.app_context():
+        [email_id] = queue_and_commit(1)
+        db.session.execute(update(OutboxEmail).values(created_at=utcnow() - timedelta(days=2)))
+        db.session.commit()
+
+        report = send_pending(db.session)
+        [email] = rows()
+
+    assert (report.retried, report.failed) == (1, 0)
+    assert email.status is OutboxStatus.PENDING
+    assert utcnow() - email.tries_began_at < timedelta(minutes=1)
+    assert fake_resend.keys() == [idempotency_key(email_id, email.tries_began_at)]
+
+
+def test_a_sender_that_died_on_an_email_too_old_to_retry_leaves_it_failed(resend_app, fake_resend):
     with resend_app.app_context():
         queue_and_commit(1)
         db.session.execute(
             update(OutboxEmail).values(
                 status=OutboxStatus.SENDING,
-                attempts=4,
+                attempts=3,
+                tries_began_at=utcnow() - timedelta(hours=24),
                 claimed_at=utcnow() - timedelta(hours=1),
                 claimed_by="crashed-host:123",
             )
@@ -455,8 +557,234 @@ def test_a_sender_that_died_on_the_last_attempt_leaves_the_email_failed(resend_a
         assert send_pending(db.session).failed == 1
         email = rows()[0]
         assert email.status is OutboxStatus.FAILED
-        assert "stopped during the last allowed attempt" in email.last_error
+        assert "stopped during a try" in email.last_error
     assert fake_resend.requests == []
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "wait"),
+    [
+        pytest.param(lambda: "120", timedelta(seconds=120), id="seconds"),
+        pytest.param(
+            lambda: format_datetime(utcnow() + timedelta(minutes=5), usegmt=True),
+            timedelta(minutes=5),
+            id="http-date",
+        ),
+        pytest.param(lambda: "86400", REFUSED_MAX_WAIT, id="a-day-capped"),
+        pytest.param(lambda: None, REFUSED_WAIT, id="none"),
+    ],
+)
+def test_a_rate_limit_holds_the_emails_without_spending_an_attempt_until_retry_after(
+    make_outbox_app, fake_resend, retry_after, wait
+):
+    fake_resend.fail_with(429, "rate_limit_exceeded", "Too many requests.")
+    header = retry_after()
+    with serving_with_headers(fake_resend, {"Retry-After": header} if header else {}) as url:
+        application = make_outbox_app(
+            EMAIL_BACKEND="resend",
+            RESEND_BASE_URL=url,
+            RESEND_API_KEY=fake_resend.api_key,
+            EMAIL_TIMEOUT_SECONDS=1,
+        )
+        with application.app_context():
+            queue_and_commit(2)
+            before = utcnow()
+            report = send_pending(db.session)
+            emails = rows()
+
+            assert len(fake_resend.requests) == 1, "the run stopped at the first 429"
+            assert [email.status for email in emails] == [OutboxStatus.PENDING] * 2
+            assert [email.attempts for email in emails] == [0, 0]
+            assert "Resend 429 rate_limit_exceeded: Too many requests." in emails[0].last_error
+            assert emails[1].last_error == ""
+            for email in emails:
+                assert abs(email.next_attempt_at - (before + wait)) < timedelta(seconds=5)
+            assert (report.sent, report.retried, report.failed, report.held) == (0, 0, 0, 2)
+            assert str(report) == "0 sent, 0 to retry, 0 failed, 2 held back"
+
+            assert send_pending(db.session).total == 0, "not due before Retry-After"
+            fake_resend.succeed()
+            with time_machine.travel(before + wait + timedelta(seconds=5)):
+                report = send_pending(db.session)
+            emails = rows()
+
+    assert report.sent == 2
+    assert [email.attempts for email in emails] == [1, 1]
+    assert len(fake_resend.requests) == 3
+    assert fake_resend.emails_sent == 2
+
+
+@pytest.mark.parametrize(
+    ("status", "name"), [(401, "restricted_api_key"), (403, "invalid_api_key")]
+)
+def test_a_refused_api_key_stops_the_run_and_fails_nothing(
+    resend_app, fake_resend, caplog, status, name
+):
+    fake_resend.fail_with(status, name, "API key is invalid")
+    with resend_app.app_context(), caplog.at_level(logging.INFO):
+        queue_and_commit(12)  # more than one batch
+        before = utcnow()
+        report = send_pending(db.session)
+        assert send_pending(db.session).total == 0, "the outbox waits a while"
+        emails = rows()
+
+    assert (report.sent, report.retried, report.failed) == (0, 0, 0)
+    assert report.held == 10  # the batch it was sending
+    assert len(fake_resend.requests) == 1
+    assert {email.status for email in emails} == {OutboxStatus.PENDING}
+    assert {email.attempts for email in emails} == {0}
+    assert f"Resend {status} {name}: API key is invalid" in emails[0].last_error
+    assert {email.last_error for email in emails[1:]} == {""}
+    for email in emails:  # the rest of the outbox too: every email would meet the same answer
+        assert abs(email.next_attempt_at - (before + REFUSED_WAIT)) < timedelta(seconds=5)
+    errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    [error] = errors
+    assert "RESEND_API_KEY" in error.getMessage()
+
+
+def test_an_email_held_back_by_a_revoked_key_for_days_is_sent_once_the_key_works(
+    resend_app, fake_resend
+):
+    fake_resend.api_key = "re_the_new_key"  # Resend no longer knows the shop's key: 401
+    with resend_app.app_context(), time_machine.travel(utcnow(), tick=False) as traveller:
+        queue_and_commit(1)
+        for _day in range(3):
+            send_pending(db.session)
+            assert rows()[0].status is OutboxStatus.PENDING
+            traveller.shift(timedelta(days=1))
+        email = rows()[0]
+        assert email.status is OutboxStatus.PENDING
+        assert "Resend 401 missing_api_key" in email.last_error
+
+        fake_resend.api_key = resend_app.config["RESEND_API_KEY"]
+        assert send_pending(db.session).sent == 1
+        email = rows()[0]
+
+    assert email.status is OutboxStatus.SENT
+    assert email.attempts == 1
+    assert len(fake_resend.requests) == 4
+    assert fake_resend.emails_sent == 1
+
+
+def retry_failed(application: Flask, *options: str) -> str:
+    result = application.test_cli_runner().invoke(args=["emails", "retry-failed", *options])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_retry_failed_sends_a_failed_email_on_the_next_pass_and_only_once(resend_app, fake_resend):
+    fake_resend.fail_with(422, "validation_error", "Invalid `to` field.")
+    with resend_app.app_context():
+        chosen, other = queue_and_commit(2)
+        assert send_pending(db.session).failed == 2
+    fake_resend.succeed()
+
+    output = retry_failed(resend_app, "--id", str(chosen), "--id", "999999")
+
+    assert "Put back 1 failed email, to be sent on the next pass." in output
+    assert "Left as they are (not failed): 999999." in output
+    with resend_app.app_context():
+        assert send_pending(db.session).sent == 1
+        assert send_pending(db.session).total == 0
+        emails = {email.id: email for email in rows()}
+        key = idempotency_key(chosen, emails[chosen].tries_began_at)
+    assert emails[chosen].status is OutboxStatus.SENT
+    assert emails[other].status is OutboxStatus.FAILED
+    assert "Put back 0 failed emails" in retry_failed(resend_app, "--id", str(chosen))
+    with resend_app.app_context():
+        assert send_pending(db.session).total == 0
+    assert fake_resend.emails_sent == 1
+    assert fake_resend.keys() == [key, idempotency_key(other, emails[other].tries_began_at), key]
+
+
+def test_retry_failed_sends_an_email_too_old_for_its_key_under_a_new_one(resend_app, fake_resend):
+    """Resend forgets a key after 24 hours; a younger email keeps its key, so Resend would
+    answer a repeat of one it did take with that email. Both keep when they were queued."""
+    fake_resend.fail_with(422, "validation_error", "Invalid `to` field.")
+    with resend_app.app_context(), time_machine.travel(utcnow(), tick=False) as traveller:
+        [old] = queue_and_commit(1)
+        send_pending(db.session)
+        traveller.shift(timedelta(days=2))
+        [young] = queue_and_commit(1)
+        send_pending(db.session)
+        queued = {email.id: email.created_at for email in rows()}
+        began = {email.id: email.tries_began_at for email in rows()}
+        fake_resend.succeed()
+
+        output = retry_failed(resend_app, "--queued-within", "1d")
+        assert "Put back 1 failed email, to be sent on the next pass." in output
+        traveller.shift(timedelta(minutes=5))
+        resent_at = utcnow()
+        output = retry_failed(resend_app, "--all")
+        assert "Put back 1 failed email, to be sent on the next pass (1 under a new" in output
+        assert send_pending(db.session).sent == 2
+        emails = {email.id: email for email in rows()}
+
+    assert {email.id: email.created_at for email in emails.values()} == queued
+    assert emails[young].tries_began_at == began[young]
+    assert emails[old].tries_began_at == resent_at != began[old]
+    sends = fake_resend.keys()[2:]
+    assert idempotency_key(young, began[young]) in sends
+    assert idempotency_key(old, began[old]) not in sends
+    assert idempotency_key(old, resent_at) in sends
+
+
+def test_retry_failed_must_be_told_which(console_app):
+    result = console_app.test_cli_runner().invoke(args=["emails", "retry-failed"])
+
+    assert result.exit_code == 2
+    assert "Say which failed emails: --all, or --id and/or --queued-within." in result.output
+
+
+def test_erase_sent_erases_only_what_emails_sent_long_ago_said(console_app):
+    """Their bodies go; that each was sent, to whom and when stays (an order's timeline shows
+    it, and its key keeps it from being queued and sent again)."""
+    with console_app.app_context():
+        old_sent, recent_sent, old_failed, old_pending = queue_and_commit(4)
+        send_pending(db.session)
+        long_ago = utcnow() - timedelta(days=200)
+        for email_id, values in [
+            (old_sent, {"sent_at": utcnow() - timedelta(days=91)}),
+            (recent_sent, {"sent_at": utcnow() - timedelta(days=89)}),
+            (old_failed, {"status": OutboxStatus.FAILED, "sent_at": None}),
+            (old_pending, {"status": OutboxStatus.PENDING, "sent_at": None, "attempts": 0}),
+        ]:
+            db.session.execute(
+                update(OutboxEmail)
+                .where(OutboxEmail.id == email_id)
+                .values(created_at=long_ago, **values)
+            )
+        db.session.commit()
+
+    def erased() -> list[int]:
+        with console_app.app_context():
+            emails = rows()
+            assert [email.id for email in emails] == [
+                old_sent,
+                recent_sent,
+                old_failed,
+                old_pending,
+            ]
+            return [email.id for email in emails if not email.body_text and not email.body_html]
+
+    result = console_app.test_cli_runner().invoke(args=["emails", "erase-sent"])
+
+    assert result.exit_code == 0, result.output
+    assert "Erased 1 sent email (sent more than 90d ago)." in result.output
+    assert erased() == [old_sent]
+
+    runner = console_app.test_cli_runner()
+    result = runner.invoke(args=["emails", "erase-sent", "--older-than", "30d"])
+
+    assert "Erased 1 sent email (sent more than 30d ago)." in result.output
+    assert erased() == [old_sent, recent_sent]
+
+
+@pytest.mark.parametrize("hours", ["0", "24", "72"])
+def test_the_give_up_age_must_stay_inside_resends_idempotency_window(hours, tmp_path):
+    assert settings_from_environment({}, str(tmp_path))["EMAIL_GIVE_UP_AFTER_HOURS"] == 23
+    with pytest.raises(ConfigurationError, match="EMAIL_GIVE_UP_AFTER_HOURS must be between"):
+        settings_from_environment({"EMAIL_GIVE_UP_AFTER_HOURS": hours}, str(tmp_path))
 
 
 def test_a_dedupe_key_queues_one_email_however_often_it_is_asked_for(console_app):

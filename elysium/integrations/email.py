@@ -2,15 +2,19 @@
 
 Backends know nothing about the outbox table; they get one :class:`OutgoingEmail`, return
 the provider's message id, or raise :class:`EmailDeliveryError` saying whether trying again
-could help.
+could help, and when.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 import requests
@@ -20,6 +24,7 @@ from elysium.config import ConfigurationError
 logger = logging.getLogger(__name__)
 
 MAX_ERROR_LENGTH = 2000
+RETRY_AFTER_SECONDS = re.compile(r"[0-9]{1,9}")
 
 
 @dataclass(frozen=True)
@@ -32,17 +37,37 @@ class OutgoingEmail:
     idempotency_key: str
 
 
+class Failure(enum.Enum):
+    """What a refused or failed send is about, and so what may be tried next."""
+
+    # This try (a timeout, a 5xx): the same email may well go through later.
+    TRANSIENT = "transient"
+    # This email (a validation error): sending it again would fail the same way.
+    PERMANENT = "permanent"
+    # The shop, for a while (429: a rate limit or a quota): every email would be turned away
+    # until then; this one was not taken.
+    THROTTLED = "throttled"
+    # The shop, until its settings are fixed (401/403: the API key missing, wrong, revoked or
+    # restricted, the sender's domain not verified): every email would be turned away, and
+    # this one was not taken.
+    UNAUTHORISED = "unauthorised"
+
+
 class EmailDeliveryError(Exception):
-    """The provider did not take the email.
+    """The provider did not take the email; ``failure`` says why and ``retry_after`` how long
+    the provider asked us to wait (its ``Retry-After``), if it said."""
 
-    ``permanent`` means the request itself was refused (a validation error): sending the same
-    email again would fail the same way. Anything else (timeouts, connection errors, 429, 5xx)
-    is worth retrying later.
-    """
-
-    def __init__(self, message: str, *, permanent: bool) -> None:
+    def __init__(
+        self, message: str, *, failure: Failure, retry_after: timedelta | None = None
+    ) -> None:
         super().__init__(message[:MAX_ERROR_LENGTH])
-        self.permanent = permanent
+        self.failure = failure
+        self.retry_after = retry_after
+
+    @property
+    def refuses_the_shop(self) -> bool:
+        """The answer is about the shop, not this email: it was not tried."""
+        return self.failure in (Failure.THROTTLED, Failure.UNAUTHORISED)
 
 
 class EmailBackend(Protocol):
@@ -113,9 +138,11 @@ class ResendBackend:
                 timeout=self._timeout,
             )
         except requests.Timeout as exc:
-            raise EmailDeliveryError(f"Resend timed out: {exc}", permanent=False) from exc
+            raise EmailDeliveryError(f"Resend timed out: {exc}", failure=Failure.TRANSIENT) from exc
         except requests.RequestException as exc:
-            raise EmailDeliveryError(f"Resend unreachable: {exc}", permanent=False) from exc
+            raise EmailDeliveryError(
+                f"Resend unreachable: {exc}", failure=Failure.TRANSIENT
+            ) from exc
 
         if response.ok:
             try:
@@ -125,7 +152,7 @@ class ResendBackend:
                 # idempotency key returns the same answer rather than a second email.
                 raise EmailDeliveryError(
                     f"Resend answered {response.status_code} without an email id",
-                    permanent=False,
+                    failure=Failure.TRANSIENT,
                 ) from exc
             return str(message_id)
         raise _error_from_response(response)
@@ -141,15 +168,40 @@ def _error_from_response(response: requests.Response) -> EmailDeliveryError:
         name = str(body.get("name") or "")
         message = str(body.get("message") or message)
     status = response.status_code
-    # 409 "concurrent_idempotent_requests": the same key is still being processed; the answer
-    # will be ready on the next try. Every other 4xx but 429 is a refusal of this email.
-    transient = (
-        status == 429
-        or status >= 500
-        or (status == 409 and name == "concurrent_idempotent_requests")
-    )
     label = f"Resend {status}" + (f" {name}" if name else "")
-    return EmailDeliveryError(f"{label}: {message}", permanent=not transient)
+    return EmailDeliveryError(
+        f"{label}: {message}",
+        failure=_failure_of(status, name),
+        retry_after=_retry_after(response.headers.get("Retry-After", "")),
+    )
+
+
+def _failure_of(status: int, name: str) -> Failure:
+    if status == 429:
+        return Failure.THROTTLED
+    if status in (401, 403):
+        return Failure.UNAUTHORISED
+    # 409 "concurrent_idempotent_requests": the same key is still being processed; the answer
+    # will be ready on the next try. Every other 4xx is a refusal of this email.
+    if status >= 500 or (status == 409 and name == "concurrent_idempotent_requests"):
+        return Failure.TRANSIENT
+    return Failure.PERMANENT
+
+
+def _retry_after(value: str) -> timedelta | None:
+    """The wait a ``Retry-After`` header asks for: a number of seconds or an HTTP date."""
+    value = value.strip()
+    if not value:
+        return None
+    if RETRY_AFTER_SECONDS.fullmatch(value):
+        return timedelta(seconds=int(value))
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(moment - datetime.now(UTC), timedelta(0))
 
 
 def backend_from_config(config: Mapping[str, Any]) -> EmailBackend:

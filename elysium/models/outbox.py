@@ -43,3 +43,6 @@ class OutboxEmail(db.Model):
     provider_message_id: Mapped[str | None] = mapped_column(String(200))
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # When the tries under its idempotency key began (its first try), which the provider
+    # recognises for a day; None until then, and again once the email may start afresh.
+    tries_began_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -15,6 +15,21 @@ senders can run at once on different hosts without sending an email twice:
   row is reclaimed once its claim is stale and the provider answers the repeat with the id
   of the email it already sent;
 * the outcome is recorded only if the row is still claimed by this sender.
+
+What becomes of an email the provider did not take depends on what its answer was about:
+
+* this email (a validation error): it fails at once;
+* this try (a timeout, a 5xx): it is tried again, each delay twice the last (up to
+  ``RETRY_MAX_DELAY``), until it is ``EMAIL_GIVE_UP_AFTER_HOURS`` old, then it fails. That
+  age stays inside the 24 hours in which Resend recognises an idempotency key, so a retry of
+  an email Resend did take is answered with that email, never sent twice;
+* the shop (401/403: the API key or the sender; 429: a rate limit or a quota): the run stops
+  and the email and the rest of its batch wait again with their attempt not spent; nothing
+  waiting is due before the provider's ``Retry-After`` (at most ``REFUSED_MAX_WAIT``), or
+  ``REFUSED_WAIT`` when it gives none, since every email would get the same answer.
+
+An email never tried, or only ever turned away with the shop, cannot have been sent, so it
+waits however long that takes. ``flask emails retry-failed`` puts failed emails back.
 """
 
 from __future__ import annotations
@@ -22,19 +37,21 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Collection
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from flask import Flask, current_app, render_template
-from sqlalchemy import ColumnElement, and_, event, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, event, func, or_, select, update
 from sqlalchemy.orm import Session, SessionTransaction
 
 from elysium.config import ConfigurationError
 from elysium.integrations.email import (
     EmailBackend,
     EmailDeliveryError,
+    Failure,
     OutgoingEmail,
     backend_from_config,
 )
@@ -50,6 +67,10 @@ QUEUED_KEY = "elysium.outbox.queued"
 
 RETRY_BASE_DELAY = timedelta(minutes=1)
 RETRY_MAX_DELAY = timedelta(hours=4)
+# How long the outbox waits when the provider turns the shop away without a Retry-After, and
+# the longest it waits when one asks for more (a quota may name the next day).
+REFUSED_WAIT = timedelta(minutes=1)
+REFUSED_MAX_WAIT = timedelta(hours=1)
 # A claim older than this belongs to a sender that died (see ``stale_claim_after``).
 STALE_CLAIM_AFTER = timedelta(minutes=10)
 CLAIM_BATCH = 10
@@ -62,18 +83,29 @@ class SendReport:
     sent: int = 0
     failed: int = 0
     retried: int = 0
+    # Claimed, then put back untried: the provider turned the shop away.
+    held: int = 0
 
     @property
     def total(self) -> int:
-        return self.sent + self.failed + self.retried
+        return self.sent + self.failed + self.retried + self.held
 
     def add(self, other: SendReport) -> None:
         self.sent += other.sent
         self.failed += other.failed
         self.retried += other.retried
+        self.held += other.held
 
     def __str__(self) -> str:
-        return f"{self.sent} sent, {self.retried} to retry, {self.failed} failed"
+        held = f", {self.held} held back" if self.held else ""
+        return f"{self.sent} sent, {self.retried} to retry, {self.failed} failed{held}"
+
+
+@dataclass(frozen=True)
+class Requeued:
+    ids: list[int]
+    # Of those, how many were too old for their idempotency key and were given a new one.
+    with_new_key: int
 
 
 @dataclass(frozen=True)
@@ -85,22 +117,29 @@ class _Claim:
     body_html: str
     attempts: int
     claimed_at: datetime
-    created_at: datetime
+    tries_began_at: datetime
 
 
-def idempotency_key(email_id: int, created_at: datetime) -> str:
-    """The provider's ``Idempotency-Key`` for one outbox row.
+def idempotency_key(email_id: int, tries_began_at: datetime) -> str:
+    """The provider's ``Idempotency-Key`` for one outbox row's tries.
 
-    The creation time is part of it so that a reused id (SQLite after deletes, a restored
-    backup, a staging database on the same Resend account) can never be mistaken for an
-    email already sent in the provider's 24-hour window.
+    The time of the first try is part of it so that a reused id (SQLite after deletes, a
+    restored backup, a staging database on the same Resend account) can never be mistaken
+    for an email already sent in the provider's 24-hour window, and so that an email sent
+    again after that window (``retry_failed``) goes under a key of its own.
     """
-    return f"elysium-outbox-{email_id}-{created_at:%Y%m%d%H%M%S%f}"
+    return f"elysium-outbox-{email_id}-{tries_began_at:%Y%m%d%H%M%S%f}"
 
 
 def retry_delay(attempts: int) -> timedelta:
     """1 minute after the first failed attempt, then 2, 4, 8 … up to ``RETRY_MAX_DELAY``."""
     return min(RETRY_BASE_DELAY * 2 ** min(max(attempts - 1, 0), 20), RETRY_MAX_DELAY)
+
+
+def give_up_after() -> timedelta:
+    """How long after its first try an email the provider may have taken can still be tried
+    again (under the same key)."""
+    return timedelta(hours=current_app.config["EMAIL_GIVE_UP_AFTER_HOURS"])
 
 
 def stale_claim_after(timeout_seconds: float) -> timedelta:
@@ -179,12 +218,67 @@ def send_pending(session: AnySession, *, limit: int = 100) -> SendReport:
     """Send up to ``limit`` due emails (new, due for a retry, or abandoned by a dead sender).
 
     Runs its own short transactions on ``session``: call it with no unfinished work there.
-    Emails that have used up ``EMAIL_MAX_ATTEMPTS`` are marked failed and counted as such.
+    Emails too old to be tried again (``give_up_after``) are marked failed and counted as such.
     """
     _require_no_unfinished_work(session)
-    report = SendReport(failed=_give_up_on_exhausted(session))
+    report = SendReport(failed=_give_up_on_expired(session))
     report.add(_deliver(session, limit=limit))
     return report
+
+
+def retry_failed(
+    session: AnySession,
+    *,
+    ids: Collection[int] | None = None,
+    queued_since: datetime | None = None,
+) -> Requeued:
+    """Make failed emails (all, or those with ``ids``, or queued since ``queued_since``) due
+    again at once; the caller commits.
+
+    One whose first try is younger than ``give_up_after`` keeps its idempotency key and its
+    attempts, so if one of its tries did reach the provider, the provider answers with that
+    email instead of sending it again. An older one may be past the 24 hours in which Resend
+    recognises the key, so its tries start over under a new key: if one of its tries did
+    reach the shopper, they get it twice. Either way it keeps the time it was queued.
+    """
+    now = utcnow()
+    chosen = [OutboxEmail.status == OutboxStatus.FAILED]
+    if ids is not None:
+        chosen.append(OutboxEmail.id.in_(ids))
+    if queued_since is not None:
+        chosen.append(OutboxEmail.created_at >= queued_since)
+    too_old = now - give_up_after()
+    renewed = session.scalars(
+        update(OutboxEmail)
+        .where(*chosen, OutboxEmail.tries_began_at < too_old)
+        .values(status=OutboxStatus.PENDING, attempts=0, tries_began_at=None, next_attempt_at=now)
+        .returning(OutboxEmail.id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    kept = session.scalars(
+        update(OutboxEmail)
+        .where(*chosen, or_(OutboxEmail.tries_began_at >= too_old, _never_tried()))
+        .values(status=OutboxStatus.PENDING, next_attempt_at=now)
+        .returning(OutboxEmail.id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    return Requeued(ids=sorted([*renewed, *kept]), with_new_key=len(renewed))
+
+
+def erase_sent_bodies(session: AnySession, *, sent_before: datetime) -> int:
+    """Erase what the emails sent before ``sent_before`` said (their bodies hold names,
+    addresses and what was bought); returns how many were erased. The record that each was
+    sent stays: an order's timeline shows it, and its key keeps it from being sent twice."""
+    return session.execute(
+        update(OutboxEmail)
+        .where(
+            OutboxEmail.status == OutboxStatus.SENT,
+            OutboxEmail.sent_at < sent_before,
+            or_(OutboxEmail.body_text != "", OutboxEmail.body_html != ""),
+        )
+        .values(body_text="", body_html="")
+        .execution_options(synchronize_session=False)
+    ).rowcount
 
 
 # The settings naming the house's own inboxes: the shop emails them from its main paths (a
@@ -230,7 +324,7 @@ def _require_no_unfinished_work(session: AnySession) -> None:
 def _claimable(now: datetime) -> ColumnElement[bool]:
     config = current_app.config
     return and_(
-        OutboxEmail.attempts < config["EMAIL_MAX_ATTEMPTS"],
+        or_(_never_tried(), OutboxEmail.tries_began_at >= now - give_up_after()),
         or_(
             and_(OutboxEmail.status == OutboxStatus.PENDING, OutboxEmail.next_attempt_at <= now),
             and_(
@@ -241,30 +335,37 @@ def _claimable(now: datetime) -> ColumnElement[bool]:
     )
 
 
-def _give_up_on_exhausted(session: AnySession) -> int:
-    """Fail rows that may not be tried again: a dead sender's last attempt, or a lowered cap."""
+def _never_tried() -> ColumnElement[bool]:
+    """Never tried under its current key: nothing of it can have reached the provider."""
+    return OutboxEmail.tries_began_at.is_(None)
+
+
+def _give_up_on_expired(session: AnySession) -> int:
+    """Fail the emails the provider may have taken that are too old to try again: a dead
+    sender's, or one whose next try came too late (a stopped worker, a shortened limit)."""
     now = utcnow()
-    max_attempts = current_app.config["EMAIL_MAX_ATTEMPTS"]
+    too_old = now - give_up_after()
     stale_before = now - stale_claim_after(current_app.config["EMAIL_TIMEOUT_SECONDS"])
     try:
         abandoned = session.execute(
             update(OutboxEmail)
             .where(
-                OutboxEmail.attempts >= max_attempts,
+                OutboxEmail.tries_began_at < too_old,
                 OutboxEmail.status == OutboxStatus.SENDING,
                 OutboxEmail.claimed_at < stale_before,
             )
             .values(
                 status=OutboxStatus.FAILED,
-                last_error="The sender stopped during the last allowed attempt; not retried.",
+                last_error="The sender stopped during a try, and the email is too old to retry.",
             )
             .returning(OutboxEmail.id)
             .execution_options(synchronize_session=False)
         ).all()
-        capped = session.execute(
+        expired = session.execute(
             update(OutboxEmail)
             .where(
-                OutboxEmail.attempts >= max_attempts,
+                OutboxEmail.tries_began_at < too_old,
+                OutboxEmail.attempts > 0,
                 OutboxEmail.status == OutboxStatus.PENDING,
             )
             .values(status=OutboxStatus.FAILED)
@@ -275,9 +376,9 @@ def _give_up_on_exhausted(session: AnySession) -> int:
     except Exception:
         session.rollback()
         raise
-    for (email_id,) in [*abandoned, *capped]:
-        logger.error("Email %s has used all its attempts and is marked failed", email_id)
-    return len(abandoned) + len(capped)
+    for (email_id,) in [*abandoned, *expired]:
+        logger.error("Email %s is too old to retry and is marked failed", email_id)
+    return len(abandoned) + len(expired)
 
 
 def _claim(session: AnySession, *, limit: int, sender: str) -> list[_Claim]:
@@ -303,6 +404,7 @@ def _claim(session: AnySession, *, limit: int, sender: str) -> list[_Claim]:
                     claimed_at=now,
                     claimed_by=sender,
                     attempts=OutboxEmail.attempts + 1,
+                    tries_began_at=func.coalesce(OutboxEmail.tries_began_at, now),
                 )
                 .returning(
                     OutboxEmail.id,
@@ -311,7 +413,7 @@ def _claim(session: AnySession, *, limit: int, sender: str) -> list[_Claim]:
                     OutboxEmail.body_text,
                     OutboxEmail.body_html,
                     OutboxEmail.attempts,
-                    OutboxEmail.created_at,
+                    OutboxEmail.tries_began_at,
                 )
                 .execution_options(synchronize_session=False)
             ).all()
@@ -328,7 +430,7 @@ def _claim(session: AnySession, *, limit: int, sender: str) -> list[_Claim]:
             body_html=row.body_html,
             attempts=row.attempts,
             claimed_at=now,
-            created_at=row.created_at,
+            tries_began_at=row.tries_began_at,
         )
         for row in rows
     ]
@@ -336,7 +438,8 @@ def _claim(session: AnySession, *, limit: int, sender: str) -> list[_Claim]:
 
 
 def _deliver(session: AnySession, *, limit: int) -> SendReport:
-    """Claim, send and record in batches; stop early if the provider seems to be down."""
+    """Claim, send and record in batches; stop early if the provider seems to be down, and
+    at once if it turns the shop away."""
     config = current_app.config
     report = SendReport()
     sender = sender_identity()
@@ -349,10 +452,15 @@ def _deliver(session: AnySession, *, limit: int) -> SendReport:
                 break
             remaining -= len(claims)
             batch = SendReport()
-            for claim in claims:
+            for index, claim in enumerate(claims):
                 outcome = _send_one(backend, claim, config["EMAIL_FROM"])
-                _record(session, claim, sender, outcome, config["EMAIL_MAX_ATTEMPTS"], batch)
+                if isinstance(outcome, EmailDeliveryError) and outcome.refuses_the_shop:
+                    batch.held = _hold(session, claims[index:], sender, outcome)
+                    break
+                _record(session, claim, sender, outcome, give_up_after(), batch)
             report.add(batch)
+            if batch.held:
+                break
             if batch.retried and not batch.sent:
                 logger.warning("Email provider failing; leaving the rest for the next run")
                 break
@@ -366,7 +474,7 @@ def _send_one(backend: EmailBackend, claim: _Claim, sender: str) -> str | EmailD
         subject=claim.subject,
         text=claim.body_text,
         html=claim.body_html,
-        idempotency_key=idempotency_key(claim.id, claim.created_at),
+        idempotency_key=idempotency_key(claim.id, claim.tries_began_at),
     )
     try:
         return backend.send(email)
@@ -374,7 +482,7 @@ def _send_one(backend: EmailBackend, claim: _Claim, sender: str) -> str | EmailD
         return exc
     except Exception as exc:
         logger.exception("Unexpected error sending email %s", claim.id)
-        return EmailDeliveryError(f"{type(exc).__name__}: {exc}", permanent=False)
+        return EmailDeliveryError(f"{type(exc).__name__}: {exc}", failure=Failure.TRANSIENT)
 
 
 def _record(
@@ -382,7 +490,7 @@ def _record(
     claim: _Claim,
     sender: str,
     outcome: str | EmailDeliveryError | None,
-    max_attempts: int,
+    give_up_after: timedelta,
     report: SendReport,
 ) -> None:
     now = utcnow()
@@ -399,10 +507,13 @@ def _record(
         logger.info("Email %s sent", claim.id)
     else:
         error = str(outcome)
-        permanent = outcome.permanent
-        if permanent or claim.attempts >= max_attempts:
+        permanent = outcome.failure is Failure.PERMANENT
+        # A minute before the limit, so the last try is not overtaken by the give-up pass.
+        last_try_at = claim.tries_began_at + give_up_after - RETRY_BASE_DELAY
+        if permanent or now >= last_try_at:
             if not permanent:
-                error = f"{error} (gave up after {claim.attempts} attempts)"
+                hours = give_up_after // timedelta(hours=1)
+                error = f"{error} (gave up after {claim.attempts} attempts in {hours} hours)"
             values = {"status": OutboxStatus.FAILED, "last_error": error}
             report.failed += 1
             logger.error("Email %s failed for good: %s", claim.id, error)
@@ -410,7 +521,7 @@ def _record(
             values = {
                 "status": OutboxStatus.PENDING,
                 "last_error": error,
-                "next_attempt_at": now + retry_delay(claim.attempts),
+                "next_attempt_at": min(now + retry_delay(claim.attempts), last_try_at),
             }
             report.retried += 1
             logger.warning("Email %s not sent (attempt %s): %s", claim.id, claim.attempts, error)
@@ -435,3 +546,64 @@ def _record(
         logger.warning(
             "Email %s was reclaimed by another sender before its outcome was saved", claim.id
         )
+
+
+def _hold(
+    session: AnySession, claims: list[_Claim], sender: str, refusal: EmailDeliveryError
+) -> int:
+    """Put back ``claims`` (the refused one first, then the rest of its batch) untried, their
+    attempt not spent, and make nothing that waits due before the provider takes email again.
+    Returns how many were put back."""
+    wait = REFUSED_WAIT if refusal.retry_after is None else refusal.retry_after
+    wait = min(wait, REFUSED_MAX_WAIT)
+    due_at = utcnow() + wait
+    refused = claims[0]
+    try:
+        released = session.execute(
+            update(OutboxEmail)
+            .where(
+                OutboxEmail.id.in_([claim.id for claim in claims]),
+                OutboxEmail.status == OutboxStatus.SENDING,
+                OutboxEmail.claimed_by == sender,
+                # One claim time for the whole batch (see ``_claim``).
+                OutboxEmail.claimed_at == refused.claimed_at,
+            )
+            .values(
+                status=OutboxStatus.PENDING,
+                attempts=OutboxEmail.attempts - 1,
+                # Turned away, never taken: its tries (and its key's day) begin at the next.
+                tries_began_at=case(
+                    (OutboxEmail.attempts == 1, None), else_=OutboxEmail.tries_began_at
+                ),
+                next_attempt_at=due_at,
+                last_error=case(
+                    (OutboxEmail.id == refused.id, str(refusal)), else_=OutboxEmail.last_error
+                ),
+            )
+            .returning(OutboxEmail.id)
+            .execution_options(synchronize_session=False)
+        ).all()
+        session.commit()
+        # Apart, so that two senders turned away at once each lock only waiting rows, in the
+        # same order, and never wait for each other's released ones.
+        session.execute(
+            update(OutboxEmail)
+            .where(OutboxEmail.status == OutboxStatus.PENDING, OutboxEmail.next_attempt_at < due_at)
+            .values(next_attempt_at=due_at)
+            .execution_options(synchronize_session=False)
+        )
+        session.commit()
+    except Exception:
+        session.rollback()
+        raise
+    if refusal.failure is Failure.UNAUTHORISED:
+        logger.error(
+            "Email provider refuses the shop (%s): check RESEND_API_KEY and EMAIL_FROM. "
+            "No email is sent until it is fixed; none is failed.",
+            refusal,
+        )
+    else:
+        logger.warning(
+            "Email provider asks the shop to wait (%s); trying again in %s", refusal, wait
+        )
+    return len(released)
