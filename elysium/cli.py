@@ -299,6 +299,10 @@ def prune_views_command(older_than: str) -> None:
     click.echo(f"Removed {removed} product {noun} (older than {older_than.strip()}).")
 
 
+# A stale order whose settling raised (rolled back and logged): the sweep goes on without it.
+FAILED = "failed"
+
+
 @orders_cli.command("expire-stale")
 @click.option(
     "--grace-minutes",
@@ -307,37 +311,74 @@ def prune_views_command(older_than: str) -> None:
     type=click.IntRange(0, 24 * 60),
     help="How long after its payment page expired an order waits for Stripe's own event.",
 )
-def expire_stale_command(grace_minutes: int) -> None:
+@click.option(
+    "--batch",
+    default=200,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="How many orders are read at a time (every order due is looked at in each run).",
+)
+def expire_stale_command(grace_minutes: int, batch: int) -> None:
     """Cancel PENDING orders whose payment page expired unpaid (closing it at Stripe first)
     and release their stock; apply a payment Stripe's record shows whose event never came;
-    flag for staff a bank payment overdue by days. Safe to run every minute, on several
-    hosts at once."""
+    flag for staff a payment page Stripe doesn't know, and a bank payment overdue by days.
+    Safe to run every minute, on several hosts at once. An order that fails is logged and the
+    others go on; the command then exits non-zero."""
     outcomes: dict[str, int] = {}
     cutoff = utcnow() - timedelta(minutes=grace_minutes)
-    for order_id in stale_order_ids(db.session, expired_before=cutoff):
-        try:
-            settled, page = sweep_stale_order(db.session, order_id)
-            if settled is Settled.FLAGGED and payments.paid_without_its_event(
-                db.session, order_id, page
-            ):
-                settled = Settled.PAID
-            outcome = settled.value
-            db.session.commit()
-        except Exception:
-            db.session.rollback()
-            logger.exception("Could not settle stale order %s", order_id)
-            outcome = "failed"
-        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    after: int | None = None
+    while order_ids := stale_order_ids(db.session, expired_before=cutoff, after=after, limit=batch):
+        settled = [_sweep_stale(order_id) for order_id in order_ids]
+        for outcome in settled:
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        if all(outcome == Settled.UNREACHABLE for outcome in settled):
+            break  # Stripe is down: the rest are asked about in the next run
+        # The next batch starts after this one, so orders left as they were (one that failed,
+        # say) never hide newer ones, however many there are.
+        after = order_ids[-1]
     summary = ", ".join(f"{count} {outcome}" for outcome, count in sorted(outcomes.items()))
     click.echo(f"Stale checkouts: {summary or 'none'}.")
-    overdue = 0
-    for order_id in overdue_bank_payment_ids(
-        db.session, started_before=utcnow() - BANK_PAYMENT_OVERDUE
+    if unknown := outcomes.get(Settled.UNKNOWN, 0):
+        click.echo(f"Payment pages Stripe doesn't know: {unknown} flagged for staff.")
+    overdue = failed = 0
+    after = None
+    while order_ids := overdue_bank_payment_ids(
+        db.session, started_before=utcnow() - BANK_PAYMENT_OVERDUE, after=after, limit=batch
     ):
-        overdue += flag_overdue_bank_payment(db.session, order_id)
+        for order_id in order_ids:
+            try:
+                overdue += flag_overdue_bank_payment(db.session, order_id)
+                db.session.commit()
+            except Exception:
+                db.session.rollback()
+                logger.exception("Could not flag the overdue bank payment of order %s", order_id)
+                failed += 1
+        after = order_ids[-1]
+    if overdue or failed:
+        failures = f", {failed} failed" if failed else ""
+        click.echo(f"Bank payments overdue: {overdue} flagged for staff{failures}.")
+    failed += outcomes.get(FAILED, 0)
+    if failed:
+        noun = "order" if failed == 1 else "orders"
+        raise click.ClickException(
+            f"{failed} {noun} could not be looked at (see the log); the next run tries again."
+        )
+
+
+def _sweep_stale(order_id: int) -> str:
+    """Settle one stale order in a transaction of its own; what became of it."""
+    try:
+        settled, page = sweep_stale_order(db.session, order_id)
+        if settled is Settled.FLAGGED and payments.paid_without_its_event(
+            db.session, order_id, page
+        ):
+            settled = Settled.PAID
         db.session.commit()
-    if overdue:
-        click.echo(f"Bank payments overdue: {overdue} flagged for staff.")
+    except Exception:
+        db.session.rollback()
+        logger.exception("Could not settle stale order %s", order_id)
+        return FAILED
+    return settled.value
 
 
 @catalog_cli.command("sync")

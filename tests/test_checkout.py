@@ -12,9 +12,11 @@ from flask import Flask
 from sqlalchemy import create_engine, event, select, text, update
 from sqlalchemy.exc import OperationalError
 
+from devtools.fake_stripe import FakeStripeServer
 from elysium.db_routing import RoutingSession
 from elysium.extensions import db
 from elysium.integrations import stripe_gateway
+from elysium.integrations.stripe_gateway import close_client
 from elysium.models import Cart, CartLine, Order, OrderStatus, Product, User
 from elysium.models.outbox import OutboxEmail
 from elysium.models.types import utcnow
@@ -22,7 +24,15 @@ from elysium.services import cart as carts
 from elysium.services import catalog
 from elysium.services import checkout as checkouts
 from elysium.services.configuration import configure
-from tests.conftest import PASSWORD, ShopClient, create_user, make_app, page_text, sent_emails
+from tests.conftest import (
+    PASSWORD,
+    WEBHOOK_SECRET,
+    ShopClient,
+    create_user,
+    make_app,
+    page_text,
+    sent_emails,
+)
 from tests.html import Page, bag_count, elements, form_fields
 from tests.support.checkout import (
     ADDRESS,
@@ -41,6 +51,7 @@ from tests.support.checkout import (
 )
 from tests.support.meanwhile import in_another_window, meanwhile
 from tests.support.orders import CHAIN_PRICE, pending_chain_order
+from tests.support.staff import staff_client
 
 
 def test_a_guest_pays_and_the_webhook_makes_the_order_paid(shop: Shop, app: Flask) -> None:
@@ -1111,6 +1122,187 @@ def test_the_sweeper_leaves_orders_alone_while_stripe_is_down(shop: Shop, app: F
     assert "1 unreachable" in result.output, result.output
     assert all_orders(app)[0]["status"] is OrderStatus.PENDING
     assert stock(app) == (3, 1)
+
+
+def _checked_out_under_other_keys(app: Flask, count: int) -> list[str]:
+    """``count`` bags checked out while the shop's keys were another Stripe account's (the
+    account it used before they were changed): that account made their payment pages, and
+    the one the shop uses now never heard of them. Their session ids."""
+    with FakeStripeServer(webhook_secret=WEBHOOK_SECRET, auto_deliver=False) as before:
+        old_shop = _shop_app(app, STRIPE_SECRET_KEY=KEY, STRIPE_API_BASE=before.base_url)
+        session_ids = []
+        for _ in range(count):
+            client = old_shop.test_client()
+            add_chain(client)
+            session_ids.append(session_id_from(check_out(client).location))
+        close_client(old_shop)
+    return session_ids
+
+
+def _expire_page(app: Flask, session_id: str, minutes: int) -> None:
+    with app.app_context():
+        db.session.execute(
+            update(Order)
+            .where(Order.stripe_checkout_session_id == session_id)
+            .values(checkout_expires_at=utcnow() - timedelta(minutes=minutes))
+        )
+        db.session.commit()
+        db.session.remove()
+
+
+def test_stripe_not_knowing_a_payment_page_is_told_apart_from_stripe_unreachable(
+    shop: Shop,
+) -> None:
+    with shop.app.app_context():
+        for ask in (
+            stripe_gateway.retrieve_checkout_session,
+            stripe_gateway.expire_checkout_session,
+        ):
+            with pytest.raises(stripe_gateway.UnknownCheckoutSessionError):
+                ask("cs_test_made_under_other_keys")
+        assert checkouts.close_payment_page("cs_test_made_under_other_keys").state is (
+            checkouts.PageState.UNKNOWN
+        )
+        shop.fake.down()
+        with pytest.raises(stripe_gateway.PaymentProviderError) as unreachable:
+            stripe_gateway.retrieve_checkout_session("cs_test_made_under_other_keys")
+        assert not isinstance(unreachable.value, stripe_gateway.UnknownCheckoutSessionError)
+        assert checkouts.close_payment_page("cs_test_made_under_other_keys").state is (
+            checkouts.PageState.UNREACHABLE
+        )
+
+
+def test_the_sweeper_flags_an_order_whose_payment_page_stripe_does_not_know(
+    shop: Shop, app: Flask
+) -> None:
+    """The shop's Stripe keys were changed to another account while an order was on its
+    payment page: Stripe now answers 404 for that page. Before, that read as "Stripe
+    unreachable", so the order held its piece and froze its bag for ever, was asked about on
+    every run, and enough of them hid every newer stale order from the sweeper. It is now
+    flagged for staff, once, and not cancelled: the shopper may have paid under the old
+    account. Staff, having looked there, can cancel it, which clears the flag."""
+    [session_id] = _checked_out_under_other_keys(app, 1)
+    _expire_in_the_past(app)
+    runner = shop.app.test_cli_runner()
+
+    result = runner.invoke(args=["orders", "expire-stale"])
+
+    assert result.exit_code == 0, result.output
+    assert "Stale checkouts: 1 unknown." in result.output
+    assert "Payment pages Stripe doesn't know: 1 flagged for staff." in result.output
+    flagged = order_state(app)
+    assert flagged["status"] is OrderStatus.PENDING
+    assert flagged["needs_attention"] is True
+    assert flagged["reason"] == checkouts.UNKNOWN_PAGE_FLAG
+    assert "check the Stripe account it was made under before cancelling" in flagged["reason"]
+    assert checkouts.UNKNOWN_PAGE_FLAG in flagged["notes"]
+    assert stock(app) == (3, 1)  # its piece is still held
+    assert bags(app) == [(True, [1])]
+    assert not [e for e in sent_emails(app) if e.template == "order_cancelled"]
+    asked = len(shop.fake.requests)
+
+    again = runner.invoke(args=["orders", "expire-stale"])
+
+    assert "Stale checkouts: none." in again.output, again.output
+    assert len(shop.fake.requests) == asked  # not asked about again
+    assert order_state(app)["needs_attention"] is True
+
+    number = all_orders(app)[0]["number"]
+    staff = staff_client(shop.app)
+    staff.get(f"/staff/orders/{number}")
+    cancelled = staff.post(
+        f"/staff/orders/{number}/cancel",
+        data={
+            "csrf_token": staff.csrf_token,
+            "reason": "Never paid under the old account",
+            "notify": "y",
+            "request_key": "k1",
+        },
+    )
+
+    assert cancelled.status_code == 303, page_text(cancelled)
+    after = order_state(app)
+    assert (after["status"], after["needs_attention"], after["reason"]) == (
+        OrderStatus.CANCELLED,
+        False,
+        "",
+    )
+    assert stock(app) == (3, 0)
+    assert bags(app) == [(False, [1])]
+    assert session_id not in shop.fake.sessions
+
+
+def test_stale_orders_stripe_does_not_know_never_hide_a_newer_one_from_the_sweeper(
+    shop: Shop, app: Flask
+) -> None:
+    """More of the oldest stale orders than the sweeper reads at a time have pages Stripe
+    doesn't know. Before, they filled every batch, on every run, for ever: a newer order
+    whose page expired was never cancelled and its piece stayed reserved. One run now flags
+    them all and still cancels the newer one."""
+    set_stock(app, 10)
+    unknown = _checked_out_under_other_keys(app, 3)
+    _expire_in_the_past(app, minutes=40)
+    client = shop.client()
+    add_chain(client)
+    session_id = session_id_from(check_out(client).location)
+    _expire_page(app, session_id, minutes=30)
+    assert stock(app) == (10, 4)
+
+    result = shop.app.test_cli_runner().invoke(args=["orders", "expire-stale", "--batch", "2"])
+
+    assert result.exit_code == 0, result.output
+    assert "Stale checkouts: 1 cancelled, 3 unknown." in result.output
+    orders = {order["session"]: order["status"] for order in all_orders(app)}
+    assert orders[session_id] is OrderStatus.CANCELLED
+    assert [orders[page] for page in unknown] == [OrderStatus.PENDING] * 3
+    assert stock(app) == (10, 3)
+    again = shop.app.test_cli_runner().invoke(args=["orders", "expire-stale", "--batch", "2"])
+    assert "Stale checkouts: none." in again.output, again.output
+
+
+def test_an_overdue_bank_payment_that_cant_be_read_does_not_stop_the_others_being_flagged(
+    shop: Shop, app: Flask, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The oldest overdue order has a timeline entry whose time the database holds but
+    Python can't read ('infinity': PostgreSQL takes it; SQLite keeps any text), so flagging
+    it raises. Before, that ended the run: no later overdue order was ever flagged, and the
+    command failed on every run after. It is now logged and rolled back, the others are
+    flagged, and the command says so and exits non-zero."""
+    orders = []
+    for _ in range(2):
+        client = shop.client()
+        add_chain(client)
+        session_id = session_id_from(check_out(client).location)
+        shop.fake.pay_later(session_id)
+        orders.append(session_id)
+    broken, fine = orders
+    _expire_page(app, broken, minutes=16 * 24 * 60)
+    _expire_page(app, fine, minutes=15 * 24 * 60)
+    with app.app_context():
+        broken_id = db.session.scalars(
+            select(Order.id).where(Order.stripe_checkout_session_id == broken)
+        ).one()
+        db.session.execute(
+            text("UPDATE order_events SET created_at = 'infinity' WHERE order_id = :id"),
+            {"id": broken_id},
+        )
+        db.session.commit()
+        db.session.remove()
+
+    result = shop.app.test_cli_runner().invoke(args=["orders", "expire-stale"])
+
+    assert result.exit_code == 1, result.output
+    assert "Bank payments overdue: 1 flagged for staff, 1 failed." in result.output
+    assert "1 order could not be looked at (see the log)" in result.output
+    assert f"Could not flag the overdue bank payment of order {broken_id}" in caplog.text
+    with app.app_context():
+        flagged = dict(
+            db.session.execute(
+                select(Order.stripe_checkout_session_id, Order.needs_attention)
+            ).all()
+        )
+        db.session.remove()
+    assert flagged == {broken: False, fine: True}
 
 
 @pytest.mark.parametrize(

@@ -337,15 +337,34 @@ def disputes_of(payment_intent: str) -> list[PaymentDispute]:
     )
 
 
+class UnknownCheckoutSessionError(PaymentProviderError):
+    """Stripe answered that it has no such Checkout Session (404 ``resource_missing``): made
+    under other keys (another Stripe account, or the other mode), or never made there. Not an
+    outage: asking again gets the same answer."""
+
+
 def retrieve_checkout_session(session_id: str) -> stripe.checkout.Session:
+    """Raises :class:`UnknownCheckoutSessionError` when Stripe has no such session,
+    :class:`PaymentProviderError` when it could not be asked."""
     try:
         return _client().v1.checkout.sessions.retrieve(session_id)
+    except stripe.InvalidRequestError as error:
+        if error.code == "resource_missing":
+            raise UnknownCheckoutSessionError(str(error)) from error
+        raise PaymentProviderError(str(error)) from error
     except stripe.StripeError as error:
         raise PaymentProviderError(str(error)) from error
 
 
 def expire_checkout_session(session_id: str) -> stripe.checkout.Session:
+    """Raises :class:`UnknownCheckoutSessionError` when Stripe has no such session,
+    :class:`PaymentProviderError` when it refused (a page no longer open) or could not be
+    asked."""
     try:
         return _client().v1.checkout.sessions.expire(session_id)
+    except stripe.InvalidRequestError as error:
+        if error.code == "resource_missing":
+            raise UnknownCheckoutSessionError(str(error)) from error
+        raise PaymentProviderError(str(error)) from error
     except stripe.StripeError as error:
         raise PaymentProviderError(str(error)) from error

@@ -27,7 +27,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -68,6 +68,16 @@ BANK_PAYMENT_OVERDUE_FLAG = (
 AWAITING_EVENT_FLAG = (
     "Stripe says this checkout was paid, but no payment event has arrived: "
     "check the webhook (the order stays reserved until it does)"
+)
+# The flag the sweeper raises when Stripe has no record of the order's payment page: the
+# secret key now belongs to another Stripe account (or mode), or the page was never made
+# there. The shopper may have paid on it under the account it was made under, so the order is
+# not cancelled blind; it holds its pieces until staff have looked. The order leaving PENDING
+# (cancelled by staff, or its payment event arriving after all) clears it.
+UNKNOWN_PAGE_FLAG = (
+    "Stripe doesn't know this order's payment page: check the Stripe account it was made "
+    "under before cancelling (the shopper may have paid there; the order holds its pieces "
+    "until then)"
 )
 
 
@@ -483,6 +493,9 @@ class PageState(enum.StrEnum):
     PAID = "paid"
     AWAITING_BANK = "awaiting_bank"  # completed with a bank payment still on its way
     UNREACHABLE = "unreachable"
+    # Stripe answered that it has no such page (made under other keys, or never made there):
+    # whether it was paid can't be known from here.
+    UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True)
@@ -529,6 +542,8 @@ def look_up_payment_page(checkout_session_id: str | None) -> PaymentPage:
         return PaymentPage(PageState.NONE)
     try:
         return _page_from(stripe_gateway.retrieve_checkout_session(checkout_session_id))
+    except stripe_gateway.UnknownCheckoutSessionError:
+        return PaymentPage(PageState.UNKNOWN, checkout_session_id)
     except PaymentProviderError:
         return PaymentPage.unavailable(checkout_session_id)
 
@@ -537,12 +552,16 @@ def close_payment_page(checkout_session_id: str | None) -> PaymentPage:
     """Make sure nobody can pay on an order's payment page any more (no database work).
 
     Expiring a page that was paid or had already expired fails at Stripe, so the page is
-    then looked up to say which. UNREACHABLE means Stripe could not be asked.
+    then looked up to say which. UNREACHABLE means Stripe could not be asked; UNKNOWN, that
+    it has no such page (nobody can pay on it through these keys, but it may have been paid
+    under others).
     """
     if not checkout_session_id:
         return PaymentPage(PageState.NONE)
     try:
         return _page_from(stripe_gateway.expire_checkout_session(checkout_session_id))
+    except stripe_gateway.UnknownCheckoutSessionError:
+        return PaymentPage(PageState.UNKNOWN, checkout_session_id)
     except PaymentProviderError:
         return look_up_payment_page(checkout_session_id)
 
@@ -554,6 +573,8 @@ class Settled(enum.StrEnum):
     FLAGGED = "flagged"
     OPEN = "open"
     UNREACHABLE = "unreachable"
+    # Stripe doesn't know the order's page: flagged for staff (UNKNOWN_PAGE_FLAG), not ended.
+    UNKNOWN = "unknown"
     SKIPPED = "skipped"
     # The order got a payment page after the one asked about was looked up (another request
     # made it meanwhile): nothing was decided; ask Stripe about the order's page again.
@@ -589,8 +610,11 @@ def settle(
     wins: a paid order is never cancelled. An order with no page, or an expired one, is
     cancelled (stock released, cart thawed). A page completed with a bank payment on its way
     makes the order PROCESSING; one that Stripe says was paid, with no event to say so, is
-    flagged once for staff and left reserved. With Stripe unreachable the order is cancelled
-    only if ``cancel_if_unreachable`` (a late payment is then flagged by the webhook).
+    flagged once for staff and left reserved. With Stripe unreachable, or not knowing the
+    page, the order is cancelled only if ``cancel_if_unreachable`` (a late payment is then
+    flagged by the webhook); otherwise a page Stripe doesn't know is flagged once for staff
+    (UNKNOWN), for the shopper may have paid on it under other keys, and asking again would
+    get the same answer.
 
     ``page`` must be the order's page: when the order holds another by now (a checkout
     request stored the page Stripe had just made for it), nothing is decided (CHANGED), so an
@@ -604,6 +628,10 @@ def settle(
     state = page.state
     if state is PageState.UNREACHABLE and not cancel_if_unreachable:
         return Settled.UNREACHABLE
+    if state is PageState.UNKNOWN and not cancel_if_unreachable:
+        if UNKNOWN_PAGE_FLAG not in order.attention_reason:
+            flag(order, UNKNOWN_PAGE_FLAG, actor=actor)
+        return Settled.UNKNOWN
     if state is PageState.OPEN:
         return Settled.OPEN
     if state is PageState.PAID:
@@ -691,6 +719,7 @@ def close_unpaid(
     if holds_cart:
         carts.thaw(session, order.cart_id)
     _clear_overdue_flag(order, actor=actor, stripe_event_id=stripe_event_id)
+    _clear_unknown_page_flag(order, actor=actor, stripe_event_id=stripe_event_id)
     session.flush()
 
 
@@ -710,6 +739,7 @@ def await_bank_payment(
     )
     if holds_cart:
         carts.empty(session, order.cart_id)
+    _clear_unknown_page_flag(order, actor=actor, stripe_event_id=stripe_event_id)
     session.flush()
 
 
@@ -735,6 +765,7 @@ def complete_payment(
         carts.empty(session, order.cart_id)
     clear_flag(order, AWAITING_EVENT_FLAG, actor=actor, stripe_event_id=stripe_event_id)
     _clear_overdue_flag(order, actor=actor, stripe_event_id=stripe_event_id)
+    _clear_unknown_page_flag(order, actor=actor, stripe_event_id=stripe_event_id)
     session.flush()
 
 
@@ -766,6 +797,17 @@ def _clear_overdue_flag(order: Order, *, actor: str, stripe_event_id: str | None
         BANK_PAYMENT_OVERDUE_FLAG,
         actor=actor,
         note="The bank payment's outcome is known: the warning that it was overdue is cleared",
+        stripe_event_id=stripe_event_id,
+    )
+
+
+def _clear_unknown_page_flag(order: Order, *, actor: str, stripe_event_id: str | None) -> None:
+    clear_flag(
+        order,
+        UNKNOWN_PAGE_FLAG,
+        actor=actor,
+        note="The order no longer waits on its payment page: the warning that Stripe didn't "
+        "know the page is cleared",
         stripe_event_id=stripe_event_id,
     )
 
@@ -843,7 +885,9 @@ def _resume_once(session: AnySession, order: Order, urls: ReturnUrls) -> Resumpt
     page = look_up_payment_page(order.stripe_checkout_session_id)
     if page.state is PageState.OPEN and page.url:
         return Resumption(Resumed.TO_PAYMENT, url=page.url, order=order)
-    if page.state is PageState.UNREACHABLE:
+    if page.state in (PageState.UNREACHABLE, PageState.UNKNOWN):
+        # A page Stripe doesn't know is not ended here (it may have been paid under other
+        # keys): the sweeper flags it for staff once its time is up.
         return Resumption(Resumed.UNREACHABLE, order=order)
     if page.state is PageState.PAID:
         # The payment event is on its way; the order page will show it.
@@ -930,41 +974,68 @@ def cancel_payment(session: AnySession, cart: Cart) -> Cancellation:
 
 
 def stale_order_ids(
-    session: AnySession, *, expired_before: datetime, limit: int = 200
+    session: AnySession,
+    *,
+    expired_before: datetime,
+    after: int | None = None,
+    limit: int = 200,
 ) -> list[int]:
-    """PENDING orders whose payment page expired before ``expired_before``, oldest first.
+    """PENDING orders whose payment page expired before ``expired_before``, oldest first;
+    ``after``: only those after that order (the last of the previous batch).
 
     Orders already flagged for staff are left to them (and to the payment event that will
     clear the flag), so Stripe is not asked about them again on every run.
     """
-    return _unflagged_ids(session, OrderStatus.PENDING, expired_before, limit)
+    return _unflagged_ids(session, OrderStatus.PENDING, expired_before, after, limit)
 
 
 def overdue_bank_payment_ids(
-    session: AnySession, *, started_before: datetime, limit: int = 200
+    session: AnySession,
+    *,
+    started_before: datetime,
+    after: int | None = None,
+    limit: int = 200,
 ) -> list[int]:
     """PROCESSING orders (a bank payment on its way) whose checkout started before
-    ``started_before`` and that staff have not been asked about yet, oldest first."""
-    return _unflagged_ids(session, OrderStatus.PROCESSING, started_before, limit)
+    ``started_before`` and that staff have not been asked about yet, oldest first; ``after``:
+    only those after that order (the last of the previous batch)."""
+    return _unflagged_ids(session, OrderStatus.PROCESSING, started_before, after, limit)
 
 
 def _unflagged_ids(
-    session: AnySession, status: OrderStatus, expired_before: datetime, limit: int
+    session: AnySession,
+    status: OrderStatus,
+    expired_before: datetime,
+    after: int | None,
+    limit: int,
 ) -> list[int]:
     """Orders in ``status`` whose payment page expired before ``expired_before`` and that
-    are not flagged for staff, oldest first: what the sweeper looks at."""
-    return list(
-        session.scalars(
-            select(Order.id)
-            .where(
-                Order.status == status,
-                Order.checkout_expires_at < expired_before,
-                Order.needs_attention.is_(False),
-            )
-            .order_by(Order.checkout_expires_at)
-            .limit(limit)
+    are not flagged for staff, oldest first (ties by id): what the sweeper looks at.
+
+    The sweeper reads them a batch at a time, each batch starting after the last order of
+    the one before (``after``): orders left as they were (Stripe unreachable, or one that
+    failed) are passed over for the rest of the run, so however many there are, they never
+    hide a newer order from it.
+    """
+    query = (
+        select(Order.id)
+        .where(
+            Order.status == status,
+            Order.checkout_expires_at < expired_before,
+            Order.needs_attention.is_(False),
         )
+        .order_by(Order.checkout_expires_at, Order.id)
+        .limit(limit)
     )
+    if after is not None:
+        last = select(Order.checkout_expires_at).where(Order.id == after).scalar_subquery()
+        query = query.where(
+            or_(
+                Order.checkout_expires_at > last,
+                and_(Order.checkout_expires_at == last, Order.id > after),
+            )
+        )
+    return list(session.scalars(query))
 
 
 def flag_overdue_bank_payment(session: AnySession, order_id: int) -> bool:
@@ -982,7 +1053,10 @@ def sweep_stale_order(session: AnySession, order_id: int) -> tuple[Settled, Paym
     """The safety net for a lost ``checkout.session.expired`` or a crash before Stripe was
     asked: close the order's payment page at Stripe, then settle it (see :func:`settle`).
     Returns the outcome and the page as Stripe reported it: one paid whose event never came
-    is FLAGGED, and the caller applies the payment (``payments.paid_without_its_event``).
+    is FLAGGED, and the caller applies the payment (``payments.paid_without_its_event``). A
+    page Stripe doesn't know (the shop's keys changed to another account, say) is flagged for
+    staff, not cancelled (UNKNOWN): it may have been paid under the account it was made under,
+    and it is not asked about again.
 
     Several hosts may sweep at once: each decision is taken again under the order's lock.
     """
