@@ -155,7 +155,6 @@ def register_templating(app: Flask) -> None:
     from elysium.models.catalog import Category
     from elysium.money import format_money
     from elysium.seo import product_json_ld
-    from elysium.services.inventory import product_availability
     from elysium.services.orders import (
         STATUS_LABELS,
         headline,
@@ -179,7 +178,6 @@ def register_templating(app: Flask) -> None:
     app.jinja_env.globals["absolute_url"] = absolute_url
     app.jinja_env.globals["modify_query"] = modify_query
     app.jinja_env.globals["product_json_ld"] = product_json_ld
-    app.jinja_env.globals["product_availability"] = product_availability
     app.jinja_env.globals["categories"] = list(Category)
     app.jinja_env.globals["order_status_label"] = STATUS_LABELS.__getitem__
     app.jinja_env.globals["order_timeline"] = shopper_timeline

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from elysium.extensions import db
 from elysium.models import Inventory, Order, OrderLine, Product
@@ -20,6 +20,7 @@ from elysium.models.catalog import CatalogVersion, Collection
 from elysium.services import catalog_sync
 from elysium.services.seeding import load_demo_catalogue
 from tests.conftest import page_text
+from tests.html import elements, text_of
 from tests.support.checkout import CHAIN, add_chain, check_out
 
 PROJECT_IMAGES = "https://cdn.sanity.io/images/abc123/production"
@@ -366,6 +367,44 @@ def test_a_bag_line_whose_piece_gained_a_choice_is_flagged_and_blocks_checkout(
     assert refused.status_code != 303
     assert "This piece's choices have changed" in page_text(refused)
     assert count(app, Order) == 0
+
+
+def test_a_piece_whose_only_stock_is_in_a_metal_taken_away_is_sold_out_on_its_card(
+    app, shop, documents
+):
+    """The chain's rose gold is taken away in the studio while it alone has pieces left: its
+    stock row stays (the ledger refers to it), but nobody can buy it, so the card says sold
+    out, as the piece's own page does. Before, the card said nothing (in stock)."""
+    collections, products = documents
+    sync(app, collections, products)
+    with app.app_context():
+        db.session.execute(
+            update(Inventory)
+            .where(
+                Inventory.product_id
+                == select(Product.id).where(Product.slug == CHAIN).scalar_subquery(),
+                Inventory.variant_key != "rose-gold",
+            )
+            .values(stock_level=0)
+        )
+        db.session.commit()
+
+    def chain_card() -> str:
+        page = shop.client().get("/shop?category=necklace")
+        [card] = [
+            text_of(card)
+            for card in elements(page.get_data(as_text=True), "article.product-card")
+            if card.select_one(f'a[href="/shop/{CHAIN}"]')
+        ]
+        return card
+
+    assert "Sold out" not in chain_card()
+    chain = chain_doc(products)
+    chain["metals"] = [metal for metal in chain["metals"] if metal["code"] != "rose-gold"]
+    sync(app, collections, products)
+
+    assert "Sold out" in chain_card()
+    assert "Sold out" in page_text(shop.client().get(f"/shop/{CHAIN}"))
 
 
 def test_an_unpublished_piece_in_the_bag_is_flagged_and_blocks_checkout(app, shop, documents):

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 from flask import current_app
-from sqlalchemy import ColumnElement, and_, select, true, update
+from sqlalchemy import ColumnElement, and_, case, select, true, update
+from sqlalchemy.orm import aliased
 from sqlalchemy.orm.util import identity_key
 
-from elysium.models.catalog import Product
+from elysium.models.catalog import OptionKind, Product, ProductOption
 from elysium.models.inventory import Inventory, StockMovement, StockMovementKind, StockReason
 from elysium.models.types import utcnow
 from elysium.services.configuration import variant_label
@@ -99,30 +100,46 @@ def variant_availability(product: Product, variant_key: str, *, held: int = 0) -
     return Availability(StockStatus.SOLD_OUT, 0, None, label)
 
 
-def product_availability(product: Product) -> StockStatus:
-    """The best any variant offers: what a listing card shows for the whole piece."""
-    if any(row.available > 0 for row in product.inventory):
-        return StockStatus.IN_STOCK
-    if product.lead_time_weeks or any(row.lead_time_weeks for row in product.inventory):
-        return StockStatus.MADE_TO_ORDER
-    return StockStatus.SOLD_OUT
-
-
 def availability_columns() -> tuple[ColumnElement[bool], ColumnElement[bool]]:
-    """:func:`product_availability`'s two questions about the inventory, as columns of a
-    query on products (so a page of cards reads no inventory rows): whether any variant has
-    a unit left, and whether any variant has a lead time of its own. Give their answers and
-    the product's lead time to :func:`availability_of`."""
-    rows = select(Inventory.id).where(Inventory.product_id == Product.id)
+    """What a card shows of a piece's stock (the best any variant it offers can do), as two
+    columns of a query on products, so a page of cards reads no inventory rows: whether any
+    variant offered has a unit left, and whether any has a lead time of its own. Give their
+    answers and the product's lead time to :func:`availability_of`.
+
+    Only the variants its choices still make count: a metal or diamond taken away in the
+    studio keeps its stock row (reservations and the ledger refer to it), but nobody can buy
+    it, so its units don't make the piece "in stock"."""
+    rows = select(Inventory.id).where(Inventory.product_id == Product.id, _offered())
     any_left = rows.where(Inventory.stock_level - Inventory.reserved > 0).exists()
     any_lead_time = rows.where(Inventory.lead_time_weeks != 0).exists()
     return any_left.label("any_left"), any_lead_time.label("any_lead_time")
 
 
+def _offered() -> ColumnElement[bool]:
+    """An inventory row (in the enclosing query) is a variant its piece's choices make: a
+    metal's code, or a metal's and a diamond's joined by "/" when the piece offers diamonds."""
+    metal = aliased(ProductOption)
+    diamond = aliased(ProductOption)
+    key = case((diamond.id.is_(None), metal.code), else_=metal.code + "/" + diamond.code)
+    return (
+        select(metal.id)
+        .outerjoin(
+            diamond,
+            and_(diamond.product_id == metal.product_id, diamond.kind == OptionKind.DIAMOND),
+        )
+        .where(
+            metal.product_id == Inventory.product_id,
+            metal.kind == OptionKind.METAL,
+            Inventory.variant_key == key,
+        )
+        .exists()
+    )
+
+
 def availability_of(
     any_left: bool, any_lead_time: bool, lead_time_weeks: int | None
 ) -> StockStatus:
-    """:func:`product_availability` from the answers of :func:`availability_columns`."""
+    """A card's stock state from the answers of :func:`availability_columns`."""
     if any_left:
         return StockStatus.IN_STOCK
     if lead_time_weeks or any_lead_time:
