@@ -150,6 +150,7 @@ def register_extensions(app: Flask) -> None:
 
 def register_templating(app: Flask) -> None:
     from elysium.countries import country_name
+    from elysium.house_time import in_house_time
     from elysium.integrations import google
     from elysium.integrations.stripe_gateway import demo_payments
     from elysium.models.catalog import Category
@@ -175,6 +176,7 @@ def register_templating(app: Flask) -> None:
     from elysium.web.wishlist import wishlist_heart
 
     app.jinja_env.filters["money"] = format_money
+    app.jinja_env.filters["house_time"] = in_house_time
     app.jinja_env.globals["absolute_url"] = absolute_url
     app.jinja_env.globals["modify_query"] = modify_query
     app.jinja_env.globals["product_json_ld"] = product_json_ld

@@ -7,9 +7,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
+from elysium import house_time
 from elysium.extensions import db
 from elysium.models import Product
-from elysium.models.types import utcnow
 from elysium.services.configuration import (
     RING_SIZES,
     Configuration,
@@ -137,7 +137,7 @@ def test_availability_messages(product):
     assert platinum.message.startswith("Sold out in platinum")
     signet = variant_availability(product("aurelia-signet-ring"), "yellow-gold")
     assert signet.status is StockStatus.MADE_TO_ORDER
-    ships_by = utcnow().date() + timedelta(weeks=3)
+    ships_by = house_time.today() + timedelta(weeks=3)
     assert signet.message == (
         f"Made to order — ships in about 3 weeks, by {ships_by.day} {ships_by:%B}"
     )

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from datetime import UTC, datetime
 from itertools import count
 
 import pytest
+import time_machine
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -163,6 +165,44 @@ def test_crossing_the_low_stock_threshold_emails_staff_once(app, variant):
     inventory.reserve(db.session, variant, 5, order_id=fourth)
     db.session.commit()
     assert len(low_stock_emails()) == 2
+
+
+def test_a_checkout_abandoned_and_made_again_emails_staff_no_second_time(app, variant):
+    """A shopper leaves the payment page and checks out again: the units go back and are
+    reserved again, and the threshold was crossed again, so staff were emailed again about the
+    same piece. Only units coming in, or a new threshold, make the next crossing news."""
+    abandoned, again = make_order(), make_order()
+    inventory.reserve(db.session, variant, 2, order_id=abandoned)  # 1 left: the threshold
+    db.session.commit()
+    assert len(low_stock_emails()) == 1
+    inventory.release(db.session, variant, 2, order_id=abandoned)
+    inventory.reserve(db.session, variant, 2, order_id=again)
+    db.session.commit()
+    assert len(low_stock_emails()) == 1
+
+    inventory.release(db.session, variant, 2, order_id=again)
+    inventory.restock(db.session, variant, 2, key="delivery:9")  # 5 left
+    after_the_delivery = make_order()
+    inventory.reserve(db.session, variant, 4, order_id=after_the_delivery)
+    db.session.commit()
+    assert len(low_stock_emails()) == 2
+    assert "1 left to sell" in low_stock_emails()[-1].body_text
+
+    inventory.release(db.session, variant, 4, order_id=after_the_delivery)  # 5 left
+    inventory.set_low_stock_threshold(db.session, variant, seen=1, new_threshold=3, key="t:1")
+    inventory.reserve(db.session, variant, 2, order_id=make_order())
+    db.session.commit()
+    assert len(low_stock_emails()) == 3
+    assert "3 left to sell (threshold 3)" in low_stock_emails()[-1].body_text
+
+
+def test_a_made_to_order_piece_ships_by_a_date_counted_from_londons_today(variant):
+    row = db.session.get(Inventory, variant)
+    row.stock_level, row.lead_time_weeks = 0, 2
+    db.session.commit()
+    with time_machine.travel(datetime(2026, 7, 6, 23, 30, tzinfo=UTC)):  # 7 July in London
+        shown = inventory.variant_availability(row.product, row.variant_key).message
+    assert shown == "Made to order — ships in about 2 weeks, by 21 July"
 
 
 def run_together(app, workers: int, work) -> list:

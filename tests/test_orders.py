@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from elysium.extensions import db
 from elysium.models import Order, OrderLine, OrderStatus
@@ -78,6 +80,25 @@ def test_a_shopper_sees_their_orders_and_each_order_page(app, client, auth, ada)
     assert "1 Piccadilly" in text
     assert "Payment received, thank you" in text
     assert page.headers["Cache-Control"] == "no-store"
+
+
+def test_an_order_placed_late_on_a_summer_evening_shows_londons_date(app, client, auth, ada):
+    """23:30 UTC on 14 July is 00:30 on the 15th in London (BST): the date the shopper saw on
+    her clock when she ordered, on the list and the order page (and the packing slip)."""
+    _, number = ada
+    with app.app_context():
+        db.session.execute(
+            update(Order)
+            .where(Order.number == number)
+            .values(created_at=datetime(2026, 7, 14, 23, 30, tzinfo=UTC))
+        )
+        db.session.commit()
+    auth.login()
+
+    assert "15 July 2026" in page_text(client.get("/account/orders"))
+    page = page_text(client.get(f"/account/orders/{number}"))
+    assert "placed 15 July 2026" in page
+    assert "14 July" not in page
 
 
 def test_someone_elses_order_is_a_404(app, client, auth, ada):

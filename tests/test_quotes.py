@@ -5,11 +5,12 @@ bag's own machinery, and the commission is won, once, whatever Stripe repeats.""
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
+import time_machine
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from elysium.extensions import db
 from elysium.models import Order, OrderStatus
@@ -339,6 +340,51 @@ def test_a_quote_that_cant_be_paid_is_refused_and_asks_nothing_of_stripe(
     assert shop.fake.sessions == {}
 
 
+# Half past midnight in London on a summer night (BST) is still the day before in UTC.
+LONDON_NIGHT_OF_5_JULY = datetime(2026, 7, 5, 23, 30, tzinfo=UTC)
+LONDON_NIGHT_OF_6_JULY = datetime(2026, 7, 6, 23, 30, tzinfo=UTC)
+
+
+def test_a_quote_is_payable_through_its_last_day_in_london_and_not_after(
+    shop: Shop, app: Flask
+) -> None:
+    """Valid until 6 July is payable until midnight in London, not until 01:00 (BST): the
+    quote's page and its button judged "today" in UTC."""
+    lead_id, _ = quoted_lead(shop, app)
+    link = quote_link(app)
+    with app.app_context():
+        db.session.get(BespokeLead, lead_id).quotes[0].valid_until = date(2026, 7, 6)
+        db.session.commit()
+        db.session.remove()
+
+    with time_machine.travel(LONDON_NIGHT_OF_5_JULY):  # 00:30 on 6 July in London
+        page = Page(shop.client().get(link))
+    assert text_of(page, ".quote-page__state form button") == "Pay deposit of £300.02"
+
+    with time_machine.travel(LONDON_NIGHT_OF_6_JULY):  # 00:30 on 7 July in London
+        expired = page_text(shop.client().get(link))
+        refused = pay_button(shop.client(), link)
+    assert "This quote expired on 6 July 2026" in expired
+    assert "Pay deposit" not in expired
+    assert refused.status_code == 409
+    assert "This quote has expired" in text_of(Page(refused), ".quote-page__problem")
+    assert deposit_orders(app) == []
+    assert shop.fake.sessions == {}
+
+
+def test_a_quotes_valid_until_date_must_be_after_londons_today(app: Flask) -> None:
+    lead_id = make_lead(app)
+    with time_machine.travel(LONDON_NIGHT_OF_6_JULY):  # 00:30 on 7 July in London
+        staff = staff_client(app)
+        today_in_london = send(staff, lead_id, valid_until="2026-07-07")
+        tomorrow = send(staff, lead_id, valid_until="2026-07-08")
+
+    assert today_in_london.status_code == 422
+    assert field_error(Page(today_in_london), "valid_until") == "Choose a date after today."
+    assert tomorrow.status_code == 303
+    assert lead_state(app, lead_id)["status"] is LeadStatus.QUOTED
+
+
 def test_a_deposit_paid_for_a_quote_replaced_meanwhile_is_kept_and_flagged(
     shop: Shop, app: Flask
 ) -> None:
@@ -357,7 +403,7 @@ def test_a_deposit_paid_for_a_quote_replaced_meanwhile_is_kept_and_flagged(
 
 def kept_and_flagged(app: Flask, lead_id: int, status: LeadStatus, why: str) -> None:
     """A deposit that can't be the commission's: recorded as paid and kept, its order flagged,
-    the commission left as it was, its timeline saying ``why``."""
+    the commission left as it was, its timeline saying ``why``, the client sent a receipt."""
     [order] = deposit_orders(app)
     assert order["status"] is OrderStatus.PAID
     assert order["flagged"] is True
@@ -365,6 +411,27 @@ def kept_and_flagged(app: Flask, lead_id: int, status: LeadStatus, why: str) -> 
     assert state["status"] is status
     assert state["quotes"][0]["paid"] is True
     assert why in state["events"][-1][2]
+    receipt_alone(app, lead_id)
+
+
+def receipt_alone(app: Flask, lead_id: int) -> None:
+    """What the client read about a deposit the commission can't simply take: the money
+    received and the studio to be in touch. Before, the usual email told her the piece was
+    under way, on the terms of a quote replaced or a commission closed."""
+    reference = f"B{lead_id:05d}"
+    [order] = deposit_orders(app)
+    [email] = [e for e in sent_emails(app, CLIENT) if e.order_id is not None]
+    assert email.subject == f"Your payment for commission {reference} is received"
+    receipt = (
+        f"we have received your payment of £300.02 for commission {reference} (order "
+        f"{order['number']}). Our studio will be in touch with you about it shortly."
+    )
+    for body in (" ".join(email.body_text.split()), text_of(Page(email.body_html))):
+        assert "Dear Grace Hopper," in body
+        assert receipt in body
+        assert "under way" not in body
+        assert "Balance" not in body
+        assert quote_form()["description"] not in body
 
 
 def test_a_deposit_paid_while_a_revised_quote_is_being_sent_is_flagged(
@@ -408,6 +475,39 @@ def test_a_deposit_paid_for_a_commission_won_another_way_is_flagged(shop: Shop, 
     kept_and_flagged(app, lead_id, LeadStatus.WON, "hasn't paid twice")
 
 
+@pytest.mark.parametrize("status", ["lost", "consultation"])
+def test_a_deposit_paid_for_a_commission_closed_or_back_in_talks_is_flagged(
+    shop: Shop, app: Flask, status: str
+) -> None:
+    lead_id, staff = quoted_lead(shop, app)
+    session_id = session_id_from(pay_button(shop.client(), quote_link(app)).location)
+    moved = move_lead(staff, lead_id, status, seen="quoted", note="She went quiet")
+    assert moved.status_code == 303, page_text(moved)
+
+    shop.fake.pay(session_id)  # the page at Stripe was still open
+
+    kept_and_flagged(app, lead_id, LeadStatus(status), f"for a commission that is {status}")
+
+
+def test_a_deposit_paid_for_a_quote_that_no_longer_exists_is_flagged_and_receipted(
+    shop: Shop, app: Flask
+) -> None:
+    """The quote is gone by the time the payment is applied (its commission deleted by hand,
+    say): the order is flagged, and the client who paid is still told the money arrived.
+    Before, nobody was emailed."""
+    lead_id, _ = quoted_lead(shop, app)
+    pay_button(shop.client(), quote_link(app))
+    with app.app_context():
+        order = db.session.scalars(select(Order)).one()
+        db.session.execute(delete(BespokeQuote).where(BespokeQuote.id == order.bespoke_quote_id))
+        quotes.deposit_paid(db.session, order, stripe_event_id="evt_quote_gone")
+        db.session.commit()
+        db.session.remove()
+
+    assert deposit_orders(app)[0]["flagged"] is True
+    receipt_alone(app, lead_id)
+
+
 def test_a_deposit_paid_after_its_order_was_cancelled_is_on_the_commissions_timeline(
     shop: Shop, app: Flask
 ) -> None:
@@ -428,6 +528,7 @@ def test_a_deposit_paid_after_its_order_was_cancelled_is_on_the_commissions_time
     state = lead_state(app, lead_id)
     assert state["status"] is LeadStatus.QUOTED
     assert "arrived after its order" in state["events"][-1][2]
+    receipt_alone(app, lead_id)  # before, she was told nothing
 
 
 def test_deposit_orders_are_not_pieces_to_fulfil_and_wear_a_deposit_flag(

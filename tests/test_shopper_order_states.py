@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
@@ -283,6 +283,61 @@ def test_an_order_cancelled_before_payment_says_nothing_was_charged(shop: Shop, 
     assert "refunded" not in shopper_reads(page)
 
 
+def test_a_payment_that_arrives_after_the_order_was_cancelled_is_owned_up_to(
+    shop: Shop, app: Flask
+) -> None:
+    """The order stays cancelled (staff refund it or sell the piece again), but the page no
+    longer says nothing was charged, and the shopper is sent a receipt that promises
+    nothing."""
+    with app.app_context():
+        create_user(SHOPPER)
+        db.session.remove()
+    client = shop.client()
+    client.submit("/auth/login", {"email": SHOPPER, "password": PASSWORD})
+    add_chain(client)
+    check_out(client, email=SHOPPER)
+    client.submit("/cart", {}, action="/checkout/cancel")
+    with app.app_context():
+        order = db.session.scalars(select(Order)).one()
+        number, session_id, total = order.number, order.stripe_checkout_session_id, order.total
+        db.session.remove()
+
+    payload, signature = shop.fake.signed_event(
+        "checkout.session.completed",
+        {
+            "id": session_id,
+            "object": "checkout.session",
+            "client_reference_id": number,
+            "metadata": {"order_number": number},
+            "amount_total": total,
+            "currency": "gbp",
+            "payment_status": "paid",
+            "status": "complete",
+            "payment_intent": f"pi_{session_id}",
+        },
+    )
+    answer = app.test_client().post(
+        "/webhooks/stripe",
+        data=payload,
+        headers={"Content-Type": "application/json", "Stripe-Signature": signature},
+    )
+    assert answer.status_code == 200
+
+    page = Page(client.get(f"/account/orders/{number}"))
+    assert headline(page) == "Cancelled"
+    text = shopper_reads(page)
+    assert "nothing was charged" not in text
+    assert "Your payment arrived after it was cancelled" in text
+    assert_nothing_internal(page)
+    receipt = sent_emails(app, SHOPPER)[-1]
+    assert receipt.template == "payment_received"
+    assert receipt.subject == f"Your payment for order {number} is received"
+    assert f"we have received your payment of {money(total)} for order {number}" in (
+        receipt.body_text
+    )
+    assert "nothing was charged" not in receipt.body_text
+
+
 def test_a_partial_refund_shows_how_much_and_when_and_the_order_carries_on(
     shop: Shop, app: Flask, bought: Bought
 ) -> None:
@@ -432,7 +487,11 @@ def test_the_shipped_email_names_the_carrier_and_links_to_the_tracking_page(
 
 def test_the_delivered_email_says_when(shop: Shop, bought: Bought) -> None:
     text, html, order_url = render(
-        shop, bought, "order_delivered", change={"delivered_at": DELIVERED_AT}
+        shop,
+        bought,
+        "order_delivered",
+        change={"delivered_at": DELIVERED_AT},
+        delivered_on=date(2025, 12, 5),
     )
     sentence = f"Your order {bought.number} was delivered on 5 December 2025."
     assert sentence in text

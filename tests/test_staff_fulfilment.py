@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
+import time_machine
 from flask import Flask
 from sqlalchemy import event, select, update
 
@@ -201,6 +202,22 @@ def test_a_paid_order_is_fulfilled_shipped_and_delivered_with_the_shopper_told(
         assert "royalmail.com/track-your-item#/tracking-results/AB%20123%20456%20789%20GB" in (
             shipped.body_text
         )
+
+
+def test_the_delivered_email_gives_the_day_it_arrived_in_london(shop: Shop, app: Flask) -> None:
+    """Marked delivered at 23:30 UTC on a summer night, half past midnight in London (BST): the
+    email gave the day before, UTC's."""
+    number, _ = buy(shop)
+    force_status(app, number, S.SHIPPED, carrier="dhl", tracking_number="JD0001")
+
+    with time_machine.travel(datetime(2026, 7, 14, 23, 30, tzinfo=UTC)):
+        staff = staff_client(shop.app)
+        assert act(staff, number, "deliver", notify="y").status_code == 303
+
+    [email] = [e for e in sent_emails(app) if e.template == "order_delivered"]
+    sentence = f"Your order {number} was delivered on 15 July 2026."
+    assert sentence in email.body_text
+    assert sentence in text_of(Page(email.body_html))
 
 
 @pytest.mark.parametrize("javascript", [False, True])

@@ -72,6 +72,9 @@ class Order(db.Model):
     needs_attention: Mapped[bool] = mapped_column(Boolean, default=False)
     attention_reason: Mapped[str] = mapped_column(Text, default="")
     paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When money came for an order that had already ended unpaid (cancelled, or its bank
+    # payment failed): it stays ended, flagged for staff, but the shopper's money was taken.
+    late_payment_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     carrier: Mapped[str | None] = mapped_column(String(40))
     tracking_number: Mapped[str | None] = mapped_column(String(100), index=True)
     shipped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

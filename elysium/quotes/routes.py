@@ -19,12 +19,12 @@ from flask import (
     url_for,
 )
 
+from elysium import house_time
 from elysium.extensions import db
 from elysium.htmx import htmx_redirect, is_htmx, personal_pages
 from elysium.integrations import stripe_gateway
 from elysium.models.engagement import BespokeQuote
 from elysium.models.orders import Order, OrderStatus
-from elysium.models.types import utcnow
 from elysium.services import checkout as checkouts
 from elysium.services import quotes
 from elysium.services.quotes import QuoteRefusedError
@@ -46,7 +46,7 @@ def _quote(token: str) -> BespokeQuote:
 
 
 def _page(quote: BespokeQuote, status: int = 200, *, problem: str | None = None) -> Response:
-    shown = quotes.view(db.session, quote, utcnow().date())
+    shown = quotes.view(db.session, quote, house_time.today())
     newest_url = (
         url_for("quotes.show", token=quotes.quote_token(shown.newest)) if shown.newest else None
     )
@@ -101,7 +101,7 @@ def pay(token: str) -> Response:
                 db.session,
                 quote_id,
                 expiry_minutes=current_app.config["CHECKOUT_EXPIRY_MINUTES"],
-                today=utcnow().date(),
+                today=house_time.today(),
             )
             db.session.commit()
         except QuoteRefusedError as error:

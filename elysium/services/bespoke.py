@@ -12,16 +12,16 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 from urllib.parse import parse_qs, urlencode
-from zoneinfo import ZoneInfo
 
 from email_validator import EmailNotValidError, validate_email
 from flask import current_app
 from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import select
 
+from elysium.house_time import today
 from elysium.models.catalog import Product
 from elysium.models.engagement import BespokeLead, LeadStatus
 from elysium.services import catalog, leads
@@ -105,14 +105,6 @@ class BespokeRequest:
     message: str = ""
     consent: bool = False
     piece: StartingPiece | None = None
-
-
-HOUSE_TIME = ZoneInfo("Europe/London")
-
-
-def today() -> date:
-    """The house's date (London): "not in the past" is judged by the workshop's calendar."""
-    return datetime.now(HOUSE_TIME).date()
 
 
 def latest_wanted_by(on: date) -> date:

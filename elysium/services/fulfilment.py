@@ -32,6 +32,7 @@ from typing import TypeVar
 from flask import current_app
 from sqlalchemy import select
 
+from elysium import house_time
 from elysium.integrations import stripe_gateway
 from elysium.models.inventory import StockReason
 from elysium.models.orders import Order, OrderStatus, Refund, RefundStatus
@@ -276,7 +277,11 @@ def deliver(session: AnySession, order_id: int, staff: Staff, *, notify: bool) -
     _move(order, S.DELIVERED, staff, "Delivered")
     if notify:
         orders.email_shopper(
-            session, order, "order_delivered", f"Your ELYSIUM order {order.number} has arrived"
+            session,
+            order,
+            "order_delivered",
+            f"Your ELYSIUM order {order.number} has arrived",
+            delivered_on=house_time.date_of(order.delivered_at),
         )
     session.flush()
     return order

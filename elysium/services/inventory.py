@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 from flask import current_app
-from sqlalchemy import ColumnElement, and_, case, select, true, update
+from sqlalchemy import ColumnElement, and_, case, func, select, true, update
 from sqlalchemy.orm import aliased
 from sqlalchemy.orm.util import identity_key
 
+from elysium import house_time
 from elysium.models.catalog import OptionKind, Product, ProductOption
 from elysium.models.inventory import Inventory, StockMovement, StockMovementKind, StockReason
 from elysium.models.types import utcnow
@@ -56,7 +57,7 @@ class Availability:
         """The promise for a made-to-order piece: today plus its lead time."""
         if self.status is not StockStatus.MADE_TO_ORDER or not self.lead_time_weeks:
             return None
-        return utcnow().date() + timedelta(weeks=self.lead_time_weeks)
+        return house_time.today() + timedelta(weeks=self.lead_time_weeks)
 
     @property
     def schema_org(self) -> str:
@@ -449,7 +450,12 @@ def _check_quantity(quantity: int) -> None:
 def _alert_if_low(
     session: AnySession, inventory_id: int, counts: tuple[int, int], *, was_available: int
 ) -> None:
-    """Queue one email to staff when a variant's sellable units fall to its threshold."""
+    """Email staff when a variant's sellable units fall to its threshold: once, until units
+    come in (a delivery, pieces given back, a count corrected upwards) or the threshold is
+    changed. A checkout abandoned and made again releases and reserves the same units, so it
+    crosses the threshold again with nothing come in: the email's key (the row, the newest
+    ledger entry that added units to it, the threshold) is the one already in the outbox, and
+    nothing more is sent."""
     stock_level, reserved = counts
     available = stock_level - reserved
     row = session.get(Inventory, inventory_id)
@@ -458,6 +464,11 @@ def _alert_if_low(
     threshold = row.low_stock_threshold
     if not (was_available > threshold >= available):
         return
+    units_in = session.scalar(
+        select(func.max(StockMovement.id)).where(
+            StockMovement.inventory_id == inventory_id, StockMovement.stock_delta > 0
+        )
+    )
     product = row.product
     queue_email(
         session,
@@ -472,6 +483,7 @@ def _alert_if_low(
             "reserved": reserved,
             "threshold": threshold,
         },
+        dedupe_key=f"low-stock:{inventory_id}:{units_in or 0}:{threshold}",
     )
 
 

@@ -221,9 +221,14 @@ def shopper_refunds(order: Order) -> list[RefundNote]:
 
 
 def money_taken(order: Order) -> bool:
-    """Whether the shopper's money was taken for the order: it was paid, or some was given
-    back (a payment the shop refused, then refunded, was taken all the same)."""
-    return order.paid_at is not None or bool(shopper_refunds(order))
+    """Whether the shopper's money was taken for the order: it was paid, its payment came
+    after it had ended unpaid, or some was given back (a payment the shop refused, then
+    refunded, was taken all the same)."""
+    return (
+        order.paid_at is not None
+        or order.late_payment_at is not None
+        or bool(shopper_refunds(order))
+    )
 
 
 def email_cancelled(session: AnySession, order: Order, *, back_in_bag: bool) -> None:
@@ -301,6 +306,24 @@ def order_for_guest_token(session: AnySession, number: str, token: str) -> Order
     if order is None or not hmac.compare_digest(order.email.encode(), str(data["e"]).encode()):
         return None
     return order
+
+
+def email_payment_received(
+    session: AnySession, order: Order, *, commission: str | None = None
+) -> None:
+    """A receipt alone, for money the order can't simply take: a payment that came after the
+    order ended unpaid, or a deposit (``commission``, its reference) whose quote or commission
+    changed meanwhile. The money is acknowledged and nothing promised, neither the piece nor
+    the quote's terms, since staff decide what becomes of it."""
+    about = f"commission {commission}" if commission else f"order {order.number}"
+    email_shopper(
+        session,
+        order,
+        "payment_received",
+        f"Your payment for {about} is received",
+        name=order.shipping_address.get("full_name", ""),
+        commission=commission,
+    )
 
 
 def email_shopper(

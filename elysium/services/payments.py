@@ -242,10 +242,13 @@ def mark_paid(session: AnySession, order: Order, obj: dict[str, Any], event_id: 
         return
     if order.status in PAID_TOO_LATE:
         # The order ended unpaid and its pieces went back on sale, yet the money came:
-        # someone must refund it or sell the piece again.
+        # someone must refund it or sell the piece again, and the shopper is told it came.
         checkout.flag(order, PAID_TOO_LATE[order.status], actor=ACTOR, stripe_event_id=event_id)
+        order.late_payment_at = order.late_payment_at or utcnow()
         if order.bespoke_quote_id is not None:
             quotes.deposit_after_cancellation(session, order)
+        else:
+            orders.email_payment_received(session, order)
         return
     if not _can_move(order, OrderStatus.PAID, PAID_NOTE, event_id):
         return

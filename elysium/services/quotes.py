@@ -394,7 +394,8 @@ def start_deposit(
 def deposit_paid(session: AnySession, order: Order, *, stripe_event_id: str) -> None:
     """The webhook marked a deposit order PAID (in its transaction): the quote is paid and the
     lead WON, on its timeline, and the shopper is emailed. A deposit for a quote replaced or a
-    commission closed meanwhile is still recorded as paid, and the order flagged for staff."""
+    commission closed meanwhile is still recorded as paid, the order flagged for staff, and the
+    shopper sent a receipt alone (:func:`_email_receipt`)."""
     quote, lead = _quote_and_locked_lead(session, order)
     if quote is None or lead is None:
         checkout.flag(
@@ -403,6 +404,7 @@ def deposit_paid(session: AnySession, order: Order, *, stripe_event_id: str) -> 
             actor=leads.STRIPE_ACTOR,
             stripe_event_id=stripe_event_id,
         )
+        _email_receipt(session, order)
         return
     if quote.paid_at is None:
         quote.paid_at = utcnow()
@@ -421,16 +423,26 @@ def deposit_paid(session: AnySession, order: Order, *, stripe_event_id: str) -> 
     if problem is not None:
         leads.record(session, lead, actor=leads.STRIPE_ACTOR, note=f"{note}. {problem}")
         checkout.flag(order, problem, actor=leads.STRIPE_ACTOR, stripe_event_id=stripe_event_id)
-    orders.email_shopper(
-        session,
-        order,
-        "quote_deposit_paid",
-        f"Your deposit for commission {lead.reference} is received",
-        lead=lead,
-        quote=quote,
-        **amounts(quote),
-    )
+        _email_receipt(session, order)
+    else:
+        orders.email_shopper(
+            session,
+            order,
+            "quote_deposit_paid",
+            f"Your deposit for commission {lead.reference} is received",
+            lead=lead,
+            quote=quote,
+            **amounts(quote),
+        )
     session.flush()
+
+
+def _email_receipt(session: AnySession, order: Order) -> None:
+    """The shopper's receipt for a deposit the commission can't simply take (its quote
+    replaced or gone, the commission won another way or closed, its order ended unpaid),
+    read from the order alone, whatever became of the quote and the commission."""
+    reference = order.lines[0].product_name.removeprefix(DEPOSIT_LINE.format(reference=""))
+    orders.email_payment_received(session, order, commission=reference)
 
 
 def _quote_and_locked_lead(
@@ -450,19 +462,20 @@ def _quote_and_locked_lead(
 def deposit_after_cancellation(session: AnySession, order: Order) -> None:
     """Money for a deposit order that was already cancelled (its page expired, then the
     payment landed): the order is flagged, and the commission's timeline says so too, so the
-    people who follow the lead see money was taken and decide (refund, or take it)."""
+    people who follow the lead see money was taken and decide (refund, or take it); the
+    shopper is sent a receipt of it."""
     _, lead = _quote_and_locked_lead(session, order)
-    if lead is None:
-        return
-    leads.record(
-        session,
-        lead,
-        actor=leads.STRIPE_ACTOR,
-        note=(
-            f"Deposit of {format_money(order.total, order.currency)} arrived after its order "
-            f"{order.number} was cancelled: refund it, or take it as the deposit"
-        ),
-    )
+    if lead is not None:
+        leads.record(
+            session,
+            lead,
+            actor=leads.STRIPE_ACTOR,
+            note=(
+                f"Deposit of {format_money(order.total, order.currency)} arrived after its "
+                f"order {order.number} was cancelled: refund it, or take it as the deposit"
+            ),
+        )
+    _email_receipt(session, order)
 
 
 def deposit_given_back(

@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, and_, case, func, or_, select
 
+from elysium.house_time import HOUSE_TIME
 from elysium.models.inventory import Inventory
 from elysium.models.orders import Order, OrderStatus
 from elysium.models.types import utcnow
@@ -21,8 +21,6 @@ from elysium.services.staff_leads import new_leads as newest_new_leads
 from elysium.services.stock_admin import needs_stock
 from elysium.services.views import ViewedPiece, most_viewed
 
-# The shop's day: "today" begins at midnight in London, GMT or BST, not at midnight UTC.
-SHOP_TIME_ZONE = ZoneInfo("Europe/London")
 WEEK_DAYS = 7
 
 
@@ -59,7 +57,7 @@ class Dashboard:
 
 def day_start(day: date) -> datetime:
     """When ``day`` begins in the shop's time zone, in UTC."""
-    return datetime.combine(day, time.min, tzinfo=SHOP_TIME_ZONE).astimezone(UTC)
+    return datetime.combine(day, time.min, tzinfo=HOUSE_TIME).astimezone(UTC)
 
 
 def _how_many(condition: ColumnElement[bool]) -> ColumnElement[int]:
@@ -79,7 +77,7 @@ def dashboard(session: AnySession, *, currency: str, now: datetime | None = None
     An order counts as paid on the day its payment arrived (``paid_at``), whatever happened to
     it since; the amount is its total as paid, refunds not taken off.
     """
-    today = (now or utcnow()).astimezone(SHOP_TIME_ZONE).date()
+    today = (now or utcnow()).astimezone(HOUSE_TIME).date()
     today_from = day_start(today)
     week_from = day_start(today - timedelta(days=WEEK_DAYS - 1))
 

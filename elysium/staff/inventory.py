@@ -28,12 +28,12 @@ from flask_wtf import FlaskForm
 from wtforms import HiddenField, StringField, ValidationError
 
 from elysium.extensions import db
+from elysium.house_time import HOUSE_TIME
 from elysium.htmx import fragments, is_htmx, notice, render
 from elysium.ids import as_id
 from elysium.models.inventory import StockReason
 from elysium.services import stock_admin
 from elysium.services.errors import InvalidInputError
-from elysium.services.staff_dashboard import SHOP_TIME_ZONE
 from elysium.services.stock_admin import (
     MAX_STOCK_LEVEL,
     MAX_THRESHOLD,
@@ -196,7 +196,7 @@ def _variant_page(row: StockRow, edit: RowForm, *, return_to: str, status: int =
             items=[(row, edit)],
             movements=history,
             older=older,
-            zone=SHOP_TIME_ZONE,
+            zone=HOUSE_TIME,
             return_to=return_to,
             back=safe_next(request.values.get("next"), default=_list_url()),
         ),

@@ -22,10 +22,10 @@ from flask import (
 )
 from flask_login import current_user
 
+from elysium import house_time
 from elysium.extensions import db
 from elysium.htmx import is_htmx
 from elysium.models.engagement import BespokeLead
-from elysium.models.types import utcnow
 from elysium.services import quotes
 from elysium.web.quotes import QuoteForm
 
@@ -79,7 +79,7 @@ def create(lead_id: int) -> Response:
             data,
             staff_name=current_user.display_name,
             staff_user_id=current_user.id,
-            today=utcnow().date(),
+            today=house_time.today(),
             newest_seen=form.newest_seen.data,
         )
     except quotes.QuoteError as error:

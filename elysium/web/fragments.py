@@ -50,12 +50,12 @@ from sqlalchemy import Row, RowMapping, Select, inspect, literal, select, true
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.path_registry import PathRegistry
 
+from elysium import house_time
 from elysium.db_routing import READ_METHODS
 from elysium.extensions import cache, db
 from elysium.htmx import is_htmx
 from elysium.models.cart import Cart, CartLine
 from elysium.models.catalog import Product
-from elysium.models.types import utcnow
 from elysium.services import cart as carts
 from elysium.services import catalog
 from elysium.services.catalog import ProductCard
@@ -267,10 +267,10 @@ def code_version() -> str:
 
 
 def cache_key(name: str, version: str, key: Hashable) -> str:
-    """Where a value is filed: the code, the day (a made-to-order promise is a date), the
-    kind, the catalogue's version and the key."""
+    """Where a value is filed: the code, the house's day (a made-to-order promise is a date),
+    the kind, the catalogue's version and the key."""
     digest = hashlib.sha256(repr(key).encode()).hexdigest()[:32]
-    return f"catalog:{code_version()}:{utcnow().date().isoformat()}:{name}:{version}:{digest}"
+    return f"catalog:{code_version()}:{house_time.today().isoformat()}:{name}:{version}:{digest}"
 
 
 def kept(

@@ -13,10 +13,10 @@ from flask_wtf import FlaskForm
 from wtforms import DateField, HiddenField, StringField, TextAreaField
 from wtforms.validators import Optional
 
+from elysium import house_time
 from elysium.extensions import db
 from elysium.models.engagement import BespokeLead, BespokeQuote, LeadStatus
 from elysium.models.orders import Order
-from elysium.models.types import utcnow
 from elysium.services import quotes
 from elysium.services.quotes import DEFAULT_DEPOSIT_PERCENT, DESCRIPTION_MAX
 
@@ -76,7 +76,7 @@ STATE_WORDS = {
 
 def _rows(lead: BespokeLead) -> list[QuoteRow]:
     orders = quotes.deposit_orders(db.session, lead)
-    today = utcnow().date()
+    today = house_time.today()
     rows = []
     for quote in quotes.quotes_of(lead):
         order = orders.get(quote.id)
