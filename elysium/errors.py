@@ -8,9 +8,10 @@ import time
 
 from flask import Flask, Response, g, make_response, render_template, request
 from flask_limiter import RequestLimit
+from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import DBAPIError, OperationalError, PendingRollbackError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from sqlalchemy.orm.exc import ObjectDeletedError
+from sqlalchemy.orm.exc import ObjectDeletedError, StaleDataError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from elysium.extensions import db, limiter, login_manager
@@ -32,6 +33,10 @@ MESSAGES = {
         "The shop is briefly unavailable. Please try again shortly.",
     ),
 }
+FORM_EXPIRED = (
+    "This page had expired before the form was sent (its session ended meanwhile). Please "
+    "reload the page and send it again."
+)
 GONE_MEANWHILE = (
     "What this page was about was changed or removed meanwhile (in another window, perhaps). "
     "Please start again."
@@ -81,6 +86,13 @@ def register(app: Flask) -> None:
             response.headers["Allow"] = ", ".join(error.valid_methods)
         return response
 
+    @app.errorhandler(CSRFError)
+    def handle_expired_form(error: CSRFError) -> Response:
+        """A form whose CSRF token this session no longer knows: says so, rather than that
+        the request could not be understood (with htmx the form stays on the page)."""
+        app.logger.info("CSRF refused %s %s: %s", request.method, logged_path(), error.description)
+        return render_error(400, FORM_EXPIRED)
+
     @app.errorhandler(InternalServerError)
     def handle_server_error(error: InternalServerError) -> Response:
         # Flask has already logged the original exception with its traceback. A database
@@ -89,7 +101,14 @@ def register(app: Flask) -> None:
             db.session.rollback()
         except SQLAlchemyError:
             db.session.remove()
-        return render_error(500)
+        try:
+            return render_error(500)
+        except SQLAlchemyError:
+            # The page's header could not read the account or the bag (the account's row
+            # deleted under the request, say): drawn as for a guest instead.
+            g._login_user = login_manager.anonymous_user()
+            g.cart_count = 0
+            return render_error(500)
 
     @app.errorhandler(DBAPIError)
     @app.errorhandler(PendingRollbackError)
@@ -106,10 +125,12 @@ def register(app: Flask) -> None:
         return unavailable_page()
 
     @app.errorhandler(ObjectDeletedError)
-    def handle_row_deleted_meanwhile(error: ObjectDeletedError) -> Response:
-        """A row this request had read was deleted by another before it was read again (the
-        account closed in another tab as this one checked out, say): the request is over,
-        with a 409 page that says so, never a 500. Whoever is signed in is read again on the
+    @app.errorhandler(StaleDataError)
+    def handle_row_deleted_meanwhile(error: SQLAlchemyError) -> Response:
+        """A row this request had read was deleted by another before it was read or written
+        again (the account closed in another tab as this one checked out or saved the
+        profile, an address deleted in one window as another edits it): the request is
+        over, with a 409 page that says so, never a 500. Whoever is signed in is read again on the
         next request (a closed account is signed out then)."""
         app.logger.info("A row was deleted under %s %s: %s", request.method, logged_path(), error)
         with contextlib.suppress(SQLAlchemyError):

@@ -820,6 +820,32 @@ def test_a_closed_accounts_cookies_sign_in_nobody_not_the_next_account(app, clie
         assert copy.get("/account").status_code == 303, name
 
 
+def test_a_profile_saved_as_another_device_closes_the_account_is_a_409_page(app, client, signed_in):
+    """The profile's UPDATE found the account's row gone: a 500 (StaleDataError), and
+    drawing the 500 page read the deleted account and failed too (the server's bare page).
+    Now it is the 409 page, drawn as for a guest."""
+    other = app.test_client()
+    signed_in_there = other.submit(
+        "/auth/login", {"email": "ada@example.com", "password": PASSWORD}
+    )
+    assert signed_in_there.status_code == 303
+
+    def close() -> None:
+        assert other.submit("/account/delete", {"password": PASSWORD}).status_code == 303
+
+    client.get("/account/profile")
+    data = {"csrf_token": client.csrf_token, "first_name": "Ada", "last_name": "King"}
+    with meanwhile(app, "UPDATE users", lambda: in_another_window(close)) as ran:
+        response = client.post("/account/profile", data=data)
+
+    assert ran
+    assert response.status_code == 409
+    text = page_text(response)
+    assert "changed or removed meanwhile" in text
+    assert "Sign in" in text
+    assert user_row(app, signed_in) is None
+
+
 def closed_account_id(kept: dict[str, str]) -> int:
     """The account id the kept remember cookie names (``"<id>:<session version>|<digest>"``)."""
     [remember] = [value for name, value in kept.items() if "remember" in name]

@@ -12,7 +12,7 @@ from elysium.extensions import db
 from elysium.models import Address, User
 from tests.conftest import page_text
 from tests.html import elements
-from tests.support.meanwhile import meanwhile
+from tests.support.meanwhile import in_another_window, meanwhile
 
 HOME = {
     "full_name": "Ada Lovelace",
@@ -334,6 +334,53 @@ def test_two_windows_making_two_defaults_at_once_leave_one(app, client, signed_i
     assert ran
     assert (response.status_code, answers) == (200, [200])
     assert defaults(app, signed_in) == ([third.id], [])
+
+
+def holding_the_account(sql: str) -> bool:
+    """The first statement of ``hold_row`` on the account's row, on either database."""
+    return sql.startswith("UPDATE users") or (
+        sql.startswith("SELECT users.id") and "FOR UPDATE" in sql
+    )
+
+
+def another_window(app, client):
+    """The same browser's other window: its session, its CSRF token."""
+    other = app.test_client()
+    other.set_cookie("session", client.get_cookie("session").value)
+    other.csrf_token = client.csrf_token
+    return other
+
+
+@pytest.mark.parametrize("htmx", [False, True], ids=["plain", "htmx"])
+@pytest.mark.parametrize("change", ["edit", "default"])
+def test_an_address_deleted_in_another_window_as_this_one_changes_it_is_a_409(
+    app, client, signed_in, change, htmx
+):
+    """Before, the change's UPDATE matched no row: a 500 (StaleDataError)."""
+    add(client, HOME)
+    [home] = rows(app, signed_in)
+    client.get("/account/addresses")
+    other = another_window(app, client)
+
+    def delete() -> None:
+        assert other.htmx("POST", f"/account/addresses/{home.id}/delete").status_code == 200
+
+    url, data = f"/account/addresses/{home.id}", {**HOME, "city": "Bath"}
+    moment = "UPDATE addresses"
+    if change == "default":
+        # Read, then deleted before the address book is held for the change.
+        url, data = f"/account/addresses/{home.id}/default/shipping", {}
+        moment = holding_the_account
+    with meanwhile(app, moment, lambda: in_another_window(delete)) as ran:
+        if htmx:
+            response = client.htmx("POST", url, data=data)
+        else:
+            response = client.post(url, data={"csrf_token": client.csrf_token, **data})
+
+    assert ran
+    assert response.status_code == 409
+    assert "changed or removed meanwhile" in page_text(response)
+    assert rows(app, signed_in) == []
 
 
 def test_adding_a_new_default_replaces_the_old_one(app, client, signed_in):

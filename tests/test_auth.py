@@ -352,6 +352,85 @@ def test_logout_needs_a_post_with_csrf(client, auth):
     assert client.get("/account").status_code == 200
 
 
+CHAIN = "aurelia-fine-chain"
+
+
+@pytest.mark.parametrize("htmx", [False, True], ids=["plain", "htmx"])
+@pytest.mark.parametrize("there", ["signs in", "signs out"])
+def test_a_form_open_in_another_window_still_sends_after_signing_in_or_out_there(
+    app, client, auth, catalogue, there, htmx
+):
+    """Signing in or out starts a new session, but keeps its CSRF secret: the pages open in
+    the browser's other windows were drawn with it. Before, every one of their forms was
+    refused (400), and what was typed in them lost."""
+    auth.create_user()
+    if there == "signs out":
+        auth.login()
+    client.get(f"/shop/{CHAIN}")
+    drawn_with = client.csrf_token
+
+    changed = auth.login() if there == "signs in" else auth.logout()
+    assert changed.status_code == 303
+
+    added = {"product": CHAIN, "quantity": "1", "metal": "yellow-gold"}
+    if htmx:
+        response = client.post(
+            "/cart/items", data=added, headers={"HX-Request": "true", "X-CSRFToken": drawn_with}
+        )
+    else:
+        response = client.post("/cart/items", data={"csrf_token": drawn_with, **added})
+    assert response.status_code == (200 if htmx else 303)
+    assert "Aurelia Fine Chain" in page_text(client.get("/cart"))
+
+
+@pytest.mark.parametrize("htmx", [False, True], ids=["plain", "htmx"])
+def test_a_form_whose_token_the_session_no_longer_knows_says_to_reload_it(client, htmx):
+    headers = {"HX-Request": "true", "X-CSRFToken": "a-token-of-another-session"}
+    response = client.post(
+        "/auth/login",
+        data={"email": "ada@example.com", "password": PASSWORD},
+        headers=headers if htmx else {},
+    )
+    assert response.status_code == 400
+    assert "Please reload the page and send it again" in page_text(response)
+    if htmx:
+        assert response.headers["HX-Retarget"] == "#messages"
+
+
+def test_signing_out_everywhere_as_another_device_changes_the_password_ends_both_sessions(
+    app, auth
+):
+    """ "Sign out" ends every session by raising the account's session version. A password
+    change sent at the same moment raises it too (and signs its own device in again at the
+    new version): both now raise it in the database, so the later sign-out ends that
+    device's session as well. Before, each wrote the number it had read plus one: the same
+    number, and the device that changed the password stayed signed in."""
+    from tests.conftest import AuthActions
+
+    auth.create_user()
+    first, second = app.test_client(), app.test_client()
+    for device in (first, second):
+        assert AuthActions(app, device).login().status_code == 303
+    second.get("/account")
+    new_password = "another long passphrase 42"
+
+    def change_password() -> None:
+        changed = first.submit(
+            "/account/profile",
+            {"current_password": PASSWORD, "password": new_password, "confirm": new_password},
+            action="/account/password",
+        )
+        assert changed.status_code == 303
+
+    with meanwhile(app, "UPDATE users", lambda: in_another_window(change_password)) as ran:
+        signed_out = second.post("/auth/logout", data={"csrf_token": second.csrf_token})
+
+    assert ran
+    assert signed_out.status_code == 303
+    assert first.get("/account").status_code == 303  # sent to sign in
+    assert second.get("/account").status_code == 303
+
+
 def test_password_reset_flow_changes_the_password_and_ends_other_sessions(app, client, auth):
     auth.create_user()
     other = app.test_client()

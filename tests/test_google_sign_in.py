@@ -203,6 +203,28 @@ def test_an_existing_password_account_is_linked_only_after_its_password(google_a
     assert sign_in(again, oidc).headers["Location"] == "/account"
 
 
+def test_the_link_page_refused_for_too_many_tries_still_names_the_account(
+    google_app, browser, oidc
+):
+    """Its 429 is the same page; before, it lost the address (" already has an ELYSIUM
+    account")."""
+    AuthActions(google_app, browser).create_user("grace@example.com", first_name="Grace")
+    assert sign_in(browser, oidc).headers["Location"] == "/auth/google/link"
+    browser.get("/auth/google/link")
+    for _ in range(5):
+        wrong = browser.post(
+            "/auth/google/link", data={"csrf_token": browser.csrf_token, "password": "not it"}
+        )
+        assert wrong.status_code == 422
+
+    limited = browser.post(
+        "/auth/google/link", data={"csrf_token": browser.csrf_token, "password": "not it"}
+    )
+
+    assert limited.status_code == 429
+    assert "grace@example.com already has an ELYSIUM account" in page_text(limited)
+
+
 def test_the_link_page_without_a_pending_google_sign_in_goes_to_login(browser):
     assert browser.get("/auth/google/link").headers["Location"] == "/auth/login"
 

@@ -15,7 +15,6 @@ from flask import (
     redirect,
     render_template,
     request,
-    session,
     url_for,
 )
 from flask_limiter import RequestLimit
@@ -264,16 +263,10 @@ def confirm_new_email(token: str) -> Response:
 
 
 def _stay_signed_in(user: User) -> None:
-    """After a password or email change every session ends; this browser starts a fresh one.
-
-    The CSRF token survives, so the forms already on the page (and htmx's header) still work.
-    """
-    csrf_key = current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token")
-    csrf_token = session.get(csrf_key)
+    """After a password or email change every session ends; this browser starts a fresh one
+    (which keeps its CSRF secret: ``sign_in``), so the forms on the page still work."""
     remember_cookie = current_app.config.get("REMEMBER_COOKIE_NAME", "remember_token")
     sign_in(user, remember=remember_cookie in request.cookies)
-    if csrf_token:
-        session[csrf_key] = csrf_token
 
 
 @bp.post("/password")

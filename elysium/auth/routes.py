@@ -56,13 +56,16 @@ def _form_page(template: str, form, status: int, **context: Any) -> Response:
     return response
 
 
-def when_limited(template: str, form_class: type) -> Callable[[RequestLimit], Response]:
-    """A 429 that shows the same form, with what was typed (never the password) kept."""
+def when_limited(
+    template: str, form_class: type, context: Callable[[], dict[str, Any]] = dict
+) -> Callable[[RequestLimit], Response]:
+    """A 429 that shows the same form, with what was typed (never the password) kept, and
+    what else its page shows (``context()``)."""
 
     def on_breach(request_limit: RequestLimit) -> Response:
         form = form_class()
         form.form_errors.append(wait_message(request_limit))
-        response = _form_page(template, form, 429)
+        response = _form_page(template, form, 429, **context())
         response.headers["Retry-After"] = str(seconds_until_reset(request_limit))
         return response
 
@@ -339,7 +342,13 @@ def google_callback() -> Response:
 
 @bp.route("/google/link", methods=["GET", "POST"])
 @limiter.limit(
-    "5/minute", methods=["POST"], on_breach=when_limited("auth/link_google.html", LinkAccountForm)
+    "5/minute",
+    methods=["POST"],
+    on_breach=when_limited(
+        "auth/link_google.html",
+        LinkAccountForm,
+        lambda: {"email": (session.get(PENDING_LINK) or {}).get("email", "")},
+    ),
 )
 def google_link() -> Response:
     """An existing password account: its password proves the Google identity may join it."""

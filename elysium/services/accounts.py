@@ -17,6 +17,7 @@ from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import object_session
 
 from elysium.models.outbox import OutboxEmail
 from elysium.models.types import utcnow
@@ -67,8 +68,15 @@ def _load_token(purpose: str, token: str, max_age: int) -> dict[str, Any] | None
 
 
 def end_all_sessions(user: User) -> None:
-    """Every session and remember cookie that names the old version stops working."""
-    user.session_version += 1
+    """Every session and remember cookie that names the old version stops working.
+
+    The version is raised in the database (``session_version + 1``), not written as the
+    number this request read: "sign out everywhere" and a password change sent at once each
+    raise it, so neither leaves a session the other meant to end. It is read back after."""
+    user.session_version = User.session_version + 1
+    session = object_session(user)
+    assert session is not None
+    session.flush()
 
 
 @dataclass(frozen=True)

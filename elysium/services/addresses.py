@@ -159,7 +159,9 @@ def hold_address_book(session: AnySession, user: User) -> None:
 
 
 def delete_address(session: AnySession, address: Address) -> None:
-    """Remove the address; if it was a default, there is simply no default afterwards."""
+    """Remove the address; if it was a default, there is simply no default afterwards. Takes
+    its turn on the address book, as a change of its defaults does."""
+    hold_row(session, User, address.user_id)
     session.delete(address)
     session.flush()
 

@@ -52,11 +52,24 @@ def sign_in(user: User, remember: bool = False) -> None:
     of the account, which the sign-in throttle never slows down. The pieces the guest viewed
     become the account's (their "Recently viewed" follows them).
     """
-    session.clear()
+    _start_afresh()
     login_user(user, remember=remember, duration=current_app.config["REMEMBER_COOKIE_DURATION"])
     remember_device(user)
     merge_guest_cart(user)
     adopt_guest_views(user)
+
+
+def _start_afresh() -> None:
+    """Empty the session (no earlier id or account survives it) but for its CSRF secret: the
+    forms open in the browser's other windows, and htmx's header, were drawn with it, and
+    would all be refused, with what was typed in them, after signing in or out in one. The
+    secret is no credential: it lives in this signed, HttpOnly ``__Host-`` cookie, which a
+    page of another site can't send with its POST (``SameSite=Lax``)."""
+    field = current_app.config.get("WTF_CSRF_FIELD_NAME") or "csrf_token"
+    secret = session.get(field)
+    session.clear()
+    if secret:
+        session[field] = secret
 
 
 def safe_next(target: str | None, default: str | None = None) -> str:
@@ -80,7 +93,7 @@ def sign_out() -> None:
     The answer also asks the browser to forget the shop's pages it holds: a shop page is
     ``private, no-cache`` and Back shows it from the browser's cache without asking, with the
     bag count, the hearts and "Recently viewed" of whoever was signed in (a shared computer)."""
-    session.clear()
+    _start_afresh()
     logout_user()
 
     @after_this_request

@@ -13,17 +13,21 @@ from elysium.extensions import db
 
 
 @contextlib.contextmanager
-def meanwhile(app: Flask, starts_with: str, then: Callable[[], None]) -> Iterator[list[bool]]:
+def meanwhile(
+    app: Flask, starts_with: str | Callable[[str], bool], then: Callable[[], None]
+) -> Iterator[list[bool]]:
     """Run ``then()`` once, in this thread, just before this thread's first statement that
-    starts with ``starts_with`` is sent to the database. The list it yields holds True once
-    that happened, so a test can tell the race was run as it means."""
+    starts with ``starts_with`` (or that it says yes to, given a function) is sent to the
+    database. The list it yields holds True once that happened, so a test can tell the race
+    was run as it means."""
+    matches = starts_with if callable(starts_with) else lambda sql: sql.startswith(starts_with)
     with app.app_context():
         engine = db.engine
     here = threading.get_ident()
     done: list[bool] = []
 
     def before(conn, cursor, statement, parameters, context, executemany) -> None:
-        if not done and threading.get_ident() == here and statement.startswith(starts_with):
+        if not done and threading.get_ident() == here and matches(statement):
             done.append(True)
             then()
 
