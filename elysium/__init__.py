@@ -156,6 +156,7 @@ def register_templating(app: Flask) -> None:
     from elysium.models.catalog import Category
     from elysium.money import format_money
     from elysium.seo import product_json_ld
+    from elysium.services import cart as carts
     from elysium.services.orders import (
         STATUS_LABELS,
         headline,
@@ -200,6 +201,10 @@ def register_templating(app: Flask) -> None:
     app.jinja_env.globals["collection_picture"] = collection_picture
     app.jinja_env.globals["recently_viewed"] = recently_viewed
     app.jinja_env.globals["couriers"] = list(CARRIERS.values())
+    # What a quantity <select> offers (partials/_forms.html, quantity_options).
+    app.jinja_env.globals["quantity_choices"] = tuple(
+        str(n) for n in range(1, carts.MAX_QUANTITY_PER_LINE + 1)
+    )
     app.jinja_env.globals["quote_panel"] = quote_panel
     app.jinja_env.globals["account_quote"] = account_quote
     app.context_processor(cart_template_context)

@@ -206,4 +206,4 @@ def remember_count(count: int) -> None:
 def cart_template_context() -> dict[str, object]:
     """``cart_count`` is the function, called by ``cart/_count.html`` when the count is shown
     (a fragment without the header asks nothing); a view may pass the number instead."""
-    return {"cart_count": cart_count, "max_quantity_per_line": carts.MAX_QUANTITY_PER_LINE}
+    return {"cart_count": cart_count}
