@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from datetime import UTC, datetime
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from flask import Flask
@@ -24,15 +25,16 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 class Templates(Environment):
-    """Flask's templates, each seeing the environment's globals as they are, not through a
-    ``ChainMap`` of its own (Jinja's default). A template that imports macros compares its
-    global names with the imported template's on every render; through a ``ChainMap`` that
-    is a few hundred Python calls a page, over one dict a comparison Python makes in C. The
-    shop's templates have no globals of their own (nothing asks for a template with some),
-    and a template given some still gets its own map."""
+    """Flask's templates, each seeing the environment's globals as they are (a read-only view
+    of them), not through a ``ChainMap`` of its own (Jinja's default). A template that imports
+    macros compares its global names with the imported template's on every render; through a
+    ``ChainMap`` that is a few hundred Python calls a page, over one dict a comparison Python
+    makes in C. The shop's templates have no globals of their own; a template loaded with
+    some gets its own map, and asking for one already loaded with some more fails (Jinja
+    would write them into the view) rather than giving them to every template."""
 
     def make_globals(self, d: Any = None) -> Any:
-        return self.globals if not d else super().make_globals(d)
+        return MappingProxyType(self.globals) if not d else super().make_globals(d)
 
 
 class Shop(LoggedPaths, Flask):

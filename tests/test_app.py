@@ -300,3 +300,17 @@ def test_an_address_of_the_house_that_isnt_one_address_is_refused_at_start(
         monkeypatch.setenv("BESPOKE_NOTIFY_EMAIL", "bespoke@elysium.example")
     with pytest.raises(ConfigurationError, match=name):
         create_app({"SECRET_KEY": "x", "ELYSIUM_ENV": "testing"})
+
+
+def test_a_template_asked_for_again_with_globals_of_its_own_never_gives_them_to_all(app):
+    """Templates see the environment's globals themselves (``elysium.Templates``): Jinja
+    would write a loaded template's new globals into them, for every template to see. It is
+    refused instead."""
+    templates = app.jinja_env
+    templates.get_template("emails/payment_received.txt")
+
+    with pytest.raises(AttributeError):  # a read-only view has no update()
+        templates.get_template("emails/payment_received.txt", globals={"leaked": "yes"})
+
+    assert "leaked" not in templates.globals
+    assert templates.from_string("{{ leaked is defined }}").render() == "False"

@@ -108,7 +108,7 @@ def assert_each_email_delivered_once(application: Flask, fake_resend: FakeResend
     emails = sent_emails(application)
     assert emails
     assert {email.status for email in emails} == {OutboxStatus.SENT}
-    expected = sorted(idempotency_key(email.id, email.tries_began_at) for email in emails)
+    expected = sorted(idempotency_key(email.id, email.created_at) for email in emails)
     assert sorted(fake_resend.keys()) == expected
     assert fake_resend.emails_sent == len(emails)
 
@@ -196,9 +196,7 @@ def test_an_order_confirmation_outlives_a_three_hour_provider_outage(shop, fake_
     [confirmation] = sent_emails(shop)
     assert confirmation.status is OutboxStatus.SENT
     assert confirmation.attempts == len(fake_resend.requests) == 9
-    assert set(fake_resend.keys()) == {
-        idempotency_key(confirmation.id, confirmation.tries_began_at)
-    }
+    assert set(fake_resend.keys()) == {idempotency_key(confirmation.id, confirmation.created_at)}
     assert fake_resend.emails_sent == 1
     assert order["number"] in fake_resend.requests[-1].json["subject"]
 

@@ -232,7 +232,7 @@ def test_resend_receives_the_email_with_its_key_and_records_the_message_id(resen
         assert email.tries_began_at is None
         report = send_pending(db.session)
         [email] = rows()
-        expected_key = idempotency_key(email.id, email.tries_began_at)
+        expected_key = idempotency_key(email.id, email.created_at)
 
     assert report.sent == 1
     assert email.status is OutboxStatus.SENT
@@ -441,7 +441,9 @@ def test_after_a_stopped_worker_an_email_tried_before_fails_and_one_never_tried_
 
     assert (report.sent, report.failed) == (1, 1)
     assert emails[tried].status is OutboxStatus.FAILED
-    assert emails[tried].last_error == "Resend 503"
+    assert emails[tried].last_error == (
+        "Resend 503 (its first try was over 23 hours ago: not tried again under its key)"
+    )
     assert emails[never_tried].status is OutboxStatus.SENT
     [request] = fake_resend.requests
     assert request.json["to"] == [emails[never_tried].to_address]
@@ -528,7 +530,7 @@ def test_an_email_queued_days_ago_and_never_tried_gets_its_day_of_retries(resend
     days doesn't cost the late email its retries."""
     fake_resend.fail_with(503, "application_error")
     with resend_app.app_context():
-        [email_id] = queue_and_commit(1)
+        queue_and_commit(1)
         db.session.execute(update(OutboxEmail).values(created_at=utcnow() - timedelta(days=2)))
         db.session.commit()
 
@@ -538,7 +540,7 @@ def test_an_email_queued_days_ago_and_never_tried_gets_its_day_of_retries(resend
     assert (report.retried, report.failed) == (1, 0)
     assert email.status is OutboxStatus.PENDING
     assert utcnow() - email.tries_began_at < timedelta(minutes=1)
-    assert fake_resend.keys() == [idempotency_key(email_id, email.tries_began_at)]
+    assert fake_resend.keys() == [idempotency_key(email.id, email.created_at)]
 
 
 def test_a_sender_that_died_on_an_email_too_old_to_retry_leaves_it_failed(resend_app, fake_resend):
@@ -614,6 +616,65 @@ def test_a_rate_limit_holds_the_emails_without_spending_an_attempt_until_retry_a
     assert fake_resend.emails_sent == 2
 
 
+def test_a_wait_asked_for_never_makes_an_email_tried_before_miss_its_last_try(
+    make_outbox_app, fake_resend
+):
+    """A 429 asking an hour's wait came 22 hours after an email's first (timed-out) try: it
+    still gets its last try before its key's day is over, rather than failing unasked."""
+    fake_resend.fail_with(429, "rate_limit_exceeded", "Too many requests.")
+    with serving_with_headers(fake_resend, {"Retry-After": "3600"}) as url:
+        application = make_outbox_app(
+            EMAIL_BACKEND="resend",
+            RESEND_BASE_URL=url,
+            RESEND_API_KEY=fake_resend.api_key,
+            EMAIL_TIMEOUT_SECONDS=1,
+        )
+        with application.app_context(), time_machine.travel(utcnow(), tick=False) as traveller:
+            first_try = utcnow() - timedelta(hours=22)
+            last_try = first_try + timedelta(hours=23) - timedelta(minutes=1)
+            tried, new = queue_and_commit(2)
+            db.session.execute(
+                update(OutboxEmail)
+                .where(OutboxEmail.id == tried)
+                .values(
+                    attempts=3,
+                    tries_began_at=first_try,
+                    last_error="Resend unreachable: timed out",
+                    next_attempt_at=last_try,
+                )
+            )
+            db.session.commit()
+
+            assert send_pending(db.session).held == 1  # the new email, turned away
+            assert {email.id: email.next_attempt_at for email in rows()}[tried] == last_try
+
+            fake_resend.succeed()
+            traveller.move_to(last_try)
+            report = send_pending(db.session)
+            emails = {email.id: email for email in rows()}
+
+    assert report.sent == 1
+    assert emails[tried].status is OutboxStatus.SENT
+    assert emails[new].status is OutboxStatus.PENDING
+
+
+def test_an_email_a_release_before_tried_is_retried_under_the_same_key(resend_app, fake_resend):
+    """During a deploy the release before this one and this one send side by side: an email
+    the other tried (its key made from when it was queued, no first try recorded) is tried
+    again under that key, so Resend answers with the email it may have taken."""
+    with resend_app.app_context():
+        [email_id] = queue_and_commit(1)
+        db.session.execute(
+            update(OutboxEmail).values(attempts=1, last_error="Resend unreachable: timed out")
+        )
+        db.session.commit()
+        send_pending(db.session)
+        [email] = rows()
+
+    assert email.status is OutboxStatus.SENT
+    assert fake_resend.keys() == [idempotency_key(email_id, email.created_at)]
+
+
 @pytest.mark.parametrize(
     ("status", "name"), [(401, "restricted_api_key"), (403, "invalid_api_key")]
 )
@@ -687,14 +748,14 @@ def test_retry_failed_sends_a_failed_email_on_the_next_pass_and_only_once(resend
         assert send_pending(db.session).sent == 1
         assert send_pending(db.session).total == 0
         emails = {email.id: email for email in rows()}
-        key = idempotency_key(chosen, emails[chosen].tries_began_at)
+        key = idempotency_key(chosen, emails[chosen].created_at)
     assert emails[chosen].status is OutboxStatus.SENT
     assert emails[other].status is OutboxStatus.FAILED
     assert "Put back 0 failed emails" in retry_failed(resend_app, "--id", str(chosen))
     with resend_app.app_context():
         assert send_pending(db.session).total == 0
     assert fake_resend.emails_sent == 1
-    assert fake_resend.keys() == [key, idempotency_key(other, emails[other].tries_began_at), key]
+    assert fake_resend.keys() == [key, idempotency_key(other, emails[other].created_at), key]
 
 
 def test_retry_failed_sends_an_email_too_old_for_its_key_under_a_new_one(resend_app, fake_resend):
@@ -722,10 +783,11 @@ def test_retry_failed_sends_an_email_too_old_for_its_key_under_a_new_one(resend_
 
     assert {email.id: email.created_at for email in emails.values()} == queued
     assert emails[young].tries_began_at == began[young]
-    assert emails[old].tries_began_at == resent_at != began[old]
+    assert emails[young].key_made_at is None
+    assert emails[old].tries_began_at == emails[old].key_made_at == resent_at
     sends = fake_resend.keys()[2:]
-    assert idempotency_key(young, began[young]) in sends
-    assert idempotency_key(old, began[old]) not in sends
+    assert idempotency_key(young, queued[young]) in sends
+    assert idempotency_key(old, queued[old]) not in sends
     assert idempotency_key(old, resent_at) in sends
 
 

@@ -302,7 +302,16 @@ def test_a_payment_that_arrives_after_the_order_was_cancelled_is_owned_up_to(
         number, session_id, total = order.number, order.stripe_checkout_session_id, order.total
         db.session.remove()
 
-    payload, signature = shop.fake.signed_event(
+    def stripe_says(event_type: str, obj: dict[str, Any]) -> None:
+        payload, signature = shop.fake.signed_event(event_type, obj)
+        answer = app.test_client().post(
+            "/webhooks/stripe",
+            data=payload,
+            headers={"Content-Type": "application/json", "Stripe-Signature": signature},
+        )
+        assert answer.status_code == 200
+
+    stripe_says(
         "checkout.session.completed",
         {
             "id": session_id,
@@ -316,12 +325,6 @@ def test_a_payment_that_arrives_after_the_order_was_cancelled_is_owned_up_to(
             "payment_intent": f"pi_{session_id}",
         },
     )
-    answer = app.test_client().post(
-        "/webhooks/stripe",
-        data=payload,
-        headers={"Content-Type": "application/json", "Stripe-Signature": signature},
-    )
-    assert answer.status_code == 200
 
     page = Page(client.get(f"/account/orders/{number}"))
     assert headline(page) == "Cancelled"
@@ -336,6 +339,45 @@ def test_a_payment_that_arrives_after_the_order_was_cancelled_is_owned_up_to(
         receipt.body_text
     )
     assert "nothing was charged" not in receipt.body_text
+
+    # Staff give it back in Stripe's dashboard: the order stays cancelled, and says so.
+    stripe_says(
+        "charge.refunded",
+        {
+            "id": f"ch_{session_id}",
+            "object": "charge",
+            "payment_intent": f"pi_{session_id}",
+            "amount_refunded": total,
+            "metadata": {"order_number": number},
+        },
+    )
+    page = Page(client.get(f"/account/orders/{number}"))
+    assert headline(page) == "Cancelled"
+    assert "Your payment arrived after it was cancelled" not in shopper_reads(page)
+    assert [text_of(item) for item in elements(page, ".order-refunds li")] == [
+        f"{money(total)} refunded"
+    ]
+    refund = sent_emails(app, SHOPPER)[-1]
+    assert refund.template == "order_refunded"
+    assert f"We have refunded {money(total)} for your order {number}." in refund.body_text
+
+
+def test_a_bank_payment_that_failed_then_arrived_says_so_and_once_refunded_no_more(
+    shop: Shop, app: Flask, bought: Bought
+) -> None:
+    move(app, bought, status=S.PAYMENT_FAILED, paid_at=None, late_payment_at=REFUNDED_AT)
+    for page in order_pages(shop, bought):
+        text = shopper_reads(page)
+        assert "Your bank payment first failed, then arrived after all." in text
+        assert "we'll refund your payment" in text
+        assert "Nothing was taken" not in text
+
+    refund(app, bought, bought.total)
+    for page in order_pages(shop, bought):
+        text = shopper_reads(page)
+        assert "arrived after all" in text
+        assert "we'll refund your payment" not in text
+        assert f"{money(bought.total)} refunded on 3 December 2025" in text
 
 
 def test_a_partial_refund_shows_how_much_and_when_and_the_order_carries_on(

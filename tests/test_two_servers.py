@@ -362,7 +362,7 @@ def test_two_email_workers_on_two_hosts_send_each_email_once(servers, app, fake_
     assert [worker.returncode for worker in workers] == [0, 0], outputs
     emails = outbox(app)
     assert sorted(fake_resend.keys()) == sorted(
-        idempotency_key(email.id, email.tries_began_at) for email in emails
+        idempotency_key(email.id, email.created_at) for email in emails
     )
     assert len(fake_resend.requests) == fake_resend.emails_sent == 16
     hosts = {f"{socket.gethostname()}:{worker.pid}" for worker in workers}

@@ -346,22 +346,21 @@ class UnknownCheckoutSessionError(PaymentProviderError):
 def retrieve_checkout_session(session_id: str) -> stripe.checkout.Session:
     """Raises :class:`UnknownCheckoutSessionError` when Stripe has no such session,
     :class:`PaymentProviderError` when it could not be asked."""
-    try:
-        return _client().v1.checkout.sessions.retrieve(session_id)
-    except stripe.InvalidRequestError as error:
-        if error.code == "resource_missing":
-            raise UnknownCheckoutSessionError(str(error)) from error
-        raise PaymentProviderError(str(error)) from error
-    except stripe.StripeError as error:
-        raise PaymentProviderError(str(error)) from error
+    return _about_a_checkout_session(lambda: _client().v1.checkout.sessions.retrieve(session_id))
 
 
 def expire_checkout_session(session_id: str) -> stripe.checkout.Session:
     """Raises :class:`UnknownCheckoutSessionError` when Stripe has no such session,
     :class:`PaymentProviderError` when it refused (a page no longer open) or could not be
     asked."""
+    return _about_a_checkout_session(lambda: _client().v1.checkout.sessions.expire(session_id))
+
+
+def _about_a_checkout_session(
+    ask: Callable[[], stripe.checkout.Session],
+) -> stripe.checkout.Session:
     try:
-        return _client().v1.checkout.sessions.expire(session_id)
+        return ask()
     except stripe.InvalidRequestError as error:
         if error.code == "resource_missing":
             raise UnknownCheckoutSessionError(str(error)) from error

@@ -46,3 +46,6 @@ class OutboxEmail(db.Model):
     # When the tries under its idempotency key began (its first try), which the provider
     # recognises for a day; None until then, and again once the email may start afresh.
     tries_began_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When it was given a key other than its first (which is made from ``created_at``): sent
+    # again after its key's day was over (``outbox.retry_failed``).
+    key_made_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -29,7 +29,9 @@ What becomes of an email the provider did not take depends on what its answer wa
   ``REFUSED_WAIT`` when it gives none, since every email would get the same answer.
 
 An email never tried, or only ever turned away with the shop, cannot have been sent, so it
-waits however long that takes. ``flask emails retry-failed`` puts failed emails back.
+waits however long that takes. One tried before (a timeout: it may have been sent) still fails
+a day after its first try, turned away or not: a try after that could send it twice. ``flask
+emails retry-failed`` puts failed emails back.
 """
 
 from __future__ import annotations
@@ -118,17 +120,20 @@ class _Claim:
     attempts: int
     claimed_at: datetime
     tries_began_at: datetime
+    key_from: datetime
 
 
-def idempotency_key(email_id: int, tries_began_at: datetime) -> str:
-    """The provider's ``Idempotency-Key`` for one outbox row's tries.
+def idempotency_key(email_id: int, made_at: datetime) -> str:
+    """The provider's ``Idempotency-Key`` for one outbox row: made from when it was queued,
+    or from when it was given a new key (``key_made_at``: sent again after its key's day was
+    over, :func:`retry_failed`).
 
-    The time of the first try is part of it so that a reused id (SQLite after deletes, a
-    restored backup, a staging database on the same Resend account) can never be mistaken
-    for an email already sent in the provider's 24-hour window, and so that an email sent
-    again after that window (``retry_failed``) goes under a key of its own.
+    A time is part of it so that a reused id (SQLite after deletes, a restored backup, a
+    staging database on the same Resend account) can never be mistaken for an email already
+    sent in the provider's 24-hour window. It is never made from anything a try sets: two
+    releases sending side by side during a deploy give a row the same key.
     """
-    return f"elysium-outbox-{email_id}-{tries_began_at:%Y%m%d%H%M%S%f}"
+    return f"elysium-outbox-{email_id}-{made_at:%Y%m%d%H%M%S%f}"
 
 
 def retry_delay(attempts: int) -> timedelta:
@@ -251,7 +256,13 @@ def retry_failed(
     renewed = session.scalars(
         update(OutboxEmail)
         .where(*chosen, OutboxEmail.tries_began_at < too_old)
-        .values(status=OutboxStatus.PENDING, attempts=0, tries_began_at=None, next_attempt_at=now)
+        .values(
+            status=OutboxStatus.PENDING,
+            attempts=0,
+            tries_began_at=None,
+            key_made_at=now,
+            next_attempt_at=now,
+        )
         .returning(OutboxEmail.id)
         .execution_options(synchronize_session=False)
     ).all()
@@ -368,7 +379,12 @@ def _give_up_on_expired(session: AnySession) -> int:
                 OutboxEmail.attempts > 0,
                 OutboxEmail.status == OutboxStatus.PENDING,
             )
-            .values(status=OutboxStatus.FAILED)
+            .values(
+                status=OutboxStatus.FAILED,
+                last_error=OutboxEmail.last_error
+                + f" (its first try was over {give_up_after() // timedelta(hours=1)} hours ago:"
+                " not tried again under its key)",
+            )
             .returning(OutboxEmail.id)
             .execution_options(synchronize_session=False)
         ).all()
@@ -414,6 +430,8 @@ def _claim(session: AnySession, *, limit: int, sender: str) -> list[_Claim]:
                     OutboxEmail.body_html,
                     OutboxEmail.attempts,
                     OutboxEmail.tries_began_at,
+                    OutboxEmail.key_made_at,
+                    OutboxEmail.created_at,
                 )
                 .execution_options(synchronize_session=False)
             ).all()
@@ -431,6 +449,7 @@ def _claim(session: AnySession, *, limit: int, sender: str) -> list[_Claim]:
             attempts=row.attempts,
             claimed_at=now,
             tries_began_at=row.tries_began_at,
+            key_from=row.key_made_at or row.created_at,
         )
         for row in rows
     ]
@@ -474,7 +493,7 @@ def _send_one(backend: EmailBackend, claim: _Claim, sender: str) -> str | EmailD
         subject=claim.subject,
         text=claim.body_text,
         html=claim.body_html,
-        idempotency_key=idempotency_key(claim.id, claim.tries_began_at),
+        idempotency_key=idempotency_key(claim.id, claim.key_from),
     )
     try:
         return backend.send(email)
@@ -586,9 +605,16 @@ def _hold(
         session.commit()
         # Apart, so that two senders turned away at once each lock only waiting rows, in the
         # same order, and never wait for each other's released ones.
+        # An email tried before whose last try falls before then keeps it: it is not made to
+        # miss it (and fail for its age) by a wait it never asked for.
+        last_try_before = due_at - give_up_after() + RETRY_BASE_DELAY
         session.execute(
             update(OutboxEmail)
-            .where(OutboxEmail.status == OutboxStatus.PENDING, OutboxEmail.next_attempt_at < due_at)
+            .where(
+                OutboxEmail.status == OutboxStatus.PENDING,
+                OutboxEmail.next_attempt_at < due_at,
+                or_(_never_tried(), OutboxEmail.tries_began_at >= last_try_before),
+            )
             .values(next_attempt_at=due_at)
             .execution_options(synchronize_session=False)
         )
@@ -599,7 +625,8 @@ def _hold(
     if refusal.failure is Failure.UNAUTHORISED:
         logger.error(
             "Email provider refuses the shop (%s): check RESEND_API_KEY and EMAIL_FROM. "
-            "No email is sent until it is fixed; none is failed.",
+            "No email is sent until it is fixed; one tried before that is a day past its "
+            "first try fails then.",
             refusal,
         )
     else:

@@ -384,14 +384,17 @@ def charge_refunded(
     counted_before = order.refunded_amount
     order.refunded_amount = max(order.refunded_amount, refunded)
     if refunded >= order.total:
-        if _move(order, OrderStatus.REFUNDED, "Refunded in full", event_id):
-            if order.bespoke_quote_id is not None:
-                quotes.deposit_given_back(
-                    session,
-                    order,
-                    actor=ACTOR,
-                    note=f"Deposit order {order.number} refunded in full at Stripe",
-                )
+        moved = _move(order, OrderStatus.REFUNDED, "Refunded in full", event_id)
+        if moved and order.bespoke_quote_id is not None:
+            quotes.deposit_given_back(
+                session,
+                order,
+                actor=ACTOR,
+                note=f"Deposit order {order.number} refunded in full at Stripe",
+            )
+        # A payment that came after its order had ended stays with the ended order; given
+        # back, the shopper is told so, as its receipt promised.
+        if moved or order.late_payment_at is not None:
             # What this refund gave back, not the running total: a shopper told of a refund
             # made here before would read the two as adding up to more than was paid.
             orders.email_shopper(
