@@ -8,6 +8,7 @@ import signal
 import threading
 from datetime import timedelta
 from types import FrameType
+from typing import Any, NamedTuple
 
 import click
 from flask import Flask, current_app
@@ -47,6 +48,30 @@ orders_cli = AppGroup("orders", help="Orders: the safety nets cron runs.")
 analytics_cli = AppGroup("analytics", help="Browsing memory: the product views the shop keeps.")
 catalog_cli = AppGroup("catalog", help="The catalogue: follow the house's Sanity studio.")
 AGE = re.compile(r"([1-9][0-9]{0,4})([dh])")
+
+
+class Age(NamedTuple):
+    text: str
+    span: timedelta
+
+
+class AgeType(click.ParamType):
+    """An option's age, ``60d`` (days) or ``12h`` (hours): its text and its span."""
+
+    name = "age"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Age:
+        if isinstance(value, Age):
+            return value
+        text = str(value).strip()
+        match = AGE.fullmatch(text.lower())
+        if not match:
+            self.fail(f"{value!r} is not an age like 60d or 12h.", param, ctx)
+        number, unit = int(match.group(1)), match.group(2)
+        return Age(text, timedelta(days=number) if unit == "d" else timedelta(hours=number))
+
+
+AGE_TYPE = AgeType()
 
 
 @click.command("seed")
@@ -189,11 +214,11 @@ def _worker_pass() -> SendReport:
 @click.option(
     "--queued-within",
     "queued_within",
-    metavar="AGE",
+    type=AGE_TYPE,
     help="Failed emails queued less than this long ago: Nd (days) or Nh (hours).",
 )
 def retry_failed_command(
-    every_failed: bool, ids: tuple[int, ...], queued_within: str | None
+    every_failed: bool, ids: tuple[int, ...], queued_within: Age | None
 ) -> None:
     """Put failed emails back, to be sent on the next pass. Say which: --all, or --id and/or
     --queued-within (together, the emails that match both).
@@ -206,13 +231,7 @@ def retry_failed_command(
     """
     if every_failed == bool(ids or queued_within):
         raise click.UsageError("Say which failed emails: --all, or --id and/or --queued-within.")
-    queued_since = None
-    if queued_within is not None:
-        try:
-            queued_since = utcnow() - parse_age(queued_within)
-        except click.BadParameter as error:
-            error.param_hint = "'--queued-within'"
-            raise
+    queued_since = None if queued_within is None else utcnow() - queued_within.span
     requeued = retry_failed(db.session, ids=ids or None, queued_since=queued_since)
     db.session.commit()
     count = len(requeued.ids)
@@ -221,7 +240,9 @@ def retry_failed_command(
     under_new_keys = f" ({renewed} under a new idempotency key)" if renewed else ""
     click.echo(f"Put back {count} failed {emails}, to be sent on the next pass{under_new_keys}.")
     if skipped := sorted(set(ids) - set(requeued.ids)):
-        why = f"not failed, or queued over {queued_within} ago" if queued_within else "not failed"
+        why = "not failed"
+        if queued_within:
+            why = f"not failed, or queued over {queued_within.text} ago"
         click.echo(f"Left as they are ({why}): {', '.join(map(str, skipped))}.")
 
 
@@ -230,31 +251,18 @@ def retry_failed_command(
     "--older-than",
     "older_than",
     default="90d",
+    type=AGE_TYPE,
     show_default=True,
     help="Erase what emails sent longer ago than this said: Nd (days) or Nh (hours).",
 )
-def erase_sent_command(older_than: str) -> None:
+def erase_sent_command(older_than: Age) -> None:
     """Erase the bodies of emails sent a while ago (they hold shoppers' names, addresses and
     what they bought). That each was sent, to whom and when stays on its order's timeline;
     waiting and failed emails are left whole."""
-    try:
-        age = parse_age(older_than)
-    except click.BadParameter as error:
-        error.param_hint = "'--older-than'"
-        raise
-    erased = erase_sent_bodies(db.session, sent_before=utcnow() - age)
+    erased = erase_sent_bodies(db.session, sent_before=utcnow() - older_than.span)
     db.session.commit()
     emails = "email" if erased == 1 else "emails"
-    click.echo(f"Erased {erased} sent {emails} (sent more than {older_than.strip()} ago).")
-
-
-def parse_age(value: str) -> timedelta:
-    """``60d`` (days) or ``12h`` (hours)."""
-    match = AGE.fullmatch(value.strip().lower())
-    if not match:
-        raise click.BadParameter(f"{value!r} is not an age like 60d or 12h.")
-    number, unit = int(match.group(1)), match.group(2)
-    return timedelta(days=number) if unit == "d" else timedelta(hours=number)
+    click.echo(f"Erased {erased} sent {emails} (sent more than {older_than.text} ago).")
 
 
 @carts_cli.command("purge")
@@ -262,20 +270,16 @@ def parse_age(value: str) -> timedelta:
     "--older-than",
     "older_than",
     default="60d",
+    type=AGE_TYPE,
     show_default=True,
     help="Remove guest bags untouched for this long: Nd (days) or Nh (hours).",
 )
-def purge_carts_command(older_than: str) -> None:
+def purge_carts_command(older_than: Age) -> None:
     """Remove abandoned guest bags. Account bags and bags being paid for are never touched."""
-    try:
-        age = parse_age(older_than)
-    except click.BadParameter as error:
-        error.param_hint = "'--older-than'"
-        raise
-    removed = purge_guest_carts(db.session, idle_since=utcnow() - age)
+    removed = purge_guest_carts(db.session, idle_since=utcnow() - older_than.span)
     db.session.commit()
     bags = "bag" if removed == 1 else "bags"
-    click.echo(f"Removed {removed} abandoned guest {bags} (untouched for {older_than.strip()}).")
+    click.echo(f"Removed {removed} abandoned guest {bags} (untouched for {older_than.text}).")
 
 
 @analytics_cli.command("prune")
@@ -283,20 +287,16 @@ def purge_carts_command(older_than: str) -> None:
     "--older-than",
     "older_than",
     default="180d",
+    type=AGE_TYPE,
     show_default=True,
     help="Delete product views older than this: Nd (days) or Nh (hours).",
 )
-def prune_views_command(older_than: str) -> None:
+def prune_views_command(older_than: Age) -> None:
     """Delete old product views (recently viewed, trending and the dashboard read the rest)."""
-    try:
-        age = parse_age(older_than)
-    except click.BadParameter as error:
-        error.param_hint = "'--older-than'"
-        raise
-    removed = views.prune(db.session, older_than=utcnow() - age)
+    removed = views.prune(db.session, older_than=utcnow() - older_than.span)
     db.session.commit()
     noun = "view" if removed == 1 else "views"
-    click.echo(f"Removed {removed} product {noun} (older than {older_than.strip()}).")
+    click.echo(f"Removed {removed} product {noun} (older than {older_than.text}).")
 
 
 # A stale order whose settling raised (rolled back and logged): the sweep goes on without it.

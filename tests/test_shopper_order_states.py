@@ -263,7 +263,9 @@ def test_a_cancelled_paid_order_shows_the_refund_but_never_the_reason(
         assert_nothing_internal(page)
 
 
-def test_an_order_cancelled_before_payment_says_nothing_was_charged(shop: Shop, app: Flask) -> None:
+def cancelled_before_payment(shop: Shop, app: Flask) -> tuple[ShopClient, Order]:
+    """A signed-in shopper checks out, then cancels on the way to Stripe's page: her browser
+    and the order (detached)."""
     with app.app_context():
         create_user(SHOPPER)
         db.session.remove()
@@ -273,8 +275,15 @@ def test_an_order_cancelled_before_payment_says_nothing_was_charged(shop: Shop, 
     check_out(client, email=SHOPPER)
     client.submit("/cart", {}, action="/checkout/cancel")
     with app.app_context():
-        number = db.session.scalars(select(Order.number)).one()
+        order = db.session.scalars(select(Order)).one()
+        db.session.expunge(order)
         db.session.remove()
+    return client, order
+
+
+def test_an_order_cancelled_before_payment_says_nothing_was_charged(shop: Shop, app: Flask) -> None:
+    client, order = cancelled_before_payment(shop, app)
+    number = order.number
 
     page = Page(client.get(f"/account/orders/{number}"))
 
@@ -289,18 +298,8 @@ def test_a_payment_that_arrives_after_the_order_was_cancelled_is_owned_up_to(
     """The order stays cancelled (staff refund it or sell the piece again), but the page no
     longer says nothing was charged, and the shopper is sent a receipt that promises
     nothing."""
-    with app.app_context():
-        create_user(SHOPPER)
-        db.session.remove()
-    client = shop.client()
-    client.submit("/auth/login", {"email": SHOPPER, "password": PASSWORD})
-    add_chain(client)
-    check_out(client, email=SHOPPER)
-    client.submit("/cart", {}, action="/checkout/cancel")
-    with app.app_context():
-        order = db.session.scalars(select(Order)).one()
-        number, session_id, total = order.number, order.stripe_checkout_session_id, order.total
-        db.session.remove()
+    client, order = cancelled_before_payment(shop, app)
+    number, session_id, total = order.number, order.stripe_checkout_session_id, order.total
 
     def stripe_says(event_type: str, obj: dict[str, Any]) -> None:
         payload, signature = shop.fake.signed_event(event_type, obj)
