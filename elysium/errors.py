@@ -106,8 +106,7 @@ def register(app: Flask) -> None:
         except SQLAlchemyError:
             # The page's header could not read the account or the bag (the account's row
             # deleted under the request, say): drawn as for a guest instead.
-            g._login_user = login_manager.anonymous_user()
-            g.cart_count = 0
+            drawn_as_for_a_guest()
             return render_error(500)
 
     @app.errorhandler(DBAPIError)
@@ -135,8 +134,7 @@ def register(app: Flask) -> None:
         app.logger.info("A row was deleted under %s %s: %s", request.method, logged_path(), error)
         with contextlib.suppress(SQLAlchemyError):
             db.session.rollback()
-        g._login_user = login_manager.anonymous_user()  # the account may be the row gone
-        g.setdefault("cart_count", 0)
+        drawn_as_for_a_guest()  # the account may be the row gone
         return render_error(409, GONE_MEANWHILE)
 
     @app.teardown_appcontext
@@ -164,14 +162,20 @@ def database_unavailable(error: SQLAlchemyError) -> bool:
     return isinstance(error, DBAPIError) and error.connection_invalidated
 
 
+def drawn_as_for_a_guest() -> None:
+    """The error page about to be drawn shows nobody's account and bag: its header would read
+    them from the database, which is down or has lost the account's row."""
+    g._login_user = login_manager.anonymous_user()  # what flask_login's current_user reads
+    g.setdefault("cart_count", 0)  # elysium.web.cart.cart_count would ask the database
+
+
 def unavailable_page() -> Response:
     """503 with ``Retry-After``, drawn without the database: the session's transaction is
     rolled back (nothing half-done is kept), the page is drawn as for a guest (loading the
     account would need the database) and the bag count is left out."""
     with contextlib.suppress(SQLAlchemyError):
         db.session.rollback()
-    g._login_user = login_manager.anonymous_user()  # what flask_login's current_user reads
-    g.setdefault("cart_count", 0)  # elysium.web.cart.cart_count would ask the database
+    drawn_as_for_a_guest()
     response = render_error(503)
     response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
     response.headers["Cache-Control"] = "no-store"
