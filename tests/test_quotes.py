@@ -512,7 +512,8 @@ def test_a_deposit_paid_after_its_order_was_cancelled_is_on_the_commissions_time
     shop: Shop, app: Flask
 ) -> None:
     lead_id = make_lead(app)
-    send(staff_client(shop.app), lead_id)
+    staff = staff_client(shop.app)
+    send(staff, lead_id)
     session_id = session_id_from(pay_button(shop.client(), quote_link(app)).location)
     with app.app_context():
         order = db.session.scalars(select(Order).where(Order.bespoke_quote_id.is_not(None))).one()
@@ -529,6 +530,23 @@ def test_a_deposit_paid_after_its_order_was_cancelled_is_on_the_commissions_time
     assert state["status"] is LeadStatus.QUOTED
     assert "arrived after its order" in state["events"][-1][2]
     receipt_alone(app, lead_id)  # before, she was told nothing
+
+    # The studio gives it back from the order's page: the quote is still hers to pay.
+    number = order["number"]
+    staff.get(f"/staff/orders/{number}")
+    given = staff.post(
+        f"/staff/orders/{number}/give-back",
+        data={"csrf_token": staff.csrf_token, "reason": "She will pay the new quote"},
+    )
+    assert given.status_code == 303, page_text(given)
+    assert [refund["amount"] for refund in shop.fake.refunds.values()] == [30002]
+    [order] = deposit_orders(app)
+    assert (order["status"], order["flagged"]) == (OrderStatus.CANCELLED, False)
+    state = lead_state(app, lead_id)
+    assert state["status"] is LeadStatus.QUOTED
+    assert state["quotes"][0]["paid"] is False
+    given_back = f"Deposit order {number} paid after it had ended: £300.02 refunded"
+    assert given_back in state["events"][-1][2]
 
 
 def test_deposit_orders_are_not_pieces_to_fulfil_and_wear_a_deposit_flag(

@@ -1572,3 +1572,97 @@ def test_a_retried_refund_tells_the_customer_as_the_first_form_asked(
     after = order_of(app, number)
     assert after["refunds"] == [(10000, RefundStatus.SUCCEEDED)]
     assert ("order_refunded" in after["emails"]) is notify
+
+
+def paid_after_it_ended(shop: Shop, app: Flask, ended: OrderStatus) -> tuple[str, str]:
+    """A bank payment that arrives after its order has ended unpaid: cancelled by staff while
+    the transfer was on its way, or failed (Stripe reported the failure, then the money after
+    all). Its number and payment intent."""
+    number, session_id = buy(shop, pay="bank")
+    if ended is S.CANCELLED:
+        staff = staff_client(shop.app, "first@elysium.example")
+        cancelled = act(staff, number, "cancel", reason="No transfer", request_key="c")
+        assert cancelled.status_code == 303, page_text(cancelled)
+    else:
+        shop.fake.bank_payment_fails(session_id)
+        assert order_of(app, number)["status"] is S.PAYMENT_FAILED
+        intent = shop.fake.session(session_id)["payment_intent"]
+        shop.fake.payment_intents[intent]["status"] = "processing"  # the bank tried again
+    shop.fake.bank_payment_succeeds(session_id)
+    late = order_of(app, number)
+    assert (late["status"], late["flagged"], stock(app)) == (ended, True, (3, 0))
+    return number, shop.fake.session(session_id)["payment_intent"]
+
+
+@pytest.mark.parametrize("ended", [S.CANCELLED, S.PAYMENT_FAILED])
+def test_a_payment_that_came_after_its_order_ended_is_given_back_once_by_staff(
+    shop: Shop, app: Flask, ended: OrderStatus
+) -> None:
+    """Before, the flag said "refund it", but the back office had no way to: it was done in
+    Stripe's dashboard. Now the order's page gives it back through Stripe, once, whatever is
+    sent twice or while Stripe is down, and the order stays as it ended."""
+    number, payment_intent = paid_after_it_ended(shop, app, ended)
+    staff = staff_client(shop.app)
+    page = Page(staff.get(f"/staff/orders/{number}"))
+    assert page.one("#action-give-back")
+    assert "Nothing more to do" not in text_of(page)
+
+    shop.fake.down()
+    unsure = act(staff, number, "give-back", reason="Piece sold again", notify="y")
+    assert unsure.status_code == 503, page_text(unsure)
+    assert order_of(app, number)["flagged"] is True
+    shop.fake.up()
+
+    given = act(staff, number, "give-back", reason="Piece sold again", notify="y")
+    again = act(staff, number, "give-back", reason="Piece sold again", notify="y")
+    shop.fake.wait_for_deliveries()  # Stripe's charge.refunded, which only confirms it
+
+    assert given.status_code == 303, page_text(given)
+    assert again.status_code == 409
+    assert "payment to give back: it is" in page_text(again)
+    refunds = [(r["amount"], r["payment_intent"]) for r in shop.fake.refunds.values()]
+    assert refunds == [(TOTAL, payment_intent)]
+    after = order_of(app, number)
+    assert after["status"] is ended
+    assert after["refunds"] == [(TOTAL, RefundStatus.SUCCEEDED)]
+    assert after["refunded"] == TOTAL
+    assert after["flagged"] is False
+    assert after["emails"].count("order_refunded") == 1
+    assert (
+        "The payment of £650 that came after the order had ended was refunded: Piece sold again"
+        in [note for *_, note in after["events"]]
+    )
+    assert stock(app) == (3, 0)  # its piece went back on sale when the order ended, once
+    [email] = [e for e in sent_emails(app) if e.template == "order_refunded"]
+    assert f"We have refunded £650 for your order {number}." in email.body_text
+    page = Page(staff.get(f"/staff/orders/{number}"))
+    assert not page.select("#action-give-back")
+
+
+def test_giving_back_a_late_payment_needs_a_reason_and_keeps_what_was_ticked(
+    shop: Shop, app: Flask
+) -> None:
+    number, _ = paid_after_it_ended(shop, app, S.CANCELLED)
+    staff = staff_client(shop.app)
+
+    refused = act(staff, number, "give-back", reason="  ", notify="")
+
+    assert refused.status_code == 422
+    assert field_error(Page(refused), "give-back-reason") == "Say why, for the order's record."
+    assert "notify" not in form_fields(Page(refused).one('form[action$="/give-back"]'))
+    assert shop.fake.refunds == {}
+    assert order_of(app, number)["flagged"] is True
+
+
+@pytest.mark.parametrize("status", [S.CANCELLED, S.PAID])
+def test_an_order_with_no_late_payment_has_nothing_to_give_back(
+    shop: Shop, app: Flask, status: OrderStatus
+) -> None:
+    number = order_in(shop, app, status)
+    staff = staff_client(shop.app)
+
+    refused = act(staff, number, "give-back", reason="By mistake", notify="y")
+
+    assert refused.status_code == 409
+    assert shop.fake.refunds == {}
+    assert order_of(app, number)["status"] is status

@@ -776,8 +776,8 @@ def cancel_paid(
 
 @dataclass(frozen=True)
 class UnacceptedPayment:
-    """Money Stripe took on an order's own payment page that the shop refused (the webhook
-    flagged the amount): what to give back, as Stripe reports it."""
+    """Money Stripe took on an order's own payment page that the shop can't keep (the webhook
+    refused its amount, or the order had ended): what to give back, as Stripe reports it."""
 
     checkout_session_id: str
     payment_intent: str
@@ -811,6 +811,29 @@ def payment_not_accepted(order: Order) -> bool:
     return any(reason.endswith(payments.AMOUNT_MISMATCH_FLAG) for reason in reasons)
 
 
+def paid_too_late(order: Order) -> bool:
+    """Whether money came for the order after it had ended unpaid (cancelled, or its bank
+    payment failed), and nobody has dealt with it yet: the webhook's flag is still on (in
+    any amount: a wrong one is flagged as such). Staff give it back
+    (:func:`give_back_late_payment`), or settle the flag by hand if the shopper is to have
+    the piece after all."""
+    if order.status not in payments.PAID_TOO_LATE or not order.needs_attention:
+        return False
+    late = payments.PAID_TOO_LATE[order.status]
+    reasons = (order.attention_reason or "").split("\n")
+    return any(
+        reason.startswith(late) or reason.endswith(payments.AMOUNT_MISMATCH_FLAG)
+        for reason in reasons
+    )
+
+
+def payment_to_give_back(order: Order) -> bool:
+    """Whether Stripe holds money for the order that the shop can't keep as its payment: one
+    it refused (:func:`payment_not_accepted`), or one that came too late
+    (:func:`paid_too_late`)."""
+    return payment_not_accepted(order) or paid_too_late(order)
+
+
 def _refuse_unless_not_accepted(order: Order) -> None:
     if not payment_not_accepted(order):
         label = orders.STATUS_LABELS[order.status].lower()
@@ -819,16 +842,24 @@ def _refuse_unless_not_accepted(order: Order) -> None:
         )
 
 
+def _refuse_unless_to_give_back(order: Order) -> None:
+    if not payment_to_give_back(order):
+        label = orders.STATUS_LABELS[order.status].lower()
+        raise ActionRefusedError(
+            f"Order {order.number} has no payment to give back: it is {label}."
+        )
+
+
 def unaccepted_payment(session: AnySession, order_id: int) -> UnacceptedPayment:
-    """Step 0 of cancelling an order whose payment was not accepted: ask Stripe what its
-    payment page took, and what of it was given back already by a refund made elsewhere or
-    by a dispute lost (no lock held). Refused unless Stripe says the page was paid, and while
-    a dispute of the payment is open: Stripe refuses any refund of it until the dispute
-    closes."""
+    """Step 0 of giving back a payment the shop can't keep (:func:`payment_to_give_back`):
+    ask Stripe what the order's payment page took, and what of it was given back already by
+    a refund made elsewhere or by a dispute lost (no lock held). Refused unless Stripe says
+    the page was paid, and while a dispute of the payment is open: Stripe refuses any refund
+    of it until the dispute closes."""
     order = session.get(Order, order_id, populate_existing=True)
     if order is None:
         raise ActionRefusedError("This order no longer exists.")
-    _refuse_unless_not_accepted(order)
+    _refuse_unless_to_give_back(order)
     checkout_session_id = order.stripe_checkout_session_id
     if not checkout_session_id:
         raise ActionRefusedError(f"Order {order.number} has no payment page at Stripe.")
@@ -904,14 +935,15 @@ def begin_unaccepted_refund(
     Stripe lists the whole payment given back already (in its dashboard, say, or by the
     cardholder's bank), or refuses any refund of it (a dispute of it lost). The caller
     commits, then calls :func:`ask_stripe` and :func:`finish_refund`, then
-    :func:`cancel_not_accepted`."""
+    :func:`cancel_not_accepted` (or :func:`give_back_late_payment`)."""
     note = _reason(reason, required=True)
     order = _locked(session, order_id)
     _refunds_now(session, order)
     asked = _unaccepted_refunds(order, payment.payment_intent)
     if live := [r for r in asked if r.status is not RefundStatus.FAILED]:
         return live[0]
-    _refuse_unless_not_accepted(order)
+    _refuse_unless_to_give_back(order)
+    why = "Paid after the order had ended" if paid_too_late(order) else "Payment not accepted"
     if order.stripe_checkout_session_id != payment.checkout_session_id or (
         order.stripe_payment_intent_id not in (None, payment.payment_intent)
     ):
@@ -931,7 +963,7 @@ def begin_unaccepted_refund(
         key=f"{key}:{len(asked) + 1}" if asked else key,
         amount=payment.to_refund,
         currency=payment.currency,
-        reason=f"Payment not accepted: {note}",
+        reason=f"{why}: {note}",
         restock=[],
     )
 
@@ -951,26 +983,8 @@ def cancel_not_accepted(
     order = _locked(session, order_id)
     _refuse_unless_not_accepted(order)
     _refunds_now(session, order)
-    _refuse_while_pending(order, "cancelled")
-    refunded = [
-        r
-        for r in _unaccepted_refunds(order, payment.payment_intent)
-        if r.status is RefundStatus.SUCCEEDED
-    ]
-    if sum(r.amount for r in refunded) < payment.to_refund:
-        raise ActionRefusedError(f"Order {order.number}'s payment must be refunded first.")
+    note, given_back, _ = _given_back(order, payment, note, "cancelled")
     amount = format_money(payment.amount, payment.currency)
-    if payment.refunded_elsewhere:
-        elsewhere = format_money(payment.refunded_elsewhere, payment.currency)
-        note = f"{note} ({elsewhere} of it refunded at Stripe, not through the shop)"
-    if payment.taken_back:
-        taken_back = format_money(payment.taken_back, payment.currency)
-        note = f"{note} ({taken_back} of it taken back by the cardholder's bank: a dispute lost)"
-    given_back = "refunded"
-    if payment.left > payment.to_refund:
-        given_back = "not all given back"
-        kept = _kept_after_dispute(payment.left - payment.to_refund, payment.currency)
-        note = f"{note}. {kept}"
     back_in_bag = checkout.holds_its_cart(order)
     checkout.close_unpaid(
         session,
@@ -983,17 +997,97 @@ def cancel_not_accepted(
     _deposit_given_back(
         session, order, staff, f"cancelled, the payment the shop refused ({amount}) refunded"
     )
-    for flagged in (order.attention_reason or "").split("\n"):
-        if flagged.endswith(payments.AMOUNT_MISMATCH_FLAG) or flagged.startswith(
-            (REFUND_REFUSED, payments.DISPUTE_FLAG)
-        ):
-            checkout.clear_flag(
-                order,
-                flagged,
-                actor=staff.name,
-                note="The payment the shop refused was refunded: the warning is cleared",
-            )
+    _clear_payment_flags(
+        order, staff, "The payment the shop refused was refunded: the warning is cleared"
+    )
     if notify:
         orders.email_cancelled(session, order, back_in_bag=back_in_bag)
     session.flush()
     return order
+
+
+def give_back_late_payment(
+    session: AnySession,
+    order_id: int,
+    staff: Staff,
+    payment: UnacceptedPayment,
+    *,
+    reason: str,
+    notify: bool,
+) -> Order:
+    """After it has been refunded: settle a payment that came after its order had ended
+    (:func:`paid_too_late`). The order stays as it ended (its pieces went back on sale then);
+    its timeline says what became of the money, its flag comes off, and the shopper, when
+    ``notify``, is emailed the refund made here, once."""
+    note = _reason(reason, required=True)
+    order = _locked(session, order_id)
+    if not paid_too_late(order):
+        label = orders.STATUS_LABELS[order.status].lower()
+        raise ActionRefusedError(
+            f"Order {order.number} has no late payment to give back: it is {label}."
+        )
+    late_flag = payments.PAID_TOO_LATE[order.status]
+    _refunds_now(session, order)
+    note, given_back, refunded_here = _given_back(order, payment, note, "settled")
+    amount = format_money(payment.amount, payment.currency)
+    orders.add_note(
+        order,
+        f"The payment of {amount} that came after the order had ended was {given_back}: {note}",
+        actor=staff.name,
+        actor_user_id=staff.user_id,
+    )
+    _deposit_given_back(session, order, staff, f"paid after it had ended: {amount} refunded")
+    _clear_payment_flags(
+        order, staff, "The late payment was given back: the warning is cleared", late_flag
+    )
+    if notify and refunded_here:
+        orders.email_shopper(
+            session,
+            order,
+            "order_refunded",
+            f"Your refund for {order.number}",
+            amount=format_money(refunded_here, payment.currency),
+            full=True,
+            dedupe_key=f"order:{order.id}:late-payment-refund:{payment.payment_intent}",
+        )
+    session.flush()
+    return order
+
+
+def _given_back(
+    order: Order, payment: UnacceptedPayment, note: str, doing: str
+) -> tuple[str, str, int]:
+    """Once what Stripe could refund of ``payment`` is refunded here (refused otherwise, and
+    while a refund awaits Stripe's answer): the note for the timeline, saying what was given
+    back elsewhere or taken back by a dispute, what became of the payment ("refunded", "not
+    all given back") and what the shop refunded of it."""
+    _refuse_while_pending(order, doing)
+    refunded = sum(
+        r.amount
+        for r in _unaccepted_refunds(order, payment.payment_intent)
+        if r.status is RefundStatus.SUCCEEDED
+    )
+    if refunded < payment.to_refund:
+        raise ActionRefusedError(f"Order {order.number}'s payment must be refunded first.")
+    if payment.refunded_elsewhere:
+        elsewhere = format_money(payment.refunded_elsewhere, payment.currency)
+        note = f"{note} ({elsewhere} of it refunded at Stripe, not through the shop)"
+    if payment.taken_back:
+        taken_back = format_money(payment.taken_back, payment.currency)
+        note = f"{note} ({taken_back} of it taken back by the cardholder's bank: a dispute lost)"
+    given_back = "refunded"
+    if payment.left > payment.to_refund:
+        given_back = "not all given back"
+        kept = _kept_after_dispute(payment.left - payment.to_refund, payment.currency)
+        note = f"{note}. {kept}"
+    return note, given_back, refunded
+
+
+def _clear_payment_flags(order: Order, staff: Staff, note: str, *also: str) -> None:
+    """The payment's warnings off once it is given back: a wrong amount, a refund Stripe
+    refused, a dispute, and ``also`` (flags beginning so)."""
+    for flagged in (order.attention_reason or "").split("\n"):
+        if flagged.endswith(payments.AMOUNT_MISMATCH_FLAG) or flagged.startswith(
+            (REFUND_REFUSED, payments.DISPUTE_FLAG, *also)
+        ):
+            checkout.clear_flag(order, flagged, actor=staff.name, note=note)

@@ -62,6 +62,16 @@ class CancelForm(StaffForm):
     request_key = HiddenField(validators=REQUEST_KEY)
 
 
+class GiveBackForm(StaffForm):
+    """Refund a payment that came after its order had ended (``fulfilment.paid_too_late``)."""
+
+    reason = TextAreaField(
+        "Why (for the order's record)",
+        validators=[DataRequired("Say why, for the order's record."), *REASON],
+    )
+    notify = BooleanField("Email the customer", default=True)
+
+
 class RefundForm(StaffForm):
     amount = StringField("Amount", validators=[DataRequired("Enter an amount to refund.")])
     reason = TextAreaField("Reason (for the order's record)", validators=REASON)

@@ -48,6 +48,7 @@ from elysium.staff.forms import (
     BulkForm,
     CancelForm,
     DeliverForm,
+    GiveBackForm,
     RefundForm,
     ShipForm,
 )
@@ -84,9 +85,11 @@ def actions_context(order: Order, **forms) -> dict:
         "deliver_form": forms.get("deliver") or DeliverForm(formdata=None),
         "cancel_form": cancel_form,
         "refund_form": refund_form,
+        "give_back_form": forms.get("give_back") or GiveBackForm(formdata=None),
         "refundable": fulfilment.refundable_amount(order),
         "pending_refunds": fulfilment.pending_refunds(order),
         "not_accepted": fulfilment.payment_not_accepted(order),
+        "paid_too_late": fulfilment.paid_too_late(order),
         "restockable": fulfilment.restockable(order),
         "restock_values": forms.get("restock_values") or {},
         "action_errors": forms.get("errors") or {},
@@ -343,6 +346,35 @@ def cancel(number: str) -> Response:
         return _refused(error.message)
     db.session.commit()
     return _done(order, f"Order {order.number} is cancelled.")
+
+
+@bp.post("/<number>/give-back")
+def give_back(number: str) -> Response:
+    """Refund, through Stripe, a payment that came after its order had ended; the order
+    stays as it ended."""
+    order = _order(number)
+    form = GiveBackForm()
+    if not form.validate_on_submit():
+        return _invalid(order, form.field_errors(), give_back=form)
+    reason, notify = form.reason.data or "", form.notify.data
+    try:
+        payment = fulfilment.unaccepted_payment(db.session, order.id)
+        outcome = _refund_not_accepted(order, payment, reason)
+        if outcome is not None and not outcome.done:
+            return render_error(outcome.status, outcome.message)
+        fulfilment.give_back_late_payment(
+            db.session, order.id, _staff(), payment, reason=reason, notify=notify
+        )
+    except InvalidActionError as error:
+        return _invalid(order, error.errors, give_back=form)
+    except StripeUnreachableError as error:
+        db.session.rollback()
+        return render_error(503, error.message)
+    except ActionRefusedError as error:
+        return _refused(error.message)
+    db.session.commit()
+    amount = format_money(payment.amount, payment.currency)
+    return _done(order, f"The late payment of {amount} on order {order.number} is given back.")
 
 
 def _bulk_again(form: BulkForm, problem: str) -> Response:
