@@ -510,6 +510,9 @@ def _staff_calls(ids: dict[str, str], order: str) -> dict[tuple[str, str], Call]
         calls[(f"staff.fulfilment.{action}", "POST")] = Call(
             "staff", f"{on_order}/{action}", form, variable_segment=3
         )
+    calls[("staff.fulfilment.give_back", "POST")] = Call(
+        "staff", f"{on_order}/give-back", {"reason": "x"}, variable_segment=3
+    )
     calls[("staff.fulfilment.retry_refund", "POST")] = Call(
         "staff", f"{on_order}/refunds/1/retry", variable_segment=5
     )
