@@ -29,7 +29,7 @@ from elysium.services.fulfilment import ActionRefusedError, Staff
 from tests.conftest import ShopClient, link_in, page_text, sent_emails
 from tests.html import Page, field_error, form_fields, text_of
 from tests.support.checkout import Shop, add_chain, bags, check_out, session_id_from, stock
-from tests.support.meanwhile import meanwhile
+from tests.support.meanwhile import in_another_window, meanwhile
 from tests.support.staff import STAFF_EMAIL, create_staff, staff_client
 
 S = OrderStatus
@@ -1666,3 +1666,65 @@ def test_an_order_with_no_late_payment_has_nothing_to_give_back(
     assert refused.status_code == 409
     assert shop.fake.refunds == {}
     assert order_of(app, number)["status"] is status
+
+
+def test_a_refund_that_fails_before_the_shop_wrote_stripes_answer_is_that_refund_failing(
+    shop: Shop, app: Flask
+) -> None:
+    """Stripe accepted the refund, the worker stopped before writing that answer, then the
+    refund failed at Stripe. Its ``refund.failed`` was filed as a second refund "made in
+    Stripe's dashboard" holding Stripe's id, so the shop's own stayed PENDING for good: every
+    Retry answered 500 (the id taken), the order could not be cancelled, and no refund could
+    be made again. It is now the shop's refund that failed, found by the key it gave Stripe."""
+    number, _ = buy(shop)
+    staff = staff_client(shop.app)
+    shop.fake.auto_deliver = False
+
+    def stop() -> None:
+        raise WorkerStoppedError
+
+    with meanwhile(shop.app, "UPDATE refunds", stop) as ran, pytest.raises(WorkerStoppedError):
+        act(staff, number, "refund", amount="100", reason="Scratch", request_key="r")
+    assert ran
+    [refund] = shop.fake.refunds.values()
+    shop.fake.fail_refund(refund["id"])
+    for reported in ("charge.refunded", "refund.failed"):
+        [event] = shop.fake.events_of_type(reported)
+        assert shop.fake.deliver(event["id"]).status == 200
+
+    after = order_of(app, number)
+    assert after["refunds"] == [(10000, RefundStatus.FAILED)]
+    assert (after["status"], after["refunded"], after["flagged"]) == (S.PAID, 0, True)
+    assert retry_forms(staff, number) == []
+    assert "Up to £650 can be refunded." in page_text(staff.get(f"/staff/orders/{number}"))
+    again = act(staff, number, "refund", amount="100", reason="Scratch", request_key="s")
+    assert again.status_code == 303, page_text(again)
+    assert order_of(app, number)["refunded"] == 10000
+
+
+def test_a_refund_refused_because_the_dashboard_gave_it_all_back_meanwhile_refunds_the_order(
+    shop: Shop, app: Flask
+) -> None:
+    """Staff refund the whole payment as someone gives it all back in Stripe's dashboard.
+    Stripe's report came while the shop's refund waited, and was taken for it; then Stripe
+    refused the shop's (nothing left). The order stayed PAID, given back in full, and the
+    shopper was never told. It is now refunded in full at Stripe, and the shopper emailed."""
+    number, _ = buy(shop)
+    staff = staff_client(shop.app)
+    payment_intent = intent_of(app, number)
+
+    def dashboard() -> None:
+        in_another_window(lambda: shop.fake.refund_from_dashboard(payment_intent))
+
+    # The shop's refund is written (PENDING) and about to be asked of Stripe.
+    with meanwhile(shop.app, lambda sql: "WHERE refunds.id = " in sql, dashboard) as ran:
+        refused = act(staff, number, "refund", amount="650", reason="Returned", request_key="r")
+
+    assert ran
+    assert refused.status_code == 409
+    assert "already been refunded" in page_text(refused)
+    after = order_of(app, number)
+    assert (after["status"], after["refunded"]) == (S.REFUNDED, TOTAL)
+    assert after["refunds"] == [(TOTAL, RefundStatus.FAILED)]
+    [email] = [e for e in sent_emails(app) if e.template == "order_refunded"]
+    assert f"We have refunded £650 for your order {number}." in email.body_text

@@ -675,7 +675,7 @@ def flag(
     already wears is not written twice."""
     order.needs_attention = True
     reason = orders.readable(reason)
-    reasons = [line for line in order.attention_reason.split("\n") if line]
+    reasons = orders.flagged_for(order)
     if reason not in reasons:
         order.attention_reason = "\n".join([*reasons, reason])
     if on_timeline:
@@ -781,7 +781,7 @@ def clear_flag(
     """Take one reason off the order's flag (the flag goes with the last), with ``note`` on
     the timeline (unless ``on_timeline`` is false); nothing if the order was not flagged for
     it."""
-    reasons = [line for line in order.attention_reason.split("\n") if line]
+    reasons = orders.flagged_for(order)
     if reason not in reasons:
         return
     remaining = [line for line in reasons if line != reason]

@@ -118,10 +118,7 @@ class Staff:
 def dispute_lost(order: Order) -> bool:
     """Whether a dispute of the order's payment was lost (the webhook flagged it): Stripe then
     refuses any refund of what is left of the payment."""
-    return order.needs_attention and any(
-        line.startswith(payments.DISPUTE_LOST_FLAG)
-        for line in (order.attention_reason or "").split("\n")
-    )
+    return any(line.startswith(payments.DISPUTE_LOST_FLAG) for line in orders.flagged_for(order))
 
 
 def available(order: Order) -> list[Action]:
@@ -560,6 +557,8 @@ def finish_refund(
         )
         session.flush()
         _answered(session, order, staff)
+        if not for_cancelling:
+            _refunded_elsewhere_meanwhile(session, order)
         return refund
     refund.status, refund.stripe_refund_id = RefundStatus.SUCCEEDED, answer.refund_id
     session.flush()
@@ -593,6 +592,17 @@ def finish_refund(
         orders.add_note(order, note, actor=staff.name, actor_user_id=staff.user_id)
     session.flush()
     return refund
+
+
+def _refunded_elsewhere_meanwhile(session: AnySession, order: Order) -> None:
+    """After a refund Stripe refused: Stripe's report that the whole payment was given back
+    came while it waited (a refund made in Stripe's dashboard at the same time, which is why
+    it was refused), and was taken for it. Nothing of the shop's is left to explain it, so the
+    order is refunded in full at Stripe, as the report would have made it."""
+    given_here = sum(r.amount for r in order.refunds if r.status is RefundStatus.SUCCEEDED)
+    elsewhere = order.refunded_amount - given_here
+    if order.refunded_amount >= order.total and elsewhere > 0 and not pending_refunds(order):
+        payments.refunded_in_full_at_stripe(session, order, elsewhere)
 
 
 def _answered(session: AnySession, order: Order, staff: Staff) -> None:
@@ -717,7 +727,7 @@ def _kept_after_dispute(amount: int, currency: str) -> str:
 
 
 def _clear_dispute_flags(order: Order, staff: Staff, note: str) -> None:
-    for flagged in (order.attention_reason or "").split("\n"):
+    for flagged in orders.flagged_for(order):
         if flagged.startswith(payments.DISPUTE_FLAG):
             checkout.clear_flag(order, flagged, actor=staff.name, note=note)
 
@@ -805,9 +815,9 @@ def payment_not_accepted(order: Order) -> bool:
     or currency did not match): still PENDING (a card), or PROCESSING (a bank payment whose
     money then came in the wrong amount). The sweeper leaves it to staff, who refund what
     Stripe took and cancel; a plain cancel would keep the money."""
-    if order.status not in (S.PENDING, S.PROCESSING) or not order.needs_attention:
+    if order.status not in (S.PENDING, S.PROCESSING):
         return False
-    reasons = (order.attention_reason or "").split("\n")
+    reasons = orders.flagged_for(order)
     return any(reason.endswith(payments.AMOUNT_MISMATCH_FLAG) for reason in reasons)
 
 
@@ -817,13 +827,12 @@ def paid_too_late(order: Order) -> bool:
     any amount: a wrong one is flagged as such). Staff give it back
     (:func:`give_back_late_payment`), or settle the flag by hand if the shopper is to have
     the piece after all."""
-    if order.status not in payments.PAID_TOO_LATE or not order.needs_attention:
+    if order.status not in payments.PAID_TOO_LATE:
         return False
     late = payments.PAID_TOO_LATE[order.status]
-    reasons = (order.attention_reason or "").split("\n")
     return any(
         reason.startswith(late) or reason.endswith(payments.AMOUNT_MISMATCH_FLAG)
-        for reason in reasons
+        for reason in orders.flagged_for(order)
     )
 
 
@@ -1086,7 +1095,7 @@ def _given_back(
 def _clear_payment_flags(order: Order, staff: Staff, note: str, *also: str) -> None:
     """The payment's warnings off once it is given back: a wrong amount, a refund Stripe
     refused, a dispute, and ``also`` (flags beginning so)."""
-    for flagged in (order.attention_reason or "").split("\n"):
+    for flagged in orders.flagged_for(order):
         if flagged.endswith(payments.AMOUNT_MISMATCH_FLAG) or flagged.startswith(
             (REFUND_REFUSED, payments.DISPUTE_FLAG, *also)
         ):

@@ -89,6 +89,19 @@ def transition_to(
     return event
 
 
+def flagged_for(order: Order) -> list[str]:
+    """Why staff are asked to look at the order, one reason a line, as ``checkout.flag`` wrote
+    them (none once the flag is off)."""
+    return attention_reasons(order.needs_attention, order.attention_reason)
+
+
+def attention_reasons(needs_attention: bool, attention_reason: str | None) -> list[str]:
+    """:func:`flagged_for`, from the two columns (a listing reads them without the order)."""
+    if not needs_attention:
+        return []
+    return [line for line in (attention_reason or "").split("\n") if line.strip()]
+
+
 def add_note(
     order: Order,
     note: str,

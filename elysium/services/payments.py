@@ -200,7 +200,7 @@ def _amount_matches(order: Order, obj: dict[str, Any]) -> bool:
     return obj.get("amount_total") == order.total and currency == order.currency
 
 
-def _can_move(order: Order, status: OrderStatus, note: str, event_id: str) -> bool:
+def _can_move(order: Order, status: OrderStatus, note: str, event_id: str | None) -> bool:
     """Whether the state machine allows this move now; if not, say why on the timeline."""
     if order.status is status:
         orders.add_note(
@@ -218,7 +218,7 @@ def _can_move(order: Order, status: OrderStatus, note: str, event_id: str) -> bo
     return True
 
 
-def _move(order: Order, status: OrderStatus, note: str, event_id: str) -> bool:
+def _move(order: Order, status: OrderStatus, note: str, event_id: str | None) -> bool:
     """Move if the state machine allows it; otherwise say why on the timeline."""
     if not _can_move(order, status, note, event_id):
         return False
@@ -384,33 +384,41 @@ def charge_refunded(
     counted_before = order.refunded_amount
     order.refunded_amount = max(order.refunded_amount, refunded)
     if refunded >= order.total:
-        moved = _move(order, OrderStatus.REFUNDED, "Refunded in full", event_id)
-        if moved and order.bespoke_quote_id is not None:
-            quotes.deposit_given_back(
-                session,
-                order,
-                actor=ACTOR,
-                note=f"Deposit order {order.number} refunded in full at Stripe",
-            )
-        # A payment that came after its order had ended stays with the ended order; given
-        # back, the shopper is told so, as its receipt promised.
-        if moved or order.late_payment_at is not None:
-            # What this refund gave back, not the running total: a shopper told of a refund
-            # made here before would read the two as adding up to more than was paid.
-            orders.email_shopper(
-                session,
-                order,
-                "order_refunded",
-                f"Your refund for {order.number}",
-                amount=format_money(refunded - counted_before, order.currency),
-                full=True,
-            )
+        # What this report gave back, not the running total: a shopper told of a refund made
+        # here before would read the two as adding up to more than was paid.
+        refunded_in_full_at_stripe(session, order, refunded - counted_before, event_id)
     else:
         orders.add_note(
             order,
             f"Partly refunded: {format_money(refunded, order.currency)} so far",
             actor=ACTOR,
             stripe_event_id=event_id,
+        )
+
+
+def refunded_in_full_at_stripe(
+    session: AnySession, order: Order, given_back: int, event_id: str | None = None
+) -> None:
+    """Stripe counts the whole payment given back, ``given_back`` of it by refunds made
+    outside the shop (its dashboard): the order is REFUNDED (a deposit's commission told) and
+    the shopper emailed that amount. A payment that came after its order had ended stays with
+    the ended order; given back, the shopper is told so too, as its receipt promised."""
+    moved = _move(order, OrderStatus.REFUNDED, "Refunded in full", event_id)
+    if moved and order.bespoke_quote_id is not None:
+        quotes.deposit_given_back(
+            session,
+            order,
+            actor=ACTOR,
+            note=f"Deposit order {order.number} refunded in full at Stripe",
+        )
+    if moved or order.late_payment_at is not None:
+        orders.email_shopper(
+            session,
+            order,
+            "order_refunded",
+            f"Your refund for {order.number}",
+            amount=format_money(given_back, order.currency),
+            full=True,
         )
 
 
@@ -449,7 +457,7 @@ def dispute_closed(session: AnySession, order: Order, obj: dict[str, Any], event
         note = f"The dispute is closed ({outcome}): the payment stands"
     open_flags = [
         line
-        for line in (order.attention_reason or "").split("\n")
+        for line in orders.flagged_for(order)
         if line.startswith(DISPUTE_FLAG) and not line.startswith(DISPUTE_LOST_FLAG)
     ]
     for line in open_flags:
@@ -536,6 +544,8 @@ def refund_failed(
     failure = f"{FAILED_AT_STRIPE}: {reason}"
     ours = session.scalar(select(Refund).where(Refund.stripe_refund_id == obj["id"]))
     if ours is None:
+        ours = _asked_here(session, order, obj)
+    if ours is None:
         session.add(
             Refund(
                 order=order,
@@ -553,7 +563,11 @@ def refund_failed(
     elif ours.order_id == order.id:
         ours.status, ours.failure_reason = RefundStatus.FAILED, failure
         ours.failed_at = made_at or utcnow()
-    order.refunded_amount = max(order.refunded_amount - amount, 0)
+        ours.stripe_refund_id = obj["id"]
+    # Never below what the shop's own refunds still give back (one that failed while its
+    # answer was unwritten had never been counted, unless Stripe's report of it came first).
+    still_given = sum(r.amount for r in order.refunds if r.status is RefundStatus.SUCCEEDED)
+    order.refunded_amount = max(order.refunded_amount - amount, still_given, 0)
     money = format_money(amount, order.currency)
     checkout.flag(
         order,
@@ -570,6 +584,19 @@ def refund_failed(
         f"order:{order.id}:refund-failed:{obj['id']}",
         amount=money,
         reason=reason,
+    )
+
+
+def _asked_here(session: AnySession, order: Order, obj: dict[str, Any]) -> Refund | None:
+    """The order's refund that Stripe's refund object is, found by the key the shop put in
+    its metadata (``stripe_gateway.create_refund``): for a refund whose answer the shop never
+    wrote (its worker stopped after Stripe accepted it), so it holds no Stripe id yet."""
+    metadata = obj.get("metadata")
+    key = metadata.get("refund_key") if isinstance(metadata, dict) else None
+    if not isinstance(key, str) or not key:
+        return None
+    return session.scalar(
+        select(Refund).where(Refund.order_id == order.id, Refund.idempotency_key == key)
     )
 
 

@@ -233,13 +233,6 @@ def _reason_flag(reason: str) -> Flag:
     return Flag.ATTENTION
 
 
-def attention_reasons(needs_attention: bool, attention_reason: str) -> list[str]:
-    """Why staff should look at the order, one reason a line (none once it is cleared)."""
-    if not needs_attention:
-        return []
-    return [line for line in (attention_reason or "").split("\n") if line.strip()]
-
-
 def flags_of(
     needs_attention: bool, attention_reason: str, gift_message: str, *, deposit: bool = False
 ) -> list[Flag]:
@@ -247,9 +240,8 @@ def flags_of(
     wrote (their wording is fixed in ``services.payments``); any other reason shows as
     "needs attention"; a gift is an order with a gift message; a deposit is an order that
     pays a bespoke quote."""
-    found = {
-        _reason_flag(reason) for reason in attention_reasons(needs_attention, attention_reason)
-    }
+    reasons = orders.attention_reasons(needs_attention, attention_reason)
+    found = {_reason_flag(reason) for reason in reasons}
     if (gift_message or "").strip():
         found.add(Flag.GIFT)
     if deposit:
@@ -559,7 +551,7 @@ def order_detail(session: AnySession, number: str) -> OrderDetail | None:
             order.gift_message,
             deposit=order.bespoke_quote_id is not None,
         ),
-        reasons=attention_reasons(order.needs_attention, order.attention_reason),
+        reasons=orders.flagged_for(order),
         timeline=timeline,
         refunds=[
             RefundEntry(refund, people.get(refund.actor_user_id or 0, ""))
@@ -594,7 +586,7 @@ def settled_by_hand(order: Order) -> bool:
 
 
 def _settleable(order: Order) -> list[str]:
-    reasons = attention_reasons(order.needs_attention, order.attention_reason)
+    reasons = orders.flagged_for(order)
     return [reason for reason in reasons if reason not in fulfilment.STEP_FLAGS]
 
 
