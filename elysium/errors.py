@@ -69,6 +69,8 @@ def render_error(status: int, detail: str | None = None) -> Response:
     else:
         response = make_response(render_template("errors/error.html", **context), status)
     response.vary.add("HX-Request")
+    # Drawn for this visitor (their CSRF token, their header): no cache keeps it.
+    response.headers["Cache-Control"] = "no-store"
     return response
 
 

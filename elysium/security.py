@@ -3,12 +3,16 @@ that keep their prefix's promise."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from flask import Flask, Response
+from werkzeug.datastructures import Headers
 
 from elysium.config import HOST_COOKIE_PREFIX
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
 
 SECURE_PREFIXES = (HOST_COOKIE_PREFIX, "__Secure-")
 
@@ -48,7 +52,8 @@ def content_security_policy(app: Flask) -> str:
 
 
 class ShopResponse(Response):
-    """A response whose ``__Host-``/``__Secure-`` cookies are always Secure.
+    """A response whose ``__Host-``/``__Secure-`` cookies are always Secure, and that no
+    shared cache keeps when it sets a cookie.
 
     A browser ignores a Set-Cookie for such a name without ``Secure``, deletions included, and
     Flask-Login deletes its remember cookie without it: signing out would leave the cookie.
@@ -58,6 +63,16 @@ class ShopResponse(Response):
         if key.startswith(SECURE_PREFIXES):
             kwargs["secure"] = True
         super().set_cookie(key, *args, **kwargs)
+
+    def get_wsgi_headers(self, environ: WSGIEnvironment) -> Headers:
+        """The headers as sent: an answer that sets a cookie is never public. A cookie is one
+        browser's own (a bag's token moved to its new name on a static file's answer, say),
+        and no shared cache may keep it for others. Checked here, once every hook and the
+        session have set theirs."""
+        headers = super().get_wsgi_headers(environ)
+        if "Set-Cookie" in headers and "public" in headers.get("Cache-Control", ""):
+            headers["Cache-Control"] = "private, no-store"
+        return headers
 
 
 def register_security_headers(app: Flask) -> None:

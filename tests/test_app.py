@@ -158,6 +158,8 @@ def test_unknown_page_is_a_404_in_the_shops_look(client):
     assert "We couldn't find that page" in page
     assert "ELYSIUM" in page
     assert "Traceback" not in page
+    # Drawn for this visitor (their CSRF token, their header): no cache keeps it for others.
+    assert response.headers["Cache-Control"] == "no-store"
 
 
 def test_htmx_gets_a_small_error_fragment_in_the_messages_region(client):
@@ -167,6 +169,7 @@ def test_htmx_gets_a_small_error_fragment_in_the_messages_region(client):
     body = page_text(response)
     assert "<html" not in body
     assert "We couldn't find that page" in body
+    assert response.headers["Cache-Control"] == "no-store"
 
 
 def test_wrong_method_is_a_405_page_with_allow_header(client):

@@ -549,3 +549,6 @@ def test_the_email_address_never_travels_in_a_url(app, client, form, data, says)
     assert page.headers["Cache-Control"] == "no-store"
     stranger = app.test_client().get("/auth/check-inbox")
     assert "grace@example.com" not in page_text(stranger)
+    # The next person at this computer, a while later, no longer reads it either.
+    with time_machine.travel(datetime.now(UTC) + timedelta(minutes=16)):
+        assert "grace@example.com" not in page_text(client.get("/auth/check-inbox"))

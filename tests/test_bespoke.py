@@ -8,10 +8,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import time_machine
 from flask import Flask
 from sqlalchemy import func, select, update
 
@@ -589,6 +590,19 @@ def test_text_is_stored_as_typed_and_escaped_on_every_page_and_in_the_emails(
         assert HOSTILE in email.body_text
     [ack] = sent_emails(app, "ada@example.com")
     assert name not in ack.subject
+
+
+def test_the_request_sent_is_shown_again_for_a_while_then_no_more(client, app, catalogue):
+    """On a shared computer, the next person to open the thank-you page read the last
+    request sent from it (name, email, the idea) for as long as the browser kept its session."""
+    assert send(client, app).status_code == 303
+    with time_machine.travel(datetime.now(UTC) + timedelta(minutes=14)):
+        page = Page(client.get("/bespoke/thanks"))
+        assert text_of(page, "#bespoke-reference") == "B00001"
+    with time_machine.travel(datetime.now(UTC) + timedelta(minutes=16)):
+        later = client.get("/bespoke/thanks")
+        assert later.status_code == 303
+        assert later.headers["Location"] == "/bespoke"
 
 
 def test_the_reference_comes_from_the_session_never_the_address(client, app, catalogue):

@@ -177,7 +177,12 @@ def test_the_old_bag_cookie_moves_even_when_the_first_request_shows_no_bag(
     with browser.get("/static/css/elysium.css") as stylesheet:
         assert stylesheet.status_code == 200
         assert set(set_cookies(stylesheet)) == {"elysium_bag", "__Host-elysium_bag"}
+        # The stylesheet is kept a year by any cache; this answer carries the bag's token.
+        assert stylesheet.headers["Cache-Control"] == "private, no-store"
     assert bag_count(browser.get("/cart")) == 1
+    with browser.get("/static/css/elysium.css") as stylesheet:
+        assert "public" in stylesheet.headers["Cache-Control"]
+        assert set_cookies(stylesheet) == {}
 
 
 def test_a_bag_handed_out_under_the_new_name_cant_be_planted_under_the_old_one(

@@ -35,7 +35,7 @@ from elysium.integrations import google
 from elysium.models.users import User
 from elysium.services import accounts, oauth_accounts
 from elysium.urls import absolute_url
-from elysium.web import throttle
+from elysium.web import just_sent, throttle
 from elysium.web.commits import committed_with_retry
 from elysium.web.sign_in import safe_next, sign_in, sign_out
 
@@ -148,14 +148,14 @@ def register() -> Response:
 
 
 def _to_check_inbox(email: str, *, reset: bool) -> Response:
-    """The address travels in the signed session, never in a URL (history, logs, referrers)."""
-    session[CHECK_INBOX] = {"email": accounts.normalise_email(email)[:254], "reset": reset}
+    """The address travels in the signed session (``web.just_sent``), never in a URL."""
+    just_sent.keep(CHECK_INBOX, {"email": accounts.normalise_email(email)[:254], "reset": reset})
     return redirect(url_for("auth.check_inbox"), 303)
 
 
 @bp.get("/check-inbox")
 def check_inbox() -> Response:
-    sent = session.get(CHECK_INBOX) or {}
+    sent = just_sent.shown(CHECK_INBOX) or {}
     response = make_response(
         render_template(
             "auth/check_inbox.html", email=sent.get("email", ""), reset=bool(sent.get("reset"))

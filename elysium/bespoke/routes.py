@@ -9,7 +9,6 @@ from flask import (
     redirect,
     render_template,
     request,
-    session,
     url_for,
 )
 from flask_limiter import RequestLimit
@@ -22,6 +21,7 @@ from elysium.htmx import is_htmx, personal_pages
 from elysium.models.engagement import BespokeLead
 from elysium.services import bespoke
 from elysium.services.bespoke import StartingPiece
+from elysium.web import just_sent
 
 bp = Blueprint("bespoke", __name__, url_prefix="/bespoke")
 personal_pages(bp)
@@ -104,7 +104,7 @@ def submit() -> Response:
     form.validate_on_submit()  # the CSRF token; the rules are the service's
     if form.homepage.data:
         # Only a robot fills in the hidden field: it is thanked, and nothing is saved.
-        session[THANKS] = {"lead_id": None}
+        just_sent.keep(THANKS, {"lead_id": None})
         return redirect(url_for("bespoke.thanks"), 303)
     data = form.request_data(piece)
     errors = bespoke.problems(data)
@@ -113,7 +113,7 @@ def submit() -> Response:
         user_id = current_user.id if current_user.is_authenticated else None
         lead = bespoke.submit_request(db.session, data, user_id=user_id)
         db.session.commit()
-        session[THANKS] = {"lead_id": lead.id}
+        just_sent.keep(THANKS, {"lead_id": lead.id})
         return redirect(url_for("bespoke.thanks"), 303)
     for name, message in errors.items():
         form[name].errors = [message]
@@ -141,9 +141,9 @@ def check() -> Response:
 
 @bp.get("/thanks")
 def thanks() -> Response:
-    """The reference comes from this browser's session, never from the address bar."""
-    sent = session.get(THANKS)
-    if not isinstance(sent, dict):
+    """The request this browser just sent (``web.just_sent``): after a while, the form."""
+    sent = just_sent.shown(THANKS)
+    if sent is None:
         return redirect(url_for("bespoke.form"), 303)
     lead = db.session.get(BespokeLead, sent["lead_id"]) if sent.get("lead_id") else None
     return make_response(

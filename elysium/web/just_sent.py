@@ -1,0 +1,33 @@
+"""What a form just sent, kept in the session for the page its answer leads to ("Thank
+you", "Check your inbox"), and shown there for a short while only.
+
+The page reads it from the signed session, never from the address bar (history, logs,
+referrers). It is not shown for ever: on a shared computer, the next person to open that
+page would read what the last one typed (a name, an address, an idea for a ring).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flask import session
+
+SHOWN_FOR_SECONDS = 15 * 60
+
+
+def keep(name: str, value: dict[str, Any]) -> None:
+    """Keep ``value`` for the next page, stamped with when it was sent."""
+    session[name] = {**value, "sent_at": int(time.time())}
+
+
+def shown(name: str) -> dict[str, Any] | None:
+    """What was kept under ``name``, while it is recent; None once it is older (it is left
+    in the session: a GET changes nothing) or when nothing was sent."""
+    value = session.get(name)
+    if not isinstance(value, dict):
+        return None
+    sent_at = value.get("sent_at")
+    if not isinstance(sent_at, int) or not 0 <= time.time() - sent_at <= SHOWN_FOR_SECONDS:
+        return None
+    return value
