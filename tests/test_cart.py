@@ -16,7 +16,7 @@ from elysium.services import cart as cart_service
 from elysium.services.configuration import configure
 from elysium.web.fragments import forget_kept
 from tests.conftest import AuthActions, ShopClient, page_text
-from tests.html import Page, elements, field_error
+from tests.html import Page, elements, field_error, form_fields
 from tests.html import bag_count as header_count
 from tests.support.meanwhile import in_another_window, meanwhile
 from tests.support.orders import pending_chain_order
@@ -348,6 +348,17 @@ def test_adding_with_htmx_updates_the_count_and_announces_out_of_band(app, clien
     assert response.headers["Cache-Control"] == "no-store"
     assert "HX-Request" in response.headers["Vary"]
     assert client.get_cookie(COOKIE) is not None
+    [block] = elements(response, "#add-to-bag")
+    assert form_fields(block)["add_to_bag_state"] == "available"
+    assert not block.select("button[disabled]")
+    emptied = {str(slot["id"]) for slot in elements(response, "p.field-error[hx-swap-oob]")}
+    assert emptied == {"error-metal", "error-diamond", "error-size", "error-engraving"}
+
+    # A chain asks for neither a ring size nor a diamond: its add empties only its own slots.
+    chain = add_htmx(client, "aurelia-fine-chain", metal="yellow-gold")
+    emptied = {str(slot["id"]) for slot in elements(chain, "p.field-error[hx-swap-oob]")}
+    assert "error-size" not in emptied
+    assert "error-metal" in emptied
 
 
 def test_the_product_page_offers_add_to_bag_inside_the_configurator(client, catalogue):

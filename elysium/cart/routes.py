@@ -18,6 +18,7 @@ from flask import (
     request,
     url_for,
 )
+from markupsafe import Markup
 
 from elysium.cart.forms import AddToCartForm, QuantityForm
 from elysium.db_routing import READ_METHODS
@@ -32,7 +33,7 @@ from elysium.web.browsing import read_recently_viewed_first
 from elysium.web.cart import current_cart, keep_guest_cookie, remember_count
 from elysium.web.commits import committed_with_retry
 from elysium.web.configurator import configurator_context
-from elysium.web.fragments import bag_lines_to_show, product_to_add
+from elysium.web.fragments import bag_lines_to_show, drawn_once, product_to_add
 
 bp = Blueprint("cart", __name__, url_prefix="/cart")
 
@@ -217,11 +218,10 @@ def add_item() -> Response:
         # them: the commit expires them, and they would have to be read again.
         drawn = None
         if is_htmx():
-            slots = render_template("cart/_error_slots.html", errors={}, product=product)
             block = _add_to_bag_block(
                 product, form, {}, str(form.value), change.message, error=False
             )
-            drawn = (block, slots)
+            drawn = (block, _error_slots_emptied(product))
         return change, drawn
 
     try:
@@ -245,17 +245,32 @@ def _add_to_bag_block(
     *,
     error: bool,
 ) -> str:
-    """The product page's Add to bag block after an htmx add, with the stock as it is now: a
-    piece that just sold out (409) disables the button and says what can be had instead."""
-    context = configurator_context(product, form.choices(), errors)
+    """The product page's Add to bag block after an htmx add. Refused, with the stock as it
+    is now: a piece that just sold out (409) disables the button and says what can be had
+    instead. Added, the piece chosen could be had (the bag took it on the stock this request
+    read), so the block offers it again as it was, with nothing worked out anew."""
+    shown: dict[str, object] = {"choices": form.choices(), "add_to_bag_state": "available"}
+    if error:
+        context = configurator_context(product, form.choices(), errors)
+        shown = {key: context[key] for key in ("choices", "stock", "add_to_bag_state")}
     return render_template(
         "cart/_add_to_cart.html",
         product=product,
         errors=errors,
-        choices=context["choices"],
-        stock=context["stock"],
-        add_to_bag_state=context["add_to_bag_state"],
         quantity=quantity,
         cart_status=message,
         cart_status_error=error,
+        **shown,
+    )
+
+
+def _error_slots_emptied(product: Product) -> Markup:
+    """The configurator's error slots, emptied (out of band) after a piece went in the bag:
+    the same markup for every piece with the same choices, drawn once per process."""
+    asks = (bool(product.metals), bool(product.diamonds))
+    asks += (product.has_ring_size, product.offers_engraving)
+    return drawn_once(
+        "error-slots-emptied",
+        *asks,
+        caller=lambda: render_template("cart/_error_slots.html", errors={}, product=product),
     )

@@ -451,8 +451,10 @@ def _with_stock_now(piece: Product, rows: Mapping[int, Mapping[str, object]]) ->
     if {each.id for each in piece.inventory} != rows.keys():
         return False
     for each in piece.inventory:
+        kept_values = each.__dict__
         for column, value in rows[each.id].items():
-            set_committed_value(each, column, value)
+            if column not in kept_values or kept_values[column] != value:
+                set_committed_value(each, column, value)
     return True
 
 
