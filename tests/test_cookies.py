@@ -257,6 +257,28 @@ def test_a_session_past_its_lifetime_is_over_though_its_cookie_was_checked_befor
         assert client.get("/account").status_code == 303  # signed out: to the sign-in page
 
 
+def test_a_server_whose_clock_is_a_little_behind_keeps_the_session(
+    app: Flask, client: ShopClient, auth: AuthActions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two servers behind one load balancer, one clock a few milliseconds behind the other:
+    a cookie the first stamped in whole seconds could read as a second in the future on the
+    second, which took it for no session: the shopper was signed out, their forms refused."""
+    from itsdangerous import TimestampSigner
+
+    auth.create_user()
+    auth.login()
+    assert client.get("/account").status_code == 200
+    other = make_app(app.config["SQLALCHEMY_DATABASE_URI"]).test_client()
+    other.set_cookie("session", client.get_cookie("session").value)
+    now = TimestampSigner("any").get_timestamp()
+    with monkeypatch.context() as patch:
+        patch.setattr(TimestampSigner, "get_timestamp", lambda self: now - 1)
+        assert other.get("/account").status_code == 200
+        assert client.get("/account").status_code == 200
+        patch.setattr(TimestampSigner, "get_timestamp", lambda self: now - 3600)
+        assert client.get("/account").status_code == 303  # a cookie from an hour ahead: none
+
+
 def test_a_bag_cookie_checked_by_one_shop_is_no_bag_at_a_shop_with_another_key(
     app: Flask, catalogue: dict, client: ShopClient
 ) -> None:

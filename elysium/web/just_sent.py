@@ -13,6 +13,8 @@ from typing import Any
 
 from flask import session
 
+from elysium.web.signatures import CLOCKS_APART_SECONDS
+
 SHOWN_FOR_SECONDS = 15 * 60
 
 
@@ -22,12 +24,15 @@ def keep(name: str, value: dict[str, Any]) -> None:
 
 
 def shown(name: str) -> dict[str, Any] | None:
-    """What was kept under ``name``, while it is recent; None once it is older (it is left
-    in the session: a GET changes nothing) or when nothing was sent."""
+    """What was kept under ``name``, while it is recent; None when nothing was sent, or once
+    it is older, when it leaves the session too (the session's cookie is signed, not
+    secret)."""
     value = session.get(name)
-    if not isinstance(value, dict):
+    if value is None:
         return None
-    sent_at = value.get("sent_at")
-    if not isinstance(sent_at, int) or not 0 <= time.time() - sent_at <= SHOWN_FOR_SECONDS:
+    sent_at = value.get("sent_at") if isinstance(value, dict) else None
+    age = time.time() - sent_at if isinstance(sent_at, int) else None
+    if age is None or not -CLOCKS_APART_SECONDS <= age <= SHOWN_FOR_SECONDS:
+        session.pop(name, None)
         return None
     return value

@@ -26,7 +26,7 @@ from elysium.models.users import User
 from elysium.web.browsing import adopt_guest_views
 from elysium.web.cart import merge_guest_cart
 from elysium.web.devices import remember_device
-from elysium.web.signatures import VerifiedValues
+from elysium.web.signatures import CLOCKS_APART_SECONDS, VerifiedValues
 
 
 def load_user(identity: str) -> User | None:
@@ -156,14 +156,16 @@ class PublicAwareSessionInterface(SecureCookieSessionInterface):
             serializer = self.get_signing_serializer(app)
             assert serializer is not None  # there is a secret key
             try:
-                data, signed = serializer.loads(raw, max_age=max_age, return_timestamp=True)
+                # Its age is checked below, allowing for another server's clock.
+                data, signed = serializer.loads(raw, return_timestamp=True)
             except BadSignature:
                 return self.session_class()
             found = (int(signed.timestamp()), data)
             self._verified.put(checked, found)
         signed_at, data = found
-        if not 0 <= _SIGNATURE_CLOCK.get_timestamp() - signed_at <= max_age:
-            return self.session_class()  # as itsdangerous refuses a signature too old
+        age = _SIGNATURE_CLOCK.get_timestamp() - signed_at
+        if not -CLOCKS_APART_SECONDS <= age <= max_age:
+            return self.session_class()  # too old, or signed far in the future
         return self.session_class(data)
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
