@@ -545,8 +545,48 @@ def test_a_deposit_paid_after_its_order_was_cancelled_is_on_the_commissions_time
     state = lead_state(app, lead_id)
     assert state["status"] is LeadStatus.QUOTED
     assert state["quotes"][0]["paid"] is False
-    given_back = f"Deposit order {number} paid after it had ended: £300.02 refunded"
+    given_back = f"Deposit order {number} gave back the £300.02 it held after it ended"
     assert given_back in state["events"][-1][2]
+
+
+def test_a_deposit_refund_that_fails_is_on_the_commissions_timeline_and_can_be_given_back(
+    shop: Shop, app: Flask
+) -> None:
+    """The deposit was refunded in full (the commission lost), then the refund failed at
+    Stripe: the money is back with the shop. The commission read "lost, nothing paid", and
+    the refunded order offered no way to give it back."""
+    lead_id, staff = quoted_lead(shop, app)
+    session_id = session_id_from(pay_button(shop.client(), quote_link(app)).location)
+    shop.fake.pay(session_id)
+    [order] = deposit_orders(app)
+    number = order["number"]
+    staff.get(f"/staff/orders/{number}")
+    refunded = staff.post(
+        f"/staff/orders/{number}/refund",
+        data={"csrf_token": staff.csrf_token, "amount": "300.02", "request_key": "r"},
+    )
+    assert refunded.status_code == 303, page_text(refunded)
+    shop.fake.wait_for_deliveries()
+    assert lead_state(app, lead_id)["status"] is LeadStatus.LOST
+    [first] = shop.fake.refunds.values()
+
+    shop.fake.fail_refund(first["id"])
+    shop.fake.wait_for_deliveries()
+
+    assert (
+        "failed at Stripe: the money is back with the shop"
+        in (lead_state(app, lead_id)["events"][-1][2])
+    )
+    staff.get(f"/staff/orders/{number}")
+    given = staff.post(
+        f"/staff/orders/{number}/give-back",
+        data={"csrf_token": staff.csrf_token, "reason": "Her new card"},
+    )
+    assert given.status_code == 303, page_text(given)
+    assert [refund["status"] for refund in shop.fake.refunds.values()] == ["failed", "succeeded"]
+    [order] = deposit_orders(app)
+    assert (order["status"], order["flagged"]) == (OrderStatus.REFUNDED, False)
+    assert lead_state(app, lead_id)["status"] is LeadStatus.LOST
 
 
 def test_deposit_orders_are_not_pieces_to_fulfil_and_wear_a_deposit_flag(

@@ -1574,10 +1574,20 @@ def test_a_retried_refund_tells_the_customer_as_the_first_form_asked(
     assert ("order_refunded" in after["emails"]) is notify
 
 
+def line_of(app: Flask, number: str) -> int:
+    """The id of the order's one line."""
+    with app.app_context():
+        order = db.session.scalars(select(Order).where(Order.number == number)).one()
+        line_id = order.lines[0].id
+        db.session.remove()
+    return line_id
+
+
 def paid_after_it_ended(shop: Shop, app: Flask, ended: OrderStatus) -> tuple[str, str]:
     """A bank payment that arrives after its order has ended unpaid: cancelled by staff while
     the transfer was on its way, or failed (Stripe reported the failure, then the money after
     all). Its number and payment intent."""
+    assert ended in (S.CANCELLED, S.PAYMENT_FAILED)
     number, session_id = buy(shop, pay="bank")
     if ended is S.CANCELLED:
         staff = staff_client(shop.app, "first@elysium.example")
@@ -1594,15 +1604,25 @@ def paid_after_it_ended(shop: Shop, app: Flask, ended: OrderStatus) -> tuple[str
     return number, shop.fake.session(session_id)["payment_intent"]
 
 
-@pytest.mark.parametrize("ended", [S.CANCELLED, S.PAYMENT_FAILED])
+@pytest.mark.parametrize(
+    ("ended", "then_cancelled"),
+    [(S.CANCELLED, False), (S.PAYMENT_FAILED, False), (S.PAYMENT_FAILED, True)],
+    ids=["cancelled", "payment_failed", "payment_failed_then_cancelled"],
+)
 def test_a_payment_that_came_after_its_order_ended_is_given_back_once_by_staff(
-    shop: Shop, app: Flask, ended: OrderStatus
+    shop: Shop, app: Flask, ended: OrderStatus, then_cancelled: bool
 ) -> None:
     """Before, the flag said "refund it", but the back office had no way to: it was done in
     Stripe's dashboard. Now the order's page gives it back through Stripe, once, whatever is
-    sent twice or while Stripe is down, and the order stays as it ended."""
+    sent twice or while Stripe is down, and the order stays as it ended. An order whose bank
+    payment failed, paid after all, then cancelled, still wears the failure's flag, and can
+    still give the money back."""
     number, payment_intent = paid_after_it_ended(shop, app, ended)
     staff = staff_client(shop.app)
+    if then_cancelled:
+        cancelled = act(staff, number, "cancel", reason="Tidy up", request_key="t")
+        assert cancelled.status_code == 303, page_text(cancelled)
+        ended = S.CANCELLED
     page = Page(staff.get(f"/staff/orders/{number}"))
     assert page.one("#action-give-back")
     assert "Nothing more to do" not in text_of(page)
@@ -1619,7 +1639,7 @@ def test_a_payment_that_came_after_its_order_ended_is_given_back_once_by_staff(
 
     assert given.status_code == 303, page_text(given)
     assert again.status_code == 409
-    assert "payment to give back: it is" in page_text(again)
+    assert "holds no money to give back: it is" in page_text(again)
     refunds = [(r["amount"], r["payment_intent"]) for r in shop.fake.refunds.values()]
     assert refunds == [(TOTAL, payment_intent)]
     after = order_of(app, number)
@@ -1628,10 +1648,9 @@ def test_a_payment_that_came_after_its_order_ended_is_given_back_once_by_staff(
     assert after["refunded"] == TOTAL
     assert after["flagged"] is False
     assert after["emails"].count("order_refunded") == 1
-    assert (
-        "The payment of £650 that came after the order had ended was refunded: Piece sold again"
-        in [note for *_, note in after["events"]]
-    )
+    assert "£650 the shop held after the order had ended was refunded: Piece sold again" in [
+        note for *_, note in after["events"]
+    ]
     assert stock(app) == (3, 0)  # its piece went back on sale when the order ended, once
     [email] = [e for e in sent_emails(app) if e.template == "order_refunded"]
     assert f"We have refunded £650 for your order {number}." in email.body_text
@@ -1654,16 +1673,24 @@ def test_giving_back_a_late_payment_needs_a_reason_and_keeps_what_was_ticked(
     assert order_of(app, number)["flagged"] is True
 
 
-@pytest.mark.parametrize("status", [S.CANCELLED, S.PAID])
-def test_an_order_with_no_late_payment_has_nothing_to_give_back(
-    shop: Shop, app: Flask, status: OrderStatus
+@pytest.mark.parametrize("status", [S.CANCELLED, S.PAID, "refused"])
+def test_an_order_with_no_money_held_has_nothing_to_give_back(
+    shop: Shop, app: Flask, status: OrderStatus | str
 ) -> None:
-    number = order_in(shop, app, status)
+    """Nor does one whose payment the shop refused (a stale tab's form): Cancel gives that
+    back. Before, the give-back refunded it at Stripe, then answered 409, the order left
+    waiting."""
+    if status == "refused":
+        number, _ = refused_payment(shop, app)
+        status = S.PENDING
+    else:
+        number = order_in(shop, app, status)
     staff = staff_client(shop.app)
 
     refused = act(staff, number, "give-back", reason="By mistake", notify="y")
 
     assert refused.status_code == 409
+    assert "holds no money to give back" in page_text(refused)
     assert shop.fake.refunds == {}
     assert order_of(app, number)["status"] is status
 
@@ -1679,13 +1706,15 @@ def test_a_refund_that_fails_before_the_shop_wrote_stripes_answer_is_that_refund
     number, _ = buy(shop)
     staff = staff_client(shop.app)
     shop.fake.auto_deliver = False
+    line_id = line_of(app, number)
 
     def stop() -> None:
         raise WorkerStoppedError
 
     with meanwhile(shop.app, "UPDATE refunds", stop) as ran, pytest.raises(WorkerStoppedError):
-        act(staff, number, "refund", amount="100", reason="Scratch", request_key="r")
+        act(staff, number, "refund", amount="100", request_key="r", **{f"restock-{line_id}": "1"})
     assert ran
+    assert stock(app) == (2, 0)
     [refund] = shop.fake.refunds.values()
     shop.fake.fail_refund(refund["id"])
     for reported in ("charge.refunded", "refund.failed"):
@@ -1696,6 +1725,10 @@ def test_a_refund_that_fails_before_the_shop_wrote_stripes_answer_is_that_refund
     assert after["refunds"] == [(10000, RefundStatus.FAILED)]
     assert (after["status"], after["refunded"], after["flagged"]) == (S.PAID, 0, True)
     assert retry_forms(staff, number) == []
+    # Stripe had accepted it: its piece went back on sale, as an accepted refund's does, and
+    # the order no longer says it waits for Stripe's answer (a flag no note could settle).
+    assert stock(app) == (3, 0)
+    assert fulfilment.REFUND_AWAITED_FLAG not in page_text(staff.get(f"/staff/orders/{number}"))
     assert "Up to £650 can be refunded." in page_text(staff.get(f"/staff/orders/{number}"))
     again = act(staff, number, "refund", amount="100", reason="Scratch", request_key="s")
     assert again.status_code == 303, page_text(again)
@@ -1728,3 +1761,120 @@ def test_a_refund_refused_because_the_dashboard_gave_it_all_back_meanwhile_refun
     assert after["refunds"] == [(TOTAL, RefundStatus.FAILED)]
     [email] = [e for e in sent_emails(app) if e.template == "order_refunded"]
     assert f"We have refunded £650 for your order {number}." in email.body_text
+
+
+def test_a_retried_refund_that_failed_at_stripe_is_never_taken_for_one_made_elsewhere(
+    shop: Shop, app: Flask
+) -> None:
+    """A full refund was accepted, the worker stopped before writing that, the refund failed
+    at Stripe and only Stripe's earlier report of it (``charge.refunded``) has come. Retry
+    finds it failed: before, that report was then taken for a refund made in the dashboard,
+    so the order was marked refunded in full and the shopper told so, with nothing given."""
+    number, _ = buy(shop)
+    staff = staff_client(shop.app)
+    shop.fake.auto_deliver = False
+
+    def stop() -> None:
+        raise WorkerStoppedError
+
+    with meanwhile(shop.app, "UPDATE refunds", stop) as ran, pytest.raises(WorkerStoppedError):
+        act(staff, number, "refund", amount="650", reason="Returned", request_key="r")
+    assert ran
+    [refund] = shop.fake.refunds.values()
+    shop.fake.fail_refund(refund["id"])
+    [report] = shop.fake.events_of_type("charge.refunded")
+    assert shop.fake.deliver(report["id"]).status == 200
+
+    [form] = retry_forms(staff, number)
+    retried = staff.post(str(form["action"]), data=form_fields(form))
+    assert retried.status_code == 409
+    assert "Stripe says the refund failed" in page_text(retried)
+    [failed] = shop.fake.events_of_type("refund.failed")
+    assert shop.fake.deliver(failed["id"]).status == 200
+
+    after = order_of(app, number)
+    assert (after["status"], after["refunded"]) == (S.PAID, 0)
+    assert "order_refunded" not in after["emails"]
+    assert "Up to £650 can be refunded." in page_text(staff.get(f"/staff/orders/{number}"))
+
+
+def test_a_give_back_left_unconfirmed_is_retried_then_given_again_to_settle(
+    shop: Shop, app: Flask
+) -> None:
+    """Its Retry said "Cancel the order again", which the cancelled order refused."""
+    number, _ = paid_after_it_ended(shop, app, S.CANCELLED)
+    staff = staff_client(shop.app)
+
+    def stop() -> None:
+        raise WorkerStoppedError
+
+    with meanwhile(shop.app, "UPDATE refunds", stop) as ran, pytest.raises(WorkerStoppedError):
+        act(staff, number, "give-back", reason="Piece sold again", notify="y")
+    assert ran
+    assert not Page(staff.get(f"/staff/orders/{number}")).select("#action-give-back")
+    [form] = retry_forms(staff, number)
+    retried = staff.post(str(form["action"]), data=form_fields(form), follow_redirects=True)
+    assert "Give it back again to settle the order." in page_text(retried)
+    assert "Cancel the order again" not in page_text(retried)
+
+    settled = act(staff, number, "give-back", reason="Piece sold again", notify="y")
+    shop.fake.wait_for_deliveries()
+
+    assert settled.status_code == 303, page_text(settled)
+    assert len(shop.fake.refunds) == 1
+    after = order_of(app, number)
+    assert (after["status"], after["refunded"], after["flagged"]) == (S.CANCELLED, TOTAL, False)
+    assert after["emails"].count("order_refunded") == 1
+
+
+@pytest.mark.parametrize("action", ["refund", "cancel"])
+def test_money_back_with_the_shop_after_a_refund_failed_on_an_ended_order_is_given_back(
+    shop: Shop, app: Flask, action: str
+) -> None:
+    """The order was refunded in full (or cancelled, which refunds it), then the refund failed
+    at Stripe (a closed card): the money is back with the shop, and the order has ended, so
+    nothing it offered could give it back (Refund, Cancel and Give back were all refused)."""
+    number, _ = buy(shop)
+    staff = staff_client(shop.app)
+    data = {"amount": "650"} if action == "refund" else {}
+    done = act(staff, number, action, reason="Returned", request_key="r", **data)
+    assert done.status_code == 303, page_text(done)
+    shop.fake.wait_for_deliveries()
+    [first] = shop.fake.refunds.values()
+    shop.fake.fail_refund(first["id"])
+    shop.fake.wait_for_deliveries()
+    ended = order_of(app, number)
+    assert (ended["refunded"], ended["flagged"]) == (0, True)
+    assert Page(staff.get(f"/staff/orders/{number}")).one("#action-give-back")
+
+    given = act(staff, number, "give-back", reason="New card details", notify="y")
+    shop.fake.wait_for_deliveries()
+
+    assert given.status_code == 303, page_text(given)
+    assert [r["status"] for r in shop.fake.refunds.values()] == ["failed", "succeeded"]
+    after = order_of(app, number)
+    assert after["status"] is ended["status"]
+    assert (after["refunded"], after["flagged"]) == (TOTAL, False)
+
+
+def test_part_given_back_in_stripes_dashboard_and_the_rest_here_refunds_the_order_at_once(
+    shop: Shop, app: Flask
+) -> None:
+    """£200 was given back in Stripe's dashboard, then staff refunded the other £450 here.
+    The order stayed PAID, offering £450 more, until Stripe next reported; that report then
+    emailed the shopper the £450 a second time."""
+    number, _ = buy(shop)
+    shop.fake.refund_from_dashboard(intent_of(app, number), amount=20000)
+    staff = staff_client(shop.app)
+    assert order_of(app, number)["refunded"] == 20000
+
+    rest = act(staff, number, "refund", amount="450", request_key="r", notify="y")
+    assert rest.status_code == 303, page_text(rest)
+    after = order_of(app, number)
+    assert (after["status"], after["refunded"]) == (S.REFUNDED, TOTAL)
+
+    shop.fake.wait_for_deliveries()  # Stripe's report of the £450
+    after = order_of(app, number)
+    assert (after["status"], after["refunded"]) == (S.REFUNDED, TOTAL)
+    [email] = [e for e in sent_emails(app) if e.template == "order_refunded"]
+    assert f"We have refunded £450 for your order {number}." in email.body_text

@@ -46,6 +46,10 @@ T = TypeVar("T")
 S = OrderStatus
 REFUNDABLE = frozenset({S.PAID, S.FULFILLED, S.SHIPPED, S.DELIVERED})
 UNPAID = frozenset({S.PENDING, S.PROCESSING, S.PAYMENT_FAILED})
+ENDED = frozenset({S.CANCELLED, S.PAYMENT_FAILED, S.REFUNDED})
+# The flags that say an ended order's money is still with the shop (``held_after_it_ended``):
+# whichever status it has ended in since (a failed bank payment may be cancelled after).
+HELD_AFTER_IT_ENDED = (*payments.PAID_TOO_LATE.values(), payments.REFUND_FAILED_FLAG)
 REASON_MAX = 500
 # Stripe keeps an idempotency key's answer for at least 24 hours; a refund first asked longer
 # ago than this is looked up before it is asked for again (``ask_stripe``).
@@ -61,12 +65,7 @@ REFUND_REFUSED = "Stripe refused a refund of"
 # the two are committed one after the other, and a worker that stops between them leaves an
 # order paid for and refunded that nobody would look at again.
 CANCEL_TO_FINISH_FLAG = "Refunded to be cancelled, but not cancelled: cancel it again to finish"
-# Worn, without a line on the timeline, from a refund's record (PENDING) to Stripe's answer:
-# a worker stopped while Stripe was asked (or Stripe unreachable, the tab closed) left a
-# refund that only its Retry finishes, on an order nothing else brought anyone back to.
-REFUND_AWAITED_FLAG = (
-    "A refund was asked of Stripe and its answer never came: retry it (it never refunds twice)"
-)
+REFUND_AWAITED_FLAG = payments.REFUND_AWAITED_FLAG
 # Flags that the step they wait for takes off, never a note settling them by hand.
 STEP_FLAGS = frozenset({CANCEL_TO_FINISH_FLAG, REFUND_AWAITED_FLAG})
 
@@ -468,6 +467,8 @@ class StripeAnswer:
     accepted: bool = False
     refused: str = ""  # Stripe's reason when it refused
     unreachable: bool = False
+    # What Stripe lists as given back outside the shop (its dashboard), when it was asked.
+    given_elsewhere: int = 0
 
 
 def ask_stripe(refund: Refund, order: Order) -> StripeAnswer:
@@ -479,16 +480,23 @@ def ask_stripe(refund: Refund, order: Order) -> StripeAnswer:
     accepted refunds explain: that report may have been this refund, or one made in Stripe's
     dashboard instead of it. So a retry can never refund twice: a refund found under its key
     is that answer; one made outside the shop since this one was asked, while Stripe never
-    had this one, refuses it, for staff to check and refund again if more is owed."""
+    had this one, refuses it, for staff to check and refund again if more is owed. The
+    answer also says what the list shows given back outside the shop."""
     if refund.status is not RefundStatus.PENDING:
         return StripeAnswer(refund.stripe_refund_id, refund.status is RefundStatus.SUCCEEDED)
     payment_intent = order.stripe_payment_intent_id or ""
     accepted = sum(r.amount for r in order.refunds if r.status is RefundStatus.SUCCEEDED)
     unexplained = order.refunded_amount > accepted
+    elsewhere = 0
     try:
         answer = None
         if unexplained or utcnow() - refund.created_at > STRIPE_KEY_MEMORY:
             made = stripe_gateway.refunds_of(payment_intent)
+            elsewhere = sum(
+                each.amount
+                for each in made
+                if each.key is None and each.status not in ("failed", "canceled")
+            )
             answer = next(
                 (
                     stripe_gateway.RefundAnswer(each.refund_id, each.status)
@@ -525,7 +533,7 @@ def ask_stripe(refund: Refund, order: Order) -> StripeAnswer:
         return StripeAnswer(unreachable=True)
     if answer.status in ("failed", "canceled"):
         return StripeAnswer(answer.refund_id, refused=f"Stripe says the refund {answer.status}.")
-    return StripeAnswer(answer.refund_id, accepted=True)
+    return StripeAnswer(answer.refund_id, accepted=True, given_elsewhere=elsewhere)
 
 
 def finish_refund(
@@ -557,7 +565,7 @@ def finish_refund(
         )
         session.flush()
         _answered(session, order, staff)
-        if not for_cancelling:
+        if not for_cancelling and answer.refund_id is None:
             _refunded_elsewhere_meanwhile(session, order)
         return refund
     refund.status, refund.stripe_refund_id = RefundStatus.SUCCEEDED, answer.refund_id
@@ -568,18 +576,11 @@ def finish_refund(
         for r in order.refunds
         if r.status is RefundStatus.SUCCEEDED and r.currency == order.currency
     )
-    order.refunded_amount = max(order.refunded_amount, refunded)
-    for entry in refund.restock:
-        inventory.restock(
-            session,
-            int(entry["inventory_id"]),
-            int(entry["quantity"]),
-            key=f"refund:{refund.id}:restock:{entry['line_id']}",
-            note=f"Back from order {order.number}",
-            actor_id=staff.user_id,
-            reason=StockReason.RETURNED,
-            order_id=order.id,
-        )
+    # With what Stripe listed as given back in its dashboard: a part refunded there, the rest
+    # here, is the whole given back now, not when Stripe next reports it.
+    given = min(refunded + answer.given_elsewhere, order.total)
+    order.refunded_amount = max(order.refunded_amount, given)
+    payments.put_refunds_pieces_back(session, order, refund, actor_id=staff.user_id)
     amount = format_money(refund.amount, order.currency)
     full = order.refunded_amount >= order.total and not pending_refunds(order)
     note = f"Refunded {amount}" + _because(refund.reason)
@@ -595,10 +596,11 @@ def finish_refund(
 
 
 def _refunded_elsewhere_meanwhile(session: AnySession, order: Order) -> None:
-    """After a refund Stripe refused: Stripe's report that the whole payment was given back
-    came while it waited (a refund made in Stripe's dashboard at the same time, which is why
-    it was refused), and was taken for it. Nothing of the shop's is left to explain it, so the
-    order is refunded in full at Stripe, as the report would have made it."""
+    """After a refund Stripe refused and never had (not one of the shop's that failed there):
+    Stripe's report that the whole payment was given back came while it waited (a refund
+    made in Stripe's dashboard at the same time, which is why it was refused), and was taken
+    for it. Nothing of the shop's is left to explain it, so the order is refunded in full at
+    Stripe, as the report would have made it."""
     given_here = sum(r.amount for r in order.refunds if r.status is RefundStatus.SUCCEEDED)
     elsewhere = order.refunded_amount - given_here
     if order.refunded_amount >= order.total and elsewhere > 0 and not pending_refunds(order):
@@ -821,26 +823,26 @@ def payment_not_accepted(order: Order) -> bool:
     return any(reason.endswith(payments.AMOUNT_MISMATCH_FLAG) for reason in reasons)
 
 
-def paid_too_late(order: Order) -> bool:
-    """Whether money came for the order after it had ended unpaid (cancelled, or its bank
-    payment failed), and nobody has dealt with it yet: the webhook's flag is still on (in
-    any amount: a wrong one is flagged as such). Staff give it back
-    (:func:`give_back_late_payment`), or settle the flag by hand if the shopper is to have
+def held_after_it_ended(order: Order) -> bool:
+    """Whether the shop holds money of an order that has ended, and nobody has dealt with it
+    yet (its flag is still on): a payment that came after the order had ended unpaid
+    (cancelled, or its bank payment failed; in any amount), or a refund that failed at
+    Stripe after the order was refunded or cancelled with it. Staff give it back
+    (:func:`give_back_held_money`), or settle the flag by hand if the shopper is to have
     the piece after all."""
-    if order.status not in payments.PAID_TOO_LATE:
+    if order.status not in ENDED:
         return False
-    late = payments.PAID_TOO_LATE[order.status]
     return any(
-        reason.startswith(late) or reason.endswith(payments.AMOUNT_MISMATCH_FLAG)
+        reason.startswith(HELD_AFTER_IT_ENDED) or reason.endswith(payments.AMOUNT_MISMATCH_FLAG)
         for reason in orders.flagged_for(order)
     )
 
 
 def payment_to_give_back(order: Order) -> bool:
     """Whether Stripe holds money for the order that the shop can't keep as its payment: one
-    it refused (:func:`payment_not_accepted`), or one that came too late
-    (:func:`paid_too_late`)."""
-    return payment_not_accepted(order) or paid_too_late(order)
+    it refused (:func:`payment_not_accepted`), or one it still holds after the order ended
+    (:func:`held_after_it_ended`)."""
+    return payment_not_accepted(order) or held_after_it_ended(order)
 
 
 def _refuse_unless_not_accepted(order: Order) -> None:
@@ -937,6 +939,7 @@ def begin_unaccepted_refund(
     payment: UnacceptedPayment,
     *,
     reason: str,
+    ended: bool = False,
 ) -> Refund | None:
     """Step 1: record the refund of what is left of the payment (PENDING) under the order's
     lock; its key is the payment's, so any form, tab or retry asks Stripe for it once. One that
@@ -944,7 +947,7 @@ def begin_unaccepted_refund(
     Stripe lists the whole payment given back already (in its dashboard, say, or by the
     cardholder's bank), or refuses any refund of it (a dispute of it lost). The caller
     commits, then calls :func:`ask_stripe` and :func:`finish_refund`, then
-    :func:`cancel_not_accepted` (or :func:`give_back_late_payment`)."""
+    :func:`cancel_not_accepted` (or, ``ended``, :func:`give_back_held_money`)."""
     note = _reason(reason, required=True)
     order = _locked(session, order_id)
     _refunds_now(session, order)
@@ -952,7 +955,9 @@ def begin_unaccepted_refund(
     if live := [r for r in asked if r.status is not RefundStatus.FAILED]:
         return live[0]
     _refuse_unless_to_give_back(order)
-    why = "Paid after the order had ended" if paid_too_late(order) else "Payment not accepted"
+    if ended and not held_after_it_ended(order):
+        raise ActionRefusedError(nothing_held(order))
+    why = "Held after the order had ended" if ended else "Payment not accepted"
     if order.stripe_checkout_session_id != payment.checkout_session_id or (
         order.stripe_payment_intent_id not in (None, payment.payment_intent)
     ):
@@ -1015,7 +1020,7 @@ def cancel_not_accepted(
     return order
 
 
-def give_back_late_payment(
+def give_back_held_money(
     session: AnySession,
     order_id: int,
     staff: Staff,
@@ -1024,30 +1029,26 @@ def give_back_late_payment(
     reason: str,
     notify: bool,
 ) -> Order:
-    """After it has been refunded: settle a payment that came after its order had ended
-    (:func:`paid_too_late`). The order stays as it ended (its pieces went back on sale then);
-    its timeline says what became of the money, its flag comes off, and the shopper, when
-    ``notify``, is emailed the refund made here, once."""
+    """After it has been refunded: settle the money the shop held after the order had ended
+    (:func:`held_after_it_ended`). The order stays as it ended (its pieces went back on sale
+    then); its timeline says what became of the money, its flags come off, and the shopper,
+    when ``notify``, is emailed the refund made here, once."""
     note = _reason(reason, required=True)
     order = _locked(session, order_id)
-    if not paid_too_late(order):
-        label = orders.STATUS_LABELS[order.status].lower()
-        raise ActionRefusedError(
-            f"Order {order.number} has no late payment to give back: it is {label}."
-        )
-    late_flag = payments.PAID_TOO_LATE[order.status]
+    if not held_after_it_ended(order):
+        raise ActionRefusedError(nothing_held(order))
     _refunds_now(session, order)
     note, given_back, refunded_here = _given_back(order, payment, note, "settled")
-    amount = format_money(payment.amount, payment.currency)
+    held = format_money(payment.left, payment.currency)
     orders.add_note(
         order,
-        f"The payment of {amount} that came after the order had ended was {given_back}: {note}",
+        f"{held} the shop held after the order had ended was {given_back}: {note}",
         actor=staff.name,
         actor_user_id=staff.user_id,
     )
-    _deposit_given_back(session, order, staff, f"paid after it had ended: {amount} refunded")
+    _deposit_given_back(session, order, staff, f"gave back the {held} it held after it ended")
     _clear_payment_flags(
-        order, staff, "The late payment was given back: the warning is cleared", late_flag
+        order, staff, "The money held was given back: the warning is cleared", *HELD_AFTER_IT_ENDED
     )
     if notify and refunded_here:
         orders.email_shopper(
@@ -1057,10 +1058,17 @@ def give_back_late_payment(
             f"Your refund for {order.number}",
             amount=format_money(refunded_here, payment.currency),
             full=True,
-            dedupe_key=f"order:{order.id}:late-payment-refund:{payment.payment_intent}",
+            # Once per refund made here: one that fails too is given back again, and told.
+            dedupe_key=f"order:{order.id}:held-money-refund:{len(order.refunds)}",
         )
     session.flush()
     return order
+
+
+def nothing_held(order: Order) -> str:
+    """Why there is nothing to give back (:func:`held_after_it_ended`)."""
+    label = orders.STATUS_LABELS[order.status].lower()
+    return f"Order {order.number} holds no money to give back: it is {label}."
 
 
 def _given_back(

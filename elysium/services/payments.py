@@ -18,10 +18,11 @@ from flask import current_app
 from sqlalchemy import select, update
 from sqlalchemy.orm import selectinload
 
+from elysium.models.inventory import StockReason
 from elysium.models.orders import Order, OrderStatus, ProcessedPaymentEvent, Refund, RefundStatus
 from elysium.models.types import utcnow
 from elysium.money import format_money
-from elysium.services import checkout, orders, quotes
+from elysium.services import checkout, inventory, orders, quotes
 from elysium.services.outbox import queue_email
 from elysium.services.sql import AnySession, insert_unless_exists, storable
 from elysium.urls import absolute_url
@@ -37,6 +38,12 @@ DISPUTE_FLAG = "The payment is disputed"
 DISPUTE_LOST_FLAG = f"{DISPUTE_FLAG} and the dispute was lost"
 AMOUNT_MISMATCH_FLAG = "not marked paid"
 REFUND_FAILED_FLAG = "A refund failed after Stripe had accepted it"
+# Worn, without a line on the timeline, from a refund's record (PENDING) to Stripe's answer:
+# a worker stopped while Stripe was asked (or Stripe unreachable, the tab closed) left a
+# refund that only its Retry finishes, on an order nothing else brought anyone back to.
+REFUND_AWAITED_FLAG = (
+    "A refund was asked of Stripe and its answer never came: retry it (it never refunds twice)"
+)
 FAILED_AT_STRIPE = "Failed at Stripe"
 PAID_AFTER_CANCELLATION_FLAG = "Payment arrived after the order was cancelled: refund it or re-sell"
 PAID_AFTER_FAILURE_FLAG = "Payment arrived after the bank payment had failed: refund it or re-sell"
@@ -561,14 +568,23 @@ def refund_failed(
             )
         )
     elif ours.order_id == order.id:
+        if ours.status is RefundStatus.PENDING:
+            # Stripe had accepted it, though the shop never wrote so: its pieces go back on
+            # sale now, as they would have then (a refund that fails later keeps them back),
+            # and the order no longer waits for its answer.
+            ours.stripe_refund_id = obj["id"]
+            put_refunds_pieces_back(session, order, ours, actor_id=ours.actor_user_id)
         ours.status, ours.failure_reason = RefundStatus.FAILED, failure
         ours.failed_at = made_at or utcnow()
-        ours.stripe_refund_id = obj["id"]
+        if not any(r.status is RefundStatus.PENDING for r in order.refunds):
+            checkout.clear_flag(order, REFUND_AWAITED_FLAG, actor=ACTOR, on_timeline=False)
     # Never below what the shop's own refunds still give back (one that failed while its
     # answer was unwritten had never been counted, unless Stripe's report of it came first).
     still_given = sum(r.amount for r in order.refunds if r.status is RefundStatus.SUCCEEDED)
     order.refunded_amount = max(order.refunded_amount - amount, still_given, 0)
     money = format_money(amount, order.currency)
+    if order.bespoke_quote_id is not None:
+        quotes.deposit_refund_failed(session, order, money)
     checkout.flag(
         order,
         f"{REFUND_FAILED_FLAG}: {money} did not reach the shopper ({reason}) and is back with "
@@ -585,6 +601,24 @@ def refund_failed(
         amount=money,
         reason=reason,
     )
+
+
+def put_refunds_pieces_back(
+    session: AnySession, order: Order, refund: Refund, *, actor_id: int | None
+) -> None:
+    """The pieces staff chose to put back with ``refund``, back on sale, once (the stock
+    ledger's keys): when Stripe accepts it."""
+    for entry in refund.restock:
+        inventory.restock(
+            session,
+            int(entry["inventory_id"]),
+            int(entry["quantity"]),
+            key=f"refund:{refund.id}:restock:{entry['line_id']}",
+            note=f"Back from order {order.number}",
+            actor_id=actor_id,
+            reason=StockReason.RETURNED,
+            order_id=order.id,
+        )
 
 
 def _asked_here(session: AnySession, order: Order, obj: dict[str, Any]) -> Refund | None:

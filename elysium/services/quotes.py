@@ -478,6 +478,23 @@ def deposit_after_cancellation(session: AnySession, order: Order) -> None:
     _email_receipt(session, order)
 
 
+def deposit_refund_failed(session: AnySession, order: Order, money: str) -> None:
+    """A refund of a deposit failed at Stripe (a closed card, say): the money is back with the
+    shop. The commission's timeline says so, for the people who follow the lead; its state
+    stays as the refund left it, and the order's flag asks staff to give the money back."""
+    _, lead = _quote_and_locked_lead(session, order)
+    if lead is not None:
+        leads.record(
+            session,
+            lead,
+            actor=leads.STRIPE_ACTOR,
+            note=(
+                f"A refund of {money} on deposit order {order.number} failed at Stripe: the "
+                "money is back with the shop, to be given back again"
+            ),
+        )
+
+
 def deposit_given_back(
     session: AnySession, order: Order, *, actor: str, actor_user_id: int | None = None, note: str
 ) -> None:

@@ -63,7 +63,7 @@ class CancelForm(StaffForm):
 
 
 class GiveBackForm(StaffForm):
-    """Refund a payment that came after its order had ended (``fulfilment.paid_too_late``)."""
+    """Give back the money held after the order ended (``fulfilment.held_after_it_ended``)."""
 
     reason = TextAreaField(
         "Why (for the order's record)",

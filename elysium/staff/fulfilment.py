@@ -89,7 +89,7 @@ def actions_context(order: Order, **forms) -> dict:
         "refundable": fulfilment.refundable_amount(order),
         "pending_refunds": fulfilment.pending_refunds(order),
         "not_accepted": fulfilment.payment_not_accepted(order),
-        "paid_too_late": fulfilment.paid_too_late(order),
+        "held_after_it_ended": fulfilment.held_after_it_ended(order),
         "restockable": fulfilment.restockable(order),
         "restock_values": forms.get("restock_values") or {},
         "action_errors": forms.get("errors") or {},
@@ -268,6 +268,8 @@ def retry_refund(number: str, refund_id: int) -> Response:
     outcome = _ask_and_finish(order, refund, notify=refund.notify, for_cancelling=False)
     if not outcome.done:
         return render_error(outcome.status, outcome.message)
+    if not fulfilment.is_plain_refund(refund) and fulfilment.held_after_it_ended(order):
+        return _done(order, f"{outcome.message} Give it back again to settle the order.")
     if not fulfilment.is_plain_refund(refund):
         return _done(order, f"{outcome.message} Cancel the order again to finish cancelling it.")
     return _done(order, outcome.message)
@@ -286,12 +288,13 @@ def _settle_pending_refunds(order: Order) -> _RefundOutcome | None:
 
 
 def _refund_not_accepted(
-    order: Order, payment: fulfilment.UnacceptedPayment, reason: str
+    order: Order, payment: fulfilment.UnacceptedPayment, reason: str, *, ended: bool = False
 ) -> _RefundOutcome | None:
-    """Give back, at Stripe, what is left of a payment the shop refused (three short units of
-    work); None when nothing is to be given back through Stripe."""
+    """Give back, at Stripe, what is left of a payment the shop refused, or held after the
+    order ``ended`` (three short units of work); None when nothing is to be given back
+    through Stripe."""
     refund = fulfilment.begin_unaccepted_refund(
-        db.session, order.id, _staff(), payment, reason=reason
+        db.session, order.id, _staff(), payment, reason=reason, ended=ended
     )
     db.session.commit()
     if refund is None:
@@ -350,19 +353,21 @@ def cancel(number: str) -> Response:
 
 @bp.post("/<number>/give-back")
 def give_back(number: str) -> Response:
-    """Refund, through Stripe, a payment that came after its order had ended; the order
-    stays as it ended."""
+    """Refund, through Stripe, the money the shop holds after the order ended (a payment that
+    came too late, a refund that failed); the order stays as it ended."""
     order = _order(number)
     form = GiveBackForm()
     if not form.validate_on_submit():
         return _invalid(order, form.field_errors(), give_back=form)
+    if not fulfilment.held_after_it_ended(order):
+        return _refused(fulfilment.nothing_held(order))
     reason, notify = form.reason.data or "", form.notify.data
     try:
         payment = fulfilment.unaccepted_payment(db.session, order.id)
-        outcome = _refund_not_accepted(order, payment, reason)
+        outcome = _refund_not_accepted(order, payment, reason, ended=True)
         if outcome is not None and not outcome.done:
             return render_error(outcome.status, outcome.message)
-        fulfilment.give_back_late_payment(
+        fulfilment.give_back_held_money(
             db.session, order.id, _staff(), payment, reason=reason, notify=notify
         )
     except InvalidActionError as error:
@@ -373,8 +378,8 @@ def give_back(number: str) -> Response:
     except ActionRefusedError as error:
         return _refused(error.message)
     db.session.commit()
-    amount = format_money(payment.amount, payment.currency)
-    return _done(order, f"The late payment of {amount} on order {order.number} is given back.")
+    held = format_money(payment.left, payment.currency)
+    return _done(order, f"The {held} held on order {order.number} is given back.")
 
 
 def _bulk_again(form: BulkForm, problem: str) -> Response:
