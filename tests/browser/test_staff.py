@@ -135,3 +135,55 @@ def test_the_tab_counts_refresh_every_30_seconds_only_while_the_tab_is_visible(
         assert len(asked) == 2
     finally:
         context.close()
+
+
+def test_staff_give_back_a_bank_payment_that_came_after_they_cancelled_the_order(
+    browser, javascript, shop_with_payments, live_fake_stripe, catalogue
+):
+    """The transfer was on its way when staff cancelled the order; it arrived after all. The
+    order's page gives it back through Stripe, and the order stays cancelled."""
+    shop, base_url = shop_with_payments
+    fake = live_fake_stripe
+    _, secret = create_staff(shop)
+    client = shop.test_client()
+    client.submit(
+        "/shop/aurelia-fine-chain",
+        {"product": "aurelia-fine-chain", "quantity": "1", "metal": "yellow-gold"},
+        action="/cart/items",
+    )
+    session_id = session_id_from(client.submit("/checkout", DETAILS).location)
+    fake.pay_later(session_id)
+    fake.wait_for_deliveries()
+    with shop.app_context():
+        number = db.session.scalars(
+            db.select(Order.number).where(Order.stripe_checkout_session_id == session_id)
+        ).one()
+        db.session.remove()
+
+    context = browser.new_context(java_script_enabled=javascript, base_url=base_url)
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    try:
+        sign_in_with_second_factor(page, secret)
+        page.goto(f"/staff/orders/{number}")
+        page.get_by_label("Why (for the order's record)").fill("No transfer yet")
+        page.get_by_role("button", name="Cancel order").click()
+        expect(page.get_by_text(f"Order {number} is cancelled.")).to_be_visible()
+
+        fake.bank_payment_succeeds(session_id)
+        fake.wait_for_deliveries()
+        page.reload()
+        expect(
+            page.get_by_text("Payment arrived after the order was cancelled").first
+        ).to_be_visible()
+        page.get_by_label("Why (for the order's record)").fill("The piece was sold again")
+        page.get_by_role("button", name="Refund the payment").click()
+
+        expect(page.get_by_text(f"The £650 held on order {number} is given back.")).to_be_visible()
+        expect(page.get_by_role("button", name="Refund the payment")).to_have_count(0)
+        expect(page.get_by_text("Nothing more to do: the order is cancelled.")).to_be_visible()
+    finally:
+        context.close()
+    intent = fake.session(session_id)["payment_intent"]
+    given = [r["amount"] for r in fake.refunds.values() if r["payment_intent"] == intent]
+    assert given == [65000]
