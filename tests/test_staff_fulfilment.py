@@ -1836,25 +1836,30 @@ def test_money_back_with_the_shop_after_a_refund_failed_on_an_ended_order_is_giv
     nothing it offered could give it back (Refund, Cancel and Give back were all refused)."""
     number, _ = buy(shop)
     staff = staff_client(shop.app)
-    data = {"amount": "650"} if action == "refund" else {}
+    # £100 given back first (a scratch), then the rest as the order is refunded or cancelled.
+    assert act(staff, number, "refund", amount="100", request_key="s").status_code == 303
+    data = {"amount": "550"} if action == "refund" else {}
     done = act(staff, number, action, reason="Returned", request_key="r", **data)
     assert done.status_code == 303, page_text(done)
     shop.fake.wait_for_deliveries()
-    [first] = shop.fake.refunds.values()
-    shop.fake.fail_refund(first["id"])
+    [_, rest] = shop.fake.refunds.values()
+    shop.fake.fail_refund(rest["id"])
     shop.fake.wait_for_deliveries()
     ended = order_of(app, number)
-    assert (ended["refunded"], ended["flagged"]) == (0, True)
+    assert (ended["refunded"], ended["flagged"]) == (10000, True)
     assert Page(staff.get(f"/staff/orders/{number}")).one("#action-give-back")
 
     given = act(staff, number, "give-back", reason="New card details", notify="y")
     shop.fake.wait_for_deliveries()
 
     assert given.status_code == 303, page_text(given)
-    assert [r["status"] for r in shop.fake.refunds.values()] == ["failed", "succeeded"]
+    refunds = [(r["amount"], r["status"]) for r in shop.fake.refunds.values()]
+    assert refunds == [(10000, "succeeded"), (55000, "failed"), (55000, "succeeded")]
     after = order_of(app, number)
     assert after["status"] is ended["status"]
     assert (after["refunded"], after["flagged"]) == (TOTAL, False)
+    notes = [note for *_, note in after["events"]]
+    assert "£550 the shop held after the order had ended was refunded: New card details" in notes
 
 
 def test_part_given_back_in_stripes_dashboard_and_the_rest_here_refunds_the_order_at_once(

@@ -801,10 +801,14 @@ class UnacceptedPayment:
     taken_back: int = 0
     # False once a dispute of the payment is lost: Stripe then refuses any refund of it.
     refundable: bool = True
+    # What the shop's own refunds gave back of it before the order ended (an order refunded
+    # in part, then in full by a refund that failed at Stripe).
+    refunded_before: int = 0
 
     @property
     def left(self) -> int:
-        return max(self.amount - self.refunded_elsewhere - self.taken_back, 0)
+        given = self.refunded_elsewhere + self.taken_back + self.refunded_before
+        return max(self.amount - given, 0)
 
     @property
     def to_refund(self) -> int:
@@ -898,12 +902,15 @@ def unaccepted_payment(session: AnySession, order_id: int) -> UnacceptedPayment:
         amount=int(page.amount_total or 0),
         currency=str(page.currency or "").upper(),
         refunded_elsewhere=sum(
-            refund.amount
-            for refund in refunds
-            if refund.status == "succeeded" and not (refund.key or "").startswith(ours)
+            refund.amount for refund in refunds if refund.status == "succeeded" and not refund.key
         ),
         taken_back=sum(dispute.amount for dispute in disputes if dispute.lost),
         refundable=all(dispute.charge_refundable for dispute in disputes),
+        refunded_before=sum(
+            refund.amount
+            for refund in refunds
+            if refund.status == "succeeded" and refund.key and not refund.key.startswith(ours)
+        ),
     )
 
 
