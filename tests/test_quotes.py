@@ -545,7 +545,7 @@ def test_a_deposit_paid_after_its_order_was_cancelled_is_on_the_commissions_time
     state = lead_state(app, lead_id)
     assert state["status"] is LeadStatus.QUOTED
     assert state["quotes"][0]["paid"] is False
-    given_back = f"Deposit order {number} gave back the £300.02 it held after it ended"
+    given_back = f"Deposit order {number} gave back the money it held after it ended"
     assert given_back in state["events"][-1][2]
 
 

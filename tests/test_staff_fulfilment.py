@@ -1648,9 +1648,8 @@ def test_a_payment_that_came_after_its_order_ended_is_given_back_once_by_staff(
     assert after["refunded"] == TOTAL
     assert after["flagged"] is False
     assert after["emails"].count("order_refunded") == 1
-    assert "£650 the shop held after the order had ended was refunded: Piece sold again" in [
-        note for *_, note in after["events"]
-    ]
+    notes = [note for *_, note in after["events"]]
+    assert "The money held after the order had ended is refunded: Piece sold again" in notes
     assert stock(app) == (3, 0)  # its piece went back on sale when the order ended, once
     [email] = [e for e in sent_emails(app) if e.template == "order_refunded"]
     assert f"We have refunded £650 for your order {number}." in email.body_text
@@ -1859,7 +1858,8 @@ def test_money_back_with_the_shop_after_a_refund_failed_on_an_ended_order_is_giv
     assert after["status"] is ended["status"]
     assert (after["refunded"], after["flagged"]) == (TOTAL, False)
     notes = [note for *_, note in after["events"]]
-    assert "£550 the shop held after the order had ended was refunded: New card details" in notes
+    assert "The money held after the order had ended is refunded: New card details" in notes
+    assert "not through the shop" not in " ".join(notes)
 
 
 def test_part_given_back_in_stripes_dashboard_and_the_rest_here_refunds_the_order_at_once(
@@ -1883,3 +1883,126 @@ def test_part_given_back_in_stripes_dashboard_and_the_rest_here_refunds_the_orde
     assert (after["status"], after["refunded"]) == (S.REFUNDED, TOTAL)
     [email] = [e for e in sent_emails(app) if e.template == "order_refunded"]
     assert f"We have refunded £450 for your order {number}." in email.body_text
+
+
+def test_a_second_refund_failing_after_a_give_back_is_given_back_too(
+    shop: Shop, app: Flask
+) -> None:
+    """Refunded £200 then £450; the £200 failed and was given back; then the £450 failed too.
+    The next give-back found the first one's refund under the payment's key and asked
+    nothing, then refused: "must be refunded first", for good."""
+    number, _ = buy(shop)
+    staff = staff_client(shop.app)
+    assert act(staff, number, "refund", amount="200", request_key="a").status_code == 303
+    assert act(staff, number, "refund", amount="450", request_key="b").status_code == 303
+    shop.fake.wait_for_deliveries()
+    first, second = shop.fake.refunds.values()
+    shop.fake.fail_refund(first["id"])
+    shop.fake.wait_for_deliveries()
+    assert act(staff, number, "give-back", reason="New card", notify="y").status_code == 303
+    shop.fake.wait_for_deliveries()
+    shop.fake.fail_refund(second["id"])
+    shop.fake.wait_for_deliveries()
+
+    again = act(staff, number, "give-back", reason="New card again", notify="y")
+    shop.fake.wait_for_deliveries()
+
+    assert again.status_code == 303, page_text(again)
+    given = [(r["amount"], r["status"]) for r in shop.fake.refunds.values()]
+    assert given == [
+        (20000, "failed"),
+        (45000, "failed"),
+        (20000, "succeeded"),
+        (45000, "succeeded"),
+    ]
+    after = order_of(app, number)
+    assert (after["status"], after["refunded"], after["flagged"]) == (S.REFUNDED, TOTAL, False)
+    told = [e.body_text for e in sent_emails(app) if e.template == "order_refunded"]
+    assert sum("We have refunded £450 for your order" in body for body in told) == 1
+    assert sum("We have refunded £200 for your order" in body for body in told) == 1
+
+
+def test_a_dashboard_refund_that_fails_while_the_shops_is_asked_is_not_counted_given(
+    shop: Shop, app: Flask
+) -> None:
+    """£200 given back in the dashboard, then £450 here; the dashboard's failed between
+    Stripe's answer and the shop writing it. The list read before counted it, and the order
+    was made refunded in full with £200 back with the shop."""
+    number, _ = buy(shop)
+    staff = staff_client(shop.app)
+    shop.fake.refund_from_dashboard(intent_of(app, number), amount=20000)
+    [dashboard] = shop.fake.refunds.values()
+
+    def fails() -> None:
+        in_another_window(lambda: shop.fake.fail_refund(dashboard["id"]))
+
+    locks: list[str] = []
+
+    def second_lock_of_the_order(sql: str) -> bool:
+        """The refund's answer is about to be applied: the order's second lock (the first
+        wrote the refund), once Stripe has answered."""
+        if ("FOR UPDATE" in sql and "FROM orders" in sql) or sql.startswith(
+            "UPDATE orders SET id=orders.id"
+        ):
+            locks.append(sql)
+        return len(locks) == 2
+
+    with meanwhile(shop.app, second_lock_of_the_order, fails) as ran:
+        rest = act(staff, number, "refund", amount="450", request_key="r")
+    shop.fake.wait_for_deliveries()
+
+    assert ran
+    assert rest.status_code == 303, page_text(rest)
+    after = order_of(app, number)
+    assert (after["status"], after["refunded"], after["flagged"]) == (S.PAID, 45000, True)
+
+
+def test_stripes_report_while_the_shops_refund_waits_never_tells_the_shopper_twice(
+    shop: Shop, app: Flask
+) -> None:
+    """£200 given back in the dashboard, then the £450 here, and Stripe's report of it came
+    before the shop wrote Stripe's answer. The report made the order refunded (its refund
+    still waiting) and emailed the £450, and the answer emailed it again."""
+    number, _ = buy(shop)
+    staff = staff_client(shop.app)
+    shop.fake.refund_from_dashboard(intent_of(app, number), amount=20000)
+    shop.fake.auto_deliver = False
+
+    def report() -> None:
+        [event] = shop.fake.events_of_type("charge.refunded")[-1:]
+        in_another_window(lambda: shop.fake.deliver(event["id"]))
+
+    with meanwhile(shop.app, "UPDATE refunds", report) as ran:
+        rest = act(staff, number, "refund", amount="450", request_key="r", notify="y")
+
+    assert ran
+    assert rest.status_code == 303, page_text(rest)
+    after = order_of(app, number)
+    assert (after["status"], after["refunded"]) == (S.REFUNDED, TOTAL)
+    assert after["emails"].count("order_refunded") == 1
+
+
+@pytest.mark.parametrize("then", ["cancel", "refund"])
+def test_a_refund_that_failed_then_given_back_by_a_later_one_leaves_nothing_held(
+    shop: Shop, app: Flask, then: str
+) -> None:
+    """A £100 refund failed while the order was paid; then the order was cancelled (or the
+    rest refunded), which gave everything back. Its warning stayed, and the order offered
+    "Give back the money held", which wrote a £0 refund on the timeline."""
+    number, _ = buy(shop)
+    staff = staff_client(shop.app)
+    assert act(staff, number, "refund", amount="100", request_key="a").status_code == 303
+    shop.fake.wait_for_deliveries()
+    [first] = shop.fake.refunds.values()
+    shop.fake.fail_refund(first["id"])
+    shop.fake.wait_for_deliveries()
+    data = {"amount": "650"} if then == "refund" else {}
+    assert act(staff, number, then, reason="Returned", request_key="b", **data).status_code == 303
+    shop.fake.wait_for_deliveries()
+
+    after = order_of(app, number)
+    assert (after["refunded"], after["flagged"]) == (TOTAL, False)
+    page = Page(staff.get(f"/staff/orders/{number}"))
+    assert not page.select("#action-give-back")
+    refused = act(staff, number, "give-back", reason="Just in case")
+    assert refused.status_code == 409

@@ -467,8 +467,9 @@ class StripeAnswer:
     accepted: bool = False
     refused: str = ""  # Stripe's reason when it refused
     unreachable: bool = False
-    # What Stripe lists as given back outside the shop (its dashboard), when it was asked.
-    given_elsewhere: int = 0
+    # What Stripe listed as given back outside the shop (its dashboard), when it was asked:
+    # each refund's id and amount.
+    given_elsewhere: tuple[tuple[str, int], ...] = ()
 
 
 def ask_stripe(refund: Refund, order: Order) -> StripeAnswer:
@@ -487,13 +488,13 @@ def ask_stripe(refund: Refund, order: Order) -> StripeAnswer:
     payment_intent = order.stripe_payment_intent_id or ""
     accepted = sum(r.amount for r in order.refunds if r.status is RefundStatus.SUCCEEDED)
     unexplained = order.refunded_amount > accepted
-    elsewhere = 0
+    elsewhere: tuple[tuple[str, int], ...] = ()
     try:
         answer = None
         if unexplained or utcnow() - refund.created_at > STRIPE_KEY_MEMORY:
             made = stripe_gateway.refunds_of(payment_intent)
-            elsewhere = sum(
-                each.amount
+            elsewhere = tuple(
+                (each.refund_id, each.amount)
                 for each in made
                 if each.key is None and each.status not in ("failed", "canceled")
             )
@@ -577,12 +578,26 @@ def finish_refund(
         if r.status is RefundStatus.SUCCEEDED and r.currency == order.currency
     )
     # With what Stripe listed as given back in its dashboard: a part refunded there, the rest
-    # here, is the whole given back now, not when Stripe next reports it.
-    given = min(refunded + answer.given_elsewhere, order.total)
-    order.refunded_amount = max(order.refunded_amount, given)
+    # here, is the whole given back now, not when Stripe next reports it. Less any of those
+    # that failed since (the list was read before this lock was taken).
+    failed = {r.stripe_refund_id for r in order.refunds if r.status is RefundStatus.FAILED}
+    elsewhere = sum(amount for made, amount in answer.given_elsewhere if made not in failed)
+    order.refunded_amount = max(order.refunded_amount, min(refunded + elsewhere, order.total))
     payments.put_refunds_pieces_back(session, order, refund, actor_id=staff.user_id)
     amount = format_money(refund.amount, order.currency)
     full = order.refunded_amount >= order.total and not pending_refunds(order)
+    unaccepted = refund.idempotency_key.startswith(UNACCEPTED_REFUND_KEY.split("{", 1)[0])
+    if order.refunded_amount >= order.total and not unaccepted:
+        # A refund that failed before is given back by this one: nothing is held any more.
+        # (Giving back money held takes its own warnings off, once its refund is through.)
+        for flagged in orders.flagged_for(order):
+            if flagged.startswith(payments.REFUND_FAILED_FLAG):
+                checkout.clear_flag(
+                    order,
+                    flagged,
+                    actor=staff.name,
+                    note="Refunded in full since: the failed refund's warning is cleared",
+                )
     note = f"Refunded {amount}" + _because(refund.reason)
     if for_cancelling and order.status in REFUNDABLE:
         checkout.flag(order, CANCEL_TO_FINISH_FLAG, actor=staff.name, on_timeline=False)
@@ -950,7 +965,9 @@ def begin_unaccepted_refund(
 ) -> Refund | None:
     """Step 1: record the refund of what is left of the payment (PENDING) under the order's
     lock; its key is the payment's, so any form, tab or retry asks Stripe for it once. One that
-    Stripe refused moved no money, so the next cancel asks again under a new key. None when
+    Stripe refused moved no money, so the next cancel asks again under a new key; so does one
+    for what is held again after an earlier give-back (a second refund failed), less what
+    that gave. None when
     Stripe lists the whole payment given back already (in its dashboard, say, or by the
     cardholder's bank), or refuses any refund of it (a dispute of it lost). The caller
     commits, then calls :func:`ask_stripe` and :func:`finish_refund`, then
@@ -959,8 +976,11 @@ def begin_unaccepted_refund(
     order = _locked(session, order_id)
     _refunds_now(session, order)
     asked = _unaccepted_refunds(order, payment.payment_intent)
-    if live := [r for r in asked if r.status is not RefundStatus.FAILED]:
-        return live[0]
+    if pending := [r for r in asked if r.status is RefundStatus.PENDING]:
+        return pending[0]
+    given = [r for r in asked if r.status is RefundStatus.SUCCEEDED]
+    if given and sum(r.amount for r in given) >= payment.to_refund:
+        return given[-1]  # all of it given back already, by this form or another
     _refuse_unless_to_give_back(order)
     if ended and not held_after_it_ended(order):
         raise ActionRefusedError(nothing_held(order))
@@ -974,7 +994,9 @@ def begin_unaccepted_refund(
     if payment.amount < 1:
         raise ActionRefusedError(f"Stripe reports no money taken for order {order.number}.")
     order.stripe_payment_intent_id = payment.payment_intent
-    if payment.to_refund < 1:
+    # Less what an earlier give-back refunded of it (one of two failed refunds, say).
+    to_ask = payment.to_refund - sum(r.amount for r in given)
+    if to_ask < 1:
         return None
     key = _unaccepted_key(order.number, payment.payment_intent)
     return _record_refund(
@@ -982,7 +1004,7 @@ def begin_unaccepted_refund(
         order,
         staff,
         key=f"{key}:{len(asked) + 1}" if asked else key,
-        amount=payment.to_refund,
+        amount=to_ask,
         currency=payment.currency,
         reason=f"{why}: {note}",
         restock=[],
@@ -1035,41 +1057,46 @@ def give_back_held_money(
     *,
     reason: str,
     notify: bool,
-) -> Order:
+) -> str:
     """After it has been refunded: settle the money the shop held after the order had ended
     (:func:`held_after_it_ended`). The order stays as it ended (its pieces went back on sale
     then); its timeline says what became of the money, its flags come off, and the shopper,
-    when ``notify``, is emailed the refund made here, once."""
+    when ``notify``, is emailed the refund made for it, once. What to tell staff."""
     note = _reason(reason, required=True)
     order = _locked(session, order_id)
     if not held_after_it_ended(order):
         raise ActionRefusedError(nothing_held(order))
     _refunds_now(session, order)
-    note, given_back, refunded_here = _given_back(order, payment, note, "settled")
-    held = format_money(payment.left, payment.currency)
-    orders.add_note(
-        order,
-        f"{held} the shop held after the order had ended was {given_back}: {note}",
-        actor=staff.name,
-        actor_user_id=staff.user_id,
-    )
-    _deposit_given_back(session, order, staff, f"gave back the {held} it held after it ended")
+    note, given_back, _ = _given_back(order, payment, note, "settled")
+    made = [
+        r
+        for r in _unaccepted_refunds(order, payment.payment_intent)
+        if r.status is RefundStatus.SUCCEEDED
+    ]
+    if payment.left < 1:
+        note = f"Nothing was held after all: Stripe lists the whole payment given back. {note}"
+        told = f"Order {order.number} held nothing: Stripe lists its payment given back."
+    else:
+        note = f"The money held after the order had ended is {given_back}: {note}"
+        told = f"The money held on order {order.number} is {given_back}."
+    orders.add_note(order, note, actor=staff.name, actor_user_id=staff.user_id)
+    _deposit_given_back(session, order, staff, "gave back the money it held after it ended")
     _clear_payment_flags(
         order, staff, "The money held was given back: the warning is cleared", *HELD_AFTER_IT_ENDED
     )
-    if notify and refunded_here:
+    if notify and made and payment.left > 0:
+        newest = made[-1]
         orders.email_shopper(
             session,
             order,
             "order_refunded",
             f"Your refund for {order.number}",
-            amount=format_money(refunded_here, payment.currency),
+            amount=format_money(newest.amount, newest.currency),
             full=True,
-            # Once per refund made here: one that fails too is given back again, and told.
-            dedupe_key=f"order:{order.id}:held-money-refund:{len(order.refunds)}",
+            dedupe_key=f"order:{order.id}:held-money-refund:{newest.id}",
         )
     session.flush()
-    return order
+    return told
 
 
 def nothing_held(order: Order) -> str:

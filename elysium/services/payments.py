@@ -390,7 +390,16 @@ def charge_refunded(
         return
     counted_before = order.refunded_amount
     order.refunded_amount = max(order.refunded_amount, refunded)
-    if refunded >= order.total:
+    if any(r.status is RefundStatus.PENDING for r in order.refunds):
+        # A refund of the shop's still waits for Stripe's answer, which may be in this report:
+        # applying that answer moves the order and tells the shopper (never both of them).
+        orders.add_note(
+            order,
+            f"Stripe reports {format_money(reported, order.currency)} refunded in all",
+            actor=ACTOR,
+            stripe_event_id=event_id,
+        )
+    elif refunded >= order.total:
         # What this report gave back, not the running total: a shopper told of a refund made
         # here before would read the two as adding up to more than was paid.
         refunded_in_full_at_stripe(session, order, refunded - counted_before, event_id)
@@ -418,7 +427,7 @@ def refunded_in_full_at_stripe(
             actor=ACTOR,
             note=f"Deposit order {order.number} refunded in full at Stripe",
         )
-    if moved or order.late_payment_at is not None:
+    if (moved or order.late_payment_at is not None) and given_back > 0:
         orders.email_shopper(
             session,
             order,

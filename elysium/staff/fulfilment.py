@@ -367,7 +367,7 @@ def give_back(number: str) -> Response:
         outcome = _refund_not_accepted(order, payment, reason, ended=True)
         if outcome is not None and not outcome.done:
             return render_error(outcome.status, outcome.message)
-        fulfilment.give_back_held_money(
+        told = fulfilment.give_back_held_money(
             db.session, order.id, _staff(), payment, reason=reason, notify=notify
         )
     except InvalidActionError as error:
@@ -378,8 +378,7 @@ def give_back(number: str) -> Response:
     except ActionRefusedError as error:
         return _refused(error.message)
     db.session.commit()
-    held = format_money(payment.left, payment.currency)
-    return _done(order, f"The {held} held on order {order.number} is given back.")
+    return _done(order, told)
 
 
 def _bulk_again(form: BulkForm, problem: str) -> Response:

@@ -179,7 +179,7 @@ def test_staff_give_back_a_bank_payment_that_came_after_they_cancelled_the_order
         page.get_by_label("Why (for the order's record)").fill("The piece was sold again")
         page.get_by_role("button", name="Refund the payment").click()
 
-        expect(page.get_by_text(f"The £650 held on order {number} is given back.")).to_be_visible()
+        expect(page.get_by_text(f"The money held on order {number} is refunded.")).to_be_visible()
         expect(page.get_by_role("button", name="Refund the payment")).to_have_count(0)
         expect(page.get_by_text("Nothing more to do: the order is cancelled.")).to_be_visible()
     finally:
