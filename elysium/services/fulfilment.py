@@ -61,10 +61,7 @@ CANCEL_REFUND_KEY = "cancel-refund:{number}:{request_key}"
 UNACCEPTED_REFUND_KEY = "unaccepted-refund:{number}:{payment_intent}"
 # How the flag raised when Stripe refuses a refund begins.
 REFUND_REFUSED = "Stripe refused a refund of"
-# Worn, without a line on the timeline, from the refund that begins a cancel to the cancel:
-# the two are committed one after the other, and a worker that stops between them leaves an
-# order paid for and refunded that nobody would look at again.
-CANCEL_TO_FINISH_FLAG = "Refunded to be cancelled, but not cancelled: cancel it again to finish"
+CANCEL_TO_FINISH_FLAG = payments.CANCEL_TO_FINISH_FLAG
 REFUND_AWAITED_FLAG = payments.REFUND_AWAITED_FLAG
 # Flags that the step they wait for takes off, never a note settling them by hand.
 STEP_FLAGS = frozenset({CANCEL_TO_FINISH_FLAG, REFUND_AWAITED_FLAG})
@@ -616,9 +613,11 @@ def _refunded_elsewhere_meanwhile(session: AnySession, order: Order) -> None:
     made in Stripe's dashboard at the same time, which is why it was refused), and was taken
     for it. Nothing of the shop's is left to explain it, so the order is refunded in full at
     Stripe, as the report would have made it."""
+    if payments.refund_unfinished(order):
+        return
     given_here = sum(r.amount for r in order.refunds if r.status is RefundStatus.SUCCEEDED)
     elsewhere = order.refunded_amount - given_here
-    if order.refunded_amount >= order.total and elsewhere > 0 and not pending_refunds(order):
+    if order.refunded_amount >= order.total and elsewhere > 0:
         payments.refunded_in_full_at_stripe(session, order, elsewhere)
 
 
@@ -962,6 +961,7 @@ def begin_unaccepted_refund(
     *,
     reason: str,
     ended: bool = False,
+    notify: bool = False,
 ) -> Refund | None:
     """Step 1: record the refund of what is left of the payment (PENDING) under the order's
     lock; its key is the payment's, so any form, tab or retry asks Stripe for it once. One that
@@ -971,7 +971,8 @@ def begin_unaccepted_refund(
     Stripe lists the whole payment given back already (in its dashboard, say, or by the
     cardholder's bank), or refuses any refund of it (a dispute of it lost). The caller
     commits, then calls :func:`ask_stripe` and :func:`finish_refund`, then
-    :func:`cancel_not_accepted` (or, ``ended``, :func:`give_back_held_money`)."""
+    :func:`cancel_not_accepted` (or, ``ended``, :func:`give_back_held_money`, which tells the
+    shopper of it if ``notify``)."""
     note = _reason(reason, required=True)
     order = _locked(session, order_id)
     _refunds_now(session, order)
@@ -1008,6 +1009,8 @@ def begin_unaccepted_refund(
         currency=payment.currency,
         reason=f"{why}: {note}",
         restock=[],
+        # Giving back money held, the shopper may be told of it once it is through.
+        notify=notify and ended,
     )
 
 
@@ -1056,12 +1059,12 @@ def give_back_held_money(
     payment: UnacceptedPayment,
     *,
     reason: str,
-    notify: bool,
 ) -> str:
     """After it has been refunded: settle the money the shop held after the order had ended
     (:func:`held_after_it_ended`). The order stays as it ended (its pieces went back on sale
-    then); its timeline says what became of the money, its flags come off, and the shopper,
-    when ``notify``, is emailed the refund made for it, once. What to tell staff."""
+    then); its timeline says what became of the money, its flags come off, and the shopper is
+    emailed each refund made for it that was to be told (``Refund.notify``, as the form that
+    asked for it said), once. What to tell staff."""
     note = _reason(reason, required=True)
     order = _locked(session, order_id)
     if not held_after_it_ended(order):
@@ -1084,17 +1087,17 @@ def give_back_held_money(
     _clear_payment_flags(
         order, staff, "The money held was given back: the warning is cleared", *HELD_AFTER_IT_ENDED
     )
-    if notify and made and payment.left > 0:
-        newest = made[-1]
-        orders.email_shopper(
-            session,
-            order,
-            "order_refunded",
-            f"Your refund for {order.number}",
-            amount=format_money(newest.amount, newest.currency),
-            full=True,
-            dedupe_key=f"order:{order.id}:held-money-refund:{newest.id}",
-        )
+    for given in made:
+        if given.notify:
+            orders.email_shopper(
+                session,
+                order,
+                "order_refunded",
+                f"Your refund for {order.number}",
+                amount=format_money(given.amount, given.currency),
+                full=True,
+                dedupe_key=f"order:{order.id}:held-money-refund:{given.id}",
+            )
     session.flush()
     return told
 

@@ -38,6 +38,10 @@ DISPUTE_FLAG = "The payment is disputed"
 DISPUTE_LOST_FLAG = f"{DISPUTE_FLAG} and the dispute was lost"
 AMOUNT_MISMATCH_FLAG = "not marked paid"
 REFUND_FAILED_FLAG = "A refund failed after Stripe had accepted it"
+# Worn, without a line on the timeline, from the refund that begins a cancel to the cancel:
+# the two are committed one after the other, and a worker that stops between them leaves an
+# order paid for and refunded that nobody would look at again.
+CANCEL_TO_FINISH_FLAG = "Refunded to be cancelled, but not cancelled: cancel it again to finish"
 # Worn, without a line on the timeline, from a refund's record (PENDING) to Stripe's answer:
 # a worker stopped while Stripe was asked (or Stripe unreachable, the tab closed) left a
 # refund that only its Retry finishes, on an order nothing else brought anyone back to.
@@ -390,9 +394,9 @@ def charge_refunded(
         return
     counted_before = order.refunded_amount
     order.refunded_amount = max(order.refunded_amount, refunded)
-    if any(r.status is RefundStatus.PENDING for r in order.refunds):
-        # A refund of the shop's still waits for Stripe's answer, which may be in this report:
-        # applying that answer moves the order and tells the shopper (never both of them).
+    if refund_unfinished(order):
+        # A refund of the shop's still waits for Stripe's answer, which may be in this report,
+        # or a cancel for its second half: that step moves the order (never this report too).
         orders.add_note(
             order,
             f"Stripe reports {format_money(reported, order.currency)} refunded in all",
@@ -410,6 +414,15 @@ def charge_refunded(
             actor=ACTOR,
             stripe_event_id=event_id,
         )
+
+
+def refund_unfinished(order: Order) -> bool:
+    """Whether a refund of the shop's waits for Stripe's answer (PENDING), or for the cancel
+    it began: that step moves the order, and a report of Stripe's must not move it first (a
+    REFUNDED order can no longer be cancelled, and its pieces would never go back on sale)."""
+    return any(r.status is RefundStatus.PENDING for r in order.refunds) or (
+        CANCEL_TO_FINISH_FLAG in orders.flagged_for(order)
+    )
 
 
 def refunded_in_full_at_stripe(

@@ -288,13 +288,18 @@ def _settle_pending_refunds(order: Order) -> _RefundOutcome | None:
 
 
 def _refund_not_accepted(
-    order: Order, payment: fulfilment.UnacceptedPayment, reason: str, *, ended: bool = False
+    order: Order,
+    payment: fulfilment.UnacceptedPayment,
+    reason: str,
+    *,
+    ended: bool = False,
+    notify: bool = False,
 ) -> _RefundOutcome | None:
     """Give back, at Stripe, what is left of a payment the shop refused, or held after the
     order ``ended`` (three short units of work); None when nothing is to be given back
     through Stripe."""
     refund = fulfilment.begin_unaccepted_refund(
-        db.session, order.id, _staff(), payment, reason=reason, ended=ended
+        db.session, order.id, _staff(), payment, reason=reason, ended=ended, notify=notify
     )
     db.session.commit()
     if refund is None:
@@ -364,11 +369,11 @@ def give_back(number: str) -> Response:
     reason, notify = form.reason.data or "", form.notify.data
     try:
         payment = fulfilment.unaccepted_payment(db.session, order.id)
-        outcome = _refund_not_accepted(order, payment, reason, ended=True)
+        outcome = _refund_not_accepted(order, payment, reason, ended=True, notify=notify)
         if outcome is not None and not outcome.done:
             return render_error(outcome.status, outcome.message)
         told = fulfilment.give_back_held_money(
-            db.session, order.id, _staff(), payment, reason=reason, notify=notify
+            db.session, order.id, _staff(), payment, reason=reason
         )
     except InvalidActionError as error:
         return _invalid(order, error.errors, give_back=form)
