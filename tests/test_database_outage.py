@@ -8,6 +8,7 @@ order, bag or stock row was left half-written.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import Counter, defaultdict
@@ -319,7 +320,8 @@ def test_the_shop_rides_out_a_database_outage_under_load(cluster: PostgresCluste
         answers = load.answers
         statuses = Counter(answer.status for answer in answers)
         problems = [answer for answer in answers if answer.problem]
-        assert not problems, problems[:5]
+        logged = [shop.logged_about(ref) for ref in re.findall(r"Reference (\w+)", str(problems))]
+        assert not problems, (problems[:5], logged[:2])
         assert statuses[200] + statuses[303] + statuses[503] == len(answers), statuses
         slowest = max(answer.took for answer in answers)
         assert slowest < SLOW, f"slowest answer {slowest:.3f} s"

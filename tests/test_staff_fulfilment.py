@@ -933,6 +933,11 @@ class WorkerStoppedError(Exception):
     is rolled back."""
 
 
+def stop() -> None:
+    """For ``meanwhile``: the worker stops here."""
+    raise WorkerStoppedError
+
+
 def test_a_cancel_stopped_between_its_refund_and_the_cancel_is_flagged_until_finished(
     shop: Shop, app: Flask
 ) -> None:
@@ -942,9 +947,6 @@ def test_a_cancel_stopped_between_its_refund_and_the_cancel_is_flagged_until_fin
     saying what is left to do, until Cancel finishes it."""
     number, _ = buy(shop)
     staff = staff_client(shop.app)
-
-    def stop() -> None:
-        raise WorkerStoppedError
 
     with meanwhile(shop.app, "UPDATE inventory", stop) as ran, pytest.raises(WorkerStoppedError):
         act(staff, number, "cancel", reason="Customer asked", request_key="c")
@@ -975,9 +977,6 @@ def test_a_refund_stopped_once_stripe_accepted_it_is_flagged_until_retried(
     refund taken for this one. It now wears a flag until its Retry finishes it."""
     number, _ = buy(shop)
     staff = staff_client(shop.app)
-
-    def stop() -> None:
-        raise WorkerStoppedError
 
     with meanwhile(shop.app, "UPDATE refunds", stop) as ran, pytest.raises(WorkerStoppedError):
         act(staff, number, "refund", amount="100", reason="Scratch", request_key="r", notify="y")
@@ -1723,9 +1722,6 @@ def test_a_refund_that_fails_before_the_shop_wrote_stripes_answer_is_that_refund
     shop.fake.auto_deliver = False
     line_id = line_of(app, number)
 
-    def stop() -> None:
-        raise WorkerStoppedError
-
     with meanwhile(shop.app, "UPDATE refunds", stop) as ran, pytest.raises(WorkerStoppedError):
         act(staff, number, "refund", amount="100", request_key="r", **{f"restock-{line_id}": "1"})
     assert ran
@@ -1789,9 +1785,6 @@ def test_a_retried_refund_that_failed_at_stripe_is_never_taken_for_one_made_else
     staff = staff_client(shop.app)
     shop.fake.auto_deliver = False
 
-    def stop() -> None:
-        raise WorkerStoppedError
-
     with meanwhile(shop.app, "UPDATE refunds", stop) as ran, pytest.raises(WorkerStoppedError):
         act(staff, number, "refund", amount="650", reason="Returned", request_key="r")
     assert ran
@@ -1819,9 +1812,6 @@ def test_a_give_back_left_unconfirmed_is_retried_then_given_again_to_settle(
     """Its Retry said "Cancel the order again", which the cancelled order refused."""
     number, _ = paid_after_it_ended(shop, app, S.CANCELLED)
     staff = staff_client(shop.app)
-
-    def stop() -> None:
-        raise WorkerStoppedError
 
     with meanwhile(shop.app, "UPDATE refunds", stop) as ran, pytest.raises(WorkerStoppedError):
         act(staff, number, "give-back", reason="Piece sold again", notify="y")

@@ -17,15 +17,21 @@ from tests.support.orders import pending_chain_order
 from tests.support.staff import STAFF_EMAIL, create_staff
 
 
-def paid_order(shop, fake) -> str:
-    """A guest buys a chain (through the test client) and pays on the fake Stripe."""
+def checked_out(shop) -> str:
+    """A guest puts a chain in the bag and checks out (through the test client): the id of
+    the payment page on the fake Stripe."""
     client = shop.test_client()
     client.submit(
         "/shop/aurelia-fine-chain",
         {"product": "aurelia-fine-chain", "quantity": "1", "metal": "yellow-gold"},
         action="/cart/items",
     )
-    session_id = session_id_from(client.submit("/checkout", DETAILS).location)
+    return session_id_from(client.submit("/checkout", DETAILS).location)
+
+
+def paid_order(shop, fake) -> str:
+    """A guest buys a chain and pays on the fake Stripe: the link to the order's page."""
+    session_id = checked_out(shop)
     fake.pay(session_id)
     fake.wait_for_deliveries()
     [email] = [
@@ -145,13 +151,7 @@ def test_staff_give_back_a_bank_payment_that_came_after_they_cancelled_the_order
     shop, base_url = shop_with_payments
     fake = live_fake_stripe
     _, secret = create_staff(shop)
-    client = shop.test_client()
-    client.submit(
-        "/shop/aurelia-fine-chain",
-        {"product": "aurelia-fine-chain", "quantity": "1", "metal": "yellow-gold"},
-        action="/cart/items",
-    )
-    session_id = session_id_from(client.submit("/checkout", DETAILS).location)
+    session_id = checked_out(shop)
     fake.pay_later(session_id)
     fake.wait_for_deliveries()
     with shop.app_context():

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
@@ -33,6 +34,14 @@ class ShopProcess:
         self.settings = {"SITE_URL": self.base_url, **settings}
         self.workers = workers
         self.process: subprocess.Popen[bytes] | None = None
+        # What the shop wrote (its log lines, with any traceback), for a test that failed.
+        self.log_path = Path(tempfile.mkstemp(prefix="elysium-shop-", suffix=".log")[1])
+
+    def logged_about(self, reference: str, lines: int = 60) -> str:
+        """The shop's log from the first line naming the request ``reference`` on."""
+        logged = self.log_path.read_text(errors="replace").splitlines()
+        start = next((n for n, line in enumerate(logged) if f"[{reference}]" in line), None)
+        return "" if start is None else "\n".join(logged[start : start + lines])
 
     def start(self) -> ShopProcess:
         env = {
@@ -57,10 +66,11 @@ class ShopProcess:
             ],
             cwd=PROJECT_ROOT,
             env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=(log := os.open(self.log_path, os.O_WRONLY | os.O_APPEND)),
+            stderr=log,
             start_new_session=True,
         )
+        os.close(log)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
