@@ -1598,6 +1598,13 @@ def nth_lock_of_an_order(n: int) -> Callable[[str], bool]:
     return locks_an_order
 
 
+def stripes_latest_report(shop: Shop) -> None:
+    """For ``meanwhile``: Stripe's latest ``charge.refunded``, held back, delivered now (from
+    another window)."""
+    [event] = shop.fake.events_of_type("charge.refunded")[-1:]
+    in_another_window(lambda: shop.fake.deliver(event["id"]))
+
+
 def paid_after_it_ended(shop: Shop, app: Flask, ended: OrderStatus) -> tuple[str, str]:
     """A bank payment that arrives after its order has ended unpaid: cancelled by staff while
     the transfer was on its way, or failed (Stripe reported the failure, then the money after
@@ -1967,11 +1974,7 @@ def test_stripes_report_while_the_shops_refund_waits_never_tells_the_shopper_twi
     shop.fake.refund_from_dashboard(intent_of(app, number), amount=20000)
     shop.fake.auto_deliver = False
 
-    def report() -> None:
-        [event] = shop.fake.events_of_type("charge.refunded")[-1:]
-        in_another_window(lambda: shop.fake.deliver(event["id"]))
-
-    with meanwhile(shop.app, "UPDATE refunds", report) as ran:
+    with meanwhile(shop.app, "UPDATE refunds", lambda: stripes_latest_report(shop)) as ran:
         rest = act(staff, number, "refund", amount="450", request_key="r", notify="y")
 
     assert ran
@@ -2019,12 +2022,8 @@ def test_stripes_report_between_a_cancels_refund_and_the_cancel_never_strands_th
     shop.fake.refund_from_dashboard(intent_of(app, number), amount=20000)
     shop.fake.auto_deliver = False
 
-    def report() -> None:
-        [event] = shop.fake.events_of_type("charge.refunded")[-1:]
-        in_another_window(lambda: shop.fake.deliver(event["id"]))
-
     # Cancel's third lock of the order: after the refund was written and answered.
-    with meanwhile(shop.app, nth_lock_of_an_order(3), report) as ran:
+    with meanwhile(shop.app, nth_lock_of_an_order(3), lambda: stripes_latest_report(shop)) as ran:
         cancelled = act(staff, number, "cancel", reason="Customer asked", request_key="c")
 
     assert ran

@@ -1029,7 +1029,7 @@ def cancel_not_accepted(
     order = _locked(session, order_id)
     _refuse_unless_not_accepted(order)
     _refunds_now(session, order)
-    note, given_back, _ = _given_back(order, payment, note, "cancelled")
+    note, given_back = _given_back(order, payment, note, "cancelled")
     amount = format_money(payment.amount, payment.currency)
     back_in_bag = checkout.holds_its_cart(order)
     checkout.close_unpaid(
@@ -1070,7 +1070,7 @@ def give_back_held_money(
     if not held_after_it_ended(order):
         raise ActionRefusedError(nothing_held(order))
     _refunds_now(session, order)
-    note, given_back, _ = _given_back(order, payment, note, "settled")
+    note, given_back = _given_back(order, payment, note, "settled")
     made = [
         r
         for r in _unaccepted_refunds(order, payment.payment_intent)
@@ -1108,13 +1108,11 @@ def nothing_held(order: Order) -> str:
     return f"Order {order.number} holds no money to give back: it is {label}."
 
 
-def _given_back(
-    order: Order, payment: UnacceptedPayment, note: str, doing: str
-) -> tuple[str, str, int]:
+def _given_back(order: Order, payment: UnacceptedPayment, note: str, doing: str) -> tuple[str, str]:
     """Once what Stripe could refund of ``payment`` is refunded here (refused otherwise, and
     while a refund awaits Stripe's answer): the note for the timeline, saying what was given
-    back elsewhere or taken back by a dispute, what became of the payment ("refunded", "not
-    all given back") and what the shop refunded of it."""
+    back elsewhere or taken back by a dispute, and what became of the payment ("refunded",
+    "not all given back")."""
     _refuse_while_pending(order, doing)
     refunded = sum(
         r.amount
@@ -1134,7 +1132,7 @@ def _given_back(
         given_back = "not all given back"
         kept = _kept_after_dispute(payment.left - payment.to_refund, payment.currency)
         note = f"{note}. {kept}"
-    return note, given_back, refunded
+    return note, given_back
 
 
 def _clear_payment_flags(order: Order, staff: Staff, note: str, *also: str) -> None:

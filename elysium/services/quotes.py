@@ -464,17 +464,12 @@ def deposit_after_cancellation(session: AnySession, order: Order) -> None:
     payment landed): the order is flagged, and the commission's timeline says so too, so the
     people who follow the lead see money was taken and decide (refund, or take it); the
     shopper is sent a receipt of it."""
-    _, lead = _quote_and_locked_lead(session, order)
-    if lead is not None:
-        leads.record(
-            session,
-            lead,
-            actor=leads.STRIPE_ACTOR,
-            note=(
-                f"Deposit of {format_money(order.total, order.currency)} arrived after its "
-                f"order {order.number} was cancelled: refund it, or take it as the deposit"
-            ),
-        )
+    _tell_the_commission(
+        session,
+        order,
+        f"Deposit of {format_money(order.total, order.currency)} arrived after its order "
+        f"{order.number} was cancelled: refund it, or take it as the deposit",
+    )
     _email_receipt(session, order)
 
 
@@ -482,17 +477,20 @@ def deposit_refund_failed(session: AnySession, order: Order, money: str) -> None
     """A refund of a deposit failed at Stripe (a closed card, say): the money is back with the
     shop. The commission's timeline says so, for the people who follow the lead; its state
     stays as the refund left it, and the order's flag asks staff to give the money back."""
+    _tell_the_commission(
+        session,
+        order,
+        f"A refund of {money} on deposit order {order.number} failed at Stripe: the money is "
+        "back with the shop, to be given back again",
+    )
+
+
+def _tell_the_commission(session: AnySession, order: Order, note: str) -> None:
+    """What Stripe reported of a deposit order, on its commission's timeline (if it has one
+    still), under the commission's lock."""
     _, lead = _quote_and_locked_lead(session, order)
     if lead is not None:
-        leads.record(
-            session,
-            lead,
-            actor=leads.STRIPE_ACTOR,
-            note=(
-                f"A refund of {money} on deposit order {order.number} failed at Stripe: the "
-                "money is back with the shop, to be given back again"
-            ),
-        )
+        leads.record(session, lead, actor=leads.STRIPE_ACTOR, note=note)
 
 
 def deposit_given_back(
