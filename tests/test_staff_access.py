@@ -17,14 +17,23 @@ from urllib.parse import urlsplit
 
 import pytest
 from flask import Flask
+from sqlalchemy import select
 from werkzeug.routing import Rule
 
 from elysium.extensions import db
 from elysium.models import Refund, RefundStatus, Role, User
 from elysium.models.engagement import BespokeLead
 from elysium.models.types import utcnow
-from elysium.staff.access import LAST_SEEN, SECOND_FACTOR_AT, SECOND_FACTOR_USER
-from tests.conftest import PASSWORD, ShopClient, app_settings, create_user, make_app, page_text
+from elysium.web.staff_session import LAST_SEEN, SECOND_FACTOR_AT, SECOND_FACTOR_USER
+from tests.conftest import (
+    PASSWORD,
+    ShopClient,
+    app_settings,
+    create_user,
+    make_app,
+    page_text,
+    sent_emails,
+)
 from tests.support.orders import pending_chain_order
 from tests.support.staff import (
     STAFF_EMAIL,
@@ -363,3 +372,58 @@ def test_a_session_cookie_marked_for_another_account_is_not_a_staff_session(app)
         session[LAST_SEEN] = utcnow().timestamp()
         session[SECOND_FACTOR_USER] = "999:1"
     assert where_to(client.get("/staff")) == SECOND_FACTOR
+
+
+def _password_hash(app: Flask, email: str) -> str:
+    with app.app_context():
+        found = db.session.scalars(select(User.password_hash).where(User.email == email)).one()
+        db.session.remove()
+        return found
+
+
+@pytest.mark.parametrize("htmx", [False, True], ids=["form", "htmx"])
+def test_a_staff_password_alone_never_changes_the_staff_logins_email_or_password(
+    app: Flask, htmx: bool
+) -> None:
+    """Someone who has a member of staff's password, and not their authenticator, signs in:
+    the back office sends them to the second step. The account's own pages took them: they
+    moved the login's email to their inbox (the link, once opened, ended the owner's
+    sessions) or changed its password. Both now ask for the second step first, and come
+    back to the account's details after it."""
+    _, secret = create_staff(app)
+    intruder = app.test_client()
+    signed_in = intruder.submit("/auth/login", {"email": STAFF_EMAIL, "password": PASSWORD})
+    assert signed_in.status_code == 303
+    before = _password_hash(app, STAFF_EMAIL)
+    asks = {
+        "/account/email": {"email": "intruder@example.net", "current_password": PASSWORD},
+        "/account/password": {"current_password": PASSWORD, "password": "a new long passphrase 9"},
+    }
+    for action, data in asks.items():
+        intruder.get("/account/profile")
+        sent = {"csrf_token": intruder.csrf_token, **data}
+        if htmx:
+            refused = intruder.htmx("POST", action, data=sent)
+            location = refused.headers.get("HX-Redirect", "")
+        else:
+            refused = intruder.post(action, data=sent)
+            location = refused.location or ""
+        assert refused.status_code == (204 if htmx else 303), action
+        assert location.startswith(SECOND_FACTOR), action
+        assert "next=%2Faccount%2Fprofile" in location or "next=/account/profile" in location
+    assert sent_emails(app, "intruder@example.net") == []
+    assert _password_hash(app, STAFF_EMAIL) == before
+    shown = page_text(intruder.get(SECOND_FACTOR))
+    assert "change only in a session that has passed its second step" in shown
+
+    # The owner, past the second step, changes them as any shopper does.
+    owner = app.test_client()
+    sign_in_staff(owner, secret)
+    owner.get("/account/profile")
+    changed = owner.post(
+        "/account/password",
+        data={"csrf_token": owner.csrf_token, **asks["/account/password"]},
+    )
+    assert changed.status_code == 303, page_text(changed)
+    assert changed.location.endswith("/account/profile")
+    assert _password_hash(app, STAFF_EMAIL) != before

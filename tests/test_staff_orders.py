@@ -28,7 +28,7 @@ from elysium.models import (
 )
 from elysium.models.types import utcnow
 from elysium.services import checkout, fulfilment
-from elysium.staff.access import LAST_SEEN
+from elysium.web.staff_session import LAST_SEEN
 from tests.conftest import WEBHOOK_SECRET, ShopClient, create_user, page_text
 from tests.html import Page, elements, field_error, text_of
 from tests.support.checkout import Shop, add_chain, check_out, session_id_from, set_stock

@@ -38,6 +38,7 @@ from elysium.services.addresses import AddressError, Default
 from elysium.services.profiles import ProfileError
 from elysium.web.forms import AddressForm
 from elysium.web.sign_in import sign_in, sign_out
+from elysium.web.staff_session import sign_in_details_guarded
 
 bp = Blueprint("account", __name__, url_prefix="/account")
 
@@ -192,6 +193,7 @@ def update_profile() -> Response:
 
 @bp.post("/email")
 @login_required
+@sign_in_details_guarded
 @limiter.limit(
     "5/hour", key_func=lambda: f"email-change:{current_user.get_id()}", on_breach=_limited
 )
@@ -271,6 +273,7 @@ def _stay_signed_in(user: User) -> None:
 
 @bp.post("/password")
 @login_required
+@sign_in_details_guarded
 @current_password_asked
 def change_password() -> Response:
     user = _user()

@@ -31,14 +31,10 @@ from wtforms.validators import DataRequired, Length
 from elysium.extensions import db
 from elysium.models.users import User
 from elysium.services import second_factor
-from elysium.staff.access import (
-    STAFF_HOME,
-    mark_second_factor_passed,
-    passed_second_factor,
-    second_factor_required,
-)
+from elysium.staff.access import STAFF_HOME, second_factor_required
 from elysium.web.forms import strip
 from elysium.web.sign_in import safe_next
+from elysium.web.staff_session import mark_second_factor_passed, passed_second_factor
 
 bp = Blueprint("security", __name__, url_prefix="/security")
 
