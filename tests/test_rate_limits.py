@@ -645,3 +645,22 @@ def test_when_redis_hangs_the_shop_window_waits_for_it_once(shop_behind_proxy, c
     assert took[0] < 4 * REDIS_TIMEOUT_SECONDS + 0.5
     assert max(took[1:]) < REDIS_TIMEOUT_SECONDS, took
     assert "The cache could not be read" in log.read_text()
+
+
+def test_password_resets_from_one_address_are_limited_to_20_an_hour(client, auth):
+    """Three an hour per account kept each owner from being flooded, but a script could mail
+    every account it knew of, three times an hour each. What was typed stays in the form."""
+    for n in range(20):
+        sent = client.submit("/auth/forgot", {"email": f"someone{n}@example.com"})
+        assert sent.status_code == 303, n
+    limited = client.submit("/auth/forgot", {"email": "one-more@example.com"})
+    assert limited.status_code == 429
+    assert "Please try again in" in page_text(limited)
+    form = Page(limited).one('form[action="/auth/forgot"]')
+    assert form.select_one('input[name="email"]')["value"] == "one-more@example.com"
+    elsewhere = client.post(
+        "/auth/forgot",
+        data={"csrf_token": client.csrf_token, "email": "one-more@example.com"},
+        environ_base={"REMOTE_ADDR": "203.0.113.9"},
+    )
+    assert elsewhere.status_code == 303

@@ -19,6 +19,7 @@ from flask import (
     url_for,
 )
 from flask_limiter import RequestLimit
+from flask_limiter.util import get_remote_address
 from flask_login import current_user, login_required
 
 from elysium.auth.forms import (
@@ -215,7 +216,16 @@ def _confirm_page(form: ConfirmEmailForm, user: User, status: int) -> Response:
     methods=["POST"],
     on_breach=when_limited("auth/forgot.html", ForgotPasswordForm),
 )
+@limiter.limit(
+    "20/hour",
+    key_func=lambda: "reset-from:" + get_remote_address(),
+    methods=["POST"],
+    on_breach=when_limited("auth/forgot.html", ForgotPasswordForm),
+)
 def forgot_password() -> Response:
+    """A reset link to the address typed: three an hour per address (its owner is never
+    flooded), and twenty an hour from one address on the internet, so a script can't mail
+    every account it knows of."""
     form = ForgotPasswordForm()
     if not form.validate_on_submit():
         return _form_page("auth/forgot.html", form, 422 if form.is_submitted() else 200)
