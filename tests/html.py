@@ -117,7 +117,9 @@ def form_fields(source: Source, css: str | None = None) -> dict[str, str]:
             if chosen:
                 fields[name] = str(chosen[-1].get("value", chosen[-1].get_text()))
         elif control.name == "textarea":
-            fields[name] = control.get_text()
+            # A browser drops the one line break that may open a textarea's text.
+            text = control.get_text()
+            fields[name] = text[2:] if text.startswith("\r\n") else text.removeprefix("\n")
         else:
             kind = str(control.get("type", "text")).lower()
             if kind in {"submit", "button", "reset", "image", "file"}:

@@ -20,6 +20,7 @@ from elysium.integrations.stripe_gateway import close_client
 from elysium.models import Cart, CartLine, Order, OrderStatus, Product, User
 from elysium.models.outbox import OutboxEmail
 from elysium.models.types import utcnow
+from elysium.money import format_money
 from elysium.services import cart as carts
 from elysium.services import catalog
 from elysium.services import checkout as checkouts
@@ -29,6 +30,7 @@ from tests.conftest import (
     WEBHOOK_SECRET,
     ShopClient,
     create_user,
+    link_in,
     make_app,
     page_text,
     sent_emails,
@@ -295,6 +297,32 @@ def test_cancel_while_stripe_is_down_still_gives_the_bag_back(shop: Shop, app: F
     assert all_orders(app)[0]["status"] is OrderStatus.CANCELLED
     assert stock(app) == (3, 0)
     assert bags(app) == [(False, [1])]
+
+
+def test_cancel_that_stripe_would_not_close_leaves_the_payment_open_and_says_so(
+    shop: Shop, app: Flask
+) -> None:
+    """Stripe fails to close the payment page but, asked again, says it is still open: the
+    shopper could still pay on it. Before, the shop took that for "paid meanwhile" and sent
+    her to the order's page, the payment neither cancelled nor said to be open."""
+    client = shop.client()
+    add_chain(client)
+    paying = session_id_from(check_out(client).location)
+    shop.fake.fail_next(500, should_retry=False)  # the page's closing, once
+
+    response = cancel_payment(client)
+
+    assert response.location.endswith("/cart")
+    shown = page_text(client.get("/cart"))
+    assert "couldn't reach our payment provider" in shown
+    assert "Payment in progress" in shown
+    assert all_orders(app)[0]["status"] is OrderStatus.PENDING
+    assert (stock(app), bags(app)) == ((3, 1), [(True, [1])])
+    assert shop.fake.session(paying)["status"] == "open"
+
+    cancel_payment(client)  # again, Stripe answering
+    assert all_orders(app)[0]["status"] is OrderStatus.CANCELLED
+    assert (stock(app), bags(app)) == ((3, 0), [(False, [1])])
 
 
 def _checking_out_while_stripe_is_slow(shop: Shop, app: Flask, window: ShopClient):
@@ -592,7 +620,11 @@ def test_signing_in_on_a_shared_browser_takes_neither_the_last_guests_order_nor_
     """Ada bought as a guest on a shared computer; Grace, whose account had no bag, signed in
     after her. The guest bag (emptied by the payment) became Grace's with the order still
     pointing at it: the success page showed Grace Ada's email and address, from any device.
-    And a guest bag frozen for a payment page still open became hers to resume or cancel."""
+    A guest bag frozen for a payment page still open, once Grace's account has a bag, stays
+    the guest's. (One her account can take, having no bag, it takes payment and all: whoever
+    signs in mid-payment is most often the one paying, and at that browser the payment was
+    anyone's to resume or cancel before signing in; see
+    ``test_a_guest_who_signs_in_mid_payment_finds_it_on_their_bag_and_the_pieces_after``.)"""
     with app.app_context():
         create_user("grace@example.com")
         db.session.remove()
@@ -1382,14 +1414,19 @@ def test_a_payment_event_never_waits_while_the_sweeper_asks_stripe(shop: Shop, a
     assert stock(app) == (2, 0)
 
 
-def grace_signed_in(shop: Shop, app: Flask) -> ShopClient:
-    """Grace, who has an account, signed in."""
+def signed_in_as(shop: Shop, app: Flask, email: str) -> ShopClient:
+    """A browser of someone with an account, signed in."""
     with app.app_context():
-        create_user("grace@example.com")
+        create_user(email)
         db.session.remove()
     client = shop.client()
-    client.submit("/auth/login", {"email": "grace@example.com", "password": PASSWORD})
+    client.submit("/auth/login", {"email": email, "password": PASSWORD})
     return client
+
+
+def grace_signed_in(shop: Shop, app: Flask) -> ShopClient:
+    """Grace, who has an account, signed in."""
+    return signed_in_as(shop, app, "grace@example.com")
 
 
 def test_closing_the_account_deletes_its_stripe_customer(shop: Shop, app: Flask) -> None:
@@ -1570,3 +1607,297 @@ def test_a_resume_that_found_no_payment_never_thaws_a_bag_a_new_checkout_just_fr
     assert statuses == [OrderStatus.CANCELLED, OrderStatus.PENDING]
     assert bags(app) == [(True, [1])]  # frozen for the new order
     assert stock(app) == (3, 1)
+
+
+def the_checkout_form(client: ShopClient, **typed: str) -> dict[str, str]:
+    """The checkout page's form as a browser sends it: its own fields (the bag as the page
+    showed it among them), with what the shopper typed."""
+    return {**form_fields(Page(client.get("/checkout")), "#checkout-form"), **DETAILS, **typed}
+
+
+def chain_lead_time(app: Flask, weeks: int) -> None:
+    with app.app_context():
+        product = db.session.scalars(select(Product).where(Product.slug == CHAIN)).one()
+        for row in product.inventory:
+            row.lead_time_weeks = weeks
+        db.session.commit()
+        db.session.remove()
+
+
+def raise_the_chains_price(app: Flask, by: int) -> None:
+    with app.app_context():
+        db.session.execute(
+            text("UPDATE products SET base_price = base_price + :by WHERE slug = :slug"),
+            {"by": by, "slug": CHAIN},
+        )
+        db.session.commit()
+        db.session.remove()
+
+
+@pytest.mark.parametrize(
+    ("meanwhile_", "told"),
+    [
+        ("last_one_sold", "Aurelia Fine Chain is now made to order, to ship in about 6 weeks."),
+        (
+            "price_raised",
+            f"Aurelia Fine Chain is now {format_money(CHAIN_PRICE + 10_000, 'GBP')} "
+            f"(it was {format_money(CHAIN_PRICE, 'GBP')}).",
+        ),
+        ("another_tab_added", "Your bag now holds 2 of Aurelia Fine Chain, not 1."),
+    ],
+    ids=["last_one_sold", "price_raised", "another_tab_added"],
+)
+def test_an_order_is_made_only_of_the_bag_the_checkout_page_showed(
+    shop: Shop, app: Flask, meanwhile_: str, told: str
+) -> None:
+    """Bea reads her checkout page (the chain in stock, the last one, at its price) and types
+    her address. Meanwhile another shopper buys the last one (so hers would be made to order,
+    weeks away), or the price goes up, or her other tab adds a second chain. Before, her
+    submit made the order of the bag as it now was and sent her to pay: nothing on Stripe's
+    page says a piece is made to order. Now she is shown what changed, with what she typed
+    still in the form, and nothing is reserved or ordered until she sends it again."""
+    set_stock(app, 1)
+    chain_lead_time(app, 6)
+    bea = shop.client()
+    add_chain(bea)
+    sent = the_checkout_form(bea, **{"shipping-line1": "7 Bea's Row"})
+    assert "Made to order" not in page_text(bea.get("/checkout"))
+    if meanwhile_ == "last_one_sold":
+        ada = shop.client()
+        add_chain(ada)
+        assert check_out(ada).status_code == 303
+    elif meanwhile_ == "price_raised":
+        raise_the_chains_price(app, 10_000)
+    else:
+        set_stock(app, 2)
+        add_chain(bea)
+
+    before = (stock(app), len(all_orders(app)))
+    refused = bea.post("/checkout", data=sent)
+
+    assert refused.status_code == 409
+    assert told in page_text(refused)
+    assert form_fields(Page(refused), "#checkout-form")["shipping-line1"] == "7 Bea's Row"
+    assert (stock(app), len(all_orders(app))) == before
+    assert bags(app)[0][0] is False  # her bag is hers to change
+
+    # Sent again from the page that told her, it goes to payment, as it now is.
+    again = bea.post("/checkout", data=form_fields(Page(refused), "#checkout-form"))
+    assert again.status_code == 303, page_text(again)
+    assert "/pay/" in again.location
+    assert all_orders(app)[-1]["shipping"]["line1"] == "7 Bea's Row"
+
+
+def test_a_bag_as_shown_that_was_tampered_with_is_shown_again_not_a_500(
+    shop: Shop, app: Flask
+) -> None:
+    client = shop.client()
+    add_chain(client)
+    for tampered in ("x", "1:2", "9" * 30 + ":1:1:s", ";;", "1:1:1:s" * 5000, "²:1:1:s"):
+        sent = {**the_checkout_form(client), "bag_as_shown": tampered}
+        refused = client.post("/checkout", data=sent)
+        assert refused.status_code == 409, tampered
+        assert "While you were checking out, your order changed" in page_text(refused)
+    assert all_orders(app) == []
+    assert check_out(client).status_code == 303  # a form without it is taken as it is
+
+
+def test_other_details_from_a_second_tab_are_never_dropped_for_the_first_tabs_order(
+    shop: Shop, app: Flask
+) -> None:
+    """Two tabs of one browser on the checkout page. The first sends her old flat's address
+    and goes to Stripe. The second, with where she lives now and a gift message, was sent,
+    without a word, to the first tab's payment page: the order she paid shipped to the old
+    flat. Now the second form is shown again as she typed it, beside the payment in
+    progress, and its button cancels that payment and pays with these details instead."""
+    client = shop.client()
+    add_chain(client)
+    second_tab = the_checkout_form(
+        client, **{"shipping-line1": "9 New House Road", "gift_message": "Happy birthday"}
+    )
+    first = check_out(client, **{"shipping-line1": "1 Old Flat Lane"})
+    first_page = session_id_from(first.location)
+
+    refused = client.post("/checkout", data=second_tab)
+    assert refused.status_code == 409
+    shown = Page(refused)
+    assert "already being paid for in another window" in page_text(refused)
+    assert shown.select("#payment-in-progress")
+    kept = form_fields(shown, "#checkout-form")
+    assert (kept["shipping-line1"], kept["gift_message"]) == ("9 New House Road", "Happy birthday")
+    [order] = all_orders(app)
+    assert order["shipping"]["line1"] == "1 Old Flat Lane"
+    assert stock(app) == (3, 1)
+
+    # The same details again (a double click) still go back to the page already open.
+    same = client.post(
+        "/checkout", data={**second_tab, "shipping-line1": "1 Old Flat Lane", "gift_message": ""}
+    )
+    assert (same.status_code, same.location) == (303, first.location)
+
+    replaced = client.post("/checkout", data={**kept, "replace": "y"})
+    assert replaced.status_code == 303, page_text(replaced)
+    assert replaced.location != first.location
+    old, new = all_orders(app)
+    assert old["status"] is OrderStatus.CANCELLED
+    assert shop.fake.session(first_page)["status"] == "expired"  # nobody can pay it now
+    assert new["status"] is OrderStatus.PENDING
+    assert new["shipping"]["line1"] == "9 New House Road"
+    assert stock(app) == (3, 1)
+    with app.app_context():
+        assert db.session.scalars(select(Order.gift_message)).all()[-1] == "Happy birthday"
+        db.session.remove()
+
+
+def test_the_second_tabs_details_after_the_first_tab_paid_never_touch_the_paid_order(
+    shop: Shop, app: Flask
+) -> None:
+    client = shop.client()
+    add_chain(client)
+    second_tab = the_checkout_form(client, **{"shipping-line1": "9 New House Road"})
+    first = check_out(client)
+    refused = client.post("/checkout", data=second_tab)
+    assert refused.status_code == 409
+    shop.fake.pay(session_id_from(first.location))
+
+    kept = form_fields(Page(refused), "#checkout-form")
+    too_late = client.post("/checkout", data={**kept, "replace": "y"})
+    assert too_late.status_code == 303  # the bag was emptied by the payment: nothing to pay
+    assert too_late.location.endswith("/cart")
+    [order] = all_orders(app)
+    assert order["status"] is OrderStatus.PAID
+    assert order["shipping"]["line1"] == ADDRESS["shipping-line1"]
+
+
+def accounts_bag_on_another_device(shop: Shop, app: Flask) -> None:
+    """Ada's account, with the chain in its bag from her other device."""
+    add_chain(signed_in_as(shop, app, "ada@example.com"))
+
+
+def test_a_guest_checkout_meeting_its_bag_merged_by_a_sign_in_in_another_tab_goes_to_the_bag(
+    shop: Shop, app: Flask
+) -> None:
+    """A guest presses "Continue to secure payment" as, in another tab, she signs in to an
+    account that has a bag: the sign-in merges the guest bag into it. The checkout then
+    found no bag to pay for, and answered 500."""
+    accounts_bag_on_another_device(shop, app)
+    tab = shop.client()
+    add_chain(tab)
+    sent = the_checkout_form(tab)
+    login_tab = shop.client()
+    for cookie in ("elysium_bag",):
+        login_tab.set_cookie(cookie, tab.get_cookie(cookie).value)
+
+    def sign_in() -> None:
+        login_tab.submit("/auth/login", {"email": "ada@example.com", "password": PASSWORD})
+
+    with meanwhile(shop.app, "UPDATE carts SET", lambda: in_another_window(sign_in)) as ran:
+        answer = tab.post("/checkout", data=sent)
+
+    assert ran
+    assert answer.status_code == 303
+    assert answer.location.endswith("/cart")
+    assert "Your bag changed as you continued to payment" in page_text(tab.get("/cart"))
+    assert all_orders(app) == []
+    assert bags(app) == [(False, [2])]
+
+
+def _move_email(client: ShopClient, app: Flask, new: str) -> None:
+    """The account moves to ``new`` through the link sent there."""
+    asked = client.submit(
+        "/account/profile", {"email": new, "current_password": PASSWORD}, action="/account/email"
+    )
+    assert asked.status_code == 303, page_text(asked)
+    link = link_in(sent_emails(app, new)[-1], "/account/email/confirm/")
+    client.get(link)
+    assert client.post(link, data={"csrf_token": client.csrf_token}).status_code == 303
+
+
+@pytest.mark.parametrize("at_stripe", ["kept", "deleted", "down_once"])
+def test_after_the_accounts_email_changes_stripe_is_given_the_new_one(
+    shop: Shop, app: Flask, at_stripe: str
+) -> None:
+    """Grace's Stripe customer was made with her first address. She moves her account to a
+    new one (the old may be a mailbox she has lost). Before, every later payment page was
+    prefilled with the old address, and Stripe's receipts went there."""
+    client = grace_signed_in(shop, app)
+    add_chain(client)
+    first = session_id_from(check_out(client, email="grace@example.com").location)
+    customer = shop.fake.session(first)["customer"]
+    client.submit("/cart", {}, action="/checkout/cancel")
+    _move_email(client, app, "grace@new.example")
+    if at_stripe == "deleted":
+        with shop.app.app_context():
+            stripe_gateway.delete_customer(customer)
+    if at_stripe == "down_once":
+        shop.fake.fail_next(500, count=3)
+        refused = check_out(client, email="grace@new.example")
+        assert refused.status_code == 503
+        assert "couldn't reach our payment provider" in page_text(refused)
+        assert bags(app) == [(False, [1])]
+
+    paying = check_out(client, email="grace@new.example")
+
+    assert paying.status_code == 303, page_text(paying)
+    now = shop.fake.session(session_id_from(paying.location))["customer"]
+    assert shop.fake.customer(now)["email"] == "grace@new.example"
+    assert (now == customer) is (at_stripe != "deleted")
+    with app.app_context():
+        kept = db.session.scalars(select(User.stripe_customer_email)).one()
+        db.session.remove()
+    assert kept == "grace@new.example"
+
+
+def test_a_guest_who_signs_in_mid_payment_finds_it_on_their_bag_and_the_pieces_after(
+    shop: Shop, app: Flask
+) -> None:
+    """A guest goes to Stripe, comes back and signs in to her account (which has no bag).
+    The bag being paid for stayed the guest's, out of sight: signed in, she could neither
+    resume nor cancel ("There is no payment in progress") while the chain stayed reserved,
+    and when the page lapsed the email said the chain was back in her bag, which was empty.
+    Now the account takes the bag as it is, payment and all."""
+    with app.app_context():
+        create_user("ada@example.com")
+        db.session.remove()
+    client = shop.client()
+    add_chain(client)
+    first = session_id_from(check_out(client).location)
+    client.get("/cart")  # back from Stripe's page
+    signed = client.submit("/auth/login", {"email": "ada@example.com", "password": PASSWORD})
+    assert signed.status_code == 303
+
+    bag = page_text(client.get("/cart"))
+    assert "Payment in progress" in bag
+    resumed = client.post("/checkout/resume", data={"csrf_token": client.csrf_token})
+    assert session_id_from(resumed.location) == first
+    shop.fake.expire(first)
+
+    told = [e for e in sent_emails(app, "ada@example.com") if "back in your bag" in e.body_text]
+    assert len(told) == 1
+    assert bag_count(client.get("/cart")) == 1
+    assert "Payment in progress" not in page_text(client.get("/cart"))
+    assert stock(app) == (3, 0)
+    # Her other device sees the same bag.
+    phone = shop.client()
+    phone.submit("/auth/login", {"email": "ada@example.com", "password": PASSWORD})
+    assert bag_count(phone.get("/cart")) == 1
+
+
+def test_a_guest_who_signs_in_mid_payment_to_an_account_with_a_bag_can_cancel_it(
+    shop: Shop, app: Flask
+) -> None:
+    accounts_bag_on_another_device(shop, app)
+    client = shop.client()
+    add_chain(client)
+    check_out(client)
+    signed = client.submit("/auth/login", {"email": "ada@example.com", "password": PASSWORD})
+    assert signed.status_code == 303
+    told = page_text(client.get(signed.location))
+    assert "stays with this browser until that payment ends: sign out to resume or" in told
+
+    client.post("/auth/logout", data={"csrf_token": client.csrf_token})
+    assert "Payment in progress" in page_text(client.get("/cart"))
+    client.post("/checkout/cancel", data={"csrf_token": client.csrf_token})
+    assert stock(app) == (3, 0)
+    client.submit("/auth/login", {"email": "ada@example.com", "password": PASSWORD})
+    assert bag_count(client.get("/cart")) == 2

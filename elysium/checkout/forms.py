@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, EmailField, SelectField, TextAreaField
+from wtforms import BooleanField, EmailField, HiddenField, SelectField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Length
 
@@ -27,6 +27,11 @@ class CheckoutForm(FlaskForm):
         filters=[strip],
         description=f"Handwritten on a card in the box; up to {GIFT_MESSAGE_MAX} characters.",
     )
+    # The bag as the page showed it (``services.checkout.bag_as_shown``): what the shopper saw
+    # is what they pay for, or they are told what changed.
+    bag_as_shown = HiddenField()
+    # Sent by the button offered when the bag is already being paid for with other details.
+    replace = BooleanField()
 
 
 def address_form(prefix: str, **kwargs) -> AddressForm:

@@ -48,6 +48,14 @@ CANCELLED = "Payment cancelled — your bag is just as you left it."
 RELEASED = "Your payment page had expired, so your bag is yours to change again."
 NOTHING_TO_CANCEL = "There is no payment in progress."
 UNREACHABLE = "We couldn't reach our payment provider — please try again in a moment."
+BAG_MOVED = "Your bag changed as you continued to payment: please look over it."
+OTHER_DETAILS = (
+    "Your bag is already being paid for in another window (order {number}), with other "
+    "details than these, which have not been used. To pay with the details below instead, "
+    "choose “Cancel that payment and use these details”."
+)
+
+Forms = tuple[CheckoutForm, AddressForm, AddressForm]
 
 personal_pages(bp)
 
@@ -58,7 +66,7 @@ def _saved_addresses() -> list:
     return addresses.addresses_of(db.session, current_user)
 
 
-def _forms() -> tuple[CheckoutForm, AddressForm, AddressForm]:
+def _forms() -> Forms:
     form = CheckoutForm()
     saved = _saved_addresses()
     form.shipping_choice.choices = [
@@ -114,7 +122,7 @@ def _shipping_snapshot(form: CheckoutForm, shipping: AddressForm) -> dict[str, s
         return None
 
 
-def _details(forms: tuple[CheckoutForm, AddressForm, AddressForm]):
+def _details(forms: Forms) -> checkouts.CheckoutDetails | None:
     """The checkout details if every field is valid (errors are attached to the forms)."""
     form, shipping_form, billing_form = forms
     valid = form.validate()
@@ -132,7 +140,7 @@ def _details(forms: tuple[CheckoutForm, AddressForm, AddressForm]):
 
 
 def _page(
-    forms: tuple[CheckoutForm, AddressForm, AddressForm],
+    forms: Forms,
     status: int = 200,
     *,
     problem: str | None = None,
@@ -141,6 +149,7 @@ def _page(
     cart = current_cart()
     view = carts.view(db.session, cart)
     form, shipping, billing = forms
+    form.bag_as_shown.data = checkouts.bag_as_shown(view)
     html = render_template(
         "checkout/_checkout.html" if is_htmx() else "checkout/show.html",
         cart=view,
@@ -154,6 +163,8 @@ def _page(
         saved_addresses=_saved_addresses(),
         payments_configured=stripe_gateway.payments_configured(),
         problem=problem,
+        # The form as it was sent, beside the payment already in progress: to replace it.
+        replacing=view.frozen and request.method == "POST",
     )
     return make_response(html, status)
 
@@ -204,18 +215,42 @@ def _resume(cart) -> Response:
     return _back_to_cart(RELEASED)
 
 
+def _already_paying(forms: Forms, details: checkouts.CheckoutDetails | None) -> Response:
+    """The bag is already being paid for (a second submit, or another tab): back to that
+    payment page, unless this form asks for other details than its order's, or can't be
+    read. Then the form is shown again as it was sent, beside the payment in progress, to
+    replace that payment (``replace``) or go back to it."""
+    cart = current_cart()
+    if cart is None:
+        # The bag went meanwhile (signing in, in another tab, put it in the account's).
+        return _back_to_cart(BAG_MOVED)
+    pending = checkouts.pending_order_for_cart(db.session, cart)
+    if details is None:
+        return _page(forms, 422, problem="Please correct the details marked below.")
+    if pending is not None and checkouts.other_details_than(pending, details):
+        return _page(forms, 409, problem=OTHER_DETAILS.format(number=pending.number))
+    return _resume(cart)
+
+
 @bp.post("")
 def start() -> Response:
     cart = current_cart()
     if cart is None or not cart.lines:
         return _leave_for(url_for("cart.show"))
-    if cart.frozen_at is not None:
-        # A second submit (or another tab): back to the payment page already open.
-        return _resume(cart)
     forms = _forms()
     if not stripe_gateway.payments_configured():
         return _page(forms, 503, problem="Payments are not configured.")
     details = _details(forms)
+    if cart.frozen_at is not None and details is not None and forms[0].replace.data:
+        cancellation = checkouts.cancel_payment(db.session, cart)
+        db.session.commit()
+        if cancellation.outcome is checkouts.Cancelled.TOO_LATE:
+            return _to_order(cancellation.order)
+        if cancellation.outcome is checkouts.Cancelled.NOT_NOW:
+            return _page(forms, 503, problem=UNREACHABLE)
+        db.session.refresh(cart)
+    if cart.frozen_at is not None:
+        return _already_paying(forms, details)
     if details is None:
         return _page(forms, 422, problem="Please correct the details marked below.")
     try:
@@ -224,6 +259,7 @@ def start() -> Response:
             cart,
             details,
             expiry_minutes=current_app.config["CHECKOUT_EXPIRY_MINUTES"],
+            as_shown=forms[0].bag_as_shown.data or None,
         )
         db.session.commit()
     except checkouts.CheckoutError as error:
@@ -232,7 +268,7 @@ def start() -> Response:
         return _page(forms, 409, problem=error.message)
     except carts.FrozenCartError:
         db.session.rollback()
-        return _resume(current_cart())
+        return _already_paying(forms, details)
     try:
         url = checkouts.begin_payment(db.session, order, _return_urls())
     except checkouts.PaymentUnavailableError as error:
@@ -262,6 +298,8 @@ def cancel() -> Response:
         return _to_order(cancellation.order)
     if cancellation.outcome is checkouts.Cancelled.NOTHING:
         return _back_to_cart(NOTHING_TO_CANCEL)
+    if cancellation.outcome is checkouts.Cancelled.NOT_NOW:
+        return _back_to_cart(UNREACHABLE)
     return _back_to_cart(CANCELLED)
 
 

@@ -173,6 +173,20 @@ class UnknownCustomerError(PaymentProviderError):
     """Stripe has no such customer (deleted in its dashboard, or made under other keys)."""
 
 
+def update_customer_email(customer_id: str, email: str) -> None:
+    """Tell Stripe a customer's new email address (its payment page prefills it, its
+    receipts go to it). Raises :class:`UnknownCustomerError` when Stripe has no such
+    customer."""
+    try:
+        _client().v1.customers.update(customer_id, {"email": email})
+    except stripe.InvalidRequestError as error:
+        if error.code == "resource_missing":
+            raise UnknownCustomerError(str(error)) from error
+        raise PaymentProviderError(str(error)) from error
+    except stripe.StripeError as error:
+        raise PaymentProviderError(str(error)) from error
+
+
 def create_checkout_session(request: CheckoutRequest) -> tuple[str, str]:
     """A hosted Checkout Session; returns its id and the URL to send the shopper to.
 

@@ -35,7 +35,9 @@ class User(UserMixin, db.Model):
     for accounts that only ever signed in with an OAuth provider. ``password_reset_nonce``
     names the one password-reset link that may still be used, ``email_change_nonce`` the one
     link to a new email address. ``stripe_customer_id`` is the
-    Stripe Customer made at the account's first checkout, so Stripe prefills its details.
+    Stripe Customer made at the account's first checkout, so Stripe prefills its details;
+    ``stripe_customer_email`` the address Stripe was last given for it (after the account's
+    email changes, the next checkout tells Stripe the new one).
     Staff have a second factor: a TOTP key (``totp_*``; the last time step accepted, so a code
     is never accepted twice), recovery codes, and a lock after repeated wrong codes.
     """
@@ -56,6 +58,7 @@ class User(UserMixin, db.Model):
     password_reset_nonce: Mapped[str | None] = mapped_column(String(64))
     email_change_nonce: Mapped[str | None] = mapped_column(String(64))
     stripe_customer_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    stripe_customer_email: Mapped[str | None] = mapped_column(String(320))
     totp_secret: Mapped[str | None] = mapped_column(String(64))
     totp_enrolled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     totp_last_step: Mapped[int | None] = mapped_column(BigInteger)

@@ -218,13 +218,20 @@ def commit_stock(session: AnySession, order: Order) -> None:
 
 
 def start_checkout(
-    session: AnySession, cart: Cart | None, details: CheckoutDetails, *, expiry_minutes: int
+    session: AnySession,
+    cart: Cart | None,
+    details: CheckoutDetails,
+    *,
+    expiry_minutes: int,
+    as_shown: str | None = None,
 ) -> Order:
     """Create the PENDING order for this cart, reserve its stock and freeze the cart.
 
     The order carries its expiry from this moment, so whatever happens next, the sweeper can
-    release it. Raises :class:`CheckoutError` (empty cart, or lines that need the shopper's
-    attention, named), :class:`carts.FrozenCartError` (already being paid for) or
+    release it. ``as_shown`` is the bag as the shopper's checkout page showed it
+    (:func:`bag_as_shown`): the order is only made of that. Raises :class:`CheckoutError`
+    (empty cart, lines that need the shopper's attention, or a bag that changed since the
+    page was shown, named), :class:`carts.FrozenCartError` (already being paid for) or
     :class:`SoldOutDuringCheckoutError` (the caller rolls back).
     """
     if cart is None:
@@ -239,6 +246,11 @@ def start_checkout(
         raise CheckoutError(EMPTY)
     if view.checkout_blocked:
         raise CheckoutError(" ".join(view.problems))
+    if as_shown is not None and (changes := changes_since_shown(view, as_shown)):
+        raise CheckoutError(
+            f"While you were checking out, your order changed. {' '.join(changes)} Please "
+            "look over it, then continue."
+        )
     amounts = totals(view)
     if problem := _not_payable_online(view, amounts):
         raise CheckoutError(problem)
@@ -272,6 +284,84 @@ def start_checkout(
     )
     _reserve(session, order)
     return order
+
+
+# ``bag_as_shown``: lines apart, a line's parts apart; what a made-to-order line's part says
+# before its lead time, and an in-stock line's.
+SHOWN_LINES, SHOWN_PARTS, SHOWN_MADE, SHOWN_IN_STOCK = ";", ":", "m", "s"
+SHOWN_MAX_CHARACTERS = 20_000
+
+
+def _made_as_shown(item: carts.CartItem) -> str:
+    if not item.made_to_order:
+        return SHOWN_IN_STOCK
+    return f"{SHOWN_MADE}{item.availability.lead_time_weeks or ''}"
+
+
+def bag_as_shown(view: carts.CartView) -> str:
+    """The bag as the checkout page shows it, for its form to send back: each line's id,
+    quantity and unit price, and whether it is made to order (with its lead time). Nothing
+    in it is trusted: the order is always made from the bag as it is, and this only tells
+    whether the shopper saw that bag (:func:`changes_since_shown`)."""
+    return SHOWN_LINES.join(
+        SHOWN_PARTS.join(
+            (str(item.line.id), str(item.line.quantity), str(item.unit_price), _made_as_shown(item))
+        )
+        for item in view.items
+    )
+
+
+def _read_shown(shown: str) -> dict[int, tuple[int, int, str]] | None:
+    """``bag_as_shown``'s text as line id → (quantity, unit price, made); None when it is not
+    such a text (tampered with, or cut short)."""
+    if len(shown) > SHOWN_MAX_CHARACTERS:
+        return None
+    lines: dict[int, tuple[int, int, str]] = {}
+    for part in filter(None, shown.split(SHOWN_LINES)):
+        parts = part.split(SHOWN_PARTS)
+        numbers = parts[:3]
+        if len(parts) != 4 or not parts[3] or not all(n.isascii() and n.isdigit() for n in numbers):
+            return None
+        line_id, quantity, price = map(int, numbers)
+        lines[line_id] = (quantity, price, parts[3])
+    return lines
+
+
+def changes_since_shown(view: carts.CartView, shown: str) -> list[str]:
+    """What the shopper would pay for, or wait for, that the checkout page they sent did not
+    show (another tab changed the bag, staff changed a price, the last piece in stock was
+    sold so a line is now made to order): each change in a sentence; none when the page
+    showed the bag as it is. A line that came into stock meanwhile is good news, and asks
+    nothing of the shopper."""
+    seen = _read_shown(shown)
+    if seen is None:
+        return ["Your bag is not as the page you sent showed it."]
+    changes = []
+    for item in view.items:
+        name, money = item.product.name, format_money(item.unit_price, view.currency)
+        was = seen.pop(item.line.id, None)
+        if was is None:
+            changes.append(f"{name} ({money}) has been added to your bag.")
+            continue
+        quantity, price, made = was
+        if item.line.quantity != quantity:
+            changes.append(f"Your bag now holds {item.line.quantity} of {name}, not {quantity}.")
+        if item.unit_price != price:
+            before = format_money(price, view.currency)
+            changes.append(f"{name} is now {money} (it was {before}).")
+        if item.made_to_order and _made_as_shown(item) != made:
+            weeks = item.availability.lead_time_weeks
+            changes.append(
+                f"{name} is now made to order"
+                + (f", to ship in about {weeks} weeks." if weeks else ".")
+            )
+    if seen:
+        changes.append(
+            "A piece you saw is no longer in your bag."
+            if len(seen) == 1
+            else f"{len(seen)} pieces you saw are no longer in your bag."
+        )
+    return changes
 
 
 def _not_payable_online(view: carts.CartView, amounts: Totals) -> str | None:
@@ -364,6 +454,10 @@ def _stripe_customer(
     if user is None:
         return None, None
     if user.stripe_customer_id and user.stripe_customer_id != replacing:
+        if user.stripe_customer_email != user.email:
+            # The account's email changed since Stripe was given it: Stripe's page would
+            # prefill the old one, and its receipts go there.
+            stripe_gateway.update_customer_email(user.stripe_customer_id, user.email)
         return user, user.stripe_customer_id
     name = user.display_name if user.display_name != user.email else ""
     key = f"customer-user-{user.id}" + (f"-replacing-{replacing}" if replacing else "")
@@ -373,6 +467,12 @@ def _stripe_customer(
     return user, customer_id
 
 
+def _keep_customer(user: User | None, customer_id: str | None) -> None:
+    """The account's Stripe customer, and the address Stripe now holds for it."""
+    if user is not None:
+        user.stripe_customer_id, user.stripe_customer_email = customer_id, user.email
+
+
 def _payment_page(
     session: AnySession, request: stripe_gateway.CheckoutRequest, user_id: int | None
 ) -> tuple[User | None, str | None, str, str]:
@@ -380,20 +480,20 @@ def _payment_page(
     account as soon as Stripe has made it). A customer Stripe no longer has is replaced once,
     and the page asked again under a key of its own (Stripe keeps the refusal under the
     first). Returns the account, its customer, the page's id and URL."""
-    user, customer_id = _stripe_customer(session, user_id)
-    if user is not None:
-        user.stripe_customer_id = customer_id
     try:
+        user, customer_id = _stripe_customer(session, user_id)
+        _keep_customer(user, customer_id)
         page = stripe_gateway.create_checkout_session(replace(request, customer_id=customer_id))
     except stripe_gateway.UnknownCustomerError:
+        user = session.get(User, user_id) if user_id is not None else None
+        customer_id = user.stripe_customer_id if user is not None else None
         if user is None or customer_id is None:
             raise
         logger.warning(
             "Stripe has no customer %s of account %s: a new one is made", customer_id, user.id
         )
         user, customer_id = _stripe_customer(session, user_id, replacing=customer_id)
-        assert user is not None
-        user.stripe_customer_id = customer_id
+        _keep_customer(user, customer_id)
         page = stripe_gateway.create_checkout_session(
             replace(
                 request,
@@ -469,8 +569,7 @@ def begin_payment(
     # with it), then write that customer again.
     session.rollback()
     closed = close_payment_page(checkout_session_id)
-    if user is not None:
-        user.stripe_customer_id = customer_id
+    _keep_customer(user, customer_id)
     ended = lock_order(session, order_id)
     if ended is not None:
         if ended.stripe_checkout_session_id is None:
@@ -820,6 +919,18 @@ def order_for_payment_session(session: AnySession, checkout_session_id: str) -> 
     )
 
 
+def other_details_than(order: Order, details: CheckoutDetails) -> bool:
+    """Whether the checkout form sent again (a second tab) asks for other details than the
+    order already being paid for: that order must not be paid thinking it goes where the
+    second form said."""
+    return (order.email, order.shipping_address, order.billing_address, order.gift_message) != (
+        details.email,
+        dict(details.shipping),
+        dict(details.billing),
+        details.gift_message,
+    )
+
+
 def pending_order_for_cart(session: AnySession, cart: Cart) -> Order | None:
     """The unpaid order a frozen cart is waiting on, if any."""
     return session.scalar(
@@ -923,6 +1034,8 @@ class Cancelled(enum.StrEnum):
     CANCELLED = "cancelled"
     TOO_LATE = "too_late"  # the payment went through first: show the order instead
     NOTHING = "nothing"  # no payment in progress
+    # Stripe would not close the page, which it says is still open: nothing changed.
+    NOT_NOW = "not_now"
 
 
 @dataclass(frozen=True)
@@ -970,6 +1083,10 @@ def cancel_payment(session: AnySession, cart: Cart) -> Cancellation:
         return Cancellation(Cancelled.CANCELLED, order)
     if settled is Settled.SKIPPED and order.status is OrderStatus.CANCELLED:
         return Cancellation(Cancelled.CANCELLED, order)
+    if settled is Settled.OPEN:
+        # Closing it failed, and Stripe says the shopper can still pay on it: the order and
+        # its reservation stay, rather than sell the pieces again under a live page.
+        return Cancellation(Cancelled.NOT_NOW, order)
     return Cancellation(Cancelled.TOO_LATE, order)
 
 

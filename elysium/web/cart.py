@@ -133,6 +133,13 @@ def current_cart(*, create: bool = False, with_lines: bool = False) -> Cart | No
     return cart
 
 
+PAID_FOR_AS_A_GUEST = (
+    "The bag you began paying for before signing in stays with this browser until that "
+    "payment ends: sign out to resume or cancel it. If it ends unpaid, its pieces join your "
+    "bag the next time you sign in here."
+)
+
+
 def merge_guest_cart(user: User) -> None:
     """On sign-in: the guest cart joins the account's (or becomes it); the cookie goes.
 
@@ -157,9 +164,10 @@ def merge_guest_cart(user: User) -> None:
     try:
         report = committed_with_retry(merge)
     except carts.CartError as error:
+        # The account has a bag, and this browser's is being paid for: it stays the guest's.
         db.session.rollback()
         g.clear_cart_cookie = False
-        flash(error.message)
+        flash(PAID_FOR_AS_A_GUEST if isinstance(error, carts.FrozenCartError) else error.message)
         return
     if report is None:
         return

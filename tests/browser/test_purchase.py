@@ -9,7 +9,7 @@ from playwright.sync_api import expect
 from sqlalchemy import select
 
 from elysium.extensions import db
-from elysium.models import Product
+from elysium.models import Order, Product
 from tests.conftest import PASSWORD, AuthActions
 
 
@@ -137,5 +137,53 @@ def test_leave_the_payment_page_then_cancel_and_find_the_bag_as_it_was(
         expect(page.locator(".bag-line__summary").nth(1)).to_contain_text("Always")
         expect(page.locator("#bag").get_by_role("link", name="Checkout")).to_be_visible()
         assert _chain_stock(shop) == (1, 0)
+    finally:
+        context.close()
+
+
+def _fill_checkout(page, line1: str) -> None:
+    page.goto("/checkout")
+    page.get_by_label("Email").fill("ada@example.com")
+    page.get_by_label("Full name").first.fill("Ada Lovelace")
+    page.get_by_label("Address line 1").first.fill(line1)
+    page.get_by_label("Town or city").first.fill("London")
+    page.get_by_label("Postcode").first.fill("W1J 0DA")
+
+
+def test_a_second_tab_with_other_details_replaces_the_payment_only_when_asked(
+    browser, javascript, shop_with_payments, catalogue
+):
+    """Two tabs on the checkout page: the first goes to pay; the second, with another address,
+    is told so, keeps what was typed, and its button pays with that address instead."""
+    shop, base_url = shop_with_payments
+    _chain_stock(shop, level=1)
+    context = browser.new_context(java_script_enabled=javascript, base_url=base_url)
+    context.set_default_timeout(10_000)
+    first, second = context.new_page(), context.new_page()
+    try:
+        first.goto("/shop/aurelia-fine-chain")
+        first.locator("label.choice", has_text="18k rose gold").click()
+        first.get_by_role("button", name="Add to bag").click()
+        expect(first.locator("#bag-count")).to_contain_text("1")
+        _fill_checkout(first, "1 Old Flat Lane")
+        _fill_checkout(second, "9 New House Road")
+        first.get_by_role("button", name=re.compile("secure payment", re.I)).click()
+        expect(first.get_by_text("SIMULATED CHECKOUT")).to_be_visible()
+
+        second.get_by_role("button", name=re.compile("secure payment", re.I)).click()
+        expect(second.get_by_text("already being paid for in another window")).to_be_visible()
+        expect(second.get_by_role("heading", name="Payment in progress")).to_be_visible()
+        expect(second.get_by_label("Address line 1").first).to_have_value("9 New House Road")
+        second.get_by_role("button", name="Cancel that payment and use these details").click()
+        expect(second.get_by_text("SIMULATED CHECKOUT")).to_be_visible()
+
+        with shop.app_context():
+            placed = [
+                (order.status.value, order.shipping_address["line1"])
+                for order in db.session.scalars(select(Order).order_by(Order.id))
+            ]
+            db.session.remove()
+        assert placed == [("cancelled", "1 Old Flat Lane"), ("pending", "9 New House Road")]
+        assert _chain_stock(shop) == (1, 1)
     finally:
         context.close()
