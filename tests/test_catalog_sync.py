@@ -17,7 +17,7 @@ from sqlalchemy import func, select, update
 from elysium.extensions import db
 from elysium.models import Inventory, Order, OrderLine, Product
 from elysium.models.catalog import CatalogVersion, Collection
-from elysium.services import catalog_sync
+from elysium.services import catalog_changes, catalog_sync
 from elysium.services.seeding import load_demo_catalogue
 from tests.conftest import page_text
 from tests.html import elements, text_of
@@ -627,3 +627,126 @@ def test_a_piece_made_again_in_the_studio_under_the_same_slug_reaches_the_shop(a
         retired = db.session.scalar(select(Product).where(Product.external_id == old["_id"]))
         assert (retired.slug, retired.published) == (f"{old['slug']}-retired-{retired.id}", False)
         db.session.remove()
+
+
+def published(app, doc_id: str) -> bool:
+    with app.app_context():
+        found = db.session.scalar(select(Product.published).where(Product.external_id == doc_id))
+        db.session.remove()
+        return found
+
+
+def test_a_deletion_whose_answer_comes_late_never_hides_a_piece_made_again(app, documents):
+    """The studio deletes a piece and restores it a moment later: two webhooks, two workers.
+    The first asks Sanity about the deletion and hears "gone"; as its answer comes, the second
+    writes the restored piece, on sale. The first then hid it, and the hourly sync, finding
+    that very edit written ("unchanged"), never put it back: hidden until the next edit."""
+    collections, products = documents
+    page = [stamped(doc, EDITED) for doc in products]
+    sync(app, collections, page)
+    target = page[2]
+    restored = stamped(target, EDITED_LATER)
+
+    def gone_while_restored(doc_id: str) -> None:
+        written_elsewhere(app, restored)
+        return None  # what Sanity answered this worker: deleted
+
+    with app.app_context():
+        catalog_changes.record_change(db.session, target["_id"], deleted=True)
+        db.session.commit()
+        [change] = catalog_changes.due_changes(db.session, document_id=target["_id"])
+        assert (
+            catalog_changes.apply_change(
+                db.session, change, fetch=gone_while_restored, currency="GBP"
+            )
+            == "unchanged"  # written meanwhile: the later write knows better
+        )
+        db.session.remove()
+    assert published(app, target["_id"]) is True
+
+
+def test_a_piece_hidden_although_its_listed_edit_is_on_sale_is_shown_by_the_next_sync(
+    app, documents
+):
+    """Whatever hid it (a deletion's late answer, a hand in the database), a piece Sanity lists
+    on sale, at the edit the shop holds, is put back on sale by the hourly sync."""
+    collections, products = documents
+    page = [stamped(doc, EDITED) for doc in products]
+    sync(app, collections, page)
+    target = page[2]
+    with app.app_context():
+        catalog_sync.unpublish(db.session, target["_id"])
+        db.session.remove()
+
+    report = next_hours_sync(app, collections, page)
+
+    assert published(app, target["_id"]) is True
+    assert report.updated == 1
+
+
+def test_the_end_of_a_sync_never_hides_a_piece_the_webhook_wrote_after_the_listing_was_read(
+    app, documents
+):
+    """The sync's end reads which pieces its listing missed, then hides them one by one: a
+    piece the webhook writes back on sale between the two was hidden anyway."""
+    from tests.support.meanwhile import meanwhile
+
+    collections, products = documents
+    page = [stamped(doc, EDITED) for doc in products]
+    sync(app, collections, page)
+    target = page[4]
+    listing = [doc for doc in page if doc is not target]  # deleted, as far as this listing knew
+
+    restored = stamped(target, EDITED_LATER)
+    an_hour_later = time_machine.travel(datetime.now(UTC) + timedelta(hours=1), tick=True)
+    webhook = meanwhile(
+        app, "UPDATE products SET published", lambda: written_elsewhere(app, restored)
+    )
+    with an_hour_later, webhook as ran:
+        sync(app, collections, listing)
+
+    assert ran
+    assert published(app, target["_id"]) is True
+
+
+def test_a_piece_moved_into_a_collection_whose_change_comes_after_it_is_applied_once_it_has(
+    app, documents
+):
+    """In the studio a piece moves into a collection made a moment before, at a new price.
+    Its change, applied first, named a collection the shop didn't have yet: it was "skipped"
+    and forgotten as if malformed, and the shop sold the piece at the old price until the
+    hourly sync. It is now tried again, as after an outage."""
+    collections, products = documents
+    sync(app, collections, [stamped(doc, EDITED) for doc in products])
+    target = products[1]
+    winter = stamped(
+        {**collections[0], "_id": "collection-winter", "slug": "winter", "title": "Winter"},
+        EDITED_LATER,
+    )
+    moved = stamped(
+        {**target, "collection": "winter", "basePrice": target["basePrice"] + 50000},
+        EDITED_LATER,
+    )
+    in_sanity = {winter["_id"]: winter, moved["_id"]: moved}
+
+    def fetch(doc_id: str) -> dict | None:
+        return copy.deepcopy(in_sanity.get(doc_id))
+
+    with app.app_context():
+        outcomes = []
+        for doc_id in (moved["_id"], winter["_id"]):  # the piece's change first
+            catalog_changes.record_change(db.session, doc_id, deleted=False)
+            db.session.commit()
+            for change in catalog_changes.due_changes(db.session, document_id=doc_id):
+                outcomes.append(
+                    catalog_changes.apply_change(db.session, change, fetch=fetch, currency="GBP")
+                )
+        assert outcomes == ["failed", "created"]
+        catalog_changes.apply_due(
+            db.session, fetch=fetch, currency="GBP", now=catalog_changes.EVERYTHING
+        )
+        price = db.session.scalar(
+            select(Product.base_price).where(Product.external_id == target["_id"])
+        )
+        db.session.remove()
+    assert price == moved["basePrice"]

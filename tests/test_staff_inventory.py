@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from elysium.extensions import db
 from elysium.models import (
     Inventory,
+    Order,
     OutboxEmail,
     Product,
     StockMovement,
@@ -318,6 +319,66 @@ def test_lowering_the_count_to_the_threshold_emails_staff(app, staff):
     assert low_stock_emails(app) == 1
 
 
+def sell(app: Flask, inventory_id: int, pieces: int) -> None:
+    """Shoppers' checkouts, one after another, each reserving one piece for its order."""
+    with app.app_context():
+        for n in range(pieces):
+            order = Order(
+                number=f"ELY-SELL{n:04d}",
+                email="shopper@example.com",
+                currency="GBP",
+                subtotal=65000,
+                total=65000,
+                shipping_address={"full_name": "Ada Lovelace"},
+                billing_address={"full_name": "Ada Lovelace"},
+            )
+            db.session.add(order)
+            db.session.flush()
+            inventory.reserve(db.session, inventory_id, 1, order_id=order.id)
+            db.session.commit()
+        db.session.remove()
+
+
+def test_raising_the_threshold_to_what_is_left_emails_staff_once(app, staff):
+    """4 left, "low at" 2 raised to 5 so staff hear sooner: the variant is low now. Nothing was
+    sent, and no sale after "fell to" the threshold, so it sold out without one email."""
+    chain = variant_id(app)
+    set_row(app, chain, stock=4, threshold=2)
+
+    assert save(staff, chain, htmx=True, threshold=5).status_code == 200
+    assert low_stock_emails(app) == 1
+    sell(app, chain, 4)
+    assert counts(app, chain) == (4, 4, 5)
+    assert low_stock_emails(app) == 1
+
+
+@pytest.mark.parametrize(
+    ("count", "threshold", "emails_now", "emails_after_a_sale"),
+    [
+        (4, 5, 1, 1),  # low by the threshold saved with it: told once
+        (2, 1, 0, 1),  # not low by it (though low by the old one): told at the next sale
+    ],
+    ids=["low_by_the_new_threshold", "low_only_by_the_old_one"],
+)
+def test_a_count_saved_with_a_new_threshold_is_judged_by_the_new_one(
+    app, staff, count, threshold, emails_now, emails_after_a_sale
+):
+    """One form: the count and "low at" both change. The count was applied first and judged
+    by the old threshold: 10 → 4 with "low at" 2 → 5 sent nothing, ever; 10 → 2 with 2 → 1
+    told staff of a variant that, by the threshold just saved, is not low."""
+    chain = variant_id(app)
+    set_row(app, chain, stock=10, threshold=2)
+
+    saved = save(staff, chain, htmx=True, stock=count, threshold=threshold, reason="damaged")
+    assert saved.status_code == 200
+    assert f"Saved: count 10 → {count}, low-stock threshold 2 → {threshold}." in text_of(
+        saved, "#messages"
+    )
+    assert low_stock_emails(app) == emails_now
+    sell(app, chain, 1)
+    assert low_stock_emails(app) == emails_after_a_sale
+
+
 # What is refused
 
 
@@ -510,9 +571,10 @@ def test_count_and_threshold_saved_together_are_two_entries_from_one_form(app, s
 
     assert shown(again, chain)["message"] == "Already saved."
     assert counts(app, chain) == (6, 0, 3)
+    # The threshold first, so the count is judged low (or not) by the one saved with it.
     assert [(e["kind"], e["stock_delta"]) for e in ledger(app, chain)] == [
-        (StockMovementKind.RESTOCK, 2),
         (StockMovementKind.ADJUST, 0),
+        (StockMovementKind.RESTOCK, 2),
     ]
 
 

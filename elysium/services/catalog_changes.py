@@ -168,12 +168,19 @@ def apply_change(session: AnySession, change: Due, *, fetch: Fetch, currency: st
     if not _claim(session, change):
         return None
     try:
+        asked_at = utcnow()
         document = fetch(change.document_id)
         if document is None:
-            catalog_sync.unpublish(session, change.document_id)
-            outcome = "unpublished"
+            hidden = catalog_sync.unpublish(session, change.document_id, written_before=asked_at)
+            outcome = "unpublished" if hidden else "unchanged"
         else:
             outcome = catalog_sync.sync_document(session, document, currency=currency)
+    except catalog_sync.NotInTheShopYetError as error:
+        # Its collection's own change is on its way: tried again, as after an outage.
+        session.rollback()
+        logger.info("Sanity document %s waits: %s", change.document_id, error.reason)
+        _failed(session, change.id, change.version, error.reason)
+        return "failed"
     except catalog_sync.InvalidDocumentError as error:
         logger.warning("Sanity document %s skipped: %s", change.document_id, error.reason)
         outcome = "skipped"

@@ -52,6 +52,11 @@ class InvalidDocumentError(ValueError):
         self.reason = reason
 
 
+class NotInTheShopYetError(InvalidDocumentError):
+    """The document names another (its collection) that the shop doesn't hold yet: made in
+    the studio a moment before, its own change may not have been applied yet."""
+
+
 @dataclass
 class Skipped:
     doc_id: str
@@ -329,23 +334,30 @@ def _edited_at(doc: dict[str, Any]) -> datetime | None:
 
 
 def _already_written(
-    session: AnySession, model: type, doc_id: str, edited_at: datetime | None
+    session: AnySession, model: type, doc_id: str, edited_at: datetime | None, published: bool
 ) -> str | None:
-    """``unchanged`` when the row was written from this very edit of the document, ``older``
-    when it holds a later one (a sync's page fetched before the webhook wrote a change: a piece
-    taken off sale, a new price; an applier's late answer); None to write it. Before a write
-    the row is taken and looked at again, so two writers of one document take turns and the
-    second compares with what the first wrote. An edit already written costs one read and
-    takes nothing (on SQLite taking a row is a write, which would renew the catalogue's
-    version for every piece an hourly sync finds unchanged)."""
+    """``unchanged`` when the row was written from this very edit of the document (and is on
+    sale or not as the document says), ``older`` when it holds a later one (a sync's page
+    fetched before the webhook wrote a change: a piece taken off sale, a new price; an
+    applier's late answer); None to write it. A row hidden although this very edit says it is
+    on sale is written again: the document exists, so whatever hid it (a deletion's answer
+    that came late) was wrong. Before a write the row is taken and looked at again, so two
+    writers of one document take turns and the second compares with what the first wrote. An
+    edit already written costs one read and takes nothing (on SQLite taking a row is a write,
+    which would renew the catalogue's version for every piece an hourly sync finds
+    unchanged)."""
     found = session.execute(
-        select(model.id, model.source_updated_at).where(model.external_id == doc_id)
+        select(model.id, model.source_updated_at, model.published).where(
+            model.external_id == doc_id
+        )
     ).one_or_none()
     if found is None:
         return None
-    row_id, written = found
-    if edited_at is not None and written is not None and edited_at <= written:
-        return "unchanged" if edited_at == written else "older"
+    row_id, written, on_sale = found
+    if edited_at is not None and written is not None and edited_at < written:
+        return "older"
+    if edited_at is not None and edited_at == written and on_sale == published:
+        return "unchanged"
     take_turns_on_sqlite(session, model, row_id)
     written = session.scalar(
         select(model.source_updated_at).where(model.id == row_id).with_for_update()
@@ -359,7 +371,8 @@ def _apply_collection(session: AnySession, doc: dict[str, Any]) -> str:
     values = collection_values(doc)
     doc_id = doc["_id"]
     edited_at = _edited_at(doc)
-    if (outcome := _already_written(session, Collection, doc_id, edited_at)) is not None:
+    written = _already_written(session, Collection, doc_id, edited_at, values["published"])
+    if (outcome := written) is not None:
         return outcome
     if edited_at is not None:
         values["source_updated_at"] = edited_at
@@ -416,7 +429,8 @@ def _apply_product(session: AnySession, doc: dict[str, Any], currency: str) -> s
     values = product_values(doc, currency)
     doc_id = doc["_id"]
     edited_at = _edited_at(doc)
-    if (outcome := _already_written(session, Product, doc_id, edited_at)) is not None:
+    written = _already_written(session, Product, doc_id, edited_at, values["published"])
+    if (outcome := written) is not None:
         return outcome
     if edited_at is not None:
         values["source_updated_at"] = edited_at
@@ -428,7 +442,7 @@ def _apply_product(session: AnySession, doc: dict[str, Any], currency: str) -> s
             select(Collection.id).where(Collection.slug == collection_slug)
         )
         if collection_id is None:
-            raise InvalidDocumentError(f"collection {collection_slug!r} is not in the shop")
+            raise NotInTheShopYetError(f"collection {collection_slug!r} is not in the shop")
     values["collection_id"] = collection_id
 
     loading = (selectinload(Product.options), selectinload(Product.inventory))
@@ -494,16 +508,20 @@ def sync_document(
     raise AssertionError("unreachable")
 
 
-def unpublish(session: AnySession, doc_id: str) -> bool:
+def unpublish(session: AnySession, doc_id: str, *, written_before: datetime | None = None) -> bool:
     """Hide the product (or collection) kept for this Sanity document; never deletes (orders
-    refer to it). True if it was published until now. Commits."""
+    refer to it). True if it was published until now. Commits.
+
+    ``written_before``: only a row not written since (when the decision to hide it was
+    taken, from Sanity's answer or listing): a later write (the studio restored the piece, and
+    its webhook wrote it meanwhile) knows better."""
     changed = 0
     for model in (Product, Collection):
+        stmt = update(model).where(model.external_id == doc_id, model.published.is_(True))
+        if written_before is not None:
+            stmt = stmt.where(model.updated_at < written_before)
         result = session.execute(
-            update(model)
-            .where(model.external_id == doc_id, model.published.is_(True))
-            .values(published=False)
-            .execution_options(synchronize_session="fetch")
+            stmt.values(published=False).execution_options(synchronize_session="fetch")
         )
         changed += result.rowcount or 0
     session.commit()
@@ -569,7 +587,7 @@ def _unpublish_missing(
         )
     )
     for doc_id in [doc_id for doc_id in listed if doc_id not in seen]:
-        if unpublish(session, doc_id):
+        if unpublish(session, doc_id, written_before=written_before):
             report.count(kind, "unpublished")
             logger.info("%s %s is no longer in Sanity: unpublished", kind, doc_id)
 

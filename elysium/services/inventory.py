@@ -448,21 +448,28 @@ def _check_quantity(quantity: int) -> None:
 
 
 def _alert_if_low(
-    session: AnySession, inventory_id: int, counts: tuple[int, int], *, was_available: int
+    session: AnySession,
+    inventory_id: int,
+    counts: tuple[int, int],
+    *,
+    was_available: int,
+    was_threshold: int | None = None,
 ) -> None:
-    """Email staff when a variant's sellable units fall to its threshold: once, until units
-    come in (a delivery, pieces given back, a count corrected upwards) or the threshold is
-    changed. A checkout abandoned and made again releases and reserves the same units, so it
-    crosses the threshold again with nothing come in: the email's key (the row, the newest
-    ledger entry that added units to it, the threshold) is the one already in the outbox, and
-    nothing more is sent."""
+    """Email staff when a variant's sellable units fall to its threshold, or its threshold is
+    raised to them (``was_threshold``, the one before): once, until units come in (a
+    delivery, pieces given back, a count corrected upwards) or the threshold is changed. A
+    checkout abandoned and made again releases and reserves the same units, so it crosses the
+    threshold again with nothing come in: the email's key (the row, the newest ledger entry
+    that added units to it, the threshold) is the one already in the outbox, and nothing more
+    is sent."""
     stock_level, reserved = counts
     available = stock_level - reserved
     row = session.get(Inventory, inventory_id)
     if row is None:
         return
     threshold = row.low_stock_threshold
-    if not (was_available > threshold >= available):
+    low_before = was_available <= (threshold if was_threshold is None else was_threshold)
+    if low_before or available > threshold:
         return
     units_in = session.scalar(
         select(func.max(StockMovement.id)).where(
@@ -592,7 +599,7 @@ def set_low_stock_threshold(
         update(Inventory)
         .where(Inventory.id == inventory_id, Inventory.low_stock_threshold == seen)
         .values(low_stock_threshold=new_threshold, updated_at=utcnow())
-        .returning(Inventory.id)
+        .returning(Inventory.stock_level, Inventory.reserved)
         .execution_options(synchronize_session=False)
     ).one_or_none()
     loaded = session.identity_map.get(identity_key(Inventory, inventory_id))
@@ -605,4 +612,9 @@ def set_low_stock_threshold(
         if current is None:
             raise StockLedgerError(f"no inventory row {inventory_id}")
         raise StaleCountError(inventory_id, "low_stock_threshold", current)
+    counts = (changed.stock_level, changed.reserved)
+    # Raised to what is left: the variant is low now, and no sale will "fall to" it.
+    _alert_if_low(
+        session, inventory_id, counts, was_available=counts[0] - counts[1], was_threshold=seen
+    )
     return True
