@@ -51,7 +51,7 @@ from tests.support.checkout import (
     set_stock,
     stock,
 )
-from tests.support.meanwhile import in_another_window, meanwhile
+from tests.support.meanwhile import WorkerStoppedError, in_another_window, meanwhile, stop
 from tests.support.orders import CHAIN_PRICE, pending_chain_order
 from tests.support.staff import staff_client
 
@@ -620,11 +620,7 @@ def test_signing_in_on_a_shared_browser_takes_neither_the_last_guests_order_nor_
     """Ada bought as a guest on a shared computer; Grace, whose account had no bag, signed in
     after her. The guest bag (emptied by the payment) became Grace's with the order still
     pointing at it: the success page showed Grace Ada's email and address, from any device.
-    A guest bag frozen for a payment page still open, once Grace's account has a bag, stays
-    the guest's. (One her account can take, having no bag, it takes payment and all: whoever
-    signs in mid-payment is most often the one paying, and at that browser the payment was
-    anyone's to resume or cancel before signing in; see
-    ``test_a_guest_who_signs_in_mid_payment_finds_it_on_their_bag_and_the_pieces_after``.)"""
+    And a guest bag frozen for a payment page still open became hers to resume or cancel."""
     with app.app_context():
         create_user("grace@example.com")
         db.session.remove()
@@ -1749,6 +1745,122 @@ def test_other_details_from_a_second_tab_are_never_dropped_for_the_first_tabs_or
         db.session.remove()
 
 
+def is_the_new_freeze(sql: str) -> bool:
+    """The statement that freezes a thawed bag for a new checkout."""
+    return sql.startswith("UPDATE carts SET frozen_at") and "frozen_at IS NULL" in sql
+
+
+def test_replacing_a_payment_never_frees_the_last_piece_for_someone_else(
+    shop: Shop, app: Flask
+) -> None:
+    """Bea holds the last chain on her first tab's payment; her second tab replaces it. The
+    cancel was committed first, then the new checkout started: Ada's checkout in between
+    took the chain. Now both are one transaction: Ada waits, and finds it taken."""
+    set_stock(app, 1)
+    ada = shop.client()
+    add_chain(ada)
+    bea = shop.client()
+    add_chain(bea)
+    second_tab = the_checkout_form(
+        bea, email="bea@example.com", **{"shipping-line1": "9 New House Road"}
+    )
+    assert "/pay/" in check_out(bea, email="bea@example.com").location
+    kept = form_fields(Page(bea.post("/checkout", data=second_tab)), "#checkout-form")
+    ada.get("/cart")  # her bag says the chain is sold out, her checkout page is out of reach
+    ada_form = {**DETAILS, "csrf_token": ada.csrf_token, "email": "ada2@example.com"}
+    answers = []
+
+    def ada_checks_out() -> None:
+        answers.append(ada.post("/checkout", data=ada_form))
+
+    with meanwhile(shop.app, is_the_new_freeze, lambda: in_another_window(ada_checks_out)) as ran:
+        replaced = bea.post("/checkout", data={**kept, "replace": "y"})
+
+    assert ran
+    assert replaced.status_code == 303, page_text(replaced)
+    assert "/pay/" in replaced.location
+    placed = [(o["email"], o["status"], o["shipping"]["line1"]) for o in all_orders(app)]
+    assert placed[1] == ("bea@example.com", OrderStatus.PENDING, "9 New House Road")
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+        # Ada's checkout found the last chain taken, as it was all along.
+        assert answers[0].status_code == 409
+        assert "Sold out in 18k yellow gold" in page_text(answers[0])
+    assert [o["email"] for o in all_orders(app)] == ["bea@example.com", "bea@example.com"]
+    assert stock(app) == (1, 1)
+
+
+def test_a_worker_stopped_as_it_replaces_a_payment_leaves_that_payment_as_it_was(
+    shop: Shop, app: Flask
+) -> None:
+    """The worker dies between the cancel and the new checkout. Before, the cancel was
+    committed: her payment page closed, her piece released, no new order. Now nothing of it
+    is: the order waits, its piece reserved, until Stripe's report of the closed page ends it."""
+    bea = shop.client()
+    add_chain(bea)
+    second_tab = the_checkout_form(bea, **{"shipping-line1": "9 New House Road"})
+    first = session_id_from(check_out(bea).location)
+    kept = form_fields(Page(bea.post("/checkout", data=second_tab)), "#checkout-form")
+    shop.fake.auto_deliver = False
+
+    with meanwhile(shop.app, is_the_new_freeze, stop) as ran, pytest.raises(WorkerStoppedError):
+        bea.post("/checkout", data={**kept, "replace": "y"})
+
+    assert ran
+    assert [o["status"] for o in all_orders(app)] == [OrderStatus.PENDING]
+    assert stock(app) == (3, 1)
+    assert shop.fake.session(first)["status"] == "expired"  # nobody can pay on it now
+    [expired] = shop.fake.events_of_type("checkout.session.expired")
+    assert shop.fake.deliver(expired["id"]).status == 200
+    assert [o["status"] for o in all_orders(app)] == [OrderStatus.CANCELLED]
+    again = bea.post("/checkout", data={**kept, "replace": "y"})
+    assert "/pay/" in again.location
+    assert all_orders(app)[-1]["shipping"]["line1"] == "9 New House Road"
+
+
+def test_a_tab_that_showed_another_bag_is_never_sent_to_the_payment_of_this_one(
+    shop: Shop, app: Flask
+) -> None:
+    """Tab 1's checkout page shows one chain; tab 2 adds another and checks out with the same
+    details. Tab 1's Continue went straight to the payment of two chains."""
+    client = shop.client()
+    add_chain(client)
+    tab1 = the_checkout_form(client)
+    add_chain(client)
+    first = check_out(client)
+    assert all_orders(app)[0]["lines"] == [(CHAIN, 2)]
+
+    refused = client.post("/checkout", data=tab1)
+
+    assert refused.status_code == 409
+    assert "not as this page showed it: Your bag now holds 2 of Aurelia Fine Chain" in page_text(
+        refused
+    )
+    same_again = client.post("/checkout", data=form_fields(Page(refused), "#checkout-form"))
+    assert (same_again.status_code, same_again.location) == (303, first.location)
+
+
+def test_a_change_to_the_bag_is_named_with_a_detail_to_correct(shop: Shop, app: Flask) -> None:
+    """The last chain sold while Bea typed (hers now made to order), and she left out her
+    town: the answer asked only for the town, and her corrected form went to payment."""
+    set_stock(app, 1)
+    chain_lead_time(app, 6)
+    bea = shop.client()
+    add_chain(bea)
+    sent = the_checkout_form(bea, **{"shipping-city": ""})
+    ada = shop.client()
+    add_chain(ada)
+    assert "/pay/" in check_out(ada).location
+
+    typo = bea.post("/checkout", data=sent)
+
+    assert typo.status_code == 422
+    told = page_text(typo)
+    assert "Please correct the details marked below." in told
+    assert "Aurelia Fine Chain is now made to order, to ship in about 6 weeks." in told
+    fixed = {**form_fields(Page(typo), "#checkout-form"), "shipping-city": "London"}
+    assert "/pay/" in bea.post("/checkout", data=fixed).location
+
+
 def test_the_second_tabs_details_after_the_first_tab_paid_never_touch_the_paid_order(
     shop: Shop, app: Flask
 ) -> None:
@@ -1813,7 +1925,7 @@ def _move_email(client: ShopClient, app: Flask, new: str) -> None:
     assert client.post(link, data={"csrf_token": client.csrf_token}).status_code == 303
 
 
-@pytest.mark.parametrize("at_stripe", ["kept", "deleted", "down_once"])
+@pytest.mark.parametrize("at_stripe", ["kept", "deleted", "refused_once"])
 def test_after_the_accounts_email_changes_stripe_is_given_the_new_one(
     shop: Shop, app: Flask, at_stripe: str
 ) -> None:
@@ -1829,12 +1941,15 @@ def test_after_the_accounts_email_changes_stripe_is_given_the_new_one(
     if at_stripe == "deleted":
         with shop.app.app_context():
             stripe_gateway.delete_customer(customer)
-    if at_stripe == "down_once":
-        shop.fake.fail_next(500, count=3)
-        refused = check_out(client, email="grace@new.example")
-        assert refused.status_code == 503
-        assert "couldn't reach our payment provider" in page_text(refused)
-        assert bags(app) == [(False, [1])]
+    if at_stripe == "refused_once":
+        # Stripe turns the address down this once: she pays all the same (the page prefills
+        # the old address), and her next checkout tells Stripe again.
+        shop.fake.fail_next(400, message="Invalid email address")
+        paid_anyway = check_out(client, email="grace@new.example")
+        assert paid_anyway.status_code == 303, page_text(paid_anyway)
+        held = shop.fake.session(session_id_from(paid_anyway.location))["customer"]
+        assert shop.fake.customer(held)["email"] == "grace@example.com"
+        client.submit("/cart", {}, action="/checkout/cancel")
 
     paying = check_out(client, email="grace@new.example")
 
@@ -1848,45 +1963,22 @@ def test_after_the_accounts_email_changes_stripe_is_given_the_new_one(
     assert kept == "grace@new.example"
 
 
-def test_a_guest_who_signs_in_mid_payment_finds_it_on_their_bag_and_the_pieces_after(
-    shop: Shop, app: Flask
+@pytest.mark.parametrize("account_has_a_bag", [False, True], ids=["no_bag", "a_bag"])
+def test_a_guest_who_signs_in_mid_payment_is_told_where_it_is_and_finds_the_pieces_after(
+    shop: Shop, app: Flask, account_has_a_bag: bool
 ) -> None:
-    """A guest goes to Stripe, comes back and signs in to her account (which has no bag).
-    The bag being paid for stayed the guest's, out of sight: signed in, she could neither
-    resume nor cancel ("There is no payment in progress") while the chain stayed reserved,
-    and when the page lapsed the email said the chain was back in her bag, which was empty.
-    Now the account takes the bag as it is, payment and all."""
-    with app.app_context():
-        create_user("ada@example.com")
-        db.session.remove()
-    client = shop.client()
-    add_chain(client)
-    first = session_id_from(check_out(client).location)
-    client.get("/cart")  # back from Stripe's page
-    signed = client.submit("/auth/login", {"email": "ada@example.com", "password": PASSWORD})
-    assert signed.status_code == 303
-
-    bag = page_text(client.get("/cart"))
-    assert "Payment in progress" in bag
-    resumed = client.post("/checkout/resume", data={"csrf_token": client.csrf_token})
-    assert session_id_from(resumed.location) == first
-    shop.fake.expire(first)
-
-    told = [e for e in sent_emails(app, "ada@example.com") if "back in your bag" in e.body_text]
-    assert len(told) == 1
-    assert bag_count(client.get("/cart")) == 1
-    assert "Payment in progress" not in page_text(client.get("/cart"))
-    assert stock(app) == (3, 0)
-    # Her other device sees the same bag.
-    phone = shop.client()
-    phone.submit("/auth/login", {"email": "ada@example.com", "password": PASSWORD})
-    assert bag_count(phone.get("/cart")) == 1
-
-
-def test_a_guest_who_signs_in_mid_payment_to_an_account_with_a_bag_can_cancel_it(
-    shop: Shop, app: Flask
-) -> None:
-    accounts_bag_on_another_device(shop, app)
+    """A guest goes to Stripe, comes back and signs in. The bag being paid for stays the
+    guest's (a shared computer: the next person to sign in must not take over a stranger's
+    payment, nor later their order's page, from any device). Before, nothing said so: signed
+    in, "There is no payment in progress", the piece reserved. Now the sign-in says where the
+    payment is; signed out it is resumed or cancelled, and its pieces join the account's bag
+    at the next sign-in."""
+    if account_has_a_bag:
+        accounts_bag_on_another_device(shop, app)
+    else:
+        with app.app_context():
+            create_user("ada@example.com")
+            db.session.remove()
     client = shop.client()
     add_chain(client)
     check_out(client)
@@ -1900,4 +1992,20 @@ def test_a_guest_who_signs_in_mid_payment_to_an_account_with_a_bag_can_cancel_it
     client.post("/checkout/cancel", data={"csrf_token": client.csrf_token})
     assert stock(app) == (3, 0)
     client.submit("/auth/login", {"email": "ada@example.com", "password": PASSWORD})
-    assert bag_count(client.get("/cart")) == 2
+    assert bag_count(client.get("/cart")) == (2 if account_has_a_bag else 1)
+
+
+def test_signing_in_while_the_accounts_own_bag_is_paid_for_elsewhere_says_so(
+    shop: Shop, app: Flask
+) -> None:
+    phone = signed_in_as(shop, app, "ada@example.com")
+    add_chain(phone)
+    check_out(phone, email="ada@example.com")
+    laptop = shop.client()
+    add_chain(laptop)
+
+    signed = laptop.submit("/auth/login", {"email": "ada@example.com", "password": PASSWORD})
+
+    told = page_text(laptop.get(signed.location))
+    assert "Your account's bag is being paid for on another device" in told
+    assert "The bag you began paying for" not in told

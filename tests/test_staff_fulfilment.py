@@ -30,7 +30,7 @@ from elysium.services.fulfilment import ActionRefusedError, Staff
 from tests.conftest import ShopClient, link_in, page_text, sent_emails
 from tests.html import Page, field_error, form_fields, text_of
 from tests.support.checkout import Shop, add_chain, bags, check_out, session_id_from, stock
-from tests.support.meanwhile import in_another_window, meanwhile
+from tests.support.meanwhile import WorkerStoppedError, in_another_window, meanwhile, stop
 from tests.support.staff import STAFF_EMAIL, create_staff, staff_client
 
 S = OrderStatus
@@ -926,16 +926,6 @@ def test_an_order_whose_cancel_did_not_finish_is_not_made_or_shipped_with_its_mo
     assert order_of(app, number)["status"] is S.CANCELLED
     assert [refund["amount"] for refund in shop.fake.refunds.values()] == [TOTAL]
     assert stock(app) == (3, 0)
-
-
-class WorkerStoppedError(Exception):
-    """The request stops where it is, as a worker killed there: what it had not committed
-    is rolled back."""
-
-
-def stop() -> None:
-    """For ``meanwhile``: the worker stops here."""
-    raise WorkerStoppedError
 
 
 def test_a_cancel_stopped_between_its_refund_and_the_cancel_is_flagged_until_finished(

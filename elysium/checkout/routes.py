@@ -54,6 +54,12 @@ OTHER_DETAILS = (
     "details than these, which have not been used. To pay with the details below instead, "
     "choose “Cancel that payment and use these details”."
 )
+OTHER_BAG = (
+    "Your bag is already being paid for in another window (order {number}), and not as this "
+    "page showed it: {changes} To pay for it as it is now, with the details below, choose "
+    "“Cancel that payment and use these details”."
+)
+ALSO_CHANGED = "Also, while you were checking out, your order changed: {changes}"
 
 Forms = tuple[CheckoutForm, AddressForm, AddressForm]
 
@@ -144,11 +150,20 @@ def _page(
     status: int = 200,
     *,
     problem: str | None = None,
+    told_of_changes: bool = False,
 ) -> Response:
-    """The checkout page (or, for htmx, its body) for the shopper's cart as it is now."""
+    """The checkout page (or, for htmx, its body) for the shopper's cart as it is now. A form
+    sent back (a detail to correct, Stripe unreachable) shows the bag as it is now: what
+    changed since the page the shopper sent is said with the problem, unless it was already
+    (``told_of_changes``), so the form sent next never goes to payment for a change nobody
+    named."""
     cart = current_cart()
     view = carts.view(db.session, cart)
     form, shipping, billing = forms
+    sent = form.bag_as_shown.data if request.method == "POST" else None
+    to_tell = problem and sent and not told_of_changes and not view.frozen
+    if to_tell and (changes := checkouts.changes_since_shown(view, sent)):
+        problem = f"{problem} {ALSO_CHANGED.format(changes=' '.join(changes))}"
     form.bag_as_shown.data = checkouts.bag_as_shown(view)
     html = render_template(
         "checkout/_checkout.html" if is_htmx() else "checkout/show.html",
@@ -215,20 +230,28 @@ def _resume(cart) -> Response:
     return _back_to_cart(RELEASED)
 
 
-def _already_paying(forms: Forms, details: checkouts.CheckoutDetails | None) -> Response:
+def _already_paying(
+    forms: Forms, details: checkouts.CheckoutDetails | None, as_shown: str | None
+) -> Response:
     """The bag is already being paid for (a second submit, or another tab): back to that
-    payment page, unless this form asks for other details than its order's, or can't be
-    read. Then the form is shown again as it was sent, beside the payment in progress, to
-    replace that payment (``replace``) or go back to it."""
+    payment page, unless this form can't be read, asks for other details than its order's,
+    or showed another bag (another tab added a piece, then paid). Then the form is shown
+    again as it was sent, beside the payment in progress, to replace that payment
+    (``replace``) or go back to it."""
     cart = current_cart()
     if cart is None:
         # The bag went meanwhile (signing in, in another tab, put it in the account's).
         return _back_to_cart(BAG_MOVED)
-    pending = checkouts.pending_order_for_cart(db.session, cart)
     if details is None:
         return _page(forms, 422, problem="Please correct the details marked below.")
-    if pending is not None and checkouts.other_details_than(pending, details):
-        return _page(forms, 409, problem=OTHER_DETAILS.format(number=pending.number))
+    pending = checkouts.pending_order_for_cart(db.session, cart)
+    if pending is not None:
+        view = carts.view(db.session, cart)
+        if as_shown and (changes := checkouts.changes_since_shown(view, as_shown)):
+            problem = OTHER_BAG.format(number=pending.number, changes=" ".join(changes))
+            return _page(forms, 409, problem=problem, told_of_changes=True)
+        if checkouts.other_details_than(pending, details):
+            return _page(forms, 409, problem=OTHER_DETAILS.format(number=pending.number))
     return _resume(cart)
 
 
@@ -241,16 +264,22 @@ def start() -> Response:
     if not stripe_gateway.payments_configured():
         return _page(forms, 503, problem="Payments are not configured.")
     details = _details(forms)
+    as_shown = forms[0].bag_as_shown.data or None
     if cart.frozen_at is not None and details is not None and forms[0].replace.data:
+        # That payment is cancelled and this one started in one transaction, committed with
+        # the new order: the pieces it held pass to it, never free for another shopper in
+        # between. Refused, or a worker stopped half-way, that payment stays as it was, its
+        # page closed at Stripe (Stripe's report of that ends it).
         cancellation = checkouts.cancel_payment(db.session, cart)
-        db.session.commit()
         if cancellation.outcome is checkouts.Cancelled.TOO_LATE:
+            db.session.commit()
             return _to_order(cancellation.order)
         if cancellation.outcome is checkouts.Cancelled.NOT_NOW:
+            db.session.commit()
             return _page(forms, 503, problem=UNREACHABLE)
         db.session.refresh(cart)
     if cart.frozen_at is not None:
-        return _already_paying(forms, details)
+        return _already_paying(forms, details, as_shown)
     if details is None:
         return _page(forms, 422, problem="Please correct the details marked below.")
     try:
@@ -259,16 +288,17 @@ def start() -> Response:
             cart,
             details,
             expiry_minutes=current_app.config["CHECKOUT_EXPIRY_MINUTES"],
-            as_shown=forms[0].bag_as_shown.data or None,
+            as_shown=as_shown,
         )
         db.session.commit()
     except checkouts.CheckoutError as error:
         # Typically a piece sold out, or another shopper just reserved the last one.
         db.session.rollback()
-        return _page(forms, 409, problem=error.message)
+        told = isinstance(error, checkouts.BagChangedError)
+        return _page(forms, 409, problem=error.message, told_of_changes=told)
     except carts.FrozenCartError:
         db.session.rollback()
-        return _already_paying(forms, details)
+        return _already_paying(forms, details, as_shown)
     try:
         url = checkouts.begin_payment(db.session, order, _return_urls())
     except checkouts.PaymentUnavailableError as error:

@@ -619,24 +619,13 @@ def merge_into(session: AnySession, guest: Cart, target: Cart) -> MergeReport:
 
 
 def adopt(session: AnySession, guest: Cart, user_id: int) -> MergeReport:
-    """The account had no cart: the guest cart becomes the account's, without the orders
-    bought from it, which stay the guest's (a shared browser: the success page of a
-    stranger's order would open for the account).
-
-    A guest cart being paid for is taken as it is, frozen, with the order it waits on (which
-    stays a guest's order): whoever signs in mid-payment finds the payment on their bag page,
-    to resume or cancel from any of their devices, and its pieces in their bag if it ends
-    unpaid, as the email then says. (Left with the guest, it was out of their sight, and the
-    piece reserved, until the page expired.) The row is taken first, so a checkout, a thaw or
-    a payment at this moment either came first or waits for the adoption."""
-    session.execute(
-        update(Cart)
-        .where(Cart.id == guest.id)
-        .values(updated_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
-    session.refresh(guest, ["frozen_at", "updated_at"])
-    detach_orders(session, [guest.id], but_the_one_paying=guest.frozen_at is not None)
+    """The account had no cart: the guest cart becomes the account's, as :func:`merge_into`
+    takes one: not while a checkout holds it (:class:`FrozenCartError`: it stays the guest's,
+    with its cookie), and without the orders bought from it, which stay the guest's (a shared
+    browser: the success page of a stranger's order, or their payment still open, would open
+    for the account, from any of its devices)."""
+    _claim(session, guest)
+    detach_orders(session, [guest.id])
     guest.user_id = user_id
     guest.token = None
     _touch(guest)
@@ -888,18 +877,15 @@ def hold_account_bag(session: AnySession, user_id: int) -> None:
     hold_row(session, Cart, bag_id)
 
 
-def detach_orders(
-    session: AnySession,
-    cart_ids: Iterable[int] | ScalarSelect[int],
-    *,
-    but_the_one_paying: bool = False,
-) -> None:
+def detach_orders(session: AnySession, cart_ids: Iterable[int] | ScalarSelect[int]) -> None:
     """Before carts are deleted (or given to an account): the orders bought from them point
     at them no more. The foreign key says so too (ON DELETE SET NULL), but SQLite applies it
     only when asked, and gives a deleted newest cart's id to the next: a stranger's new bag
     would then open the order's success page as its own. ``cart_ids``: ids, or a subquery of
-    them. ``but_the_one_paying``: a frozen cart keeps its PENDING order, which it waits on."""
-    stmt = update(Order).where(Order.cart_id.in_(cart_ids))
-    if but_the_one_paying:
-        stmt = stmt.where(Order.status != OrderStatus.PENDING)
-    session.execute(stmt.values(cart_id=None).execution_options(synchronize_session=False))
+    them."""
+    session.execute(
+        update(Order)
+        .where(Order.cart_id.in_(cart_ids))
+        .values(cart_id=None)
+        .execution_options(synchronize_session=False)
+    )

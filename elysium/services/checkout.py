@@ -89,6 +89,17 @@ class CheckoutError(Exception):
         self.message = message
 
 
+class BagChangedError(CheckoutError):
+    """The bag is not as the shopper's checkout page showed it; ``changes`` says how."""
+
+    def __init__(self, changes: list[str]):
+        super().__init__(
+            f"While you were checking out, your order changed. {' '.join(changes)} Please "
+            "look over it, then continue."
+        )
+        self.changes = changes
+
+
 class SoldOutDuringCheckoutError(CheckoutError):
     """Another shopper reserved the units first; the caller must roll back."""
 
@@ -247,10 +258,7 @@ def start_checkout(
     if view.checkout_blocked:
         raise CheckoutError(" ".join(view.problems))
     if as_shown is not None and (changes := changes_since_shown(view, as_shown)):
-        raise CheckoutError(
-            f"While you were checking out, your order changed. {' '.join(changes)} Please "
-            "look over it, then continue."
-        )
+        raise BagChangedError(changes)
     amounts = totals(view)
     if problem := _not_payable_online(view, amounts):
         raise CheckoutError(problem)
@@ -442,66 +450,85 @@ def _line_items(order: Order) -> list[LineItem]:
     return items
 
 
+@dataclass(frozen=True)
+class StripeCustomer:
+    """An account (None for a guest), its Stripe customer, and the address Stripe holds."""
+
+    user: User | None
+    id: str | None = None
+    email: str | None = None
+
+
 def _stripe_customer(
     session: AnySession, user_id: int | None, *, replacing: str | None = None
-) -> tuple[User | None, str | None]:
+) -> StripeCustomer:
     """The account and its Stripe Customer, made at its first checkout (idempotently: two
     checkouts racing get the same one); nothing for a guest. ``replacing``: the customer
     Stripe no longer has (deleted in its dashboard, say), for whom a new one is made, the same
-    one however often this is asked. Writes nothing: the caller keeps a new customer's id on
-    the account once Stripe has answered."""
+    one however often this is asked. A customer made before the account's email changed is
+    given the new one (else Stripe's page prefills the old address, and its receipts go
+    there); should Stripe refuse it, the page is made all the same, and the next checkout
+    tries again. Writes nothing: the caller keeps the customer on the account once Stripe
+    has answered (:func:`_keep_customer`)."""
     user = session.get(User, user_id) if user_id is not None else None
     if user is None:
-        return None, None
+        return StripeCustomer(None)
     if user.stripe_customer_id and user.stripe_customer_id != replacing:
-        if user.stripe_customer_email != user.email:
-            # The account's email changed since Stripe was given it: Stripe's page would
-            # prefill the old one, and its receipts go there.
-            stripe_gateway.update_customer_email(user.stripe_customer_id, user.email)
-        return user, user.stripe_customer_id
+        held = user.stripe_customer_email
+        if held != user.email:
+            try:
+                stripe_gateway.update_customer_email(user.stripe_customer_id, user.email)
+                held = user.email
+            except stripe_gateway.UnknownCustomerError:
+                raise
+            except PaymentProviderError as error:
+                logger.warning(
+                    "Stripe kept the old email of customer %s: %s", user.stripe_customer_id, error
+                )
+        return StripeCustomer(user, user.stripe_customer_id, held)
     name = user.display_name if user.display_name != user.email else ""
     key = f"customer-user-{user.id}" + (f"-replacing-{replacing}" if replacing else "")
+    email = user.email
     customer_id = stripe_gateway.create_customer(
-        email=user.email, name=name, user_id=user.id, idempotency_key=key
+        email=email, name=name, user_id=user.id, idempotency_key=key
     )
-    return user, customer_id
+    return StripeCustomer(user, customer_id, email)
 
 
-def _keep_customer(user: User | None, customer_id: str | None) -> None:
-    """The account's Stripe customer, and the address Stripe now holds for it."""
-    if user is not None:
-        user.stripe_customer_id, user.stripe_customer_email = customer_id, user.email
+def _keep_customer(customer: StripeCustomer) -> None:
+    """The account's Stripe customer, and the address Stripe holds for it."""
+    if customer.user is not None:
+        customer.user.stripe_customer_id = customer.id
+        customer.user.stripe_customer_email = customer.email
 
 
 def _payment_page(
     session: AnySession, request: stripe_gateway.CheckoutRequest, user_id: int | None
-) -> tuple[User | None, str | None, str, str]:
+) -> tuple[StripeCustomer, str, str]:
     """Stripe's payment page for the request, with the account's customer (kept on the
     account as soon as Stripe has made it). A customer Stripe no longer has is replaced once,
     and the page asked again under a key of its own (Stripe keeps the refusal under the
-    first). Returns the account, its customer, the page's id and URL."""
+    first). Returns the customer, the page's id and URL."""
     try:
-        user, customer_id = _stripe_customer(session, user_id)
-        _keep_customer(user, customer_id)
-        page = stripe_gateway.create_checkout_session(replace(request, customer_id=customer_id))
+        customer = _stripe_customer(session, user_id)
+        _keep_customer(customer)
+        page = stripe_gateway.create_checkout_session(replace(request, customer_id=customer.id))
     except stripe_gateway.UnknownCustomerError:
         user = session.get(User, user_id) if user_id is not None else None
-        customer_id = user.stripe_customer_id if user is not None else None
-        if user is None or customer_id is None:
+        gone = user.stripe_customer_id if user is not None else None
+        if user is None or gone is None:
             raise
-        logger.warning(
-            "Stripe has no customer %s of account %s: a new one is made", customer_id, user.id
-        )
-        user, customer_id = _stripe_customer(session, user_id, replacing=customer_id)
-        _keep_customer(user, customer_id)
+        logger.warning("Stripe has no customer %s of account %s: a new one is made", gone, user.id)
+        customer = _stripe_customer(session, user_id, replacing=gone)
+        _keep_customer(customer)
         page = stripe_gateway.create_checkout_session(
             replace(
                 request,
-                customer_id=customer_id,
-                idempotency_key=f"{request.idempotency_key}-{customer_id}",
+                customer_id=customer.id,
+                idempotency_key=f"{request.idempotency_key}-{customer.id}",
             )
         )
-    return user, customer_id, *page
+    return customer, *page
 
 
 def begin_payment(
@@ -540,7 +567,7 @@ def begin_payment(
     )
     order_id = order.id
     try:
-        user, customer_id, checkout_session_id, url = _payment_page(session, request, order.user_id)
+        customer, checkout_session_id, url = _payment_page(session, request, order.user_id)
     except PaymentProviderError as error:
         if end_if_unavailable:
             reason = f"Stripe failed: {error}"
@@ -569,7 +596,7 @@ def begin_payment(
     # with it), then write that customer again.
     session.rollback()
     closed = close_payment_page(checkout_session_id)
-    _keep_customer(user, customer_id)
+    _keep_customer(customer)
     ended = lock_order(session, order_id)
     if ended is not None:
         if ended.stripe_checkout_session_id is None:

@@ -138,6 +138,20 @@ PAID_FOR_AS_A_GUEST = (
     "payment ends: sign out to resume or cancel it. If it ends unpaid, its pieces join your "
     "bag the next time you sign in here."
 )
+ACCOUNTS_BAG_BEING_PAID = (
+    "Your account's bag is being paid for on another device, so the pieces in this browser's "
+    "bag wait here: they join your bag the next time you sign in here once that payment ends."
+)
+
+
+def _why_kept_apart(token: str) -> str:
+    """Which bag's payment kept the guest's bag from joining the account's at sign-in. A
+    guest's payment stays the guest's: on a shared computer the next person to sign in must
+    not take over a stranger's payment, nor later their order's page, from any device."""
+    guest = carts.find_cart(db.session, token=token)
+    if guest is not None and guest.frozen_at is not None:
+        return PAID_FOR_AS_A_GUEST
+    return ACCOUNTS_BAG_BEING_PAID
 
 
 def merge_guest_cart(user: User) -> None:
@@ -164,10 +178,10 @@ def merge_guest_cart(user: User) -> None:
     try:
         report = committed_with_retry(merge)
     except carts.CartError as error:
-        # The account has a bag, and this browser's is being paid for: it stays the guest's.
+        # This browser's bag, or the account's, is being paid for: this one stays the guest's.
         db.session.rollback()
         g.clear_cart_cookie = False
-        flash(PAID_FOR_AS_A_GUEST if isinstance(error, carts.FrozenCartError) else error.message)
+        flash(_why_kept_apart(token) if isinstance(error, carts.FrozenCartError) else error.message)
         return
     if report is None:
         return

@@ -60,6 +60,18 @@ def passed_second_factor() -> bool:
     )
 
 
+def second_factor_passed_lately() -> bool:
+    """Whether this session passed the second factor, for this account, within the last 12
+    hours, busy in the back office since or not: enough to change how the account signs in
+    (the back office itself also asks for the last 30 minutes' activity)."""
+    passed = age(SECOND_FACTOR_AT)
+    return (
+        earned_by_this_account()
+        and passed is not None
+        and passed < SECOND_FACTOR_LIFETIME.total_seconds()
+    )
+
+
 def mark_second_factor_passed() -> None:
     """The second step succeeded: this session is a staff session from now on."""
     now = utcnow().timestamp()
@@ -72,16 +84,17 @@ def sign_in_details_guarded(view: Callable[..., Any]) -> Callable[..., Any]:
     """For a form that changes how an account signs in (its email, its password). On a staff
     account it is taken only from a session that passed the second factor: whoever has only
     the password could otherwise move the login to their own inbox, or lock its owner out.
-    Anyone else is sent to the second step, and back to their account's details after it."""
+    Anyone else is sent to the second step, and back to their account's details after it.
+    Time away from the back office doesn't count here: its idle limit would sign out, at the
+    second step, a member of staff who only changes their password."""
 
     @wraps(view)
     def guarded(*args: Any, **kwargs: Any) -> Any:
-        if current_user.is_authenticated and current_user.is_staff:
-            if not passed_second_factor():
-                flash(SIGN_IN_DETAILS_NEED_SECOND_FACTOR)
-                location = url_for("staff.security.second_factor", next=url_for("account.profile"))
-                return htmx_redirect(location) if is_htmx() else redirect(location, 303)
-            session[LAST_SEEN] = utcnow().timestamp()
+        staff = current_user.is_authenticated and current_user.is_staff
+        if staff and not second_factor_passed_lately():
+            flash(SIGN_IN_DETAILS_NEED_SECOND_FACTOR)
+            location = url_for("staff.security.second_factor", next=url_for("account.profile"))
+            return htmx_redirect(location) if is_htmx() else redirect(location, 303)
         return view(*args, **kwargs)
 
     return guarded

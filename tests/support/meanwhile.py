@@ -43,3 +43,13 @@ def in_another_window(action: Callable[[], None]) -> None:
     thread = threading.Thread(target=action)
     thread.start()
     thread.join(30)
+
+
+class WorkerStoppedError(Exception):
+    """The request stops where it is, as a worker killed there: what it had not committed
+    is rolled back."""
+
+
+def stop() -> None:
+    """For ``meanwhile``: the worker stops here."""
+    raise WorkerStoppedError
