@@ -163,6 +163,7 @@ def register_templating(app: Flask) -> None:
         STATUS_LABELS,
         headline,
         money_taken,
+        refund_turned_back,
         shipment,
         shopper_refunds,
         shopper_timeline,
@@ -191,6 +192,7 @@ def register_templating(app: Flask) -> None:
     app.jinja_env.globals["order_tracking_link"] = tracking_link_for
     app.jinja_env.globals["order_refunds"] = shopper_refunds
     app.jinja_env.globals["order_money_taken"] = money_taken
+    app.jinja_env.globals["order_refund_turned_back"] = refund_turned_back
     app.jinja_env.globals["demo_payments"] = demo_payments
     app.jinja_env.globals["current_year"] = lambda: datetime.now(UTC).year
     app.jinja_env.globals["country_label"] = country_name

@@ -117,6 +117,11 @@ def settings_from_environment(environ: Mapping[str, str], instance_path: str) ->
         "EMAIL_BACKEND": environ.get("EMAIL_BACKEND", "console").strip().lower(),
         "EMAIL_FROM": environ.get("EMAIL_FROM", "ELYSIUM <hello@elysium.example>"),
         "STAFF_EMAIL": environ.get("STAFF_EMAIL", "atelier@elysium.example"),
+        # The house's name and postal address, at the foot of every email.
+        "HOUSE_ADDRESS": (
+            environ.get("HOUSE_ADDRESS", "").strip()
+            or "ELYSIUM Fine Jewellery Ltd · Hatton Garden, London"
+        ),
         "BESPOKE_NOTIFY_EMAIL": (
             environ.get("BESPOKE_NOTIFY_EMAIL")
             or environ.get("STAFF_EMAIL")

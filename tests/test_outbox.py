@@ -895,17 +895,22 @@ def test_concurrent_transactions_with_one_dedupe_key_end_up_with_one_email(conso
 
 
 def test_both_bodies_use_the_house_layouts(console_app):
+    """Signed with the house's address as set (``HOUSE_ADDRESS``); every email ended with
+    "[house address to come]" before."""
+    console_app.config["HOUSE_ADDRESS"] = "ELYSIUM Fine Jewellery Ltd · 1 Hatton Garden, EC1N 8JY"
     with console_app.app_context():
         email = queue_test_email(context={"name": "Ada", "note": "Fish & chips"})
         assert email.body_html.startswith("<!doctype html>")
         assert "ELYSIUM" in email.body_html
         assert "<title>A test</title>" in email.body_html
         assert "Fish &amp; chips" in email.body_html
-        assert "Hatton Garden" in email.body_html
+        assert "1 Hatton Garden, EC1N 8JY" in email.body_html
+        assert "[" not in email.body_html
         assert "<table" not in email.body_html
         assert email.body_text.startswith("E L Y S I U M")
         assert "Fish & chips" in email.body_text
-        assert "Hatton Garden" in email.body_text
+        assert "1 Hatton Garden, EC1N 8JY" in email.body_text
+        assert "[" not in email.body_text
         assert "<" not in email.body_text
         db.session.rollback()
 

@@ -451,6 +451,82 @@ def test_a_refund_made_in_stripes_dashboard_shows_and_is_emailed_with_its_amount
     assert "now refunded in full" in email.body_text
 
 
+def test_a_partial_refund_made_in_stripes_dashboard_is_emailed_once(
+    shop: Shop, app: Flask, bought: Bought
+) -> None:
+    """A full refund made in Stripe's dashboard was emailed; a partial one was only a note on
+    the timeline: the shopper's money moved and nobody told them."""
+    with shop.app.app_context():
+        intent = _order(bought.number).stripe_payment_intent_id
+        db.session.remove()
+    deliveries = shop.fake.refund_from_dashboard(intent, amount=20000)
+    [report] = [d for d in deliveries if d.type == "charge.refunded"]
+    assert shop.fake.deliver(report.event_id).status == 200  # sent again: told once
+
+    [email] = [e for e in sent_emails(app, SHOPPER) if e.template == "order_refunded"]
+    assert f"We have refunded {money(20000)} for your order {bought.number}." in email.body_text
+    assert "now refunded in full" not in email.body_text
+    for page in order_pages(shop, bought):
+        assert headline(page) == "Paid"
+
+
+def test_a_full_refund_that_fails_at_stripe_no_longer_reads_refunded(
+    shop: Shop, app: Flask, bought: Bought
+) -> None:
+    """Refunded in full, then the refund failed at Stripe (a closed card): the money came back
+    to the shop, whose staff give it back another way. The page still said "refunded in full,
+    to your original payment method"."""
+    with shop.app.app_context():
+        intent = _order(bought.number).stripe_payment_intent_id
+        db.session.remove()
+    shop.fake.refund_from_dashboard(intent)
+    [refund_id] = list(shop.fake.refunds)
+    shop.fake.fail_refund(refund_id)
+
+    for page in order_pages(shop, bought):
+        assert headline(page) == "Refund to be arranged"
+        text = shopper_reads(page)
+        assert "refunded in full" not in text
+        assert "it came back to us. We'll be in touch to give it back to you another way." in text
+    listing = Page(bought.account.get("/account/orders"))
+    assert text_of(listing, ".order-list__item .status") == "Refund to be arranged"
+
+
+def test_a_bank_payment_that_failed_is_said_so_and_never_on_hold(shop: Shop, app: Flask) -> None:
+    """The payment-failed email said "the order is on hold" of an order that can only be
+    cancelled; the success page said "Nothing was taken" once the money arrived after all."""
+    guest = shop.client()
+    add_chain(guest)
+    session_id = session_id_from(check_out(guest).location)
+    shop.fake.pay_later(session_id)
+    shop.fake.bank_payment_fails(session_id)
+    [failed] = [e for e in sent_emails(app) if e.template == "payment_failed"]
+    assert "on hold" not in failed.body_text + failed.body_html
+    assert "nothing has been charged and the order won't be sent" in failed.body_text
+
+    intent = shop.fake.session(session_id)["payment_intent"]
+    shop.fake.payment_intents[intent]["status"] = "processing"  # the bank tried again
+    shop.fake.bank_payment_succeeds(session_id)  # and the money arrived after all
+
+    status = text_of(Page(guest.get(f"/checkout/success?session_id={session_id}")), "#order-status")
+    assert "Nothing was taken" not in status
+    assert "first failed, then arrived after all" in status
+
+
+def test_the_account_lists_how_many_pieces_each_order_holds(shop: Shop, app: Flask) -> None:
+    with app.app_context():
+        create_user(SHOPPER)
+        db.session.remove()
+    client = shop.client()
+    client.submit("/auth/login", {"email": SHOPPER, "password": PASSWORD})
+    add_chain(client, quantity=3)
+    shop.fake.pay(session_id_from(check_out(client, email=SHOPPER).location))
+
+    listing = text_of(Page(client.get("/account/orders")), ".order-list__item")
+
+    assert "3 pieces" in listing
+
+
 # The emails staff actions queue. Rendered with StrictUndefined: a template that reads a name
 # outside its documented context fails here instead of printing nothing.
 

@@ -215,7 +215,15 @@ def headline(order: Order) -> str:
     name = carrier_name(order)
     if order.status is S.SHIPPED and name:
         return f"Shipped with {name}"
+    if refund_turned_back(order):
+        return "Refund to be arranged"
     return STATUS_LABELS[order.status]
+
+
+def refund_turned_back(order: Order) -> bool:
+    """A REFUNDED order whose refund failed at Stripe since (a closed card): the money is
+    back with the shop, and staff give it back another way (the back office's give-back)."""
+    return order.status is S.REFUNDED and order.refunded_amount < order.total
 
 
 def shopper_refunds(order: Order) -> list[RefundNote]:

@@ -414,6 +414,18 @@ def charge_refunded(
             actor=ACTOR,
             stripe_event_id=event_id,
         )
+        if refunded > counted_before:
+            # Given back in Stripe's dashboard: the shopper hears of it as of one made here,
+            # once per amount reached (a report sent again tells nobody twice).
+            orders.email_shopper(
+                session,
+                order,
+                "order_refunded",
+                f"Your refund for {order.number}",
+                amount=format_money(refunded - counted_before, order.currency),
+                full=False,
+                dedupe_key=f"order:{order.id}:refunded-at-stripe-to:{refunded}",
+            )
 
 
 def refund_unfinished(order: Order) -> bool:
