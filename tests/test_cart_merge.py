@@ -145,7 +145,9 @@ def test_a_guest_bag_is_not_merged_into_a_bag_being_paid_for(app, client, catalo
     assert response.status_code == 303
     assert bag_cookie_header(response) is None  # the guest bag stays where it was
     assert len(carts(app)) == 2
-    assert "Your bag is being paid for" in page_text(client.get("/account"))
+    assert "Your account's bag is being paid for on another device" in page_text(
+        client.get("/account")
+    )
 
 
 def test_signing_in_with_an_emptied_guest_bag_keeps_the_account_bag(app, client, catalogue, auth):

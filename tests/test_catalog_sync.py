@@ -629,6 +629,33 @@ def test_a_piece_made_again_in_the_studio_under_the_same_slug_reaches_the_shop(a
         db.session.remove()
 
 
+def sanity_now(seconds: float = 0) -> str:
+    """Now (and ``seconds`` on), as Sanity writes an edit's ``_updatedAt``."""
+    return (datetime.now(UTC) + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def deleted_elsewhere(app, doc_id: str) -> str | None:
+    """Another worker takes the studio's deletion webhook, and Sanity answers "gone"."""
+    outcome: list[str | None] = []
+
+    def apply() -> None:
+        with app.app_context():
+            catalog_changes.record_change(db.session, doc_id, deleted=True)
+            db.session.commit()
+            [change] = catalog_changes.due_changes(db.session, document_id=doc_id)
+            outcome.append(
+                catalog_changes.apply_change(
+                    db.session, change, fetch=lambda _id: None, currency="GBP"
+                )
+            )
+            db.session.remove()
+
+    thread = threading.Thread(target=apply)
+    thread.start()
+    thread.join(30)
+    return outcome[0]
+
+
 def published(app, doc_id: str) -> bool:
     with app.app_context():
         found = db.session.scalar(select(Product.published).where(Product.external_id == doc_id))
@@ -645,10 +672,9 @@ def test_a_deletion_whose_answer_comes_late_never_hides_a_piece_made_again(app, 
     page = [stamped(doc, EDITED) for doc in products]
     sync(app, collections, page)
     target = page[2]
-    restored = stamped(target, EDITED_LATER)
 
     def gone_while_restored(doc_id: str) -> None:
-        written_elsewhere(app, restored)
+        written_elsewhere(app, stamped(target, sanity_now()))  # restored after it was asked
         return None  # what Sanity answered this worker: deleted
 
     with app.app_context():
@@ -750,3 +776,54 @@ def test_a_piece_moved_into_a_collection_whose_change_comes_after_it_is_applied_
         )
         db.session.remove()
     assert price == moved["basePrice"]
+
+
+def test_a_piece_deleted_as_the_hourly_sync_writes_its_listing_stays_hidden(app, documents):
+    """The sync's listing still holds the piece; the studio deletes it and the webhook hides
+    it before the sync writes that page's copy. The copy must not put it back on sale."""
+    collections, products = documents
+    page = [stamped(doc, EDITED) for doc in products]
+    sync(app, collections, page)
+    target = page[2]
+    outcomes = []
+
+    def listing():
+        for doc in page:
+            if doc is target:
+                outcomes.append(deleted_elsewhere(app, target["_id"]))
+            yield copy.deepcopy(doc)
+
+    an_hour_later = time_machine.travel(datetime.now(UTC) + timedelta(hours=1), tick=True)
+    with an_hour_later, app.app_context():
+        catalog_sync.sync_all(db.session, copy.deepcopy(collections), listing())
+        db.session.remove()
+
+    assert outcomes == ["unpublished"]
+    assert published(app, target["_id"]) is False
+
+
+def test_a_deletion_just_after_an_edit_hides_the_piece_whenever_the_edit_is_written(app, documents):
+    """The studio edits a piece, then deletes it a second later; the edit's worker writes the
+    edit as the deletion's worker asks Sanity. The edit was made before the deletion: the
+    piece is hidden, not left on sale until the hourly sync."""
+    collections, products = documents
+    page = [stamped(doc, EDITED) for doc in products]
+    sync(app, collections, page)
+    target = page[2]
+    edit = stamped({**target, "basePrice": target["basePrice"] + 10000}, sanity_now(-2))
+
+    def gone_while_the_edit_is_written(doc_id: str) -> None:
+        written_elsewhere(app, edit)
+        return None
+
+    with app.app_context():
+        catalog_changes.record_change(db.session, target["_id"], deleted=True)
+        db.session.commit()
+        [change] = catalog_changes.due_changes(db.session, document_id=target["_id"])
+        outcome = catalog_changes.apply_change(
+            db.session, change, fetch=gone_while_the_edit_is_written, currency="GBP"
+        )
+        db.session.remove()
+
+    assert outcome == "unpublished"
+    assert published(app, target["_id"]) is False

@@ -17,7 +17,7 @@ from elysium.db_routing import RoutingSession
 from elysium.extensions import db
 from elysium.integrations import stripe_gateway
 from elysium.integrations.stripe_gateway import close_client
-from elysium.models import Cart, CartLine, Order, OrderStatus, Product, User
+from elysium.models import Cart, CartLine, Inventory, Order, OrderStatus, Product, User
 from elysium.models.outbox import OutboxEmail
 from elysium.models.types import utcnow
 from elysium.money import format_money
@@ -1815,6 +1815,101 @@ def test_a_worker_stopped_as_it_replaces_a_payment_leaves_that_payment_as_it_was
     again = bea.post("/checkout", data={**kept, "replace": "y"})
     assert "/pay/" in again.location
     assert all_orders(app)[-1]["shipping"]["line1"] == "9 New House Road"
+
+
+def chain_row(app: Flask, metal: str, **values: int) -> int:
+    """The chain's stock row in ``metal``, with ``values`` set; its id."""
+    with app.app_context():
+        row = db.session.scalar(
+            select(Inventory)
+            .join(Inventory.product)
+            .where(Product.slug == CHAIN, Inventory.variant_key == metal)
+        )
+        for name, value in values.items():
+            setattr(row, name, value)
+        db.session.commit()
+        found = row.id
+        db.session.remove()
+        return found
+
+
+def add_metal(client: ShopClient, metal: str) -> None:
+    data = {"product": CHAIN, "quantity": "1", "metal": metal}
+    assert client.submit(f"/shop/{CHAIN}", data, action="/cart/items").status_code == 303
+
+
+def test_replacing_a_payment_as_another_shopper_checks_out_the_same_pieces_never_deadlocks(
+    shop: Shop, app: Flask
+) -> None:
+    """Bea's bag: a chain made to order when she began paying (nothing reserved for it), in
+    stock since, and one reserved. Her replace released the reserved row, then reserved the
+    other, lower one, while Ada's checkout held that and waited for the first: PostgreSQL
+    found the circle and failed one of them. Every row the replace takes is now held, in id
+    order, before any is released."""
+    if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+        pytest.skip("SQLite has one writer at a time: the checkouts take turns")
+    low = chain_row(app, "yellow-gold", stock_level=0, reserved=0, lead_time_weeks=4)
+    high = chain_row(app, "white-gold", stock_level=3, reserved=0)
+    assert low < high
+    bea = shop.client()
+    add_metal(bea, "yellow-gold")
+    add_metal(bea, "white-gold")
+    second_tab = the_checkout_form(bea, **{"shipping-line1": "9 New House Road"})
+    assert "/pay/" in check_out(bea).location
+    chain_row(app, "yellow-gold", stock_level=3)  # a delivery: in stock now
+    kept = form_fields(Page(bea.post("/checkout", data=second_tab)), "#checkout-form")
+    ada = shop.client()
+    add_metal(ada, "yellow-gold")
+    add_metal(ada, "white-gold")
+    ada_form = the_checkout_form(ada, email="ada2@example.com")
+    answers: dict = {}
+
+    def ada_checks_out() -> None:
+        answers["ada"] = ada.post("/checkout", data=ada_form).status_code
+
+    updates: list[str] = []
+
+    def as_bea_reserves_anew(sql: str) -> bool:
+        """Her second stock write: the first released her first order's chain."""
+        if sql.startswith("UPDATE inventory"):
+            updates.append(sql)
+        return len(updates) == 2
+
+    def meanwhile_ada() -> None:
+        answers["thread"] = threading.Thread(target=ada_checks_out)
+        answers["thread"].start()
+        time.sleep(1.5)  # Ada takes what she can, and waits for the rest
+
+    with meanwhile(shop.app, as_bea_reserves_anew, meanwhile_ada) as ran:
+        answers["bea"] = bea.post("/checkout", data={**kept, "replace": "y"}).status_code
+    answers.pop("thread").join(30)
+
+    assert ran
+    assert (answers["bea"], answers["ada"]) == (303, 303)
+    placed = sorted((o["email"], o["status"].value) for o in all_orders(app))
+    assert placed == [
+        ("ada2@example.com", "pending"),  # Ada's
+        ("ada@example.com", "cancelled"),  # Bea's first payment (her details are DETAILS')
+        ("ada@example.com", "pending"),  # and its replacement
+    ]
+
+
+def test_the_same_page_sent_again_after_a_price_change_goes_back_to_its_payment(
+    shop: Shop, app: Flask
+) -> None:
+    """She is at Stripe, paying the price her page showed; the price goes up; she presses
+    Continue on the same page again. It was refused as "not as this page showed it", and the
+    way offered was to pay the new price. The payment open is the bag the page showed."""
+    client = shop.client()
+    add_chain(client)
+    form = the_checkout_form(client)
+    first = client.post("/checkout", data=form)
+    raise_the_chains_price(app, 10_000)
+
+    again = client.post("/checkout", data=form)
+
+    assert (again.status_code, again.location) == (303, first.location)
+    assert all_orders(app)[0]["total"] == CHAIN_PRICE
 
 
 def test_a_tab_that_showed_another_bag_is_never_sent_to_the_payment_of_this_one(

@@ -365,7 +365,9 @@ def test_a_count_saved_with_a_new_threshold_is_judged_by_the_new_one(
 ):
     """One form: the count and "low at" both change. The count was applied first and judged
     by the old threshold: 10 → 4 with "low at" 2 → 5 sent nothing, ever; 10 → 2 with 2 → 1
-    told staff of a variant that, by the threshold just saved, is not low."""
+    told staff of a variant that, by the threshold just saved, is not low. (Applying the
+    threshold first instead emailed of a threshold raised with a delivery.) The email is now
+    judged once, on the row as the whole form leaves it."""
     chain = variant_id(app)
     set_row(app, chain, stock=10, threshold=2)
 
@@ -377,6 +379,22 @@ def test_a_count_saved_with_a_new_threshold_is_judged_by_the_new_one(
     assert low_stock_emails(app) == emails_now
     sell(app, chain, 1)
     assert low_stock_emails(app) == emails_after_a_sale
+
+
+def test_a_threshold_raised_with_a_delivery_that_leaves_plenty_emails_nobody(app, staff):
+    """4 left; one form raises "low at" 2 → 5 and records a delivery, 4 → 8. Judged step by
+    step (the threshold first), staff were emailed "Low stock: 4 left" of a variant the
+    delivery left well stocked, and again when a sale later took it to 5."""
+    chain = variant_id(app)
+    set_row(app, chain, stock=4, threshold=2)
+
+    saved = save(staff, chain, htmx=True, stock=8, threshold=5, reason="received")
+
+    assert saved.status_code == 200
+    assert counts(app, chain) == (8, 0, 5)
+    assert low_stock_emails(app) == 0
+    sell(app, chain, 3)
+    assert low_stock_emails(app) == 1
 
 
 # What is refused
@@ -571,10 +589,9 @@ def test_count_and_threshold_saved_together_are_two_entries_from_one_form(app, s
 
     assert shown(again, chain)["message"] == "Already saved."
     assert counts(app, chain) == (6, 0, 3)
-    # The threshold first, so the count is judged low (or not) by the one saved with it.
     assert [(e["kind"], e["stock_delta"]) for e in ledger(app, chain)] == [
-        (StockMovementKind.ADJUST, 0),
         (StockMovementKind.RESTOCK, 2),
+        (StockMovementKind.ADJUST, 0),
     ]
 
 

@@ -247,7 +247,9 @@ def _already_paying(
     pending = checkouts.pending_order_for_cart(db.session, cart)
     if pending is not None:
         view = carts.view(db.session, cart)
-        if as_shown and (changes := checkouts.changes_since_shown(view, as_shown)):
+        # Which pieces and how many: the open payment keeps the prices of its own page.
+        changes = checkouts.changes_since_shown(view, as_shown, prices=False) if as_shown else []
+        if changes:
             problem = OTHER_BAG.format(number=pending.number, changes=" ".join(changes))
             return _page(forms, 409, problem=problem, told_of_changes=True)
         if checkouts.other_details_than(pending, details):
@@ -270,7 +272,7 @@ def start() -> Response:
         # the new order: the pieces it held pass to it, never free for another shopper in
         # between. Refused, or a worker stopped half-way, that payment stays as it was, its
         # page closed at Stripe (Stripe's report of that ends it).
-        cancellation = checkouts.cancel_payment(db.session, cart)
+        cancellation = checkouts.cancel_payment(db.session, cart, to_check_out=True)
         if cancellation.outcome is checkouts.Cancelled.TOO_LATE:
             db.session.commit()
             return _to_order(cancellation.order)

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Insert,
     ScalarSelect,
     Select,
+    and_,
     bindparam,
     delete,
     func,
@@ -71,10 +72,12 @@ class CartError(Exception):
 
 
 class FrozenCartError(CartError):
-    """The cart is frozen while its order is being paid for."""
+    """The cart is frozen while its order is being paid for; ``cart_id`` names it when
+    known (a sign-in's merge tells which of two bags it was)."""
 
-    def __init__(self) -> None:
+    def __init__(self, cart_id: int | None = None) -> None:
         super().__init__(FROZEN_MESSAGE)
+        self.cart_id = cart_id
 
 
 class LineNotFoundError(CartError):
@@ -822,7 +825,7 @@ def _update_unless_frozen(session: AnySession, cart: Cart, **values: object) -> 
         .execution_options(synchronize_session=False)
     )
     if updated.rowcount != 1:
-        raise FrozenCartError()
+        raise FrozenCartError(cart.id)
 
 
 def thaw(session: AnySession, cart_id: int) -> bool:
@@ -875,6 +878,24 @@ def hold_account_bag(session: AnySession, user_id: int) -> None:
     if bag_id is None:
         return
     hold_row(session, Cart, bag_id)
+
+
+def stock_row_ids(session: AnySession, cart_id: int) -> list[int]:
+    """The stock rows the cart's lines draw on (a checkout of it reserves from these)."""
+    return list(
+        session.scalars(
+            select(Inventory.id)
+            .join(
+                CartLine,
+                and_(
+                    CartLine.product_id == Inventory.product_id,
+                    CartLine.variant_key == Inventory.variant_key,
+                ),
+            )
+            .where(CartLine.cart_id == cart_id)
+            .distinct()
+        )
+    )
 
 
 def detach_orders(session: AnySession, cart_ids: Iterable[int] | ScalarSelect[int]) -> None:

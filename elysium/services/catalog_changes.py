@@ -171,7 +171,7 @@ def apply_change(session: AnySession, change: Due, *, fetch: Fetch, currency: st
         asked_at = utcnow()
         document = fetch(change.document_id)
         if document is None:
-            hidden = catalog_sync.unpublish(session, change.document_id, written_before=asked_at)
+            hidden = catalog_sync.unpublish(session, change.document_id, edited_before=asked_at)
             outcome = "unpublished" if hidden else "unchanged"
         else:
             outcome = catalog_sync.sync_document(session, document, currency=currency)

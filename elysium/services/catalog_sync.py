@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
@@ -334,30 +334,41 @@ def _edited_at(doc: dict[str, Any]) -> datetime | None:
 
 
 def _already_written(
-    session: AnySession, model: type, doc_id: str, edited_at: datetime | None, published: bool
+    session: AnySession,
+    model: type,
+    doc_id: str,
+    edited_at: datetime | None,
+    published: bool,
+    hidden_before: datetime | None,
 ) -> str | None:
-    """``unchanged`` when the row was written from this very edit of the document (and is on
-    sale or not as the document says), ``older`` when it holds a later one (a sync's page
-    fetched before the webhook wrote a change: a piece taken off sale, a new price; an
-    applier's late answer); None to write it. A row hidden although this very edit says it is
-    on sale is written again: the document exists, so whatever hid it (a deletion's answer
-    that came late) was wrong. Before a write the row is taken and looked at again, so two
-    writers of one document take turns and the second compares with what the first wrote. An
-    edit already written costs one read and takes nothing (on SQLite taking a row is a write,
-    which would renew the catalogue's version for every piece an hourly sync finds
-    unchanged)."""
+    """``unchanged`` when the row was written from this very edit of the document, ``older``
+    when it holds a later one (a sync's page fetched before the webhook wrote a change: a piece
+    taken off sale, a new price; an applier's late answer); None to write it. Before a write
+    the row is taken and looked at again, so two writers of one document take turns and the
+    second compares with what the first wrote. An edit already written costs one read and
+    takes nothing (on SQLite taking a row is a write, which would renew the catalogue's
+    version for every piece an hourly sync finds unchanged).
+
+    ``hidden_before`` (the hourly sync: when its listing began, less the hosts' clock
+    margin): a row hidden before then although this very edit, listed since, says it is on
+    sale is written again, whatever hid it (a deletion's answer that came late). One hidden
+    after the listing began is left hidden: the studio may have deleted it meanwhile."""
     found = session.execute(
-        select(model.id, model.source_updated_at, model.published).where(
+        select(model.id, model.source_updated_at, model.published, model.updated_at).where(
             model.external_id == doc_id
         )
     ).one_or_none()
     if found is None:
         return None
-    row_id, written, on_sale = found
+    row_id, written, on_sale, changed_at = found
     if edited_at is not None and written is not None and edited_at < written:
         return "older"
-    if edited_at is not None and edited_at == written and on_sale == published:
-        return "unchanged"
+    if edited_at is not None and edited_at == written:
+        hidden_wrongly = (
+            published and not on_sale and hidden_before is not None and changed_at < hidden_before
+        )
+        if not hidden_wrongly:
+            return "unchanged"
     take_turns_on_sqlite(session, model, row_id)
     written = session.scalar(
         select(model.source_updated_at).where(model.id == row_id).with_for_update()
@@ -367,11 +378,15 @@ def _already_written(
     return None
 
 
-def _apply_collection(session: AnySession, doc: dict[str, Any]) -> str:
+def _apply_collection(
+    session: AnySession, doc: dict[str, Any], hidden_before: datetime | None = None
+) -> str:
     values = collection_values(doc)
     doc_id = doc["_id"]
     edited_at = _edited_at(doc)
-    written = _already_written(session, Collection, doc_id, edited_at, values["published"])
+    written = _already_written(
+        session, Collection, doc_id, edited_at, values["published"], hidden_before
+    )
     if (outcome := written) is not None:
         return outcome
     if edited_at is not None:
@@ -425,11 +440,15 @@ def _sync_options(product: Product, wanted: list[dict[str, Any]]) -> bool:
     return changed
 
 
-def _apply_product(session: AnySession, doc: dict[str, Any], currency: str) -> str:
+def _apply_product(
+    session: AnySession, doc: dict[str, Any], currency: str, hidden_before: datetime | None = None
+) -> str:
     values = product_values(doc, currency)
     doc_id = doc["_id"]
     edited_at = _edited_at(doc)
-    written = _already_written(session, Product, doc_id, edited_at, values["published"])
+    written = _already_written(
+        session, Product, doc_id, edited_at, values["published"], hidden_before
+    )
     if (outcome := written) is not None:
         return outcome
     if edited_at is not None:
@@ -474,7 +493,11 @@ def _apply_product(session: AnySession, doc: dict[str, Any], currency: str) -> s
 
 
 def sync_document(
-    session: AnySession, doc: dict[str, Any], *, currency: str = DEFAULT_CURRENCY
+    session: AnySession,
+    doc: dict[str, Any],
+    *,
+    currency: str = DEFAULT_CURRENCY,
+    hidden_before: datetime | None = None,
 ) -> str:
     """Write one document in its own transaction (committed here) and say what happened:
     ``created``, ``updated``, ``unchanged``, ``older`` (the shop holds a later edit of it,
@@ -493,9 +516,9 @@ def sync_document(
     for attempt in (1, 2):
         try:
             if apply is None:
-                outcome = _apply_collection(session, doc)
+                outcome = _apply_collection(session, doc, hidden_before)
             else:
-                outcome = apply(session, doc, currency)
+                outcome = apply(session, doc, currency, hidden_before)
             session.commit()
             return outcome
         except (IntegrityError, _WrittenMeanwhileError):
@@ -508,18 +531,30 @@ def sync_document(
     raise AssertionError("unreachable")
 
 
-def unpublish(session: AnySession, doc_id: str, *, written_before: datetime | None = None) -> bool:
+def unpublish(
+    session: AnySession,
+    doc_id: str,
+    *,
+    written_before: datetime | None = None,
+    edited_before: datetime | None = None,
+) -> bool:
     """Hide the product (or collection) kept for this Sanity document; never deletes (orders
     refer to it). True if it was published until now. Commits.
 
-    ``written_before``: only a row not written since (when the decision to hide it was
-    taken, from Sanity's answer or listing): a later write (the studio restored the piece, and
-    its webhook wrote it meanwhile) knows better."""
+    Only a row not written since the shop decided to hide it (``written_before``: the hourly
+    sync's listing, by the row's own write time), or that holds no edit of the studio's made
+    after Sanity was asked (``edited_before``: a deletion, by the document's ``_updatedAt``):
+    the studio restored the piece meanwhile, and its webhook wrote it. An edit made before the
+    deletion, written late, is still hidden."""
     changed = 0
     for model in (Product, Collection):
         stmt = update(model).where(model.external_id == doc_id, model.published.is_(True))
         if written_before is not None:
             stmt = stmt.where(model.updated_at < written_before)
+        if edited_before is not None:
+            stmt = stmt.where(
+                or_(model.source_updated_at.is_(None), model.source_updated_at <= edited_before)
+            )
         result = session.execute(
             stmt.values(published=False).execution_options(synchronize_session="fetch")
         )
@@ -534,6 +569,7 @@ def _sync_many(
     kind: str,
     report: SyncReport,
     currency: str,
+    hidden_before: datetime,
 ) -> set[str]:
     """Sync each document; returns the ids listed (drafts aside), bad ones included, so a
     piece whose document is only malformed for now is kept as it is, not unpublished."""
@@ -551,7 +587,7 @@ def _sync_many(
             logger.warning("Sanity document %s skipped: %s", label, reason)
             continue
         try:
-            outcome = sync_document(session, doc, currency=currency)
+            outcome = sync_document(session, doc, currency=currency, hidden_before=hidden_before)
         except InvalidDocumentError as error:
             report.skipped.append(Skipped(label, error.reason))
             logger.warning("Sanity document %s skipped: %s", label, error.reason)
@@ -604,8 +640,11 @@ def sync_all(
     only a complete listing says what Sanity no longer has."""
     report = SyncReport()
     listing_began = utcnow()
-    collection_ids = _sync_many(session, collections, "collection", report, currency)
-    product_ids = _sync_many(session, products, "product", report, currency)
+    settled_before = listing_began - LISTING_CLOCK_MARGIN
+    collection_ids = _sync_many(
+        session, collections, "collection", report, currency, settled_before
+    )
+    product_ids = _sync_many(session, products, "product", report, currency, settled_before)
     _unpublish_missing(session, Product, product_ids, "product", report, listing_began)
     _unpublish_missing(session, Collection, collection_ids, "collection", report, listing_began)
     return report

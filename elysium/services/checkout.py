@@ -24,6 +24,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -42,7 +43,7 @@ from elysium.money import format_money
 from elysium.services import cart as carts
 from elysium.services import inventory, orders
 from elysium.services.configuration import variant_label
-from elysium.services.sql import AnySession, take_turns_on_sqlite
+from elysium.services.sql import AnySession, hold_row, take_turns_on_sqlite
 
 logger = logging.getLogger(__name__)
 
@@ -335,12 +336,13 @@ def _read_shown(shown: str) -> dict[int, tuple[int, int, str]] | None:
     return lines
 
 
-def changes_since_shown(view: carts.CartView, shown: str) -> list[str]:
+def changes_since_shown(view: carts.CartView, shown: str, *, prices: bool = True) -> list[str]:
     """What the shopper would pay for, or wait for, that the checkout page they sent did not
     show (another tab changed the bag, staff changed a price, the last piece in stock was
     sold so a line is now made to order): each change in a sentence; none when the page
     showed the bag as it is. A line that came into stock meanwhile is good news, and asks
-    nothing of the shopper."""
+    nothing of the shopper. Without ``prices``, only which pieces and how many: for a bag
+    already being paid for, whose order keeps the prices and lead times of its own page."""
     seen = _read_shown(shown)
     if seen is None:
         return ["Your bag is not as the page you sent showed it."]
@@ -354,6 +356,8 @@ def changes_since_shown(view: carts.CartView, shown: str) -> list[str]:
         quantity, price, made = was
         if item.line.quantity != quantity:
             changes.append(f"Your bag now holds {item.line.quantity} of {name}, not {quantity}.")
+        if not prices:
+            continue
         if item.unit_price != price:
             before = format_money(price, view.currency)
             changes.append(f"{name} is now {money} (it was {before}).")
@@ -729,6 +733,7 @@ def settle(
     actor: str = SYSTEM,
     actor_user_id: int | None = None,
     cancel_if_unreachable: bool = True,
+    hold_also: Sequence[int] = (),
 ) -> Settled:
     """Apply what Stripe said about a PENDING order's payment page, under the order's lock.
 
@@ -745,6 +750,10 @@ def settle(
     ``page`` must be the order's page: when the order holds another by now (a checkout
     request stored the page Stripe had just made for it), nothing is decided (CHANGED), so an
     order is never cancelled under a live payment page nobody closed.
+
+    ``hold_also``: stock rows a new checkout will reserve in this same transaction (a payment
+    replaced): taken with the order's own before any is released, all in id order, so the
+    transaction never holds a row while waiting for a lower one another checkout holds.
     """
     order = lock_order(session, order_id)
     if order is None or order.status is not OrderStatus.PENDING:
@@ -777,6 +786,8 @@ def settle(
             note="Stripe says the checkout completed; waiting for the bank payment",
         )
         return Settled.PROCESSING
+    for inventory_id in sorted({row for row, _ in stock_taken(order)} | set(hold_also)):
+        hold_row(session, Inventory, inventory_id)
     close_unpaid(
         session,
         order,
@@ -1071,7 +1082,7 @@ class Cancellation:
     order: Order | None = None
 
 
-def cancel_payment(session: AnySession, cart: Cart) -> Cancellation:
+def cancel_payment(session: AnySession, cart: Cart, *, to_check_out: bool = False) -> Cancellation:
     """The shopper gives up paying: close Stripe's page, cancel the order, thaw the cart.
 
     Calls Stripe, so the caller must hold no lock and have nothing left to commit (commit
@@ -1080,8 +1091,13 @@ def cancel_payment(session: AnySession, cart: Cart) -> Cancellation:
     flags it for a refund. Should the order get its page while this closes the one it had
     (none, when the cancel comes as the checkout is still asking Stripe for it), the order's
     lock is let go (a rollback) and the new page is closed in turn.
+
+    ``to_check_out``: the bag is checked out again in this same transaction (a payment
+    replaced with other details): the stock rows its lines take are held with the order's,
+    in id order (``settle``'s ``hold_also``).
     """
     settled = Settled.CHANGED
+    hold_also = carts.stock_row_ids(session, cart.id) if to_check_out else []
     for _ in range(ROUNDS):
         order = pending_order_for_cart(session, cart)
         if order is None:
@@ -1100,6 +1116,7 @@ def cancel_payment(session: AnySession, cart: Cart) -> Cancellation:
             page,
             reason="The shopper cancelled the payment",
             actor=SHOPPER,
+            hold_also=hold_also,
         )
         if settled is not Settled.CHANGED:
             break

@@ -447,6 +447,25 @@ def _check_quantity(quantity: int) -> None:
         raise ValueError(f"quantity must be a positive whole number, not {quantity!r}")
 
 
+def alert_if_low_after(
+    session: AnySession, inventory_id: int, *, seen_stock: int, seen_threshold: int
+) -> None:
+    """After an edit that set the count and the threshold together (each told not to alert):
+    the low-stock email judged once, on the row as the edit leaves it, against the count and
+    threshold the edit was made from. Judged step by step, a threshold raised with a delivery
+    emailed of a variant the delivery then left well stocked."""
+    row = session.get(Inventory, inventory_id, populate_existing=True)
+    if row is None:
+        return
+    _alert_if_low(
+        session,
+        inventory_id,
+        (row.stock_level, row.reserved),
+        was_available=seen_stock - row.reserved,
+        was_threshold=seen_threshold,
+    )
+
+
 def _alert_if_low(
     session: AnySession,
     inventory_id: int,
@@ -515,6 +534,7 @@ def set_stock_level(
     reason: StockReason,
     note: str = "",
     actor_id: int | None = None,
+    alert: bool = True,
 ) -> bool:
     """A member of staff counted the variant: take ``stock_level`` from ``seen`` to ``new_level``.
 
@@ -559,7 +579,8 @@ def set_stock_level(
         if current != seen:
             raise StaleCountError(inventory_id, "stock_level", current)
         raise OutOfStockError(inventory_id, -delta)
-    _alert_if_low(session, inventory_id, counts, was_available=counts[0] - counts[1] - delta)
+    if alert:
+        _alert_if_low(session, inventory_id, counts, was_available=counts[0] - counts[1] - delta)
     return True
 
 
@@ -572,6 +593,7 @@ def set_low_stock_threshold(
     key: str,
     note: str = "",
     actor_id: int | None = None,
+    alert: bool = True,
 ) -> bool:
     """Change when a variant counts as low stock, only while it is still ``seen``.
 
@@ -613,8 +635,9 @@ def set_low_stock_threshold(
             raise StockLedgerError(f"no inventory row {inventory_id}")
         raise StaleCountError(inventory_id, "low_stock_threshold", current)
     counts = (changed.stock_level, changed.reserved)
-    # Raised to what is left: the variant is low now, and no sale will "fall to" it.
-    _alert_if_low(
-        session, inventory_id, counts, was_available=counts[0] - counts[1], was_threshold=seen
-    )
+    if alert:
+        # Raised to what is left: the variant is low now, and no sale will "fall to" it.
+        _alert_if_low(
+            session, inventory_id, counts, was_available=counts[0] - counts[1], was_threshold=seen
+        )
     return True

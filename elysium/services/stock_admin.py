@@ -346,9 +346,9 @@ def _edit_key(what: str, inventory_id: int, nonce: str, seen: int, new: int) -> 
 def apply_edit(session: AnySession, inventory_id: int, edit: StockEdit, *, actor_id: int) -> str:
     """Apply a row's edit as the member of staff ``actor_id``; what to tell them.
 
-    The threshold goes through :func:`inventory.set_low_stock_threshold`, then the count
-    through :func:`inventory.set_stock_level` (so the low-stock email judges the count by the
-    threshold saved with it), each keyed by the form's nonce and the change
+    The count goes through :func:`inventory.set_stock_level`, the threshold through
+    :func:`inventory.set_low_stock_threshold` (the low-stock email judged once, on the row as
+    the whole edit leaves it), each keyed by the form's nonce and the change
     it asks for: the same form sent twice is applied once, while a form sent again with other
     values (say, from the browser's history) is a new edit, checked against the count. Raises
     :class:`InvalidInputError` (a reason missing or contradicting the change) or
@@ -358,28 +358,6 @@ def apply_edit(session: AnySession, inventory_id: int, edit: StockEdit, *, actor
         raise ValueError("an edit needs the nonce of the form it came from")
     _check_reason(edit)
     changes: list[str] = []
-    # The threshold first: a count saved with it is judged low (or not) by the new one.
-    if edit.threshold != edit.seen_threshold:
-        try:
-            applied = inventory.set_low_stock_threshold(
-                session,
-                inventory_id,
-                seen=edit.seen_threshold,
-                new_threshold=edit.threshold,
-                key=_edit_key(
-                    "threshold", inventory_id, edit.nonce, edit.seen_threshold, edit.threshold
-                ),
-                note=edit.note,
-                actor_id=actor_id,
-            )
-        except inventory.StaleCountError as stale:
-            raise EditConflictError(
-                f"The low-stock threshold changed meanwhile: it is now {stale.current}. "
-                "Check it, then save again.",
-                threshold=stale.current,
-            ) from stale
-        if applied:
-            changes.append(f"low-stock threshold {edit.seen_threshold} → {edit.threshold}")
     if edit.stock != edit.seen_stock:
         try:
             applied = inventory.set_stock_level(
@@ -391,6 +369,7 @@ def apply_edit(session: AnySession, inventory_id: int, edit: StockEdit, *, actor
                 reason=edit.reason or StockReason.CORRECTION,
                 note=edit.note,
                 actor_id=actor_id,
+                alert=False,
             )
         except inventory.StaleCountError as stale:
             raise EditConflictError(
@@ -407,8 +386,33 @@ def apply_edit(session: AnySession, inventory_id: int, edit: StockEdit, *, actor
                 f"the count can't go below {reserved}."
             ) from short
         if applied:
-            changes.insert(0, f"count {edit.seen_stock} → {edit.stock}")
+            changes.append(f"count {edit.seen_stock} → {edit.stock}")
+    if edit.threshold != edit.seen_threshold:
+        try:
+            applied = inventory.set_low_stock_threshold(
+                session,
+                inventory_id,
+                seen=edit.seen_threshold,
+                new_threshold=edit.threshold,
+                key=_edit_key(
+                    "threshold", inventory_id, edit.nonce, edit.seen_threshold, edit.threshold
+                ),
+                note=edit.note,
+                actor_id=actor_id,
+                alert=False,
+            )
+        except inventory.StaleCountError as stale:
+            raise EditConflictError(
+                f"The low-stock threshold changed meanwhile: it is now {stale.current}. "
+                "Check it, then save again.",
+                threshold=stale.current,
+            ) from stale
+        if applied:
+            changes.append(f"low-stock threshold {edit.seen_threshold} → {edit.threshold}")
     if not changes:
         asked = edit.stock != edit.seen_stock or edit.threshold != edit.seen_threshold
         return "Already saved." if asked else "Nothing to change."
+    inventory.alert_if_low_after(
+        session, inventory_id, seen_stock=edit.seen_stock, seen_threshold=edit.seen_threshold
+    )
     return "Saved: " + ", ".join(changes) + "."

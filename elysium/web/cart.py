@@ -144,16 +144,6 @@ ACCOUNTS_BAG_BEING_PAID = (
 )
 
 
-def _why_kept_apart(token: str) -> str:
-    """Which bag's payment kept the guest's bag from joining the account's at sign-in. A
-    guest's payment stays the guest's: on a shared computer the next person to sign in must
-    not take over a stranger's payment, nor later their order's page, from any device."""
-    guest = carts.find_cart(db.session, token=token)
-    if guest is not None and guest.frozen_at is not None:
-        return PAID_FOR_AS_A_GUEST
-    return ACCOUNTS_BAG_BEING_PAID
-
-
 def merge_guest_cart(user: User) -> None:
     """On sign-in: the guest cart joins the account's (or becomes it); the cookie goes.
 
@@ -165,6 +155,7 @@ def merge_guest_cart(user: User) -> None:
     if token is None:
         return
     g.clear_cart_cookie = True
+    accounts_bag: set[int] = set()
 
     def merge() -> carts.MergeReport | None:
         guest = carts.find_cart(db.session, token=token)
@@ -173,15 +164,23 @@ def merge_guest_cart(user: User) -> None:
         target = carts.find_cart(db.session, user_id=user.id)
         if target is None:
             return carts.adopt(db.session, guest, user.id)
+        accounts_bag.add(target.id)
         return carts.merge_into(db.session, guest, target)
 
     try:
         report = committed_with_retry(merge)
-    except carts.CartError as error:
+    except carts.FrozenCartError as error:
         # This browser's bag, or the account's, is being paid for: this one stays the guest's.
+        # (A guest's payment stays the guest's: on a shared computer the next person to sign
+        # in must not take over a stranger's payment, nor later their order's page.)
         db.session.rollback()
         g.clear_cart_cookie = False
-        flash(_why_kept_apart(token) if isinstance(error, carts.FrozenCartError) else error.message)
+        flash(ACCOUNTS_BAG_BEING_PAID if error.cart_id in accounts_bag else PAID_FOR_AS_A_GUEST)
+        return
+    except carts.CartError as error:
+        db.session.rollback()
+        g.clear_cart_cookie = False
+        flash(error.message)
         return
     if report is None:
         return
