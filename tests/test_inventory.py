@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from datetime import UTC, datetime
-from itertools import count
 
 import pytest
 import time_machine
@@ -13,26 +12,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from elysium.extensions import db
-from elysium.models import Inventory, Order, OutboxEmail, Product, StockMovement
+from elysium.models import Inventory, OutboxEmail, Product, StockMovement
 from elysium.services import inventory
 from elysium.services.inventory import OutOfStockError
-
-order_numbers = count(1)
-
-
-def make_order() -> int:
-    order = Order(
-        number=f"ELY-TEST{next(order_numbers):04d}",
-        email="shopper@example.com",
-        currency="GBP",
-        subtotal=0,
-        total=0,
-        shipping_address={},
-        billing_address={},
-    )
-    db.session.add(order)
-    db.session.flush()
-    return order.id
+from tests.support.orders import make_order
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from sqlalchemy import func, select
 from elysium.extensions import db
 from elysium.models import (
     Inventory,
-    Order,
     OutboxEmail,
     Product,
     StockMovement,
@@ -26,7 +25,7 @@ from elysium.models import (
 from elysium.services import inventory
 from tests.conftest import PASSWORD, ShopClient, create_user
 from tests.html import Page, elements, field_error, form_fields, text_of
-from tests.support.orders import pending_chain_order
+from tests.support.orders import make_order, pending_chain_order
 from tests.support.staff import STAFF_EMAIL, staff_client
 
 COLUMNS = ["Piece", "Count", "Reserved", "Available", "Low at", "Change"]
@@ -322,19 +321,8 @@ def test_lowering_the_count_to_the_threshold_emails_staff(app, staff):
 def sell(app: Flask, inventory_id: int, pieces: int) -> None:
     """Shoppers' checkouts, one after another, each reserving one piece for its order."""
     with app.app_context():
-        for n in range(pieces):
-            order = Order(
-                number=f"ELY-SELL{n:04d}",
-                email="shopper@example.com",
-                currency="GBP",
-                subtotal=65000,
-                total=65000,
-                shipping_address={"full_name": "Ada Lovelace"},
-                billing_address={"full_name": "Ada Lovelace"},
-            )
-            db.session.add(order)
-            db.session.flush()
-            inventory.reserve(db.session, inventory_id, 1, order_id=order.id)
+        for _ in range(pieces):
+            inventory.reserve(db.session, inventory_id, 1, order_id=make_order())
             db.session.commit()
         db.session.remove()
 

@@ -384,10 +384,10 @@ def _apply_collection(
     values = collection_values(doc)
     doc_id = doc["_id"]
     edited_at = _edited_at(doc)
-    written = _already_written(
+    outcome = _already_written(
         session, Collection, doc_id, edited_at, values["published"], hidden_before
     )
-    if (outcome := written) is not None:
+    if outcome is not None:
         return outcome
     if edited_at is not None:
         values["source_updated_at"] = edited_at
@@ -446,10 +446,10 @@ def _apply_product(
     values = product_values(doc, currency)
     doc_id = doc["_id"]
     edited_at = _edited_at(doc)
-    written = _already_written(
+    outcome = _already_written(
         session, Product, doc_id, edited_at, values["published"], hidden_before
     )
-    if (outcome := written) is not None:
+    if outcome is not None:
         return outcome
     if edited_at is not None:
         values["source_updated_at"] = edited_at

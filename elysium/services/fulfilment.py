@@ -632,12 +632,10 @@ def _answered(session: AnySession, order: Order, staff: Staff) -> None:
 def notify_refund(session: AnySession, refund: Refund) -> None:
     """The refund email, once per refund (the caller decides whether the shopper is told)."""
     order = refund.order
-    orders.email_shopper(
+    orders.email_refund(
         session,
         order,
-        "order_refunded",
-        f"Your refund for {order.number}",
-        amount=format_money(refund.amount, order.currency),
+        refund.amount,
         full=order.refunded_amount >= order.total,
         dedupe_key=f"order:{order.id}:refund:{refund.id}",
     )
@@ -1089,12 +1087,10 @@ def give_back_held_money(
     )
     for given in made:
         if given.notify:
-            orders.email_shopper(
+            orders.email_refund(
                 session,
                 order,
-                "order_refunded",
-                f"Your refund for {order.number}",
-                amount=format_money(given.amount, given.currency),
+                given.amount,
                 full=True,
                 dedupe_key=f"order:{order.id}:held-money-refund:{given.id}",
             )

@@ -450,8 +450,9 @@ def _check_quantity(quantity: int) -> None:
 def alert_if_low_after(
     session: AnySession, inventory_id: int, *, seen_stock: int, seen_threshold: int
 ) -> None:
-    """After an edit that set the count and the threshold together (each told not to alert):
-    the low-stock email judged once, on the row as the edit leaves it, against the count and
+    """After a member of staff's edit of the count, the threshold or both
+    (:func:`set_stock_level`, :func:`set_low_stock_threshold`, which judge nothing): the
+    low-stock email judged once, on the row as the edit leaves it, against the count and
     threshold the edit was made from. Judged step by step, a threshold raised with a delivery
     emailed of a variant the delivery then left well stocked."""
     row = session.get(Inventory, inventory_id, populate_existing=True)
@@ -534,7 +535,6 @@ def set_stock_level(
     reason: StockReason,
     note: str = "",
     actor_id: int | None = None,
-    alert: bool = True,
 ) -> bool:
     """A member of staff counted the variant: take ``stock_level`` from ``seen`` to ``new_level``.
 
@@ -546,7 +546,8 @@ def set_stock_level(
 
     Raises :class:`StaleCountError` when the count is no longer ``seen``, and
     :class:`OutOfStockError` when ``new_level`` is below the units reserved; the caller must
-    then roll back (the ledger entry written here goes with it).
+    then roll back (the ledger entry written here goes with it). The caller judges the
+    low-stock email once its edit is done (:func:`alert_if_low_after`).
     """
     if new_level < 0:
         raise ValueError(f"a stock level can't be negative, not {new_level!r}")
@@ -579,8 +580,6 @@ def set_stock_level(
         if current != seen:
             raise StaleCountError(inventory_id, "stock_level", current)
         raise OutOfStockError(inventory_id, -delta)
-    if alert:
-        _alert_if_low(session, inventory_id, counts, was_available=counts[0] - counts[1] - delta)
     return True
 
 
@@ -593,7 +592,6 @@ def set_low_stock_threshold(
     key: str,
     note: str = "",
     actor_id: int | None = None,
-    alert: bool = True,
 ) -> bool:
     """Change when a variant counts as low stock, only while it is still ``seen``.
 
@@ -621,7 +619,7 @@ def set_low_stock_threshold(
         update(Inventory)
         .where(Inventory.id == inventory_id, Inventory.low_stock_threshold == seen)
         .values(low_stock_threshold=new_threshold, updated_at=utcnow())
-        .returning(Inventory.stock_level, Inventory.reserved)
+        .returning(Inventory.id)
         .execution_options(synchronize_session=False)
     ).one_or_none()
     loaded = session.identity_map.get(identity_key(Inventory, inventory_id))
@@ -634,10 +632,4 @@ def set_low_stock_threshold(
         if current is None:
             raise StockLedgerError(f"no inventory row {inventory_id}")
         raise StaleCountError(inventory_id, "low_stock_threshold", current)
-    counts = (changed.stock_level, changed.reserved)
-    if alert:
-        # Raised to what is left: the variant is low now, and no sale will "fall to" it.
-        _alert_if_low(
-            session, inventory_id, counts, was_available=counts[0] - counts[1], was_threshold=seen
-        )
     return True

@@ -268,6 +268,22 @@ def email_cancelled(session: AnySession, order: Order, *, back_in_bag: bool) -> 
     )
 
 
+def email_refund(
+    session: AnySession, order: Order, amount: int, *, full: bool, dedupe_key: str | None = None
+) -> None:
+    """The shopper's refund email: ``amount`` given back (in minor units), and whether the
+    order is now refunded in full; once per ``dedupe_key`` (a refund, an amount reached)."""
+    email_shopper(
+        session,
+        order,
+        "order_refunded",
+        f"Your refund for {order.number}",
+        amount=format_money(amount, order.currency),
+        full=full,
+        dedupe_key=dedupe_key,
+    )
+
+
 def describe(event: OrderEvent) -> str:
     """An order event in plain words for the shopper. Only the status is told: the note is
     the shop's own (a staff member's reason, a Stripe event id), never the shopper's."""

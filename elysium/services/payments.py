@@ -417,12 +417,10 @@ def charge_refunded(
         if refunded > counted_before:
             # Given back in Stripe's dashboard: the shopper hears of it as of one made here,
             # once per amount reached (a report sent again tells nobody twice).
-            orders.email_shopper(
+            orders.email_refund(
                 session,
                 order,
-                "order_refunded",
-                f"Your refund for {order.number}",
-                amount=format_money(refunded - counted_before, order.currency),
+                refunded - counted_before,
                 full=False,
                 dedupe_key=f"order:{order.id}:refunded-at-stripe-to:{refunded}",
             )
@@ -453,14 +451,7 @@ def refunded_in_full_at_stripe(
             note=f"Deposit order {order.number} refunded in full at Stripe",
         )
     if (moved or order.late_payment_at is not None) and given_back > 0:
-        orders.email_shopper(
-            session,
-            order,
-            "order_refunded",
-            f"Your refund for {order.number}",
-            amount=format_money(given_back, order.currency),
-            full=True,
-        )
+        orders.email_refund(session, order, given_back, full=True)
 
 
 def dispute_created(session: AnySession, order: Order, obj: dict[str, Any], event_id: str) -> None:

@@ -369,7 +369,6 @@ def apply_edit(session: AnySession, inventory_id: int, edit: StockEdit, *, actor
                 reason=edit.reason or StockReason.CORRECTION,
                 note=edit.note,
                 actor_id=actor_id,
-                alert=False,
             )
         except inventory.StaleCountError as stale:
             raise EditConflictError(
@@ -399,7 +398,6 @@ def apply_edit(session: AnySession, inventory_id: int, edit: StockEdit, *, actor
                 ),
                 note=edit.note,
                 actor_id=actor_id,
-                alert=False,
             )
         except inventory.StaleCountError as stale:
             raise EditConflictError(

@@ -46,30 +46,23 @@ def earned_by_this_account() -> bool:
     return session.get(SECOND_FACTOR_USER) == current_user.get_id()
 
 
-def passed_second_factor() -> bool:
-    """Whether this session passed the second factor, for this account (and this session
-    version of it), within the last 12 hours, and has been active in the last 30 minutes."""
-    passed = age(SECOND_FACTOR_AT)
-    seen = age(LAST_SEEN)
-    return (
-        earned_by_this_account()
-        and passed is not None
-        and passed < SECOND_FACTOR_LIFETIME.total_seconds()
-        and seen is not None
-        and seen <= IDLE_LIMIT.total_seconds()
-    )
-
-
 def second_factor_passed_lately() -> bool:
-    """Whether this session passed the second factor, for this account, within the last 12
-    hours, busy in the back office since or not: enough to change how the account signs in
-    (the back office itself also asks for the last 30 minutes' activity)."""
+    """Whether this session passed the second factor, for this account (and this session
+    version of it), within the last 12 hours, busy in the back office since or not: enough to
+    change how the account signs in."""
     passed = age(SECOND_FACTOR_AT)
     return (
         earned_by_this_account()
         and passed is not None
         and passed < SECOND_FACTOR_LIFETIME.total_seconds()
     )
+
+
+def passed_second_factor() -> bool:
+    """What the back office asks: the second factor passed lately, and the session active
+    there in the last 30 minutes."""
+    seen = age(LAST_SEEN)
+    return second_factor_passed_lately() and seen is not None and seen <= IDLE_LIMIT.total_seconds()
 
 
 def mark_second_factor_passed() -> None:

@@ -3,6 +3,8 @@ comes after (webhooks, emails) that don't need to go through the checkout pages.
 
 from __future__ import annotations
 
+from itertools import count
+
 from flask import Flask
 from sqlalchemy import select
 
@@ -12,6 +14,23 @@ from elysium.models.types import utcnow
 from elysium.services import inventory
 
 CHAIN_PRICE = 65000
+_order_numbers = count(1)
+
+
+def make_order() -> int:
+    """A bare order for stock to be reserved against (in the app context); its id."""
+    order = Order(
+        number=f"ELY-TEST{next(_order_numbers):04d}",
+        email="shopper@example.com",
+        currency="GBP",
+        subtotal=0,
+        total=0,
+        shipping_address={},
+        billing_address={},
+    )
+    db.session.add(order)
+    db.session.flush()
+    return order.id
 
 
 def pending_chain_order(
