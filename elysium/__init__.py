@@ -162,8 +162,10 @@ def register_templating(app: Flask) -> None:
     from elysium.services.orders import (
         STATUS_LABELS,
         headline,
+        held_after_cancelling,
         money_taken,
         refund_turned_back,
+        returned_by_bank,
         shipment,
         shopper_refunds,
         shopper_timeline,
@@ -192,6 +194,8 @@ def register_templating(app: Flask) -> None:
     app.jinja_env.globals["order_tracking_link"] = tracking_link_for
     app.jinja_env.globals["order_refunds"] = shopper_refunds
     app.jinja_env.globals["order_money_taken"] = money_taken
+    app.jinja_env.globals["order_held_after_cancelling"] = held_after_cancelling
+    app.jinja_env.globals["order_returned_by_bank"] = returned_by_bank
     app.jinja_env.globals["order_refund_turned_back"] = refund_turned_back
     app.jinja_env.globals["demo_payments"] = demo_payments
     app.jinja_env.globals["current_year"] = lambda: datetime.now(UTC).year

@@ -563,6 +563,66 @@ def test_a_paid_order_whose_dispute_was_lost_in_part_is_cancelled_without_a_refu
     assert stock(app) == (3, 0)
 
 
+def shoppers_order_page(shop: Shop, number: str) -> str:
+    """The order's page as the shopper opens it from their confirmation email."""
+    [confirmation] = [
+        email
+        for email in sent_emails(shop.app)
+        if email.template == "order_confirmation" and number in email.subject
+    ]
+    return text_of(Page(shop.client().get(link_in(confirmation, "/orders/"))))
+
+
+def test_a_dispute_lost_in_full_is_told_to_the_shopper_as_their_banks_doing_not_a_refund(
+    shop: Shop, app: Flask
+) -> None:
+    """The shopper's bank took the money back: the page said the shop had refunded it "to
+    your original payment method"."""
+    number, _ = buy(shop)
+    dispute = shop.fake.create_dispute(intent_of(app, number))
+    shop.fake.close_dispute(dispute["id"], status="lost")
+    assert order_of(app, number)["status"] is S.REFUNDED
+
+    page = shoppers_order_page(shop, number)
+
+    assert "Payment returned by your bank" in page
+    assert "Your bank gave this payment back to you after a card dispute" in page
+    assert "£650 given back to you by your bank, after a card dispute" in page
+    assert "Given back by your bank£650" in page
+    assert "Your bank gave your payment back to you" in page  # on the timeline
+    assert "refunded in full" not in page.lower()
+    assert "Refunded£" not in page
+
+
+def test_a_cancel_after_a_dispute_lost_in_part_tells_what_the_bank_gave_and_the_shop_holds(
+    shop: Shop, app: Flask
+) -> None:
+    """The bank took £150 back and Stripe refuses any refund after it: Cancel gives nothing
+    back through Stripe, and the shop holds the other £500. The email said "We have refunded
+    £150 to your original payment method" and nothing of the £500."""
+    number, _ = buy(shop)
+    dispute = shop.fake.create_dispute(intent_of(app, number), amount=15000)
+    shop.fake.close_dispute(dispute["id"], status="lost")
+    staff = staff_client(shop.app)
+
+    response = act(staff, number, "cancel", reason="Chargeback", notify="y", request_key="c")
+
+    assert response.status_code == 303, page_text(response)
+    [email] = [e for e in sent_emails(app) if e.template == "order_cancelled"]
+    for body in (email.body_text, text_of(Page(email.body_html))):
+        assert "We have refunded" not in body
+        assert (
+            "Your bank has already given you back £150 of your payment, after a card dispute."
+            in body
+        )
+        assert "£500 of your payment is still with us and can't go back to your card" in body
+        assert "Chargeback" not in body
+    page = shoppers_order_page(shop, number)
+    assert "£500 of your payment is still with us and can't go back to your card" in page
+    assert "£150 given back to you by your bank, after a card dispute" in page
+    assert "£150 refunded" not in page
+
+
 def test_a_refund_with_stripe_unreachable_is_pending_and_the_same_form_retries_it_once(
     shop: Shop, app: Flask
 ) -> None:

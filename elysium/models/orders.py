@@ -42,6 +42,7 @@ class Order(db.Model):
     __table_args__ = (
         CheckConstraint("total >= 0", name="total_not_negative"),
         CheckConstraint("refunded_amount >= 0", name="refunded_not_negative"),
+        CheckConstraint("charged_back_amount >= 0", name="charged_back_not_negative"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -59,6 +60,9 @@ class Order(db.Model):
     shipping: Mapped[int] = mapped_column(BigInteger, default=0)
     total: Mapped[int] = mapped_column(BigInteger)
     refunded_amount: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The part of ``refunded_amount`` the cardholder's bank took back (a dispute lost), not
+    # the shop: the shopper is told it came from their bank, never that the shop refunded it.
+    charged_back_amount: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     gift_message: Mapped[str] = mapped_column(Text, default="")
     shipping_address: Mapped[dict[str, Any]] = mapped_column(JSON)
     billing_address: Mapped[dict[str, Any]] = mapped_column(JSON)

@@ -180,12 +180,14 @@ class Shipment:
 
 @dataclass(frozen=True)
 class RefundNote:
-    """Money given back: its amount, the day it was refunded when the shop knows it, and
-    whether Stripe is still sending it."""
+    """Money given back: its amount, the day it was refunded when the shop knows it, whether
+    Stripe is still sending it, and whether it was the shopper's bank that took it back (a
+    dispute lost), not a refund of ours."""
 
     amount: int
     on: datetime | None
     in_progress: bool = False
+    by_bank: bool = False
 
 
 def carrier_name(order: Order) -> str | None:
@@ -217,6 +219,8 @@ def headline(order: Order) -> str:
         return f"Shipped with {name}"
     if refund_turned_back(order):
         return "Refund to be arranged"
+    if order.status is S.REFUNDED and returned_by_bank(order) >= order.total:
+        return "Payment returned by your bank"
     return STATUS_LABELS[order.status]
 
 
@@ -226,18 +230,28 @@ def refund_turned_back(order: Order) -> bool:
     return order.status is S.REFUNDED and order.refunded_amount < order.total
 
 
+def returned_by_bank(order: Order) -> int:
+    """What the shopper's bank took back of the order's payment (disputes lost), of what the
+    order counts as given back."""
+    return min(order.charged_back_amount, order.refunded_amount)
+
+
 def shopper_refunds(order: Order) -> list[RefundNote]:
     """The money given back, oldest first: each refund staff made, with its date (one Stripe
     is still sending says so; a refused one is not shown), then whatever else the order
-    records as refunded (made in Stripe's dashboard and reported by the webhook), undated."""
+    records as refunded (made in Stripe's dashboard and reported by the webhook), undated,
+    then what the shopper's bank took back (``by_bank``)."""
     notes = [
         RefundNote(refund.amount, refund.created_at, refund.status is RefundStatus.PENDING)
         for refund in order.refunds
         if refund.status is not RefundStatus.FAILED
     ]
     rest = order.refunded_amount - sum(note.amount for note in notes)
-    if rest > 0:
-        notes.append(RefundNote(rest, None))
+    by_bank = min(returned_by_bank(order), max(rest, 0))
+    if rest - by_bank > 0:
+        notes.append(RefundNote(rest - by_bank, None))
+    if by_bank > 0:
+        notes.append(RefundNote(by_bank, None, by_bank=True))
     return notes
 
 
@@ -252,11 +266,23 @@ def money_taken(order: Order) -> bool:
     )
 
 
+def held_after_cancelling(order: Order) -> int:
+    """What a paid order that was cancelled still holds of its payment. Cancel gives all of
+    it back first, unless Stripe refuses any refund (a dispute of it was lost): the rest is
+    then with the shop, which gives it back another way."""
+    if order.status is not S.CANCELLED or order.paid_at is None:
+        return 0
+    return max(order.total - sum(note.amount for note in shopper_refunds(order)), 0)
+
+
 def email_cancelled(session: AnySession, order: Order, *, back_in_bag: bool) -> None:
     """The shopper's cancellation email, saying what is so: whether money was taken and how
     much was given back, and whether the pieces are back in their bag (``back_in_bag``: the
     caller reads it before the cancel thaws the bag, ``checkout.holds_its_cart``)."""
-    refunded = sum(note.amount for note in shopper_refunds(order))
+    notes = shopper_refunds(order)
+    refunded = sum(note.amount for note in notes if not note.by_bank)
+    by_bank = sum(note.amount for note in notes if note.by_bank)
+    still_held = held_after_cancelling(order)
     email_shopper(
         session,
         order,
@@ -264,6 +290,8 @@ def email_cancelled(session: AnySession, order: Order, *, back_in_bag: bool) -> 
         f"Your ELYSIUM order {order.number} was cancelled",
         money_taken=money_taken(order),
         refunded_amount=format_money(refunded, order.currency) if refunded else None,
+        returned_by_bank=format_money(by_bank, order.currency) if by_bank else None,
+        still_held=format_money(still_held, order.currency) if still_held else None,
         back_in_bag=back_in_bag,
     )
 
@@ -291,6 +319,8 @@ def describe(event: OrderEvent) -> str:
         return ""
     if event.to_status is S.SHIPPED and (name := carrier_name(event.order)):
         return f"Sent with {name}, insured and signed for"
+    if event.to_status is S.REFUNDED and returned_by_bank(event.order) >= event.order.total:
+        return "Your bank gave your payment back to you"
     return EVENT_WORDS[event.to_status]
 
 

@@ -525,10 +525,16 @@ def _disputed(order: Order, obj: dict[str, Any]) -> int:
 
 def _charged_back(session: AnySession, order: Order, amount: int, event_id: str) -> None:
     """A lost dispute: the cardholder's bank gave them ``amount`` back, as a refund would
-    have, so it counts in what the order gave back. All of it given back, the order is
-    REFUNDED, as after a full refund made in Stripe's dashboard: it can no longer be shipped,
-    and a commission's deposit is given back (``quotes.deposit_given_back``)."""
-    order.refunded_amount = min(order.total, order.refunded_amount + max(amount, 0))
+    have, so it counts in what the order gave back, and apart as what their bank took
+    (``charged_back_amount``: the shopper is never told the shop refunded it). All of it
+    given back, the order is REFUNDED, as after a full refund made in Stripe's dashboard: it
+    can no longer be shipped, and a commission's deposit is given back
+    (``quotes.deposit_given_back``)."""
+    given_back = min(order.total, order.refunded_amount + max(amount, 0))
+    order.charged_back_amount = min(
+        order.total, order.charged_back_amount + given_back - order.refunded_amount
+    )
+    order.refunded_amount = given_back
     if order.refunded_amount < order.total:
         return
     note = "Refunded in full by the cardholder's bank (a dispute lost)"
