@@ -1056,6 +1056,33 @@ def test_the_sweeper_applies_a_payment_whose_event_was_lost_and_the_late_event_c
     assert confirmations(app) == 1
 
 
+def test_the_sweeper_ends_a_payment_refunded_in_stripes_dashboard_before_it_was_applied(
+    shop: Shop, app: Flask
+) -> None:
+    """The payment's event was lost; staff refunded it in Stripe's dashboard (the shopper rang,
+    having had no confirmation), and that report came. The sweeper then applied the payment:
+    the order read "Paid" with all its money given back, unflagged, the piece sold and a
+    confirmation sent."""
+    client = shop.client()
+    add_chain(client)
+    session_id = session_id_from(check_out(client).location)
+    shop.fake.auto_deliver = False
+    shop.fake.pay(session_id)
+    shop.fake.pending.clear()  # the payment's report is lost
+    shop.fake.auto_deliver = True
+    shop.fake.refund_from_dashboard(shop.fake.session(session_id)["payment_intent"])
+    _expire_in_the_past(app)
+
+    shop.app.test_cli_runner().invoke(args=["orders", "expire-stale"])
+
+    ended = order_state(app)
+    assert ended["status"] is OrderStatus.CANCELLED
+    assert ended["needs_attention"] is False, (ended["reason"], ended["notes"])
+    assert stock(app) == (3, 0)
+    assert confirmations(app) == 0
+    assert bag_count(client.get("/cart")) == 1  # the bag is the shopper's again, as it was
+
+
 def confirmations(app: Flask) -> int:
     with app.app_context():
         found = db.session.scalars(

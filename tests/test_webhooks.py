@@ -322,6 +322,59 @@ def test_completed_after_a_full_refund_cannot_move_it_back(app, client, order):
     assert "order_refunded" in after["emails"]
 
 
+def refunded_charge(order, amount: int) -> dict:
+    return {
+        "id": "ch_1",
+        "object": "charge",
+        "payment_intent": "pi_test_1",
+        "amount_refunded": amount,
+        "metadata": {"order_number": order["number"]},
+    }
+
+
+def test_a_payment_refunded_in_full_before_it_was_applied_ends_the_order_not_confirmed(
+    app, client, order
+):
+    """Refunded in Stripe's dashboard while the report of the payment was still being retried:
+    the order was then marked paid, unflagged, with all its money given back; the shopper
+    was sent a confirmation and the piece stayed sold."""
+    post(client, event("charge.refunded", refunded_charge(order, TOTAL)))
+    assert state(app, order)["status"] is S.PENDING
+
+    completed = event("checkout.session.completed", session_object(order))
+    post(client, completed)
+
+    after = state(app, order)
+    assert after["status"] is S.CANCELLED
+    assert after["refunded"] == TOTAL
+    assert after["stock"] == (5, 0)  # back on sale
+    assert (after["frozen"], after["bag_lines"]) == (False, 1)  # the shopper's bag is theirs
+    assert after["emails"] == ["order_cancelled"]
+    [email] = [e for e in sent_emails(app) if e.template == "order_cancelled"]
+    assert "We have refunded £650 to your original payment method" in email.body_text
+    # Stripe sends it again, or another report of the same payment comes: nothing changes,
+    # nobody is told twice, and staff are not asked to refund what went back.
+    post(client, completed)
+    post(client, event("checkout.session.completed", session_object(order)))
+    again = state(app, order)
+    assert (again["status"], again["flagged"], again["stock"]) == (S.CANCELLED, False, (5, 0))
+    assert again["emails"] == ["order_cancelled"]
+
+
+def test_a_payment_refunded_in_part_before_it_was_applied_is_paid_and_flagged(app, client, order):
+    post(client, event("charge.refunded", refunded_charge(order, 10000)))
+
+    post(client, event("checkout.session.completed", session_object(order)))
+
+    after = state(app, order)
+    assert after["status"] is S.PAID
+    assert after["refunded"] == 10000
+    assert after["flagged"] is True
+    with app.app_context():
+        reason = db.session.get(Order, order["id"]).attention_reason
+    assert "refunded at Stripe before the payment was applied here" in reason
+
+
 def test_a_partial_refund_is_recorded_and_the_status_kept(app, client, order):
     post(client, event("checkout.session.completed", session_object(order)))
     post(

@@ -55,6 +55,11 @@ PAID_TOO_LATE = {
     OrderStatus.CANCELLED: PAID_AFTER_CANCELLATION_FLAG,
     OrderStatus.PAYMENT_FAILED: PAID_AFTER_FAILURE_FLAG,
 }
+REFUNDED_BEFORE_PAID_NOTE = "Refunded in full at Stripe before its payment was applied here"
+REFUNDED_IN_PART_BEFORE_PAID_FLAG = (
+    "Part of its payment was refunded at Stripe before the payment was applied here: "
+    "check what is still to be sent"
+)
 
 
 class Outcome(enum.StrEnum):
@@ -251,6 +256,15 @@ def mark_paid(session: AnySession, order: Order, obj: dict[str, Any], event_id: 
             stripe_event_id=event_id,
         )
         return
+    if order.status in PAID_TOO_LATE and order.refunded_amount >= order.total:
+        orders.add_note(
+            order,
+            f"{PAID_NOTE}: not applied, the order is {order.status.value} and all of it was "
+            "given back",
+            actor=ACTOR,
+            stripe_event_id=event_id,
+        )
+        return
     if order.status in PAID_TOO_LATE:
         # The order ended unpaid and its pieces went back on sale, yet the money came:
         # someone must refund it or sell the piece again, and the shopper is told it came.
@@ -261,9 +275,34 @@ def mark_paid(session: AnySession, order: Order, obj: dict[str, Any], event_id: 
         else:
             orders.email_payment_received(session, order)
         return
+    if order.status in UNPAID and order.refunded_amount >= order.total:
+        # Given back in full at Stripe (its dashboard) while its report of the payment was
+        # still on its way (retried, or found by ``expire-stale``): no sale happened. The
+        # pieces go back on sale and the bag to its shopper, who is told the money went back.
+        back_in_bag = checkout.holds_its_cart(order)
+        note = REFUNDED_BEFORE_PAID_NOTE
+        if _can_move(order, OrderStatus.CANCELLED, note, event_id):
+            checkout.close_unpaid(
+                session,
+                order,
+                OrderStatus.CANCELLED,
+                actor=ACTOR,
+                note=note,
+                stripe_event_id=event_id,
+            )
+            checkout.clear_flag(
+                order, checkout.AWAITING_EVENT_FLAG, actor=ACTOR, stripe_event_id=event_id
+            )
+            orders.email_cancelled(session, order, back_in_bag=back_in_bag)
+        return
     if not _can_move(order, OrderStatus.PAID, PAID_NOTE, event_id):
         return
     checkout.complete_payment(session, order, actor=ACTOR, note=PAID_NOTE, stripe_event_id=event_id)
+    if order.refunded_amount > 0:
+        # Part of it given back before the payment came here: staff decide what is sent.
+        checkout.flag(
+            order, REFUNDED_IN_PART_BEFORE_PAID_FLAG, actor=ACTOR, stripe_event_id=event_id
+        )
     if order.bespoke_quote_id is not None:
         # A deposit on a commission: the quote paid, the lead won, its own email.
         quotes.deposit_paid(session, order, stripe_event_id=event_id)
