@@ -26,7 +26,9 @@ from tests.html import Page, elements, field_error, form_fields, text_of
 from tests.support.resend_server import running_fake_resend
 
 RING = "aurelia-solitaire-ring"
+# As a browser sends a text area: each line break is CRLF, kept as one character.
 IDEA = "A ring for our tenth anniversary,\r\nwith the old stone from my grandmother's brooch."
+IDEA_KEPT = IDEA.replace("\r\n", "\n")
 VALID = {
     "name": "Ada Lovelace",
     "email": "ada@example.com",
@@ -222,7 +224,7 @@ def test_a_request_saves_one_lead_its_first_timeline_line_and_two_emails(client,
         VALID["phone"],
     )
     assert (lead.category, lead.preferred_metal, lead.budget) == ("ring", "platinum", "5000-10000")
-    assert lead.message == IDEA
+    assert lead.message == IDEA_KEPT
     assert lead.wanted_by == utcnow().date() + timedelta(days=90)
     assert lead.product.slug == RING
     assert lead.configuration == {"metal": "platinum", "diamond": "0.50ct"}
@@ -243,8 +245,12 @@ def test_a_request_saves_one_lead_its_first_timeline_line_and_two_emails(client,
     assert all(lead.reference in email.subject for email in emails)
     assert all(email.status is OutboxStatus.PENDING for email in emails)
     [ack] = sent_emails(app, "ada@example.com")
-    assert "grandmother's brooch" in ack.body_text
     assert "Aurelia Solitaire Ring" in ack.body_text
+    assert lead.reference in ack.body_text
+    # Nobody proved the address is theirs: what they typed is not sent to it.
+    for body in (ack.body_text, ack.body_html):
+        assert "grandmother" not in body
+        assert "Ada" not in body
 
     thanks = client.get("/bespoke/thanks")
     assert thanks.status_code == 200
@@ -266,7 +272,7 @@ def test_a_guest_request_goes_with_the_account_of_its_address_when_it_closes(
     export = client.get("/account/export").get_json()
     closed = client.submit("/account/delete", {"password": PASSWORD})
 
-    assert [commission["message"] for commission in export["commissions"]] == [IDEA]
+    assert [commission["message"] for commission in export["commissions"]] == [IDEA_KEPT]
     assert closed.status_code == 303
     [lead] = leads(app)
     assert (lead.name, lead.email, lead.phone, lead.status) == ("", "", "", LeadStatus.LOST)
@@ -430,6 +436,46 @@ def test_the_edges_of_the_rules_are_accepted(client, app, catalogue):
         response = send(client, app, wanted_by=wanted, message=message, phone="")
         assert response.status_code == 303
     assert [lead.message for lead in leads(app)] == ["x" * bespoke.MESSAGE_MAX_LENGTH, "short"]
+
+
+def test_a_message_of_the_longest_length_as_typed_is_taken_whatever_its_line_breaks(
+    client, app, catalogue
+):
+    """A browser sends each line break as two characters: a message one short of the limit as
+    typed, on many lines, was refused as far over it."""
+    lines = ["abc"] * (bespoke.MESSAGE_MAX_LENGTH // 4)
+    typed = "\n".join(lines)
+    assert len(typed) < bespoke.MESSAGE_MAX_LENGTH < len("\r\n".join(lines))
+
+    response = send(client, app, message="\r\n".join(lines))
+
+    assert response.status_code == 303
+    assert [lead.message for lead in leads(app)] == [typed]
+
+
+def test_the_address_anyone_types_is_sent_no_words_of_theirs_and_the_account_its_own(
+    app, client, auth, catalogue
+):
+    """The form sends the house's email to the address typed: a stranger's name and message
+    (a phishing text, say) must not travel in it. A signed-in shopper writing from her own
+    address reads her request back."""
+    lure = "Your account is suspended: verify your card at https://elysium-verify.example"
+    assert send(client, app, name=lure, email="victim@example.org", message=lure).status_code == 303
+    [stranger] = sent_emails(app, "victim@example.org")
+    for body in (stranger.body_text, stranger.body_html):
+        assert "verify" not in body
+        assert "Hello," in body
+
+    auth.create_user(first_name="Ada", last_name="Lovelace")
+    auth.login()
+    assert send(client, app, message=IDEA).status_code == 303
+    [own] = sent_emails(app, "ada@example.com")
+    assert "Dear Ada Lovelace," in own.body_text
+    assert IDEA_KEPT in own.body_text
+    # Signed in, but asking for an answer at another address: nothing of hers goes there.
+    assert send(client, app, email="friend@example.org", message=lure).status_code == 303
+    [other] = sent_emails(app, "friend@example.org")
+    assert "verify" not in other.body_text
 
 
 @pytest.mark.parametrize(("name", "value", "message"), RULES)

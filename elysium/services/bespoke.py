@@ -24,6 +24,7 @@ from sqlalchemy import select
 from elysium.house_time import today
 from elysium.models.catalog import Product
 from elysium.models.engagement import BespokeLead, LeadStatus
+from elysium.models.users import User
 from elysium.services import catalog, leads
 from elysium.services.accounts import normalise_email
 from elysium.services.configuration import ConfigurationError, configure, summary
@@ -122,6 +123,12 @@ def _one_line(value: str, what: str) -> str | None:
     return None
 
 
+def _message(value: str) -> str:
+    """The message as typed: a browser sends each line break of a text area as CRLF, which is
+    one character to the shopper, so it is counted and kept as one."""
+    return value.replace("\r\n", "\n").strip()
+
+
 def check(name: str, value: Any, *, on: date | None = None) -> str | None:
     """What is wrong with one field as sent (``None``: nothing). Text is judged without its
     outer whitespace, which is all that is ever taken off it."""
@@ -161,6 +168,7 @@ def check(name: str, value: Any, *, on: date | None = None) -> str | None:
     elif name == "wanted_by":
         return _wanted_by_problem(text, on or today())
     elif name == "message":
+        text = _message(value) if isinstance(value, str) else ""
         if not text:
             return "Please tell us about the piece you imagine."
         if len(text) > MESSAGE_MAX_LENGTH:
@@ -295,7 +303,7 @@ def submit_request(
         preferred_metal=data.metal.strip(),
         budget=data.budget.strip(),
         wanted_by=parse_date(data.wanted_by.strip()),
-        message=data.message.strip(),
+        message=_message(data.message),
         product_id=piece.product.id if piece else None,
         configuration=dict(piece.choices) if piece else {},
         contact_consent=True,
@@ -306,12 +314,16 @@ def submit_request(
     session.flush()
     leads.record(session, lead, actor=leads.SHOPPER_ACTOR, note=RECEIVED)
     context = {"lead": lead, "piece": piece, **labels(lead)}
+    # Anyone may type any address in the form: the acknowledgement repeats what was typed
+    # (the name, the message) only to the signed-in account's own address, so the form can't
+    # send the house's email with a stranger's words to someone else's inbox.
+    account = session.get(User, user_id) if user_id is not None else None
     queue_email(
         session,
         to=lead.email,
         subject=f"We have your request, {lead.reference}",
         template="bespoke_received",
-        context=context,
+        context={**context, "own_words": account is not None and account.email == lead.email},
         user_id=user_id,
         dedupe_key=f"bespoke:{lead.id}:received",
     )
