@@ -554,6 +554,12 @@ IN_STOCK_PRICE = f"/shop/{RING}/price?metal=white-gold&diamond=0.50ct&size=6"
         ("/shop?category=ring&min_price={n}00", "pieces"),
         (f"{IN_STOCK_PRICE}&quantity={{n}}&add_to_bag_state=available", "£"),
         (f"{IN_STOCK_PRICE}&engraving=Ada+{{n}}&add_to_bag_state=available", "£"),
+        # Spaces around a choice: the piece reads it without them, but the key had them.
+        (f"/shop/{RING}?metal=platinum{{pad}}&diamond=0.50ct", "Aurelia Solitaire Ring"),
+        (f"{IN_STOCK_PRICE}{{pad}}&add_to_bag_state=available", "£"),
+        # Filter values the listing doesn't offer are dropped (with a note), or only spaces.
+        ("/shop?category=made-up-{n}&sort=nonsense-{n}", "pieces"),
+        ("/shop?category=ring&q={pad}", "pieces"),
     ],
     ids=[
         "engraving",
@@ -562,6 +568,10 @@ IN_STOCK_PRICE = f"/shop/{RING}/price?metal=white-gold&diamond=0.50ct&size=6"
         "price-bound",
         "quantity",
         "price-engraving",
+        "padded-metal",
+        "padded-size",
+        "made-up-filters",
+        "blank-search",
     ],
 )
 def test_values_anyone_can_make_up_are_drawn_but_not_kept(app, client, catalogue, asked, shows):
@@ -570,6 +580,7 @@ def test_values_anyone_can_make_up_are_drawn_but_not_kept(app, client, catalogue
     stream of them filled Redis, which the rate limits share, and pushed out of every
     process's copies what shoppers ask for. They are drawn for their request alone."""
     client.get(f"/shop/{RING}")
+    client.get("/shop")  # a listing kept under the filters as read: made-up values read as none
     client.get("/shop?category=ring")
     client.htmx("GET", f"{IN_STOCK_PRICE}&add_to_bag_state=available")
     with app.test_request_context():
@@ -577,7 +588,7 @@ def test_values_anyone_can_make_up_are_drawn_but_not_kept(app, client, catalogue
     before = set(entries)
 
     for n in range(1, 6):
-        url = asked.format(n=n)
+        url = asked.format(n=n, pad="+" * n)
         page = client.htmx("GET", url) if "/price" in url else client.get(url)
         assert page.status_code in (200, 422)
         assert shows.format(n=n) in page_text(page)

@@ -167,12 +167,15 @@ def worth_keeping_listing(query: ShopQuery) -> bool:
 def region_key(args: MultiDict[str, str]) -> tuple[tuple[str, str], ...] | None:
     """The query string as the listing's region shows it (each filter as typed, in the order
     sent: the pages' links keep it), to keep the region under; None when it holds anything
-    but the filters, each once, or search words or prices (any text or number at all), so
-    made-up parameters or values never fill a cache."""
+    but the filters, each once, or search words or prices (any text or number at all), or a
+    value with spaces around it, so made-up parameters or values never fill a cache (a value
+    the filters don't offer is noted, and not kept either: see the listing's view)."""
     items = tuple(args.items(multi=True))
     if len(items) != len(args) or any(name not in FILTERS for name, _ in items):
         return None
-    if any(value.strip() for name, value in items if name in FREE_FILTERS):
+    if any(value != value.strip() for _, value in items):
+        return None
+    if any(value for name, value in items if name in FREE_FILTERS):
         return None
     return items
 

@@ -88,8 +88,9 @@ def listing() -> Response:
     # htmx it comes with the page title and the header nav, which say the same (out of band).
     # It is kept for everyone under the filters as sent, with marks where the shopper's
     # hearts go in; a query string holding anything else, or a listing not worth keeping
-    # (search words, prices), is drawn but not kept (no key).
-    sent = region_key(request.args) if common else None
+    # (search words, prices), or a filter's value it doesn't offer (noted), is drawn but not
+    # kept (no key).
+    sent = region_key(request.args) if common and not notes else None
     return render(
         "shop/listing.html",
         "shop/_listing.html",

@@ -84,8 +84,15 @@ def worth_keeping(context: dict) -> bool:
     """Whether what a :func:`configurator_context` shows may be kept for everyone (a page's
     blocks, the price panel): choices the catalogue offers, no engraving. Anything else (a
     made-up choice, an engraving: any text at all) is drawn for its request alone, so a stream
-    of made-up values never fills the shared cache nor pushes out what shoppers ask for."""
-    return not context["errors"] and not context["choices"].get("engraving")
+    of made-up values never fills the shared cache nor pushes out what shoppers ask for. A
+    choice with spaces around it counts as made up: the piece reads it without them, but
+    what is kept is filed under the choices as sent."""
+    choices = context["choices"]
+    return (
+        not context["errors"]
+        and not choices.get("engraving")
+        and all(value == value.strip() for value in choices.values())
+    )
 
 
 class PieceOnPage:
