@@ -23,6 +23,7 @@ for a NUL, which HTTP forbids in any field value (RFC 9110, section 5.5).
 
 from __future__ import annotations
 
+import io
 import re
 from urllib.parse import unquote_to_bytes
 
@@ -49,6 +50,9 @@ def init_app(app: Flask) -> None:
 
 
 def refuse_unreadable_requests() -> Response | None:
+    if not body_within_limit(request):
+        current_app.logger.info("Refused an unsized body over the limit sent to %s", request.path)
+        return render_error(413)
     part = unreadable_part(request)
     if part is not None:
         current_app.logger.info("Refused a request with unreadable text in its %s", part)
@@ -60,6 +64,25 @@ def refuse_unreadable_requests() -> Response | None:
         current_app.logger.info("Refused a %s body sent to %s", request.mimetype, request.path)
         return render_error(415, NOT_A_FORM)
     return None
+
+
+def body_within_limit(incoming: Request) -> bool:
+    """Whether a body sent without a ``Content-Length`` (chunked) stays within
+    ``MAX_CONTENT_LENGTH``. Werkzeug refuses a declared length over the limit (413), but a
+    chunked body it reads only up to the limit and quietly cuts off, so a form would be read
+    from its first megabyte. Such a body is read here, one byte past the limit at most, and
+    handed on whole."""
+    limit = incoming.max_content_length
+    environ = incoming.environ
+    if limit is None or incoming.content_length is not None:
+        return True
+    if "wsgi.input_terminated" not in environ or not incoming.headers.get("Transfer-Encoding"):
+        return True  # a server that doesn't end the stream: Werkzeug reads nothing of it
+    body = environ["wsgi.input"].read(limit + 1)
+    if len(body) > limit:
+        return False
+    environ["wsgi.input"] = io.BytesIO(body)
+    return True
 
 
 def not_a_form(incoming: Request) -> bool:

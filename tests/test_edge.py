@@ -5,15 +5,19 @@ Stripe webhook's JSON body is its own business."""
 
 from __future__ import annotations
 
+import html
 import http.client
 import json
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from itertools import product as combinations
+from urllib.parse import urlencode
 
 import pytest
+import requests
 from flask import Flask
 from sqlalchemy import select
 
@@ -34,7 +38,7 @@ from elysium.services import staff as staff_accounts
 from elysium.services import wishlist
 from elysium.staff.access import LAST_SEEN
 from tests.conftest import PASSWORD, WEBHOOK_SECRET, ShopClient, create_user, link_in, sent_emails
-from tests.html import Page, text_of
+from tests.html import Page, csrf_token, text_of
 from tests.support.checkout import ADDRESS, CHAIN, METAL, Shop, add_chain
 from tests.support.shop_process import ShopProcess
 from tests.support.staff import staff_client
@@ -749,6 +753,50 @@ def test_through_gunicorn_percent_encoded_nul_and_bad_utf8_are_the_400_page(
             answers[target] = (response.status, REFUSED in response.read().decode())
             connection.close()
     assert answers == dict.fromkeys(targets, (400, True))
+
+
+def test_through_gunicorn_a_chunked_body_over_the_limit_is_the_413_page(
+    app: Flask, catalogue: dict
+) -> None:
+    """A body sent in chunks has no length to refuse it by: Werkzeug read it up to the limit
+    and quietly cut it off, so a form whose fields came first went through (a piece added to
+    the bag from a 2 MB body)."""
+    settings = {
+        "ELYSIUM_ENV": "testing",
+        "SECRET_KEY": app.config["SECRET_KEY"],
+        "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
+        "EMAIL_BACKEND": "console",
+    }
+    limit = app.config["MAX_CONTENT_LENGTH"]
+    with ShopProcess(settings) as server:
+        base = f"http://127.0.0.1:{server.port}"
+        browser = requests.Session()
+        token = csrf_token(browser.get(f"{base}/shop/{CHAIN}").text)
+        form = urlencode(
+            {"csrf_token": token, "product": CHAIN, "quantity": "1", "metal": METAL}
+        ).encode()
+
+        def in_chunks(padding: int) -> Iterator[bytes]:
+            yield form + b"&note="
+            for start in range(0, padding, 65536):
+                yield b"x" * min(65536, padding - start)
+
+        def add(padding: int) -> requests.Response:
+            return browser.post(
+                f"{base}/cart/items",
+                data=in_chunks(padding),
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+                allow_redirects=False,
+            )
+
+        too_large = add(2 * limit)
+        assert too_large.status_code == 413
+        assert "That was too large" in html.unescape(too_large.text)
+        assert "0 items" in text_of(Page(browser.get(f"{base}/cart").text))
+
+        within = add(limit // 2)
+        assert within.status_code == 303
+        assert "1 item" in text_of(Page(browser.get(f"{base}/cart").text))
 
 
 def test_an_unknown_host_with_unreadable_bytes_in_the_query_gets_the_400_page(client) -> None:
