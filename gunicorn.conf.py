@@ -47,8 +47,8 @@ workers = _whole_number("WEB_CONCURRENCY", 2 * _cpus() + 1)
 # More than one thread makes each worker a threaded one (gthread).
 threads = _whole_number("GUNICORN_THREADS", 1)
 # A worker silent for this long is killed and replaced. The slowest request the shop makes is
-# a payment page: Stripe gets 10 s per try and up to 3 tries (STRIPE_TIMEOUT_SECONDS,
-# STRIPE_MAX_NETWORK_RETRIES), so 60 s leaves it room.
+# a payment page: Stripe gets 4 s per try and up to 3 tries (STRIPE_TIMEOUT_SECONDS,
+# STRIPE_MAX_NETWORK_RETRIES), so 60 s leaves room for a setting raised.
 timeout = 60
 # On SIGTERM, requests being answered get this long to finish (as long as that payment page).
 graceful_timeout = 40

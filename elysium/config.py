@@ -135,7 +135,7 @@ def settings_from_environment(environ: Mapping[str, str], instance_path: str) ->
         "STRIPE_SECRET_KEY": environ.get("STRIPE_SECRET_KEY") or None,
         "STRIPE_WEBHOOK_SECRET": environ.get("STRIPE_WEBHOOK_SECRET") or None,
         "STRIPE_API_BASE": (environ.get("STRIPE_API_BASE") or "").rstrip("/") or None,
-        "STRIPE_TIMEOUT_SECONDS": _int(environ, "STRIPE_TIMEOUT_SECONDS", 10),
+        "STRIPE_TIMEOUT_SECONDS": _int(environ, "STRIPE_TIMEOUT_SECONDS", 4),
         "STRIPE_MAX_NETWORK_RETRIES": _int(environ, "STRIPE_MAX_NETWORK_RETRIES", 2),
         "STRIPE_WEBHOOK_TOLERANCE_SECONDS": _int(environ, "STRIPE_WEBHOOK_TOLERANCE_SECONDS", 300),
         "CHECKOUT_EXPIRY_MINUTES": checkout_expiry_minutes(environ),
