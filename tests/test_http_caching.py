@@ -156,6 +156,29 @@ def test_the_shop_window_answers_the_same_visitor_with_304(client, catalogue):
     assert client.head("/", headers={"If-None-Match": home.headers["ETag"]}).status_code == 304
 
 
+def test_a_client_that_keeps_no_cookies_is_answered_304_too(app, catalogue):
+    """Each request of a client without cookies gets a new session and a new token: the ETag
+    changed every time, so such a client (a crawler, a script) never got a 304. With no
+    session of its own to tie the page to, the page is the same to it every time."""
+    cookieless = app.test_client(use_cookies=False)
+    for url in WINDOW:
+        first = cookieless.get(url)
+        assert first.status_code == 200, url
+        again = cookieless.get(url, headers={"If-None-Match": first.headers["ETag"]})
+        assert again.status_code == 304, url
+    # A visitor with a session of their own never matches the cookieless page's ETag, and a
+    # client without cookies never matches the ETag of a page that showed someone's bag.
+    visitor = app.test_client()
+    visitor.get("/shop")
+    anonymous = cookieless.get("/shop").headers["ETag"]
+    assert visitor.get("/shop", headers={"If-None-Match": anonymous}).status_code == 200
+    add_chain(visitor)
+    with_a_bag = visitor.get("/shop").headers["ETag"]
+    answer = cookieless.get("/shop", headers={"If-None-Match": with_a_bag})
+    assert answer.status_code == 200
+    assert bag_count(answer) == 0
+
+
 def test_the_page_kept_after_a_304_still_posts(client, catalogue, monkeypatch):
     """The CSRF token is signed with the time, so each rendering's text differs; the page
     the browser kept (and its token) is still good, so the later rendering is a 304."""
@@ -225,10 +248,9 @@ def test_adding_to_the_bag_or_signing_in_sends_the_page_in_full(client, auth, ca
 
 
 def test_another_visitors_etag_gets_the_whole_page(app, client, catalogue):
+    client.get("/")  # the visitor's session
     for url in WINDOW:
         etag = client.get(url).headers["ETag"]
-        stranger = app.test_client()
-        assert stranger.get(url, headers={"If-None-Match": etag}).status_code == 200, url
         neighbour = app.test_client()
         neighbour.get(url)  # has a session of their own
         answer = neighbour.get(url, headers={"If-None-Match": etag})

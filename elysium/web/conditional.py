@@ -14,6 +14,13 @@ what was rendered, with two changes:
   the key that signs the tokens. The ETag only matches for the session whose tokens the
   held page carries, and no longer matches once that session's secret (or the key) changes.
 
+The ETag has two halves: that hash, and one of the page without any secret. A request that
+brings a session cookie is matched by the first half alone. One that brings none (a client
+that keeps no cookies: a crawler, a script) gets a new session and token every time, so the
+first half never matched for it: it is matched by the second half, since the token of a
+session it won't send back is as useless in the copy it holds as in a new one. A browser's
+first page, which made its session, is matched by the first half once it sends the cookie.
+
 Anything else a visitor sees (a price, the bag count, signing in, a message) is in the page,
 so it changes the ETag too. The hash is keyed, so nobody can work out another visitor's ETag.
 The pages are sent ``Cache-Control: private, no-cache`` (a browser keeps them but asks every
@@ -41,16 +48,31 @@ def _csrf_settings() -> tuple[str, bytes]:
 
 
 def page_etag(body: bytes) -> str:
-    """The page's ETag: what it shows, for whom (see the module's docstring)."""
+    """The page's ETag: what it shows for whom, then what it shows (the module's docstring)."""
     field, key = _csrf_settings()
     signed = g.get(field)
     if isinstance(signed, str) and signed:
         body = body.replace(signed.encode(), b"")
-    mac = hmac.new(key, digestmod=hashlib.sha256)
-    mac.update(str(session.get(field, "")).encode())
-    mac.update(b"\0")
-    mac.update(body)
-    return mac.hexdigest()[:32]
+    anyone = hmac.new(key, b"\0", digestmod=hashlib.sha256)
+    anyone.update(body)
+    for_whom = hmac.new(key, str(session.get(field, "")).encode(), digestmod=hashlib.sha256)
+    for_whom.update(b"\0")
+    for_whom.update(body)
+    return for_whom.hexdigest()[:HALF] + anyone.hexdigest()[:HALF]
+
+
+HALF = 16
+
+
+def held_copy_matches(response: Response, etag: str) -> str | None:
+    """The ETag the request sent (``If-None-Match``) that stands for the page now drawn, if
+    any: by its first half for a request with a session cookie, else by its second."""
+    with_session = current_app.session_interface.get_cookie_name(current_app) in request.cookies
+    half = slice(0, HALF) if with_session else slice(HALF, 2 * HALF)
+    for held in request.if_none_match.as_set(include_weak=True):
+        if len(held) == 2 * HALF and hmac.compare_digest(held[half], etag[half]):
+            return held
+    return None
 
 
 # A request carrying none of these gets the page as it is: nothing to compare or cut.
@@ -86,8 +108,11 @@ def revalidate(response: Response) -> Response:
         response.vary.add("Cookie")
     else:
         headers["Vary"] = "Cookie"
-    response.set_etag(page_etag(response.get_data()), weak=True)
+    etag = page_etag(response.get_data())
     environ = request.environ
     if any(name in environ for name in CONDITIONAL_HEADERS):
+        # The held copy's own ETag goes back with its 304, so the browser keeps what it holds.
+        response.set_etag(held_copy_matches(response, etag) or etag, weak=True)
         return response.make_conditional(request)
+    response.set_etag(etag, weak=True)
     return response
