@@ -623,6 +623,33 @@ def test_a_cancel_after_a_dispute_lost_in_part_tells_what_the_bank_gave_and_the_
     assert "£150 refunded" not in page
 
 
+@pytest.mark.parametrize(
+    ("above", "signed"), [(100000, False), (50000, True)], ids=["under", "over"]
+)
+def test_signed_for_is_promised_only_where_the_courier_asks_a_signature(
+    shop: Shop, app: Flask, above: int, signed: bool
+) -> None:
+    """A £650 chain: the checkout page asks a signature only over SIGNATURE_REQUIRED_ABOVE,
+    but the confirmation, the shipped email and the order's page promised "signed for" on
+    every order."""
+    shop.app.config["SIGNATURE_REQUIRED_ABOVE"] = above
+    browsing = shop.client()
+    add_chain(browsing)
+    assert ("A signature is required on delivery." in page_text(browsing.get("/checkout"))) is (
+        signed
+    )
+    number, _ = buy(shop)
+    staff = staff_client(shop.app)
+    assert act(staff, number, "fulfil").status_code == 303
+    assert act(staff, number, "ship", **SHIP).status_code == 303
+
+    told = {e.template: e.body_text for e in sent_emails(app) if e.order_id is not None}
+    assert ("signed for" in told["order_confirmation"]) is signed
+    assert ("signed for" in told["order_shipped"]) is signed
+    assert "fully insured" in told["order_shipped"]
+    assert ("signed for" in shoppers_order_page(shop, number)) is signed
+
+
 def test_a_refund_with_stripe_unreachable_is_pending_and_the_same_form_retries_it_once(
     shop: Shop, app: Flask
 ) -> None:

@@ -177,9 +177,7 @@ def totals(cart: carts.CartView, *, signature_above: int | None = None) -> Total
     courier needs a signature."""
     shipping = shipping_for(cart.subtotal)
     total = cart.subtotal + shipping
-    return Totals(
-        cart.subtotal, shipping, total, signature_above is not None and total > signature_above
-    )
+    return Totals(cart.subtotal, shipping, total, orders.needs_signature(total, signature_above))
 
 
 def payment_expiry(minutes: int) -> datetime:

@@ -312,13 +312,24 @@ def email_refund(
     )
 
 
+def needs_signature(total: int, above: int | None) -> bool:
+    """Whether the insured courier asks a signature on delivery: for a total over ``above``
+    (``SIGNATURE_REQUIRED_ABOVE``), as the checkout page says."""
+    return above is not None and total > above
+
+
+def signed_for(order: Order) -> bool:
+    """Whether the order travels signed for: what its pages and emails may promise."""
+    return needs_signature(order.total, current_app.config.get("SIGNATURE_REQUIRED_ABOVE"))
+
+
 def describe(event: OrderEvent) -> str:
     """An order event in plain words for the shopper. Only the status is told: the note is
     the shop's own (a staff member's reason, a Stripe event id), never the shopper's."""
     if event.to_status is None:
         return ""
     if event.to_status is S.SHIPPED and (name := carrier_name(event.order)):
-        return f"Sent with {name}, insured and signed for"
+        return f"Sent with {name}, insured{' and signed for' if signed_for(event.order) else ''}"
     if event.to_status is S.REFUNDED and returned_by_bank(event.order) >= event.order.total:
         return "Your bank gave your payment back to you"
     return EVENT_WORDS[event.to_status]
@@ -421,6 +432,7 @@ def email_shopper(
             "order_url": absolute_url(
                 "orders.detail", number=order.number, token=guest_link_token(order)
             ),
+            "signed_for": signed_for(order),
             **context,
         },
         user_id=order.user_id,
