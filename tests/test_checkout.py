@@ -13,6 +13,7 @@ from sqlalchemy import create_engine, event, select, text, update
 from sqlalchemy.exc import OperationalError
 
 from devtools.fake_stripe import FakeStripeServer
+from elysium import house_time
 from elysium.db_routing import RoutingSession
 from elysium.extensions import db
 from elysium.integrations import stripe_gateway
@@ -35,12 +36,13 @@ from tests.conftest import (
     page_text,
     sent_emails,
 )
-from tests.html import Page, bag_count, elements, form_fields
+from tests.html import Page, bag_count, elements, form_fields, text_of
 from tests.support.checkout import (
     ADDRESS,
     CHAIN,
     DETAILS,
     KEY,
+    METAL,
     Shop,
     _shop_app,
     add_chain,
@@ -1858,6 +1860,25 @@ def chain_row(app: Flask, metal: str, **values: int) -> int:
         found = row.id
         db.session.remove()
         return found
+
+
+def test_a_made_to_order_piece_is_told_when_it_ships_in_the_confirmation_and_on_its_page(
+    shop: Shop, app: Flask
+) -> None:
+    """The checkout page says a made-to-order piece ships in about six weeks, by a day; the
+    confirmation and the order's page said nothing of it, as if it were on its way."""
+    chain_row(app, METAL, stock_level=0, reserved=0, lead_time_weeks=6)
+    client = shop.client()
+    add_chain(client)
+    due = house_time.today() + timedelta(weeks=6)
+    says = f"Made to order: it ships by {due.day} {due:%B %Y}"
+
+    shop.fake.pay(session_id_from(check_out(client).location))
+
+    [confirmation] = [e for e in sent_emails(app) if e.template == "order_confirmation"]
+    assert says in confirmation.body_text
+    assert says in text_of(Page(confirmation.body_html))
+    assert says in text_of(Page(client.get(link_in(confirmation, "/orders/"))))
 
 
 def add_metal(client: ShopClient, metal: str) -> None:

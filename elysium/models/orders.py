@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -11,6 +11,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Date,
     ForeignKey,
     Integer,
     String,
@@ -118,6 +119,8 @@ class OrderLine(db.Model):
     configuration: Mapped[dict[str, Any]] = mapped_column(JSON)
     configuration_summary: Mapped[str] = mapped_column(Text, default="")
     made_to_order: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The day a made-to-order piece was promised to ship by, as the checkout page said.
+    ships_by: Mapped[date | None] = mapped_column(Date)
     # The piece's first image from the content source when it was bought, for a piece the
     # shop has no drawing of (drawings are redrawn from the configuration).
     image_url: Mapped[str | None] = mapped_column(String(500))

@@ -274,6 +274,7 @@ def start_checkout(
                 configuration=dict(item.line.configuration),
                 configuration_summary=item.summary,
                 made_to_order=item.made_to_order,
+                ships_by=item.availability.ships_by if item.made_to_order else None,
                 image_url=item.product.first_image_url,
                 unit_price=item.unit_price,
                 quantity=item.line.quantity,
