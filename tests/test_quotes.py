@@ -638,6 +638,31 @@ def test_the_clients_commissions_show_the_quote_then_the_deposit_paid(
     assert "Deposit paid" in after
 
 
+def test_a_deposit_paid_by_bank_transfer_is_told_as_a_deposit_not_pieces_held(
+    shop: Shop, app: Flask
+) -> None:
+    """The success page of a deposit waiting for its bank transfer said "your pieces are held
+    for you", and once the transfer failed, "the pieces can be ordered again from the shop":
+    a deposit holds no piece."""
+    lead_id = make_lead(app)
+    send(staff_client(shop.app), lead_id)
+    link = quote_link(app)
+    client = shop.client()  # Grace, signed in to the account the commission is hers in
+    client.submit("/auth/login", {"email": CLIENT, "password": PASSWORD})
+    session_id = session_id_from(pay_button(client, link).location)
+    success = f"/checkout/success?session_id={session_id}"
+
+    shop.fake.pay_later(session_id)
+    waiting = text_of(Page(client.get(success)), "#order-status")
+    assert "your deposit is on its way" in waiting
+    assert "pieces" not in waiting
+
+    shop.fake.bank_payment_fails(session_id)
+    failed = text_of(Page(client.get(success)), "#order-status")
+    assert "You can pay it from your quote's page" in failed
+    assert "pieces" not in failed
+
+
 def test_a_deposit_page_that_expires_unpaid_can_be_paid_again_from_the_quote(
     shop: Shop, app: Flask
 ) -> None:
