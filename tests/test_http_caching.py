@@ -156,27 +156,59 @@ def test_the_shop_window_answers_the_same_visitor_with_304(client, catalogue):
     assert client.head("/", headers={"If-None-Match": home.headers["ETag"]}).status_code == 304
 
 
+SCRIPT = {"User-Agent": "python-requests/2.32.3"}
+
+
 def test_a_client_that_keeps_no_cookies_is_answered_304_too(app, catalogue):
     """Each request of a client without cookies gets a new session and a new token: the ETag
     changed every time, so such a client (a crawler, a script) never got a 304. With no
     session of its own to tie the page to, the page is the same to it every time."""
     cookieless = app.test_client(use_cookies=False)
     for url in WINDOW:
-        first = cookieless.get(url)
+        first = cookieless.get(url, headers=SCRIPT)
         assert first.status_code == 200, url
-        again = cookieless.get(url, headers={"If-None-Match": first.headers["ETag"]})
+        again = cookieless.get(url, headers={"If-None-Match": first.headers["ETag"], **SCRIPT})
         assert again.status_code == 304, url
     # A visitor with a session of their own never matches the cookieless page's ETag, and a
     # client without cookies never matches the ETag of a page that showed someone's bag.
     visitor = app.test_client()
     visitor.get("/shop")
-    anonymous = cookieless.get("/shop").headers["ETag"]
+    anonymous = cookieless.get("/shop", headers=SCRIPT).headers["ETag"]
     assert visitor.get("/shop", headers={"If-None-Match": anonymous}).status_code == 200
     add_chain(visitor)
     with_a_bag = visitor.get("/shop").headers["ETag"]
-    answer = cookieless.get("/shop", headers={"If-None-Match": with_a_bag})
+    answer = cookieless.get("/shop", headers={"If-None-Match": with_a_bag, **SCRIPT})
     assert answer.status_code == 200
     assert bag_count(answer) == 0
+
+
+@pytest.mark.parametrize("lost", ["session", "every cookie"])
+def test_a_browser_back_without_its_session_gets_a_page_whose_forms_post(
+    app, client, catalogue, lost
+):
+    """The session cookie ends with the browser (the visitor cookie stays), or the shopper
+    clears their cookies but not the pages kept: a 304 would leave them a page whose token is
+    of the session they lost, and their first "Add to bag" refused."""
+    kept = client.get(f"/shop/{CHAIN}")
+    session_cookie = app.config["SESSION_COOKIE_NAME"]
+    for cookie in list(client._cookies.values()):
+        if lost == "every cookie" or cookie.key == session_cookie:
+            client.delete_cookie(cookie.key, domain=cookie.domain, path=cookie.path)
+
+    again = client.get(f"/shop/{CHAIN}", headers={"If-None-Match": kept.headers["ETag"]})
+
+    assert again.status_code == 200
+    added = client.post(
+        "/cart/items",
+        data={
+            "csrf_token": csrf_token(again),
+            "product": CHAIN,
+            "quantity": "1",
+            "metal": "yellow-gold",
+        },
+    )
+    assert added.status_code == 303
+    assert bag_count(client.get("/cart")) == 1
 
 
 def test_the_page_kept_after_a_304_still_posts(client, catalogue, monkeypatch):

@@ -14,12 +14,15 @@ what was rendered, with two changes:
   the key that signs the tokens. The ETag only matches for the session whose tokens the
   held page carries, and no longer matches once that session's secret (or the key) changes.
 
-The ETag has two halves: that hash, and one of the page without any secret. A request that
-brings a session cookie is matched by the first half alone. One that brings none (a client
-that keeps no cookies: a crawler, a script) gets a new session and token every time, so the
-first half never matched for it: it is matched by the second half, since the token of a
-session it won't send back is as useless in the copy it holds as in a new one. A browser's
-first page, which made its session, is matched by the first half once it sends the cookie.
+The ETag has two halves: that hash, and one of the page without any secret. A request is
+matched by the first half, except one from a client that keeps no cookies (no ``Cookie``
+header, and not a browser's: a crawler, a script, ``web.browsing.is_a_person``). Such a
+client gets a new session and token every time, so the first half never matched for it; it
+is matched by the second, since the token of a session it won't send back is as useless in
+the copy it holds as in a new one. A browser that comes back without its session (closed,
+cookies cleared) is never matched by the second half: the copy it holds carries a token of
+the session it lost, and its first form would be refused. A browser's first page, which made
+its session, is matched by the first half once it sends the cookie.
 
 Anything else a visitor sees (a price, the bag count, signing in, a message) is in the page,
 so it changes the ETag too. The hash is keyed, so nobody can work out another visitor's ETag.
@@ -35,6 +38,8 @@ import hashlib
 import hmac
 
 from flask import Response, current_app, g, request, session
+
+from elysium.web.browsing import is_a_person
 
 PAGES = frozenset({"shop.home", "shop.listing", "shop.collection", "shop.product"})
 
@@ -64,11 +69,11 @@ def page_etag(body: bytes) -> str:
 HALF = 16
 
 
-def held_copy_matches(response: Response, etag: str) -> str | None:
+def held_copy_matches(etag: str) -> str | None:
     """The ETag the request sent (``If-None-Match``) that stands for the page now drawn, if
-    any: by its first half for a request with a session cookie, else by its second."""
-    with_session = current_app.session_interface.get_cookie_name(current_app) in request.cookies
-    half = slice(0, HALF) if with_session else slice(HALF, 2 * HALF)
+    any: by its first half, or by its second for a client that keeps no cookies."""
+    keeps_none = "HTTP_COOKIE" not in request.environ and not is_a_person()
+    half = slice(HALF, 2 * HALF) if keeps_none else slice(0, HALF)
     for held in request.if_none_match.as_set(include_weak=True):
         if len(held) == 2 * HALF and hmac.compare_digest(held[half], etag[half]):
             return held
@@ -112,7 +117,7 @@ def revalidate(response: Response) -> Response:
     environ = request.environ
     if any(name in environ for name in CONDITIONAL_HEADERS):
         # The held copy's own ETag goes back with its 304, so the browser keeps what it holds.
-        response.set_etag(held_copy_matches(response, etag) or etag, weak=True)
+        response.set_etag(held_copy_matches(etag) or etag, weak=True)
         return response.make_conditional(request)
     response.set_etag(etag, weak=True)
     return response
