@@ -13,6 +13,7 @@ import time_machine
 from flask import Flask
 from sqlalchemy import event, select, update
 
+from elysium import house_time
 from elysium.extensions import db
 from elysium.integrations import stripe_gateway
 from elysium.models import (
@@ -780,6 +781,36 @@ def test_cancelling_a_paid_order_refunds_it_and_puts_its_pieces_back_once(
     assert "order_refunded" not in after["emails"]
     assert restocks(app) == [(1, "order_cancelled")]
     assert stock(app) == (3, 0)
+
+
+def test_a_cancel_after_a_refund_in_part_tells_each_part_never_more_to_come(
+    shop: Shop, app: Flask
+) -> None:
+    """£200 refunded (and emailed), then the order cancelled with the other £450: the
+    cancellation email said "We have refunded £650", which reads as £650 more on its way."""
+    number, _ = buy(shop)
+    staff = staff_client(shop.app)
+    refund = act(
+        staff, number, "refund", amount="200", reason="Scratch", notify="y", request_key="r"
+    )
+    assert refund.status_code == 303
+    cancel = act(staff, number, "cancel", reason="Asked", notify="y", request_key="c")
+    assert cancel.status_code == 303, page_text(cancel)
+
+    [email] = [e for e in sent_emails(app) if e.template == "order_cancelled"]
+    with app.app_context():
+        days = [
+            house_time.date_of(made)
+            for made in db.session.scalars(select(Refund.created_at).order_by(Refund.id))
+        ]
+        db.session.remove()
+    first, second = (f"on {day.day} {day:%B %Y}" for day in days)
+    said = (
+        f"We have refunded £650 in all to your original payment method: £200 {first}, "
+        f"£450 {second}."
+    )
+    assert said in email.body_text
+    assert said in text_of(Page(email.body_html))
 
 
 def test_cancelling_an_order_still_on_the_payment_page_closes_it_and_gives_the_bag_back(

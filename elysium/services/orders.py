@@ -14,6 +14,7 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
+from elysium import house_time
 from elysium.models.orders import Order, OrderEvent, OrderStatus, RefundStatus
 from elysium.money import format_money
 from elysium.services import shipping
@@ -280,9 +281,17 @@ def email_cancelled(session: AnySession, order: Order, *, back_in_bag: bool) -> 
     much was given back, and whether the pieces are back in their bag (``back_in_bag``: the
     caller reads it before the cancel thaws the bag, ``checkout.holds_its_cart``)."""
     notes = shopper_refunds(order)
-    refunded = sum(note.amount for note in notes if not note.by_bank)
+    ours = [note for note in notes if not note.by_bank]
+    refunded = sum(note.amount for note in ours)
     by_bank = sum(note.amount for note in notes if note.by_bank)
     still_held = held_after_cancelling(order)
+    # Refunded in parts (one told before, the rest now): each part, so the total reads as
+    # what came back in all, never as more to come.
+    parts = [
+        format_money(note.amount, order.currency)
+        + (f" on {house_time.date_of(note.on):%-d %B %Y}" if note.on else "")
+        for note in ours
+    ]
     email_shopper(
         session,
         order,
@@ -290,6 +299,7 @@ def email_cancelled(session: AnySession, order: Order, *, back_in_bag: bool) -> 
         f"Your ELYSIUM order {order.number} was cancelled",
         money_taken=money_taken(order),
         refunded_amount=format_money(refunded, order.currency) if refunded else None,
+        refund_parts=parts if len(parts) > 1 else None,
         returned_by_bank=format_money(by_bank, order.currency) if by_bank else None,
         still_held=format_money(still_held, order.currency) if still_held else None,
         back_in_bag=back_in_bag,
