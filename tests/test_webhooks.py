@@ -375,6 +375,41 @@ def test_a_payment_refunded_in_part_before_it_was_applied_is_paid_and_flagged(ap
     assert "refunded at Stripe before the payment was applied here" in reason
 
 
+def test_a_refund_of_another_payment_naming_the_order_never_ends_or_settles_it(app, client, order):
+    """A refund of some other payment that named the order in its metadata came before the
+    order's own payment: the payment was then taken as given back, the order cancelled and
+    the shopper told "we have refunded £650" of money the shop still held."""
+    other = {**refunded_charge(order, TOTAL), "id": "ch_other", "payment_intent": "pi_other"}
+    post(client, event("charge.refunded", other))
+
+    post(client, event("checkout.session.completed", session_object(order)))
+
+    after = state(app, order)
+    assert after["status"] is S.PAID
+    assert after["intent"] == "pi_test_1"
+    assert after["flagged"] is True
+    assert "order_cancelled" not in after["emails"]
+    with app.app_context():
+        reason = db.session.get(Order, order["id"]).attention_reason
+    assert "was of another payment (pi_other), not this order's (pi_test_1)" in reason
+
+
+def test_a_late_payment_for_an_ended_order_whose_refund_was_of_another_payment_is_flagged(
+    app, client, order
+):
+    expired = session_object(order, payment_status="unpaid", status="expired", payment_intent=None)
+    post(client, event("checkout.session.expired", expired))
+    other = {**refunded_charge(order, TOTAL), "id": "ch_other", "payment_intent": "pi_other"}
+    post(client, event("charge.refunded", other))
+
+    post(client, event("checkout.session.completed", session_object(order)))  # its own, late
+
+    after = state(app, order)
+    assert after["status"] is S.CANCELLED
+    assert after["flagged"] is True
+    assert "payment_received" in after["emails"]  # told their money came, as any late payment
+
+
 def test_a_partial_refund_is_recorded_and_the_status_kept(app, client, order):
     post(client, event("checkout.session.completed", session_object(order)))
     post(

@@ -243,10 +243,24 @@ def _move(order: Order, status: OrderStatus, note: str, event_id: str | None) ->
 
 
 def mark_paid(session: AnySession, order: Order, obj: dict[str, Any], event_id: str | None) -> None:
-    if isinstance(obj.get("payment_intent"), str):
+    intent = obj.get("payment_intent")
+    # What was given back before this report counts only if it was of this payment: a refund
+    # reported first records its payment on the order (``charge_refunded``).
+    known = order.stripe_payment_intent_id
+    of_another = isinstance(intent, str) and known is not None and known != intent
+    given_back = 0 if of_another else order.refunded_amount
+    if isinstance(intent, str):
         # The order's own payment page took it, even in a refused amount: the payment's later
         # events (a refund or a dispute at Stripe) then find the order.
-        order.stripe_payment_intent_id = obj["payment_intent"]
+        order.stripe_payment_intent_id = intent
+    if of_another and order.refunded_amount > 0:
+        checkout.flag(
+            order,
+            f"{format_money(order.refunded_amount, order.currency)} counted as refunded was of "
+            f"another payment ({known}), not this order's ({intent}): check both in Stripe",
+            actor=ACTOR,
+            stripe_event_id=event_id,
+        )
     if not _amount_matches(order, obj):
         checkout.flag(
             order,
@@ -256,7 +270,7 @@ def mark_paid(session: AnySession, order: Order, obj: dict[str, Any], event_id: 
             stripe_event_id=event_id,
         )
         return
-    if order.status in PAID_TOO_LATE and order.refunded_amount >= order.total:
+    if order.status in PAID_TOO_LATE and given_back >= order.total:
         orders.add_note(
             order,
             f"{PAID_NOTE}: not applied, the order is {order.status.value} and all of it was "
@@ -275,7 +289,7 @@ def mark_paid(session: AnySession, order: Order, obj: dict[str, Any], event_id: 
         else:
             orders.email_payment_received(session, order)
         return
-    if order.status in UNPAID and order.refunded_amount >= order.total:
+    if order.status in UNPAID and given_back >= order.total:
         # Given back in full at Stripe (its dashboard) while its report of the payment was
         # still on its way (retried, or found by ``expire-stale``): no sale happened. The
         # pieces go back on sale and the bag to its shopper, who is told the money went back.
@@ -298,7 +312,7 @@ def mark_paid(session: AnySession, order: Order, obj: dict[str, Any], event_id: 
     if not _can_move(order, OrderStatus.PAID, PAID_NOTE, event_id):
         return
     checkout.complete_payment(session, order, actor=ACTOR, note=PAID_NOTE, stripe_event_id=event_id)
-    if order.refunded_amount > 0:
+    if given_back > 0:
         # Part of it given back before the payment came here: staff decide what is sent.
         checkout.flag(
             order, REFUNDED_IN_PART_BEFORE_PAID_FLAG, actor=ACTOR, stripe_event_id=event_id
@@ -418,6 +432,11 @@ def charge_refunded(
     reported = obj.get("amount_refunded")
     if not isinstance(reported, int) or reported < 0:
         raise MalformedEventError("charge.refunded needs amount_refunded")
+    if order.stripe_payment_intent_id is None and isinstance(obj.get("payment_intent"), str):
+        # Reported before the payment itself: the amount is this payment's, which the report
+        # of the payment then checks (``mark_paid``), and a refund of another payment naming
+        # the order is no longer taken for its own.
+        order.stripe_payment_intent_id = obj["payment_intent"]
     made_here = sum(r.amount for r in order.refunds if r.status is not RefundStatus.FAILED)
     # Stripe keeps no order among events: a report made before a refund failed may arrive
     # after its failure was applied, still counting it; one made after it doesn't count it.
