@@ -560,6 +560,7 @@ IN_STOCK_PRICE = f"/shop/{RING}/price?metal=white-gold&diamond=0.50ct&size=6"
         # Filter values the listing doesn't offer are dropped (with a note), or only spaces.
         ("/shop?category=made-up-{n}&sort=nonsense-{n}", "pieces"),
         ("/shop?category=ring&q={pad}", "pieces"),
+        ("/shop?category=ring&page={zeros}1", "pieces"),
     ],
     ids=[
         "engraving",
@@ -572,6 +573,7 @@ IN_STOCK_PRICE = f"/shop/{RING}/price?metal=white-gold&diamond=0.50ct&size=6"
         "padded-size",
         "made-up-filters",
         "blank-search",
+        "page-spelt-with-zeros",
     ],
 )
 def test_values_anyone_can_make_up_are_drawn_but_not_kept(app, client, catalogue, asked, shows):
@@ -588,7 +590,7 @@ def test_values_anyone_can_make_up_are_drawn_but_not_kept(app, client, catalogue
     before = set(entries)
 
     for n in range(1, 6):
-        url = asked.format(n=n, pad="+" * n)
+        url = asked.format(n=n, pad="+" * n, zeros="0" * n)
         page = client.htmx("GET", url) if "/price" in url else client.get(url)
         assert page.status_code in (200, 422)
         assert shows.format(n=n) in page_text(page)

@@ -595,6 +595,27 @@ def test_a_dispute_lost_in_full_is_told_to_the_shopper_as_their_banks_doing_not_
     assert "Refunded£" not in page
 
 
+def test_a_refund_then_a_dispute_lost_for_the_rest_tells_who_gave_back_what(
+    shop: Shop, app: Flask
+) -> None:
+    number, _ = buy(shop)
+    staff = staff_client(shop.app)
+    assert act(staff, number, "refund", amount="300", request_key="r").status_code == 303
+    dispute = shop.fake.create_dispute(intent_of(app, number), amount=35000)
+    shop.fake.close_dispute(dispute["id"], status="lost")
+    assert order_of(app, number)["status"] is S.REFUNDED
+
+    page = shoppers_order_page(shop, number)
+
+    assert "Given back in full" in page
+    assert (
+        "£300 refunded by us to your original payment method, £350 by your bank after a card "
+        "dispute" in page
+    )
+    assert "refunded in full, to your original payment method" not in page
+    assert "Given back in full, by us and by your bank" in page  # on the timeline
+
+
 def test_a_cancel_after_a_dispute_lost_in_part_tells_what_the_bank_gave_and_the_shop_holds(
     shop: Shop, app: Flask
 ) -> None:

@@ -220,8 +220,8 @@ def headline(order: Order) -> str:
         return f"Shipped with {name}"
     if refund_turned_back(order):
         return "Refund to be arranged"
-    if order.status is S.REFUNDED and returned_by_bank(order) >= order.total:
-        return "Payment returned by your bank"
+    if order.status is S.REFUNDED and (by_bank := returned_by_bank(order)):
+        return "Payment returned by your bank" if by_bank >= order.total else "Given back in full"
     return STATUS_LABELS[order.status]
 
 
@@ -340,8 +340,10 @@ def describe(event: OrderEvent) -> str:
         return ""
     if event.to_status is S.SHIPPED and (name := carrier_name(event.order)):
         return f"Sent with {name}, insured{' and signed for' if signed_for(event.order) else ''}"
-    if event.to_status is S.REFUNDED and returned_by_bank(event.order) >= event.order.total:
-        return "Your bank gave your payment back to you"
+    if event.to_status is S.REFUNDED and (by_bank := returned_by_bank(event.order)):
+        if by_bank >= event.order.total:
+            return "Your bank gave your payment back to you"
+        return "Given back in full, by us and by your bank"
     return EVENT_WORDS[event.to_status]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from flask_wtf import FlaskForm
@@ -148,6 +149,8 @@ _read_filters = Memo[tuple[ShopFilterForm, ShopQuery, tuple[str, ...]]](1024)
 
 # A listing's pages past this are drawn for their request alone (``worth_keeping_listing``).
 KEPT_PAGES = 20
+# A page number as the listing's own links write it, among those kept (``region_key``).
+KEPT_PAGE = re.compile(r"[1-9][0-9]?")
 # Filters whose value is anything typed (``region_key``).
 FREE_FILTERS = frozenset({"q", "min_price", "max_price"})
 
@@ -175,6 +178,8 @@ def region_key(args: MultiDict[str, str]) -> tuple[tuple[str, str], ...] | None:
         return None
     if any(value != value.strip() for _, value in items):
         return None
+    if any(name == "page" and not KEPT_PAGE.fullmatch(value) for name, value in items):
+        return None  # "01", "+1": read as page 1, each would be kept apart
     if any(value for name, value in items if name in FREE_FILTERS):
         return None
     return items
