@@ -64,6 +64,10 @@ def test_the_hint_lists_what_can_be_engraved(client, catalogue):
         ("Lo\u200cve", "zero-width non-joiner (U+200C)"),
         ("Lo\u2060ve", "word joiner (U+2060)"),
         ("\ufeffLove", "zero-width no-break space (U+FEFF)"),
+        ("\u3164", "Hangul filler (U+3164)"),  # a letter to Unicode that draws nothing
+        ("A\u3164\u3164B", "Hangul filler (U+3164)"),
+        ("\u115f\u1160", "Hangul filler (U+115F)"),
+        ("Love\uffa0", "Hangul filler (U+FFA0)"),
         ("Lo\u0007ve", "control character (U+0007)"),
         ("Lo\tve", "a tab (U+0009)"),
         ("Love 😀", "Emoji can't be engraved (“😀”)"),

@@ -36,6 +36,11 @@ _INVISIBLE_NAMES = {
     "\u200d": "a zero-width joiner",
     "\u2060": "a word joiner",
     "\ufeff": "a zero-width no-break space",
+    # Letters to Unicode that draw nothing: a blank engraving charged the fee.
+    "\u115f": "a Hangul filler",
+    "\u1160": "a Hangul filler",
+    "\u3164": "a Hangul filler",
+    "\uffa0": "a Hangul filler",
 }
 _BIDI = frozenset(
     [chr(code) for code in range(0x202A, 0x202F)]
