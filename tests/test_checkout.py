@@ -36,7 +36,7 @@ from tests.conftest import (
     page_text,
     sent_emails,
 )
-from tests.html import Page, bag_count, elements, form_fields, text_of
+from tests.html import Page, bag_count, elements, field_error, form_fields, text_of
 from tests.support.checkout import (
     ADDRESS,
     CHAIN,
@@ -725,6 +725,34 @@ def test_a_separate_billing_address_is_checked_and_kept(shop: Shop, app: Flask) 
     [order] = all_orders(app)
     assert order["billing"]["full_name"] == "Charles Babbage"
     assert order["shipping"]["full_name"] == "Ada Lovelace"
+
+
+@pytest.mark.parametrize(
+    ("field", "typed"),
+    [
+        ("shipping-line1", "Ada \u202eecalevoL"),  # reads "Ada Lovelace"
+        ("shipping-full_name", "A\x01B\x1bC"),
+        ("shipping-city", "Ada\ufffe"),
+        ("shipping-region", "\U000f0000"),
+        ("gift_message", "Love\u200b you"),
+    ],
+    ids=["direction-override", "control", "noncharacter", "private-use", "zero-width"],
+)
+def test_an_address_or_gift_message_with_invisible_characters_is_shown_again_to_correct(
+    shop: Shop, app: Flask, field: str, typed: str
+) -> None:
+    """What goes on the parcel's label and the gift card must print as it reads: control and
+    direction characters reached the order, its emails and the packing list."""
+    client = shop.client()
+    add_chain(client)
+
+    refused = client.submit("/checkout", {**DETAILS, field: typed})
+
+    assert refused.status_code == 422
+    page = Page(refused)
+    assert "can't be printed on a label or a card" in field_error(page, field)
+    assert form_fields(page, "#checkout-form")[field] == typed  # what was typed stays
+    assert all_orders(app) == []
 
 
 @pytest.mark.parametrize(("threshold", "shown"), [(1, True), (10_000_000, False)])

@@ -5,12 +5,19 @@ from __future__ import annotations
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, HiddenField, SelectField, TextAreaField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import Length
+from wtforms.validators import Length, ValidationError
 
+from elysium.services.profiles import printable_problem
 from elysium.web.forms import EMAIL_RULES, AddressForm, strip
 
 GIFT_MESSAGE_MAX = 300
 NEW_ADDRESS = "new"
+
+
+def printable(_form: FlaskForm, field: TextAreaField) -> None:
+    """The gift message is handwritten on a card: nothing in it may be invisible."""
+    if problem := printable_problem(field.data or ""):
+        raise ValidationError(problem)
 
 
 class CheckoutForm(FlaskForm):
@@ -22,7 +29,8 @@ class CheckoutForm(FlaskForm):
     gift_message = TextAreaField(
         "Gift message (optional)",
         validators=[
-            Length(max=GIFT_MESSAGE_MAX, message=f"Use at most {GIFT_MESSAGE_MAX} characters.")
+            Length(max=GIFT_MESSAGE_MAX, message=f"Use at most {GIFT_MESSAGE_MAX} characters."),
+            printable,
         ],
         filters=[strip],
         description=f"Handwritten on a card in the box; up to {GIFT_MESSAGE_MAX} characters.",

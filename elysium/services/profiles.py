@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from elysium.models.types import utcnow
@@ -39,6 +40,24 @@ class ProfileChanges:
 def clean_text(value: str | None) -> str:
     """Trimmed, with runs of whitespace (newlines and tabs included) made one space."""
     return " ".join((value or "").split())
+
+
+# Unicode categories nothing printed may hold: control characters, format characters (the
+# text-direction overrides among them, which make "Ada \u202eecalevoL" read "Ada Lovelace"),
+# surrogates, private use and unassigned code points.
+UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
+UNPRINTABLE_MESSAGE = (
+    "Remove the invisible or control characters: they can't be printed on a label or a card."
+)
+
+
+def printable_problem(text: str) -> str | None:
+    """Why ``text`` can't go on a parcel's label or a gift card, or None. Line breaks and
+    tabs are whitespace, not refused."""
+    for char in text:
+        if char not in "\r\n\t" and unicodedata.category(char) in UNPRINTABLE:
+            return UNPRINTABLE_MESSAGE
+    return None
 
 
 def phone_problem(phone: str) -> str | None:
