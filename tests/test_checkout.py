@@ -755,6 +755,15 @@ def test_an_address_or_gift_message_with_invisible_characters_is_shown_again_to_
     assert all_orders(app) == []
 
 
+def test_a_persian_address_written_with_its_non_joiner_is_taken(shop: Shop, app: Flask) -> None:
+    client = shop.client()
+    add_chain(client)
+    line = "خیابان می\u200cخواهم"  # noqa: RUF001 (Persian, as written)
+    assert client.submit("/checkout", {**DETAILS, "shipping-line1": line}).status_code == 303
+    [order] = all_orders(app)
+    assert order["shipping"]["line1"] == line
+
+
 @pytest.mark.parametrize(("threshold", "shown"), [(1, True), (10_000_000, False)])
 def test_a_signature_note_shows_above_the_configured_value(
     app: Flask, catalogue: dict, threshold: int, shown: bool

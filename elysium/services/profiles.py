@@ -51,11 +51,14 @@ UNPRINTABLE_MESSAGE = (
 )
 
 
+# Whitespace, and the joiners some scripts write words with (Persian's non-joiner, say).
+PRINTED_ANYWAY = frozenset("\r\n\t\u200c\u200d")
+
+
 def printable_problem(text: str) -> str | None:
-    """Why ``text`` can't go on a parcel's label or a gift card, or None. Line breaks and
-    tabs are whitespace, not refused."""
+    """Why ``text`` can't go on a parcel's label or a gift card, or None."""
     for char in text:
-        if char not in "\r\n\t" and unicodedata.category(char) in UNPRINTABLE:
+        if char not in PRINTED_ANYWAY and unicodedata.category(char) in UNPRINTABLE:
             return UNPRINTABLE_MESSAGE
     return None
 
