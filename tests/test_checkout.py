@@ -1918,6 +1918,39 @@ def test_a_made_to_order_piece_is_told_when_it_ships_in_the_confirmation_and_on_
     assert says in text_of(Page(client.get(link_in(confirmation, "/orders/"))))
 
 
+def test_more_than_is_left_of_a_piece_that_can_be_made_is_made_to_order_never_refused(
+    shop: Shop, app: Flask
+) -> None:
+    """Three chains made to order in a bag, then one comes back into stock (a return): the
+    bag could no longer be paid for ("Only 1 left — please lower the quantity to 1"), and a
+    shopper adding three while one was left was cut to one."""
+    chain_row(app, METAL, stock_level=0, reserved=0, lead_time_weeks=6)
+    client = shop.client()
+    data = {"product": CHAIN, "quantity": "3", "metal": METAL}
+    assert client.submit(f"/shop/{CHAIN}", data, action="/cart/items").status_code == 303
+    chain_row(app, METAL, stock_level=1)
+
+    paying = check_out(client)
+
+    assert paying.status_code == 303, page_text(paying)
+    [order] = all_orders(app)
+    assert order["status"] is OrderStatus.PENDING
+    with app.app_context():
+        [line] = db.session.scalars(select(Order)).one().lines
+        assert (line.quantity, line.made_to_order) == (3, True)
+        assert line.ships_by == house_time.today() + timedelta(weeks=6)
+        db.session.remove()
+    assert stock(app) == (1, 0)  # the one left stays for another shopper
+
+    other = shop.client()
+    added = other.submit(f"/shop/{CHAIN}", data, action="/cart/items", follow_redirects=True)
+    assert bag_count(other.get("/cart")) == 3
+    assert (
+        "Only 1 left in 18k yellow gold, so yours are made to order: they ship in about 6 weeks"
+        in page_text(added)
+    )
+
+
 def add_metal(client: ShopClient, metal: str) -> None:
     data = {"product": CHAIN, "quantity": "1", "metal": metal}
     assert client.submit(f"/shop/{CHAIN}", data, action="/cart/items").status_code == 303

@@ -284,12 +284,14 @@ def _stocked(availability: Availability) -> bool:
 
 def line_cap(availability: Availability, elsewhere: int = 0) -> int:
     """How many one line may hold when the cart's other lines hold ``elsewhere`` of the same
-    variant: what is left of the stock (when there is any), the per-line maximum for a piece
-    made to order, and none when sold out."""
+    variant: what is left of the stock (when there is any and the piece can't be made), the
+    per-line maximum for a piece that can be made to order, and none when sold out."""
+    if availability.status is StockStatus.MADE_TO_ORDER or (
+        _stocked(availability) and availability.lead_time_weeks
+    ):
+        return MAX_QUANTITY_PER_LINE
     if _stocked(availability):
         return max(min(availability.available - elsewhere, MAX_QUANTITY_PER_LINE), 0)
-    if availability.status is StockStatus.MADE_TO_ORDER:
-        return MAX_QUANTITY_PER_LINE
     return 0
 
 
@@ -442,6 +444,9 @@ def add_item(
         message = f"Added {added} of {product.name} to your bag."
     if allowed < wanted:
         message = f"{message} {_cap_message(availability, cap, elsewhere)}"
+    now = variant_availability(product, configuration.variant_key, wanted=allowed + elsewhere)
+    if now.status is StockStatus.MADE_TO_ORDER and now.available:
+        message = f"{message} {_more_than_left_message(now)}"
     return LineChange(line, allowed, message)
 
 
@@ -689,6 +694,17 @@ def held_for_cart(session: AnySession, cart: Cart) -> Counter[int]:
     return Counter({inventory_id: int(quantity) for inventory_id, quantity in rows})
 
 
+def _more_than_left_message(availability: Availability) -> str:
+    """A bag asking for more of a variant than is left, which can be made: made to order."""
+    message = (
+        f"Only {availability.available} left in {_lowered(availability.variant)}, so yours "
+        f"are made to order: they ship in about {availability.lead_time_weeks} weeks"
+    )
+    if availability.ships_by:
+        message += f", by {availability.ships_by.day} {availability.ships_by:%B}"
+    return message + "."
+
+
 def _over_stock_message(availability: Availability, wanted: int, lines: int) -> str:
     variant = _lowered(availability.variant)
     if lines > 1:
@@ -722,8 +738,8 @@ def _assess(
     configuration = Configuration.from_canonical(line.configuration)
     row = inventory_row(product, line.variant_key)
     own = held[row.id] if row is not None else 0
-    availability = variant_availability(product, line.variant_key, held=own)
     variant: VariantKey = (line.product_id, line.variant_key)
+    availability = variant_availability(product, line.variant_key, held=own, wanted=wanted[variant])
     problem: str | None = None
     blocking = False
     try:
@@ -741,6 +757,8 @@ def _assess(
     if problem is None:
         if availability.status is StockStatus.SOLD_OUT:
             problem, blocking = f"{availability.message} — please remove it from your bag.", True
+        elif availability.status is StockStatus.MADE_TO_ORDER and availability.available:
+            problem = _more_than_left_message(availability)
         elif availability.status is StockStatus.MADE_TO_ORDER and _sold_out_since(product, line):
             problem = (
                 "Sold out in this metal — made to order, "

@@ -82,17 +82,23 @@ def inventory_row(product: Product, variant_key: str) -> Inventory | None:
     return next((row for row in product.inventory if row.variant_key == variant_key), None)
 
 
-def variant_availability(product: Product, variant_key: str, *, held: int = 0) -> Availability:
+def variant_availability(
+    product: Product, variant_key: str, *, held: int = 0, wanted: int = 0
+) -> Availability:
     """Availability of one variant, from ``product.inventory`` (eager-load it on lists).
 
     ``held`` counts units already reserved for the one asking (a cart being paid for looks
-    at the stock as it was before its own reservation).
+    at the stock as it was before its own reservation). ``wanted`` is how many a bag asks for:
+    more than is left of a variant that can be made is made to order, all of it (the units
+    left stay for another shopper), never refused.
     """
     row = inventory_row(product, variant_key)
     available = row.available + held if row else 0
     threshold = row.low_stock_threshold if row else 0
     lead_time = (row.lead_time_weeks if row else None) or product.lead_time_weeks
     label = variant_label(product, variant_key)
+    if 0 < available < wanted and lead_time:
+        return Availability(StockStatus.MADE_TO_ORDER, available, lead_time, label)
     if available > 0:
         status = StockStatus.LOW if available <= threshold else StockStatus.IN_STOCK
         return Availability(status, available, lead_time, label)
