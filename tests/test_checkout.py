@@ -734,9 +734,9 @@ def test_a_separate_billing_address_is_checked_and_kept(shop: Shop, app: Flask) 
         ("shipping-full_name", "A\x01B\x1bC"),
         ("shipping-city", "Ada\ufffe"),
         ("shipping-region", "\U000f0000"),
-        ("gift_message", "Love\u200b you"),
+        ("gift_message", "Love\u2066 you"),
     ],
-    ids=["direction-override", "control", "noncharacter", "private-use", "zero-width"],
+    ids=["direction-override", "control", "noncharacter", "private-use", "direction-isolate"],
 )
 def test_an_address_or_gift_message_with_invisible_characters_is_shown_again_to_correct(
     shop: Shop, app: Flask, field: str, typed: str
@@ -751,17 +751,40 @@ def test_an_address_or_gift_message_with_invisible_characters_is_shown_again_to_
     assert refused.status_code == 422
     page = Page(refused)
     assert "can't be printed on a label or a card" in field_error(page, field)
+    assert "(U+" in field_error(page, field)  # the character named, to find it
     assert form_fields(page, "#checkout-form")[field] == typed  # what was typed stays
     assert all_orders(app) == []
 
 
-def test_a_persian_address_written_with_its_non_joiner_is_taken(shop: Shop, app: Flask) -> None:
+# The flag of Scotland: a black flag and tag characters spelling "gbsct".
+SCOTLAND = "\U0001f3f4" + "".join(chr(0xE0000 + ord(char)) for char in "gbsct") + "\U000e007f"
+
+
+@pytest.mark.parametrize(
+    ("field", "typed"),
+    [
+        ("shipping-line1", "خیابان می\u200cخواهم"),  # noqa: RUF001 (Persian's non-joiner)
+        ("shipping-line1", "רחוב הרצל 12\u200f"),  # Hebrew, with a right-to-left mark
+        ("shipping-line1", "Hauptstra\u00adße 5"),  # a soft hyphen pasted from a page
+        ("shipping-full_name", "\U00031350 Li"),  # a CJK ideograph newer than Unicode 14
+        (
+            "gift_message",
+            "Happy birthday \U0001fa77 " + SCOTLAND,
+        ),
+    ],
+    ids=["persian", "hebrew", "soft-hyphen", "new-ideograph", "emoji-and-flag"],
+)
+def test_an_address_or_gift_message_in_any_script_is_taken_as_written(
+    shop: Shop, app: Flask, field: str, typed: str
+) -> None:
     client = shop.client()
     add_chain(client)
-    line = "خیابان می\u200cخواهم"  # noqa: RUF001 (Persian, as written)
-    assert client.submit("/checkout", {**DETAILS, "shipping-line1": line}).status_code == 303
+    assert client.submit("/checkout", {**DETAILS, field: typed}).status_code == 303
     [order] = all_orders(app)
-    assert order["shipping"]["line1"] == line
+    stored = (
+        order["gift_message"] if field == "gift_message" else order["shipping"][field.split("-")[1]]
+    )
+    assert stored == typed
 
 
 @pytest.mark.parametrize(("threshold", "shown"), [(1, True), (10_000_000, False)])
@@ -1948,6 +1971,12 @@ def test_more_than_is_left_of_a_piece_that_can_be_made_is_made_to_order_never_re
     assert (
         "Only 1 left in 18k yellow gold, so yours are made to order: they ship in about 6 weeks"
         in page_text(added)
+    )
+    more = other.submit(f"/shop/{CHAIN}", data, action="/cart/items", follow_redirects=True)
+    assert bag_count(more) == 5
+    assert "at most 5 of one piece in your bag — we've set your quantity to 5" in page_text(more)
+    assert "— we've set your quantity to 5" not in page_text(more).replace(
+        "bag — we've set your quantity to 5", ""
     )
 
 

@@ -195,7 +195,8 @@ def test_a_browser_back_without_its_session_gets_a_page_whose_forms_post(
         if lost == "every cookie" or cookie.key == session_cookie:
             client.delete_cookie(cookie.key, domain=cookie.domain, path=cookie.path)
 
-    again = client.get(f"/shop/{CHAIN}", headers={"If-None-Match": kept.headers["ETag"]})
+    asked = {"If-None-Match": kept.headers["ETag"]}
+    again = client.get(f"/shop/{CHAIN}", headers=asked)
 
     assert again.status_code == 200
     added = client.post(
@@ -209,6 +210,18 @@ def test_a_browser_back_without_its_session_gets_a_page_whose_forms_post(
     )
     assert added.status_code == 303
     assert bag_count(client.get("/cart")) == 1
+
+
+@pytest.mark.parametrize("url", WINDOW)
+def test_a_browsers_prefetch_without_cookies_is_never_taken_for_a_script(client, catalogue, url):
+    """A prefetch (or a HEAD) is a browser's too: without its cookies, the copy it holds
+    carries a token of a session it lost."""
+    kept = client.get(url)
+    for cookie in list(client._cookies.values()):
+        client.delete_cookie(cookie.key, domain=cookie.domain, path=cookie.path)
+    asked = {"If-None-Match": kept.headers["ETag"], "Sec-Purpose": "prefetch"}
+    assert client.get(url, headers=asked).status_code == 200
+    assert client.head(url, headers={"If-None-Match": kept.headers["ETag"]}).status_code == 200
 
 
 def test_the_page_kept_after_a_304_still_posts(client, catalogue, monkeypatch):

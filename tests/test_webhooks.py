@@ -388,7 +388,13 @@ def test_a_refund_of_another_payment_naming_the_order_never_ends_or_settles_it(a
     assert after["status"] is S.PAID
     assert after["intent"] == "pi_test_1"
     assert after["flagged"] is True
+    assert after["refunded"] == 0  # none of this payment was given back: it can be refunded
     assert "order_cancelled" not in after["emails"]
+    # Its own refund, made in Stripe's dashboard, counts and is told, as any other.
+    post(client, event("charge.refunded", refunded_charge(order, TOTAL)))
+    refunded = state(app, order)
+    assert (refunded["status"], refunded["refunded"]) == (S.REFUNDED, TOTAL)
+    assert "order_refunded" in refunded["emails"]
     with app.app_context():
         reason = db.session.get(Order, order["id"]).attention_reason
     assert "was of another payment (pi_other), not this order's (pi_test_1)" in reason

@@ -297,7 +297,8 @@ def line_cap(availability: Availability, elsewhere: int = 0) -> int:
 
 def _cap_message(availability: Availability, cap: int, elsewhere: int = 0) -> str:
     variant = _lowered(availability.variant)
-    if _stocked(availability) and availability.available - elsewhere < MAX_QUANTITY_PER_LINE:
+    stock_caps = _stocked(availability) and not availability.lead_time_weeks
+    if stock_caps and availability.available - elsewhere < MAX_QUANTITY_PER_LINE:
         if elsewhere:
             return (
                 f"Only {availability.available} left in {variant}, and your bag already holds "

@@ -261,6 +261,8 @@ def mark_paid(session: AnySession, order: Order, obj: dict[str, Any], event_id: 
             actor=ACTOR,
             stripe_event_id=event_id,
         )
+        # None of this payment was given back: it can be refunded, and its own refunds count.
+        order.refunded_amount = 0
     if not _amount_matches(order, obj):
         checkout.flag(
             order,

@@ -42,24 +42,32 @@ def clean_text(value: str | None) -> str:
     return " ".join((value or "").split())
 
 
-# Unicode categories nothing printed may hold: control characters, format characters (the
-# text-direction overrides among them, which make "Ada \u202eecalevoL" read "Ada Lovelace"),
-# surrogates, private use and unassigned code points.
-UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
-UNPRINTABLE_MESSAGE = (
-    "Remove the invisible or control characters: they can't be printed on a label or a card."
-)
-
-
-# Whitespace, and the joiners some scripts write words with (Persian's non-joiner, say).
-PRINTED_ANYWAY = frozenset("\r\n\t\u200c\u200d")
+# What can't be printed on a parcel's label or a gift card as it reads: control characters
+# (line breaks and tabs are whitespace), the text-direction overrides and isolates (which make
+# "Ada \u202eecalevoL" read "Ada Lovelace"), surrogates, private use and noncharacters.
+# Marks that text in other scripts is written with (right-to-left marks, joiners, a soft
+# hyphen, an emoji flag's tags) are not refused, nor code points newer than this Python's
+# Unicode tables.
+DIRECTION_OVERRIDES = frozenset(map(chr, [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]))
 
 
 def printable_problem(text: str) -> str | None:
-    """Why ``text`` can't go on a parcel's label or a gift card, or None."""
+    """Why ``text`` can't go on a parcel's label or a gift card, naming the character, or
+    None."""
     for char in text:
-        if char not in PRINTED_ANYWAY and unicodedata.category(char) in UNPRINTABLE:
-            return UNPRINTABLE_MESSAGE
+        code = ord(char)
+        category = unicodedata.category(char)
+        if (
+            (category == "Cc" and char not in "\r\n\t")
+            or char in DIRECTION_OVERRIDES
+            or category in ("Cs", "Co")
+            or 0xFDD0 <= code <= 0xFDEF
+            or code & 0xFFFE == 0xFFFE
+        ):
+            return (
+                f"Remove the invisible or control character (U+{code:04X}): it can't be "
+                "printed on a label or a card."
+            )
     return None
 
 

@@ -85,12 +85,15 @@ def _visitor_for_request() -> str | None:
     return visitor
 
 
+def is_a_script() -> bool:
+    """The client says it is no browser (a crawler, a script, a monitor), or says nothing."""
+    agent = request.user_agent.string
+    return not agent or bool(ROBOT.search(agent))
+
+
 def is_a_person() -> bool:
     """A plain GET from a browser: not a robot, not a ``HEAD``, not a prefetch or prerender."""
-    if request.method != "GET":
-        return False
-    agent = request.user_agent.string
-    if not agent or ROBOT.search(agent):
+    if request.method != "GET" or is_a_script():
         return False
     purpose = " ".join(
         request.headers.get(header, "") for header in ("Sec-Purpose", "Purpose", "X-Moz")

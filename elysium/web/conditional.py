@@ -16,7 +16,8 @@ what was rendered, with two changes:
 
 The ETag has two halves: that hash, and one of the page without any secret. A request is
 matched by the first half, except one from a client that keeps no cookies (no ``Cookie``
-header, and not a browser's: a crawler, a script, ``web.browsing.is_a_person``). Such a
+header, and not a browser's by its user agent: a crawler, a script, ``web.browsing.is_a_script``;
+a browser's prefetch or HEAD is a browser's too). Such a
 client gets a new session and token every time, so the first half never matched for it; it
 is matched by the second, since the token of a session it won't send back is as useless in
 the copy it holds as in a new one. A browser that comes back without its session (closed,
@@ -39,7 +40,7 @@ import hmac
 
 from flask import Response, current_app, g, request, session
 
-from elysium.web.browsing import is_a_person
+from elysium.web.browsing import is_a_script
 
 PAGES = frozenset({"shop.home", "shop.listing", "shop.collection", "shop.product"})
 
@@ -72,7 +73,7 @@ HALF = 16
 def held_copy_matches(etag: str) -> str | None:
     """The ETag the request sent (``If-None-Match``) that stands for the page now drawn, if
     any: by its first half, or by its second for a client that keeps no cookies."""
-    keeps_none = "HTTP_COOKIE" not in request.environ and not is_a_person()
+    keeps_none = "HTTP_COOKIE" not in request.environ and is_a_script()
     half = slice(HALF, 2 * HALF) if keeps_none else slice(0, HALF)
     for held in request.if_none_match.as_set(include_weak=True):
         if len(held) == 2 * HALF and hmac.compare_digest(held[half], etag[half]):

@@ -103,6 +103,7 @@ def all_orders(app: Flask) -> list[dict]:
                 "email": order.email,
                 "shipping": order.shipping_address,
                 "billing": order.billing_address,
+                "gift_message": order.gift_message,
             }
             for order in db.session.scalars(select(Order).order_by(Order.id))
         ]
