@@ -36,6 +36,19 @@ WINDOW = [
 ]
 
 
+def add_chain_with(client, token: str | None, **headers: str):
+    """Add to bag as the product page's form does, with the CSRF token of the page held."""
+    data = {"csrf_token": token, "product": CHAIN, "quantity": "1", "metal": "yellow-gold"}
+    return client.post("/cart/items", data=data, headers=headers)
+
+
+def forget_cookies(client, only: str | None = None) -> None:
+    """The browser drops its cookies (or only the one named ``only``), keeping its pages."""
+    for cookie in list(client._cookies.values()):
+        if only is None or cookie.key == only:
+            client.delete_cookie(cookie.key, domain=cookie.domain, path=cookie.path)
+
+
 def directives(response) -> set[str]:
     return {part.strip() for part in response.headers.get("Cache-Control", "").split(",")}
 
@@ -190,25 +203,14 @@ def test_a_browser_back_without_its_session_gets_a_page_whose_forms_post(
     clears their cookies but not the pages kept: a 304 would leave them a page whose token is
     of the session they lost, and their first "Add to bag" refused."""
     kept = client.get(f"/shop/{CHAIN}")
-    session_cookie = app.config["SESSION_COOKIE_NAME"]
-    for cookie in list(client._cookies.values()):
-        if lost == "every cookie" or cookie.key == session_cookie:
-            client.delete_cookie(cookie.key, domain=cookie.domain, path=cookie.path)
+    forget_cookies(
+        client, only=None if lost == "every cookie" else app.config["SESSION_COOKIE_NAME"]
+    )
 
-    asked = {"If-None-Match": kept.headers["ETag"]}
-    again = client.get(f"/shop/{CHAIN}", headers=asked)
+    again = client.get(f"/shop/{CHAIN}", headers={"If-None-Match": kept.headers["ETag"]})
 
     assert again.status_code == 200
-    added = client.post(
-        "/cart/items",
-        data={
-            "csrf_token": csrf_token(again),
-            "product": CHAIN,
-            "quantity": "1",
-            "metal": "yellow-gold",
-        },
-    )
-    assert added.status_code == 303
+    assert add_chain_with(client, csrf_token(again)).status_code == 303
     assert bag_count(client.get("/cart")) == 1
 
 
@@ -217,8 +219,7 @@ def test_a_browsers_prefetch_without_cookies_is_never_taken_for_a_script(client,
     """A prefetch (or a HEAD) is a browser's too: without its cookies, the copy it holds
     carries a token of a session it lost."""
     kept = client.get(url)
-    for cookie in list(client._cookies.values()):
-        client.delete_cookie(cookie.key, domain=cookie.domain, path=cookie.path)
+    forget_cookies(client)
     asked = {"If-None-Match": kept.headers["ETag"], "Sec-Purpose": "prefetch"}
     assert client.get(url, headers=asked).status_code == 200
     assert client.head(url, headers={"If-None-Match": kept.headers["ETag"]}).status_code == 200
@@ -236,11 +237,7 @@ def test_the_page_kept_after_a_304_still_posts(client, catalogue, monkeypatch):
     assert again.status_code == 304
     assert csrf_token(client.get(f"/shop/{CHAIN}")) != kept_token  # the text did change
 
-    added = client.post(
-        "/cart/items",
-        data={"csrf_token": kept_token, "product": CHAIN, "quantity": "1", "metal": "yellow-gold"},
-    )
-    assert added.status_code == 303
+    assert add_chain_with(client, kept_token).status_code == 303
     assert bag_count(client.get("/cart")) == 1
 
 
@@ -271,16 +268,7 @@ def test_a_price_change_is_sent_in_full(app, client, catalogue):
 def test_adding_to_the_bag_or_signing_in_sends_the_page_in_full(client, auth, catalogue):
     home = client.get("/")
     assert bag_count(home) == 0
-    product = client.get(f"/shop/{RING}")
-    client.post(
-        "/cart/items",
-        data={
-            "csrf_token": csrf_token(product),
-            "product": CHAIN,
-            "quantity": "1",
-            "metal": "yellow-gold",
-        },
-    )
+    add_chain_with(client, csrf_token(client.get(f"/shop/{RING}")))
     after = client.get("/", headers={"If-None-Match": home.headers["ETag"]})
     assert after.status_code == 200
     assert bag_count(after) == 1
@@ -306,17 +294,9 @@ def test_another_visitors_etag_gets_the_whole_page(app, client, catalogue):
 def test_a_post_is_never_answered_304(client, catalogue):
     page = client.get(f"/shop/{CHAIN}")
     for match in (page.headers["ETag"], "*"):
-        added = client.post(
-            "/cart/items",
-            data={
-                "csrf_token": csrf_token(page),
-                "product": CHAIN,
-                "quantity": "1",
-                "metal": "yellow-gold",
-            },
-            headers={"If-None-Match": match},
+        assert (
+            add_chain_with(client, csrf_token(page), **{"If-None-Match": match}).status_code == 303
         )
-        assert added.status_code == 303
     refused = client.post(
         "/shop", data={"csrf_token": csrf_token(page)}, headers={"If-None-Match": "*"}
     )
