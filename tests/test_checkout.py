@@ -1145,6 +1145,28 @@ def test_the_sweeper_ends_a_payment_refunded_in_stripes_dashboard_before_it_was_
     assert bag_count(client.get("/cart")) == 1  # the bag is the shopper's again, as it was
 
 
+def test_the_sweeper_applies_a_payment_and_the_dispute_that_came_before_it(
+    shop: Shop, app: Flask
+) -> None:
+    """The payment's report was lost and the cardholder disputed the payment before the
+    sweeper found it: the dispute matched no order and was dropped."""
+    client = shop.client()
+    add_chain(client)
+    session_id = session_id_from(check_out(client).location)
+    shop.fake.auto_deliver = False
+    shop.fake.pay(session_id)
+    shop.fake.pending.clear()  # the payment's report is lost
+    shop.fake.auto_deliver = True
+    shop.fake.create_dispute(shop.fake.session(session_id)["payment_intent"])
+    _expire_in_the_past(app)
+
+    shop.app.test_cli_runner().invoke(args=["orders", "expire-stale"])
+
+    paid = order_state(app)
+    assert paid["status"] is OrderStatus.PAID
+    assert "The payment is disputed" in paid["reason"]
+
+
 def confirmations(app: Flask) -> int:
     with app.app_context():
         found = db.session.scalars(

@@ -467,6 +467,62 @@ def test_a_dispute_flags_the_order_and_emails_staff(app, client, order):
     assert after["status"] is S.PAID
 
 
+def dispute(status: str | None = None) -> dict:
+    return {
+        "id": "dp_1",
+        "object": "dispute",
+        "payment_intent": "pi_test_1",
+        "reason": "fraudulent",
+        "amount": TOTAL,
+        **({"status": status} if status else {}),
+    }
+
+
+def test_a_dispute_that_comes_before_its_payment_is_applied_reaches_staff_once_it_is(
+    app, client, order
+):
+    """A dispute finds its order by the payment, which the order learns from the payment's
+    own report: one that came first (that report retried, or lost until the sweeper) matched
+    no order and was dropped, so nobody heard of it and the piece could be shipped."""
+    early = post(client, event("charge.dispute.created", dispute()))
+    assert early.status_code == 200
+    assert early.json["outcome"] == "held"
+    assert state(app, order)["flagged"] is False
+
+    post(client, event("checkout.session.completed", session_object(order)))
+
+    after = state(app, order)
+    assert after["status"] is S.PAID
+    assert after["flagged"] is True
+    assert after["emails"].count("staff_dispute") == 1
+    with app.app_context():
+        reason = db.session.get(Order, order["id"]).attention_reason
+    assert "The payment is disputed (fraudulent)" in reason
+    # The report sent again applies nothing twice.
+    post(client, event("checkout.session.completed", session_object(order)))
+    assert state(app, order)["emails"].count("staff_dispute") == 1
+
+
+def test_a_dispute_lost_before_its_payment_was_applied_counts_once_it_is(app, client, order):
+    post(client, event("charge.dispute.created", dispute()))
+    post(client, event("charge.dispute.closed", dispute("lost")))
+
+    post(client, event("checkout.session.completed", session_object(order)))
+
+    after = state(app, order)
+    assert after["status"] is S.REFUNDED
+    assert after["refunded"] == TOTAL
+    assert after["emails"].count("staff_dispute_closed") == 1
+
+
+def test_a_dispute_of_a_payment_no_order_ever_knows_stays_kept_and_harmless(app, client, order):
+    other = {**dispute(), "payment_intent": "pi_not_ours"}
+    assert post(client, event("charge.dispute.created", other)).json["outcome"] == "held"
+    post(client, event("checkout.session.completed", session_object(order)))
+    after = state(app, order)
+    assert (after["status"], after["flagged"]) == (S.PAID, False)
+
+
 @pytest.mark.parametrize(
     ("status", "answer", "flagged"),
     [("warning_closed", 200, False), ("under_review", 400, True), (None, 400, True)],

@@ -67,6 +67,7 @@ class Outcome(enum.StrEnum):
     REPLAY = "replay"
     IGNORED = "ignored"
     NO_ORDER = "no_order"
+    HELD = "held"
     MISMATCH = "mismatch"
 
 
@@ -108,6 +109,23 @@ def handle_event(session: AnySession, event: dict[str, Any]) -> Outcome:
     if handler is None:
         return Outcome.IGNORED
     order = _order_for(session, obj)
+    if (
+        order is None
+        and event_type in HELD_UNTIL_MATCHED
+        and isinstance(intent := obj.get("payment_intent"), str)
+    ):
+        session.execute(
+            update(ProcessedPaymentEvent)
+            .where(ProcessedPaymentEvent.id == recorded)
+            .values(held_for_payment=intent, held_object=obj)
+        )
+        current_app.logger.info(
+            "Stripe event %s (%s) kept until an order knows the payment %s",
+            event_id,
+            event_type,
+            intent,
+        )
+        return Outcome.HELD
     if order is None:
         current_app.logger.warning("Stripe event %s (%s) matches no order", event_id, event_type)
         return Outcome.NO_ORDER
@@ -243,6 +261,34 @@ def _move(order: Order, status: OrderStatus, note: str, event_id: str | None) ->
 
 
 def mark_paid(session: AnySession, order: Order, obj: dict[str, Any], event_id: str | None) -> None:
+    """The order's payment came (the payment page's report, or the sweeper's look at it):
+    applied as :func:`_apply_payment` says, then any dispute of it that came first."""
+    _apply_payment(session, order, obj, event_id)
+    apply_held_events(session, order)
+
+
+def apply_held_events(session: AnySession, order: Order) -> None:
+    """Apply the disputes of the order's payment that came before the order knew it (kept by
+    :func:`handle_event`), in the order they came: staff hear of a dispute whenever it came,
+    and a dispute lost counts."""
+    intent = order.stripe_payment_intent_id
+    if intent is None:
+        return
+    held = session.scalars(
+        select(ProcessedPaymentEvent)
+        .where(ProcessedPaymentEvent.held_for_payment == intent)
+        .order_by(ProcessedPaymentEvent.id)
+        .with_for_update()
+    ).all()
+    for row in held:
+        obj = row.held_object or {}
+        row.held_for_payment, row.held_object, row.order_id = None, None, order.id
+        HANDLERS[row.event_type](session, order, obj, row.event_id)
+
+
+def _apply_payment(
+    session: AnySession, order: Order, obj: dict[str, Any], event_id: str | None
+) -> None:
     intent = obj.get("payment_intent")
     # What was given back before this report counts only if it was of this payment: a refund
     # reported first records its payment on the order (``charge_refunded``).
@@ -363,11 +409,11 @@ def session_completed(
         return
     if isinstance(obj.get("payment_intent"), str):
         order.stripe_payment_intent_id = obj["payment_intent"]
-    if not _can_move(order, OrderStatus.PROCESSING, AWAITING_BANK_NOTE, event_id):
-        return
-    checkout.await_bank_payment(
-        session, order, actor=ACTOR, note=AWAITING_BANK_NOTE, stripe_event_id=event_id
-    )
+    if _can_move(order, OrderStatus.PROCESSING, AWAITING_BANK_NOTE, event_id):
+        checkout.await_bank_payment(
+            session, order, actor=ACTOR, note=AWAITING_BANK_NOTE, stripe_event_id=event_id
+        )
+    apply_held_events(session, order)
 
 
 def async_payment_failed(
@@ -761,6 +807,10 @@ HANDLERS: dict[str, Callable[..., None]] = {
     "refund.failed": refund_failed,
     "payment_intent.payment_failed": payment_attempt_failed,
 }
+
+# Events about a payment that may come before its order knows it (its report still on its way):
+# kept until an order does (``apply_held_events``), not dropped: a dispute must reach staff.
+HELD_UNTIL_MATCHED = frozenset({"charge.dispute.created", "charge.dispute.closed"})
 
 # Events whose meaning depends on when Stripe made them (a running total of refunds that a
 # refund's failure lowers): their handlers are told (``made_at``).
