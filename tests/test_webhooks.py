@@ -515,6 +515,19 @@ def test_a_dispute_lost_before_its_payment_was_applied_counts_once_it_is(app, cl
     assert after["emails"].count("staff_dispute_closed") == 1
 
 
+def test_a_dispute_closed_without_a_closed_status_is_refused_before_any_order_knows_it(
+    app, client, order
+):
+    """Kept, it would have made the payment's own report fail each time it was sent."""
+    refused = post(client, event("charge.dispute.closed", dispute("under_review")))
+    assert refused.status_code == 400
+
+    assert (
+        post(client, event("checkout.session.completed", session_object(order))).status_code == 200
+    )
+    assert state(app, order)["status"] is S.PAID
+
+
 def test_a_dispute_of_a_payment_no_order_ever_knows_stays_kept_and_harmless(app, client, order):
     other = {**dispute(), "payment_intent": "pi_not_ours"}
     assert post(client, event("charge.dispute.created", other)).json["outcome"] == "held"

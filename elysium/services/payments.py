@@ -114,6 +114,8 @@ def handle_event(session: AnySession, event: dict[str, Any]) -> Outcome:
         and event_type in HELD_UNTIL_MATCHED
         and isinstance(intent := obj.get("payment_intent"), str)
     ):
+        if event_type == "charge.dispute.closed":
+            _check_closed(obj)  # refused now, as it would be with its order, never kept
         session.execute(
             update(ProcessedPaymentEvent)
             .where(ProcessedPaymentEvent.id == recorded)
@@ -283,7 +285,14 @@ def apply_held_events(session: AnySession, order: Order) -> None:
     for row in held:
         obj = row.held_object or {}
         row.held_for_payment, row.held_object, row.order_id = None, None, order.id
-        HANDLERS[row.event_type](session, order, obj, row.event_id)
+        try:
+            HANDLERS[row.event_type](session, order, obj, row.event_id)
+        except MalformedEventError:
+            # Checked when it was kept; one that still can't be read never stops the
+            # payment it waited for from being applied.
+            current_app.logger.warning(
+                "Stripe event %s kept for %s: unreadable", row.event_id, intent
+            )
 
 
 def _apply_payment(
@@ -583,9 +592,8 @@ def dispute_closed(session: AnySession, order: Order, obj: dict[str, Any], event
     flag is cleared. Lost: the cardholder's bank took the money back, and no refund can be
     made of it; the order stays flagged, saying so, and the amount counts as given back
     (:func:`_charged_back`: all of it, the order is REFUNDED). Staff are emailed either way."""
+    _check_closed(obj)
     status = obj.get("status")
-    if status not in ("won", "lost", "warning_closed"):
-        raise MalformedEventError("charge.dispute.closed needs a closed status")
     amount = _disputed(order, obj)
     lost = status == "lost"
     outcome = "lost" if lost else "won" if status == "won" else "closed without a chargeback"
@@ -622,6 +630,11 @@ def dispute_closed(session: AnySession, order: Order, obj: dict[str, Any], event
         outcome=outcome,
         amount=format_money(amount, order.currency),
     )
+
+
+def _check_closed(obj: dict[str, Any]) -> None:
+    if obj.get("status") not in ("won", "lost", "warning_closed"):
+        raise MalformedEventError("charge.dispute.closed needs a closed status")
 
 
 def _disputed(order: Order, obj: dict[str, Any]) -> int:
