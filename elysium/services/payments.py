@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import selectinload
 
 from elysium.models.inventory import StockReason
@@ -109,25 +109,25 @@ def handle_event(session: AnySession, event: dict[str, Any]) -> Outcome:
     if handler is None:
         return Outcome.IGNORED
     order = _order_for(session, obj)
-    if (
-        order is None
-        and event_type in HELD_UNTIL_MATCHED
-        and isinstance(intent := obj.get("payment_intent"), str)
-    ):
+    intent = obj.get("payment_intent")
+    if order is None and event_type in HELD_UNTIL_MATCHED and isinstance(intent, str):
         if event_type == "charge.dispute.closed":
             _check_closed(obj)  # refused now, as it would be with its order, never kept
-        session.execute(
-            update(ProcessedPaymentEvent)
-            .where(ProcessedPaymentEvent.id == recorded)
-            .values(held_for_payment=intent, held_object=obj)
-        )
-        current_app.logger.info(
-            "Stripe event %s (%s) kept until an order knows the payment %s",
-            event_id,
-            event_type,
-            intent,
-        )
-        return Outcome.HELD
+        _hold_payment(session, intent)
+        order = _order_for(session, obj)  # its payment's report may have just committed
+        if order is None:
+            session.execute(
+                update(ProcessedPaymentEvent)
+                .where(ProcessedPaymentEvent.id == recorded)
+                .values(held_for_payment=intent, held_object=obj)
+            )
+            current_app.logger.info(
+                "Stripe event %s (%s) kept until an order knows the payment %s",
+                event_id,
+                event_type,
+                intent,
+            )
+            return Outcome.HELD
     if order is None:
         current_app.logger.warning("Stripe event %s (%s) matches no order", event_id, event_type)
         return Outcome.NO_ORDER
@@ -152,6 +152,7 @@ def handle_event(session: AnySession, event: dict[str, Any]) -> Outcome:
         else:
             orders.add_note(order, note, actor=ACTOR, stripe_event_id=event_id)
         return Outcome.MISMATCH
+    apply_held_events(session, order)  # what came before this event is applied before it
     if event_type in TIMED_EVENTS:
         handler(session, order, obj, event_id, made_at=_made_at(event))
     else:
@@ -264,18 +265,24 @@ def _move(order: Order, status: OrderStatus, note: str, event_id: str | None) ->
 
 def mark_paid(session: AnySession, order: Order, obj: dict[str, Any], event_id: str | None) -> None:
     """The order's payment came (the payment page's report, or the sweeper's look at it):
-    applied as :func:`_apply_payment` says, then any dispute of it that came first."""
+    the disputes of it that came first are applied first (a dispute lost counts as given
+    back, so the payment ends the order as a refund before it would), then the payment as
+    :func:`_apply_payment` says."""
+    intent = obj.get("payment_intent")
+    if isinstance(intent, str) and order.stripe_payment_intent_id in (None, intent):
+        apply_held_events(session, order, intent)
     _apply_payment(session, order, obj, event_id)
     apply_held_events(session, order)
 
 
-def apply_held_events(session: AnySession, order: Order) -> None:
-    """Apply the disputes of the order's payment that came before the order knew it (kept by
-    :func:`handle_event`), in the order they came: staff hear of a dispute whenever it came,
-    and a dispute lost counts."""
-    intent = order.stripe_payment_intent_id
+def apply_held_events(session: AnySession, order: Order, intent: str | None = None) -> None:
+    """Apply the disputes of the order's payment (``intent``, else the one it knows) that came
+    before the order knew it (kept by :func:`handle_event`), in the order they came: staff
+    hear of a dispute whenever it came, and a dispute lost counts."""
+    intent = intent or order.stripe_payment_intent_id
     if intent is None:
         return
+    _hold_payment(session, intent)
     held = session.scalars(
         select(ProcessedPaymentEvent)
         .where(ProcessedPaymentEvent.held_for_payment == intent)
@@ -293,6 +300,15 @@ def apply_held_events(session: AnySession, order: Order) -> None:
             current_app.logger.warning(
                 "Stripe event %s kept for %s: unreadable", row.event_id, intent
             )
+
+
+def _hold_payment(session: AnySession, intent: str) -> None:
+    """Keeping an event for a payment and applying what is kept for it take turns (on
+    PostgreSQL, a lock on the payment's id until the transaction ends): a dispute kept while
+    its payment's report was being applied is seen by it, or finds its order. SQLite writes
+    one transaction at a time anyway."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(func.hashtext(intent))))
 
 
 def _apply_payment(
@@ -582,7 +598,7 @@ def dispute_created(session: AnySession, order: Order, obj: dict[str, Any], even
         f"Dispute opened on order {order.number}",
         "staff_dispute",
         f"order:{order.id}:dispute:{obj.get('id')}",
-        reason=obj.get("reason") or "not given",
+        reason=orders.readable(str(obj.get("reason") or "")) or "not given",
         amount=format_money(_disputed(order, obj), order.currency),
     )
 
