@@ -1118,6 +1118,19 @@ def test_the_sweeper_applies_a_payment_whose_event_was_lost_and_the_late_event_c
     assert confirmations(app) == 1
 
 
+def paid_with_its_report_lost(shop: Shop) -> tuple[ShopClient, str]:
+    """A chain paid for on Stripe's page whose report never came; the shopper's browser and
+    the payment's id. Stripe's later reports are delivered again."""
+    client = shop.client()
+    add_chain(client)
+    session_id = session_id_from(check_out(client).location)
+    shop.fake.auto_deliver = False
+    shop.fake.pay(session_id)
+    shop.fake.pending.clear()
+    shop.fake.auto_deliver = True
+    return client, shop.fake.session(session_id)["payment_intent"]
+
+
 def test_the_sweeper_ends_a_payment_refunded_in_stripes_dashboard_before_it_was_applied(
     shop: Shop, app: Flask
 ) -> None:
@@ -1125,14 +1138,8 @@ def test_the_sweeper_ends_a_payment_refunded_in_stripes_dashboard_before_it_was_
     having had no confirmation), and that report came. The sweeper then applied the payment:
     the order read "Paid" with all its money given back, unflagged, the piece sold and a
     confirmation sent."""
-    client = shop.client()
-    add_chain(client)
-    session_id = session_id_from(check_out(client).location)
-    shop.fake.auto_deliver = False
-    shop.fake.pay(session_id)
-    shop.fake.pending.clear()  # the payment's report is lost
-    shop.fake.auto_deliver = True
-    shop.fake.refund_from_dashboard(shop.fake.session(session_id)["payment_intent"])
+    client, intent = paid_with_its_report_lost(shop)
+    shop.fake.refund_from_dashboard(intent)
     _expire_in_the_past(app)
 
     shop.app.test_cli_runner().invoke(args=["orders", "expire-stale"])
@@ -1150,14 +1157,8 @@ def test_the_sweeper_applies_a_payment_and_the_dispute_that_came_before_it(
 ) -> None:
     """The payment's report was lost and the cardholder disputed the payment before the
     sweeper found it: the dispute matched no order and was dropped."""
-    client = shop.client()
-    add_chain(client)
-    session_id = session_id_from(check_out(client).location)
-    shop.fake.auto_deliver = False
-    shop.fake.pay(session_id)
-    shop.fake.pending.clear()  # the payment's report is lost
-    shop.fake.auto_deliver = True
-    shop.fake.create_dispute(shop.fake.session(session_id)["payment_intent"])
+    _, intent = paid_with_its_report_lost(shop)
+    shop.fake.create_dispute(intent)
     _expire_in_the_past(app)
 
     shop.app.test_cli_runner().invoke(args=["orders", "expire-stale"])
