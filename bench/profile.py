@@ -46,6 +46,7 @@ from flask_migrate import upgrade  # noqa: E402
 from sqlalchemy import create_engine, event, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
+from bench.browser import browsers_without_bags  # noqa: E402
 from elysium import create_app  # noqa: E402
 from elysium.config import normalise_database_url  # noqa: E402
 from elysium.extensions import db  # noqa: E402
@@ -136,10 +137,13 @@ def shopper(app: Flask) -> FlaskClient:
     return client
 
 
-def requester(app: Flask, page: str, client: FlaskClient | None = None) -> Callable[[], None]:
+def requester(
+    app: Flask, page: str, client: FlaskClient | None = None, n: int = 0
+) -> Callable[[], None]:
+    """A request for ``page``, made ``n`` times and a few more (warming up, counting)."""
     client = client or app.test_client()
     if page == ADD_TO_BAG:
-        return bag_adder(app, client)
+        return bag_adder(app, client, 22 + n + max(n // 5, 20))
     headers = HTMX if "/price" in page else {}
 
     def get() -> None:
@@ -151,14 +155,18 @@ def requester(app: Flask, page: str, client: FlaskClient | None = None) -> Calla
     return get
 
 
-def bag_adder(app: Flask, client: FlaskClient) -> Callable[[], None]:
+def bag_adder(app: Flask, client: FlaskClient, count: int) -> Callable[[], None]:
     """Add to bag as htmx does, each time as the first piece of a new bag (as the benchmark:
-    the session's CSRF token, no bag cookie)."""
-    token = token_of(client)
+    each add from a browser of its own, ``count`` of them, with its session and CSRF token
+    and no bag cookie)."""
     bag_cookie = app.config["CART_COOKIE_NAME"]
+    session_cookie = app.config["SESSION_COOKIE_NAME"]
+    browsers = iter(list(browsers_without_bags(app.secret_key, count)))
 
     def post() -> None:
+        cookie, token = next(browsers)
         client.delete_cookie(bag_cookie, domain="localhost")
+        client.set_cookie(session_cookie, cookie, domain="localhost")
         response = add_to_bag(client, token, htmx=True)
         if response.status_code != 200:
             raise SystemExit(f"add to bag answered {response.status_code}")
@@ -243,7 +251,7 @@ def main() -> None:
     tops = []
     client = shopper(app) if args.shopper else None
     for page in pages:
-        get = requester(app, page, client)
+        get = requester(app, page, client, args.n)
         for _ in range(20):
             get()
         statements = statements_per_request(app, get)

@@ -15,8 +15,9 @@ and the ratio of the shop's requests/s to the reference's measured in the same r
 
 The pages are those a shopper opens with their cookies (session, visitor, bag: one browser,
 signed out), and the staff's orders list with a signed-in member of staff's (second factor
-passed). Add to bag is the htmx POST of the product page, with the CSRF token and session
-cookie but no bag yet, so each request is a first add to a new bag. Needs wrk (Debian's
+passed). Add to bag is the htmx POST of the product page, each request from a browser of its
+own (a session and CSRF token drawn for it beforehand, no bag yet), so each is a first add to
+a new bag: a browser's session makes one bag, however many adds it sends. Needs wrk (Debian's
 package: `make bench` installs it when missing and running as root) and Redis at REDIS_URL
 (redis://127.0.0.1:6379/0). Not part of CI.
 """
@@ -45,8 +46,8 @@ from datetime import timedelta  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
-from bench.browser import USER_AGENT  # noqa: E402  (every request says it is a browser)
-from elysium.config import normalise_database_url  # noqa: E402
+from bench.browser import USER_AGENT, browsers_without_bags  # noqa: E402
+from elysium.config import cookie_name, normalise_database_url  # noqa: E402
 
 BIN = Path(sys.executable).parent
 DATABASE_URL = normalise_database_url(
@@ -282,11 +283,18 @@ class Target:
     headers: dict[str, str]
     method: str = "GET"
     body: str = ""
+    # Each request from the next of these browsers (``browsers_file``), its session
+    # cookie added to the Cookie header and its token sent as X-CSRFToken.
+    browsers: Path | None = None
 
     def check(self) -> int:
         """One request by hand: the page answers 200, and its size."""
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         headers = {"User-Agent": USER_AGENT, **self.headers}
+        if self.browsers is not None:
+            cookie, token = self.browsers.read_text().splitlines()[-1].split("\t")
+            headers["Cookie"] = "; ".join(filter(None, (headers.get("Cookie"), cookie)))
+            headers["X-CSRFToken"] = token
         connection.request(self.method, self.path, body=self.body or None, headers=headers)
         response = connection.getresponse()
         size = len(response.read())
@@ -296,11 +304,21 @@ class Target:
         return size
 
 
-def targets(shop: int, reference: int) -> list[Target]:
-    browser, token = shopper(shop)
+def browsers_file(secret_key: str, count: int) -> Path:
+    """``browsers_without_bags`` in a file for wrk: a session cookie and its token a line."""
+    name = cookie_name("session", secure=True)
+    with tempfile.NamedTemporaryFile("w", suffix=".tsv", delete=False) as browsers:
+        for cookie, token in browsers_without_bags(secret_key, count):
+            browsers.write(f"{name}={cookie}\t{token}\n")
+    return Path(browsers.name)
+
+
+def targets(shop: int, reference: int, secret_key: str) -> list[Target]:
+    browser, _ = shopper(shop)
     staff = staff_member(shop)
     cookies = {"Cookie": browser.cookie_header()}
     bag_cookie = next(name for name in browser.cookies if name.endswith("elysium_bag"))
+    session_cookie = next(name for name in browser.cookies if name.endswith("session"))
     htmx = {"HX-Request": "true", "HX-Current-URL": f"http://127.0.0.1:{shop}/shop/{PRODUCT}"}
     # What the configurator sends when a choice changes: its fields, and what Add to bag shows.
     query = urllib.parse.urlencode(
@@ -319,13 +337,13 @@ def targets(shop: int, reference: int) -> list[Target]:
             shop,
             "/cart/items",
             {
-                "Cookie": browser.cookie_header(without=(bag_cookie,)),
+                "Cookie": browser.cookie_header(without=(bag_cookie, session_cookie)),
                 "Content-Type": "application/x-www-form-urlencoded",
-                "X-CSRFToken": token,
                 **htmx,
             },
             method="POST",
             body=add,
+            browsers=browsers_file(secret_key, BROWSERS),
         ),
         Target("bag", shop, "/cart", cookies),
         Target("staff-orders", shop, "/staff/orders", {"Cookie": staff.cookie_header()}),
@@ -341,19 +359,66 @@ def to_ms(value: str) -> float:
     return number * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[unit]
 
 
+# wrk's Lua when each request comes from the next browser of a file: its threads take turns
+# through the lines, from the first that no earlier measurement used.
+NEXT_BROWSER = """
+local browsers = {}
+for line in io.lines("%(file)s") do
+  local cookie, token = line:match("([^\\t]+)\\t([^\\t]+)")
+  browsers[#browsers + 1] = {cookie, token}
+end
+local threads = {}
+function setup(thread)
+  thread:set("id", #threads)
+  table.insert(threads, thread)
+end
+sent = 0
+function request()
+  local browser = browsers[(%(first)d + sent * %(threads)d + id) %% #browsers + 1]
+  sent = sent + 1
+  local headers = {}
+  for name, value in pairs(wrk.headers) do headers[name] = value end
+  headers["Cookie"] = headers["Cookie"] and (headers["Cookie"] .. "; " .. browser[1]) or browser[1]
+  headers["X-CSRFToken"] = browser[2]
+  return wrk.format(nil, nil, headers, nil)
+end
+function done(summary, latency, requests)
+  local most = 0
+  for _, thread in ipairs(threads) do most = math.max(most, thread:get("sent")) end
+  io.write(string.format("browsers used: %%d\\n", most * #threads))
+end
+"""
+BROWSERS = int(os.environ.get("BENCH_BROWSERS", "60000"))
+_browsers_used: dict[str, int] = {}
+
+
 def measure(wrk: str, target: Target, connections: int, duration: str = DURATION) -> dict:
-    command = [wrk, f"-t{min(2, connections)}", f"-c{connections}", f"-d{duration}", "--latency"]
+    threads = min(2, connections)
+    command = [wrk, f"-t{threads}", f"-c{connections}", f"-d{duration}", "--latency"]
     for name, value in {"User-Agent": USER_AGENT, **target.headers}.items():
         command += ["-H", f"{name}: {value}"]
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         # wrk's Lua: the method and body of every request (headers come from -H).
         body = target.body.replace("\\", "\\\\").replace('"', '\\"')
         script.write(f'wrk.method = "{target.method}"\nwrk.body = "{body}"\n')
+        if target.browsers is not None:
+            first = _browsers_used.get(target.name, 0)
+            values = {"file": target.browsers, "first": first, "threads": threads}
+            script.write(NEXT_BROWSER % values)
     command += ["-s", script.name, f"http://127.0.0.1:{target.port}{target.path}"]
     try:
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     finally:
         os.unlink(script.name)
+    if target.browsers is not None:
+        sent = int(re.search(r"browsers used: (\d+)", output).group(1))
+        used = _browsers_used[target.name] = _browsers_used.get(target.name, 0) + sent
+        if used > BROWSERS:
+            print(
+                f"{target.name}: {used} requests, {BROWSERS} browsers: some added to a bag "
+                "they had (raise BENCH_BROWSERS)",
+                file=sys.stderr,
+            )
     result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))}
     for percentile, value in LATENCY.findall(output):
         result[f"p{percentile}"] = to_ms(value)
@@ -414,7 +479,7 @@ def main() -> None:
             wait_until_up(port)
         chosen = [
             t
-            for t in targets(PORT, REFERENCE_PORT)
+            for t in targets(PORT, REFERENCE_PORT, env["SECRET_KEY"])
             if not wanted or t.name == "reference" or t.name in wanted.split(",")
         ]
         sizes = {t.name: t.check() for t in chosen}

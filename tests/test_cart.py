@@ -132,19 +132,29 @@ def test_the_cookie_is_secure_when_session_cookies_are(app, client, catalogue):
     "value",
     ["not-a-signed-value", "eyJhIjoxfQ.forged", "", "x" * 4000, "%00%ff", "a.b.c.d"],
 )
-def test_a_tampered_cookie_is_ignored_and_gives_a_fresh_bag(app, client, catalogue, value):
+def test_a_tampered_cookie_is_ignored_and_reaches_no_bag(app, client, catalogue, value):
+    """A bag cookie that doesn't verify is no bag: the bag is empty. The next add makes a
+    stranger's browser sending it a bag of its own; the browser whose bag it was gets the bag
+    its session made back (``session_bag_token``), never the tampered cookie's."""
     add(client)
     [cart] = carts(app)
-    client.set_cookie(COOKIE, value)
-    bag = client.get("/cart")
-    assert bag.status_code == 200
-    assert "Your bag is empty." in page_text(bag)
-    assert header_count(client.get("/")) == 0
+    stranger = app.test_client()
+    for browser in (client, stranger):
+        browser.set_cookie(COOKIE, value)
+        bag = browser.get("/cart")
+        assert bag.status_code == 200
+        assert "Your bag is empty." in page_text(bag)
+        assert header_count(browser.get("/")) == 0
 
-    assert add(client, metal="white-gold").status_code == 303
+    assert add(stranger, metal="white-gold").status_code == 303
     fresh = [c for c in carts(app) if c.id != cart.id]
     assert len(fresh) == 1
     assert fresh[0].token != cart.token
+    assert header_count(stranger.get("/")) == 1
+
+    assert add(client, metal="white-gold").status_code == 303
+    assert len(carts(app)) == 2
+    assert header_count(client.get("/")) == 2
 
 
 def test_a_cookie_signed_with_another_key_or_salt_is_ignored(app, client, catalogue):
@@ -477,6 +487,72 @@ def test_an_accounts_two_browsers_adding_its_first_pieces_at_once_fill_one_bag(
         [bag] = db.session.scalars(select(Cart)).all()
         engravings = [line.configuration["engraving"] for line in bag.lines]
     assert sorted(engravings) == ["Laptop", "Phone"]
+
+
+def _same_browser(app, client) -> ShopClient:
+    """Another tab of the browser ``client`` is, on the same page: the same cookies, and the
+    page's CSRF token."""
+    tab = app.test_client()
+    for name in (app.config["SESSION_COOKIE_NAME"], COOKIE):
+        if (cookie := client.get_cookie(name)) is not None:
+            tab.set_cookie(name, cookie.value)
+    tab.csrf_token = client.csrf_token
+    return tab
+
+
+def test_a_guests_two_tabs_adding_its_first_pieces_at_once_fill_one_bag(app, client, catalogue):
+    """A guest with no bag yet adds a piece in one tab and, at that very moment, another in a
+    second tab. Each made a bag of its own, and the browser kept the cookie that came last:
+    one piece was gone from the bag. Both tabs now make the bag of the browser's session; the
+    second collides with the first's and tries again, into it."""
+
+    def add_from(tab: ShopClient, engraving: str) -> int:
+        data = {"product": RING, "quantity": "1", **RING_CHOICES, "engraving": engraving}
+        return tab.htmx("POST", "/cart/items", data=data).status_code
+
+    client.get(f"/shop/{RING}")
+    tab = _same_browser(app, client)
+    assert tab.get_cookie(COOKIE) is None
+
+    def add_from_the_other_tab() -> None:
+        assert add_from(tab, "Second tab") == 200
+
+    postgresql = app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql")
+    written_with = "WITH new_bag" if postgresql else "INSERT INTO carts"
+    with meanwhile(app, written_with, lambda: in_another_window(add_from_the_other_tab)) as raced:
+        assert add_from(client, "First tab") == 200
+
+    assert raced
+    with app.app_context():
+        [bag] = db.session.scalars(select(Cart)).all()
+        engravings = sorted(line.configuration["engraving"] for line in bag.lines)
+    assert engravings == ["First tab", "Second tab"]
+    # Whichever answer's cookie the browser keeps, it is that bag's.
+    assert client.get_cookie(COOKIE).value == tab.get_cookie(COOKIE).value
+    assert header_count(client.get("/cart").text) == 2
+
+
+def test_an_add_whose_answer_never_arrived_is_in_the_bag_the_next_add_makes(app, client, catalogue):
+    """A guest's first add is written, but its answer (and with it the bag's cookie) is lost
+    on the way: the shopper adds again. The second add finds the bag the first made."""
+    add_htmx(client, engraving="Lost answer")
+    client.delete_cookie(COOKIE)
+    assert add_htmx(client, engraving="Again").status_code == 200
+    engravings = [configuration["engraving"] for _, configuration, _ in lines(app)]
+    assert engravings == ["Lost answer", "Again"]
+    assert len(carts(app)) == 1
+    assert header_count(client.get("/cart").text) == 2
+
+
+def test_two_browsers_each_make_a_bag_of_their_own(app, client, catalogue):
+    """The bag a browser's session makes is that browser's alone."""
+    other = app.test_client()
+    add_htmx(client, engraving="Mine")
+    add_htmx(other, engraving="Theirs")
+    assert len(carts(app)) == 2
+    assert client.get_cookie(COOKIE).value != other.get_cookie(COOKIE).value
+    assert "Theirs" not in client.get("/cart").text
+    assert "Mine" not in other.get("/cart").text
 
 
 def test_a_thaw_waiting_on_a_checkout_freezing_the_bag_again_leaves_it_frozen(app, catalogue):

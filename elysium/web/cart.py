@@ -8,7 +8,11 @@ lines goes through :mod:`elysium.services.cart`.
 
 from __future__ import annotations
 
-from flask import Response, current_app, flash, g, has_request_context, request
+import base64
+import hashlib
+import hmac
+
+from flask import Response, current_app, flash, g, has_request_context, request, session
 from flask_login import current_user
 from itsdangerous import BadData, URLSafeSerializer
 from sqlalchemy import Select
@@ -129,8 +133,31 @@ def current_cart(*, create: bool = False, with_lines: bool = False) -> Cart | No
     token = guest_token()
     cart = carts.find_cart(db.session, token=token, with_lines=with_lines) if token else None
     if cart is None and create:
-        cart = carts.new_cart(db.session, token=carts.new_token(), currency=currency)
+        token = session_bag_token()
+        if g.get("new_bag_token") == token:  # this request made it once, and collided
+            cart = carts.find_cart(db.session, token=token, with_lines=with_lines)
+        if cart is None:
+            g.new_bag_token = token
+            cart = carts.new_cart(db.session, token=token, currency=currency)
     return cart
+
+
+def session_bag_token() -> str:
+    """The token a guest's new bag is made with: the same for every request of this browser
+    session, so that two first adds at once (two tabs, a double submit) meet in one bag, as an
+    account's two windows do (the second collides with the first's token and tries again, into
+    it), and an add whose answer, with the bag's cookie, never arrived is found by the next.
+    A random token would make one bag each, and the shopper keep whichever cookie came last.
+
+    It is the session's CSRF secret (which a POST that got this far was checked against; it
+    outlives signing in and out) keyed with ``SECRET_KEY``: nobody can work it out from the
+    session's cookie or the page's token. A session without one draws a token at random."""
+    secret = session.get(current_app.config.get("WTF_CSRF_FIELD_NAME") or "csrf_token")
+    if not isinstance(secret, str) or not secret:
+        return carts.new_token()
+    key = str(current_app.config["SECRET_KEY"]).encode()
+    digest = hmac.new(key, f"{COOKIE_SALT}:{secret}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
 PAID_FOR_AS_A_GUEST = (
