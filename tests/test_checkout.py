@@ -2228,6 +2228,90 @@ def test_after_the_accounts_email_changes_stripe_is_given_the_new_one(
     assert kept == "grace@new.example"
 
 
+def _without_its_bag_cookie(app: Flask, client: ShopClient) -> None:
+    """The guest's bag cookie is gone (cleared, or expired before the session's), the rest of
+    the browser's cookies kept."""
+    client.delete_cookie(app.config["CART_COOKIE_NAME"])
+
+
+def test_a_browser_that_lost_its_bag_cookie_after_paying_gets_a_bag_of_its_own(
+    shop: Shop, app: Flask
+) -> None:
+    """A guest paid; the bag's cookie is then gone, the session kept (a shared computer: the
+    next person at it). A guest's new bag is found by the session (two tabs' first adds meet
+    in one), but not one an order was bought from: the next add found it, gave its cookie
+    back, and with it the payment page of the guest before, their address on it."""
+    client = shop.client()
+    add_chain(client)
+    session_id = session_id_from(check_out(client).location)
+    shop.fake.pay(session_id)
+    success = f"/checkout/success?session_id={session_id}"
+    assert "ada@example.com" in page_text(client.get(success))
+    _without_its_bag_cookie(app, client)
+
+    add_chain(client)
+
+    assert "ada@example.com" not in page_text(client.get(success))
+    assert bag_count(client.get("/cart")) == 1
+    with app.app_context():
+        assert len(db.session.scalars(select(Cart)).all()) == 2
+        db.session.remove()
+
+
+def test_a_browser_that_lost_its_bag_cookie_while_paying_can_still_add_to_a_new_bag(
+    shop: Shop, app: Flask
+) -> None:
+    """A guest went to pay, and the bag's cookie is gone. Every add was refused "payment in
+    progress" (the session's bag was found, frozen) with no way to resume or cancel it; the
+    browser now starts a bag of its own, as when the bag's cookie is gone for good."""
+    client = shop.client()
+    add_chain(client)
+    check_out(client)
+    _without_its_bag_cookie(app, client)
+
+    added = add_chain(client)
+
+    assert "Added" in page_text(client.get(added.location))
+    assert bag_count(client.get("/cart")) == 1
+    assert stock(app) == (3, 1)  # the first bag's payment still holds its piece
+
+
+def test_after_the_accounts_email_changes_its_orders_follow_the_new_address(
+    shop: Shop, app: Flask
+) -> None:
+    """Grace paid with her account's address, then moved the account to a new one (the old
+    may be a mailbox she has lost, or someone else's now). Before, a refund of that order was
+    emailed to the old address, and the link to the order's page (with both addresses on it)
+    sent there kept opening it. An order placed with another address she typed keeps it."""
+    client = grace_signed_in(shop, app)
+    add_chain(client)
+    session_id = session_id_from(check_out(client, email="grace@example.com").location)
+    shop.fake.pay(session_id)
+    [confirmation] = [e for e in sent_emails(app, "grace@example.com") if "order" in e.template]
+    old_link = link_in(confirmation, "/orders/")
+    anonymous = app.test_client()
+    assert anonymous.get(old_link).status_code == 200
+    add_chain(client)
+    elsewhere = session_id_from(check_out(client, email="grace@work.example").location)
+    shop.fake.pay(elsewhere)
+
+    _move_email(client, app, "grace@new.example")
+    shop.fake.refund_from_dashboard(shop.fake.session(session_id)["payment_intent"])
+
+    assert anonymous.get(old_link).status_code == 404
+    [refunded] = [e for e in sent_emails(app) if e.template == "order_refunded"]
+    assert refunded.to_address == "grace@new.example"
+    new_link = link_in(refunded, "/orders/")
+    assert new_link.split("?")[0] == old_link.split("?")[0]
+    opened = anonymous.get(new_link)
+    assert opened.status_code == 200
+    assert "refunded" in page_text(opened).lower()
+    with app.app_context():
+        emails = db.session.scalars(select(Order.email).order_by(Order.id)).all()
+        db.session.remove()
+    assert emails == ["grace@new.example", "grace@work.example"]
+
+
 @pytest.mark.parametrize("account_has_a_bag", [False, True], ids=["no_bag", "a_bag"])
 def test_a_guest_who_signs_in_mid_payment_is_told_where_it_is_and_finds_the_pieces_after(
     shop: Shop, app: Flask, account_has_a_bag: bool

@@ -15,10 +15,11 @@ from typing import Any
 
 from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import object_session
 
+from elysium.models.orders import Order
 from elysium.models.outbox import OutboxEmail
 from elysium.models.types import utcnow
 from elysium.models.users import CustomerProfile, User
@@ -425,7 +426,7 @@ def confirm_email_change(session: AnySession, token: str) -> EmailChange:
 
     The old address is told, and every session of the account ends, as after a new password:
     the email is how the account is recovered, so no session opened before it changed hands
-    should outlive the change.
+    should outlive the change. The account's orders placed with the old address move with it.
     """
     change = email_change_for_token(session, token)
     user = change.user
@@ -441,6 +442,15 @@ def confirm_email_change(session: AnySession, token: str) -> EmailChange:
     # A reset link sent to the old address must not open the account any more.
     user.password_reset_nonce = None
     end_all_sessions(user)
+    # Nor the links to its orders' pages (they name the address: ``orders.guest_link_token``);
+    # and what is said of those orders from now on goes to the new one. An order placed with
+    # another address, typed at checkout, keeps it.
+    session.execute(
+        update(Order)
+        .where(Order.user_id == user.id, func.lower(Order.email) == old_email.lower())
+        .values(email=user.email)
+        .execution_options(synchronize_session=False)
+    )
     queue_email(
         session,
         to=old_email,

@@ -24,6 +24,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
+    exists,
     func,
     insert,
     select,
@@ -235,6 +236,13 @@ def new_cart(
     cart = Cart(user_id=user_id, token=None if user_id is not None else token, currency=currency)
     session.add(cart)
     return cart
+
+
+def taken_to_payment(session: AnySession, cart: Cart) -> bool:
+    """Whether the bag is being paid for, or an order was ever made from it."""
+    if cart.frozen_at is not None:
+        return True
+    return session.scalar(select(exists().where(Order.cart_id == cart.id))) or False
 
 
 def item_count(session: AnySession, cart: Cart | None) -> int:

@@ -136,6 +136,10 @@ def current_cart(*, create: bool = False, with_lines: bool = False) -> Cart | No
         token = session_bag_token()
         if g.get("new_bag_token") == token:  # this request made it once, and collided
             cart = carts.find_cart(db.session, token=token, with_lines=with_lines)
+            if cart is not None and carts.taken_to_payment(db.session, cart):
+                # Its cookie gone, a bag being paid for or bought from is nobody's here: it
+                # would show its order, or stay frozen. The browser starts a bag of its own.
+                cart, token = None, carts.new_token()
         if cart is None:
             g.new_bag_token = token
             cart = carts.new_cart(db.session, token=token, currency=currency)
@@ -148,6 +152,8 @@ def session_bag_token() -> str:
     account's two windows do (the second collides with the first's token and tries again, into
     it), and an add whose answer, with the bag's cookie, never arrived is found by the next.
     A random token would make one bag each, and the shopper keep whichever cookie came last.
+    Only a bag never taken to payment is found so (``current_cart``): one whose cookie is
+    gone after it was is no longer this browser's.
 
     It is the session's CSRF secret (which a POST that got this far was checked against; it
     outlives signing in and out) keyed with ``SECRET_KEY``: nobody can work it out from the
