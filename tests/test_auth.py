@@ -270,6 +270,8 @@ def test_next_only_accepts_same_site_paths(auth, target):
 def test_next_returns_to_a_same_site_path(client, auth, catalogue):
     auth.create_user()
     assert client.get("/account").headers["Location"] == "/auth/login?next=/account"
+    # HEAD asks for the same page: it is sent back there too, not home.
+    assert client.head("/account").headers["Location"] == "/auth/login?next=/account"
     response = auth.login(next="/shop/aurelia-fine-chain?metal=white-gold")
     assert response.headers["Location"] == "/shop/aurelia-fine-chain?metal=white-gold"
 

@@ -104,7 +104,8 @@ def sign_out() -> None:
 
 def unauthorized() -> Response:
     """Send a visitor to sign in, then back here; htmx is told with ``HX-Redirect``."""
-    target = request.full_path.rstrip("?") if request.method == "GET" else request.referrer
+    reading = request.method in ("GET", "HEAD")
+    target = request.full_path.rstrip("?") if reading else request.referrer
     login_url = url_for("auth.login", next=safe_next(same_site_path(target), default="/"))
     if is_htmx():
         return htmx_redirect(login_url)
