@@ -468,25 +468,36 @@ def test_an_accounts_two_browsers_adding_its_first_pieces_at_once_fill_one_bag(
     phone = app.test_client()
     AuthActions(app, phone).login()
 
-    def add_from(browser: ShopClient, engraving: str) -> int:
-        browser.get(f"/shop/{RING}")
-        data = {"product": RING, "quantity": "1", **RING_CHOICES, "engraving": engraving}
-        return browser.htmx("POST", "/cart/items", data=data).status_code
-
-    def add_from_the_phone() -> None:
-        assert add_from(phone, "Phone") == 200
-
+    phone.get(f"/shop/{RING}")
     client.get(f"/shop/{RING}")
+    assert first_adds_at_once(app, client, "Laptop", phone, "Phone") == ["Laptop", "Phone"]
+
+
+def first_adds_at_once(
+    app, browser: ShopClient, engraving: str, other: ShopClient, other_engraving: str
+) -> list[str]:
+    """``browser`` adds a ring engraved ``engraving`` to a bag it has yet to make, and as that
+    bag is being written ``other`` adds one engraved ``other_engraving``: the engravings in the
+    one bag there is then (both on the product page already)."""
+
+    def add_from(client: ShopClient, engraving: str) -> int:
+        data = {"product": RING, "quantity": "1", **RING_CHOICES, "engraving": engraving}
+        return client.htmx("POST", "/cart/items", data=data).status_code
+
+    def add_from_the_other() -> None:
+        assert add_from(other, other_engraving) == 200
+
     postgresql = app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql")
     written_with = "WITH new_bag" if postgresql else "INSERT INTO carts"
-    with meanwhile(app, written_with, lambda: in_another_window(add_from_the_phone)) as raced:
-        assert add_from(client, "Laptop") == 200
+    with meanwhile(app, written_with, lambda: in_another_window(add_from_the_other)) as raced:
+        assert add_from(browser, engraving) == 200
 
     assert raced
     with app.app_context():
         [bag] = db.session.scalars(select(Cart)).all()
-        engravings = [line.configuration["engraving"] for line in bag.lines]
-    assert sorted(engravings) == ["Laptop", "Phone"]
+        engravings = sorted(line.configuration["engraving"] for line in bag.lines)
+        db.session.remove()
+    return engravings
 
 
 def _same_browser(app, client) -> ShopClient:
@@ -505,27 +516,12 @@ def test_a_guests_two_tabs_adding_its_first_pieces_at_once_fill_one_bag(app, cli
     second tab. Each made a bag of its own, and the browser kept the cookie that came last:
     one piece was gone from the bag. Both tabs now make the bag of the browser's session; the
     second collides with the first's and tries again, into it."""
-
-    def add_from(tab: ShopClient, engraving: str) -> int:
-        data = {"product": RING, "quantity": "1", **RING_CHOICES, "engraving": engraving}
-        return tab.htmx("POST", "/cart/items", data=data).status_code
-
     client.get(f"/shop/{RING}")
     tab = _same_browser(app, client)
     assert tab.get_cookie(COOKIE) is None
 
-    def add_from_the_other_tab() -> None:
-        assert add_from(tab, "Second tab") == 200
+    engravings = first_adds_at_once(app, client, "First tab", tab, "Second tab")
 
-    postgresql = app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql")
-    written_with = "WITH new_bag" if postgresql else "INSERT INTO carts"
-    with meanwhile(app, written_with, lambda: in_another_window(add_from_the_other_tab)) as raced:
-        assert add_from(client, "First tab") == 200
-
-    assert raced
-    with app.app_context():
-        [bag] = db.session.scalars(select(Cart)).all()
-        engravings = sorted(line.configuration["engraving"] for line in bag.lines)
     assert engravings == ["First tab", "Second tab"]
     # Whichever answer's cookie the browser keeps, it is that bag's.
     assert client.get_cookie(COOKIE).value == tab.get_cookie(COOKIE).value

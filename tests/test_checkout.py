@@ -616,6 +616,15 @@ def test_the_success_page_shows_the_order_only_to_its_own_shopper(shop: Shop, ap
     assert "hx-trigger" not in text
 
 
+def a_guest_who_paid(shop: Shop) -> tuple[ShopClient, str]:
+    """A guest's browser that has paid for a chain, and the page Stripe sent it back to."""
+    client = shop.client()
+    add_chain(client)
+    session_id = session_id_from(check_out(client).location)
+    shop.fake.pay(session_id)
+    return client, f"/checkout/success?session_id={session_id}"
+
+
 def test_signing_in_on_a_shared_browser_takes_neither_the_last_guests_order_nor_payment(
     shop: Shop, app: Flask
 ) -> None:
@@ -626,11 +635,7 @@ def test_signing_in_on_a_shared_browser_takes_neither_the_last_guests_order_nor_
     with app.app_context():
         create_user("grace@example.com")
         db.session.remove()
-    client = shop.client()
-    add_chain(client)
-    session_id = session_id_from(check_out(client).location)
-    shop.fake.pay(session_id)
-    url = f"/checkout/success?session_id={session_id}"
+    client, url = a_guest_who_paid(shop)
     assert "St James" in page_text(client.get(url))
 
     signed_in = client.submit("/auth/login", {"email": "grace@example.com", "password": PASSWORD})
@@ -2241,11 +2246,7 @@ def test_a_browser_that_lost_its_bag_cookie_after_paying_gets_a_bag_of_its_own(
     next person at it). A guest's new bag is found by the session (two tabs' first adds meet
     in one), but not one an order was bought from: the next add found it, gave its cookie
     back, and with it the payment page of the guest before, their address on it."""
-    client = shop.client()
-    add_chain(client)
-    session_id = session_id_from(check_out(client).location)
-    shop.fake.pay(session_id)
-    success = f"/checkout/success?session_id={session_id}"
+    client, success = a_guest_who_paid(shop)
     assert "ada@example.com" in page_text(client.get(success))
     _without_its_bag_cookie(app, client)
 
