@@ -167,7 +167,11 @@ def multipart_is_text(body: bytes, boundary: bytes) -> bool:
     try:
         while not isinstance(event := decoder.next_event(), Epilogue | NeedData):
             if isinstance(event, Field | File):
-                if "\x00" in event.name + getattr(event, "filename", ""):
+                # A part without a name no browser sends; Werkzeug files it under None,
+                # and Flask-WTF, looking for the CSRF token among the names, failed on it.
+                if event.name is None:
+                    return False
+                if "\x00" in event.name + (getattr(event, "filename", None) or ""):
                     return False
                 value = [] if isinstance(event, Field) else None
             elif isinstance(event, Data) and value is not None:

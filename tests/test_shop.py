@@ -152,6 +152,11 @@ def test_search_treats_wildcards_literally(client, catalogue):
         ({"page": "0"}, "We ignored “0” for page: it isn't a valid number."),
         ({"page": "99"}, "There is no page 99; here is page 2."),
         ({"page": "9" * 40}, "it isn't a valid number"),
+        # Past a float's range: WTForms' range check failed on it (a 500).
+        ({"page": "9" * 309}, "it isn't a valid number"),
+        ({"min_price": "9" * 400}, "it isn't a valid number"),
+        ({"max_price": "1" + "0" * 5000}, "it isn't a valid number"),
+        ({"page": "٣"}, "We ignored “٣” for page: it isn't a valid number."),
     ],
 )
 def test_malformed_filters_are_ignored_with_a_visible_note(client, catalogue, params, note):

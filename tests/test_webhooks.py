@@ -131,7 +131,16 @@ def test_a_replayed_event_is_acknowledged_and_ignored(app, client, order):
 
 @pytest.mark.parametrize(
     "signature",
-    [None, "t=1,v1=deadbeef", "garbage", f"t={int(time.time())},v1={'0' * 64}"],
+    [
+        None,
+        "t=1,v1=deadbeef",
+        "garbage",
+        f"t={int(time.time())},v1={'0' * 64}",
+        # Stripe's library compared it with compare_digest, which refuses text outside ASCII:
+        # a 500 for anyone, no secret needed.
+        f"t={int(time.time())},v1=\xff",
+        f"t={int(time.time())},v1={'é' * 64}",
+    ],
 )
 def test_bad_or_missing_signatures_are_400_and_change_nothing(app, client, order, signature):
     before = state(app, order)
@@ -876,6 +885,36 @@ def test_a_signed_event_with_a_nul_or_a_lone_surrogate_in_an_id_is_refused_and_c
 
     assert response.status_code == 400
     assert state(app, order)["status"] is S.PENDING
+
+
+@pytest.mark.parametrize(
+    "field", ["event_id", "type", "id", "client_reference_id", "payment_intent", "order_number"]
+)
+def test_a_signed_event_with_an_id_or_type_longer_than_stripes_is_refused_and_changes_nothing(
+    app, client, order, field
+):
+    """An event id over 255 characters, or a type over 120, can't be kept where the shop keeps
+    them: PostgreSQL refused to write it (a 500, which Stripe retries for days); SQLite kept
+    it. Nor is any of the ids looked up ever that long at Stripe. Refused on both."""
+    long = "x" * 300
+    obj = session_object(order)
+    if field == "order_number":
+        obj["metadata"] = {"order_number": order["number"] + long}
+        obj["client_reference_id"] = None
+    elif field in obj:
+        obj[field] = obj[field] + long
+    payload = json.loads(event("checkout.session.completed", obj))
+    if field == "event_id":
+        payload["id"] = "evt_" + long
+    if field == "type":
+        payload["type"] = "checkout.session.completed" + "." * 120
+
+    response = post(client, json.dumps(payload).encode())
+
+    assert response.status_code == 400
+    assert state(app, order)["status"] is S.PENDING
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(ProcessedPaymentEvent)) == 0
 
 
 def test_a_signed_body_nested_deeper_than_json_is_read_is_refused(app, client, order):

@@ -60,6 +60,8 @@ def verify_webhook(payload: bytes, signature: str | None) -> dict[str, Any]:
         raise InvalidWebhookError("STRIPE_WEBHOOK_SECRET is not set")
     if not signature:
         raise InvalidWebhookError("no Stripe-Signature header")
+    if not signature.isascii():  # Stripe's library compares it with compare_digest, which
+        raise InvalidWebhookError("a Stripe-Signature outside ASCII")  # refuses such text
     try:
         stripe.WebhookSignature.verify_header(
             payload.decode("utf-8"),

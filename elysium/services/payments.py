@@ -28,6 +28,9 @@ from elysium.services.sql import AnySession, insert_unless_exists, storable
 from elysium.urls import absolute_url
 
 ACTOR = "stripe"
+# The longest event type and Stripe id the shop keeps (``ProcessedPaymentEvent``'s columns).
+EVENT_TYPE_MAX_LENGTH = ProcessedPaymentEvent.__table__.c.event_type.type.length
+STRIPE_ID_MAX_LENGTH = ProcessedPaymentEvent.__table__.c.event_id.type.length
 PAID_NOTE = "Payment received"
 AWAITING_BANK_NOTE = "Checkout completed; waiting for the bank payment"
 # Words the back office reads back from ``Order.attention_reason`` to show a flag (see
@@ -209,6 +212,12 @@ def _parts(event: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
     if any(isinstance(value, str) and not storable(value) for value in looked_up):
         # No database text column can hold it; such an event names nothing of ours.
         raise MalformedEventError("an event's ids hold a NUL or a lone surrogate")
+    # Nor longer than the columns they are kept in (Stripe's ids are far shorter): PostgreSQL
+    # refused to write them, and the event failed on every retry.
+    if len(event_type) > EVENT_TYPE_MAX_LENGTH or any(
+        isinstance(value, str) and len(value) > STRIPE_ID_MAX_LENGTH for value in looked_up
+    ):
+        raise MalformedEventError("an event's id or type is longer than any Stripe's")
     return event_id, event_type, obj
 
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from flask_wtf import FlaskForm
 from markupsafe import Markup
 from werkzeug.datastructures import MultiDict
-from wtforms import Field, IntegerField, SearchField, SelectField
+from wtforms import Field, SearchField, SelectField
 from wtforms.fields.choices import SelectChoice
 from wtforms.fields.core import UnboundField
 from wtforms.validators import NumberRange, Optional
@@ -16,7 +16,7 @@ from wtforms.validators import NumberRange, Optional
 from elysium.models.catalog import Category
 from elysium.money import MINOR_UNITS
 from elysium.services.catalog import ShopQuery, SortOrder
-from elysium.web.forms import searchable
+from elysium.web.forms import WholeNumberField, searchable
 from elysium.web.fragments import Memo
 
 MAX_PRICE = 10_000_000
@@ -58,14 +58,14 @@ class ShopFilterForm(FlaskForm):
     category = SelectField("Category", default="")
     collection = SelectField("Collection", default="")
     metal = SelectField("Metal", default="")
-    min_price = IntegerField("From", validators=[Optional(), NumberRange(0, MAX_PRICE)])
-    max_price = IntegerField("To", validators=[Optional(), NumberRange(0, MAX_PRICE)])
+    min_price = WholeNumberField("From", validators=[Optional(), NumberRange(0, MAX_PRICE)])
+    max_price = WholeNumberField("To", validators=[Optional(), NumberRange(0, MAX_PRICE)])
     sort = SelectField(
         "Sort by",
         choices=[SelectChoice(s.value, s.label) for s in SortOrder],
         default=SortOrder.FEATURED.value,
     )
-    page = IntegerField("Page", validators=[Optional(), NumberRange(1, MAX_PAGE)])
+    page = WholeNumberField("Page", validators=[Optional(), NumberRange(1, MAX_PAGE)])
 
     def __init__(
         self,

@@ -26,7 +26,7 @@ from flask import (
 )
 from flask_login import current_user
 from flask_wtf import FlaskForm
-from wtforms import HiddenField, IntegerField, SearchField, SelectField, TextAreaField
+from wtforms import HiddenField, SearchField, SelectField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import NumberRange, Optional
 
@@ -46,7 +46,7 @@ from elysium.services.staff_leads import (
     Tab,
 )
 from elysium.web.configurator import CONFIGURATION_FIELDS
-from elysium.web.forms import searchable
+from elysium.web.forms import WholeNumberField, searchable
 
 bp = Blueprint("leads", __name__)
 
@@ -77,7 +77,7 @@ class LeadFilterForm(FlaskForm):
     sort = SelectField(
         "Sort by", choices=[SelectChoice(s.value, s.label) for s in Sort], default=Sort.NEWEST.value
     )
-    page = IntegerField("Page", validators=[Optional(), NumberRange(1, MAX_PAGE)])
+    page = WholeNumberField("Page", validators=[Optional(), NumberRange(1, MAX_PAGE)])
 
     def __init__(self, formdata: Mapping, staff: list[User]):
         super().__init__(formdata=formdata)

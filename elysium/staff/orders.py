@@ -31,7 +31,6 @@ from wtforms import (
     BooleanField,
     DateField,
     HiddenField,
-    IntegerField,
     SearchField,
     SelectField,
     TextAreaField,
@@ -46,7 +45,7 @@ from elysium.services import shipping, staff_orders
 from elysium.services.staff_orders import NOTE_MAX_LENGTH, OrderFilters, Sort, Tab
 from elysium.staff.access import not_activity
 from elysium.staff.fulfilment import actions_context
-from elysium.web.forms import searchable
+from elysium.web.forms import WholeNumberField, searchable
 
 bp = Blueprint("orders", __name__)
 
@@ -71,7 +70,7 @@ class OrderFilterForm(FlaskForm):
     sort = SelectField(
         "Sort by", choices=[SelectChoice(s.value, s.label) for s in Sort], default=Sort.NEWEST.value
     )
-    page = IntegerField("Page", validators=[Optional(), NumberRange(1, MAX_PAGE)])
+    page = WholeNumberField("Page", validators=[Optional(), NumberRange(1, MAX_PAGE)])
 
     def __init__(self, formdata: Mapping):
         super().__init__(formdata=formdata)

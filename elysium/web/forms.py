@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, SelectField, StringField
+from wtforms import BooleanField, IntegerField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Email, Length
 
@@ -17,6 +18,21 @@ EMAIL_RULES = [
     Length(max=254, message="That email address is too long."),
     Email("Enter an email address like name@example.com.", check_deliverability=False),
 ]
+
+
+class WholeNumberField(IntegerField):
+    """A whole number written in at most twelve ASCII digits (a page, a price in pounds).
+
+    WTForms' own takes whatever ``int()`` reads: a number of 309 digits or more then failed its
+    range check (``NumberRange`` compares it as a float) with an error, not a message."""
+
+    _written = re.compile(r"\s*[0-9]{1,12}\s*")
+
+    def process_formdata(self, valuelist: list) -> None:
+        if valuelist and valuelist[0].strip() and not self._written.fullmatch(valuelist[0]):
+            self.data = None
+            raise ValueError(self.gettext("Not a valid integer value."))
+        super().process_formdata(valuelist)
 
 
 def strip(value: str | None) -> str | None:
