@@ -56,6 +56,7 @@ from tests.support.checkout import (
 from tests.support.meanwhile import WorkerStoppedError, in_another_window, meanwhile, stop
 from tests.support.orders import CHAIN_PRICE, pending_chain_order
 from tests.support.staff import staff_client
+from tests.test_cart import RING, RING_CHOICES, first_adds_at_once, same_browser
 
 
 def test_a_guest_pays_and_the_webhook_makes_the_order_paid(shop: Shop, app: Flask) -> None:
@@ -863,9 +864,6 @@ def test_a_bag_with_a_sold_out_piece_goes_back_to_the_bag(shop: Shop, app: Flask
     response = client.get("/checkout")
     assert response.status_code == 303
     assert response.location.endswith("/cart")
-
-
-RING = "aurelia-solitaire-ring"
 
 
 def fill_the_bag_with_rings(app: Flask, lines: int) -> None:
@@ -2275,6 +2273,40 @@ def test_a_browser_that_lost_its_bag_cookie_while_paying_can_still_add_to_a_new_
     assert "Added" in page_text(client.get(added.location))
     assert bag_count(client.get("/cart")) == 1
     assert stock(app) == (3, 1)  # the first bag's payment still holds its piece
+
+
+@pytest.mark.parametrize("at_write", [1, 2], ids=["at_the_first_write", "at_the_next_bags"])
+@pytest.mark.parametrize("paid", [True, False], ids=["paid", "being_paid"])
+def test_after_its_bag_went_to_payment_a_browser_without_its_cookie_still_makes_one_bag(
+    shop: Shop, app: Flask, paid: bool, at_write: int
+) -> None:
+    """The session's bag was taken to payment and its cookie is then gone: the next bag is
+    the session's next one, worked out alike by every tab, so two tabs adding at once meet
+    in it, and so does an add whose answer was lost. With a random token each made a bag.
+    The other tab may add as this one writes the session's bag (which collides with the one
+    taken to payment) or as it writes the next (which collides with the other tab's): a
+    third try, into it."""
+    client = shop.client()
+    add_chain(client)
+    session_id = session_id_from(check_out(client).location)
+    if paid:
+        shop.fake.pay(session_id)
+    _without_its_bag_cookie(app, client)
+    client.get(f"/shop/{RING}")
+    tab = same_browser(shop.app, client)
+
+    # (The bag being paid for holds its chain, not engraved.)
+    assert first_adds_at_once(
+        shop.app, client, "First tab", tab, "Second tab", at_write=at_write
+    ) == [
+        *([] if paid else [[""]]),
+        ["First tab", "Second tab"],
+    ]
+    _without_its_bag_cookie(app, client)  # the next answer lost too
+    client.get(f"/shop/{RING}")
+    ring = {"product": RING, "quantity": "1", **RING_CHOICES, "engraving": "Again"}
+    assert client.htmx("POST", "/cart/items", data=ring).status_code == 200
+    assert bag_count(client.get("/cart")) == 3
 
 
 def test_after_the_accounts_email_changes_its_orders_follow_the_new_address(

@@ -134,26 +134,28 @@ def current_cart(*, create: bool = False, with_lines: bool = False) -> Cart | No
     cart = carts.find_cart(db.session, token=token, with_lines=with_lines) if token else None
     if cart is None and create:
         token = session_bag_token()
-        if g.get("new_bag_token") == token:  # this request made it once, and collided
+        if g.get("made_a_bag"):  # an earlier try of this request made one, and collided
             cart = carts.find_cart(db.session, token=token, with_lines=with_lines)
-            if cart is not None and carts.taken_to_payment(db.session, cart):
+            while cart is not None and carts.taken_to_payment(db.session, cart):
                 # Its cookie gone, a bag being paid for or bought from is nobody's here: it
-                # would show its order, or stay frozen. The browser starts a bag of its own.
-                cart, token = None, carts.new_token()
+                # would show its order, or stay frozen. The session's next bag is the one.
+                token = session_bag_token(after=cart.id)
+                cart = carts.find_cart(db.session, token=token, with_lines=with_lines)
         if cart is None:
-            g.new_bag_token = token
+            g.made_a_bag = True
             cart = carts.new_cart(db.session, token=token, currency=currency)
     return cart
 
 
-def session_bag_token() -> str:
+def session_bag_token(after: int | None = None) -> str:
     """The token a guest's new bag is made with: the same for every request of this browser
     session, so that two first adds at once (two tabs, a double submit) meet in one bag, as an
     account's two windows do (the second collides with the first's token and tries again, into
     it), and an add whose answer, with the bag's cookie, never arrived is found by the next.
     A random token would make one bag each, and the shopper keep whichever cookie came last.
     Only a bag never taken to payment is found so (``current_cart``): one whose cookie is
-    gone after it was is no longer this browser's.
+    gone after it was is no longer this browser's, and the session's next bag has the token
+    worked out ``after`` it (its id), which two tabs work out alike too.
 
     It is the session's CSRF secret (which a POST that got this far was checked against; it
     outlives signing in and out) keyed with ``SECRET_KEY``: nobody can work it out from the
@@ -162,7 +164,8 @@ def session_bag_token() -> str:
     if not isinstance(secret, str) or not secret:
         return carts.new_token()
     key = str(current_app.config["SECRET_KEY"]).encode()
-    digest = hmac.new(key, f"{COOKIE_SALT}:{secret}".encode(), hashlib.sha256).digest()
+    made = f"{COOKIE_SALT}:{secret}" + ("" if after is None else f":after:{after}")
+    digest = hmac.new(key, made.encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
