@@ -399,6 +399,22 @@ def test_a_deposit_paid_for_a_quote_replaced_meanwhile_is_kept_and_flagged(
     shop.fake.pay(session_id)
 
     kept_and_flagged(app, lead_id, LeadStatus.QUOTED, "had been replaced")
+    # Her page of the quote paid says what became of the money; before, "Deposit paid —
+    # thank you. Your commission is under way", and the replaced notice was gone.
+    paid_page = page_text(client.get(old_link))
+    assert "has reached us" in paid_page
+    assert "this quote had been replaced" in paid_page
+    assert "replaced by a newer one" in paid_page
+    assert "under way" not in paid_page
+    # The revised quote waits for the studio: before, she paid it too, two deposits taken for
+    # one commission, each page saying it was under way.
+    new_link = quote_link(app)
+    assert "already reached us" in page_text(client.get(new_link))
+    refused = pay_button(client, new_link)
+    assert refused.status_code == 409
+    assert "already reached us" in page_text(refused)
+    assert len(deposit_orders(app)) == 1
+    assert len(shop.fake.sessions) == 1
 
 
 def kept_and_flagged(app: Flask, lead_id: int, status: LeadStatus, why: str) -> None:
@@ -487,6 +503,12 @@ def test_a_deposit_paid_for_a_commission_closed_or_back_in_talks_is_flagged(
     shop.fake.pay(session_id)  # the page at Stripe was still open
 
     kept_and_flagged(app, lead_id, LeadStatus(status), f"for a commission that is {status}")
+    told = page_text(shop.client().get(quote_link(app)))
+    assert "has reached us" in told
+    assert (
+        "this commission was closed" if status == "lost" else "talking this commission over"
+    ) in told
+    assert "under way" not in told
 
 
 def test_a_deposit_paid_for_a_quote_that_no_longer_exists_is_flagged_and_receipted(
@@ -636,6 +658,24 @@ def test_the_clients_commissions_show_the_quote_then_the_deposit_paid(
         after = render_template_string('{% include "quotes/_account_quote.html" %}', lead=lead)
         db.session.remove()
     assert "Deposit paid" in after
+
+
+def test_the_clients_commissions_say_a_quote_that_can_no_longer_be_paid_is_not_current(
+    shop: Shop, app: Flask
+) -> None:
+    """The commission was lost: her commissions page still read "Quoted £1,000.07, deposit
+    £300.02, valid until …, See your quote", while the quote's page said it was closed."""
+    lead_id, staff = quoted_lead(shop, app)
+    moved = move_lead(staff, lead_id, "lost", seen="quoted", note="She chose another design")
+    assert moved.status_code == 303, page_text(moved)
+    with shop.app.test_request_context():
+        from flask import render_template_string
+
+        lead = db.session.get(BespokeLead, lead_id)
+        shown = render_template_string('{% include "quotes/_account_quote.html" %}', lead=lead)
+        db.session.remove()
+    assert "the commission is closed" in shown
+    assert "valid until" not in shown
 
 
 def test_a_deposit_paid_by_bank_transfer_is_told_as_a_deposit_not_pieces_held(

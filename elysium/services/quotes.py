@@ -20,7 +20,7 @@ from datetime import date, timedelta
 
 from flask import current_app
 from itsdangerous import BadSignature, URLSafeSerializer
-from sqlalchemy import select
+from sqlalchemy import exists, select
 
 from elysium.integrations import stripe_gateway
 from elysium.models.engagement import BespokeLead, BespokeQuote, LeadStatus
@@ -274,6 +274,12 @@ class QuoteState(enum.StrEnum):
     WITHDRAWN = "withdrawn"
     CLOSED = "closed"  # the commission is won another way, or lost
     ON_HOLD = "on_hold"  # the commission went back to talks: a new quote is to come
+    # Its deposit was paid but secured nothing: the quote had been replaced, or the commission
+    # was closed meanwhile. The money is recorded (the order flagged); the studio gets in touch.
+    RECEIVED = "received"
+    # Another quote's deposit for the commission is paid or on its way: this one waits until
+    # the studio has been in touch (a second deposit for one commission is never taken).
+    HELD = "held"
 
 
 @dataclass(frozen=True)
@@ -301,19 +307,29 @@ def deposit_order(session: AnySession, quote_id: int) -> Order | None:
     )
 
 
-def state_of(quote: BespokeQuote, order: Order | None, today: date) -> QuoteState:
-    """Where a quote stands, given its deposit order paid or in progress (if any). A payment
-    page left open is not offered again once the quote is withdrawn, expired or closed. A
-    quote is paid only while its commission is QUOTED: one that staff moved back to talks
-    (or that was lost and reopened) waits for a new quote."""
-    if quote.paid_at is not None:
-        return QuoteState.PAID
-    if order is not None and order.status is not OrderStatus.PENDING:
-        return QuoteState.PAYING if order.status is OrderStatus.PROCESSING else QuoteState.PAID
+def state_of(
+    quote: BespokeQuote, order: Order | None, today: date, *, held_elsewhere: bool = False
+) -> QuoteState:
+    """Where a quote stands, given its deposit order paid or in progress (if any), and whether
+    another quote of the commission has its deposit paid or on its way. A payment page left
+    open is not offered again once the quote is withdrawn, expired or closed. A quote is paid
+    only while its commission is QUOTED: one that staff moved back to talks (or that was lost
+    and reopened) waits for a new quote. A deposit paid secures the commission only if its
+    quote was still the current one and the commission is won."""
+    paid = quote.paid_at is not None or (
+        order is not None and order.status not in (OrderStatus.PENDING, OrderStatus.PROCESSING)
+    )
+    if paid:
+        secured = quote.withdrawn_at is None and quote.lead.status is LeadStatus.WON
+        return QuoteState.PAID if secured else QuoteState.RECEIVED
+    if order is not None and order.status is OrderStatus.PROCESSING:
+        return QuoteState.PAYING
     if quote.withdrawn_at is not None:
         return QuoteState.WITHDRAWN
     if quote.lead.status in (LeadStatus.WON, LeadStatus.LOST):
         return QuoteState.CLOSED
+    if held_elsewhere:
+        return QuoteState.HELD
     if quote.lead.status is not LeadStatus.QUOTED:
         return QuoteState.ON_HOLD
     if quote.valid_until < today:
@@ -321,10 +337,31 @@ def state_of(quote: BespokeQuote, order: Order | None, today: date) -> QuoteStat
     return QuoteState.PAYING if order is not None else QuoteState.PAYABLE
 
 
+def deposit_held_elsewhere(session: AnySession, quote: BespokeQuote) -> bool:
+    """Whether another quote of the commission has its deposit paid (and not given back) or
+    on its way from the bank."""
+    others = select(BespokeQuote.id).where(
+        BespokeQuote.lead_id == quote.lead_id, BespokeQuote.id != quote.id
+    )
+    taken = LIVE - {OrderStatus.PENDING}
+    return bool(
+        session.scalar(
+            select(
+                exists().where(
+                    Order.bespoke_quote_id.in_(others.scalar_subquery()),
+                    Order.status.in_(sorted(taken)),
+                )
+            )
+        )
+    )
+
+
 def view(session: AnySession, quote: BespokeQuote, today: date) -> QuoteView:
     order = deposit_order(session, quote.id)
     newest = current_quote(quote.lead) if quote.withdrawn_at is not None else None
-    return QuoteView(quote, quote.lead, state_of(quote, order, today), order, newest)
+    held = deposit_held_elsewhere(session, quote)
+    state = state_of(quote, order, today, held_elsewhere=held)
+    return QuoteView(quote, quote.lead, state, order, newest)
 
 
 REFUSALS: dict[QuoteState, str] = {
@@ -335,6 +372,8 @@ REFUSALS: dict[QuoteState, str] = {
     "Please get in touch with us.",
     QuoteState.ON_HOLD: "This quote is on hold while we talk the commission over, so its "
     "deposit can't be paid. We'll send you a new quote.",
+    QuoteState.HELD: "A deposit for this commission has already reached us, so this one "
+    "can't be paid: we'll be in touch about it.",
 }
 
 
@@ -350,12 +389,13 @@ def start_deposit(
         raise QuoteRefusedError("This quote no longer exists.")
     session.refresh(quote)
     existing = deposit_order(session, quote.id)
-    state = state_of(quote, existing, today)
+    held = deposit_held_elsewhere(session, quote)
+    state = state_of(quote, existing, today, held_elsewhere=held)
     if state in REFUSALS:
         raise QuoteRefusedError(REFUSALS[state])
     if existing is not None:
         return existing, False
-    if state is QuoteState.PAID:
+    if state in (QuoteState.PAID, QuoteState.RECEIVED):
         raise QuoteRefusedError("This deposit is already paid.")
     lead = quote.lead
     line = OrderLine(

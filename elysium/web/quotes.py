@@ -16,7 +16,7 @@ from wtforms.validators import Optional
 from elysium import house_time
 from elysium.extensions import db
 from elysium.models.engagement import BespokeLead, BespokeQuote, LeadStatus
-from elysium.models.orders import Order
+from elysium.models.orders import Order, OrderStatus
 from elysium.services import quotes
 from elysium.services.quotes import DEFAULT_DEPOSIT_PERCENT, DESCRIPTION_MAX
 
@@ -71,6 +71,8 @@ STATE_WORDS = {
     quotes.QuoteState.WITHDRAWN: "Withdrawn",
     quotes.QuoteState.CLOSED: "Closed",
     quotes.QuoteState.ON_HOLD: "On hold",
+    quotes.QuoteState.RECEIVED: "Deposit paid, securing nothing",
+    quotes.QuoteState.HELD: "Waiting: another deposit received",
 }
 
 
@@ -80,7 +82,12 @@ def _rows(lead: BespokeLead) -> list[QuoteRow]:
     rows = []
     for quote in quotes.quotes_of(lead):
         order = orders.get(quote.id)
-        state = quotes.state_of(quote, order, today)
+        held = any(
+            other.status is not OrderStatus.PENDING
+            for quote_id, other in orders.items()
+            if quote_id != quote.id
+        )
+        state = quotes.state_of(quote, order, today, held_elsewhere=held)
         rows.append(
             QuoteRow(
                 quote,
@@ -108,20 +115,22 @@ def quote_panel(lead: BespokeLead, form: QuoteForm | None = None, error: str = "
 @dataclass(frozen=True)
 class AccountQuote:
     quote: BespokeQuote
-    paid: bool
+    state: quotes.QuoteState
     sums: dict[str, str]
     url: str
 
 
 def account_quote(lead: BespokeLead) -> AccountQuote | None:
-    """The shopper's view of a commission's quote: the paid one, else the current one."""
+    """The shopper's view of a commission's quote: the paid one, else the current one, and
+    where it stands as far as the quote itself says (its page says whether a payment is in
+    progress)."""
     paid = [quote for quote in lead.quotes if quote.paid_at is not None]
     quote = paid[-1] if paid else quotes.current_quote(lead)
     if quote is None:
         return None
     return AccountQuote(
         quote,
-        quote.paid_at is not None,
+        quotes.state_of(quote, None, house_time.today()),
         quotes.amounts(quote),
         url_for("quotes.show", token=quotes.quote_token(quote)),
     )
