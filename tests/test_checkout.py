@@ -2067,6 +2067,38 @@ def test_replacing_a_payment_as_another_shopper_checks_out_the_same_pieces_never
     ]
 
 
+@pytest.mark.parametrize("by", [-20000, 30000], ids=["lowered", "raised"])
+def test_a_price_changed_while_the_bag_is_being_paid_is_told_beside_resume(
+    shop: Shop, app: Flask, by: int
+) -> None:
+    """The chain's price changed in the studio while its payment page was open. The bag's and
+    the checkout's pages showed the new price, "Total £450" beside Resume payment, while
+    Stripe's page, resumed, took £650. They now say what the payment is for and why it
+    differs, and the checkout's total is the payment's."""
+    client = shop.client()
+    add_chain(client)
+    check_out(client)
+    raise_the_chains_price(app, by)
+    paying = format_money(CHAIN_PRICE, "GBP")
+
+    for page in ("/cart", "/checkout"):
+        told = Page(client.get(page))
+        assert paying in text_of(told.one("#payment-in-progress"))
+        changed = text_of(told.one("#prices-changed"))
+        assert f"this payment is for your pieces at {paying}" in changed
+        assert format_money(CHAIN_PRICE + by, "GBP") in changed
+    assert text_of(Page(client.get("/checkout")).one("#checkout-total")) == paying
+
+
+def test_a_bag_being_paid_at_its_prices_says_nothing_changed(shop: Shop, app: Flask) -> None:
+    client = shop.client()
+    add_chain(client)
+    check_out(client)
+    told = Page(client.get("/cart"))
+    assert format_money(CHAIN_PRICE, "GBP") in text_of(told.one("#payment-in-progress"))
+    assert not elements(told, "#prices-changed")
+
+
 def test_the_same_page_sent_again_after_a_price_change_goes_back_to_its_payment(
     shop: Shop, app: Flask
 ) -> None:
