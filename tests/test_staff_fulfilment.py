@@ -1923,6 +1923,8 @@ def test_a_refund_refused_because_the_dashboard_gave_it_all_back_meanwhile_refun
     assert after["refunds"] == [(TOTAL, RefundStatus.FAILED)]
     [email] = [e for e in sent_emails(app) if e.template == "order_refunded"]
     assert f"We have refunded £650 for your order {number}." in email.body_text
+    # Nothing is left to look into: before, the refusal stayed flagged ("Needs attention").
+    assert after["flagged"] is False
 
 
 def test_a_retried_refund_that_failed_at_stripe_is_never_taken_for_one_made_elsewhere(

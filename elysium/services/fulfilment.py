@@ -556,15 +556,19 @@ def finish_refund(
     for_cancelling = for_cancelling or not is_plain_refund(refund)
     if not answer.accepted:
         refund.status, refund.failure_reason = RefundStatus.FAILED, answer.refused
-        checkout.flag(
-            order,
-            f"{REFUND_REFUSED} {format_money(refund.amount, order.currency)}: {answer.refused}",
-            actor=staff.name,
-        )
         session.flush()
         _answered(session, order, staff)
         if not for_cancelling and answer.refund_id is None:
             _refunded_elsewhere_meanwhile(session, order)
+        # Refused because everything was given back meanwhile (the dashboard's refund): then
+        # there is nothing to look into, and no warning is left on the order for it.
+        if for_cancelling or order.refunded_amount < order.total:
+            checkout.flag(
+                order,
+                f"{REFUND_REFUSED} {format_money(refund.amount, order.currency)}: {answer.refused}",
+                actor=staff.name,
+            )
+            session.flush()
         return refund
     refund.status, refund.stripe_refund_id = RefundStatus.SUCCEEDED, answer.refund_id
     session.flush()
