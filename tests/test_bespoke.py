@@ -319,6 +319,60 @@ def resend_shop(app: Flask) -> Iterator[tuple[Flask, object]]:
             db.engine.dispose()
 
 
+def _form_to_send(client: ShopClient) -> dict[str, str]:
+    """The form opened and filled in, ready to send, with its own start token."""
+    return {**form_fields(open_form(client), "#bespoke-form"), **VALID}
+
+
+@pytest.fixture
+def no_time_asked(app: Flask, monkeypatch) -> None:
+    """These tests are not about how long the shopper took: the shop asks for no time."""
+    monkeypatch.setitem(app.config, "BESPOKE_MIN_FILL_SECONDS", 0)
+
+
+@pytest.mark.parametrize("when", ["again", "at_once"])
+def test_the_same_form_sent_twice_is_one_request(
+    client, app: Flask, catalogue, no_time_asked, when: str
+):
+    """A double click, or the form sent again when its answer was lost: two requests, two
+    references, four emails. The form's own nonce (in its signed start token) is kept on the
+    request once; sent again, or at the same moment, the shopper is thanked for the first."""
+    from tests.support.meanwhile import in_another_window, meanwhile
+
+    data = _form_to_send(client)
+    other_tab = app.test_client()
+    other_tab.set_cookie(
+        app.config["SESSION_COOKIE_NAME"],
+        client.get_cookie(app.config["SESSION_COOKIE_NAME"]).value,
+    )
+    answers = []
+
+    def send_it(browser) -> None:
+        answers.append(browser.post("/bespoke", data=data))
+
+    if when == "again":
+        send_it(client)
+        send_it(client)
+    else:
+        with meanwhile(
+            app, "INSERT INTO bespoke_leads", lambda: in_another_window(lambda: send_it(other_tab))
+        ) as raced:
+            send_it(client)
+        assert raced
+
+    assert [answer.status_code for answer in answers] == [303, 303]
+    [lead] = leads(app)
+    assert len(sent_emails(app)) == 2  # the acknowledgement and the house's, once each
+    assert text_of(Page(client.get("/bespoke/thanks")), "#bespoke-reference") == lead.reference
+
+
+def test_each_form_drawn_is_a_request_of_its_own(client, app: Flask, catalogue, no_time_asked):
+    """Two enquiries from one browser, each from the form opened afresh, are two requests."""
+    assert client.post("/bespoke", data=_form_to_send(client)).status_code == 303
+    assert client.post("/bespoke", data=_form_to_send(client)).status_code == 303
+    assert len(leads(app)) == 2
+
+
 def test_with_the_email_provider_down_the_request_is_saved_and_the_emails_go_later(
     app, catalogue, resend_shop
 ):

@@ -22,6 +22,7 @@ from elysium.models.engagement import BespokeLead
 from elysium.services import bespoke
 from elysium.services.bespoke import StartingPiece
 from elysium.web import just_sent
+from elysium.web.commits import committed_with_retry
 
 bp = Blueprint("bespoke", __name__, url_prefix="/bespoke")
 personal_pages(bp)
@@ -111,8 +112,17 @@ def submit() -> Response:
     too_fast = bespoke.filled_too_fast(form.started.data)
     if not errors and not too_fast:
         user_id = current_user.id if current_user.is_authenticated else None
-        lead = bespoke.submit_request(db.session, data, user_id=user_id)
-        db.session.commit()
+        nonce = bespoke.fill_nonce(form.started.data)
+
+        def send() -> BespokeLead:
+            # The same form sent again (a double click, its answer lost) is the request it
+            # made; sent twice at once, the second collides with the first's nonce.
+            sent = bespoke.sent_from(db.session, nonce)
+            if sent is not None:
+                return sent
+            return bespoke.submit_request(db.session, data, user_id=user_id, form_nonce=nonce)
+
+        lead = committed_with_retry(send)
         just_sent.keep(THANKS, {"lead_id": lead.id})
         return redirect(url_for("bespoke.thanks"), 303)
     for name, message in errors.items():

@@ -85,6 +85,9 @@ class BespokeLead(db.Model):
         ForeignKey("users.id", ondelete="SET NULL"), index=True
     )
     assigned_to_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    # The drawn form it was sent from (``services.bespoke.fill_token``): the same form sent
+    # twice (a double click, the answer lost and sent again) is this one lead.
+    form_nonce: Mapped[str | None] = mapped_column(String(32), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

@@ -10,6 +10,7 @@ down the lead is still saved and the emails leave later from the outbox.
 from __future__ import annotations
 
 import re
+import secrets
 import time
 from dataclasses import dataclass
 from datetime import date
@@ -250,23 +251,59 @@ def starting_piece_from(session: AnySession, token: str | None) -> StartingPiece
 # The minimum fill time: the form carries the moment it was drawn, signed.
 
 
+NONCE_MAX_LENGTH = 32  # BespokeLead.form_nonce
+
+
 def _fill_serializer() -> URLSafeSerializer:
     return URLSafeSerializer(current_app.config["SECRET_KEY"], salt=FILL_SALT)
 
 
 def fill_token(started: float | None = None) -> str:
-    return _fill_serializer().dumps(int(started if started is not None else time.time()))
+    """The drawn form's signed token: when it was drawn, and a nonce of its own that the
+    request sent from it keeps (``BespokeLead.form_nonce``)."""
+    when = int(started if started is not None else time.time())
+    return _fill_serializer().dumps([when, secrets.token_urlsafe(16)])
+
+
+def _fill_values(token: str | None) -> tuple[int, str | None] | None:
+    """A token's time and nonce (a token drawn before nonces were: its time alone)."""
+    if not token:
+        return None
+    try:
+        values = _fill_serializer().loads(token)
+    except BadSignature:
+        return None
+    if isinstance(values, int) and not isinstance(values, bool):
+        return values, None
+    if (
+        isinstance(values, list)
+        and len(values) == 2
+        and isinstance(values[0], int)
+        and not isinstance(values[0], bool)
+        and isinstance(values[1], str)
+        and 0 < len(values[1]) <= NONCE_MAX_LENGTH
+    ):
+        return values[0], values[1]
+    return None
 
 
 def fill_started(token: str | None) -> float | None:
     """When the form carrying ``token`` was drawn; ``None`` when missing or tampered with."""
-    if not token:
+    values = _fill_values(token)
+    return float(values[0]) if values is not None else None
+
+
+def fill_nonce(token: str | None) -> str | None:
+    """The nonce of the form carrying ``token``; ``None`` when it has none or is tampered with."""
+    values = _fill_values(token)
+    return values[1] if values is not None else None
+
+
+def sent_from(session: AnySession, nonce: str | None) -> BespokeLead | None:
+    """The request already sent from the form with this nonce, if any."""
+    if nonce is None:
         return None
-    try:
-        started = _fill_serializer().loads(token)
-    except BadSignature:
-        return None
-    return float(started) if isinstance(started, int) else None
+    return session.scalar(select(BespokeLead).where(BespokeLead.form_nonce == nonce))
 
 
 def fill_token_to_keep(token: str | None) -> str:
@@ -286,11 +323,17 @@ def filled_too_fast(token: str | None, now: float | None = None) -> bool:
 
 
 def submit_request(
-    session: AnySession, data: BespokeRequest, *, user_id: int | None = None
+    session: AnySession,
+    data: BespokeRequest,
+    *,
+    user_id: int | None = None,
+    form_nonce: str | None = None,
 ) -> BespokeLead:
     """Save the request as a NEW lead with its first timeline line, and queue the shopper's
     acknowledgement and the house's notification, all in the caller's unit of work (nothing
-    is committed here). Raises :class:`BespokeError` when a field is wrong."""
+    is committed here). Raises :class:`BespokeError` when a field is wrong. The form's nonce
+    is kept once: a second lead from the same form fails its unique constraint (the caller
+    finds the first with :func:`sent_from`)."""
     on = today()
     if errors := problems(data, on=on):
         raise BespokeError(errors)
@@ -309,6 +352,7 @@ def submit_request(
         contact_consent=True,
         status=LeadStatus.NEW,
         user_id=user_id,
+        form_nonce=form_nonce,
     )
     session.add(lead)
     session.flush()
