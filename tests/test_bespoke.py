@@ -658,6 +658,29 @@ def test_five_requests_an_hour_from_one_address_then_a_429_that_keeps_the_input(
     assert send(client, app, environ=elsewhere).status_code == 303
 
 
+def test_requests_sent_at_once_from_one_address_never_pass_the_limit(client, app, catalogue):
+    """The limit was checked when a request came and counted after its answer: requests sent
+    together all passed the check (twelve at once saved seven). Each now counts before it is
+    saved: while one is being saved, six more from the same address let four through."""
+    from tests.support.meanwhile import in_another_window, meanwhile
+
+    here = {"REMOTE_ADDR": "203.0.113.9"}
+    other = app.test_client()
+    answers = []
+
+    def six_more() -> None:
+        answers.extend(
+            send(other, app, name=f"Ada {n}", environ=here).status_code for n in range(6)
+        )
+
+    with meanwhile(app, "INSERT INTO bespoke_leads", lambda: in_another_window(six_more)) as ran:
+        assert send(client, app, environ=here).status_code == 303
+
+    assert ran
+    assert sorted(answers) == [303] * 4 + [429] * 2
+    assert len(leads(app)) == 5
+
+
 def test_the_csrf_token_is_required(client, app, catalogue):
     fields = {**VALID, "started": started_ago(app, 10)}
     response = ShopClient(app).post("/bespoke", data=fields)

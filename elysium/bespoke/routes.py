@@ -11,18 +11,17 @@ from flask import (
     request,
     url_for,
 )
-from flask_limiter import RequestLimit
 from flask_login import current_user
 
 from elysium.bespoke.forms import BespokeForm
-from elysium.errors import seconds_until_reset
-from elysium.extensions import db, limiter
+from elysium.extensions import db
 from elysium.htmx import is_htmx, personal_pages
 from elysium.models.engagement import BespokeLead
 from elysium.services import bespoke
 from elysium.services.bespoke import StartingPiece
 from elysium.web import just_sent
 from elysium.web.commits import committed_with_retry
+from elysium.web.throttle import Budget
 
 bp = Blueprint("bespoke", __name__, url_prefix="/bespoke")
 personal_pages(bp)
@@ -33,6 +32,9 @@ TAKE_A_MOMENT = (
     "then send it again."
 )
 SUBMISSIONS_PER_HOUR = 5
+# Requests sent (saved, or a robot thanked) per address: refusals while correcting a field
+# are given back.
+SENT_REQUESTS = Budget("bespoke-sent", f"{SUBMISSIONS_PER_HOUR}/hour")
 
 
 def _page(form: BespokeForm, piece: StartingPiece | None, status: int = 200) -> Response:
@@ -57,11 +59,10 @@ def _keep_fill_time(form: BespokeForm) -> None:
     form.started.data = bespoke.fill_token_to_keep(form.started.data)
 
 
-def _when_limited(request_limit: RequestLimit) -> Response:
+def _when_limited(seconds: int) -> Response:
     """A 429 that shows the form again with everything typed."""
     form = BespokeForm()
     _keep_fill_time(form)
-    seconds = seconds_until_reset(request_limit)
     when = f"{seconds} seconds" if seconds < 90 else f"{-(-seconds // 60)} minutes"
     form.form_errors.append(
         f"We have had several requests from here in the last hour. Please send yours again "
@@ -91,22 +92,27 @@ def form() -> Response:
 
 
 @bp.post("")
-@limiter.limit(
-    f"{SUBMISSIONS_PER_HOUR}/hour",
-    methods=["POST"],
-    deduct_when=lambda response: response.status_code == 303,
-    on_breach=_when_limited,
-)
 def submit() -> Response:
-    """Saved: 303 to the thank-you page (only sent requests count towards the hourly limit).
-    Refused: the page again (422), everything typed kept."""
+    """Saved: 303 to the thank-you page (only sent requests count towards the hourly limit,
+    ``SENT_REQUESTS``: counted first, given back otherwise). Refused: the page again (422),
+    everything typed kept."""
+    if (seconds := SENT_REQUESTS.take()) is not None:
+        return _when_limited(seconds)
+    response, counts = _submitted()
+    if not counts:
+        SENT_REQUESTS.give_back()
+    return response
+
+
+def _submitted() -> tuple[Response, bool]:
+    """The answer to the form sent, and whether it counts as a request sent."""
     form = BespokeForm()
     piece = _posted_piece(form)
     form.validate_on_submit()  # the CSRF token; the rules are the service's
     if form.homepage.data:
         # Only a robot fills in the hidden field: it is thanked, and nothing is saved.
         just_sent.keep(THANKS, {"lead_id": None})
-        return redirect(url_for("bespoke.thanks"), 303)
+        return redirect(url_for("bespoke.thanks"), 303), True
     data = form.request_data(piece)
     errors = bespoke.problems(data)
     too_fast = bespoke.filled_too_fast(form.started.data)
@@ -114,23 +120,24 @@ def submit() -> Response:
         user_id = current_user.id if current_user.is_authenticated else None
         nonce = bespoke.fill_nonce(form.started.data)
 
-        def send() -> BespokeLead:
+        def send() -> tuple[BespokeLead, bool]:
             # The same form sent again (a double click, its answer lost) is the request it
             # made; sent twice at once, the second collides with the first's nonce.
             sent = bespoke.sent_from(db.session, nonce)
             if sent is not None:
-                return sent
-            return bespoke.submit_request(db.session, data, user_id=user_id, form_nonce=nonce)
+                return sent, False
+            lead = bespoke.submit_request(db.session, data, user_id=user_id, form_nonce=nonce)
+            return lead, True
 
-        lead = committed_with_retry(send)
+        lead, new = committed_with_retry(send)
         just_sent.keep(THANKS, {"lead_id": lead.id})
-        return redirect(url_for("bespoke.thanks"), 303)
+        return redirect(url_for("bespoke.thanks"), 303), new
     for name, message in errors.items():
         form[name].errors = [message]
     if too_fast:
         form.form_errors.append(TAKE_A_MOMENT)
     _keep_fill_time(form)
-    return _page(form, piece, 422)
+    return _page(form, piece, 422), False
 
 
 @bp.post("/check")

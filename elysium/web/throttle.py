@@ -159,3 +159,33 @@ class SignInAttempt:
         """A right password (even for an unconfirmed account) gives its attempt back."""
         budget = self._key(*self.client)
         _counted(lambda store: _give_back(store, WRONG_PASSWORDS_PER_CLIENT, budget))
+
+
+class Budget:
+    """So many of something an hour (``limit``) from each address, counted in the shared
+    store *before* it is done, so requests sent at once can't all pass a check made before
+    any of them counted (Flask-Limiter's ``deduct_when`` counts after the answer: twelve
+    requests sent together let seven through a limit of five); given back when it turned out
+    not to count (a form sent back to correct)."""
+
+    def __init__(self, name: str, limit: str) -> None:
+        self.name = name
+        self.limit = parse(limit)
+
+    def _key(self) -> tuple[str, ...]:
+        return (current_app.config["RATELIMIT_KEY_PREFIX"], self.name, get_remote_address())
+
+    def take(self) -> int | None:
+        """Count one; ``None``, or when none is left the seconds until one is."""
+        key = self._key()
+
+        def take_one(store: RateLimiter) -> int | None:
+            if store.hit(self.limit, *key):
+                return None
+            return _seconds_until_reset(store, self.limit, key)
+
+        return _counted(take_one)
+
+    def give_back(self) -> None:
+        key = self._key()
+        _counted(lambda store: _give_back(store, self.limit, key))
