@@ -18,7 +18,7 @@ from elysium.models.engagement import BespokeLead, BespokeQuote, LeadStatus
 from elysium.models.types import utcnow
 from elysium.services import orders, quotes
 from tests.conftest import PASSWORD, ShopClient, create_user, link_in, page_text, sent_emails
-from tests.html import Page, field_error, form_fields, text_of
+from tests.html import Page, elements, field_error, form_fields, text_of
 from tests.support.checkout import Shop, session_id_from, stock
 from tests.support.meanwhile import in_another_window, meanwhile
 from tests.support.staff import staff_client
@@ -107,7 +107,12 @@ def quoted_lead(shop: Shop, app: Flask) -> tuple[int, ShopClient]:
 
 
 def send(staff, lead_id: int, **changes: str):
-    return staff.submit(f"/staff/leads/{lead_id}/quotes", quote_form(**changes))
+    """A quote sent from the commission's page as it is now (which says the quotes it showed:
+    none shows no form, for a commission that takes no quote)."""
+    page = Page(staff.get(f"/staff/leads/{lead_id}/quotes"))
+    shown = form_fields(page, "#lead-quotes form") if elements(page, "#lead-quotes form") else {}
+    data = {"newest_seen": "", **shown, **quote_form(**changes)}
+    return staff.post(f"/staff/leads/{lead_id}/quotes", data=data)
 
 
 def quote_link(app: Flask, index: int = -1) -> str:
@@ -199,6 +204,23 @@ def test_a_quote_form_sent_twice_sends_one_quote(app: Flask) -> None:
     revised = send(staff, lead_id, price="1,200")  # from the page as it is now
     assert revised.status_code == 303
     assert [q["price"] for q in lead_state(app, lead_id)["quotes"]] == [100005, 120000]
+
+
+def test_a_quote_form_that_doesnt_say_what_its_page_showed_is_refused(app: Flask) -> None:
+    """Without the page's ``newest_seen`` (a form kept from before it had one, or put
+    together by hand) the check above was skipped: sent twice, two quotes and two emails."""
+    lead_id = make_lead(app)
+    staff = staff_client(app)
+    page = Page(staff.get(f"/staff/leads/{lead_id}/quotes"))
+    fields = {**form_fields(page, "#lead-quotes form"), **quote_form()}
+    del fields["newest_seen"]
+
+    answers = [staff.post(f"/staff/leads/{lead_id}/quotes", data=fields) for _ in range(2)]
+
+    assert [answer.status_code for answer in answers] == [409, 409]
+    assert "send it again from the commission's page" in page_text(answers[0])
+    assert lead_state(app, lead_id)["quotes"] == []
+    assert not [e for e in sent_emails(app, CLIENT) if e.template == "quote_sent"]
 
 
 def test_a_tampered_or_foreign_token_is_not_found(app: Flask) -> None:

@@ -143,7 +143,7 @@ def send_quote(
     staff_name: str,
     staff_user_id: int,
     today: date,
-    newest_seen: str | None = None,
+    newest_seen: str | None,
 ) -> BespokeQuote:
     """Write a quote on the lead and send it: the deposit worked out here, any earlier quote
     withdrawn, the lead QUOTED (or "Revised quote sent" on its timeline when it already is)
@@ -151,7 +151,8 @@ def send_quote(
 
     ``newest_seen``: the id of the newest quote the form's page showed ("" for none). Another
     sent since (the same form sent twice, two of the staff quoting at once) refuses this one:
-    the client would be emailed two quotes, the first withdrawn as they read it.
+    the client would be emailed two quotes, the first withdrawn as they read it. A form that
+    doesn't say (``None``: not the page's form) is refused too: it could not be checked.
 
     Raises :class:`QuoteError` (the input) or :class:`QuoteRefusedError` (won, lost, gone).
     """
@@ -170,7 +171,12 @@ def send_quote(
             + (": reopen it first." if lead.status is LeadStatus.LOST else ".")
         )
     newest = max((quote.id for quote in lead.quotes), default=None)
-    if newest_seen is not None and newest_seen != ("" if newest is None else str(newest)):
+    if newest_seen is None:
+        raise QuoteRefusedError(
+            "This form doesn't say which quotes its page showed: send it again from the "
+            "commission's page."
+        )
+    if newest_seen != ("" if newest is None else str(newest)):
         raise QuoteRefusedError(
             "Another quote was sent on this commission since this page was drawn: read it "
             "below, then send yours if it is still needed."
