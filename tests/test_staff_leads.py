@@ -15,7 +15,7 @@ from elysium.models import Product, User
 from elysium.models.engagement import BespokeLead, LeadStatus
 from elysium.services import leads
 from tests.conftest import PASSWORD, ShopClient, create_user, page_text
-from tests.html import Page, elements, field_error, text_of
+from tests.html import Page, elements, field_error, form_fields, text_of
 from tests.support.staff import STAFF_EMAIL, create_staff, staff_client, unused_code
 
 L = LeadStatus
@@ -504,14 +504,13 @@ def test_assigning_a_lead_is_recorded_on_its_timeline(staff, app):
     ]
     assert options == ["", str(keeper)]
 
-    assigned = staff.htmx("POST", f"/staff/leads/{lead_id}/assignee", data={"assignee": keeper})
-    again = staff.htmx("POST", f"/staff/leads/{lead_id}/assignee", data={"assignee": keeper})
-    refused = staff.htmx(
-        "POST", f"/staff/leads/{lead_id}/assignee", data={"assignee": str(shopper)}
-    )
-    odd = staff.htmx("POST", f"/staff/leads/{lead_id}/assignee", data={"assignee": "²"})
+    url = f"/staff/leads/{lead_id}/assignee"
+    assigned = staff.htmx("POST", url, data={"assignee": keeper, "seen": ""})
+    again = staff.htmx("POST", url, data={"assignee": keeper, "seen": keeper})
+    refused = staff.htmx("POST", url, data={"assignee": str(shopper), "seen": keeper})
+    odd = staff.htmx("POST", url, data={"assignee": "²", "seen": keeper})
     plain = staff.post(
-        f"/staff/leads/{lead_id}/assignee", data={"csrf_token": staff.csrf_token, "assignee": ""}
+        url, data={"csrf_token": staff.csrf_token, "assignee": "", "seen": str(keeper)}
     )
 
     assert assigned.status_code == 200
@@ -528,6 +527,29 @@ def test_assigning_a_lead_is_recorded_on_its_timeline(staff, app):
         (STAFF_EMAIL, f"Assigned to Kit Keeper ({STAFF_EMAIL})"),
         (STAFF_EMAIL, "Unassigned"),
     ]
+
+
+def test_two_of_the_staff_assigning_at_once_never_undo_each_other_silently(staff, app):
+    """Both pages showed the commission with nobody; one gave it to Kit, the other (a moment
+    later, from the page as it was) to nobody else: the last silently won, and nobody knew
+    Kit's choice was undone. The second form now says who has it, and changes nothing."""
+    lead_id = add_lead(app)
+    keeper = staff_id(app)
+    page = Page(staff.get(f"/staff/leads/{lead_id}"))
+    fields = form_fields(page, "#lead-assign")
+    assert fields["seen"] == ""
+    url = f"/staff/leads/{lead_id}/assignee"
+
+    first = staff.post(url, data={**fields, "assignee": str(keeper)})
+    second = staff.post(url, data={**fields, "assignee": ""})  # the other page, as drawn
+
+    assert first.status_code == 303
+    assert second.status_code == 409
+    assert "it is now Kit Keeper" in page_text(second)
+    _, events = lead_state(app, lead_id)
+    assert [note for *_, note in events] == [f"Assigned to Kit Keeper ({STAFF_EMAIL})"]
+    without = {name: value for name, value in fields.items() if name != "seen"}
+    assert staff.post(url, data={**without, "assignee": ""}).status_code == 409
 
 
 def test_every_action_needs_the_csrf_token_and_an_existing_lead(staff, app):

@@ -362,12 +362,28 @@ def change_status(
 
 
 def assign(
-    session: AnySession, lead_id: int, assignee: str, *, actor: str, actor_user_id: int
+    session: AnySession,
+    lead_id: int,
+    assignee: str,
+    *,
+    seen: str | None,
+    actor: str,
+    actor_user_id: int,
 ) -> LeadEvent | None:
     """Give the lead to a member of staff (``assignee`` their id) or to nobody (""), on the
     timeline as "Assigned to …" or "Unassigned". The same assignee again changes nothing
-    (returns None). Anyone who isn't staff is refused (422)."""
+    (returns None). Anyone who isn't staff is refused (422). ``seen``: who had it on the page
+    the form came from ("" for nobody); if that changed since (two of the staff assigning at
+    once), the form is refused (409) rather than silently undo the other's choice."""
     lead = _locked(session, lead_id)
+    if seen is None or seen != str(lead.assigned_to_id or ""):
+        holder = lead.assigned_to.display_name if lead.assigned_to else "nobody"
+        raise LeadActionError(
+            f"Someone changed who has this commission since this page was drawn: it is now "
+            f"{holder}. Choose again if it should still change.",
+            409,
+            "assignee",
+        )
     person: User | None = None
     if assignee:
         assignee_id = as_id(assignee)

@@ -116,7 +116,10 @@ class StatusForm(FlaskForm):
 
 
 class AssignForm(FlaskForm):
+    """``seen`` is who had the commission when the page was drawn ("" for nobody)."""
+
     assignee = SelectField("Assigned to", validate_choice=False)
+    seen = HiddenField()
 
 
 class NoteForm(FlaskForm):
@@ -209,6 +212,7 @@ def _forms(detail: staff_leads.LeadDetail, **forms: FlaskForm) -> dict[str, Any]
     assign_form = forms.get("assign_form") or AssignForm(
         formdata=None, assignee=str(lead.assigned_to_id or "")
     )
+    assign_form.seen.data = str(lead.assigned_to_id or "")  # a retry: against what is shown
     assign_form.assignee.choices = [SelectChoice("", "Nobody")] + [
         SelectChoice(str(person.id), person.display_name) for person in detail.staff
     ]
@@ -304,7 +308,9 @@ def assign(lead_id: int) -> Response:
     if not form.validate_on_submit():
         abort(400)
     try:
-        event = staff_leads.assign(db.session, lead_id, form.assignee.data or "", **_actor())
+        event = staff_leads.assign(
+            db.session, lead_id, form.assignee.data or "", seen=form.seen.data, **_actor()
+        )
     except LookupError:
         abort(404)
     except LeadActionError as error:
