@@ -943,6 +943,64 @@ def test_bulk_shipping_needs_each_orders_tracking_number(shop: Shop, app: Flask)
     assert [order_of(app, n)["status"] for n in numbers] == [S.SHIPPED, S.FULFILLED]
 
 
+@pytest.mark.parametrize("action", ["ship", "deliver", "fulfil"])
+def test_a_dispute_that_came_while_the_page_was_open_is_read_before_the_piece_goes(
+    shop: Shop, app: Flask, action: str
+) -> None:
+    """A dispute of the payment ("fraudulent") came in while staff had the order open, and
+    they pressed Ship: it shipped, the shopper was emailed, and the dispute was lost with the
+    piece gone. The forms that make, ship or hand over a piece say what warning the page
+    showed; a new one is read first (409), and the page drawn again can go ahead."""
+    number, _ = buy(shop)
+    before = {"fulfil": S.PAID, "ship": S.FULFILLED, "deliver": S.SHIPPED}[action]
+    force_status(app, number, before)
+    staff = staff_client(shop.app)
+    form_of = {"fulfil": "action-fulfil", "ship": "action-ship", "deliver": "action-deliver"}
+
+    def the_form() -> dict[str, str]:
+        page = Page(staff.get(f"/staff/orders/{number}"))
+        [form] = [f for f in page.select("#order-actions form") if f.select(f"#{form_of[action]}")]
+        fields = form_fields(form)
+        if action == "ship":
+            fields.update(carrier="dhl", tracking_number="JD014600006281")
+        return fields
+
+    drawn = the_form()
+    shop.fake.create_dispute(intent_of(app, number), reason="fraudulent")
+
+    refused = staff.post(f"/staff/orders/{number}/{action}", data=drawn)
+
+    assert refused.status_code == 409
+    assert "changed while you looked: read it, then ask again" in page_text(refused)
+    assert order_of(app, number)["status"] is before
+    assert not [e for e in sent_emails(app) if e.template in ("order_shipped", "order_delivered")]
+    again = staff.post(f"/staff/orders/{number}/{action}", data=the_form())
+    assert again.status_code == 303, page_text(again)
+
+
+def test_bulk_shipping_leaves_an_order_whose_payment_is_disputed_to_be_opened(
+    shop: Shop, app: Flask
+) -> None:
+    """The list shows an order needs attention, not why: a disputed payment is decided on
+    its own page, never shipped with the rest."""
+    numbers = fulfilled_orders(shop, app)
+    shop.fake.create_dispute(intent_of(app, numbers[1]))
+    staff = staff_client(shop.app)
+
+    response = bulk(
+        staff,
+        action="ship",
+        carrier="dhl",
+        orders=numbers,
+        **{f"tracking-{n}": "JD014600006281" for n in numbers},
+    )
+
+    items = [" ".join(li.get_text().split()) for li in Page(response).select("#bulk-results li")]
+    assert items[0] == f"{numbers[0]}: Shipped."
+    assert f"Order {numbers[1]} has a disputed payment: open it to decide" in items[1]
+    assert [order_of(app, n)["status"] for n in numbers] == [S.SHIPPED, S.FULFILLED]
+
+
 def test_bulk_shipping_with_no_order_selected_keeps_what_was_typed(shop: Shop, app: Flask) -> None:
     """Nothing is done, and nothing typed is lost: the orders whose tracking numbers were
     typed come back with them, and the courier and action chosen, ready to select and send."""

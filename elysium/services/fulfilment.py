@@ -214,10 +214,31 @@ def _move(order: Order, status: OrderStatus, staff: Staff, note: str) -> None:
     orders.transition_to(order, status, actor=staff.name, note=note, actor_user_id=staff.user_id)
 
 
-def fulfil(session: AnySession, order_id: int, staff: Staff) -> Order:
+def as_seen(order: Order, action: Action, seen: str | None) -> None:
+    """Staff make the piece, ship it or hand it over on what their page showed: a warning
+    raised or changed since (a dispute of the payment, come while they looked) is read first.
+    ``seen``: the digest of the warning the order's page showed (``orders.attention_seen``);
+    ``None`` from a list, which shows that an order needs attention but not why, so an order
+    whose payment is disputed is opened and decided on its own."""
+    if seen is None:
+        if any(reason.startswith(payments.DISPUTE_FLAG) for reason in orders.flagged_for(order)):
+            raise ActionRefusedError(
+                f"Order {order.number} has a disputed payment: open it to decide whether it "
+                f"should be {_PAST[action]}."
+            )
+        return
+    if seen != orders.attention_seen(order):
+        raise ActionRefusedError(
+            f"What needs attention on order {order.number} changed while you looked: read it, "
+            f"then ask again if it should still be {_PAST[action]}."
+        )
+
+
+def fulfil(session: AnySession, order_id: int, staff: Staff, *, seen: str | None) -> Order:
     """The piece is finished and packed in the workshop."""
     order = _locked(session, order_id)
     refuse_unless(order, Action.FULFIL)
+    as_seen(order, Action.FULFIL, seen)
     _move(order, S.FULFILLED, staff, "Finished and packed")
     session.flush()
     return order
@@ -231,6 +252,7 @@ def ship(
     carrier: str,
     tracking_number: str,
     notify: bool,
+    seen: str | None,
 ) -> Order:
     """Handed to the courier: the carrier and tracking number are required."""
     errors: dict[str, str] = {}
@@ -248,6 +270,7 @@ def ship(
     assert number is not None
     order = _locked(session, order_id)
     refuse_unless(order, Action.SHIP)
+    as_seen(order, Action.SHIP, seen)
     order.carrier, order.tracking_number, order.shipped_at = courier.code, number, utcnow()
     _move(order, S.SHIPPED, staff, f"Shipped with {courier.name}, tracking number {number}")
     if notify:
@@ -263,9 +286,12 @@ def ship(
     return order
 
 
-def deliver(session: AnySession, order_id: int, staff: Staff, *, notify: bool) -> Order:
+def deliver(
+    session: AnySession, order_id: int, staff: Staff, *, notify: bool, seen: str | None
+) -> Order:
     order = _locked(session, order_id)
     refuse_unless(order, Action.DELIVER)
+    as_seen(order, Action.DELIVER, seen)
     order.delivered_at = utcnow()
     _move(order, S.DELIVERED, staff, "Delivered")
     if notify:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
 from collections.abc import Sequence
@@ -94,6 +95,18 @@ def flagged_for(order: Order) -> list[str]:
     """Why staff are asked to look at the order, one reason a line, as ``checkout.flag`` wrote
     them (none once the flag is off)."""
     return attention_reasons(order.needs_attention, order.attention_reason)
+
+
+def attention_seen(order: Order) -> str:
+    """What the order's warning says, as a short digest: a form that acts on the order sends
+    back the one its page showed (settling the warning, fulfilling, shipping, delivering), and
+    is refused if the warning changed since: staff act on what they read."""
+    return warning_digest(order.attention_reason if order.needs_attention else "")
+
+
+def warning_digest(shown: str) -> str:
+    """:func:`attention_seen` of a page that showed the warning ``shown`` ("" for none)."""
+    return hashlib.sha256(shown.encode()).hexdigest()[:16]
 
 
 def attention_reasons(needs_attention: bool, attention_reason: str | None) -> list[str]:

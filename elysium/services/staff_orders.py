@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import enum
-import hashlib
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -590,13 +589,6 @@ def _settleable(order: Order) -> list[str]:
     return [reason for reason in reasons if reason not in fulfilment.STEP_FLAGS]
 
 
-def attention_seen(order: Order) -> str:
-    """What the order's warning says, as a short digest: the note form sends back the one
-    its page showed, and settling is refused if the warning changed since."""
-    shown = order.attention_reason if order.needs_attention else ""
-    return hashlib.sha256(shown.encode()).hexdigest()[:16]
-
-
 def add_staff_note(
     session: AnySession,
     order: Order,
@@ -610,7 +602,7 @@ def add_staff_note(
     """An internal note on the order's timeline, signed by the member of staff. The shopper
     never sees it: their timeline shows status changes only (``orders.shopper_timeline``).
     ``settles``: the note says how what the order's flag asked was dealt with, and the
-    reasons the page showed (``seen``, :func:`attention_seen`) go, under the order's lock;
+    reasons the page showed (``seen``, ``orders.attention_seen``) go, under the order's lock;
     a warning raised or changed since is refused, to be read first (see
     :func:`settled_by_hand`)."""
     note = clean_note(text)
@@ -629,7 +621,7 @@ def add_staff_note(
                 "goes once its payment, its dispute or the step it waits for is done."
             }
         )
-    if settles and seen != attention_seen(order):
+    if settles and seen != orders.attention_seen(order):
         raise NoteError(
             {
                 "settles": "The warning changed while you wrote: read it again, then settle "

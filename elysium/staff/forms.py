@@ -34,7 +34,11 @@ class StaffForm(FlaskForm):
 
 
 class ActionForm(StaffForm):
-    """An action that needs nothing but the staff member's say-so (and the CSRF token)."""
+    """An action that needs nothing but the staff member's say-so (and the CSRF token).
+    ``attention_seen``: the order's warning as its page showed it (``orders.attention_seen``),
+    sent by the forms that make, ship or hand over the piece."""
+
+    attention_seen = HiddenField()
 
 
 def _carrier_choices() -> list[SelectChoice]:
@@ -43,13 +47,13 @@ def _carrier_choices() -> list[SelectChoice]:
     ]
 
 
-class ShipForm(StaffForm):
+class ShipForm(ActionForm):
     carrier = SelectField("Courier", choices=_carrier_choices(), validate_choice=False)
     tracking_number = StringField("Tracking number", validators=[Length(max=100)])
     notify = BooleanField("Email the customer", default=True)
 
 
-class DeliverForm(StaffForm):
+class DeliverForm(ActionForm):
     notify = BooleanField("Email the customer", default=True)
 
 

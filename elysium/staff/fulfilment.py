@@ -34,7 +34,7 @@ from elysium.extensions import db
 from elysium.htmx import is_htmx
 from elysium.models.orders import Order, Refund, RefundStatus
 from elysium.money import format_money, parse_amount
-from elysium.services import fulfilment
+from elysium.services import fulfilment, orders
 from elysium.services.fulfilment import (
     Action,
     ActionRefusedError,
@@ -79,6 +79,7 @@ def actions_context(order: Order, **forms) -> dict:
     )
     return {
         "order": order,
+        "warning_seen": orders.attention_seen(order),
         "actions": fulfilment.available(order),
         "Action": Action,
         "ship_form": forms.get("ship") or ShipForm(formdata=None),
@@ -121,13 +122,20 @@ def _invalid(order: Order, errors: dict[str, str], **forms) -> Response:
     return response
 
 
+def _seen(form: ActionForm) -> str:
+    """The warning the order's page showed: a form without it (not the page's) is taken as
+    having shown none, so any warning there is now is read first."""
+    return form.attention_seen.data or orders.warning_digest("")
+
+
 @bp.post("/<number>/fulfil")
 def fulfil(number: str) -> Response:
     order = _order(number)
-    if not ActionForm().validate_on_submit():
+    form = ActionForm()
+    if not form.validate_on_submit():
         abort(400)
     try:
-        fulfilment.fulfil(db.session, order.id, _staff())
+        fulfilment.fulfil(db.session, order.id, _staff(), seen=_seen(form))
     except ActionRefusedError as error:
         return _refused(error.message)
     db.session.commit()
@@ -148,6 +156,7 @@ def ship(number: str) -> Response:
             carrier=form.carrier.data or "",
             tracking_number=form.tracking_number.data or "",
             notify=form.notify.data,
+            seen=_seen(form),
         )
     except InvalidActionError as error:
         return _invalid(order, error.errors, ship=form)
@@ -164,7 +173,9 @@ def deliver(number: str) -> Response:
     if not form.validate_on_submit():
         abort(400)
     try:
-        fulfilment.deliver(db.session, order.id, _staff(), notify=form.notify.data)
+        fulfilment.deliver(
+            db.session, order.id, _staff(), notify=form.notify.data, seen=_seen(form)
+        )
     except ActionRefusedError as error:
         return _refused(error.message)
     db.session.commit()
@@ -418,7 +429,7 @@ def bulk() -> Response:
             continue
         try:
             if form.action.data == "fulfil":
-                fulfilment.fulfil(db.session, order.id, staff)
+                fulfilment.fulfil(db.session, order.id, staff, seen=None)
             else:
                 fulfilment.ship(
                     db.session,
@@ -427,6 +438,7 @@ def bulk() -> Response:
                     carrier=request.form.get(f"carrier-{number}") or form.carrier.data or "",
                     tracking_number=request.form.get(f"tracking-{number}", ""),
                     notify=form.notify.data,
+                    seen=None,
                 )
         except (ActionRefusedError, InvalidActionError) as error:
             db.session.rollback()

@@ -41,7 +41,7 @@ from wtforms.validators import DataRequired, NumberRange, Optional
 from elysium.extensions import db
 from elysium.htmx import fragments, htmx_redirect, is_htmx, notice, render
 from elysium.models.types import utcnow
-from elysium.services import shipping, staff_orders
+from elysium.services import orders, shipping, staff_orders
 from elysium.services.staff_orders import NOTE_MAX_LENGTH, OrderFilters, Sort, Tab
 from elysium.staff.access import not_activity
 from elysium.staff.fulfilment import actions_context
@@ -130,7 +130,7 @@ class NoteForm(FlaskForm):
         description="Only staff see notes; the shopper never does.",
     )
     settles = BooleanField("This note settles what needs attention: take the warning off")
-    # The warning as the page showed it (``staff_orders.attention_seen``).
+    # The warning as the page showed it (``orders.attention_seen``).
     seen = HiddenField()
 
 
@@ -170,7 +170,7 @@ def _labels() -> dict[str, Any]:
         "tracking_link": shipping.tracking_link,
         "note_max_length": NOTE_MAX_LENGTH,
         "settled_by_hand": staff_orders.settled_by_hand,
-        "attention_seen": staff_orders.attention_seen,
+        "attention_seen": orders.attention_seen,
     }
 
 
