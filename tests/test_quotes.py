@@ -439,6 +439,30 @@ def test_a_deposit_paid_for_a_quote_replaced_meanwhile_is_kept_and_flagged(
     assert len(shop.fake.sessions) == 1
 
 
+def test_two_deposit_pages_open_at_once_both_paid_flag_the_second_for_staff(
+    shop: Shop, app: Flask
+) -> None:
+    """The client opened the first quote's payment page, then the revised quote's, and paid
+    on both. The revised quote wins the commission (it is its quote); the first is flagged as
+    replaced, and the second is flagged too (found by review: it was not, and nothing said
+    two deposits were taken), so staff give one back."""
+    lead_id, staff = quoted_lead(shop, app)
+    client = shop.client()
+    first = session_id_from(pay_button(client, quote_link(app)).location)
+    send(staff, lead_id, price="2,000")
+    second = session_id_from(pay_button(client, quote_link(app)).location)
+
+    shop.fake.pay(first)
+    shop.fake.pay(second)
+
+    orders = deposit_orders(app)
+    assert [order["status"] for order in orders] == [OrderStatus.PAID, OrderStatus.PAID]
+    assert [order["flagged"] for order in orders] == [True, True]
+    state = lead_state(app, lead_id)
+    assert state["status"] is LeadStatus.WON
+    assert "Another deposit for this commission was paid too" in state["events"][-1][2]
+
+
 def kept_and_flagged(app: Flask, lead_id: int, status: LeadStatus, why: str) -> None:
     """A deposit that can't be the commission's: recorded as paid and kept, its order flagged,
     the commission left as it was, its timeline saying ``why``, the client sent a receipt."""

@@ -978,6 +978,36 @@ def test_a_dispute_that_came_while_the_page_was_open_is_read_before_the_piece_go
     assert again.status_code == 303, page_text(again)
 
 
+@pytest.mark.parametrize("tracking", ["", "X" * 101], ids=["missing", "too_long"])
+def test_a_ship_form_sent_back_to_correct_still_reads_a_new_dispute_first(
+    shop: Shop, app: Flask, tracking: str
+) -> None:
+    """A dispute came while the page was open, and the ship form was sent with its tracking
+    number missing or too long: it came back to correct, drawn with the warning as it was
+    then, so the dispute was never read; corrected and sent, the piece shipped. Found by
+    review. The dispute is read first, before or after the correction."""
+    number, _ = buy(shop)
+    force_status(app, number, S.FULFILLED)
+    staff = staff_client(shop.app)
+    page = Page(staff.get(f"/staff/orders/{number}"))
+    [form] = [f for f in page.select("#order-actions form") if f.select("#action-ship")]
+    shop.fake.create_dispute(intent_of(app, number), reason="fraudulent")
+
+    answer = staff.htmx(
+        "POST",
+        f"/staff/orders/{number}/ship",
+        data={**form_fields(form), "carrier": "dhl", "tracking_number": tracking},
+    )
+    if answer.status_code == 422:  # sent back to correct: corrected and sent again
+        [form] = [f for f in Page(answer).select("form") if f.select("#action-ship")]
+        corrected = {**form_fields(form), "carrier": "dhl", "tracking_number": "JD014600006281"}
+        answer = staff.htmx("POST", f"/staff/orders/{number}/ship", data=corrected)
+
+    assert answer.status_code == 409
+    assert order_of(app, number)["status"] is S.FULFILLED
+    assert not [e for e in sent_emails(app) if e.template == "order_shipped"]
+
+
 def test_bulk_shipping_leaves_an_order_whose_payment_is_disputed_to_be_opened(
     shop: Shop, app: Flask
 ) -> None:

@@ -254,7 +254,11 @@ def ship(
     notify: bool,
     seen: str | None,
 ) -> Order:
-    """Handed to the courier: the carrier and tracking number are required."""
+    """Handed to the courier: the carrier and tracking number are required. The warning the
+    page showed is checked first: a form sent back to correct would show the new one no more."""
+    order = _locked(session, order_id)
+    refuse_unless(order, Action.SHIP)
+    as_seen(order, Action.SHIP, seen)
     errors: dict[str, str] = {}
     courier = shipping.carrier_named(carrier)
     if courier is None:
@@ -268,9 +272,6 @@ def ship(
         raise InvalidActionError(errors)
     assert courier is not None
     assert number is not None
-    order = _locked(session, order_id)
-    refuse_unless(order, Action.SHIP)
-    as_seen(order, Action.SHIP, seen)
     order.carrier, order.tracking_number, order.shipped_at = courier.code, number, utcnow()
     _move(order, S.SHIPPED, staff, f"Shipped with {courier.name}, tracking number {number}")
     if notify:

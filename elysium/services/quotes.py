@@ -51,6 +51,10 @@ DEPOSIT_WON_ANOTHER_WAY_FLAG = (
 DEPOSIT_LEAD_CLOSED_FLAG = (
     "Deposit paid for a commission that is {status}: check it with the client"
 )
+# Two payment pages open at once (a quote's, and its revision's): both paid.
+SECOND_DEPOSIT_FLAG = (
+    "Another deposit for this commission was paid too: give one back to the client"
+)
 # Orders that hold (or held) the deposit's money or its payment page: one at a time.
 LIVE = frozenset(
     {
@@ -466,6 +470,13 @@ def deposit_paid(session: AnySession, order: Order, *, stripe_event_id: str) -> 
         leads.move(session, lead, LeadStatus.WON, actor=leads.STRIPE_ACTOR, note=note)
     else:
         problem = DEPOSIT_LEAD_CLOSED_FLAG.format(status=leads.LABELS[lead.status].lower())
+    if problem is None and deposit_held_elsewhere(session, quote):
+        # The quote is the commission's and wins it; the other deposit (a replaced quote's,
+        # paid on a page left open) is flagged on its own order already. Staff give one back.
+        checkout.flag(
+            order, SECOND_DEPOSIT_FLAG, actor=leads.STRIPE_ACTOR, stripe_event_id=stripe_event_id
+        )
+        leads.record(session, lead, actor=leads.STRIPE_ACTOR, note=f"{note}. {SECOND_DEPOSIT_FLAG}")
     if problem is not None:
         leads.record(session, lead, actor=leads.STRIPE_ACTOR, note=f"{note}. {problem}")
         checkout.flag(order, problem, actor=leads.STRIPE_ACTOR, stripe_event_id=stripe_event_id)

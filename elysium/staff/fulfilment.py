@@ -79,7 +79,16 @@ def actions_context(order: Order, **forms) -> dict:
     )
     return {
         "order": order,
-        "warning_seen": orders.attention_seen(order),
+        # A form sent back to correct keeps the warning its page showed, not today's: what
+        # changed since is still read before the piece goes (``fulfilment.as_seen``).
+        "warning_seen": next(
+            (
+                form.attention_seen.data
+                for form in (forms.get("ship"), forms.get("deliver"))
+                if form is not None and form.attention_seen.data
+            ),
+            orders.attention_seen(order),
+        ),
         "actions": fulfilment.available(order),
         "Action": Action,
         "ship_form": forms.get("ship") or ShipForm(formdata=None),
