@@ -382,8 +382,8 @@ REFUSALS: dict[QuoteState, str] = {
     "Please get in touch with us.",
     QuoteState.ON_HOLD: "This quote is on hold while we talk the commission over, so its "
     "deposit can't be paid. We'll send you a new quote.",
-    QuoteState.HELD: "A deposit for this commission has already reached us, so this one "
-    "can't be paid: we'll be in touch about it.",
+    QuoteState.HELD: "A deposit for this commission has already been paid (or is on its way "
+    "to us), so this one can't be paid: we'll be in touch about it.",
 }
 
 

@@ -128,9 +128,11 @@ def account_quote(lead: BespokeLead) -> AccountQuote | None:
     quote = paid[-1] if paid else quotes.current_quote(lead)
     if quote is None:
         return None
+    # Not paid: another quote's deposit may be on its way from the bank, holding this one.
+    held = not paid and quotes.deposit_held_elsewhere(db.session, quote)
     return AccountQuote(
         quote,
-        quotes.state_of(quote, None, house_time.today()),
+        quotes.state_of(quote, None, house_time.today(), held_elsewhere=held),
         quotes.amounts(quote),
         url_for("quotes.show", token=quotes.quote_token(quote)),
     )
