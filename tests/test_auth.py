@@ -13,7 +13,7 @@ from elysium.extensions import db
 from elysium.models import User
 from elysium.services import passwords
 from tests.conftest import PASSWORD, link_in, page_text, sent_emails
-from tests.html import form_fields, text_of
+from tests.html import Page, form_fields, text_of
 from tests.support.meanwhile import in_another_window, meanwhile
 
 NEW_PASSWORD = "a quiet walk by the river"
@@ -37,7 +37,12 @@ def test_register_sends_a_confirmation_link_that_signs_the_shopper_in(app, clien
         },
     )
     assert response.status_code == 303
-    assert "check your inbox" in page_text(client.get(response.headers["Location"])).lower()
+    inbox = client.get(response.headers["Location"])
+    assert "check your inbox" in page_text(inbox).lower()
+    # Its "nothing there?" way on sends the confirmation again (signing in does), never a
+    # password reset, which the link led to before (found by review).
+    [again_link] = [a for a in Page(inbox).select("main a") if "sign in" in text_of(a)]
+    assert again_link["href"] == "/auth/login"
     user = user_row(app, "grace@example.com")
     assert user.email_verified_at is None
     assert user.password_hash.startswith("$argon2id$")
@@ -62,6 +67,7 @@ def test_register_sends_a_confirmation_link_that_signs_the_shopper_in(app, clien
     again = app.test_client().get(link)
     assert again.status_code == 400
     assert "Your email is confirmed already: sign in with your password." in page_text(again)
+    assert [a["href"] for a in Page(again).select("main a.button")] == ["/auth/login"]
 
 
 def test_whoever_registered_an_address_first_cant_keep_a_password_on_it(app, client):

@@ -177,7 +177,7 @@ def confirm_email(token: str) -> Response:
         user = accounts.user_for_confirm_token(db.session, token)
     except accounts.AccountError as error:
         response = make_response(
-            render_template("auth/link_problem.html", message=error.message), 400
+            render_template("auth/link_problem.html", message=error.message, sign_in=True), 400
         )
         response.headers["Referrer-Policy"] = "no-referrer"
         return response
