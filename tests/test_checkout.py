@@ -1010,6 +1010,59 @@ def test_a_signed_in_shopper_can_deliver_to_a_saved_address(shop: Shop, app: Fla
     assert order["shipping"]["full_name"] == "Grace Hopper"
 
 
+def test_the_accounts_default_billing_address_is_the_orders_billing_address(
+    shop: Shop, app: Flask
+) -> None:
+    """Her addresses page says one is her default billing address; checkout never used it:
+    billing opened as "the same as delivery", the saved billing address nowhere (found by
+    review). It is filled in as the billing address, and the order is billed there."""
+    from elysium.models import Address
+    from tests.conftest import PASSWORD, create_user
+
+    with app.app_context():
+        user_id = create_user("grace@example.com")
+        home = {"city": "Bath", "postcode": "BA1 1AA", "country": "GB"}
+        db.session.add_all(
+            [
+                Address(
+                    user_id=user_id,
+                    full_name="Grace Hopper",
+                    line1="1 Navy Row",
+                    is_default_shipping=True,
+                    **home,
+                ),
+                Address(
+                    user_id=user_id,
+                    full_name="Grace Hopper",
+                    company="Eckert-Mauchly",
+                    line1="3 Ledger Lane",
+                    city="London",
+                    postcode="EC2V 7HH",
+                    country="GB",
+                    is_default_billing=True,
+                ),
+            ]
+        )
+        db.session.commit()
+        db.session.remove()
+    client = shop.client()
+    client.submit("/auth/login", {"email": "grace@example.com", "password": PASSWORD})
+    add_chain(client)
+
+    fields = form_fields(client.get("/checkout"), "#checkout-form")
+
+    assert "billing_same" not in fields
+    assert (fields["billing-line1"], fields["billing-company"]) == (
+        "3 Ledger Lane",
+        "Eckert-Mauchly",
+    )
+    response = client.post("/checkout", data=fields)
+    assert response.status_code == 303, page_text(response)
+    [order] = all_orders(app)
+    assert order["shipping"]["line1"] == "1 Navy Row"
+    assert order["billing"]["line1"] == "3 Ledger Lane"
+
+
 def test_twenty_shoppers_racing_for_the_last_piece_make_one_order(shop: Shop, app: Flask) -> None:
     set_stock(app, 1)
     clients = [shop.client() for _ in range(20)]

@@ -79,12 +79,19 @@ def _forms() -> Forms:
         SelectChoice(str(address.id), f"{address.full_name}, {address.line1}, {address.city}")
         for address in saved
     ] + [SelectChoice(NEW_ADDRESS, "A new address")]
+    billing_form = address_form("billing")
     if request.method == "GET":
         if current_user.is_authenticated:
             form.email.data = current_user.email
         default = next((a for a in saved if a.is_default_shipping), saved[0] if saved else None)
         form.shipping_choice.data = str(default.id) if default else NEW_ADDRESS
-    return form, address_form("shipping"), address_form("billing")
+        # The account's default billing address, when it isn't where the order goes: filled
+        # in as the billing address (it was never used: billing was the delivery address).
+        billing = next((a for a in saved if a.is_default_billing), None)
+        if billing is not None and billing is not default:
+            form.billing_same.data = False
+            billing_form = address_form("billing", obj=billing)
+    return form, address_form("shipping"), billing_form
 
 
 def _attach(form: FlaskForm, errors: Mapping[str, str]) -> None:
