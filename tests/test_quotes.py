@@ -682,27 +682,28 @@ def test_deposit_orders_are_not_pieces_to_fulfil_and_wear_a_deposit_flag(
     assert text_of(lead_page, ".lead-quote__state") == "Deposit paid"
 
 
+def account_quote_shown(shop: Shop, lead_id: int) -> str:
+    """The commission's quote as the client's commissions page draws it."""
+    with shop.app.test_request_context():
+        from flask import render_template_string
+
+        lead = db.session.get(BespokeLead, lead_id)
+        shown = render_template_string('{% include "quotes/_account_quote.html" %}', lead=lead)
+        db.session.remove()
+    return shown
+
+
 def test_the_clients_commissions_show_the_quote_then_the_deposit_paid(
     shop: Shop, app: Flask
 ) -> None:
     lead_id = make_lead(app)
     send(staff_client(shop.app), lead_id)
-    with shop.app.test_request_context():
-        from flask import render_template_string
-
-        lead = db.session.get(BespokeLead, lead_id)
-        before = render_template_string('{% include "quotes/_account_quote.html" %}', lead=lead)
-        db.session.remove()
+    before = account_quote_shown(shop, lead_id)
     assert "See your quote" in before
     assert re.search(r'href="/bespoke/quote/[^"]+"', before)
     session_id = session_id_from(pay_button(shop.client(), quote_link(app)).location)
     shop.fake.pay(session_id)
-    with shop.app.test_request_context():
-        from flask import render_template_string
-
-        lead = db.session.get(BespokeLead, lead_id)
-        after = render_template_string('{% include "quotes/_account_quote.html" %}', lead=lead)
-        db.session.remove()
+    after = account_quote_shown(shop, lead_id)
     assert "Deposit paid" in after
 
 
@@ -714,12 +715,7 @@ def test_the_clients_commissions_say_a_quote_that_can_no_longer_be_paid_is_not_c
     lead_id, staff = quoted_lead(shop, app)
     moved = move_lead(staff, lead_id, "lost", seen="quoted", note="She chose another design")
     assert moved.status_code == 303, page_text(moved)
-    with shop.app.test_request_context():
-        from flask import render_template_string
-
-        lead = db.session.get(BespokeLead, lead_id)
-        shown = render_template_string('{% include "quotes/_account_quote.html" %}', lead=lead)
-        db.session.remove()
+    shown = account_quote_shown(shop, lead_id)
     assert "the commission is closed" in shown
     assert "valid until" not in shown
 
@@ -734,12 +730,7 @@ def test_while_another_quotes_deposit_is_on_its_way_the_commissions_page_says_so
     shop.fake.pay_later(session_id_from(pay_button(shop.client(), quote_link(app)).location))
     send(staff, lead_id, price="2,000")
     assert pay_button(shop.client(), quote_link(app)).status_code == 409
-    with shop.app.test_request_context():
-        from flask import render_template_string
-
-        lead = db.session.get(BespokeLead, lead_id)
-        shown = render_template_string('{% include "quotes/_account_quote.html" %}', lead=lead)
-        db.session.remove()
+    shown = account_quote_shown(shop, lead_id)
     assert "a deposit for this commission has already been paid (or is on its way to us)" in shown
     assert "valid until" not in shown
 

@@ -886,6 +886,11 @@ def test_a_cancel_that_stripes_own_expiry_event_overtakes_is_still_a_cancel(
     assert bags(app)[0] == (False, [1])
 
 
+def bulk_results(response) -> list[str]:
+    """What the bulk action's page says became of each order, a line each."""
+    return [" ".join(li.get_text().split()) for li in Page(response).select("#bulk-results li")]
+
+
 def test_bulk_fulfilment_checks_each_order_and_says_what_became_of_each(
     shop: Shop, app: Flask
 ) -> None:
@@ -904,7 +909,7 @@ def test_bulk_fulfilment_checks_each_order_and_says_what_became_of_each(
     )
 
     assert response.status_code == 200
-    items = [" ".join(li.get_text().split()) for li in Page(response).select("#bulk-results li")]
+    items = bulk_results(response)
     assert items[:2] == [f"{paid[0]}: Fulfilled.", f"{paid[1]}: Fulfilled."]
     assert items[2].startswith(f"{pending}: Order {pending} can't be marked fulfilled")
     assert items[3] == "ELY-NOSUCH00: No such order."
@@ -937,7 +942,7 @@ def test_bulk_shipping_needs_each_orders_tracking_number(shop: Shop, app: Flask)
         **{f"tracking-{numbers[0]}": "JD014600006281"},
     )
 
-    items = [" ".join(li.get_text().split()) for li in Page(response).select("#bulk-results li")]
+    items = bulk_results(response)
     assert items[0] == f"{numbers[0]}: Shipped."
     assert "tracking number" in items[1]
     assert [order_of(app, n)["status"] for n in numbers] == [S.SHIPPED, S.FULFILLED]
@@ -1025,7 +1030,7 @@ def test_bulk_shipping_leaves_an_order_whose_payment_is_disputed_to_be_opened(
         **{f"tracking-{n}": "JD014600006281" for n in numbers},
     )
 
-    items = [" ".join(li.get_text().split()) for li in Page(response).select("#bulk-results li")]
+    items = bulk_results(response)
     assert items[0] == f"{numbers[0]}: Shipped."
     assert f"Order {numbers[1]} has a disputed payment: open it to decide" in items[1]
     assert [order_of(app, n)["status"] for n in numbers] == [S.SHIPPED, S.FULFILLED]
