@@ -119,17 +119,9 @@ def _submitted() -> tuple[Response, bool]:
     if not errors and not too_fast:
         user_id = current_user.id if current_user.is_authenticated else None
         nonce = bespoke.fill_nonce(form.started.data)
-
-        def send() -> tuple[BespokeLead, bool]:
-            # The same form sent again (a double click, its answer lost) is the request it
-            # made; sent twice at once, the second collides with the first's nonce.
-            sent = bespoke.sent_from(db.session, nonce)
-            if sent is not None:
-                return sent, False
-            lead = bespoke.submit_request(db.session, data, user_id=user_id, form_nonce=nonce)
-            return lead, True
-
-        lead, new = committed_with_retry(send)
+        lead, new = committed_with_retry(
+            lambda: bespoke.submit_once(db.session, data, user_id=user_id, form_nonce=nonce)
+        )
         just_sent.keep(THANKS, {"lead_id": lead.id})
         return redirect(url_for("bespoke.thanks"), 303), new
     for name, message in errors.items():

@@ -382,6 +382,18 @@ def submit_request(
     return lead
 
 
+def submit_once(
+    session: AnySession, data: BespokeRequest, *, user_id: int | None, form_nonce: str | None
+) -> tuple[BespokeLead, bool]:
+    """:func:`submit_request`, unless the form with this nonce was sent already (a double
+    click, its answer lost): then the request it made, and False. Two sends at once collide
+    on the nonce; the caller's retry (``committed_with_retry``) finds the first's."""
+    sent = sent_from(session, form_nonce)
+    if sent is not None:
+        return sent, False
+    return submit_request(session, data, user_id=user_id, form_nonce=form_nonce), True
+
+
 def labels(lead: BespokeLead) -> dict[str, str]:
     """How the lead's choices read to a person."""
     return {

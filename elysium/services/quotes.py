@@ -66,6 +66,9 @@ LIVE = frozenset(
         OrderStatus.DELIVERED,
     }
 )
+# Of those, the ones whose deposit is paid (not given back) or on its way from the bank: one
+# of them holds the commission's other quotes (``QuoteState.HELD``).
+HOLDING = LIVE - {OrderStatus.PENDING}
 
 
 class QuoteError(InvalidInputError):
@@ -353,13 +356,12 @@ def deposit_held_elsewhere(session: AnySession, quote: BespokeQuote) -> bool:
     others = select(BespokeQuote.id).where(
         BespokeQuote.lead_id == quote.lead_id, BespokeQuote.id != quote.id
     )
-    taken = LIVE - {OrderStatus.PENDING}
     return bool(
         session.scalar(
             select(
                 exists().where(
                     Order.bespoke_quote_id.in_(others.scalar_subquery()),
-                    Order.status.in_(sorted(taken)),
+                    Order.status.in_(sorted(HOLDING)),
                 )
             )
         )

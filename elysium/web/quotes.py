@@ -16,7 +16,7 @@ from wtforms.validators import Optional
 from elysium import house_time
 from elysium.extensions import db
 from elysium.models.engagement import BespokeLead, BespokeQuote, LeadStatus
-from elysium.models.orders import Order, OrderStatus
+from elysium.models.orders import Order
 from elysium.services import quotes
 from elysium.services.quotes import DEFAULT_DEPOSIT_PERCENT, DESCRIPTION_MAX
 
@@ -83,7 +83,7 @@ def _rows(lead: BespokeLead) -> list[QuoteRow]:
     for quote in quotes.quotes_of(lead):
         order = orders.get(quote.id)
         held = any(
-            other.status is not OrderStatus.PENDING
+            other.status in quotes.HOLDING
             for quote_id, other in orders.items()
             if quote_id != quote.id
         )
