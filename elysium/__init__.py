@@ -178,7 +178,7 @@ def register_templating(app: Flask) -> None:
     from elysium.web.browsing import recently_viewed
     from elysium.web.cart import cart_template_context
     from elysium.web.fragments import drawn_once, kept_markup
-    from elysium.web.quotes import account_quote, quote_panel
+    from elysium.web.quotes import quote_panel
     from elysium.web.wishlist import wishlist_heart
 
     app.jinja_env.filters["money"] = format_money
@@ -214,7 +214,6 @@ def register_templating(app: Flask) -> None:
         str(n) for n in range(1, carts.MAX_QUANTITY_PER_LINE + 1)
     )
     app.jinja_env.globals["quote_panel"] = quote_panel
-    app.jinja_env.globals["account_quote"] = account_quote
     app.context_processor(cart_template_context)
     app.context_processor(lambda: {"google_enabled": google.enabled()})
     app.jinja_env.trim_blocks = True

@@ -3,6 +3,7 @@ queries for one thing as for many (no query per order, line, collection or stock
 
 from __future__ import annotations
 
+from datetime import timedelta
 from itertools import count
 
 import pytest
@@ -11,6 +12,7 @@ from sqlalchemy import select
 
 from elysium.extensions import db
 from elysium.models import Order, OrderEvent, OrderLine, OrderStatus, Product, User
+from elysium.models.engagement import BespokeLead, BespokeQuote, LeadStatus
 from elysium.models.types import utcnow
 from elysium.web.fragments import forget_kept
 from tests.conftest import ShopClient
@@ -129,3 +131,60 @@ def test_the_home_page_costs_the_same_whatever_the_number_of_collections(
         db.session.commit()
         db.session.remove()
     assert uncached() == all_collections
+
+
+def commissions_for(app: Flask, email: str, how_many: int) -> None:
+    """``how_many`` commissions of ``email``'s account, each quoted twice (the first quote
+    withdrawn), and the first one's current quote with its deposit on its way from the bank."""
+    with app.app_context():
+        user = db.session.scalar(select(User).where(User.email == email))
+        for made in range(how_many):
+            lead = BespokeLead(
+                name="Ada Lovelace",
+                email=email,
+                message="A ring with a sapphire",
+                status=LeadStatus.QUOTED,
+                user_id=user.id,
+            )
+            for withdrawn in (utcnow(), None):
+                lead.quotes.append(
+                    BespokeQuote(
+                        description="Sapphire ring",
+                        price=100_000,
+                        currency="GBP",
+                        deposit_percent=30,
+                        deposit_amount=30_000,
+                        valid_until=utcnow().date() + timedelta(days=30),
+                        withdrawn_at=withdrawn,
+                    )
+                )
+            db.session.add(lead)
+            db.session.flush()
+            if made == 0:
+                db.session.add(
+                    Order(
+                        number=f"ELY-QC{next(numbers):05d}",
+                        user_id=user.id,
+                        email=email,
+                        status=OrderStatus.PROCESSING,
+                        currency="GBP",
+                        subtotal=30_000,
+                        total=30_000,
+                        shipping_address={},
+                        billing_address={},
+                        bespoke_quote_id=lead.quotes[-1].id,
+                    )
+                )
+        db.session.commit()
+        db.session.remove()
+
+
+def test_the_account_commissions_page_costs_the_same_for_one_commission_or_five(
+    app, shopper, queries
+):
+    """It asked, for each commission, whether another of its quotes had a deposit on its way."""
+    commissions_for(app, "ada@example.com", 1)
+    one = cost(queries, shopper, "/account/commissions")
+    commissions_for(app, "ada@example.com", 4)
+    assert cost(queries, shopper, "/account/commissions") == one
+    assert shopper.get("/account/commissions").get_data(as_text=True).count("See your quote") == 5

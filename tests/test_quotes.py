@@ -17,6 +17,7 @@ from elysium.models import Order, OrderStatus
 from elysium.models.engagement import BespokeLead, BespokeQuote, LeadStatus
 from elysium.models.types import utcnow
 from elysium.services import orders, quotes
+from elysium.web.quotes import account_quotes
 from tests.conftest import PASSWORD, ShopClient, create_user, link_in, page_text, sent_emails
 from tests.html import Page, elements, field_error, form_fields, text_of
 from tests.support.checkout import Shop, session_id_from, stock
@@ -688,7 +689,11 @@ def account_quote_shown(shop: Shop, lead_id: int) -> str:
         from flask import render_template_string
 
         lead = db.session.get(BespokeLead, lead_id)
-        shown = render_template_string('{% include "quotes/_account_quote.html" %}', lead=lead)
+        shown = render_template_string(
+            '{% include "quotes/_account_quote.html" %}',
+            lead=lead,
+            shown_quote=account_quotes([lead])[lead.id],
+        )
         db.session.remove()
     return shown
 

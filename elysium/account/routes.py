@@ -37,6 +37,7 @@ from elysium.services import account_data, accounts, addresses, bespoke, orders,
 from elysium.services.addresses import AddressError, Default
 from elysium.services.profiles import ProfileError
 from elysium.web.forms import AddressForm
+from elysium.web.quotes import account_quotes
 from elysium.web.sign_in import sign_in, sign_out
 from elysium.web.staff_session import sign_in_details_guarded
 
@@ -532,10 +533,11 @@ def order_detail(number: str) -> Response:
 def commissions() -> Response:
     """The shopper's bespoke requests and where each stands."""
     own = bespoke.leads_of(db.session, _user().id)
+    shown = account_quotes(own)
     return make_response(
         render_template(
             "account/commissions.html",
             user=_user(),
-            commissions=[(lead, bespoke.labels(lead)) for lead in own],
+            commissions=[(lead, bespoke.labels(lead), shown[lead.id]) for lead in own],
         )
     )

@@ -21,6 +21,7 @@ from email_validator import EmailNotValidError, validate_email
 from flask import current_app
 from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 
 from elysium.house_time import today
 from elysium.models.catalog import Product
@@ -405,11 +406,12 @@ def labels(lead: BespokeLead) -> dict[str, str]:
 
 
 def leads_of(session: AnySession, user_id: int) -> list[BespokeLead]:
-    """A shopper's own commissions, newest first."""
+    """A shopper's own commissions, newest first, with their quotes."""
     return list(
         session.scalars(
             select(BespokeLead)
             .where(BespokeLead.user_id == user_id)
+            .options(selectinload(BespokeLead.quotes))
             .order_by(BespokeLead.created_at.desc(), BespokeLead.id.desc())
         )
     )

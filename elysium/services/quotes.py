@@ -15,6 +15,7 @@ Services never commit: the caller does.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -366,6 +367,24 @@ def deposit_held_elsewhere(session: AnySession, quote: BespokeQuote) -> bool:
             )
         )
     )
+
+
+def quotes_holding_deposits(session: AnySession, lead_ids: Iterable[int]) -> dict[int, set[int]]:
+    """For each of these commissions (by id), its quotes whose deposit is paid (and not given
+    back) or on its way from the bank, in one query: a quote is held when another of its
+    commission's quotes is among them (:func:`deposit_held_elsewhere`, for many)."""
+    holding: dict[int, set[int]] = {lead_id: set() for lead_id in lead_ids}
+    if not holding:
+        return holding
+    rows = session.execute(
+        select(BespokeQuote.lead_id, BespokeQuote.id)
+        .join(Order, Order.bespoke_quote_id == BespokeQuote.id)
+        .where(BespokeQuote.lead_id.in_(sorted(holding)), Order.status.in_(sorted(HOLDING)))
+        .distinct()
+    )
+    for lead_id, quote_id in rows:
+        holding[lead_id].add(quote_id)
+    return holding
 
 
 def view(session: AnySession, quote: BespokeQuote, today: date) -> QuoteView:

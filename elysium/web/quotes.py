@@ -1,8 +1,8 @@
-"""What the pages show of a commission's quotes, given only the lead: the staff's quote panel
-(``staff/leads/_quote.html``, included in the lead's page, with the quote form) and the
-shopper's line on their commissions page (``quotes/_account_quote.html``). The factory makes
-both template globals. The form reads the input as typed; the rules live in
-``services.quotes``."""
+"""What the pages show of a commission's quotes: the staff's quote panel
+(``staff/leads/_quote.html``, included in the lead's page, with the quote form; the factory
+makes it a template global, given only the lead) and the shopper's line for each commission
+on their commissions page (``quotes/_account_quote.html``, from :func:`account_quotes`). The
+form reads the input as typed; the rules live in ``services.quotes``."""
 
 from __future__ import annotations
 
@@ -120,19 +120,25 @@ class AccountQuote:
     url: str
 
 
-def account_quote(lead: BespokeLead) -> AccountQuote | None:
-    """The shopper's view of a commission's quote: the paid one, else the current one, and
-    where it stands as far as the quote itself says (its page says whether a payment is in
-    progress)."""
-    paid = [quote for quote in lead.quotes if quote.paid_at is not None]
-    quote = paid[-1] if paid else quotes.current_quote(lead)
-    if quote is None:
-        return None
-    # Not paid: another quote's deposit may be on its way from the bank, holding this one.
-    held = not paid and quotes.deposit_held_elsewhere(db.session, quote)
-    return AccountQuote(
-        quote,
-        quotes.state_of(quote, None, house_time.today(), held_elsewhere=held),
-        quotes.amounts(quote),
-        url_for("quotes.show", token=quotes.quote_token(quote)),
-    )
+def account_quotes(leads: list[BespokeLead]) -> dict[int, AccountQuote | None]:
+    """The shopper's view of each commission's quote (by the commission's id): the paid one,
+    else the current one, and where it stands as far as the quote itself says (its page says
+    whether a payment is in progress). One query for all of them: whether another quote's
+    deposit is on its way from the bank, holding the one shown."""
+    holding = quotes.quotes_holding_deposits(db.session, [lead.id for lead in leads])
+    today = house_time.today()
+    shown: dict[int, AccountQuote | None] = {}
+    for lead in leads:
+        paid = [quote for quote in lead.quotes if quote.paid_at is not None]
+        quote = paid[-1] if paid else quotes.current_quote(lead)
+        if quote is None:
+            shown[lead.id] = None
+            continue
+        held = not paid and bool(holding[lead.id] - {quote.id})
+        shown[lead.id] = AccountQuote(
+            quote,
+            quotes.state_of(quote, None, today, held_elsewhere=held),
+            quotes.amounts(quote),
+            url_for("quotes.show", token=quotes.quote_token(quote)),
+        )
+    return shown
