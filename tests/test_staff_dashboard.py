@@ -16,9 +16,11 @@ from elysium.models import (
     Category,
     Inventory,
     LeadStatus,
+    OptionKind,
     Order,
     OrderStatus,
     Product,
+    ProductOption,
 )
 from elysium.services import staff_dashboard
 from elysium.services.staff_dashboard import Takings
@@ -69,7 +71,7 @@ def add_order(
 def add_variants(
     app: Flask, levels: list[tuple[int, int, int]], *, lead_time: int | None = None
 ) -> None:
-    """A product with one variant per (stock_level, reserved, threshold)."""
+    """A product with one metal, and its variant, per (stock_level, reserved, threshold)."""
     number = next(product_numbers)
     with app.app_context():
         product = Product(
@@ -81,6 +83,9 @@ def add_variants(
             lead_time_weeks=lead_time,
         )
         for index, (stock, reserved, threshold) in enumerate(levels):
+            product.options.append(
+                ProductOption(kind=OptionKind.METAL, code=f"metal-{index}", label=f"Metal {index}")
+            )
             product.inventory.append(
                 Inventory(
                     variant_key=f"metal-{index}",

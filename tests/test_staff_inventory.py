@@ -193,6 +193,33 @@ def test_low_sold_out_and_made_to_order_variants_are_marked(app, staff):
     assert shown(page, made_to_order)["flag"] == "Made to order"
 
 
+def test_a_metal_taken_away_in_the_studio_is_marked_not_offered_and_never_low(app, staff):
+    """Rose gold taken off the chain: its row stays (reservations and the ledger refer to it)
+    and the shop sells none of it, but the stock page said "In stock" (or "Sold out", counted
+    as low on the dashboard for ever). Found by review."""
+    in_stock = variant_id(app, key="rose-gold")
+    sold_out = variant_id(app, "aurelia-bangle", "rose-gold")
+    set_row(app, in_stock, stock=4, threshold=1)
+    set_row(app, sold_out, stock=0, threshold=1)
+    low_before = set(listed(staff.get(f"{LIST}?low=1")))
+    assert f"stock-row-{sold_out}" in low_before
+    with app.app_context():
+        for slug in ("aurelia-fine-chain", "aurelia-bangle"):
+            product = db.session.scalar(select(Product).where(Product.slug == slug))
+            (rose,) = [option for option in product.options if option.code == "rose-gold"]
+            db.session.delete(rose)
+        db.session.commit()
+        db.session.remove()
+
+    page = Page(staff.get(LIST))
+
+    for inventory_id in (in_stock, sold_out):
+        assert shown(page, inventory_id)["flag"] == "Not offered"
+        assert "stock-row--not_offered" in shown(page, inventory_id)["class"]
+    assert set(listed(staff.get(f"{LIST}?low=1"))) == low_before - {f"stock-row-{sold_out}"}
+    assert "Not offered" in text_of(staff.get(f"{LIST}/{in_stock}"), f"#stock-row-{in_stock}")
+
+
 def listed(response) -> list[str]:
     return [str(row["id"]) for row in elements(response, "tr.stock-row")]
 

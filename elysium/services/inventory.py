@@ -116,13 +116,13 @@ def availability_columns() -> tuple[ColumnElement[bool], ColumnElement[bool]]:
     Only the variants its choices still make count: a metal or diamond taken away in the
     studio keeps its stock row (reservations and the ledger refer to it), but nobody can buy
     it, so its units don't make the piece "in stock"."""
-    rows = select(Inventory.id).where(Inventory.product_id == Product.id, _offered())
+    rows = select(Inventory.id).where(Inventory.product_id == Product.id, offered_variant())
     any_left = rows.where(Inventory.stock_level - Inventory.reserved > 0).exists()
     any_lead_time = rows.where(Inventory.lead_time_weeks != 0).exists()
     return any_left.label("any_left"), any_lead_time.label("any_lead_time")
 
 
-def _offered() -> ColumnElement[bool]:
+def offered_variant() -> ColumnElement[bool]:
     """An inventory row (in the enclosing query) is a variant its piece's choices make: a
     metal's code, or a metal's and a diamond's joined by "/" when the piece offers diamonds."""
     metal = aliased(ProductOption)

@@ -66,6 +66,9 @@ class RowStatus(enum.StrEnum):
     LOW = "low"
     SOLD_OUT = "sold_out"
     MADE_TO_ORDER = "made_to_order"
+    # A metal or diamond the piece no longer offers (taken away in the studio): its row stays
+    # (reservations and the ledger refer to it), but the shop sells none of it.
+    NOT_OFFERED = "not_offered"
 
     @property
     def label(self) -> str:
@@ -74,6 +77,7 @@ class RowStatus(enum.StrEnum):
             "low": "Low",
             "sold_out": "Sold out",
             "made_to_order": "Made to order",
+            "not_offered": "Not offered",
         }[self.value]
 
 
@@ -82,8 +86,8 @@ def _available() -> ColumnElement[int]:
 
 
 def needs_stock() -> ColumnElement[bool]:
-    """SQL for a variant at or below its threshold that the shop can't make to order when it
-    runs out: low, or sold out. Needs ``products`` joined."""
+    """SQL for a variant the shop offers, at or below its threshold, that it can't make to
+    order when it runs out: low, or sold out. Needs ``products`` joined."""
     made_to_order = or_(
         func.coalesce(Inventory.lead_time_weeks, 0) > 0,
         func.coalesce(Product.lead_time_weeks, 0) > 0,
@@ -91,6 +95,7 @@ def needs_stock() -> ColumnElement[bool]:
     return and_(
         _available() <= Inventory.low_stock_threshold,
         or_(_available() > 0, not_(made_to_order)),
+        inventory.offered_variant(),
     )
 
 
@@ -108,6 +113,7 @@ class StockRow:
     reserved: int
     threshold: int
     made_to_order: bool
+    offered: bool
 
     @property
     def available(self) -> int:
@@ -115,12 +121,14 @@ class StockRow:
 
     @property
     def status(self) -> RowStatus:
+        if not self.offered:
+            return RowStatus.NOT_OFFERED
         if self.available > 0:
             return RowStatus.LOW if self.available <= self.threshold else RowStatus.IN_STOCK
         return RowStatus.MADE_TO_ORDER if self.made_to_order else RowStatus.SOLD_OUT
 
 
-def _row(stock: Inventory) -> StockRow:
+def _row(stock: Inventory, offered: bool) -> StockRow:
     product = stock.product
     return StockRow(
         id=stock.id,
@@ -133,6 +141,7 @@ def _row(stock: Inventory) -> StockRow:
         reserved=stock.reserved,
         threshold=stock.low_stock_threshold,
         made_to_order=bool(stock.lead_time_weeks or product.lead_time_weeks),
+        offered=bool(offered),
     )
 
 
@@ -188,9 +197,10 @@ def filter_choices(session: AnySession) -> FilterChoices:
     return FilterChoices(collections=collections, categories=list(Category), metals=list(metals))
 
 
-def _rows_query() -> Select[tuple[Inventory]]:
+def _rows_query() -> Select[tuple[Inventory, bool]]:
+    """Variants with their pieces, and whether each is one its piece's choices still make."""
     return (
-        select(Inventory)
+        select(Inventory, inventory.offered_variant().label("offered"))
         .join(Inventory.product)
         .outerjoin(Product.collection)
         .options(
@@ -200,8 +210,9 @@ def _rows_query() -> Select[tuple[Inventory]]:
     )
 
 
-def _variant_order(stock: Inventory) -> tuple:
+def _variant_order(found: tuple[Inventory, bool]) -> tuple:
     """Products by name; a product's variants in the order its page offers them."""
+    stock = found[0]
     product = stock.product
     positions = {(option.kind, option.code): option.position for option in product.options}
     metal, _, diamond = stock.variant_key.partition("/")
@@ -230,13 +241,13 @@ def stock_rows(session: AnySession, filters: StockFilters) -> list[StockRow]:
         )
     if filters.low:
         stmt = stmt.where(needs_stock())
-    stocks = session.scalars(stmt).unique().all()
-    return [_row(stock) for stock in sorted(stocks, key=_variant_order)]
+    found = session.execute(stmt).unique().all()
+    return [_row(stock, offered) for stock, offered in sorted(found, key=_variant_order)]
 
 
 def stock_row(session: AnySession, inventory_id: int) -> StockRow | None:
-    stock = session.scalars(_rows_query().where(Inventory.id == inventory_id)).unique().first()
-    return _row(stock) if stock else None
+    found = session.execute(_rows_query().where(Inventory.id == inventory_id)).unique().first()
+    return _row(*found) if found else None
 
 
 @dataclass(frozen=True)
