@@ -310,7 +310,7 @@ def test_a_provider_failure_is_retried_later_and_then_delivered(
 
 
 def test_a_provider_that_does_not_answer_times_out_and_the_email_waits(resend_app, fake_resend):
-    fake_resend.hang(seconds=5)
+    fake_resend.hang(seconds=60)
     with resend_app.app_context():
         queue_test_email()
         db.session.commit()
@@ -319,7 +319,9 @@ def test_a_provider_that_does_not_answer_times_out_and_the_email_waits(resend_ap
         elapsed = time.monotonic() - started
         [email] = rows()
 
-        assert elapsed < 3
+        # The timeout is a second; the provider would keep it a minute. A busy machine (CI
+        # beside other work) once took 3.4 s to give up.
+        assert elapsed < 15
         assert report.retried == 1
         assert email.status is OutboxStatus.PENDING
         assert "timed out" in email.last_error
