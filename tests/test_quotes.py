@@ -600,6 +600,19 @@ def test_a_deposit_paid_after_its_order_was_cancelled_is_on_the_commissions_time
     assert "arrived after its order" in state["events"][-1][2]
     receipt_alone(app, lead_id)  # before, she was told nothing
 
+    # Until the studio settles it, the quote takes no second deposit: its page offered "Pay
+    # deposit" again, and took it (found by review).
+    client = shop.client()
+    page = Page(client.get(quote_link(app)))
+    assert "has reached us" in text_of(page, "#quote-state")
+    assert "its payment had been cancelled" in text_of(page, "#quote-state")
+    assert not elements(page, 'form[action$="/deposit"]')
+    refused = pay_button(client, quote_link(app))
+    assert refused.status_code == 409
+    assert "already reached us" in text_of(Page(refused), ".quote-page__problem")
+    assert len(shop.fake.sessions) == 1
+    assert len(deposit_orders(app)) == 1
+
     # The studio gives it back from the order's page: the quote is still hers to pay.
     number = order["number"]
     staff.get(f"/staff/orders/{number}")
@@ -616,6 +629,37 @@ def test_a_deposit_paid_after_its_order_was_cancelled_is_on_the_commissions_time
     assert state["quotes"][0]["paid"] is False
     given_back = f"Deposit order {number} gave back the money it held after it ended"
     assert given_back in state["events"][-1][2]
+    assert elements(Page(client.get(quote_link(app))), 'form[action$="/deposit"]')
+
+
+def test_a_deposit_that_came_late_to_its_cancelled_order_flags_the_next_one_paid(
+    shop: Shop, app: Flask
+) -> None:
+    """The first payment page expired and its order was cancelled; Grace opened a new one;
+    the first payment then landed after all, and she paid the second: two deposits for one
+    quote, the second taken as the commission's with no word to staff (found by review)."""
+    lead_id, _ = quoted_lead(shop, app)
+    client = shop.client()
+    first = session_id_from(pay_button(client, quote_link(app)).location)
+    with app.app_context():
+        order = db.session.scalars(select(Order).where(Order.bespoke_quote_id.is_not(None))).one()
+        orders.transition_to(order, OrderStatus.CANCELLED, actor="sweeper")
+        db.session.commit()
+        db.session.remove()
+    second = session_id_from(pay_button(client, quote_link(app)).location)
+
+    shop.fake.pay(first)  # the money lands after its order ended
+    shop.fake.pay(second)
+
+    late, paid = deposit_orders(app)
+    assert (late["status"], late["flagged"]) == (OrderStatus.CANCELLED, True)
+    assert (paid["status"], paid["flagged"]) == (OrderStatus.PAID, True)
+    with app.app_context():
+        second_order = db.session.scalars(select(Order).where(Order.number == paid["number"]))
+        flags = orders.flagged_for(second_order.one())
+        db.session.remove()
+    assert quotes.SECOND_DEPOSIT_FLAG in flags
+    assert lead_state(app, lead_id)["status"] is LeadStatus.WON
 
 
 def test_a_deposit_refund_that_fails_is_on_the_commissions_timeline_and_can_be_given_back(

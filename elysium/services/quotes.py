@@ -21,7 +21,7 @@ from datetime import date, timedelta
 
 from flask import current_app
 from itsdangerous import BadSignature, URLSafeSerializer
-from sqlalchemy import exists, select
+from sqlalchemy import ColumnElement, and_, exists, or_, select
 
 from elysium.integrations import stripe_gateway
 from elysium.models.engagement import BespokeLead, BespokeQuote, LeadStatus
@@ -70,6 +70,31 @@ LIVE = frozenset(
 # Of those, the ones whose deposit is paid (not given back) or on its way from the bank: one
 # of them holds the commission's other quotes (``QuoteState.HELD``).
 HOLDING = LIVE - {OrderStatus.PENDING}
+
+
+def holds_deposit(order: Order) -> bool:
+    """Whether the order holds a deposit for its commission: paid (not given back) or on its
+    way from the bank, or paid after the order had ended unpaid (cancelled, its page expired)
+    and not given back yet: that money is the studio's to settle, and takes no second one."""
+    return order.status in HOLDING or _kept_late(order)
+
+
+def _kept_late(order: Order) -> bool:
+    return order.late_payment_at is not None and order.refunded_amount < order.total
+
+
+def _kept_late_sql() -> ColumnElement[bool]:
+    return and_(Order.late_payment_at.is_not(None), Order.refunded_amount < Order.total)
+
+
+def _holds_deposit_sql() -> ColumnElement[bool]:
+    """:func:`holds_deposit`, in SQL."""
+    return or_(Order.status.in_(sorted(HOLDING)), _kept_late_sql())
+
+
+def _live_sql() -> ColumnElement[bool]:
+    """A deposit order being paid, or holding its deposit (:func:`holds_deposit`)."""
+    return or_(Order.status.in_(sorted(LIVE)), _kept_late_sql())
 
 
 class QuoteError(InvalidInputError):
@@ -312,10 +337,11 @@ class QuoteView:
 
 
 def deposit_order(session: AnySession, quote_id: int) -> Order | None:
-    """The quote's deposit order that is paid or being paid, if any (newest first)."""
+    """The quote's deposit order that is paid or being paid, if any (newest first); one that
+    ended unpaid counts while it holds money that came after all (:func:`holds_deposit`)."""
     return session.scalar(
         select(Order)
-        .where(Order.bespoke_quote_id == quote_id, Order.status.in_(sorted(LIVE)))
+        .where(Order.bespoke_quote_id == quote_id, _live_sql())
         .order_by(Order.id.desc())
         .limit(1)
     )
@@ -351,22 +377,21 @@ def state_of(
     return QuoteState.PAYING if order is not None else QuoteState.PAYABLE
 
 
-def deposit_held_elsewhere(session: AnySession, quote: BespokeQuote) -> bool:
-    """Whether another quote of the commission has its deposit paid (and not given back) or
-    on its way from the bank."""
-    others = select(BespokeQuote.id).where(
-        BespokeQuote.lead_id == quote.lead_id, BespokeQuote.id != quote.id
+def deposit_held_elsewhere(
+    session: AnySession, quote: BespokeQuote, *, besides: Order | None = None
+) -> bool:
+    """Whether another order than ``besides`` holds a deposit for the quote's commission
+    (:func:`holds_deposit`): one of another quote's, or one of this quote's that ended unpaid
+    before its money came (this quote's own order in progress holds nothing against it)."""
+    others = select(BespokeQuote.id).where(BespokeQuote.lead_id == quote.lead_id)
+    condition = and_(
+        Order.bespoke_quote_id.in_(others.scalar_subquery()),
+        _holds_deposit_sql(),
+        or_(Order.bespoke_quote_id != quote.id, _kept_late_sql()),
     )
-    return bool(
-        session.scalar(
-            select(
-                exists().where(
-                    Order.bespoke_quote_id.in_(others.scalar_subquery()),
-                    Order.status.in_(sorted(HOLDING)),
-                )
-            )
-        )
-    )
+    if besides is not None:
+        condition = and_(condition, Order.id != besides.id)
+    return bool(session.scalar(select(exists().where(condition))))
 
 
 def quotes_holding_deposits(session: AnySession, lead_ids: Iterable[int]) -> dict[int, set[int]]:
@@ -379,7 +404,7 @@ def quotes_holding_deposits(session: AnySession, lead_ids: Iterable[int]) -> dic
     rows = session.execute(
         select(BespokeQuote.lead_id, BespokeQuote.id)
         .join(Order, Order.bespoke_quote_id == BespokeQuote.id)
-        .where(BespokeQuote.lead_id.in_(sorted(holding)), Order.status.in_(sorted(HOLDING)))
+        .where(BespokeQuote.lead_id.in_(sorted(holding)), _holds_deposit_sql())
         .distinct()
     )
     for lead_id, quote_id in rows:
@@ -405,6 +430,8 @@ REFUSALS: dict[QuoteState, str] = {
     "deposit can't be paid. We'll send you a new quote.",
     QuoteState.HELD: "A deposit for this commission has already been paid (or is on its way "
     "to us), so this one can't be paid: we'll be in touch about it.",
+    QuoteState.RECEIVED: "Your payment of this deposit has already reached us, so it can't be "
+    "paid again: we'll be in touch about it.",
 }
 
 
@@ -491,9 +518,10 @@ def deposit_paid(session: AnySession, order: Order, *, stripe_event_id: str) -> 
         leads.move(session, lead, LeadStatus.WON, actor=leads.STRIPE_ACTOR, note=note)
     else:
         problem = DEPOSIT_LEAD_CLOSED_FLAG.format(status=leads.LABELS[lead.status].lower())
-    if problem is None and deposit_held_elsewhere(session, quote):
+    if problem is None and deposit_held_elsewhere(session, quote, besides=order):
         # The quote is the commission's and wins it; the other deposit (a replaced quote's,
-        # paid on a page left open) is flagged on its own order already. Staff give one back.
+        # paid on a page left open, or one that came after its order was cancelled) is flagged
+        # on its own order already. Staff give one back.
         checkout.flag(
             order, SECOND_DEPOSIT_FLAG, actor=leads.STRIPE_ACTOR, stripe_event_id=stripe_event_id
         )
@@ -611,9 +639,7 @@ def deposit_orders(session: AnySession, lead: BespokeLead) -> dict[int, Order]:
         return {}
     found: dict[int, Order] = {}
     for order in session.scalars(
-        select(Order)
-        .where(Order.bespoke_quote_id.in_(ids), Order.status.in_(sorted(LIVE)))
-        .order_by(Order.id)
+        select(Order).where(Order.bespoke_quote_id.in_(ids), _live_sql()).order_by(Order.id)
     ):
         assert order.bespoke_quote_id is not None
         found[order.bespoke_quote_id] = order

@@ -83,7 +83,7 @@ def _rows(lead: BespokeLead) -> list[QuoteRow]:
     for quote in quotes.quotes_of(lead):
         order = orders.get(quote.id)
         held = any(
-            other.status in quotes.HOLDING
+            quotes.holds_deposit(other)
             for quote_id, other in orders.items()
             if quote_id != quote.id
         )
