@@ -23,7 +23,7 @@ from elysium.models.outbox import OutboxEmail
 from elysium.models.types import utcnow
 from elysium.money import format_money
 from elysium.services import cart as carts
-from elysium.services import catalog
+from elysium.services import catalog, orders, payments
 from elysium.services import checkout as checkouts
 from elysium.services.configuration import configure
 from tests.conftest import (
@@ -1208,6 +1208,37 @@ def test_the_sweeper_ends_a_payment_refunded_in_stripes_dashboard_before_it_was_
     assert stock(app) == (3, 0)
     assert confirmations(app) == 0
     assert bag_count(client.get("/cart")) == 1  # the bag is the shopper's again, as it was
+
+
+@pytest.mark.parametrize("sent", [False, True], ids=["not_sent", "sent"])
+def test_an_order_given_back_in_stripes_dashboard_before_it_was_sent_asks_about_its_pieces(
+    shop: Shop, app: Flask, sent: bool
+) -> None:
+    """Refunded in full from Stripe's dashboard while the chain was still in the workshop: the
+    order went to Refunded, final and unflagged, and the chain stayed sold for good with
+    nothing to tell staff it was still here (found by review). Once sent, it is gone."""
+    client = shop.client()
+    add_chain(client)
+    session_id = session_id_from(check_out(client).location)
+    shop.fake.pay(session_id)
+    if sent:
+        with app.app_context():
+            order = db.session.scalars(select(Order)).one()
+            orders.transition_to(order, OrderStatus.FULFILLED, actor="staff")
+            orders.transition_to(order, OrderStatus.SHIPPED, actor="staff")
+            db.session.commit()
+            db.session.remove()
+
+    shop.fake.refund_from_dashboard(shop.fake.session(session_id)["payment_intent"])
+
+    ended = order_state(app)
+    assert ended["status"] is OrderStatus.REFUNDED
+    assert stock(app) == (2, 0)  # still sold: only staff know whether it went anywhere
+    if sent:
+        assert ended["needs_attention"] is False, ended["reason"]
+    else:
+        assert ended["needs_attention"] is True
+        assert payments.PIECES_STILL_HERE_FLAG in ended["reason"]
 
 
 def test_the_sweeper_applies_a_payment_and_the_dispute_that_came_before_it(

@@ -26,7 +26,7 @@ from elysium.models import (
     User,
 )
 from elysium.models.types import utcnow
-from elysium.services import fulfilment
+from elysium.services import fulfilment, payments
 from elysium.services.fulfilment import ActionRefusedError, Staff
 from tests.conftest import ShopClient, link_in, page_text, sent_emails
 from tests.html import Page, field_error, form_fields, text_of
@@ -2016,8 +2016,17 @@ def test_a_refund_refused_because_the_dashboard_gave_it_all_back_meanwhile_refun
     assert after["refunds"] == [(TOTAL, RefundStatus.FAILED)]
     [email] = [e for e in sent_emails(app) if e.template == "order_refunded"]
     assert f"We have refunded £650 for your order {number}." in email.body_text
-    # Nothing is left to look into: before, the refusal stayed flagged ("Needs attention").
-    assert after["flagged"] is False
+    # The refusal is nothing to look into (before, it stayed flagged); the chain is, if it is
+    # still here: Stripe's report can't say which pieces go back on sale, as the form would.
+    assert after["flagged"] is True
+    assert attention_of(app, number) == payments.PIECES_STILL_HERE_FLAG
+
+
+def attention_of(app: Flask, number: str) -> str:
+    with app.app_context():
+        found = db.session.scalar(select(Order.attention_reason).where(Order.number == number))
+        db.session.remove()
+    return found or ""
 
 
 def test_a_retried_refund_that_failed_at_stripe_is_never_taken_for_one_made_elsewhere(

@@ -171,10 +171,12 @@ class ProcessedPaymentEvent(db.Model):
     event_type: Mapped[str] = mapped_column(String(120))
     order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id", ondelete="SET NULL"))
     processed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    # A dispute of a payment no order knows yet (its own report still on its way): kept, with
-    # the event's object, until an order learns that payment (``payments.apply_held_events``).
+    # An event about a payment no order knows yet (its own report still on its way): kept,
+    # with the event's object and when Stripe made it, until an order learns that payment
+    # (``payments.apply_held_events``).
     held_for_payment: Mapped[str | None] = mapped_column(String(255), index=True)
     held_object: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    held_made_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class RefundStatus(enum.StrEnum):

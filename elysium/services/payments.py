@@ -59,6 +59,12 @@ PAID_TOO_LATE = {
     OrderStatus.PAYMENT_FAILED: PAID_AFTER_FAILURE_FLAG,
 }
 REFUNDED_BEFORE_PAID_NOTE = "Refunded in full at Stripe before its payment was applied here"
+# Given back in full in Stripe's dashboard before it was sent: the shop can't know whether its
+# pieces went anywhere, staff do. (A dispute lost is flagged already, not to be sent.)
+PIECES_STILL_HERE_FLAG = (
+    "Given back in full before it was sent: if its pieces are still here, put them back on "
+    "sale from the stock page (reason Returned)"
+)
 REFUNDED_IN_PART_BEFORE_PAID_FLAG = (
     "Part of its payment was refunded at Stripe before the payment was applied here: "
     "check what is still to be sent"
@@ -122,7 +128,7 @@ def handle_event(session: AnySession, event: dict[str, Any]) -> Outcome:
             session.execute(
                 update(ProcessedPaymentEvent)
                 .where(ProcessedPaymentEvent.id == recorded)
-                .values(held_for_payment=intent, held_object=obj)
+                .values(held_for_payment=intent, held_object=obj, held_made_at=_made_at(event))
             )
             current_app.logger.info(
                 "Stripe event %s (%s) kept until an order knows the payment %s",
@@ -285,9 +291,9 @@ def mark_paid(session: AnySession, order: Order, obj: dict[str, Any], event_id: 
 
 
 def apply_held_events(session: AnySession, order: Order, intent: str | None = None) -> None:
-    """Apply the disputes of the order's payment (``intent``, else the one it knows) that came
+    """Apply the events of the order's payment (``intent``, else the one it knows) that came
     before the order knew it (kept by :func:`handle_event`), in the order they came: staff
-    hear of a dispute whenever it came, and a dispute lost counts."""
+    hear of a dispute whenever it came, and a dispute lost, a refund or its failure counts."""
     intent = intent or order.stripe_payment_intent_id
     if intent is None:
         return
@@ -299,10 +305,14 @@ def apply_held_events(session: AnySession, order: Order, intent: str | None = No
         .with_for_update()
     ).all()
     for row in held:
-        obj = row.held_object or {}
-        row.held_for_payment, row.held_object, row.order_id = None, None, order.id
+        obj, made_at = row.held_object or {}, row.held_made_at
+        row.held_for_payment, row.held_object, row.held_made_at = None, None, None
+        row.order_id = order.id
         try:
-            HANDLERS[row.event_type](session, order, obj, row.event_id)
+            if row.event_type in TIMED_EVENTS:
+                HANDLERS[row.event_type](session, order, obj, row.event_id, made_at=made_at)
+            else:
+                HANDLERS[row.event_type](session, order, obj, row.event_id)
         except MalformedEventError:
             # Checked when it was kept; one that still can't be read never stops the
             # payment it waited for from being applied.
@@ -523,8 +533,14 @@ def charge_refunded(
     # Stripe keeps no order among events: a report made before a refund failed may arrive
     # after its failure was applied, still counting it; one made after it doesn't count it.
     refunded = max(reported - _failed_since(order, made_at), 0)
+    # Stripe's figure counts refunds alone; the order's also counts what a lost dispute took
+    # back (``charged_back_amount``), which a report applied after it must not swallow.
+    refunds_before = order.refunded_amount - order.charged_back_amount
+    counted_before = order.refunded_amount
+    order.refunded_amount = min(
+        order.total, order.charged_back_amount + max(refunds_before, refunded)
+    )
     if refunded <= made_here:
-        order.refunded_amount = max(order.refunded_amount, refunded)
         orders.add_note(
             order,
             f"Stripe confirms {format_money(reported, order.currency)} refunded in all",
@@ -532,8 +548,6 @@ def charge_refunded(
             stripe_event_id=event_id,
         )
         return
-    counted_before = order.refunded_amount
-    order.refunded_amount = max(order.refunded_amount, refunded)
     if refund_unfinished(order):
         # A refund of the shop's still waits for Stripe's answer, which may be in this report,
         # or a cancel for its second half: that step moves the order (never this report too).
@@ -543,10 +557,10 @@ def charge_refunded(
             actor=ACTOR,
             stripe_event_id=event_id,
         )
-    elif refunded >= order.total:
+    elif order.refunded_amount >= order.total:
         # What this report gave back, not the running total: a shopper told of a refund made
         # here before would read the two as adding up to more than was paid.
-        refunded_in_full_at_stripe(session, order, refunded - counted_before, event_id)
+        refunded_in_full_at_stripe(session, order, order.refunded_amount - counted_before, event_id)
     else:
         orders.add_note(
             order,
@@ -554,13 +568,13 @@ def charge_refunded(
             actor=ACTOR,
             stripe_event_id=event_id,
         )
-        if refunded > counted_before:
+        if order.refunded_amount > counted_before:
             # Given back in Stripe's dashboard: the shopper hears of it as of one made here,
             # once per amount reached (a report sent again tells nobody twice).
             orders.email_refund(
                 session,
                 order,
-                refunded - counted_before,
+                order.refunded_amount - counted_before,
                 full=False,
                 dedupe_key=f"order:{order.id}:refunded-at-stripe-to:{refunded}",
             )
@@ -582,7 +596,10 @@ def refunded_in_full_at_stripe(
     outside the shop (its dashboard): the order is REFUNDED (a deposit's commission told) and
     the shopper emailed that amount. A payment that came after its order had ended stays with
     the ended order; given back, the shopper is told so too, as its receipt promised."""
+    was = order.status
     moved = _move(order, OrderStatus.REFUNDED, "Refunded in full", event_id)
+    if moved:
+        _flag_pieces_still_here(order, was, event_id)
     if moved and order.bespoke_quote_id is not None:
         quotes.deposit_given_back(
             session,
@@ -689,6 +706,15 @@ def _charged_back(session: AnySession, order: Order, amount: int, event_id: str)
             actor=ACTOR,
             note=f"Deposit order {order.number} taken back by the cardholder's bank",
         )
+
+
+def _flag_pieces_still_here(order: Order, was: OrderStatus, event_id: str | None) -> None:
+    """An order given back in full in Stripe's dashboard, from ``was``: if it had not been sent,
+    its stocked pieces are sold for good unless staff put them back (a refund made here asks
+    them which go back on sale; Stripe's report can't)."""
+    stocked = any(line.inventory_id is not None and not line.made_to_order for line in order.lines)
+    if stocked and was in (OrderStatus.PAID, OrderStatus.FULFILLED):
+        checkout.flag(order, PIECES_STILL_HERE_FLAG, actor=ACTOR, stripe_event_id=event_id)
 
 
 def _failed_since(order: Order, made_at: datetime | None) -> int:
@@ -847,8 +873,12 @@ HANDLERS: dict[str, Callable[..., None]] = {
 }
 
 # Events about a payment that may come before its order knows it (its report still on its way):
-# kept until an order does (``apply_held_events``), not dropped: a dispute must reach staff.
-HELD_UNTIL_MATCHED = frozenset({"charge.dispute.created", "charge.dispute.closed"})
+# kept until an order does (``apply_held_events``), not dropped: a dispute must reach staff, and
+# a refund made in Stripe's dashboard (whose objects name no order), or its failure, must count
+# (applied with when Stripe made them, which ``_failed_since`` weighs).
+HELD_UNTIL_MATCHED = frozenset(
+    {"charge.dispute.created", "charge.dispute.closed", "charge.refunded", "refund.failed"}
+)
 
 # Events whose meaning depends on when Stripe made them (a running total of refunds that a
 # refund's failure lowers): their handlers are told (``made_at``).

@@ -1,0 +1,239 @@
+"""One payment's real Stripe histories, delivered in every order Stripe may deliver them (it
+promises none, and retries what failed): each ends where the history in time order ends, with
+the money recorded that Stripe holds, the stock settled once and each email sent once."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from itertools import count, permutations
+
+import pytest
+from flask import Flask
+from sqlalchemy import select
+
+from elysium.extensions import db
+from elysium.models import OrderStatus, OutboxEmail
+from tests.support.orders import pending_chain_order
+from tests.test_webhooks import TOTAL, post, session_object, state
+
+S = OrderStatus
+event_ids = count(1)
+PART = 10_000
+
+
+@pytest.fixture
+def order(app: Flask, catalogue) -> dict:
+    """A pending order for one Aurelia Fine Chain, its unit reserved and its bag frozen."""
+    return pending_chain_order(app)
+
+
+def charge(placed: dict, refunded: int) -> dict:
+    """Stripe's report of the payment's refunds so far (``amount_refunded``)."""
+    return {
+        "id": "ch_1",
+        "object": "charge",
+        "payment_intent": "pi_test_1",
+        "amount_refunded": refunded,
+        "metadata": {"order_number": placed["number"]},
+    }
+
+
+def dashboard_charge(refunded: int) -> dict:
+    """The same report for a refund made in Stripe's dashboard: it names no order."""
+    return {
+        "id": "ch_1",
+        "object": "charge",
+        "payment_intent": "pi_test_1",
+        "amount_refunded": refunded,
+        "metadata": {},
+    }
+
+
+def dispute(amount: int, status: str = "needs_response") -> dict:
+    return {
+        "id": "dp_1",
+        "object": "dispute",
+        "payment_intent": "pi_test_1",
+        "charge": "ch_1",
+        "amount": amount,
+        "status": status,
+        "reason": "fraudulent",
+        "metadata": {},
+    }
+
+
+def refund_failed(amount: int) -> dict:
+    return {
+        "id": "re_1",
+        "object": "refund",
+        "payment_intent": "pi_test_1",
+        "charge": "ch_1",
+        "amount": amount,
+        "status": "failed",
+        "failure_reason": "expired_or_canceled_card",
+        "metadata": {},
+    }
+
+
+@dataclass(frozen=True)
+class Ending:
+    status: OrderStatus
+    held: int  # what Stripe holds of the payment at the end
+    told: int | None  # the refunds the shopper is told of, in all (None: it depends on when)
+
+
+def history(name: str, placed: dict) -> tuple[list[tuple[str, dict]], Ending]:
+    """The events of the history, in the order Stripe made them, and how it ends."""
+    paid = ("checkout.session.completed", session_object(placed))
+    return {
+        "two refunds adding up to the whole": (
+            [
+                paid,
+                ("charge.refunded", charge(placed, PART)),
+                ("charge.refunded", charge(placed, TOTAL)),
+            ],
+            Ending(S.REFUNDED, 0, TOTAL),
+        ),
+        "a dispute lost": (
+            [
+                paid,
+                ("charge.dispute.created", dispute(TOTAL)),
+                ("charge.dispute.closed", dispute(TOTAL, "lost")),
+            ],
+            Ending(S.REFUNDED, 0, 0),
+        ),
+        "a dispute won": (
+            [
+                paid,
+                ("charge.dispute.created", dispute(TOTAL)),
+                ("charge.dispute.closed", dispute(TOTAL, "won")),
+            ],
+            Ending(S.PAID, TOTAL, 0),
+        ),
+        "a dashboard refund that fails": (
+            [
+                paid,
+                ("charge.refunded", dashboard_charge(PART)),
+                ("refund.failed", refund_failed(PART)),
+            ],
+            Ending(S.PAID, TOTAL, None),
+        ),
+        "a dashboard refund, then the rest disputed and lost": (
+            [
+                paid,
+                ("charge.refunded", dashboard_charge(PART)),
+                ("charge.dispute.created", dispute(TOTAL - PART)),
+                ("charge.dispute.closed", dispute(TOTAL - PART, "lost")),
+            ],
+            Ending(S.REFUNDED, 0, PART),
+        ),
+        "a refund, then the rest disputed and won": (
+            [
+                paid,
+                ("charge.refunded", charge(placed, PART)),
+                ("charge.dispute.created", dispute(TOTAL - PART)),
+                ("charge.dispute.closed", dispute(TOTAL - PART, "won")),
+            ],
+            Ending(S.PAID, TOTAL - PART, PART),
+        ),
+        "a bank transfer, then refunded in full": (
+            [
+                ("checkout.session.completed", session_object(placed, payment_status="unpaid")),
+                ("checkout.session.async_payment_succeeded", session_object(placed)),
+                ("charge.refunded", charge(placed, TOTAL)),
+            ],
+            Ending(S.REFUNDED, 0, TOTAL),
+        ),
+    }[name]
+
+
+NAMES = [
+    "two refunds adding up to the whole",
+    "a dispute lost",
+    "a dispute won",
+    "a dashboard refund that fails",
+    "a dashboard refund, then the rest disputed and lost",
+    "a refund, then the rest disputed and won",
+    "a bank transfer, then refunded in full",
+]
+LENGTHS = {name: 4 if "the rest disputed" in name else 3 for name in NAMES}
+CASES = [(name, each) for name in NAMES for each in permutations(range(LENGTHS[name]))]
+
+
+def bodies(app: Flask, placed: dict, template: str) -> list[str]:
+    """The words of the order's emails made from ``template``."""
+    with app.app_context():
+        found = db.session.scalars(
+            select(OutboxEmail.body_text)
+            .where(OutboxEmail.order_id == placed["id"], OutboxEmail.template == template)
+            .order_by(OutboxEmail.id)
+        ).all()
+        db.session.remove()
+    return list(found)
+
+
+def pence(words: str) -> int:
+    return round(float(words.replace(",", "")) * 100)
+
+
+def refunds_told(app: Flask, placed: dict) -> int:
+    """What the shopper's refund emails say was refunded, in all."""
+    said = [
+        re.search(r"We have refunded £([\d,]+(?:\.\d\d)?)", body).group(1)
+        for body in bodies(app, placed, "order_refunded")
+    ]
+    return sum(pence(amount) for amount in said)
+
+
+@pytest.mark.parametrize(
+    ("name", "delivered"),
+    CASES,
+    ids=[f"{name}: {''.join(map(str, delivered))}" for name, delivered in CASES],
+)
+def test_a_history_delivered_in_any_order_ends_as_it_happened(
+    app: Flask, client, order, name: str, delivered: tuple[int, ...]
+) -> None:
+    """Found by review: a refund made in Stripe's dashboard and reported after a dispute of
+    the rest was lost was swallowed (the order went on "holding" it, and the shopper was never
+    told of it), and a refund's failure reported before the order knew its payment was
+    dropped (the refund stayed counted as given back)."""
+    events, ending = history(name, order)
+    start = int(time.time()) - 3600
+    made = [
+        json.dumps(
+            {
+                "id": f"evt_order_{next(event_ids)}",
+                "object": "event",
+                "type": kind,
+                "created": start + 10 * at,
+                "data": {"object": obj},
+                "livemode": False,
+            }
+        ).encode()
+        for at, (kind, obj) in enumerate(events)
+    ]
+    for at in delivered:
+        assert post(client, made[at]).status_code == 200
+
+    after = state(app, order)
+    assert after["refunded"] == TOTAL - ending.held
+    if after["status"] is S.CANCELLED:
+        # Every penny was given back before the payment's own report came: the order never
+        # went ahead, its chain is back on sale, and the shopper is told what came back.
+        assert ending.held == 0
+        assert after["stock"] == (5, 0)
+        assert "order_confirmation" not in after["emails"]
+        (cancelled,) = bodies(app, order, "order_cancelled")
+        told = re.search(r"We have refunded £([\d,]+(?:\.\d\d)?)", cancelled)
+        assert (pence(told.group(1)) if told else 0) == ending.told
+        return
+    assert after["status"] is ending.status
+    assert after["stock"] == (4, 0)  # the chain sold once, whatever came back
+    assert after["emails"].count("order_confirmation") == 1
+    if ending.told is None:  # a refund the shopper was told of may have failed since
+        assert refunds_told(app, order) <= PART
+    else:
+        assert refunds_told(app, order) == ending.told
