@@ -492,3 +492,24 @@ def test_someone_elses_address_is_not_found(
     assert not address.is_default_billing
     with app.app_context():
         assert db.session.get(User, signed_in).addresses == []
+
+
+def test_an_address_deleted_in_another_window_is_never_the_next_ones_id(app, client, signed_in):
+    """On SQLite a new address took a deleted one's id (the highest): the first window's
+    "Delete" for the old address deleted the new one and said "Address deleted" (found by
+    review)."""
+    add(client, HOME)
+    add(client, STUDIO)
+    _, studio = rows(app, signed_in)
+    client.get("/account/addresses")
+    other = another_window(app, client)
+    assert other.htmx("POST", f"/account/addresses/{studio.id}/delete").status_code == 200
+    assert other.htmx("POST", "/account/addresses", data=STUDIO).status_code == 200
+    assert rows(app, signed_in)[-1].id > studio.id
+
+    response = client.post(
+        f"/account/addresses/{studio.id}/delete", data={"csrf_token": client.csrf_token}
+    )
+
+    assert response.status_code == 404
+    assert len(rows(app, signed_in)) == 2

@@ -1008,3 +1008,46 @@ def test_a_quantity_changed_as_another_window_takes_the_line_away_is_a_404(
     assert answers == [303]
     assert changed.status_code == 404
     assert line_ids(app) == []
+
+
+@pytest.mark.parametrize("htmx", [False, True], ids=["plain", "htmx"])
+def test_a_line_removed_in_another_tab_is_never_the_next_pieces_and_is_told_as_such(
+    app, client, catalogue, htmx
+):
+    """Tab A shows the chain and the ring; tab B removes the ring (the highest id) and adds
+    the bangle. On SQLite the bangle took the ring's id, and tab A's "quantity 3" for the
+    ring made it three bangles. And a line gone was a bare "We couldn't find that page", the
+    bag on screen left as it was (both found by review)."""
+    add(client, "aurelia-fine-chain", metal="yellow-gold")
+    add(client)
+    _, ring = line_ids(app)
+    client.get("/cart")  # tab A
+    other = app.test_client()
+    other.set_cookie(
+        app.config["CART_COOKIE_NAME"], client.get_cookie(app.config["CART_COOKIE_NAME"]).value
+    )
+    other.get("/cart")  # tab B
+    other.post(f"/cart/items/{ring}/delete", data={"csrf_token": other.csrf_token})
+    other.submit(
+        "/shop/aurelia-bangle",
+        {"product": "aurelia-bangle", "quantity": "1", "metal": "yellow-gold"},
+        action="/cart/items",
+    )
+    bangle = line_ids(app)[-1]
+    assert bangle > ring
+
+    data = {"quantity": "3"}
+    if htmx:
+        changed = client.htmx("POST", f"/cart/items/{ring}", data=data)
+    else:
+        changed = client.post(f"/cart/items/{ring}", data={"csrf_token": client.csrf_token, **data})
+
+    assert changed.status_code == 404
+    assert "no longer in your bag: it was changed in another window" in page_text(changed)
+    assert "Aurelia Bangle" in page_text(changed)  # the bag as it is now
+    if not htmx:
+        assert header_count(changed) == 2
+    assert [(slug, quantity) for slug, _, quantity in lines(app)] == [
+        ("aurelia-fine-chain", 1),
+        ("aurelia-bangle", 1),
+    ]

@@ -59,6 +59,14 @@ def test_a_guest_bag_becomes_the_accounts_when_it_had_none(app, client, catalogu
     assert header_count(page) == 2
 
 
+def test_one_piece_kept_at_sign_in_is_told_as_one(app, client, catalogue, auth):
+    """It read "The 1 piece in your bag are now saved to your account" (found by review)."""
+    auth.create_user()
+    add(client)
+    auth.login()
+    assert "The piece in your bag is now saved to your account." in page_text(client.get("/cart"))
+
+
 def test_signing_in_merges_identical_lines_and_adds_the_others(app, client, catalogue, auth):
     user_id = account_bag(
         app,

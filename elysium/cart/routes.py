@@ -93,9 +93,9 @@ def _after_change(message: str) -> Response:
 
 def _refused(error: carts.CartError) -> Response:
     db.session.rollback()
-    if isinstance(error, carts.LineNotFoundError):
-        abort(404)
-    return _cart_response(409, message=error.message, error=True)
+    # A line gone (another window removed it) is still a 404, with the bag as it is now.
+    status = 404 if isinstance(error, carts.LineNotFoundError) else 409
+    return _cart_response(status, message=error.message, error=True)
 
 
 def _owned_cart() -> Cart:
@@ -109,7 +109,7 @@ def update_line(line_id: int) -> Response:
     form = QuantityForm()
     if not form.validate():
         if not any(line.id == line_id for line in cart.lines):
-            abort(404)
+            return _refused(carts.LineNotFoundError())
         message = form.quantity.errors[0] if form.quantity.errors else "Please try again."
         return _cart_response(
             422,

@@ -53,9 +53,12 @@ class CartLine(db.Model):
     """A product in one exact configuration; the same configuration twice is one line."""
 
     __tablename__ = "cart_lines"
+    # A page left open names its lines by id: SQLite would give a removed line's id (the
+    # highest) to the next one added, which that page would then change (0024).
     __table_args__ = (
         UniqueConstraint("cart_id", "product_id", "configuration_hash"),
         CheckConstraint("quantity > 0", name="quantity_positive"),
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -74,7 +77,11 @@ class CartLine(db.Model):
 
 class WishlistItem(db.Model):
     __tablename__ = "wishlist_items"
-    __table_args__ = (UniqueConstraint("user_id", "product_id", "configuration_hash"),)
+    # Never an id twice on SQLite, as a bag line (0024).
+    __table_args__ = (
+        UniqueConstraint("user_id", "product_id", "configuration_hash"),
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)

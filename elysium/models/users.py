@@ -146,6 +146,8 @@ class Address(db.Model):
             sqlite_where=text("is_default_billing"),
             postgresql_where=text("is_default_billing"),
         ),
+        # Never an id twice on SQLite, as a bag line (0024): a page left open deletes by id.
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -85,7 +85,10 @@ class LineNotFoundError(CartError):
     """No such line in this cart (someone else's line is not found either)."""
 
     def __init__(self) -> None:
-        super().__init__("That piece is no longer in your bag.")
+        super().__init__(
+            "That piece is no longer in your bag: it was changed in another window. "
+            "Here is your bag as it is now."
+        )
 
 
 class SoldOutError(CartError):
@@ -649,9 +652,10 @@ def adopt(session: AnySession, guest: Cart, user_id: int) -> MergeReport:
     session.flush()
     count = item_count(session, guest)
     report = MergeReport(lines_added=len(guest.lines))
-    if count:
-        pieces = "piece" if count == 1 else "pieces"
-        report.messages.append(f"The {count} {pieces} in your bag are now saved to your account.")
+    if count == 1:
+        report.messages.append("The piece in your bag is now saved to your account.")
+    elif count:
+        report.messages.append(f"The {count} pieces in your bag are now saved to your account.")
     return report
 
 
