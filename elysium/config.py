@@ -77,6 +77,8 @@ def settings_from_environment(environ: Mapping[str, str], instance_path: str) ->
         "DATABASE_PRIMARY_AFTER_WRITE_SECONDS": _int(
             environ, "DATABASE_PRIMARY_AFTER_WRITE_SECONDS", 5
         ),
+        "DATABASE_REPLICA_TIMEOUT_SECONDS": _int(environ, "DATABASE_REPLICA_TIMEOUT_SECONDS", 2),
+        "DATABASE_REPLICA_MAX_LAG_SECONDS": _int(environ, "DATABASE_REPLICA_MAX_LAG_SECONDS", 10),
         "SITE_URL": environ.get("SITE_URL", "").strip() or None,
         "TRUSTED_HOSTS": host_names(environ.get("TRUSTED_HOSTS", "")),
         "PREFERRED_URL_SCHEME": "https" if production else "http",

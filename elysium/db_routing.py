@@ -19,17 +19,23 @@ anyone: a statement goes to the replica when all of these hold, else to the prim
   takes an advisory lock or moves a sequence.
 - This request has written nothing yet: once it has (a product page records the view), every
   statement after it reads from the primary, which holds what it wrote.
-- The replica answered: when connecting to it fails, the statement reads from the primary,
-  and so does every request of this process for ``REPLICA_RETRY_SECONDS``. The choice is made
-  at a request's first read, for all of them: a page that read the catalogue's version from
-  the primary never reads the rest from a replica behind it.
+- The replica answers, and is not far behind: when connecting to it fails, or a statement on
+  it fails or gets no answer within ``DATABASE_REPLICA_TIMEOUT_SECONDS`` (a replica, or the
+  network to it, that hangs; one that hasn't yet replayed a release's migration), that
+  statement is read again from the primary, and so is every statement of this process for
+  ``REPLICA_RETRY_SECONDS``. Once a second at most, a process asks whether the replica has
+  replayed what the primary had written ``DATABASE_REPLICA_MAX_LAG_SECONDS`` ago; while it
+  hasn't (its replay stopped, or it can't keep up), the primary serves. The choice is made at
+  a request's first read, for all of them: a page that read the catalogue's version from the
+  primary never reads the rest from a replica behind it (the other way round is harmless: a
+  request whose replica failed reads what is left from the primary, which is ahead).
 
 Who is signed in is always read from the primary (``web.sign_in.load_user``), so a session
 ended a moment ago is over on every page, however far the replica lags.
 
 Without ``DATABASE_REPLICA_URL`` there is no second engine and every statement goes to the
-primary as before. A replica that lags (but answers) still serves the catalogue: shoppers who
-have not just changed something may see a price a moment old.
+primary as before. A replica that lags (but answers) less than the bound still serves the
+catalogue: shoppers who have not just changed something may see a price a moment old.
 
 On PostgreSQL, the plain reads of every ``GET`` or ``HEAD`` that go to the primary (every
 page but a shop-window one served by the replica: the bag, an order, the account, the back
@@ -46,10 +52,13 @@ other method) keeps its transaction from its first statement.
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from flask import Flask, Response, current_app, has_app_context, has_request_context, request
 from flask_sqlalchemy.session import Session
@@ -73,8 +82,10 @@ SAFE_METHODS = READ_METHODS | {"OPTIONS"}
 # transaction, until it is added here.
 SHOP_WINDOW_BLUEPRINTS = frozenset({None, "shop", "site", "art"})
 PRIMARY_COOKIE = "elysium_primary"
-# After connecting to the replica fails, this process reads from the primary this long.
+# After the replica failed, this process reads from the primary this long.
 REPLICA_RETRY_SECONDS = 10
+# How often a process asks how far behind the replica is, at most.
+LAG_CHECK_SECONDS = 1.0
 # Functions that change something although they are called from a SELECT.
 WRITING_FUNCTIONS = frozenset({"nextval", "setval"})
 # Keys of the request's WSGI environ (not ``g``: a test may run several requests in one app
@@ -86,12 +97,19 @@ FROM_REPLICA = "elysium.from_replica"
 
 @dataclass
 class Replica:
-    """The replica's engine, and until when this process leaves it alone."""
+    """The replica's engine, until when this process leaves it alone, and how far behind it
+    may be (the primary's WAL positions of the last seconds, to measure it against)."""
 
     engine: sa.Engine
     cookie: str
     primary_seconds: int
+    max_lag_seconds: int = 10
     down_until: float = 0.0
+    behind: bool = False
+    checked_at: float = float("-inf")
+    # (when, the primary's WAL position then), oldest first.
+    written: deque[tuple[float, str]] = field(default_factory=deque)
+    checking: threading.Lock = field(default_factory=threading.Lock)
 
     def answering(self) -> bool:
         return time.monotonic() >= self.down_until
@@ -99,11 +117,68 @@ class Replica:
     def mark_down(self, error: BaseException) -> None:
         if self.answering():
             logger.warning(
-                "The read replica is unreachable (%s); reading from the primary for %s s",
+                "The read replica failed (%s: %s); reading from the primary for %s s",
                 type(error).__name__,
+                str(error).splitlines()[0][:200] if str(error) else "",
                 REPLICA_RETRY_SECONDS,
             )
         self.down_until = time.monotonic() + REPLICA_RETRY_SECONDS
+
+    def too_far_behind(self, primary: sa.Engine) -> bool:
+        """Whether the replica has not replayed what the primary had written
+        ``max_lag_seconds`` ago: asked once a second at most (by one thread of the process;
+        the others go by the last answer). A question that fails leaves the last answer."""
+        now = time.monotonic()
+        if self.max_lag_seconds <= 0 or now - self.checked_at < LAG_CHECK_SECONDS:
+            return self.behind
+        if not self.checking.acquire(blocking=False):
+            return self.behind
+        try:
+            self.checked_at = now
+            with primary.connect() as connection:
+                position = connection.scalar(sa.text("SELECT pg_current_wal_lsn()::text"))
+            self.written.append((now, str(position)))
+            then = None
+            while self.written and now - self.written[0][0] >= self.max_lag_seconds:
+                then = self.written.popleft()
+            if then is not None:
+                self.written.appendleft(then)  # still the one to measure against next time
+                with self.engine.connect() as connection:
+                    replayed = connection.scalar(
+                        sa.text("SELECT pg_last_wal_replay_lsn() >= CAST(:then AS pg_lsn)"),
+                        {"then": then[1]},
+                    )
+                behind = replayed is False
+                if behind and not self.behind:
+                    logger.warning(
+                        "The read replica is more than %s s behind the primary; reading from "
+                        "the primary until it catches up",
+                        self.max_lag_seconds,
+                    )
+                self.behind = behind
+        except (DBAPIError, PoolTimeoutError) as error:
+            self.mark_down(error)
+        finally:
+            self.checking.release()
+        return self.behind
+
+
+class _AnswersInTime(psycopg.Connection):
+    """A connection to the replica that waits ``answer_within`` seconds at most for any
+    answer: a replica (or the network to it) that hangs fails the statement, which the
+    primary then serves, where libpq alone would wait for ever. The connection is closed, so
+    the pool never hands it out again."""
+
+    answer_within: float = 2.0
+
+    def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+        try:
+            return super().wait(gen, interval=interval, timeout=timeout or self.answer_within)
+        except psycopg.errors._WaitTimeout:  # what wait() raises when time is up
+            self.close()
+            raise psycopg.OperationalError(
+                f"the read replica gave no answer within {self.answer_within} s"
+            ) from None
 
 
 class RoutingSession(Session):
@@ -115,6 +190,22 @@ class RoutingSession(Session):
         extensions = current_app.extensions if has_app_context() else {}
         self._replica: Replica | None = extensions.get(EXTENSION)
         self._without_transaction: sa.Engine | None = extensions.get(WITHOUT_TRANSACTION)
+        self._on_replica = False  # whether the statement being run was sent to the replica
+
+    def _execute_internal(self, statement: Any, params: Any = None, **kwargs: Any) -> Any:
+        """Every statement (``execute``, ``scalar``, ``scalars``, ``get``, a lazy load): one
+        that failed on the replica is read again from the primary, as is the rest of the
+        request, and the process leaves the replica alone a while (``Replica.mark_down``)."""
+        self._on_replica = False
+        try:
+            return super()._execute_internal(statement, params, **kwargs)
+        except DBAPIError as error:
+            if not self._on_replica or self._replica is None:
+                raise
+            self._replica.mark_down(error)
+            request.environ[FROM_REPLICA] = False
+            self._on_replica = False
+            return super()._execute_internal(statement, params, **kwargs)
 
     def get_bind(
         self,
@@ -144,6 +235,7 @@ class RoutingSession(Session):
         if not self._plain_read_before_any_write(clause):
             return None
         if not primary and replica is not None and _shop_window() and self._from_replica(replica):
+            self._on_replica = True
             return replica.engine
         return without
 
@@ -160,6 +252,9 @@ class RoutingSession(Session):
 
     def _replica_serves(self, replica: Replica) -> bool:
         if not replica.answering() or replica.cookie in request.cookies:
+            return False
+        primary = self._without_transaction
+        if primary is not None and replica.too_far_behind(primary):
             return False
         try:
             # Connect now, so a replica that doesn't answer costs this statement nothing.
@@ -243,7 +338,17 @@ def init_app(app: Flask) -> None:
         engine=sa.create_engine(url, **app.config.get("SQLALCHEMY_ENGINE_OPTIONS", {})),
         cookie=cookie_name(PRIMARY_COOKIE, secure=app.config["SESSION_COOKIE_SECURE"]),
         primary_seconds=int(app.config.get("DATABASE_PRIMARY_AFTER_WRITE_SECONDS", 5)),
+        max_lag_seconds=int(app.config.get("DATABASE_REPLICA_MAX_LAG_SECONDS", 10)),
     )
+    answer_within = float(app.config.get("DATABASE_REPLICA_TIMEOUT_SECONDS", 2))
+
+    @sa.event.listens_for(replica.engine, "do_connect")
+    def answering_in_time(
+        _dialect: Any, _record: Any, cargs: Any, cparams: dict[str, Any]
+    ) -> psycopg.Connection:
+        connection = _AnswersInTime.connect(*cargs, **cparams)
+        connection.answer_within = answer_within
+        return connection
 
     check_connections_as_taken(replica.engine)
 

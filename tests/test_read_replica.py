@@ -7,6 +7,8 @@ replica, and one showing the new price from the primary.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,11 +31,13 @@ from elysium.web.fragments import forget_kept
 from tests.conftest import PASSWORD, create_user, make_app, page_text
 from tests.html import Page, text_of
 from tests.support.meanwhile import meanwhile
-from tests.support.pg_cluster import PostgresCluster
+from tests.support.pg_cluster import OWNER, PostgresCluster
 from tests.support.pg_replica import Replica, primary_and_replica
+from tests.support.tcp_proxy import TcpProxy
 
 PIECE = "aurelia-fine-chain"
 PIECE_NAME = "Aurelia Fine Chain"
+COLLECTION = "aurelia"
 COOKIE = "elysium_primary"
 RISE = 10_000  # £100, in pence
 DATABASE = "shop"
@@ -87,6 +91,8 @@ def shop() -> Iterator[Shop]:
         app = make_app(
             normalise_database_url(primary.url(DATABASE)),
             DATABASE_REPLICA_URL=replica.url(DATABASE),
+            # These tests pause the replica as long as they need it behind.
+            DATABASE_REPLICA_MAX_LAG_SECONDS=0,
         )
         with app.app_context():
             upgrade()
@@ -277,6 +283,100 @@ def test_a_stopped_replica_leaves_every_read_to_the_primary(shop: Shop):
     finally:
         shop.replica.start()
         shop.replica.catch_up(shop.primary)
+
+
+@contextlib.contextmanager
+def shop_through(shop: Shop, replica_url: str, **settings) -> Iterator[Flask]:
+    """Another server of the shop, its replica at ``replica_url``, its connections pooled (a
+    replica's connection kept from one request to the next)."""
+    app = make_app(
+        normalise_database_url(shop.primary.url(DATABASE)),
+        pooled=True,
+        DATABASE_REPLICA_URL=replica_url,
+        **settings,
+    )
+    try:
+        yield app
+    finally:
+        with app.app_context():
+            db.engine.dispose()
+        app.extensions[REPLICA].engine.dispose()
+
+
+def timed_page(app: Flask, path: str, give_up_after: float = 15) -> tuple[int, float]:
+    """The page's status and how long it took; a page still waiting after ``give_up_after``
+    seconds fails the test (its thread is freed when the proxy is cut)."""
+    answered: list[int] = []
+    started = time.monotonic()
+    asking = threading.Thread(
+        target=lambda: answered.append(app.test_client().get(path).status_code), daemon=True
+    )
+    asking.start()
+    asking.join(give_up_after)
+    assert answered, f"{path} still waiting after {give_up_after} s"
+    return answered[0], time.monotonic() - started
+
+
+def test_a_replica_that_stops_answering_mid_page_leaves_the_page_to_the_primary(shop: Shop):
+    """A replica (or the network to it) that hangs: a connection taken from the pool sent its
+    query and waited for ever, the worker killed by gunicorn's timeout (and, with threads,
+    never): only a refused connection fell back (found by review)."""
+    with (
+        TcpProxy(("127.0.0.1", shop.replica.port)) as proxy,
+        shop_through(
+            shop,
+            replica_url=f"postgresql://{OWNER}@127.0.0.1:{proxy.port}/{DATABASE}",
+            DATABASE_REPLICA_TIMEOUT_SECONDS=1,
+            DATABASE_REPLICA_MAX_LAG_SECONDS=0,
+        ) as app,
+    ):
+        assert timed_page(app, f"/shop/{PIECE}")[0] == 200  # a replica connection, pooled
+        with app.app_context():
+            forget_kept(app)
+        proxy.hang()
+
+        status, took = timed_page(app, f"/shop/{PIECE}")
+        assert status == 200
+        assert took < 5
+        for path in ("/shop", "/", f"/collections/{COLLECTION}"):  # the primary, at once
+            status, took = timed_page(app, path)
+            assert (status, took < 1) == (200, True), path
+
+
+def test_a_replica_that_fails_a_statement_leaves_it_to_the_primary(shop: Shop):
+    """The replica had not replayed a release's migration yet: every shop-window page was a
+    500 while /healthz said all was well (found by review). Here the piece's name column is
+    called otherwise on the replica, as a column a new release adds is missing there."""
+    shop.primary.psql("ALTER TABLE products RENAME COLUMN name TO title", DATABASE)
+    shop.replica.catch_up(shop.primary)
+    shop.replica.pause_replay()
+    shop.primary.psql("ALTER TABLE products RENAME COLUMN title TO name", DATABASE)
+    try:
+        forget_kept(shop.app)
+        for path in (f"/shop/{PIECE}", "/shop", "/"):
+            response = shop.app.test_client().get(path)
+            assert response.status_code == 200, path
+        assert PIECE_NAME in page_text(shop.app.test_client().get(f"/shop/{PIECE}"))
+    finally:
+        shop.app.extensions[REPLICA].down_until = 0.0
+        shop.replica.resume_replay()
+        shop.replica.catch_up(shop.primary)
+
+
+def test_a_replica_far_behind_leaves_the_shop_window_to_the_primary(paused: Shop):
+    """Its replay stopped: the shop window showed what it held, for ever and silently (found
+    by review). Once it is more than the bound behind, the primary serves."""
+    with shop_through(
+        paused, paused.replica.url(DATABASE), DATABASE_REPLICA_MAX_LAG_SECONDS=1
+    ) as app:
+        shown = []
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:
+            shown.append(shown_price(app.test_client().get(f"/shop/{PIECE}")))
+            if shown[-1] == paused.price + RISE:
+                break
+            time.sleep(0.2)
+        assert shown[-1] == paused.price + RISE, shown
 
 
 def test_without_a_replica_nothing_changes(app: Flask, client, catalogue):
