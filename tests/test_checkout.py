@@ -1001,6 +1001,24 @@ def test_a_signed_in_shopper_can_deliver_to_a_saved_address(shop: Shop, app: Fla
             db.session.commit()
     assert all_orders(app) == []
 
+    # Her saved address chosen, and a gift's address typed below it: the order went to her
+    # own, without a word (found by review). Which she meant is asked, what she typed kept.
+    gift = {"shipping-full_name": "Ada Byron", "shipping-line1": "9 Other Road"}
+    refused = client.submit(
+        "/checkout",
+        {
+            "email": "grace@example.com",
+            "billing_same": "y",
+            "shipping_choice": str(address_id),
+            **gift,
+        },
+    )
+    assert refused.status_code == 422
+    assert "You chose a saved address and typed another one below" in page_text(refused)
+    kept = form_fields(refused, "#checkout-form")
+    assert (kept["shipping-full_name"], kept["shipping-line1"]) == ("Ada Byron", "9 Other Road")
+    assert all_orders(app) == []
+
     response = client.submit(
         "/checkout",
         {"email": "grace@example.com", "billing_same": "y", "shipping_choice": str(address_id)},

@@ -111,10 +111,22 @@ def _address(form: AddressForm) -> dict[str, str] | None:
         return None
 
 
+# The new address's fields a shopper types (the country is always chosen).
+TYPED_ADDRESS_FIELDS = ("full_name", "company", "line1", "line2", "city", "region", "postcode")
+
+
 def _shipping_snapshot(form: CheckoutForm, shipping: AddressForm) -> dict[str, str] | None:
     choice = form.shipping_choice.data or NEW_ADDRESS
     if choice == NEW_ADDRESS or not current_user.is_authenticated:
         return _address(shipping)
+    if any((shipping[name].data or "").strip() for name in TYPED_ADDRESS_FIELDS):
+        # A saved address chosen and another typed below: which one is meant is not ours to
+        # guess (the typed one, a gift's, went unnoticed to the saved address).
+        form.shipping_choice.errors = [
+            "You chose a saved address and typed another one below: choose “A new address” "
+            "to deliver to the one you typed, or clear it."
+        ]
+        return None
     address_id = as_id(choice)
     saved = (
         addresses.address_of(db.session, current_user, address_id)

@@ -187,3 +187,51 @@ def test_a_second_tab_with_other_details_replaces_the_payment_only_when_asked(
         assert _chain_stock(shop) == (1, 1)
     finally:
         context.close()
+
+
+def test_a_saved_address_chosen_hides_the_new_address_fields(
+    browser, javascript, shop_with_payments, catalogue
+):
+    """The new address's fields stood empty under the chosen saved address, and a gift's
+    address typed there went nowhere: they show only for "A new address", without
+    JavaScript too (found by review)."""
+    from elysium.models import Address, User
+
+    shop, base_url = shop_with_payments
+    AuthActions(shop, shop.test_client()).create_user("ada@example.com")
+    with shop.app_context():
+        user_id = db.session.scalar(select(User.id).where(User.email == "ada@example.com"))
+        db.session.add(
+            Address(
+                user_id=user_id,
+                full_name="Ada Lovelace",
+                line1="1 Piccadilly",
+                city="London",
+                postcode="W1J 0DA",
+                country="GB",
+                is_default_shipping=True,
+            )
+        )
+        db.session.commit()
+        db.session.remove()
+    context = browser.new_context(java_script_enabled=javascript, base_url=base_url)
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    try:
+        page.goto("/auth/login")
+        page.get_by_label("Email").fill("ada@example.com")
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page).to_have_url(re.compile("/account$"))
+        page.goto("/shop/aurelia-fine-chain")
+        page.get_by_role("button", name="Add to bag").click()
+        expect(page.locator("#bag-count")).to_contain_text("1")
+
+        page.goto("/checkout")
+        delivery = page.locator(".checkout-delivery")
+        expect(delivery.get_by_label("Deliver to")).to_have_value(re.compile(r"^\d+$"))
+        expect(delivery.get_by_label("Full name")).to_be_hidden()
+        delivery.get_by_label("Deliver to").select_option(label="A new address")
+        expect(delivery.get_by_label("Full name")).to_be_visible()
+    finally:
+        context.close()
