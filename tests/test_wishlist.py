@@ -673,3 +673,29 @@ def test_the_wishlist_page_uses_a_constant_number_of_queries(
     for slug in ("aurelia-bangle", "lumiere-halo-ring", "ondine-cuff", "meridian-bar-pendant"):
         save_directly(app, signed_in, slug)
     assert count() == one
+
+
+@pytest.mark.parametrize("scope", ["piece", "configuration"])
+def test_a_heart_drawn_before_a_save_elsewhere_never_removes_it(
+    app, client, catalogue, signed_in, scope
+):
+    """A listing (or product page) a moment old, or another tab, still showed the piece
+    unsaved; pressing its heart removed every version saved since, engravings and all
+    (found by review: a lagging read replica draws every card like that). A heart does what
+    it showed it would."""
+    page = "/shop" if scope == "piece" else f"{RING}?metal=platinum&diamond=0.50ct&size=7"
+    drawn = Page(client.get(page))
+    heart = f"#heart-{scope}-{product_id(app, 'aurelia-solitaire-ring')}"
+    fields = form_fields(drawn, f"form.wishlist-heart:has({heart})")
+    assert fields["intent"] == "save"
+    save_directly(app, signed_in, "aurelia-solitaire-ring", PLATINUM)  # another tab
+    save_directly(app, signed_in, "aurelia-solitaire-ring", ROSE)
+
+    response = client.post("/wishlist/toggle", data={**fields, "next": page})
+
+    assert response.status_code == 303
+    kept = [configuration for _, configuration in saved(app)]
+    assert PLATINUM in kept
+    assert ROSE in kept
+    assert len(kept) == (2 if scope == "piece" else 3)  # the page's own choices saved too
+    assert "saved to your wishlist" in page_text(client.get(response.location))

@@ -118,9 +118,19 @@ def _save(
 
 
 def toggle(
-    session: AnySession, user_id: int, product: Product, configuration: Configuration
+    session: AnySession,
+    user_id: int,
+    product: Product,
+    configuration: Configuration,
+    intent: str = "",
 ) -> bool:
-    """Save this exact configuration, or remove it if it is saved. True when now saved."""
+    """Save this exact configuration, or remove it if it is saved. True when now saved.
+    ``intent`` ("save" or "remove": what the heart pressed offered) does that whatever is
+    saved now: a heart drawn before a change elsewhere (another tab, a page a moment old)
+    never undoes what it didn't show."""
+    if intent == "save":
+        _save(session, user_id, product, configuration)
+        return True
     removed = session.execute(
         delete(WishlistItem).where(
             WishlistItem.user_id == user_id,
@@ -128,21 +138,31 @@ def toggle(
             WishlistItem.configuration_hash == configuration.hash,
         )
     )
-    if removed.rowcount:
+    if removed.rowcount or intent == "remove":
         return False
     _save(session, user_id, product, configuration)
     return True
 
 
-def toggle_piece(session: AnySession, user_id: int, product: Product) -> bool:
+def toggle_piece(session: AnySession, user_id: int, product: Product, intent: str = "") -> bool:
     """A listing card's heart: remove every saved configuration of the piece, or, when none is
-    saved, save its default one. True when now saved."""
+    saved, save its default one. True when now saved. ``intent`` as for :func:`toggle`: a
+    card drawn showing the piece unsaved saves it, never removing the versions saved since."""
+    if intent == "save":
+        saved = session.scalar(
+            select(WishlistItem.id)
+            .where(WishlistItem.user_id == user_id, WishlistItem.product_id == product.id)
+            .limit(1)
+        )
+        if saved is None:
+            _save(session, user_id, product, configure(product, {}))
+        return True
     removed = session.execute(
         delete(WishlistItem).where(
             WishlistItem.user_id == user_id, WishlistItem.product_id == product.id
         )
     )
-    if removed.rowcount:
+    if removed.rowcount or intent == "remove":
         return False
     _save(session, user_id, product, configure(product, {}))
     return True

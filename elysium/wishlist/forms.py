@@ -28,6 +28,9 @@ class HeartForm(FlaskForm):
 
     slug = HiddenField(validators=[DataRequired(), Length(max=120)])
     scope = HiddenField(default="configuration", validators=[AnyOf(("piece", "configuration"))])
+    # What the heart offered as it was drawn ("save" or "remove"); empty: the other way round
+    # from what is saved now.
+    intent = HiddenField(validators=[Optional(), AnyOf(("save", "remove"))])
     next = HiddenField(validators=[Optional(), Length(max=2000)])
     metal = HiddenField(validators=CHOICE)
     diamond = HiddenField(validators=CHOICE)

@@ -61,11 +61,12 @@ def toggle() -> Response:
         abort(400)
     user = _user()
     try:
+        intent = form.intent.data or ""
         if form.whole_piece:
-            saved = wishlist.toggle_piece(db.session, user.id, product)
+            saved = wishlist.toggle_piece(db.session, user.id, product, intent)
         else:
             configuration = configure(product, form.choices())
-            saved = wishlist.toggle(db.session, user.id, product, configuration)
+            saved = wishlist.toggle(db.session, user.id, product, configuration, intent)
     except ConfigurationError as error:
         db.session.rollback()
         return _not_saved(product, form, back, " ".join(error.errors.values()))
