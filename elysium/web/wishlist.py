@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import current_app, g, request, url_for
 from flask_login import current_user
@@ -69,8 +70,19 @@ def _saved() -> Saved:
     return g.wishlist_saved
 
 
-def _here() -> str:
-    """The page the hearts are on (where a heart's post comes back to), once per request."""
+def _here(product: Product | None = None, choices: dict[str, str] | None = None) -> str:
+    """The page the hearts are on (where a heart's post comes back to). A page drawn in
+    answer to a form (an "Add to bag" refused: the product page at ``POST /cart/items``) is
+    not at its address, which a GET can't open: a piece's heart there comes back to the
+    piece's page in the choices shown, and a card's to the page the form was sent from."""
+    if request.method not in ("GET", "HEAD"):
+        if product is not None:
+            chosen = {name: value for name, value in (choices or {}).items() if value}
+            return url_for("shop.product", slug=product.slug, **chosen)
+        sent_from = urlsplit(request.referrer or "")
+        if sent_from.netloc == request.host and sent_from.path.startswith("/"):
+            return sent_from.path + (f"?{sent_from.query}" if sent_from.query else "")
+        return url_for("shop.home")
     if "wishlist_here" not in g:
         g.wishlist_here = request.full_path.rstrip("?")
     return g.wishlist_here
@@ -86,7 +98,7 @@ def wishlist_heart(
         state = product.id in saved.products
     else:
         state = (product.id, _configuration_hash(product, choices)) in saved.pairs
-    return Heart(product, state, choices, next or _here())
+    return Heart(product, state, choices, next or _here(product, choices))
 
 
 def _configuration_hash(product: Any, choices: dict[str, str]) -> str | None:
