@@ -1039,3 +1039,23 @@ def test_a_commission_whose_client_closed_their_account_is_lost_and_takes_no_quo
     assert "This client closed their account" in page_text(refused)
     assert len(sent_emails(app)) == emails_before
     assert lead_state(app, lead_id)["status"] is LeadStatus.CONTACTED
+
+
+def test_a_client_without_an_account_comes_back_from_stripe_to_her_deposit(
+    shop: Shop, app: Flask
+) -> None:
+    """She paid from the quote's link with no account: back from Stripe, in the same browser,
+    the page said to open it "in the browser you ordered from" (found by review). Another
+    browser holding the link still learns only that a payment was received."""
+    lead_id = make_lead(app, user=False)
+    send(staff_client(shop.app), lead_id)
+    client = shop.client()
+    session_id = session_id_from(pay_button(client, quote_link(app)).location)
+    shop.fake.pay(session_id)
+    success = f"/checkout/success?session_id={session_id}"
+
+    assert "Paid — thank you" in text_of(Page(client.get(success)), "#order-status")
+    assert "browser you ordered from" not in page_text(client.get(success))
+    stranger = page_text(shop.client().get(success))
+    assert "browser you ordered from" in stranger
+    assert "300.02" not in stranger

@@ -39,6 +39,7 @@ from elysium.services.addresses import AddressError
 from elysium.urls import absolute_url
 from elysium.web.cart import current_cart
 from elysium.web.forms import AddressForm
+from elysium.web.quotes import paying_deposit
 
 bp = Blueprint("checkout", __name__, url_prefix="/checkout")
 
@@ -355,8 +356,11 @@ def cancel() -> Response:
 
 
 def _may_see(order: Order) -> bool:
-    """The account that owns the order, or the browser whose cart it was bought from."""
+    """The account that owns the order, the browser whose cart it was bought from, or (a
+    deposit, bought from no cart) the browser that went to pay it."""
     if current_user.is_authenticated and order.user_id == current_user.id:
+        return True
+    if paying_deposit(order):
         return True
     cart = current_cart()
     return cart is not None and order.cart_id == cart.id

@@ -29,6 +29,7 @@ from elysium.services import checkout as checkouts
 from elysium.services import quotes
 from elysium.services.quotes import QuoteRefusedError
 from elysium.urls import absolute_url
+from elysium.web.quotes import remember_deposit
 
 bp = Blueprint("quotes", __name__, url_prefix="/bespoke/quote")
 
@@ -107,6 +108,7 @@ def pay(token: str) -> Response:
         except QuoteRefusedError as error:
             db.session.rollback()
             return _page(_quote(token), 409, problem=error.message)
+        remember_deposit(order)
         if new:
             try:
                 url = checkouts.begin_payment(db.session, order, urls)

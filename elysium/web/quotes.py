@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from flask import url_for
+from flask import session, url_for
 from flask_wtf import FlaskForm
 from wtforms import DateField, HiddenField, StringField, TextAreaField
 from wtforms.validators import Optional
@@ -142,3 +142,20 @@ def account_quotes(leads: list[BespokeLead]) -> dict[int, AccountQuote | None]:
             url_for("quotes.show", token=quotes.quote_token(quote)),
         )
     return shown
+
+
+# The deposit orders this browser went to pay (their ids, newest last): a client with no
+# account comes back from Stripe to the order's page (``checkout.success``) in this browser.
+DEPOSITS_KEY = "deposits_paying"
+DEPOSITS_KEPT = 5
+
+
+def remember_deposit(order: Order) -> None:
+    """This browser is paying ``order`` (a deposit): its page after Stripe is theirs to see."""
+    kept = [each for each in session.get(DEPOSITS_KEY, []) if each != order.id]
+    session[DEPOSITS_KEY] = [*kept, order.id][-DEPOSITS_KEPT:]
+
+
+def paying_deposit(order: Order) -> bool:
+    """Whether this browser went to pay the deposit ``order``."""
+    return order.bespoke_quote_id is not None and order.id in session.get(DEPOSITS_KEY, [])
