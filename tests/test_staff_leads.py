@@ -16,6 +16,7 @@ from elysium.models.engagement import BespokeLead, LeadStatus
 from elysium.services import leads
 from tests.conftest import PASSWORD, ShopClient, create_user, page_text
 from tests.html import Page, elements, field_error, form_fields, text_of
+from tests.support.meanwhile import in_another_window, meanwhile
 from tests.support.staff import STAFF_EMAIL, create_staff, staff_client, unused_code
 
 L = LeadStatus
@@ -652,3 +653,34 @@ def test_the_dashboard_shows_new_commissions_and_the_newest_few(staff, app):
     assert "Shopper 6" in text_of(card, ".dashboard-leads")
     assert "Answered" not in text_of(card)
     assert len(references(staff.get(title["href"]))) == 7
+
+
+@pytest.mark.parametrize("when", ["again", "at_once"])
+def test_the_same_note_form_sent_twice_is_one_note(staff, app, when):
+    """Sent twice (a double click without JavaScript, or again when its answer was lost), a
+    note was on the timeline twice (found by review)."""
+    if when == "at_once" and not app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+        pytest.skip("SQLite has one writer at a time: the second can't wait on the first")
+    lead_id = add_lead(app)
+    fields = form_fields(Page(staff.get(f"/staff/leads/{lead_id}")), "#lead-note")
+    url, data = f"/staff/leads/{lead_id}/notes", {**fields, "note": "Called her back"}
+    answers = []
+
+    def send() -> None:
+        answers.append(staff.post(url, data=data).status_code)
+
+    if when == "again":
+        send()
+        send()
+    else:
+        # The other window's note goes in as this one is about to take the commission.
+        taking = lambda sql: "FOR UPDATE" in sql  # noqa: E731
+        with meanwhile(app, taking, lambda: in_another_window(send)) as ran:
+            send()
+        assert ran
+
+    assert answers == [303, 303]
+    _, events = lead_state(app, lead_id)
+    assert [note for *_, note in events].count("Called her back") == 1
+    fresh = form_fields(Page(staff.get(f"/staff/leads/{lead_id}")), "#lead-note")
+    assert fresh["request_key"] != fields["request_key"]  # the next note is a note of its own

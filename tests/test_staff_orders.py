@@ -30,7 +30,7 @@ from elysium.models.types import utcnow
 from elysium.services import checkout, fulfilment
 from elysium.web.staff_session import LAST_SEEN
 from tests.conftest import WEBHOOK_SECRET, ShopClient, create_user, page_text
-from tests.html import Page, elements, field_error, text_of
+from tests.html import Page, elements, field_error, form_fields, text_of
 from tests.support.checkout import Shop, add_chain, check_out, session_id_from, set_stock
 from tests.support.orders import CHAIN_PRICE, pending_chain_order
 from tests.support.staff import STAFF_EMAIL, staff_client
@@ -1194,3 +1194,21 @@ def test_orders_are_for_staff_only(app, client, orders, path):
         "/auth/login", {"email": "shopper@example.com", "password": "correct horse battery staple"}
     )
     assert client.get(url).status_code == 404
+
+
+def test_the_same_note_form_sent_twice_is_one_note(staff, orders, app):
+    """Sent twice (a double click without JavaScript, or again when its answer was lost), a
+    note was on the order's timeline twice (found by review)."""
+    number = orders.paid()
+    fields = form_fields(Page(staff.get(f"/staff/orders/{number}")), "form#note-form")
+    url, data = f"/staff/orders/{number}/notes", {**fields, "note": "Gift wrap in navy."}
+
+    assert staff.post(url, data=data).status_code == 303
+    assert staff.post(url, data=data).status_code == 303
+
+    with app.app_context():
+        notes = db.session.scalars(
+            select(OrderEvent.note).join(Order).where(Order.number == number)
+        ).all()
+        db.session.remove()
+    assert list(notes).count("Gift wrap in navy.") == 1

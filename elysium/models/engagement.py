@@ -17,6 +17,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
@@ -113,6 +114,8 @@ class LeadEvent(db.Model):
     a deposit paid, with who did it and when."""
 
     __tablename__ = "lead_events"
+    # A staff note's form sent twice (a double click, its answer lost) is one note.
+    __table_args__ = (UniqueConstraint("lead_id", "request_key"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     lead_id: Mapped[int] = mapped_column(
@@ -125,6 +128,7 @@ class LeadEvent(db.Model):
     actor: Mapped[str] = mapped_column(String(ACTOR_MAX_LENGTH))
     actor_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     note: Mapped[str] = mapped_column(Text, default="")
+    request_key: Mapped[str | None] = mapped_column(String(64))  # the note form's, if any
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     lead: Mapped[BespokeLead] = relationship(back_populates="events")

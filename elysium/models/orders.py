@@ -16,6 +16,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    UniqueConstraint,
     false,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
@@ -142,6 +143,8 @@ class OrderEvent(db.Model):
     """
 
     __tablename__ = "order_events"
+    # A staff note's form sent twice (a double click, its answer lost) is one note.
+    __table_args__ = (UniqueConstraint("order_id", "request_key"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     order_id: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), index=True)
@@ -151,6 +154,7 @@ class OrderEvent(db.Model):
     actor_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     note: Mapped[str] = mapped_column(Text, default="")
     stripe_event_id: Mapped[str | None] = mapped_column(String(255))
+    request_key: Mapped[str | None] = mapped_column(String(64))  # the note form's, if any
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     order: Mapped[Order] = relationship(back_populates="events")

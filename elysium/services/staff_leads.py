@@ -400,12 +400,28 @@ def assign(
 
 
 def add_note(
-    session: AnySession, lead_id: int, text: str, *, actor: str, actor_user_id: int
+    session: AnySession,
+    lead_id: int,
+    text: str,
+    *,
+    actor: str,
+    actor_user_id: int,
+    request_key: str = "",
 ) -> LeadEvent:
-    """An internal note on the lead's timeline, as typed (line breaks made one kind)."""
+    """An internal note on the lead's timeline, as typed (line breaks made one kind); the
+    same form sent again (its ``request_key``) is the note it added."""
     note = _note(text, required=True)
     lead = _locked(session, lead_id)
+    if request_key:
+        added = session.scalar(
+            select(LeadEvent).where(
+                LeadEvent.lead_id == lead.id, LeadEvent.request_key == request_key
+            )
+        )
+        if added is not None:
+            return added
     event = leads.record(session, lead, actor=actor, actor_user_id=actor_user_id, note=note)
+    event.request_key = request_key or None
     session.flush()
     return event
 

@@ -598,22 +598,33 @@ def add_staff_note(
     staff_user_id: int,
     settles: bool = False,
     seen: str = "",
+    request_key: str = "",
 ) -> OrderEvent:
     """An internal note on the order's timeline, signed by the member of staff. The shopper
     never sees it: their timeline shows status changes only (``orders.shopper_timeline``).
     ``settles``: the note says how what the order's flag asked was dealt with, and the
     reasons the page showed (``seen``, ``orders.attention_seen``) go, under the order's lock;
     a warning raised or changed since is refused, to be read first (see
-    :func:`settled_by_hand`)."""
+    :func:`settled_by_hand`). The same form sent again (its ``request_key``) is the note it
+    added."""
     note = clean_note(text)
     if not note:
         raise NoteError({"note": "Write the note first."})
     if len(note) > NOTE_MAX_LENGTH:
         raise NoteError({"note": f"Keep a note to {NOTE_MAX_LENGTH} characters."})
-    if settles:
+    if settles or request_key:
         locked = checkout.lock_order(session, order.id)
         assert locked is not None
         order = locked
+    if request_key:
+        # The same form sent again (its answer lost, a double click): the note it added.
+        added = session.scalar(
+            select(OrderEvent).where(
+                OrderEvent.order_id == order.id, OrderEvent.request_key == request_key
+            )
+        )
+        if added is not None:
+            return added
     if settles and not settled_by_hand(order):
         raise NoteError(
             {
@@ -633,6 +644,7 @@ def add_staff_note(
             checkout.clear_flag(order, reason, actor=staff_name, on_timeline=False)
         note = f"Settled what needed attention: {note}"
     event = orders.add_note(order, note, actor=staff_name, actor_user_id=staff_user_id)
+    event.request_key = request_key or None
     session.flush()
     return event
 

@@ -3,6 +3,7 @@ services (``services/fulfilment.py``)."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 
 from flask_wtf import FlaskForm
@@ -19,6 +20,11 @@ REASON = [Length(max=REASON_MAX, message=f"Use at most {REASON_MAX} characters."
 # idempotency key: anything else is not a form this shop drew.
 EXPIRED = "This form has expired: reload the page and try again."
 REQUEST_KEY = [Regexp(r"^[A-Za-z0-9_-]{0,64}$", message=EXPIRED)]
+
+
+def new_request_key() -> str:
+    """A form's key, drawn with it (a field's default)."""
+    return secrets.token_urlsafe(16)
 
 
 class StaffForm(FlaskForm):

@@ -45,6 +45,7 @@ from elysium.services.staff_leads import (
     Sort,
     Tab,
 )
+from elysium.staff.forms import REQUEST_KEY, new_request_key
 from elysium.web.configurator import CONFIGURATION_FIELDS
 from elysium.web.forms import WholeNumberField, searchable
 
@@ -126,6 +127,8 @@ class NoteForm(FlaskForm):
     note = TextAreaField(
         "Internal note", description="Only staff see notes; the shopper never does."
     )
+    # Drawn with the form: the same form sent twice is one note.
+    request_key = HiddenField(validators=REQUEST_KEY, default=new_request_key)
 
 
 def filter_args(filters: LeadFilters, **changes: Any) -> dict[str, str]:
@@ -326,7 +329,13 @@ def add_note(lead_id: int) -> Response:
     if not form.validate_on_submit():
         abort(400)
     try:
-        staff_leads.add_note(db.session, lead_id, form.note.data or "", **_actor())
+        staff_leads.add_note(
+            db.session,
+            lead_id,
+            form.note.data or "",
+            request_key=form.request_key.data or "",
+            **_actor(),
+        )
     except LookupError:
         abort(404)
     except NoteError as error:

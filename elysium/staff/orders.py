@@ -44,6 +44,7 @@ from elysium.models.types import utcnow
 from elysium.services import orders, shipping, staff_orders
 from elysium.services.staff_orders import NOTE_MAX_LENGTH, OrderFilters, Sort, Tab
 from elysium.staff.access import not_activity
+from elysium.staff.forms import REQUEST_KEY, new_request_key
 from elysium.staff.fulfilment import actions_context
 from elysium.web.forms import WholeNumberField, searchable
 
@@ -132,6 +133,8 @@ class NoteForm(FlaskForm):
     settles = BooleanField("This note settles what needs attention: take the warning off")
     # The warning as the page showed it (``orders.attention_seen``).
     seen = HiddenField()
+    # Drawn with the form: the same form sent twice is one note.
+    request_key = HiddenField(validators=REQUEST_KEY, default=new_request_key)
 
 
 def filter_args(filters: OrderFilters, **changes: Any) -> dict[str, str]:
@@ -259,6 +262,7 @@ def add_note(number: str) -> Response:
                 staff_user_id=current_user.id,
                 settles=form.settles.data,
                 seen=form.seen.data or "",
+                request_key=form.request_key.data or "",
             )
         except staff_orders.NoteError as error:
             db.session.rollback()
