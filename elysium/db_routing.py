@@ -103,6 +103,9 @@ class Replica:
     engine: sa.Engine
     cookie: str
     primary_seconds: int
+    # The primary, asked where its WAL is: connections that wait a bounded time, as the
+    # replica's, so a primary that hangs never holds a shop-window page the replica can serve.
+    primary: sa.Engine | None = None
     max_lag_seconds: int = 10
     down_until: float = 0.0
     behind: bool = False
@@ -124,19 +127,32 @@ class Replica:
             )
         self.down_until = time.monotonic() + REPLICA_RETRY_SECONDS
 
-    def too_far_behind(self, primary: sa.Engine) -> bool:
+    def too_far_behind(self) -> bool:
         """Whether the replica has not replayed what the primary had written
         ``max_lag_seconds`` ago: asked once a second at most (by one thread of the process;
-        the others go by the last answer). A question that fails leaves the last answer."""
+        the others go by the last answer). A primary that can't say leaves the last answer,
+        and is asked again ``REPLICA_RETRY_SECONDS`` later: the replica serves meanwhile."""
         now = time.monotonic()
-        if self.max_lag_seconds <= 0 or now - self.checked_at < LAG_CHECK_SECONDS:
+        if (
+            self.primary is None
+            or self.max_lag_seconds <= 0
+            or now - self.checked_at < LAG_CHECK_SECONDS
+        ):
             return self.behind
         if not self.checking.acquire(blocking=False):
             return self.behind
         try:
             self.checked_at = now
-            with primary.connect() as connection:
-                position = connection.scalar(sa.text("SELECT pg_current_wal_lsn()::text"))
+            try:
+                with self.primary.connect() as connection:
+                    position = connection.scalar(sa.text("SELECT pg_current_wal_lsn()::text"))
+            except (DBAPIError, PoolTimeoutError) as error:
+                logger.warning(
+                    "Could not ask the primary how far the read replica is behind (%s)",
+                    type(error).__name__,
+                )
+                self.checked_at = now + REPLICA_RETRY_SECONDS - LAG_CHECK_SECONDS
+                return self.behind
             self.written.append((now, str(position)))
             then = None
             while self.written and now - self.written[0][0] >= self.max_lag_seconds:
@@ -253,8 +269,7 @@ class RoutingSession(Session):
     def _replica_serves(self, replica: Replica) -> bool:
         if not replica.answering() or replica.cookie in request.cookies:
             return False
-        primary = self._without_transaction
-        if primary is not None and replica.too_far_behind(primary):
+        if replica.too_far_behind():
             return False
         try:
             # Connect now, so a replica that doesn't answer costs this statement nothing.
@@ -334,21 +349,20 @@ def init_app(app: Flask) -> None:
             "DATABASE_REPLICA_URL must be a postgresql:// URL: a streaming replica of the "
             "PostgreSQL database at DATABASE_URL."
         )
+    options = app.config.get("SQLALCHEMY_ENGINE_OPTIONS", {})
+    answer_within = float(app.config.get("DATABASE_REPLICA_TIMEOUT_SECONDS", 2))
+    max_lag = int(app.config.get("DATABASE_REPLICA_MAX_LAG_SECONDS", 10))
     replica = Replica(
-        engine=sa.create_engine(url, **app.config.get("SQLALCHEMY_ENGINE_OPTIONS", {})),
+        engine=_answering_in_time(sa.create_engine(url, **options), answer_within),
         cookie=cookie_name(PRIMARY_COOKIE, secure=app.config["SESSION_COOKIE_SECURE"]),
         primary_seconds=int(app.config.get("DATABASE_PRIMARY_AFTER_WRITE_SECONDS", 5)),
-        max_lag_seconds=int(app.config.get("DATABASE_REPLICA_MAX_LAG_SECONDS", 10)),
+        primary=(
+            _answering_in_time(sa.create_engine(primary.url, **options), answer_within)
+            if max_lag > 0
+            else None
+        ),
+        max_lag_seconds=max_lag,
     )
-    answer_within = float(app.config.get("DATABASE_REPLICA_TIMEOUT_SECONDS", 2))
-
-    @sa.event.listens_for(replica.engine, "do_connect")
-    def answering_in_time(
-        _dialect: Any, _record: Any, cargs: Any, cparams: dict[str, Any]
-    ) -> psycopg.Connection:
-        connection = _AnswersInTime.connect(*cargs, **cparams)
-        connection.answer_within = answer_within
-        return connection
 
     check_connections_as_taken(replica.engine)
 
@@ -359,6 +373,18 @@ def init_app(app: Flask) -> None:
 
     app.extensions[EXTENSION] = replica
     app.after_request(read_from_the_primary_next)
+
+
+def _answering_in_time(engine: sa.Engine, seconds: float) -> sa.Engine:
+    """``engine``, its connections waiting ``seconds`` at most for any answer."""
+
+    @sa.event.listens_for(engine, "do_connect")
+    def connect(_dialect: Any, _record: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
+        connection = _AnswersInTime.connect(*cargs, **cparams)
+        connection.answer_within = seconds
+        return connection
+
+    return engine
 
 
 def read_from_the_primary_next(response: Response) -> Response:

@@ -286,11 +286,13 @@ def test_a_stopped_replica_leaves_every_read_to_the_primary(shop: Shop):
 
 
 @contextlib.contextmanager
-def shop_through(shop: Shop, replica_url: str, **settings) -> Iterator[Flask]:
-    """Another server of the shop, its replica at ``replica_url``, its connections pooled (a
-    replica's connection kept from one request to the next)."""
+def shop_through(
+    shop: Shop, replica_url: str, primary_url: str | None = None, **settings
+) -> Iterator[Flask]:
+    """Another server of the shop, its replica at ``replica_url`` (and its primary at
+    ``primary_url``), its connections pooled (kept from one request to the next)."""
     app = make_app(
-        normalise_database_url(shop.primary.url(DATABASE)),
+        normalise_database_url(primary_url or shop.primary.url(DATABASE)),
         pooled=True,
         DATABASE_REPLICA_URL=replica_url,
         **settings,
@@ -300,7 +302,10 @@ def shop_through(shop: Shop, replica_url: str, **settings) -> Iterator[Flask]:
     finally:
         with app.app_context():
             db.engine.dispose()
-        app.extensions[REPLICA].engine.dispose()
+        replica = app.extensions[REPLICA]
+        replica.engine.dispose()
+        if replica.primary is not None:
+            replica.primary.dispose()
 
 
 def timed_page(app: Flask, path: str, give_up_after: float = 15) -> tuple[int, float]:
@@ -377,6 +382,35 @@ def test_a_replica_far_behind_leaves_the_shop_window_to_the_primary(paused: Shop
                 break
             time.sleep(0.2)
         assert shown[-1] == paused.price + RISE, shown
+
+
+@pytest.mark.parametrize("fault", ["hangs", "is_down"])
+def test_a_primary_that_cant_say_how_far_behind_the_replica_is_leaves_it_serving(
+    shop: Shop, fault: str
+):
+    """The lag check asked the primary with no bound, and took a primary's failure for the
+    replica's: with the primary down, the shop window (which the replica could serve) was a
+    503; with it hanging, a page hung (found by review)."""
+    with (
+        TcpProxy(("127.0.0.1", shop.primary.port)) as proxy,
+        shop_through(
+            shop,
+            replica_url=shop.replica.url(DATABASE),
+            primary_url=f"postgresql://{OWNER}@127.0.0.1:{proxy.port}/{DATABASE}",
+            DATABASE_REPLICA_TIMEOUT_SECONDS=1,
+            DATABASE_REPLICA_MAX_LAG_SECONDS=10,
+        ) as app,
+    ):
+        assert timed_page(app, "/shop")[0] == 200
+        time.sleep(1.1)  # the next shop-window page asks the primary again
+        if fault == "hangs":
+            proxy.hang()
+        else:
+            proxy.cut()
+
+        for path in ("/shop", f"/collections/{COLLECTION}", "/shop", "/"):
+            status, took = timed_page(app, path)
+            assert (status, took < 5) == (200, True), (path, status, took)
 
 
 def test_without_a_replica_nothing_changes(app: Flask, client, catalogue):
