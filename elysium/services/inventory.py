@@ -497,6 +497,9 @@ def _alert_if_low(
     low_before = was_available <= (threshold if was_threshold is None else was_threshold)
     if low_before or available > threshold:
         return
+    offered = select(Inventory.id).where(Inventory.id == inventory_id, offered_variant())
+    if session.scalar(offered) is None:
+        return  # a metal or diamond taken away in the studio: nobody can buy it to run out
     units_in = session.scalar(
         select(func.max(StockMovement.id)).where(
             StockMovement.inventory_id == inventory_id, StockMovement.stock_delta > 0
