@@ -612,6 +612,10 @@ def test_a_deposit_paid_after_its_order_was_cancelled_is_on_the_commissions_time
     assert "already reached us" in text_of(Page(refused), ".quote-page__problem")
     assert len(shop.fake.sessions) == 1
     assert len(deposit_orders(app)) == 1
+    # Her commissions page says so too (it offered the quote, "valid until …").
+    shown = account_quote_shown(shop, lead_id)
+    assert "Payment received" in shown
+    assert "valid until" not in shown
 
     # The studio gives it back from the order's page: the quote is still hers to pay.
     number = order["number"]
@@ -638,7 +642,7 @@ def test_a_deposit_that_came_late_to_its_cancelled_order_flags_the_next_one_paid
     """The first payment page expired and its order was cancelled; Grace opened a new one;
     the first payment then landed after all, and she paid the second: two deposits for one
     quote, the second taken as the commission's with no word to staff (found by review)."""
-    lead_id, _ = quoted_lead(shop, app)
+    lead_id, staff = quoted_lead(shop, app)
     client = shop.client()
     first = session_id_from(pay_button(client, quote_link(app)).location)
     with app.app_context():
@@ -660,6 +664,15 @@ def test_a_deposit_that_came_late_to_its_cancelled_order_flags_the_next_one_paid
         db.session.remove()
     assert quotes.SECOND_DEPOSIT_FLAG in flags
     assert lead_state(app, lead_id)["status"] is LeadStatus.WON
+
+    # Staff give the second back and keep the first: the commission stays won on the money
+    # still held (it was lost, the quote unpaid, with £300.02 kept; found by review).
+    refund = {"amount": "300.02", "reason": "Keeping the first", "request_key": "r"}
+    done = staff_act(staff, paid["number"], "refund", **refund)
+    assert done.status_code == 303, page_text(done)
+    state = lead_state(app, lead_id)
+    assert state["status"] is LeadStatus.WON
+    assert state["quotes"][0]["paid"] is True
 
 
 def test_a_deposit_refund_that_fails_is_on_the_commissions_timeline_and_can_be_given_back(

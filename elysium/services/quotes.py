@@ -394,21 +394,24 @@ def deposit_held_elsewhere(
     return bool(session.scalar(select(exists().where(condition))))
 
 
-def quotes_holding_deposits(session: AnySession, lead_ids: Iterable[int]) -> dict[int, set[int]]:
+def quotes_holding_deposits(
+    session: AnySession, lead_ids: Iterable[int]
+) -> dict[int, dict[int, bool]]:
     """For each of these commissions (by id), its quotes whose deposit is paid (and not given
-    back) or on its way from the bank, in one query: a quote is held when another of its
-    commission's quotes is among them (:func:`deposit_held_elsewhere`, for many)."""
-    holding: dict[int, set[int]] = {lead_id: set() for lead_id in lead_ids}
+    back) or on its way from the bank, in one query, each with whether that deposit came
+    after its order had ended (:func:`holds_deposit`, for many): a quote is held when another
+    of its commission's quotes is among them, and received when it is itself, come late."""
+    holding: dict[int, dict[int, bool]] = {lead_id: {} for lead_id in lead_ids}
     if not holding:
         return holding
     rows = session.execute(
-        select(BespokeQuote.lead_id, BespokeQuote.id)
+        select(BespokeQuote.lead_id, BespokeQuote.id, Order.status, Order.late_payment_at)
         .join(Order, Order.bespoke_quote_id == BespokeQuote.id)
         .where(BespokeQuote.lead_id.in_(sorted(holding)), _holds_deposit_sql())
-        .distinct()
     )
-    for lead_id, quote_id in rows:
-        holding[lead_id].add(quote_id)
+    for lead_id, quote_id, status, late in rows:
+        came_late = status not in HOLDING and late is not None
+        holding[lead_id][quote_id] = holding[lead_id].get(quote_id, False) or came_late
     return holding
 
 
@@ -615,7 +618,10 @@ def deposit_given_back(
         .where(
             Order.bespoke_quote_id == quote.id,
             Order.id != order.id,
-            Order.status.in_(sorted(LIVE - {OrderStatus.PENDING, OrderStatus.PROCESSING})),
+            or_(
+                Order.status.in_(sorted(LIVE - {OrderStatus.PENDING, OrderStatus.PROCESSING})),
+                _kept_late_sql(),  # its money came after it ended, and is kept: paid
+            ),
         )
         .limit(1)
     )

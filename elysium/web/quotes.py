@@ -134,10 +134,15 @@ def account_quotes(leads: list[BespokeLead]) -> dict[int, AccountQuote | None]:
         if quote is None:
             shown[lead.id] = None
             continue
-        held = not paid and bool(holding[lead.id] - {quote.id})
+        held = not paid and bool(holding[lead.id].keys() - {quote.id})
+        if not paid and holding[lead.id].get(quote.id):
+            # Its deposit came after its payment was cancelled, and is kept: received.
+            state = quotes.QuoteState.RECEIVED
+        else:
+            state = quotes.state_of(quote, None, today, held_elsewhere=held)
         shown[lead.id] = AccountQuote(
             quote,
-            quotes.state_of(quote, None, today, held_elsewhere=held),
+            state,
             quotes.amounts(quote),
             url_for("quotes.show", token=quotes.quote_token(quote)),
         )
