@@ -233,5 +233,18 @@ def test_a_saved_address_chosen_hides_the_new_address_fields(
         expect(delivery.get_by_label("Full name")).to_be_hidden()
         delivery.get_by_label("Deliver to").select_option(label="A new address")
         expect(delivery.get_by_label("Full name")).to_be_visible()
+
+        # A gift's address typed, then her own chosen again: asked which, the typed address is
+        # on screen to clear or keep (it was hidden, the refusal asking to clear what she
+        # couldn't see; found by review).
+        delivery.get_by_label("Full name").fill("Ada Byron")
+        delivery.get_by_label("Deliver to").select_option(index=0)
+        expect(delivery.get_by_label("Full name")).to_be_hidden()
+        page.get_by_role("button", name=re.compile("secure payment", re.I)).click()
+        expect(page.get_by_text("You chose a saved address and typed another")).to_be_visible()
+        expect(page.locator(".checkout-delivery").get_by_label("Full name")).to_have_value(
+            "Ada Byron"
+        )
+        expect(page.locator(".checkout-delivery").get_by_label("Full name")).to_be_visible()
     finally:
         context.close()
