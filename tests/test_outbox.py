@@ -993,3 +993,46 @@ def test_sending_refuses_to_commit_unfinished_work(console_app):
             send_pending(db.session)
         db.session.rollback()
         assert rows() == []
+
+
+def test_an_email_being_sent_as_its_account_closes_is_never_tried_again(resend_app, fake_resend):
+    """Grace's email was with the provider (slow) as she closed her account; the try timed
+    out and the email went back to wait, then out to her, order details and all, after her
+    account was gone (found by review). The try under way can't be stopped: nothing of the
+    email is kept, and it is never tried again."""
+    from elysium.models import User
+    from elysium.services import account_data
+    from tests.conftest import PASSWORD, create_user
+
+    fake_resend.hang(seconds=60)
+    with resend_app.app_context():
+        user_id = create_user("grace@example.com")
+        queue_test_email(to="grace@example.com", user_id=user_id)
+        db.session.commit()
+        db.session.remove()
+
+    def worker() -> None:
+        with resend_app.app_context():
+            send_pending(db.session)
+            db.session.remove()
+
+    sending = threading.Thread(target=worker)
+    sending.start()
+    deadline = time.monotonic() + 10
+    while not fake_resend.requests and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert fake_resend.requests, "the worker never reached the provider"
+    with resend_app.app_context():
+        account_data.close_account(db.session, db.session.get(User, user_id), password=PASSWORD)
+        db.session.commit()
+    sending.join(30)
+
+    fake_resend.succeed()
+    with resend_app.app_context():
+        make_due()
+        send_pending(db.session)  # the account's closing is confirmed to her, and only that
+        withdrawn, closed = rows()
+        assert withdrawn.status is OutboxStatus.FAILED
+        assert (withdrawn.to_address, withdrawn.body_text, withdrawn.user_id) == ("", "", None)
+        assert closed.template == "account_closed"
+    assert [request.json["subject"] for request in fake_resend.requests[1:]] == [closed.subject]

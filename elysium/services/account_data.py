@@ -32,7 +32,7 @@ from elysium.models.orders import Order, OrderLine, OrderStatus
 from elysium.models.outbox import OutboxEmail, OutboxStatus
 from elysium.models.types import utcnow
 from elysium.models.users import User
-from elysium.services import leads, passwords, views
+from elysium.services import leads, outbox, passwords, views
 from elysium.services.accounts import AccountError, normalise_email
 from elysium.services.addresses import addresses_of, as_snapshot
 from elysium.services.cart import detach_orders, hold_account_bag
@@ -352,7 +352,18 @@ def _erase(session: AnySession, user: User) -> int:
         delete(OutboxEmail).where(
             _emails_of(user_id, email), OutboxEmail.status != OutboxStatus.SENDING
         ),
-        update(OutboxEmail).where(OutboxEmail.user_id == user_id).values(user_id=None),
+        # Those being sent this moment: the try under way can't be stopped, but nothing of
+        # them is kept, and they are never tried again (``outbox._fail_withdrawn``).
+        update(OutboxEmail)
+        .where(_emails_of(user_id, email))
+        .values(
+            user_id=None,
+            to_address=outbox.WITHDRAWN_ADDRESS,
+            subject="",
+            body_text="",
+            body_html="",
+            last_error=outbox.WITHDRAWN_REASON,
+        ),
         delete(ProductView).where(ProductView.user_id == user_id),
         # Commissions are kept for the house's records, like orders, without the person.
         update(BespokeLead)

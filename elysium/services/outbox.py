@@ -67,6 +67,10 @@ logger = logging.getLogger(__name__)
 # Set while the session holds a queued email that is not committed yet (see ``send_pending``).
 QUEUED_KEY = "elysium.outbox.queued"
 
+# An email being sent when its account was closed: its address and words are erased (the
+# closing can't stop the try under way), and it is never tried again (``_fail_withdrawn``).
+WITHDRAWN_ADDRESS = ""
+WITHDRAWN_REASON = "Withdrawn: the account was closed while it was being sent."
 RETRY_BASE_DELAY = timedelta(minutes=1)
 RETRY_MAX_DELAY = timedelta(hours=4)
 # How long the outbox waits when the provider turns the shop away without a Retry-After, and
@@ -335,6 +339,7 @@ def _require_no_unfinished_work(session: AnySession) -> None:
 def _claimable(now: datetime) -> ColumnElement[bool]:
     config = current_app.config
     return and_(
+        OutboxEmail.to_address != WITHDRAWN_ADDRESS,
         or_(_never_tried(), OutboxEmail.tries_began_at >= now - give_up_after()),
         or_(
             and_(OutboxEmail.status == OutboxStatus.PENDING, OutboxEmail.next_attempt_at <= now),
@@ -557,6 +562,7 @@ def _record(
             .returning(OutboxEmail.id)
             .execution_options(synchronize_session=False)
         ).first()
+        _fail_withdrawn(session, [claim.id])
         session.commit()
     except Exception:
         session.rollback()
@@ -565,6 +571,21 @@ def _record(
         logger.warning(
             "Email %s was reclaimed by another sender before its outcome was saved", claim.id
         )
+
+
+def _fail_withdrawn(session: AnySession, ids: list[int]) -> None:
+    """Of these emails, those withdrawn while being sent (their account closed: address and
+    words erased, ``WITHDRAWN_ADDRESS``) and put back to wait are failed: never tried again."""
+    session.execute(
+        update(OutboxEmail)
+        .where(
+            OutboxEmail.id.in_(ids),
+            OutboxEmail.to_address == WITHDRAWN_ADDRESS,
+            OutboxEmail.status == OutboxStatus.PENDING,
+        )
+        .values(status=OutboxStatus.FAILED, last_error=WITHDRAWN_REASON)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def _hold(
@@ -602,6 +623,7 @@ def _hold(
             .returning(OutboxEmail.id)
             .execution_options(synchronize_session=False)
         ).all()
+        _fail_withdrawn(session, [claim.id for claim in claims])
         session.commit()
         # Apart, so that two senders turned away at once each lock only waiting rows, in the
         # same order, and never wait for each other's released ones.
