@@ -2071,6 +2071,29 @@ def test_a_made_to_order_piece_is_told_when_it_ships_in_the_confirmation_and_on_
     assert says in text_of(Page(client.get(link_in(confirmation, "/orders/"))))
 
 
+def test_the_plain_text_confirmation_gives_each_piece_and_the_total_a_line_of_its_own(
+    shop: Shop, app: Flask
+) -> None:
+    """Two chains in two metals, the second made to order: the plain-text email ran them and
+    the total together on one line ("… 1: £650- Aurelia Fine Chain … Total: £1,300";
+    found by review)."""
+    chain_row(app, "white-gold", stock_level=0, reserved=0, lead_time_weeks=6)
+    client = shop.client()
+    add_chain(client)
+    data = {"product": CHAIN, "quantity": "1", "metal": "white-gold"}
+    assert client.submit(f"/shop/{CHAIN}", data, action="/cart/items").status_code == 303
+
+    shop.fake.pay(session_id_from(check_out(client).location))
+
+    [confirmation] = [e for e in sent_emails(app) if e.template == "order_confirmation"]
+    told = confirmation.body_text.splitlines()
+    pieces = [line for line in told if line.startswith("- Aurelia Fine Chain")]
+    assert len(pieces) == 2
+    assert all(line.endswith("\N{MULTIPLICATION SIGN} 1: £650") for line in pieces)
+    assert told[told.index(pieces[1]) + 1].strip().startswith("Made to order: it ships by")
+    assert "Total: £1,300" in told
+
+
 def test_more_than_is_left_of_a_piece_that_can_be_made_is_made_to_order_never_refused(
     shop: Shop, app: Flask
 ) -> None:

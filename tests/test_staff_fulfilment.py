@@ -668,6 +668,9 @@ def test_signed_for_is_promised_only_where_the_courier_asks_a_signature(
     told = {e.template: e.body_text for e in sent_emails(app) if e.order_id is not None}
     assert ("signed for" in told["order_confirmation"]) is signed
     assert ("signed for" in told["order_shipped"]) is signed
+    # "Someone will need to sign for it" closed the shipped email whatever the total (found
+    # by review).
+    assert ("sign for it" in told["order_shipped"]) is signed
     assert "fully insured" in told["order_shipped"]
     assert ("signed for" in shoppers_order_page(shop, number)) is signed
 
