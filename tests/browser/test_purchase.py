@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from elysium.extensions import db
 from elysium.models import Order, Product
+from tests.browser.test_account import sign_in
 from tests.conftest import PASSWORD, AuthActions
 
 
@@ -218,11 +219,7 @@ def test_a_saved_address_chosen_hides_the_new_address_fields(
     context.set_default_timeout(10_000)
     page = context.new_page()
     try:
-        page.goto("/auth/login")
-        page.get_by_label("Email").fill("ada@example.com")
-        page.get_by_label("Password").fill(PASSWORD)
-        page.get_by_role("button", name="Sign in").click()
-        expect(page).to_have_url(re.compile("/account$"))
+        sign_in(page)
         page.goto("/shop/aurelia-fine-chain")
         page.get_by_role("button", name="Add to bag").click()
         expect(page.locator("#bag-count")).to_contain_text("1")
