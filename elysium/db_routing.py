@@ -375,6 +375,17 @@ def init_app(app: Flask) -> None:
     app.after_request(read_from_the_primary_next)
 
 
+def replica_state() -> str | None:
+    """The read replica as this process last found it ("ok", "failing" or "behind"), or None
+    without one: for ``/healthz``, asking nothing of it."""
+    replica: Replica | None = current_app.extensions.get(EXTENSION)
+    if replica is None:
+        return None
+    if not replica.answering():
+        return "failing"
+    return "behind" if replica.behind else "ok"
+
+
 def _answering_in_time(engine: sa.Engine, seconds: float) -> sa.Engine:
     """``engine``, its connections waiting ``seconds`` at most for any answer."""
 

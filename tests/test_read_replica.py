@@ -362,6 +362,8 @@ def test_a_replica_that_fails_a_statement_leaves_it_to_the_primary(shop: Shop):
             response = shop.app.test_client().get(path)
             assert response.status_code == 200, path
         assert PIECE_NAME in page_text(shop.app.test_client().get(f"/shop/{PIECE}"))
+        health = shop.app.test_client().get("/healthz")
+        assert (health.status_code, health.json["replica"]) == (200, "failing")
     finally:
         shop.app.extensions[REPLICA].down_until = 0.0
         shop.replica.resume_replay()
@@ -382,6 +384,8 @@ def test_a_replica_far_behind_leaves_the_shop_window_to_the_primary(paused: Shop
                 break
             time.sleep(0.2)
         assert shown[-1] == paused.price + RISE, shown
+        health = app.test_client().get("/healthz")
+        assert (health.status_code, health.json["replica"]) == (200, "behind")
 
 
 @pytest.mark.parametrize("fault", ["hangs", "is_down"])

@@ -10,6 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from elysium.config import REDIS_TIMEOUT_SECONDS
+from elysium.db_routing import replica_state
 from elysium.extensions import db
 from elysium.services.catalog import sitemap_entries
 from elysium.urls import absolute_url
@@ -22,6 +23,8 @@ def healthz() -> Response:
     """For the load balancer: 200 when the database answers, 503 when it does not.
 
     Redis is reported too, but a Redis that doesn't answer leaves the answer 200 ("degraded"):
+    the read replica too, as this process last found it (``db_routing.replica_state``), and
+    a replica failing or behind leaves it 200 as well (the primary serves meanwhile).
     the shop keeps selling without it (rate limits count in each process meanwhile), and
     taking every server out of the pool for it would close the shop. It answers whatever host
     the request names (see ``elysium.urls.ANY_HOST_ENDPOINTS``).
@@ -36,6 +39,8 @@ def healthz() -> Response:
     body = {"status": "ok", "database": database}
     if current_app.config.get("REDIS_URL"):
         body["redis"] = "ok" if redis_answers() else "unreachable"
+    if (replica := replica_state()) is not None:
+        body["replica"] = replica
     if database != "ok":
         body["status"] = "unavailable"
     elif body.get("redis") == "unreachable":
