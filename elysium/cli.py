@@ -20,7 +20,7 @@ from elysium.integrations import sanity
 from elysium.integrations.email import backend_from_config
 from elysium.models.types import utcnow
 from elysium.services import catalog_changes, catalog_sync, payments, staff, views
-from elysium.services.cart import purge_guest_carts
+from elysium.services.cart import PURGE_BATCH, purge_guest_carts
 from elysium.services.checkout import (
     BANK_PAYMENT_OVERDUE,
     Settled,
@@ -276,8 +276,13 @@ def erase_sent_command(older_than: Age) -> None:
 )
 def purge_carts_command(older_than: Age) -> None:
     """Remove abandoned guest bags. Account bags and bags being paid for are never touched."""
-    removed = purge_guest_carts(db.session, idle_since=utcnow() - older_than.span)
-    db.session.commit()
+    idle_since, removed = utcnow() - older_than.span, 0
+    while True:  # a batch a transaction: a year of abandoned bags is one run too
+        batch = purge_guest_carts(db.session, idle_since=idle_since)
+        db.session.commit()
+        removed += batch
+        if batch < PURGE_BATCH:
+            break
     bags = "bag" if removed == 1 else "bags"
     click.echo(f"Removed {removed} abandoned guest {bags} (untouched for {older_than.text}).")
 

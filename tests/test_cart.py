@@ -7,7 +7,7 @@ import time
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, func, insert, select, text
 
 from elysium.extensions import db
 from elysium.models import Cart, CartLine, Inventory, Product
@@ -932,6 +932,29 @@ def test_purge_leaves_a_forgotten_bag_a_checkout_is_freezing_at_that_moment(app,
     assert purged == 0
     with app.app_context():
         assert db.session.get(Cart, order["cart_id"]).frozen_at is not None
+
+
+def test_purge_removes_more_bags_than_one_statement_can_name(app, runner):
+    """66,000 abandoned bags (a busy shop whose purge ran late): their ids were bound in one
+    statement, which PostgreSQL refuses past 65,535 parameters, so the purge failed, removed
+    nothing, and failed on every run after (found by review)."""
+    old = utcnow() - timedelta(days=61)
+    with app.app_context():
+        db.session.execute(
+            insert(Cart),
+            [
+                {"token": f"abandoned-{n}", "currency": "GBP", "created_at": old, "updated_at": old}
+                for n in range(66_000)
+            ],
+        )
+        db.session.commit()
+
+    result = runner.invoke(args=["carts", "purge", "--older-than", "60d"])
+
+    assert result.exit_code == 0, result.output
+    assert "Removed 66000 abandoned guest bags" in result.output
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Cart)) == 0
 
 
 @pytest.mark.parametrize("age", ["60", "d", "0d", "-3d", "60w", "sixty days", "1.5d"])

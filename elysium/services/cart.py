@@ -883,14 +883,25 @@ def thaw(session: AnySession, cart_id: int) -> bool:
     return thawed.rowcount == 1
 
 
-def purge_guest_carts(session: AnySession, *, idle_since: datetime) -> int:
-    """Delete guest carts untouched since ``idle_since``; account and frozen carts stay.
+# Guest bags removed in one transaction at most (``purge_guest_carts``): their ids are bound
+# as parameters, of which PostgreSQL takes 65,535 in a statement.
+PURGE_BATCH = 1000
+
+
+def purge_guest_carts(
+    session: AnySession, *, idle_since: datetime, limit: int = PURGE_BATCH
+) -> int:
+    """Delete up to ``limit`` guest carts untouched since ``idle_since`` (the oldest ids
+    first); account and frozen carts stay. The caller commits and asks again while a whole
+    batch went.
 
     Each is taken before it is deleted, and one a checkout holds at this moment (freezing it
     to be paid for) is skipped: deleted, its order would lose its bag while being paid."""
     abandoned = (
         select(Cart.id)
         .where(Cart.user_id.is_(None), Cart.frozen_at.is_(None), Cart.updated_at < idle_since)
+        .order_by(Cart.id)
+        .limit(limit)
         .with_for_update(skip_locked=True)
     )
     ids = list(session.scalars(abandoned))
