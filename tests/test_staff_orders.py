@@ -12,7 +12,7 @@ from itertools import count
 
 import pytest
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 
 from devtools.fake_stripe.webhooks import sign
 from elysium.extensions import db
@@ -590,6 +590,43 @@ def test_the_csv_is_written_batch_by_batch_as_it_is_read(staff, orders):
     assert chunks[0].decode().startswith("\ufeffOrder,Placed (UTC),")
     assert chunks[0].decode().count("\r\n") == 1  # the header leaves before any row is read
     assert b"".join(chunks[1:]).decode().count("\r\n") == 3
+    response.close()
+
+
+def test_a_csv_download_that_stalls_never_holds_up_the_shops_writes(staff, orders, app):
+    """On SQLite, a slow download (a member of staff on a poor connection) kept the rows'
+    cursor open between pieces, and with it the database's read lock: every shopper's change
+    waited, then got the 503 page, for as long as the download stalled (found by review)."""
+    with app.app_context():
+        db.session.execute(
+            insert(Order),
+            [
+                {
+                    "number": f"ELY-CSV{n:05d}",
+                    "email": "ada@example.com",
+                    "status": OrderStatus.CANCELLED,
+                    "currency": "GBP",
+                    "subtotal": 65000,
+                    "total": 65000,
+                    "shipping_address": {"full_name": "Ada Lovelace", "country": "GB"},
+                    "billing_address": {},
+                }
+                for n in range(1200)  # more than a batch of rows
+            ],
+        )
+        db.session.commit()
+        db.session.remove()
+
+    response = staff.get("/staff/orders.csv?tab=all")
+    pieces = iter(response.response)
+    next(pieces)  # the header
+    next(pieces)  # the first rows; the download stalls here
+    with app.app_context(), db.engine.connect() as writer:
+        if writer.dialect.name == "sqlite":
+            writer.exec_driver_sql("PRAGMA busy_timeout = 500")
+        writer.execute(update(Order).where(Order.number == "ELY-CSV00000").values(gift_message="!"))
+        writer.commit()
+    assert b"".join(pieces).decode().count("\r\n") == 1200 - 500
     response.close()
 
 

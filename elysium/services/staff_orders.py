@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import enum
 import io
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -378,7 +378,11 @@ def _csv_cells(row: Any) -> list[str]:
 def csv_chunks(session: AnySession, filters: OrderFilters, batch: int = CSV_BATCH) -> Iterator[str]:
     """The filtered list (every page) as CSV text, in pieces: the header first, then one piece
     per batch of rows read from the database, so the whole table is never held in memory.
-    Starts with a byte-order mark so that spreadsheets read it as UTF-8."""
+    Starts with a byte-order mark so that spreadsheets read it as UTF-8.
+
+    On SQLite the rows are read whole before the first piece goes: a cursor left open while
+    a slow download waits holds the database's read lock, and no one could write meanwhile
+    (every shopper's change waited, then got the 503 page). PostgreSQL's reads block nobody."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
 
@@ -412,7 +416,15 @@ def csv_chunks(session: AnySession, filters: OrderFilters, batch: int = CSV_BATC
         ).where(*_matching(filters), _in_tab(filters.tab)),
         filters.sort,
     ).execution_options(yield_per=batch)
-    for rows in session.execute(statement).partitions():
+    found = session.execute(statement)
+    if session.get_bind().dialect.name == "sqlite":
+        everything = found.all()
+        batches: Iterable[Sequence[Any]] = (
+            everything[at : at + batch] for at in range(0, len(everything), batch)
+        )
+    else:
+        batches = found.partitions()
+    for rows in batches:
         for row in rows:
             writer.writerow([spreadsheet_safe(cell) for cell in _csv_cells(row)])
         yield taken()
