@@ -36,6 +36,7 @@ emails retry-failed`` puts failed emails back.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import socket
@@ -71,6 +72,7 @@ QUEUED_KEY = "elysium.outbox.queued"
 # closing can't stop the try under way), and it is never tried again (``_fail_withdrawn``).
 WITHDRAWN_ADDRESS = ""
 WITHDRAWN_REASON = "Withdrawn: the account was closed while it was being sent."
+DEDUPE_KEY_MAX_LENGTH = 200  # ``OutboxEmail.dedupe_key``
 RETRY_BASE_DELAY = timedelta(minutes=1)
 RETRY_MAX_DELAY = timedelta(hours=4)
 # How long the outbox waits when the provider turns the shop away without a Retry-After, and
@@ -189,6 +191,7 @@ def queue_email(
         subject = subject[: MAX_SUBJECT_LENGTH - 1] + "…"
 
     if dedupe_key is not None:
+        dedupe_key = _fitting(dedupe_key)
         existing = _by_dedupe_key(session, dedupe_key)
         if existing is not None:
             return existing
@@ -217,6 +220,15 @@ def queue_email(
         session.flush()
     session.info[QUEUED_KEY] = True
     return row
+
+
+def _fitting(dedupe_key: str) -> str:
+    """The key as its column takes it: one made of a long outside id (a Stripe object's) is
+    cut and ends in a digest of the whole, so it still names one email."""
+    if len(dedupe_key) <= DEDUPE_KEY_MAX_LENGTH:
+        return dedupe_key
+    digest = hashlib.sha256(dedupe_key.encode()).hexdigest()[:40]
+    return f"{dedupe_key[: DEDUPE_KEY_MAX_LENGTH - len(digest) - 1]}~{digest}"
 
 
 def _by_dedupe_key(session: AnySession, dedupe_key: str) -> OutboxEmail | None:

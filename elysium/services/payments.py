@@ -120,8 +120,9 @@ def handle_event(session: AnySession, event: dict[str, Any]) -> Outcome:
     order = _order_for(session, obj)
     intent = obj.get("payment_intent")
     if order is None and event_type in HELD_UNTIL_MATCHED and isinstance(intent, str):
-        if event_type == "charge.dispute.closed":
-            _check_closed(obj)  # refused now, as it would be with its order, never kept
+        # Refused now, as it would be with its order, never kept: a kept event that can't be
+        # applied would stop its payment's report from being applied, on every retry.
+        _check_keepable(event_type, obj)
         _hold_payment(session, intent)
         order = _order_for(session, obj)  # its payment's report may have just committed
         if order is None:
@@ -522,7 +523,7 @@ def charge_refunded(
     the order themselves (and told the shopper if asked): this only confirms them. A refund
     made elsewhere (Stripe's dashboard) is recorded, and a full one refunds the order."""
     reported = obj.get("amount_refunded")
-    if not isinstance(reported, int) or reported < 0:
+    if not _is_amount(reported, least=0):
         raise MalformedEventError("charge.refunded needs amount_refunded")
     if order.stripe_payment_intent_id is None and isinstance(obj.get("payment_intent"), str):
         # Reported before the payment itself: the amount is this payment's, which the report
@@ -681,7 +682,33 @@ def _check_closed(obj: dict[str, Any]) -> None:
 
 def _disputed(order: Order, obj: dict[str, Any]) -> int:
     """The amount a dispute is about (a cardholder may dispute part of a payment)."""
-    return obj["amount"] if isinstance(obj.get("amount"), int) else order.total
+    return obj["amount"] if _is_amount(obj.get("amount"), least=0) else order.total
+
+
+# No payment Stripe reports is larger (its own limit is a hundred million minor units); a
+# larger figure is no amount, and no column could take it.
+REPORTED_AMOUNT_MAX = 10**12
+
+
+def _is_amount(value: Any, *, least: int) -> bool:
+    return (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and least <= value <= REPORTED_AMOUNT_MAX
+    )
+
+
+def _check_keepable(event_type: str, obj: dict[str, Any]) -> None:
+    """Refuse (``MalformedEventError``) an event about a payment no order knows yet that its
+    handler would refuse once an order does."""
+    if event_type == "charge.dispute.closed":
+        _check_closed(obj)
+    elif event_type == "charge.refunded" and not _is_amount(obj.get("amount_refunded"), least=0):
+        raise MalformedEventError("charge.refunded needs amount_refunded")
+    elif event_type == "refund.failed" and not (
+        _is_amount(obj.get("amount"), least=1) and isinstance(obj.get("id"), str)
+    ):
+        raise MalformedEventError("refund.failed needs the refund's id and amount")
 
 
 def _charged_back(session: AnySession, order: Order, amount: int, event_id: str) -> None:
@@ -746,7 +773,7 @@ def refund_failed(
     flagged and staff emailed: give it back again, or another way. Stripe sends this event
     once per refund, and an event is applied once, so nothing is taken off twice."""
     amount = obj.get("amount")
-    if not isinstance(amount, int) or amount < 1 or not isinstance(obj.get("id"), str):
+    if not _is_amount(amount, least=1) or not isinstance(obj.get("id"), str):
         raise MalformedEventError("refund.failed needs the refund's id and amount")
     reason = str(obj.get("failure_reason") or "no reason given").replace("_", " ")
     failure = f"{FAILED_AT_STRIPE}: {reason}"
