@@ -310,6 +310,13 @@ def test_the_wishlist_has_a_limit(app, client, catalogue, signed_in, monkeypatch
     assert response.status_code == 422
     assert "Your wishlist holds up to 2 pieces" in page_text(response)
     assert len(saved(app)) == 2
+    # A heart drawn before the bangle was saved (another tab) saves what is saved: it said the
+    # wishlist was full (found by review).
+    bangle = {"slug": "aurelia-bangle", "intent": "save", "metal": "yellow-gold"}
+    again = toggle(client, "/shop/aurelia-bangle", htmx=True, **bangle)
+    assert again.status_code == 200, page_text(again)
+    assert "saved to your wishlist" in page_text(again)
+    assert len(saved(app)) == 2
 
 
 def test_saving_the_same_configuration_twice_keeps_one_item(app, catalogue, auth):

@@ -129,7 +129,15 @@ def toggle(
     saved now: a heart drawn before a change elsewhere (another tab, a page a moment old)
     never undoes what it didn't show."""
     if intent == "save":
-        _save(session, user_id, product, configuration)
+        saved = session.scalar(
+            select(WishlistItem.id).where(
+                WishlistItem.user_id == user_id,
+                WishlistItem.product_id == product.id,
+                WishlistItem.configuration_hash == configuration.hash,
+            )
+        )
+        if saved is None:  # a full wishlist refuses a new piece, not one saved already
+            _save(session, user_id, product, configuration)
         return True
     removed = session.execute(
         delete(WishlistItem).where(
