@@ -1242,6 +1242,11 @@ def test_the_same_note_form_sent_twice_is_one_note(staff, orders, app):
 
     assert staff.post(url, data=data).status_code == 303
     assert staff.post(url, data=data).status_code == 303
+    # Sent again changed (other words): refused, what was typed kept, nothing claimed.
+    changed = staff.post(url, data={**data, "note": "Gift wrap in green."})
+    assert changed.status_code == 422
+    assert "was added already" in page_text(changed)
+    assert "Gift wrap in green." in page_text(changed)
 
     with app.app_context():
         notes = db.session.scalars(

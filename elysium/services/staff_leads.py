@@ -30,7 +30,7 @@ from elysium.services import leads
 from elysium.services.errors import InvalidInputError
 from elysium.services.paging import Paged
 from elysium.services.sql import AnySession
-from elysium.services.staff_orders import clean_note
+from elysium.services.staff_orders import NOTE_SENT_ALREADY, clean_note
 
 L = LeadStatus
 PER_PAGE = 25
@@ -419,6 +419,8 @@ def add_note(
             )
         )
         if added is not None:
+            if added.note != note:  # sent again with other words: not taken for them
+                raise NoteError({"note": NOTE_SENT_ALREADY})
             return added
     event = leads.record(session, lead, actor=actor, actor_user_id=actor_user_id, note=note)
     event.request_key = request_key or None

@@ -601,6 +601,13 @@ def _settleable(order: Order) -> list[str]:
     return [reason for reason in reasons if reason not in fulfilment.STEP_FLAGS]
 
 
+SETTLED_PREFIX = "Settled what needed attention: "
+NOTE_SENT_ALREADY = (
+    "This form's note was added already, as it was first sent: reload the order to write "
+    "another (what you typed is kept below)."
+)
+
+
 def add_staff_note(
     session: AnySession,
     order: Order,
@@ -629,13 +636,16 @@ def add_staff_note(
         assert locked is not None
         order = locked
     if request_key:
-        # The same form sent again (its answer lost, a double click): the note it added.
+        # The same form sent again (its answer lost, a double click): the note it added; sent
+        # again changed (other words, or now settling), it is not taken for what it says.
         added = session.scalar(
             select(OrderEvent).where(
                 OrderEvent.order_id == order.id, OrderEvent.request_key == request_key
             )
         )
         if added is not None:
+            if added.note != orders.readable(f"{SETTLED_PREFIX}{note}" if settles else note):
+                raise NoteError({"note": NOTE_SENT_ALREADY})
             return added
     if settles and not settled_by_hand(order):
         raise NoteError(
@@ -654,7 +664,7 @@ def add_staff_note(
     if settles:
         for reason in _settleable(order):
             checkout.clear_flag(order, reason, actor=staff_name, on_timeline=False)
-        note = f"Settled what needed attention: {note}"
+        note = f"{SETTLED_PREFIX}{note}"
     event = orders.add_note(order, note, actor=staff_name, actor_user_id=staff_user_id)
     event.request_key = request_key or None
     session.flush()
