@@ -995,19 +995,32 @@ def test_sending_refuses_to_commit_unfinished_work(console_app):
         assert rows() == []
 
 
-def test_an_email_being_sent_as_its_account_closes_is_never_tried_again(resend_app, fake_resend):
-    """Grace's email was with the provider (slow) as she closed her account; the try timed
-    out and the email went back to wait, then out to her, order details and all, after her
-    account was gone (found by review). The try under way can't be stopped: nothing of the
-    email is kept, and it is never tried again."""
+@pytest.mark.parametrize("whose", ["hers", "the_studios_about_her_commission"])
+def test_an_email_being_sent_as_its_account_closes_is_never_tried_again(
+    resend_app, fake_resend, whose
+):
+    """Grace's email (or the studio's notice of her commission, quoting her request) was with
+    the provider (slow) as she closed her account; the try timed out and the email went back
+    to wait, then out, order details or her words and all, after her account was gone (found
+    by review). The try under way can't be stopped: nothing of the email is kept, and it is
+    never tried again."""
     from elysium.models import User
+    from elysium.models.engagement import BespokeLead
     from elysium.services import account_data
     from tests.conftest import PASSWORD, create_user
 
     fake_resend.hang(seconds=60)
     with resend_app.app_context():
         user_id = create_user("grace@example.com")
-        queue_test_email(to="grace@example.com", user_id=user_id)
+        if whose == "hers":
+            queue_test_email(to="grace@example.com", user_id=user_id)
+        else:
+            lead = BespokeLead(
+                name="Grace", email="grace@example.com", message="A ring", user_id=user_id
+            )
+            db.session.add(lead)
+            db.session.flush()
+            queue_test_email(to="studio@example.com", dedupe_key=f"bespoke:{lead.id}:notify")
         db.session.commit()
         db.session.remove()
 

@@ -299,6 +299,18 @@ def _erase_engravings(session: AnySession, orders: ColumnElement[bool]) -> None:
     session.flush()
 
 
+# What is left of an email being sent as its person's account closes: nothing of them, and
+# never tried again (``outbox._fail_withdrawn``).
+WITHDRAWN = {
+    "user_id": None,
+    "to_address": outbox.WITHDRAWN_ADDRESS,
+    "subject": "",
+    "body_text": "",
+    "body_html": "",
+    "last_error": outbox.WITHDRAWN_REASON,
+}
+
+
 def _erase(session: AnySession, user: User) -> int:
     user_id, email = user.id, user.email
     theirs = _leads_of(user_id, email)
@@ -309,6 +321,13 @@ def _erase(session: AnySession, user: User) -> int:
         session.execute(
             delete(OutboxEmail)
             .where(or_(*about_them), OutboxEmail.status != OutboxStatus.SENDING)
+            .execution_options(synchronize_session=False)
+        )
+        # One being sent this moment: withdrawn, as the person's own (below).
+        session.execute(
+            update(OutboxEmail)
+            .where(or_(*about_them))
+            .values(**WITHDRAWN)
             .execution_options(synchronize_session=False)
         )
     # A commission still in talks is lost with its client: its quote can no longer be paid,
@@ -354,16 +373,7 @@ def _erase(session: AnySession, user: User) -> int:
         ),
         # Those being sent this moment: the try under way can't be stopped, but nothing of
         # them is kept, and they are never tried again (``outbox._fail_withdrawn``).
-        update(OutboxEmail)
-        .where(_emails_of(user_id, email))
-        .values(
-            user_id=None,
-            to_address=outbox.WITHDRAWN_ADDRESS,
-            subject="",
-            body_text="",
-            body_html="",
-            last_error=outbox.WITHDRAWN_REASON,
-        ),
+        update(OutboxEmail).where(_emails_of(user_id, email)).values(**WITHDRAWN),
         delete(ProductView).where(ProductView.user_id == user_id),
         # Commissions are kept for the house's records, like orders, without the person.
         update(BespokeLead)
