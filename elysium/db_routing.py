@@ -130,8 +130,9 @@ class Replica:
     def too_far_behind(self) -> bool:
         """Whether the replica has not replayed what the primary had written
         ``max_lag_seconds`` ago: asked once a second at most (by one thread of the process;
-        the others go by the last answer). A primary that can't say leaves the last answer,
-        and is asked again ``REPLICA_RETRY_SECONDS`` later: the replica serves meanwhile."""
+        the others go by the last answer). A primary that can't say is asked again
+        ``REPLICA_RETRY_SECONDS`` later, and the replica serves meanwhile, however far behind
+        it was found: the primary could serve nothing either."""
         now = time.monotonic()
         if (
             self.primary is None
@@ -152,6 +153,9 @@ class Replica:
                     type(error).__name__,
                 )
                 self.checked_at = now + REPLICA_RETRY_SECONDS - LAG_CHECK_SECONDS
+                # Whatever its lag, the replica is the shop window's best hope meanwhile: a
+                # primary that can't say where its WAL is can't draw a page either.
+                self.behind = False
                 return self.behind
             self.written.append((now, str(position)))
             then = None
@@ -159,12 +163,7 @@ class Replica:
                 then = self.written.popleft()
             if then is not None:
                 self.written.appendleft(then)  # still the one to measure against next time
-                with self.engine.connect() as connection:
-                    replayed = connection.scalar(
-                        sa.text("SELECT pg_last_wal_replay_lsn() >= CAST(:then AS pg_lsn)"),
-                        {"then": then[1]},
-                    )
-                behind = replayed is False
+                behind = not self._replayed(then[1])
                 if behind and not self.behind:
                     logger.warning(
                         "The read replica is more than %s s behind the primary; reading from "
@@ -177,6 +176,15 @@ class Replica:
         finally:
             self.checking.release()
         return self.behind
+
+    def _replayed(self, position: str) -> bool:
+        """Whether the replica has replayed the primary's WAL up to ``position``."""
+        with self.engine.connect() as connection:
+            replayed = connection.scalar(
+                sa.text("SELECT pg_last_wal_replay_lsn() >= CAST(:position AS pg_lsn)"),
+                {"position": position},
+            )
+        return replayed is not False
 
 
 class _AnswersInTime(psycopg.Connection):

@@ -417,6 +417,32 @@ def test_a_primary_that_cant_say_how_far_behind_the_replica_is_leaves_it_serving
             assert (status, took < 5) == (200, True), (path, status, took)
 
 
+def test_a_replica_found_behind_serves_once_the_primary_cant_be_asked(paused: Shop):
+    """Found behind, then the primary failed: the last answer stood, and the shop window read
+    from the primary, down, though the replica answered (found by review)."""
+    with (
+        TcpProxy(("127.0.0.1", paused.primary.port)) as proxy,
+        shop_through(
+            paused,
+            replica_url=paused.replica.url(DATABASE),
+            primary_url=f"postgresql://{OWNER}@127.0.0.1:{proxy.port}/{DATABASE}",
+            DATABASE_REPLICA_TIMEOUT_SECONDS=1,
+            DATABASE_REPLICA_MAX_LAG_SECONDS=1,
+        ) as app,
+    ):
+        deadline = time.monotonic() + 8
+        while app.extensions[REPLICA].behind is False and time.monotonic() < deadline:
+            assert timed_page(app, f"/shop/{PIECE}")[0] == 200
+            time.sleep(0.2)
+        assert app.extensions[REPLICA].behind is True
+        proxy.cut()
+        time.sleep(1.1)
+
+        for path in (f"/shop/{PIECE}", "/shop", "/"):
+            status, took = timed_page(app, path)
+            assert (status, took < 5) == (200, True), (path, status, took)
+
+
 def test_without_a_replica_nothing_changes(app: Flask, client, catalogue):
     assert "elysium.replica" not in app.extensions
     added = add_to_bag(client)
