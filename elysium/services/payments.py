@@ -114,15 +114,13 @@ def handle_event(session: AnySession, event: dict[str, Any]) -> Outcome:
     )
     if recorded is None:
         return Outcome.REPLAY
-    handler = HANDLERS.get(event_type)
-    if handler is None:
+    if event_type not in HANDLERS:
         return Outcome.IGNORED
     order = _order_for(session, obj)
     intent = obj.get("payment_intent")
     if order is None and event_type in HELD_UNTIL_MATCHED and isinstance(intent, str):
-        # Refused now, as it would be with its order, never kept: a kept event that can't be
-        # applied would stop its payment's report from being applied, on every retry.
-        _check_keepable(event_type, obj)
+        if check := KEEPABLE.get(event_type):
+            check(obj)  # refused now, as it would be with its order, never kept
         _hold_payment(session, intent)
         order = _order_for(session, obj)  # its payment's report may have just committed
         if order is None:
@@ -163,11 +161,23 @@ def handle_event(session: AnySession, event: dict[str, Any]) -> Outcome:
             orders.add_note(order, note, actor=ACTOR, stripe_event_id=event_id)
         return Outcome.MISMATCH
     apply_held_events(session, order)  # what came before this event is applied before it
-    if event_type in TIMED_EVENTS:
-        handler(session, order, obj, event_id, made_at=_made_at(event))
-    else:
-        handler(session, order, obj, event_id)
+    _apply(session, event_type, order, obj, event_id, _made_at(event))
     return Outcome.APPLIED
+
+
+def _apply(
+    session: AnySession,
+    event_type: str,
+    order: Order,
+    obj: dict[str, Any],
+    event_id: str,
+    made_at: datetime | None,
+) -> None:
+    """The event's handler, told when Stripe made the event where that matters."""
+    if event_type in TIMED_EVENTS:
+        HANDLERS[event_type](session, order, obj, event_id, made_at=made_at)
+    else:
+        HANDLERS[event_type](session, order, obj, event_id)
 
 
 def _made_at(event: dict[str, Any]) -> datetime | None:
@@ -310,10 +320,7 @@ def apply_held_events(session: AnySession, order: Order, intent: str | None = No
         row.held_for_payment, row.held_object, row.held_made_at = None, None, None
         row.order_id = order.id
         try:
-            if row.event_type in TIMED_EVENTS:
-                HANDLERS[row.event_type](session, order, obj, row.event_id, made_at=made_at)
-            else:
-                HANDLERS[row.event_type](session, order, obj, row.event_id)
+            _apply(session, row.event_type, order, obj, row.event_id, made_at)
         except MalformedEventError:
             # Checked when it was kept; one that still can't be read never stops the
             # payment it waited for from being applied.
@@ -522,9 +529,7 @@ def charge_refunded(
     """Stripe's total refunded so far. Refunds staff made here are already counted and moved
     the order themselves (and told the shopper if asked): this only confirms them. A refund
     made elsewhere (Stripe's dashboard) is recorded, and a full one refunds the order."""
-    reported = obj.get("amount_refunded")
-    if not _is_amount(reported, least=0):
-        raise MalformedEventError("charge.refunded needs amount_refunded")
+    reported = _refunds_reported(obj)
     if order.stripe_payment_intent_id is None and isinstance(obj.get("payment_intent"), str):
         # Reported before the payment itself: the amount is this payment's, which the report
         # of the payment then checks (``mark_paid``), and a refund of another payment naming
@@ -698,17 +703,30 @@ def _is_amount(value: Any, *, least: int) -> bool:
     )
 
 
-def _check_keepable(event_type: str, obj: dict[str, Any]) -> None:
-    """Refuse (``MalformedEventError``) an event about a payment no order knows yet that its
-    handler would refuse once an order does."""
-    if event_type == "charge.dispute.closed":
-        _check_closed(obj)
-    elif event_type == "charge.refunded" and not _is_amount(obj.get("amount_refunded"), least=0):
+def _refunds_reported(obj: dict[str, Any]) -> int:
+    """A ``charge.refunded`` object's total refunded, or ``MalformedEventError``."""
+    reported = obj.get("amount_refunded")
+    if not _is_amount(reported, least=0):
         raise MalformedEventError("charge.refunded needs amount_refunded")
-    elif event_type == "refund.failed" and not (
-        _is_amount(obj.get("amount"), least=1) and isinstance(obj.get("id"), str)
-    ):
+    return reported
+
+
+def _failed_refund_amount(obj: dict[str, Any]) -> int:
+    """A ``refund.failed`` object's amount (it must name its refund), or
+    ``MalformedEventError``."""
+    amount = obj.get("amount")
+    if not _is_amount(amount, least=1) or not isinstance(obj.get("id"), str):
         raise MalformedEventError("refund.failed needs the refund's id and amount")
+    return amount
+
+
+# What a handler refuses in an object, checked before one about a payment no order knows yet
+# is kept: a kept event that can't be applied would stop its payment's report being applied.
+KEEPABLE: dict[str, Callable[[dict[str, Any]], object]] = {
+    "charge.dispute.closed": _check_closed,
+    "charge.refunded": _refunds_reported,
+    "refund.failed": _failed_refund_amount,
+}
 
 
 def _charged_back(session: AnySession, order: Order, amount: int, event_id: str) -> None:
@@ -772,9 +790,7 @@ def refund_failed(
     in Stripe's dashboard is kept, FAILED), with when Stripe said so, and the order is
     flagged and staff emailed: give it back again, or another way. Stripe sends this event
     once per refund, and an event is applied once, so nothing is taken off twice."""
-    amount = obj.get("amount")
-    if not _is_amount(amount, least=1) or not isinstance(obj.get("id"), str):
-        raise MalformedEventError("refund.failed needs the refund's id and amount")
+    amount = _failed_refund_amount(obj)
     reason = str(obj.get("failure_reason") or "no reason given").replace("_", " ")
     failure = f"{FAILED_AT_STRIPE}: {reason}"
     ours = session.scalar(select(Refund).where(Refund.stripe_refund_id == obj["id"]))

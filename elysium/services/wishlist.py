@@ -97,8 +97,11 @@ def count(session: AnySession, user_id: int) -> int:
 def _save(
     session: AnySession, user_id: int, product: Product, configuration: Configuration
 ) -> None:
-    """Insert unless already saved: a double click racing itself never fails or duplicates."""
-    if count(session, user_id) >= WISHLIST_LIMIT:
+    """Insert unless already saved: a double click racing itself never fails or duplicates,
+    and a full wishlist refuses a new piece, never one it holds already."""
+    if count(session, user_id) >= WISHLIST_LIMIT and not _is_saved(
+        session, user_id, product, configuration
+    ):
         raise WishlistError(
             f"Your wishlist holds up to {WISHLIST_LIMIT} pieces. "
             "Remove one to make room for this one."
@@ -117,6 +120,17 @@ def _save(
     )
 
 
+def _is_saved(
+    session: AnySession, user_id: int, product: Product, configuration: Configuration
+) -> bool:
+    found = select(WishlistItem.id).where(
+        WishlistItem.user_id == user_id,
+        WishlistItem.product_id == product.id,
+        WishlistItem.configuration_hash == configuration.hash,
+    )
+    return session.scalar(found) is not None
+
+
 def toggle(
     session: AnySession,
     user_id: int,
@@ -129,15 +143,7 @@ def toggle(
     saved now: a heart drawn before a change elsewhere (another tab, a page a moment old)
     never undoes what it didn't show."""
     if intent == "save":
-        saved = session.scalar(
-            select(WishlistItem.id).where(
-                WishlistItem.user_id == user_id,
-                WishlistItem.product_id == product.id,
-                WishlistItem.configuration_hash == configuration.hash,
-            )
-        )
-        if saved is None:  # a full wishlist refuses a new piece, not one saved already
-            _save(session, user_id, product, configuration)
+        _save(session, user_id, product, configuration)
         return True
     removed = session.execute(
         delete(WishlistItem).where(
