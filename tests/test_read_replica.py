@@ -388,13 +388,10 @@ def test_a_replica_far_behind_leaves_the_shop_window_to_the_primary(paused: Shop
         assert (health.status_code, health.json["replica"]) == (200, "behind")
 
 
-@pytest.mark.parametrize("fault", ["hangs", "is_down"])
-def test_a_primary_that_cant_say_how_far_behind_the_replica_is_leaves_it_serving(
-    shop: Shop, fault: str
-):
-    """The lag check asked the primary with no bound, and took a primary's failure for the
-    replica's: with the primary down, the shop window (which the replica could serve) was a
-    503; with it hanging, a page hung (found by review)."""
+@contextlib.contextmanager
+def primary_through_a_proxy(shop: Shop, max_lag_seconds: int) -> Iterator[tuple[Flask, TcpProxy]]:
+    """A server of the shop whose primary is reached through a proxy a test can hang or cut
+    (its replica directly), waiting a second at most for either."""
     with (
         TcpProxy(("127.0.0.1", shop.primary.port)) as proxy,
         shop_through(
@@ -402,9 +399,20 @@ def test_a_primary_that_cant_say_how_far_behind_the_replica_is_leaves_it_serving
             replica_url=shop.replica.url(DATABASE),
             primary_url=f"postgresql://{OWNER}@127.0.0.1:{proxy.port}/{DATABASE}",
             DATABASE_REPLICA_TIMEOUT_SECONDS=1,
-            DATABASE_REPLICA_MAX_LAG_SECONDS=10,
+            DATABASE_REPLICA_MAX_LAG_SECONDS=max_lag_seconds,
         ) as app,
     ):
+        yield app, proxy
+
+
+@pytest.mark.parametrize("fault", ["hangs", "is_down"])
+def test_a_primary_that_cant_say_how_far_behind_the_replica_is_leaves_it_serving(
+    shop: Shop, fault: str
+):
+    """The lag check asked the primary with no bound, and took a primary's failure for the
+    replica's: with the primary down, the shop window (which the replica could serve) was a
+    503; with it hanging, a page hung (found by review)."""
+    with primary_through_a_proxy(shop, max_lag_seconds=10) as (app, proxy):
         assert timed_page(app, "/shop")[0] == 200
         time.sleep(1.1)  # the next shop-window page asks the primary again
         if fault == "hangs":
@@ -420,16 +428,7 @@ def test_a_primary_that_cant_say_how_far_behind_the_replica_is_leaves_it_serving
 def test_a_replica_found_behind_serves_once_the_primary_cant_be_asked(paused: Shop):
     """Found behind, then the primary failed: the last answer stood, and the shop window read
     from the primary, down, though the replica answered (found by review)."""
-    with (
-        TcpProxy(("127.0.0.1", paused.primary.port)) as proxy,
-        shop_through(
-            paused,
-            replica_url=paused.replica.url(DATABASE),
-            primary_url=f"postgresql://{OWNER}@127.0.0.1:{proxy.port}/{DATABASE}",
-            DATABASE_REPLICA_TIMEOUT_SECONDS=1,
-            DATABASE_REPLICA_MAX_LAG_SECONDS=1,
-        ) as app,
-    ):
+    with primary_through_a_proxy(paused, max_lag_seconds=1) as (app, proxy):
         deadline = time.monotonic() + 8
         while app.extensions[REPLICA].behind is False and time.monotonic() < deadline:
             assert timed_page(app, f"/shop/{PIECE}")[0] == 200

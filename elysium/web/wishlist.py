@@ -6,7 +6,6 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from flask import current_app, g, request, url_for
 from flask_login import current_user
@@ -74,15 +73,12 @@ def _here(product: Product | None = None, choices: dict[str, str] | None = None)
     """The page the hearts are on (where a heart's post comes back to). A page drawn in
     answer to a form (an "Add to bag" refused: the product page at ``POST /cart/items``) is
     not at its address, which a GET can't open: a piece's heart there comes back to the
-    piece's page in the choices shown, and a card's to the page the form was sent from."""
+    piece's page in the choices shown (no such page draws a page of cards)."""
     if request.method not in ("GET", "HEAD"):
-        if product is not None:
-            chosen = {name: value for name, value in (choices or {}).items() if value}
-            return url_for("shop.product", slug=product.slug, **chosen)
-        sent_from = urlsplit(request.referrer or "")
-        if sent_from.netloc == request.host and sent_from.path.startswith("/"):
-            return sent_from.path + (f"?{sent_from.query}" if sent_from.query else "")
-        return url_for("shop.home")
+        if product is None:
+            return url_for("shop.home")
+        chosen = {name: value for name, value in (choices or {}).items() if value}
+        return url_for("shop.product", slug=product.slug, **chosen)
     if "wishlist_here" not in g:
         g.wishlist_here = request.full_path.rstrip("?")
     return g.wishlist_here
