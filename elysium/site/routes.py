@@ -23,11 +23,11 @@ def healthz() -> Response:
     """For the load balancer: 200 when the database answers, 503 when it does not.
 
     Redis is reported too, but a Redis that doesn't answer leaves the answer 200 ("degraded"):
-    the read replica too, as this process last found it (``db_routing.replica_state``), and
-    a replica failing or behind leaves it 200 as well (the primary serves meanwhile).
     the shop keeps selling without it (rate limits count in each process meanwhile), and
-    taking every server out of the pool for it would close the shop. It answers whatever host
-    the request names (see ``elysium.urls.ANY_HOST_ENDPOINTS``).
+    taking every server out of the pool for it would close the shop. So is the read replica,
+    as this process last found it (``db_routing.replica_state``): failing or behind, it leaves
+    the answer 200 too (the primary serves meanwhile). It answers whatever host the request
+    names (see ``elysium.urls.ANY_HOST_ENDPOINTS``).
     """
     try:
         db.session.execute(text("SELECT 1"))
