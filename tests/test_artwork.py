@@ -99,7 +99,10 @@ def test_each_metal_has_its_own_colours_and_a_bigger_diamond_is_drawn_bigger(cli
         "/art/..%2F..%2Fbase/yellow-gold/none.svg",
         "/art/../../templates/base.html/yellow-gold/none.svg",
         "/art/%2e%2e/yellow-gold/none.svg",
-        f"/art/{RING}/platinum/0.50ct.png",
+        f"/art/{RING}/platinum/0.50ct.gif",
+        f"/art/{RING}/platinum/99.00ct.png",
+        "/art/no-such-piece/yellow-gold/none.png",
+        "/art/aurelia-signet-ring/platinum/0.50ct.png",
     ],
 )
 def test_anything_but_a_piece_a_metal_and_a_sane_stone_is_a_404(client, url):
@@ -134,6 +137,54 @@ def test_a_picture_is_cached_like_a_fingerprinted_static_file_without_the_databa
     assert "max-age=31536000" not in stale.headers["Cache-Control"]
 
 
+def png_size(data: bytes) -> tuple[int, int]:
+    """A PNG's width and height (its header's first chunk, IHDR), after checking it is one."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert data[12:16] == b"IHDR"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_emails_and_link_previews_get_each_drawing_as_a_png_cached_like_the_svg(
+    client, catalogue, queries
+):
+    """Gmail, Outlook, link previews and search engines show no SVG: what they are given is
+    the same drawing rendered, in the metal chosen."""
+    page = Page(client.get(f"/shop/{RING}?metal=platinum&diamond=0.50ct"))
+    src = page.one('meta[property="og:image"]')["content"]
+    assert urlsplit(src).path == f"/art/{RING}/platinum/0.50ct.png"
+    with queries() as statements:
+        response = client.get(src)
+    assert statements == []
+    assert response.status_code == 200
+    assert response.mimetype == "image/png"
+    assert png_size(response.data) == (480, 480)
+    assert response.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+    assert "Set-Cookie" not in response.headers
+    again = client.get(src, headers={"If-None-Match": response.headers["ETag"]})
+    assert again.status_code == 304
+    assert again.data == b""
+    stale = client.get(urlsplit(src).path + "?v=old")
+    assert stale.data == response.data
+    assert "immutable" not in stale.headers["Cache-Control"]
+
+    # Drawn in the metal asked for: platinum and yellow gold are other pictures.
+    gold = client.get(f"/art/{RING}/yellow-gold/0.50ct.png")
+    assert gold.status_code == 200
+    assert png_size(gold.data) == (480, 480)
+    assert gold.data != response.data
+
+
+def test_a_client_asking_for_png_after_png_is_slowed_not_the_shop(client, catalogue):
+    for _ in range(120):
+        assert client.get(f"/art/{RING}/platinum/0.50ct.png").status_code == 200
+    refused = client.get(f"/art/{RING}/platinum/0.60ct.png")
+    assert refused.status_code == 429
+    assert "Retry-After" in refused.headers or "X-RateLimit-Retry-After" in refused.headers
+    # The page and its SVG drawings are not held up.
+    assert client.get(f"/art/{RING}/platinum/0.60ct.svg").status_code == 200
+    assert client.get(f"/shop/{RING}").status_code == 200
+
+
 def test_the_product_page_and_its_price_fragment_show_the_chosen_metal_and_diamond(
     client, catalogue
 ):
@@ -148,7 +199,7 @@ def test_the_product_page_and_its_price_fragment_show_the_chosen_metal_and_diamo
         PLATINUM_RING_ALT,
     )
     assert (
-        "/art/aurelia-solitaire-ring/platinum/0.50ct.svg?v="
+        "/art/aurelia-solitaire-ring/platinum/0.50ct.png?v="
         in (chosen.one('meta[property="og:image"]')["content"])
     )
     fragment = client.htmx("GET", f"/shop/{RING}/price?metal=rose-gold&diamond=1.00ct")
@@ -256,7 +307,8 @@ def test_order_pages_and_emails_draw_the_line_from_its_snapshot(app, client, aut
         ).one()
         html = email.body_html
     [img] = Page(html).select("img[alt]")
+    assert client.get(img["src"]).mimetype == "image/png"
     assert img["src"].startswith(
-        f"{app.config['SITE_URL'].rstrip('/')}/art/{RING}/platinum/0.50ct.svg?v="
+        f"{app.config['SITE_URL'].rstrip('/')}/art/{RING}/platinum/0.50ct.png?v="
     )
     assert img["alt"] == PLATINUM_RING_ALT

@@ -417,7 +417,7 @@ def test_product_page_has_seo_title_description_canonical_and_json_ld(client, ca
     assert data["offers"]["price"] == "2300.00"
     assert data["offers"]["priceCurrency"] == "GBP"
     assert data["offers"]["availability"] == "https://schema.org/OutOfStock"
-    assert "/art/aurelia-solitaire-ring/platinum/0.30ct.svg?v=" in data["image"]
+    assert "/art/aurelia-solitaire-ring/platinum/0.30ct.png?v=" in data["image"]
 
 
 def test_json_ld_says_made_to_order_and_in_stock(client, catalogue):

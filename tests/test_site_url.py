@@ -184,7 +184,7 @@ def test_sitemap_robots_and_canonical_links_use_site_url(browser, catalogue):
     page = Page(browser.get("/shop/aurelia-fine-chain?metal=yellow-gold"))
     assert page.one('link[rel="canonical"]')["href"] == f"{SITE_URL}/shop/aurelia-fine-chain"
     assert page.one('meta[property="og:image"]')["content"].startswith(
-        f"{SITE_URL}/art/aurelia-fine-chain/yellow-gold/none.svg?v="
+        f"{SITE_URL}/art/aurelia-fine-chain/yellow-gold/none.png?v="
     )
     listing = Page(browser.get("/shop?category=ring&page=2"))
     assert listing.one('link[rel="canonical"]')["href"] == f"{SITE_URL}/shop?category=ring"

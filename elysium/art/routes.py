@@ -1,4 +1,5 @@
-"""GET /art/<piece>/<metal>/<stone>.svg: one picture per piece, metal and stone.
+"""GET /art/<piece>/<metal>/<stone>.svg: one picture per piece, metal and stone; ``.png``:
+the same picture rendered, for emails, link previews and search engines, which show no SVG.
 
 Caching. The URL a page hands out carries the piece's fingerprint (``?v=``: a hash of its
 template and of the palettes and stone sizes, ``elysium.web.artwork.fingerprint``), so a
@@ -19,7 +20,8 @@ import hashlib
 
 from flask import Blueprint, Response, abort, current_app, request
 
-from elysium.web.artwork import draw, fingerprint
+from elysium.extensions import limiter
+from elysium.web.artwork import draw, fingerprint, raster
 
 bp = Blueprint("art", __name__)
 
@@ -35,7 +37,25 @@ def drawing(name: str, metal: str, stone: str) -> Response:
     svg = draw(name, metal, stone)
     if svg is None:
         abort(404)
-    response = Response(svg, mimetype="image/svg+xml")
+    response = _picture(Response(svg, mimetype="image/svg+xml"), name)
+    response.headers["Content-Security-Policy"] = SVG_POLICY
+    return response.make_conditional(request)
+
+
+# Each stone weight is its own picture, and rendering one costs tens of milliseconds: a
+# client asking for many it hasn't got is slowed, not the shop. Mail clients and their image
+# proxies, which fetch the PNGs, ask for a few at a time and keep them.
+@bp.get("/art/<name>/<metal>/<stone>.png", endpoint="raster")
+@limiter.limit("120/minute")
+def raster_drawing(name: str, metal: str, stone: str) -> Response:
+    png = raster(name, metal, stone)
+    if png is None:
+        abort(404)
+    return _picture(Response(png, mimetype="image/png"), name).make_conditional(request)
+
+
+def _picture(response: Response, name: str) -> Response:
+    """A picture's caching: immutable for a year under its current fingerprint."""
     response.set_etag(hashlib.sha256(response.get_data()).hexdigest()[:20])
     response.cache_control.public = True
     if request.args.get("v") == fingerprint(name):
@@ -43,5 +63,4 @@ def drawing(name: str, metal: str, stone: str) -> Response:
         response.cache_control.immutable = True
     else:
         response.cache_control.max_age = current_app.get_send_file_max_age(None) or 0
-    response.headers["Content-Security-Policy"] = SVG_POLICY
-    return response.make_conditional(request)
+    return response

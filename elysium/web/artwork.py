@@ -18,10 +18,11 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
+import resvg_py
 from flask import current_app, url_for
 
 from elysium.integrations import sanity
@@ -35,6 +36,11 @@ SCALE_MIN, SCALE_MAX = 0.6, 1.6
 # A CDN image's widths: what ``src`` asks for, and what ``srcset`` offers the browser.
 IMAGE_WIDTH = 600
 IMAGE_WIDTHS = (300, 600, 900, 1200)
+# A drawing as a PNG, for what shows no SVG: email clients (Gmail, Outlook), link previews
+# (``og:image``) and search engines (structured data). Its side in pixels; a process keeps
+# the last RASTERS_KEPT it made (tens of KB each).
+RASTER_SIZE = 480
+RASTERS_KEPT = 64
 
 # The yellow-gold drawing's own tones, lightest first: the keys of every palette.
 GOLD_TONES = (
@@ -195,6 +201,24 @@ def draw(name: str, metal: str, stone: str) -> str | None:
     return template.render(m=METALS[metal].palette, grow=_grower(scale))
 
 
+def raster(name: str, metal: str, stone: str) -> bytes | None:
+    """The picture as a ``RASTER_SIZE`` PNG (:func:`draw`'s SVG, rendered), or None when
+    that names no picture."""
+    svg = draw(name, metal, stone)
+    return None if svg is None else _rendered(svg)
+
+
+@lru_cache(maxsize=RASTERS_KEPT)
+def _rendered(svg: str) -> bytes:
+    """Rendering takes tens of milliseconds where drawing takes one: a process renders each
+    drawing it is asked for again once (keyed by the SVG itself, so an edited drawing is
+    rendered afresh). The drawings hold no text, so no fonts are looked for."""
+    size = RASTER_SIZE
+    return bytes(
+        resvg_py.svg_to_bytes(svg_string=svg, width=size, height=size, skip_system_fonts=True)
+    )
+
+
 @dataclass(frozen=True)
 class Picture:
     """One configured piece as a page shows it: where its drawing is and what it shows.
@@ -227,11 +251,12 @@ class Picture:
 
     @property
     def absolute_src(self) -> str:
-        """For emails: on ``SITE_URL`` like every link an email carries (a CDN image is
-        absolute already)."""
+        """For emails, link previews and search engines: on ``SITE_URL`` like every link an
+        email carries (a CDN image is absolute already), and a drawing as a PNG, since none
+        of them shows an SVG."""
         if self.image:
             return self.image
-        return absolute_url("art.drawing", **self._values)
+        return absolute_url("art.raster", **self._values)
 
 
 def _alt(title: str, name: str, metal: str, stone: str) -> str:
