@@ -211,7 +211,10 @@ def test_a_failed_listing_unpublishes_nothing(app, documents):
     ("change", "reason"),
     [
         ({"basePrice": "1850.00"}, "basePrice must be a whole number"),
-        ({"basePrice": -1}, "basePrice must be at least 0"),
+        ({"basePrice": -1}, "basePrice must be at least 30"),
+        # Below what Stripe takes: the piece could be bagged but never paid for.
+        ({"basePrice": 0}, "basePrice must be at least 30"),
+        ({"basePrice": 29}, "basePrice must be at least 30"),
         ({"currency": "EUR"}, "not the shop's GBP"),
         ({"category": "tiara"}, "category 'tiara'"),
         ({"metals": [{"code": "silver", "label": "Silver", "priceDelta": 0}]}, "unknown code"),
@@ -237,7 +240,7 @@ def test_a_malformed_document_is_skipped_with_its_reason_and_nothing_half_writte
     ring.update(
         change,
         title=change.get("title", "A Half-Written Name"),
-        basePrice=change.get("basePrice", 1),
+        basePrice=change.get("basePrice", 100),
     )
     products[1]["title"] = "Aurelia Signet"
 

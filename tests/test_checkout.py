@@ -893,22 +893,32 @@ def fill_the_bag_with_rings(app: Flask, lines: int) -> None:
     [
         ("too-many-lines", "holds 101 different pieces, and our payment page takes 100 at most"),
         ("too-large", "An order of more than £999,999.99 can't be paid online"),
+        ("too-small", "An order of less than £0.30 can't be paid online"),
     ],
 )
 def test_a_bag_stripe_would_refuse_is_told_so_before_anything_is_reserved(
     shop: Shop, app: Flask, bag: str, why: str
 ) -> None:
-    """Stripe's payment page takes 100 lines at most and no amount over £999,999.99. Such a
-    bag reserved its pieces, asked Stripe, was refused, and the shopper read that the payment
-    provider could not be reached, every time they tried, with a cancelled order for each."""
+    """Stripe's payment page takes 100 lines at most, no amount over £999,999.99 and none
+    under 30p. Such a bag reserved its pieces, asked Stripe, was refused, and the shopper read
+    that the payment provider could not be reached, every time they tried, with a cancelled
+    order for each."""
     client = shop.client()
     add_chain(client, quantity=2)
     if bag == "too-many-lines":
         fill_the_bag_with_rings(app, 100)
     else:
+        price = 50000000 if bag == "too-large" else 10  # two chains: 20p
         with app.app_context():
             db.session.execute(
-                text("UPDATE products SET base_price = 50000000 WHERE slug = :slug"),
+                text("UPDATE products SET base_price = :price WHERE slug = :slug"),
+                {"slug": CHAIN, "price": price},
+            )
+            db.session.execute(
+                text(
+                    "UPDATE product_options SET price_delta = 0 WHERE product_id = "
+                    "(SELECT id FROM products WHERE slug = :slug)"
+                ),
                 {"slug": CHAIN},
             )
             db.session.commit()

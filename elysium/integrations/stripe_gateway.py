@@ -26,6 +26,13 @@ T = TypeVar("T")
 # refused every time it is asked, which is no outage: the shop refuses it first.
 MAX_LINE_ITEMS = 100
 MAX_AMOUNT = 99_999_999
+# Nor less than its smallest charge in the currency (minor units; 50 in one not listed).
+MIN_AMOUNTS = {"GBP": 30, "EUR": 50, "USD": 50, "CHF": 50, "CAD": 50, "AUD": 50}
+
+
+def min_amount(currency: str) -> int:
+    """The smallest payment Stripe takes in ``currency``, in its minor units."""
+    return MIN_AMOUNTS.get(currency.upper(), 50)
 
 
 class InvalidWebhookError(ValueError):

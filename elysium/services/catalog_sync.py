@@ -24,6 +24,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
+from elysium.integrations import stripe_gateway
 from elysium.models.catalog import Category, Collection, OptionKind, Product, ProductOption
 from elysium.models.inventory import Inventory
 from elysium.models.types import utcnow
@@ -258,7 +259,9 @@ def product_values(doc: dict[str, Any], currency: str = DEFAULT_CURRENCY) -> dic
         "collection_slug": collection,
         "description": _text(doc, "description", required=False),
         "details": [d.strip() for d in details if d.strip()],
-        "base_price": _int(doc, "basePrice"),
+        # The "from" price (options only add): a piece priced below what Stripe takes could
+        # be bagged but never paid for.
+        "base_price": _int(doc, "basePrice", minimum=stripe_gateway.min_amount(currency)),
         "currency": currency,
         "engraving_fee": _int(doc, "engravingFee", required=False),
         "lead_time_weeks": _int(doc, "leadTimeWeeks", required=False, minimum=1),

@@ -377,8 +377,9 @@ def changes_since_shown(view: carts.CartView, shown: str, *, prices: bool = True
 
 def _not_payable_online(view: carts.CartView, amounts: Totals) -> str | None:
     """Why Stripe's payment page would refuse this bag whenever it is asked (too many lines,
-    too large an amount: ``stripe_gateway.MAX_LINE_ITEMS``, ``MAX_AMOUNT``), for the shopper
-    to read before anything is reserved; None when it can be paid."""
+    too large or too small an amount: ``stripe_gateway.MAX_LINE_ITEMS``, ``MAX_AMOUNT``,
+    ``min_amount``), for the shopper to read before anything is reserved; None when it can
+    be paid."""
     pieces = stripe_gateway.MAX_LINE_ITEMS - (1 if amounts.shipping else 0)
     if len(view.items) > pieces:
         return (
@@ -390,6 +391,12 @@ def _not_payable_online(view: carts.CartView, amounts: Totals) -> str | None:
         return (
             f"An order of more than {most} can't be paid online: please contact us, and we "
             "will arrange it with you."
+        )
+    least = stripe_gateway.min_amount(view.currency)
+    if amounts.total < least:
+        return (
+            f"An order of less than {format_money(least, view.currency)} can't be paid online: "
+            "please contact us."
         )
     return None
 
