@@ -1021,6 +1021,48 @@ def test_orders_placed_as_a_guest_under_her_address_are_hers_to_export_and_erase
     assert (kept.user_id, kept.email) == (grace, "ada@example.com")
 
 
+def test_what_was_asked_as_a_guest_under_the_old_address_stays_hers_after_a_change_of_email(
+    app, client, auth, signed_in
+):
+    """Ada bought and asked for a commission as a guest under her account's address, then
+    moved the account to a new one. Her export lost both, closing the account left them
+    whole, and the next person to open an account with her old address exported her
+    delivery address, gift message and commission, and could have erased them."""
+    add_order(app, None, number="ELY-GUEST1", email="Ada@Example.com")
+    with app.app_context():
+        db.session.add(
+            BespokeLead(
+                name="Ada Lovelace",
+                email="ada@example.com",
+                phone="+44 20 7946 0000",
+                message="My grandmother's ring, reset",
+            )
+        )
+        db.session.commit()
+    ask_for_new_email(client, "countess@example.com")
+    assert client.submit(change_link(app), {}).status_code == 303
+    auth.login("countess@example.com")
+
+    data = json.loads(client.get("/account/export").get_data(as_text=True))
+    assert [order["number"] for order in data["orders"]] == ["ELY-GUEST1"]
+    assert [lead["message"] for lead in data["commissions"]] == ["My grandmother's ring, reset"]
+    assert "ELY-GUEST1" in page_text(client.get("/account/orders"))
+    # What is said of the order from now on goes to the address she uses now.
+    assert order_row(app, "ELY-GUEST1").email == "countess@example.com"
+
+    assert client.submit("/account/delete", {"password": PASSWORD}).status_code == 303
+    erased = order_row(app, "ELY-GUEST1")
+    assert (erased.email, erased.shipping_address, erased.gift_message) == ("", {}, "")
+
+    # Whoever has the old address next finds nothing of hers.
+    auth.create_user("ada@example.com", first_name="Grace", last_name="Hopper")
+    stranger = app.test_client()
+    assert stranger.submit("/auth/login", {"email": "ada@example.com", "password": PASSWORD})
+    theirs = json.loads(stranger.get("/account/export").get_data(as_text=True))
+    assert (theirs["orders"], theirs["commissions"]) == ([], [])
+    assert "grandmother" not in json.dumps(theirs)
+
+
 def test_an_order_begun_as_the_account_closes_refuses_the_closing(app, client, signed_in):
     """Ada's other browser, signed out, checks out as a guest under her address (or a
     deposit is paid for her quote) just as she closes her account: neither goes through the

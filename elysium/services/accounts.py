@@ -19,6 +19,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import object_session
 
+from elysium.models.engagement import BespokeLead
 from elysium.models.orders import Order
 from elysium.models.outbox import OutboxEmail
 from elysium.models.types import utcnow
@@ -421,6 +422,25 @@ def _taken_meanwhile(new_email: str) -> AccountError:
     )
 
 
+def _keep_what_was_asked_as_a_guest(session: AnySession, user: User, old_email: str) -> None:
+    """The orders, commissions and emails of no account under the address the account is
+    leaving are the account's (``account_data``: its export and its erasure count them by
+    the address): they become the account's own, so they stay hers, not the next holder's of
+    the address, who may open an account with it later."""
+    old = old_email.lower()
+    for model, address in (
+        (Order, Order.email),
+        (BespokeLead, BespokeLead.email),
+        (OutboxEmail, OutboxEmail.to_address),
+    ):
+        session.execute(
+            update(model)
+            .where(model.user_id.is_(None), func.lower(address) == old)
+            .values(user_id=user.id)
+            .execution_options(synchronize_session=False)
+        )
+
+
 def confirm_email_change(session: AnySession, token: str) -> EmailChange:
     """Move the account to the address the link was sent to, which it has now proven.
 
@@ -442,6 +462,7 @@ def confirm_email_change(session: AnySession, token: str) -> EmailChange:
     # A reset link sent to the old address must not open the account any more.
     user.password_reset_nonce = None
     end_all_sessions(user)
+    _keep_what_was_asked_as_a_guest(session, user, old_email)
     # Nor the links to its orders' pages (they name the address: ``orders.guest_link_token``);
     # and what is said of those orders from now on goes to the new one. An order placed with
     # another address, typed at checkout, keeps it.
