@@ -655,6 +655,24 @@ def test_the_dashboard_shows_new_commissions_and_the_newest_few(staff, app):
     assert len(references(staff.get(title["href"]))) == 7
 
 
+def test_a_note_sent_with_a_key_the_shop_never_drew_keeps_its_words(staff, app):
+    lead_id = add_lead(app)
+    fields = form_fields(Page(staff.get(f"/staff/leads/{lead_id}")), "#lead-note")
+    data = {**fields, "request_key": "not one of ours!", "note": "Called her back at six"}
+
+    refused = staff.post(f"/staff/leads/{lead_id}/notes", data=data)
+
+    assert refused.status_code == 422
+    assert "This form had expired: nothing was saved." in page_text(refused)
+    again = form_fields(Page(refused), "#lead-note")
+    assert again["note"] == "Called her back at six"
+    assert lead_state(app, lead_id) == (L.NEW, [])
+    # Sent again as shown, it is the note.
+    assert staff.post(f"/staff/leads/{lead_id}/notes", data=again).status_code == 303
+    _, events = lead_state(app, lead_id)
+    assert [note for *_, note in events] == ["Called her back at six"]
+
+
 @pytest.mark.parametrize("when", ["again", "at_once"])
 def test_the_same_note_form_sent_twice_is_one_note(staff, app, when):
     """Sent twice (a double click without JavaScript, or again when its answer was lost), a

@@ -20,6 +20,8 @@ REASON = [Length(max=REASON_MAX, message=f"Use at most {REASON_MAX} characters."
 # idempotency key: anything else is not a form this shop drew.
 EXPIRED = "This form has expired: reload the page and try again."
 REQUEST_KEY = [Regexp(r"^[A-Za-z0-9_-]{0,64}$", message=EXPIRED)]
+# Beside words kept from such a form, drawn again with a key of its own.
+SEND_AGAIN = "This form had expired: nothing was saved. Your words are kept: send them again."
 
 
 def new_request_key() -> str:

@@ -45,7 +45,7 @@ from elysium.services.staff_leads import (
     Sort,
     Tab,
 )
-from elysium.staff.forms import REQUEST_KEY, new_request_key
+from elysium.staff.forms import REQUEST_KEY, SEND_AGAIN, new_request_key
 from elysium.web.configurator import CONFIGURATION_FIELDS
 from elysium.web.forms import WholeNumberField, searchable
 
@@ -327,7 +327,11 @@ def assign(lead_id: int) -> Response:
 def add_note(lead_id: int) -> Response:
     form = NoteForm()
     if not form.validate_on_submit():
-        abort(400)
+        # Only the form's key can be wrong (not a form this shop drew): the words typed stay,
+        # under a key of their own for the next try.
+        form.request_key.data = new_request_key()
+        form.note.errors = [SEND_AGAIN]
+        return _answer(lead_id, "note", SEND_AGAIN, status=422, note_form=form)
     try:
         staff_leads.add_note(
             db.session,
