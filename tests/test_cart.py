@@ -222,6 +222,8 @@ def test_a_ring_cannot_be_bought_without_its_size_422_on_the_product_page(app, c
     [
         ({"size": "14"}, "size", "Choose a US ring size from 3 to 13"),
         ({"engraving": "A" * 26}, "engraving", "at most 25 characters"),
+        # Counted and kept whole, however long (it was cut at 200 before it was counted).
+        ({"engraving": "A" * 300}, "engraving", "(this one has 300)"),
         ({"engraving": "I <3 you"}, "engraving", "“<” can't be engraved"),
         ({"metal": "silver"}, "metal", "Choose one of the metals"),
         ({"diamond": "9ct"}, "diamond", "Choose one of the diamonds"),

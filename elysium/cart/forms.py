@@ -11,7 +11,6 @@ from elysium.services.cart import MAX_QUANTITY_PER_LINE, QUANTITY_MESSAGE
 
 WHOLE_NUMBER = re.compile(r"[0-9]{1,3}")
 CONFIGURATION_FIELDS = ("metal", "diamond", "size", "engraving")
-CHOICE_MAX_LENGTH = 200
 
 
 def _quantity(raw: str | None) -> int:
@@ -53,4 +52,6 @@ class AddToCartForm(FlaskForm):
         self.value = 1 if field.raw_data == [] else _quantity(field.data)
 
     def choices(self) -> dict[str, str]:
-        return {name: (self[name].data or "")[:CHOICE_MAX_LENGTH] for name in CONFIGURATION_FIELDS}
+        """The choices as typed, whole: a refusal counts them as they are and shows them
+        again (the body's limit, ``MAX_CONTENT_LENGTH``, bounds them)."""
+        return {name: self[name].data or "" for name in CONFIGURATION_FIELDS}
