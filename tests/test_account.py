@@ -185,6 +185,8 @@ def test_a_profile_is_created_for_accounts_that_have_none(app, client, signed_in
         ("ring_size", "13.5", "Choose a US ring size from 3 to 13."),
         ("ring_size", "2", "Choose a US ring size from 3 to 13."),
         ("first_name", "A" * 101, "Use at most 100 characters."),
+        ("first_name", "Ada \u202eecalevoL", "Remove the invisible or control character (U+202E)"),
+        ("first_name", "A\x01da", "Remove the invisible or control character (U+0001)"),
     ],
 )
 def test_invalid_profile_input_is_refused_and_kept(app, client, signed_in, field, value, message):

@@ -121,6 +121,17 @@ def test_required_fields_are_enforced_and_what_was_typed_is_kept(app, client, si
     assert rows(app) == []
 
 
+def test_a_required_field_that_shows_nothing_is_refused_like_an_empty_one(app, client, signed_in):
+    """A zero-width space alone went on the label as the first line (found by review)."""
+    response = add(client, {**HOME, "full_name": "\u200b", "line1": "\u200b\u2060"})
+    assert response.status_code == 422
+    page = page_text(response)
+    assert "Enter the full name." in page
+    assert "Enter the first line of the address." in page
+    assert 'value="London"' in page
+    assert rows(app) == []
+
+
 def test_an_invalid_address_with_htmx_is_the_form_again_with_status_422(app, client, signed_in):
     client.get("/account/addresses")
     response = client.htmx("POST", "/account/addresses", data={**HOME, "postcode": "12345"})

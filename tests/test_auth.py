@@ -70,6 +70,26 @@ def test_register_sends_a_confirmation_link_that_signs_the_shopper_in(app, clien
     assert [a["href"] for a in Page(again).select("main a.button")] == ["/auth/login"]
 
 
+@pytest.mark.parametrize(
+    ("first_name", "stored"),
+    [("Grace\r\nBcc: everyone", "Grace Bcc: everyone"), ("  Grace   Brewster ", "Grace Brewster")],
+)
+def test_a_name_is_kept_on_one_line_and_one_with_a_control_character_is_refused(
+    app, client, first_name, stored
+):
+    """A name went into the account as typed, line breaks and control characters too
+    (found by review); the profile page already refused them."""
+    typed = {"last_name": "Hopper", "email": "grace@example.com", "password": PASSWORD}
+    refused = client.submit("/auth/register", {**typed, "first_name": "Gr\x01ace"})
+    assert refused.status_code == 422
+    assert "Remove the invisible or control character (U+0001)" in page_text(refused)
+    assert 'value="grace@example.com"' in page_text(refused)
+    assert sent_emails(app, "grace@example.com") == []
+
+    assert client.submit("/auth/register", {**typed, "first_name": first_name}).status_code == 303
+    assert user_row(app, "grace@example.com").first_name == stored
+
+
 def test_whoever_registered_an_address_first_cant_keep_a_password_on_it(app, client):
     """Mallory registers the victim's address with her password and never confirms; the
     victim registers, and confirms with their own password. Mallory's password opens

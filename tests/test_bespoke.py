@@ -414,6 +414,10 @@ def _rules() -> list:
         ("name", "   ", "Please tell us your name."),
         ("name", "Ada\r\nBcc: everyone@example.com", "Please keep your name on one line."),
         ("name", "Ada\nLovelace", "Please keep your name on one line."),
+        # What staff would read as something else, or as nothing (found by review).
+        ("name", "Ada\x85Lovelace", "Your name has a character we can't use."),
+        ("name", "Ada \u202eecalevoL", "Your name has a character we can't use."),
+        ("name", "\u200b", "Please tell us your name."),
         ("email", "", "Please give us an email address, so we can write back."),
         ("email", "ada at example", "Enter an email address like name@example.com."),
         (
@@ -445,6 +449,7 @@ def _rules() -> list:
         ("wanted_by", "2027-02-30", "Enter a date like 2027-06-21, or leave it empty."),
         ("message", "", "Please tell us about the piece you imagine."),
         ("message", " \r\n ", "Please tell us about the piece you imagine."),
+        ("message", "\u200b\u200d", "Please tell us about the piece you imagine."),
         (
             "message",
             LONG,

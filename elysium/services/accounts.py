@@ -24,7 +24,7 @@ from elysium.models.orders import Order
 from elysium.models.outbox import OutboxEmail
 from elysium.models.types import utcnow
 from elysium.models.users import CustomerProfile, User
-from elysium.services import passwords
+from elysium.services import passwords, profiles
 from elysium.services.outbox import queue_email
 from elysium.services.sql import AnySession
 from elysium.urls import absolute_url
@@ -116,7 +116,10 @@ def register(session: AnySession, form: Registration) -> None:
     theirs on it once its owner confirms.
     """
     email = normalise_email(form.email)
-    names = (form.first_name, form.last_name)
+    names = (profiles.clean_text(form.first_name), profiles.clean_text(form.last_name))
+    for field, name in zip(("first_name", "last_name"), names, strict=True):
+        if problem := profiles.name_problem(name):
+            raise AccountError(problem, field=field)
     if problem := passwords.password_problem(form.password, email=email, names=names):
         raise AccountError(problem, field="password")
     password_hash = passwords.hash_password(form.password)
@@ -138,14 +141,14 @@ def register(session: AnySession, form: Registration) -> None:
             )
         else:
             existing.password_hash = password_hash
-            existing.first_name, existing.last_name = names[0].strip(), names[1].strip()
+            existing.first_name, existing.last_name = names
             send_confirmation(session, existing)
         return
     user = User(
         email=email,
         password_hash=password_hash,
-        first_name=form.first_name.strip(),
-        last_name=form.last_name.strip(),
+        first_name=names[0],
+        last_name=names[1],
     )
     user.profile = CustomerProfile()
     session.add(user)

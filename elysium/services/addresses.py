@@ -13,7 +13,7 @@ from sqlalchemy import select
 from elysium.countries import PostcodeError, is_country, normalise_postcode
 from elysium.models.users import Address, User
 from elysium.services.errors import InvalidInputError
-from elysium.services.profiles import clean_text, phone_problem, printable_problem
+from elysium.services.profiles import clean_text, phone_problem, printable_problem, shows_nothing
 from elysium.services.sql import AnySession, hold_row
 
 MAX_ADDRESSES = 20
@@ -66,7 +66,7 @@ def clean(data: AddressInput) -> AddressInput:
         name: problem for name, value in values.items() if (problem := printable_problem(value))
     }
     for name, message in REQUIRED.items():
-        if not values[name]:
+        if shows_nothing(values[name]):
             errors[name] = message
     for name, limit in LIMITS.items():
         if len(values[name]) > limit:

@@ -32,7 +32,12 @@ from elysium.services.accounts import normalise_email
 from elysium.services.configuration import ConfigurationError, configure, summary
 from elysium.services.errors import InvalidInputError
 from elysium.services.outbox import queue_email
-from elysium.services.profiles import PHONE_PATTERN, PREFERRED_METALS
+from elysium.services.profiles import (
+    PHONE_PATTERN,
+    PREFERRED_METALS,
+    printable_problem,
+    shows_nothing,
+)
 from elysium.services.sql import AnySession
 
 PIECE_TYPES: dict[str, str] = {
@@ -120,7 +125,7 @@ def latest_wanted_by(on: date) -> date:
 def _one_line(value: str, what: str) -> str | None:
     if "\r" in value or "\n" in value:
         return f"Please keep your {what} on one line."
-    if any(ord(char) < 32 or ord(char) == 127 for char in value):
+    if printable_problem(value) or any(char in value for char in "\t\x85\u2028\u2029"):
         return f"Your {what} has a character we can't use."
     return None
 
@@ -138,7 +143,7 @@ def check(name: str, value: Any, *, on: date | None = None) -> str | None:
     if name == "name":
         if problem := _one_line(value or "", "name"):
             return problem
-        if not text:
+        if shows_nothing(text):
             return "Please tell us your name."
         if len(text) > NAME_MAX_LENGTH:
             return f"Please keep your name under {NAME_MAX_LENGTH} characters."
@@ -171,7 +176,7 @@ def check(name: str, value: Any, *, on: date | None = None) -> str | None:
         return _wanted_by_problem(text, on or today())
     elif name == "message":
         text = _message(value) if isinstance(value, str) else ""
-        if not text:
+        if shows_nothing(text):
             return "Please tell us about the piece you imagine."
         if len(text) > MESSAGE_MAX_LENGTH:
             return (

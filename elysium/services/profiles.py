@@ -71,6 +71,24 @@ def printable_problem(text: str) -> str | None:
     return None
 
 
+# What a reader sees: letters, numbers, punctuation and symbols. Spaces, format characters
+# (a zero-width space, a joiner) and marks with no letter to sit on show nothing.
+SEEN = frozenset("LNPS")
+
+
+def shows_nothing(text: str) -> bool:
+    """Whether ``text`` would look empty on a page, a label or an email: a required field
+    holding only a zero-width space is as empty as one holding nothing."""
+    return not any(unicodedata.category(char)[0] in SEEN for char in text)
+
+
+def name_problem(name: str) -> str | None:
+    """Why a person's name (already through :func:`clean_text`) can't be kept, or None."""
+    if len(name) > NAME_MAX_LENGTH:
+        return f"Use at most {NAME_MAX_LENGTH} characters."
+    return printable_problem(name)
+
+
 def phone_problem(phone: str) -> str | None:
     if not phone:
         return None
@@ -94,9 +112,9 @@ def update_profile(session: AnySession, user: User, changes: ProfileChanges) -> 
     phone = clean_text(changes.phone)
     errors: dict[str, str] = {}
     for name, value in (("first_name", first_name), ("last_name", last_name)):
-        if len(value) > NAME_MAX_LENGTH:
-            errors[name] = f"Use at most {NAME_MAX_LENGTH} characters."
-    if problem := phone_problem(phone):
+        if problem := name_problem(value):
+            errors[name] = problem
+    if problem := printable_problem(phone) or phone_problem(phone):
         errors["phone"] = problem
     if changes.preferred_metal and changes.preferred_metal not in PREFERRED_METALS:
         errors["preferred_metal"] = "Choose a metal from the list."
