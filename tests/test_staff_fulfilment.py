@@ -1778,6 +1778,16 @@ def test_a_refund_stripe_never_had_is_not_retried_once_the_dashboard_gave_it_bac
     assert after["refunds"] == [(10000, RefundStatus.FAILED)]
     assert after["refunded"] == 10000
     assert after["flagged"] is True
+    # The report of the dashboard's £100 came while the refund waited and was taken for it:
+    # the customer, given £100 back, was told nothing (found by review). She is told once.
+    [told] = [e for e in sent_emails(app) if e.template == "order_refunded"]
+    assert "£100" in told.body_text
+    assert staff.post(str(form["action"]), data=form_fields(form)).status_code in (303, 409)
+    shop.fake.refund_from_dashboard(intent_of(app, number), amount=5000)
+    shop.fake.wait_for_deliveries()
+    told = [e.body_text for e in sent_emails(app) if e.template == "order_refunded"]
+    assert len(told) == 2  # the next is told as ever, and only it
+    assert "£50" in told[1]
 
 
 @pytest.mark.parametrize("notify", [True, False])

@@ -582,8 +582,15 @@ def charge_refunded(
                 order,
                 order.refunded_amount - counted_before,
                 full=False,
-                dedupe_key=f"order:{order.id}:refunded-at-stripe-to:{refunded}",
+                dedupe_key=refunded_at_stripe_key(order, refunded),
             )
+
+
+def refunded_at_stripe_key(order: Order, refunded: int) -> str:
+    """The email telling the shopper of money given back in Stripe's dashboard, once per
+    total Stripe counts refunded (a report sent again, or told another way, tells nobody
+    twice)."""
+    return f"order:{order.id}:refunded-at-stripe-to:{refunded}"
 
 
 def refund_unfinished(order: Order) -> bool:
