@@ -251,6 +251,27 @@ def test_invalid_choices_are_refused_with_the_message_next_to_the_field(
     assert lines(app) == []
 
 
+@pytest.mark.parametrize("sent", ["plain", "htmx"])
+def test_an_engraving_of_a_megabyte_is_refused_at_once_and_not_sent_back_whole(
+    app, client, catalogue, sent
+):
+    """Counted and kept whole, an engraving the size of the body's limit took seconds of a
+    worker's time, each character looked at three times, and came back four times over in
+    a 4 MB page (found by review)."""
+    engraving = "a" * 990_000
+    started = time.thread_time()
+    if sent == "plain":
+        response = add(client, engraving=engraving)
+    else:
+        response = add_htmx(client, engraving=engraving)
+    spent = time.thread_time() - started
+    assert response.status_code == 422
+    assert "(this one has 990000)" in field_error(response, "engraving")
+    assert len(response.get_data()) < 100_000
+    assert spent < 1.0, f"{spent:.2f} s of CPU for one refusal"
+    assert lines(app) == []
+
+
 def test_a_piece_without_ring_size_or_engraving_refuses_them(app, client, catalogue):
     response = add(client, "aurelia-fine-chain", metal="yellow-gold", size="6", engraving="Hi")
     assert response.status_code == 422

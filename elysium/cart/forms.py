@@ -11,6 +11,7 @@ from elysium.services.cart import MAX_QUANTITY_PER_LINE, QUANTITY_MESSAGE
 
 WHOLE_NUMBER = re.compile(r"[0-9]{1,3}")
 CONFIGURATION_FIELDS = ("metal", "diamond", "size", "engraving")
+SHOWN_MAX_LENGTH = 1000
 
 
 def _quantity(raw: str | None) -> int:
@@ -52,6 +53,11 @@ class AddToCartForm(FlaskForm):
         self.value = 1 if field.raw_data == [] else _quantity(field.data)
 
     def choices(self) -> dict[str, str]:
-        """The choices as typed, whole: a refusal counts them as they are and shows them
-        again (the body's limit, ``MAX_CONTENT_LENGTH``, bounds them)."""
+        """The choices as typed, whole: a refusal counts them as they are."""
         return {name: self[name].data or "" for name in CONFIGURATION_FIELDS}
+
+    def shown_choices(self) -> dict[str, str]:
+        """The choices to show again on a refusal: each as typed, up to ``SHOWN_MAX_LENGTH``
+        characters (a longer one was not typed into the page, whose longest choice is an
+        engraving of 25, and the page need not carry a megabyte of it back)."""
+        return {name: value[:SHOWN_MAX_LENGTH] for name, value in self.choices().items()}

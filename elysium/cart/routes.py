@@ -171,7 +171,7 @@ def _add_refused(
         slots = render_template("cart/_error_slots.html", errors=errors, product=product)
         block = _add_to_bag_block(product, form, errors, quantity, message, error=True)
         return fragments(block, slots, _announce(message, error=True), status=status)
-    context = configurator_context(product, form.choices(), errors)
+    context = configurator_context(product, form.shown_choices(), errors)
     return make_response(
         render_template(
             "shop/product.html",
@@ -249,9 +249,9 @@ def _add_to_bag_block(
     is now: a piece that just sold out (409) disables the button and says what can be had
     instead. Added, the piece chosen could be had (the bag took it on the stock this request
     read), so the block offers it again as it was, with nothing worked out anew."""
-    shown: dict[str, object] = {"choices": form.choices(), "add_to_bag_state": "available"}
+    shown: dict[str, object] = {"choices": form.shown_choices(), "add_to_bag_state": "available"}
     if error:
-        context = configurator_context(product, form.choices(), errors)
+        context = configurator_context(product, form.shown_choices(), errors)
         shown = {key: context[key] for key in ("choices", "stock", "add_to_bag_state")}
     return render_template(
         "cart/_add_to_cart.html",

@@ -150,7 +150,14 @@ def _character_problem(char: str, previous: str, on_a_letter: bool) -> str | Non
 
 
 def engraving_problem(text: str) -> str | None:
-    """Why this (already NFC-normalised) engraving cannot be cut, or None if it can."""
+    """Why this (already NFC-normalised) engraving cannot be cut, or None if it can. One
+    longer than any engraving could be, even of accented letters, is refused by its length
+    alone: its characters are not each looked at (a megabyte of them took seconds)."""
+    if len(text) > ENGRAVING_MAX_LENGTH * (ENGRAVING_MAX_MARKS + 1):
+        return (
+            f"Engravings can be at most {ENGRAVING_MAX_LENGTH} characters "
+            f"(this one has {len(text)})."
+        )
     previous, on_a_letter, marks = "", False, 0
     for char in text:
         if problem := _character_problem(char, previous, on_a_letter):
