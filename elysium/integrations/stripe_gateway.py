@@ -26,8 +26,34 @@ T = TypeVar("T")
 # refused every time it is asked, which is no outage: the shop refuses it first.
 MAX_LINE_ITEMS = 100
 MAX_AMOUNT = 99_999_999
-# Nor less than its smallest charge in the currency (minor units; 50 in one not listed).
-MIN_AMOUNTS = {"GBP": 30, "EUR": 50, "USD": 50, "CHF": 50, "CAD": 50, "AUD": 50}
+# Nor less than its smallest charge in the currency (minor units, as Stripe lists them; 50
+# in one not listed).
+MIN_AMOUNTS = {
+    "GBP": 30,
+    "EUR": 50,
+    "USD": 50,
+    "CHF": 50,
+    "CAD": 50,
+    "AUD": 50,
+    "NZD": 50,
+    "SGD": 50,
+    "INR": 50,
+    "BRL": 50,
+    "JPY": 50,
+    "BGN": 100,
+    "AED": 200,
+    "MYR": 200,
+    "PLN": 200,
+    "RON": 200,
+    "DKK": 250,
+    "NOK": 300,
+    "SEK": 300,
+    "HKD": 400,
+    "MXN": 1000,
+    "THB": 1000,
+    "CZK": 1500,
+    "HUF": 17500,
+}
 
 
 def min_amount(currency: str) -> int:
