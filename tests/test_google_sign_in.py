@@ -16,6 +16,7 @@ from elysium.extensions import db
 from elysium.models import OAuthAccount, User
 from tests.conftest import PASSWORD, AuthActions, make_app, page_text
 from tests.html import csrf_token, form_fields
+from tests.support.meanwhile import in_another_window, meanwhile
 from tests.support.oidc_provider import OIDCProvider
 from tests.support.shop_process import ShopProcess
 
@@ -201,6 +202,50 @@ def test_an_existing_password_account_is_linked_only_after_its_password(google_a
 
     again = google_app.test_client()
     assert sign_in(again, oidc).headers["Location"] == "/account"
+
+
+def test_the_link_form_sent_twice_links_once_and_signs_in_both_times(google_app, browser, oidc):
+    """A double click sends the form again with the cookie from before the first answer: the
+    second found the identity linked by the first, and was a 500 (found by review)."""
+    AuthActions(google_app, browser).create_user("grace@example.com", first_name="Grace")
+    assert sign_in(browser, oidc).headers["Location"] == "/auth/google/link"
+    browser.get("/auth/google/link")
+    before, token = browser.get_cookie("session").value, browser.csrf_token
+
+    first = browser.post("/auth/google/link", data={"csrf_token": token, "password": PASSWORD})
+    browser.set_cookie("session", before)
+    second = browser.post("/auth/google/link", data={"csrf_token": token, "password": PASSWORD})
+
+    assert (first.status_code, second.status_code) == (303, 303)
+    assert browser.get("/account").status_code == 200
+    with google_app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(OAuthAccount)) == 1
+
+
+def test_a_new_person_signing_in_on_two_devices_at_once_gets_one_account_on_both(google_app, oidc):
+    """Each device's sign-in made the account; the one that came second met the first's and
+    was a 500 (found by review)."""
+    if google_app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        pytest.skip("SQLite has one writer at a time: the second can't meet the first")
+    phone, laptop = google_app.test_client(), google_app.test_client()
+    paths = []
+    for device in (phone, laptop):
+        oidc.next_identity = dict(GOOGLE_USER)
+        paths.append(callback_path(oidc, start(device)))
+    answers = []
+
+    def laptop_signs_in() -> None:
+        answers.append(laptop.get(paths[1]).status_code)
+
+    making = lambda sql: sql.lstrip().startswith("INSERT INTO users")  # noqa: E731
+    with meanwhile(google_app, making, lambda: in_another_window(laptop_signs_in)) as ran:
+        answers.insert(0, phone.get(paths[0]).status_code)
+    assert ran
+
+    assert answers == [303, 303]
+    assert phone.get("/account").status_code == 200
+    assert laptop.get("/account").status_code == 200
+    assert users(google_app) == 1
 
 
 def test_the_link_page_refused_for_too_many_tries_still_names_the_account(

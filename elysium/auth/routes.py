@@ -332,11 +332,12 @@ def google_callback() -> Response:
         current_app.logger.warning("Google sign-in failed: %s", error)
         return _google_failed(error.message, 503 if error.unavailable else 400)
     try:
-        result = oauth_accounts.sign_in_with(db.session, google.PROVIDER, claims)
+        result = committed_with_retry(
+            lambda: oauth_accounts.sign_in_with(db.session, google.PROVIDER, claims)
+        )
     except accounts.AccountError as error:
         db.session.rollback()
         return _google_failed(error.message)
-    db.session.commit()
     if result.outcome is oauth_accounts.Outcome.NEEDS_PASSWORD:
         session[PENDING_LINK] = {
             "sub": claims["sub"],
@@ -371,14 +372,15 @@ def google_link() -> Response:
         status = 422 if form.is_submitted() else 200
         return _form_page("auth/link_google.html", form, status, email=pending["email"])
     try:
-        user = oauth_accounts.link_with_password(
-            db.session, google.PROVIDER, pending, form.password.data
+        user = committed_with_retry(
+            lambda: oauth_accounts.link_with_password(
+                db.session, google.PROVIDER, pending, form.password.data
+            )
         )
     except accounts.AccountError as error:
         db.session.rollback()
         form.password.errors.append(error.message)
         return _form_page("auth/link_google.html", form, 422, email=pending["email"])
-    db.session.commit()
     target = session.get("after_sign_in")
     sign_in(user)
     flash("Your Google account is now linked: next time, one click is enough.")

@@ -38,16 +38,14 @@ def _verified_email(claims: dict[str, Any]) -> str | None:
 
 
 def sign_in_with(session: AnySession, provider: str, claims: dict[str, Any]) -> OAuthResult:
-    """Find or make the user for these ID-token claims.
+    """Find or make the user for these ID-token claims. Two sign-ins of one new person at
+    once (a phone and a laptop) both make the account: the caller commits with a retry
+    (``web.commits.committed_with_retry``), and the second finds what the first made.
 
     Raises :class:`AccountError` when the identity cannot be used.
     """
     subject = str(claims["sub"])
-    linked = session.scalar(
-        select(OAuthAccount).where(
-            OAuthAccount.provider == provider, OAuthAccount.subject == subject
-        )
-    )
+    linked = _linked(session, provider, subject)
     if linked is not None:
         if not linked.user.is_active:
             raise AccountError("This account is closed. Please contact us if that's a mistake.")
@@ -81,6 +79,14 @@ def sign_in_with(session: AnySession, provider: str, claims: dict[str, Any]) -> 
     return OAuthResult(Outcome.SIGNED_IN, user)
 
 
+def _linked(session: AnySession, provider: str, subject: str) -> OAuthAccount | None:
+    return session.scalar(
+        select(OAuthAccount).where(
+            OAuthAccount.provider == provider, OAuthAccount.subject == subject
+        )
+    )
+
+
 def link_with_password(
     session: AnySession, provider: str, claims: dict[str, Any], password: str
 ) -> User:
@@ -91,9 +97,13 @@ def link_with_password(
         raise AccountError("We couldn't link these accounts. Please sign in with your password.")
     if not passwords.verify_password(user.password_hash, password):
         raise AccountError("That password is not correct.", field="password")
-    user.oauth_accounts.append(
-        OAuthAccount(provider=provider, subject=str(claims["sub"]), email=email)
-    )
+    subject = str(claims["sub"])
+    linked = _linked(session, provider, subject)
+    if linked is None:
+        user.oauth_accounts.append(OAuthAccount(provider=provider, subject=subject, email=email))
+    elif linked.user_id != user.id:
+        raise AccountError("We couldn't link these accounts. Please sign in with your password.")
+    # Else linked already: the same form sent twice (a double click), or another window's.
     if user.email_verified_at is None:
         user.email_verified_at = utcnow()
     user.last_login_at = utcnow()
