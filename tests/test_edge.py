@@ -306,6 +306,9 @@ def _calls(visit: Visit) -> dict[tuple[str, str], Call]:
         ("art.drawing", "GET"): Call(
             "guest", f"/art/{ring}/platinum/0.50ct.svg", variable_segment=2, query={"v": "1"}
         ),
+        ("art.raster", "GET"): Call(
+            "guest", f"/art/{ring}/platinum/0.50ct.png", variable_segment=2, query={"v": "1"}
+        ),
         ("cart.show", "GET"): Call("guest", "/cart"),
         ("cart.add_item", "POST"): Call(
             "guest",

@@ -219,6 +219,7 @@ def _tour(values: dict[str, str]) -> dict[str, list[str]]:
         "auth.reset_password": [values["reset"]],
         "site.healthz": ["/healthz"],
         "art.drawing": [f"/art/{piece}/platinum/0.50ct.svg", "/art/nothing/platinum/none.svg"],
+        "art.raster": [f"/art/{piece}/platinum/0.50ct.png", "/art/nothing/platinum/none.png"],
         "site.robots": ["/robots.txt"],
         "site.favicon": ["/favicon.ico"],
         "site.sitemap": ["/sitemap.xml"],
