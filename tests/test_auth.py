@@ -90,23 +90,6 @@ def test_a_name_is_kept_on_one_line_and_one_with_a_control_character_is_refused(
     assert user_row(app, "grace@example.com").first_name == stored
 
 
-def test_one_address_typed_composed_or_not_is_one_account(app, client):
-    """ "é" typed as one character or as "e" and an accent made two accounts (found by
-    review): the second is the first's "someone tried to open an account" email."""
-    composed, decomposed = "ad\u00e9@example.com", "ade\u0301@example.com"
-    typed = {"first_name": "Adé", "password": PASSWORD}
-    assert client.submit("/auth/register", {**typed, "email": composed}).status_code == 303
-    again = app.test_client()
-    assert again.submit("/auth/register", {**typed, "email": decomposed}).status_code == 303
-    with app.app_context():
-        assert db.session.scalars(select(User.email)).all() == [composed]
-    [confirm] = sent_emails(app, composed)
-    assert client.submit(link_in(confirm, "/auth/confirm/"), {"password": PASSWORD})
-    signed_in = app.test_client().submit("/auth/login", {"email": decomposed, "password": PASSWORD})
-    assert signed_in.status_code == 303
-    assert signed_in.headers["Location"] == "/account"
-
-
 def test_whoever_registered_an_address_first_cant_keep_a_password_on_it(app, client):
     """Mallory registers the victim's address with her password and never confirms; the
     victim registers, and confirms with their own password. Mallory's password opens

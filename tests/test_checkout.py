@@ -2560,15 +2560,3 @@ def test_signing_in_while_the_accounts_own_bag_is_paid_for_elsewhere_says_so(
     told = page_text(laptop.get(signed.location))
     assert "Your account's bag is being paid for on another device" in told
     assert "The bag you began paying for" not in told
-
-
-def test_a_guest_address_typed_with_a_combining_accent_is_the_accounts(
-    shop: Shop, app: Flask
-) -> None:
-    """ "é" typed as "e" and an accent is the address of the account that has "é": the order
-    is kept composed, so the account's export and erasure find it."""
-    client = shop.client()
-    add_chain(client)
-    assert check_out(client, email="Ade\u0301@Example.com").status_code == 303
-    with app.app_context():
-        assert db.session.scalars(select(Order.email)).all() == ["Ad\u00e9@Example.com"]

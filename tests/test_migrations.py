@@ -10,7 +10,6 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
 from elysium.extensions import db
-from elysium.models import User
 from tests.conftest import make_app
 
 
@@ -52,25 +51,4 @@ def test_migrations_upgrade_downgrade_and_upgrade_again_on_an_empty_database(
         assert {table.name for table in db.metadata.sorted_tables} <= set(
             inspect(db.engine).get_table_names()
         )
-        db.engine.dispose()
-
-
-def test_addresses_stored_decomposed_are_composed_one_account_each(empty_database_url):
-    """0026: "é" typed as "e" and an accent was another address, and another account."""
-    decomposed, composed = "ade\u0301@example.com", "ad\u00e9@example.com"
-    twin = "zoe\u0308@example.com"
-    app = make_app(empty_database_url)
-    with app.app_context():
-        upgrade(revision="0025")
-        # 0026 changes no table: today's model writes the rows as 0025 had them.
-        db.session.add_all(
-            User(email=email) for email in (decomposed, twin, "zo\u00eb@example.com")
-        )
-        db.session.commit()
-        db.session.remove()
-        upgrade()
-        with db.engine.connect() as connection:
-            emails = connection.execute(text("SELECT email FROM users ORDER BY id")).scalars()
-            # The one whose composed address another account holds keeps its own.
-            assert list(emails) == [composed, twin, "zo\u00eb@example.com"]
         db.engine.dispose()

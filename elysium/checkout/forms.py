@@ -8,7 +8,7 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Length, ValidationError
 
 from elysium.services.profiles import printable_problem
-from elysium.web.forms import EMAIL_RULES, AddressForm, address_as_typed, strip
+from elysium.web.forms import EMAIL_RULES, AddressForm, strip
 
 GIFT_MESSAGE_MAX = 300
 NEW_ADDRESS = "new"
@@ -21,7 +21,7 @@ def printable(_form: FlaskForm, field: TextAreaField) -> None:
 
 
 class CheckoutForm(FlaskForm):
-    email = EmailField("Email", validators=EMAIL_RULES, filters=[address_as_typed])
+    email = EmailField("Email", validators=EMAIL_RULES, filters=[strip])
     shipping_choice = SelectField(
         "Deliver to", choices=[SelectChoice(NEW_ADDRESS, "A new address")], validate_choice=False
     )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hmac
 import secrets
-import unicodedata
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -51,9 +50,7 @@ class UnverifiedEmailError(AccountError):
 
 
 def normalise_email(email: str) -> str:
-    """An address as it is stored and looked up: trimmed, lower-cased and composed (NFC:
-    "é" typed as one character or as "e" and an accent is one address, one account)."""
-    return unicodedata.normalize("NFC", email.strip().lower())
+    return email.strip().lower()
 
 
 def user_by_email(session: AnySession, email: str) -> User | None:

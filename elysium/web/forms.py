@@ -39,12 +39,6 @@ def strip(value: str | None) -> str | None:
     return value.strip() if isinstance(value, str) else value
 
 
-def address_as_typed(value: str | None) -> str | None:
-    """An email address trimmed and composed (NFC), its letters' case kept: an order names it
-    as its shopper typed it, and is found as an account's by it (``normalise_email``)."""
-    return unicodedata.normalize("NFC", value.strip()) if isinstance(value, str) else value
-
-
 class AccountForm(FlaskForm):
     """A form whose element ids carry a prefix, so several forms can share one page.
 
