@@ -20,6 +20,9 @@ RING_SIZES: tuple[str, ...] = tuple(f"{half / 2:g}" for half in range(6, 27))
 ENGRAVING_MAX_LENGTH = 25
 # Accents typed as combining marks, on one letter (Vietnamese stacks two).
 ENGRAVING_MAX_MARKS = 2
+# The most code points an engraving within the limits could be typed as, every accent
+# decomposed: anything longer is too long, whatever it composes to.
+ENGRAVING_TYPED_MAX = 8 * ENGRAVING_MAX_LENGTH * (ENGRAVING_MAX_MARKS + 1)
 # U+2019 is the apostrophe a phone types for '.
 ENGRAVING_PUNCTUATION = frozenset(" .,'\u2019-&")
 # The symbols the workshop cuts. ♥ and ✝ are also emoji, but only in their emoji form (with the
@@ -151,9 +154,9 @@ def _character_problem(char: str, previous: str, on_a_letter: bool) -> str | Non
 
 def engraving_problem(text: str) -> str | None:
     """Why this (already NFC-normalised) engraving cannot be cut, or None if it can. One
-    longer than any engraving could be, even of accented letters, is refused by its length
-    alone: its characters are not each looked at (a megabyte of them took seconds)."""
-    if len(text) > ENGRAVING_MAX_LENGTH * (ENGRAVING_MAX_MARKS + 1):
+    longer than any engraving could be typed as is refused by its length alone: its
+    characters are not each looked at (a megabyte of them took seconds)."""
+    if len(text) > ENGRAVING_TYPED_MAX:
         return (
             f"Engravings can be at most {ENGRAVING_MAX_LENGTH} characters "
             f"(this one has {len(text)})."
@@ -217,10 +220,11 @@ def configure(
         errors["size"] = "Choose your ring size."
 
     raw_engraving = choices.get("engraving")
-    engraving = unicodedata.normalize(
-        "NFC", raw_engraving if isinstance(raw_engraving, str) else ""
-    )
-    engraving = engraving.strip(" ") or None
+    typed = raw_engraving if isinstance(raw_engraving, str) else ""
+    # Composing takes time that grows with the square of a run of accents: what no engraving
+    # could compose from is refused by its length before it is composed.
+    engraving = None if len(typed) > ENGRAVING_TYPED_MAX else unicodedata.normalize("NFC", typed)
+    engraving = (engraving.strip(" ") or None) if engraving is not None else typed
     if engraving is not None:
         if not product.offers_engraving:
             errors["engraving"] = "Engraving isn't offered on this piece."
