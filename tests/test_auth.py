@@ -235,6 +235,23 @@ def test_login_failure_never_says_which_part_was_wrong(client, auth, email, pass
     assert f'value="{email}"' in page
 
 
+@pytest.mark.parametrize("where", ["/auth/login", "/auth/register"])
+def test_a_password_of_a_run_of_accents_is_refused_at_once(client, auth, where):
+    """A password is composed (NFKC) before it is checked, in time growing with the square
+    of a run of accents: one of a few hundred kilobytes held a worker for seconds, a
+    megabyte past its timeout (found by review)."""
+    auth.create_user("ada@example.com")
+    typed = "a" + "\u0301\u0316" * 30_000
+    started = time.thread_time()
+    refused = client.submit(where, {"email": "ada@example.com", "password": typed})
+    spent = time.thread_time() - started
+    assert refused.status_code in (200, 422)
+    if where == "/auth/register":
+        assert "at most 128 characters" in page_text(refused)
+    assert client.get("/account").status_code == 303
+    assert spent < 1.0, f"{spent:.2f} s of CPU for one password"
+
+
 def test_login_for_an_unknown_email_costs_as_much_as_for_a_known_one(app, auth, monkeypatch):
     # At the suite's cheapest cost the hash takes well under a millisecond and the timing is
     # the rest of the request (the known account records its failure): at a real cost the

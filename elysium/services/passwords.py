@@ -18,6 +18,9 @@ from flask import current_app
 
 MIN_LENGTH = 10
 MAX_LENGTH = 128
+# The most code points a password of MAX_LENGTH characters is typed as: no character composes
+# from more than four (a letter and its accents, a syllable from its three jamo).
+TYPED_MAX = 4 * MAX_LENGTH
 SHOP_NAME = "elysium"
 
 
@@ -60,8 +63,11 @@ def common_passwords() -> frozenset[str]:
 
 
 def normalise(password: str) -> str:
-    """NFKC, so the same password typed on two keyboards is the same password."""
-    return unicodedata.normalize("NFKC", password)
+    """NFKC, so the same password typed on two keyboards is the same password. Composing
+    takes time growing with the square of a run of accents, so what is longer than any
+    password could be typed as (``TYPED_MAX``) is cut just past that first: it composes to
+    more than ``MAX_LENGTH`` characters all the same, too long to set and matching none."""
+    return unicodedata.normalize("NFKC", password[: TYPED_MAX + 1])
 
 
 def password_problem(password: str, *, email: str = "", names: tuple[str, ...] = ()) -> str | None:
