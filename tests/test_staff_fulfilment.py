@@ -1790,6 +1790,35 @@ def test_a_refund_stripe_never_had_is_not_retried_once_the_dashboard_gave_it_bac
     assert "£50" in told[1]
 
 
+def test_the_rest_given_back_in_the_dashboard_while_a_refund_waited_is_told_as_the_rest(
+    shop: Shop, app: Flask
+) -> None:
+    """£100 given back in the dashboard and told; staff refund the £550 left while Stripe is
+    down; the dashboard gives it back meanwhile, and its report is taken for the refund.
+    The retry is refused, and the customer was told £650 "refunded in full" on top of the
+    £100: £750 of a £650 order (found by review). She is told of the £550."""
+    number, _ = buy(shop)
+    staff = staff_client(shop.app)
+    shop.fake.refund_from_dashboard(intent_of(app, number), amount=10000)
+    shop.fake.wait_for_deliveries()
+    shop.fake.down()
+    assert act(staff, number, "refund", amount="550", request_key="k").status_code == 503
+    shop.fake.up()
+    a_minute_later = time.time() + 60
+    shop.fake.clock = lambda: a_minute_later
+    shop.fake.refund_from_dashboard(intent_of(app, number), amount=55000)
+    shop.fake.wait_for_deliveries()
+
+    [form] = retry_forms(staff, number)
+    assert staff.post(str(form["action"]), data=form_fields(form)).status_code == 409
+
+    told = [e.body_text for e in sent_emails(app) if e.template == "order_refunded"]
+    assert len(told) == 2
+    assert "We have refunded £100 " in told[0]
+    assert "We have refunded £550 " in told[1]
+    assert order_of(app, number)["refunded"] == 65000
+
+
 @pytest.mark.parametrize("notify", [True, False])
 def test_a_retried_refund_tells_the_customer_as_the_first_form_asked(
     shop: Shop, app: Flask, notify: bool

@@ -658,10 +658,12 @@ def _refunded_elsewhere_meanwhile(session: AnySession, order: Order, answer: Str
     before = order.refunded_amount
     order.refunded_amount = max(before, min(given_here + listed, order.total))
     elsewhere = order.refunded_amount - given_here
-    if order.refunded_amount >= order.total and elsewhere > 0:
-        payments.refunded_in_full_at_stripe(session, order, elsewhere)
-        return
+    # What no report told: what was given back outside the shop while this refund waited
+    # (a report then was taken for it). One given back there before was told when reported.
     untold = sum(amount for made, amount in answer.since_asked if made not in failed)
+    if order.refunded_amount >= order.total and elsewhere > 0:
+        payments.refunded_in_full_at_stripe(session, order, untold or elsewhere)
+        return
     if untold > 0:
         orders.email_refund(
             session,
