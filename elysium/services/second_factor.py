@@ -24,7 +24,7 @@ from sqlalchemy import ColumnElement, case, func, or_, select, update
 from elysium.models.types import utcnow
 from elysium.models.users import RecoveryCode, User
 from elysium.services import passwords
-from elysium.services.sql import AnySession
+from elysium.services.sql import AnySession, hold_row
 
 ISSUER = "ELYSIUM"
 MAX_FAILURES = 5
@@ -132,6 +132,9 @@ def replace_recovery_codes(session: AnySession, user: User) -> list[str]:
         for _ in range(RECOVERY_CODES)
     ]
     hashes = [passwords.hash_password(code) for code in codes]
+    # Two made at once (a double click) take turns: the second retires the first's, so ten
+    # are ever valid, the ten its page shows last.
+    hold_row(session, User, user.id)
     _retire_recovery_codes(session, user)
     session.add_all(RecoveryCode(user_id=user.id, code_hash=hashed) for hashed in hashes)
     session.flush()
