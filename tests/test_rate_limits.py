@@ -154,6 +154,18 @@ def test_a_change_of_email_is_asked_5_times_an_hour_per_account_at_most(client, 
     assert TOO_MANY in page_text(limited)
     assert sent_emails(client.application, "new9@example.com") == []
 
+    # Signing out and in again counts on: the limit was the session's (found by review).
+    client.post("/auth/logout", data={"csrf_token": client.csrf_token})
+    auth.login()
+    client.get("/account/profile")
+    again = client.submit(
+        "/account/profile",
+        {"email": "new10@example.com", "current_password": PASSWORD},
+        action="/account/email",
+    )
+    assert again.status_code == 429
+    assert sent_emails(client.application, "new10@example.com") == []
+
 
 def test_the_current_password_is_asked_10_times_an_hour_per_account_at_most(client, auth):
     """A new password, a new address and closing the account each ask for the current one:

@@ -196,7 +196,10 @@ def update_profile() -> Response:
 @login_required
 @sign_in_details_guarded
 @limiter.limit(
-    "5/hour", key_func=lambda: f"email-change:{current_user.get_id()}", on_breach=_limited
+    # The account's id, not its session's (``get_id`` changes at each sign-in).
+    "5/hour",
+    key_func=lambda: f"email-change:{current_user.id}",
+    on_breach=_limited,
 )
 @current_password_asked
 def change_email() -> Response:
