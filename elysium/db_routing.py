@@ -52,6 +52,7 @@ other method) keeps its transaction from its first statement.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -360,10 +361,16 @@ def init_app(app: Flask) -> None:
     options = app.config.get("SQLALCHEMY_ENGINE_OPTIONS", {})
     answer_within = float(app.config.get("DATABASE_REPLICA_TIMEOUT_SECONDS", 2))
     max_lag = int(app.config.get("DATABASE_REPLICA_MAX_LAG_SECONDS", 10))
+    primary_seconds = int(app.config.get("DATABASE_PRIMARY_AFTER_WRITE_SECONDS", 5))
+    if max_lag > 0:
+        # The replica serves while it is up to ``max_lag`` behind (found so once a second at
+        # most): a browser that wrote reads from the primary at least that long, or what it
+        # just did could be missing from its next page.
+        primary_seconds = max(primary_seconds, math.ceil(max_lag + LAG_CHECK_SECONDS))
     replica = Replica(
         engine=_answering_in_time(sa.create_engine(url, **options), answer_within),
         cookie=cookie_name(PRIMARY_COOKIE, secure=app.config["SESSION_COOKIE_SECURE"]),
-        primary_seconds=int(app.config.get("DATABASE_PRIMARY_AFTER_WRITE_SECONDS", 5)),
+        primary_seconds=primary_seconds,
         primary=(
             _answering_in_time(sa.create_engine(primary.url, **options), answer_within)
             if max_lag > 0

@@ -370,6 +370,21 @@ def test_a_replica_that_fails_a_statement_leaves_it_to_the_primary(shop: Shop):
         shop.replica.catch_up(shop.primary)
 
 
+def test_a_shopper_reads_from_the_primary_as_long_as_the_replica_may_lag(shop: Shop):
+    """The replica serves while it is up to DATABASE_REPLICA_MAX_LAG_SECONDS (10) behind, but
+    a shopper who changed something read from the primary for 5 s only: between 5 and 10 s
+    of lag, her next pages could miss what she just did (found by review)."""
+    with shop_through(
+        shop,
+        shop.replica.url(DATABASE),
+        DATABASE_REPLICA_MAX_LAG_SECONDS=10,
+        DATABASE_PRIMARY_AFTER_WRITE_SECONDS=5,
+    ) as app:
+        cookie = the_cookie(add_to_bag(app.test_client()))
+    assert cookie is not None
+    assert "Max-Age=11" in cookie
+
+
 def test_a_replica_far_behind_leaves_the_shop_window_to_the_primary(paused: Shop):
     """Its replay stopped: the shop window showed what it held, for ever and silently (found
     by review). Once it is more than the bound behind, the primary serves."""
