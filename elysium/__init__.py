@@ -81,6 +81,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     configure_logging(app)
     register_extensions(app)
     register_templating(app)
+    from elysium.web.fragments import code_version
+
+    # Read as the code is loaded, not at the first page that keeps something: a worker of
+    # the last release, its files replaced under it, would file what its code draws under
+    # the new release's digest, for the new release's servers to show.
+    code_version()
     register_request_hooks(app)
     register_blueprints(app)
     register_error_handlers(app)

@@ -9,6 +9,9 @@ would, and looks at the very next page.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 
 import pytest
@@ -22,7 +25,7 @@ from elysium.extensions import cache, db
 from elysium.models import CartLine, Collection, Inventory, Product
 from elysium.services import inventory
 from elysium.services.seeding import seed_catalogue
-from elysium.web.fragments import Memo, forget_kept, near_cache
+from elysium.web.fragments import TEMPLATES, Memo, forget_kept, near_cache
 from tests.conftest import ShopClient, count_queries, make_app, page_text
 from tests.html import Page, elements, form_fields, hearts, text_of
 from tests.support.checkout import set_stock
@@ -670,3 +673,44 @@ def test_a_product_page_draws_a_block_it_no_longer_keeps_from_the_piece_itself(
     assert elements(after, 'meta[property="og:image"]') == elements(
         before, 'meta[property="og:image"]'
     )
+
+
+def test_the_code_digest_is_of_the_code_a_process_loaded_not_of_files_put_in_place_later(
+    tmp_path,
+):
+    """A release put in place beside a running one: a worker of the last release, its files
+    replaced under it before its first kept page, read the digest only then, filed what its
+    code drew under the new release's, and the new release's servers showed the old prices
+    for five minutes (found by review). The digest is read as the app is made."""
+    probe = TEMPLATES / f"_release_probe_{os.getpid()}.html"
+    script = "\n".join(
+        [
+            "from pathlib import Path",
+            "from elysium import create_app",
+            "from elysium.web import fragments",
+            "create_app()",
+            "as_loaded = fragments.code_version.__wrapped__()",
+            f"Path({str(probe)!r}).write_text('the next release')",
+            "print(fragments.code_version() == as_loaded)",
+        ]
+    )
+    env = {
+        **os.environ,
+        "ELYSIUM_ENV": "testing",
+        "ELYSIUM_INSTANCE_PATH": str(tmp_path),
+        "SECRET_KEY": "test-secret-key-not-for-production",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'shop.db'}",
+    }
+    try:
+        ran = subprocess.run(  # noqa: S603 (this interpreter, a script of the test's own)
+            [sys.executable, "-c", script],
+            cwd=TEMPLATES.parent,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        probe.unlink(missing_ok=True)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip().splitlines()[-1] == "True"

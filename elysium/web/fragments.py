@@ -14,7 +14,8 @@ everyone is kept: hearts, the bag, a CSRF token are drawn for every request.
 
 Keys also carry a digest of the code that makes what is kept (the shop's Python modules,
 the templates, the drawings), so servers of a new release never
-read what an older one kept in a shared Redis, nor the other way round; and the day (UTC),
+read what an older one kept in a shared Redis, nor the other way round (the digest is of the code
+as the process loaded it: ``create_app`` reads it); and the house's day (London),
 since a made-to-order piece promises a date ("ships by ..."). A value is kept only by a GET
 or a HEAD, which read the version before anything else: a change (a refused "Add to bag"
 drawing the product page again, say) may have read the catalogue before the version, and
