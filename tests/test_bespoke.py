@@ -247,6 +247,10 @@ def test_a_request_saves_one_lead_its_first_timeline_line_and_two_emails(client,
     [ack] = sent_emails(app, "ada@example.com")
     assert "Aurelia Solitaire Ring" in ack.body_text
     assert lead.reference in ack.body_text
+    # What was asked and the piece it starts from are lines of their own, in both emails
+    # (they ran together: "£10,000Starting from"; found by review).
+    for email in emails:
+        assert "\nStarting from Aurelia Solitaire Ring" in email.body_text, email.body_text
     # Nobody proved the address is theirs: what they typed is not sent to it.
     for body in (ack.body_text, ack.body_html):
         assert "grandmother" not in body
