@@ -387,7 +387,8 @@ def test_a_quote_is_payable_through_its_last_day_in_london_and_not_after(
     with time_machine.travel(LONDON_NIGHT_OF_6_JULY):  # 00:30 on 7 July in London
         expired = page_text(shop.client().get(link))
         refused = pay_button(shop.client(), link)
-    assert "This quote expired on 6 July 2026" in expired
+    # Payable all of its last day: it was valid until then, not "expired on" it.
+    assert "This quote was valid until 6 July 2026" in expired
     assert "Pay deposit" not in expired
     assert refused.status_code == 409
     assert "This quote has expired" in text_of(Page(refused), ".quote-page__problem")
