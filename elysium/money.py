@@ -26,15 +26,22 @@ def decimal_string(amount: int) -> str:
 
 # ASCII digits only, as every number the shop reads: int() takes other scripts' digits too.
 AMOUNT = re.compile(r"(\d{1,9})(?:\.(\d{1,2}))?", re.ASCII)
+# Commas only between thousands: "1,000,00" (meant 1,000.00) or "12,50" is no amount, not a
+# hundred times one.
+GROUPED = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d{1,2})?", re.ASCII)
 
 
 def parse_amount(text: str, currency: str) -> int | None:
     """What a person types for an amount (``"250"``, ``"1,250.50"``, ``"£99.5"``) in minor
     units, or None if it isn't one. Never goes through a float."""
-    cleaned = (text or "").strip().replace(",", "").replace(" ", "")
+    cleaned = (text or "").strip().replace(" ", "")
     symbol = CURRENCY_SYMBOLS.get(currency, "").strip()
     if symbol and cleaned.startswith(symbol):
         cleaned = cleaned[len(symbol) :]
+    if "," in cleaned:
+        if not GROUPED.fullmatch(cleaned):
+            return None
+        cleaned = cleaned.replace(",", "")
     match = AMOUNT.fullmatch(cleaned)
     if match is None:
         return None

@@ -137,6 +137,12 @@ def test_staff_write_a_quote_the_server_works_out_the_deposit_and_the_client_get
     assert field_error(page, "valid_until") == "Choose a date after today."
     too_far = (utcnow().date() + timedelta(days=400)).isoformat()
     assert "a year at most" in page_text(send(staff, lead_id, valid_until=too_far))
+    # A comma that parts no thousands: "1,000,00" meant 1,000.00, and was sent as £100,000
+    # (found by review).
+    for misplaced in ("1,000,00", "12,50", "1,0000"):
+        odd = send(staff, lead_id, price=misplaced)
+        assert odd.status_code == 422
+        assert field_error(Page(odd), "price") == field_error(page, "price")
     for not_a_whole_percentage in ("²", "٣٠", "1" * 30):  # digits, but not ours to count
         odd = send(staff, lead_id, deposit_percent=not_a_whole_percentage)
         assert odd.status_code == 422
