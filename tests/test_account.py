@@ -1065,6 +1065,24 @@ def test_what_was_asked_as_a_guest_under_the_old_address_stays_hers_after_a_chan
     assert "grandmother" not in json.dumps(theirs)
 
 
+def test_her_commissions_follow_the_account_to_its_new_address(app, client, auth, signed_in):
+    """Asked signed in under the address she then left, a commission kept it: its quote and
+    the deposit's receipts went to the old address (found by review). One she asked with
+    another address typed keeps that one."""
+    with app.app_context():
+        for email in ("ada@example.com", "studio@lovelace.example"):
+            db.session.add(
+                BespokeLead(user_id=signed_in, name="Ada", email=email, message="A ring")
+            )
+        db.session.commit()
+    ask_for_new_email(client, "countess@example.com")
+    assert client.submit(change_link(app), {}).status_code == 303
+
+    with app.app_context():
+        emails = db.session.scalars(select(BespokeLead.email).order_by(BespokeLead.id)).all()
+    assert emails == ["countess@example.com", "studio@lovelace.example"]
+
+
 def test_an_order_begun_as_the_account_closes_refuses_the_closing(app, client, signed_in):
     """Ada's other browser, signed out, checks out as a guest under her address (or a
     deposit is paid for her quote) just as she closes her account: neither goes through the

@@ -469,12 +469,15 @@ def confirm_email_change(session: AnySession, token: str) -> EmailChange:
     # Nor the links to its orders' pages (they name the address: ``orders.guest_link_token``);
     # and what is said of those orders from now on goes to the new one. An order placed with
     # another address, typed at checkout, keeps it.
-    session.execute(
-        update(Order)
-        .where(Order.user_id == user.id, func.lower(Order.email) == old_email.lower())
-        .values(email=user.email)
-        .execution_options(synchronize_session=False)
-    )
+    # So do its commissions' (a quote, a deposit's receipt): the account's own, asked under
+    # the old address.
+    for model in (Order, BespokeLead):
+        session.execute(
+            update(model)
+            .where(model.user_id == user.id, func.lower(model.email) == old_email.lower())
+            .values(email=user.email)
+            .execution_options(synchronize_session=False)
+        )
     queue_email(
         session,
         to=old_email,
