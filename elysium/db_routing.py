@@ -130,10 +130,11 @@ class Replica:
 
     def too_far_behind(self) -> bool:
         """Whether the replica has not replayed what the primary had written
-        ``max_lag_seconds`` ago: asked once a second at most (by one thread of the process;
-        the others go by the last answer). A primary that can't say is asked again
-        ``REPLICA_RETRY_SECONDS`` later, and the replica serves meanwhile, however far behind
-        it was found: the primary could serve nothing either."""
+        ``max_lag_seconds`` ago (or a little later: the positions known are a second apart
+        at best, so it errs on the primary's side): asked once a second at most (by one
+        thread of the process; the others go by the last answer). A primary that can't say
+        is asked again ``REPLICA_RETRY_SECONDS`` later, and the replica serves meanwhile,
+        however far behind it was found: the primary could serve nothing either."""
         now = time.monotonic()
         if (
             self.primary is None
@@ -159,19 +160,20 @@ class Replica:
                 self.behind = False
                 return self.behind
             self.written.append((now, str(position)))
-            then = None
-            while self.written and now - self.written[0][0] >= self.max_lag_seconds:
-                then = self.written.popleft()
-            if then is not None:
-                self.written.appendleft(then)  # still the one to measure against next time
-                behind = not self._replayed(then[1])
-                if behind and not self.behind:
-                    logger.warning(
-                        "The read replica is more than %s s behind the primary; reading from "
-                        "the primary until it catches up",
-                        self.max_lag_seconds,
-                    )
-                self.behind = behind
+            # Measured against the oldest position of the last ``max_lag_seconds`` (this
+            # one, after a quiet spell): what the primary had written that long ago came
+            # before it. An older one (the look before a quiet spell) proves nothing of the
+            # last ``max_lag_seconds``, and a replica far behind passed.
+            while now - self.written[0][0] >= self.max_lag_seconds:
+                self.written.popleft()
+            behind = not self._replayed(self.written[0][1])
+            if behind and not self.behind:
+                logger.warning(
+                    "The read replica has not replayed what the primary wrote up to %s s "
+                    "ago; reading from the primary until it has",
+                    self.max_lag_seconds,
+                )
+            self.behind = behind
         except (DBAPIError, PoolTimeoutError) as error:
             self.mark_down(error)
         finally:

@@ -385,6 +385,33 @@ def test_a_shopper_reads_from_the_primary_as_long_as_the_replica_may_lag(shop: S
     assert "Max-Age=11" in cookie
 
 
+def test_after_a_quiet_spell_a_replica_past_its_lag_still_leaves_the_shopper_to_the_primary(
+    shop: Shop,
+):
+    """The lag was measured against the primary's position at the last look, however old:
+    after a quiet spell, a replica far past the lag allowed served, and a shopper whose
+    "read from the primary" had just run out saw a page without what she did (found by
+    review)."""
+    with shop_through(
+        shop,
+        shop.replica.url(DATABASE),
+        DATABASE_REPLICA_MAX_LAG_SECONDS=2,
+        DATABASE_PRIMARY_AFTER_WRITE_SECONDS=1,
+    ) as app:
+        assert app.test_client().get(f"/shop/{PIECE}").status_code == 200  # a look: all fine
+        shop.replica.pause_replay()
+        try:
+            shopper = app.test_client()
+            assert add_to_bag(shopper).status_code == 200
+            time.sleep(3.2)  # a quiet spell: her "read from the primary" runs out
+            shopper.delete_cookie(COOKIE)
+            page = Page(shopper.get(f"/shop/{PIECE}"))
+            assert text_of(page, "#bag-count").split()[0] == "1"
+        finally:
+            shop.replica.resume_replay()
+            shop.replica.catch_up(shop.primary)
+
+
 def test_a_replica_far_behind_leaves_the_shop_window_to_the_primary(paused: Shop):
     """Its replay stopped: the shop window showed what it held, for ever and silently (found
     by review). Once it is more than the bound behind, the primary serves."""
