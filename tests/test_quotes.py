@@ -1079,3 +1079,31 @@ def test_a_client_without_an_account_comes_back_from_stripe_to_her_deposit(
     stranger = page_text(shop.client().get(success))
     assert "browser you ordered from" in stranger
     assert "300.02" not in stranger
+
+
+def test_a_commission_won_another_way_is_told_to_its_client_as_under_way(
+    shop: Shop, app: Flask
+) -> None:
+    """Staff mark it won, its deposit paid by bank transfer: the client read "This
+    commission is closed. Please get in touch with us." on her quote and "the commission is
+    closed" on her commissions page (found by review)."""
+    lead_id = make_lead(app)
+    staff = staff_client(shop.app)
+    send(staff, lead_id)
+    link = quote_link(app)
+    done = move_lead(staff, lead_id, "won", seen="quoted", note="Deposit paid by bank transfer")
+    assert done.status_code == 303
+
+    quote_page = page_text(shop.client().get(link))
+    assert "Your commission is under way" in quote_page
+    assert "closed" not in quote_page
+    assert "Pay deposit" not in quote_page
+    client = shop.client()
+    client.submit("/auth/login", {"email": CLIENT, "password": PASSWORD})
+    commissions = page_text(client.get("/account/commissions"))
+    assert "the commission is under way, its deposit settled" in commissions
+    assert "the commission is closed" not in commissions
+    refused = pay_button(shop.client(), link)
+    assert refused.status_code == 409
+    assert "Your commission is under way" in page_text(refused)
+    assert deposit_orders(app) == []

@@ -311,7 +311,8 @@ class QuoteState(enum.StrEnum):
     PAID = "paid"
     EXPIRED = "expired"
     WITHDRAWN = "withdrawn"
-    CLOSED = "closed"  # the commission is won another way, or lost
+    CLOSED = "closed"  # the commission is lost
+    WON = "won"  # the commission is won another way (its deposit paid otherwise)
     ON_HOLD = "on_hold"  # the commission went back to talks: a new quote is to come
     # Its deposit was paid but secured nothing: the quote had been replaced, or the commission
     # was closed meanwhile. The money is recorded (the order flagged); the studio gets in touch.
@@ -366,7 +367,9 @@ def state_of(
         return QuoteState.PAYING
     if quote.withdrawn_at is not None:
         return QuoteState.WITHDRAWN
-    if quote.lead.status in (LeadStatus.WON, LeadStatus.LOST):
+    if quote.lead.status is LeadStatus.WON:
+        return QuoteState.WON
+    if quote.lead.status is LeadStatus.LOST:
         return QuoteState.CLOSED
     if held_elsewhere:
         return QuoteState.HELD
@@ -429,6 +432,8 @@ REFUSALS: dict[QuoteState, str] = {
     QuoteState.WITHDRAWN: "This quote was replaced by a newer one, so its deposit can't be paid.",
     QuoteState.CLOSED: "This commission is closed, so this deposit can't be paid. "
     "Please get in touch with us.",
+    QuoteState.WON: "Your commission is under way and its deposit is settled, so this one "
+    "can't be paid.",
     QuoteState.ON_HOLD: "This quote is on hold while we talk the commission over, so its "
     "deposit can't be paid. We'll send you a new quote.",
     QuoteState.HELD: "A deposit for this commission has already been paid (or is on its way "

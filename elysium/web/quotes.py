@@ -70,6 +70,7 @@ STATE_WORDS = {
     quotes.QuoteState.EXPIRED: "Expired",
     quotes.QuoteState.WITHDRAWN: "Withdrawn",
     quotes.QuoteState.CLOSED: "Closed",
+    quotes.QuoteState.WON: "Won another way",
     quotes.QuoteState.ON_HOLD: "On hold",
     quotes.QuoteState.RECEIVED: "Deposit paid, securing nothing",
     quotes.QuoteState.HELD: "Waiting: another deposit received",
