@@ -863,7 +863,7 @@ def test_an_account_with_an_order_on_its_way_is_not_closed_yet(app, client, sign
     order_id = add_order(app, signed_in, status=OrderStatus.SHIPPED)
     response = client.submit("/account/delete", {"password": PASSWORD})
     assert response.status_code == 422
-    assert "ELY-7Q2K9 is still in progress" in page_text(response)
+    assert "order ELY-7Q2K9 is still in progress until it has been delivered" in page_text(response)
     assert user_row(app, signed_in) is not None
     with app.app_context():
         assert db.session.get(Order, order_id).shipping_address != {}

@@ -1719,7 +1719,9 @@ def test_an_account_waits_to_close_while_an_order_past_its_payment_page_may_stil
     refused = client.submit("/account/delete", {"password": PASSWORD})
 
     assert refused.status_code == 422, page_text(refused)
-    assert "is still in progress" in page_text(refused)
+    # A payment page is never "delivered": what ends it is said (found by review).
+    assert "is still waiting for its payment (pay or cancel it" in page_text(refused)
+    assert "delivered" not in page_text(refused)
     shop.fake.pay(session_id)
     [order] = all_orders(app)
     assert order["status"] is OrderStatus.PAID

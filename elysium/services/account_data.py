@@ -174,11 +174,24 @@ def export(session: AnySession, user: User) -> dict[str, Any]:
 
 def _refuse_while_open(session: AnySession, user_id: int, email: str) -> None:
     if pending := _open_orders(session, user_id, email):
-        numbers = ", ".join(order.number for order in pending)
+        waiting = "; ".join(_what_it_waits_for(order) for order in pending)
         raise AccountError(
-            f"Your order {numbers} is still in progress. You can close your account once it "
-            "has been delivered, or contact us and we'll help."
+            f"Your account can be closed once nothing is in progress: {waiting}. Contact us "
+            "and we'll help."
         )
+
+
+def _what_it_waits_for(order: Order) -> str:
+    """Why an open order keeps the account open, and until when, as its owner would say it:
+    a deposit is never delivered, and a payment page ends when it is paid or left."""
+    if order.status is OrderStatus.PENDING:
+        return (
+            f"order {order.number} is still waiting for its payment (pay or cancel it; "
+            "otherwise it ends when its payment page closes)"
+        )
+    if order.bespoke_quote_id is not None:
+        return f"the deposit of order {order.number} is still on its way to us"
+    return f"order {order.number} is still in progress until it has been delivered"
 
 
 def _still_open() -> ColumnElement[bool]:
