@@ -55,7 +55,6 @@ import logging
 import math
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,7 +98,7 @@ FROM_REPLICA = "elysium.from_replica"
 @dataclass
 class Replica:
     """The replica's engine, until when this process leaves it alone, and how far behind it
-    may be (the primary's WAL positions of the last seconds, to measure it against)."""
+    may be (``max_lag_seconds``, asked of it once a second at most)."""
 
     engine: sa.Engine
     cookie: str
@@ -111,8 +110,6 @@ class Replica:
     down_until: float = 0.0
     behind: bool = False
     checked_at: float = float("-inf")
-    # (when, the primary's WAL position then), oldest first.
-    written: deque[tuple[float, str]] = field(default_factory=deque)
     checking: threading.Lock = field(default_factory=threading.Lock)
 
     def answering(self) -> bool:
@@ -130,8 +127,7 @@ class Replica:
 
     def too_far_behind(self) -> bool:
         """Whether the replica has not replayed what the primary had written
-        ``max_lag_seconds`` ago (or a little later: the positions known are a second apart
-        at best, so it errs on the primary's side): asked once a second at most (by one
+        ``max_lag_seconds`` ago (:meth:`_replayed`): asked once a second at most (by one
         thread of the process; the others go by the last answer). A primary that can't say
         is asked again ``REPLICA_RETRY_SECONDS`` later, and the replica serves meanwhile,
         however far behind it was found: the primary could serve nothing either."""
@@ -159,18 +155,11 @@ class Replica:
                 # primary that can't say where its WAL is can't draw a page either.
                 self.behind = False
                 return self.behind
-            self.written.append((now, str(position)))
-            # Measured against the oldest position of the last ``max_lag_seconds`` (this
-            # one, after a quiet spell): what the primary had written that long ago came
-            # before it. An older one (the look before a quiet spell) proves nothing of the
-            # last ``max_lag_seconds``, and a replica far behind passed.
-            while now - self.written[0][0] >= self.max_lag_seconds:
-                self.written.popleft()
-            behind = not self._replayed(self.written[0][1])
+            behind = not self._replayed(str(position))
             if behind and not self.behind:
                 logger.warning(
-                    "The read replica has not replayed what the primary wrote up to %s s "
-                    "ago; reading from the primary until it has",
+                    "The read replica has not replayed what the primary wrote %s s ago; "
+                    "reading from the primary until it has",
                     self.max_lag_seconds,
                 )
             self.behind = behind
@@ -181,11 +170,18 @@ class Replica:
         return self.behind
 
     def _replayed(self, position: str) -> bool:
-        """Whether the replica has replayed the primary's WAL up to ``position``."""
+        """Whether the replica has replayed what the primary had written ``max_lag_seconds``
+        ago: all of its WAL up to ``position`` (where it is now: an idle primary's replica
+        has), or a transaction committed since then (the WAL is replayed in order, so
+        everything before it is replayed too). A replica a moment behind a busy primary is
+        never taken for one far behind, whenever it was last asked."""
         with self.engine.connect() as connection:
             replayed = connection.scalar(
-                sa.text("SELECT pg_last_wal_replay_lsn() >= CAST(:position AS pg_lsn)"),
-                {"position": position},
+                sa.text(
+                    "SELECT pg_last_wal_replay_lsn() >= CAST(:position AS pg_lsn) "
+                    "OR pg_last_xact_replay_timestamp() >= now() - make_interval(secs => :lag)"
+                ),
+                {"position": position, "lag": self.max_lag_seconds},
             )
         return replayed is not False
 

@@ -412,6 +412,30 @@ def test_after_a_quiet_spell_a_replica_past_its_lag_still_leaves_the_shopper_to_
             shop.replica.catch_up(shop.primary)
 
 
+def test_a_replica_a_moment_behind_is_never_taken_for_one_far_behind(shop: Shop, caplog):
+    """Measured against the primary's position of that instant (a process's first look, or
+    the first after a quiet spell), a replica a moment behind a busy primary was called more
+    than the lag behind: a warning each time, /healthz "behind", and the primary serving
+    (found by review). Here it replayed a commit a moment ago and not the next one yet."""
+    shop.primary.psql("CREATE TABLE lag_probe (n int)", DATABASE)
+    shop.replica.catch_up(shop.primary)
+    shop.replica.pause_replay()
+    try:
+        shop.primary.psql("INSERT INTO lag_probe VALUES (1)", DATABASE)
+        with shop_through(
+            shop, shop.replica.url(DATABASE), DATABASE_REPLICA_MAX_LAG_SECONDS=10
+        ) as app:
+            client = app.test_client()
+            assert client.get(f"/shop/{PIECE}").status_code == 200
+            health = client.get("/healthz").json["replica"]
+    finally:
+        shop.replica.resume_replay()
+        shop.primary.psql("DROP TABLE lag_probe", DATABASE)
+        shop.replica.catch_up(shop.primary)
+    assert health == "ok"
+    assert not [r for r in caplog.records if "has not replayed" in r.getMessage()]
+
+
 def test_a_replica_far_behind_leaves_the_shop_window_to_the_primary(paused: Shop):
     """Its replay stopped: the shop window showed what it held, for ever and silently (found
     by review). Once it is more than the bound behind, the primary serves."""
