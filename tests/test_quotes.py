@@ -1107,3 +1107,27 @@ def test_a_commission_won_another_way_is_told_to_its_client_as_under_way(
     assert refused.status_code == 409
     assert "Your commission is under way" in page_text(refused)
     assert deposit_orders(app) == []
+
+
+def test_closing_the_account_with_a_deposit_page_open_says_how_it_ends(
+    shop: Shop, app: Flask
+) -> None:
+    """It said to "pay or cancel it", and wait until it "has been delivered": a deposit's page
+    can only be paid or left, and is never delivered (found by review)."""
+    lead_id = make_lead(app)
+    send(staff_client(shop.app), lead_id)
+    client = shop.client()
+    client.submit("/auth/login", {"email": CLIENT, "password": PASSWORD})
+    assert pay_button(client, quote_link(app)).status_code == 303
+    [order] = deposit_orders(app)
+
+    refused = client.submit("/account/delete", {"password": PASSWORD})
+
+    assert refused.status_code == 422
+    said = page_text(refused)
+    assert (
+        f"the deposit of order {order['number']} is still waiting for its payment (pay it, "
+        "or it ends when its payment page closes)"
+    ) in said
+    assert "cancel" not in said
+    assert "delivered" not in said

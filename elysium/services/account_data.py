@@ -184,6 +184,12 @@ def _refuse_while_open(session: AnySession, user_id: int, email: str) -> None:
 def _what_it_waits_for(order: Order) -> str:
     """Why an open order keeps the account open, and until when, as its owner would say it:
     a deposit is never delivered, and a payment page ends when it is paid or left."""
+    if order.status is OrderStatus.PENDING and order.bespoke_quote_id is not None:
+        # A deposit's page is left, not cancelled: the quote's page only offers to pay it.
+        return (
+            f"the deposit of order {order.number} is still waiting for its payment (pay it, "
+            "or it ends when its payment page closes)"
+        )
     if order.status is OrderStatus.PENDING:
         return (
             f"order {order.number} is still waiting for its payment (pay or cancel it; "
