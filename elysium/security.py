@@ -75,6 +75,20 @@ class ShopResponse(Response):
         return headers
 
 
+# A page whose address holds a secret (a confirmation, reset or welcome link's token, a guest
+# order's or a quote's): its address goes to no other site, even as an origin. It still goes
+# to the shop itself: over https, a form's post without it is refused as a forgery
+# (``WTF_CSRF_SSL_STRICT``), which "no-referrer" made of every form on those pages.
+ADDRESS_KEPT_HERE_POLICY = "same-origin"
+
+
+def keep_the_address_here(response: Response) -> Response:
+    """``response``, whose page's address holds a secret, tells the browser not to send its
+    address to any other site (:data:`ADDRESS_KEPT_HERE_POLICY`)."""
+    response.headers["Referrer-Policy"] = ADDRESS_KEPT_HERE_POLICY
+    return response
+
+
 def register_security_headers(app: Flask) -> None:
     app.response_class = ShopResponse
     fixed = [

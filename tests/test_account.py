@@ -304,7 +304,7 @@ def test_the_link_changes_the_email_verifies_it_and_tells_the_old_address(
 
     page = client.get(link)
     assert page.status_code == 200
-    assert page.headers["Referrer-Policy"] == "no-referrer"
+    assert page.headers["Referrer-Policy"] == "same-origin"
     assert page.headers["Cache-Control"] == "no-store"
     assert "Confirm that countess@example.com is yours" in page_text(page)
     assert user_row(app, signed_in).email == "ada@example.com"

@@ -128,7 +128,7 @@ def test_a_guest_reaches_their_order_with_the_signed_link(app, client, email):
     page = client.get(f"/orders/{number}?token={token}")
     assert page.status_code == 200
     assert "Aurelia Solitaire Ring" in page_text(page)
-    assert page.headers["Referrer-Policy"] == "no-referrer"
+    assert page.headers["Referrer-Policy"] == "same-origin"
 
 
 def test_a_wrong_or_borrowed_token_is_a_404(app, client):

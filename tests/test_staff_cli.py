@@ -81,7 +81,7 @@ def test_the_link_sets_the_password_signs_in_and_leads_to_the_second_factor(app,
 
     page = client.get(link)
     assert page.status_code == 200
-    assert page.headers["Referrer-Policy"] == "no-referrer"
+    assert page.headers["Referrer-Policy"] == "same-origin"
     assert text_of(page, "#welcome-email") == STAFF_EMAIL
     assert user_row(app).password_hash is None  # a GET changes nothing
 

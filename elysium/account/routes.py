@@ -33,6 +33,7 @@ from elysium.extensions import db, limiter
 from elysium.htmx import fragments, htmx_redirect, is_htmx, notice, personal_pages, render
 from elysium.models.types import utcnow
 from elysium.models.users import Address, User
+from elysium.security import keep_the_address_here
 from elysium.services import account_data, accounts, addresses, bespoke, orders, profiles
 from elysium.services.addresses import AddressError, Default
 from elysium.services.profiles import ProfileError
@@ -249,14 +250,14 @@ def confirm_new_email(token: str) -> Response:
             response = make_response(
                 render_template("account/confirm_new_email.html", form=form, change=change)
             )
-            response.headers["Referrer-Policy"] = "no-referrer"
+            keep_the_address_here(response)
             return response
     except accounts.AccountError as error:
         db.session.rollback()
         response = make_response(
             render_template("account/email_link_problem.html", message=error.message), 400
         )
-        response.headers["Referrer-Policy"] = "no-referrer"
+        keep_the_address_here(response)
         return response
     db.session.commit()
     user = change.user

@@ -34,6 +34,7 @@ from elysium.errors import seconds_until_reset, wait_message
 from elysium.extensions import db, limiter
 from elysium.integrations import google
 from elysium.models.users import User
+from elysium.security import keep_the_address_here
 from elysium.services import accounts, oauth_accounts
 from elysium.urls import absolute_url
 from elysium.web import just_sent, throttle
@@ -179,7 +180,7 @@ def confirm_email(token: str) -> Response:
         response = make_response(
             render_template("auth/link_problem.html", message=error.message, sign_in=True), 400
         )
-        response.headers["Referrer-Policy"] = "no-referrer"
+        keep_the_address_here(response)
         return response
     if not form.validate_on_submit():
         return _confirm_page(form, user, 422 if form.is_submitted() else 200)
@@ -205,7 +206,7 @@ def confirm_email(token: str) -> Response:
 
 def _confirm_page(form: ConfirmEmailForm, user: User, status: int) -> Response:
     response = _form_page("auth/confirm.html", form, status, user=user)
-    response.headers["Referrer-Policy"] = "no-referrer"
+    keep_the_address_here(response)
     return response
 
 
@@ -259,7 +260,7 @@ def reset_password(token: str) -> Response:
             sign_in(user)
             flash("Your password is changed, and every other session is signed out.")
             response = redirect(url_for("account.overview"), 303)
-    response.headers["Referrer-Policy"] = "no-referrer"
+    keep_the_address_here(response)
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -294,7 +295,7 @@ def welcome(token: str) -> Response:
             sign_in(user)
             flash("Your password is set. Next, your authenticator app.")
             response = redirect(url_for("staff.security.second_factor"), 303)
-    response.headers["Referrer-Policy"] = "no-referrer"
+    keep_the_address_here(response)
     response.headers["Cache-Control"] = "no-store"
     return response
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, abort, make_response, render_template, request
 
 from elysium.extensions import db
+from elysium.security import keep_the_address_here
 from elysium.services import orders
 
 bp = Blueprint("orders", __name__, url_prefix="/orders")
@@ -17,5 +18,5 @@ def detail(number: str) -> Response:
     order = orders.order_for_guest_token(db.session, number, token) or abort(404)
     response = make_response(render_template("orders/guest.html", order=order))
     response.headers["Cache-Control"] = "no-store"
-    response.headers["Referrer-Policy"] = "no-referrer"
+    keep_the_address_here(response)
     return response

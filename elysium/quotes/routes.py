@@ -25,6 +25,7 @@ from elysium.htmx import htmx_redirect, is_htmx, personal_pages
 from elysium.integrations import stripe_gateway
 from elysium.models.engagement import BespokeQuote
 from elysium.models.orders import Order, OrderStatus
+from elysium.security import keep_the_address_here
 from elysium.services import checkout as checkouts
 from elysium.services import quotes
 from elysium.services.quotes import QuoteRefusedError
@@ -62,7 +63,7 @@ def _page(quote: BespokeQuote, status: int = 200, *, problem: str | None = None)
     )
     response = make_response(html, status)
     # Its address is the quote's secret: no request made from the page sends it on.
-    response.headers["Referrer-Policy"] = "no-referrer"
+    keep_the_address_here(response)
     return response
 
 
