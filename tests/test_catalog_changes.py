@@ -22,7 +22,11 @@ RING = "product-aurelia-solitaire-ring"
 @pytest.fixture
 def shop(app: Flask) -> Iterator[Flask]:
     with FakeSanityServer() as studio:
-        shop = make_app(app.config["SQLALCHEMY_DATABASE_URI"], **studio.settings())
+        shop = make_app(
+            app.config["SQLALCHEMY_DATABASE_URI"],
+            **studio.settings(),
+            SANITY_RETRY_BACKOFF_SECONDS=0.01,  # Sanity's failed answers, tried again at once
+        )
         shop.extensions["test_studio"] = studio
         with shop.app_context():
             catalog_changes.record_change(db.session, "collection-aurelia", deleted=False)
