@@ -156,6 +156,43 @@ def test_a_signed_webhook_answers_202_and_the_change_appears_and_a_replay_is_har
     assert product_count(shop) == count
 
 
+def test_a_second_publish_within_the_same_second_is_applied(shop, studio, webhook_url):
+    """Sanity stamps ``_updatedAt`` to the second. A price published, then corrected within
+    that second, kept the first price for good: the second edit was taken for the first
+    (found by review). Its revision tells them apart, for the webhook and the hourly sync."""
+    synced(shop)
+    studio.app.clock = lambda: "2026-12-07T06:00:00Z"
+    studio.edit(RING, basePrice=100000)
+    assert studio.deliver_webhook(webhook_url, RING) == 202
+    assert eventually(lambda: piece(shop)["base_price"] == 100000)
+
+    studio.edit(RING, basePrice=1000000)
+    assert studio.deliver_webhook(webhook_url, RING) == 202
+    assert eventually(lambda: piece(shop)["base_price"] == 1000000)
+
+    studio.edit(RING, basePrice=990000, published=False)  # and within it again, off sale
+    result = shop.test_cli_runner().invoke(args=["catalog", "sync"])
+    assert "1 updated" in result.output
+    assert piece(shop) == {
+        "name": "Aurelia Solitaire Ring",
+        "base_price": 990000,
+        "published": False,
+    }
+
+
+def test_a_document_no_database_can_hold_is_skipped_as_malformed_not_retried(
+    shop, studio, webhook_url
+):
+    """A NUL or a lone surrogate in a title, a detail or an option's label: PostgreSQL
+    refused the write, and the webhook's change was retried for ever as a failure."""
+    synced(shop)
+    for bad in ("Aurelia\x00", "Aurelia\ud800"):
+        studio.edit(RING, title=bad, details=["18k gold", bad])
+        assert studio.deliver_webhook(webhook_url, RING) == 202
+        assert eventually(lambda: recorded_changes(shop) == [])
+        assert piece(shop)["name"] == "Aurelia Solitaire Ring"
+
+
 def test_a_deleted_document_is_unpublished_not_deleted(shop, studio, webhook_url):
     synced(shop)
     count = product_count(shop)

@@ -21,6 +21,7 @@ import re
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,6 +88,9 @@ class FakeSanity:
         self._hangs: deque[float] = deque()
         self._release = threading.Event()
         self.requests: list[SeenRequest] = []
+        # What ``_updatedAt`` an edit gets: Sanity's clock, to the second (a test may stop it,
+        # to publish twice within one second).
+        self.clock: Callable[[], str] = updated_now
 
     # -- content ---------------------------------------------------------------------------
     def get(self, doc_id: str) -> dict[str, Any] | None:
@@ -97,7 +101,7 @@ class FakeSanity:
     def put(self, doc: dict[str, Any]) -> dict[str, Any]:
         """Add or replace a document as it is (no checks: malformed content is allowed)."""
         doc = copy.deepcopy(doc)
-        doc["_updatedAt"] = updated_now()
+        doc["_updatedAt"] = self.clock()
         doc["_rev"] = revision(doc)
         with self._lock:
             self.documents[doc["_id"]] = doc

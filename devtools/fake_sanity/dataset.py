@@ -19,12 +19,13 @@ DATASET = "production"
 
 
 # When the demo's documents were last edited, as Sanity stamps every document (``_updatedAt``).
-DEMO_EDITED_AT = "2026-11-01T09:00:00.000000Z"
+DEMO_EDITED_AT = "2026-11-01T09:00:00Z"
 
 
 def updated_now() -> str:
-    """Now, as Sanity writes ``_updatedAt`` (UTC, ISO 8601, ``Z``)."""
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    """Now, as Sanity writes ``_updatedAt``: UTC, ISO 8601 with a ``Z``, to the second (two
+    edits within one second have the same stamp, and differ in ``_rev``)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def revision(doc: dict[str, Any]) -> str:

@@ -62,8 +62,10 @@ class Collection(db.Model):
     seo_description: Mapped[str | None] = mapped_column(String(320))
     external_id: Mapped[str | None] = mapped_column(String(120), unique=True)
     # The content source's last edit of the document written here (Sanity's ``_updatedAt``):
-    # an older copy of it arriving later (a sync's page, a slow answer) is not written.
+    # an older copy of it arriving later (a sync's page, a slow answer) is not written. Its
+    # revision (``_rev``): a second edit stamped within the same second is still written.
     source_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    source_revision: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -110,8 +112,10 @@ class Product(db.Model):
     seo_description: Mapped[str | None] = mapped_column(String(320))
     external_id: Mapped[str | None] = mapped_column(String(120), unique=True)
     # The content source's last edit of the document written here (Sanity's ``_updatedAt``):
-    # an older copy of it arriving later (a sync's page, a slow answer) is not written.
+    # an older copy of it arriving later (a sync's page, a slow answer) is not written. Its
+    # revision (``_rev``): a second edit stamped within the same second is still written.
     source_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    source_revision: Mapped[str | None] = mapped_column(String(64))
     released_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

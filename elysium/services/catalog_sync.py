@@ -28,7 +28,7 @@ from elysium.integrations import stripe_gateway
 from elysium.models.catalog import Category, Collection, OptionKind, Product, ProductOption
 from elysium.models.inventory import Inventory
 from elysium.models.types import utcnow
-from elysium.services.sql import AnySession, take_turns_on_sqlite
+from elysium.services.sql import AnySession, storable, take_turns_on_sqlite
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ IMAGE_PREFIX = "https://cdn.sanity.io/images/"
 DRAFT_PREFIX = "drafts."
 DEFAULT_CURRENCY = "GBP"
 MAX_INT = 2**31 - 1  # the columns are 32-bit integers
+REVISION_LENGTH = 64  # the source_revision columns
 
 
 # How far the clocks of the hosts that write the catalogue may disagree (see _unpublish_missing).
@@ -149,7 +150,29 @@ def _check_id(doc: dict[str, Any], doc_type: str) -> str:
         raise InvalidDocumentError("_id is missing")
     if doc.get("_type") != doc_type:
         raise InvalidDocumentError(f"_type is {doc.get('_type')!r}, not {doc_type!r}")
+    if where := _unstorable(doc):
+        # Neither database takes it: refused as malformed, not retried as a failure.
+        raise InvalidDocumentError(f"{where} holds a NUL or a character that isn't Unicode")
     return doc_id
+
+
+def _unstorable(value: Any, where: str = "") -> str | None:
+    """Where in a document (its field's path) text no database can hold is, if anywhere."""
+    if isinstance(value, str):
+        return None if storable(value) else where or "the document"
+    if isinstance(value, dict):
+        items: Iterable[tuple[Any, Any]] = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, each in items:
+        path = f"{where}.{key}" if where else str(key)
+        if isinstance(key, str) and not storable(key):
+            return where or "the document"
+        if found := _unstorable(each, path):
+            return found
+    return None
 
 
 def collection_values(doc: dict[str, Any]) -> dict[str, Any]:
@@ -336,37 +359,59 @@ def _edited_at(doc: dict[str, Any]) -> datetime | None:
     return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=UTC)
 
 
+def _revision(doc: dict[str, Any]) -> str | None:
+    """Which edit of the document this is (Sanity's ``_rev``); None when it doesn't say."""
+    raw = doc.get("_rev")
+    return raw if isinstance(raw, str) and 0 < len(raw) <= REVISION_LENGTH else None
+
+
+def _edit_written(doc: dict[str, Any]) -> dict[str, Any]:
+    """The edit a row is written from, kept with it (:func:`_already_written`)."""
+    edited_at = _edited_at(doc)
+    if edited_at is None:
+        return {}
+    return {"source_updated_at": edited_at, "source_revision": _revision(doc)}
+
+
 def _already_written(
     session: AnySession,
     model: type,
-    doc_id: str,
-    edited_at: datetime | None,
+    doc: dict[str, Any],
     published: bool,
     hidden_before: datetime | None,
 ) -> str | None:
-    """``unchanged`` when the row was written from this very edit of the document, ``older``
+    """``unchanged`` when the row was written from this very edit of the document (its time,
+    and its revision where both say: Sanity stamps the time to the second, so a second edit
+    published within the same second is another revision, and is written), ``older``
     when it holds a later one (a sync's page fetched before the webhook wrote a change: a piece
     taken off sale, a new price; an applier's late answer); None to write it. Before a write
     the row is taken and looked at again, so two writers of one document take turns and the
     second compares with what the first wrote. An edit already written costs one read and
     takes nothing (on SQLite taking a row is a write, which would renew the catalogue's
-    version for every piece an hourly sync finds unchanged).
+    version for every piece an hourly sync finds unchanged). Two edits of one second can't be
+    told apart in time: the later one read is written (an hourly sync's page read between
+    them and written after the second would hold the first until the next sync).
 
     ``hidden_before`` (the hourly sync: when its listing began, less the hosts' clock
     margin): a row hidden before then although this very edit, listed since, says it is on
     sale is written again, whatever hid it (a deletion's answer that came late). One hidden
     after the listing began is left hidden: the studio may have deleted it meanwhile."""
+    edited_at, revision = _edited_at(doc), _revision(doc)
     found = session.execute(
-        select(model.id, model.source_updated_at, model.published, model.updated_at).where(
-            model.external_id == doc_id
-        )
+        select(
+            model.id,
+            model.source_updated_at,
+            model.source_revision,
+            model.published,
+            model.updated_at,
+        ).where(model.external_id == doc["_id"])
     ).one_or_none()
     if found is None:
         return None
-    row_id, written, on_sale, changed_at = found
+    row_id, written, written_revision, on_sale, changed_at = found
     if edited_at is not None and written is not None and edited_at < written:
         return "older"
-    if edited_at is not None and edited_at == written:
+    if edited_at is not None and edited_at == written and revision in (None, written_revision):
         hidden_wrongly = (
             published and not on_sale and hidden_before is not None and changed_at < hidden_before
         )
@@ -386,14 +431,10 @@ def _apply_collection(
 ) -> str:
     values = collection_values(doc)
     doc_id = doc["_id"]
-    edited_at = _edited_at(doc)
-    outcome = _already_written(
-        session, Collection, doc_id, edited_at, values["published"], hidden_before
-    )
+    outcome = _already_written(session, Collection, doc, values["published"], hidden_before)
     if outcome is not None:
         return outcome
-    if edited_at is not None:
-        values["source_updated_at"] = edited_at
+    values.update(_edit_written(doc))
     collection = session.scalar(select(Collection).where(Collection.external_id == doc_id))
     if collection is None:
         collection = session.scalar(
@@ -448,14 +489,10 @@ def _apply_product(
 ) -> str:
     values = product_values(doc, currency)
     doc_id = doc["_id"]
-    edited_at = _edited_at(doc)
-    outcome = _already_written(
-        session, Product, doc_id, edited_at, values["published"], hidden_before
-    )
+    outcome = _already_written(session, Product, doc, values["published"], hidden_before)
     if outcome is not None:
         return outcome
-    if edited_at is not None:
-        values["source_updated_at"] = edited_at
+    values.update(_edit_written(doc))
     options = values.pop("options")
     collection_slug = values.pop("collection_slug")
     collection_id = None
