@@ -240,9 +240,9 @@ def retry_failed_command(
     under_new_keys = f" ({renewed} under a new idempotency key)" if renewed else ""
     click.echo(f"Put back {count} failed {emails}, to be sent on the next pass{under_new_keys}.")
     if skipped := sorted(set(ids) - set(requeued.ids)):
-        why = "not failed"
+        why = "not failed, or withdrawn"
         if queued_within:
-            why = f"not failed, or queued over {queued_within.text} ago"
+            why = f"not failed, withdrawn, or queued over {queued_within.text} ago"
         click.echo(f"Left as they are ({why}): {', '.join(map(str, skipped))}.")
 
 

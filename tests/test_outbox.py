@@ -745,7 +745,7 @@ def test_retry_failed_sends_a_failed_email_on_the_next_pass_and_only_once(resend
     output = retry_failed(resend_app, "--id", str(chosen), "--id", "999999")
 
     assert "Put back 1 failed email, to be sent on the next pass." in output
-    assert "Left as they are (not failed): 999999." in output
+    assert "Left as they are (not failed, or withdrawn): 999999." in output
     with resend_app.app_context():
         assert send_pending(db.session).sent == 1
         assert send_pending(db.session).total == 0
@@ -1049,3 +1049,11 @@ def test_an_email_being_sent_as_its_account_closes_is_never_tried_again(
         assert (withdrawn.to_address, withdrawn.body_text, withdrawn.user_id) == ("", "", None)
         assert closed.template == "account_closed"
     assert [request.json["subject"] for request in fake_resend.requests[1:]] == [closed.subject]
+
+    # Put back by staff, it would wait for ever, "queued" on the order's timeline: it has no
+    # address to go to (found by review).
+    assert "Put back 0 failed emails" in retry_failed(resend_app, "--all")
+    output = retry_failed(resend_app, "--id", str(withdrawn.id))
+    assert f"Left as they are (not failed, or withdrawn): {withdrawn.id}." in output
+    with resend_app.app_context():
+        assert rows()[0].status is OutboxStatus.FAILED

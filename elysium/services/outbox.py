@@ -263,7 +263,11 @@ def retry_failed(
     reach the shopper, they get it twice. Either way it keeps the time it was queued.
     """
     now = utcnow()
-    chosen = [OutboxEmail.status == OutboxStatus.FAILED]
+    # One withdrawn as its account closed has no address left to go to (``_claimable``).
+    chosen = [
+        OutboxEmail.status == OutboxStatus.FAILED,
+        OutboxEmail.to_address != WITHDRAWN_ADDRESS,
+    ]
     if ids is not None:
         chosen.append(OutboxEmail.id.in_(ids))
     if queued_since is not None:
