@@ -11,7 +11,9 @@ stores) and ``bench/reference_app.py``, a minimal Flask app rendering a page of 
 listing's size from one query on the same PostgreSQL. Each page is measured at 1, 16 and 64
 connections (BENCH_CONNECTIONS), BENCH_ROUNDS times (2) in turn with the reference, so the
 machine's noise shows as the spread between rounds; the table gives requests/s, p50 and p99,
-and the ratio of the shop's requests/s to the reference's measured in the same round.
+the ratio of the shop's requests/s to the reference's measured in the same round, and the CPU
+each request cost the app's processes and PostgreSQL's (read from /proc): on a machine that
+runs wrk, the app and the database together, that cost is what sets requests/s.
 
 The pages are those a shopper opens with their cookies (session, visitor, bag: one browser,
 signed out), and the staff's orders list with a signed-in member of staff's (second factor
@@ -390,6 +392,35 @@ end
 """
 BROWSERS = int(os.environ.get("BENCH_BROWSERS", "60000"))
 _browsers_used: dict[str, int] = {}
+# The gunicorn arbiter serving each port: its workers' CPU time is the app's.
+SERVERS: dict[int, int] = {}
+
+
+def cpu_seconds(server: int | None) -> tuple[float, float]:
+    """CPU seconds used so far by the processes of ``server`` (the arbiter and its workers)
+    and by PostgreSQL's, read from /proc (Linux; zeros elsewhere). The machine is shared by
+    wrk, the workers and the database, so requests per second follow the CPU each request
+    costs them all: this says where it goes."""
+    app = database = 0
+    try:
+        pids = [name for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return 0.0, 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                line = stat.read()
+        except OSError:
+            continue  # it ended meanwhile
+        name = line[line.index("(") + 1 : line.rindex(")")]
+        fields = line[line.rindex(")") + 2 :].split()
+        ticks = int(fields[11]) + int(fields[12])  # utime + stime
+        if server is not None and server in (int(pid), int(fields[1])):
+            app += ticks
+        elif name.startswith("postgres"):
+            database += ticks
+    per_second = os.sysconf("SC_CLK_TCK")
+    return app / per_second, database / per_second
 
 
 def measure(wrk: str, target: Target, connections: int, duration: str = DURATION) -> dict:
@@ -406,10 +437,12 @@ def measure(wrk: str, target: Target, connections: int, duration: str = DURATION
             values = {"file": target.browsers, "first": first, "threads": threads}
             script.write(NEXT_BROWSER % values)
     command += ["-s", script.name, f"http://127.0.0.1:{target.port}{target.path}"]
+    app_before, database_before = cpu_seconds(SERVERS.get(target.port))
     try:
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     finally:
         os.unlink(script.name)
+    app_after, database_after = cpu_seconds(SERVERS.get(target.port))
     if target.browsers is not None:
         sent = int(re.search(r"browsers used: (\d+)", output).group(1))
         used = _browsers_used[target.name] = _browsers_used.get(target.name, 0) + sent
@@ -430,6 +463,9 @@ def measure(wrk: str, target: Target, connections: int, duration: str = DURATION
     result["errors"] = (int(errors.group(1)) if errors else 0) + (
         sum(int(n) for n in socket.groups()) if socket else 0
     )
+    total = int(re.search(r"(\d+) requests in", output).group(1)) or 1
+    result["app_cpu_ms"] = (app_after - app_before) * 1000 / total
+    result["database_cpu_ms"] = (database_after - database_before) * 1000 / total
     return result
 
 
@@ -444,8 +480,11 @@ def report(results: dict[tuple[str, int], list[dict]], sizes: dict[str, int]) ->
         f"\ngunicorn {WORKERS} sync workers, PostgreSQL, wrk -d{DURATION} per point, "
         f"{ROUNDS} rounds (req/s is their mean; spread = (max - min) / mean)\n"
     )
-    print("| page | KB | conns | req/s | spread | p50 ms | p99 ms | errors | ratio to reference |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| page | KB | conns | req/s | spread | p50 ms | p99 ms | errors | ratio to reference"
+        " | app CPU ms | PostgreSQL CPU ms |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     names = list(dict.fromkeys(name for name, _ in results))
     for name in names:
         for connections in CONNECTIONS:
@@ -459,10 +498,16 @@ def report(results: dict[tuple[str, int], list[dict]], sizes: dict[str, int]) ->
                 f"| {name} | {sizes[name] / 1024:.1f} | {connections} | {statistics.fmean(rps):.0f}"
                 f" | {spread(rps):.0f}% | {statistics.fmean(run['p50'] for run in runs):.1f}"
                 f" | {p99:.1f}{flag} | {sum(run['errors'] for run in runs)}"
-                f" | {'' if name == 'reference' else f'{ratio:.2f}'} |"
+                f" | {'' if name == 'reference' else f'{ratio:.2f}'}"
+                f" | {statistics.fmean(run['app_cpu_ms'] for run in runs):.2f}"
+                f" | {statistics.fmean(run['database_cpu_ms'] for run in runs):.2f} |"
             )
     print("\nratio: the shop's req/s over the reference's in the same round, averaged over rounds.")
     print("⚠: p99 at 16 connections is 50 ms or more on a shopper page.")
+    print(
+        "CPU ms: per request, the app's gunicorn processes and PostgreSQL's (the whole server's:"
+        " keep the machine quiet), during the measurement; wrk and the kernel not counted."
+    )
 
 
 def main() -> None:
@@ -473,6 +518,7 @@ def main() -> None:
     wanted = os.environ.get("BENCH_PAGES")
     shop = gunicorn("wsgi:app", PORT, env)
     reference = gunicorn("reference_app:app", REFERENCE_PORT, env, "--chdir", "bench")
+    SERVERS.update({PORT: shop.pid, REFERENCE_PORT: reference.pid})
     results: dict[tuple[str, int], list[dict]] = {}
     try:
         for port in (PORT, REFERENCE_PORT):
