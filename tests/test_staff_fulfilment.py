@@ -38,11 +38,12 @@ S = OrderStatus
 TOTAL = 65000  # one Aurelia Fine Chain
 
 
-def buy(shop: Shop, *, pay: str | None = "card") -> tuple[str, str]:
-    """A guest buys one chain; returns the order number and its checkout session id."""
+def buy(shop: Shop, *, pay: str | None = "card", **details: str) -> tuple[str, str]:
+    """A guest buys one chain (checkout's ``details`` changed); returns the order number and
+    its checkout session id."""
     client = shop.client()
     add_chain(client)
-    session_id = session_id_from(check_out(client).location)
+    session_id = session_id_from(check_out(client, **details).location)
     if pay == "card":
         shop.fake.pay(session_id)
     elif pay == "bank":
@@ -1817,6 +1818,39 @@ def test_the_rest_given_back_in_the_dashboard_while_a_refund_waited_is_told_as_t
     assert "We have refunded £100 " in told[0]
     assert "We have refunded £550 " in told[1]
     assert order_of(app, number)["refunded"] == 65000
+
+
+def test_the_shipped_email_keeps_the_gift_messages_lines(shop: Shop, app: Flask) -> None:
+    """The gift message "travels with it", as typed: its lines ran together in the email's
+    HTML (found by review)."""
+    number, _ = buy(shop, gift_message="Dear Ada,\r\nHappy birthday! <3\r\nLove, Tom")
+    staff = staff_client(shop.app)
+    assert act(staff, number, "fulfil").status_code == 303
+    assert act(staff, number, "ship", **SHIP).status_code == 303
+
+    [email] = [e for e in sent_emails(app) if e.template == "order_shipped"]
+    assert "Dear Ada,<br>\nHappy birthday! &lt;3<br>\nLove, Tom" in email.body_html
+
+
+def test_a_dashboard_refund_made_again_after_one_failed_is_told_again(shop: Shop, app: Flask):
+    """£100 given back in Stripe's dashboard (she is told), the refund fails (her card was
+    closed), and it is made again: Stripe counts £100 refunded again, and the email that
+    would tell her was taken for the first one's, so she was never told of the money that
+    reached her (found by review)."""
+    number, _ = buy(shop)
+    started = time.time()
+    shop.fake.refund_from_dashboard(intent_of(app, number), amount=10000)
+    [first] = shop.fake.refunds.values()
+    shop.fake.clock = lambda: started + 60
+    shop.fake.fail_refund(first["id"])
+    shop.fake.clock = lambda: started + 120
+    shop.fake.refund_from_dashboard(intent_of(app, number), amount=10000)
+    shop.fake.wait_for_deliveries()
+
+    told = [e.body_text for e in sent_emails(app) if e.template == "order_refunded"]
+    assert len(told) == 2
+    assert all("We have refunded £100 " in each for each in told)
+    assert order_of(app, number)["refunded"] == 10000
 
 
 @pytest.mark.parametrize(
