@@ -177,6 +177,7 @@ def register_templating(app: Flask) -> None:
         shopper_timeline,
         tracking_link_for,
     )
+    from elysium.services.outbox import typed_lines
     from elysium.services.profiles import PREFERRED_METALS
     from elysium.services.shipping import CARRIERS
     from elysium.urls import absolute_url, modify_query
@@ -189,6 +190,7 @@ def register_templating(app: Flask) -> None:
 
     app.jinja_env.filters["money"] = format_money
     app.jinja_env.filters["house_time"] = in_house_time
+    app.jinja_env.filters["typed_lines"] = typed_lines
     app.jinja_env.globals["absolute_url"] = absolute_url
     app.jinja_env.globals["modify_query"] = modify_query
     app.jinja_env.globals["product_json_ld"] = product_json_ld

@@ -1131,3 +1131,20 @@ def test_closing_the_account_with_a_deposit_page_open_says_how_it_ends(
     ) in said
     assert "cancel" not in said
     assert "delivered" not in said
+
+
+def test_a_description_on_several_lines_keeps_them_in_the_emails_html(app: Flask) -> None:
+    """The quote's terms, typed on several lines, ran together in the HTML of the email most
+    clients read (found by review)."""
+    lead_id = make_lead(app)
+    staff = staff_client(app)
+    description = (
+        "Emerald ring, 18k yellow gold\r\nCentre stone: 1.2 ct <emerald>\r\nDelivery: 8 weeks"
+    )
+    assert send(staff, lead_id, description=description).status_code == 303
+
+    [email] = [e for e in sent_emails(app, CLIENT) if e.template == "quote_sent"]
+    assert (
+        "Emerald ring, 18k yellow gold<br>\nCentre stone: 1.2 ct &lt;emerald&gt;<br>\n"
+        "Delivery: 8 weeks" in email.body_html
+    )

@@ -47,6 +47,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import Flask, current_app, render_template
+from markupsafe import Markup, escape
 from sqlalchemy import ColumnElement, and_, case, event, func, or_, select, update
 from sqlalchemy.orm import Session, SessionTransaction
 
@@ -61,6 +62,14 @@ from elysium.integrations.email import (
 from elysium.models.outbox import OutboxEmail, OutboxStatus
 from elysium.models.types import utcnow
 from elysium.services.sql import AnySession, insert_unless_exists
+
+
+def typed_lines(text: str) -> Markup:
+    """Text someone typed on several lines (a commission's idea, a quote's description, a gift
+    message), for an email's HTML: escaped, each line break a ``<br>``, which every mail
+    client shows (some ignore CSS that keeps the breaks)."""
+    return Markup("<br>\n").join(escape(line) for line in str(text).splitlines())
+
 
 logger = logging.getLogger(__name__)
 
