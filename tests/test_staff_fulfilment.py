@@ -1853,39 +1853,6 @@ def test_a_dashboard_refund_made_again_after_one_failed_is_told_again(shop: Shop
     assert order_of(app, number)["refunded"] == 10000
 
 
-@pytest.mark.parametrize(
-    "left", [55000, 5000], ids=["staff-refund-the-rest", "staff-refund-a-part"]
-)
-def test_a_dashboard_refund_reported_only_while_a_refund_waits_is_told(
-    shop: Shop, app: Flask, left: int
-) -> None:
-    """£100 given back in the dashboard, its report late; staff refund more while Stripe is
-    down, and the report comes while that refund waits, so it is taken for it. The retry
-    goes through, and the customer was never told of the £100."""
-    number, _ = buy(shop)
-    staff = staff_client(shop.app)
-    shop.fake.auto_deliver = False
-    shop.fake.refund_from_dashboard(intent_of(app, number), amount=10000)
-    shop.fake.down()
-    amount = str(left // 100)
-    assert (
-        act(staff, number, "refund", amount=amount, request_key="k", notify="y").status_code == 503
-    )
-    shop.fake.up()
-    shop.fake.auto_deliver = True
-    shop.fake.deliver_pending()
-
-    [form] = retry_forms(staff, number)
-    assert staff.post(str(form["action"]), data=form_fields(form)).status_code == 303
-    shop.fake.wait_for_deliveries()
-
-    told = sorted(e.body_text for e in sent_emails(app) if e.template == "order_refunded")
-    assert len(told) == 2
-    assert any("We have refunded £100 " in each for each in told)
-    assert any(f"We have refunded £{left // 100} " in each for each in told)
-    assert order_of(app, number)["refunded"] == 10000 + left
-
-
 @pytest.mark.parametrize("notify", [True, False])
 def test_a_retried_refund_tells_the_customer_as_the_first_form_asked(
     shop: Shop, app: Flask, notify: bool

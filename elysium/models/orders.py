@@ -195,10 +195,6 @@ class Refund(db.Model):
     ``idempotency_key`` is unique, so a repeated or concurrent request refunds once;
     ``restock`` lists the pieces put back on sale with it (``[{"inventory_id", "quantity"}]``);
     ``notify`` is whether the shopper is emailed once it succeeds, kept for a retry.
-    ``elsewhere_before``: what the order counted as given back outside the shop (Stripe's
-    dashboard) when this refund was asked. Stripe's report of more, coming while this refund
-    waits, is taken for it and tells nobody; once Stripe has answered, what it lists given
-    back outside beyond this was never told.
     ``failed_at``: when Stripe's ``refund.failed`` event was made, for one that failed after
     Stripe had accepted it (a refund made in Stripe's dashboard that failed is kept too,
     FAILED, under the key ``stripe:<its id>``).
@@ -220,7 +216,6 @@ class Refund(db.Model):
     failure_reason: Mapped[str] = mapped_column(Text, default="")
     restock: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     notify: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
-    elsewhere_before: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     actor_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

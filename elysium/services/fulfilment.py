@@ -437,8 +437,6 @@ def _record_refund(
     notify: bool = False,
 ) -> Refund:
     """The PENDING refund under ``key``, written once (a racing request finds it written)."""
-    accepted = sum(r.amount for r in order.refunds if r.status is RefundStatus.SUCCEEDED)
-    counted_elsewhere = order.refunded_amount - order.charged_back_amount - accepted
     refund_id = insert_unless_exists(
         session,
         Refund,
@@ -452,7 +450,6 @@ def _record_refund(
             "failure_reason": "",
             "restock": restock,
             "notify": notify,
-            "elsewhere_before": max(counted_elsewhere, 0),
             "actor_user_id": staff.user_id,
             "created_at": utcnow(),
             "updated_at": utcnow(),
@@ -495,8 +492,10 @@ class StripeAnswer:
     refused: str = ""  # Stripe's reason when it refused
     unreachable: bool = False
     # What Stripe listed as given back outside the shop (its dashboard), when it was asked:
-    # each refund's id and amount.
+    # each refund's id and amount; ``since_asked`` those of them made after this refund was
+    # asked (for which it was refused).
     given_elsewhere: tuple[tuple[str, int], ...] = ()
+    since_asked: tuple[tuple[str, int], ...] = ()
 
 
 def ask_stripe(refund: Refund, order: Order) -> StripeAnswer:
@@ -548,6 +547,7 @@ def ask_stripe(refund: Refund, order: Order) -> StripeAnswer:
                     "asked, and Stripe never had this one. If that was this refund, nothing "
                     "more is owed; if not, refund again",
                     given_elsewhere=elsewhere,
+                    since_asked=tuple((each.refund_id, each.amount) for each in outside),
                 )
         answer = answer or stripe_gateway.create_refund(
             payment_intent=payment_intent,
@@ -590,7 +590,7 @@ def finish_refund(
         session.flush()
         _answered(session, order, staff)
         if not for_cancelling and answer.refund_id is None:
-            _refunded_elsewhere_meanwhile(session, order, refund, answer)
+            _refunded_elsewhere_meanwhile(session, order, answer)
         # Refused because everything was given back meanwhile (the dashboard's refund): then
         # there is nothing to look into, and no warning is left on the order for it.
         if for_cancelling or order.refunded_amount < order.total:
@@ -604,17 +604,17 @@ def finish_refund(
     refund.status, refund.stripe_refund_id = RefundStatus.SUCCEEDED, answer.refund_id
     session.flush()
     _answered(session, order, staff)
+    refunded = sum(
+        r.amount
+        for r in order.refunds
+        if r.status is RefundStatus.SUCCEEDED and r.currency == order.currency
+    )
     # With what Stripe listed as given back in its dashboard: a part refunded there, the rest
-    # here, is the whole given back now, not when Stripe next reports it.
-    untold, at_stripe = _count_listed_elsewhere(order, refund, answer)
-    if untold > 0:
-        orders.email_refund(
-            session,
-            order,
-            untold,
-            full=False,
-            dedupe_key=payments.refunded_at_stripe_key(order, at_stripe),
-        )
+    # here, is the whole given back now, not when Stripe next reports it. Less any of those
+    # that failed since (the list was read before this lock was taken).
+    failed = {r.stripe_refund_id for r in order.refunds if r.status is RefundStatus.FAILED}
+    elsewhere = sum(amount for made, amount in answer.given_elsewhere if made not in failed)
+    order.refunded_amount = max(order.refunded_amount, min(refunded + elsewhere, order.total))
     payments.put_refunds_pieces_back(session, order, refund, actor_id=staff.user_id)
     amount = format_money(refund.amount, order.currency)
     full = order.refunded_amount >= order.total and not pending_refunds(order)
@@ -642,38 +642,25 @@ def finish_refund(
     return refund
 
 
-def _count_listed_elsewhere(order: Order, refund: Refund, answer: StripeAnswer) -> tuple[int, int]:
-    """The order counts what Stripe listed as given back outside the shop (less any of those
-    that failed since: the list was read before the order's lock was taken), so a report of
-    the same total tells nobody again. Returns what of it no one has told the shopper (a
-    report that came while ``refund`` waited was taken for it, so what is listed beyond what
-    the order counted when it was asked was never told; nothing when Stripe listed none),
-    and the total Stripe counts refunded, by which its reports are told once."""
-    failed = {r.stripe_refund_id for r in order.refunds if r.status is RefundStatus.FAILED}
-    listed = sum(amount for made, amount in answer.given_elsewhere if made not in failed)
-    given_here = sum(
-        r.amount
-        for r in order.refunds
-        if r.status is RefundStatus.SUCCEEDED and r.currency == order.currency
-    )
-    order.refunded_amount = max(order.refunded_amount, min(given_here + listed, order.total))
-    return max(listed - refund.elsewhere_before, 0), given_here + listed
-
-
-def _refunded_elsewhere_meanwhile(
-    session: AnySession, order: Order, refund: Refund, answer: StripeAnswer
-) -> None:
+def _refunded_elsewhere_meanwhile(session: AnySession, order: Order, answer: StripeAnswer) -> None:
     """After a refund Stripe refused and never had (not one of the shop's that failed there):
     Stripe's report of what was given back came while it waited (a refund made in Stripe's
     dashboard at the same time, which is why it was refused), and was taken for it, so the
     shopper was told nothing. Nothing of the shop's is left to explain it: the whole payment
     given back refunds the order in full at Stripe, as the report would have; a part is told
-    to the shopper now, as the report would have told it."""
+    to the shopper now (``answer.since_asked``), as the report would have told it, and the
+    order counts what Stripe listed, so a report of the same total tells nobody again."""
     if payments.refund_unfinished(order):
         return
-    untold, at_stripe = _count_listed_elsewhere(order, refund, answer)
     given_here = sum(r.amount for r in order.refunds if r.status is RefundStatus.SUCCEEDED)
+    failed = {r.stripe_refund_id for r in order.refunds if r.status is RefundStatus.FAILED}
+    listed = sum(amount for made, amount in answer.given_elsewhere if made not in failed)
+    before = order.refunded_amount
+    order.refunded_amount = max(before, min(given_here + listed, order.total))
     elsewhere = order.refunded_amount - given_here
+    # What no report told: what was given back outside the shop while this refund waited
+    # (a report then was taken for it). One given back there before was told when reported.
+    untold = sum(amount for made, amount in answer.since_asked if made not in failed)
     if order.refunded_amount >= order.total and elsewhere > 0:
         payments.refunded_in_full_at_stripe(session, order, untold or elsewhere)
         return
@@ -683,7 +670,7 @@ def _refunded_elsewhere_meanwhile(
             order,
             untold,
             full=False,
-            dedupe_key=payments.refunded_at_stripe_key(order, at_stripe),
+            dedupe_key=payments.refunded_at_stripe_key(order, given_here + listed),
         )
 
 

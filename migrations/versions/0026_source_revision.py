@@ -1,7 +1,7 @@
 """pieces and collections keep the revision of the studio's edit they were written from
 
-Revision ID: 0027
-Revises: 0026
+Revision ID: 0026
+Revises: 0025
 Create Date: 2026-12-07 06:30:00.000000
 
 Sanity stamps ``_updatedAt`` to the second: a second publish of a document within the same
@@ -13,8 +13,8 @@ are written again the next time their document is read.
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0027"
-down_revision = "0026"
+revision = "0026"
+down_revision = "0025"
 branch_labels = None
 depends_on = None
 
