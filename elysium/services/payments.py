@@ -589,10 +589,8 @@ def charge_refunded(
 def refunded_at_stripe_key(order: Order, refunded: int) -> str:
     """The email telling the shopper of money given back in Stripe's dashboard, once per
     total Stripe counts refunded (a report sent again, or told another way, tells nobody
-    twice), with what has failed since Stripe accepted it: a refund made again after one
-    failed brings Stripe's total back to where it was, and is told too."""
-    failed = _failed_since(order, None)
-    return f"order:{order.id}:refunded-at-stripe-to:{refunded + failed}"
+    twice)."""
+    return f"order:{order.id}:refunded-at-stripe-to:{refunded}"
 
 
 def refund_unfinished(order: Order) -> bool:
