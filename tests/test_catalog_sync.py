@@ -781,12 +781,26 @@ def test_a_piece_moved_into_a_collection_whose_change_comes_after_it_is_applied_
     assert price == moved["basePrice"]
 
 
-def test_a_piece_deleted_as_the_hourly_sync_writes_its_listing_stays_hidden(app, documents):
+@pytest.mark.parametrize(
+    "written", ["this edit", "before revisions were kept", "another edit of that second"]
+)
+def test_a_piece_deleted_as_the_hourly_sync_writes_its_listing_stays_hidden(
+    app, documents, written
+):
     """The sync's listing still holds the piece; the studio deletes it and the webhook hides
-    it before the sync writes that page's copy. The copy must not put it back on sale."""
+    it before the sync writes that page's copy. The copy must not put it back on sale:
+    whether the row holds that very edit, one written before the shop kept revisions (the
+    first sync after the deploy that began keeping them put it back, found by review), or
+    another edit of the same second."""
     collections, products = documents
-    page = [stamped(doc, EDITED) for doc in products]
+    page = [stamped({**doc, "_rev": "listed"}, EDITED) for doc in products]
     sync(app, collections, page)
+    if written != "this edit":
+        revision = None if written == "before revisions were kept" else "another"
+        with app.app_context():
+            db.session.execute(update(Product).values(source_revision=revision))
+            db.session.commit()
+            db.session.remove()
     target = page[2]
     outcomes = []
 

@@ -411,11 +411,16 @@ def _already_written(
     row_id, written, written_revision, on_sale, changed_at = found
     if edited_at is not None and written is not None and edited_at < written:
         return "older"
-    if edited_at is not None and edited_at == written and revision in (None, written_revision):
-        hidden_wrongly = (
-            published and not on_sale and hidden_before is not None and changed_at < hidden_before
-        )
-        if not hidden_wrongly:
+    if edited_at is not None and edited_at == written:
+        hidden = not on_sale and hidden_before is not None
+        if revision in (None, written_revision) or written_revision is None:
+            # This very edit (or one written before revisions were kept: taken for it).
+            hidden_wrongly = published and hidden and changed_at < hidden_before
+            if not hidden_wrongly:
+                return "unchanged"
+        elif hidden and changed_at >= hidden_before:
+            # Another edit of the same second, hidden since the listing began: the studio
+            # may have deleted it meanwhile, as for this very edit.
             return "unchanged"
     take_turns_on_sqlite(session, model, row_id)
     written = session.scalar(

@@ -6,8 +6,8 @@ Create Date: 2026-12-07 06:30:00.000000
 
 Sanity stamps ``_updatedAt`` to the second: a second publish of a document within the same
 second as the first was taken for the edit already written and never applied (the shop kept
-the first price). The revision (``_rev``) tells them apart. Rows written before keep none, and
-are written again the next time their document is read.
+the first price). The revision (``_rev``) tells them apart. Rows written before keep none: a document of the
+same time is taken for the edit they hold, as before, until the next edit writes one.
 """
 
 import sqlalchemy as sa
