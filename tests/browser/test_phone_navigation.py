@@ -95,3 +95,23 @@ def test_every_navigation_item_is_on_screen_and_the_header_is_one_line(
     )
     expect(current).to_have_attribute("aria-current", "page")
     shown_in_full(current)
+
+
+NARROW = {"width": 320, "height": 640}
+
+
+def test_a_signed_in_shoppers_pages_fit_a_320_px_screen(page: Page, catalogue, auth, javascript):
+    """Below 355 px the signed-in header (the wordmark and five actions) was wider than the
+    screen: every page scrolled sideways and the bag was cut off at the edge; the account's
+    details were split mid-word into a thin column (found by review)."""
+    auth.create_user()
+    sign_in(page)
+    page.set_viewport_size(NARROW)
+    for path in ("/", "/shop", "/shop/aurelia-solitaire-ring", "/cart", "/wishlist", "/account"):
+        page.goto(path)
+        assert page.evaluate("document.documentElement.scrollWidth") <= NARROW["width"], path
+        shown_in_full(page.locator(".bag-link"))
+    for value in page.locator(".details dd").all():
+        box = value.bounding_box()
+        assert box is not None
+        assert box["width"] >= NARROW["width"] / 2, f"a thin column: {box}"

@@ -187,3 +187,26 @@ def test_staff_give_back_a_bank_payment_that_came_after_they_cancelled_the_order
     intent = fake.session(session_id)["payment_intent"]
     given = [r["amount"] for r in fake.refunds.values() if r["payment_intent"] == intent]
     assert given == [65000]
+
+
+def test_the_back_offices_lists_fit_a_phone(browser, javascript, shop_with_payments, catalogue):
+    """The stock list was 787 px wide on a 375 px phone (its rows' hidden labels escaped the
+    table's scroller), the orders list 499 px (the bulk action's select as wide as its
+    longest option) (found by review)."""
+    shop, base_url = shop_with_payments
+    _, secret = create_staff(shop)
+    context = browser.new_context(
+        java_script_enabled=javascript,
+        base_url=base_url,
+        viewport={"width": 375, "height": 740},
+    )
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    try:
+        sign_in_with_second_factor(page, secret)
+        for path in ("/staff/orders", "/staff/inventory"):
+            page.goto(path)
+            assert page.evaluate("document.documentElement.scrollWidth") <= 375, path
+        expect(page.get_by_role("table")).to_be_visible()
+    finally:
+        context.close()
