@@ -38,11 +38,12 @@ S = OrderStatus
 TOTAL = 65000  # one Aurelia Fine Chain
 
 
-def buy(shop: Shop, *, pay: str | None = "card") -> tuple[str, str]:
-    """A guest buys one chain; returns the order number and its checkout session id."""
+def buy(shop: Shop, *, pay: str | None = "card", **details: str) -> tuple[str, str]:
+    """A guest buys one chain (checkout's ``details`` changed); returns the order number and
+    its checkout session id."""
     client = shop.client()
     add_chain(client)
-    session_id = session_id_from(check_out(client).location)
+    session_id = session_id_from(check_out(client, **details).location)
     if pay == "card":
         shop.fake.pay(session_id)
     elif pay == "bank":
@@ -467,6 +468,36 @@ def test_the_rest_refunded_at_stripe_is_emailed_as_itself_not_the_running_total(
     assert "We have refunded £250" in emails[0]
     assert "We have refunded £400" in emails[1]
     assert "now refunded in full" in emails[1]
+
+
+@pytest.mark.parametrize("again", [10000, 3000], ids=["the-same", "less"])
+def test_a_report_made_after_a_failure_and_delivered_before_it_is_believed(
+    shop: Shop, app: Flask, again: int
+) -> None:
+    """£100 given back in Stripe's dashboard fails, and money is given back there again.
+    Stripe delivers the new refund's report (made after the failure, so leaving it out)
+    before the failure: the failure then took its £100 off what that report said, and the
+    order showed £0 (or, for £30 given again, still £100) where Stripe had £100 (or £30)
+    refunded, which staff would refund again (found by review)."""
+    number, _ = buy(shop)
+    shop.fake.auto_deliver = False
+    started = time.time()
+    shop.fake.refund_from_dashboard(intent_of(app, number), amount=10000)
+    shop.fake.deliver_pending()
+    [first] = shop.fake.refunds.values()
+    shop.fake.clock = lambda: started + 60
+    shop.fake.fail_refund(first["id"])
+    [failed] = shop.fake.events_of_type("refund.failed")[-1:]
+    shop.fake.clock = lambda: started + 120
+    shop.fake.refund_from_dashboard(intent_of(app, number), amount=again)
+    [report] = shop.fake.events_of_type("charge.refunded")[-1:]
+    assert shop.fake.deliver(report["id"]).status == 200
+    assert shop.fake.deliver(failed["id"]).status == 200
+    shop.fake.deliver_pending()
+
+    [charge] = shop.fake.charges.values()
+    assert charge["amount_refunded"] == again
+    assert order_of(app, number)["refunded"] == again
 
 
 def test_money_refunded_at_stripe_after_a_refund_failed_is_counted(shop: Shop, app: Flask) -> None:

@@ -65,6 +65,11 @@ class Order(db.Model):
     # The part of ``refunded_amount`` the cardholder's bank took back (a dispute lost), not
     # the shop: the shopper is told it came from their bank, never that the shop refunded it.
     charged_back_amount: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # Stripe's latest report of what it has refunded (``charge.refunded``): its running total
+    # and when Stripe made it. A refund's failure delivered after a report made later is
+    # already left out of that report's total.
+    refunds_reported: Mapped[int | None] = mapped_column(BigInteger)
+    refunds_reported_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     gift_message: Mapped[str] = mapped_column(Text, default="")
     shipping_address: Mapped[dict[str, Any]] = mapped_column(JSON)
     billing_address: Mapped[dict[str, Any]] = mapped_column(JSON)

@@ -539,6 +539,10 @@ def charge_refunded(
     # Stripe keeps no order among events: a report made before a refund failed may arrive
     # after its failure was applied, still counting it; one made after it doesn't count it.
     refunded = max(reported - _failed_since(order, made_at), 0)
+    if made_at is not None and (
+        order.refunds_reported_at is None or made_at >= order.refunds_reported_at
+    ):
+        order.refunds_reported, order.refunds_reported_at = reported, made_at
     # Stripe's figure counts refunds alone; the order's also counts what a lost dispute took
     # back (``charged_back_amount``), which a report applied after it must not swallow.
     refunds_before = order.refunded_amount - order.charged_back_amount
@@ -783,6 +787,20 @@ def _failed_since(order: Order, made_at: datetime | None) -> int:
     )
 
 
+def _reported_since(order: Order, failed_at: datetime | None) -> int:
+    """What the order counts given back by Stripe's latest report, when Stripe made it after
+    a refund failed at ``failed_at`` (so it leaves that refund out), less the refunds that
+    failed since it was made; 0 when there is no such report. To the second, a report made
+    in the same second may still count it: not taken."""
+    made_at = order.refunds_reported_at
+    if order.refunds_reported is None or made_at is None or failed_at is None:
+        return 0
+    if made_at <= failed_at:
+        return 0
+    refunded = max(order.refunds_reported - _failed_since(order, made_at), 0)
+    return min(order.total, order.charged_back_amount + refunded)
+
+
 def refund_failed(
     session: AnySession,
     order: Order,
@@ -830,9 +848,12 @@ def refund_failed(
         if not any(r.status is RefundStatus.PENDING for r in order.refunds):
             checkout.clear_flag(order, REFUND_AWAITED_FLAG, actor=ACTOR, on_timeline=False)
     # Never below what the shop's own refunds still give back (one that failed while its
-    # answer was unwritten had never been counted, unless Stripe's report of it came first).
+    # answer was unwritten had never been counted, unless Stripe's report of it came first),
+    # nor below what a report Stripe made after this failure says (it leaves this out).
     still_given = sum(r.amount for r in order.refunds if r.status is RefundStatus.SUCCEEDED)
-    order.refunded_amount = max(order.refunded_amount - amount, still_given, 0)
+    order.refunded_amount = max(
+        order.refunded_amount - amount, still_given, _reported_since(order, made_at), 0
+    )
     money = format_money(amount, order.currency)
     if order.bespoke_quote_id is not None:
         quotes.deposit_refund_failed(session, order, money)
