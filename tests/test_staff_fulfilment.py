@@ -500,6 +500,33 @@ def test_a_report_made_after_a_failure_and_delivered_before_it_is_believed(
     assert order_of(app, number)["refunded"] == again
 
 
+def test_of_two_reports_made_in_one_second_the_larger_is_believed(shop: Shop, app: Flask):
+    """As above, with £100 given again twice within one second: Stripe delivers the newer
+    report (£200) first, then the older (£100), then the failure. The older, stamped with
+    the same second, was kept as the latest, and the order showed £100 of Stripe's £200
+    (found by review)."""
+    number, _ = buy(shop)
+    shop.fake.auto_deliver = False
+    started = time.time()
+    shop.fake.refund_from_dashboard(intent_of(app, number), amount=10000)
+    shop.fake.deliver_pending()
+    [first] = shop.fake.refunds.values()
+    shop.fake.clock = lambda: started + 60
+    shop.fake.fail_refund(first["id"])
+    [failed] = shop.fake.events_of_type("refund.failed")[-1:]
+    shop.fake.clock = lambda: started + 120
+    for _ in range(2):
+        shop.fake.refund_from_dashboard(intent_of(app, number), amount=10000)
+    older, newer = shop.fake.events_of_type("charge.refunded")[-2:]
+    for delivered in (newer, older, failed):
+        assert shop.fake.deliver(delivered["id"]).status == 200
+    shop.fake.deliver_pending()
+
+    [charge] = shop.fake.charges.values()
+    assert charge["amount_refunded"] == 20000
+    assert order_of(app, number)["refunded"] == 20000
+
+
 def test_money_refunded_at_stripe_after_a_refund_failed_is_counted(shop: Shop, app: Flask) -> None:
     """Staff refunded £100; it failed (the card was closed), and Stripe's running total went
     back to nothing. They gave the £100 back from Stripe's dashboard: its report counted

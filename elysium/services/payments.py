@@ -539,9 +539,7 @@ def charge_refunded(
     # Stripe keeps no order among events: a report made before a refund failed may arrive
     # after its failure was applied, still counting it; one made after it doesn't count it.
     refunded = max(reported - _failed_since(order, made_at), 0)
-    if made_at is not None and (
-        order.refunds_reported_at is None or made_at >= order.refunds_reported_at
-    ):
+    if _later_report(order, reported, made_at):
         order.refunds_reported, order.refunds_reported_at = reported, made_at
     # Stripe's figure counts refunds alone; the order's also counts what a lost dispute took
     # back (``charged_back_amount``), which a report applied after it must not swallow.
@@ -785,6 +783,18 @@ def _failed_since(order: Order, made_at: datetime | None) -> int:
         and r.failure_reason.startswith(FAILED_AT_STRIPE)
         and (r.failed_at is None or made_at is None or r.failed_at >= made_at)
     )
+
+
+def _later_report(order: Order, reported: int, made_at: datetime | None) -> bool:
+    """Whether a report of ``reported`` refunded, made at ``made_at``, is later than the one
+    the order keeps. Stripe's times are to the second: of two in one second, the larger
+    (refunds only add to the total; one that failed in that second is taken off anyway)."""
+    if made_at is None:
+        return False
+    kept_at = order.refunds_reported_at
+    if kept_at is None or made_at > kept_at:
+        return True
+    return made_at == kept_at and reported > (order.refunds_reported or 0)
 
 
 def _reported_since(order: Order, failed_at: datetime | None) -> int:
