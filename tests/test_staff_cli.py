@@ -99,6 +99,9 @@ def test_the_link_sets_the_password_signs_in_and_leads_to_the_second_factor(app,
 
     again = browser_for(app)
     assert sign_in(again, password=STAFF_PASSWORD).status_code == 303
+    # Their first password is no change to warn of: "If this wasn't you…" on their first
+    # day read as a break-in (found by review).
+    assert [e.template for e in sent_emails(app, STAFF_EMAIL)] == []
 
 
 def browser_for(app: Flask) -> ShopClient:

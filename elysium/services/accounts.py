@@ -282,13 +282,15 @@ def welcome_password(session: AnySession, token: str, password: str) -> User:
     user = user_for_welcome_token(session, token)
     if user is None:
         raise AccountError("This link has expired or has already been used.")
-    _set_password(session, user, password)
+    # A first password is no change to warn of (the warning reads as a break-in on someone's
+    # first day); a promoted shopper's password replaced is.
+    _set_password(session, user, password, tell=user.password_hash is not None)
     if user.email_verified_at is None:
         user.email_verified_at = utcnow()
     return user
 
 
-def _set_password(session: AnySession, user: User, password: str) -> None:
+def _set_password(session: AnySession, user: User, password: str, *, tell: bool = True) -> None:
     names = (user.first_name, user.last_name)
     if problem := passwords.password_problem(password, email=user.email, names=names):
         raise AccountError(problem, field="password")
@@ -298,6 +300,8 @@ def _set_password(session: AnySession, user: User, password: str) -> None:
     # still waiting for its link (asked for by whoever knew the old password).
     user.email_change_nonce = None
     end_all_sessions(user)
+    if not tell:
+        return
     queue_email(
         session,
         to=user.email,
