@@ -185,6 +185,17 @@ def test_create_staff_promotes_a_shopper_who_keeps_their_orders(app, runner, cat
     assert client.get("/staff").headers["Location"].startswith(SECOND_FACTOR)
 
 
+def test_a_promoted_shoppers_password_replaced_through_the_link_tells_her(app, runner, client):
+    """Her password changed is a change to warn of, unlike a new colleague's first one."""
+    with app.app_context():
+        create_user("ada@example.com")
+    _, link = create_staff(runner, "ada@example.com")
+
+    assert client.submit(link, {"password": STAFF_PASSWORD}).status_code == 303
+    changed = [e for e in sent_emails(app, "ada@example.com") if e.template == "password_changed"]
+    assert len(changed) == 1
+
+
 def test_a_shoppers_session_from_before_the_promotion_never_sees_the_staff_key(app, runner):
     """A session of Ada's as a shopper (a shared computer, a stolen cookie) reached the
     authenticator's enrolment once she was made staff, which asks for nothing more, and
