@@ -63,14 +63,6 @@ from elysium.models.outbox import OutboxEmail, OutboxStatus
 from elysium.models.types import utcnow
 from elysium.services.sql import AnySession, insert_unless_exists
 
-
-def typed_lines(text: str) -> Markup:
-    """Text someone typed on several lines (a commission's idea, a quote's description, a gift
-    message), for an email's HTML: escaped, each line break a ``<br>``, which every mail
-    client shows (some ignore CSS that keeps the breaks)."""
-    return Markup("<br>\n").join(escape(line) for line in str(text).splitlines())
-
-
 logger = logging.getLogger(__name__)
 
 
@@ -136,6 +128,13 @@ class _Claim:
     claimed_at: datetime
     tries_began_at: datetime
     key_from: datetime
+
+
+def typed_lines(text: str) -> Markup:
+    """Text someone typed on several lines (a commission's idea, a quote's description, a gift
+    message), for an email's HTML: escaped, each line break a ``<br>``, which every mail
+    client shows (some ignore CSS that keeps the breaks)."""
+    return Markup("<br>\n").join(escape(line) for line in str(text).splitlines())
 
 
 def idempotency_key(email_id: int, made_at: datetime) -> str:
