@@ -673,6 +673,93 @@ def test_a_refund_then_a_dispute_lost_for_the_rest_tells_who_gave_back_what(
     assert "Given back in full, by us and by your bank" in page  # on the timeline
 
 
+def test_a_dispute_lost_after_a_refund_failed_counts_all_the_bank_took_in_any_order(
+    shop: Shop, app: Flask
+) -> None:
+    """Staff refunded £200; it failed at Stripe (a closed card), then the cardholder's bank
+    took back the whole £650 in a dispute lost. Delivered last, the failure took its £200 off
+    what the dispute had counted: the order showed £450 taken by the bank, where it took
+    £650, and asked staff to give the £200 back again, which the shopper already had."""
+    number, _ = buy(shop)
+    staff = staff_client(shop.app)
+    shop.fake.auto_deliver = False  # Stripe's events come in the order the test says
+    assert act(staff, number, "refund", amount="200", request_key="r").status_code == 303
+    [refund] = shop.fake.refunds.values()
+    shop.fake.fail_refund(refund["id"])
+    dispute = shop.fake.create_dispute(intent_of(app, number), amount=TOTAL)
+    shop.fake.close_dispute(dispute["id"], status="lost")
+    [failed] = shop.fake.events_of_type("refund.failed")
+    for each in [e for e in shop.fake.events if e["type"] != "refund.failed"]:
+        assert shop.fake.deliver(each["id"]).status == 200
+    assert shop.fake.deliver(failed["id"]).status == 200  # the failure comes last
+
+    after = order_of(app, number)
+    assert (after["status"], after["refunded"]) == (S.REFUNDED, TOTAL)
+    assert "staff_refund_failed" not in after["emails"]
+    detail = Page(staff.get(f"/staff/orders/{number}"))
+    reasons = text_of(detail, ".staff-order__attention")
+    assert "the cardholder's bank took back £650" in reasons
+    assert payments.REFUND_FAILED_FLAG not in reasons
+    page = shoppers_order_page(shop, number)
+    assert "£650 given back to you by your bank, after a card dispute" in page
+    assert "refunded by us" not in page
+
+
+def test_a_dispute_lost_in_full_after_a_refund_failed_clears_the_warning_to_give_it_back(
+    shop: Shop, app: Flask
+) -> None:
+    """The refund's failure came first and asked staff to give the £200 back again; then the
+    bank took back the whole payment. The warning stayed: staff would have paid the £200 a
+    second time, another way."""
+    number, _ = buy(shop)
+    staff = staff_client(shop.app)
+    assert act(staff, number, "refund", amount="200", request_key="r").status_code == 303
+    shop.fake.wait_for_deliveries()
+    [refund] = shop.fake.refunds.values()
+    shop.fake.fail_refund(refund["id"])
+    shop.fake.wait_for_deliveries()
+    assert payments.REFUND_FAILED_FLAG in text_of(
+        Page(staff.get(f"/staff/orders/{number}")), ".staff-order__attention"
+    )
+
+    dispute = shop.fake.create_dispute(intent_of(app, number), amount=TOTAL)
+    shop.fake.close_dispute(dispute["id"], status="lost")
+    shop.fake.wait_for_deliveries()
+
+    after = order_of(app, number)
+    assert (after["status"], after["refunded"]) == (S.REFUNDED, TOTAL)
+    reasons = text_of(Page(staff.get(f"/staff/orders/{number}")), ".staff-order__attention")
+    assert "the cardholder's bank took back £650" in reasons
+    assert payments.REFUND_FAILED_FLAG not in reasons
+    assert (
+        "The cardholder's bank gave back the whole payment: the failed refund's warning is "
+        "cleared" in [note for *_, note in after["events"]]
+    )
+
+
+def test_a_dispute_lost_in_part_after_a_refund_failed_keeps_the_warning_for_what_is_held(
+    shop: Shop, app: Flask
+) -> None:
+    """The bank took back £450 of the £650; the £200 whose refund failed is still with the
+    shop, and the warning to give it back stays."""
+    number, _ = buy(shop)
+    staff = staff_client(shop.app)
+    assert act(staff, number, "refund", amount="200", request_key="r").status_code == 303
+    shop.fake.wait_for_deliveries()
+    [refund] = shop.fake.refunds.values()
+    shop.fake.fail_refund(refund["id"])
+    shop.fake.wait_for_deliveries()
+
+    dispute = shop.fake.create_dispute(intent_of(app, number), amount=45000)
+    shop.fake.close_dispute(dispute["id"], status="lost")
+    shop.fake.wait_for_deliveries()
+
+    after = order_of(app, number)
+    assert after["refunded"] == 45000
+    reasons = text_of(Page(staff.get(f"/staff/orders/{number}")), ".staff-order__attention")
+    assert payments.REFUND_FAILED_FLAG in reasons
+
+
 def test_a_cancel_after_a_dispute_lost_in_part_tells_what_the_bank_gave_and_the_shop_holds(
     shop: Shop, app: Flask
 ) -> None:

@@ -45,6 +45,7 @@ class Order(db.Model):
         CheckConstraint("total >= 0", name="total_not_negative"),
         CheckConstraint("refunded_amount >= 0", name="refunded_not_negative"),
         CheckConstraint("charged_back_amount >= 0", name="charged_back_not_negative"),
+        CheckConstraint("disputes_lost_amount >= 0", name="disputes_lost_not_negative"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -65,6 +66,10 @@ class Order(db.Model):
     # The part of ``refunded_amount`` the cardholder's bank took back (a dispute lost), not
     # the shop: the shopper is told it came from their bank, never that the shop refunded it.
     charged_back_amount: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # What the banks took back in disputes lost, as they said, uncapped: a refund counted when
+    # a dispute was lost leaves less of it in ``charged_back_amount``, and should that refund
+    # fail after all, the bank's part grows back to this.
+    disputes_lost_amount: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     # Stripe's latest report of what it has refunded (``charge.refunded``): its running total
     # and when Stripe made it. A refund's failure delivered after a report made later is
     # already left out of that report's total.

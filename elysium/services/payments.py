@@ -745,6 +745,7 @@ def _charged_back(session: AnySession, order: Order, amount: int, event_id: str)
     given back, the order is REFUNDED, as after a full refund made in Stripe's dashboard: it
     can no longer be shipped, and a commission's deposit is given back
     (``quotes.deposit_given_back``)."""
+    order.disputes_lost_amount += max(amount, 0)
     given_back = min(order.total, order.refunded_amount + max(amount, 0))
     order.charged_back_amount = min(
         order.total, order.charged_back_amount + given_back - order.refunded_amount
@@ -752,6 +753,18 @@ def _charged_back(session: AnySession, order: Order, amount: int, event_id: str)
     order.refunded_amount = given_back
     if order.refunded_amount < order.total:
         return
+    # A refund that failed before asked staff to give its money back: the bank has given
+    # back the whole payment now, so the shop holds nothing of the shopper's.
+    for flagged in orders.flagged_for(order):
+        if flagged.startswith(REFUND_FAILED_FLAG):
+            checkout.clear_flag(
+                order,
+                flagged,
+                actor=ACTOR,
+                note="The cardholder's bank gave back the whole payment: the failed refund's "
+                "warning is cleared",
+                stripe_event_id=event_id,
+            )
     note = "Refunded in full by the cardholder's bank (a dispute lost)"
     if _move(order, OrderStatus.REFUNDED, note, event_id) and order.bespoke_quote_id is not None:
         quotes.deposit_given_back(
@@ -861,10 +874,24 @@ def refund_failed(
     # answer was unwritten had never been counted, unless Stripe's report of it came first),
     # nor below what a report Stripe made after this failure says (it leaves this out).
     still_given = sum(r.amount for r in order.refunds if r.status is RefundStatus.SUCCEEDED)
-    order.refunded_amount = max(
-        order.refunded_amount - amount, still_given, _reported_since(order, made_at), 0
-    )
+    refunded = max(order.refunded_amount - amount, still_given, _reported_since(order, made_at), 0)
+    # A dispute lost while this refund still counted took less than the bank said (the order
+    # can't give back more than was paid): the bank's part grows back into the room it leaves.
+    by_refunds = max(refunded - order.charged_back_amount, 0)
+    order.charged_back_amount = min(order.disputes_lost_amount, order.total - by_refunds)
+    order.refunded_amount = by_refunds + order.charged_back_amount
     money = format_money(amount, order.currency)
+    if order.refunded_amount >= order.total:
+        # The shopper has the whole payment back all the same (their bank took it back in a
+        # dispute lost): the shop holds nothing of theirs, and nobody is asked to give it again.
+        orders.add_note(
+            order,
+            f"A refund of {money} failed after Stripe had accepted it ({reason}); the whole "
+            "payment has been given back all the same, so nothing is left to give back",
+            actor=ACTOR,
+            stripe_event_id=event_id,
+        )
+        return
     if order.bespoke_quote_id is not None:
         quotes.deposit_refund_failed(session, order, money)
     checkout.flag(
