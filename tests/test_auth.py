@@ -172,6 +172,28 @@ def test_registering_a_taken_email_looks_the_same_and_mails_the_owner(app, clien
     assert passwords.verify_password(user_row(app).password_hash, PASSWORD)
 
 
+def test_one_address_typed_with_a_composed_or_a_combining_accent_is_one_account(app, client, auth):
+    """ "zoë" can be typed as one letter or as "e" and a combining diaeresis (some keyboards
+    and pasted text do). The two were two addresses: registering the other form made a
+    second account, and signing in with it found none."""
+    composed = "zo\u00eb@example.com"
+    combining = "zoe\u0308@example.com"
+    auth.create_user(composed)
+
+    registered = client.submit(
+        "/auth/register", {"email": combining, "password": "another fine password"}
+    )
+
+    assert registered.status_code == 303
+    with app.app_context():
+        assert [user.email for user in db.session.scalars(select(User))] == [composed]
+    [email] = sent_emails(app, composed)
+    assert "tried to open an ELYSIUM account" in email.subject
+    signed_in = auth.login(combining.upper())
+    assert signed_in.status_code == 303
+    assert "Sign out" in page_text(client.get("/account"))
+
+
 @pytest.mark.parametrize(
     ("password", "message"),
     [

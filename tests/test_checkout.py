@@ -109,6 +109,29 @@ def test_a_guest_pays_and_the_webhook_makes_the_order_paid(shop: Shop, app: Flas
     assert "hx-trigger" not in page_text(status)
 
 
+def test_a_guests_address_however_typed_finds_her_order_once_she_opens_an_account(
+    shop: Shop, app: Flask
+) -> None:
+    """Zoë typed her address in capitals with a combining diaeresis ("ZOE\u0308"). Her
+    account's address is "zoë" (one letter, lower case): her order was not hers to export or
+    to erase when the account closed (SQLite's lower() leaves "Ë" as it is)."""
+    from tests.conftest import PASSWORD, create_user
+
+    client = shop.client()
+    add_chain(client)
+    typed = "ZOE\u0308@Example.COM"
+    assert check_out(client, email=typed).status_code == 303
+    with app.app_context():
+        assert db.session.scalars(select(Order.email)).one() == "zo\u00eb@example.com"
+        create_user("zo\u00eb@example.com")
+        db.session.remove()
+
+    client.submit("/auth/login", {"email": "zo\u00eb@example.com", "password": PASSWORD})
+    exported = client.get("/account/export").get_json()
+
+    assert [order["email"] for order in exported["orders"]] == ["zo\u00eb@example.com"]
+
+
 def test_a_double_submit_makes_one_order_and_one_stripe_session(shop: Shop, app: Flask) -> None:
     client = shop.client()
     add_chain(client)

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 from flask_migrate import downgrade, upgrade
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, inspect, select, text
 from sqlalchemy.engine import make_url
 
 from elysium.extensions import db
@@ -51,4 +51,42 @@ def test_migrations_upgrade_downgrade_and_upgrade_again_on_an_empty_database(
         assert {table.name for table in db.metadata.sorted_tables} <= set(
             inspect(db.engine).get_table_names()
         )
+        db.engine.dispose()
+
+
+def test_addresses_kept_before_are_composed_and_an_orders_put_in_lower_case(empty_database_url):
+    """Migration 0029: an account whose address holds a combining accent is found by the
+    address as it is now looked up (composed), and an order's address as accounts keep
+    theirs; an account whose composed address another holds keeps its own."""
+    from elysium.models import Order, User
+
+    combining, composed = "zoe\u0308@example.com", "zo\u00eb@example.com"
+    app = make_app(empty_database_url)
+    with app.app_context():
+        upgrade(revision="0028")
+        db.session.add_all(
+            [
+                User(email=combining, first_name="Zoë", last_name="A"),
+                User(email="jose\u0301@example.com", first_name="José", last_name="B"),
+                User(email="jos\u00e9@example.com", first_name="José", last_name="C"),
+                Order(
+                    number="ELY-ZOE1",
+                    email="ZOE\u0308@Example.com",
+                    currency="GBP",
+                    subtotal=100,
+                    shipping=0,
+                    total=100,
+                    shipping_address={},
+                    billing_address={},
+                ),
+            ]
+        )
+        db.session.commit()
+
+        upgrade()
+
+        emails = db.session.scalars(select(User.email).order_by(User.id)).all()
+        assert emails == [composed, "jose\u0301@example.com", "jos\u00e9@example.com"]
+        assert db.session.scalars(select(Order.email)).one() == composed
+        db.session.remove()
         db.engine.dispose()

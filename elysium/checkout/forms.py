@@ -8,7 +8,7 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Length, ValidationError
 
 from elysium.services.profiles import printable_problem
-from elysium.web.forms import EMAIL_RULES, AddressForm, strip
+from elysium.web.forms import EMAIL_RULES, AddressForm, email_address, strip
 
 GIFT_MESSAGE_MAX = 300
 NEW_ADDRESS = "new"
@@ -21,7 +21,7 @@ def printable(_form: FlaskForm, field: TextAreaField) -> None:
 
 
 class CheckoutForm(FlaskForm):
-    email = EmailField("Email", validators=EMAIL_RULES, filters=[strip])
+    email = EmailField("Email", validators=EMAIL_RULES, filters=[email_address])
     shipping_choice = SelectField(
         "Deliver to", choices=[SelectChoice(NEW_ADDRESS, "A new address")], validate_choice=False
     )

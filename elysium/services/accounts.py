@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -50,7 +51,10 @@ class UnverifiedEmailError(AccountError):
 
 
 def normalise_email(email: str) -> str:
-    return email.strip().lower()
+    """An address as accounts keep and look it up: trimmed, lower case, and in Unicode's
+    composed form (NFC), so "é" typed as one character or as "e" and an accent is one
+    address, not two accounts."""
+    return unicodedata.normalize("NFC", email.strip().lower())
 
 
 def user_by_email(session: AnySession, email: str) -> User | None:

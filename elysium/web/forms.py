@@ -11,6 +11,7 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Email, Length
 
 from elysium.countries import COUNTRIES, DEFAULT_COUNTRY
+from elysium.services import accounts
 from elysium.services.addresses import AddressInput
 
 EMAIL_RULES = [
@@ -37,6 +38,12 @@ class WholeNumberField(IntegerField):
 
 def strip(value: str | None) -> str | None:
     return value.strip() if isinstance(value, str) else value
+
+
+def email_address(value: str | None) -> str | None:
+    """An address typed on a form, as accounts keep theirs (``accounts.normalise_email``):
+    an order to it is then found as the account's, in a comparison either database makes."""
+    return accounts.normalise_email(value) if isinstance(value, str) else value
 
 
 class AccountForm(FlaskForm):
