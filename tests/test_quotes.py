@@ -18,6 +18,7 @@ from elysium.models.engagement import BespokeLead, BespokeQuote, LeadStatus
 from elysium.models.types import utcnow
 from elysium.services import orders, quotes
 from elysium.web.quotes import account_quotes
+from elysium.web.staff_session import LAST_SEEN
 from tests.conftest import PASSWORD, ShopClient, create_user, link_in, page_text, sent_emails
 from tests.html import Page, elements, field_error, form_fields, text_of
 from tests.support.checkout import Shop, session_id_from, stock
@@ -211,6 +212,46 @@ def test_a_quote_form_sent_twice_sends_one_quote(app: Flask) -> None:
     revised = send(staff, lead_id, price="1,200")  # from the page as it is now
     assert revised.status_code == 303
     assert [q["price"] for q in lead_state(app, lead_id)["quotes"]] == [100005, 120000]
+
+
+@pytest.mark.parametrize("htmx", [False, True], ids=["plain", "htmx"])
+def test_a_quote_written_past_the_idle_sign_out_is_shown_back_to_copy_not_lost(
+    app: Flask, htmx: bool
+) -> None:
+    """Half an hour writing a quote without opening another back-office page: Send signed the
+    staff member out and sent them to sign in, and the quote they wrote was gone. It is now
+    shown back to copy (and nothing else of the back office: whoever sent it is signed out);
+    nothing was sent."""
+    lead_id = make_lead(app)
+    staff = staff_client(app)
+    page = Page(staff.get(f"/staff/leads/{lead_id}/quotes"))
+    written = "Emerald ring in 18k yellow gold, size 6\nthe stone from her grandmother's brooch"
+    fields = {**form_fields(page, "#lead-quotes form"), **quote_form(description=written)}
+    with staff.session_transaction() as session:
+        session[LAST_SEEN] = (utcnow() - timedelta(minutes=31)).timestamp()
+
+    url = f"/staff/leads/{lead_id}/quotes"
+    sent_from = {"Referer": f"http://localhost{url}"}  # as a browser sends it
+    if htmx:
+        sent = staff.htmx("POST", url, data=fields, headers=sent_from)
+    else:
+        sent = staff.post(url, data=fields, headers=sent_from)
+
+    assert sent.status_code == 403
+    shown = Page(sent)
+    assert [area.get_text() for area in shown.select("textarea")] == [
+        written,
+        "1,000.05",
+        "30",
+        fields["valid_until"],
+    ]
+    assert "You were signed out" in text_of(shown)
+    assert shown.one("a.button")["href"] == f"/auth/login?next=/staff/leads/{lead_id}/quotes"
+    assert "Grace" not in page_text(sent)
+    if htmx:
+        assert sent.headers["HX-Retarget"] == "body"
+    assert lead_state(app, lead_id)["quotes"] == []
+    assert staff.get("/account").status_code == 303  # signed out
 
 
 def test_a_quote_form_that_doesnt_say_what_its_page_showed_is_refused(app: Flask) -> None:

@@ -15,7 +15,18 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
-from flask import Response, abort, current_app, flash, redirect, request, session, url_for
+from flask import (
+    Response,
+    abort,
+    current_app,
+    flash,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask_login import current_user
 
 from elysium.htmx import htmx_redirect, is_htmx
@@ -49,10 +60,51 @@ def _here() -> str:
     return safe_next(same_site_path(request.referrer), default=STAFF_HOME)
 
 
+# The back office's hidden fields: what its pages put in a form, not what staff typed.
+NOT_TYPED = frozenset(
+    {
+        "csrf_token",
+        "request_key",
+        "attention_seen",
+        "refunds_seen",
+        "newest_seen",
+        "seen",
+        "seen_stock",
+        "seen_threshold",
+        "nonce",
+        "next",
+        "tab",
+    }
+)
+
+
+def _typed() -> list[tuple[str, str]]:
+    """What a form sent that staff typed or chose, as (label, text): each field not hidden
+    and not empty, under its name made readable ("valid_until": "Valid until")."""
+    return [
+        (name.replace("_", " ").capitalize(), value)
+        for name, value in request.form.items(multi=True)
+        if name not in NOT_TYPED and value.strip()
+    ]
+
+
 def _sign_out_idle_session() -> Response:
+    """Signed out, and sent to sign in again; a form (a quote written over half an hour, a
+    refund's reason) gets a page with what it sent, to copy: nothing of it was done, and
+    nothing else of the back office is shown to whoever sent it."""
+    typed = _typed() if request.method == "POST" else []
     sign_out()
-    flash("You were signed out after 30 minutes without activity in the back office.")
-    return _go(url_for("auth.login", next=_here()))
+    sign_in_url = url_for("auth.login", next=_here())
+    if not typed:
+        flash("You were signed out after 30 minutes without activity in the back office.")
+        return _go(sign_in_url)
+    page = render_template("staff/unsent.html", unsent=typed, sign_in_url=sign_in_url)
+    response = make_response(page, 403)
+    response.headers["Cache-Control"] = "no-store"
+    if is_htmx():  # the whole page, not the panel the form would have replaced
+        response.headers["HX-Retarget"] = "body"
+        response.headers["HX-Reswap"] = "innerHTML"
+    return response
 
 
 def require_staff(*, second_factor: bool = True) -> Response | None:

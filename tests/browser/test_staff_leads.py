@@ -5,11 +5,14 @@ and both are on the lead's timeline (and still there when the page is loaded aga
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 from playwright.sync_api import expect
 
 from elysium.extensions import db
 from elysium.models.engagement import BespokeLead, LeadStatus
+from elysium.models.types import utcnow
+from elysium.web.staff_session import LAST_SEEN
 from tests.browser.test_staff import sign_in_with_second_factor
 from tests.support.staff import STAFF_EMAIL, create_staff
 
@@ -80,3 +83,32 @@ def test_staff_find_a_lead_by_tab_move_it_and_note_it(page, app, javascript):
     with app.app_context():
         assert db.session.get(BespokeLead, grace).status is LeadStatus.CONTACTED
         db.session.remove()
+
+
+def test_a_note_written_past_the_idle_sign_out_is_shown_back_to_copy(page, app, javascript):
+    """Thirty minutes on one lead's page writing a note: sending it signs the member of staff
+    out, and what they wrote is on the page that says so, to copy, with or without htmx."""
+    _, secret = create_staff(app)
+    grace = add_lead(app, "Grace Hopper", LeadStatus.NEW)
+    sign_in_with_second_factor(page, secret)
+    page.goto(f"/staff/leads/{grace}")
+    page.get_by_label("Internal note").fill("Call back on Friday,\nafter four.")
+    _idle_for(page, app, timedelta(minutes=31))
+    page.expected_statuses.add(403)
+
+    page.get_by_role("button", name="Add note").click()
+
+    expect(page.get_by_role("heading", name="You were signed out")).to_be_visible()
+    expect(page.get_by_role("textbox")).to_have_value("Call back on Friday,\nafter four.")
+    expect(page.get_by_text("Grace Hopper")).to_have_count(0)
+    page.get_by_role("link", name="Sign in again").click()
+    expect(page).to_have_url(re.compile(f"/auth/login\\?next=/staff/leads/{grace}$"))
+
+
+def _idle_for(page, app, idle: timedelta) -> None:
+    """The browser's session as if its last back-office page was ``idle`` ago."""
+    [cookie] = [c for c in page.context.cookies() if c["name"] == app.config["SESSION_COOKIE_NAME"]]
+    signing = app.session_interface.get_signing_serializer(app)
+    session = signing.loads(cookie["value"])
+    session[LAST_SEEN] = (utcnow() - idle).timestamp()
+    page.context.add_cookies([{**cookie, "value": signing.dumps(session)}])
