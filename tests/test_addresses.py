@@ -104,6 +104,29 @@ def test_adding_an_address_with_htmx_returns_a_fresh_form_and_the_new_card(app, 
     assert 'value="12 St James' not in body, "the add form starts empty again"
 
 
+def test_the_same_address_sent_twice_is_kept_once(app, client, signed_in):
+    """A double click on "Add address", or Back and send again, kept the address twice
+    (found by review). The second send finds it in the book, and makes it the default if
+    asked; with htmx its card is redrawn where it is, not listed again."""
+    assert add(client, HOME).status_code == 303
+    again = add(client, {**HOME, "city": " London "}, shipping=True)
+
+    assert again.status_code == 303
+    assert "That address is already in your address book." in page_text(
+        client.get("/account/addresses")
+    )
+    [address] = rows(app, signed_in)
+    assert address.is_default_shipping
+    client.get("/account/addresses")
+    drawn = client.htmx("POST", "/account/addresses", data=HOME)
+    assert drawn.status_code == 200
+    assert "beforeend:#address-list" not in page_text(drawn)
+    assert f'id="address-{address.id}"' in page_text(drawn)
+    assert len(rows(app, signed_in)) == 1
+    assert add(client, {**HOME, "line2": "Flat 3"}).status_code == 303
+    assert len(rows(app, signed_in)) == 2  # another address is another
+
+
 def test_required_fields_are_enforced_and_what_was_typed_is_kept(app, client, signed_in):
     response = add(client, {"company": "Babbage & Co", "line2": "Flat 3", "country": "GB"})
     assert response.status_code == 422

@@ -375,17 +375,20 @@ def add_address() -> Response:
             if chosen
         )
         try:
-            address, replaced = addresses.add_address(db.session, user, form.address(), defaults)
+            address, replaced, new = addresses.add_address(
+                db.session, user, form.address(), defaults
+            )
         except AddressError as error:
             db.session.rollback()
             _attach(form, error.errors)
         else:
             db.session.commit()
             return _done(
-                "Address added.",
+                "Address added." if new else "That address is already in your address book.",
                 url_for("account.address_book"),
                 render_template("account/_address_form.html", form=_new_address_form(user)),
-                _card(address, oob="beforeend:#address-list"),
+                # Already listed, its card is redrawn where it is (a default it became).
+                _card(address, oob="beforeend:#address-list" if new else "true"),
                 *_cards(replaced),
             )
     if is_htmx():

@@ -106,20 +106,25 @@ def default_address(session: AnySession, user: User, kind: Default) -> Address |
 
 def add_address(
     session: AnySession, user: User, data: AddressInput, defaults: frozenset[Default] = frozenset()
-) -> tuple[Address, list[Address]]:
-    """Save a new address; returns it and any address that stopped being a default."""
+) -> tuple[Address, list[Address], bool]:
+    """Save a new address; returns it, any address that stopped being a default, and whether
+    it is new. The same address already in the book (the form sent twice: a double click,
+    Back and send again, two at once) is not kept again: it is the one returned, made a
+    default as asked."""
     cleaned = clean(data)
     hold_address_book(session, user)
-    count = len(addresses_of(session, user))
-    if count >= MAX_ADDRESSES:
+    kept = addresses_of(session, user)
+    same = next((address for address in kept if input_from(address) == cleaned), None)
+    if same is None and len(kept) >= MAX_ADDRESSES:
         raise AddressError({"": f"You can keep up to {MAX_ADDRESSES} addresses."})
-    address = Address(user_id=user.id, **asdict(cleaned))
-    session.add(address)
-    session.flush()
+    address = same or Address(user_id=user.id, **asdict(cleaned))
+    if same is None:
+        session.add(address)
+        session.flush()
     replaced: list[Address] = []
     for kind in sorted(defaults):
         replaced += make_default(session, user, address, kind)
-    return address, _unique(replaced)
+    return address, _unique(replaced), same is None
 
 
 def update_address(session: AnySession, address: Address, data: AddressInput) -> Address:
