@@ -325,6 +325,39 @@ def test_cancel_while_stripe_is_down_still_gives_the_bag_back(shop: Shop, app: F
     assert bags(app) == [(False, [1])]
 
 
+def test_a_page_that_asks_stripe_several_things_waits_on_a_hanging_stripe_once(
+    shop: Shop, app: Flask
+) -> None:
+    """Replacing a payment asks Stripe to close the old page, then to make the new one. With
+    Stripe hanging, the shopper waited out each call's timeout and retries in turn (about
+    13 s each by default: 40 s and more, near the worker's timeout). Once Stripe couldn't be
+    reached, the request asks it nothing more, and answers at once."""
+    client = shop.client()
+    add_chain(client)
+    check_out(client)
+    shop.app.config.update(STRIPE_TIMEOUT_SECONDS=1, STRIPE_MAX_NETWORK_RETRIES=0)
+    close_client(shop.app)  # the settings take with a new client
+    asked_before = len(shop.fake.requests)
+    shop.fake.hang_next(5, count=10)
+
+    response = check_out(client, replace="y", email="other@example.com")
+
+    assert response.status_code == 503
+    assert "couldn't reach our payment provider" in page_text(response)
+    # As when each call waited: the old payment ended, the new one too, the bag given back.
+    statuses = [order["status"] for order in all_orders(app)]
+    assert statuses == [OrderStatus.CANCELLED, OrderStatus.CANCELLED]
+    assert (stock(app), bags(app)) == ((3, 0), [(False, [1])])
+    shop.fake.release_hangs()  # Stripe answers what it was asked, late
+    deadline = time.monotonic() + 5
+    while len(shop.fake.requests) == asked_before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert [path for _, path, _ in shop.fake.requests[asked_before:]] == [
+        f"/v1/checkout/sessions/{all_orders(app)[0]['session']}/expire"
+    ]
+
+
 def test_cancel_that_stripe_would_not_close_leaves_the_payment_open_and_says_so(
     shop: Shop, app: Flask
 ) -> None:

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import stripe
-from flask import Flask, current_app
+from flask import Flask, current_app, g, has_request_context
 
 from elysium.config import ConfigurationError
 from elysium.urls import is_loopback_url
@@ -120,6 +120,32 @@ class PaymentProviderError(RuntimeError):
     """Stripe could not be reached, timed out or refused the request; nothing was paid."""
 
 
+class OneWaitPerRequest(stripe.RequestsClient):
+    """Stripe's HTTP client, waiting on an unreachable Stripe once per request at most.
+
+    Each call waits ``STRIPE_TIMEOUT_SECONDS`` for each of the library's tries (about 13 s
+    in all by default). A page that asks Stripe several things (a signed-in shopper replacing
+    a payment: close the old page, update the customer, make the new page) waited that long
+    for each, 40 s and more, near the worker's own timeout and past a proxy's. Once Stripe
+    could not be reached (a timeout, a refused connection), the request's later calls fail at
+    once, as that one did: every caller already takes an unreachable Stripe (the order left as
+    it was, the shopper told, the sweeper or a retry finishing later). Only within a request:
+    a command or the outbox worker asks again on its next turn anyway."""
+
+    def request_with_retries(self, *args: Any, **kwargs: Any) -> Any:
+        if has_request_context() and g.get(UNREACHABLE_IN_THIS_REQUEST):
+            raise stripe.APIConnectionError("Stripe could not be reached earlier in this request")
+        try:
+            return super().request_with_retries(*args, **kwargs)
+        except stripe.APIConnectionError:
+            if has_request_context():
+                setattr(g, UNREACHABLE_IN_THIS_REQUEST, True)
+            raise
+
+
+UNREACHABLE_IN_THIS_REQUEST = "stripe_unreachable"
+
+
 def _client() -> stripe.StripeClient:
     """One client per app (its HTTP session is reused), built from the settings."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]
@@ -131,7 +157,7 @@ def _client() -> stripe.StripeClient:
         options: dict[str, Any] = {}
         if api_base := app.config.get("STRIPE_API_BASE"):
             options["base_addresses"] = {"api": api_base}
-        http_client = stripe.RequestsClient(timeout=app.config["STRIPE_TIMEOUT_SECONDS"])
+        http_client = OneWaitPerRequest(timeout=app.config["STRIPE_TIMEOUT_SECONDS"])
         # Every call that creates something carries an idempotency key, so the library may
         # safely try again after a network error, a 409 or a 5xx.
         client = stripe.StripeClient(
