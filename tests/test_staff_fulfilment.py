@@ -705,12 +705,9 @@ def test_a_dispute_lost_after_a_refund_failed_counts_all_the_bank_took_in_any_or
     assert "refunded by us" not in page
 
 
-def test_a_dispute_lost_in_full_after_a_refund_failed_clears_the_warning_to_give_it_back(
-    shop: Shop, app: Flask
-) -> None:
-    """The refund's failure came first and asked staff to give the £200 back again; then the
-    bank took back the whole payment. The warning stayed: staff would have paid the £200 a
-    second time, another way."""
+def a_refund_of_200_failed(shop: Shop) -> tuple[str, ShopClient]:
+    """A paid order, £200 of it refunded by staff, the refund failed at Stripe since (each
+    event delivered as it came): its number, and the staff member's browser."""
     number, _ = buy(shop)
     staff = staff_client(shop.app)
     assert act(staff, number, "refund", amount="200", request_key="r").status_code == 303
@@ -718,6 +715,16 @@ def test_a_dispute_lost_in_full_after_a_refund_failed_clears_the_warning_to_give
     [refund] = shop.fake.refunds.values()
     shop.fake.fail_refund(refund["id"])
     shop.fake.wait_for_deliveries()
+    return number, staff
+
+
+def test_a_dispute_lost_in_full_after_a_refund_failed_clears_the_warning_to_give_it_back(
+    shop: Shop, app: Flask
+) -> None:
+    """The refund's failure came first and asked staff to give the £200 back again; then the
+    bank took back the whole payment. The warning stayed: staff would have paid the £200 a
+    second time, another way."""
+    number, staff = a_refund_of_200_failed(shop)
     assert payments.REFUND_FAILED_FLAG in text_of(
         Page(staff.get(f"/staff/orders/{number}")), ".staff-order__attention"
     )
@@ -742,13 +749,7 @@ def test_a_dispute_lost_in_part_after_a_refund_failed_keeps_the_warning_for_what
 ) -> None:
     """The bank took back £450 of the £650; the £200 whose refund failed is still with the
     shop, and the warning to give it back stays."""
-    number, _ = buy(shop)
-    staff = staff_client(shop.app)
-    assert act(staff, number, "refund", amount="200", request_key="r").status_code == 303
-    shop.fake.wait_for_deliveries()
-    [refund] = shop.fake.refunds.values()
-    shop.fake.fail_refund(refund["id"])
-    shop.fake.wait_for_deliveries()
+    number, staff = a_refund_of_200_failed(shop)
 
     dispute = shop.fake.create_dispute(intent_of(app, number), amount=45000)
     shop.fake.close_dispute(dispute["id"], status="lost")
