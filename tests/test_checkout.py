@@ -353,9 +353,42 @@ def test_a_page_that_asks_stripe_several_things_waits_on_a_hanging_stripe_once(
     while len(shop.fake.requests) == asked_before and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(0.5)
+    # Closing the old page, and looking it up to see if it was paid first; never the new one.
+    first_page = f"/v1/checkout/sessions/{all_orders(app)[0]['session']}"
     assert [path for _, path, _ in shop.fake.requests[asked_before:]] == [
-        f"/v1/checkout/sessions/{all_orders(app)[0]['session']}/expire"
+        f"{first_page}/expire",
+        first_page,
     ]
+
+
+@pytest.mark.parametrize("then", ["cancel", "replace"])
+def test_a_payment_made_as_closing_its_page_hangs_is_found_paid_not_cancelled(
+    shop: Shop, app: Flask, then: str
+) -> None:
+    """The shopper paid, and before Stripe's event came pressed Cancel (or sent the form again
+    to replace the payment) in another tab; closing the page at Stripe hung once. Its look-up
+    still asks Stripe, which says it was paid: the order is not cancelled, and the piece is
+    not put back on sale (found by review)."""
+    client = shop.client()
+    add_chain(client)
+    paid = session_id_from(check_out(client).location)
+    shop.fake.auto_deliver = False
+    shop.fake.pay(paid)
+    shop.app.config.update(STRIPE_TIMEOUT_SECONDS=1, STRIPE_MAX_NETWORK_RETRIES=0)
+    close_client(shop.app)  # the settings take with a new client
+    shop.fake.hang_next(3)  # the page's closing; Stripe answers after that
+
+    if then == "cancel":
+        response = cancel_payment(client)
+    else:
+        response = check_out(client, replace="y", email="other@example.com")
+    shop.fake.release_hangs()
+
+    assert "/checkout/success" in response.location
+    assert [order["status"] for order in all_orders(app)] == [OrderStatus.PENDING]
+    assert stock(app) == (3, 1)
+    shop.fake.deliver_pending()
+    assert [order["status"] for order in all_orders(app)] == [OrderStatus.PAID]
 
 
 def test_cancel_that_stripe_would_not_close_leaves_the_payment_open_and_says_so(

@@ -121,22 +121,25 @@ class PaymentProviderError(RuntimeError):
 
 
 class OneWaitPerRequest(stripe.RequestsClient):
-    """Stripe's HTTP client, waiting on an unreachable Stripe once per request at most.
+    """Stripe's HTTP client, waiting on an unreachable Stripe for one change per request.
 
     Each call waits ``STRIPE_TIMEOUT_SECONDS`` for each of the library's tries (about 13 s
-    in all by default). A page that asks Stripe several things (a signed-in shopper replacing
-    a payment: close the old page, update the customer, make the new page) waited that long
-    for each, 40 s and more, near the worker's own timeout and past a proxy's. Once Stripe
-    could not be reached (a timeout, a refused connection), the request's later calls fail at
-    once, as that one did: every caller already takes an unreachable Stripe (the order left as
-    it was, the shopper told, the sweeper or a retry finishing later). Only within a request:
-    a command or the outbox worker asks again on its next turn anyway."""
+    in all by default). A page that asks Stripe for several changes (a signed-in shopper
+    replacing a payment: close the old page, update the customer, make the new page) waited
+    that long for each, 40 s and more, near the worker's own timeout and past a proxy's.
+    Once Stripe could not be reached (a timeout, a refused connection), the request asks it
+    for no further change: those calls fail at once, as that one did, and every caller
+    already takes an unreachable Stripe (the order left as it was, the shopper told, the
+    sweeper or a retry finishing later). A look-up (``GET``) is still made: it is how a
+    change that timed out is found to have happened (a page closed, or paid first). Only
+    within a request: a command or the outbox worker asks again on its next turn anyway."""
 
-    def request_with_retries(self, *args: Any, **kwargs: Any) -> Any:
-        if has_request_context() and g.get(UNREACHABLE_IN_THIS_REQUEST):
+    def request_with_retries(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        changes = method.lower() != "get"
+        if changes and has_request_context() and g.get(UNREACHABLE_IN_THIS_REQUEST):
             raise stripe.APIConnectionError("Stripe could not be reached earlier in this request")
         try:
-            return super().request_with_retries(*args, **kwargs)
+            return super().request_with_retries(method, *args, **kwargs)
         except stripe.APIConnectionError:
             if has_request_context():
                 setattr(g, UNREACHABLE_IN_THIS_REQUEST, True)
