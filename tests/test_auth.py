@@ -194,6 +194,22 @@ def test_one_address_typed_with_a_composed_or_a_combining_accent_is_one_account(
     assert "Sign out" in page_text(client.get("/account"))
 
 
+def test_of_one_persons_two_accounts_in_two_unicode_forms_each_still_signs_in(app, client, auth):
+    """Before addresses were composed, "josé" typed two ways opened two accounts; the
+    migration leaves both (renaming one would take the other's address). The one kept with
+    a combining accent could no longer sign in: every lookup found the other (found by
+    review). Each is still found by the form it was opened with."""
+    combining, composed = "jose\u0301@example.com", "jos\u00e9@example.com"
+    auth.create_user(combining, "the first account's password")
+    auth.create_user(composed, "the second account's password")
+
+    assert auth.login(combining, "the first account's password").status_code == 303
+    auth.logout()
+    assert auth.login(composed, "the second account's password").status_code == 303
+    auth.logout()
+    assert auth.login(composed, "the first account's password").status_code == 422
+
+
 @pytest.mark.parametrize(
     ("password", "message"),
     [

@@ -56,37 +56,47 @@ def test_migrations_upgrade_downgrade_and_upgrade_again_on_an_empty_database(
 
 def test_addresses_kept_before_are_composed_and_an_orders_put_in_lower_case(empty_database_url):
     """Migration 0029: an account whose address holds a combining accent is found by the
-    address as it is now looked up (composed), and an order's address as accounts keep
-    theirs; an account whose composed address another holds keeps its own."""
+    address as it is now looked up (composed), and an order's and an email's address as
+    accounts keep theirs; an account whose composed address another holds keeps its own.
+    The link a guest was emailed before still opens their order."""
     from elysium.models import Order, User
+    from elysium.models.outbox import OutboxEmail
+    from elysium.services import orders
 
     combining, composed = "zoe\u0308@example.com", "zo\u00eb@example.com"
+    typed = "ZOE\u0308@Example.com"
     app = make_app(empty_database_url)
     with app.app_context():
         upgrade(revision="0028")
+        order = Order(
+            number="ELY-ZOE1",
+            email=typed,
+            currency="GBP",
+            subtotal=100,
+            shipping=0,
+            total=100,
+            shipping_address={},
+            billing_address={},
+        )
         db.session.add_all(
             [
                 User(email=combining, first_name="Zoë", last_name="A"),
                 User(email="jose\u0301@example.com", first_name="José", last_name="B"),
                 User(email="jos\u00e9@example.com", first_name="José", last_name="C"),
-                Order(
-                    number="ELY-ZOE1",
-                    email="ZOE\u0308@Example.com",
-                    currency="GBP",
-                    subtotal=100,
-                    shipping=0,
-                    total=100,
-                    shipping_address={},
-                    billing_address={},
-                ),
+                order,
+                OutboxEmail(to_address=typed, subject="s", template="t", body_text="b"),
             ]
         )
         db.session.commit()
+        emailed_link = f"/orders/ELY-ZOE1?token={orders.guest_link_token(order)}"
 
         upgrade()
 
         emails = db.session.scalars(select(User.email).order_by(User.id)).all()
         assert emails == [composed, "jose\u0301@example.com", "jos\u00e9@example.com"]
         assert db.session.scalars(select(Order.email)).one() == composed
+        assert db.session.scalars(select(OutboxEmail.to_address)).one() == composed
         db.session.remove()
+    assert app.test_client().get(emailed_link).status_code == 200
+    with app.app_context():
         db.engine.dispose()

@@ -221,7 +221,9 @@ def confirm_identity(user: User, *, password: str = "", typed_email: str = "") -
     if user.password_hash:
         if not passwords.verify_password(user.password_hash, password):
             raise AccountError("Your password is not correct.", field="password")
-    elif not hmac.compare_digest(normalise_email(typed_email).encode(), user.email.encode()):
+    elif not hmac.compare_digest(
+        normalise_email(typed_email).encode(), normalise_email(user.email).encode()
+    ):
         raise AccountError("Type the email address of this account.", field="confirm_email")
 
 

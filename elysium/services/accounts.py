@@ -58,7 +58,19 @@ def normalise_email(email: str) -> str:
 
 
 def user_by_email(session: AnySession, email: str) -> User | None:
-    return session.scalar(select(User).where(User.email == normalise_email(email)))
+    """The account of this address, in whichever form it was typed. One kept in another
+    Unicode form than its composed one (migration 0029 left it so where another account
+    already held the composed form: one person's two accounts) is still found by the form
+    it was opened with, as before."""
+    composed = normalise_email(email)
+    as_typed = email.strip().lower()
+    if as_typed == composed:
+        return session.scalar(select(User).where(User.email == composed))
+    found = {
+        user.email: user
+        for user in session.scalars(select(User).where(User.email.in_((as_typed, composed))))
+    }
+    return found.get(as_typed) or found.get(composed)
 
 
 def _serializer(purpose: str) -> URLSafeTimedSerializer:
