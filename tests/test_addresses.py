@@ -11,7 +11,7 @@ from elysium.countries import COUNTRIES, PostcodeError, normalise_postcode
 from elysium.extensions import db
 from elysium.models import Address, User
 from tests.conftest import page_text
-from tests.html import elements
+from tests.html import Page, elements
 from tests.support.meanwhile import in_another_window, meanwhile
 
 HOME = {
@@ -120,8 +120,13 @@ def test_the_same_address_sent_twice_is_kept_once(app, client, signed_in):
     client.get("/account/addresses")
     drawn = client.htmx("POST", "/account/addresses", data=HOME)
     assert drawn.status_code == 200
+    assert "That address is already in your address book." in page_text(drawn)
+    assert f'id="address-{address.id}"' not in page_text(drawn)  # not listed again
+    drawn = client.htmx("POST", "/account/addresses", data={**HOME, "default_billing": "y"})
     assert "beforeend:#address-list" not in page_text(drawn)
-    assert f'id="address-{address.id}"' in page_text(drawn)
+    [card] = Page(drawn).select(f"#address-{address.id}")
+    assert card["hx-swap-oob"] == "true"
+    assert "Default billing" in card.get_text()
     assert len(rows(app, signed_in)) == 1
     assert add(client, {**HOME, "line2": "Flat 3"}).status_code == 303
     assert len(rows(app, signed_in)) == 2  # another address is another

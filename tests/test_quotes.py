@@ -18,7 +18,7 @@ from elysium.models.engagement import BespokeLead, BespokeQuote, LeadStatus
 from elysium.models.types import utcnow
 from elysium.services import orders, quotes
 from elysium.web.quotes import account_quotes
-from elysium.web.staff_session import LAST_SEEN
+from elysium.web.staff_session import LAST_SEEN, SECOND_FACTOR_AT
 from tests.conftest import PASSWORD, ShopClient, create_user, link_in, page_text, sent_emails
 from tests.html import Page, elements, field_error, form_fields, text_of
 from tests.support.checkout import Shop, session_id_from, stock
@@ -214,21 +214,35 @@ def test_a_quote_form_sent_twice_sends_one_quote(app: Flask) -> None:
     assert [q["price"] for q in lead_state(app, lead_id)["quotes"]] == [100005, 120000]
 
 
+LAPSES = {
+    # The session's staff time that ran out, and what the page then says and links to.
+    "idle": (LAST_SEEN, timedelta(minutes=31), "You were signed out", "/auth/login"),
+    "second-factor": (
+        SECOND_FACTOR_AT,
+        timedelta(hours=12, minutes=5),
+        "Your code is needed again",
+        "/staff/security/second-factor",
+    ),
+}
+
+
+@pytest.mark.parametrize("lapse", LAPSES)
 @pytest.mark.parametrize("htmx", [False, True], ids=["plain", "htmx"])
-def test_a_quote_written_past_the_idle_sign_out_is_shown_back_to_copy_not_lost(
-    app: Flask, htmx: bool
+def test_a_quote_sent_after_the_staff_session_lapsed_is_shown_back_to_copy_not_lost(
+    app: Flask, htmx: bool, lapse: str
 ) -> None:
-    """Half an hour writing a quote without opening another back-office page: Send signed the
-    staff member out and sent them to sign in, and the quote they wrote was gone. It is now
-    shown back to copy (and nothing else of the back office: whoever sent it is signed out);
-    nothing was sent."""
+    """Half an hour writing a quote without opening another back-office page (or past the
+    12 hours of the authenticator's code): Send led to sign in again (or to the code), and
+    the quote was gone. It is now shown back to copy, and nothing else of the back office;
+    nothing was sent (found by review)."""
+    name, age, heading, then = LAPSES[lapse]
     lead_id = make_lead(app)
     staff = staff_client(app)
     page = Page(staff.get(f"/staff/leads/{lead_id}/quotes"))
     written = "Emerald ring in 18k yellow gold, size 6\nthe stone from her grandmother's brooch"
     fields = {**form_fields(page, "#lead-quotes form"), **quote_form(description=written)}
     with staff.session_transaction() as session:
-        session[LAST_SEEN] = (utcnow() - timedelta(minutes=31)).timestamp()
+        session[name] = (utcnow() - age).timestamp()
 
     url = f"/staff/leads/{lead_id}/quotes"
     sent_from = {"Referer": f"http://localhost{url}"}  # as a browser sends it
@@ -245,13 +259,13 @@ def test_a_quote_written_past_the_idle_sign_out_is_shown_back_to_copy_not_lost(
         "30",
         fields["valid_until"],
     ]
-    assert "You were signed out" in text_of(shown)
-    assert shown.one("a.button")["href"] == f"/auth/login?next=/staff/leads/{lead_id}/quotes"
+    assert heading in text_of(shown)
+    assert shown.one("a.button")["href"] == f"{then}?next=/staff/leads/{lead_id}/quotes"
     assert "Grace" not in page_text(sent)
     if htmx:
         assert sent.headers["HX-Retarget"] == "body"
     assert lead_state(app, lead_id)["quotes"] == []
-    assert staff.get("/account").status_code == 303  # signed out
+    assert staff.get(url).status_code == 303  # no staff page until they sign in or enter it
 
 
 def test_a_quote_form_that_doesnt_say_what_its_page_showed_is_refused(app: Flask) -> None:

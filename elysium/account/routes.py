@@ -383,12 +383,15 @@ def add_address() -> Response:
             _attach(form, error.errors)
         else:
             db.session.commit()
+            # Already listed, its card is redrawn where it is only for a default it became (an
+            # edit of it open there, under the same id, is left alone otherwise).
+            cards = [_card(address, oob="beforeend:#address-list")] if new else []
             return _done(
                 "Address added." if new else "That address is already in your address book.",
                 url_for("account.address_book"),
                 render_template("account/_address_form.html", form=_new_address_form(user)),
-                # Already listed, its card is redrawn where it is (a default it became).
-                _card(address, oob="beforeend:#address-list" if new else "true"),
+                *cards,
+                *_cards([address] if not new and defaults else []),
                 *_cards(replaced),
             )
     if is_htmx():

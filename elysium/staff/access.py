@@ -89,16 +89,41 @@ def _typed() -> list[tuple[str, str]]:
 
 
 def _sign_out_idle_session() -> Response:
-    """Signed out, and sent to sign in again; a form (a quote written over half an hour, a
-    refund's reason) gets a page with what it sent, to copy: nothing of it was done, and
-    nothing else of the back office is shown to whoever sent it."""
+    """Signed out, and sent to sign in again; a form gets what it sent shown back
+    (:func:`_shown_back`)."""
     typed = _typed() if request.method == "POST" else []
     sign_out()
     sign_in_url = url_for("auth.login", next=_here())
-    if not typed:
-        flash("You were signed out after 30 minutes without activity in the back office.")
-        return _go(sign_in_url)
-    page = render_template("staff/unsent.html", unsent=typed, sign_in_url=sign_in_url)
+    if typed:
+        return _shown_back(
+            typed,
+            heading="You were signed out",
+            why="After 30 minutes without activity in the back office you were signed out",
+            link=(sign_in_url, "Sign in again"),
+        )
+    flash("You were signed out after 30 minutes without activity in the back office.")
+    return _go(sign_in_url)
+
+
+def _to_second_factor() -> Response:
+    """To the second factor, then back; a form gets what it sent shown back
+    (:func:`_shown_back`): the 12 hours may end while staff write a quote."""
+    location = url_for("staff.security.second_factor", next=_here())
+    if request.method == "POST" and (typed := _typed()):
+        return _shown_back(
+            typed,
+            heading="Your code is needed again",
+            why="The back office asks for the code from your authenticator app every 12 hours",
+            link=(location, "Enter your code"),
+        )
+    return _go(location)
+
+
+def _shown_back(typed: list[tuple[str, str]], *, heading: str, why: str, link: tuple) -> Response:
+    """A form (a quote written over half an hour, a refund's reason) that can't be acted on
+    now: nothing of it was done, and the page that says why holds what it sent, to copy,
+    and nothing else of the back office."""
+    page = render_template("staff/unsent.html", unsent=typed, heading=heading, why=why, link=link)
     response = make_response(page, 403)
     response.headers["Cache-Control"] = "no-store"
     if is_htmx():  # the whole page, not the panel the form would have replaced
@@ -121,7 +146,7 @@ def require_staff(*, second_factor: bool = True) -> Response | None:
     if not second_factor:
         return None
     if not passed_second_factor():
-        return _go(url_for("staff.security.second_factor", next=_here()))
+        return _to_second_factor()
     view = current_app.view_functions.get(request.endpoint or "")
     if getattr(view, "staff_activity", True):
         session[LAST_SEEN] = utcnow().timestamp()
