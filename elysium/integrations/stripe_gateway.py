@@ -131,8 +131,10 @@ class OneWaitPerRequest(stripe.RequestsClient):
     for no further change: those calls fail at once, as that one did, and every caller
     already takes an unreachable Stripe (the order left as it was, the shopper told, the
     sweeper or a retry finishing later). A look-up (``GET``) is still made: it is how a
-    change that timed out is found to have happened (a page closed, or paid first). Only
-    within a request: a command or the outbox worker asks again on its next turn anyway."""
+    change that timed out is found to have happened (a page closed, or paid first). A change
+    whose failure its caller takes in its stride (:func:`update_customer_email`: the page is
+    made all the same) counts for nothing. Only within a request: a command or the outbox
+    worker asks again on its next turn anyway."""
 
     def request_with_retries(self, method: str, *args: Any, **kwargs: Any) -> Any:
         changes = method.lower() != "get"
@@ -141,9 +143,12 @@ class OneWaitPerRequest(stripe.RequestsClient):
         try:
             return super().request_with_retries(method, *args, **kwargs)
         except stripe.APIConnectionError:
-            if has_request_context():
+            if has_request_context() and not g.get(BEST_EFFORT):
                 setattr(g, UNREACHABLE_IN_THIS_REQUEST, True)
             raise
+
+
+BEST_EFFORT = "stripe_best_effort"
 
 
 UNREACHABLE_IN_THIS_REQUEST = "stripe_unreachable"
@@ -241,6 +246,9 @@ def update_customer_email(customer_id: str, email: str) -> None:
     """Tell Stripe a customer's new email address (its payment page prefills it, its
     receipts go to it). Raises :class:`UnknownCustomerError` when Stripe has no such
     customer."""
+    # Best effort: should Stripe not answer, the caller makes the page all the same, so the
+    # request's later calls are not refused for it (``OneWaitPerRequest``).
+    setattr(g, BEST_EFFORT, True)
     try:
         _client().v1.customers.update(customer_id, {"email": email})
     except stripe.InvalidRequestError as error:
@@ -249,6 +257,8 @@ def update_customer_email(customer_id: str, email: str) -> None:
         raise PaymentProviderError(str(error)) from error
     except stripe.StripeError as error:
         raise PaymentProviderError(str(error)) from error
+    finally:
+        g.pop(BEST_EFFORT, None)
 
 
 def create_checkout_session(request: CheckoutRequest) -> tuple[str, str]:
