@@ -57,6 +57,13 @@ def normalise_email(email: str) -> str:
     return unicodedata.normalize("NFC", email.strip().lower())
 
 
+def same_address(kept: str, named: object) -> bool:
+    """Whether an address a link names is the account's: as accounts compare addresses, so
+    a link emailed before the account's address was composed (migration 0029) still
+    opens."""
+    return isinstance(named, str) and normalise_email(kept) == normalise_email(named)
+
+
 def user_by_email(session: AnySession, email: str) -> User | None:
     """The account of this address, in whichever form it was typed. One kept in another
     Unicode form than its composed one (migration 0029 left it so where another account
@@ -192,7 +199,7 @@ def user_for_confirm_token(session: AnySession, token: str) -> User:
     to sign in."""
     data = _load_token("verify", token, VERIFY_MAX_AGE)
     user = session.get(User, data.get("uid")) if data else None
-    if user is None or user.email != data.get("email") or not user.is_active:
+    if user is None or not same_address(user.email, data.get("email")) or not user.is_active:
         raise AccountError("This confirmation link is not valid any more.")
     if user.is_verified:
         raise AccountError("Your email is confirmed already: sign in with your password.")
@@ -426,13 +433,13 @@ def email_change_for_token(session: AnySession, token: str) -> EmailChange:
     user = session.get(User, data.get("uid")) if data else None
     if (
         user is None
-        or user.email != data.get("from")
+        or not same_address(user.email, data.get("from"))
         or not user.is_active
         or not user.email_change_nonce
         or not hmac.compare_digest(str(data.get("nonce")), user.email_change_nonce)
     ):
         raise AccountError("This link to change your email is not valid any more.")
-    new_email = str(data.get("to"))
+    new_email = normalise_email(str(data.get("to")))
     if user_by_email(session, new_email) is not None:
         raise _taken_meanwhile(new_email)
     return EmailChange(user=user, new_email=new_email)
