@@ -14,7 +14,8 @@ was never found as zoë's order, to export or to erase when her account closed. 
 already emailed for a guest's order carry its address as it was: they are compared as
 accounts compare addresses (``orders.order_for_guest_token``), so they still open it. An account whose composed address another account already holds keeps its
 own (renaming it would break the unique address): both stay as they were, each found by
-the form it was opened with (``accounts.user_by_email``).
+the form it was opened with (``accounts.user_by_email``), and the orders, commissions and
+emails sent to the form left stay as they were too, that account's to export and erase.
 """
 
 import unicodedata
@@ -38,12 +39,16 @@ COLUMNS = (
 
 def upgrade():
     bind = op.get_bind()
+    # Accounts left as they were: what was sent to their form stays theirs, as it was.
+    left: set[str] = set()
     for table, column, unique in COLUMNS:
         rows = bind.execute(sa.text(f"SELECT id, {column} FROM {table}")).all()  # noqa: S608
         taken = {email for _, email in rows}
         for row_id, email in rows:
             composed = unicodedata.normalize("NFC", email.lower())
-            if composed == email or (unique and composed in taken):
+            if unique and composed != email and composed in taken:
+                left.add(email)
+            if composed == email or (unique and composed in taken) or email.lower() in left:
                 continue
             bind.execute(
                 sa.text(f"UPDATE {table} SET {column} = :email WHERE id = :id"),  # noqa: S608
