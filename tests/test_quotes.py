@@ -217,6 +217,13 @@ def test_a_quote_form_sent_twice_sends_one_quote(app: Flask) -> None:
 LAPSES = {
     # The session's staff time that ran out, and what the page then says and links to.
     "idle": (LAST_SEEN, timedelta(minutes=31), "You were signed out", "/auth/login"),
+    # Another window's page found the session idle first, and signed it out.
+    "idle-in-another-window": (
+        LAST_SEEN,
+        timedelta(minutes=31),
+        "You were signed out",
+        "/auth/login",
+    ),
     "second-factor": (
         SECOND_FACTOR_AT,
         timedelta(hours=12, minutes=5),
@@ -243,6 +250,8 @@ def test_a_quote_sent_after_the_staff_session_lapsed_is_shown_back_to_copy_not_l
     fields = {**form_fields(page, "#lead-quotes form"), **quote_form(description=written)}
     with staff.session_transaction() as session:
         session[name] = (utcnow() - age).timestamp()
+    if lapse == "idle-in-another-window":
+        assert staff.get("/staff/orders").status_code == 303
 
     url = f"/staff/leads/{lead_id}/quotes"
     sent_from = {"Referer": f"http://localhost{url}"}  # as a browser sends it

@@ -105,6 +105,20 @@ def _sign_out_idle_session() -> Response:
     return _go(sign_in_url)
 
 
+def _signed_out_meanwhile() -> Response:
+    """Nobody signed in: to sign in, then back. A form gets what it sent shown back
+    (:func:`_shown_back`): the session may have ended in another window (an idle page
+    there signed it out) while this one was being written."""
+    if request.method == "POST" and (typed := _typed()):
+        return _shown_back(
+            typed,
+            heading="You were signed out",
+            why="You were signed out of the back office while this was being written",
+            link=(url_for("auth.login", next=_here()), "Sign in again"),
+        )
+    return unauthorized()
+
+
 def _to_second_factor() -> Response:
     """To the second factor, then back; a form gets what it sent shown back
     (:func:`_shown_back`): the 12 hours may end while staff write a quote."""
@@ -138,7 +152,7 @@ def require_staff(*, second_factor: bool = True) -> Response | None:
     ``second_factor=False`` is for the second factor's own pages: they need the role only.
     """
     if not current_user.is_authenticated:
-        return unauthorized()
+        return _signed_out_meanwhile()
     if not current_user.is_staff:
         abort(404)
     if _idled_out():
