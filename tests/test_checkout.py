@@ -361,6 +361,31 @@ def test_a_page_that_asks_stripe_several_things_waits_on_a_hanging_stripe_once(
     ]
 
 
+def test_a_replaced_payment_whose_close_answered_late_still_gets_its_new_page(
+    shop: Shop, app: Flask
+) -> None:
+    """Stripe closed the old page, but its answer came after the timeout; the look-up a moment
+    later says it is closed, so the old order is cancelled and the new one made. Stripe had
+    just answered, yet the new page was refused as unreachable: both orders cancelled, the
+    shopper sent back to start again (found by review)."""
+    client = shop.client()
+    add_chain(client)
+    first = session_id_from(check_out(client).location)
+    shop.fake.auto_deliver = False
+    shop.fake.expire(first)  # Stripe did close it; what is late is its answer to the shop
+    shop.app.config.update(STRIPE_TIMEOUT_SECONDS=1, STRIPE_MAX_NETWORK_RETRIES=0)
+    close_client(shop.app)  # the settings take with a new client
+    shop.fake.hang_next(3)  # the answer to the close
+
+    response = check_out(client, replace="y", email="other@example.com")
+    shop.fake.release_hangs()
+
+    assert response.status_code == 303, page_text(response)
+    assert session_id_from(response.location) != first
+    statuses = [order["status"] for order in all_orders(app)]
+    assert statuses == [OrderStatus.CANCELLED, OrderStatus.PENDING]
+
+
 @pytest.mark.parametrize("then", ["cancel", "replace"])
 def test_a_payment_made_as_closing_its_page_hangs_is_found_paid_not_cancelled(
     shop: Shop, app: Flask, then: str

@@ -131,21 +131,25 @@ class OneWaitPerRequest(stripe.RequestsClient):
     for no further change: those calls fail at once, as that one did, and every caller
     already takes an unreachable Stripe (the order left as it was, the shopper told, the
     sweeper or a retry finishing later). A look-up (``GET``) is still made: it is how a
-    change that timed out is found to have happened (a page closed, or paid first). A change
-    whose failure its caller takes in its stride (:func:`update_customer_email`: the page is
-    made all the same) counts for nothing. Only within a request: a command or the outbox
-    worker asks again on its next turn anyway."""
+    change that timed out is found to have happened (a page closed, or paid first); once
+    Stripe answers one, the changes after it go again. A change whose failure its caller
+    takes in its stride (:func:`update_customer_email`: the page is made all the same)
+    counts for nothing. Only within a request: a command or the outbox worker asks again on
+    its next turn anyway."""
 
     def request_with_retries(self, method: str, *args: Any, **kwargs: Any) -> Any:
         changes = method.lower() != "get"
         if changes and has_request_context() and g.get(UNREACHABLE_IN_THIS_REQUEST):
             raise stripe.APIConnectionError("Stripe could not be reached earlier in this request")
         try:
-            return super().request_with_retries(method, *args, **kwargs)
+            answer = super().request_with_retries(method, *args, **kwargs)
         except stripe.APIConnectionError:
             if has_request_context() and not g.get(BEST_EFFORT):
                 setattr(g, UNREACHABLE_IN_THIS_REQUEST, True)
             raise
+        if has_request_context():
+            g.pop(UNREACHABLE_IN_THIS_REQUEST, None)  # Stripe answers again
+        return answer
 
 
 BEST_EFFORT = "stripe_best_effort"
