@@ -185,6 +185,23 @@ def test_create_staff_promotes_a_shopper_who_keeps_their_orders(app, runner, cat
     assert client.get("/staff").headers["Location"].startswith(SECOND_FACTOR)
 
 
+def test_create_staff_promotes_the_account_of_the_form_typed(app, runner):
+    """One person's two accounts, "josé" typed two ways, left as they were by migration 0029:
+    naming the one with a combining accent promoted the other (the address was composed
+    before the account was looked up; found by review)."""
+    combining, composed = "jose\u0301@example.com", "jos\u00e9@example.com"
+    with app.app_context():
+        first = create_user(combining)
+        other = create_user(composed)
+
+    create_staff(runner, combining)
+
+    assert user_row(app, combining).id == first
+    assert user_row(app, combining).role is Role.STAFF
+    assert user_row(app, composed).id == other
+    assert user_row(app, composed).role is Role.CUSTOMER
+
+
 def test_a_promoted_shoppers_password_replaced_through_the_link_tells_her(app, runner, client):
     """Her password changed is a change to warn of, unlike a new colleague's first one."""
     with app.app_context():

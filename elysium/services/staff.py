@@ -52,7 +52,9 @@ def create_staff(
         address = validate_email(email.strip(), check_deliverability=False).normalized
     except EmailNotValidError as error:
         raise StaffError(f"{email!r} is not an email address: {error}") from error
-    user = accounts.user_by_email(session, address)
+    # By the address as typed: the validator's form is composed, and of one person's two
+    # accounts in two forms (``accounts.user_by_email``) the one typed is the one meant.
+    user = accounts.user_by_email(session, email)
     if user is None:
         user = User(
             email=accounts.normalise_email(address),
