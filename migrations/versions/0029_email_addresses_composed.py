@@ -15,7 +15,7 @@ already emailed for a guest's order carry its address as it was: they are compar
 accounts compare addresses (``orders.order_for_guest_token``), so they still open it. An account whose composed address another account already holds keeps its
 own (renaming it would break the unique address): both stay as they were, each found by
 the form it was opened with (``accounts.user_by_email``), and the orders, commissions and
-emails sent to the form left stay as they were too, that account's to export and erase.
+emails sent to the form left keep it too (in lower case), that account's to export and erase.
 """
 
 import unicodedata
@@ -48,7 +48,9 @@ def upgrade():
             composed = unicodedata.normalize("NFC", email.lower())
             if unique and composed != email and composed in taken:
                 left.add(email)
-            if composed == email or (unique and composed in taken) or email.lower() in left:
+            if not unique and email.lower() in left:
+                composed = email.lower()  # that account's form, in lower case as the rest
+            if composed == email or (unique and composed in taken):
                 continue
             bind.execute(
                 sa.text(f"UPDATE {table} SET {column} = :email WHERE id = :id"),  # noqa: S608
