@@ -127,6 +127,9 @@ def test_the_same_address_sent_twice_is_kept_once(app, client, signed_in):
     [card] = Page(drawn).select(f"#address-{address.id}")
     assert card["hx-swap-oob"] == "true"
     assert "Default billing" in card.get_text()
+    # A default it is already: nothing to redraw (an edit of it open there stays as it is).
+    drawn = client.htmx("POST", "/account/addresses", data={**HOME, "default_billing": "y"})
+    assert f'id="address-{address.id}"' not in page_text(drawn)
     assert len(rows(app, signed_in)) == 1
     assert add(client, {**HOME, "line2": "Flat 3"}).status_code == 303
     assert len(rows(app, signed_in)) == 2  # another address is another

@@ -35,7 +35,7 @@ from elysium.models.types import utcnow
 from elysium.models.users import Address, User
 from elysium.security import keep_the_address_here
 from elysium.services import account_data, accounts, addresses, bespoke, orders, profiles
-from elysium.services.addresses import AddressError, Default
+from elysium.services.addresses import Added, AddressError, Default
 from elysium.services.profiles import ProfileError
 from elysium.web.forms import AddressForm
 from elysium.web.quotes import account_quotes
@@ -375,7 +375,7 @@ def add_address() -> Response:
             if chosen
         )
         try:
-            address, replaced, new = addresses.add_address(
+            address, replaced, added = addresses.add_address(
                 db.session, user, form.address(), defaults
             )
         except AddressError as error:
@@ -383,6 +383,7 @@ def add_address() -> Response:
             _attach(form, error.errors)
         else:
             db.session.commit()
+            new = added is Added.NEW
             # Already listed, its card is redrawn where it is only for a default it became (an
             # edit of it open there, under the same id, is left alone otherwise).
             cards = [_card(address, oob="beforeend:#address-list")] if new else []
@@ -391,7 +392,7 @@ def add_address() -> Response:
                 url_for("account.address_book"),
                 render_template("account/_address_form.html", form=_new_address_form(user)),
                 *cards,
-                *_cards([address] if not new and defaults else []),
+                *_cards([address] if added is Added.NOW_A_DEFAULT else []),
                 *_cards(replaced),
             )
     if is_htmx():

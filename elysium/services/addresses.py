@@ -104,11 +104,17 @@ def default_address(session: AnySession, user: User, kind: Default) -> Address |
     )
 
 
+class Added(enum.StrEnum):
+    NEW = "new"
+    ALREADY_THERE = "already_there"
+    NOW_A_DEFAULT = "now_a_default"  # already there, and made a default it wasn't
+
+
 def add_address(
     session: AnySession, user: User, data: AddressInput, defaults: frozenset[Default] = frozenset()
-) -> tuple[Address, list[Address], bool]:
-    """Save a new address; returns it, any address that stopped being a default, and whether
-    it is new. The same address already in the book (the form sent twice: a double click,
+) -> tuple[Address, list[Address], Added]:
+    """Save a new address; returns it, any address that stopped being a default, and what
+    became of it. The same address already in the book (the form sent twice: a double click,
     Back and send again, two at once) is not kept again: it is the one returned, made a
     default as asked."""
     cleaned = clean(data)
@@ -121,10 +127,14 @@ def add_address(
     if same is None:
         session.add(address)
         session.flush()
+    was_default = {kind for kind in Default if getattr(address, kind.attribute)}
     replaced: list[Address] = []
     for kind in sorted(defaults):
         replaced += make_default(session, user, address, kind)
-    return address, _unique(replaced), same is None
+    if same is None:
+        return address, _unique(replaced), Added.NEW
+    became = set(defaults) - was_default
+    return address, _unique(replaced), Added.NOW_A_DEFAULT if became else Added.ALREADY_THERE
 
 
 def update_address(session: AnySession, address: Address, data: AddressInput) -> Address:
