@@ -1767,6 +1767,27 @@ def test_staff_cancel_of_an_order_whose_payment_page_stripe_cant_close_waits(
     assert order_of(app, number)["status"] is S.CANCELLED
 
 
+def test_staff_cancel_of_an_order_whose_payment_page_stripe_wont_close_waits(
+    shop: Shop, app: Flask
+) -> None:
+    """Stripe answered the close with an error of its own, and its look-up says the page is
+    still open: the order was cancelled all the same and its piece put back on sale, while
+    the customer could still pay there (found by review). Nothing is cancelled now."""
+    number, _ = buy(shop, pay=None)
+    staff = staff_client(shop.app)
+    reserved = stock(app)
+    shop.fake.fail_next(500, should_retry=False)  # the page's closing, once
+
+    unsure = act(staff, number, "cancel", reason="Duplicate", request_key="c")
+
+    assert unsure.status_code == 503, page_text(unsure)
+    assert "where the customer could still pay: nothing was cancelled" in page_text(unsure)
+    assert order_of(app, number)["status"] is S.PENDING
+    assert stock(app) == reserved
+    assert act(staff, number, "cancel", reason="Duplicate", request_key="d").status_code == 303
+    assert order_of(app, number)["status"] is S.CANCELLED
+
+
 def test_staff_cancel_refuses_when_the_shopper_opens_a_payment_page_meanwhile(
     shop: Shop, app: Flask
 ) -> None:

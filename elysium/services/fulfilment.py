@@ -754,6 +754,12 @@ def cancel_unpaid(
             f"Stripe could not be reached to close the payment page of order {order.number}, "
             "where the customer could still pay: nothing was cancelled. Try again in a moment."
         )
+    if page is not None and page.state is checkout.PageState.OPEN:
+        # Stripe answered, but did not close it (an error of its own), and says it is open.
+        raise StripeUnreachableError(
+            f"Stripe did not close the payment page of order {order.number}, where the "
+            "customer could still pay: nothing was cancelled. Try again in a moment."
+        )
     back_in_bag = checkout.holds_its_cart(order)
     checkout.close_unpaid(
         session,
