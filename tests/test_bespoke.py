@@ -286,6 +286,24 @@ def test_a_guest_request_goes_with_the_account_of_its_address_when_it_closes(
     assert [text for text in kept if "Ada Lovelace" in text or "7946" in text] == []
 
 
+def test_a_guest_request_to_the_form_of_a_persons_second_account_is_that_accounts(
+    client, app, catalogue, auth
+):
+    """One person's two accounts, "zoë" typed two ways (migration 0029 leaves both). A
+    request sent in the second account's form is that account's, not the other's."""
+    combining, composed = "zoe\u0308@example.com", "zo\u00eb@example.com"
+    auth.create_user(combining)
+    auth.create_user(composed)
+
+    assert send(client, app, email=combining.upper()).status_code == 303
+
+    [lead] = leads(app)
+    assert lead.email == combining
+    auth.login(combining)
+    export = client.get("/account/export").get_json()
+    assert [commission["message"] for commission in export["commissions"]] == [IDEA_KEPT]
+
+
 def test_the_lead_and_its_emails_are_one_unit_of_work(client, app, catalogue, monkeypatch):
     """If the second email can't be queued, neither the lead nor the first email is kept."""
     monkeypatch.setitem(app.config, "BESPOKE_NOTIFY_EMAIL", "not an address")

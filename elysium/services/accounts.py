@@ -57,6 +57,18 @@ def normalise_email(email: str) -> str:
     return unicodedata.normalize("NFC", email.strip().lower())
 
 
+def address_as_kept(session: AnySession, email: str) -> str:
+    """An address typed on a form, as the shop keeps it (:func:`normalise_email`); or, where
+    an account was opened with it in another Unicode form that migration 0029 left (one
+    person's second account: :func:`user_by_email`), in that form, so what is sent to it
+    (an order, a commission) stays that account's."""
+    composed = normalise_email(email)
+    as_typed = email.strip().lower()
+    if as_typed != composed and session.scalar(select(User.id).where(User.email == as_typed)):
+        return as_typed
+    return composed
+
+
 def same_address(kept: str, named: object) -> bool:
     """Whether an address a link names is the account's: as accounts compare addresses, so
     a link emailed before the account's address was composed (migration 0029) still

@@ -28,7 +28,7 @@ from elysium.models.catalog import Product
 from elysium.models.engagement import BespokeLead, LeadStatus
 from elysium.models.users import User
 from elysium.services import catalog, leads
-from elysium.services.accounts import normalise_email
+from elysium.services.accounts import address_as_kept
 from elysium.services.configuration import ConfigurationError, configure, summary
 from elysium.services.errors import InvalidInputError
 from elysium.services.outbox import queue_email
@@ -346,7 +346,7 @@ def submit_request(
     piece = data.piece
     lead = BespokeLead(
         name=data.name.strip(),
-        email=normalise_email(data.email),
+        email=address_as_kept(session, data.email),
         phone=data.phone.strip(),
         category=data.piece_type.strip(),
         preferred_metal=data.metal.strip(),

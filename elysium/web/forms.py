@@ -11,6 +11,7 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Email, Length
 
 from elysium.countries import COUNTRIES, DEFAULT_COUNTRY
+from elysium.extensions import db
 from elysium.services import accounts
 from elysium.services.addresses import AddressInput
 
@@ -41,9 +42,9 @@ def strip(value: str | None) -> str | None:
 
 
 def email_address(value: str | None) -> str | None:
-    """An address typed on a form, as accounts keep theirs (``accounts.normalise_email``):
+    """An address typed on a form, as accounts keep theirs (``accounts.address_as_kept``):
     an order to it is then found as the account's, in a comparison either database makes."""
-    return accounts.normalise_email(value) if isinstance(value, str) else value
+    return accounts.address_as_kept(db.session, value) if isinstance(value, str) else value
 
 
 class AccountForm(FlaskForm):
