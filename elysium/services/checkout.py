@@ -1100,7 +1100,8 @@ def cancel_payment(session: AnySession, cart: Cart, *, to_check_out: bool = Fals
 
     ``to_check_out``: the bag is checked out again in this same transaction (a payment
     replaced with other details): the stock rows its lines take are held with the order's,
-    in id order (``settle``'s ``hold_also``).
+    in id order (``settle``'s ``hold_also``); with Stripe unreachable, nothing is cancelled
+    (``NOT_NOW``).
     """
     settled = Settled.CHANGED
     hold_also = carts.stock_row_ids(session, cart.id) if to_check_out else []
@@ -1116,6 +1117,10 @@ def cancel_payment(session: AnySession, cart: Cart, *, to_check_out: bool = Fals
         page = close_payment_page(order.stripe_checkout_session_id)
         if page.state is PageState.PAID:
             return Cancellation(Cancelled.TOO_LATE, order)
+        if to_check_out and page.state is PageState.UNREACHABLE:
+            # A new page could not be asked of a Stripe just found unreachable: the payment
+            # stays as it was, its page still good, rather than both end with nothing to pay.
+            return Cancellation(Cancelled.NOT_NOW, order)
         settled = settle(
             session,
             order.id,
