@@ -120,6 +120,12 @@ class PaymentProviderError(RuntimeError):
     """Stripe could not be reached, timed out or refused the request; nothing was paid."""
 
 
+# Where a request notes that Stripe could not be reached, and that the call under way is
+# best effort (``OneWaitPerRequest``).
+UNREACHABLE_IN_THIS_REQUEST = "stripe_unreachable"
+BEST_EFFORT = "stripe_best_effort"
+
+
 class OneWaitPerRequest(stripe.RequestsClient):
     """Stripe's HTTP client, waiting on an unreachable Stripe for one change per request.
 
@@ -150,12 +156,6 @@ class OneWaitPerRequest(stripe.RequestsClient):
         if has_request_context():
             g.pop(UNREACHABLE_IN_THIS_REQUEST, None)  # Stripe answers again
         return answer
-
-
-BEST_EFFORT = "stripe_best_effort"
-
-
-UNREACHABLE_IN_THIS_REQUEST = "stripe_unreachable"
 
 
 def _client() -> stripe.StripeClient:

@@ -77,19 +77,11 @@ def same_address(kept: str, named: object) -> bool:
 
 
 def user_by_email(session: AnySession, email: str) -> User | None:
-    """The account of this address, in whichever form it was typed. One kept in another
+    """The account of this address, in whichever form it was typed: one kept in another
     Unicode form than its composed one (migration 0029 left it so where another account
-    already held the composed form: one person's two accounts) is still found by the form
-    it was opened with, as before."""
-    composed = normalise_email(email)
-    as_typed = email.strip().lower()
-    if as_typed == composed:
-        return session.scalar(select(User).where(User.email == composed))
-    found = {
-        user.email: user
-        for user in session.scalars(select(User).where(User.email.in_((as_typed, composed))))
-    }
-    return found.get(as_typed) or found.get(composed)
+    already held the composed form: one person's two accounts) is found by the form it was
+    opened with, as before (:func:`address_as_kept`)."""
+    return session.scalar(select(User).where(User.email == address_as_kept(session, email)))
 
 
 def _serializer(purpose: str) -> URLSafeTimedSerializer:

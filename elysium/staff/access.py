@@ -80,7 +80,10 @@ NOT_TYPED = frozenset(
 
 def _typed() -> list[tuple[str, str]]:
     """What a form sent that staff typed or chose, as (label, text): each field not hidden
-    and not empty, under its name made readable ("valid_until": "Valid until")."""
+    and not empty, under its name made readable ("valid_until": "Valid until"); nothing for
+    a request that sends no form."""
+    if request.method != "POST":
+        return []
     return [
         (name.replace("_", " ").capitalize(), value)
         for name, value in request.form.items(multi=True)
@@ -91,7 +94,7 @@ def _typed() -> list[tuple[str, str]]:
 def _sign_out_idle_session() -> Response:
     """Signed out, and sent to sign in again; a form gets what it sent shown back
     (:func:`_shown_back`)."""
-    typed = _typed() if request.method == "POST" else []
+    typed = _typed()
     sign_out()
     sign_in_url = url_for("auth.login", next=_here())
     if typed:
@@ -109,7 +112,7 @@ def _signed_out_meanwhile() -> Response:
     """Nobody signed in: to sign in, then back. A form gets what it sent shown back
     (:func:`_shown_back`): the session may have ended in another window (an idle page
     there signed it out) while this one was being written."""
-    if request.method == "POST" and (typed := _typed()):
+    if typed := _typed():
         return _shown_back(
             typed,
             heading="You were signed out",
@@ -123,7 +126,7 @@ def _to_second_factor() -> Response:
     """To the second factor, then back; a form gets what it sent shown back
     (:func:`_shown_back`): the 12 hours may end while staff write a quote."""
     location = url_for("staff.security.second_factor", next=_here())
-    if request.method == "POST" and (typed := _typed()):
+    if typed := _typed():
         return _shown_back(
             typed,
             heading="Your code is needed again",
