@@ -744,6 +744,28 @@ def test_a_dispute_lost_in_full_after_a_refund_failed_clears_the_warning_to_give
     )
 
 
+def test_refunded_in_full_in_stripes_dashboard_after_a_refund_failed_clears_its_warning(
+    shop: Shop, app: Flask
+) -> None:
+    """The £200 refund failed and its warning asked staff to give it back again; then the
+    whole £650 was refunded in Stripe's dashboard. The warning stayed (found by reading the
+    change again): staff would have given the £200 a second time, another way."""
+    number, staff = a_refund_of_200_failed(shop)
+    later = time.time() + 60
+    shop.fake.clock = lambda: later  # staff read the warning and refund at Stripe
+
+    shop.fake.refund_from_dashboard(intent_of(app, number), amount=TOTAL)
+    shop.fake.wait_for_deliveries()
+
+    after = order_of(app, number)
+    assert (after["status"], after["refunded"]) == (S.REFUNDED, TOTAL)
+    reasons = text_of(Page(staff.get(f"/staff/orders/{number}")), ".staff-order__attention")
+    assert payments.REFUND_FAILED_FLAG not in reasons
+    assert "Refunded in full at Stripe since: the failed refund's warning is cleared" in [
+        note for *_, note in after["events"]
+    ]
+
+
 def test_a_dispute_lost_in_part_after_a_refund_failed_keeps_the_warning_for_what_is_held(
     shop: Shop, app: Flask
 ) -> None:

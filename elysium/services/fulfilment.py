@@ -622,14 +622,11 @@ def finish_refund(
     if order.refunded_amount >= order.total and not unaccepted:
         # A refund that failed before is given back by this one: nothing is held any more.
         # (Giving back money held takes its own warnings off, once its refund is through.)
-        for flagged in orders.flagged_for(order):
-            if flagged.startswith(payments.REFUND_FAILED_FLAG):
-                checkout.clear_flag(
-                    order,
-                    flagged,
-                    actor=staff.name,
-                    note="Refunded in full since: the failed refund's warning is cleared",
-                )
+        payments.nothing_held_any_more(
+            order,
+            actor=staff.name,
+            note="Refunded in full since: the failed refund's warning is cleared",
+        )
     note = f"Refunded {amount}" + _because(refund.reason)
     if for_cancelling and order.status in REFUNDABLE:
         checkout.flag(order, CANCEL_TO_FINISH_FLAG, actor=staff.name, on_timeline=False)

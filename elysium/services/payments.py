@@ -604,13 +604,31 @@ def refund_unfinished(order: Order) -> bool:
     )
 
 
+def nothing_held_any_more(
+    order: Order, *, actor: str, note: str, event_id: str | None = None
+) -> None:
+    """The whole payment is given back now (by a refund here, in Stripe's dashboard, or by the
+    cardholder's bank): a refund that failed before leaves nothing with the shop, so its
+    warning to give that money back again comes off, with ``note``."""
+    for flagged in orders.flagged_for(order):
+        if flagged.startswith(REFUND_FAILED_FLAG):
+            checkout.clear_flag(order, flagged, actor=actor, note=note, stripe_event_id=event_id)
+
+
 def refunded_in_full_at_stripe(
     session: AnySession, order: Order, given_back: int, event_id: str | None = None
 ) -> None:
     """Stripe counts the whole payment given back, ``given_back`` of it by refunds made
     outside the shop (its dashboard): the order is REFUNDED (a deposit's commission told) and
-    the shopper emailed that amount. A payment that came after its order had ended stays with
-    the ended order; given back, the shopper is told so too, as its receipt promised."""
+    the shopper emailed that amount, and a failed refund's warning comes off. A payment that
+    came after its order had ended stays with the ended order; given back, the shopper is
+    told so too, as its receipt promised."""
+    nothing_held_any_more(
+        order,
+        actor=ACTOR,
+        note="Refunded in full at Stripe since: the failed refund's warning is cleared",
+        event_id=event_id,
+    )
     was = order.status
     moved = _move(order, OrderStatus.REFUNDED, "Refunded in full", event_id)
     if moved:
@@ -753,18 +771,13 @@ def _charged_back(session: AnySession, order: Order, amount: int, event_id: str)
     order.refunded_amount = given_back
     if order.refunded_amount < order.total:
         return
-    # A refund that failed before asked staff to give its money back: the bank has given
-    # back the whole payment now, so the shop holds nothing of the shopper's.
-    for flagged in orders.flagged_for(order):
-        if flagged.startswith(REFUND_FAILED_FLAG):
-            checkout.clear_flag(
-                order,
-                flagged,
-                actor=ACTOR,
-                note="The cardholder's bank gave back the whole payment: the failed refund's "
-                "warning is cleared",
-                stripe_event_id=event_id,
-            )
+    nothing_held_any_more(
+        order,
+        actor=ACTOR,
+        note="The cardholder's bank gave back the whole payment: the failed refund's warning "
+        "is cleared",
+        event_id=event_id,
+    )
     note = "Refunded in full by the cardholder's bank (a dispute lost)"
     if _move(order, OrderStatus.REFUNDED, note, event_id) and order.bespoke_quote_id is not None:
         quotes.deposit_given_back(
