@@ -2492,6 +2492,51 @@ def test_stripes_report_while_the_shops_refund_waits_never_tells_the_shopper_twi
     ] == [True, True]
 
 
+def test_a_dashboard_refund_made_while_the_shops_refund_waited_is_told(
+    shop: Shop, app: Flask
+) -> None:
+    """Staff refunded £100 (not to be told) and the worker stopped once Stripe accepted it;
+    meanwhile £200 was given back in Stripe's dashboard. Its report came while the shop's
+    refund waited, so it only noted the total, and the Retry that found the £100 counted the
+    £200 without a word: the shopper was never told of £200 given back. Each refund made
+    outside the shop is now told from its own ``refund.created``."""
+    number, _ = buy(shop)
+    staff = staff_client(shop.app)
+    with meanwhile(shop.app, "UPDATE refunds", stop) as ran, pytest.raises(WorkerStoppedError):
+        act(staff, number, "refund", amount="100", request_key="r")
+    assert ran
+    shop.fake.refund_from_dashboard(intent_of(app, number), amount=20000)
+    shop.fake.wait_for_deliveries()
+    [form] = retry_forms(staff, number)
+    assert staff.post(str(form["action"]), data=form_fields(form)).status_code == 303
+
+    assert order_of(app, number)["refunded"] == 30000
+    told = [e.body_text for e in sent_emails(app) if e.template == "order_refunded"]
+    assert len(told) == 1
+    assert f"We have refunded £200 for your order {number}." in told[0]
+
+
+def test_money_given_back_again_in_the_dashboard_after_a_refund_there_failed_is_told_again(
+    shop: Shop, app: Flask
+) -> None:
+    """£100 given back in Stripe's dashboard (told) failed; staff gave the £100 back there
+    again. Stripe's total read £100 as before, and the shopper was told of money given back
+    once per total reached, so the second £100, the one that reached her, was never told."""
+    number, _ = buy(shop)
+    shop.fake.refund_from_dashboard(intent_of(app, number), amount=10000)
+    [first] = shop.fake.refunds.values()
+    shop.fake.fail_refund(first["id"])
+    a_minute_later = time.time() + 60
+    shop.fake.clock = lambda: a_minute_later  # staff read the warning and give it again
+    shop.fake.refund_from_dashboard(intent_of(app, number), amount=10000)
+    shop.fake.wait_for_deliveries()
+
+    assert order_of(app, number)["refunded"] == 10000
+    told = [e.body_text for e in sent_emails(app) if e.template == "order_refunded"]
+    assert len(told) == 2
+    assert all(f"We have refunded £100 for your order {number}." in text for text in told)
+
+
 @pytest.mark.parametrize("then", ["cancel", "refund"])
 def test_a_refund_that_failed_then_given_back_by_a_later_one_leaves_nothing_held(
     shop: Shop, app: Flask, then: str

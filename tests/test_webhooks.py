@@ -324,6 +324,7 @@ def test_completed_after_a_full_refund_cannot_move_it_back(app, client, order):
             },
         ),
     )
+    post(client, event("refund.created", dashboard_refund(TOTAL)))
     post(client, event("checkout.session.completed", session_object(order)))
     after = state(app, order)
     assert after["status"] is S.REFUNDED
@@ -338,6 +339,21 @@ def refunded_charge(order, amount: int) -> dict:
         "payment_intent": "pi_test_1",
         "amount_refunded": amount,
         "metadata": {"order_number": order["number"]},
+    }
+
+
+def dashboard_refund(amount: int, refund_id: str = "re_1", intent: str = "pi_test_1") -> dict:
+    """A refund made in Stripe's dashboard, as ``refund.created`` carries it: it names no
+    order and holds no key of the shop's."""
+    return {
+        "id": refund_id,
+        "object": "refund",
+        "payment_intent": intent,
+        "charge": "ch_1",
+        "amount": amount,
+        "currency": "gbp",
+        "status": "succeeded",
+        "metadata": {},
     }
 
 
@@ -401,6 +417,7 @@ def test_a_refund_of_another_payment_naming_the_order_never_ends_or_settles_it(a
     assert "order_cancelled" not in after["emails"]
     # Its own refund, made in Stripe's dashboard, counts and is told, as any other.
     post(client, event("charge.refunded", refunded_charge(order, TOTAL)))
+    post(client, event("refund.created", dashboard_refund(TOTAL)))
     refunded = state(app, order)
     assert (refunded["status"], refunded["refunded"]) == (S.REFUNDED, TOTAL)
     assert "order_refunded" in refunded["emails"]

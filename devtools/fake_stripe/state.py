@@ -39,6 +39,7 @@ DEFAULT_ENABLED_EVENTS = frozenset(
         "charge.refunded",
         "charge.dispute.created",
         "charge.dispute.closed",
+        "refund.created",
         "refund.failed",
         "payment_intent.payment_failed",
     }

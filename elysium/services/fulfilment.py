@@ -492,10 +492,8 @@ class StripeAnswer:
     refused: str = ""  # Stripe's reason when it refused
     unreachable: bool = False
     # What Stripe listed as given back outside the shop (its dashboard), when it was asked:
-    # each refund's id and amount; ``since_asked`` those of them made after this refund was
-    # asked (for which it was refused).
+    # each refund's id and amount.
     given_elsewhere: tuple[tuple[str, int], ...] = ()
-    since_asked: tuple[tuple[str, int], ...] = ()
 
 
 def ask_stripe(refund: Refund, order: Order) -> StripeAnswer:
@@ -547,7 +545,6 @@ def ask_stripe(refund: Refund, order: Order) -> StripeAnswer:
                     "asked, and Stripe never had this one. If that was this refund, nothing "
                     "more is owed; if not, refund again",
                     given_elsewhere=elsewhere,
-                    since_asked=tuple((each.refund_id, each.amount) for each in outside),
                 )
         answer = answer or stripe_gateway.create_refund(
             payment_intent=payment_intent,
@@ -642,33 +639,18 @@ def finish_refund(
 def _refunded_elsewhere_meanwhile(session: AnySession, order: Order, answer: StripeAnswer) -> None:
     """After a refund Stripe refused and never had (not one of the shop's that failed there):
     Stripe's report of what was given back came while it waited (a refund made in Stripe's
-    dashboard at the same time, which is why it was refused), and was taken for it, so the
-    shopper was told nothing. Nothing of the shop's is left to explain it: the whole payment
-    given back refunds the order in full at Stripe, as the report would have; a part is told
-    to the shopper now (``answer.since_asked``), as the report would have told it, and the
-    order counts what Stripe listed, so a report of the same total tells nobody again."""
+    dashboard at the same time, which is why it was refused), and was taken for it. Nothing
+    of the shop's is left to explain it: the order counts what Stripe listed, and the whole
+    payment given back refunds the order in full at Stripe, as the report would have. (The
+    shopper hears of each refund made there from its own event.)"""
     if payments.refund_unfinished(order):
         return
     given_here = sum(r.amount for r in order.refunds if r.status is RefundStatus.SUCCEEDED)
     failed = {r.stripe_refund_id for r in order.refunds if r.status is RefundStatus.FAILED}
     listed = sum(amount for made, amount in answer.given_elsewhere if made not in failed)
-    before = order.refunded_amount
-    order.refunded_amount = max(before, min(given_here + listed, order.total))
-    elsewhere = order.refunded_amount - given_here
-    # What no report told: what was given back outside the shop while this refund waited
-    # (a report then was taken for it). One given back there before was told when reported.
-    untold = sum(amount for made, amount in answer.since_asked if made not in failed)
-    if order.refunded_amount >= order.total and elsewhere > 0:
-        payments.refunded_in_full_at_stripe(session, order, untold or elsewhere)
-        return
-    if untold > 0:
-        orders.email_refund(
-            session,
-            order,
-            untold,
-            full=False,
-            dedupe_key=payments.refunded_at_stripe_key(order, given_here + listed),
-        )
+    order.refunded_amount = max(order.refunded_amount, min(given_here + listed, order.total))
+    if order.refunded_amount >= order.total and order.refunded_amount > given_here:
+        payments.refunded_in_full_at_stripe(session, order)
 
 
 def _answered(session: AnySession, order: Order, staff: Staff) -> None:

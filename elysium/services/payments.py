@@ -528,7 +528,9 @@ def charge_refunded(
 ) -> None:
     """Stripe's total refunded so far. Refunds staff made here are already counted and moved
     the order themselves (and told the shopper if asked): this only confirms them. A refund
-    made elsewhere (Stripe's dashboard) is recorded, and a full one refunds the order."""
+    made elsewhere (Stripe's dashboard) is recorded, and a full one refunds the order. Nobody
+    is emailed from a total: the shopper hears of each refund made elsewhere from its own
+    event (:func:`refund_created`)."""
     reported = _refunds_reported(obj)
     if order.stripe_payment_intent_id is None and isinstance(obj.get("payment_intent"), str):
         # Reported before the payment itself: the amount is this payment's, which the report
@@ -544,7 +546,6 @@ def charge_refunded(
     # Stripe's figure counts refunds alone; the order's also counts what a lost dispute took
     # back (``charged_back_amount``), which a report applied after it must not swallow.
     refunds_before = order.refunded_amount - order.charged_back_amount
-    counted_before = order.refunded_amount
     order.refunded_amount = min(
         order.total, order.charged_back_amount + max(refunds_before, refunded)
     )
@@ -568,7 +569,7 @@ def charge_refunded(
     elif order.refunded_amount >= order.total:
         # What this report gave back, not the running total: a shopper told of a refund made
         # here before would read the two as adding up to more than was paid.
-        refunded_in_full_at_stripe(session, order, order.refunded_amount - counted_before, event_id)
+        refunded_in_full_at_stripe(session, order, event_id)
     else:
         orders.add_note(
             order,
@@ -576,23 +577,50 @@ def charge_refunded(
             actor=ACTOR,
             stripe_event_id=event_id,
         )
-        if order.refunded_amount > counted_before:
-            # Given back in Stripe's dashboard: the shopper hears of it as of one made here,
-            # once per amount reached (a report sent again tells nobody twice).
-            orders.email_refund(
-                session,
-                order,
-                order.refunded_amount - counted_before,
-                full=False,
-                dedupe_key=refunded_at_stripe_key(order, refunded),
-            )
 
 
-def refunded_at_stripe_key(order: Order, refunded: int) -> str:
-    """The email telling the shopper of money given back in Stripe's dashboard, once per
-    total Stripe counts refunded (a report sent again, or told another way, tells nobody
-    twice)."""
-    return f"order:{order.id}:refunded-at-stripe-to:{refunded}"
+def refund_created(session: AnySession, order: Order, obj: dict[str, Any], event_id: str) -> None:
+    """A refund of the order's payment, made anywhere. One made outside the shop (Stripe's
+    dashboard: no key of the shop's in its metadata) is told to the shopper once, by its own
+    amount, keyed by its id: whatever order Stripe's reports and failures come in, and
+    whatever refunds of the shop's wait meanwhile. (Told from Stripe's running totals, a
+    dashboard refund reported while a refund of the shop's waited, or made again after one
+    failed, was never told.) The shop's own refunds were told as staff chose.
+
+    Told only once the payment is applied here, as a sale or as a late payment: before, it is
+    kept until it is (:func:`mark_paid` applies what is kept after the payment), so a payment
+    given back in full before it came here is told once, by the cancellation's email."""
+    amount = _created_refund_amount(obj)
+    metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    key = metadata.get("refund_key")
+    if obj.get("status") in ("failed", "canceled") or any(
+        r.idempotency_key == key for r in order.refunds
+    ):
+        return
+    if order.paid_at is None and order.late_payment_at is None:
+        _keep_until_paid(session, event_id, obj)
+        return
+    # In full when it gives back the rest: whether or not Stripe's report of it came first.
+    given_here = sum(r.amount for r in order.refunds if r.status is RefundStatus.SUCCEEDED)
+    orders.email_refund(
+        session,
+        order,
+        amount,
+        full=max(order.refunded_amount, given_here + amount) >= order.total,
+        dedupe_key=f"order:{order.id}:refunded-at-stripe:{obj['id']}",
+    )
+
+
+def _keep_until_paid(session: AnySession, event_id: str, obj: dict[str, Any]) -> None:
+    """Keep an event again for its payment, to be applied once the payment is."""
+    intent = obj.get("payment_intent")
+    if not isinstance(intent, str):
+        return
+    session.execute(
+        update(ProcessedPaymentEvent)
+        .where(ProcessedPaymentEvent.event_id == event_id)
+        .values(held_for_payment=intent, held_object=obj)
+    )
 
 
 def refund_unfinished(order: Order) -> bool:
@@ -616,13 +644,12 @@ def nothing_held_any_more(
 
 
 def refunded_in_full_at_stripe(
-    session: AnySession, order: Order, given_back: int, event_id: str | None = None
+    session: AnySession, order: Order, event_id: str | None = None
 ) -> None:
-    """Stripe counts the whole payment given back, ``given_back`` of it by refunds made
-    outside the shop (its dashboard): the order is REFUNDED (a deposit's commission told) and
-    the shopper emailed that amount, and a failed refund's warning comes off. A payment that
-    came after its order had ended stays with the ended order; given back, the shopper is
-    told so too, as its receipt promised."""
+    """Stripe counts the whole payment given back, some of it by refunds made outside the
+    shop (its dashboard): the order is REFUNDED (a deposit's commission told), and a failed
+    refund's warning comes off. A payment that came after its order had ended stays with the
+    ended order. The shopper hears of each refund from its own event (:func:`refund_created`)."""
     nothing_held_any_more(
         order,
         actor=ACTOR,
@@ -640,8 +667,6 @@ def refunded_in_full_at_stripe(
             actor=ACTOR,
             note=f"Deposit order {order.number} refunded in full at Stripe",
         )
-    if (moved or order.late_payment_at is not None) and given_back > 0:
-        orders.email_refund(session, order, given_back, full=True)
 
 
 def dispute_created(session: AnySession, order: Order, obj: dict[str, Any], event_id: str) -> None:
@@ -747,11 +772,21 @@ def _failed_refund_amount(obj: dict[str, Any]) -> int:
     return amount
 
 
+def _created_refund_amount(obj: dict[str, Any]) -> int:
+    """A ``refund.created`` object's amount (it must name its refund), or
+    ``MalformedEventError``."""
+    amount = obj.get("amount")
+    if not _is_amount(amount, least=1) or not isinstance(obj.get("id"), str):
+        raise MalformedEventError("refund.created needs the refund's id and amount")
+    return amount
+
+
 # What a handler refuses in an object, checked before one about a payment no order knows yet
 # is kept: a kept event that can't be applied would stop its payment's report being applied.
 KEEPABLE: dict[str, Callable[[dict[str, Any]], object]] = {
     "charge.dispute.closed": _check_closed,
     "charge.refunded": _refunds_reported,
+    "refund.created": _created_refund_amount,
     "refund.failed": _failed_refund_amount,
 }
 
@@ -989,6 +1024,7 @@ HANDLERS: dict[str, Callable[..., None]] = {
     "charge.refunded": charge_refunded,
     "charge.dispute.created": dispute_created,
     "charge.dispute.closed": dispute_closed,
+    "refund.created": refund_created,
     "refund.failed": refund_failed,
     "payment_intent.payment_failed": payment_attempt_failed,
 }
@@ -996,9 +1032,15 @@ HANDLERS: dict[str, Callable[..., None]] = {
 # Events about a payment that may come before its order knows it (its report still on its way):
 # kept until an order does (``apply_held_events``), not dropped: a dispute must reach staff, and
 # a refund made in Stripe's dashboard (whose objects name no order), or its failure, must count
-# (applied with when Stripe made them, which ``_failed_since`` weighs).
+# (applied with when Stripe made them, which ``_failed_since`` weighs), and be told.
 HELD_UNTIL_MATCHED = frozenset(
-    {"charge.dispute.created", "charge.dispute.closed", "charge.refunded", "refund.failed"}
+    {
+        "charge.dispute.created",
+        "charge.dispute.closed",
+        "charge.refunded",
+        "refund.created",
+        "refund.failed",
+    }
 )
 
 # Events whose meaning depends on when Stripe made them (a running total of refunds that a
