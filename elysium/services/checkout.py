@@ -1092,16 +1092,16 @@ def cancel_payment(session: AnySession, cart: Cart, *, to_check_out: bool = Fals
     """The shopper gives up paying: close Stripe's page, cancel the order, thaw the cart.
 
     Calls Stripe, so the caller must hold no lock and have nothing left to commit (commit
-    first). If the payment landed first, nothing is cancelled. If Stripe can't be reached the
-    order is cancelled anyway; should the shopper still pay on a page left open, the webhook
-    flags it for a refund. Should the order get its page while this closes the one it had
-    (none, when the cancel comes as the checkout is still asking Stripe for it), the order's
-    lock is let go (a rollback) and the new page is closed in turn.
+    first). If the payment landed first, nothing is cancelled. If Stripe can't be reached,
+    nothing is cancelled either (``NOT_NOW``): the page may still be open, and its pieces put
+    back on sale could be sold to someone else and then paid for on it. Should the order get
+    its page while this closes the one it had (none, when the cancel comes as the checkout is
+    still asking Stripe for it), the order's lock is let go (a rollback) and the new page is
+    closed in turn.
 
     ``to_check_out``: the bag is checked out again in this same transaction (a payment
     replaced with other details): the stock rows its lines take are held with the order's,
-    in id order (``settle``'s ``hold_also``); with Stripe unreachable, nothing is cancelled
-    (``NOT_NOW``).
+    in id order (``settle``'s ``hold_also``).
     """
     settled = Settled.CHANGED
     hold_also = carts.stock_row_ids(session, cart.id) if to_check_out else []
@@ -1117,9 +1117,10 @@ def cancel_payment(session: AnySession, cart: Cart, *, to_check_out: bool = Fals
         page = close_payment_page(order.stripe_checkout_session_id)
         if page.state is PageState.PAID:
             return Cancellation(Cancelled.TOO_LATE, order)
-        if to_check_out and page.state is PageState.UNREACHABLE:
-            # A new page could not be asked of a Stripe just found unreachable: the payment
-            # stays as it was, its page still good, rather than both end with nothing to pay.
+        if page.state is PageState.UNREACHABLE:
+            # The page may still be open: the payment stays as it was, its pieces reserved,
+            # rather than sell them again under a page the shopper can still pay on (and,
+            # replacing it, a new page could not be asked of a Stripe just found unreachable).
             return Cancellation(Cancelled.NOT_NOW, order)
         settled = settle(
             session,
