@@ -1212,3 +1212,34 @@ def test_a_description_on_several_lines_keeps_them_in_the_emails_html(app: Flask
         "Emerald ring, 18k yellow gold<br>\nCentre stone: 1.2 ct &lt;emerald&gt;<br>\n"
         "Delivery: 8 weeks" in email.body_html
     )
+
+
+def test_a_replaced_quote_whose_stray_deposit_was_given_back_is_never_payable_again(
+    shop: Shop, app: Flask
+) -> None:
+    """The client paid the deposit on a page left open after staff moved the commission back
+    to talks (flagged); staff sent a revised quote, then refunded the stray deposit. The first
+    quote's link offered its deposit again, and paid, it won the commission on the replaced
+    terms, unflagged, while the revised quote was refused as "held" (found by review)."""
+    lead_id, staff = quoted_lead(shop, app)
+    first = quote_link(app)
+    session_id = session_id_from(pay_button(shop.client(), first).location)
+    moved = move_lead(staff, lead_id, "consultation", seen="quoted", note="Rethinking the stone")
+    assert moved.status_code == 303, page_text(moved)
+    shop.fake.pay(session_id)
+    [stray] = deposit_orders(app)
+    assert stray["status"] is OrderStatus.PAID
+    assert stray["flagged"]
+    assert send(staff, lead_id, price="2,000").status_code == 303
+    refunded = staff_act(
+        staff, stray["number"], "refund", amount="300.02", reason="Taken in talks", request_key="k"
+    )
+    assert refunded.status_code == 303, page_text(refunded)
+    shop.fake.wait_for_deliveries()
+    assert lead_state(app, lead_id)["status"] is LeadStatus.QUOTED
+
+    again = pay_button(shop.client(), first)
+    assert again.status_code == 409
+    assert "Pay deposit" not in page_text(shop.client().get(first))
+    revised = pay_button(shop.client(), quote_link(app))
+    assert revised.status_code == 303, page_text(revised)

@@ -516,7 +516,7 @@ def deposit_paid(session: AnySession, order: Order, *, stripe_event_id: str) -> 
         quote.paid_at = utcnow()
     note = f"Deposit of {format_money(order.total, order.currency)} paid (order {order.number})"
     problem = None
-    if quote.withdrawn_at is not None:
+    if quote.withdrawn_at is not None or current_quote(lead) is not quote:
         problem = DEPOSIT_WITHDRAWN_FLAG
     elif lead.status is LeadStatus.WON and not leads.won_by_deposit(session, lead):
         problem = DEPOSIT_WON_ANOTHER_WAY_FLAG
@@ -632,6 +632,10 @@ def deposit_given_back(
     )
     if still_paid is None:
         quote.paid_at = None
+        if quote.withdrawn_at is None and any(other.id > quote.id for other in lead.quotes):
+            # Replaced while it was paid (a quote sent withdraws only the unpaid): no longer
+            # paid, it is withdrawn as they were, never offered to pay again.
+            quote.withdrawn_at = utcnow()
     if leads.won_by_deposit(session, lead) and not any(q.paid_at for q in lead.quotes):
         leads.deposit_given_back(session, lead, actor=actor, actor_user_id=actor_user_id, note=note)
     else:
