@@ -1243,3 +1243,22 @@ def test_a_replaced_quote_whose_stray_deposit_was_given_back_is_never_payable_ag
     assert "Pay deposit" not in page_text(shop.client().get(first))
     revised = pay_button(shop.client(), quote_link(app))
     assert revised.status_code == 303, page_text(revised)
+
+
+def test_someone_else_holding_the_quote_link_learns_only_that_the_deposit_was_received(
+    shop: Shop, app: Flask
+) -> None:
+    """Pay pressed on a quote already paid, in another browser holding the link (forwarded,
+    an old tab), led to the order's page after Stripe, with the client's email address and
+    order number, and that browser could open it again at will (found by review)."""
+    lead_id, _ = quoted_lead(shop, app)
+    number, link = paid_deposit(shop, app, lead_id)
+    stranger = shop.client()
+
+    pressed = pay_button(stranger, link)
+
+    assert pressed.status_code == 303
+    shown = page_text(stranger.get(pressed.location))
+    assert "Your order has been received" in shown
+    assert CLIENT not in shown
+    assert number not in shown

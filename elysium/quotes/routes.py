@@ -109,7 +109,8 @@ def pay(token: str) -> Response:
         except QuoteRefusedError as error:
             db.session.rollback()
             return _page(_quote(token), 409, problem=error.message)
-        remember_deposit(order)
+        # Only a browser sent to pay is remembered as paying: the order's page after Stripe
+        # (with the client's address) is not for whoever holds the link once it is paid.
         if new:
             try:
                 url = checkouts.begin_payment(db.session, order, urls)
@@ -120,12 +121,14 @@ def pay(token: str) -> Response:
                 db.session.commit()
                 return _page(_quote(token), 503, problem=UNREACHABLE)
             db.session.commit()
+            remember_deposit(order)
             return _leave_for(url)
         if order.status is not OrderStatus.PENDING:
             return _to_order(order, token)
         resumed = checkouts.resume_order(db.session, order, urls)
         db.session.commit()
         if resumed.outcome is checkouts.Resumed.TO_PAYMENT and resumed.url:
+            remember_deposit(order)
             return _leave_for(resumed.url)
         if resumed.outcome is checkouts.Resumed.FINISHED:
             return _to_order(order, token)
