@@ -30,7 +30,8 @@ from urllib.parse import unquote_to_bytes
 from flask import Flask, Request, Response, current_app, request
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
-from elysium.errors import render_error
+from elysium.errors import render_error, render_unsent, typed_in_form
+from elysium.web.sign_in import same_site_path
 
 UNREADABLE = "It held characters we can't read. Please go back and try again."
 NOT_A_FORM = "This address takes a form as a browser sends it. Please go back and try again."
@@ -59,6 +60,17 @@ def refuse_unreadable_requests() -> Response | None:
         # The page's header reads request.args, which a query string of raw bytes that aren't
         # UTF-8 would make raise.
         request.query_string = b""
+        if part == "form" and (typed := typed_in_form()):
+            # Nothing typed is lost: shown back without the NULs, bytes that aren't UTF-8 as
+            # U+FFFD (as Werkzeug reads them), to copy into the form again.
+            back = same_site_path(request.referrer) or "/"
+            return render_unsent(
+                400,
+                typed,
+                heading="Your form was not sent",
+                why="It held characters we can't read (shown as � below, or left out)",
+                link=(back, "Go back to the form"),
+            )
         return render_error(400, UNREADABLE)
     if not_a_form(request):
         current_app.logger.info("Refused a %s body sent to %s", request.mimetype, request.path)

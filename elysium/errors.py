@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from urllib.parse import parse_qsl
 
 from flask import Flask, Response, g, make_response, render_template, request
 from flask_limiter import RequestLimit
@@ -56,6 +57,71 @@ def wait_message(request_limit: RequestLimit) -> str:
     seconds = seconds_until_reset(request_limit)
     when = f"{seconds} seconds" if seconds < 90 else f"{math.ceil(seconds / 60)} minutes"
     return f"Too many attempts. Please try again in {when}."
+
+
+# The fields a page puts in its forms (tokens, what the page showed), not what anyone typed.
+NOT_TYPED = frozenset(
+    {
+        "csrf_token",
+        "homepage",
+        "request_key",
+        "attention_seen",
+        "refunds_seen",
+        "newest_seen",
+        "seen",
+        "seen_stock",
+        "seen_threshold",
+        "nonce",
+        "next",
+        "tab",
+        "bag_as_shown",
+        "add_to_bag_state",
+        "intent",
+        "piece",
+        "product",
+        "scope",
+        "slug",
+        "started",
+    }
+)
+
+
+def typed_in_form() -> list[tuple[str, str]]:
+    """What a form sent that someone typed or chose, as (label, text): each field not hidden,
+    not a password and not empty, under its name made readable ("valid_until": "Valid
+    until"), without NULs; nothing for a request that sends no form."""
+    if request.method != "POST":
+        return []
+    typed = [
+        (name.replace("_", " ").capitalize(), value.replace("\x00", ""))
+        for name, value in _form_items()
+        if isinstance(name, str) and name not in NOT_TYPED and "password" not in name
+    ]
+    return [(label, text) for label, text in typed if text.strip()]
+
+
+def _form_items() -> list[tuple[str, str]]:
+    """The form's fields as sent, bytes that aren't UTF-8 read as U+FFFD: Werkzeug reads an
+    urlencoded body holding such raw bytes as no form at all."""
+    if request.mimetype == "application/x-www-form-urlencoded":
+        body = request.get_data(cache=True).decode("utf-8", "replace")
+        return parse_qsl(body, keep_blank_values=True, errors="replace")
+    return list(request.form.items(multi=True))
+
+
+def render_unsent(
+    status: int, typed: list[tuple[str, str]], *, heading: str, why: str, link: tuple[str, str]
+) -> Response:
+    """A form that can't be acted on (a quote written over half an hour, an idea typed with a
+    character we can't read): nothing of it was done, and the page that says why holds what it
+    sent, to copy, and nothing else of the page it came from."""
+    page = render_template("errors/unsent.html", unsent=typed, heading=heading, why=why, link=link)
+    response = make_response(page, status)
+    response.headers["Cache-Control"] = "no-store"
+    if is_htmx():  # the whole page, not the panel the form would have replaced
+        response.headers["HX-Retarget"] = "body"
+        response.headers["HX-Reswap"] = "innerHTML"
+    return response
 
 
 def render_error(status: int, detail: str | None = None) -> Response:

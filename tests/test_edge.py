@@ -22,6 +22,7 @@ from flask import Flask
 from sqlalchemy import select
 
 from devtools.fake_stripe.webhooks import sign
+from elysium.errors import NOT_TYPED
 from elysium.extensions import db
 from elysium.models import (
     Address,
@@ -45,6 +46,7 @@ from tests.support.staff import staff_client
 from tests.test_get_is_pure import snapshot
 
 REFUSED = "This request could not be understood"
+NOT_SENT = "Your form was not sent"
 UNREADABLE = "It held characters we can't read. Please go back and try again."
 
 # What each bad value is as bytes, once the server has percent-decoded it.
@@ -172,10 +174,14 @@ def with_bad_segment(call: Call, bad: bytes) -> bytes:
     return b"/".join(segments)
 
 
-def edge_page(response) -> bool:
-    """The shop's 400 page (htmx: its message in #messages) saying the text can't be read."""
+def edge_page(response, form: dict[str, str] | None = None) -> bool:
+    """The shop's 400 page (htmx: its message in #messages) saying the text can't be read;
+    or, for a ``form`` sent with something typed, the page showing back what it sent."""
     if response.status_code != 400:
         return False
+    typed = typed_values(form or {})
+    if typed or NOT_SENT in response.get_data(as_text=True):
+        return shown_back(response, typed)
     if response.request.headers.get("HX-Request") == "true":
         return response.headers.get("HX-Retarget") == "#messages" and text_of(response) == (
             f"{REFUSED}. {UNREADABLE}"
@@ -184,6 +190,27 @@ def edge_page(response) -> bool:
     return [text_of(h1) for h1 in page.select("h1")] == [REFUSED] and [
         text_of(hint) for hint in page.select("p.lede")
     ] == [UNREADABLE]
+
+
+def typed_values(form: dict[str, str]) -> list[str]:
+    """What of a form someone typed: the values a page showing it back must hold."""
+    return [
+        value
+        for name, value in form.items()
+        if name not in NOT_TYPED and "password" not in name and value.strip()
+    ]
+
+
+def shown_back(response, typed: list[str]) -> bool:
+    """The 400 page that holds what a form sent, to copy (htmx: the whole page swapped in)."""
+    htmx = response.request.headers.get("HX-Request") == "true"
+    if htmx and response.headers.get("HX-Retarget") != "body":
+        return False
+    page = Page(response)
+    kept = [text_of(area) for area in page.select("textarea[readonly]")]
+    return [text_of(h1) for h1 in page.select("h1")] == [NOT_SENT] and all(
+        any(value in text for text in kept) for value in typed
+    )
 
 
 def _ids(app: Flask) -> dict[str, str]:
@@ -557,7 +584,7 @@ def test_every_route_refuses_nul_and_bytes_that_arent_utf8_wherever_they_are_and
         places = POST_PLACES if method == "POST" else GET_PLACES
         for place, (name, bad) in combinations(places, BAD.items()):
             response = _placed(visit, method, call, place, bad)
-            if not edge_page(response):
+            if not edge_page(response, call.form if place.endswith("form") else None):
                 not_refused.append((endpoint, method, place, name, response.status_code))
 
     assert not_refused == []
@@ -692,7 +719,7 @@ def test_raw_bytes_that_arent_utf8_in_a_query_or_form_are_a_400_not_a_crash(
             headers={"Cookie": visit.cookie_header("guest")},
         )
 
-    assert edge_page(add_to_bag(b"caf\xe9"))  # latin-1
+    assert edge_page(add_to_bag(b"caf\xe9"), {"quantity": "1", "metal": METAL, "note": "caf"})
     assert add_to_bag(b"caf\xc3\xa9").status_code == 303  # the same in UTF-8
 
 
@@ -882,3 +909,32 @@ def test_a_multipart_part_without_a_name_is_the_400_page(app, client, catalogue)
         )
         assert response.status_code == 400, url
         assert "<html" in response.get_data(as_text=True)
+
+
+def test_a_form_holding_a_character_we_cant_read_is_shown_back_not_lost(
+    app: Flask, client: ShopClient
+) -> None:
+    """A NUL pasted into a long idea on the commission form got the bare 400 page: nothing
+    typed came back, and the form's page (never kept by the browser) reloaded empty (found by
+    review). What it sent is shown back to copy, without the NUL, and a password never is."""
+    from tests.test_bespoke import IDEA_KEPT, send
+
+    sent = send(client, app, message=IDEA_KEPT.replace("tenth", "ten\x00th"))
+    assert sent.status_code == 400
+    page = Page(sent)
+    assert [text_of(h1) for h1 in page.select("h1")] == [NOT_SENT]
+    kept = {area.get_text() for area in page.select("textarea[readonly]")}
+    assert IDEA_KEPT in kept
+    assert "Ada Lovelace" in kept
+    assert not any("\x00" in text for text in kept)
+    assert sent.headers["Cache-Control"] == "no-store"
+    with app.app_context():
+        assert db.session.scalars(select(BespokeLead)).all() == []
+
+    signing_in = client.submit(
+        "/auth/login", {"email": "ada@example.com", "password": "battery\x00staple"}
+    )
+    assert signing_in.status_code == 400
+    shown = signing_in.get_data(as_text=True)
+    assert "ada@example.com" in shown
+    assert "battery" not in shown

@@ -20,15 +20,14 @@ from flask import (
     abort,
     current_app,
     flash,
-    make_response,
     redirect,
-    render_template,
     request,
     session,
     url_for,
 )
 from flask_login import current_user
 
+from elysium.errors import render_unsent, typed_in_form
 from elysium.htmx import htmx_redirect, is_htmx
 from elysium.models.types import utcnow
 from elysium.web.sign_in import safe_next, same_site_path, sign_out, unauthorized
@@ -60,41 +59,10 @@ def _here() -> str:
     return safe_next(same_site_path(request.referrer), default=STAFF_HOME)
 
 
-# The back office's hidden fields: what its pages put in a form, not what staff typed.
-NOT_TYPED = frozenset(
-    {
-        "csrf_token",
-        "request_key",
-        "attention_seen",
-        "refunds_seen",
-        "newest_seen",
-        "seen",
-        "seen_stock",
-        "seen_threshold",
-        "nonce",
-        "next",
-        "tab",
-    }
-)
-
-
-def _typed() -> list[tuple[str, str]]:
-    """What a form sent that staff typed or chose, as (label, text): each field not hidden
-    and not empty, under its name made readable ("valid_until": "Valid until"); nothing for
-    a request that sends no form."""
-    if request.method != "POST":
-        return []
-    return [
-        (name.replace("_", " ").capitalize(), value)
-        for name, value in request.form.items(multi=True)
-        if name not in NOT_TYPED and value.strip()
-    ]
-
-
 def _sign_out_idle_session() -> Response:
     """Signed out, and sent to sign in again; a form gets what it sent shown back
     (:func:`_shown_back`)."""
-    typed = _typed()
+    typed = typed_in_form()
     sign_out()
     sign_in_url = url_for("auth.login", next=_here())
     if typed:
@@ -112,7 +80,7 @@ def _signed_out_meanwhile() -> Response:
     """Nobody signed in: to sign in, then back. A form gets what it sent shown back
     (:func:`_shown_back`): the session may have ended in another window (an idle page
     there signed it out) while this one was being written."""
-    if typed := _typed():
+    if typed := typed_in_form():
         return _shown_back(
             typed,
             heading="You were signed out",
@@ -126,7 +94,7 @@ def _to_second_factor() -> Response:
     """To the second factor, then back; a form gets what it sent shown back
     (:func:`_shown_back`): the 12 hours may end while staff write a quote."""
     location = url_for("staff.security.second_factor", next=_here())
-    if typed := _typed():
+    if typed := typed_in_form():
         return _shown_back(
             typed,
             heading="Your code is needed again",
@@ -137,16 +105,8 @@ def _to_second_factor() -> Response:
 
 
 def _shown_back(typed: list[tuple[str, str]], *, heading: str, why: str, link: tuple) -> Response:
-    """A form (a quote written over half an hour, a refund's reason) that can't be acted on
-    now: nothing of it was done, and the page that says why holds what it sent, to copy,
-    and nothing else of the back office."""
-    page = render_template("staff/unsent.html", unsent=typed, heading=heading, why=why, link=link)
-    response = make_response(page, 403)
-    response.headers["Cache-Control"] = "no-store"
-    if is_htmx():  # the whole page, not the panel the form would have replaced
-        response.headers["HX-Retarget"] = "body"
-        response.headers["HX-Reswap"] = "innerHTML"
-    return response
+    """The form's page shown back, with nothing else of the back office (403)."""
+    return render_unsent(403, typed, heading=heading, why=why, link=link)
 
 
 def require_staff(*, second_factor: bool = True) -> Response | None:
