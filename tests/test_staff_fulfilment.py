@@ -2516,6 +2516,55 @@ def test_a_dashboard_refund_made_while_the_shops_refund_waited_is_told(
     assert f"We have refunded £200 for your order {number}." in told[0]
 
 
+def test_the_rest_given_back_in_the_dashboard_is_told_as_refunding_the_order_in_full(
+    shop: Shop, app: Flask
+) -> None:
+    """£100, then all that was left, given back in Stripe's dashboard: the £550 was told as
+    "part of your order's total", the order refunded in full (found by review)."""
+    number, _ = buy(shop)
+    shop.fake.refund_from_dashboard(intent_of(app, number), amount=10000)
+    a_minute_later = time.time() + 60
+    shop.fake.clock = lambda: a_minute_later
+    shop.fake.refund_from_dashboard(intent_of(app, number))
+    shop.fake.wait_for_deliveries()
+
+    assert order_of(app, number)["status"] is S.REFUNDED
+    told = [e.body_text for e in sent_emails(app) if e.template == "order_refunded"]
+    assert len(told) == 2
+    assert "We have refunded £550 for your order" in told[1]
+    assert "is now refunded in full" in told[1]
+
+
+def test_a_dashboard_refund_made_while_a_cancels_refund_waited_is_told_once(
+    shop: Shop, app: Flask
+) -> None:
+    """Staff cancelled the paid order (the customer to be told) while Stripe was down, its
+    refund waiting; a colleague gave the whole payment back in Stripe's dashboard, and the
+    cancel, sent again, finished with nothing left to refund. The shopper read "We have
+    refunded £650" twice: from the dashboard's refund and from the cancellation, which tells
+    every refund (found by review)."""
+    number, _ = buy(shop)
+    staff = staff_client(shop.app)
+    shop.fake.down()
+    waiting = act(staff, number, "cancel", reason="Customer asked", notify="y", request_key="c")
+    assert waiting.status_code == 503
+    shop.fake.up()
+    a_minute_later = time.time() + 60
+    shop.fake.clock = lambda: a_minute_later
+    shop.fake.refund_from_dashboard(intent_of(app, number))
+    shop.fake.wait_for_deliveries()
+    [form] = retry_forms(staff, number)
+    assert staff.post(str(form["action"]), data=form_fields(form)).status_code == 409
+    done = act(staff, number, "cancel", reason="Customer asked", notify="y", request_key="d")
+    assert done.status_code == 303, page_text(done)
+
+    assert order_of(app, number)["status"] is S.CANCELLED
+    told = [
+        e.body_text for e in sent_emails(app) if e.template in ("order_refunded", "order_cancelled")
+    ]
+    assert sum("We have refunded £650" in text for text in told) == 1
+
+
 def test_money_given_back_again_in_the_dashboard_after_a_refund_there_failed_is_told_again(
     shop: Shop, app: Flask
 ) -> None:

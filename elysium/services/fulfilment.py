@@ -54,11 +54,10 @@ REASON_MAX = 500
 # Stripe keeps an idempotency key's answer for at least 24 hours; a refund first asked longer
 # ago than this is looked up before it is asked for again (``ask_stripe``).
 STRIPE_KEY_MEMORY = timedelta(hours=23)
-# Idempotency keys of refunds: the first half of cancelling a paid order is told apart from a
-# refund by its key, so a retry of it never makes the order REFUNDED instead of CANCELLED.
-REFUND_KEY = "refund:{number}:{request_key}"
-CANCEL_REFUND_KEY = "cancel-refund:{number}:{request_key}"
-UNACCEPTED_REFUND_KEY = "unaccepted-refund:{number}:{payment_intent}"
+REFUND_KEY = payments.REFUND_KEY
+CANCEL_REFUND_KEY = payments.CANCEL_REFUND_KEY
+UNACCEPTED_REFUND_KEY = payments.UNACCEPTED_REFUND_KEY
+is_plain_refund = payments.is_plain_refund
 # How the flag raised when Stripe refuses a refund begins.
 REFUND_REFUSED = "Stripe refused a refund of"
 CANCEL_TO_FINISH_FLAG = payments.CANCEL_TO_FINISH_FLAG
@@ -151,11 +150,6 @@ def pending_refunds(order: Order) -> list[Refund]:
     return sorted(
         (r for r in order.refunds if r.status is RefundStatus.PENDING), key=lambda r: r.id
     )
-
-
-def is_plain_refund(refund: Refund) -> bool:
-    """Whether the refund was asked for as one (not as the first half of cancelling)."""
-    return refund.idempotency_key.startswith(REFUND_KEY.split("{", 1)[0])
 
 
 def _refunds_now(session: AnySession, order: Order) -> None:

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import selectinload
 
 from elysium.models.inventory import StockReason
@@ -58,6 +58,11 @@ PAID_TOO_LATE = {
     OrderStatus.CANCELLED: PAID_AFTER_CANCELLATION_FLAG,
     OrderStatus.PAYMENT_FAILED: PAID_AFTER_FAILURE_FLAG,
 }
+# Idempotency keys of refunds: the first half of cancelling a paid order is told apart from a
+# refund by its key, so a retry of it never makes the order REFUNDED instead of CANCELLED.
+REFUND_KEY = "refund:{number}:{request_key}"
+CANCEL_REFUND_KEY = "cancel-refund:{number}:{request_key}"
+UNACCEPTED_REFUND_KEY = "unaccepted-refund:{number}:{payment_intent}"
 REFUNDED_BEFORE_PAID_NOTE = "Refunded in full at Stripe before its payment was applied here"
 # Given back in full in Stripe's dashboard before it was sent: the shop can't know whether its
 # pieces went anywhere, staff do. (A dispute lost is flagged already, not to be sent.)
@@ -182,7 +187,11 @@ def _apply(
 
 def _made_at(event: dict[str, Any]) -> datetime | None:
     """When Stripe made the event (its ``created``, to the second); None if it doesn't say."""
-    created = event.get("created")
+    return _stamped(event.get("created"))
+
+
+def _stamped(created: Any) -> datetime | None:
+    """A Stripe ``created`` (seconds since the epoch) as a time; None if it isn't one."""
     if not isinstance(created, int) or isinstance(created, bool) or created < 0:
         return None
     try:
@@ -593,22 +602,59 @@ def refund_created(session: AnySession, order: Order, obj: dict[str, Any], event
     amount = _created_refund_amount(obj)
     metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
     key = metadata.get("refund_key")
-    if obj.get("status") in ("failed", "canceled") or any(
-        r.idempotency_key == key for r in order.refunds
-    ):
+    known = select(Refund.id).where(
+        Refund.order_id == order.id,
+        # One of the shop's own, or one made elsewhere that Stripe already said failed (its
+        # failure may come first: Stripe keeps no order among events).
+        or_(
+            Refund.stripe_refund_id == obj["id"],
+            Refund.idempotency_key == (key if isinstance(key, str) else ""),
+        ),
+    )
+    if obj.get("status") in ("failed", "canceled") or session.scalar(known.limit(1)):
         return
-    if order.paid_at is None and order.late_payment_at is None:
+    if cancel_unfinished(order):
+        return  # the cancellation's email tells every refund made of the order
+    if not _payment_reported(order):
         _keep_until_paid(session, event_id, obj)
         return
-    # In full when it gives back the rest: whether or not Stripe's report of it came first.
-    given_here = sum(r.amount for r in order.refunds if r.status is RefundStatus.SUCCEEDED)
+    # In full when it gives back the rest. Stripe's total counts it from a report made once it
+    # was (that report may come after this): one made before, or none yet, leaves it out. Its
+    # time unknown, it is taken as counted (never told "in full" too soon).
+    made_at, reported_at = _stamped(obj.get("created")), order.refunds_reported_at
+    counted = reported_at is not None and (made_at is None or reported_at >= made_at)
+    given_back = order.refunded_amount + (0 if counted else amount)
     orders.email_refund(
         session,
         order,
         amount,
-        full=max(order.refunded_amount, given_here + amount) >= order.total,
+        full=given_back >= order.total,
         dedupe_key=f"order:{order.id}:refunded-at-stripe:{obj['id']}",
     )
+
+
+def _payment_reported(order: Order) -> bool:
+    """Whether Stripe's report of the order's payment was applied: as a sale, as a payment
+    that came after the order ended, or refused for its amount (flagged for staff)."""
+    return (
+        order.paid_at is not None
+        or order.late_payment_at is not None
+        or AMOUNT_MISMATCH_FLAG in order.attention_reason
+    )
+
+
+def cancel_unfinished(order: Order) -> bool:
+    """Whether cancelling the paid order has begun and not ended: its refund waits for
+    Stripe's answer, or the cancel for its second half. The cancellation's email will tell
+    every refund made of the order."""
+    return CANCEL_TO_FINISH_FLAG in orders.flagged_for(order) or any(
+        r.status is RefundStatus.PENDING and not is_plain_refund(r) for r in order.refunds
+    )
+
+
+def is_plain_refund(refund: Refund) -> bool:
+    """Whether the refund was asked for as one (not as the first half of cancelling)."""
+    return refund.idempotency_key.startswith(REFUND_KEY.split("{", 1)[0])
 
 
 def _keep_until_paid(session: AnySession, event_id: str, obj: dict[str, Any]) -> None:
