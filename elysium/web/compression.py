@@ -11,6 +11,13 @@ the same choice of encoding.
 A strong ETag names exact bytes, so it can't stay on a compressed copy: it becomes weak, which
 still matches on revalidation (``If-None-Match`` compares weakly) and says what is true, that
 each encoding is the same page.
+
+A page asked for from another site (``Sec-Fetch-Site: cross-site``: a link followed, or a
+page another site opens) is sent uncompressed. A page carries the visitor's CSRF token next
+to what the address asked for (a search, say); compressed, its size tells how much of a
+guess put in the address matches the token, and another site can open the shop's pages in
+the visitor's browser with guess after guess while someone on the network reads the sizes
+(BREACH). The shop's own pages, and an address typed or bookmarked, are compressed as ever.
 """
 
 from __future__ import annotations
@@ -104,6 +111,8 @@ def compress(response: Response) -> Response:
     elif "accept-encoding" not in vary.lower():
         headers["Vary"] = f"{vary}, Accept-Encoding"
     if status == 304:
+        return response
+    if response.mimetype == "text/html" and request.headers.get("Sec-Fetch-Site") == "cross-site":
         return response
     coding = choose_encoding(request)
     if coding is None:
