@@ -505,6 +505,7 @@ def async_payment_failed(
 
 
 UNPAID = frozenset({OrderStatus.PENDING, OrderStatus.PROCESSING, OrderStatus.PAYMENT_FAILED})
+ENDED = frozenset({OrderStatus.CANCELLED, OrderStatus.PAYMENT_FAILED, OrderStatus.REFUNDED})
 
 
 def session_expired(session: AnySession, order: Order, obj: dict[str, Any], event_id: str) -> None:
@@ -613,24 +614,50 @@ def refund_created(session: AnySession, order: Order, obj: dict[str, Any], event
     )
     if obj.get("status") in ("failed", "canceled") or session.scalar(known.limit(1)):
         return
-    if cancel_unfinished(order):
-        return  # the cancellation's email tells every refund made of the order
+    made_at = _stamped(obj.get("created"))
+    if cancel_unfinished(order) or _cancelled_since(order, made_at):
+        return  # the cancellation's email tells every refund made of the order before it
     if not _payment_reported(order):
         _keep_until_paid(session, event_id, obj)
         return
-    # In full when it gives back the rest. Stripe's total counts it from a report made once it
-    # was (that report may come after this): one made before, or none yet, leaves it out. Its
-    # time unknown, it is taken as counted (never told "in full" too soon).
-    made_at, reported_at = _stamped(obj.get("created")), order.refunds_reported_at
-    counted = reported_at is not None and (made_at is None or reported_at >= made_at)
-    given_back = order.refunded_amount + (0 if counted else amount)
     orders.email_refund(
         session,
         order,
         amount,
-        full=given_back >= order.total,
+        full=_in_full_after(order, amount, made_at),
         dedupe_key=f"order:{order.id}:refunded-at-stripe:{obj['id']}",
     )
+
+
+def _in_full_after(order: Order, amount: int, made_at: datetime | None) -> bool | None:
+    """Whether the order is refunded in full with this refund made elsewhere of ``amount``:
+    None when that can't be known for sure. Stripe's total (``refunded_amount``) counts it
+    once a report made after it is applied, and may count it before (a refund of the shop's
+    reads Stripe's list); the shop's own accepted refunds, what the bank took and this one are
+    separate money."""
+    reported_at = order.refunds_reported_at
+    counted = reported_at is not None and made_at is not None and reported_at >= made_at
+    if counted:
+        return order.refunded_amount >= order.total
+    if order.refunded_amount + amount < order.total:
+        return False
+    # At least what was given back before it, with it: the shop's accepted refunds, or
+    # Stripe's last report (made before it) less what failed since.
+    given_here = sum(r.amount for r in order.refunds if r.status is RefundStatus.SUCCEEDED)
+    reported = order.refunds_reported or 0
+    stripes = max(reported - _failed_since(order, reported_at), 0) if reported_at else 0
+    if order.charged_back_amount + max(given_here, stripes) + amount >= order.total:
+        return True
+    return None
+
+
+def _cancelled_since(order: Order, made_at: datetime | None) -> bool:
+    """Whether the paid order was cancelled after a refund made at ``made_at``: the
+    cancellation's email (if staff chose to send it) told all that was given back by then."""
+    if order.status is not OrderStatus.CANCELLED or order.paid_at is None or made_at is None:
+        return False
+    cancelled = [e.created_at for e in order.events if e.to_status is OrderStatus.CANCELLED]
+    return bool(cancelled) and made_at <= max(cancelled)
 
 
 def _payment_reported(order: Order) -> bool:
@@ -644,9 +671,12 @@ def _payment_reported(order: Order) -> bool:
 
 
 def cancel_unfinished(order: Order) -> bool:
-    """Whether cancelling the paid order has begun and not ended: its refund waits for
-    Stripe's answer, or the cancel for its second half. The cancellation's email will tell
-    every refund made of the order."""
+    """Whether cancelling the order has begun and not ended: its refund waits for Stripe's
+    answer, or the cancel for its second half. The cancellation's email will tell every
+    refund made of the order. (An order that has ended is not being cancelled: a refund of
+    its that waits gives back money held after it ended, and tells only itself.)"""
+    if order.status in ENDED:
+        return False
     return CANCEL_TO_FINISH_FLAG in orders.flagged_for(order) or any(
         r.status is RefundStatus.PENDING and not is_plain_refund(r) for r in order.refunds
     )
