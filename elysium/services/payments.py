@@ -632,11 +632,12 @@ def refund_created(session: AnySession, order: Order, obj: dict[str, Any], event
 def _in_full_after(order: Order, amount: int, made_at: datetime | None) -> bool | None:
     """Whether the order is refunded in full with this refund made elsewhere of ``amount``:
     None when that can't be known for sure. Stripe's total (``refunded_amount``) counts it
-    once a report made after it is applied, and may count it before (a refund of the shop's
-    reads Stripe's list); the shop's own accepted refunds, what the bank took and this one are
-    separate money."""
+    once a report made (a second or more) after it is applied, and may count it before (a
+    refund of the shop's reads Stripe's list); the shop's own accepted refunds, what the bank
+    took and this one are separate money."""
     reported_at = order.refunds_reported_at
-    counted = reported_at is not None and made_at is not None and reported_at >= made_at
+    # A report in the same second may have been made before it (Stripe's times are seconds).
+    counted = reported_at is not None and made_at is not None and reported_at > made_at
     if counted:
         return order.refunded_amount >= order.total
     if order.refunded_amount + amount < order.total:
