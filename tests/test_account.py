@@ -1111,3 +1111,53 @@ def test_export_leaves_out_other_shoppers(app, client, auth, signed_in):
     data = json.loads(client.get("/account/export").get_data(as_text=True))
     assert data["orders"] == []
     assert "grace" not in json.dumps(data).lower()
+
+
+def test_asking_to_move_to_an_address_never_tells_whether_it_has_an_account(
+    app, client, auth
+) -> None:
+    """A signed-in stranger asked for a link to an inbox of theirs, then to move to the
+    address they were curious about: their own link still opened if that address had an
+    account and was dead if it was free, and their inbox heard "a change was asked" only for
+    a free one (found by review). Both are answered alike."""
+    auth.create_user("owner@example.com")
+    auth.create_user("stranger@example.com")
+    auth.login("stranger@example.com")
+    seen = {}
+    for curious in ("owner@example.com", "nobody@example.com"):
+        mine = f"mine-{curious.partition('@')[0]}@example.com"
+        details = {"email": mine, "current_password": PASSWORD}
+        asked = client.submit("/account/profile", details, action="/account/email")
+        assert asked.status_code == 303
+        [link_email] = sent_emails(app, mine)
+        link = link_in(link_email, "/account/email/confirm/")
+        before = len(sent_emails(app, "stranger@example.com"))
+        client.submit(
+            "/account/profile",
+            {"email": curious, "current_password": PASSWORD},
+            action="/account/email",
+        )
+        told = len(sent_emails(app, "stranger@example.com")) - before
+        seen[curious] = (app.test_client().get(link).status_code, told)
+    assert seen["owner@example.com"] == seen["nobody@example.com"] == (400, 1)
+
+
+def test_the_export_holds_the_bag(app, client, catalogue, auth) -> None:
+    """The account's bag (a ring engraved with her own words) is kept under her account and
+    erased when it closes, but the export left it out (found by review)."""
+    auth.create_user()
+    auth.login()
+    ring = {
+        "product": "aurelia-solitaire-ring",
+        "quantity": "1",
+        "metal": "yellow-gold",
+        "diamond": "0.30ct",
+        "size": "6",
+        "engraving": "Ada & Charles",
+    }
+    assert client.submit(f"/shop/{ring['product']}", ring, action="/cart/items").status_code == 303
+    exported = json.loads(client.get("/account/export").get_data(as_text=True))
+    [line] = exported["bag"]
+    assert line["slug"] == "aurelia-solitaire-ring"
+    assert line["configuration"]["engraving"] == "Ada & Charles"
+    assert line["quantity"] == 1

@@ -524,3 +524,28 @@ def test_an_outage_under_gunicorn_shows_the_shops_page_and_every_worker_recovers
         account = browser.get(urljoin(shop.base_url, done.headers["Location"]), timeout=30)
         assert account.url == f"{shop.base_url}/account"
         assert "Grace Hopper" in account.text
+
+
+def test_a_name_from_google_is_kept_as_a_typed_one_is(google_app, oidc) -> None:
+    """Google's names were kept as sent (a direction override, a line break, spaces around):
+    the profile showed them back, and saving anything there (a phone, marketing consent)
+    was refused over a name the shopper never typed (found by review)."""
+    browser = google_app.test_client()
+    identity = {
+        **GOOGLE_USER,
+        "sub": "google-sub-rtl",
+        "email": "noor@example.com",
+        "given_name": "Noor\u202e",
+        "family_name": "  Haddad\n",
+    }
+    sign_in(browser, oidc, identity)
+    with google_app.app_context():
+        user = db.session.scalar(select(User).where(User.email == "noor@example.com"))
+        first, last = user.first_name, user.last_name
+    assert (first, last) == ("Noor", "Haddad")
+    saved = browser.submit(
+        "/account/profile",
+        {"first_name": first, "last_name": last, "phone": "+44 20 7946 0000"},
+        action="/account/profile",
+    )
+    assert saved.status_code == 303, page_text(saved)

@@ -105,7 +105,7 @@ def login() -> Response:
     if user is None:
         attempt.password_was_wrong()
         db.session.commit()
-        form.form_errors.append("Email or password is incorrect.")
+        form.form_errors.append(accounts.NOT_SIGNED_IN)
         return _form_page("auth/login.html", form, 422)
     attempt.password_was_right()
     db.session.commit()
@@ -213,7 +213,7 @@ def _confirm_page(form: ConfirmEmailForm, user: User, status: int) -> Response:
 @bp.route("/forgot", methods=["GET", "POST"])
 @limiter.limit(
     "3/hour",
-    key_func=lambda: "reset:" + _posted_email(),
+    key_func=lambda: "reset:" + throttle.digest(_posted_email()),
     methods=["POST"],
     on_breach=when_limited("auth/forgot.html", ForgotPasswordForm),
 )
@@ -239,19 +239,14 @@ def forgot_password() -> Response:
 def reset_password(token: str) -> Response:
     form = ResetPasswordForm()
     if accounts.user_for_reset_token(db.session, token) is None:
-        response = make_response(
-            render_template(
-                "auth/link_problem.html",
-                message="This reset link has expired or has already been used.",
-                forgot=True,
-            ),
-            400,
-        )
+        response = _reset_link_used()
     elif not form.validate_on_submit():
         response = _form_page("auth/reset.html", form, 422 if form.is_submitted() else 200)
     else:
         try:
             user = accounts.reset_password(db.session, token, form.password.data)
+        except accounts.LinkUsedError:
+            response = _reset_link_used()
         except accounts.AccountError as error:
             form.password.errors.append(error.message)
             response = _form_page("auth/reset.html", form, 422)
@@ -263,6 +258,11 @@ def reset_password(token: str) -> Response:
     keep_the_address_here(response)
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def _reset_link_used() -> Response:
+    page = render_template("auth/link_problem.html", message=accounts.RESET_LINK_USED, forgot=True)
+    return make_response(page, 400)
 
 
 @bp.route("/welcome/<token>", methods=["GET", "POST"])

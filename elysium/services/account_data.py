@@ -54,7 +54,8 @@ def _iso(moment: datetime | None) -> str | None:
 
 def export(session: AnySession, user: User) -> dict[str, Any]:
     """Everything the shop keeps about the shopper, as plain JSON-ready data: the account,
-    addresses, orders (with where they went and the gift message), the wishlist, commissions
+    addresses, orders (with where they went and the gift message), the wishlist, the bag
+    (an engraving is the shopper's words), commissions
     (those asked as a guest under the account's address too), pieces viewed, and the emails
     sent, by subject and date (not their text: a file kept must hold no live link)."""
     profile = user.profile
@@ -63,6 +64,9 @@ def export(session: AnySession, user: User) -> dict[str, Any]:
     )
     wishlist = session.scalars(
         select(WishlistItem).where(WishlistItem.user_id == user.id).order_by(WishlistItem.id)
+    )
+    bag = session.scalars(
+        select(CartLine).join(Cart).where(Cart.user_id == user.id).order_by(CartLine.id)
     )
     return {
         "exported_at": _iso(utcnow()),
@@ -128,6 +132,16 @@ def export(session: AnySession, user: User) -> dict[str, Any]:
                 "added_at": _iso(item.created_at),
             }
             for item in wishlist
+        ],
+        "bag": [
+            {
+                "product": line.product.name,
+                "slug": line.product.slug,
+                "configuration": line.configuration,
+                "quantity": line.quantity,
+                "added_at": _iso(line.created_at),
+            }
+            for line in bag
         ],
         "commissions": [
             {

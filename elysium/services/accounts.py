@@ -46,6 +46,22 @@ class AccountError(Exception):
         self.field = field
 
 
+# A wrong password and an account not confirmed yet get one answer: a stranger who opened
+# an account with someone's address, then signed in with their own password, would tell
+# from a different one whether the address already had an account.
+NOT_SIGNED_IN = (
+    "Email or password is incorrect. A new account opens once its email is confirmed: "
+    "look for the link we've emailed."
+)
+
+
+RESET_LINK_USED = "This reset link has expired or has already been used."
+
+
+class LinkUsedError(AccountError):
+    """A single-use link another request used first (two tabs, two servers)."""
+
+
 class UnverifiedEmailError(AccountError):
     """The password was right, but the address has not been confirmed yet."""
 
@@ -237,9 +253,7 @@ def authenticate(session: AnySession, email: str, password: str) -> User | None:
         user.password_hash = passwords.hash_password(password)
     if not user.is_verified:
         send_confirmation(session, user)
-        raise UnverifiedEmailError(
-            "Please confirm your email first with the link we've emailed you.", field="email"
-        )
+        raise UnverifiedEmailError(NOT_SIGNED_IN, field="email")
     user.last_login_at = utcnow()
     return user
 
@@ -341,12 +355,27 @@ def _set_password(session: AnySession, user: User, password: str, *, tell: bool 
 
 def reset_password(session: AnySession, token: str, password: str) -> User:
     user = user_for_reset_token(session, token)
-    if user is None:
-        raise AccountError("This reset link has expired or has already been used.")
+    if user is None or not _claimed(session, user, User.password_reset_nonce):
+        raise LinkUsedError(RESET_LINK_USED)
     _set_password(session, user, password)
     if user.email_verified_at is None:
         user.email_verified_at = utcnow()
     return user
+
+
+def _claimed(session: AnySession, user: User, nonce: Any) -> bool:
+    """Whether this request took the account's single-use link (``nonce``: the column of its
+    nonce, as this request read it): one request only, when two tabs or two servers send the
+    same link at once; the other finds it used. (Taken in the request's transaction: a
+    request that fails after, a password refused by the rules say, leaves the link as it
+    was.)"""
+    taken = session.execute(
+        update(User)
+        .where(User.id == user.id, nonce == getattr(user, nonce.key))
+        .values({nonce.key: None})
+        .execution_options(synchronize_session=False)
+    )
+    return taken.rowcount == 1
 
 
 def change_password(session: AnySession, user: User, current: str, new: str) -> None:
@@ -380,9 +409,12 @@ def request_email_change(
     new_email = normalise_email(new_email)
     if new_email == user.email:
         return None
+    # Only the newest link works: one sent to a mistyped address dies when the right one is
+    # asked for (and so when the address asked for has an account: answered as for a free
+    # address, the account's own inbox hearing the same, nobody learns which have one).
+    user.email_change_nonce = secrets.token_urlsafe(24)
     if (owner := user_by_email(session, new_email)) is not None:
-        # Answered as for a free address, so the form tells nobody which addresses have an
-        # account; that address's owner hears someone tried.
+        # That address's owner hears someone tried; no link is sent to it.
         queue_email(
             session,
             to=new_email,
@@ -391,25 +423,22 @@ def request_email_change(
             context={"new_email": new_email, "forgot_url": absolute_url("auth.forgot_password")},
             dedupe_key=_once_in_a_while(session, f"user:{user.id}:email-to:{owner.id}"),
         )
-        return new_email
-    # Only the newest link works: one sent to a mistyped address dies when the right one is
-    # asked for.
-    user.email_change_nonce = secrets.token_urlsafe(24)
-    token = _serializer("change-email").dumps(
-        {"uid": user.id, "from": user.email, "to": new_email, "nonce": user.email_change_nonce}
-    )
-    queue_email(
-        session,
-        to=new_email,
-        subject="Confirm your new email for ELYSIUM",
-        template="confirm_new_email",
-        context={
-            "user": user,
-            "new_email": new_email,
-            "confirm_url": absolute_url("account.confirm_new_email", token=token),
-        },
-        user_id=user.id,
-    )
+    else:
+        token = _serializer("change-email").dumps(
+            {"uid": user.id, "from": user.email, "to": new_email, "nonce": user.email_change_nonce}
+        )
+        queue_email(
+            session,
+            to=new_email,
+            subject="Confirm your new email for ELYSIUM",
+            template="confirm_new_email",
+            context={
+                "user": user,
+                "new_email": new_email,
+                "confirm_url": absolute_url("account.confirm_new_email", token=token),
+            },
+            user_id=user.id,
+        )
     # The account's owner hears of it at once, while a new password still ends the request.
     queue_email(
         session,
@@ -484,6 +513,8 @@ def confirm_email_change(session: AnySession, token: str) -> EmailChange:
     """
     change = email_change_for_token(session, token)
     user = change.user
+    if not _claimed(session, user, User.email_change_nonce):
+        raise AccountError("This link has already been used.")
     old_email = user.email
     user.email = change.new_email
     try:

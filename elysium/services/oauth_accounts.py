@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from elysium.models.types import utcnow
 from elysium.models.users import CustomerProfile, OAuthAccount, User
-from elysium.services import passwords
+from elysium.services import passwords, profiles
 from elysium.services.accounts import AccountError, normalise_email, user_by_email
 from elysium.services.sql import AnySession
 
@@ -67,8 +67,8 @@ def sign_in_with(session: AnySession, provider: str, claims: dict[str, Any]) -> 
     user = User(
         email=email,
         password_hash=None,
-        first_name=str(claims.get("given_name") or "")[:100],
-        last_name=str(claims.get("family_name") or "")[:100],
+        first_name=profiles.printable_name(str(claims.get("given_name") or "")),
+        last_name=profiles.printable_name(str(claims.get("family_name") or "")),
         email_verified_at=utcnow(),
         last_login_at=utcnow(),
     )

@@ -82,6 +82,13 @@ def shows_nothing(text: str) -> bool:
     return not any(unicodedata.category(char)[0] in SEEN for char in text)
 
 
+def printable_name(value: str | None) -> str:
+    """A name given by someone else (Google's profile) as a typed one would be kept: through
+    :func:`clean_text`, without what can't be printed, at most ``NAME_MAX_LENGTH`` long."""
+    kept = "".join(char for char in clean_text(value) if printable_problem(char) is None)
+    return clean_text(kept)[:NAME_MAX_LENGTH].strip()
+
+
 def name_problem(name: str) -> str | None:
     """Why a person's name (already through :func:`clean_text`) can't be kept, or None."""
     if len(name) > NAME_MAX_LENGTH:

@@ -107,13 +107,17 @@ def from_a_known_device() -> bool:
     return known_device_for(accounts.normalise_email(request.form.get("email", ""))) is not None
 
 
+def digest(address: str) -> str:
+    """What the limits' store keeps for an email address: a digest, never the address."""
+    return hashlib.sha256(address.encode()).hexdigest()[:32]
+
+
 class SignInAttempt:
     """One password attempt for the account with ``email``, from this browser."""
 
     def __init__(self, email: str) -> None:
         normalised = accounts.normalise_email(email)
-        # Digested: the store holds no email addresses.
-        self.account = hashlib.sha256(normalised.encode()).hexdigest()[:32]
+        self.account = digest(normalised)
         self.device: Device | None = known_device_for(normalised)
         if self.device is not None:
             self.client = ("device", self.device.device_id)
