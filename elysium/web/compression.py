@@ -112,7 +112,9 @@ def compress(response: Response) -> Response:
         headers["Vary"] = f"{vary}, Accept-Encoding"
     if status == 304:
         return response
-    if response.mimetype == "text/html" and request.headers.get("Sec-Fetch-Site") == "cross-site":
+    if request.environ.get("HTTP_SEC_FETCH_SITE") == "cross-site" and (
+        response.mimetype == "text/html"
+    ):
         return response
     coding = choose_encoding(request)
     if coding is None:
