@@ -31,6 +31,7 @@ from flask import Flask, Request, Response, current_app, request
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
 from elysium.errors import render_error, render_unsent, typed_in_form
+from elysium.htmx import is_htmx
 from elysium.web.sign_in import same_site_path
 
 UNREADABLE = "It held characters we can't read. Please go back and try again."
@@ -60,9 +61,11 @@ def refuse_unreadable_requests() -> Response | None:
         # The page's header reads request.args, which a query string of raw bytes that aren't
         # UTF-8 would make raise.
         request.query_string = b""
-        if part == "form" and (typed := typed_in_form()):
+        if part == "form" and not is_htmx() and (typed := typed_in_form()):
             # Nothing typed is lost: shown back without the NULs, bytes that aren't UTF-8 as
-            # U+FFFD (as Werkzeug reads them), to copy into the form again.
+            # U+FFFD (as Werkzeug reads them), to copy into the form again. (htmx sent it from
+            # a page that stays, with all that was typed: the message alone goes there; one
+            # field checked as it is left is not the whole form.)
             back = same_site_path(request.referrer) or "/"
             return render_unsent(
                 400,

@@ -696,3 +696,22 @@ def test_the_rate_limit_store_holds_no_email_addresses(app, client) -> None:
     keys = list(limiter.storage.storage)
     assert keys
     assert not [key for key in keys if "private.person@example.com" in key.lower()]
+
+
+def test_signing_in_again_and_again_never_tells_whether_an_address_has_an_account(
+    app, auth
+) -> None:
+    """As above, six times over: a taken address ran into the wrong-password limit (429),
+    an account the stranger had opened never did, its right password giving the attempt
+    back (found by review)."""
+    auth.create_user("owner@example.com")
+    answers = {}
+    for address in ("owner@example.com", "nobody@example.com"):
+        stranger = app.test_client()
+        details = {"email": address, "password": "a password the stranger chose"}
+        assert stranger.submit("/auth/register", details).status_code == 303
+        for _ in range(6):
+            signed_in = stranger.submit("/auth/login", details)
+        said = [text_of(notice) for notice in Page(signed_in).select("[role=alert]")]
+        answers[address] = (signed_in.status_code, said)
+    assert answers["owner@example.com"] == answers["nobody@example.com"]

@@ -938,3 +938,19 @@ def test_a_form_holding_a_character_we_cant_read_is_shown_back_not_lost(
     shown = signing_in.get_data(as_text=True)
     assert "ada@example.com" in shown
     assert "battery" not in shown
+
+
+def test_a_field_checked_as_it_is_left_keeps_the_rest_of_the_form(client: ShopClient) -> None:
+    """With JavaScript, leaving the idea field posts that field alone (hx-params); a NUL in
+    it swapped the whole page for a show-back of that one field, and the name, email and
+    choices typed on the page were gone (found by review). htmx gets the message alone, on
+    the page that stays."""
+    client.get("/bespoke")
+    response = client.post(
+        "/bespoke/check?field=message",
+        data={"message": "My idea\x00 took ten minutes", "csrf_token": client.csrf_token},
+        headers={"HX-Request": "true", "HX-Target": "error-bespoke-message"},
+    )
+    assert response.status_code == 400
+    assert response.headers["HX-Retarget"] == "#messages"
+    assert "<html" not in response.get_data(as_text=True)

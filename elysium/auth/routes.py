@@ -98,7 +98,9 @@ def login() -> Response:
     try:
         user = accounts.authenticate(db.session, form.email.data, form.password.data)
     except accounts.UnverifiedEmailError as unverified:
-        attempt.password_was_right()
+        # Counted as a wrong password is, as it is answered: a stranger who opened an account
+        # with an address would tell by the limit whether it had one already.
+        attempt.password_was_wrong()
         db.session.commit()
         form.form_errors.append(unverified.message)
         return _form_page("auth/login.html", form, 422)

@@ -83,3 +83,33 @@ def test_from_a_piece_to_a_request_correcting_a_date_on_the_way(
         "Rose gold, with <the> sapphire from my mother's ring & a little engraving."
     )
     expect(page.locator(".bespoke__summary")).to_contain_text("Aurelia Solitaire Ring")
+
+
+def test_an_idea_holding_a_character_we_cant_read_loses_nothing_typed(
+    page: Page, app, catalogue, javascript, monkeypatch
+):
+    """A NUL pasted into the idea: with JavaScript, leaving the field swapped the whole page
+    for a show-back of that field alone, and the name, email and phone typed were gone
+    (found by review). Now the form stays as typed with the message above it; without
+    JavaScript, sending it shows back every field to copy."""
+    monkeypatch.setitem(app.config, "BESPOKE_MIN_FILL_SECONDS", 0)
+    page.expected_statuses = {400}
+    page.goto("/bespoke")
+    page.get_by_label("Your name").fill("Ada Lovelace")
+    page.get_by_label("Email").fill("ada@example.com")
+    page.get_by_label("Phone").fill("020 7946 0000")
+    idea = page.get_by_label("Your idea, in your own words")
+    idea.fill("A ring for our tenth anniversary\x00, with my grandmother's stone.")
+
+    if javascript:
+        idea.press("Tab")
+        expect(page.locator("#messages")).to_contain_text("characters we can't read")
+        expect(page.get_by_label("Your name")).to_have_value("Ada Lovelace")
+        expect(page.get_by_label("Phone")).to_have_value("020 7946 0000")
+    else:
+        page.get_by_role("button", name="Send my request").click()
+        expect(page.locator("h1")).to_have_text("Your form was not sent")
+        kept = page.locator("textarea[readonly]")
+        expect(kept.filter(has_text="Ada Lovelace")).to_have_count(1)
+        expect(kept.filter(has_text="020 7946 0000")).to_have_count(1)
+        expect(kept.filter(has_text="grandmother's stone")).to_have_count(1)
