@@ -2535,14 +2535,10 @@ def test_the_rest_given_back_in_the_dashboard_is_told_as_refunding_the_order_in_
     assert "is now refunded in full" in told[1]
 
 
-def test_a_dashboard_refund_made_while_a_cancels_refund_waited_is_told_once(
-    shop: Shop, app: Flask
-) -> None:
-    """Staff cancelled the paid order (the customer to be told) while Stripe was down, its
-    refund waiting; a colleague gave the whole payment back in Stripe's dashboard, and the
-    cancel, sent again, finished with nothing left to refund. The shopper read "We have
-    refunded £650" twice: from the dashboard's refund and from the cancellation, which tells
-    every refund (found by review)."""
+def a_cancel_waiting_on_stripe(shop: Shop) -> tuple[str, ShopClient, float]:
+    """A paid order staff cancelled (the customer to be told) while Stripe was down, its
+    refund waiting; Stripe's clock a minute on, as a colleague opens its dashboard: the
+    order's number, the staff member's browser and that minute."""
     number, _ = buy(shop)
     staff = staff_client(shop.app)
     shop.fake.down()
@@ -2551,6 +2547,18 @@ def test_a_dashboard_refund_made_while_a_cancels_refund_waited_is_told_once(
     shop.fake.up()
     a_minute_later = time.time() + 60
     shop.fake.clock = lambda: a_minute_later
+    return number, staff, a_minute_later
+
+
+def test_a_dashboard_refund_made_while_a_cancels_refund_waited_is_told_once(
+    shop: Shop, app: Flask
+) -> None:
+    """Staff cancelled the paid order (the customer to be told) while Stripe was down, its
+    refund waiting; a colleague gave the whole payment back in Stripe's dashboard, and the
+    cancel, sent again, finished with nothing left to refund. The shopper read "We have
+    refunded £650" twice: from the dashboard's refund and from the cancellation, which tells
+    every refund (found by review)."""
+    number, staff, _ = a_cancel_waiting_on_stripe(shop)
     shop.fake.refund_from_dashboard(intent_of(app, number))
     shop.fake.wait_for_deliveries()
     [form] = retry_forms(staff, number)
@@ -2571,14 +2579,7 @@ def test_a_dashboard_refund_told_by_the_cancellation_is_not_told_again_when_its_
     """As above, Stripe's word of the dashboard's refund failing to come until the cancel had
     finished (it retries): the shopper read "We have refunded £650" from the cancellation,
     then again from the refund's own email (found by review)."""
-    number, _ = buy(shop)
-    staff = staff_client(shop.app)
-    shop.fake.down()
-    waiting = act(staff, number, "cancel", reason="Customer asked", notify="y", request_key="c")
-    assert waiting.status_code == 503
-    shop.fake.up()
-    a_minute_later = time.time() + 60
-    shop.fake.clock = lambda: a_minute_later
+    number, staff, a_minute_later = a_cancel_waiting_on_stripe(shop)
     shop.fake.auto_deliver = False
     shop.fake.refund_from_dashboard(intent_of(app, number))
     created = [e for e in shop.fake.pending if shop.fake.event(e)["type"] == "refund.created"]
