@@ -600,7 +600,7 @@ def refund_created(session: AnySession, order: Order, obj: dict[str, Any], event
     Told only once the payment is applied here, as a sale or as a late payment: before, it is
     kept until it is (:func:`mark_paid` applies what is kept after the payment), so a payment
     given back in full before it came here is told once, by the cancellation's email."""
-    amount = _created_refund_amount(obj)
+    amount = _refund_amount(obj)
     metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
     key = metadata.get("refund_key")
     known = select(Refund.id).where(
@@ -840,21 +840,12 @@ def _refunds_reported(obj: dict[str, Any]) -> int:
     return reported
 
 
-def _failed_refund_amount(obj: dict[str, Any]) -> int:
-    """A ``refund.failed`` object's amount (it must name its refund), or
-    ``MalformedEventError``."""
+def _refund_amount(obj: dict[str, Any]) -> int:
+    """A refund object's amount (``refund.created``, ``refund.failed``: it must name its
+    refund), or ``MalformedEventError``."""
     amount = obj.get("amount")
     if not _is_amount(amount, least=1) or not isinstance(obj.get("id"), str):
-        raise MalformedEventError("refund.failed needs the refund's id and amount")
-    return amount
-
-
-def _created_refund_amount(obj: dict[str, Any]) -> int:
-    """A ``refund.created`` object's amount (it must name its refund), or
-    ``MalformedEventError``."""
-    amount = obj.get("amount")
-    if not _is_amount(amount, least=1) or not isinstance(obj.get("id"), str):
-        raise MalformedEventError("refund.created needs the refund's id and amount")
+        raise MalformedEventError("a refund event needs the refund's id and amount")
     return amount
 
 
@@ -863,8 +854,8 @@ def _created_refund_amount(obj: dict[str, Any]) -> int:
 KEEPABLE: dict[str, Callable[[dict[str, Any]], object]] = {
     "charge.dispute.closed": _check_closed,
     "charge.refunded": _refunds_reported,
-    "refund.created": _created_refund_amount,
-    "refund.failed": _failed_refund_amount,
+    "refund.created": _refund_amount,
+    "refund.failed": _refund_amount,
 }
 
 
@@ -963,7 +954,7 @@ def refund_failed(
     in Stripe's dashboard is kept, FAILED), with when Stripe said so, and the order is
     flagged and staff emailed: give it back again, or another way. Stripe sends this event
     once per refund, and an event is applied once, so nothing is taken off twice."""
-    amount = _failed_refund_amount(obj)
+    amount = _refund_amount(obj)
     reason = str(obj.get("failure_reason") or "no reason given").replace("_", " ")
     failure = f"{FAILED_AT_STRIPE}: {reason}"
     ours = session.scalar(select(Refund).where(Refund.stripe_refund_id == obj["id"]))
