@@ -32,7 +32,7 @@ from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDeco
 
 from elysium.errors import render_error, render_unsent, typed_in_form
 from elysium.htmx import is_htmx
-from elysium.web.sign_in import same_site_path
+from elysium.urls import same_site_path
 
 UNREADABLE = "It held characters we can't read. Please go back and try again."
 NOT_A_FORM = "This address takes a form as a browser sends it. Please go back and try again."

@@ -131,3 +131,18 @@ def refuse_untrusted_host() -> None:
     # The 400 page must not read a query string the edge check never got to look at.
     request.query_string = b""
     raise refusal
+
+
+def same_site_path(url: str | None) -> str | None:
+    """The path (and query) of ``url`` if it is on this site (a ``Referer``, say); None for
+    another site's, or for one that doesn't parse (``http://[oops``: a header is anyone's)."""
+    if not url:
+        return None
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if parts.netloc and parts.netloc != request.host:
+        return None
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    return path

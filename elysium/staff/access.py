@@ -30,7 +30,8 @@ from flask_login import current_user
 from elysium.errors import render_unsent, typed_in_form
 from elysium.htmx import htmx_redirect, is_htmx
 from elysium.models.types import utcnow
-from elysium.web.sign_in import safe_next, same_site_path, sign_out, unauthorized
+from elysium.urls import same_site_path
+from elysium.web.sign_in import safe_next, sign_out, unauthorized
 from elysium.web.staff_session import (
     IDLE_LIMIT,
     LAST_SEEN,

@@ -23,6 +23,7 @@ from itsdangerous import BadSignature, TimestampSigner
 from elysium.extensions import db, login_manager
 from elysium.htmx import htmx_redirect, is_htmx
 from elysium.models.users import User
+from elysium.urls import same_site_path
 from elysium.web.browsing import adopt_guest_views
 from elysium.web.cart import merge_guest_cart
 from elysium.web.devices import remember_device
@@ -110,21 +111,6 @@ def unauthorized() -> Response:
     if is_htmx():
         return htmx_redirect(login_url)
     return redirect(login_url, 303)
-
-
-def same_site_path(url: str | None) -> str | None:
-    """The path (and query) of ``url`` if it is on this site (a ``Referer``, say); None for
-    another site's, or for one that doesn't parse (``http://[oops``: a header is anyone's)."""
-    if not url:
-        return None
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return None
-    if parts.netloc and parts.netloc != request.host:
-        return None
-    path = parts.path + (f"?{parts.query}" if parts.query else "")
-    return path
 
 
 # Ages are counted by the clock itsdangerous signs and checks with (a signer's, any key).
