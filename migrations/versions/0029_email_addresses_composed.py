@@ -12,8 +12,9 @@ composed here. An order's, a commission's and an email's address is kept in lowe
 as accounts' are: SQLite's ``lower()`` knows only ASCII letters, so "ZOË" typed at checkout
 was never found as zoë's order, to export or to erase when her account closed. The links
 already emailed for a guest's order carry its address as it was: they are compared as
-accounts compare addresses (``orders.order_for_guest_token``), so they still open it. An account whose composed address another account already holds keeps its
-own (renaming it would break the unique address): both stay as they were, each found by
+accounts compare addresses (``orders.order_for_guest_token``), so they still open it. An
+account whose composed address another account already holds keeps its own (renaming it
+would break the unique address): both stay as they were, each found by
 the form it was opened with (``accounts.user_by_email``), and the orders, commissions and
 emails sent to the form left keep it too (in lower case), that account's to export and erase.
 """
