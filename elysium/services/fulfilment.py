@@ -36,6 +36,7 @@ from elysium import house_time
 from elysium.integrations import stripe_gateway
 from elysium.models.inventory import StockReason
 from elysium.models.orders import Order, OrderStatus, Refund, RefundStatus
+from elysium.models.outbox import OutboxEmail
 from elysium.models.types import utcnow
 from elysium.money import format_money
 from elysium.services import checkout, inventory, orders, payments, quotes, shipping
@@ -656,8 +657,15 @@ def _answered(session: AnySession, order: Order, staff: Staff) -> None:
 
 
 def notify_refund(session: AnySession, refund: Refund) -> None:
-    """The refund email, once per refund (the caller decides whether the shopper is told)."""
+    """The refund email, once per refund (the caller decides whether the shopper is told).
+    None once the order's cancellation was emailed: that told every refund of the order, one
+    still waiting for Stripe's answer (this, retried after the cancel) among them."""
     order = refund.order
+    cancellation_told = select(OutboxEmail.id).where(
+        OutboxEmail.order_id == order.id, OutboxEmail.template == "order_cancelled"
+    )
+    if order.status is S.CANCELLED and session.scalar(cancellation_told.limit(1)):
+        return
     orders.email_refund(
         session,
         order,

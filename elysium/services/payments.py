@@ -645,8 +645,10 @@ def _in_full_after(order: Order, amount: int, made_at: datetime | None) -> bool 
     # At least what was given back before it, with it: the shop's accepted refunds, or
     # Stripe's last report (made before it) less what failed since.
     given_here = sum(r.amount for r in order.refunds if r.status is RefundStatus.SUCCEEDED)
+    # Only a report made in an earlier second surely leaves it out.
+    before = reported_at is not None and made_at is not None and reported_at < made_at
     reported = order.refunds_reported or 0
-    stripes = max(reported - _failed_since(order, reported_at), 0) if reported_at else 0
+    stripes = max(reported - _failed_since(order, reported_at), 0) if before else 0
     if order.charged_back_amount + max(given_here, stripes) + amount >= order.total:
         return True
     return None
