@@ -2785,3 +2785,34 @@ def test_stripes_report_between_a_cancels_refund_and_the_cancel_never_strands_th
     after = order_of(app, number)
     assert (after["status"], after["refunded"], after["flagged"]) == (S.CANCELLED, TOTAL, False)
     assert stock(app) == (3, 0)
+
+
+def test_a_piece_put_back_on_sale_before_packing_is_not_packed_nor_said_sent(
+    shop: Shop, app: Flask
+) -> None:
+    """Two chains paid; staff refunded one and put it back on sale, then fulfilled the
+    order: the packing slip still said pack 2 (the workshop would send the piece now for
+    sale again), and the shipped email said both were bought for £1,300 with no refund in
+    it (found by the outside review)."""
+    client = shop.client()
+    add_chain(client, quantity=2)
+    session_id = session_id_from(check_out(client).location)
+    shop.fake.pay(session_id)
+    shop.fake.wait_for_deliveries()
+    with app.app_context():
+        order = db.session.scalars(
+            select(Order).where(Order.stripe_checkout_session_id == session_id)
+        ).one()
+        number, line_id = order.number, order.lines[0].id
+        db.session.remove()
+    staff = staff_client(shop.app)
+    refund = {"amount": "650", "reason": "Wants one", f"restock-{line_id}": "1", "request_key": "r"}
+    assert act(staff, number, "refund", **refund).status_code == 303
+    assert act(staff, number, "fulfil").status_code == 303
+
+    slip = Page(staff.get(f"/staff/orders/{number}/packing-slip"))
+    assert [text_of(row.select("td")[0]) for row in slip.select(".packing-slip__line")] == ["1"]
+    assert act(staff, number, "ship", **SHIP).status_code == 303
+    [shipped] = [e for e in sent_emails(app) if e.template == "order_shipped"]
+    assert "2: £1,300 (1 refunded, not sent)" in shipped.body_text
+    assert "Total: £1,300, of which £650 refunded" in shipped.body_text

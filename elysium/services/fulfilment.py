@@ -277,6 +277,7 @@ def ship(
             f"Your ELYSIUM order {order.number} is on its way",
             carrier_name=courier.name,
             tracking_link=courier.tracking_link(number),
+            sent=pieces_to_send(order),
         )
     session.flush()
     return order
@@ -297,6 +298,7 @@ def deliver(
             "order_delivered",
             f"Your ELYSIUM order {order.number} has arrived",
             delivered_on=house_time.date_of(order.delivered_at),
+            sent=pieces_to_send(order),
         )
     session.flush()
     return order
@@ -352,6 +354,13 @@ def restockable(order: Order) -> dict[int, int]:
         for line in order.lines
         if line.inventory_id is not None and not line.made_to_order
     }
+
+
+def pieces_to_send(order: Order) -> dict[int, int]:
+    """Per order line, how many pieces go in the parcel: those a refund put back on sale
+    before it was packed stay here (they may be sold again)."""
+    back_on_sale = restockable(order)
+    return {line.id: back_on_sale.get(line.id, line.quantity) for line in order.lines}
 
 
 def _check_request(order: Order, request: RefundRequest) -> None:

@@ -41,7 +41,7 @@ from wtforms.validators import DataRequired, NumberRange, Optional
 from elysium.extensions import db
 from elysium.htmx import fragments, htmx_redirect, is_htmx, notice, render
 from elysium.models.types import utcnow
-from elysium.services import orders, shipping, staff_orders
+from elysium.services import fulfilment, orders, shipping, staff_orders
 from elysium.services.staff_orders import NOTE_MAX_LENGTH, OrderFilters, Sort, Tab
 from elysium.staff.access import not_activity
 from elysium.staff.forms import REQUEST_KEY, new_request_key
@@ -313,4 +313,5 @@ def _settled(number: str) -> Response:
 @bp.get("/orders/<number>/packing-slip", endpoint="packing_slip")
 def packing_slip(number: str) -> str:
     order = staff_orders.order_numbered(db.session, number) or abort(404)
-    return render_template("staff/orders/packing_slip.html", order=order)
+    sent = fulfilment.pieces_to_send(order)
+    return render_template("staff/orders/packing_slip.html", order=order, sent=sent)
