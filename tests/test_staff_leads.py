@@ -702,3 +702,19 @@ def test_the_same_note_form_sent_twice_is_one_note(staff, app, when):
     assert [note for *_, note in events].count("Called her back") == 1
     fresh = form_fields(Page(staff.get(f"/staff/leads/{lead_id}")), "#lead-note")
     assert fresh["request_key"] != fields["request_key"]  # the next note is a note of its own
+
+
+def test_staff_read_a_commissions_choices_as_the_shopper_chose_them(app: Flask) -> None:
+    """The commission's page and list showed the codes the form stores ("ring",
+    "white-gold", "2500-5000") where the shopper's pages and emails say "A ring", "18k white
+    gold", "£2,500 to £5,000" (found by the outside review)."""
+    lead_id = add_lead(app, category="ring", preferred_metal="white-gold", budget="2500-5000")
+    staff = staff_client(app)
+    page = Page(staff.get(f"/staff/leads/{lead_id}"))
+    listed = Page(staff.get("/staff/leads?tab=all"))
+
+    assert text_of(page.one(".lead-request__piece")) == "A ring"
+    assert text_of(page.one(".lead-request__metal")) == "18k white gold"
+    assert text_of(page.one(".lead-request__budget")) == "£2,500 to £5,000"
+    assert text_of(listed.one(f"#lead-{lead_id} .lead-row__piece")) == "A ring"
+    assert text_of(listed.one(f"#lead-{lead_id} .lead-row__budget")) == "£2,500 to £5,000"

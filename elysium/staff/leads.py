@@ -33,7 +33,7 @@ from wtforms.validators import NumberRange, Optional
 from elysium.extensions import db
 from elysium.htmx import fragments, is_htmx, notice, render
 from elysium.models.users import User
-from elysium.services import staff_leads
+from elysium.services import bespoke, staff_leads
 from elysium.services.staff_leads import (
     ANYONE,
     ME,
@@ -149,6 +149,7 @@ def filter_args(filters: LeadFilters, **changes: Any) -> dict[str, str]:
 def _labels() -> dict[str, Any]:
     return {
         "lead_status_label": staff_leads.status_label,
+        "lead_labels": bespoke.labels,
         "lead_move_label": staff_leads.MOVE_LABELS.get,
         "lead_note_max_length": NOTE_MAX_LENGTH,
         "lead_piece_url": _piece_url,
