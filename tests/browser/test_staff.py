@@ -14,7 +14,8 @@ from elysium.models import Order, OrderStatus
 from tests.conftest import PASSWORD, link_in, sent_emails
 from tests.support.checkout import DETAILS, session_id_from
 from tests.support.orders import pending_chain_order
-from tests.support.staff import STAFF_EMAIL, create_staff
+from tests.support.staff import STAFF_EMAIL, create_staff, staff_client
+from tests.test_staff_fulfilment import act
 
 
 def checked_out(shop) -> str:
@@ -189,11 +190,18 @@ def test_staff_give_back_a_bank_payment_that_came_after_they_cancelled_the_order
     assert given == [65000]
 
 
-def test_the_back_offices_lists_fit_a_phone(browser, javascript, shop_with_payments, catalogue):
+def test_the_back_offices_lists_fit_a_phone(
+    browser, javascript, shop_with_payments, live_fake_stripe, catalogue
+):
     """The stock list was 787 px wide on a 375 px phone (its rows' hidden labels escaped the
     table's scroller), the orders list 499 px (the bulk action's select as wide as its
-    longest option) (found by review)."""
+    longest option), an order's page 440 px once it had a refund (its table widened the
+    page's grid) (found by review)."""
     shop, base_url = shop_with_payments
+    number = re.search(r"/orders/(ELY-[0-9A-Z]{8})", paid_order(shop, live_fake_stripe)).group(1)
+    colleague = staff_client(shop, "colleague@elysium.example")
+    refunded = act(colleague, number, "refund", amount="100", request_key="r")
+    assert refunded.status_code == 303
     _, secret = create_staff(shop)
     context = browser.new_context(
         java_script_enabled=javascript,
@@ -204,7 +212,7 @@ def test_the_back_offices_lists_fit_a_phone(browser, javascript, shop_with_payme
     page = context.new_page()
     try:
         sign_in_with_second_factor(page, secret)
-        for path in ("/staff/orders", "/staff/inventory"):
+        for path in ("/staff/orders", "/staff/inventory", f"/staff/orders/{number}"):
             page.goto(path)
             assert page.evaluate("document.documentElement.scrollWidth") <= 375, path
         expect(page.get_by_role("table")).to_be_visible()
