@@ -306,6 +306,25 @@ def test_a_new_count_saved_with_htmx_swaps_the_row_and_is_a_movement_with_who_an
     assert row_form(fragment, chain)["nonce"] != ""
 
 
+def test_a_count_saved_with_htmx_on_the_variants_page_shows_its_movement_at_once(app, staff):
+    """On a variant's own page, a save swapped its row alone: "Saved: count 8 → 9", and the
+    movements below still without it ("No movement yet" on a new variant) until the page
+    was opened again (found by the outside review). From the list, only the row comes."""
+    chain = variant_id(app)
+    set_row(app, chain, stock=8, reserved=0, threshold=1)
+    page = f"/staff/inventory/{chain}"
+    assert "No movement yet." in text_of(Page(staff.get(page)), "#stock-history")
+
+    response = save(staff, chain, page=page, htmx=True, stock=9, reason="received")
+
+    history = Page(response).one("#stock-history")
+    assert history["hx-swap-oob"] == "true"
+    [movement] = history.select(".stock-movement")
+    assert "+1" in text_of(movement)
+    from_list = save(staff, chain, htmx=True, stock=10, reason="received")
+    assert Page(from_list).select("#stock-history") == []
+
+
 def test_a_damaged_piece_lowers_the_count_as_an_adjustment(app, staff):
     chain = variant_id(app)
     set_row(app, chain, stock=5, threshold=1)

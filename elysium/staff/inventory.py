@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
@@ -204,6 +205,25 @@ def _variant_page(row: StockRow, edit: RowForm, *, return_to: str, status: int =
     )
 
 
+def _movements_beside(row: StockRow, came_from: str | None) -> list[str]:
+    """From the variant's own page, its movements drawn again (out of band): the one a save
+    made shows at once beside the row it redrew."""
+    page = url_for("staff.inventory.variant", inventory_id=row.id)
+    if urlsplit(came_from or "").path != page:
+        return []
+    history, older = stock_admin.movements(db.session, row.id, before=None)
+    return [
+        render_template(
+            "staff/inventory/_movements.html",
+            oob=True,
+            row=row,
+            movements=history,
+            older=older,
+            zone=HOUSE_TIME,
+        )
+    ]
+
+
 @bp.get("/<int:inventory_id>", endpoint="variant")
 def variant(inventory_id: int) -> Response:
     """One variant: its row, to edit, and every movement of its stock, newest first."""
@@ -262,6 +282,6 @@ def edit(inventory_id: int) -> Response:
             edit=RowForm.fresh(row, message),
             return_to=form.next.data or "",
         )
-        return fragments(body, notice(message))
+        return fragments(body, notice(message), *_movements_beside(row, form.next.data))
     flash(message)
     return redirect(safe_next(form.next.data, default=_list_url()), 303)
