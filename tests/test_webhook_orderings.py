@@ -1,10 +1,12 @@
-"""One payment's real Stripe histories, delivered in every order Stripe may deliver them (it
-promises none, and retries what failed): each ends where the history in time order ends, with
+"""One payment's real Stripe histories, delivered in the orders Stripe may deliver them (it
+promises none, and retries what failed; every order of a short history, a fixed draw of a
+long one's): each ends where the history in time order ends, with
 the money recorded that Stripe holds, the stock settled once and each email sent once."""
 
 from __future__ import annotations
 
 import json
+import random
 import re
 import time
 from dataclasses import dataclass
@@ -181,10 +183,24 @@ NAMES = [
     "a refund, then the rest disputed and won",
     "a bank transfer, then refunded in full",
 ]
+# Every order of a history of up to four events; of five (120 orders), the order they were
+# made in, its reverse and 28 more drawn with a fixed seed, so a run stays short and a failure
+# comes back in the next run.
+DRAWN = 30
+
+
+def orders_of(length: int) -> list[tuple[int, ...]]:
+    every = list(permutations(range(length)))
+    if len(every) <= DRAWN:
+        return every
+    rest = random.Random(length).sample(every[1:-1], DRAWN - 2)
+    return [every[0], every[-1], *rest]
+
+
 CASES = [
     (name, each)
     for name in NAMES
-    for each in permutations(range(len(history(name, {"number": "", "id": 0})[0])))
+    for each in orders_of(len(history(name, {"number": "", "id": 0})[0]))
 ]
 
 
