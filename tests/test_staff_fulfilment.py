@@ -2536,6 +2536,12 @@ def test_the_rest_given_back_in_the_dashboard_is_told_as_refunding_the_order_in_
     assert "is now refunded in full" in told[1]
 
 
+def refunds_told(app: Flask) -> list[str]:
+    """The words of the shopper's refund and cancellation emails, each of which tells refunds."""
+    told = ("order_refunded", "order_cancelled")
+    return [e.body_text for e in sent_emails(app) if e.template in told]
+
+
 def a_cancel_waiting_on_stripe(shop: Shop) -> tuple[str, ShopClient, float]:
     """A paid order staff cancelled (the customer to be told) while Stripe was down, its
     refund waiting; Stripe's clock a minute on, as a colleague opens its dashboard: the
@@ -2568,10 +2574,7 @@ def test_a_dashboard_refund_made_while_a_cancels_refund_waited_is_told_once(
     assert done.status_code == 303, page_text(done)
 
     assert order_of(app, number)["status"] is S.CANCELLED
-    told = [
-        e.body_text for e in sent_emails(app) if e.template in ("order_refunded", "order_cancelled")
-    ]
-    assert sum("We have refunded £650" in text for text in told) == 1
+    assert sum("We have refunded £650" in text for text in refunds_told(app)) == 1
 
 
 def test_a_dashboard_refund_told_by_the_cancellation_is_not_told_again_when_its_word_is_late(
@@ -2595,10 +2598,7 @@ def test_a_dashboard_refund_told_by_the_cancellation_is_not_told_again_when_its_
         shop.fake.wait_for_deliveries()
 
     assert order_of(app, number)["status"] is S.CANCELLED
-    told = [
-        e.body_text for e in sent_emails(app) if e.template in ("order_refunded", "order_cancelled")
-    ]
-    assert sum("We have refunded £650" in text for text in told) == 1
+    assert sum("We have refunded £650" in text for text in refunds_told(app)) == 1
 
 
 def test_a_dashboard_refund_a_refund_here_counted_first_is_never_told_as_in_full(

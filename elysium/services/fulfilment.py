@@ -47,7 +47,7 @@ T = TypeVar("T")
 S = OrderStatus
 REFUNDABLE = frozenset({S.PAID, S.FULFILLED, S.SHIPPED, S.DELIVERED})
 UNPAID = frozenset({S.PENDING, S.PROCESSING, S.PAYMENT_FAILED})
-ENDED = frozenset({S.CANCELLED, S.PAYMENT_FAILED, S.REFUNDED})
+ENDED = payments.ENDED
 # The flags that say an ended order's money is still with the shop (``held_after_it_ended``):
 # whichever status it has ended in since (a failed bank payment may be cancelled after).
 HELD_AFTER_IT_ENDED = (*payments.PAID_TOO_LATE.values(), payments.REFUND_FAILED_FLAG)

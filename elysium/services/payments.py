@@ -577,8 +577,6 @@ def charge_refunded(
             stripe_event_id=event_id,
         )
     elif order.refunded_amount >= order.total:
-        # What this report gave back, not the running total: a shopper told of a refund made
-        # here before would read the two as adding up to more than was paid.
         refunded_in_full_at_stripe(session, order, event_id)
     else:
         orders.add_note(
@@ -597,9 +595,10 @@ def refund_created(session: AnySession, order: Order, obj: dict[str, Any], event
     dashboard refund reported while a refund of the shop's waited, or made again after one
     failed, was never told.) The shop's own refunds were told as staff chose.
 
-    Told only once the payment is applied here, as a sale or as a late payment: before, it is
-    kept until it is (:func:`mark_paid` applies what is kept after the payment), so a payment
-    given back in full before it came here is told once, by the cancellation's email."""
+    Told only once the payment's report is applied here (as a sale, as a late payment, or
+    refused for its amount): before, it is kept until it is (:func:`mark_paid` applies what is
+    kept after the payment), so a payment given back in full before it came here is told
+    once, by the cancellation's email."""
     amount = _refund_amount(obj)
     metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
     key = metadata.get("refund_key")
