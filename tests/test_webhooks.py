@@ -442,6 +442,36 @@ def test_a_late_payment_for_an_ended_order_whose_refund_was_of_another_payment_i
     assert "payment_received" in after["emails"]  # told their money came, as any late payment
 
 
+@pytest.mark.parametrize("refund_reported", ["before", "after"])
+def test_a_late_payment_given_back_in_full_before_its_report_is_told_once(
+    app, client, order, refund_reported
+):
+    """The order had ended unpaid when the payment came after all, and staff gave it all back
+    in Stripe's dashboard before the shop heard of the payment: the shop noted it, and the
+    shopper, whose money went and came back, was never told (the refund was kept for a
+    payment report that never counted as applied)."""
+    expired = session_object(order, payment_status="unpaid", status="expired", payment_intent=None)
+    post(client, event("checkout.session.expired", expired))
+    post(client, event("charge.refunded", refunded_charge(order, TOTAL)))
+    refund = event("refund.created", dashboard_refund(TOTAL))
+    if refund_reported == "before":
+        post(client, refund)
+
+    completed = event("checkout.session.completed", session_object(order))
+    post(client, completed)
+    if refund_reported == "after":
+        post(client, refund)
+    post(client, completed)  # sent again: nobody is told twice
+
+    after = state(app, order)
+    assert (after["status"], after["refunded"], after["flagged"]) == (S.CANCELLED, TOTAL, False)
+    assert after["stock"] == (5, 0)
+    assert after["emails"] == ["order_cancelled", "order_refunded"]
+    [email] = [e for e in sent_emails(app) if e.template == "order_refunded"]
+    assert "£650" in email.body_text
+    assert "in full" in email.body_text
+
+
 def test_a_partial_refund_is_recorded_and_the_status_kept(app, client, order):
     post(client, event("checkout.session.completed", session_object(order)))
     post(

@@ -387,6 +387,10 @@ def _apply_payment(
             actor=ACTOR,
             stripe_event_id=event_id,
         )
+        # The money came, late, and went back: each refund of it is now told to the shopper
+        # (``refund_created``, kept until now if it came first), who would otherwise never
+        # hear what became of a payment they made.
+        order.late_payment_at = order.late_payment_at or utcnow()
         return
     if order.status in PAID_TOO_LATE:
         # The order ended unpaid and its pieces went back on sale, yet the money came:
