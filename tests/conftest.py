@@ -19,7 +19,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from flask_migrate import upgrade
-from sqlalchemy import event, text
+from sqlalchemy import event, select, text
 from sqlalchemy.pool import NullPool
 
 from elysium import create_app
@@ -176,10 +176,53 @@ def catalogue(app: Flask) -> dict:
     """The demo catalogue, seeded; returns the data it was seeded from."""
     data = load_demo_catalogue()
     with app.app_context():
-        seed_catalogue(db.session, data)
-        db.session.commit()
+        write_seeded_rows(data)
         db.session.remove()
     return data
+
+
+# The rows the run's first seed of the demo catalogue wrote, table by table (parents first).
+SEEDED_ROWS: dict[str, list[dict]] = {}
+
+
+def write_seeded_rows(data: dict) -> None:
+    """Seed ``data`` (the demo catalogue) as ``seed_catalogue`` does, the first time through it,
+    and from then on by writing the rows that first seed wrote, one statement a table: the
+    same rows and ids, the catalogue's version renewed by its triggers as any write renews it.
+    About 1,500 tests start from the catalogue, and seeding it through the ORM each time cost
+    the suite minutes on PostgreSQL."""
+    tables = [t for t in db.metadata.sorted_tables if t.name != "catalog_version"]
+    if not SEEDED_ROWS:
+        keys = {t.name: list(t.primary_key.columns) for t in tables}
+        before = {t.name: set(db.session.execute(select(*keys[t.name])).all()) for t in tables}
+        seed_catalogue(db.session, data)
+        db.session.commit()
+        for table in tables:
+            rows = [
+                row._asdict()
+                for row in db.session.execute(table.select())
+                if tuple(getattr(row, c.name) for c in keys[table.name]) not in before[table.name]
+            ]
+            if rows:
+                SEEDED_ROWS[table.name] = rows
+        return
+    with db.engine.begin() as connection:
+        for table in tables:
+            if rows := SEEDED_ROWS.get(table.name):
+                connection.execute(table.insert(), rows)
+        if connection.dialect.name == "postgresql":
+            connection.execute(text(sequences_after_seeding_statement()))
+
+
+@once
+def sequences_after_seeding_statement() -> str:
+    """One statement setting the id sequence of each table the seed wrote past its rows."""
+    calls = [
+        f"setval(pg_get_serial_sequence('{name}', 'id'), {max(row['id'] for row in rows)})"
+        for name, rows in SEEDED_ROWS.items()
+        if "id" in rows[0]
+    ]
+    return "SELECT " + ", ".join(calls)
 
 
 def page_text(response) -> str:
