@@ -24,10 +24,17 @@ from elysium.money import format_money
 from elysium.services import orders
 from elysium.services.outbox import queue_email
 from elysium.urls import absolute_url
-from tests.conftest import PASSWORD, ShopClient, create_user, link_in, sent_emails
+from tests.conftest import (
+    PASSWORD,
+    ShopClient,
+    create_user,
+    link_in,
+    page_text,
+    sent_emails,
+)
 from tests.html import Page, elements, text_of
 from tests.support.checkout import Shop, add_chain, check_out, session_id_from
-from tests.support.staff import create_staff
+from tests.support.staff import create_staff, staff_client
 
 S = OrderStatus
 SHOPPER = "grace@example.com"
@@ -280,6 +287,33 @@ def cancelled_before_payment(shop: Shop, app: Flask) -> tuple[ShopClient, Order]
     return client, order
 
 
+def paid_page(order: Order) -> dict[str, Any]:
+    """Stripe's report of the order's payment page, paid in full."""
+    session_id = order.stripe_checkout_session_id
+    return {
+        "id": session_id,
+        "object": "checkout.session",
+        "client_reference_id": order.number,
+        "metadata": {"order_number": order.number},
+        "amount_total": order.total,
+        "currency": "gbp",
+        "payment_status": "paid",
+        "status": "complete",
+        "payment_intent": f"pi_{session_id}",
+    }
+
+
+def stripe_reports(shop: Shop, event_type: str, obj: dict[str, Any]) -> None:
+    """An event of Stripe's about ``obj``, signed, as its webhook delivers it."""
+    payload, signature = shop.fake.signed_event(event_type, obj)
+    answer = shop.app.test_client().post(
+        "/webhooks/stripe",
+        data=payload,
+        headers={"Content-Type": "application/json", "Stripe-Signature": signature},
+    )
+    assert answer.status_code == 200
+
+
 def test_an_order_cancelled_before_payment_says_nothing_was_charged(shop: Shop, app: Flask) -> None:
     client, order = cancelled_before_payment(shop, app)
     number = order.number
@@ -301,28 +335,9 @@ def test_a_payment_that_arrives_after_the_order_was_cancelled_is_owned_up_to(
     number, session_id, total = order.number, order.stripe_checkout_session_id, order.total
 
     def stripe_says(event_type: str, obj: dict[str, Any]) -> None:
-        payload, signature = shop.fake.signed_event(event_type, obj)
-        answer = app.test_client().post(
-            "/webhooks/stripe",
-            data=payload,
-            headers={"Content-Type": "application/json", "Stripe-Signature": signature},
-        )
-        assert answer.status_code == 200
+        stripe_reports(shop, event_type, obj)
 
-    stripe_says(
-        "checkout.session.completed",
-        {
-            "id": session_id,
-            "object": "checkout.session",
-            "client_reference_id": number,
-            "metadata": {"order_number": number},
-            "amount_total": total,
-            "currency": "gbp",
-            "payment_status": "paid",
-            "status": "complete",
-            "payment_intent": f"pi_{session_id}",
-        },
-    )
+    stripe_says("checkout.session.completed", paid_page(order))
 
     page = Page(client.get(f"/account/orders/{number}"))
     assert headline(page) == "Cancelled"
@@ -694,3 +709,66 @@ def test_the_refunded_email_tells_the_amount_of_this_refund(
         assert says.format(total=total) in body
     assert order_url in text
     assert ("refunded in full" in text) is full
+
+
+def test_an_account_stays_open_while_a_refund_that_came_back_is_owed_to_it(
+    shop: Shop, app: Flask, bought: Bought
+) -> None:
+    """Refunded in full, then the refund failed at Stripe: the money is back with the shop,
+    and the order's pages promise "We'll be in touch to give it back to you another way".
+    Closing the account was allowed all the same, and erased the order's email and addresses:
+    nobody could be in touch, and the shopper's money stayed with the shop."""
+    with shop.app.app_context():
+        intent = _order(bought.number).stripe_payment_intent_id
+        db.session.remove()
+    shop.fake.refund_from_dashboard(intent)
+    [refund_id] = list(shop.fake.refunds)
+    shop.fake.fail_refund(refund_id)
+
+    closing = bought.account.submit("/account/delete", {"password": PASSWORD})
+
+    assert closing.status_code == 422
+    assert f"we hold money of order {bought.number} that may be yours to have back" in page_text(
+        closing
+    )
+    with app.app_context():
+        order = _order(bought.number)
+        assert order.email == SHOPPER
+        assert order.shipping_address["full_name"]
+        db.session.remove()
+    # Once staff have given it back (and take the warning off), the account can be closed.
+    staff = staff_client(app, "second.keeper@elysium.example")
+    page = Page(staff.get(f"/staff/orders/{bought.number}"))
+    settled = staff.submit(
+        f"/staff/orders/{bought.number}/notes",
+        {"note": "Paid back by bank transfer.", "settles": "y", "seen": page.one("#seen")["value"]},
+    )
+    assert settled.status_code == 303
+    assert bought.account.submit("/account/delete", {"password": PASSWORD}).status_code == 303
+    with app.app_context():
+        assert _order(bought.number).email == ""
+        db.session.remove()
+
+
+def test_an_account_stays_open_while_a_late_payment_is_held_until_it_is_given_back(
+    shop: Shop, app: Flask
+) -> None:
+    """The order was cancelled, then its payment came after all: the page says "we'll refund
+    it or be in touch", and closing the account erased the address to be in touch at."""
+    client, order = cancelled_before_payment(shop, app)
+    stripe_reports(shop, "checkout.session.completed", paid_page(order))
+
+    closing = client.submit("/account/delete", {"password": PASSWORD})
+
+    assert closing.status_code == 422
+    assert f"we hold money of order {order.number}" in page_text(closing)
+    # Given back in full in Stripe's dashboard: nothing is held, the account may close.
+    given_back = {
+        "id": f"ch_{order.stripe_checkout_session_id}",
+        "object": "charge",
+        "payment_intent": f"pi_{order.stripe_checkout_session_id}",
+        "amount_refunded": order.total,
+        "metadata": {"order_number": order.number},
+    }
+    stripe_reports(shop, "charge.refunded", given_back)
+    assert client.submit("/account/delete", {"password": PASSWORD}).status_code == 303

@@ -6,11 +6,13 @@ emails). Orders are the shop's accounting records, so they stay, cut loose from 
 no user, no email, no addresses, no gift message; lines, totals and status are kept (and
 nobody is emailed about them again). An order that is still being paid for or on its way
 needs its address, so closing waits until it has arrived; a commission's paid deposit has
-nothing to deliver. Orders placed as a guest under the account's address are the person's
-too (the owner proved the address is theirs), in the export and the erasure, and an
-engraving goes like a gift message. Commissions are kept the same way, those asked as a guest
-under the account's email too; one still in talks is lost with its client, so its quote can't
-be paid.
+nothing to deliver. So does an order whose money the shop holds and may owe back (a payment
+that came after the order ended, a refund that failed): until staff have dealt with it, the
+order keeps the address to reach its shopper. Orders placed as a guest under the account's
+address are the person's too (the owner proved the address is theirs), in the export and the
+erasure, and an engraving goes like a gift message. Commissions are kept the same way, those
+asked as a guest under the account's email too; one still in talks is lost with its client,
+so its quote can't be paid.
 The Stripe customer made for the account is deleted at Stripe too, once the closing is
 committed (:func:`forget_at_stripe`).
 """
@@ -32,7 +34,7 @@ from elysium.models.orders import Order, OrderLine, OrderStatus
 from elysium.models.outbox import OutboxEmail, OutboxStatus
 from elysium.models.types import utcnow
 from elysium.models.users import User
-from elysium.services import leads, outbox, passwords, views
+from elysium.services import fulfilment, leads, outbox, passwords, payments, quotes, views
 from elysium.services.accounts import AccountError, normalise_email
 from elysium.services.addresses import addresses_of, as_snapshot
 from elysium.services.cart import detach_orders, hold_account_bag
@@ -44,6 +46,19 @@ IN_PROGRESS = frozenset(
     {OrderStatus.PROCESSING, OrderStatus.PAID, OrderStatus.FULFILLED, OrderStatus.SHIPPED}
 )
 ERASED_EMAIL = ""
+# The warnings on an order that say the shop holds money that may be owed back to its shopper,
+# or is giving it back: they come off once staff have dealt with it.
+MONEY_HELD_FLAGS = (
+    *fulfilment.HELD_AFTER_IT_ENDED,
+    payments.AMOUNT_MISMATCH_FLAG,
+    payments.REFUND_AWAITED_FLAG,
+    payments.CANCEL_TO_FINISH_FLAG,
+    fulfilment.REFUND_REFUSED,
+    quotes.DEPOSIT_WITHDRAWN_FLAG,
+    quotes.DEPOSIT_WON_ANOTHER_WAY_FLAG,
+    quotes.DEPOSIT_LEAD_CLOSED_FLAG,
+    quotes.SECOND_DEPOSIT_FLAG,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -209,9 +224,20 @@ def _what_it_waits_for(order: Order) -> str:
             f"order {order.number} is still waiting for its payment (pay or cancel it; "
             "otherwise it ends when its payment page closes)"
         )
+    if _holds_money(order):
+        return (
+            f"we hold money of order {order.number} that may be yours to have back, and will "
+            "be in touch about it"
+        )
     if order.bespoke_quote_id is not None:
         return f"the deposit of order {order.number} is still on its way to us"
     return f"order {order.number} is still in progress until it has been delivered"
+
+
+def _holds_money(order: Order) -> bool:
+    reasons = order.attention_reason if order.needs_attention else ""
+    given_back = order.refunded_amount >= order.total
+    return not given_back and any(flag in reasons for flag in MONEY_HELD_FLAGS)
 
 
 def _still_open() -> ColumnElement[bool]:
@@ -219,10 +245,20 @@ def _still_open() -> ColumnElement[bool]:
     A PENDING order counts whatever its payment page's expiry: a payment made in its last
     minute may be reported late, and one Stripe says is paid may wait for its event; the
     sweeper ends the ones truly abandoned within minutes. A commission's deposit, once paid,
-    has nothing to deliver."""
-    return and_(
-        Order.status.in_([*IN_PROGRESS, OrderStatus.PENDING]),
-        not_(and_(Order.bespoke_quote_id.is_not(None), Order.status == OrderStatus.PAID)),
+    has nothing to deliver. Whatever its status, an order whose money the shop holds and may
+    owe back (``MONEY_HELD_FLAGS``, and not all given back) keeps the address to reach its
+    shopper: erased, it would leave the money with nobody to give it back to."""
+    money_held = and_(
+        Order.needs_attention,
+        Order.refunded_amount < Order.total,
+        or_(*(Order.attention_reason.contains(flag, autoescape=True) for flag in MONEY_HELD_FLAGS)),
+    )
+    return or_(
+        and_(
+            Order.status.in_([*IN_PROGRESS, OrderStatus.PENDING]),
+            not_(and_(Order.bespoke_quote_id.is_not(None), Order.status == OrderStatus.PAID)),
+        ),
+        money_held,
     )
 
 
