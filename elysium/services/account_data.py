@@ -1,18 +1,17 @@
 """The shopper's own data: a copy to take away (export) and closing the account (erasure).
 
-Closing an account deletes the user row and everything that only describes the person
-(profile, addresses, sign-in identities, wishlist, bag, pieces viewed, queued and sent
-emails). Orders are the shop's accounting records, so they stay, cut loose from the person:
-no user, no email, no addresses, no gift message; lines, totals and status are kept (and
-nobody is emailed about them again). An order that is still being paid for or on its way
-needs its address, so closing waits until it has arrived; a commission's paid deposit has
-nothing to deliver. So does an order whose money the shop holds and may owe back (a payment
-that came after the order ended, a refund that failed): until staff have dealt with it, the
-order keeps the address to reach its shopper. Orders placed as a guest under the account's
-address are the person's too (the owner proved the address is theirs), in the export and the
-erasure, and an engraving goes like a gift message. Commissions are kept the same way, those
-asked as a guest under the account's email too; one still in talks is lost with its client,
-so its quote can't be paid.
+Closing an account deletes the user row and everything that only describes the person (profile,
+addresses, sign-in identities, wishlist, bag, pieces viewed, queued and sent emails). Orders
+are the shop's accounting records, so they stay, cut loose from the person: no user, no email,
+no addresses, no gift message; lines, totals and status are kept (and nobody is emailed about
+them again). An order that is still being paid for or on its way needs its address, so closing
+waits until it has arrived; a commission's paid deposit has nothing to deliver. Closing also
+waits for an order whose money the shop holds and may owe back (a payment that came after the
+order ended, a refund that failed): until staff have dealt with it, the order keeps the address
+to reach its shopper. Orders placed as a guest under the account's address are the person's too
+(the owner proved the address is theirs), in the export and the erasure, and an engraving goes
+like a gift message. Commissions are kept the same way, those asked as a guest under the
+account's email too; one still in talks is lost with its client, so its quote can't be paid.
 The Stripe customer made for the account is deleted at Stripe too, once the closing is
 committed (:func:`forget_at_stripe`).
 """
