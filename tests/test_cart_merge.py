@@ -5,9 +5,10 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from elysium.extensions import db
-from elysium.models import Cart
+from elysium.models import Cart, Order
 from elysium.models.types import utcnow
 from tests.conftest import PASSWORD, AuthActions, page_text
+from tests.support.checkout import add_chain, check_out
 from tests.support.meanwhile import in_another_window, meanwhile
 from tests.test_cart import (
     COOKIE,
@@ -18,6 +19,8 @@ from tests.test_cart import (
     header_count,
     line_ids,
     lines,
+    same_browser,
+    set_stock,
 )
 
 CHAIN = "aurelia-fine-chain"
@@ -209,3 +212,109 @@ def test_signing_in_as_the_accounts_other_device_makes_its_first_bag_merges_into
     assert bag.user_id == user_id
     assert sorted(line[0] for line in lines(app)) == [RING, RING]
     assert header_count(client.get("/cart")) == 2
+
+
+def test_a_piece_added_as_another_tab_signs_in_is_not_refused_as_being_paid_for(
+    app, client, catalogue, auth
+):
+    """A guest adds a chain in one tab just as another tab of the browser signs in, which
+    merges the guest bag into the account's and deletes it. The add was refused with "Your bag
+    is being paid for, so it can't change right now. Resume or cancel the payment first."
+    though nothing was being paid for. It is now asked again, and goes to the account's bag."""
+    account_bag(app, auth, client, {})
+    assert add(client, slug=CHAIN, metal="yellow-gold").status_code == 303
+    client.get(f"/shop/{CHAIN}")
+    tab = same_browser(app, client)
+
+    def the_other_tab_signs_in() -> None:
+        assert AuthActions(app, tab).login().status_code == 303
+
+    data = {"product": CHAIN, "quantity": "1", "metal": "yellow-gold"}
+    with meanwhile(app, "UPDATE carts", lambda: in_another_window(the_other_tab_signs_in)) as ran:
+        answer = client.post("/cart/items", data={"csrf_token": client.csrf_token, **data})
+
+    assert ran
+    assert answer.status_code == 409
+    assert "being paid for" not in page_text(answer)
+    assert "Your bag changed in another window just now. Please try again." in page_text(answer)
+    # Tried again with the cookies the sign-in left (the tabs share them), it joins the
+    # account's bag.
+    for name in (app.config["SESSION_COOKIE_NAME"], COOKIE):
+        client.delete_cookie(name)
+        if (cookie := tab.get_cookie(name)) is not None:
+            client.set_cookie(name, cookie.value)
+    assert add(client, slug=CHAIN, metal="yellow-gold").status_code == 303
+    assert [(slug, quantity) for slug, _, quantity in lines(app)] == [(RING, 1), (CHAIN, 2)]
+    assert len(carts(app)) == 1
+
+
+def test_a_checkout_begun_as_another_tab_signs_in_sends_the_shopper_back_to_the_bag(shop):
+    """A guest goes to payment in one tab just as another tab signs in, moving the guest's
+    bag into the account's: the checkout said the bag was already being paid for, and offered
+    to resume a payment that didn't exist. It now sends the shopper back to the bag."""
+    shop_app = shop.app
+    auth = AuthActions(shop_app, shop.client())
+    auth.create_user()
+    auth.login()
+    add_chain(auth.client)
+    auth.logout()
+    client = shop.client()
+    add_chain(client)
+    client.get("/checkout")
+    tab = same_browser(shop_app, client)
+
+    def the_other_tab_signs_in() -> None:
+        assert AuthActions(shop_app, tab).login().status_code == 303
+
+    def freezing(statement: str) -> bool:
+        return statement.startswith("UPDATE carts SET frozen_at")
+
+    with meanwhile(shop_app, freezing, lambda: in_another_window(the_other_tab_signs_in)) as ran:
+        answer = check_out(client)
+
+    assert ran
+    assert answer.status_code == 303
+    assert answer.location.endswith("/cart")
+    page = page_text(client.get("/cart"))
+    assert "Your bag changed as you continued to payment" in page
+    assert "being paid for" not in page
+    with shop_app.app_context():
+        assert db.session.scalars(select(Order)).all() == []
+        db.session.remove()
+
+
+def test_a_line_kept_above_the_stock_at_sign_in_is_not_said_to_be_lowered(
+    app, client, catalogue, auth
+):
+    """The account's bag held 3 chains, then the stock fell to 2; a guest's chain joined it at
+    sign-in. The line keeps its 3 (quantities change only when the shopper changes them), but
+    the sign-in said "you now have 3" and "we've set your quantity to 2" in one breath."""
+    set_stock(app, CHAIN, "yellow-gold", 3)
+    account_bag(app, auth, client, {"slug": CHAIN, "metal": "yellow-gold", "quantity": 3})
+    set_stock(app, CHAIN, "yellow-gold", 2)
+    assert add(client, slug=CHAIN, metal="yellow-gold").status_code == 303
+
+    auth.login()
+
+    assert lines(app) == [(CHAIN, {"metal": "yellow-gold"}, 3)]
+    text = page_text(client.get("/cart"))
+    assert "we've set your quantity" not in text
+    assert (
+        "Aurelia Fine Chain (18k yellow gold) was already in your bag (3), so the one from "
+        "before you signed in was not added. Only 2 left in 18k yellow gold."
+    ) in text
+
+
+def test_a_line_capped_at_sign_in_says_what_it_was_set_to(app, client, catalogue, auth):
+    """The stock leaves room for some of the guest's pieces: the line is set to what is left."""
+    set_stock(app, CHAIN, "yellow-gold", 3)
+    account_bag(app, auth, client, {"slug": CHAIN, "metal": "yellow-gold", "quantity": 1})
+    assert add(client, slug=CHAIN, metal="yellow-gold", quantity=3).status_code == 303
+
+    auth.login()
+
+    assert lines(app) == [(CHAIN, {"metal": "yellow-gold"}, 3)]
+    assert (
+        "was already in your bag: you now have 3. Only 3 left in 18k yellow gold — we've set "
+        "your quantity to 3."
+    ) in page_text(client.get("/cart"))

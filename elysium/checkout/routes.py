@@ -321,6 +321,9 @@ def start() -> Response:
     except carts.FrozenCartError:
         db.session.rollback()
         return _already_paying(forms, details, as_shown)
+    except carts.CartGoneError:
+        db.session.rollback()
+        return _back_to_cart(BAG_MOVED)
     try:
         url = checkouts.begin_payment(db.session, order, _return_urls())
     except checkouts.PaymentUnavailableError as error:

@@ -58,6 +58,7 @@ DEFAULT_CURRENCY = "GBP"
 FROZEN_MESSAGE = (
     "Your bag is being paid for, so it can't change right now. Resume or cancel the payment first."
 )
+GONE_MESSAGE = "Your bag changed in another window just now. Please try again."
 QUANTITY_MESSAGE = f"Choose a quantity from 1 to {MAX_QUANTITY_PER_LINE}."
 
 VariantKey = tuple[int, str]
@@ -79,6 +80,15 @@ class FrozenCartError(CartError):
     def __init__(self, cart_id: int | None = None) -> None:
         super().__init__(FROZEN_MESSAGE)
         self.cart_id = cart_id
+
+
+class CartGoneError(CartError):
+    """The cart was merged into another or removed while this change was on its way (another
+    window of the browser signed in, moving the guest's bag into the account's): nothing is
+    being paid for, the change only has to be made again, on the bag there is now."""
+
+    def __init__(self) -> None:
+        super().__init__(GONE_MESSAGE)
 
 
 class LineNotFoundError(CartError):
@@ -307,21 +317,24 @@ def line_cap(availability: Availability, elsewhere: int = 0) -> int:
 
 
 def _cap_message(availability: Availability, cap: int, elsewhere: int = 0) -> str:
-    variant = _lowered(availability.variant)
-    stock_caps = _stocked(availability) and not availability.lead_time_weeks
-    if stock_caps and availability.available - elsewhere < MAX_QUANTITY_PER_LINE:
-        if elsewhere:
-            return (
-                f"Only {availability.available} left in {variant}, and your bag already holds "
-                f"{elsewhere} in another size or engraving — we've set this one to {cap}."
-            )
-        return (
-            f"Only {availability.available} left in {variant} — we've set your quantity to {cap}."
-        )
-    return (
-        f"You can have at most {MAX_QUANTITY_PER_LINE} of one piece in your bag — "
-        f"we've set your quantity to {cap}."
-    )
+    line = "this one" if _stock_caps(availability, elsewhere) and elsewhere else "your quantity"
+    return f"{_why_capped(availability, elsewhere)} — we've set {line} to {cap}."
+
+
+def _stock_caps(availability: Availability, elsewhere: int) -> bool:
+    """Whether the stock left (not the per-line maximum) is what caps a line of the variant."""
+    stocked = _stocked(availability) and not availability.lead_time_weeks
+    return stocked and availability.available - elsewhere < MAX_QUANTITY_PER_LINE
+
+
+def _why_capped(availability: Availability, elsewhere: int = 0) -> str:
+    """Why a line of the variant can hold no more, as the shopper reads it."""
+    if not _stock_caps(availability, elsewhere):
+        return f"You can have at most {MAX_QUANTITY_PER_LINE} of one piece in your bag"
+    left = f"Only {availability.available} left in {_lowered(availability.variant)}"
+    if elsewhere:
+        return f"{left}, and your bag already holds {elsewhere} in another size or engraving"
+    return left
 
 
 def _all_in_cart_message(availability: Availability) -> str:
@@ -623,14 +636,24 @@ def merge_into(session: AnySession, guest: Cart, target: Cart) -> MergeReport:
                     f"{product.name}: {_cap_message(availability, cap, elsewhere)}"
                 )
         else:
-            wanted = existing.quantity + line.quantity
-            quantity = max(min(wanted, cap), existing.quantity)
+            existing_quantity = existing.quantity
+            wanted = existing_quantity + line.quantity
+            quantity = max(min(wanted, cap), existing_quantity)
             existing.quantity = quantity
             session.flush()
             report.lines_combined += 1
             message = f"{description} was already in your bag: you now have {quantity}."
-            if quantity < wanted:
+            if existing_quantity < quantity < wanted:
                 message = f"{message} {_cap_message(availability, cap, elsewhere)}"
+            elif quantity < wanted:
+                # The line already held more than can be had: it keeps them (the bag's page
+                # asks the shopper to lower it), and none of the guest's joined them.
+                added = "the one" if line.quantity == 1 else f"the {line.quantity}"
+                message = (
+                    f"{description} was already in your bag ({quantity}), so {added} from "
+                    f"before you signed in {'was' if line.quantity == 1 else 'were'} not "
+                    f"added. {_why_capped(availability, elsewhere)}."
+                )
             report.messages.append(message)
     detach_orders(session, [guest.id])
     session.delete(guest)
@@ -848,7 +871,8 @@ def freeze(session: AnySession, cart: Cart) -> None:
 
 def _update_unless_frozen(session: AnySession, cart: Cart, **values: object) -> None:
     """One conditional UPDATE of a cart that is not frozen, which also takes its row lock
-    until the transaction ends; :class:`FrozenCartError` if a checkout froze it first."""
+    until the transaction ends; :class:`FrozenCartError` if a checkout froze it first,
+    :class:`CartGoneError` if it is no more (merged into the account's bag meanwhile)."""
     updated = session.execute(
         update(Cart)
         .where(Cart.id == cart.id, Cart.frozen_at.is_(None))
@@ -856,6 +880,8 @@ def _update_unless_frozen(session: AnySession, cart: Cart, **values: object) -> 
         .execution_options(synchronize_session=False)
     )
     if updated.rowcount != 1:
+        if session.scalar(select(Cart.id).where(Cart.id == cart.id)) is None:
+            raise CartGoneError()
         raise FrozenCartError(cart.id)
 
 
