@@ -964,6 +964,24 @@ def test_an_address_or_gift_message_in_any_script_is_taken_as_written(
     assert stored == typed
 
 
+def test_a_gift_message_the_box_took_with_line_breaks_is_not_refused_as_too_long(
+    shop: Shop, app: Flask
+) -> None:
+    """The box (maxlength 300) counts a line break as one character; sent without JavaScript
+    it is two (CR LF): a card of 300 characters on four lines was refused as over 300."""
+    client = shop.client()
+    add_chain(client)
+    lines = ["Happy birthday, my love.".ljust(74, "x")] * 4
+    card = "\n".join(lines)
+    assert len(card) == 299
+
+    answer = client.submit("/checkout", {**DETAILS, "gift_message": "\r\n".join(lines)})
+
+    assert answer.status_code == 303
+    [order] = all_orders(app)
+    assert order["gift_message"] == card
+
+
 @pytest.mark.parametrize(("threshold", "shown"), [(1, True), (10_000_000, False)])
 def test_a_signature_note_shows_above_the_configured_value(
     app: Flask, catalogue: dict, threshold: int, shown: bool

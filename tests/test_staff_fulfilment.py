@@ -2816,3 +2816,101 @@ def test_a_piece_put_back_on_sale_before_packing_is_not_packed_nor_said_sent(
     [shipped] = [e for e in sent_emails(app) if e.template == "order_shipped"]
     assert "2: £1,300 (1 refunded, not sent)" in shipped.body_text
     assert "Total: £1,300, of which £650 refunded" in shipped.body_text
+
+
+def test_a_cancel_sent_as_another_refund_lands_refunds_the_rest_and_cancels(
+    shop: Shop, app: Flask
+) -> None:
+    """Two of the staff on one paid order: one refunds £100 as the other presses Cancel. The
+    cancel worked out "the rest" (£650) before the refund landed and asked for that under the
+    lock, where £550 was left: a 422 whose only message, "At most £550 can be refunded.", sat
+    under the Refund form's empty Amount field, and nothing was cancelled (found by review)."""
+    number, _ = buy(shop)
+    canceller = staff_client(shop.app)
+    refunder = staff_client(shop.app, "second@elysium.example")
+    refund_form = Page(refunder.get(f"/staff/orders/{number}")).one(
+        '#order-actions form[action$="/refund"]'
+    )
+    cancel_form = Page(canceller.get(f"/staff/orders/{number}")).one(
+        '#order-actions form[action$="/cancel"]'
+    )
+    refunded: list[int] = []
+
+    def refund_meanwhile() -> None:
+        fields = {**form_fields(refund_form), "amount": "100", "reason": "Scratch"}
+        in_another_window(
+            lambda: refunded.append(
+                refunder.post(str(refund_form["action"]), data=fields).status_code
+            )
+        )
+
+    with meanwhile(shop.app, nth_lock_of_an_order(1), refund_meanwhile) as ran:
+        response = canceller.post(
+            str(cancel_form["action"]),
+            data={**form_fields(cancel_form), "reason": "Customer changed her mind"},
+        )
+    shop.fake.wait_for_deliveries()
+
+    assert ran
+    assert refunded == [303]
+    assert response.status_code == 303, (response.status_code, field_error(response, "amount"))
+    after = order_of(app, number)
+    assert after["status"] is S.CANCELLED
+    assert after["refunded"] == TOTAL
+    assert sorted(after["refunds"]) == [
+        (10000, RefundStatus.SUCCEEDED),
+        (TOTAL - 10000, RefundStatus.SUCCEEDED),
+    ]
+
+
+def test_a_paid_order_is_cancelled_with_a_reason_as_long_as_its_box_takes(
+    shop: Shop, app: Flask
+) -> None:
+    """The cancel form's box takes 500 characters, and so does the cancel; but the refund it
+    makes first was given the reason as "Order cancelled: <reason>", checked again against
+    500: a reason of 484 to 500 characters was refused (found by review)."""
+    number, _ = buy(shop)
+    staff = staff_client(shop.app)
+    reason = ("The customer rang: the ring was to be a surprise, and now it is not. " * 8)[:490]
+    assert len(reason) == len(" ".join(reason.split())) == 490
+
+    response = act(staff, number, "cancel", reason=reason, notify="y", request_key="long")
+    shop.fake.wait_for_deliveries()
+
+    assert response.status_code == 303, field_error(response, "cancel-reason")
+    assert order_of(app, number)["status"] is S.CANCELLED
+
+
+def test_a_reason_its_box_took_with_line_breaks_is_not_refused_as_too_long(
+    shop: Shop, app: Flask
+) -> None:
+    """A browser counts a line break as one character against the box's maxlength (500) and
+    sends it as two (CR LF) without JavaScript: ten lines the box took were refused with "Use
+    at most 500 characters.", shown under the Cancel form's reason too (found by review)."""
+    number, _ = buy(shop)
+    staff = staff_client(shop.app)
+    lines = [f"Line {n} of what the customer said on the phone".ljust(49, ".") for n in range(10)]
+    assert len("\n".join(lines)) == 499  # as the box counts it: within maxlength="500"
+
+    response = act(
+        staff, number, "refund", amount="10", reason="\r\n".join(lines), request_key="lines"
+    )
+
+    assert response.status_code == 303, (
+        field_error(response, "reason"),
+        field_error(response, "cancel-reason"),
+    )
+    assert order_of(app, number)["refunds"] == [(1000, RefundStatus.SUCCEEDED)]
+
+
+def test_a_refunds_message_shows_beside_the_refund_form_alone(shop: Shop, app: Flask) -> None:
+    """Three forms on the panel have a reason: a refund refused for its reason showed the
+    message under the Cancel form's reason too."""
+    number, _ = buy(shop)
+    staff = staff_client(shop.app)
+
+    response = act(staff, number, "refund", amount="10", reason="x" * 501, request_key="long")
+
+    assert response.status_code == 422
+    assert field_error(response, "reason") == "Use at most 500 characters."
+    assert field_error(response, "cancel-reason") == ""

@@ -8,7 +8,7 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Length, ValidationError
 
 from elysium.services.profiles import printable_problem
-from elysium.web.forms import EMAIL_RULES, AddressForm, email_address, strip
+from elysium.web.forms import EMAIL_RULES, AddressForm, email_address, one_line_break, strip
 
 GIFT_MESSAGE_MAX = 300
 NEW_ADDRESS = "new"
@@ -32,7 +32,7 @@ class CheckoutForm(FlaskForm):
             Length(max=GIFT_MESSAGE_MAX, message=f"Use at most {GIFT_MESSAGE_MAX} characters."),
             printable,
         ],
-        filters=[strip],
+        filters=[strip, one_line_break],
         description=f"Handwritten on a card in the box; up to {GIFT_MESSAGE_MAX} characters.",
     )
     # The bag as the page showed it (``services.checkout.bag_as_shown``): what the shopper saw

@@ -25,7 +25,7 @@ from __future__ import annotations
 import enum
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import TypeVar
 
@@ -382,11 +382,15 @@ def _check_request(order: Order, request: RefundRequest) -> None:
 
 def begin_refund(
     session: AnySession, order_id: int, staff: Staff, request: RefundRequest
-) -> Refund:
+) -> Refund | None:
     """Step 1: record the refund (PENDING) under the order's lock. The caller commits, then
     calls :func:`ask_stripe`. The same ``request_key`` again returns the refund already made
-    for it, whatever became of it."""
-    _reason(request.reason, required=False)
+    for it, whatever became of it.
+
+    Cancelling's refund gives back the rest of the payment as it is under the lock (a refund
+    that landed since the cancel was sent leaves less; None when it left nothing), and its
+    reason is the cancel's, as staff typed it, kept as "Order cancelled: …"."""
+    reason = _reason(request.reason, required=False)
     order = _locked(session, order_id)
     template = CANCEL_REFUND_KEY if request.for_cancelling else REFUND_KEY
     key = template.format(number=order.number, request_key=request.request_key)
@@ -408,6 +412,11 @@ def begin_refund(
                 "drawn: check the refunds below, then refund again if more is owed."
             }
         )
+    if request.for_cancelling:
+        request = replace(request, amount=refund_before_cancelling(order))
+        if request.amount < 1:
+            return None
+        reason = f"Order cancelled: {reason}"
     _check_request(order, request)
     lines = {line.id: line for line in order.lines}
     restock = [
@@ -422,7 +431,7 @@ def begin_refund(
         key=key,
         amount=request.amount,
         currency=order.currency,
-        reason=_reason(request.reason, required=False),
+        reason=reason,
         restock=restock,
         notify=request.notify and not request.for_cancelling,
     )

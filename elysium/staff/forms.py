@@ -14,6 +14,7 @@ from wtforms.validators import DataRequired, Length, Regexp
 from elysium.models.orders import Order
 from elysium.services.fulfilment import REASON_MAX
 from elysium.services.shipping import CARRIERS
+from elysium.web.forms import one_line_break
 
 REASON = [Length(max=REASON_MAX, message=f"Use at most {REASON_MAX} characters.")]
 # The key the page drew for its form (``secrets.token_urlsafe``), part of the refund's own
@@ -69,6 +70,7 @@ class CancelForm(StaffForm):
     reason = TextAreaField(
         "Why (for the order's record)",
         validators=[DataRequired("Say why, for the order's record."), *REASON],
+        filters=[one_line_break],
     )
     notify = BooleanField("Email the customer", default=True)
     request_key = HiddenField(validators=REQUEST_KEY)
@@ -80,13 +82,16 @@ class GiveBackForm(StaffForm):
     reason = TextAreaField(
         "Why (for the order's record)",
         validators=[DataRequired("Say why, for the order's record."), *REASON],
+        filters=[one_line_break],
     )
     notify = BooleanField("Email the customer", default=True)
 
 
 class RefundForm(StaffForm):
     amount = StringField("Amount", validators=[DataRequired("Enter an amount to refund.")])
-    reason = TextAreaField("Reason (for the order's record)", validators=REASON)
+    reason = TextAreaField(
+        "Reason (for the order's record)", validators=REASON, filters=[one_line_break]
+    )
     notify = BooleanField("Email the customer", default=True)
     request_key = HiddenField(validators=REQUEST_KEY)
     # How many refunds the page showed (``RefundRequest.refunds_seen``).

@@ -69,6 +69,10 @@ def _order(number: str) -> Order:
     return order or abort(404)
 
 
+# The panel's forms that are sent back with messages (``_invalid``), by their names there.
+ACTION_FORMS = ("ship", "refund", "cancel", "give_back")
+
+
 def actions_context(order: Order, **forms) -> dict:
     """What the actions partial draws: the legal actions and a form for each."""
     refund_form = forms.get("refund") or RefundForm(
@@ -102,8 +106,23 @@ def actions_context(order: Order, **forms) -> dict:
         "held_after_it_ended": fulfilment.held_after_it_ended(order),
         "restockable": fulfilment.restockable(order),
         "restock_values": forms.get("restock_values") or {},
-        "action_errors": forms.get("errors") or {},
+        **_errors_by_form(forms),
     }
+
+
+def _errors_by_form(forms: dict) -> dict[str, dict[str, str]]:
+    """The messages of the form that was sent, beside its own fields only (several forms on
+    the panel have a reason); one about anything else goes above the panel."""
+    errors: dict[str, str] = dict(forms.get("errors") or {})
+    sent = next((name for name in ACTION_FORMS if forms.get(name) is not None), None)
+    by_form = {f"{name}_errors": {} for name in ACTION_FORMS}
+    if sent is not None:
+        fields = set(forms[sent]._fields)
+        own = {k: v for k, v in errors.items() if k in fields or k.startswith("restock-")}
+        by_form[f"{sent}_errors"] = own
+        errors = {k: v for k, v in errors.items() if k not in own}
+    general = " ".join(message for message in errors.values() if message)
+    return {**by_form, "action_errors": {"": general} if general else {}}
 
 
 def _done(order: Order, message: str) -> Response:
@@ -202,6 +221,8 @@ def _refund(order: Order, request_: RefundRequest) -> _RefundOutcome:
     """The three steps of a refund, each its own short unit of work."""
     refund = fulfilment.begin_refund(db.session, order.id, _staff(), request_)
     db.session.commit()
+    if refund is None:
+        return _RefundOutcome(True, "Nothing was left to refund.")
     return _ask_and_finish(
         order, refund, notify=refund.notify, for_cancelling=request_.for_cancelling
     )
@@ -356,7 +377,7 @@ def cancel(number: str) -> Response:
                     order,
                     RefundRequest(
                         amount=to_refund,
-                        reason=f"Order cancelled: {reason}",
+                        reason=reason,
                         notify=False,
                         request_key=form.request_key.data or secrets.token_urlsafe(16),
                         for_cancelling=True,

@@ -37,6 +37,13 @@ class WholeNumberField(IntegerField):
         super().process_formdata(valuelist)
 
 
+def one_line_break(value: str | None) -> str | None:
+    """A textarea's line breaks as the browser counted them against its ``maxlength``: one
+    character each. Sent without JavaScript they come as two (CR LF), with htmx as one, so a
+    text the box took would be refused as too long by a form of the same length."""
+    return value.replace("\r\n", "\n") if isinstance(value, str) else value
+
+
 def strip(value: str | None) -> str | None:
     return value.strip() if isinstance(value, str) else value
 
