@@ -13,7 +13,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
-from itertools import product as combinations
 from urllib.parse import urlencode
 
 import pytest
@@ -580,9 +579,14 @@ def test_every_route_refuses_nul_and_bytes_that_arent_utf8_wherever_they_are_and
     before = snapshot(app)
 
     not_refused = []
-    for (endpoint, method), call in calls.items():
+    kinds = list(BAD.items())
+    for number, ((endpoint, method), call) in enumerate(calls.items()):
         places = POST_PLACES if method == "POST" else GET_PLACES
-        for place, (name, bad) in combinations(places, BAD.items()):
+        # Each route gets each place once, with a kind of bad text that turns from route to
+        # route and place to place: every kind meets every place on a third of the routes (the
+        # check is the same for every route; each kind decodes its own way).
+        for at, place in enumerate(places):
+            name, bad = kinds[(number + at) % len(kinds)]
             response = _placed(visit, method, call, place, bad)
             if not edge_page(response, call.form if place.endswith("form") else None):
                 not_refused.append((endpoint, method, place, name, response.status_code))
