@@ -1411,6 +1411,8 @@ def test_one_refund_sent_from_two_tabs_is_given_once(shop: Shop, app: Flask) -> 
     assert sent[0].status_code == 303, page_text(sent[0])
     assert sent[1].status_code == 422
     assert "Another refund was made on order" in page_text(sent[1])
+    # It says where that refund is: not on the panel sent back (nor, with htmx, on the page).
+    assert "open the order again to see it" in page_text(sent[1])
     again = Page(sent[1]).one('#order-actions form[action$="/refund"]')
     assert form_fields(again)["amount"] == "100"
     assert [amount for amount, _ in order_of(app, number)["refunds"]] == [10000]

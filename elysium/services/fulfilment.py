@@ -409,7 +409,8 @@ def begin_refund(
         raise InvalidActionError(
             {
                 "": f"Another refund was made on order {order.number} since this page was "
-                "drawn: check the refunds below, then refund again if more is owed."
+                "drawn, so this one was not sent: open the order again to see it, then refund "
+                "again if more is owed."
             }
         )
     if request.for_cancelling:
