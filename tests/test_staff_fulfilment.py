@@ -2916,3 +2916,50 @@ def test_a_refunds_message_shows_beside_the_refund_form_alone(shop: Shop, app: F
     assert response.status_code == 422
     assert field_error(response, "reason") == "Use at most 500 characters."
     assert field_error(response, "cancel-reason") == ""
+
+
+@pytest.mark.parametrize("paying", ["card", "bank"])
+def test_a_cancel_form_drawn_before_the_payment_came_is_read_again_before_refunding(
+    shop: Shop, app: Flask, paying: str
+) -> None:
+    """Staff opened an order still on its payment page, whose Cancel says only "Its reserved
+    pieces go back on sale", and pressed it after the shopper had paid: the paid order was
+    refunded in full and cancelled, a refund nobody was shown, the shopper told their order
+    was cancelled moments after paying for it (found by review). A cancel drawn for an
+    unpaid order is refused once the order is paid, and the page drawn again says what
+    cancelling it now does."""
+    number, session_id = buy(shop, pay=None if paying == "card" else "bank")
+    staff = staff_client(shop.app)
+    page = Page(staff.get(f"/staff/orders/{number}"))
+    form = page.one('#order-actions form[action$="/cancel"]')
+    assert "Its reserved pieces go back on sale." in text_of(form)
+    drawn = {**form_fields(form), "reason": "Abandoned checkout: the piece is wanted"}
+
+    # The money arrives while the order's page is open.
+    if paying == "card":
+        shop.fake.pay(session_id)
+    else:
+        shop.fake.bank_payment_succeeds(session_id)
+    assert order_of(app, number)["status"] is S.PAID
+
+    response = staff.post(f"/staff/orders/{number}/cancel", data=drawn)
+
+    assert response.status_code == 409
+    assert "it has been paid since, and cancelling it now refunds the payment" in page_text(
+        response
+    )
+    after = order_of(app, number)
+    assert after["status"] is S.PAID
+    assert after["refunds"] == []
+    assert not shop.fake.refunds
+    assert "order_cancelled" not in after["emails"]
+    # Drawn again, the form says it refunds, and does.
+    form = Page(staff.get(f"/staff/orders/{number}")).one('#order-actions form[action$="/cancel"]')
+    assert "The rest of the payment is refunded through Stripe" in text_of(form)
+    again = staff.post(
+        f"/staff/orders/{number}/cancel",
+        data={**form_fields(form), "reason": "Abandoned checkout: the piece is wanted"},
+    )
+    shop.fake.wait_for_deliveries()
+    assert again.status_code == 303
+    assert order_of(app, number)["status"] is S.CANCELLED

@@ -805,6 +805,36 @@ def _clear_dispute_flags(order: Order, staff: Staff, note: str) -> None:
             checkout.clear_flag(order, flagged, actor=staff.name, note=note)
 
 
+def what_cancel_does(order: Order) -> str:
+    """What Cancel does to the order now, in a word its form carries: refund a payment the
+    shop did not accept, refund the rest of a payment, or put reserved pieces back on sale.
+    A cancel drawn as one is refused as another (the page said it gives back no money, and
+    the shopper has paid since)."""
+    if payment_not_accepted(order):
+        return "refund-not-accepted"
+    if order.status in UNPAID:
+        return "release"
+    return "refund-rest"
+
+
+def cancel_changed_since(order: Order, seen: str) -> str | None:
+    """Why a cancel whose page said ``seen`` (:func:`what_cancel_does`; empty for a form that
+    doesn't say) must be read again before it is sent: what cancelling does has changed."""
+    now = what_cancel_does(order)
+    if not seen or seen == now:
+        return None
+    if now == "release":
+        doing = "it would now put its reserved pieces back on sale, refunding nothing"
+    elif now == "refund-rest":
+        doing = "it has been paid since, and cancelling it now refunds the payment"
+    else:
+        doing = "a payment the shop did not accept has come since, and cancelling refunds it"
+    return (
+        f"Nothing was cancelled: order {order.number} changed since this page was drawn, and "
+        f"{doing}. Open the order again, then cancel it if you still mean to."
+    )
+
+
 def refund_before_cancelling(order: Order) -> int:
     """What Cancel gives back through Stripe before cancelling a paid order: the rest of its
     payment, unless a dispute of it was lost (Stripe then refuses any refund)."""

@@ -74,6 +74,9 @@ class CancelForm(StaffForm):
     )
     notify = BooleanField("Email the customer", default=True)
     request_key = HiddenField(validators=REQUEST_KEY)
+    # What the page said cancelling does (``fulfilment.what_cancel_does``): a cancel drawn
+    # for an order with no money is never sent back as a refund of a payment made since.
+    does = HiddenField()
 
 
 class GiveBackForm(StaffForm):

@@ -103,6 +103,7 @@ def actions_context(order: Order, **forms) -> dict:
         "refundable": fulfilment.refundable_amount(order),
         "pending_refunds": fulfilment.pending_refunds(order),
         "not_accepted": fulfilment.payment_not_accepted(order),
+        "cancel_does": fulfilment.what_cancel_does(order),
         "held_after_it_ended": fulfilment.held_after_it_ended(order),
         "restockable": fulfilment.restockable(order),
         "restock_values": forms.get("restock_values") or {},
@@ -355,6 +356,9 @@ def cancel(number: str) -> Response:
     if not form.validate_on_submit():
         return _invalid(order, form.field_errors(), cancel=form)
     staff, reason, notify = _staff(), form.reason.data or "", form.notify.data
+    # Read on the order that decides what the cancel does, below.
+    if changed := fulfilment.cancel_changed_since(order, form.does.data or ""):
+        return _refused(changed)
     try:
         if fulfilment.payment_not_accepted(order):
             payment = fulfilment.unaccepted_payment(db.session, order.id)
