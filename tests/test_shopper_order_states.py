@@ -493,18 +493,24 @@ def test_a_partial_refund_made_in_stripes_dashboard_is_emailed_once(
         assert headline(page) == "Paid"
 
 
-def test_a_full_refund_that_fails_at_stripe_no_longer_reads_refunded(
-    shop: Shop, app: Flask, bought: Bought
-) -> None:
-    """Refunded in full, then the refund failed at Stripe (a closed card): the money came back
-    to the shop, whose staff give it back another way. The page still said "refunded in full,
-    to your original payment method"."""
+def refund_comes_back(shop: Shop, bought: Bought) -> None:
+    """The order refunded in full in Stripe's dashboard, then the refund failed (a closed
+    card): the money is back with the shop."""
     with shop.app.app_context():
         intent = _order(bought.number).stripe_payment_intent_id
         db.session.remove()
     shop.fake.refund_from_dashboard(intent)
     [refund_id] = list(shop.fake.refunds)
     shop.fake.fail_refund(refund_id)
+
+
+def test_a_full_refund_that_fails_at_stripe_no_longer_reads_refunded(
+    shop: Shop, app: Flask, bought: Bought
+) -> None:
+    """Refunded in full, then the refund failed at Stripe (a closed card): the money came back
+    to the shop, whose staff give it back another way. The page still said "refunded in full,
+    to your original payment method"."""
+    refund_comes_back(shop, bought)
 
     for page in order_pages(shop, bought):
         assert headline(page) == "Refund to be arranged"
@@ -718,12 +724,7 @@ def test_an_account_stays_open_while_a_refund_that_came_back_is_owed_to_it(
     and the order's pages promise "We'll be in touch to give it back to you another way".
     Closing the account was allowed all the same, and erased the order's email and addresses:
     nobody could be in touch, and the shopper's money stayed with the shop."""
-    with shop.app.app_context():
-        intent = _order(bought.number).stripe_payment_intent_id
-        db.session.remove()
-    shop.fake.refund_from_dashboard(intent)
-    [refund_id] = list(shop.fake.refunds)
-    shop.fake.fail_refund(refund_id)
+    refund_comes_back(shop, bought)
 
     closing = bought.account.submit("/account/delete", {"password": PASSWORD})
 
