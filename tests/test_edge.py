@@ -958,3 +958,13 @@ def test_a_field_checked_as_it_is_left_keeps_the_rest_of_the_form(client: ShopCl
     assert response.status_code == 400
     assert response.headers["HX-Retarget"] == "#messages"
     assert "<html" not in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("held", ['""', 'W/""', '"", W/"x"'])
+def test_an_empty_etag_is_an_etag_that_matches_nothing(client, catalogue, held):
+    """An empty entity-tag (``""``) is a valid one (RFC 9110); Werkzeug reads it as None, whose
+    ``len()`` was a 500 on every page of the shop window (found by review)."""
+    for url in ("/", "/shop", "/shop/aurelia-fine-chain"):
+        response = client.get(url, headers={"If-None-Match": held})
+        assert response.status_code == 200, url
+        assert response.headers["ETag"]

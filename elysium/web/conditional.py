@@ -76,8 +76,11 @@ def held_copy_matches(etag: str) -> str | None:
     keeps_none = "HTTP_COOKIE" not in request.environ and is_a_script()
     half = slice(HALF, 2 * HALF) if keeps_none else slice(0, HALF)
     for held in request.if_none_match.as_set(include_weak=True):
-        # A header is anyone's: compare_digest refuses text outside ASCII (a 500 before).
-        if len(held) == 2 * HALF and held.isascii() and hmac.compare_digest(held[half], etag[half]):
+        # A header is anyone's: compare_digest refuses text outside ASCII (a 500 before), and
+        # Werkzeug reads an empty entity-tag ("") as None (a 500 too).
+        if not isinstance(held, str) or len(held) != 2 * HALF or not held.isascii():
+            continue
+        if hmac.compare_digest(held[half], etag[half]):
             return held
     return None
 
