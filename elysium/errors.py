@@ -7,7 +7,7 @@ import math
 import time
 from urllib.parse import parse_qsl
 
-from flask import Flask, Response, g, make_response, render_template, request
+from flask import Flask, Response, current_app, g, make_response, render_template, request
 from flask_limiter import RequestLimit
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import DBAPIError, OperationalError, PendingRollbackError, SQLAlchemyError
@@ -125,6 +125,22 @@ def render_unsent(
 
 
 def render_error(status: int, detail: str | None = None) -> Response:
+    try:
+        return _drawn_error(status, detail)
+    except SQLAlchemyError as error:
+        # The page's header reads the account and the bag: with the database down (or the
+        # account's row deleted under the request), a signed-in visitor's 404 or expired form
+        # would become a 500. It is drawn as for a guest instead.
+        current_app.logger.warning("The %s page was drawn as for a guest: %s", status, error)
+        try:
+            db.session.rollback()
+        except SQLAlchemyError:
+            db.session.remove()
+        drawn_as_for_a_guest()
+        return _drawn_error(status, detail)
+
+
+def _drawn_error(status: int, detail: str | None) -> Response:
     title, hint = MESSAGES.get(status, (f"Error {status}", "Please try again."))
     # The reference is the request id, which the logs and any Sentry report carry too.
     context = {"status": status, "title": title, "hint": detail or hint, "reference": request_id()}
@@ -169,13 +185,7 @@ def register(app: Flask) -> None:
             db.session.rollback()
         except SQLAlchemyError:
             db.session.remove()
-        try:
-            return render_error(500)
-        except SQLAlchemyError:
-            # The page's header could not read the account or the bag (the account's row
-            # deleted under the request, say): drawn as for a guest instead.
-            drawn_as_for_a_guest()
-            return render_error(500)
+        return render_error(500)
 
     @app.errorhandler(DBAPIError)
     @app.errorhandler(PendingRollbackError)

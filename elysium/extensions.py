@@ -6,7 +6,8 @@ from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
-from flask_wtf.csrf import CSRFProtect
+from flask_wtf.csrf import CSRFError
+from flask_wtf.csrf import CSRFProtect as FlaskWTFCSRFProtect
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
 
@@ -19,6 +20,18 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+class CSRFProtect(FlaskWTFCSRFProtect):
+    """Flask-WTF's check, with a Referer that urllib can't parse (an IPv6 host left open, a
+    port past 65535) refused as one from another site: over https, Flask-WTF compares it to
+    the shop's origin with ``urlparse``, whose ``ValueError`` was a 500."""
+
+    def protect(self, apply_exemptions: bool = False) -> None:
+        try:
+            super().protect(apply_exemptions)
+        except ValueError as error:  # the token's own errors come out as CSRFError
+            raise CSRFError("The referrer does not match the host.") from error
 
 
 class Base(DeclarativeBase):

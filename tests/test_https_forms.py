@@ -94,3 +94,22 @@ def test_a_commissions_deposit_is_paid_over_https(shop: Shop, app: Flask) -> Non
 
     assert to_stripe.status_code == 303, page_text(to_stripe)
     assert "/pay/cs_test_" in to_stripe.headers["Location"]
+
+
+def test_a_referer_that_cant_be_parsed_is_refused_as_from_another_site(
+    client: ShopClient,
+) -> None:
+    """urllib raises on an IPv6 host left open or a port past 65535: Flask-WTF's check of
+    the Referer raised with it, a 500 (found by review, from outside under gunicorn)."""
+    for referer in ("http://[oops/account", f"{ORIGIN}:99999/auth/login"):
+        client.get("/auth/login", base_url=ORIGIN)
+
+        sent = client.post(
+            "/auth/login",
+            data={"csrf_token": client.csrf_token, "email": "ada@example.com", "password": "x"},
+            headers={"Referer": referer},
+            base_url=ORIGIN,
+        )
+
+        assert sent.status_code == 400, referer
+        assert "expired" in page_text(sent)
