@@ -358,6 +358,8 @@ def test_search_finds_an_order_by_number_email_name_or_tracking_number(staff, sh
     assert found("hopper grace") == [grace]
     assert found("AB 1234") == [grace]
     assert found("5678 gb") == [grace]
+    assert found("ab12345678gb") == [grace]  # as read off a parcel, or pasted from an email
+    assert found("345678") == [grace]
     assert found("example") == sorted([ada, grace])
     assert found("nobody") == []
     assert found("100%_") == []
