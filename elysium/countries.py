@@ -7,6 +7,7 @@ written form (``sw1a1aa`` becomes ``SW1A 1AA``). Elsewhere a postcode is optiona
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -71,6 +72,16 @@ def is_country(code: str) -> bool:
     return code in _COUNTRIES
 
 
+def in_latin_digits(value: str) -> str:
+    """``value`` with every script's decimal digits (Arabic-Indic, Devanagari, full-width...)
+    written 0 to 9, as a keyboard set to another script types them: a postcode or a phone
+    number as couriers, their systems and the house read it."""
+    return "".join(
+        str(digit) if (digit := unicodedata.decimal(char, None)) is not None else char
+        for char in value
+    )
+
+
 def _compact(value: str) -> str:
     return re.sub(r"[\s-]+", "", value.upper())
 
@@ -115,7 +126,8 @@ class PostcodeFormat:
 def _format(
     pattern: str, example: str, normalise: Callable[[str], str], label: str = "postcode"
 ) -> PostcodeFormat:
-    return PostcodeFormat(re.compile(pattern), example, normalise, label)
+    # ASCII: ``\d`` would take any script's digits, and ``[A-Z]`` after ``re.IGNORECASE`` more.
+    return PostcodeFormat(re.compile(pattern, re.ASCII), example, normalise, label)
 
 
 _FOUR_DIGITS = _format(r"\d{4}", "1234", _digits_only)
@@ -177,8 +189,9 @@ def postcode_label(country: str) -> str:
 
 
 def normalise_postcode(country: str, value: str) -> str:
-    """The postcode in its usual written form; raises :class:`PostcodeError` if it can't be."""
-    value = " ".join(value.split())
+    """The postcode in its usual written form; raises :class:`PostcodeError` if it can't be.
+    Full-width letters and other scripts' digits are read as the ASCII ones they stand for."""
+    value = " ".join(in_latin_digits(unicodedata.normalize("NFKC", value)).split())
     rule = POSTCODE_FORMATS.get(country)
     if rule is None:
         if len(value) > POSTCODE_MAX_LENGTH:

@@ -242,6 +242,26 @@ def test_postcodes_not_in_the_country_format_are_refused(country, typed):
         normalise_postcode(country, typed)
 
 
+def test_a_postcode_and_phone_typed_in_another_scripts_digits_are_kept_as_couriers_read_them(
+    app, client, signed_in
+):
+    """Python's ``\\d`` takes any script's digits: a postcode in Arabic-Indic or full-width
+    digits (as an Arabic or a Japanese keyboard types them) was kept as typed, for a label no
+    courier's system reads (found by review)."""
+    for typed, phone, stored in (
+        ("SW1A \u0661AA", "+44 \u0662\u0660 \u0667\u0669\u0664\u0666 0000", "SW1A 1AA"),
+        ("\uff33\uff37\uff11\uff21\uff11\uff21\uff21", "+44 20 7946 0000", "SW1A 1AA"),
+    ):
+        assert add(client, {**HOME, "postcode": typed, "phone": phone}).status_code == 303
+        kept = rows(app, signed_in)[-1]
+        assert (kept.postcode, kept.phone) == (stored, "+44 20 7946 0000")
+
+    assert add(client, {**STUDIO, "postcode": "\u0669\u0664\u0661\u0660\u0665"}).status_code == 303
+    assert rows(app, signed_in)[-1].postcode == "94105"
+    # A letter of another script that looks like A is still no postcode.
+    assert add(client, {**HOME, "postcode": "SW1\u0410 1AA"}).status_code == 422
+
+
 def test_a_us_zip_code_is_asked_for_by_name(client, signed_in):
     response = add(client, {**STUDIO, "postcode": "ABCDE"})
     assert response.status_code == 422

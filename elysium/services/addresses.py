@@ -13,7 +13,13 @@ from sqlalchemy import select
 from elysium.countries import PostcodeError, is_country, normalise_postcode
 from elysium.models.users import Address, User
 from elysium.services.errors import InvalidInputError
-from elysium.services.profiles import clean_text, phone_problem, printable_problem, shows_nothing
+from elysium.services.profiles import (
+    clean_phone,
+    clean_text,
+    phone_problem,
+    printable_problem,
+    shows_nothing,
+)
 from elysium.services.sql import AnySession, hold_row
 
 MAX_ADDRESSES = 20
@@ -62,6 +68,7 @@ def clean(data: AddressInput) -> AddressInput:
     """The address as it will be stored, or :class:`AddressError` saying what to fix."""
     values = {name: clean_text(value) for name, value in asdict(data).items()}
     values["country"] = values["country"].upper()
+    values["phone"] = clean_phone(values["phone"])
     errors: dict[str, str] = {
         name: problem for name, value in values.items() if (problem := printable_problem(value))
     }

@@ -6,6 +6,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+from elysium.countries import in_latin_digits
 from elysium.models.types import utcnow
 from elysium.models.users import CustomerProfile, User
 from elysium.services.configuration import RING_SIZES
@@ -20,7 +21,7 @@ PREFERRED_METALS: dict[str, str] = {
 }
 NAME_MAX_LENGTH = 100
 PHONE_MAX_LENGTH = 40
-PHONE_PATTERN = re.compile(r"\+?[\d ()./-]+")
+PHONE_PATTERN = re.compile(r"\+?[\d ()./-]+", re.ASCII)
 
 
 class ProfileError(InvalidInputError):
@@ -40,6 +41,12 @@ class ProfileChanges:
 def clean_text(value: str | None) -> str:
     """Trimmed, with runs of whitespace (newlines and tabs included) made one space."""
     return " ".join((value or "").split())
+
+
+def clean_phone(value: str | None) -> str:
+    """A phone number as typed, its digits in 0 to 9 whatever script the keyboard wrote them
+    in (the house calls it, a courier's system reads it)."""
+    return in_latin_digits(clean_text(value))
 
 
 # What can't be printed on a parcel's label or a gift card as it reads: control characters
@@ -116,7 +123,7 @@ def update_profile(session: AnySession, user: User, changes: ProfileChanges) -> 
     """Validate and apply; consent records when it was given, and withdrawing clears that."""
     first_name = clean_text(changes.first_name)
     last_name = clean_text(changes.last_name)
-    phone = clean_text(changes.phone)
+    phone = clean_phone(changes.phone)
     errors: dict[str, str] = {}
     for name, value in (("first_name", first_name), ("last_name", last_name)):
         if problem := name_problem(value):
