@@ -2465,6 +2465,82 @@ def test_a_tab_that_showed_another_bag_is_never_sent_to_the_payment_of_this_one(
     assert (same_again.status_code, same_again.location) == (303, first.location)
 
 
+def test_a_tab_that_showed_the_old_price_is_never_sent_to_pay_the_new_one(
+    shop: Shop, app: Flask
+) -> None:
+    """Tab 1's checkout page shows the chain at £650; the price goes up, and tab 2 shows £750
+    and goes to pay it. Tab 1's Continue, with the same details, went without a word to tab
+    2's payment at £750 (found by review): only which pieces and how many were compared."""
+    client = shop.client()
+    add_chain(client)
+    tab1 = the_checkout_form(client)
+    raise_the_chains_price(app, 10_000)
+    assert client.post("/checkout", data=the_checkout_form(client)).status_code == 303
+
+    refused = client.post("/checkout", data=tab1)
+
+    assert refused.status_code == 409
+    assert "Aurelia Fine Chain is now £750 (it was £650)" in page_text(refused)
+    # The page drawn again shows the payment open, at its own price: sent, it goes there.
+    again = client.post("/checkout", data=form_fields(Page(refused), "#checkout-form"))
+    assert again.status_code == 303
+    assert (
+        shop.fake.session(session_id_from(again.location))["amount_total"] == CHAIN_PRICE + 10_000
+    )
+
+
+def test_a_tab_that_showed_the_piece_in_stock_is_never_sent_to_pay_for_it_made_to_order(
+    shop: Shop, app: Flask
+) -> None:
+    """Tab 1 showed the last chain in stock; another shopper bought it, and tab 2 went to pay
+    for one made to order, six weeks away. Tab 1's Continue went to that payment."""
+    set_stock(app, 1)
+    chain_lead_time(app, 6)
+    client = shop.client()
+    add_chain(client)
+    tab1 = the_checkout_form(client)
+    other = shop.client()
+    add_chain(other)
+    assert check_out(other).status_code == 303
+    assert client.post("/checkout", data=the_checkout_form(client)).status_code == 303
+
+    refused = client.post("/checkout", data=tab1)
+
+    assert refused.status_code == 409
+    assert "Aurelia Fine Chain is now made to order, to ship by" in page_text(refused)
+
+
+def test_a_checkout_page_that_showed_an_empty_bag_never_pays_for_pieces_added_after(
+    shop: Shop, app: Flask
+) -> None:
+    """Bea sent her checkout form as her other tab emptied the bag: the answer was her page
+    again, with no pieces and "£0". She filled the bag again in the other tab and pressed
+    Continue on that page: she was sent to pay for three chains it never showed (found by
+    review: an empty bag as shown was read as none sent)."""
+    browser = shop.client()
+    add_chain(browser)
+    sent = the_checkout_form(browser)
+    tab = same_browser(app, browser)
+
+    def empty_the_bag() -> None:
+        tab.post("/cart/empty", data={"csrf_token": browser.csrf_token})
+
+    with meanwhile(
+        shop.app, "UPDATE carts SET frozen_at", lambda: in_another_window(empty_the_bag)
+    ) as met:
+        answer = browser.post("/checkout", data=sent)
+    assert met
+    assert answer.status_code == 409
+    assert text_of(Page(answer).one("#checkout-total")) == "£0"
+    add_chain(tab, quantity=3)
+
+    refused = browser.post("/checkout", data=form_fields(Page(answer), "#checkout-form"))
+
+    assert refused.status_code == 409
+    assert "Aurelia Fine Chain (£650) has been added to your bag" in page_text(refused)
+    assert all_orders(app) == []
+
+
 def test_a_change_to_the_bag_is_named_with_a_detail_to_correct(shop: Shop, app: Flask) -> None:
     """The last chain sold while Bea typed (hers now made to order), and she left out her
     town: the answer asked only for the town, and her corrected form went to payment."""

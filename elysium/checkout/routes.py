@@ -184,11 +184,12 @@ def _page(
     to_tell = problem and sent and not told_of_changes and not view.frozen
     if to_tell and (changes := checkouts.changes_since_shown(view, sent)):
         problem = f"{problem} {ALSO_CHANGED.format(changes=' '.join(changes))}"
-    form.bag_as_shown.data = checkouts.bag_as_shown(view)
+    pending = checkouts.pending_order_for_cart(db.session, cart) if view.frozen else None
+    form.bag_as_shown.data = checkouts.bag_as_shown(view, paying=pending)
     html = render_template(
         "checkout/_checkout.html" if is_htmx() else "checkout/show.html",
         cart=view,
-        pending=checkouts.pending_order_for_cart(db.session, cart) if view.frozen else None,
+        pending=pending,
         totals=checkouts.totals(
             view, signature_above=current_app.config["SIGNATURE_REQUIRED_ABOVE"]
         ),
@@ -267,8 +268,11 @@ def _already_paying(
     pending = checkouts.pending_order_for_cart(db.session, cart)
     if pending is not None:
         view = carts.view(db.session, cart)
-        # Which pieces and how many: the open payment keeps the prices of its own page.
-        changes = checkouts.changes_since_shown(view, as_shown, prices=False) if as_shown else []
+        changes = (
+            checkouts.changes_since_shown(view, as_shown, paying=pending)
+            if as_shown is not None
+            else []
+        )
         if changes:
             problem = OTHER_BAG.format(number=pending.number, changes=" ".join(changes))
             return _page(forms, 409, problem=problem, told_of_changes=True)
@@ -286,7 +290,9 @@ def start() -> Response:
     if not stripe_gateway.payments_configured():
         return _page(forms, 503, problem="Payments are not configured.")
     details = _details(forms)
-    as_shown = forms[0].bag_as_shown.data or None
+    # Empty when the page showed an empty bag (another tab emptied it as it was sent): the
+    # pieces added since are then changes like any other. Missing, nothing is checked.
+    as_shown = forms[0].bag_as_shown.data if forms[0].bag_as_shown.raw_data else None
     if cart.frozen_at is not None and details is not None and forms[0].replace.data:
         # That payment is cancelled and this one started in one transaction, committed with
         # the new order: the pieces it held pass to it, never free for another shopper in

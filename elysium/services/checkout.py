@@ -306,17 +306,30 @@ def _made_as_shown(item: carts.CartItem) -> str:
     return f"{SHOWN_MADE}{item.availability.lead_time_weeks or ''}"
 
 
-def bag_as_shown(view: carts.CartView) -> str:
+def bag_as_shown(view: carts.CartView, *, paying: Order | None = None) -> str:
     """The bag as the checkout page shows it, for its form to send back: each line's id,
     quantity and unit price, and whether it is made to order (with its lead time). Nothing
     in it is trusted: the order is always made from the bag as it is, and this only tells
-    whether the shopper saw that bag (:func:`changes_since_shown`)."""
-    return SHOWN_LINES.join(
-        SHOWN_PARTS.join(
-            (str(item.line.id), str(item.line.quantity), str(item.unit_price), _made_as_shown(item))
+    whether the shopper saw that bag (:func:`changes_since_shown`). With ``paying``, the
+    order a frozen bag is being paid for, the prices and making are its lines', which its
+    payment page keeps."""
+    ordered = _lines_by_piece(paying)
+    shown = []
+    for item in view.items:
+        price, made = item.unit_price, _made_as_shown(item)
+        if (line := ordered.get((item.product.id, item.line.variant_key))) is not None:
+            price, made = line.unit_price, SHOWN_MADE if line.made_to_order else SHOWN_IN_STOCK
+        shown.append(
+            SHOWN_PARTS.join((str(item.line.id), str(item.line.quantity), str(price), made))
         )
-        for item in view.items
-    )
+    return SHOWN_LINES.join(shown)
+
+
+def _lines_by_piece(order: Order | None) -> dict[tuple[int | None, str], OrderLine]:
+    """An order's lines by piece and configuration, as a bag's lines are told apart."""
+    if order is None:
+        return {}
+    return {(line.product_id, line.variant_key): line for line in order.lines}
 
 
 def _read_shown(shown: str) -> dict[int, tuple[int, int, str]] | None:
@@ -335,19 +348,26 @@ def _read_shown(shown: str) -> dict[int, tuple[int, int, str]] | None:
     return lines
 
 
-def changes_since_shown(view: carts.CartView, shown: str, *, prices: bool = True) -> list[str]:
+def changes_since_shown(
+    view: carts.CartView, shown: str, *, paying: Order | None = None
+) -> list[str]:
     """What the shopper would pay for, or wait for, that the checkout page they sent did not
     show (another tab changed the bag, staff changed a price, the last piece in stock was
     sold so a line is now made to order): each change in a sentence; none when the page
     showed the bag as it is. A line that came into stock meanwhile is good news, and asks
-    nothing of the shopper. Without ``prices``, only which pieces and how many: for a bag
-    already being paid for, whose order keeps the prices and lead times of its own page."""
+    nothing of the shopper. With ``paying``, the order a frozen bag is being paid for: its
+    payment page keeps the prices and the making of its own lines, which are what the sent
+    page is held to, not the bag's as they are now."""
     seen = _read_shown(shown)
     if seen is None:
         return ["Your bag is not as the page you sent showed it."]
+    ordered = _lines_by_piece(paying)
     changes = []
     for item in view.items:
-        name, money = item.product.name, format_money(item.unit_price, view.currency)
+        name = item.product.name
+        line = ordered.get((item.product.id, item.line.variant_key))
+        unit_price = line.unit_price if line else item.unit_price
+        money = format_money(unit_price, view.currency)
         was = seen.pop(item.line.id, None)
         if was is None:
             changes.append(f"{name} ({money}) has been added to your bag.")
@@ -355,12 +375,14 @@ def changes_since_shown(view: carts.CartView, shown: str, *, prices: bool = True
         quantity, price, made = was
         if item.line.quantity != quantity:
             changes.append(f"Your bag now holds {item.line.quantity} of {name}, not {quantity}.")
-        if not prices:
-            continue
-        if item.unit_price != price:
+        if unit_price != price:
             before = format_money(price, view.currency)
             changes.append(f"{name} is now {money} (it was {before}).")
-        if item.made_to_order and _made_as_shown(item) != made:
+        if line is not None:
+            if line.made_to_order and made == SHOWN_IN_STOCK:
+                ships = f", to ship by {line.ships_by.day} {line.ships_by:%B %Y}"
+                changes.append(f"{name} is now made to order{ships if line.ships_by else ''}.")
+        elif item.made_to_order and _made_as_shown(item) != made:
             weeks = item.availability.lead_time_weeks
             changes.append(
                 f"{name} is now made to order"
