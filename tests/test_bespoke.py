@@ -205,6 +205,15 @@ def test_the_header_the_footer_and_every_product_page_lead_to_bespoke(client, ca
 # Saving a request
 
 
+def test_a_phone_number_typed_in_arabic_indic_digits_is_kept_as_the_house_can_dial_it(
+    client, app, catalogue
+):
+    arabic = "+966 \u0665\u0660 \u0661\u0662\u0663 \u0664\u0665\u0666\u0667"
+    assert send(client, app, phone=arabic).status_code == 303
+    [lead] = leads(app)
+    assert lead.phone == "+966 50 123 4567"
+
+
 def test_a_request_saves_one_lead_its_first_timeline_line_and_two_emails(client, app, catalogue):
     response = send(
         client,
