@@ -228,6 +228,9 @@ def test_a_failed_listing_unpublishes_nothing(app, documents):
         ({"category": ["ring"]}, "category ['ring']"),
         ({"metals": []}, "metals must be a list"),
         ({"featuredRank": 2**40}, "featuredRank is too large"),
+        # Past about 416,000 weeks the date it ships by is past the calendar's end.
+        ({"leadTimeWeeks": 105}, "leadTimeWeeks must be at most 104"),
+        ({"leadTimeWeeks": 2**31 - 1}, "leadTimeWeeks must be at most 104"),
     ],
 )
 def test_a_malformed_document_is_skipped_with_its_reason_and_nothing_half_written(
@@ -333,6 +336,62 @@ def test_an_order_placed_before_a_price_change_is_unchanged(app, shop, documents
         assert after == before
         assert db.session.scalar(select(Order.total)) == total
         db.session.remove()
+
+
+LONG_WAIT = "aurelia-long-wait"
+
+
+def pages_that_fail(app, client) -> list[str]:
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    try:
+        return [
+            page
+            for page in ("/", "/shop", f"/shop/{LONG_WAIT}", "/cart")
+            if client.get(page).status_code >= 500
+        ]
+    finally:
+        app.config["PROPAGATE_EXCEPTIONS"] = None
+
+
+def test_a_lead_time_longer_than_the_house_promises_is_refused_and_never_breaks_the_pages(
+    app, client, documents
+):
+    """The studio accepted any whole number of weeks up to 2**31 - 1, and the shop wrote it: a
+    date that many weeks away is past the calendar's end, so the piece's page and the bag of
+    everyone holding it answered 500, and the piece could not even be taken out of the bag.
+    Now a lead time over two years skips the document with its reason, and one written before
+    that promises no date."""
+    collections, products = documents
+    piece = dict(chain_doc(products), _id=f"product-{LONG_WAIT}", slug=LONG_WAIT, title="Long Wait")
+    piece["leadTimeWeeks"] = 4
+    sync(app, collections, [*products, piece])
+    metal = piece["metals"][0]["code"]
+    added = client.submit(
+        f"/shop/{LONG_WAIT}",
+        {"product": LONG_WAIT, "quantity": "1", "metal": metal},
+        action="/cart/items",
+    )
+    assert added.status_code == 303
+    assert "ships in about 4 weeks" in page_text(client.get("/cart"))
+
+    piece.update(leadTimeWeeks=999_999, _rev="r2", _updatedAt="2030-01-01T00:00:00Z")
+    report = sync(app, collections, [*products, piece])
+    [skipped] = report.skipped
+    assert skipped.doc_id == f"product-{LONG_WAIT}"
+    assert "leadTimeWeeks must be at most 104" in skipped.reason
+    assert report.updated == 0
+    assert pages_that_fail(app, client) == []
+    assert "ships in about 4 weeks" in page_text(client.get("/cart"))
+
+    # A row the shop wrote before the studio was held to two years.
+    with app.app_context():
+        db.session.execute(
+            update(Product).where(Product.slug == LONG_WAIT).values(lead_time_weeks=999_999)
+        )
+        db.session.commit()
+        db.session.remove()
+    assert pages_that_fail(app, client) == []
+    assert "Made to order" in page_text(client.get(f"/shop/{LONG_WAIT}"))
 
 
 def test_a_bag_line_whose_metal_was_removed_is_flagged_and_blocks_checkout(app, shop, documents):

@@ -28,6 +28,7 @@ from elysium.integrations import stripe_gateway
 from elysium.models.catalog import Category, Collection, OptionKind, Product, ProductOption
 from elysium.models.inventory import Inventory
 from elysium.models.types import utcnow
+from elysium.services.inventory import MAX_LEAD_TIME_WEEKS
 from elysium.services.sql import AnySession, storable, take_turns_on_sqlite
 
 logger = logging.getLogger(__name__)
@@ -109,7 +110,14 @@ def _text(doc: dict[str, Any], name: str, *, required: bool = True, limit: int =
     return value.strip()
 
 
-def _int(doc: dict[str, Any], name: str, *, required: bool = True, minimum: int = 0) -> int | None:
+def _int(
+    doc: dict[str, Any],
+    name: str,
+    *,
+    required: bool = True,
+    minimum: int = 0,
+    maximum: int | None = None,
+) -> int | None:
     value = doc.get(name)
     if value is None and not required:
         return None
@@ -117,6 +125,8 @@ def _int(doc: dict[str, Any], name: str, *, required: bool = True, minimum: int 
         raise InvalidDocumentError(f"{name} must be a whole number (minor units for prices)")
     if value < minimum:
         raise InvalidDocumentError(f"{name} must be at least {minimum}")
+    if maximum is not None and value > maximum:
+        raise InvalidDocumentError(f"{name} must be at most {maximum}")
     if value > MAX_INT:
         raise InvalidDocumentError(f"{name} is too large")
     return value
@@ -287,7 +297,9 @@ def product_values(doc: dict[str, Any], currency: str = DEFAULT_CURRENCY) -> dic
         "base_price": _int(doc, "basePrice", minimum=stripe_gateway.min_amount(currency)),
         "currency": currency,
         "engraving_fee": _int(doc, "engravingFee", required=False),
-        "lead_time_weeks": _int(doc, "leadTimeWeeks", required=False, minimum=1),
+        "lead_time_weeks": _int(
+            doc, "leadTimeWeeks", required=False, minimum=1, maximum=MAX_LEAD_TIME_WEEKS
+        ),
         "featured_rank": _int(doc, "featuredRank", required=False, minimum=-(2**31)),
         "released_at": released_at,
         "published": published,

@@ -33,6 +33,11 @@ class StockStatus(enum.StrEnum):
     SOLD_OUT = "sold_out"
 
 
+# Two years: the longest the house promises to make a piece in. The studio's documents are
+# held to it (``catalog_sync``); past about 416,000 weeks a date would overflow the calendar.
+MAX_LEAD_TIME_WEEKS = 104
+
+
 SCHEMA_ORG_AVAILABILITY = {
     StockStatus.IN_STOCK: "https://schema.org/InStock",
     StockStatus.LOW: "https://schema.org/LimitedAvailability",
@@ -54,8 +59,12 @@ class Availability:
 
     @property
     def ships_by(self) -> date | None:
-        """The promise for a made-to-order piece: today plus its lead time."""
+        """The promise for a made-to-order piece: today plus its lead time. None for a lead
+        time longer than the house promises (a row written before the studio was held to
+        it): no date is promised, and the page stays up."""
         if self.status is not StockStatus.MADE_TO_ORDER or not self.lead_time_weeks:
+            return None
+        if self.lead_time_weeks > MAX_LEAD_TIME_WEEKS:
             return None
         return house_time.today() + timedelta(weeks=self.lead_time_weeks)
 
@@ -69,7 +78,9 @@ class Availability:
             return "In stock"
         if self.status is StockStatus.LOW:
             return f"Only {self.available} left"
-        if self.status is StockStatus.MADE_TO_ORDER and self.ships_by:
+        if self.status is StockStatus.MADE_TO_ORDER:
+            if not self.ships_by:
+                return "Made to order"
             return (
                 f"Made to order — ships in about {self.lead_time_weeks} weeks, "
                 f"by {self.ships_by.day} {self.ships_by:%B}"
