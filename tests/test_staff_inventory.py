@@ -325,6 +325,30 @@ def test_a_count_saved_with_htmx_on_the_variants_page_shows_its_movement_at_once
     assert Page(from_list).select("#stock-history") == []
 
 
+@pytest.mark.parametrize("htmx", [True, False], ids=["htmx", "no javascript"])
+def test_a_next_that_is_no_url_saves_the_count_and_goes_back_to_the_list(app, staff, htmx):
+    """The hidden ``next`` is whatever the browser sent: one that doesn't parse as a URL was
+    split after the count was saved, so the save answered 500 and staff saved it again
+    (found by review). Now it is read as the list, like any other that isn't this site's."""
+    chain = variant_id(app)
+    set_row(app, chain, stock=5, threshold=1)
+    fields = row_form(staff.get(LIST), chain)
+    fields.update({"stock": "7", "reason": "received", "next": "http://[oops"})
+
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    try:
+        answer = post(staff, chain, fields, htmx=htmx)
+    finally:
+        app.config["PROPAGATE_EXCEPTIONS"] = None
+
+    assert counts(app, chain)[0] == 7
+    if htmx:
+        assert answer.status_code == 200
+        assert row_form(answer, chain)["next"] == LIST
+    else:
+        assert (answer.status_code, answer.location) == (303, LIST)
+
+
 def test_a_damaged_piece_lowers_the_count_as_an_adjustment(app, staff):
     chain = variant_id(app)
     set_row(app, chain, stock=5, threshold=1)

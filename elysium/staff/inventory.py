@@ -205,11 +205,12 @@ def _variant_page(row: StockRow, edit: RowForm, *, return_to: str, status: int =
     )
 
 
-def _movements_beside(row: StockRow, came_from: str | None) -> list[str]:
+def _movements_beside(row: StockRow, came_from: str) -> list[str]:
     """From the variant's own page, its movements drawn again (out of band): the one a save
-    made shows at once beside the row it redrew."""
+    made shows at once beside the row it redrew. ``came_from`` is a path that
+    :func:`safe_next` let through, which splits without raising."""
     page = url_for("staff.inventory.variant", inventory_id=row.id)
-    if urlsplit(came_from or "").path != page:
+    if urlsplit(came_from).path != page:
         return []
     history, older = stock_admin.movements(db.session, row.id, before=None)
     return [
@@ -231,39 +232,41 @@ def variant(inventory_id: int) -> Response:
     return _variant_page(row, RowForm.fresh(row), return_to=_here())
 
 
-def _refused(row: StockRow, edit: RowForm, status: int, form: StockEditForm) -> Response:
+def _refused(row: StockRow, edit: RowForm, status: int, return_to: str) -> Response:
     """The row again with what was typed and why it can't be saved: for htmx the row, for a
     browser the variant's page (its form goes back to where the edit came from)."""
     edit.refused = True
     announcement = edit.message or next(iter(edit.errors.values()), "")
     if is_htmx():
-        body = render_template(
-            "staff/inventory/_row.html", row=row, edit=edit, return_to=form.next.data or ""
-        )
+        body = render_template("staff/inventory/_row.html", row=row, edit=edit, return_to=return_to)
         return fragments(body, notice(announcement, error=True), status=status)
     flash(f"Not saved: {announcement}")
-    return_to = safe_next(form.next.data, default=_list_url())
     return _variant_page(row, edit, return_to=return_to, status=status)
 
 
 @bp.post("/<int:inventory_id>", endpoint="edit")
 def edit(inventory_id: int) -> Response:
-    """Save a row: a new count (a stock movement with its reason), a new threshold, or both."""
+    """Save a row: a new count (a stock movement with its reason), a new threshold, or both.
+
+    Where the edit came from (the hidden ``next``) is read once, through :func:`safe_next`,
+    before anything is saved: it is whatever the browser sent, and one that didn't parse as
+    a URL (``http://[oops``) was split after the commit, answering 500 for a saved edit."""
     row = stock_admin.stock_row(db.session, inventory_id) or abort(404)
     form = StockEditForm()
+    return_to = safe_next(form.next.data, default=_list_url())
     shown = RowForm.posted(form, row)
     if not form.validate():
         hidden = {"nonce", "seen_stock", "seen_threshold"}
         shown.errors = {name: errors[0] for name, errors in form.errors.items()}
         if hidden & set(shown.errors):
             shown.message = OUT_OF_DATE
-        return _refused(row, shown, 422, form)
+        return _refused(row, shown, 422, return_to)
     try:
         message = stock_admin.apply_edit(db.session, row.id, form.edit(), actor_id=current_user.id)
     except InvalidInputError as invalid:
         db.session.rollback()
         shown.errors = dict(invalid.errors)
-        return _refused(row, shown, 422, form)
+        return _refused(row, shown, 422, return_to)
     except stock_admin.EditConflictError as conflict:
         db.session.rollback()
         row = stock_admin.stock_row(db.session, inventory_id) or abort(404)
@@ -272,7 +275,7 @@ def edit(inventory_id: int) -> Response:
         if conflict.threshold is not None:
             shown.seen_threshold = conflict.threshold
         shown.message = conflict.message
-        return _refused(row, shown, 409, form)
+        return _refused(row, shown, 409, return_to)
     db.session.commit()
     if is_htmx():
         row = stock_admin.stock_row(db.session, inventory_id) or abort(404)
@@ -280,8 +283,8 @@ def edit(inventory_id: int) -> Response:
             "staff/inventory/_row.html",
             row=row,
             edit=RowForm.fresh(row, message),
-            return_to=form.next.data or "",
+            return_to=return_to,
         )
-        return fragments(body, notice(message), *_movements_beside(row, form.next.data))
+        return fragments(body, notice(message), *_movements_beside(row, return_to))
     flash(message)
-    return redirect(safe_next(form.next.data, default=_list_url()), 303)
+    return redirect(return_to, 303)
