@@ -174,13 +174,13 @@ def worker_command(interval: float, once: bool) -> None:
     click.echo(f"Email worker started ({backend} backend, every {interval:g}s when idle).")
     try:
         while not stop.is_set():
-            report = _worker_pass()
+            report = _worker_pass(stop)
             if report.total:
                 click.echo(f"Emails: {report}.")
             if once:
                 break
-            # Small passes, straight after one another while there is work, so a stop
-            # request waits for at most one batch.
+            # Small passes, straight after one another while there is work; a stop request
+            # waits for the email being sent, and the rest claimed are handed back.
             if report.total == 0 or report.retried or report.held:
                 stop.wait(interval)
     finally:
@@ -189,9 +189,9 @@ def worker_command(interval: float, once: bool) -> None:
     click.echo("Email worker stopped.")
 
 
-def _worker_pass() -> SendReport:
+def _worker_pass(stop: threading.Event) -> SendReport:
     try:
-        return send_pending(db.session, limit=CLAIM_BATCH)
+        return send_pending(db.session, limit=CLAIM_BATCH, stop=stop)
     except Exception:
         # A database blip must not end the worker; the next pass tries again.
         logger.exception("Email worker pass failed")

@@ -965,18 +965,47 @@ def test_worker_once_makes_one_pass(console_app):
     assert "Email worker stopped." in result.output
 
 
+@contextmanager
+def sigterm_once(ready: Callable[[], bool]) -> Iterator[list[float]]:
+    """SIGTERM to this process (the worker's, run in it) once ``ready()`` says so, at most
+    10 s on; yields a list that gets the monotonic time it was sent. The worker may be slow to
+    start on a busy machine, so a timer could stop it before it has begun. Should the worker
+    have stopped listening already, the signal doesn't end the tests."""
+    previous = signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
+    sent_at: list[float] = []
+    done = threading.Event()
+
+    def wait_then_kill() -> None:
+        deadline = time.monotonic() + 10
+        while not done.is_set() and not ready() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not done.is_set():
+            sent_at.append(time.monotonic())
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    killer = threading.Thread(target=wait_then_kill)
+    killer.start()
+    try:
+        yield sent_at
+    finally:
+        done.set()
+        killer.join(15)
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_worker_keeps_going_until_sigterm(console_app):
     previous = signal.getsignal(signal.SIGTERM)
     with console_app.app_context():
         queue_and_commit(1)
-    timer = threading.Timer(0.5, os.kill, args=(os.getpid(), signal.SIGTERM))
-    timer.start()
-    try:
+
+    def sent() -> bool:
+        with console_app.app_context():
+            return rows()[0].status is OutboxStatus.SENT
+
+    with sigterm_once(sent):
         result = console_app.test_cli_runner().invoke(
             args=["emails", "worker", "--interval", "0.05"]
         )
-    finally:
-        timer.cancel()
 
     assert result.exit_code == 0, result.output
     assert "SIGTERM received, stopping." in result.output
@@ -984,6 +1013,36 @@ def test_worker_keeps_going_until_sigterm(console_app):
     assert signal.getsignal(signal.SIGTERM) is previous
     with console_app.app_context():
         assert rows()[0].status is OutboxStatus.SENT
+
+
+def test_sigterm_lets_the_worker_finish_the_current_email_only(resend_app, fake_resend):
+    """SIGTERM was looked at only between passes: the worker sent the rest of its batch of
+    ten first, which with Resend hanging (5 s to connect, 5 to read, each) outlasted the
+    process manager's patience; killed, the emails it had claimed waited 10 minutes in
+    "sending", counted as tried though never sent (found by review). Now it finishes the
+    email being sent and hands the rest back, untried and due, to the next sender."""
+    fake_resend.succeed(delay_seconds=0.5)
+    with resend_app.app_context():
+        queue_and_commit(10)
+
+    with sigterm_once(lambda: bool(fake_resend.requests)) as sent_at:  # the first in flight
+        result = resend_app.test_cli_runner().invoke(args=["emails", "worker"])
+    took = time.monotonic() - sent_at[0]
+
+    assert result.exit_code == 0, result.output
+    assert "SIGTERM received, stopping." in result.output
+    assert took < 3, (round(took, 1), result.output)
+    assert "Emails: 1 sent, 0 to retry, 0 failed, 9 handed back." in result.output
+    with resend_app.app_context():
+        first, *unsent = rows()
+        assert first.status is OutboxStatus.SENT
+        assert {(e.status, e.attempts, e.tries_began_at) for e in unsent} == {
+            (OutboxStatus.PENDING, 0, None)
+        }
+        fake_resend.succeed()
+        again = send_pending(db.session)  # another worker, straight after
+        assert (again.sent, again.handed_back) == (9, 0)
+    assert fake_resend.emails_sent == 10
 
 
 def test_sending_refuses_to_commit_unfinished_work(console_app):

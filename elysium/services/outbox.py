@@ -40,6 +40,7 @@ import hashlib
 import logging
 import os
 import socket
+import threading
 from collections.abc import Collection
 from contextlib import closing
 from dataclasses import dataclass
@@ -94,20 +95,24 @@ class SendReport:
     retried: int = 0
     # Claimed, then put back untried: the provider turned the shop away.
     held: int = 0
+    # Claimed, then put back untried and due at once: the sender was asked to stop.
+    handed_back: int = 0
 
     @property
     def total(self) -> int:
-        return self.sent + self.failed + self.retried + self.held
+        return self.sent + self.failed + self.retried + self.held + self.handed_back
 
     def add(self, other: SendReport) -> None:
         self.sent += other.sent
         self.failed += other.failed
         self.retried += other.retried
         self.held += other.held
+        self.handed_back += other.handed_back
 
     def __str__(self) -> str:
         held = f", {self.held} held back" if self.held else ""
-        return f"{self.sent} sent, {self.retried} to retry, {self.failed} failed{held}"
+        handed_back = f", {self.handed_back} handed back" if self.handed_back else ""
+        return f"{self.sent} sent, {self.retried} to retry, {self.failed} failed{held}{handed_back}"
 
 
 @dataclass(frozen=True)
@@ -243,15 +248,21 @@ def _by_dedupe_key(session: AnySession, dedupe_key: str) -> OutboxEmail | None:
     return session.scalar(select(OutboxEmail).where(OutboxEmail.dedupe_key == dedupe_key))
 
 
-def send_pending(session: AnySession, *, limit: int = 100) -> SendReport:
+def send_pending(
+    session: AnySession, *, limit: int = 100, stop: threading.Event | None = None
+) -> SendReport:
     """Send up to ``limit`` due emails (new, due for a retry, or abandoned by a dead sender).
 
     Runs its own short transactions on ``session``: call it with no unfinished work there.
     Emails too old to be tried again (``give_up_after``) are marked failed and counted as such.
+    Once ``stop`` is set (the worker got SIGTERM), the email being sent is finished and the
+    rest of those claimed are handed back untried, due at once for another sender: each send
+    may wait its timeouts, and a batch left claimed waited ``STALE_CLAIM_AFTER`` when the
+    process manager, tired of waiting, killed the worker.
     """
     _require_no_unfinished_work(session)
     report = SendReport(failed=_give_up_on_expired(session))
-    report.add(_deliver(session, limit=limit))
+    report.add(_deliver(session, limit=limit, stop=stop or threading.Event()))
     return report
 
 
@@ -485,29 +496,32 @@ def _claim(session: AnySession, *, limit: int, sender: str) -> list[_Claim]:
     return sorted(claims, key=lambda claim: claim.id)
 
 
-def _deliver(session: AnySession, *, limit: int) -> SendReport:
+def _deliver(session: AnySession, *, limit: int, stop: threading.Event) -> SendReport:
     """Claim, send and record in batches; stop early if the provider seems to be down, and
-    at once if it turns the shop away."""
+    at once if it turns the shop away or ``stop`` is set."""
     config = current_app.config
     report = SendReport()
     sender = sender_identity()
     remaining = limit
     # Built before claiming, so a configuration error never strands rows in ``sending``.
     with closing(backend_from_config(config)) as backend:
-        while remaining > 0:
+        while remaining > 0 and not stop.is_set():
             claims = _claim(session, limit=min(CLAIM_BATCH, remaining), sender=sender)
             if not claims:
                 break
             remaining -= len(claims)
             batch = SendReport()
             for index, claim in enumerate(claims):
+                if stop.is_set():
+                    batch.handed_back = _hand_back(session, claims[index:], sender)
+                    break
                 outcome = _send_one(backend, claim, config["EMAIL_FROM"])
                 if isinstance(outcome, EmailDeliveryError) and outcome.refuses_the_shop:
                     batch.held = _hold(session, claims[index:], sender, outcome)
                     break
                 _record(session, claim, sender, outcome, give_up_after(), batch)
             report.add(batch)
-            if batch.held:
+            if batch.held or batch.handed_back:
                 break
             if batch.retried and not batch.sent:
                 logger.warning("Email provider failing; leaving the rest for the next run")
@@ -612,6 +626,49 @@ def _fail_withdrawn(session: AnySession, ids: list[int]) -> None:
     )
 
 
+def _put_back_untried(
+    session: AnySession, claims: list[_Claim], sender: str, **values: Any
+) -> list[int]:
+    """Put ``claims`` back to wait as if they had never been claimed (their attempt not
+    spent; never tried, their tries and their key's day begin at the next), if this sender
+    still holds them, with ``values`` set too; the caller commits. Returns their ids."""
+    released = session.scalars(
+        update(OutboxEmail)
+        .where(
+            OutboxEmail.id.in_([claim.id for claim in claims]),
+            OutboxEmail.status == OutboxStatus.SENDING,
+            OutboxEmail.claimed_by == sender,
+            # One claim time for the whole batch (see ``_claim``).
+            OutboxEmail.claimed_at == claims[0].claimed_at,
+        )
+        .values(
+            status=OutboxStatus.PENDING,
+            attempts=OutboxEmail.attempts - 1,
+            tries_began_at=case(
+                (OutboxEmail.attempts == 1, None), else_=OutboxEmail.tries_began_at
+            ),
+            **values,
+        )
+        .returning(OutboxEmail.id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    _fail_withdrawn(session, [claim.id for claim in claims])
+    return list(released)
+
+
+def _hand_back(session: AnySession, claims: list[_Claim], sender: str) -> int:
+    """Put back ``claims`` untried, due when they were, for another sender to take at once:
+    this one is stopping. Returns how many were put back."""
+    try:
+        released = _put_back_untried(session, claims, sender)
+        session.commit()
+    except Exception:
+        session.rollback()
+        raise
+    logger.info("Email worker stopping: %s claimed emails handed back untried", len(released))
+    return len(released)
+
+
 def _hold(
     session: AnySession, claims: list[_Claim], sender: str, refusal: EmailDeliveryError
 ) -> int:
@@ -623,31 +680,15 @@ def _hold(
     due_at = utcnow() + wait
     refused = claims[0]
     try:
-        released = session.execute(
-            update(OutboxEmail)
-            .where(
-                OutboxEmail.id.in_([claim.id for claim in claims]),
-                OutboxEmail.status == OutboxStatus.SENDING,
-                OutboxEmail.claimed_by == sender,
-                # One claim time for the whole batch (see ``_claim``).
-                OutboxEmail.claimed_at == refused.claimed_at,
-            )
-            .values(
-                status=OutboxStatus.PENDING,
-                attempts=OutboxEmail.attempts - 1,
-                # Turned away, never taken: its tries (and its key's day) begin at the next.
-                tries_began_at=case(
-                    (OutboxEmail.attempts == 1, None), else_=OutboxEmail.tries_began_at
-                ),
-                next_attempt_at=due_at,
-                last_error=case(
-                    (OutboxEmail.id == refused.id, str(refusal)), else_=OutboxEmail.last_error
-                ),
-            )
-            .returning(OutboxEmail.id)
-            .execution_options(synchronize_session=False)
-        ).all()
-        _fail_withdrawn(session, [claim.id for claim in claims])
+        released = _put_back_untried(
+            session,
+            claims,
+            sender,
+            next_attempt_at=due_at,
+            last_error=case(
+                (OutboxEmail.id == refused.id, str(refusal)), else_=OutboxEmail.last_error
+            ),
+        )
         session.commit()
         # Apart, so that two senders turned away at once each lock only waiting rows, in the
         # same order, and never wait for each other's released ones.
