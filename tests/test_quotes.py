@@ -926,9 +926,49 @@ def staff_act(staff, number: str, action: str, **data: str):
 
 
 def move_lead(staff, lead_id: int, to: str, *, seen: str, note: str):
-    staff.get(f"/staff/leads/{lead_id}")
-    data = {"to": to, "seen": seen, "status_note": note, "csrf_token": staff.csrf_token}
+    """A move from the commission's page as it is now (the status form says the newest quote
+    it showed), from the status ``seen``."""
+    shown = form_fields(Page(staff.get(f"/staff/leads/{lead_id}")), "#lead-status form")
+    data = {**shown, "to": to, "seen": seen, "status_note": note}
     return staff.post(f"/staff/leads/{lead_id}/status", data=data)
+
+
+@pytest.mark.parametrize("to", ["won", "lost", "consultation"])
+def test_a_move_from_a_page_that_showed_an_older_quote_is_refused(
+    shop: Shop, app: Flask, to: str
+) -> None:
+    """Kit's page showed quote 1 (£1,000.05, deposit £300.02), and he recorded its deposit as
+    paid by bank transfer; a colleague had sent a revised quote (£2,000, deposit £600)
+    meanwhile. The commission was won on it, and the client's page of the new quote said its
+    deposit of £600 was settled while she had paid £300.02 (found by review). The status was
+    QUOTED on both pages: the form now says which quote its page showed too."""
+    lead_id, kit = quoted_lead(shop, app)
+    kit_form = form_fields(Page(kit.get(f"/staff/leads/{lead_id}")), "#lead-status form")
+    colleague = staff_client(shop.app, "ada@elysium.example")
+    assert send(colleague, lead_id, price="2,000").status_code == 303
+    events_before = lead_state(app, lead_id)["events"]
+
+    note = "Bank transfer of £300.02 received"
+    moved = kit.post(
+        f"/staff/leads/{lead_id}/status", data={**kit_form, "to": to, "status_note": note}
+    )
+
+    assert moved.status_code == 409, page_text(moved)
+    page = Page(moved)
+    refusal = text_of(page, "#lead-status .lead-status__error")
+    assert refusal.startswith("Another quote was sent on this commission since this page was")
+    assert "the newest is £2,000, deposit £600." in refusal
+    assert page.one("#lead-status textarea[name=status_note]").get_text().strip() == note
+    state = lead_state(app, lead_id)
+    assert state["status"] is LeadStatus.QUOTED
+    assert state["events"] == events_before
+    # The page drawn again is against the revised quote: the move goes through from it.
+    again = kit.post(
+        f"/staff/leads/{lead_id}/status",
+        data={**form_fields(page, "#lead-status form"), "to": to, "status_note": note},
+    )
+    assert again.status_code == 303, page_text(again)
+    assert lead_state(app, lead_id)["status"] is LeadStatus(to)
 
 
 def paid_deposit(shop: Shop, app: Flask, lead_id: int) -> tuple[str, str]:

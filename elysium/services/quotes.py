@@ -168,6 +168,14 @@ def current_quote(lead: BespokeLead) -> BespokeQuote | None:
     return live[-1] if live else None
 
 
+def newest_quote_mark(lead: BespokeLead) -> str:
+    """The id of the lead's newest quote as a page's forms carry it ("" for none): a form says
+    which quote was newest when its page was drawn (``newest_seen``), so a quote sent since
+    refuses it."""
+    newest = max((quote.id for quote in lead.quotes), default=None)
+    return "" if newest is None else str(newest)
+
+
 def send_quote(
     session: AnySession,
     lead_id: int,
@@ -203,13 +211,12 @@ def send_quote(
             f"A {leads.LABELS[lead.status].lower()} commission can't be quoted"
             + (": reopen it first." if lead.status is LeadStatus.LOST else ".")
         )
-    newest = max((quote.id for quote in lead.quotes), default=None)
     if newest_seen is None:
         raise QuoteRefusedError(
             "This form doesn't say which quotes its page showed: send it again from the "
             "commission's page."
         )
-    if newest_seen != ("" if newest is None else str(newest)):
+    if newest_seen != newest_quote_mark(lead):
         raise QuoteRefusedError(
             "Another quote was sent on this commission since this page was drawn: read it "
             "below, then send yours if it is still needed."

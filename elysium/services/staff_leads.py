@@ -26,7 +26,7 @@ from sqlalchemy.orm import joinedload, selectinload
 from elysium.ids import as_id
 from elysium.models.engagement import BespokeLead, LeadEvent, LeadStatus
 from elysium.models.users import Role, User
-from elysium.services import leads
+from elysium.services import leads, quotes
 from elysium.services.errors import InvalidInputError
 from elysium.services.paging import Paged
 from elysium.services.sql import AnySession
@@ -325,6 +325,7 @@ def change_status(
     lead_id: int,
     *,
     seen: str,
+    newest_seen: str,
     to: str,
     note: str,
     actor: str,
@@ -332,9 +333,15 @@ def change_status(
 ) -> LeadEvent:
     """Move the lead from the status the person saw (``seen``) to ``to``, on its timeline.
 
-    Refused, changing nothing: a status that isn't one (422); a lead someone else moved first
-    (409); a move the rules don't allow, or one that only a quote makes (409); WON without a
-    note saying how it was paid (422). Raises ``LookupError`` for a lead that doesn't exist.
+    ``newest_seen`` is the newest quote the page showed ("" for none,
+    ``quotes.newest_quote_mark``): a revised quote sent meanwhile leaves the status QUOTED,
+    but "won: deposit paid another way" (or lost, or back to talks) was decided on the quote
+    the page showed, so it is refused too.
+
+    Refused, changing nothing: a status that isn't one (422); a lead someone else moved first,
+    or quoted again (409); a move the rules don't allow, or one that only a quote makes (409);
+    WON without a note saying how it was paid (422). Raises ``LookupError`` for a lead that
+    doesn't exist.
     """
     lead = _locked(session, lead_id)
     to_status, seen_status = _status(to), _status(seen)
@@ -344,6 +351,14 @@ def change_status(
         raise LeadActionError(
             f"Someone else changed this commission first: it is now "
             f"{status_label(lead.status).lower()}. Nothing was changed; look again and retry."
+        )
+    if newest_seen != quotes.newest_quote_mark(lead):
+        newest = max(lead.quotes, key=lambda quote: quote.id)
+        sums = quotes.amounts(newest)
+        raise LeadActionError(
+            f"Another quote was sent on this commission since this page was drawn: the newest is "
+            f"{sums['price']}, deposit {sums['deposit']}. Nothing was changed; look again and "
+            "retry."
         )
     if to_status in NOT_BY_HAND:
         raise LeadActionError("A commission is marked quoted by sending it a quote.")

@@ -33,7 +33,7 @@ from wtforms.validators import NumberRange, Optional
 from elysium.extensions import db
 from elysium.htmx import fragments, is_htmx, notice, render
 from elysium.models.users import User
-from elysium.services import bespoke, staff_leads
+from elysium.services import bespoke, quotes, staff_leads
 from elysium.services.staff_leads import (
     ANYONE,
     ME,
@@ -107,9 +107,11 @@ class LeadFilterForm(FlaskForm):
 
 class StatusForm(FlaskForm):
     """A move: the button pressed names the status (``to``); ``seen`` is the status the page
-    showed, so a lead someone else moved meanwhile is not moved again."""
+    showed and ``newest_seen`` its newest quote, so a lead someone else moved or quoted again
+    meanwhile is not moved on what the page said."""
 
     seen = HiddenField()
+    newest_seen = HiddenField()
     status_note = TextAreaField(
         "Note for the timeline",
         description="Optional; to mark a commission won, say how the deposit was paid.",
@@ -213,6 +215,7 @@ def _forms(detail: staff_leads.LeadDetail, **forms: FlaskForm) -> dict[str, Any]
     lead = detail.lead
     status_form = forms.get("status_form") or StatusForm(formdata=None)
     status_form.seen.data = lead.status.value  # a retry after a 409 is against what is shown
+    status_form.newest_seen.data = quotes.newest_quote_mark(lead)
     assign_form = forms.get("assign_form") or AssignForm(
         formdata=None, assignee=str(lead.assigned_to_id or "")
     )
@@ -288,6 +291,7 @@ def move(lead_id: int) -> Response:
             db.session,
             lead_id,
             seen=form.seen.data or "",
+            newest_seen=form.newest_seen.data or "",
             to=to,
             note=form.status_note.data or "",
             **_actor(),
