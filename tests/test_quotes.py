@@ -511,6 +511,38 @@ def test_a_deposit_paid_for_a_quote_replaced_meanwhile_is_kept_and_flagged(
     assert len(shop.fake.sessions) == 1
 
 
+def test_a_quote_withdrawn_while_its_payment_page_is_being_made_is_not_sent_to_pay(
+    shop: Shop, app: Flask
+) -> None:
+    """Grace pressed "Pay deposit"; the order was made, and as Stripe made its page the
+    studio sent a revised quote. She was sent to pay the withdrawn quote's deposit all the
+    same: paid, the commission stayed quoted, the money to give back by hand (found by
+    review). The revision ends the order that has no page yet, so the page is closed."""
+    lead_id = make_lead(app, user=False)
+    staff = staff_client(shop.app)
+    send(staff, lead_id)
+    link = quote_link(app)
+    answers = []
+
+    def revise() -> None:
+        answers.append(send(staff, lead_id, price="2,000").status_code)
+
+    page_stored = "UPDATE orders SET stripe_checkout_session_id"
+    with meanwhile(shop.app, page_stored, lambda: in_another_window(revise)) as ran:
+        pressed = pay_button(shop.client(), link)
+
+    assert ran
+    assert answers == [303]
+    assert lead_state(app, lead_id)["quotes"][0]["withdrawn"] is True
+    assert pressed.status_code == 409, pressed.location
+    assert "replaced by a newer one" in text_of(Page(pressed), ".quote-page__problem")
+    assert [order["status"] for order in deposit_orders(app)] == [OrderStatus.CANCELLED]
+    [page] = shop.fake.sessions.values()
+    assert page["status"] == "expired"
+    # The revised quote is hers to pay.
+    assert pay_button(shop.client(), quote_link(app)).status_code == 303
+
+
 def test_two_deposit_pages_open_at_once_both_paid_flag_the_second_for_staff(
     shop: Shop, app: Flask
 ) -> None:

@@ -37,6 +37,9 @@ bp = Blueprint("quotes", __name__, url_prefix="/bespoke/quote")
 SESSION_ID_QUERY = "?session_id={CHECKOUT_SESSION_ID}"
 UNREACHABLE = "We couldn't reach our payment provider — nothing was taken, please try again."
 NOT_CONFIGURED = "Payments are not configured."
+DEPOSIT_ENDED = (
+    "This payment was cancelled before its page opened, so nothing was charged. Please try again."
+)
 
 personal_pages(bp)
 
@@ -116,7 +119,9 @@ def pay(token: str) -> Response:
                 url = checkouts.begin_payment(db.session, order, urls)
             except checkouts.PaymentEndedError as error:
                 db.session.commit()
-                return _page(_quote(token), error.status, problem=error.message)
+                # Its quote replaced (or its commission closed) as the page was made, say.
+                why = quotes.not_payable_because(db.session, _quote(token), house_time.today())
+                return _page(_quote(token), error.status, problem=why or DEPOSIT_ENDED)
             except checkouts.PaymentUnavailableError:
                 db.session.commit()
                 return _page(_quote(token), 503, problem=UNREACHABLE)

@@ -222,9 +222,12 @@ def send_quote(
             "below, then send yours if it is still needed."
         )
     now = utcnow()
+    withdrawn = []
     for earlier in lead.quotes:
         if earlier.withdrawn_at is None and earlier.paid_at is None:
             earlier.withdrawn_at = now
+            withdrawn.append(earlier.id)
+    _end_deposits_without_a_page(session, withdrawn, actor=staff_name, actor_user_id=staff_user_id)
     quote = BespokeQuote(
         lead=lead,
         description=description,
@@ -271,6 +274,36 @@ def send_quote(
     )
     session.flush()
     return quote
+
+
+def _end_deposits_without_a_page(
+    session: AnySession, quote_ids: list[int], *, actor: str, actor_user_id: int
+) -> None:
+    """The withdrawn quotes' deposit orders whose payment page is being made (or never was)
+    are cancelled, as any order with no page is (``checkout.settle``): the page Stripe is
+    making for one is then not stored (``begin_payment`` keeps an order ended meanwhile
+    ended, closes the new page, and the client is told her quote was replaced), so she is
+    never sent to pay a quote withdrawn as her payment page was made. An order whose page
+    was stored first is left open, the client already on it: paid, it is flagged
+    (:data:`DEPOSIT_WITHDRAWN_FLAG`)."""
+    if not quote_ids:
+        return
+    being_made = session.scalars(
+        select(Order.id).where(
+            Order.bespoke_quote_id.in_(quote_ids),
+            Order.status == OrderStatus.PENDING,
+            Order.stripe_checkout_session_id.is_(None),
+        )
+    ).all()
+    for order_id in being_made:
+        checkout.settle(
+            session,
+            order_id,
+            checkout.PaymentPage(checkout.PageState.NONE),
+            reason="Its quote was replaced by a newer one before its payment page opened",
+            actor=actor,
+            actor_user_id=actor_user_id,
+        )
 
 
 def amounts(quote: BespokeQuote) -> dict[str, str]:
@@ -448,6 +481,11 @@ REFUSALS: dict[QuoteState, str] = {
     QuoteState.RECEIVED: "Your payment of this deposit has already reached us, so it can't be "
     "paid again: we'll be in touch about it.",
 }
+
+
+def not_payable_because(session: AnySession, quote: BespokeQuote, today: date) -> str | None:
+    """Why the quote's deposit can't be paid now, as its page says it (None: it can)."""
+    return REFUSALS.get(view(session, quote, today).state)
 
 
 def start_deposit(
