@@ -567,6 +567,43 @@ def test_two_deposit_pages_open_at_once_both_paid_flag_the_second_for_staff(
     assert "Another deposit for this commission was paid too" in state["events"][-1][2]
 
 
+def flags_of(app: Flask, number: str) -> list[str]:
+    with app.app_context():
+        order = db.session.scalars(select(Order).where(Order.number == number)).one()
+        flags = orders.flagged_for(order)
+        db.session.remove()
+    return flags
+
+
+def test_a_deposit_flagged_as_the_second_is_cleared_when_the_first_never_arrives(
+    shop: Shop, app: Flask
+) -> None:
+    """Two pages open at once: Grace chose a bank transfer on the first quote's, then paid the
+    revised quote's by card. That deposit won the commission and was flagged "give one back",
+    the transfer being on its way. The transfer then failed and the flag stayed: staff were
+    told to refund the commission's only deposit, which would have lost it (found by review)."""
+    lead_id, staff = quoted_lead(shop, app)
+    client = shop.client()
+    first = session_id_from(pay_button(client, quote_link(app)).location)
+    send(staff, lead_id, price="2,000")
+    second = session_id_from(pay_button(client, quote_link(app)).location)
+    shop.fake.pay_later(first)
+    shop.fake.pay(second)
+    assert lead_state(app, lead_id)["status"] is LeadStatus.WON
+    assert quotes.SECOND_DEPOSIT_FLAG in flags_of(app, deposit_orders(app)[1]["number"])
+
+    shop.fake.bank_payment_fails(first)
+
+    transfer, card = deposit_orders(app)
+    assert transfer["status"] is OrderStatus.PAYMENT_FAILED
+    assert card["status"] is OrderStatus.PAID
+    assert quotes.SECOND_DEPOSIT_FLAG not in flags_of(app, card["number"])
+    assert card["flagged"] is False
+    state = lead_state(app, lead_id)
+    assert state["status"] is LeadStatus.WON
+    assert f"deposit order {card['number']} is the commission's only one" in state["events"][-1][2]
+
+
 def kept_and_flagged(app: Flask, lead_id: int, status: LeadStatus, why: str) -> None:
     """A deposit that can't be the commission's: recorded as paid and kept, its order flagged,
     the commission left as it was, its timeline saying ``why``, the client sent a receipt."""

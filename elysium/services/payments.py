@@ -498,6 +498,8 @@ def async_payment_failed(
         note=note,
         stripe_event_id=event_id,
     )
+    if order.bespoke_quote_id is not None:
+        quotes.deposit_never_came(session, order, actor=ACTOR)
     orders.email_shopper(
         session,
         order,

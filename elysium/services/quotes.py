@@ -632,6 +632,50 @@ def deposit_after_cancellation(session: AnySession, order: Order) -> None:
     _email_receipt(session, order)
 
 
+def deposit_never_came(session: AnySession, order: Order, *, actor: str) -> None:
+    """A deposit order whose bank payment was on its way ended unpaid (its lock held). While
+    it was on its way it held the commission's deposit, so another deposit paid meanwhile
+    was flagged as the second (:data:`SECOND_DEPOSIT_FLAG`); that one is the only deposit
+    now, and staff are not to give it back: its flag comes off, said on its timeline and the
+    commission's. Under the commission's lock, then the other order's, as it was flagged."""
+    _, lead = _quote_and_locked_lead(session, order)
+    if lead is None:
+        return
+    session.flush()
+    flagged = session.scalars(
+        select(Order.id)
+        .join(BespokeQuote, Order.bespoke_quote_id == BespokeQuote.id)
+        .where(
+            BespokeQuote.lead_id == lead.id,
+            Order.id != order.id,
+            Order.needs_attention.is_(True),
+        )
+        .order_by(Order.id)
+    ).all()
+    for other_id in flagged:
+        other = checkout.lock_order(session, other_id)
+        if other is None or SECOND_DEPOSIT_FLAG not in orders.flagged_for(other):
+            continue
+        quote = session.get(BespokeQuote, other.bespoke_quote_id)
+        if quote is None or deposit_held_elsewhere(session, quote, besides=other):
+            continue
+        checkout.clear_flag(
+            other,
+            SECOND_DEPOSIT_FLAG,
+            actor=actor,
+            note=f"The other deposit for this commission (order {order.number}) never "
+            "arrived: this one is its only deposit, nothing to give back",
+        )
+        leads.record(
+            session,
+            lead,
+            actor=actor,
+            note=f"The deposit of order {order.number} never arrived: deposit order "
+            f"{other.number} is the commission's only one, nothing to give back",
+        )
+    session.flush()
+
+
 def deposit_refund_failed(session: AnySession, order: Order, money: str) -> None:
     """A refund of a deposit failed at Stripe (a closed card, say): the money is back with the
     shop. The commission's timeline says so, for the people who follow the lead; its state
