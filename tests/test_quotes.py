@@ -1137,6 +1137,26 @@ def test_a_deposit_given_back_unpays_the_quote_and_loses_the_commission_it_had_w
     assert "Pay deposit of" in page_text(shop.client().get(quote_link(app)))
 
 
+def test_part_of_a_deposit_refunded_is_on_the_commissions_timeline(shop: Shop, app: Flask) -> None:
+    """Staff refunded £100 of a £300.02 deposit: the commission stayed won with nothing on
+    its timeline, as if the whole deposit were held (found by review)."""
+    lead_id, staff = quoted_lead(shop, app)
+    number, _ = paid_deposit(shop, app, lead_id)
+
+    done = staff_act(staff, number, "refund", amount="100", reason="Smaller stone", request_key="r")
+    shop.fake.wait_for_deliveries()
+
+    assert done.status_code == 303, page_text(done)
+    state = lead_state(app, lead_id)
+    assert state["status"] is LeadStatus.WON
+    assert state["quotes"][0]["paid"] is True
+    assert state["events"][-1] == (
+        "Kit Keeper",
+        None,
+        f"£100 of the deposit given back (order {number}): Smaller stone",
+    )
+
+
 def test_a_deposit_refunded_on_a_commission_won_another_way_leaves_it_won(
     shop: Shop, app: Flask
 ) -> None:

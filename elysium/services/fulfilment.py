@@ -646,6 +646,15 @@ def finish_refund(
         _deposit_given_back(session, order, staff, "refunded in full" + _because(refund.reason))
     else:
         orders.add_note(order, note, actor=staff.name, actor_user_id=staff.user_id)
+        if order.bespoke_quote_id is not None and not for_cancelling:
+            quotes.part_of_deposit_given_back(
+                session,
+                order,
+                actor=staff.name,
+                actor_user_id=staff.user_id,
+                note=f"{amount} of the deposit given back (order {order.number})"
+                + _because(refund.reason),
+            )
     session.flush()
     return refund
 
