@@ -637,27 +637,32 @@ def deposit_never_came(session: AnySession, order: Order, *, actor: str) -> None
     it was on its way it held the commission's deposit, so another deposit paid meanwhile
     was flagged as the second (:data:`SECOND_DEPOSIT_FLAG`); that one is the only deposit
     now, and staff are not to give it back: its flag comes off, said on its timeline and the
-    commission's. Under the commission's lock, then the other order's, as it was flagged."""
-    _, lead = _quote_and_locked_lead(session, order)
-    if lead is None:
+    commission's. The other orders are locked before the commission, as every path locks an
+    order before its commission (a refund of that other order at this moment takes its
+    order, then the commission: the other way round the two could wait on each other)."""
+    quote = session.get(BespokeQuote, order.bespoke_quote_id) if order.bespoke_quote_id else None
+    if quote is None:
         return
     session.flush()
     flagged = session.scalars(
         select(Order.id)
         .join(BespokeQuote, Order.bespoke_quote_id == BespokeQuote.id)
         .where(
-            BespokeQuote.lead_id == lead.id,
+            BespokeQuote.lead_id == quote.lead_id,
             Order.id != order.id,
             Order.needs_attention.is_(True),
         )
         .order_by(Order.id)
     ).all()
-    for other_id in flagged:
-        other = checkout.lock_order(session, other_id)
-        if other is None or SECOND_DEPOSIT_FLAG not in orders.flagged_for(other):
+    others = [other for other_id in flagged if (other := checkout.lock_order(session, other_id))]
+    _, lead = _quote_and_locked_lead(session, order)
+    if lead is None:
+        return
+    for other in others:
+        if SECOND_DEPOSIT_FLAG not in orders.flagged_for(other):
             continue
-        quote = session.get(BespokeQuote, other.bespoke_quote_id)
-        if quote is None or deposit_held_elsewhere(session, quote, besides=other):
+        other_quote = session.get(BespokeQuote, other.bespoke_quote_id)
+        if other_quote is None or deposit_held_elsewhere(session, other_quote, besides=other):
             continue
         checkout.clear_flag(
             other,
