@@ -1,17 +1,24 @@
 """Flask extensions, created unbound; ``create_app`` binds each one to the app."""
 
+import time
+from typing import Any
+
+from flask import Response, current_app, session
 from flask_caching import Cache
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
-from flask_login import LoginManager
+from flask_login import LoginManager as FlaskLoginManager
+from flask_login.signals import user_loaded_from_cookie
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFError
 from flask_wtf.csrf import CSRFProtect as FlaskWTFCSRFProtect
+from itsdangerous import BadData, URLSafeTimedSerializer
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
 
 from elysium.db_routing import RoutingSession
+from elysium.web.signatures import CLOCKS_APART_SECONDS
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -32,6 +39,62 @@ class CSRFProtect(FlaskWTFCSRFProtect):
             super().protect(apply_exemptions)
         except ValueError as error:  # the token's own errors come out as CSRFError
             raise CSRFError("The referrer does not match the host.") from error
+
+
+class LoginManager(FlaskLoginManager):
+    """Flask-Login, with a remember cookie that says when it was given and is refused once it
+    is older than ``REMEMBER_COOKIE_DURATION``. Flask-Login's own is the identity and a digest
+    alone: its 30 days were only the browser's ``expires``, and a copy taken from a shared
+    computer signed in for ever. Ours is the identity signed with the time (its own salt), and
+    using it never renews it: only signing in again does. A cookie refused (tampered, too old,
+    from before this, or naming a session that has ended) is deleted."""
+
+    SALT = "elysium.remember-me"
+
+    def _set_cookie(self, response: Response) -> None:
+        config = current_app.config
+        duration = session.pop("_remember_seconds", None)
+        lifetime = int(duration or config["REMEMBER_COOKIE_DURATION"].total_seconds())
+        response.set_cookie(
+            config["REMEMBER_COOKIE_NAME"],
+            _remember_serializer().dumps(str(session["_user_id"])),
+            max_age=lifetime,
+            path=config["REMEMBER_COOKIE_PATH"],
+            secure=config["REMEMBER_COOKIE_SECURE"],
+            httponly=config["REMEMBER_COOKIE_HTTPONLY"],
+            samesite=config["REMEMBER_COOKIE_SAMESITE"],
+        )
+
+    def _load_user_from_remember_cookie(self, cookie: str) -> Any:
+        identity = _identity_in_remember_cookie(cookie)
+        user = None if identity is None else self._user_callback(identity)
+        if user is None:
+            session["_remember"] = "clear"
+            return None
+        session["_user_id"] = identity
+        session["_fresh"] = False
+        user_loaded_from_cookie.send(current_app._get_current_object(), user=user)
+        return user
+
+
+def _remember_serializer() -> URLSafeTimedSerializer:
+    keys = [*(current_app.config["SECRET_KEY_FALLBACKS"] or ()), current_app.secret_key]
+    return URLSafeTimedSerializer(keys, salt=LoginManager.SALT)
+
+
+def _identity_in_remember_cookie(cookie: str) -> str | None:
+    """The identity a remember cookie names, if it is ours and no older than its duration
+    (one signed up to a minute ahead, by a server whose clock is ahead, still counts)."""
+    serializer = _remember_serializer()
+    try:
+        identity, signed_at = serializer.loads(cookie, return_timestamp=True)
+    except BadData:
+        return None
+    age = int(time.time()) - int(signed_at.timestamp())  # as itsdangerous counts
+    max_age = current_app.config["REMEMBER_COOKIE_DURATION"].total_seconds()
+    if not -CLOCKS_APART_SECONDS <= age <= max_age or not isinstance(identity, str):
+        return None
+    return identity
 
 
 class Base(DeclarativeBase):

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from elysium.extensions import db
 from elysium.models import User
 from elysium.services import passwords
-from tests.conftest import PASSWORD, link_in, page_text, sent_emails
+from tests.conftest import PASSWORD, AuthActions, link_in, page_text, sent_emails
 from tests.html import Page, form_fields, text_of
 from tests.support.meanwhile import in_another_window, meanwhile
 
@@ -372,8 +372,6 @@ def test_sign_out_ends_every_session_and_remember_cookie(app, auth):
     auth.create_user()
     laptop = app.test_client()
     phone = app.test_client()
-    from tests.conftest import AuthActions
-
     AuthActions(app, laptop).login(remember="y")
     AuthActions(app, phone).login(remember="y")
     remember = phone.get_cookie("remember_token")
@@ -397,6 +395,34 @@ def test_remember_me_lasts_at_most_30_days(app, client, auth):
     lifetime = cookie.expires - cookie.expires.now(cookie.expires.tzinfo)
     assert timedelta(days=29) < lifetime <= timedelta(days=30)
     assert app.config["REMEMBER_COOKIE_HTTPONLY"] is True
+
+
+def test_a_copied_remember_cookie_stops_working_after_its_30_days(app, client, auth):
+    auth.create_user()
+    auth.login(remember="y")
+    remember = client.get_cookie("remember_token")
+    with time_machine.travel(timedelta(days=90), tick=False):
+        copied = app.test_client()
+        copied.set_cookie("remember_token", remember.value)
+        assert copied.get("/account").status_code == 303
+        assert copied.get_cookie("remember_token") is None
+
+
+def test_a_remember_cookie_signs_in_for_30_days_from_sign_in_however_often_used(app, auth):
+    auth.create_user()
+    laptop = app.test_client()
+    AuthActions(app, laptop).login(remember="y")
+    remember = laptop.get_cookie("remember_token").value
+    for day in (1, 15, 29):
+        with time_machine.travel(timedelta(days=day), tick=False):
+            reopened = app.test_client()
+            reopened.set_cookie("remember_token", remember)
+            assert reopened.get("/account").status_code == 200
+            assert reopened.get_cookie("remember_token").value == remember
+    with time_machine.travel(timedelta(days=30, minutes=1), tick=False):
+        reopened = app.test_client()
+        reopened.set_cookie("remember_token", remember)
+        assert reopened.get("/account").status_code == 303
 
 
 def test_without_remember_me_there_is_no_remember_cookie(client, auth):
@@ -489,7 +515,6 @@ def test_signing_out_everywhere_as_another_device_changes_the_password_ends_both
     new version): both now raise it in the database, so the later sign-out ends that
     device's session as well. Before, each wrote the number it had read plus one: the same
     number, and the device that changed the password stayed signed in."""
-    from tests.conftest import AuthActions
 
     auth.create_user()
     first, second = app.test_client(), app.test_client()
@@ -518,7 +543,6 @@ def test_signing_out_everywhere_as_another_device_changes_the_password_ends_both
 def test_password_reset_flow_changes_the_password_and_ends_other_sessions(app, client, auth):
     auth.create_user()
     other = app.test_client()
-    from tests.conftest import AuthActions
 
     AuthActions(app, other).login()
     response = client.submit("/auth/forgot", {"email": "Ada@Example.com"})
