@@ -30,7 +30,8 @@ from elysium.models import (
 )
 from elysium.models.types import utcnow
 from elysium.services import accounts, oauth_accounts, passwords
-from tests.conftest import PASSWORD, link_in, page_text, sent_emails
+from tests.conftest import PASSWORD, AuthActions, link_in, page_text, sent_emails
+from tests.html import Page, text_of
 from tests.support.meanwhile import in_another_window, meanwhile
 from tests.test_get_is_pure import snapshot
 
@@ -633,6 +634,79 @@ def test_a_password_change_ends_other_sessions_but_keeps_this_one(app, client, a
     assert other.get("/account").status_code == 303
     assert passwords.verify_password(user_row(app, signed_in).password_hash, NEW_PASSWORD)
     assert any("password was changed" in e.subject for e in sent_emails(app, "ada@example.com"))
+
+
+ADDRESS_TYPED = {
+    "full_name": "Ada Lovelace",
+    "line1": "12 St James's Square",
+    "city": "London",
+    "postcode": "SW1Y 4JH",
+    "country": "GB",
+}
+
+
+def end_sessions_from_a_phone(app) -> None:
+    phone = app.test_client()
+    AuthActions(app, phone).login()
+    new_password = {"current_password": PASSWORD, "password": NEW_PASSWORD}
+    assert (
+        phone.submit("/account/profile", new_password, action="/account/password").status_code
+        == 303
+    )
+
+
+def test_an_address_typed_while_the_session_ended_elsewhere_is_not_lost(app, client, auth):
+    auth.create_user()
+    auth.login()
+    client.get("/account/addresses")
+    end_sessions_from_a_phone(app)
+
+    sent = client.post(
+        "/account/addresses",
+        data={"csrf_token": client.csrf_token, **ADDRESS_TYPED},
+        headers={"Referer": "http://localhost/account/addresses"},
+        follow_redirects=True,
+    )
+
+    assert sent.status_code == 401
+    assert "You were signed out" in page_text(sent)
+    assert "12 St James's Square" in page_text(sent)
+    sign_in = Page(sent).one(".unsent a.button")
+    assert text_of(sign_in) == "Sign in again"
+    assert sign_in["href"] == "/auth/login?next=/account/addresses"
+    with app.app_context():
+        assert db.session.scalars(select(Address)).all() == []
+
+
+def test_an_address_sent_with_htmx_after_the_session_ended_is_shown_back(app, client, auth):
+    """htmx was told to go to the sign-in page, and the page with the form went with it."""
+    auth.create_user()
+    auth.login()
+    client.get("/account/addresses")
+    end_sessions_from_a_phone(app)
+
+    sent = client.htmx("POST", "/account/addresses", data=ADDRESS_TYPED)
+
+    assert sent.status_code == 401
+    assert "HX-Redirect" not in sent.headers
+    assert sent.headers["HX-Retarget"] == "body"
+    assert "12 St James's Square" in page_text(sent)
+
+
+def test_a_password_typed_while_the_session_ended_elsewhere_is_never_shown_back(app, client, auth):
+    auth.create_user()
+    auth.login()
+    client.get("/account/profile")
+    end_sessions_from_a_phone(app)
+
+    sent = client.post(
+        "/account/email",
+        data={"csrf_token": client.csrf_token, "email": "ada@new.example", "password": PASSWORD},
+    )
+
+    assert sent.status_code == 401
+    assert "ada@new.example" in page_text(sent)
+    assert PASSWORD not in page_text(sent)
 
 
 def test_after_a_password_change_with_htmx_the_page_keeps_working(app, client, signed_in):

@@ -20,6 +20,7 @@ from flask.sessions import SecureCookieSession, SecureCookieSessionInterface, Se
 from flask_login import login_user, logout_user
 from itsdangerous import BadSignature, TimestampSigner
 
+from elysium.errors import render_unsent, typed_in_form
 from elysium.extensions import db, login_manager
 from elysium.htmx import htmx_redirect, is_htmx
 from elysium.models.users import User
@@ -104,10 +105,25 @@ def sign_out() -> None:
 
 
 def unauthorized() -> Response:
-    """Send a visitor to sign in, then back here; htmx is told with ``HX-Redirect``."""
+    """Send a visitor to sign in, then back here; htmx is told with ``HX-Redirect``.
+
+    A form someone typed in is never lost: its session may have ended on another device (a
+    new password, "sign out" there) while it was being written. Nothing is done, and a 401
+    page holds what it sent (never a password) to copy, with the link to sign in and come
+    back to the form's page; for htmx too, in place of the page (htmx would otherwise leave
+    it for the sign-in page). A form that is only its button (delete, remove) goes to sign
+    in as before."""
     reading = request.method in ("GET", "HEAD")
     target = request.full_path.rstrip("?") if reading else request.referrer
     login_url = url_for("auth.login", next=safe_next(same_site_path(target), default="/"))
+    if not reading and (typed := typed_in_form()):
+        return render_unsent(
+            401,
+            typed,
+            heading="You were signed out",
+            why="You were signed out, here or on another device, while this was being written",
+            link=(login_url, "Sign in again"),
+        )
     if is_htmx():
         return htmx_redirect(login_url)
     return redirect(login_url, 303)
