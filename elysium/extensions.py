@@ -6,7 +6,6 @@ from typing import Any
 from flask import Response, current_app, session
 from flask_caching import Cache
 from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 from flask_login import LoginManager as FlaskLoginManager
 from flask_login.signals import user_loaded_from_cookie
 from flask_migrate import Migrate
@@ -18,6 +17,7 @@ from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
 
 from elysium.db_routing import RoutingSession
+from elysium.web.client_address import client_address
 from elysium.web.signatures import CLOCKS_APART_SECONDS
 
 NAMING_CONVENTION = {
@@ -106,5 +106,5 @@ db = SQLAlchemy(model_class=Base, session_options={"class_": RoutingSession})
 migrate = Migrate()
 csrf = CSRFProtect()
 login_manager = LoginManager()
-limiter = Limiter(key_func=get_remote_address)
+limiter = Limiter(key_func=client_address)
 cache = Cache()  # configured by ``config.cache_settings``

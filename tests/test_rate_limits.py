@@ -132,6 +132,58 @@ def test_sign_up_is_limited_to_5_an_hour_per_address(client):
     assert 'value="new9@example.com"' in page_text(limited)
 
 
+@pytest.mark.parametrize(
+    ("path", "fields", "allowed"),
+    [
+        ("/auth/register", {"password": PASSWORD}, 5),
+        ("/auth/login", {"password": "not the one"}, 20),
+        ("/auth/forgot", {}, 20),
+    ],
+)
+def test_a_per_address_limit_holds_across_one_ipv6_64(client, path, fields, allowed):
+    """One home or phone line is given a whole /64 and may use any address in it: each new
+    address got the whole limit again."""
+    statuses = []
+    for n in range(allowed + 3):
+        client.get(path)
+        form = {"csrf_token": client.csrf_token, "email": f"someone{n}@example.com", **fields}
+        sent = client.post(
+            path, data=form, environ_base={"REMOTE_ADDR": f"2001:db8:0:1::{n + 1:x}"}
+        )
+        statuses.append(sent.status_code)
+    assert 429 in statuses, statuses
+
+
+def sign_up_forwarded_for(client: ShopClient, address: str, number: int) -> int:
+    client.get("/auth/register")
+    form = {
+        "csrf_token": client.csrf_token,
+        "email": f"new{number}@example.com",
+        "password": PASSWORD,
+    }
+    sent = client.post("/auth/register", data=form, headers={"X-Forwarded-For": address})
+    return sent.status_code
+
+
+def test_behind_a_proxy_sign_ups_count_the_forwarded_address_by_its_64(app):
+    shop = make_app(app.config["SQLALCHEMY_DATABASE_URI"], PROXY_FIX_HOPS=1)
+    client = shop.test_client()
+    for n in range(5):
+        assert sign_up_forwarded_for(client, f"2001:db8:0:1:{n}::1", n) == 303
+    assert sign_up_forwarded_for(client, "2001:db8:0:1:ffff::9", 5) == 429
+    assert sign_up_forwarded_for(client, "2001:db8:0:2::1", 6) == 303
+
+
+def test_an_ipv4_address_written_as_ipv6_counts_as_itself(app):
+    shop = make_app(app.config["SQLALCHEMY_DATABASE_URI"], PROXY_FIX_HOPS=1)
+    client = shop.test_client()
+    for n in range(5):
+        address = "198.51.100.7" if n % 2 else "::ffff:198.51.100.7"
+        assert sign_up_forwarded_for(client, address, n) == 303
+    assert sign_up_forwarded_for(client, "198.51.100.7", 5) == 429
+    assert sign_up_forwarded_for(client, "198.51.100.8", 6) == 303
+
+
 def test_a_change_of_email_is_asked_5_times_an_hour_per_account_at_most(client, auth):
     """Each request writes to the address typed: without a limit, a signed-in account could
     send the shop's mail to any list of addresses."""

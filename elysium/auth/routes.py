@@ -19,7 +19,6 @@ from flask import (
     url_for,
 )
 from flask_limiter import RequestLimit
-from flask_limiter.util import get_remote_address
 from flask_login import current_user, login_required
 
 from elysium.auth.forms import (
@@ -38,6 +37,7 @@ from elysium.security import keep_the_address_here
 from elysium.services import accounts, oauth_accounts
 from elysium.urls import absolute_url
 from elysium.web import just_sent, throttle
+from elysium.web.client_address import client_address
 from elysium.web.commits import committed_with_retry
 from elysium.web.sign_in import safe_next, sign_in, sign_out
 
@@ -221,7 +221,7 @@ def _confirm_page(form: ConfirmEmailForm, user: User, status: int) -> Response:
 )
 @limiter.limit(
     "20/hour",
-    key_func=lambda: "reset-from:" + get_remote_address(),
+    key_func=lambda: "reset-from:" + client_address(),
     methods=["POST"],
     on_breach=when_limited("auth/forgot.html", ForgotPasswordForm),
 )

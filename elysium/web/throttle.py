@@ -39,7 +39,6 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from flask import Flask, current_app, g, request
-from flask_limiter.util import get_remote_address
 from limits import RateLimitItem, parse
 from limits.errors import StorageError
 from limits.storage import MemoryStorage
@@ -47,6 +46,7 @@ from limits.strategies import FixedWindowRateLimiter, RateLimiter
 
 from elysium.extensions import limiter
 from elysium.services import accounts
+from elysium.web.client_address import client_address
 from elysium.web.devices import Device, known_device_for
 
 WRONG_PASSWORDS_PER_CLIENT = parse("5/minute")
@@ -122,7 +122,7 @@ class SignInAttempt:
         if self.device is not None:
             self.client = ("device", self.device.device_id)
         else:
-            self.client = ("address", get_remote_address())
+            self.client = ("address", client_address())
 
     def _key(self, *parts: str) -> tuple[str, ...]:
         return (current_app.config["RATELIMIT_KEY_PREFIX"], "sign-in", self.account, *parts)
@@ -177,7 +177,7 @@ class Budget:
         self.limit = parse(limit)
 
     def _key(self) -> tuple[str, ...]:
-        return (current_app.config["RATELIMIT_KEY_PREFIX"], self.name, get_remote_address())
+        return (current_app.config["RATELIMIT_KEY_PREFIX"], self.name, client_address())
 
     def take(self) -> int | None:
         """Count one; ``None``, or when none is left the seconds until one is."""
