@@ -16,9 +16,9 @@ from itsdangerous import BadData, URLSafeTimedSerializer
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
 
+from elysium.client_address import client_address
 from elysium.db_routing import RoutingSession
-from elysium.web.client_address import client_address
-from elysium.web.signatures import CLOCKS_APART_SECONDS
+from elysium.security import CLOCKS_APART_SECONDS
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",

@@ -11,6 +11,11 @@ from werkzeug.datastructures import Headers
 
 from elysium.config import HOST_COOKIE_PREFIX
 
+# How far apart two servers' clocks may be: a value one of them stamped "now" is not in the
+# future for the other beyond this (timestamps are whole seconds, so even a few milliseconds
+# apart can read as a second ahead). Every signed, dated cookie allows it.
+CLOCKS_APART_SECONDS = 60
+
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
 

@@ -29,6 +29,7 @@ from elysium.auth.forms import (
     RegisterForm,
     ResetPasswordForm,
 )
+from elysium.client_address import client_address
 from elysium.errors import seconds_until_reset, wait_message
 from elysium.extensions import db, limiter
 from elysium.integrations import google
@@ -37,7 +38,6 @@ from elysium.security import keep_the_address_here
 from elysium.services import accounts, oauth_accounts
 from elysium.urls import absolute_url
 from elysium.web import just_sent, throttle
-from elysium.web.client_address import client_address
 from elysium.web.commits import committed_with_retry
 from elysium.web.sign_in import safe_next, sign_in, sign_out
 

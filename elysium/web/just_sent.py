@@ -13,7 +13,7 @@ from typing import Any
 
 from flask import session
 
-from elysium.web.signatures import CLOCKS_APART_SECONDS
+from elysium.security import CLOCKS_APART_SECONDS
 
 SHOWN_FOR_SECONDS = 15 * 60
 

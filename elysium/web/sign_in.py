@@ -24,11 +24,12 @@ from elysium.errors import render_unsent, typed_in_form
 from elysium.extensions import db, login_manager
 from elysium.htmx import htmx_redirect, is_htmx
 from elysium.models.users import User
+from elysium.security import CLOCKS_APART_SECONDS
 from elysium.urls import same_site_path
 from elysium.web.browsing import adopt_guest_views
 from elysium.web.cart import merge_guest_cart
 from elysium.web.devices import remember_device
-from elysium.web.signatures import CLOCKS_APART_SECONDS, VerifiedValues
+from elysium.web.signatures import VerifiedValues
 
 
 def load_user(identity: str) -> User | None:

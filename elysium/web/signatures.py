@@ -25,10 +25,6 @@ from elysium.db_routing import READ_METHODS
 
 # About the sessions one worker serves at once; past that it starts again (a check each).
 VERIFIED_ENTRIES = 2_000
-# How far apart two servers' clocks may be: a value one of them stamped "now" is not in the
-# future for the other beyond this (timestamps are whole seconds, so even a few milliseconds
-# apart can read as a second ahead).
-CLOCKS_APART_SECONDS = 60
 
 
 class VerifiedValues:

@@ -44,9 +44,9 @@ from limits.errors import StorageError
 from limits.storage import MemoryStorage
 from limits.strategies import FixedWindowRateLimiter, RateLimiter
 
+from elysium.client_address import client_address
 from elysium.extensions import limiter
 from elysium.services import accounts
-from elysium.web.client_address import client_address
 from elysium.web.devices import Device, known_device_for
 
 WRONG_PASSWORDS_PER_CLIENT = parse("5/minute")
