@@ -1141,10 +1141,17 @@ def test_part_of_a_deposit_refunded_is_on_the_commissions_timeline(shop: Shop, a
     """Staff refunded £100 of a £300.02 deposit: the commission stayed won with nothing on
     its timeline, as if the whole deposit were held (found by review)."""
     lead_id, staff = quoted_lead(shop, app)
-    number, _ = paid_deposit(shop, app, lead_id)
+    number, link = paid_deposit(shop, app, lead_id)
 
     done = staff_act(staff, number, "refund", amount="100", reason="Smaller stone", request_key="r")
     shop.fake.wait_for_deliveries()
+
+    # Her quote's page and the staff's panel: £200.02 of the deposit kept, so £800.03 to pay.
+    hers = Page(shop.client().get(link))
+    assert text_of(hers, ".quote-page__given-back") == "£100"
+    assert text_of(hers, ".quote-page__balance") == "£800.03"
+    panel = Page(staff.get(f"/staff/leads/{lead_id}"))
+    assert "£100 of it given back · balance £800.03" in text_of(panel, ".lead-quote__head")
 
     assert done.status_code == 303, page_text(done)
     state = lead_state(app, lead_id)

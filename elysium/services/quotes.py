@@ -306,13 +306,20 @@ def _end_deposits_without_a_page(
         )
 
 
-def amounts(quote: BespokeQuote) -> dict[str, str]:
-    """The quote's sums, formatted: price, deposit and the balance due after it."""
-    return {
+def amounts(quote: BespokeQuote, deposit: Order | None = None) -> dict[str, str]:
+    """The quote's sums, formatted: price, deposit and the balance due after it. Given its
+    deposit order, paid, of which staff gave part back (a smaller stone, say): what was given
+    back (``given_back``), and the balance grown by it, as the commission now stands."""
+    kept = quote.deposit_amount
+    sums = {
         "price": format_money(quote.price, quote.currency),
         "deposit": format_money(quote.deposit_amount, quote.currency),
-        "balance": format_money(quote.price - quote.deposit_amount, quote.currency),
     }
+    if deposit is not None and holds_deposit(deposit) and deposit.refunded_amount > 0:
+        kept = max(quote.deposit_amount - deposit.refunded_amount, 0)
+        sums["given_back"] = format_money(quote.deposit_amount - kept, quote.currency)
+    sums["balance"] = format_money(quote.price - kept, quote.currency)
+    return sums
 
 
 def _serializer() -> URLSafeSerializer:
@@ -374,7 +381,7 @@ class QuoteView:
 
     @property
     def sums(self) -> dict[str, str]:
-        return amounts(self.quote)
+        return amounts(self.quote, self.order)
 
 
 def deposit_order(session: AnySession, quote_id: int) -> Order | None:

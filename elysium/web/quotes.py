@@ -94,7 +94,7 @@ def _rows(lead: BespokeLead) -> list[QuoteRow]:
                 quote,
                 STATE_WORDS[state],
                 order,
-                quotes.amounts(quote),
+                quotes.amounts(quote, order),
                 url_for("quotes.show", token=quotes.quote_token(quote)),
             )
         )
