@@ -575,13 +575,15 @@ def flags_of(app: Flask, number: str) -> list[str]:
     return flags
 
 
+@pytest.mark.parametrize("ended_by", ["the bank", "staff"])
 def test_a_deposit_flagged_as_the_second_is_cleared_when_the_first_never_arrives(
-    shop: Shop, app: Flask
+    shop: Shop, app: Flask, ended_by: str
 ) -> None:
     """Two pages open at once: Grace chose a bank transfer on the first quote's, then paid the
     revised quote's by card. That deposit won the commission and was flagged "give one back",
-    the transfer being on its way. The transfer then failed and the flag stayed: staff were
-    told to refund the commission's only deposit, which would have lost it (found by review)."""
+    the transfer being on its way. The transfer then failed (or staff cancelled its order) and
+    the flag stayed: staff were told to refund the commission's only deposit, which would have
+    lost it (found by review)."""
     lead_id, staff = quoted_lead(shop, app)
     client = shop.client()
     first = session_id_from(pay_button(client, quote_link(app)).location)
@@ -592,10 +594,17 @@ def test_a_deposit_flagged_as_the_second_is_cleared_when_the_first_never_arrives
     assert lead_state(app, lead_id)["status"] is LeadStatus.WON
     assert quotes.SECOND_DEPOSIT_FLAG in flags_of(app, deposit_orders(app)[1]["number"])
 
-    shop.fake.bank_payment_fails(first)
+    if ended_by == "the bank":
+        shop.fake.bank_payment_fails(first)
+    else:
+        number = deposit_orders(app)[0]["number"]
+        cancelled = staff_act(
+            staff, number, "cancel", reason="Transfer not coming", request_key="c"
+        )
+        assert cancelled.status_code == 303, page_text(cancelled)
 
     transfer, card = deposit_orders(app)
-    assert transfer["status"] is OrderStatus.PAYMENT_FAILED
+    assert transfer["status"] in (OrderStatus.PAYMENT_FAILED, OrderStatus.CANCELLED)
     assert card["status"] is OrderStatus.PAID
     assert quotes.SECOND_DEPOSIT_FLAG not in flags_of(app, card["number"])
     assert card["flagged"] is False

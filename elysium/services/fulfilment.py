@@ -770,6 +770,7 @@ def cancel_unpaid(
             "customer could still pay: nothing was cancelled. Try again in a moment."
         )
     back_in_bag = checkout.holds_its_cart(order)
+    was_on_its_way = order.status is S.PROCESSING
     checkout.close_unpaid(
         session,
         order,
@@ -778,6 +779,10 @@ def cancel_unpaid(
         note=f"Cancelled: {note}",
         actor_user_id=staff.user_id,
     )
+    if was_on_its_way and order.bespoke_quote_id is not None:
+        # A deposit on its way held the commission's: one paid meanwhile was flagged as the
+        # second, and is its only one now, as when the bank's payment fails.
+        quotes.deposit_never_came(session, order, actor=staff.name)
     if notify:
         orders.email_cancelled(session, order, back_in_bag=back_in_bag)
     session.flush()
