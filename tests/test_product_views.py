@@ -26,6 +26,7 @@ from elysium.services import views
 from elysium.web.fragments import forget_kept
 from tests.conftest import PASSWORD, ShopClient, count_queries, make_app, page_text
 from tests.html import csrf_token, elements, text_of
+from tests.support.checkout import CHAIN, add_chain, check_out, session_id_from
 from tests.support.staff import staff_client
 
 PIECE = "aurelia-solitaire-ring"
@@ -618,6 +619,21 @@ def test_the_dashboard_shows_the_weeks_most_viewed_with_their_ratios(app, catalo
         f"{names_of(catalogue, [pieces[0]])[0]} 4 3 67% 25%",
         f"{names_of(catalogue, [pieces[1]])[0]} 1 1 0% 0%",
     ]
+
+
+def test_a_bag_the_piece_went_into_still_counts_once_it_is_paid_for(shop, app) -> None:
+    """A bag's lines go when it is paid for: a piece whose every bag was bought showed a
+    view-to-bag of 0% (found by review)."""
+    shopper = shop.client()
+    assert shopper.get(f"/shop/{CHAIN}").status_code == 200
+    add_chain(shopper)
+    shop.fake.pay(session_id_from(check_out(shopper).location))
+    with app.app_context():
+        [piece] = views.most_viewed(db.session, since=utcnow() - timedelta(days=7))
+        db.session.remove()
+
+    assert (piece.slug, piece.viewers, piece.bags, piece.ordered) == (CHAIN, 1, 1, 1)
+    assert piece.view_to_bag == 1.0
 
 
 def _a_user() -> int:

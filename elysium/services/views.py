@@ -42,6 +42,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    or_,
     select,
     update,
 )
@@ -50,7 +51,7 @@ from elysium.extensions import cache
 from elysium.models.cart import CartLine
 from elysium.models.catalog import Product
 from elysium.models.engagement import ProductView
-from elysium.models.orders import Order, OrderLine
+from elysium.models.orders import Order, OrderLine, OrderStatus
 from elysium.models.types import UTCDateTime, utcnow
 from elysium.services.sql import AnySession
 
@@ -300,6 +301,10 @@ class ViewedPiece:
         return self.ordered / self.views if self.views else 0.0
 
 
+# A bank payment begun empties the bag, paid or not in the end.
+BAG_EMPTIED_UNPAID = (OrderStatus.PROCESSING, OrderStatus.PAYMENT_FAILED)
+
+
 def most_viewed(
     session: AnySession, *, since: datetime, limit: int = MOST_VIEWED_LIMIT
 ) -> list[ViewedPiece]:
@@ -308,19 +313,46 @@ def most_viewed(
     Precisely, over the same period (views at or after ``since``):
 
     - **view-to-bag** = bags (carts, a guest's or an account's) with a line of the piece
-      created in the period / distinct viewers of the piece. Guests' visitor ids and their
-      bag tokens are deliberately unrelated (the bag token is a secret that opens the bag), so
-      a view and a bag line can't be joined per person: the ratio compares the two counts. It
-      can exceed 100% when a piece goes into bags from elsewhere (a wishlist, a shared link).
+      created in the period, or checked out with it in the period (a bag's lines go once it
+      is paid for; a line taken out of a bag leaves no trace) / distinct viewers of the
+      piece. Guests' visitor ids and their bag tokens are deliberately unrelated (the bag
+      token is a secret that opens the bag), so a view and a bag line can't be joined per
+      person: the ratio compares the two counts. It can exceed 100% when a piece goes into
+      bags from elsewhere (a wishlist, a shared link).
     - **view-to-order** = order lines of the piece in orders paid in the period (``paid_at``,
       as the dashboard's takings count them; refunds not taken off) / views of the piece.
     """
-    bags = (
+    in_bags = (
         select(func.count(distinct(CartLine.cart_id)))
         .where(CartLine.product_id == ProductView.product_id, CartLine.created_at >= since)
         .correlate(ProductView)
         .scalar_subquery()
     )
+    still_in_its_bag = (
+        select(CartLine.id)
+        .where(
+            CartLine.cart_id == Order.cart_id,
+            CartLine.product_id == OrderLine.product_id,
+            CartLine.created_at >= since,
+        )
+        .exists()
+    )
+    # A bag's lines go when it is paid for (or its bank payment begins): its orders remember
+    # it, unless it holds the piece again (counted above).
+    checked_out = (
+        select(func.count(distinct(Order.cart_id)))
+        .join(OrderLine, OrderLine.order_id == Order.id)
+        .where(
+            OrderLine.product_id == ProductView.product_id,
+            Order.created_at >= since,
+            Order.cart_id.is_not(None),
+            or_(Order.paid_at.is_not(None), Order.status.in_(BAG_EMPTIED_UNPAID)),
+            ~still_in_its_bag,
+        )
+        .correlate(ProductView)
+        .scalar_subquery()
+    )
+    bags = in_bags + checked_out
     ordered = (
         select(func.count(OrderLine.id))
         .join(Order, Order.id == OrderLine.order_id)
