@@ -2541,6 +2541,58 @@ def test_a_checkout_page_that_showed_an_empty_bag_never_pays_for_pieces_added_af
     assert all_orders(app) == []
 
 
+def open_a_payment_from_the_checkout_page(client: ShopClient):
+    """Her checkout form, sent: its payment page opens. Returns that answer and the form."""
+    tab = {**form_fields(Page(client.get("/checkout")), "#checkout-form"), **DETAILS}
+    first = client.post("/checkout", data=tab)
+    assert first.status_code == 303
+    return first, tab
+
+
+def test_replacing_a_payment_after_a_price_change_pays_what_the_page_said(
+    shop: Shop, app: Flask
+) -> None:
+    """Her payment is open at £650; the chain goes up to £750; the page drawn beside the
+    payment says it is for £650, not £750 as the pieces are now. Replacing it was refused
+    with that very change, and the refusal had closed her payment (found by review)."""
+    client = shop.client()
+    add_chain(client)
+    _, tab = open_a_payment_from_the_checkout_page(client)
+    raise_the_chains_price(app, 10_000)
+    other = client.post("/checkout", data={**tab, "email": "other@example.com"})
+    assert other.status_code == 409
+    assert "not £750 as they are now" in page_text(other)
+
+    shown = form_fields(Page(other), "#checkout-form")
+    replaced = client.post(
+        "/checkout", data={**shown, "email": "other@example.com", "replace": "y"}
+    )
+
+    assert replaced.status_code == 303, page_text(replaced)
+    assert [order["total"] for order in all_orders(app)] == [CHAIN_PRICE, CHAIN_PRICE + 10_000]
+
+
+def test_replacing_the_payment_of_a_piece_made_to_order_goes_to_pay(shop: Shop, app: Flask) -> None:
+    """Nothing changed: the chain is made to order (six weeks) and her payment is open. The
+    page beside it said "made to order" without its weeks, so replacing the payment was
+    refused as "now made to order, to ship in about 6 weeks" (found by review)."""
+    set_stock(app, 0)
+    chain_lead_time(app, 6)
+    client = shop.client()
+    add_chain(client)
+    _, tab = open_a_payment_from_the_checkout_page(client)
+    other = client.post("/checkout", data={**tab, "email": "other@example.com"})
+    assert other.status_code == 409
+
+    shown = form_fields(Page(other), "#checkout-form")
+    replaced = client.post(
+        "/checkout", data={**shown, "email": "other@example.com", "replace": "y"}
+    )
+
+    assert replaced.status_code == 303, page_text(replaced)
+    assert len(all_orders(app)) == 2
+
+
 def test_a_change_to_the_bag_is_named_with_a_detail_to_correct(shop: Shop, app: Flask) -> None:
     """The last chain sold while Bea typed (hers now made to order), and she left out her
     town: the answer asked only for the town, and her corrected form went to payment."""

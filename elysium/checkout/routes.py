@@ -184,12 +184,13 @@ def _page(
     to_tell = problem and sent and not told_of_changes and not view.frozen
     if to_tell and (changes := checkouts.changes_since_shown(view, sent)):
         problem = f"{problem} {ALSO_CHANGED.format(changes=' '.join(changes))}"
-    pending = checkouts.pending_order_for_cart(db.session, cart) if view.frozen else None
-    form.bag_as_shown.data = checkouts.bag_as_shown(view, paying=pending)
+    # Beside a payment in progress, the form's one button replaces it with a payment of the
+    # bag as it is now: that is the bag its page shows.
+    form.bag_as_shown.data = checkouts.bag_as_shown(view)
     html = render_template(
         "checkout/_checkout.html" if is_htmx() else "checkout/show.html",
         cart=view,
-        pending=pending,
+        pending=checkouts.pending_order_for_cart(db.session, cart) if view.frozen else None,
         totals=checkouts.totals(
             view, signature_above=current_app.config["SIGNATURE_REQUIRED_ABOVE"]
         ),

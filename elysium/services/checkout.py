@@ -306,23 +306,17 @@ def _made_as_shown(item: carts.CartItem) -> str:
     return f"{SHOWN_MADE}{item.availability.lead_time_weeks or ''}"
 
 
-def bag_as_shown(view: carts.CartView, *, paying: Order | None = None) -> str:
+def bag_as_shown(view: carts.CartView) -> str:
     """The bag as the checkout page shows it, for its form to send back: each line's id,
     quantity and unit price, and whether it is made to order (with its lead time). Nothing
     in it is trusted: the order is always made from the bag as it is, and this only tells
-    whether the shopper saw that bag (:func:`changes_since_shown`). With ``paying``, the
-    order a frozen bag is being paid for, the prices and making are its lines', which its
-    payment page keeps."""
-    ordered = _lines_by_piece(paying)
-    shown = []
-    for item in view.items:
-        price, made = item.unit_price, _made_as_shown(item)
-        if (line := ordered.get((item.product.id, item.line.variant_key))) is not None:
-            price, made = line.unit_price, SHOWN_MADE if line.made_to_order else SHOWN_IN_STOCK
-        shown.append(
-            SHOWN_PARTS.join((str(item.line.id), str(item.line.quantity), str(price), made))
+    whether the shopper saw that bag (:func:`changes_since_shown`)."""
+    return SHOWN_LINES.join(
+        SHOWN_PARTS.join(
+            (str(item.line.id), str(item.line.quantity), str(item.unit_price), _made_as_shown(item))
         )
-    return SHOWN_LINES.join(shown)
+        for item in view.items
+    )
 
 
 def _lines_by_piece(order: Order | None) -> dict[tuple[int | None, str], OrderLine]:
