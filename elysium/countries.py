@@ -72,13 +72,14 @@ def is_country(code: str) -> bool:
     return code in _COUNTRIES
 
 
-def in_latin_digits(value: str) -> str:
-    """``value`` with every script's decimal digits (Arabic-Indic, Devanagari, full-width...)
-    written 0 to 9, as a keyboard set to another script types them: a postcode or a phone
-    number as couriers, their systems and the house read it."""
+def typed_as_ascii(value: str) -> str:
+    """``value`` with full-width letters and signs (NFKC) and every script's decimal digits
+    (Arabic-Indic, Devanagari...) as the ASCII ones they stand for, as a keyboard set to
+    another script types them: a postcode or a phone number as couriers, their systems and
+    the house read it."""
     return "".join(
         str(digit) if (digit := unicodedata.decimal(char, None)) is not None else char
-        for char in value
+        for char in unicodedata.normalize("NFKC", value)
     )
 
 
@@ -191,7 +192,7 @@ def postcode_label(country: str) -> str:
 def normalise_postcode(country: str, value: str) -> str:
     """The postcode in its usual written form; raises :class:`PostcodeError` if it can't be.
     Full-width letters and other scripts' digits are read as the ASCII ones they stand for."""
-    value = " ".join(in_latin_digits(unicodedata.normalize("NFKC", value)).split())
+    value = " ".join(typed_as_ascii(value).split())
     rule = POSTCODE_FORMATS.get(country)
     if rule is None:
         if len(value) > POSTCODE_MAX_LENGTH:

@@ -258,6 +258,10 @@ def test_a_postcode_and_phone_typed_in_another_scripts_digits_are_kept_as_courie
 
     assert add(client, {**STUDIO, "postcode": "\u0669\u0664\u0661\u0660\u0665"}).status_code == 303
     assert rows(app, signed_in)[-1].postcode == "94105"
+    # A phone typed on a full-width keyboard, its plus sign too.
+    full_width = "\uff0b\uff14\uff14 \uff12\uff10 \uff17\uff19\uff14\uff16 \uff10\uff10\uff10\uff10"
+    assert add(client, {**HOME, "phone": full_width}).status_code == 303
+    assert rows(app, signed_in)[-1].phone == "+44 20 7946 0000"
     # A letter of another script that looks like A is still no postcode.
     assert add(client, {**HOME, "postcode": "SW1\u0410 1AA"}).status_code == 422
 

@@ -23,7 +23,7 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from elysium.countries import in_latin_digits
+from elysium.countries import typed_as_ascii
 from elysium.house_time import today
 from elysium.models.catalog import Product
 from elysium.models.engagement import BespokeLead, LeadStatus
@@ -162,7 +162,7 @@ def check(name: str, value: Any, *, on: date | None = None) -> str | None:
     elif name == "phone":
         if problem := _one_line(value or "", "phone number"):
             return problem
-        phone = in_latin_digits(text)
+        phone = typed_as_ascii(text)
         if phone and (len(phone) > PHONE_MAX_LENGTH or not PHONE_PATTERN.fullmatch(phone)):
             return "Enter a phone number with digits, spaces and + only, or leave it empty."
     elif name == "piece_type":
@@ -349,7 +349,7 @@ def submit_request(
     lead = BespokeLead(
         name=data.name.strip(),
         email=address_as_kept(session, data.email),
-        phone=in_latin_digits(data.phone.strip()),  # as the house can dial it
+        phone=typed_as_ascii(data.phone).strip(),  # as the house can dial it
         category=data.piece_type.strip(),
         preferred_metal=data.metal.strip(),
         budget=data.budget.strip(),

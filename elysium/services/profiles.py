@@ -6,7 +6,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from elysium.countries import in_latin_digits
+from elysium.countries import typed_as_ascii
 from elysium.models.types import utcnow
 from elysium.models.users import CustomerProfile, User
 from elysium.services.configuration import RING_SIZES
@@ -44,9 +44,9 @@ def clean_text(value: str | None) -> str:
 
 
 def clean_phone(value: str | None) -> str:
-    """A phone number as typed, its digits in 0 to 9 whatever script the keyboard wrote them
-    in (the house calls it, a courier's system reads it)."""
-    return in_latin_digits(clean_text(value))
+    """A phone number as typed, its digits and signs in ASCII whatever script or width the
+    keyboard wrote them in (the house calls it, a courier's system reads it)."""
+    return clean_text(typed_as_ascii(value or ""))
 
 
 # What can't be printed on a parcel's label or a gift card as it reads: control characters
