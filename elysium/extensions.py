@@ -41,6 +41,10 @@ class CSRFProtect(FlaskWTFCSRFProtect):
             raise CSRFError("The referrer does not match the host.") from error
 
 
+# In a session that a remember cookie started: when that cookie ends, and the session with it.
+REMEMBERED_UNTIL = "_remembered_until"
+
+
 class LoginManager(FlaskLoginManager):
     """Flask-Login, with a remember cookie that says when it was given and is refused once it
     is older than ``REMEMBER_COOKIE_DURATION``. Flask-Login's own is the identity and a digest
@@ -66,12 +70,16 @@ class LoginManager(FlaskLoginManager):
         )
 
     def _load_user_from_remember_cookie(self, cookie: str) -> Any:
-        identity = _identity_in_remember_cookie(cookie)
-        user = None if identity is None else self._user_callback(identity)
+        remembered = _identity_in_remember_cookie(cookie)
+        if remembered is not None:
+            # The session it starts lasts no longer than the cookie (``web.sign_in.load_user``).
+            session[REMEMBERED_UNTIL] = remembered[1]
+        user = None if remembered is None else self._user_callback(remembered[0])
         if user is None:
+            session.pop(REMEMBERED_UNTIL, None)
             session["_remember"] = "clear"
             return None
-        session["_user_id"] = identity
+        session["_user_id"] = remembered[0]
         session["_fresh"] = False
         user_loaded_from_cookie.send(current_app._get_current_object(), user=user)
         return user
@@ -82,9 +90,10 @@ def _remember_serializer() -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(keys, salt=LoginManager.SALT)
 
 
-def _identity_in_remember_cookie(cookie: str) -> str | None:
-    """The identity a remember cookie names, if it is ours and no older than its duration
-    (one signed up to a minute ahead, by a server whose clock is ahead, still counts)."""
+def _identity_in_remember_cookie(cookie: str) -> tuple[str, int] | None:
+    """The identity a remember cookie names, and when the cookie ends (a Unix time), if it is
+    ours and no older than its duration (one signed up to a minute ahead, by a server whose
+    clock is ahead, still counts)."""
     serializer = _remember_serializer()
     try:
         identity, signed_at = serializer.loads(cookie, return_timestamp=True)
@@ -94,7 +103,7 @@ def _identity_in_remember_cookie(cookie: str) -> str | None:
     max_age = current_app.config["REMEMBER_COOKIE_DURATION"].total_seconds()
     if not -CLOCKS_APART_SECONDS <= age <= max_age or not isinstance(identity, str):
         return None
-    return identity
+    return identity, int(signed_at.timestamp() + max_age)
 
 
 class Base(DeclarativeBase):

@@ -408,6 +408,28 @@ def test_a_copied_remember_cookie_stops_working_after_its_30_days(app, client, a
         assert copied.get_cookie("remember_token") is None
 
 
+def test_a_session_a_remember_cookie_started_ends_with_the_cookie(app, auth):
+    """A copy of the cookie used on day 29 started a session of its own, which signed in
+    until day 59 (found by review): it now ends with the cookie's 30 days, while a session
+    started by signing in with the password does not."""
+    auth.create_user()
+    laptop = app.test_client()
+    AuthActions(app, laptop).login(remember="y")
+    remember = laptop.get_cookie("remember_token").value
+    copied = app.test_client()
+    with time_machine.travel(timedelta(days=29), tick=False):
+        copied.set_cookie("remember_token", remember)
+        assert copied.get("/account").status_code == 200
+        copied.delete_cookie("remember_token")  # its session alone from now on
+        assert copied.get("/account").status_code == 200
+    with time_machine.travel(timedelta(days=30, minutes=1), tick=False):
+        assert copied.get("/account").status_code == 303
+        signed_in_again = app.test_client()
+        AuthActions(app, signed_in_again).login()
+    with time_machine.travel(timedelta(days=45), tick=False):
+        assert signed_in_again.get("/account").status_code == 200
+
+
 def test_a_remember_cookie_signs_in_for_30_days_from_sign_in_however_often_used(app, auth):
     auth.create_user()
     laptop = app.test_client()

@@ -3,6 +3,7 @@ interface, signing a user in (which brings their guest cart along), and safe ``n
 
 from __future__ import annotations
 
+import time
 from urllib.parse import urlsplit
 
 from flask import (
@@ -21,7 +22,7 @@ from flask_login import login_user, logout_user
 from itsdangerous import BadSignature, TimestampSigner
 
 from elysium.errors import render_unsent, typed_in_form
-from elysium.extensions import db, login_manager
+from elysium.extensions import REMEMBERED_UNTIL, db, login_manager
 from elysium.htmx import htmx_redirect, is_htmx
 from elysium.models.users import User
 from elysium.security import CLOCKS_APART_SECONDS
@@ -41,6 +42,8 @@ def load_user(identity: str) -> User | None:
     user_id, _, version = identity.partition(":")
     if not (user_id.isdigit() and version.isdigit()):
         return None
+    if (until := session.get(REMEMBERED_UNTIL)) is not None and time.time() > until:
+        return None  # a session a remember cookie started ends with the cookie's 30 days
     user = db.session.get(User, int(user_id), bind_arguments={"primary": True})
     if user is None or not user.is_active or user.session_version != int(version):
         return None
