@@ -645,6 +645,14 @@ ADDRESS_TYPED = {
 }
 
 
+def signed_out_elsewhere_after_opening(app, client, auth, page: str) -> None:
+    """Ada opens ``page`` signed in, then a new password on her phone ends that session."""
+    auth.create_user()
+    auth.login()
+    client.get(page)
+    end_sessions_from_a_phone(app)
+
+
 def end_sessions_from_a_phone(app) -> None:
     phone = app.test_client()
     AuthActions(app, phone).login()
@@ -656,10 +664,7 @@ def end_sessions_from_a_phone(app) -> None:
 
 
 def test_an_address_typed_while_the_session_ended_elsewhere_is_not_lost(app, client, auth):
-    auth.create_user()
-    auth.login()
-    client.get("/account/addresses")
-    end_sessions_from_a_phone(app)
+    signed_out_elsewhere_after_opening(app, client, auth, "/account/addresses")
 
     sent = client.post(
         "/account/addresses",
@@ -680,10 +685,7 @@ def test_an_address_typed_while_the_session_ended_elsewhere_is_not_lost(app, cli
 
 def test_an_address_sent_with_htmx_after_the_session_ended_is_shown_back(app, client, auth):
     """htmx was told to go to the sign-in page, and the page with the form went with it."""
-    auth.create_user()
-    auth.login()
-    client.get("/account/addresses")
-    end_sessions_from_a_phone(app)
+    signed_out_elsewhere_after_opening(app, client, auth, "/account/addresses")
 
     sent = client.htmx("POST", "/account/addresses", data=ADDRESS_TYPED)
 
@@ -694,10 +696,7 @@ def test_an_address_sent_with_htmx_after_the_session_ended_is_shown_back(app, cl
 
 
 def test_a_password_typed_while_the_session_ended_elsewhere_is_never_shown_back(app, client, auth):
-    auth.create_user()
-    auth.login()
-    client.get("/account/profile")
-    end_sessions_from_a_phone(app)
+    signed_out_elsewhere_after_opening(app, client, auth, "/account/profile")
 
     sent = client.post(
         "/account/email",

@@ -511,6 +511,17 @@ def test_a_deposit_paid_for_a_quote_replaced_meanwhile_is_kept_and_flagged(
     assert len(shop.fake.sessions) == 1
 
 
+def two_pages_open_at_once(shop: Shop, app: Flask) -> tuple[int, ShopClient, str, str]:
+    """A quoted commission whose client opened the quote's payment page, then, the quote
+    revised, the new one's: the commission, its staff member and the two Checkout Sessions."""
+    lead_id, staff = quoted_lead(shop, app)
+    client = shop.client()
+    first = session_id_from(pay_button(client, quote_link(app)).location)
+    send(staff, lead_id, price="2,000")
+    second = session_id_from(pay_button(client, quote_link(app)).location)
+    return lead_id, staff, first, second
+
+
 def test_a_quote_withdrawn_while_its_payment_page_is_being_made_is_not_sent_to_pay(
     shop: Shop, app: Flask
 ) -> None:
@@ -550,11 +561,7 @@ def test_two_deposit_pages_open_at_once_both_paid_flag_the_second_for_staff(
     on both. The revised quote wins the commission (it is its quote); the first is flagged as
     replaced, and the second is flagged too (found by review: it was not, and nothing said
     two deposits were taken), so staff give one back."""
-    lead_id, staff = quoted_lead(shop, app)
-    client = shop.client()
-    first = session_id_from(pay_button(client, quote_link(app)).location)
-    send(staff, lead_id, price="2,000")
-    second = session_id_from(pay_button(client, quote_link(app)).location)
+    lead_id, _, first, second = two_pages_open_at_once(shop, app)
 
     shop.fake.pay(first)
     shop.fake.pay(second)
@@ -584,11 +591,7 @@ def test_a_deposit_flagged_as_the_second_is_cleared_when_the_first_never_arrives
     the transfer being on its way. The transfer then failed (or staff cancelled its order) and
     the flag stayed: staff were told to refund the commission's only deposit, which would have
     lost it (found by review)."""
-    lead_id, staff = quoted_lead(shop, app)
-    client = shop.client()
-    first = session_id_from(pay_button(client, quote_link(app)).location)
-    send(staff, lead_id, price="2,000")
-    second = session_id_from(pay_button(client, quote_link(app)).location)
+    lead_id, staff, first, second = two_pages_open_at_once(shop, app)
     shop.fake.pay_later(first)
     shop.fake.pay(second)
     assert lead_state(app, lead_id)["status"] is LeadStatus.WON
@@ -1155,13 +1158,6 @@ def test_part_of_a_deposit_refunded_is_on_the_commissions_timeline(shop: Shop, a
     done = staff_act(staff, number, "refund", amount="100", reason="Smaller stone", request_key="r")
     shop.fake.wait_for_deliveries()
 
-    # Her quote's page and the staff's panel: £200.02 of the deposit kept, so £800.03 to pay.
-    hers = Page(shop.client().get(link))
-    assert text_of(hers, ".quote-page__given-back") == "£100"
-    assert text_of(hers, ".quote-page__balance") == "£800.03"
-    panel = Page(staff.get(f"/staff/leads/{lead_id}"))
-    assert "£100 of it given back · balance £800.03" in text_of(panel, ".lead-quote__head")
-
     assert done.status_code == 303, page_text(done)
     state = lead_state(app, lead_id)
     assert state["status"] is LeadStatus.WON
@@ -1171,6 +1167,13 @@ def test_part_of_a_deposit_refunded_is_on_the_commissions_timeline(shop: Shop, a
         None,
         f"£100 of the deposit given back (order {number}): Smaller stone",
     )
+
+    # Her quote's page and the staff's panel: £200.02 of the deposit kept, so £800.03 to pay.
+    hers = Page(shop.client().get(link))
+    assert text_of(hers, ".quote-page__given-back") == "£100"
+    assert text_of(hers, ".quote-page__balance") == "£800.03"
+    panel = Page(staff.get(f"/staff/leads/{lead_id}"))
+    assert "£100 of it given back · balance £800.03" in text_of(panel, ".lead-quote__head")
 
 
 def test_a_deposit_refunded_on_a_commission_won_another_way_leaves_it_won(
