@@ -2563,6 +2563,8 @@ def test_replacing_a_payment_after_a_price_change_pays_what_the_page_said(
     assert other.status_code == 409
     assert "not £750 as they are now" in page_text(other)
 
+    # Beside the one button, which pays for the bag as it is now, that is the total shown.
+    assert text_of(Page(other).one("#checkout-total")) == "£750"
     shown = form_fields(Page(other), "#checkout-form")
     replaced = client.post(
         "/checkout", data={**shown, "email": "other@example.com", "replace": "y"}

@@ -636,6 +636,34 @@ def test_a_bag_the_piece_went_into_still_counts_once_it_is_paid_for(shop, app) -
     assert piece.view_to_bag == 1.0
 
 
+def test_a_bag_emptied_by_a_bank_payment_staff_then_cancelled_still_counts(shop, app) -> None:
+    """Her bank payment began (her bag's lines went), then staff cancelled the order before
+    the money came: the piece did go into her bag, as with a bank payment that failed (found
+    by review)."""
+    shopper = shop.client()
+    assert shopper.get(f"/shop/{CHAIN}").status_code == 200
+    add_chain(shopper)
+    session_id = session_id_from(check_out(shopper).location)
+    shop.fake.pay_later(session_id)
+    with app.app_context():
+        number = db.session.scalars(
+            select(Order.number).where(Order.stripe_checkout_session_id == session_id)
+        ).one()
+        db.session.remove()
+    staff = staff_client(shop.app)
+    staff.get(f"/staff/orders/{number}")
+    cancelled = staff.post(
+        f"/staff/orders/{number}/cancel",
+        data={"csrf_token": staff.csrf_token, "reason": "No transfer", "request_key": "c"},
+    )
+    assert cancelled.status_code == 303
+    with app.app_context():
+        [piece] = views.most_viewed(db.session, since=utcnow() - timedelta(days=7))
+        db.session.remove()
+
+    assert (piece.slug, piece.viewers, piece.bags) == (CHAIN, 1, 1)
+
+
 def _a_user() -> int:
     from tests.conftest import create_user
 

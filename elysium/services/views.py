@@ -42,7 +42,6 @@ from sqlalchemy import (
     func,
     insert,
     literal,
-    or_,
     select,
     update,
 )
@@ -51,7 +50,7 @@ from elysium.extensions import cache
 from elysium.models.cart import CartLine
 from elysium.models.catalog import Product
 from elysium.models.engagement import ProductView
-from elysium.models.orders import Order, OrderLine, OrderStatus
+from elysium.models.orders import Order, OrderLine
 from elysium.models.types import UTCDateTime, utcnow
 from elysium.services.sql import AnySession
 
@@ -301,10 +300,6 @@ class ViewedPiece:
         return self.ordered / self.views if self.views else 0.0
 
 
-# A bank payment begun empties the bag, paid or not in the end.
-BAG_EMPTIED_UNPAID = (OrderStatus.PROCESSING, OrderStatus.PAYMENT_FAILED)
-
-
 def most_viewed(
     session: AnySession, *, since: datetime, limit: int = MOST_VIEWED_LIMIT
 ) -> list[ViewedPiece]:
@@ -337,8 +332,8 @@ def most_viewed(
         )
         .exists()
     )
-    # A bag's lines go when it is paid for (or its bank payment begins): its orders remember
-    # it, unless it holds the piece again (counted above).
+    # A bag's lines go when it is paid for (or its bank payment begins, whatever becomes of
+    # it): its orders remember the bag, unless it holds the piece still (counted above).
     checked_out = (
         select(func.count(distinct(Order.cart_id)))
         .join(OrderLine, OrderLine.order_id == Order.id)
@@ -346,7 +341,6 @@ def most_viewed(
             OrderLine.product_id == ProductView.product_id,
             Order.created_at >= since,
             Order.cart_id.is_not(None),
-            or_(Order.paid_at.is_not(None), Order.status.in_(BAG_EMPTIED_UNPAID)),
             ~still_in_its_bag,
         )
         .correlate(ProductView)

@@ -43,7 +43,10 @@ def load_user(identity: str) -> User | None:
     if not (user_id.isdigit() and version.isdigit()):
         return None
     if (until := session.get(REMEMBERED_UNTIL)) is not None and time.time() > until:
-        return None  # a session a remember cookie started ends with the cookie's 30 days
+        # A session a remember cookie started ends with the cookie's 30 days, for good: the
+        # account leaves it, so the cookie, refused and sent again, can't bring it back.
+        session.pop("_user_id", None)
+        return None
     user = db.session.get(User, int(user_id), bind_arguments={"primary": True})
     if user is None or not user.is_active or user.session_version != int(version):
         return None
