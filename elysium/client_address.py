@@ -18,7 +18,7 @@ def client_address() -> str:
     IPv4 one. Every limit per address keys on this, never on ``remote_addr`` itself."""
     address = request.remote_addr or "127.0.0.1"
     try:
-        parsed = ip_address(address)
+        parsed = ip_address(_without_port(address))
     except ValueError:
         return address
     if not isinstance(parsed, IPv6Address):
@@ -27,3 +27,14 @@ def client_address() -> str:
         return str(parsed.ipv4_mapped)
     network = IPv6Network((int(parsed), IPV6_CLIENT_PREFIX), strict=False)  # no %zone
     return str(network)
+
+
+def _without_port(address: str) -> str:
+    """The address without the port some proxies write after it in ``X-Forwarded-For``
+    (``203.0.113.5:50123``, ``[2001:db8::1]:50123``): each new connection's port would
+    otherwise be a fresh budget of every limit."""
+    if address.startswith("["):
+        return address[1:].partition("]")[0]
+    if address.count(":") == 1:
+        return address.partition(":")[0]
+    return address

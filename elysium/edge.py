@@ -108,9 +108,18 @@ def not_a_form(incoming: Request) -> bool:
     if incoming.mimetype not in FORM_TYPES:
         return bool(incoming.content_length or incoming.headers.get("Transfer-Encoding"))
     if incoming.mimetype == "multipart/form-data":
-        boundary = incoming.mimetype_params.get("boundary", "").encode("latin-1")
+        boundary = _multipart_boundary(incoming)
         return bool(boundary) and _holds_a_file(incoming.get_data(cache=True), boundary)
     return False
+
+
+def _multipart_boundary(incoming: Request) -> bytes:
+    """A multipart body's boundary as Werkzeug reads it, in ASCII; empty when it is not (an
+    RFC 2231 ``boundary*=UTF-8''%E2%82%AC`` is read as "€"), as Werkzeug then reads no form."""
+    try:
+        return incoming.mimetype_params.get("boundary", "").encode("ascii")
+    except UnicodeEncodeError:
+        return b""
 
 
 def _holds_a_file(body: bytes, boundary: bytes) -> bool:
@@ -167,7 +176,7 @@ def form_is_text(incoming: Request) -> bool:
     if incoming.mimetype == "application/x-www-form-urlencoded":
         return is_text(unquote_to_bytes(incoming.get_data(cache=True)))
     if incoming.mimetype == "multipart/form-data":
-        boundary = incoming.mimetype_params.get("boundary", "").encode("latin-1")
+        boundary = _multipart_boundary(incoming)
         return not boundary or multipart_is_text(incoming.get_data(cache=True), boundary)
     return True
 

@@ -968,3 +968,22 @@ def test_an_empty_etag_is_an_etag_that_matches_nothing(client, catalogue, held):
         response = client.get(url, headers={"If-None-Match": held})
         assert response.status_code == 200, url
         assert response.headers["ETag"]
+
+
+@pytest.mark.parametrize("boundary", ["*=UTF-8''%E2%82%AC", "*=utf-8''%FF"])
+def test_a_multipart_boundary_outside_ascii_is_no_form_not_a_500(
+    client: ShopClient, boundary: str
+) -> None:
+    """``boundary*=UTF-8''%E2%82%AC`` (RFC 2231) is read by Werkzeug as "€"; the edge encoded
+    it as latin-1, which raised on every request, a GET's too (found by review). Werkzeug
+    reads no form from such a body: it is refused as any form without its token is."""
+    content_type = f"multipart/form-data; boundary{boundary}"
+    assert client.get("/", headers={"Content-Type": content_type}).status_code == 200
+    client.get("/auth/login")
+    body = (
+        b'--X\r\nContent-Disposition: form-data; name="csrf_token"\r\n\r\n%s\r\n--X--\r\n'
+        % (client.csrf_token or "").encode()
+    )
+    for path in ("/auth/login", "/cart/items", "/account/profile"):
+        response = client.post(path, data=body, content_type=content_type)
+        assert response.status_code == 400, (path, response.status_code)

@@ -184,6 +184,20 @@ def test_an_ipv4_address_written_as_ipv6_counts_as_itself(app):
     assert sign_up_forwarded_for(client, "198.51.100.8", 6) == 303
 
 
+def test_a_forwarded_address_with_its_port_counts_as_the_address(app):
+    """Some proxies write the client's port into X-Forwarded-For (``203.0.113.5:50123``,
+    ``[2001:db8::1]:50123``): the key was that text as it came, so each new connection's
+    port was a fresh budget of sign-ups, sign-ins and resets (found by review)."""
+    shop = make_app(app.config["SQLALCHEMY_DATABASE_URI"], PROXY_FIX_HOPS=1)
+    client = shop.test_client()
+    for n in range(5):
+        assert sign_up_forwarded_for(client, f"198.51.100.9:{40000 + n}", n) == 303
+    assert sign_up_forwarded_for(client, "198.51.100.9:41000", 5) == 429
+    for n in range(5):
+        assert sign_up_forwarded_for(client, f"[2001:db8:0:9::1]:{40000 + n}", 10 + n) == 303
+    assert sign_up_forwarded_for(client, "[2001:db8:0:9::2]:41000", 15) == 429
+
+
 def test_a_change_of_email_is_asked_5_times_an_hour_per_account_at_most(client, auth):
     """Each request writes to the address typed: without a limit, a signed-in account could
     send the shop's mail to any list of addresses."""

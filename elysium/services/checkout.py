@@ -298,6 +298,7 @@ def start_checkout(
 # before its lead time, and an in-stock line's.
 SHOWN_LINES, SHOWN_PARTS, SHOWN_MADE, SHOWN_IN_STOCK = ";", ":", "m", "s"
 SHOWN_MAX_CHARACTERS = 20_000
+SHOWN_NUMBER_MAX_DIGITS = 12
 
 
 def _made_as_shown(item: carts.CartItem) -> str:
@@ -335,11 +336,17 @@ def _read_shown(shown: str) -> dict[int, tuple[int, int, str]] | None:
     for part in filter(None, shown.split(SHOWN_LINES)):
         parts = part.split(SHOWN_PARTS)
         numbers = parts[:3]
-        if len(parts) != 4 or not parts[3] or not all(n.isascii() and n.isdigit() for n in numbers):
+        if len(parts) != 4 or not parts[3] or not all(_shown_number(n) for n in numbers):
             return None
         line_id, quantity, price = map(int, numbers)
         lines[line_id] = (quantity, price, parts[3])
     return lines
+
+
+def _shown_number(text: str) -> bool:
+    """A line id, quantity or price as a page writes them: ASCII digits, a dozen at most
+    (``int()`` refuses a string of over 4,300 digits, and no price or id comes near)."""
+    return text.isascii() and text.isdigit() and len(text) <= SHOWN_NUMBER_MAX_DIGITS
 
 
 def changes_since_shown(
