@@ -28,6 +28,7 @@ from tests.conftest import PASSWORD, ShopClient, count_queries, make_app, page_t
 from tests.html import csrf_token, elements, text_of
 from tests.support.checkout import CHAIN, add_chain, check_out, session_id_from
 from tests.support.staff import staff_client
+from tests.test_staff_fulfilment import act, buy
 
 PIECE = "aurelia-solitaire-ring"
 COOKIE = "elysium_visitor"
@@ -640,22 +641,8 @@ def test_a_bag_emptied_by_a_bank_payment_staff_then_cancelled_still_counts(shop,
     """Her bank payment began (her bag's lines went), then staff cancelled the order before
     the money came: the piece did go into her bag, as with a bank payment that failed (found
     by review)."""
-    shopper = shop.client()
-    assert shopper.get(f"/shop/{CHAIN}").status_code == 200
-    add_chain(shopper)
-    session_id = session_id_from(check_out(shopper).location)
-    shop.fake.pay_later(session_id)
-    with app.app_context():
-        number = db.session.scalars(
-            select(Order.number).where(Order.stripe_checkout_session_id == session_id)
-        ).one()
-        db.session.remove()
-    staff = staff_client(shop.app)
-    staff.get(f"/staff/orders/{number}")
-    cancelled = staff.post(
-        f"/staff/orders/{number}/cancel",
-        data={"csrf_token": staff.csrf_token, "reason": "No transfer", "request_key": "c"},
-    )
+    number, _ = buy(shop, pay="bank")  # her view of the piece, her bag and its bank payment
+    cancelled = act(staff_client(shop.app), number, "cancel", reason="No transfer", request_key="c")
     assert cancelled.status_code == 303
     with app.app_context():
         [piece] = views.most_viewed(db.session, since=utcnow() - timedelta(days=7))
