@@ -1176,6 +1176,28 @@ def test_part_of_a_deposit_refunded_is_on_the_commissions_timeline(shop: Shop, a
     assert "£100 of it given back · balance £800.03" in text_of(panel, ".lead-quote__head")
 
 
+def test_part_of_a_deposit_given_back_in_stripes_dashboard_is_on_the_commission(
+    shop: Shop, app: Flask
+) -> None:
+    """Only the back office's part refunds were told to the commission: one made in Stripe's
+    dashboard was noted on the order alone."""
+    lead_id, _ = quoted_lead(shop, app)
+    number, link = paid_deposit(shop, app, lead_id)
+    with app.app_context():
+        order = db.session.scalars(select(Order).where(Order.number == number)).one()
+        payment = order.stripe_payment_intent_id
+        db.session.remove()
+
+    shop.fake.refund_from_dashboard(payment, amount=10_000)
+
+    state = lead_state(app, lead_id)
+    assert state["status"] is LeadStatus.WON
+    assert state["events"][-1][2] == (
+        f"£100 of the deposit given back so far, in Stripe (order {number})"
+    )
+    assert text_of(Page(shop.client().get(link)), ".quote-page__balance") == "£800.03"
+
+
 def test_a_deposit_refunded_on_a_commission_won_another_way_leaves_it_won(
     shop: Shop, app: Flask
 ) -> None:

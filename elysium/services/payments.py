@@ -585,12 +585,17 @@ def charge_refunded(
     elif order.refunded_amount >= order.total:
         refunded_in_full_at_stripe(session, order, event_id)
     else:
+        so_far = format_money(refunded, order.currency)
         orders.add_note(
-            order,
-            f"Partly refunded: {format_money(refunded, order.currency)} so far",
-            actor=ACTOR,
-            stripe_event_id=event_id,
+            order, f"Partly refunded: {so_far} so far", actor=ACTOR, stripe_event_id=event_id
         )
+        if order.bespoke_quote_id is not None:
+            quotes.part_of_deposit_given_back(
+                session,
+                order,
+                actor=ACTOR,
+                note=f"{so_far} of the deposit given back so far, in Stripe (order {order.number})",
+            )
 
 
 def refund_created(session: AnySession, order: Order, obj: dict[str, Any], event_id: str) -> None:

@@ -709,11 +709,11 @@ def _tell_the_commission(session: AnySession, order: Order, note: str) -> None:
 
 
 def part_of_deposit_given_back(
-    session: AnySession, order: Order, *, actor: str, actor_user_id: int, note: str
+    session: AnySession, order: Order, *, actor: str, actor_user_id: int | None = None, note: str
 ) -> None:
-    """Staff refunded part of a deposit order (its lock held): the commission keeps its
-    status, the rest of the deposit still held, and its timeline says what went back, so the
-    people who follow the lead see it."""
+    """Part of a deposit order was given back (its lock held), by staff or in Stripe's
+    dashboard: the commission keeps its status, the rest of the deposit still held, and its
+    timeline says what went back, so the people who follow the lead see it."""
     _, lead = _quote_and_locked_lead(session, order)
     if lead is not None:
         leads.record(session, lead, actor=actor, actor_user_id=actor_user_id, note=note)
