@@ -62,6 +62,11 @@ class QuotePanel:
     error: str = ""
     errors: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def newest_seen(self) -> str:
+        """The newest quote this panel shows, as its form says it (``quotes.newest_quote_mark``)."""
+        return quotes.newest_quote_mark(self.lead)
+
 
 STATE_WORDS = {
     quotes.QuoteState.PAYABLE: "Current",
