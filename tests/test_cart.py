@@ -7,7 +7,7 @@ import time
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import create_engine, func, insert, select, text
+from sqlalchemy import create_engine, func, insert, select, text, update
 
 from elysium.extensions import db
 from elysium.models import Cart, CartLine, Inventory, Product
@@ -862,6 +862,32 @@ def test_a_stocked_piece_that_sells_out_but_can_be_made_says_so(app, client, cat
     text = page_text(client.get("/cart"))
     assert "Sold out in this metal — made to order, ships in about 6 weeks" in text
     assert lines(app)[0][2] == 1
+
+
+def test_a_lead_time_stored_past_the_houses_promise_is_never_promised_in_the_bag(
+    app, client, catalogue
+):
+    """A lead time written before the studio was held to two years (999,999 weeks): the bag
+    promised the shopper "about 999999 weeks" for a piece sold out since it was added, and
+    for more than is left of one."""
+    band = "lumiere-eternity-band"
+    add(client, band, metal="white-gold", diamond="1.00ct", size="6")
+    add(client, band, metal="platinum", diamond="1.00ct", size="6", quantity="2")
+    set_stock(app, band, "white-gold/1.00ct", 0)
+    set_stock(app, band, "platinum/1.00ct", 1)
+    with app.app_context():
+        db.session.execute(
+            update(Product).where(Product.slug == band).values(lead_time_weeks=999_999)
+        )
+        db.session.commit()
+        db.session.remove()
+
+    text = page_text(client.get("/cart"))
+
+    assert "Sold out in this metal — made to order." in text
+    assert "Only 1 left in platinum with 1.00 ct" in text
+    assert "so yours are made to order." in text
+    assert "999" not in text
 
 
 def test_signed_in_shoppers_keep_their_bag_on_their_account(app, client, catalogue, auth):

@@ -734,8 +734,10 @@ def _more_than_left_message(availability: Availability) -> str:
     """A bag asking for more of a variant than is left, which can be made: made to order."""
     message = (
         f"Only {availability.available} left in {_lowered(availability.variant)}, so yours "
-        f"are made to order: they ship in about {availability.lead_time_weeks} weeks"
+        "are made to order"
     )
+    if availability.promised_weeks:
+        message += f": they ship in about {availability.promised_weeks} weeks"
     if availability.ships_by:
         message += f", by {availability.ships_by.day} {availability.ships_by:%B}"
     return message + "."
@@ -796,10 +798,9 @@ def _assess(
         elif availability.status is StockStatus.MADE_TO_ORDER and availability.available:
             problem = _more_than_left_message(availability)
         elif availability.status is StockStatus.MADE_TO_ORDER and _sold_out_since(product, line):
-            problem = (
-                "Sold out in this metal — made to order, "
-                f"ships in about {availability.lead_time_weeks} weeks"
-            )
+            problem = "Sold out in this metal — made to order"
+            if availability.promised_weeks:
+                problem += f", ships in about {availability.promised_weeks} weeks"
             if availability.ships_by:
                 problem += f", by {availability.ships_by.day} {availability.ships_by:%B}"
             problem += "."

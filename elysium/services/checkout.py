@@ -384,7 +384,7 @@ def changes_since_shown(
                 ships = f", to ship by {line.ships_by.day} {line.ships_by:%B %Y}"
                 changes.append(f"{name} is now made to order{ships if line.ships_by else ''}.")
         elif item.made_to_order and _made_as_shown(item) != made:
-            weeks = item.availability.lead_time_weeks
+            weeks = item.availability.promised_weeks
             changes.append(
                 f"{name} is now made to order"
                 + (f", to ship in about {weeks} weeks." if weeks else ".")

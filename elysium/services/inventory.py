@@ -58,15 +58,23 @@ class Availability:
         return self.status is not StockStatus.SOLD_OUT
 
     @property
+    def promised_weeks(self) -> int | None:
+        """The weeks a made-to-order piece takes, as the house promises them. None without a
+        lead time, or for one longer than the house promises (a row written before the
+        studio was held to it): no time and no date are promised, and the page stays up."""
+        weeks = self.lead_time_weeks
+        if not weeks or weeks > MAX_LEAD_TIME_WEEKS:
+            return None
+        return weeks
+
+    @property
     def ships_by(self) -> date | None:
-        """The promise for a made-to-order piece: today plus its lead time. None for a lead
-        time longer than the house promises (a row written before the studio was held to
-        it): no date is promised, and the page stays up."""
-        if self.status is not StockStatus.MADE_TO_ORDER or not self.lead_time_weeks:
+        """The promise for a made-to-order piece: today plus its lead time (None when no
+        time is promised, :attr:`promised_weeks`)."""
+        weeks = self.promised_weeks
+        if self.status is not StockStatus.MADE_TO_ORDER or weeks is None:
             return None
-        if self.lead_time_weeks > MAX_LEAD_TIME_WEEKS:
-            return None
-        return house_time.today() + timedelta(weeks=self.lead_time_weeks)
+        return house_time.today() + timedelta(weeks=weeks)
 
     @property
     def schema_org(self) -> str:
@@ -82,7 +90,7 @@ class Availability:
             if not self.ships_by:
                 return "Made to order"
             return (
-                f"Made to order — ships in about {self.lead_time_weeks} weeks, "
+                f"Made to order — ships in about {self.promised_weeks} weeks, "
                 f"by {self.ships_by.day} {self.ships_by:%B}"
             )
         return f"Sold out in {self.variant[0].lower()}{self.variant[1:]}"
