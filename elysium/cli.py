@@ -6,6 +6,8 @@ import logging
 import re
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from types import FrameType
 from typing import Any, NamedTuple
@@ -138,9 +140,11 @@ def _check_email_settings() -> None:
 @emails_cli.command("send-pending")
 @click.option("--limit", default=100, show_default=True, help="Most emails to send in this run.")
 def send_pending_command(limit: int) -> None:
-    """Send the emails that are due, once (for cron)."""
+    """Send the emails that are due, once (for cron). SIGTERM or Ctrl-C finish the current
+    email and hand the rest claimed back, as the worker's do."""
     _check_email_settings()
-    report = send_pending(db.session, limit=limit)
+    with _stopping_on_signals("Sending emails") as stop:
+        report = send_pending(db.session, limit=limit, stop=stop)
     click.echo(f"Emails: {report}.")
 
 
@@ -160,19 +164,9 @@ def worker_command(interval: float, once: bool) -> None:
     looking again every ``--interval`` seconds. Run one or more beside the web servers.
     """
     _check_email_settings()
-    stop = threading.Event()
-
-    def request_stop(signum: int, _frame: FrameType | None) -> None:
-        click.echo(f"Email worker: {signal.Signals(signum).name} received, stopping.")
-        stop.set()
-
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            previous[signum] = signal.signal(signum, request_stop)
-    backend = current_app.config["EMAIL_BACKEND"]
-    click.echo(f"Email worker started ({backend} backend, every {interval:g}s when idle).")
-    try:
+    with _stopping_on_signals("Email worker") as stop:
+        backend = current_app.config["EMAIL_BACKEND"]
+        click.echo(f"Email worker started ({backend} backend, every {interval:g}s when idle).")
         while not stop.is_set():
             report = _worker_pass(stop)
             if report.total:
@@ -183,10 +177,30 @@ def worker_command(interval: float, once: bool) -> None:
             # waits for the email being sent, and the rest claimed are handed back.
             if report.total == 0 or report.retried or report.held:
                 stop.wait(interval)
+    click.echo("Email worker stopped.")
+
+
+@contextmanager
+def _stopping_on_signals(who: str) -> Iterator[threading.Event]:
+    """While the block runs, SIGTERM and SIGINT (Ctrl-C) set the event it is given instead of
+    ending the process, for ``send_pending``'s ``stop``: the email being sent is finished and
+    the rest claimed are handed back, due at once, not left ``sending`` for
+    ``STALE_CLAIM_AFTER``. The handlers they had are put back after."""
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        click.echo(f"{who}: {signal.Signals(signum).name} received, stopping.")
+        stop.set()
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, request_stop)
+    try:
+        yield stop
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    click.echo("Email worker stopped.")
 
 
 def _worker_pass(stop: threading.Event) -> SendReport:

@@ -23,7 +23,7 @@ from devtools.fake_stripe.webhooks import sign
 from elysium.extensions import db
 from elysium.models import Order, OrderStatus, OutboxStatus
 from elysium.models.types import utcnow
-from elysium.services.outbox import idempotency_key
+from elysium.services.outbox import idempotency_key, queue_email
 from tests.conftest import PASSWORD, WEBHOOK_SECRET, ShopClient, create_user, make_app, sent_emails
 from tests.support.orders import CHAIN_PRICE, pending_chain_order
 from tests.support.resend_server import FakeResend, running_fake_resend
@@ -204,7 +204,7 @@ def test_an_order_confirmation_outlives_a_three_hour_provider_outage(shop, fake_
 def test_a_running_worker_delivers_what_a_request_queues_without_being_asked(
     shop, fake_resend, tmp_path
 ):
-    worker = start_worker(shop, fake_resend, tmp_path)
+    worker = start_emails_command(shop, fake_resend, tmp_path, "worker", "--interval", "0.2")
     try:
         wait_for_output(worker, "Email worker started (resend backend", timeout=30)
         time.sleep(0.5)  # a few idle passes, so the email arrives while the worker waits
@@ -229,8 +229,54 @@ def test_a_running_worker_delivers_what_a_request_queues_without_being_asked(
     assert email.claimed_by == f"{socket.gethostname()}:{worker.pid}"
 
 
-def start_worker(application: Flask, fake_resend: FakeResend, tmp_path: Path) -> subprocess.Popen:
-    """``flask emails worker`` in its own process, on the test database and the stand-in."""
+def test_sigterm_lets_send_pending_finish_the_current_email_only(shop, fake_resend, tmp_path):
+    """``flask emails send-pending`` (cron's) was simply killed by SIGTERM (a deploy, a
+    timer's stop) while Resend was slow: the emails it had claimed waited 10 minutes in
+    "sending", a password reset or an order confirmation among them (found by review). Now it
+    stops as the worker does: it finishes the email being sent and hands the rest back,
+    untried and due, to the next run."""
+    fake_resend.hang(seconds=HANG_SECONDS)
+    with shop.app_context():
+        for n in range(10):
+            queue_email(
+                db.session,
+                to=f"shopper{n}@example.com",
+                subject="A test",
+                template="test_email",
+                context={"name": "Ada"},
+            )
+        db.session.commit()
+
+    with start_emails_command(shop, fake_resend, tmp_path, "send-pending") as sender:
+        try:
+            deadline = time.monotonic() + 30
+            while not fake_resend.requests and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert fake_resend.requests, "send-pending never reached the provider"
+            sender.send_signal(signal.SIGTERM)  # the first email held by the provider
+            wait_for_output(sender, "SIGTERM received, stopping.", timeout=10)
+            fake_resend.release()
+            output, _ = sender.communicate(timeout=30)
+        finally:
+            if sender.poll() is None:
+                sender.kill()
+
+    assert sender.returncode == 0, output
+    assert "Emails: 1 sent, 0 to retry, 0 failed, 9 handed back." in output
+    first, *unsent = sent_emails(shop)
+    assert first.status is OutboxStatus.SENT
+    assert {(e.status, e.attempts, e.tries_began_at) for e in unsent} == {
+        (OutboxStatus.PENDING, 0, None)
+    }
+    assert all(e.next_attempt_at <= utcnow() for e in unsent)  # due at once, not in 10 minutes
+    assert "9 sent" in send_pending(shop)  # the next run
+    assert_each_email_delivered_once(shop, fake_resend)
+
+
+def start_emails_command(
+    application: Flask, fake_resend: FakeResend, tmp_path: Path, *command: str
+) -> subprocess.Popen:
+    """``flask emails <command>`` in its own process, on the test database and the stand-in."""
     env = {
         **os.environ,
         "FLASK_APP": "wsgi",
@@ -244,8 +290,8 @@ def start_worker(application: Flask, fake_resend: FakeResend, tmp_path: Path) ->
         "EMAIL_TIMEOUT_SECONDS": str(PROVIDER_TIMEOUT_SECONDS),
         "PYTHONUNBUFFERED": "1",
     }
-    return subprocess.Popen(
-        [sys.executable, "-m", "flask", "emails", "worker", "--interval", "0.2"],
+    return subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "flask", "emails", *command],
         cwd=PROJECT_ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -266,7 +312,7 @@ def wait_for_output(process: subprocess.Popen, text: str, *, timeout: float) -> 
             return
         if not line:
             break
-    pytest.fail(f"the worker never said {text!r}: {''.join(seen)!r}")
+    pytest.fail(f"the command never said {text!r}: {''.join(seen)!r}")
 
 
 def test_a_reset_for_a_known_and_an_unknown_address_answers_alike_and_at_once(shop, fake_resend):

@@ -255,10 +255,10 @@ def send_pending(
 
     Runs its own short transactions on ``session``: call it with no unfinished work there.
     Emails too old to be tried again (``give_up_after``) are marked failed and counted as such.
-    Once ``stop`` is set (the worker got SIGTERM), the email being sent is finished and the
-    rest of those claimed are handed back untried, due at once for another sender: each send
-    may wait its timeouts, and a batch left claimed waited ``STALE_CLAIM_AFTER`` when the
-    process manager, tired of waiting, killed the worker.
+    Once ``stop`` is set (``flask emails worker`` or ``send-pending`` got SIGTERM), the email
+    being sent is finished and the rest of those claimed are handed back untried, due at once
+    for another sender: each send may wait its timeouts, and a batch left claimed waited
+    ``STALE_CLAIM_AFTER`` when the process manager, tired of waiting, killed the sender.
     """
     _require_no_unfinished_work(session)
     report = SendReport(failed=_give_up_on_expired(session))
@@ -665,7 +665,7 @@ def _hand_back(session: AnySession, claims: list[_Claim], sender: str) -> int:
     except Exception:
         session.rollback()
         raise
-    logger.info("Email worker stopping: %s claimed emails handed back untried", len(released))
+    logger.info("Email sender stopping: %s claimed emails handed back untried", len(released))
     return len(released)
 
 

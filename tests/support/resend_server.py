@@ -66,6 +66,10 @@ class FakeResend:
         """Accept the connection but answer nothing for ``seconds`` (or until stopped)."""
         self._behaviour = _Behaviour(hang_seconds=seconds)
 
+    def release(self) -> None:
+        """Answer the requests ``hang`` holds now (as it is set to), and any later ones at once."""
+        self._release.set()
+
     @property
     def emails_sent(self) -> int:
         """Emails this "provider" actually accepted (repeats with a known key not counted)."""
