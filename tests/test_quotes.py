@@ -5,24 +5,27 @@ bag's own machinery, and the commission is won, once, whatever Stripe repeats.""
 from __future__ import annotations
 
 import re
+import threading
+import time
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
 import time_machine
 from flask import Flask
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, text
+from sqlalchemy.orm import Session
 
 from elysium.extensions import db
 from elysium.models import Order, OrderStatus
 from elysium.models.engagement import BespokeLead, BespokeQuote, LeadStatus
 from elysium.models.types import utcnow
-from elysium.services import orders, quotes
+from elysium.services import checkout, leads, orders, quotes
 from elysium.web.quotes import account_quotes
 from elysium.web.staff_session import LAST_SEEN, SECOND_FACTOR_AT
 from tests.conftest import PASSWORD, ShopClient, create_user, link_in, page_text, sent_emails
 from tests.html import Page, elements, field_error, form_fields, text_of
 from tests.support.checkout import Shop, session_id_from, stock
-from tests.support.meanwhile import in_another_window, meanwhile
+from tests.support.meanwhile import WorkerStoppedError, in_another_window, meanwhile, stop
 from tests.support.staff import staff_client
 
 CLIENT = "grace@example.com"
@@ -552,6 +555,153 @@ def test_a_quote_withdrawn_while_its_payment_page_is_being_made_is_not_sent_to_p
     assert page["status"] == "expired"
     # The revised quote is hers to pay.
     assert pay_button(shop.client(), quote_link(app)).status_code == 303
+
+
+def on_postgresql(app: Flask) -> bool:
+    return app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql")
+
+
+def waiting_on_locks(app: Flask) -> int:
+    """How many of this database's connections wait for a lock another holds."""
+    with app.app_context(), db.engine.connect() as connection:
+        return connection.execute(
+            text(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+        ).scalar_one()
+
+
+def a_deposit_order_without_a_page(shop: Shop, app: Flask) -> tuple[int, ShopClient, int]:
+    """A quoted commission whose client pressed "Pay deposit", the worker stopped before the
+    page Stripe made was stored: the commission, its staff member, and the PENDING order
+    with no page."""
+    lead_id, staff = quoted_lead(shop, app)
+    page_stored = "UPDATE orders SET stripe_checkout_session_id"
+    with meanwhile(shop.app, page_stored, stop) as ran, pytest.raises(WorkerStoppedError):
+        pay_button(shop.client(), quote_link(app))
+    assert ran
+    [order] = deposit_orders(app)
+    assert (order["status"], order["session"]) == (OrderStatus.PENDING, None)
+    with app.app_context():
+        order_id = db.session.scalars(select(Order.id)).one()
+        db.session.remove()
+    return lead_id, staff, order_id
+
+
+def test_a_revised_quote_takes_the_deposit_order_it_ends_before_the_commission(
+    shop: Shop, app: Flask
+) -> None:
+    """Every path takes a deposit order's lock before its commission's (a payment's event, a
+    refund). Sending a revised quote took the commission's, then the replaced quote's deposit
+    order without a page, to end it: with that order held by such a path, which then asked
+    for the commission, each waited on the other and PostgreSQL ended one (the staff member
+    saw a 503, or the other path failed). The order is now taken first."""
+    if not on_postgresql(app):
+        pytest.skip("SQLite has one writer at a time: there are no row locks to order")
+    lead_id, staff, order_id = a_deposit_order_without_a_page(shop, app)
+    answers: list[int] = []
+
+    def revise() -> None:
+        answers.append(send(staff, lead_id, price="2,000").status_code)
+
+    failures: list[Exception] = []
+    with shop.app.app_context(), Session(db.engine) as other:
+        # Another path holds the order, and will tell its commission.
+        assert checkout.lock_order(other, order_id) is not None
+        staff_sending = threading.Thread(target=revise)
+        staff_sending.start()
+        deadline = time.monotonic() + 20
+        while waiting_on_locks(app) < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        try:
+            assert leads.lock_lead(other, lead_id) is not None
+        except Exception as error:  # PostgreSQL's "deadlock detected", before
+            failures.append(error)
+        other.rollback()
+    staff_sending.join(30)
+
+    assert failures == []
+    assert answers == [303]
+    state = lead_state(app, lead_id)
+    assert [quote["withdrawn"] for quote in state["quotes"]] == [True, False]
+    assert [order["status"] for order in deposit_orders(app)] == [OrderStatus.CANCELLED]
+
+
+def taking_the_commission(sql: str) -> bool:
+    """For ``meanwhile``: the statement that locks a commission (on SQLite, the UPDATE that
+    takes the database's write lock for it)."""
+    return sql.startswith("UPDATE bespoke_leads") or (
+        "FROM bespoke_leads" in sql and "FOR UPDATE" in sql
+    )
+
+
+@pytest.mark.parametrize("held", [False, True], ids=["free", "held"])
+def test_a_deposit_order_made_as_a_revised_quote_takes_the_commission_is_ended_too(
+    shop: Shop, app: Flask, held: bool
+) -> None:
+    """The client pressed "Pay deposit" as staff sent a revised quote: her deposit order was
+    made after the quote being sent read which orders it would end, and before it took the
+    commission. It is ended all the same, taken without waiting (it was not taken before the
+    commission, as the others are), and she is told the quote was replaced. Held by another
+    at that moment, it can't be waited for: the quote is refused, nothing sent, and sent
+    again it ends the order."""
+    if held and not on_postgresql(app):
+        pytest.skip("SQLite has one writer at a time: no other can hold the order meanwhile")
+    lead_id, staff = quoted_lead(shop, app)
+    link = quote_link(app)
+    client = shop.client()
+    client.get(link)
+    token = client.csrf_token
+    answer: dict = {}
+
+    def client_presses_pay() -> None:
+        answer["pay"] = client.post(f"{link}/deposit", data={"csrf_token": token})
+
+    paying = threading.Thread(target=client_presses_pay)
+    with shop.app.app_context():
+        other = Session(db.engine)
+    letting_go = threading.Timer(15, other.rollback)
+
+    def meanwhile_the_client_pays() -> None:
+        shop.fake.hang_next(30)  # Stripe takes its time making her page
+        paying.start()
+        deadline = time.monotonic() + 10
+        while not deposit_orders(app) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.2)
+        if held:
+            order_id = other.scalars(select(Order.id)).one()
+            assert checkout.lock_order(other, order_id) is not None
+            # Should the quote wait for it (before: it did), let go in the end.
+            letting_go.start()
+
+    try:
+        with meanwhile(shop.app, taking_the_commission, meanwhile_the_client_pays) as ran:
+            sent = send(staff, lead_id, price="2,000")
+        assert ran
+        if held:
+            assert sent.status_code == 409
+            told = page_text(sent)
+            assert "began paying this commission's deposit as you sent this quote" in told
+            state = lead_state(app, lead_id)
+            assert [quote["withdrawn"] for quote in state["quotes"]] == [False]
+            assert [order["status"] for order in deposit_orders(app)] == [OrderStatus.PENDING]
+            other.rollback()
+            sent = send(staff, lead_id, price="2,000")
+    finally:
+        letting_go.cancel()
+        other.close()
+        shop.fake.release_hangs()
+        if paying.is_alive():
+            paying.join(30)
+
+    assert sent.status_code == 303, page_text(sent)
+    state = lead_state(app, lead_id)
+    assert [quote["withdrawn"] for quote in state["quotes"]] == [True, False]
+    assert [order["status"] for order in deposit_orders(app)] == [OrderStatus.CANCELLED]
+    assert answer["pay"].status_code == 409
+    assert "replaced by a newer one" in text_of(Page(answer["pay"]), ".quote-page__problem")
 
 
 def test_two_deposit_pages_open_at_once_both_paid_flag_the_second_for_staff(

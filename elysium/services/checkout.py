@@ -740,15 +740,21 @@ class Settled(enum.StrEnum):
     CHANGED = "changed"
 
 
-def lock_order(session: AnySession, order_id: int) -> Order | None:
+def lock_order(session: AnySession, order_id: int, *, unless_held: bool = False) -> Order | None:
     """The order with its lines and timeline, locked for this transaction and read afresh
-    (on SQLite too: :func:`take_turns_on_sqlite`)."""
+    (on SQLite too: :func:`take_turns_on_sqlite`).
+
+    ``unless_held``: never wait for another transaction holding it (PostgreSQL's ``SKIP
+    LOCKED``): None then, as for an order that doesn't exist. For a lock taken out of the
+    order every path takes them in (an order after its commission): a lock that never waits
+    can't be one half of a deadlock. SQLite has one writer, which this transaction is once
+    it has written: there the order is always taken."""
     take_turns_on_sqlite(session, Order, order_id)
     return session.scalar(
         select(Order)
         .where(Order.id == order_id)
         .options(selectinload(Order.lines), selectinload(Order.events))
-        .with_for_update(of=Order)
+        .with_for_update(of=Order, skip_locked=unless_held)
         .execution_options(populate_existing=True)
     )
 

@@ -199,6 +199,9 @@ def send_quote(
     """
     currency = current_app.config["SHOP_CURRENCY"]
     description, price, percent, valid_until = _clean(data, currency, today)
+    # The deposit orders this quote may end, before the commission: every path takes an
+    # order's lock before its commission's (see :func:`_end_deposits_without_a_page`).
+    held = _hold_deposits_without_a_page(session, lead_id)
     lead = leads.lock_lead(session, lead_id)
     if lead is None:
         raise QuoteRefusedError("This commission no longer exists.")
@@ -227,7 +230,9 @@ def send_quote(
         if earlier.withdrawn_at is None and earlier.paid_at is None:
             earlier.withdrawn_at = now
             withdrawn.append(earlier.id)
-    _end_deposits_without_a_page(session, withdrawn, actor=staff_name, actor_user_id=staff_user_id)
+    _end_deposits_without_a_page(
+        session, withdrawn, held, actor=staff_name, actor_user_id=staff_user_id
+    )
     quote = BespokeQuote(
         lead=lead,
         description=description,
@@ -276,8 +281,39 @@ def send_quote(
     return quote
 
 
+def _deposits_without_a_page(session: AnySession, *where: ColumnElement[bool]) -> list[int]:
+    """The deposit orders of the quotes ``where`` says whose payment page is being made (or
+    never was): PENDING, no page stored. In id order."""
+    return list(
+        session.scalars(
+            select(Order.id)
+            .join(BespokeQuote, Order.bespoke_quote_id == BespokeQuote.id)
+            .where(
+                *where,
+                Order.status == OrderStatus.PENDING,
+                Order.stripe_checkout_session_id.is_(None),
+            )
+            .order_by(Order.id)
+        )
+    )
+
+
+def _hold_deposits_without_a_page(session: AnySession, lead_id: int) -> set[int]:
+    """Before the commission's lock: the orders a quote sent now may end (those of its quotes
+    still payable, :func:`_end_deposits_without_a_page`), locked in id order. Which they are
+    is read again under the commission's lock, which settles it: a deposit order is made
+    only under that lock (``start_deposit``)."""
+    order_ids = _deposits_without_a_page(
+        session,
+        BespokeQuote.lead_id == lead_id,
+        BespokeQuote.withdrawn_at.is_(None),
+        BespokeQuote.paid_at.is_(None),
+    )
+    return {order_id for order_id in order_ids if checkout.lock_order(session, order_id)}
+
+
 def _end_deposits_without_a_page(
-    session: AnySession, quote_ids: list[int], *, actor: str, actor_user_id: int
+    session: AnySession, quote_ids: list[int], held: set[int], *, actor: str, actor_user_id: int
 ) -> None:
     """The withdrawn quotes' deposit orders whose payment page is being made (or never was)
     are cancelled, as any order with no page is (``checkout.settle``): the page Stripe is
@@ -285,16 +321,28 @@ def _end_deposits_without_a_page(
     ended, closes the new page, and the client is told her quote was replaced), so she is
     never sent to pay a quote withdrawn as her payment page was made. An order whose page
     was stored first is left open, the client already on it: paid, it is flagged
-    (:data:`DEPOSIT_WITHDRAWN_FLAG`)."""
+    (:data:`DEPOSIT_WITHDRAWN_FLAG`).
+
+    Read under the commission's lock; their locks were taken before it (``held``, by
+    :func:`_hold_deposits_without_a_page`), as every path takes an order's before its
+    commission's: one holding such an order and then asking for the commission (as a payment's
+    event or a refund does) would otherwise wait on the quote being sent, which waits on it. One
+    made between that read and the commission's lock (the client pressed "Pay deposit" just
+    then) is taken only if no one holds it, never waited for; held, the quote is refused, to
+    be sent again in a moment (nothing is written), rather than leave the client a page to
+    pay the quote it withdraws."""
     if not quote_ids:
         return
-    being_made = session.scalars(
-        select(Order.id).where(
-            Order.bespoke_quote_id.in_(quote_ids),
-            Order.status == OrderStatus.PENDING,
-            Order.stripe_checkout_session_id.is_(None),
-        )
-    ).all()
+    being_made = _deposits_without_a_page(session, BespokeQuote.id.in_(quote_ids))
+    for order_id in being_made:
+        if (
+            order_id not in held
+            and checkout.lock_order(session, order_id, unless_held=True) is None
+        ):
+            raise QuoteRefusedError(
+                "The client began paying this commission's deposit as you sent this quote: "
+                "nothing was sent. Send it again in a moment."
+            )
     for order_id in being_made:
         checkout.settle(
             session,
