@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 import time_machine
 from flask import Flask
-from sqlalchemy import delete, select, text
+from sqlalchemy import delete, event, select, text
 from sqlalchemy.orm import Session
 
 from elysium.extensions import db
@@ -764,6 +764,65 @@ def test_a_deposit_flagged_as_the_second_is_cleared_when_the_first_never_arrives
     state = lead_state(app, lead_id)
     assert state["status"] is LeadStatus.WON
     assert f"deposit order {card['number']} is the commission's only one" in state["events"][-1][2]
+
+
+def test_two_deposits_whose_bank_payments_fail_at_once_both_end(shop: Shop, app: Flask) -> None:
+    """Two pages open at once, both paid by bank transfer, both flagged by the sweeper as
+    overdue; the two transfers fail and Stripe reports both at the same moment. Each failure
+    held its own order and then took the commission's other flagged orders, to clear a
+    "give one back" flag: each waited for the other's order and PostgreSQL ended one (the
+    webhook failed, to be sent again). Only orders that can wear that flag are taken now:
+    paid ones, never a deposit whose payment never came."""
+    if not on_postgresql(app):
+        pytest.skip("SQLite has one writer at a time: the two deliveries take turns")
+    lead_id, _, first, second = two_pages_open_at_once(shop, app)
+    shop.fake.pay_later(first)
+    shop.fake.pay_later(second)
+    with app.app_context():
+        for order in db.session.scalars(select(Order)):
+            order.checkout_expires_at = utcnow() - timedelta(days=15)
+        db.session.commit()
+        db.session.remove()
+    swept = shop.app.test_cli_runner().invoke(args=["orders", "expire-stale"])
+    assert "Bank payments overdue: 2 flagged for staff." in swept.output
+    assert [order["flagged"] for order in deposit_orders(app)] == [True, True]
+
+    shop.fake.auto_deliver = False
+    shop.fake.bank_payment_fails(first)
+    shop.fake.bank_payment_fails(second)
+    failures = [
+        event_id
+        for event_id in shop.fake.pending
+        if shop.fake.event(event_id)["type"] == "checkout.session.async_payment_failed"
+    ]
+    assert len(failures) == 2
+    # Both have ended their own order when either looks for the commission's other orders.
+    both_there = threading.Barrier(2, timeout=10)
+    arrived: set[int] = set()
+
+    def others_read(conn, cursor, statement, parameters, context, executemany) -> None:
+        thread = threading.get_ident()
+        if thread in arrived or not statement.startswith("SELECT orders.id"):
+            return
+        if "JOIN bespoke_quotes" in statement and "orders.id !=" in statement:
+            arrived.add(thread)
+            both_there.wait()
+
+    with shop.app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", others_read)
+    try:
+        deliveries = shop.fake.deliver_concurrently(failures)
+    finally:
+        event.remove(engine, "before_cursor_execute", others_read)
+
+    assert len(arrived) == 2
+    assert [delivery.status for delivery in deliveries] == [200, 200]
+    assert [order["status"] for order in deposit_orders(app)] == [
+        OrderStatus.PAYMENT_FAILED,
+        OrderStatus.PAYMENT_FAILED,
+    ]
+    assert lead_state(app, lead_id)["status"] is LeadStatus.QUOTED
 
 
 def kept_and_flagged(app: Flask, lead_id: int, status: LeadStatus, why: str) -> None:

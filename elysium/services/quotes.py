@@ -692,9 +692,17 @@ def deposit_never_came(session: AnySession, order: Order, *, actor: str) -> None
     it was on its way it held the commission's deposit, so another deposit paid meanwhile
     was flagged as the second (:data:`SECOND_DEPOSIT_FLAG`); that one is the only deposit
     now, and staff are not to give it back: its flag comes off, said on its timeline and the
-    commission's. The other orders are locked before the commission, as every path locks an
-    order before its commission (a refund of that other order at this moment takes its
-    order, then the commission: the other way round the two could wait on each other)."""
+    commission's.
+
+    The orders wearing that flag are locked (in id order) before the commission, as every
+    path locks an order before its commission (a refund of that other order at this moment
+    takes its order, then the commission: the other way round the two could wait on each
+    other). Only those: they are paid orders (:func:`deposit_paid` flags them), never a
+    deposit whose payment never came, like this one. So two of these at once (two bank
+    payments of one commission failing in the same instant), each holding its own order,
+    never wait for each other's; before, each took the other's order for wearing any flag
+    (both overdue, say), and PostgreSQL ended one of the two. A path holding a paid order
+    waits for no other order, only for its commission, which this takes after them."""
     quote = session.get(BespokeQuote, order.bespoke_quote_id) if order.bespoke_quote_id else None
     if quote is None:
         return
@@ -706,6 +714,7 @@ def deposit_never_came(session: AnySession, order: Order, *, actor: str) -> None
             BespokeQuote.lead_id == quote.lead_id,
             Order.id != order.id,
             Order.needs_attention.is_(True),
+            Order.attention_reason.contains(SECOND_DEPOSIT_FLAG, autoescape=True),
         )
         .order_by(Order.id)
     ).all()
