@@ -1802,6 +1802,43 @@ def test_a_signed_in_shopper_becomes_one_stripe_customer_for_every_checkout(
     assert len(shop.fake.customers) == 1
 
 
+def test_a_customer_stripe_made_but_the_shop_never_kept_never_blocks_checkout_after_a_new_name(
+    shop: Shop, app: Flask
+) -> None:
+    """The worker stops after Stripe made the account's customer and before the shop kept it
+    (Stripe answering too late does the same). The shopper then corrects her name: every
+    checkout sent Stripe the account's one key with other details, which Stripe refuses for
+    a day, and she was told the payment provider couldn't be reached."""
+    with app.app_context():
+        user_id = create_user("grace@example.com", first_name="Grace", last_name="Hooper")
+        db.session.remove()
+    client = shop.client()
+    client.submit("/auth/login", {"email": "grace@example.com", "password": PASSWORD})
+    add_chain(client)
+    with (
+        meanwhile(shop.app, "UPDATE orders SET stripe_checkout_session_id", stop) as ran,
+        pytest.raises(WorkerStoppedError),
+    ):
+        check_out(client, email="grace@example.com")
+    assert ran
+    assert len(shop.fake.customers) == 1
+    with app.app_context():
+        assert db.session.get(User, user_id).stripe_customer_id is None
+        db.session.remove()
+    client.submit("/cart", {}, action="/checkout/cancel")
+    saved = client.submit("/account/profile", {"first_name": "Grace", "last_name": "Hopper"})
+    assert saved.status_code in (200, 303)
+
+    paying = check_out(client, email="grace@example.com")
+
+    assert paying.status_code == 303, page_text(paying)
+    customer_id = shop.fake.session(session_id_from(paying.location))["customer"]
+    assert shop.fake.customers[customer_id]["name"] == "Grace Hopper"
+    with app.app_context():
+        assert db.session.get(User, user_id).stripe_customer_id == customer_id
+        db.session.remove()
+
+
 def test_a_payment_event_never_waits_while_the_sweeper_asks_stripe(shop: Shop, app: Flask) -> None:
     """The sweeper holds no lock on the order while Stripe answers (here: slowly)."""
     client = shop.client()

@@ -22,6 +22,7 @@ and checks its state again (:func:`settle`). Services never commit: the caller d
 from __future__ import annotations
 
 import enum
+import hashlib
 import logging
 from collections import Counter
 from collections.abc import Sequence
@@ -520,12 +521,23 @@ def _stripe_customer(
                 )
         return StripeCustomer(user, user.stripe_customer_id, held)
     name = user.display_name if user.display_name != user.email else ""
-    key = f"customer-user-{user.id}" + (f"-replacing-{replacing}" if replacing else "")
     email = user.email
+    key = _customer_key(user.id, email, name) + (f"-replacing-{replacing}" if replacing else "")
     customer_id = stripe_gateway.create_customer(
         email=email, name=name, user_id=user.id, idempotency_key=key
     )
     return StripeCustomer(user, customer_id, email)
+
+
+def _customer_key(user_id: int, email: str, name: str) -> str:
+    """The idempotency key of an account's customer: the account, and what Stripe is sent.
+    Stripe refuses a key sent again with other details for a day; a checkout whose customer
+    Stripe made but the shop never kept (the worker killed, Stripe answering too late) left
+    the key taken, so a shopper who then corrected their name or email was told the payment
+    provider couldn't be reached on every checkout. Two checkouts racing with the same
+    details still make one customer."""
+    digest = hashlib.sha256(f"{email}\0{name}".encode()).hexdigest()[:16]
+    return f"customer-user-{user_id}-{digest}"
 
 
 def _keep_customer(customer: StripeCustomer) -> None:
