@@ -1576,6 +1576,60 @@ def test_closing_the_account_with_a_deposit_page_open_says_how_it_ends(
     assert "delivered" not in said
 
 
+@pytest.mark.parametrize("given_back", ["in-stripes-dashboard", "by-her-bank"])
+def test_a_deposit_given_back_as_its_client_closes_her_account_waits_for_the_closing(
+    shop: Shop, app: Flask, given_back: str
+) -> None:
+    """Grace closes her account as Stripe reports her paid deposit given back: refunded in
+    its dashboard, or taken back by her bank (a dispute lost). The event takes the order,
+    then the commission; the closing took her commissions, then her finished orders, to
+    erase them: each waited on the other and PostgreSQL ended one (the webhook failed, or
+    she saw a 503). The closing now takes the orders first, and the event waits for it."""
+    if not on_postgresql(app):
+        pytest.skip("SQLite has one writer at a time: there are no row locks to order")
+    lead_id, _ = quoted_lead(shop, app)
+    number, _ = paid_deposit(shop, app, lead_id)
+    with app.app_context():
+        payment = db.session.scalars(
+            select(Order.stripe_payment_intent_id).where(Order.number == number)
+        ).one()
+        db.session.remove()
+    dispute = shop.fake.create_dispute(payment) if given_back == "by-her-bank" else None
+    client = shop.client()
+    client.submit("/auth/login", {"email": CLIENT, "password": PASSWORD})
+    delivered_before = len(shop.fake.deliveries)
+
+    def give_it_back() -> None:
+        if dispute is None:
+            shop.fake.refund_from_dashboard(payment)
+        else:
+            shop.fake.close_dispute(dispute["id"], status="lost")
+
+    stripe_reporting = threading.Thread(target=give_it_back)
+
+    def meanwhile_it_is_given_back() -> None:
+        # The closing is about to erase her orders: Stripe's report comes, and waits on a lock.
+        stripe_reporting.start()
+        deadline = time.monotonic() + 20
+        while waiting_on_locks(app) < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    with meanwhile(shop.app, "UPDATE orders SET user_id", meanwhile_it_is_given_back) as ran:
+        closed = client.submit("/account/delete", {"password": PASSWORD})
+    stripe_reporting.join(30)
+
+    assert ran
+    assert closed.status_code == 303, page_text(closed)
+    reports = shop.fake.deliveries[delivered_before:]
+    assert reports
+    assert [report.status for report in reports] == [200] * len(reports)
+    [order] = deposit_orders(app)
+    assert (order["status"], order["email"], order["user_id"]) == (OrderStatus.REFUNDED, "", None)
+    state = lead_state(app, lead_id)
+    assert state["status"] is LeadStatus.LOST
+    assert state["quotes"][0]["paid"] is False
+
+
 def test_a_description_on_several_lines_keeps_them_in_the_emails_html(app: Flask) -> None:
     """The quote's terms, typed on several lines, ran together in the HTML of the email most
     clients read (found by review)."""

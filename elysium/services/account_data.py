@@ -233,6 +233,16 @@ def _what_it_waits_for(order: Order) -> str:
     return f"order {order.number} is still in progress until it has been delivered"
 
 
+def _refuse_while_one_changes(session: AnySession, their_orders: ColumnElement[bool]) -> None:
+    """An order over that the erasure could not take (another held it, or it ended after the
+    erasure's last look): the closing is refused, to be asked again in a moment."""
+    if number := session.scalar(select(Order.number).where(their_orders).limit(1)):
+        raise AccountError(
+            f"Order {number} was changing as your account was closing, so nothing was closed. "
+            "Please try again in a moment."
+        )
+
+
 def _holds_money(order: Order) -> bool:
     reasons = order.attention_reason if order.needs_attention else ""
     given_back = order.refunded_amount >= order.total
@@ -381,8 +391,36 @@ WITHDRAWN = {
 }
 
 
+def _hold_orders(
+    session: AnySession, where: ColumnElement[bool], *, waiting: bool = True
+) -> set[int]:
+    """The ids of the orders ``where`` says, their rows locked until the transaction ends, in
+    id order (PostgreSQL sorts the rows, then locks them as it reads them). A row that
+    changed while it was waited for is read again, and left out if ``where`` no longer says
+    it. ``waiting=False``: one another transaction holds is left out, never waited for
+    (``SKIP LOCKED``)."""
+    return set(
+        session.scalars(
+            select(Order.id)
+            .where(where)
+            .order_by(Order.id)
+            .with_for_update(skip_locked=not waiting)
+        )
+    )
+
+
 def _erase(session: AnySession, user: User) -> int:
     user_id, email = user.id, user.email
+    # Only orders that are over: one begun meanwhile by a way that doesn't go through the bag
+    # (a guest checkout under the address, a deposit for a quote) is left whole, and found
+    # below, and the closing is refused and rolled back, as if it had been there first.
+    their_orders = and_(_orders_of(user_id, email), not_(_still_open()))
+    # Their locks before the commissions', in id order, as every path takes an order's lock
+    # before its commission's: a deposit given back in Stripe's dashboard or taken back by
+    # the bank holds its order and asks for its commission, and the closing, holding the
+    # commission and asking for the order, waited on it as it waited on the closing
+    # (PostgreSQL ended one of the two).
+    held = _hold_orders(session, their_orders)
     theirs = _leads_of(user_id, email)
     their_leads = list(session.scalars(select(BespokeLead).where(theirs).with_for_update()))
     # The emails about them (the house's notification quotes the whole request) go too.
@@ -412,16 +450,17 @@ def _erase(session: AnySession, user: User) -> int:
                 note="The client closed their account",
             )
     session.flush()
-    # Only orders that are over: one begun meanwhile by a way that doesn't go through the bag
-    # (a guest checkout under the address, a deposit for a quote) is left whole, and found
-    # below, and the closing is refused and rolled back, as if it had been there first.
-    their_orders = and_(_orders_of(user_id, email), not_(_still_open()))
-    _erase_engravings(session, their_orders)
+    # One over by now that was not when they were read (begun meanwhile without the bag, and
+    # ended since) is taken only if nobody holds it, never waited for: its holder may be
+    # waiting for a commission held here. Held, it is found below and the closing refused.
+    held |= _hold_orders(session, and_(their_orders, Order.id.not_in(sorted(held))), waiting=False)
+    erased = Order.id.in_(sorted(held))
+    _erase_engravings(session, erased)
     # Explicit statements rather than ON DELETE rules: SQLite enforces foreign keys only
     # when asked to, and the result must be the same on both databases.
     anonymised = session.execute(
         update(Order)
-        .where(their_orders)
+        .where(erased)
         .values(
             user_id=None,
             email=ERASED_EMAIL,
@@ -432,6 +471,7 @@ def _erase(session: AnySession, user: User) -> int:
         .execution_options(synchronize_session=False)
     ).rowcount
     _refuse_while_open(session, user_id, email)
+    _refuse_while_one_changes(session, their_orders)
     carts = select(Cart.id).where(Cart.user_id == user_id).scalar_subquery()
     detach_orders(session, carts)
     for statement in (
