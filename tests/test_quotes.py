@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 import time_machine
 from flask import Flask
-from sqlalchemy import delete, event, select, text
+from sqlalchemy import delete, event, select
 from sqlalchemy.orm import Session
 
 from elysium.extensions import db
@@ -25,7 +25,13 @@ from elysium.web.staff_session import LAST_SEEN, SECOND_FACTOR_AT
 from tests.conftest import PASSWORD, ShopClient, create_user, link_in, page_text, sent_emails
 from tests.html import Page, elements, field_error, form_fields, text_of
 from tests.support.checkout import Shop, session_id_from, stock
-from tests.support.meanwhile import WorkerStoppedError, in_another_window, meanwhile, stop
+from tests.support.meanwhile import (
+    WorkerStoppedError,
+    in_another_window,
+    meanwhile,
+    stop,
+    waiting_for_a_lock,
+)
 from tests.support.staff import staff_client
 
 CLIENT = "grace@example.com"
@@ -561,17 +567,6 @@ def on_postgresql(app: Flask) -> bool:
     return app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql")
 
 
-def waiting_on_locks(app: Flask) -> int:
-    """How many of this database's connections wait for a lock another holds."""
-    with app.app_context(), db.engine.connect() as connection:
-        return connection.execute(
-            text(
-                "SELECT count(*) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            )
-        ).scalar_one()
-
-
 def a_deposit_order_without_a_page(shop: Shop, app: Flask) -> tuple[int, ShopClient, int]:
     """A quoted commission whose client pressed "Pay deposit", the worker stopped before the
     page Stripe made was stored: the commission, its staff member, and the PENDING order
@@ -612,7 +607,7 @@ def test_a_revised_quote_takes_the_deposit_order_it_ends_before_the_commission(
         staff_sending = threading.Thread(target=revise)
         staff_sending.start()
         deadline = time.monotonic() + 20
-        while waiting_on_locks(app) < 1 and time.monotonic() < deadline:
+        while waiting_for_a_lock(app) < 1 and time.monotonic() < deadline:
             time.sleep(0.05)
         try:
             assert leads.lock_lead(other, lead_id) is not None
@@ -1611,7 +1606,7 @@ def test_a_deposit_given_back_as_its_client_closes_her_account_waits_for_the_clo
         # The closing is about to erase her orders: Stripe's report comes, and waits on a lock.
         stripe_reporting.start()
         deadline = time.monotonic() + 20
-        while waiting_on_locks(app) < 1 and time.monotonic() < deadline:
+        while waiting_for_a_lock(app) < 1 and time.monotonic() < deadline:
             time.sleep(0.05)
 
     with meanwhile(shop.app, "UPDATE orders SET user_id", meanwhile_it_is_given_back) as ran:

@@ -43,6 +43,7 @@ from tests.conftest import CHEAP_PASSWORD_HASHING, PASSWORD, WEBHOOK_SECRET, cre
 from tests.html import Page, bag_count, csrf_token, text_of
 from tests.support.checkout import CHAIN, DETAILS, KEY, METAL, bags, set_stock, stock
 from tests.support.local_redis import REDIS, require_redis
+from tests.support.meanwhile import waiting_for_a_lock
 from tests.support.resend_server import FakeResend, running_fake_resend
 from tests.support.shop_process import PROJECT_ROOT, ShopProcess
 
@@ -261,19 +262,6 @@ def wait_until(condition: Callable[[], bool], what: str, *, timeout: float = 30)
         if time.monotonic() > deadline:
             pytest.fail(f"waited {timeout:g} s for {what}")
         time.sleep(0.05)
-
-
-def waiting_for_a_lock(app: Flask) -> int:
-    """How many connections to the test database wait for a lock."""
-    with app.app_context():
-        waiting = db.session.scalar(
-            text(
-                "SELECT count(*) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            )
-        )
-        db.session.remove()
-        return int(waiting or 0)
 
 
 def started_together(

@@ -8,13 +8,14 @@ import time
 
 import pytest
 from flask import Flask
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from elysium.extensions import db
 from elysium.models import Inventory, Order, OrderStatus, Product, StockMovement
 from tests.conftest import ShopClient, page_text
 from tests.support.checkout import DETAILS, Shop, bags, session_id_from
+from tests.support.meanwhile import waiting_for_a_lock
 
 BANGLE = "aurelia-bangle"
 RING = "aurelia-solitaire-ring"
@@ -197,16 +198,6 @@ def test_shoppers_racing_with_two_lines_each_for_the_last_two_pieces_make_one_or
     assert statuses_in_db == [OrderStatus.PENDING]
 
 
-def _waiting_on_locks(app: Flask) -> int:
-    with app.app_context(), db.engine.connect() as connection:
-        return connection.execute(
-            text(
-                "SELECT count(*) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            )
-        ).scalar_one()
-
-
 @pytest.mark.postgres_only
 def test_two_checkouts_holding_the_same_variants_in_opposite_order_never_deadlock(
     shop: Shop, app: Flask
@@ -241,7 +232,7 @@ def test_two_checkouts_holding_the_same_variants_in_opposite_order_never_deadloc
         for thread in threads:
             thread.start()
         deadline = time.monotonic() + 20
-        while _waiting_on_locks(app) < 2 and time.monotonic() < deadline:
+        while waiting_for_a_lock(app) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
         holder.rollback()
     for thread in threads:

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Iterator
 
 from flask import Flask
-from sqlalchemy import event
+from sqlalchemy import event, text
 
 from elysium.extensions import db
 
@@ -53,3 +53,16 @@ class WorkerStoppedError(Exception):
 def stop() -> None:
     """For ``meanwhile``: the worker stops here."""
     raise WorkerStoppedError
+
+
+def waiting_for_a_lock(app: Flask) -> int:
+    """How many connections to the test database (PostgreSQL) wait for a lock another holds:
+    a test's sign that the race it set up has reached the point it means."""
+    with app.app_context(), db.engine.connect() as connection:
+        waiting = connection.execute(
+            text(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+        ).scalar_one()
+    return int(waiting or 0)
