@@ -761,6 +761,35 @@ def test_a_deposit_flagged_as_the_second_is_cleared_when_the_first_never_arrives
     assert f"deposit order {card['number']} is the commission's only one" in state["events"][-1][2]
 
 
+def test_a_deposit_paid_as_the_other_ones_bank_payment_fails_is_not_left_flagged_as_second(
+    shop: Shop, app: Flask
+) -> None:
+    """The transfer's failure read the commission's deposits flagged as the second (none
+    yet), and before it took the commission, the card payment of the revised quote took it,
+    found the transfer still on its way and flagged itself "give one back". The failure then
+    cleared nothing: staff were told to refund the commission's only deposit."""
+    if not on_postgresql(app):
+        pytest.skip("SQLite has one writer at a time: the payment waits for the failure")
+    lead_id, _, first, second = two_pages_open_at_once(shop, app)
+    shop.fake.pay_later(first)
+
+    def card_payment() -> None:
+        shop.fake.pay(second)
+
+    def commission_locked(sql: str) -> bool:
+        return sql.startswith("SELECT bespoke_leads") and "FOR UPDATE" in sql
+
+    with meanwhile(shop.app, commission_locked, lambda: in_another_window(card_payment)) as ran:
+        shop.fake.bank_payment_fails(first)
+    assert ran
+
+    transfer, card = deposit_orders(app)
+    assert transfer["status"] is OrderStatus.PAYMENT_FAILED
+    assert card["status"] is OrderStatus.PAID
+    assert quotes.SECOND_DEPOSIT_FLAG not in flags_of(app, card["number"])
+    assert lead_state(app, lead_id)["status"] is LeadStatus.WON
+
+
 def test_two_deposits_whose_bank_payments_fail_at_once_both_end(shop: Shop, app: Flask) -> None:
     """Two pages open at once, both paid by bank transfer, both flagged by the sweeper as
     overdue; the two transfers fail and Stripe reports both at the same moment. Each failure

@@ -707,21 +707,20 @@ def deposit_never_came(session: AnySession, order: Order, *, actor: str) -> None
     if quote is None:
         return
     session.flush()
-    flagged = session.scalars(
-        select(Order.id)
-        .join(BespokeQuote, Order.bespoke_quote_id == BespokeQuote.id)
-        .where(
-            BespokeQuote.lead_id == quote.lead_id,
-            Order.id != order.id,
-            Order.needs_attention.is_(True),
-            Order.attention_reason.contains(SECOND_DEPOSIT_FLAG, autoescape=True),
-        )
-        .order_by(Order.id)
-    ).all()
+    flagged = _second_deposits(session, quote.lead_id, besides=order.id)
     others = [other for other_id in flagged if (other := checkout.lock_order(session, other_id))]
     _, lead = _quote_and_locked_lead(session, order)
     if lead is None:
         return
+    # A deposit paid as this one failed may have been flagged after the read above, its
+    # commission's lock taken first (this deposit still on its way as it committed). It is
+    # taken now only if no one holds it: after the commission, a lock that never waits.
+    taken = {other.id for other in others}
+    for other_id in _second_deposits(session, quote.lead_id, besides=order.id):
+        if other_id not in taken and (
+            other := checkout.lock_order(session, other_id, unless_held=True)
+        ):
+            others.append(other)
     for other in others:
         if SECOND_DEPOSIT_FLAG not in orders.flagged_for(other):
             continue
@@ -743,6 +742,24 @@ def deposit_never_came(session: AnySession, order: Order, *, actor: str) -> None
             f"{other.number} is the commission's only one, nothing to give back",
         )
     session.flush()
+
+
+def _second_deposits(session: AnySession, lead_id: int, *, besides: int) -> list[int]:
+    """The commission's deposit orders flagged as the second (:data:`SECOND_DEPOSIT_FLAG`),
+    but ``besides``, in id order."""
+    return list(
+        session.scalars(
+            select(Order.id)
+            .join(BespokeQuote, Order.bespoke_quote_id == BespokeQuote.id)
+            .where(
+                BespokeQuote.lead_id == lead_id,
+                Order.id != besides,
+                Order.needs_attention.is_(True),
+                Order.attention_reason.contains(SECOND_DEPOSIT_FLAG, autoescape=True),
+            )
+            .order_by(Order.id)
+        )
+    )
 
 
 def deposit_refund_failed(session: AnySession, order: Order, money: str) -> None:
