@@ -1528,6 +1528,40 @@ def test_a_commission_whose_client_closed_their_account_is_lost_and_takes_no_quo
     assert lead_state(app, lead_id)["status"] is LeadStatus.CONTACTED
 
 
+@pytest.mark.parametrize("deposit", ["unpaid", "paid"])
+def test_closing_the_account_erases_what_her_quotes_said_from_their_links(
+    shop: Shop, app: Flask, deposit: str
+) -> None:
+    """A quote's description is where the studio writes what the piece is to say or fit (a
+    dedication, a ring size). Closing the account erased the commission's name, address and
+    idea, but left every quote's description, and the quote links in the old inbox still
+    showed them to whoever opens it (found by review). The house keeps the terms."""
+    lead_id, staff = quoted_lead(shop, app)
+    send(staff, lead_id, description="Emerald ring engraved 'Grace, always', size 6")
+    if deposit == "paid":
+        paid_deposit(shop, app, lead_id)
+    links = [quote_link(app, 0), quote_link(app, 1)]  # the replaced quote's and the current
+    client = shop.client()
+    client.submit("/auth/login", {"email": CLIENT, "password": PASSWORD})
+
+    assert client.submit("/account/delete", {"password": PASSWORD}).status_code == 303
+
+    for link in links:
+        page = shop.client().get(link)
+        assert page.status_code in (200, 404)
+        shown = page_text(page)
+        for erased in ("Emerald ring", "size 6", "Grace", "Hopper", CLIENT):
+            assert erased not in shown, (link, erased)
+    with app.app_context():
+        kept = db.session.scalars(
+            select(BespokeQuote).where(BespokeQuote.lead_id == lead_id).order_by(BespokeQuote.id)
+        ).all()
+        assert [(quote.description, quote.price) for quote in kept] == [
+            ("(removed when the account was closed)", 100005),
+            ("(removed when the account was closed)", 100005),
+        ]
+
+
 def test_a_client_without_an_account_comes_back_from_stripe_to_her_deposit(
     shop: Shop, app: Flask
 ) -> None:

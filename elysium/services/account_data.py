@@ -11,7 +11,8 @@ order ended, a refund that failed): until staff have dealt with it, the order ke
 to reach its shopper. Orders placed as a guest under the account's address are the person's too
 (the owner proved the address is theirs), in the export and the erasure, and an engraving goes
 like a gift message. Commissions are kept the same way, those asked as a guest under the
-account's email too; one still in talks is lost with its client, so its quote can't be paid.
+account's email too, without the person's words (the idea, and what each quote describes: a
+dedication, a ring size); one still in talks is lost with its client, so its quote can't be paid.
 The Stripe customer made for the account is deleted at Stripe too, once the closing is
 committed (:func:`forget_at_stripe`).
 """
@@ -27,7 +28,7 @@ from sqlalchemy import ColumnElement, and_, delete, func, not_, or_, select, upd
 
 from elysium.integrations import stripe_gateway
 from elysium.models.cart import Cart, CartLine, WishlistItem
-from elysium.models.engagement import BespokeLead, LeadStatus, ProductView
+from elysium.models.engagement import BespokeLead, BespokeQuote, LeadStatus, ProductView
 from elysium.models.inventory import StockMovement
 from elysium.models.orders import Order, OrderLine, OrderStatus
 from elysium.models.outbox import OutboxEmail, OutboxStatus
@@ -485,6 +486,13 @@ def _erase(session: AnySession, user: User) -> int:
         # them is kept, and they are never tried again (``outbox._fail_withdrawn``).
         update(OutboxEmail).where(_emails_of(user_id, email)).values(**WITHDRAWN),
         delete(ProductView).where(ProductView.user_id == user_id),
+        # Their quotes keep the house's terms (price, deposit, dates), not what the piece was
+        # to say or fit (a dedication, a ring size): the description is the person's words
+        # too, and the old quote link still opens its page. Before the commissions lose the
+        # address that says which are theirs.
+        update(BespokeQuote)
+        .where(BespokeQuote.lead_id.in_(select(BespokeLead.id).where(theirs)))
+        .values(description=ERASED_LEAD_TEXT),
         # Commissions are kept for the house's records, like orders, without the person.
         update(BespokeLead)
         .where(theirs)
