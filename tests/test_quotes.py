@@ -4,6 +4,7 @@ bag's own machinery, and the commission is won, once, whatever Stripe repeats.""
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -1560,6 +1561,53 @@ def test_closing_the_account_erases_what_her_quotes_said_from_their_links(
             ("(removed when the account was closed)", 100005),
             ("(removed when the account was closed)", 100005),
         ]
+
+
+def test_her_data_export_holds_her_commissions_quotes(shop: Shop, app: Flask) -> None:
+    """Her commissions page shows the quote sent to her (its price, its deposit, a link to its
+    page); her data export listed the commission without one word of its quotes (found by
+    review). Each is there, the replaced one too, with its terms and its deposit's order;
+    never its link (a file kept holds no live link)."""
+    lead_id, staff = quoted_lead(shop, app)
+    send(staff, lead_id, description="Emerald ring, size 6½", price="2,000", deposit_percent="25")
+    number, _ = paid_deposit(shop, app, lead_id)
+    client = shop.client()
+    client.submit("/auth/login", {"email": CLIENT, "password": PASSWORD})
+    shown = text_of(Page(client.get("/account/commissions")), "#quote-for-B00001")
+    assert shown == "Deposit paid: £500 of £2,000."
+
+    exported = client.get("/account/export").get_data(as_text=True)
+
+    [commission] = json.loads(exported)["commissions"]
+    first, revised = commission["quotes"]
+    valid_until = quote_form()["valid_until"]
+    for moment in (first["sent_at"], first["withdrawn_at"], revised["sent_at"], revised["paid_at"]):
+        assert datetime.fromisoformat(moment).tzinfo is not None
+    assert {**first, "sent_at": None, "withdrawn_at": None} == {
+        "sent_at": None,
+        "description": "Emerald ring in 18k yellow gold, size 6",
+        "currency": "GBP",
+        "price": 100005,
+        "deposit_percent": 30,
+        "deposit": 30002,
+        "valid_until": valid_until,
+        "withdrawn_at": None,
+        "paid_at": None,
+        "deposit_order": None,
+    }
+    assert {**revised, "sent_at": None, "paid_at": None} == {
+        "sent_at": None,
+        "description": "Emerald ring, size 6½",
+        "currency": "GBP",
+        "price": 200000,
+        "deposit_percent": 25,
+        "deposit": 50000,
+        "valid_until": valid_until,
+        "withdrawn_at": None,
+        "paid_at": None,
+        "deposit_order": number,
+    }
+    assert "/bespoke/quote/" not in exported
 
 
 def test_a_client_without_an_account_comes_back_from_stripe_to_her_deposit(

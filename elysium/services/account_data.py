@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, delete, func, not_, or_, select, update
+from sqlalchemy.orm import selectinload
 
 from elysium.integrations import stripe_gateway
 from elysium.models.cart import Cart, CartLine, WishlistItem
@@ -70,7 +71,7 @@ def _iso(moment: datetime | None) -> str | None:
 def export(session: AnySession, user: User) -> dict[str, Any]:
     """Everything the shop keeps about the shopper, as plain JSON-ready data: the account,
     addresses, orders (with where they went and the gift message), the wishlist, the bag
-    (an engraving is the shopper's words), commissions
+    (an engraving is the shopper's words), commissions with their quotes
     (those asked as a guest under the account's address too), pieces viewed, and the emails
     sent, by subject and date (not their text: a file kept must hold no live link)."""
     profile = user.profile
@@ -174,10 +175,12 @@ def export(session: AnySession, user: User) -> dict[str, Any]:
                 "starting_from": lead.product.slug if lead.product else None,
                 "configuration": lead.configuration,
                 "contact_consent": lead.contact_consent,
+                "quotes": _quotes_of(session, lead),
             }
             for lead in session.scalars(
                 select(BespokeLead)
                 .where(_leads_of(user.id, user.email))
+                .options(selectinload(BespokeLead.quotes))
                 .order_by(BespokeLead.created_at, BespokeLead.id)
             )
         ],
@@ -199,6 +202,33 @@ def export(session: AnySession, user: User) -> dict[str, Any]:
             )
         ],
     }
+
+
+def _quotes_of(session: AnySession, lead: BespokeLead) -> list[dict[str, Any]]:
+    """The commission's quotes, oldest first, as her commissions page and each quote's page
+    show them: what the piece is, its terms (amounts in minor units, as the orders'), whether
+    it was replaced and whether its deposit is paid, by which order. Not its link: a file kept
+    must hold no live link."""
+    deposits = quotes.deposit_orders(session, lead)
+    return [
+        {
+            "sent_at": _iso(quote.created_at),
+            "description": quote.description,
+            "currency": quote.currency,
+            "price": quote.price,
+            "deposit_percent": quote.deposit_percent,
+            "deposit": quote.deposit_amount,
+            "valid_until": quote.valid_until.isoformat(),
+            "withdrawn_at": _iso(quote.withdrawn_at),
+            "paid_at": _iso(quote.paid_at),
+            "deposit_order": (
+                deposits[quote.id].number
+                if quote.paid_at is not None and quote.id in deposits
+                else None
+            ),
+        }
+        for quote in lead.quotes
+    ]
 
 
 def _refuse_while_open(session: AnySession, user_id: int, email: str) -> None:
