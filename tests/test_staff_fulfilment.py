@@ -1184,6 +1184,49 @@ def test_a_ship_form_sent_back_to_correct_still_reads_a_new_dispute_first(
     assert not [e for e in sent_emails(app) if e.template == "order_shipped"]
 
 
+def panel_form(response, action: str):
+    """The form of the order's actions panel that posts to ``action``."""
+    return Page(response).one(f'#order-actions form[action$="/{action}"]')
+
+
+def send(staff: ShopClient, form, javascript: bool, **typed: str):
+    """The panel's ``form`` sent as typed, with htmx (which swaps the panel alone) or without
+    JavaScript (the panel alone on a page of its own)."""
+    data = {**form_fields(form), **typed}
+    if javascript:
+        return staff.htmx("POST", str(form["action"]), data=data)
+    return staff.post(str(form["action"]), data=data)
+
+
+# Panel forms sent back to correct (422): a refund's amount mistyped, a cancel with no reason.
+TO_CORRECT = {"refund": {"amount": "100.001"}, "cancel": {"reason": ""}}
+
+
+@pytest.mark.parametrize("javascript", [False, True])
+@pytest.mark.parametrize("corrected", list(TO_CORRECT))
+def test_a_dispute_that_came_while_the_page_was_open_is_read_after_another_form_sent_back(
+    shop: Shop, app: Flask, corrected: str, javascript: bool
+) -> None:
+    """The order's page showed no warning; the shopper's bank opened a dispute while it was
+    open. A refund mistyped (or a cancel sent with no reason) came back to correct as the
+    actions panel alone, the warning nowhere on it, yet its Mark fulfilled now said it had
+    shown the dispute: pressed, it made the piece of a disputed payment (found by review).
+    Every form of the panel keeps the warning its page showed; the dispute is read first."""
+    number, _ = buy(shop)
+    staff = staff_client(shop.app)
+    page = staff.get(f"/staff/orders/{number}")
+    shop.fake.create_dispute(intent_of(app, number), reason="fraudulent")
+
+    response = send(staff, panel_form(page, corrected), javascript, **TO_CORRECT[corrected])
+    assert response.status_code == 422
+    assert "dispute" not in page_text(response).lower()
+    response = send(staff, panel_form(response, "fulfil"), javascript)
+
+    assert response.status_code == 409
+    assert "changed while you looked: read it, then ask again" in page_text(response)
+    assert order_of(app, number)["status"] is S.PAID
+
+
 def test_bulk_shipping_leaves_an_order_whose_payment_is_disputed_to_be_opened(
     shop: Shop, app: Flask
 ) -> None:
@@ -1420,6 +1463,37 @@ def test_one_refund_sent_from_two_tabs_is_given_once(shop: Shop, app: Flask) -> 
 
     resent = staff.post(str(again["action"]), data=form_fields(again))
     assert resent.status_code == 303, page_text(resent)
+    assert [amount for amount, _ in order_of(app, number)["refunds"]] == [10000, 10000]
+
+
+@pytest.mark.parametrize("javascript", [False, True])
+@pytest.mark.parametrize("corrected", list(TO_CORRECT))
+def test_a_refund_made_in_another_tab_is_read_after_a_form_sent_back_to_correct(
+    shop: Shop, app: Flask, corrected: str, javascript: bool
+) -> None:
+    """The customer asked for £100 back once, and two of the staff had the order open. The
+    second one's refund went back first to correct (its amount mistyped, or a cancel sent
+    with no reason): the panel came back counting the refunds the order had by then, and
+    nothing on it shows the first £100, so the corrected refund paid the customer twice
+    (found by review). A panel sent back keeps the refunds its page showed."""
+    number, _ = buy(shop)
+    staff = staff_client(shop.app)
+    tabs = [staff.get(f"/staff/orders/{number}") for _ in range(2)]
+    first = send(staff, panel_form(tabs[0], "refund"), False, amount="100")
+    assert first.status_code == 303, page_text(first)
+
+    response = send(staff, panel_form(tabs[1], corrected), javascript, **TO_CORRECT[corrected])
+    assert response.status_code == 422
+    assert "Another refund was made" not in page_text(response)
+    response = send(staff, panel_form(response, "refund"), javascript, amount="100")
+
+    assert response.status_code == 422
+    assert "Another refund was made on order" in page_text(response)
+    assert [amount for amount, _ in order_of(app, number)["refunds"]] == [10000]
+    assert [refund["amount"] for refund in shop.fake.refunds.values()] == [10000]
+    # Told, the form drawn with the message counts that refund: sent again, it refunds.
+    again = send(staff, panel_form(response, "refund"), javascript, amount="100")
+    assert again.status_code == (204 if javascript else 303), page_text(again)
     assert [amount for amount, _ in order_of(app, number)["refunds"]] == [10000, 10000]
 
 

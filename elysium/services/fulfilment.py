@@ -103,6 +103,15 @@ class InvalidActionError(InvalidInputError):
     """The staff member's input can't be used; ``errors`` by field (the answer is a 422)."""
 
 
+class RefundsChangedError(InvalidActionError):
+    """A refund was made on the order since the form's page was drawn, and the message says
+    so; ``refunds``: how many the order has now, which the form drawn with it counts."""
+
+    def __init__(self, errors: dict[str, str], *, refunds: int):
+        super().__init__(errors)
+        self.refunds = refunds
+
+
 @dataclass(frozen=True)
 class Staff:
     """Who acts: kept on every timeline entry and stock movement."""
@@ -406,12 +415,13 @@ def begin_refund(
         return same
     if request.refunds_seen is not None and len(order.refunds) != request.refunds_seen:
         # Two tabs, or two of the staff, each sending a refund the customer asked for once.
-        raise InvalidActionError(
+        raise RefundsChangedError(
             {
                 "": f"Another refund was made on order {order.number} since this page was "
                 "drawn, so this one was not sent: open the order again to see it, then refund "
                 "again if more is owed."
-            }
+            },
+            refunds=len(order.refunds),
         )
     if request.for_cancelling:
         request = replace(request, amount=refund_before_cancelling(order))

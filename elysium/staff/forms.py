@@ -42,12 +42,25 @@ class StaffForm(FlaskForm):
         return errors
 
 
-class ActionForm(StaffForm):
-    """An action that needs nothing but the staff member's say-so (and the CSRF token).
-    ``attention_seen``: the order's warning as its page showed it (``orders.attention_seen``),
-    sent by the forms that make, ship or hand over the piece."""
+class PanelForm(StaffForm):
+    """A form of the order's actions panel (``staff/fulfilment/_actions.html``). Each sends
+    what the order's page showed that the panel's actions are checked against: its warning
+    (``attention_seen``, ``orders.attention_seen``), read by the forms that make, ship or hand
+    over the piece, and how many refunds it listed (``refunds_seen``,
+    ``RefundRequest.refunds_seen``), read by a refund. Sent back to correct, the panel is drawn
+    again with these, not with the order as it is now (``staff.fulfilment.Shown``)."""
 
     attention_seen = HiddenField()
+    refunds_seen = HiddenField()
+
+    def refunds_shown(self) -> int | None:
+        """How many refunds the page listed (None: the form doesn't say)."""
+        raw = (self.refunds_seen.data or "").strip()
+        return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 6 else None
+
+
+class ActionForm(PanelForm):
+    """An action that needs nothing but the staff member's say-so (and the CSRF token)."""
 
 
 def _carrier_choices() -> list[SelectChoice]:
@@ -66,7 +79,7 @@ class DeliverForm(ActionForm):
     notify = BooleanField("Email the customer", default=True)
 
 
-class CancelForm(StaffForm):
+class CancelForm(PanelForm):
     reason = TextAreaField(
         "Why (for the order's record)",
         validators=[DataRequired("Say why, for the order's record."), *REASON],
@@ -79,7 +92,7 @@ class CancelForm(StaffForm):
     does = HiddenField()
 
 
-class GiveBackForm(StaffForm):
+class GiveBackForm(PanelForm):
     """Give back the money held after the order ended (``fulfilment.held_after_it_ended``)."""
 
     reason = TextAreaField(
@@ -90,19 +103,13 @@ class GiveBackForm(StaffForm):
     notify = BooleanField("Email the customer", default=True)
 
 
-class RefundForm(StaffForm):
+class RefundForm(PanelForm):
     amount = StringField("Amount", validators=[DataRequired("Enter an amount to refund.")])
     reason = TextAreaField(
         "Reason (for the order's record)", validators=REASON, filters=[one_line_break]
     )
     notify = BooleanField("Email the customer", default=True)
     request_key = HiddenField(validators=REQUEST_KEY)
-    # How many refunds the page showed (``RefundRequest.refunds_seen``).
-    refunds_seen = HiddenField()
-
-    def seen(self) -> int | None:
-        raw = (self.refunds_seen.data or "").strip()
-        return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 6 else None
 
     def restock_from(self, values: Mapping[str, str], order: Order) -> dict[int, int] | None:
         """Pieces to put back on sale, per order line (``restock-<line id>``), or None when

@@ -12,7 +12,7 @@ the order's page with its own key (Retry refund, or Cancel, which retries them a
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from flask import (
     Blueprint,
@@ -40,6 +40,7 @@ from elysium.services.fulfilment import (
     ActionRefusedError,
     InvalidActionError,
     RefundRequest,
+    RefundsChangedError,
     Staff,
     StripeUnreachableError,
 )
@@ -49,6 +50,7 @@ from elysium.staff.forms import (
     CancelForm,
     DeliverForm,
     GiveBackForm,
+    PanelForm,
     RefundForm,
     ShipForm,
 )
@@ -73,8 +75,32 @@ def _order(number: str) -> Order:
 ACTION_FORMS = ("ship", "refund", "cancel", "give_back")
 
 
-def actions_context(order: Order, **forms) -> dict:
-    """What the actions partial draws: the legal actions and a form for each."""
+@dataclass(frozen=True)
+class Shown:
+    """What the order's page showed that the panel's actions are checked against, sent back
+    by every form of the panel (``PanelForm``): the digest of its warning
+    (``orders.attention_seen``) and how many refunds it listed. Neither is on the panel, so a
+    panel drawn again for a form sent back to correct (422) carries what the page that was
+    read showed, never the order as it is now: a warning raised or a refund made since is
+    still read before the piece goes or the money does."""
+
+    warning: str
+    refunds: int
+
+    @classmethod
+    def now(cls, order: Order) -> Shown:
+        return cls(orders.attention_seen(order), len(order.refunds))
+
+    @classmethod
+    def sent(cls, form: PanelForm) -> Shown:
+        """As the form says; one that doesn't say (not drawn by a page of ours) is taken as
+        from a page that showed no warning and no refund, so any there are now are read."""
+        return cls(_seen(form), form.refunds_shown() or 0)
+
+
+def actions_context(order: Order, shown: Shown | None = None, **forms) -> dict:
+    """What the actions partial draws: the legal actions and a form for each, each saying
+    what the page showed (``shown``; by default the order as it is)."""
     refund_form = forms.get("refund") or RefundForm(
         formdata=None, request_key=secrets.token_urlsafe(16)
     )
@@ -83,16 +109,7 @@ def actions_context(order: Order, **forms) -> dict:
     )
     return {
         "order": order,
-        # A form sent back to correct keeps the warning its page showed, not today's: what
-        # changed since is still read before the piece goes (``fulfilment.as_seen``).
-        "warning_seen": next(
-            (
-                form.attention_seen.data
-                for form in (forms.get("ship"), forms.get("deliver"))
-                if form is not None and form.attention_seen.data
-            ),
-            orders.attention_seen(order),
-        ),
+        "shown": shown or Shown.now(order),
         "actions": fulfilment.available(order),
         "Action": Action,
         "ship_form": forms.get("ship") or ShipForm(formdata=None),
@@ -111,11 +128,16 @@ def actions_context(order: Order, **forms) -> dict:
     }
 
 
+def _sent(forms: dict) -> str | None:
+    """The name of the form that was sent, among ``forms``."""
+    return next((name for name in ACTION_FORMS if forms.get(name) is not None), None)
+
+
 def _errors_by_form(forms: dict) -> dict[str, dict[str, str]]:
     """The messages of the form that was sent, beside its own fields only (several forms on
     the panel have a reason); one about anything else goes above the panel."""
     errors: dict[str, str] = dict(forms.get("errors") or {})
-    sent = next((name for name in ACTION_FORMS if forms.get(name) is not None), None)
+    sent = _sent(forms)
     by_form = {f"{name}_errors": {} for name in ACTION_FORMS}
     if sent is not None:
         fields = set(forms[sent]._fields)
@@ -141,17 +163,27 @@ def _refused(message: str) -> Response:
     return render_error(409, message)
 
 
-def _invalid(order: Order, errors: dict[str, str], **forms) -> Response:
-    """422: the actions again, with the messages beside the fields and what was typed."""
+def _invalid(
+    order: Order, errors: dict[str, str], *, refunds_told: int | None = None, **forms
+) -> Response:
+    """422: the actions again, with the messages beside the fields and what was typed, and
+    what the page it was sent from showed (``Shown``), not the order as it is now: only the
+    panel is drawn (htmx swaps it alone; without JavaScript ``refused.html`` is the panel).
+    ``refunds_told``: the refunds the order has now, when the message says one was made."""
     db.session.rollback()
-    context = actions_context(_order(order.number), errors=errors, **forms)
+    name = _sent(forms)
+    assert name is not None
+    shown = Shown.sent(forms[name])
+    if refunds_told is not None:
+        shown = replace(shown, refunds=refunds_told)
+    context = actions_context(_order(order.number), shown, errors=errors, **forms)
     template = "staff/fulfilment/_actions.html" if is_htmx() else "staff/fulfilment/refused.html"
     response = make_response(render_template(template, **context), 422)
     response.vary.add("HX-Request")
     return response
 
 
-def _seen(form: ActionForm) -> str:
+def _seen(form: PanelForm) -> str:
     """The warning the order's page showed: a form without it (not the page's) is taken as
     having shown none, so any warning there is now is read first."""
     return form.attention_seen.data or orders.warning_digest("")
@@ -282,8 +314,17 @@ def refund(number: str) -> Response:
                 restock=restock,
                 notify=form.notify.data,
                 request_key=form.request_key.data or secrets.token_urlsafe(16),
-                refunds_seen=form.seen(),
+                refunds_seen=form.refunds_shown(),
             ),
+        )
+    except RefundsChangedError as error:
+        # The message says another refund was made: the form drawn with it counts it.
+        return _invalid(
+            order,
+            error.errors,
+            refunds_told=error.refunds,
+            refund=form,
+            restock_values=request.form,
         )
     except InvalidActionError as error:
         return _invalid(order, error.errors, refund=form, restock_values=request.form)
