@@ -28,6 +28,7 @@ from elysium.models import (
 )
 from elysium.models.types import utcnow
 from elysium.services import checkout, fulfilment
+from elysium.services.payments import REFUND_FAILED_FLAG
 from elysium.web.staff_session import LAST_SEEN
 from tests.conftest import WEBHOOK_SECRET, ShopClient, create_user, page_text
 from tests.html import Page, elements, field_error, form_fields, text_of
@@ -990,6 +991,59 @@ def test_a_warning_raised_while_the_note_was_written_is_not_settled_unread(
     )
     assert settled.status_code == 303
     assert attention_of(app, number) == (False, "")
+
+
+# Raised as a refund's failure raises it (``payments.refund_failed``).
+REFUND_FAILED = f"{REFUND_FAILED_FLAG}: £650.00 did not reach the shopper and is back with the shop"
+SETTLING = "Refunded in Stripe's dashboard, ref re_123."
+
+
+def settled_unread(staff, app, number: str, form) -> None:
+    """``form`` (the note form htmx drew, with no warning beside it) sent to settle: the
+    warning raised meanwhile is refused until read, then on screen (out of band)."""
+    fields = {**form_fields(form), "note": SETTLING, "settles": "y"}
+    response = staff.htmx("POST", f"/staff/orders/{number}/notes", data=fields)
+
+    assert response.status_code == 422, (response.status_code, attention_of(app, number))
+    assert "The warning changed while you wrote" in field_error(response, "settles")
+    assert REFUND_FAILED_FLAG in text_of(Page(response).one("#order-attention"))
+    flagged, reasons = attention_of(app, number)
+    assert flagged
+    assert REFUND_FAILED_FLAG in reasons
+
+
+@pytest.mark.parametrize("typed", ["", "Long story. " * 170], ids=["empty", "too_long"])
+def test_a_note_sent_back_to_correct_keeps_the_warning_its_page_showed(staff, orders, app, typed):
+    """The page showed one warning (a payment after the order was cancelled); a refund failed
+    at Stripe as the note settling it was written, and the note went first empty (or too
+    long). With htmx the note form alone came back, nothing of the new warning on screen, yet
+    it said its page had shown it: sent again, the note settled a failed refund nobody read,
+    and the money the shop holds left "Needs attention" (found by review)."""
+    number = orders.paid_after_cancellation()
+    page = Page(staff.get(f"/staff/orders/{number}"))
+    flag_order(app, number, REFUND_FAILED)
+    fields = {**form_fields(page, "form#note-form"), "note": typed, "settles": "y"}
+
+    refused = staff.htmx("POST", f"/staff/orders/{number}/notes", data=fields)
+
+    assert refused.status_code == 422
+    assert REFUND_FAILED_FLAG not in page_text(refused)
+    settled_unread(staff, app, number, Page(refused).one("form#note-form"))
+
+
+def test_the_fresh_note_form_after_a_note_keeps_the_warning_its_page_showed(staff, orders, app):
+    """A note added with htmx brings a fresh form and the new timeline, not the warnings: the
+    fresh form said its page had shown a refund failed meanwhile, and settled it unread."""
+    number = orders.paid_after_cancellation()
+    page = Page(staff.get(f"/staff/orders/{number}"))
+    flag_order(app, number, REFUND_FAILED)
+    fields = {**form_fields(page, "form#note-form"), "note": "Called the customer."}
+
+    added = staff.htmx("POST", f"/staff/orders/{number}/notes", data=fields)
+
+    assert added.status_code == 200
+    assert "Needs attention" not in page_text(added)
+    settled_unread(staff, app, number, Page(added).one("form#note-form"))
 
 
 @pytest.mark.parametrize("step", [fulfilment.CANCEL_TO_FINISH_FLAG, fulfilment.REFUND_AWAITED_FLAG])

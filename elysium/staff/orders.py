@@ -131,7 +131,8 @@ class NoteForm(FlaskForm):
         description="Only staff see notes; the shopper never does.",
     )
     settles = BooleanField("This note settles what needs attention: take the warning off")
-    # The warning as the page showed it (``orders.attention_seen``).
+    # The warning as the page showed it (``orders.attention_seen``): drawn again without the
+    # warnings (htmx swaps the form alone), the form keeps the one its page showed.
     seen = HiddenField()
     # Drawn with the form: the same form sent twice is one note.
     request_key = HiddenField(validators=REQUEST_KEY, default=new_request_key)
@@ -173,7 +174,6 @@ def _labels() -> dict[str, Any]:
         "tracking_link": shipping.tracking_link,
         "note_max_length": NOTE_MAX_LENGTH,
         "settled_by_hand": staff_orders.settled_by_hand,
-        "attention_seen": orders.attention_seen,
     }
 
 
@@ -228,13 +228,16 @@ def _detail_or_404(number: str) -> staff_orders.OrderDetail:
 
 
 def _detail_page(number: str, note_form: NoteForm | None = None, status: int = 200) -> Response:
+    """The whole page, its warnings as they are now, which its note form says it showed."""
     detail = _detail_or_404(number)
+    note_form = note_form or NoteForm(formdata=None)
+    note_form.seen.data = orders.attention_seen(detail.order)
     response = make_response(
         render_template(
             "staff/orders/detail.html",
             **actions_context(detail.order),
             detail=detail,
-            note_form=note_form or NoteForm(formdata=None),
+            note_form=note_form,
         ),
         status,
     )
@@ -272,19 +275,25 @@ def add_note(number: str) -> Response:
             db.session.commit()
             if form.settles.data:
                 return _settled(number)
-            return _note_added(number)
+            return _note_added(number, form.seen.data or "")
     if is_htmx():
-        parts = [render_template("staff/orders/_note_form.html", order=order, note_form=form)]
+        # The form alone comes back, keeping the warning its page showed (``seen``)...
+        attention = []
         if form.settles.errors:
-            # The warnings as they are now, out of band: a refused settling may be for a new
-            # one, which must be on screen before the next try.
+            # ...unless settling was refused: the warnings as they are now, out of band (a
+            # refusal may be for a new one, which must be on screen before the next try), and
+            # the form says it showed those.
             detail = _detail_or_404(number)
-            parts.append(render_template("staff/orders/_attention.html", detail=detail, oob=True))
-        return fragments(*parts, status=422)
+            form.seen.data = orders.attention_seen(detail.order)
+            attention = [render_template("staff/orders/_attention.html", detail=detail, oob=True)]
+        note_form = render_template("staff/orders/_note_form.html", order=order, note_form=form)
+        return fragments(note_form, *attention, status=422)
     return _detail_page(number, form, 422)
 
 
-def _note_added(number: str) -> Response:
+def _note_added(number: str, seen: str) -> Response:
+    """The note is on the timeline; htmx gets a fresh form, which keeps the warning its page
+    showed (``seen``: the warnings are not drawn again)."""
     message = "Note added."
     if not is_htmx():
         flash(message)
@@ -294,7 +303,9 @@ def _note_added(number: str) -> Response:
     detail = _detail_or_404(number)
     return fragments(
         render_template(
-            "staff/orders/_note_form.html", order=detail.order, note_form=NoteForm(formdata=None)
+            "staff/orders/_note_form.html",
+            order=detail.order,
+            note_form=NoteForm(formdata=None, seen=seen),
         ),
         render_template("staff/orders/_timeline.html", detail=detail, oob=True),
         notice(message),
