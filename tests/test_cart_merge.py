@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 
 from elysium.extensions import db
@@ -246,6 +247,58 @@ def test_a_piece_added_as_another_tab_signs_in_is_not_refused_as_being_paid_for(
     assert add(client, slug=CHAIN, metal="yellow-gold").status_code == 303
     assert [(slug, quantity) for slug, _, quantity in lines(app)] == [(RING, 1), (CHAIN, 2)]
     assert len(carts(app)) == 1
+
+
+@pytest.mark.parametrize("accounts_bag", [False, True], ids=["none", "a bag"])
+def test_a_double_click_on_sign_in_brings_the_guest_bag_once_and_keeps_it(
+    app, client, catalogue, auth, accounts_bag
+):
+    """A guest with a bag presses "Sign in" twice (a double click, or two tabs). The second
+    sign-in found the guest bag by its cookie just before the first made it the account's,
+    and found it again, as the account's, just after: it merged the bag into itself, each
+    line doubled, then deleted it, and the shopper signed in to an empty bag. Where the
+    account had a bag, the second said "Your bag changed in another window just now" and
+    kept the bag's cookie. The second sign-in now finds nothing left to bring."""
+    if accounts_bag:
+        user_id = account_bag(app, auth, client, {"slug": CHAIN, "metal": "rose-gold"})
+    else:
+        user_id = auth.create_user()
+    assert add(client, quantity=2).status_code == 303
+    assert add(client, slug=CHAIN, metal="yellow-gold").status_code == 303
+    client.get("/auth/login")
+    tab = same_browser(app, client)
+
+    def the_first_click() -> None:
+        assert AuthActions(app, tab).login().status_code == 303
+
+    def looking_for_the_accounts_bag(statement: str) -> bool:
+        return statement.startswith("SELECT carts.") and "carts.user_id = " in statement
+
+    with meanwhile(
+        app, looking_for_the_accounts_bag, lambda: in_another_window(the_first_click)
+    ) as ran:
+        second = client.post(
+            "/auth/login",
+            data={
+                "csrf_token": client.csrf_token,
+                "email": "ada@example.com",
+                "password": PASSWORD,
+            },
+        )
+
+    assert ran
+    assert second.status_code == 303
+    assert client.get_cookie(COOKIE) is None
+    assert [bag.user_id for bag in carts(app)] == [user_id]
+    expected = [(CHAIN, "yellow-gold", 1), (RING, "yellow-gold", 2)]
+    if accounts_bag:
+        expected.insert(0, (CHAIN, "rose-gold", 1))
+    assert sorted((slug, choices["metal"], quantity) for slug, choices, quantity in lines(app)) == (
+        expected
+    )
+    page = client.get("/cart")
+    assert header_count(page) == sum(quantity for *_, quantity in expected)
+    assert "changed in another window" not in page_text(page)
 
 
 def test_a_checkout_begun_as_another_tab_signs_in_sends_the_shopper_back_to_the_bag(shop):

@@ -604,7 +604,13 @@ def merge_into(session: AnySession, guest: Cart, target: Cart) -> MergeReport:
     Identical lines add up; every line is capped by what the variant has left after the
     account's other lines on it (and at the per-line maximum). A line whose variant has
     nothing left keeps its quantity, and the cart page then asks the shopper to deal with it.
+
+    A bag is never merged into itself: found by its token, then as the account's, it became
+    the account's in between (the browser's other window signed in and adopted it), and
+    there is nothing left to bring (merged, each line would double, and the bag be deleted).
     """
+    if guest.id == target.id:
+        return MergeReport()
     _claim(session, target)
     _claim(session, guest)
     report = MergeReport()
@@ -871,17 +877,26 @@ def freeze(session: AnySession, cart: Cart) -> None:
 
 
 def _update_unless_frozen(session: AnySession, cart: Cart, **values: object) -> None:
-    """One conditional UPDATE of a cart that is not frozen, which also takes its row lock
-    until the transaction ends; :class:`FrozenCartError` if a checkout froze it first,
-    :class:`CartGoneError` if it is no more (merged into the account's bag meanwhile)."""
+    """One conditional UPDATE of a cart that is not frozen and still has the owner it was
+    found with (the guest's token, or the account), which also takes its row lock until the
+    transaction ends; :class:`FrozenCartError` if a checkout froze it first,
+    :class:`CartGoneError` if it is no more or is someone else's now (another window of the
+    browser signed in meanwhile: the guest's bag became the account's, or was merged into
+    it). A guest's bag found by its token, then taken by a sign-in, is never changed, frozen
+    or merged as the guest's."""
+    if cart.user_id is not None:
+        owner = Cart.user_id == cart.user_id
+    else:
+        owner = Cart.user_id.is_(None) & (Cart.token == cart.token)
     updated = session.execute(
         update(Cart)
-        .where(Cart.id == cart.id, Cart.frozen_at.is_(None))
+        .where(Cart.id == cart.id, owner, Cart.frozen_at.is_(None))
         .values(**values)
         .execution_options(synchronize_session=False)
     )
     if updated.rowcount != 1:
-        if session.scalar(select(Cart.id).where(Cart.id == cart.id)) is None:
+        still = session.scalar(select(Cart.id).where(Cart.id == cart.id, owner))
+        if still is None:
             raise CartGoneError()
         raise FrozenCartError(cart.id)
 

@@ -185,7 +185,9 @@ def merge_guest_cart(user: User) -> None:
 
     Commits its own change: it runs after the sign-in itself has been committed. The account's
     other device making its first bag at this moment wins the account's one bag: the guest's
-    is then merged into it (:func:`committed_with_retry`).
+    is then merged into it (:func:`committed_with_retry`). Two sign-ins of this browser at
+    once (a double click) bring the guest's bag once: the second finds it the account's
+    already, or gone into it, and brings nothing.
     """
     token = guest_token()
     if token is None:
@@ -204,7 +206,13 @@ def merge_guest_cart(user: User) -> None:
         return carts.merge_into(db.session, guest, target)
 
     try:
-        report = committed_with_retry(merge)
+        try:
+            report = committed_with_retry(merge)
+        except carts.CartGoneError:
+            # The browser's other window signed in at this very moment and took the guest's
+            # bag first (the account's now, or merged into it): looked for again, it is gone.
+            db.session.rollback()
+            report = committed_with_retry(merge)
     except carts.FrozenCartError as error:
         # This browser's bag, or the account's, is being paid for: this one stays the guest's.
         # (A guest's payment stays the guest's: on a shared computer the next person to sign
