@@ -562,11 +562,19 @@ def same_browser(app, client) -> ShopClient:
     return tab
 
 
-def test_a_guests_two_tabs_adding_its_first_pieces_at_once_fill_one_bag(app, client, catalogue):
+@pytest.mark.parametrize("signed_out", [False, True], ids=["new_session", "after_signing_out"])
+def test_a_guests_two_tabs_adding_its_first_pieces_at_once_fill_one_bag(
+    app, client, catalogue, auth, signed_out
+):
     """A guest with no bag yet adds a piece in one tab and, at that very moment, another in a
     second tab. Each made a bag of its own, and the browser kept the cookie that came last:
     one piece was gone from the bag. Both tabs now make the bag of the browser's session; the
-    second collides with the first's and tries again, into it."""
+    second collides with the first's and tries again, into it. So do they once the browser
+    has signed out (a guest's bags are new ones then, alike in every tab)."""
+    if signed_out:
+        auth.create_user()
+        auth.login()
+        auth.logout()
     client.get(f"/shop/{RING}")
     tab = same_browser(app, client)
     assert tab.get_cookie(COOKIE) is None
@@ -600,6 +608,32 @@ def test_two_browsers_each_make_a_bag_of_their_own(app, client, catalogue):
     assert client.get_cookie(COOKIE).value != other.get_cookie(COOKIE).value
     assert "Theirs" not in client.get("/cart").text
     assert "Mine" not in other.get("/cart").text
+
+
+def test_a_bag_cookie_copied_before_signing_in_never_opens_the_next_guests_bag(
+    app, client, catalogue, auth
+):
+    """A shared computer. Ada, a guest, puts a ring in the bag (its cookie is in the browser:
+    anyone at the keyboard can copy it), signs in (the bag becomes her account's, its cookie
+    goes) and out. Then Grace, the next guest at that browser, chooses a ring engraved for her
+    husband. Every guest bag of the browser's session was made with one token, its CSRF
+    secret's, so Ada's copied cookie opened Grace's bag, from anywhere. A bag made after a
+    sign-in or sign-out is a new one."""
+    auth.create_user()
+    assert add(client, engraving="Ada").status_code == 303
+    copied = client.get_cookie(COOKIE).value
+    assert auth.login().status_code == 303
+    assert auth.logout().status_code == 303
+
+    assert add(client, engraving="For Henry").status_code == 303  # Grace
+
+    assert client.get_cookie(COOKIE).value != copied
+    assert "For Henry" in page_text(client.get("/cart"))
+    elsewhere = app.test_client()
+    elsewhere.set_cookie(COOKIE, copied)
+    page = elsewhere.get("/cart")
+    assert "For Henry" not in page_text(page)
+    assert header_count(page) == 0
 
 
 def test_a_thaw_waiting_on_a_checkout_freezing_the_bag_again_leaves_it_frozen(app, catalogue):

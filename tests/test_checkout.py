@@ -831,6 +831,40 @@ def test_signing_in_on_a_shared_browser_takes_neither_the_last_guests_order_nor_
     assert "Payment in progress" not in page_text(client.get("/cart"))
 
 
+def test_a_bag_cookie_copied_before_signing_in_never_resumes_nor_cancels_the_next_guests_payment(
+    shop: Shop, app: Flask
+) -> None:
+    """A shared computer. Ada, a guest, puts a chain in the bag (anyone at the keyboard can
+    copy its cookie), signs in and out; Grace, the next guest at that browser, goes to pay for
+    a chain of her own. Every guest bag of the browser's session had one token, so Ada's
+    copied cookie, from anywhere, opened Grace's bag: Resume payment sent it to Grace's
+    payment page (her email and address on it), and Cancel payment cancelled it."""
+    with app.app_context():
+        create_user()
+        db.session.remove()
+    client = shop.client()
+    add_chain(client)
+    copied = client.get_cookie(app.config["CART_COOKIE_NAME"]).value
+    client.submit("/auth/login", {"email": "ada@example.com", "password": PASSWORD})
+    client.post("/auth/logout", data={"csrf_token": client.csrf_token})
+    add_chain(client)  # Grace
+    paying = check_out(client, email="grace@example.com")
+    assert paying.location.startswith(f"{shop.fake.base_url}/pay/")
+
+    elsewhere = shop.client()
+    elsewhere.set_cookie(app.config["CART_COOKIE_NAME"], copied)
+    resumed = elsewhere.submit("/cart", {}, action="/checkout/resume")
+    cancelled = elsewhere.submit("/cart", {}, action="/checkout/cancel")
+
+    assert (resumed.status_code, resumed.location) == (303, "/cart")
+    assert (cancelled.status_code, cancelled.location) == (303, "/cart")
+    [order] = all_orders(app)
+    assert (order["email"], order["status"]) == ("grace@example.com", OrderStatus.PENDING)
+    assert stock(app) == (3, 1)
+    again = client.submit("/cart", {}, action="/checkout/resume")  # Grace's own browser
+    assert again.location == paying.location
+
+
 def test_closing_the_account_as_another_tab_checks_out_never_erases_the_order_being_paid(
     shop: Shop, app: Flask
 ) -> None:

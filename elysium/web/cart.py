@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import secrets
 
 from flask import Response, current_app, flash, g, has_request_context, request, session
 from flask_login import current_user
@@ -28,6 +29,9 @@ from elysium.web.signatures import VerifiedValues
 
 COOKIE_SALT = "elysium.bag"
 MAX_TOKEN_LENGTH = 64
+# The session's random part of its new bags' token (``session_bag_token``), drawn again at
+# every sign-in and sign-out (``renew_bag_identity``).
+BAG_IDENTITY_KEY = "bag_identity"
 _verified = VerifiedValues()
 
 
@@ -149,24 +153,40 @@ def current_cart(*, create: bool = False, with_lines: bool = False) -> Cart | No
 
 def session_bag_token(after: int | None = None) -> str:
     """The token a guest's new bag is made with: the same for every request of this browser
-    session, so that two first adds at once (two tabs, a double submit) meet in one bag, as an
-    account's two windows do (the second collides with the first's token and tries again, into
-    it), and an add whose answer, with the bag's cookie, never arrived is found by the next.
+    session until it signs in or out, so that two first adds at once (two tabs, a double
+    submit) meet in one bag, as an account's two windows do (the second collides with the
+    first's token and tries again, into it), and an add whose answer, with the bag's cookie,
+    never arrived is found by the next.
     A random token would make one bag each, and the shopper keep whichever cookie came last.
     Only a bag never taken to payment is found so (``current_cart``): one whose cookie is
     gone after it was is no longer this browser's, and the session's next bag has the token
     worked out ``after`` it (its id), which two tabs work out alike too.
 
     It is the session's CSRF secret (which a POST that got this far was checked against; it
-    outlives signing in and out) keyed with ``SECRET_KEY``: nobody can work it out from the
-    session's cookie or the page's token. A session without one draws a token at random."""
+    outlives signing in and out) and the random value drawn at the session's last sign-in or
+    sign-out (``renew_bag_identity``), keyed with ``SECRET_KEY``: nobody can work it out from
+    the session's cookie or the page's token. The CSRF secret alone made every guest bag of
+    the browser session one token: a bag cookie copied before a sign-in (a shared computer)
+    opened the bag the next guest made after the sign-out, and her payment. A session without
+    a CSRF secret draws a token at random."""
     secret = session.get(current_app.config.get("WTF_CSRF_FIELD_NAME") or "csrf_token")
     if not isinstance(secret, str) or not secret:
         return carts.new_token()
     key = str(current_app.config["SECRET_KEY"]).encode()
-    made = f"{COOKIE_SALT}:{secret}" + ("" if after is None else f":after:{after}")
+    made = f"{COOKIE_SALT}:{secret}"
+    if isinstance(identity := session.get(BAG_IDENTITY_KEY), str):
+        made += f":identity:{identity}"
+    if after is not None:
+        made += f":after:{after}"
     digest = hmac.new(key, made.encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def renew_bag_identity() -> None:
+    """The browser session's new guest bags are new ones from now on (signing in or out):
+    every tab shares the new session, so its tabs still fill one bag, but not the bag of
+    whoever used the browser before, nor one whose cookie was copied then."""
+    session[BAG_IDENTITY_KEY] = secrets.token_urlsafe(16)
 
 
 PAID_FOR_AS_A_GUEST = (

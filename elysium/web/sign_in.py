@@ -28,7 +28,7 @@ from elysium.models.users import User
 from elysium.security import CLOCKS_APART_SECONDS
 from elysium.urls import same_site_path
 from elysium.web.browsing import adopt_guest_views
-from elysium.web.cart import merge_guest_cart
+from elysium.web.cart import merge_guest_cart, renew_bag_identity
 from elysium.web.devices import remember_device
 from elysium.web.signatures import VerifiedValues
 
@@ -73,12 +73,14 @@ def _start_afresh() -> None:
     forms open in the browser's other windows, and htmx's header, were drawn with it, and
     would all be refused, with what was typed in them, after signing in or out in one. The
     secret is no credential: it lives in this signed, HttpOnly ``__Host-`` cookie, which a
-    page of another site can't send with its POST (``SameSite=Lax``)."""
+    page of another site can't send with its POST (``SameSite=Lax``). A guest bag made from
+    now on is a new one, never one made before (``renew_bag_identity``)."""
     field = current_app.config.get("WTF_CSRF_FIELD_NAME") or "csrf_token"
     secret = session.get(field)
     session.clear()
     if secret:
         session[field] = secret
+    renew_bag_identity()
 
 
 def safe_next(target: str | None, default: str | None = None) -> str:
