@@ -336,6 +336,40 @@ def test_a_checkout_begun_as_another_tab_signs_in_sends_the_shopper_back_to_the_
         db.session.remove()
 
 
+def test_a_guest_checkout_as_another_tab_signs_in_never_freezes_the_accounts_bag(shop):
+    """The account has no bag. A guest goes to payment in one tab just as another tab signs
+    in, and the guest's bag becomes the account's: the checkout froze what was now the
+    account's bag for an order of a guest's (no account), which the account's orders never
+    showed, and the account's bag stayed frozen for it. The shopper is now sent back to the
+    bag, the account's, as when the guest's bag joins an account's bag."""
+    shop_app = shop.app
+    client = shop.client()
+    user_id = AuthActions(shop_app, client).create_user()
+    add_chain(client)
+    client.get("/checkout")
+    tab = same_browser(shop_app, client)
+
+    def the_other_tab_signs_in() -> None:
+        assert AuthActions(shop_app, tab).login().status_code == 303
+
+    def freezing(statement: str) -> bool:
+        return statement.startswith("UPDATE carts SET frozen_at")
+
+    with meanwhile(shop_app, freezing, lambda: in_another_window(the_other_tab_signs_in)) as ran:
+        answer = check_out(client)
+
+    assert ran
+    assert (answer.status_code, answer.location) == (303, "/cart")
+    with shop_app.app_context():
+        assert db.session.scalars(select(Order)).all() == []
+        [bag] = db.session.scalars(select(Cart)).all()
+        assert (bag.user_id, bag.frozen_at) == (user_id, None)
+        db.session.remove()
+    assert "Your bag changed as you continued to payment" in page_text(client.get("/cart"))
+    assert "being paid for" not in page_text(tab.get("/cart"))
+    assert add_chain(tab).status_code == 303  # the account's bag, free to change
+
+
 def test_a_line_kept_above_the_stock_at_sign_in_is_not_said_to_be_lowered(
     app, client, catalogue, auth
 ):

@@ -329,6 +329,7 @@ def start() -> Response:
         db.session.rollback()
         return _already_paying(forms, details, as_shown)
     except carts.CartGoneError:
+        # Another tab signed in meanwhile: the guest's bag is the account's now, or joined it.
         db.session.rollback()
         return _back_to_cart(BAG_MOVED)
     try:

@@ -242,8 +242,11 @@ def start_checkout(
     release it. ``as_shown`` is the bag as the shopper's checkout page showed it
     (:func:`bag_as_shown`): the order is only made of that. Raises :class:`CheckoutError`
     (empty cart, lines that need the shopper's attention, or a bag that changed since the
-    page was shown, named), :class:`carts.FrozenCartError` (already being paid for) or
-    :class:`SoldOutDuringCheckoutError` (the caller rolls back).
+    page was shown, named), :class:`carts.FrozenCartError` (already being paid for),
+    :class:`carts.CartGoneError` (the bag is no longer the one the shopper's request found:
+    another tab signed in, and the guest's bag became the account's or joined it; it is never
+    frozen for an order of the guest's) or :class:`SoldOutDuringCheckoutError` (the caller
+    rolls back).
     """
     if cart is None:
         raise CheckoutError(EMPTY)
