@@ -3037,3 +3037,30 @@ def test_a_cancel_form_drawn_before_the_payment_came_is_read_again_before_refund
     shop.fake.wait_for_deliveries()
     assert again.status_code == 303
     assert order_of(app, number)["status"] is S.CANCELLED
+
+
+def test_a_shipped_order_being_given_back_in_full_is_refused_in_words_that_fit_it(
+    shop: Shop, app: Flask
+) -> None:
+    """A shipped order's full refund, Stripe not yet answering. Marking it delivered was
+    refused with "Cancel it to put its pieces back on sale" (a shipped order can't be
+    cancelled), and a second refund with "it is paid"."""
+    number = order_in(shop, app, S.SHIPPED)
+    staff = staff_client(shop.app)
+    shop.fake.down()
+    full = {"amount": "650", "reason": "Returned", "request_key": "r1"}
+    assert act(staff, number, "refund", **full).status_code == 503
+    shop.fake.up()
+
+    delivered = act(staff, number, "deliver", notify="y")
+    again = act(staff, number, "refund", **{**full, "amount": "1", "request_key": "r2"})
+
+    assert delivered.status_code == 409
+    told = page_text(delivered)
+    assert "can't be marked delivered: its payment is given back, or being given back." in told
+    assert "Cancel it" not in told
+    assert again.status_code == 409
+    assert "can't be refunded: all of its payment is given back, or being given back." in (
+        page_text(again)
+    )
+    assert order_of(app, number)["status"] is S.SHIPPED

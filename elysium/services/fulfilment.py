@@ -192,9 +192,20 @@ def refuse_unless(order: Order, action: Action) -> None:
                 "once a dispute of it is lost. Give the money back to the shopper another way."
             )
         if action in TO_MAKE and _all_given_back(order):
+            # Only an order that can still be cancelled is told to be (not one shipped).
+            cancel = (
+                " Cancel it to put its pieces back on sale."
+                if (Action.CANCEL in available(order))
+                else ""
+            )
             raise ActionRefusedError(
                 f"Order {order.number} can't be {_PAST[action]}: its payment is given back, "
-                "or being given back. Cancel it to put its pieces back on sale."
+                f"or being given back.{cancel}"
+            )
+        if action is Action.REFUND and _all_given_back(order):
+            raise ActionRefusedError(
+                f"Order {order.number} can't be refunded: all of its payment is given back, "
+                "or being given back."
             )
         if order.bespoke_quote_id is not None and action in TO_MAKE:
             raise ActionRefusedError(
