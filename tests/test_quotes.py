@@ -324,6 +324,99 @@ def test_a_tampered_or_foreign_token_is_not_found(app: Flask) -> None:
     assert client.get("/bespoke/quote/not-a-token").status_code == 404
 
 
+def move_her_account_to(client: ShopClient, app: Flask, new_email: str) -> None:
+    """Grace, signed in, moves her account to ``new_email`` and confirms it from there."""
+    client.submit(
+        "/account/profile",
+        {"email": new_email, "current_password": PASSWORD},
+        action="/account/email",
+    )
+    [confirm] = sent_emails(app, new_email)
+    assert client.submit(link_in(confirm, "/account/email/confirm/"), {}).status_code == 303
+
+
+def test_a_quote_link_in_the_inbox_her_account_left_no_longer_opens_it(
+    shop: Shop, app: Flask
+) -> None:
+    """Her account moves to a new address; the old inbox may pass to someone else, so the
+    quote link sent there dies, as her orders' links do. It kept opening the quote, and its
+    "Pay deposit" made an order on her account and a Stripe page on her account's customer,
+    showing her new address (found by review). Her account's commissions give the link that
+    works."""
+    quoted_lead(shop, app)
+    link = quote_link(app)
+    grace = shop.client()
+    grace.submit("/auth/login", {"email": CLIENT, "password": PASSWORD})
+    move_her_account_to(grace, app, "grace@new.example")
+
+    old_inbox = shop.client()  # whoever reads grace@example.com now
+    page = old_inbox.get(link)
+    assert page.status_code == 404
+    assert "Grace Hopper" not in page_text(page)
+    assert "Emerald ring" not in page_text(page)
+    pressed = pay_button(old_inbox, link)
+    assert pressed.status_code == 404
+    assert deposit_orders(app) == []
+    assert shop.fake.sessions == {}
+
+    commissions = Page(grace.get("/account/commissions"))
+    [current] = [a["href"] for a in commissions.select(".account-quote a")]
+    assert current != link
+    assert "For Grace Hopper" in page_text(grace.get(current))
+    paying = pay_button(grace, current)
+    assert paying.status_code == 303, page_text(paying)
+    [order] = deposit_orders(app)
+    assert order["email"] == "grace@new.example"
+    # The new address's link, in a browser not signed in (her phone), opens it too.
+    assert "For Grace Hopper" in page_text(shop.client().get(current))
+
+
+def link_from_before_links_named_their_address(app: Flask) -> str:
+    """The quote's link as it was made before it named the address it was sent to."""
+    with app.test_request_context():
+        quote = db.session.scalars(select(BespokeQuote)).one()
+        token = quotes._serializer().dumps({"l": quote.lead_id, "q": quote.id})
+        db.session.remove()
+    return f"/bespoke/quote/{token}"
+
+
+def test_a_link_sent_before_links_named_their_address_opens_a_guests_quote_only(
+    shop: Shop, app: Flask
+) -> None:
+    """Links already in inboxes name no address. A commission of no account keeps its
+    address, so its link keeps working; an account's may have moved (and the old inbox be
+    someone else's), so its link leads to her commissions, never to the quote."""
+    lead_id = make_lead(app, user=False)
+    send(staff_client(shop.app), lead_id)
+    guests = link_from_before_links_named_their_address(app)
+    assert "For Grace Hopper" in page_text(shop.client().get(guests))
+    paying = pay_button(shop.client(), guests)
+    assert paying.status_code == 303, page_text(paying)
+    assert shop.fake.session(session_id_from(paying.location))["customer_email"] == CLIENT
+
+
+def test_an_accounts_link_from_before_links_named_their_address_sends_her_to_sign_in(
+    shop: Shop, app: Flask
+) -> None:
+    quoted_lead(shop, app)
+    old_link = link_from_before_links_named_their_address(app)
+    holder = shop.client()
+
+    page = holder.get(old_link)
+
+    assert page.status_code == 410
+    shown = page_text(page)
+    assert "Grace Hopper" not in shown
+    assert "Emerald ring" not in shown
+    assert "Account → Commissions" in shown
+    assert Page(page).one("a.button")["href"] == "/account/commissions"
+    assert page.headers["Referrer-Policy"] == "same-origin"
+    pressed = pay_button(holder, old_link)
+    assert pressed.status_code == 410
+    assert deposit_orders(app) == []
+    assert shop.fake.sessions == {}
+
+
 def signed_event_to_the_shop(shop: Shop, event_type: str, obj: dict):
     """An event as Stripe would sign it, sent straight to the shop's webhook."""
     payload, signature = shop.fake.signed_event(event_type, obj)
@@ -369,6 +462,8 @@ def test_the_deposit_is_paid_through_stripe_and_the_commission_is_won_once(
     session = shop.fake.session(session_id)
     assert session["amount_total"] == 30002
     assert session["client_reference_id"] == order["number"]
+    [customer] = shop.fake.customers  # her account's, made for her first payment page
+    assert session["customer"] == customer
 
     deliveries = shop.fake.pay(session_id)
     [completed] = [d for d in deliveries if d.type == "checkout.session.completed"]
@@ -407,6 +502,27 @@ def test_the_deposit_is_paid_through_stripe_and_the_commission_is_won_once(
     success = client.get(f"/checkout/success?session_id={session_id}")
     assert "Paid" in page_text(success)
     assert "Delivering to" not in page_text(success)
+
+
+def test_only_her_account_signed_in_pays_the_deposit_with_her_stripe_customer(
+    shop: Shop, app: Flask
+) -> None:
+    """Stripe's page made on her account's Stripe customer shows that customer's details,
+    her address as it is now: only for her, signed in (the test above). Anyone else holding
+    the link (a forwarded email, her phone signed out) pays with the commission's address
+    alone; the order is still her account's."""
+    quoted_lead(shop, app)
+    link = quote_link(app)
+
+    forwarded = pay_button(shop.client(), link)
+
+    assert forwarded.status_code == 303, page_text(forwarded)
+    page = shop.fake.session(session_id_from(forwarded.location))
+    assert page["customer"] is None
+    assert page["customer_email"] == CLIENT
+    assert shop.fake.customers == {}
+    [order] = deposit_orders(app)
+    assert order["user_id"] is not None
 
 
 @pytest.mark.parametrize("why", ["expired", "withdrawn", "lost", "consultation"])
@@ -1500,7 +1616,8 @@ def test_a_client_whose_deposit_is_paid_can_close_their_account(shop: Shop, app:
     assert (order["number"], order["status"]) == (number, OrderStatus.PAID)
     state = lead_state(app, lead_id)
     assert state["status"] is LeadStatus.WON  # won stays won, without the person
-    assert "Deposit paid" in page_text(shop.client().get(link))
+    # The commission keeps no address of hers now: the link sent to it opens nothing.
+    assert shop.client().get(link).status_code == 404
 
 
 def test_a_commission_whose_client_closed_their_account_is_lost_and_takes_no_quote(
@@ -1516,7 +1633,8 @@ def test_a_commission_whose_client_closed_their_account_is_lost_and_takes_no_quo
     state = lead_state(app, lead_id)
     assert state["status"] is LeadStatus.LOST
     assert state["events"][-1][1:] == (LeadStatus.LOST, "The client closed their account")
-    assert pay_button(shop.client(), link).status_code == 409
+    # Its link opens nothing now (the commission keeps no address of hers), let alone pays.
+    assert pay_button(shop.client(), link).status_code == 404
     assert deposit_orders(app) == []
     # Reopened by staff, it still has nobody to send a quote to: refused, and nothing is sent.
     reopened = move_lead(staff, lead_id, "contacted", seen="lost", note="Her husband called")

@@ -1,9 +1,13 @@
 """The shopper's quote page, ``/bespoke/quote/<token>``, and its "Pay deposit" button.
 
-The token is signed and names one quote of one lead (``services.quotes.quote_token``); a
-tampered one is a 404. Paying goes through the bag's own machinery (``services.checkout``):
-the deposit order is committed with its expiry before Stripe is asked for a page, a second
-click goes back to the same page, and only the webhook marks it paid.
+The token is signed and names one quote of one lead and the address it was sent to
+(``services.quotes.quote_token``); a tampered one, or one sent to an address the commission
+has since left, is a 404, and one from before links named their address, to an account's
+commission, a 410 that sends the client to her account's commissions. Paying goes through
+the bag's own machinery (``services.checkout``): the deposit order is committed with its
+expiry before Stripe is asked for a page, a second click goes back to the same page, and
+only the webhook marks it paid. Stripe's page is made with the account's Stripe customer
+only for the commission's own account, signed in here.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from flask import (
     render_template,
     url_for,
 )
+from flask_login import current_user
 
 from elysium import house_time
 from elysium.extensions import db
@@ -45,9 +50,21 @@ personal_pages(bp)
 
 
 def _quote(token: str) -> BespokeQuote:
-    if len(token) > 200:
+    # The longest an address can make it (320 characters, none of them ASCII) is well within.
+    if len(token) > 2000:
         abort(404)
-    return quotes.quote_for_token(db.session, token) or abort(404)
+    try:
+        quote = quotes.quote_for_token(db.session, token)
+    except quotes.OldQuoteLinkError:
+        abort(_old_link())
+    return quote or abort(404)
+
+
+def _old_link() -> Response:
+    """An old link to an account's commission: where its quotes are now."""
+    response = make_response(render_template("quotes/old_link.html"), 410)
+    keep_the_address_here(response)
+    return response
 
 
 def _page(quote: BespokeQuote, status: int = 200, *, problem: str | None = None) -> Response:
@@ -92,6 +109,13 @@ def _to_order(order: Order, token: str) -> Response:
     return _leave_for(url_for("quotes.show", token=token))
 
 
+def _signed_in_as_its_client(quote: BespokeQuote) -> bool:
+    """Whether the commission's own account is signed in here: only then is Stripe's page
+    made with the account's Stripe customer (her details, her address as it is now); anyone
+    else holding the link pays with the commission's address alone."""
+    return current_user.is_authenticated and current_user.id == quote.lead.user_id
+
+
 @bp.post("/<token>/deposit")
 def pay(token: str) -> Response:
     """Off to Stripe's page for the deposit: a new deposit order, or the one in progress."""
@@ -100,6 +124,7 @@ def pay(token: str) -> Response:
         return _page(quote, 503, problem=NOT_CONFIGURED)
     urls = _return_urls(token)
     quote_id = quote.id
+    as_account = _signed_in_as_its_client(quote)
     for _ in range(2):  # a second round only when the order in progress had expired
         try:
             order, new = quotes.start_deposit(
@@ -116,7 +141,7 @@ def pay(token: str) -> Response:
         # (with the client's address) is not for whoever holds the link once it is paid.
         if new:
             try:
-                url = checkouts.begin_payment(db.session, order, urls)
+                url = checkouts.begin_payment(db.session, order, urls, as_account=as_account)
             except checkouts.PaymentEndedError as error:
                 db.session.commit()
                 # Its quote replaced (or its commission closed) as the page was made, say.
@@ -130,7 +155,7 @@ def pay(token: str) -> Response:
             return _leave_for(url)
         if order.status is not OrderStatus.PENDING:
             return _to_order(order, token)
-        resumed = checkouts.resume_order(db.session, order, urls)
+        resumed = checkouts.resume_order(db.session, order, urls, as_account=as_account)
         db.session.commit()
         if resumed.outcome is checkouts.Resumed.TO_PAYMENT and resumed.url:
             remember_deposit(order)

@@ -580,7 +580,12 @@ def _payment_page(
 
 
 def begin_payment(
-    session: AnySession, order: Order, urls: ReturnUrls, *, end_if_unavailable: bool = True
+    session: AnySession,
+    order: Order,
+    urls: ReturnUrls,
+    *,
+    end_if_unavailable: bool = True,
+    as_account: bool = True,
 ) -> str:
     """Ask Stripe for the order's payment page and return its URL.
 
@@ -592,7 +597,11 @@ def begin_payment(
     Not with ``end_if_unavailable`` false, on the way back to a page (``resume_order``): a
     second submit meets Stripe's refusal of the key the first request's call still holds,
     and must not end the order that request is making a page for; it is left PENDING, for
-    its maker, a later resume or the sweeper once its time is up.
+    its maker, a later resume or the sweeper once its time is up. Not ``as_account``: the page
+    is made with the order's address alone (``customer_email``), never its account's Stripe
+    customer, whose details (her address as it is now) Stripe's page shows: a deposit paid
+    from the quote's link by someone not signed in as the commission's account. That request
+    being another, its idempotency key is one of its own (``checkout-<number>-by-email``).
 
     Stripe's answer is stored in one conditional UPDATE: only on an order still PENDING with
     no other page. An order that ended while Stripe was making the page (cancelled in another
@@ -602,6 +611,7 @@ def begin_payment(
     (:class:`PaymentEndedError`): nobody is sent to pay for pieces the order no longer holds.
     """
     assert order.checkout_expires_at is not None
+    by_email = not as_account and order.user_id is not None
     request = stripe_gateway.CheckoutRequest(
         order_number=order.number,
         currency=order.currency,
@@ -611,11 +621,12 @@ def begin_payment(
         success_url=urls.success,
         cancel_url=urls.cancel,
         expires_at=order.checkout_expires_at,
-        idempotency_key=f"checkout-{order.number}",
+        idempotency_key=f"checkout-{order.number}" + ("-by-email" if by_email else ""),
     )
     order_id = order.id
+    customer_of = None if by_email else order.user_id
     try:
-        customer, checkout_session_id, url = _payment_page(session, request, order.user_id)
+        customer, checkout_session_id, url = _payment_page(session, request, customer_of)
     except PaymentProviderError as error:
         if end_if_unavailable:
             reason = f"Stripe failed: {error}"
@@ -1065,21 +1076,26 @@ def resume_payment(session: AnySession, cart: Cart, urls: ReturnUrls) -> Resumpt
     return resume_order(session, order, urls)
 
 
-def resume_order(session: AnySession, order: Order, urls: ReturnUrls) -> Resumption:
+def resume_order(
+    session: AnySession, order: Order, urls: ReturnUrls, *, as_account: bool = True
+) -> Resumption:
     """Back to a PENDING order's payment page: the open one, or the same request asked of
-    Stripe again when the page was never made; an expired page ends the order (RELEASED).
+    Stripe again when the page was never made (``as_account``: as :func:`begin_payment`);
+    an expired page ends the order (RELEASED).
     Calls Stripe, so the caller must hold no lock and have nothing left to commit (commit
     first): should another request give the order a page meanwhile, the order's lock is let
     go (a rollback) and that page is looked up instead."""
     for _ in range(ROUNDS):
-        resumption = _resume_once(session, order, urls)
+        resumption = _resume_once(session, order, urls, as_account=as_account)
         if resumption is not None:
             return resumption
         session.rollback()
     return Resumption(Resumed.UNREACHABLE, order=order)
 
 
-def _resume_once(session: AnySession, order: Order, urls: ReturnUrls) -> Resumption | None:
+def _resume_once(
+    session: AnySession, order: Order, urls: ReturnUrls, *, as_account: bool
+) -> Resumption | None:
     """One look at the order's page; None when it changed before anything was decided."""
     page = look_up_payment_page(order.stripe_checkout_session_id)
     if page.state is PageState.OPEN and page.url:
@@ -1093,7 +1109,9 @@ def _resume_once(session: AnySession, order: Order, urls: ReturnUrls) -> Resumpt
         return Resumption(Resumed.FINISHED, order=order)
     if page.state is PageState.NONE and _time_left(order) > timedelta(minutes=MIN_EXPIRY_MINUTES):
         try:
-            url = begin_payment(session, order, urls, end_if_unavailable=False)
+            url = begin_payment(
+                session, order, urls, end_if_unavailable=False, as_account=as_account
+            )
         except PaymentEndedError:
             return Resumption(Resumed.RELEASED, order=order)
         except PaymentUnavailableError:

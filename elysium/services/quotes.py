@@ -15,6 +15,7 @@ Services never commit: the caller does.
 from __future__ import annotations
 
 import enum
+import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -29,6 +30,7 @@ from elysium.models.orders import Order, OrderLine, OrderStatus
 from elysium.models.types import utcnow
 from elysium.money import format_money, parse_amount
 from elysium.services import checkout, leads, orders
+from elysium.services.accounts import normalise_email
 from elysium.services.errors import InvalidInputError
 from elysium.services.outbox import queue_email
 from elysium.services.sql import AnySession
@@ -375,27 +377,52 @@ def _serializer() -> URLSafeSerializer:
 
 
 def quote_token(quote: BespokeQuote) -> str:
-    """The signed token of a quote's page: it names the lead and the quote."""
-    return _serializer().dumps({"l": quote.lead_id, "q": quote.id})
+    """The signed token of a quote's page: it names the lead, the quote, and the address the
+    link goes to (the commission's), as an order's link does (``orders.guest_link_token``):
+    once the commission moves to another address (its account's email changed,
+    ``accounts.confirm_email_change``), a link in the inbox it left no longer opens it."""
+    return _serializer().dumps({"l": quote.lead_id, "q": quote.id, "e": quote.lead.email})
 
 
 def quote_url(quote: BespokeQuote) -> str:
     return absolute_url("quotes.show", token=quote_token(quote))
 
 
+class OldQuoteLinkError(Exception):
+    """A link sent before quote links named their address (:func:`quote_token`), to a
+    commission of an account: its address may have changed since, and the inbox the link went
+    to be someone else's now, so it no longer opens the quote. The client sees her quotes in
+    her account (Account → Commissions), whose links are new."""
+
+
 def quote_for_token(session: AnySession, token: str) -> BespokeQuote | None:
-    """The quote a link names, if its signature holds and the quote is still that lead's."""
+    """The quote a link names, if its signature holds, the quote is still that lead's, and
+    the commission still has the address the link was sent to (compared as accounts compare
+    addresses, as ``orders.order_for_guest_token`` does). A link from before links named
+    their address opens a guest's commission, whose address never changes (but for closing
+    an account, which leaves it none); an account's raises :class:`OldQuoteLinkError`."""
     try:
         data = _serializer().loads(token)
     except BadSignature:
         return None
     if not isinstance(data, dict):
         return None
-    lead_id, quote_id = data.get("l"), data.get("q")
+    lead_id, quote_id, sent_to = data.get("l"), data.get("q"), data.get("e")
     if not (isinstance(lead_id, int) and isinstance(quote_id, int)):
         return None
+    if sent_to is not None and not (isinstance(sent_to, str) and sent_to):
+        return None
     quote = session.get(BespokeQuote, quote_id)
-    if quote is None or quote.lead_id != lead_id:
+    # A commission whose client closed her account keeps no address: no link is hers now.
+    if quote is None or quote.lead_id != lead_id or not quote.lead.email:
+        return None
+    if sent_to is None:
+        if quote.lead.user_id is not None:
+            raise OldQuoteLinkError()
+        return quote
+    # As bytes: compare_digest refuses text outside ASCII, and an address may hold some.
+    kept = normalise_email(quote.lead.email).encode()
+    if not hmac.compare_digest(kept, normalise_email(sent_to).encode()):
         return None
     return quote
 
