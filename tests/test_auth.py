@@ -535,6 +535,37 @@ def test_a_form_whose_token_the_session_no_longer_knows_says_to_reload_it(client
         assert response.headers["HX-Retarget"] == "#messages"
 
 
+def test_a_request_sent_just_before_a_new_password_here_does_not_sign_this_browser_out(
+    app, client, auth, catalogue
+):
+    """The account page loads its "Recently viewed" as it opens. A new password set at once
+    (this browser signed in again, every other session ended) was answered before that
+    fragment, sent with the session that the new password ended; its answer must not write
+    that session over the new one (a browser test lost "You are signed out." so, now and
+    then, when a cleared session was written for every ended one)."""
+    auth.create_user()
+    auth.login()
+    client.get("/account")
+    sent_before = client.get_cookie("session").value
+    new_password = {"current_password": PASSWORD, "password": "a quiet walk by the river"}
+    assert (
+        client.submit("/account/profile", new_password, action="/account/password").status_code
+        == 303
+    )
+
+    late = app.test_client()
+    late.set_cookie("session", sent_before)
+    answer = late.get("/recently-viewed", headers={"HX-Request": "true"})
+
+    assert answer.status_code == 200
+    # The browser keeps the cookie of the answer that came last.
+    for header in answer.headers.getlist("Set-Cookie"):
+        name, _, rest = header.partition("=")
+        if name == "session":
+            client.set_cookie("session", rest.split(";", 1)[0])
+    assert client.get("/account").status_code == 200
+
+
 def test_signing_out_everywhere_as_another_device_changes_the_password_ends_both_sessions(
     app, auth
 ):

@@ -784,6 +784,41 @@ def test_the_reference_comes_from_the_session_never_the_address(client, app, cat
     assert "B04242" not in page.html
 
 
+@pytest.mark.parametrize("on_her_phone", ["signed out", "new password"])
+def test_a_request_sent_signed_in_is_not_shown_once_the_session_ended_on_another_device(
+    app, client, auth, catalogue, on_her_phone
+) -> None:
+    """Ada, signed in on a shared computer, sends a request and walks away; from her phone she
+    signs out (which ends every session, on every device) or sets a new password. The shared
+    computer is a guest's now, yet its thank-you page showed her request for 15 minutes: her
+    address, budget and idea (found by review)."""
+    auth.create_user()
+    auth.login()
+    assert send(client, app).status_code == 303
+    assert IDEA_KEPT in page_text(client.get("/bespoke/thanks"))
+
+    phone = ShopClient(app)
+    phone.submit("/auth/login", {"email": "ada@example.com", "password": PASSWORD})
+    if on_her_phone == "signed out":
+        assert phone.submit("/account", {}, action="/auth/logout").status_code == 303
+    else:
+        new = {"current_password": PASSWORD, "password": "a quiet walk by the river"}
+        assert phone.submit("/account/profile", new, action="/account/password").status_code == 303
+
+    thanks = client.get("/bespoke/thanks")
+    assert thanks.status_code == 303
+    assert thanks.headers["Location"] == "/bespoke"
+    # As after signing out here: the browser is asked to forget the pages it keeps of hers.
+    assert thanks.headers["Clear-Site-Data"] == '"cache"'
+    form = page_text(client.get("/bespoke"))
+    assert "ada@example.com" not in form
+    assert IDEA_KEPT not in form
+    assert client.get("/account").status_code == 303
+    # The next person's own request is theirs to see.
+    assert send(client, app, email="grace@example.com", name="Grace Hopper").status_code == 303
+    assert "We have sent a copy to grace@example.com" in page_text(client.get("/bespoke/thanks"))
+
+
 # The shopper's commissions
 
 

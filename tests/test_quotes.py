@@ -1748,6 +1748,33 @@ def test_a_client_without_an_account_comes_back_from_stripe_to_her_deposit(
     assert "300.02" not in stranger
 
 
+def test_a_deposit_paid_on_a_shared_computer_is_not_shown_once_her_session_ended_elsewhere(
+    shop: Shop, app: Flask
+) -> None:
+    """Grace, signed in on a shared computer, pays her deposit there and walks away; from her
+    phone she signs out, which ends every session. The computer, a guest's now, still opened
+    the deposit's order page after Stripe (her email, the amount), the browser remembered as
+    the one that went to pay it (found by review)."""
+    quoted_lead(shop, app)
+    link = quote_link(app)
+    shared = shop.client()
+    shared.submit("/auth/login", {"email": CLIENT, "password": PASSWORD})
+    session_id = session_id_from(pay_button(shared, link).location)
+    shop.fake.pay(session_id)
+    success = f"/checkout/success?session_id={session_id}"
+    assert "300.02" in page_text(shared.get(success))
+
+    phone = shop.client()
+    phone.submit("/auth/login", {"email": CLIENT, "password": PASSWORD})
+    assert phone.submit("/account", {}, action="/auth/logout").status_code == 303
+
+    shown = page_text(shared.get(success))
+    assert "browser you ordered from" in shown
+    assert "300.02" not in shown
+    assert CLIENT not in shown
+    assert shared.get("/account/commissions").status_code == 303
+
+
 def test_a_commission_won_another_way_is_told_to_its_client_as_under_way(
     shop: Shop, app: Flask
 ) -> None:

@@ -150,11 +150,17 @@ def check() -> Response:
 
 @bp.get("/thanks")
 def thanks() -> Response:
-    """The request this browser just sent (``web.just_sent``): after a while, the form."""
+    """The request this browser just sent (``web.just_sent``): after a while, the form. One
+    sent signed in is shown to that account alone: the browser may be a shared computer's,
+    its session ended on another device (signed out everywhere) and its next user a guest."""
+    # Who is signed in, first: a session ended elsewhere is cleared as it is found.
+    signed_in = current_user.id if current_user.is_authenticated else None
     sent = just_sent.shown(THANKS)
     if sent is None:
         return redirect(url_for("bespoke.form"), 303)
     lead = db.session.get(BespokeLead, sent["lead_id"]) if sent.get("lead_id") else None
+    if lead is not None and lead.user_id is not None and lead.user_id != signed_in:
+        return redirect(url_for("bespoke.form"), 303)
     return make_response(
         render_template("bespoke/thanks.html", lead=lead, **(bespoke.labels(lead) if lead else {}))
     )

@@ -19,6 +19,7 @@ from flask import (
 )
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface, SessionMixin
 from flask_login import login_user, logout_user
+from flask_login.config import SESSION_KEYS
 from itsdangerous import BadSignature, TimestampSigner
 
 from elysium.errors import render_unsent, typed_in_form
@@ -38,7 +39,15 @@ def load_user(identity: str) -> User | None:
 
     Read from the primary even on a page that reads the catalogue from a replica: a session
     ended a moment ago (signed out everywhere, a new password, an account closed) must not
-    live on for as long as the replica lags."""
+    live on for as long as the replica lags. Nor does the rest of it: this browser's session
+    is cleared as signing out clears it (:func:`_session_ended`)."""
+    user = _user_of(identity)
+    if user is None and _holds_more_than_signing_in():
+        _session_ended()
+    return user
+
+
+def _user_of(identity: str) -> User | None:
     user_id, _, version = identity.partition(":")
     if not (user_id.isdigit() and version.isdigit()):
         return None
@@ -51,6 +60,36 @@ def load_user(identity: str) -> User | None:
     if user is None or not user.is_active or user.session_version != int(version):
         return None
     return user
+
+
+# What signing in keeps in a session (Flask-Login's keys, when a remembered session ends).
+SIGNING_IN_KEYS = frozenset(SESSION_KEYS | {REMEMBERED_UNTIL})
+
+
+def _holds_more_than_signing_in() -> bool:
+    """Whether an ended session holds anything besides who it was and its CSRF secret. One
+    that doesn't is left as it is, unwritten: its identity opens nothing any more, and a
+    request sent with it just before this browser signed out, or changed its password and
+    was signed in again (a fragment loading as the button was pressed), would otherwise be
+    answered with a cookie that overwrites the one that answer gave ("You are signed out."
+    lost, or the browser signed out)."""
+    field = current_app.config.get("WTF_CSRF_FIELD_NAME") or "csrf_token"
+    return bool(session.keys() - SIGNING_IN_KEYS - {field})
+
+
+def _session_ended() -> None:
+    """The session named an account it no longer opens (ended on another device: signed
+    out everywhere, a new password or email, the account closed or deactivated; or a
+    remembered session past its 30 days): what the account left in it goes too, as on
+    signing out (:func:`sign_out`), since the browser may be a shared computer's, and the
+    next person a guest: the request it just sent (``bespoke_thanks``), the deposits it went
+    to pay (``web.quotes.DEPOSITS_KEY``), a second factor. Its CSRF secret stays, so a form
+    typed meanwhile is answered by the 401 page that holds what was typed, and a guest bag
+    stays with its own cookie, as on signing out. Flask-Login's own keys go with the rest; a
+    remember cookie naming the ended session is refused and deleted by
+    ``extensions.LoginManager``, as before."""
+    _start_afresh()
+    _forget_pages()
 
 
 def sign_in(user: User, remember: bool = False) -> None:
@@ -106,6 +145,11 @@ def sign_out() -> None:
     bag count, the hearts and "Recently viewed" of whoever was signed in (a shared computer)."""
     _start_afresh()
     logout_user()
+    _forget_pages()
+
+
+def _forget_pages() -> None:
+    """The answer asks the browser to forget the shop's pages it holds (:func:`sign_out`)."""
 
     @after_this_request
     def forget_pages(response: Response) -> Response:
