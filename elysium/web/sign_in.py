@@ -29,7 +29,7 @@ from elysium.models.users import User
 from elysium.security import CLOCKS_APART_SECONDS
 from elysium.urls import same_site_path
 from elysium.web.browsing import adopt_guest_views
-from elysium.web.cart import merge_guest_cart, renew_bag_identity
+from elysium.web.cart import BAG_IDENTITY_KEY, merge_guest_cart, renew_bag_identity
 from elysium.web.devices import remember_device
 from elysium.web.signatures import VerifiedValues
 
@@ -62,8 +62,10 @@ def _user_of(identity: str) -> User | None:
     return user
 
 
-# What signing in keeps in a session (Flask-Login's keys, when a remembered session ends).
-SIGNING_IN_KEYS = frozenset(SESSION_KEYS | {REMEMBERED_UNTIL})
+# What signing in keeps in a session (Flask-Login's keys, when a remembered session ends, and
+# the identity of the next guest bag, drawn at every sign-in: it names no bag made yet, since
+# a signed-in browser fills the account's).
+SIGNING_IN_KEYS = frozenset(SESSION_KEYS | {REMEMBERED_UNTIL, BAG_IDENTITY_KEY})
 
 
 def _holds_more_than_signing_in() -> bool:
