@@ -6,6 +6,7 @@ import logging
 import re
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -404,19 +405,29 @@ def _sweep_stale(order_id: int) -> str:
 def catalog_sync_command() -> None:
     """Pull every collection and product from Sanity and upsert them (one transaction per
     document; a malformed one is skipped with its reason). Pieces Sanity no longer has are
-    unpublished, never deleted. Safe to run again, and on several hosts at once."""
+    unpublished, never deleted. Reading Sanity stops after SANITY_SYNC_TIMEOUT_SECONDS (the
+    run then exits 1, nothing unpublished). Safe to run again, and on several hosts at once."""
     if not sanity.configured():
         raise click.ClickException(
             "Sanity is not configured: set SANITY_PROJECT_ID and SANITY_DATASET "
             "(without them the built-in catalogue serves; see `flask seed`)."
         )
+    seconds = current_app.config["SANITY_SYNC_TIMEOUT_SECONDS"]
+    deadline = time.monotonic() + seconds
     try:
         report = catalog_sync.sync_all(
             db.session,
-            sanity.iter_documents("collection"),
-            sanity.iter_documents("product"),
+            sanity.iter_documents("collection", deadline=deadline),
+            sanity.iter_documents("product", deadline=deadline),
             currency=current_app.config["SHOP_CURRENCY"],
         )
+    except sanity.SanityDeadlineError as error:
+        db.session.rollback()
+        raise click.ClickException(
+            f"The sync ran out of time (SANITY_SYNC_TIMEOUT_SECONDS: {seconds} s) before Sanity "
+            f"had given every document: {error}. What was written stays; nothing was "
+            "unpublished. Run the sync again later."
+        ) from error
     except sanity.SanityError as error:
         db.session.rollback()
         raise click.ClickException(

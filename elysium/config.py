@@ -150,6 +150,7 @@ def settings_from_environment(environ: Mapping[str, str], instance_path: str) ->
         "SANITY_TIMEOUT_SECONDS": _int(environ, "SANITY_TIMEOUT_SECONDS", 10),
         "SANITY_MAX_RETRIES": _int(environ, "SANITY_MAX_RETRIES", 3),
         "SANITY_WEBHOOK_TIMEOUT_SECONDS": _int(environ, "SANITY_WEBHOOK_TIMEOUT_SECONDS", 3),
+        "SANITY_SYNC_TIMEOUT_SECONDS": _int(environ, "SANITY_SYNC_TIMEOUT_SECONDS", 600),
         "SIGNATURE_REQUIRED_ABOVE": _int(environ, "SIGNATURE_REQUIRED_ABOVE", 50000),
     }
 

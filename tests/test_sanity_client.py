@@ -160,6 +160,56 @@ def test_a_hanging_server_times_out_is_tried_again_then_given_up(
     studio.release_hangs()
 
 
+def test_an_answer_that_keeps_coming_slowly_is_given_up_at_the_timeout(
+    app: Flask, studio: FakeSanityServer
+) -> None:
+    """``SANITY_TIMEOUT_SECONDS`` is for the whole answer. It was requests' read timeout, which
+    is for each read: an answer that kept coming, a little at a time (a proxy or an edge under
+    strain), was waited for however long it took (found by review)."""
+    shop = shop_on(app, studio, SANITY_TIMEOUT_SECONDS=1, SANITY_MAX_RETRIES=1)
+    studio.trickle_next(2, seconds=8)
+    started = time.monotonic()
+    with pytest.raises(SanityError, match=r"2 tries: no answer within 1 s"):
+        products(shop)
+    assert time.monotonic() - started < 3.5
+
+    studio.requests.clear()
+    studio.trickle_next(1, seconds=8)
+    started = time.monotonic()
+    assert len(products(shop)) == 24  # the second try is answered at once
+    assert time.monotonic() - started < 2.5
+    assert len(studio.query_requests()) == 2
+
+
+def test_the_webhooks_fetch_gives_up_on_an_answer_that_trickles_within_its_timeout(
+    app: Flask, studio: FakeSanityServer
+) -> None:
+    """The webhook's applier asks Sanity once, within ``SANITY_WEBHOOK_TIMEOUT_SECONDS``, so a
+    slow Sanity never holds a web worker away from shoppers: a trickling answer held it until
+    gunicorn's own timeout (found by review)."""
+    shop = shop_on(app, studio, SANITY_WEBHOOK_TIMEOUT_SECONDS=1)
+    studio.trickle_next(1, seconds=8)
+    started = time.monotonic()
+    with pytest.raises(SanityError, match="no answer within 1 s"), shop.app_context():
+        sanity.fetch_document_at_once("product-aurelia-solitaire-ring")
+    assert time.monotonic() - started < 2
+    assert len(studio.query_requests()) == 1
+
+
+def test_an_answer_larger_than_the_client_takes_is_refused(studio: FakeSanityServer) -> None:
+    """Read against a size cap too: what Sanity sends is never held in memory without end."""
+    with sanity.SanityClient(
+        project_id=studio.project_id,
+        dataset=studio.dataset,
+        api_host=studio.base_url,
+        max_answer_bytes=20_000,
+    ) as client:
+        assert client.fetch_document("product-aurelia-solitaire-ring") is not None
+        with pytest.raises(SanityError, match="more than 20000 bytes"):
+            list(client.iter_documents("product"))
+        assert len(list(client.iter_documents("product", page_size=4))) == 24
+
+
 def test_the_read_token_is_sent_as_a_bearer_token_only_when_set(app: Flask) -> None:
     with FakeSanityServer(token="sk-read-token") as private:
         shop = shop_on(app, private, SANITY_READ_TOKEN="sk-read-token")
@@ -196,6 +246,16 @@ def test_only_a_dated_api_version_is_accepted(app: Flask, version: str) -> None:
             SANITY_PROJECT_ID="abc",
             SANITY_DATASET="production",
             SANITY_API_VERSION=version,
+        )
+
+
+def test_a_sync_given_no_time_at_all_is_refused_at_start_up(app: Flask) -> None:
+    with pytest.raises(ConfigurationError, match="SANITY_SYNC_TIMEOUT_SECONDS"):
+        make_app(
+            app.config["SQLALCHEMY_DATABASE_URI"],
+            SANITY_PROJECT_ID="abc",
+            SANITY_DATASET="production",
+            SANITY_SYNC_TIMEOUT_SECONDS=0,
         )
 
 

@@ -135,6 +135,40 @@ def test_catalog_sync_without_sanity_or_when_it_is_down_exits_1(app, shop, studi
         db.session.remove()
 
 
+def test_catalog_sync_gives_up_on_a_slow_sanity_and_says_so(app, shop, studio):
+    """Each answer is waited for ``SANITY_TIMEOUT_SECONDS`` in all, and the whole run
+    ``SANITY_SYNC_TIMEOUT_SECONDS``, however its tries and pauses add up: an answer that kept
+    coming slowly held the hourly run for as long as it took (found by review)."""
+    synced(shop)
+    studio.trickle_next(2, seconds=8)
+    started = time.monotonic()
+    slow = shop.test_cli_runner().invoke(args=["catalog", "sync"])
+    assert time.monotonic() - started < 6  # two tries of 2 s
+    assert slow.exit_code == 1
+    assert "Sanity could not be read (Sanity could not be read after 2 tries: no answer" in (
+        slow.output
+    )
+
+    patient = make_app(
+        app.config["SQLALCHEMY_DATABASE_URI"],
+        **studio.settings(),
+        SANITY_TIMEOUT_SECONDS=1,
+        SANITY_MAX_RETRIES=10,
+        SANITY_RETRY_BACKOFF_SECONDS=0.01,
+        SANITY_SYNC_TIMEOUT_SECONDS=2,
+    )
+    studio.hang_next(20, seconds=5)
+    started = time.monotonic()
+    out_of_time = patient.test_cli_runner().invoke(args=["catalog", "sync"])
+    assert time.monotonic() - started < 3.5
+    assert out_of_time.exit_code == 1
+    assert "ran out of time (SANITY_SYNC_TIMEOUT_SECONDS: 2 s)" in out_of_time.output
+    assert "nothing was unpublished" in out_of_time.output
+    with shop.app_context():
+        assert db.session.scalar(select(func.count()).where(Product.published.is_(False))) == 0
+        db.session.remove()
+
+
 def test_a_signed_webhook_answers_202_and_the_change_appears_and_a_replay_is_harmless(
     shop, studio, webhook_url
 ):

@@ -6,14 +6,16 @@ one published document or ``null``. Drafts (``drafts.`` ids) are kept but never 
 
 Test hooks (thread-safe): :meth:`put`, :meth:`edit`, :meth:`delete`, :meth:`add_draft`,
 :meth:`add_malformed`; :meth:`fail_next` (429 with Retry-After, or 5xx), :meth:`hang_next`
-(sleep past the client's timeout), :attr:`requests` / :attr:`request_count`;
-:meth:`deliver_webhook` posts a correctly signed webhook like Sanity's.
+(sleep past the client's timeout), :meth:`trickle_next` (an answer that keeps coming, slowly),
+:attr:`requests` / :attr:`request_count`; :meth:`deliver_webhook` posts a correctly signed
+webhook like Sanity's. Answers are gzipped for a client that accepts it, as Sanity's are.
 """
 
 from __future__ import annotations
 
 import base64
 import copy
+import gzip
 import hashlib
 import hmac
 import json
@@ -21,7 +23,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +88,7 @@ class FakeSanity:
         self._deleted_types: dict[str, str] = {}
         self._faults: deque[Fault] = deque()
         self._hangs: deque[float] = deque()
+        self._trickles: deque[float] = deque()
         self._release = threading.Event()
         self.requests: list[SeenRequest] = []
         # What ``_updatedAt`` an edit gets: Sanity's clock, to the second (a test may stop it,
@@ -167,6 +170,13 @@ class FakeSanity:
         with self._lock:
             self._hangs.extend(seconds for _ in range(count))
 
+    def trickle_next(self, count: int = 1, seconds: float = 10.0) -> None:
+        """The next ``count`` answers come a little at a time, spread over ``seconds`` (a proxy
+        or an edge under strain): each piece well within any read timeout, the whole answer
+        late. Released, like a hang, when the server stops."""
+        with self._lock:
+            self._trickles.extend(seconds for _ in range(count))
+
     def release_hangs(self) -> None:
         self._release.set()
 
@@ -242,11 +252,28 @@ class FakeSanity:
             self.requests.append(seen)
             hang = self._hangs.popleft() if self._hangs else 0.0
             fault = self._faults.popleft() if self._faults else None
+            trickle = self._trickles.popleft() if self._trickles else 0.0
         if hang:
             self._release.wait(hang)
         response = self._query(request, seen, fault)
         seen.status = response.status_code
+        if "gzip" in request.headers.get("Accept-Encoding", ""):
+            response.set_data(gzip.compress(response.get_data()))
+            response.headers["Content-Encoding"] = "gzip"
+        if trickle:
+            body = response.get_data()
+            response.response = self._trickled(body, trickle)
+            response.content_length = len(body)
+            response.direct_passthrough = True
         return response
+
+    def _trickled(self, body: bytes, seconds: float) -> Iterator[bytes]:
+        pieces = max(1, min(len(body), int(seconds / 0.1)))
+        size = -(-len(body) // pieces)
+        for start in range(0, len(body), size):
+            if self._release.wait(seconds / pieces):
+                return
+            yield body[start : start + size]
 
     def _query(self, request: Request, seen: SeenRequest, fault: Fault | None) -> Response:
         if fault is not None:

@@ -4,10 +4,15 @@ The catalogue sync (``elysium.services.catalog_sync``) pages through every docum
 with :func:`iter_documents` and re-reads one changed document with :func:`fetch_document`;
 ``POST /webhooks/sanity`` checks Sanity's signature with :func:`verify_webhook`.
 
-Every request has a (connect, read) timeout of ``SANITY_TIMEOUT_SECONDS``; a 429, a 5xx, a
-timeout or a refused connection is tried again (``SANITY_MAX_RETRIES`` times) after a growing
-pause, or after the ``Retry-After`` Sanity asked for. When the tries run out, or Sanity answers
-something unreadable, :class:`SanityError` is raised and nothing is half-read.
+Every answer is read in whole within ``SANITY_TIMEOUT_SECONDS``, by the clock: it is streamed
+and read against that deadline (and a size cap, :data:`MAX_ANSWER_BYTES`), for requests' own
+timeout is for each read of the socket, and an answer that keeps coming a little at a time (a
+proxy or an edge under strain) was waited for however long it took. A 429, a 5xx, a timeout or
+a refused connection is tried again (``SANITY_MAX_RETRIES`` times) after a growing pause, or
+after the ``Retry-After`` Sanity asked for. A client may also be given a ``deadline`` that no
+answer, pause or try goes past (``flask catalog sync``: ``SANITY_SYNC_TIMEOUT_SECONDS`` for the
+whole run); when it passes, :class:`SanityDeadlineError`. When the tries run out, or Sanity
+answers something unreadable, :class:`SanityError` is raised and nothing is half-read.
 
 ``SANITY_API_HOST`` points the client at the local stand-in in ``devtools/fake_sanity`` for
 tests and the offline demo; it is accepted only for a loopback address, so a stray setting can
@@ -25,6 +30,7 @@ import json
 import logging
 import re
 import time
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -33,6 +39,8 @@ from urllib.parse import urlsplit
 
 import requests
 from flask import Flask, current_app
+from urllib3.exceptions import HTTPError as TransportError
+from urllib3.exceptions import ReadTimeoutError
 
 from elysium.config import ConfigurationError
 from elysium.urls import is_loopback_url
@@ -76,10 +84,21 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # Never wait longer than this for one retry, whatever Retry-After says.
 MAX_RETRY_WAIT_SECONDS = 30.0
 SIGNATURE_HEADER = "sanity-webhook-signature"
+# The most one answer may hold, inflated (a page of a hundred pieces is a few hundred kB).
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
+READ_SIZE = 64 * 1024
 
 
 class SanityError(Exception):
     """Sanity could not be read: the tries ran out, or it answered something unreadable."""
+
+
+class SanityDeadlineError(SanityError):
+    """The client's ``deadline`` passed before Sanity had answered."""
+
+
+class _TooSlowError(Exception):
+    """An answer not read in whole by its deadline."""
 
 
 def check_settings(app: Flask) -> None:
@@ -95,6 +114,8 @@ def check_settings(app: Flask) -> None:
         raise ConfigurationError(
             f"SANITY_API_VERSION must be a dated API version like v2025-02-19, not {version!r}"
         )
+    if configured(app.config) and int(app.config.get("SANITY_SYNC_TIMEOUT_SECONDS") or 0) < 1:
+        raise ConfigurationError("SANITY_SYNC_TIMEOUT_SECONDS must be at least 1")
 
 
 def configured(config: Mapping[str, Any] | None = None) -> bool:
@@ -115,10 +136,16 @@ class SanityClient:
     timeout: float = 10.0
     max_retries: int = 3
     backoff: float = 0.5
+    # A ``time.monotonic()`` time that no answer, pause or try goes past (None: no limit but
+    # each answer's ``timeout``).
+    deadline: float | None = None
+    max_answer_bytes: int = MAX_ANSWER_BYTES
 
     def __post_init__(self) -> None:
         self.session = requests.Session()
         self.session.headers["Accept"] = "application/json"
+        # Inflated here, against the size cap (see _read).
+        self.session.headers["Accept-Encoding"] = "gzip"
         self.session.headers["User-Agent"] = "elysium-catalog-sync"
         if self.token:
             self.session.headers["Authorization"] = f"Bearer {self.token}"
@@ -205,39 +232,101 @@ class SanityClient:
         reason = ""
         for attempt in range(attempts):
             wait = self.backoff * (2**attempt)
+            until = time.monotonic() + self.timeout
+            if self.deadline is not None:
+                until = min(until, self.deadline)
+            left = until - time.monotonic()
+            if left <= 0:
+                raise self._out_of_time(reason)
             try:
-                response = self.session.get(
-                    self.query_url, params=args, timeout=(self.timeout, self.timeout)
-                )
-            except requests.Timeout:
+                with self.session.get(
+                    self.query_url, params=args, timeout=(left, left), stream=True
+                ) as response:
+                    body = self._read(response, until)
+            except (requests.Timeout, ReadTimeoutError, _TooSlowError):
                 reason = f"no answer within {self.timeout:g} s"
-            except requests.ConnectionError as error:
+                if self._past_deadline():
+                    raise self._out_of_time(reason) from None
+            except (requests.ConnectionError, TransportError) as error:
                 reason = f"could not connect ({error.__class__.__name__})"
             else:
                 if response.status_code == 200:
                     try:
-                        return response.json()
-                    except ValueError as error:
+                        return json.loads(body)
+                    except (ValueError, RecursionError) as error:
                         raise SanityError("Sanity answered something that is not JSON") from error
                 reason = f"HTTP {response.status_code}"
                 if response.status_code not in RETRY_STATUSES:
-                    raise SanityError(f"Sanity refused the query: {reason} {_message(response)}")
+                    raise SanityError(f"Sanity refused the query: {reason} {_message(body)}")
                 asked = _retry_after(response.headers.get("Retry-After"))
                 if asked is not None:
                     wait = asked
             if attempt + 1 < attempts:
                 wait = min(wait, MAX_RETRY_WAIT_SECONDS)
+                if self.deadline is not None and time.monotonic() + wait >= self.deadline:
+                    raise self._out_of_time(reason)
                 log.warning("Sanity: %s; trying again in %.1f s", reason, wait)
                 time.sleep(wait)
         raise SanityError(f"Sanity could not be read after {attempts} tries: {reason}")
 
+    def _read(self, response: requests.Response, until: float) -> bytes:
+        """The whole body of an answer, inflated, read by ``until`` (``time.monotonic()``) and
+        no larger than ``max_answer_bytes``; each read of the socket waits only for what is
+        left of the time."""
+        limit = self.max_answer_bytes
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise SanityError(f"Sanity answered more than {limit} bytes")
+        raw = response.raw
+        body = bytearray()
+        while True:
+            left = until - time.monotonic()
+            if left <= 0:
+                raise _TooSlowError
+            sock = getattr(raw.connection, "sock", None)
+            if sock is not None:
+                sock.settimeout(left)
+            chunk = raw.read1(READ_SIZE, decode_content=False)
+            if not chunk:
+                break
+            body += chunk
+            if len(body) > limit:
+                raise SanityError(f"Sanity answered more than {limit} bytes")
+        return _inflated(bytes(body), response.headers.get("Content-Encoding", ""), limit)
 
-def _message(response: requests.Response) -> str:
+    def _past_deadline(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def _out_of_time(self, reason: str) -> SanityDeadlineError:
+        return SanityDeadlineError(
+            "Sanity had not answered when the time given ran out"
+            + (f" ({reason})" if reason else "")
+        )
+
+
+def _inflated(body: bytes, encoding: str, limit: int) -> bytes:
+    """An answer's body as Sanity meant it (gzip is the only encoding the client asks for)."""
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding != "gzip":
+        raise SanityError(f"Sanity answered in an encoding the shop did not ask for: {encoding}")
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
     try:
-        body = response.json()
-    except ValueError:
+        inflated = inflater.decompress(body, limit + 1)
+    except zlib.error as error:
+        raise SanityError("Sanity answered a gzip body that does not inflate") from error
+    if len(inflated) > limit:
+        raise SanityError(f"Sanity answered more than {limit} bytes")
+    return inflated
+
+
+def _message(body: bytes) -> str:
+    try:
+        answer = json.loads(body)
+    except (ValueError, RecursionError):
         return ""
-    error = body.get("error") if isinstance(body, dict) else None
+    error = answer.get("error") if isinstance(answer, dict) else None
     if isinstance(error, dict):
         return str(error.get("description") or error.get("message") or "")
     return str(error or "")
@@ -261,9 +350,13 @@ def _client() -> SanityClient:
     return SanityClient.from_config(current_app.config)
 
 
-def iter_documents(doc_type: str, page_size: int = 100) -> Iterator[dict[str, Any]]:
-    """Every published document of ``doc_type`` from the app's Sanity (see the module doc)."""
+def iter_documents(
+    doc_type: str, page_size: int = 100, *, deadline: float | None = None
+) -> Iterator[dict[str, Any]]:
+    """Every published document of ``doc_type`` from the app's Sanity (see the module doc);
+    ``deadline``, a ``time.monotonic()`` time, is the client's."""
     with _client() as client:
+        client.deadline = deadline
         yield from client.iter_documents(doc_type, page_size)
 
 
@@ -274,10 +367,12 @@ def fetch_document(doc_id: str) -> dict[str, Any] | None:
 
 
 def fetch_document_at_once(doc_id: str) -> dict[str, Any] | None:
-    """:func:`fetch_document` tried once, within ``SANITY_WEBHOOK_TIMEOUT_SECONDS``: for a
-    change a webhook announced, applied straight after its answer by the web worker that gave
-    it. With the usual timeout and retries a slow Sanity held that worker away from shoppers
-    for most of a minute (past gunicorn's timeout when Sanity asked to be retried later)."""
+    """:func:`fetch_document` tried once, answered in whole within
+    ``SANITY_WEBHOOK_TIMEOUT_SECONDS``: for a change a webhook announced, applied straight
+    after its answer by the web worker that gave it. With the usual timeout and retries a slow
+    Sanity held that worker away from shoppers for most of a minute (past gunicorn's timeout
+    when Sanity asked to be retried later), and an answer that trickled in held it until
+    gunicorn's timeout."""
     client = _client()
     client.timeout = float(current_app.config.get("SANITY_WEBHOOK_TIMEOUT_SECONDS") or 3)
     client.max_retries = 0
