@@ -402,11 +402,19 @@ def _sweep_stale(order_id: int) -> str:
 
 
 @catalog_cli.command("sync")
-def catalog_sync_command() -> None:
+@click.option(
+    "--allow-mass-unpublish",
+    is_flag=True,
+    help="Unpublish what Sanity no longer lists even when that is more than half of the pieces "
+    "(or collections) on sale: once the studio really took them away.",
+)
+def catalog_sync_command(allow_mass_unpublish: bool) -> None:
     """Pull every collection and product from Sanity and upsert them (one transaction per
     document; a malformed one is skipped with its reason). Pieces Sanity no longer has are
-    unpublished, never deleted. Reading Sanity stops after SANITY_SYNC_TIMEOUT_SECONDS (the
-    run then exits 1, nothing unpublished). Safe to run again, and on several hosts at once."""
+    unpublished, never deleted; more than half of those on sale at once only when told
+    (--allow-mass-unpublish), else none of them, and the run exits 1 saying so. Reading Sanity
+    stops after SANITY_SYNC_TIMEOUT_SECONDS (the run then exits 1, nothing unpublished). Safe
+    to run again, and on several hosts at once."""
     if not sanity.configured():
         raise click.ClickException(
             "Sanity is not configured: set SANITY_PROJECT_ID and SANITY_DATASET "
@@ -420,6 +428,7 @@ def catalog_sync_command() -> None:
             sanity.iter_documents("collection", deadline=deadline),
             sanity.iter_documents("product", deadline=deadline),
             currency=current_app.config["SHOP_CURRENCY"],
+            allow_mass_unpublish=allow_mass_unpublish,
         )
     except sanity.SanityDeadlineError as error:
         db.session.rollback()
@@ -437,6 +446,13 @@ def catalog_sync_command() -> None:
     click.echo(f"Catalogue synced from Sanity: {report}.")
     for skipped in report.skipped:
         click.echo(f"Skipped {skipped}")
+    if report.held_back:
+        raise click.ClickException(
+            "; ".join(str(held) for held in report.held_back)
+            + ": more than half of them at once, so none was unpublished (a read token that "
+            "lost access, a dataset being restored?). What Sanity listed was written. If the "
+            "studio really took them away, run `flask catalog sync --allow-mass-unpublish`."
+        )
 
 
 @catalog_cli.command("apply-changes")

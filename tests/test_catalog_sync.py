@@ -192,6 +192,57 @@ def test_a_piece_sanity_no_longer_returns_is_unpublished_not_deleted(app, docume
     assert product_row(app, "aurelia-solitaire-ring")["published"] is True
 
 
+def on_sale(app, model=Product) -> int:
+    with app.app_context():
+        found = db.session.scalar(
+            select(func.count()).select_from(model).where(model.published.is_(True))
+        )
+        db.session.remove()
+        return found
+
+
+def test_a_listing_without_most_of_the_catalogue_takes_none_of_it_off_sale(app, documents):
+    """Sanity can answer 200 with no products at all (a read token whose role lost access to
+    the type, a dataset being restored): the hourly sync took every piece off sale and said it
+    had synced (found by review). More than half of the pieces (or collections) on sale going
+    in one run is held back, and said; what was listed is written all the same."""
+    collections, products = documents
+    sync(app, collections, products)
+
+    report = next_hours_sync(app, [], [])  # nothing at all
+    assert (report.unpublished, report.collections_unpublished) == (0, 0)
+    assert [str(held) for held in report.held_back] == [
+        "6 of the 6 products on sale are not in Sanity's listing",
+        "4 of the 4 collections on sale are not in Sanity's listing",
+    ]
+    assert (on_sale(app), on_sale(app, Collection)) == (6, 4)
+
+    renamed = {**products[0], "title": "Renamed", "_rev": "r2"}
+    report = next_hours_sync(app, collections, [renamed, products[1]])  # four of six missing
+    assert (report.updated, report.unpublished) == (1, 0)
+    assert [str(held) for held in report.held_back] == [
+        "4 of the 6 products on sale are not in Sanity's listing"
+    ]
+    assert on_sale(app) == 6
+    assert product_row(app, products[0]["slug"])["name"] == "Renamed"
+
+    # Half of them may go at once.
+    report = next_hours_sync(app, collections, products[:3])
+    assert (report.unpublished, report.held_back) == (3, [])
+    assert on_sale(app) == 3
+
+
+def test_told_to_the_sync_takes_the_whole_catalogue_off_sale(app, documents):
+    collections, products = documents
+    sync(app, collections, products)
+    an_hour_later = time_machine.travel(datetime.now(UTC) + timedelta(hours=1), tick=True)
+    with an_hour_later, app.app_context():
+        report = catalog_sync.sync_all(db.session, [], [], allow_mass_unpublish=True)
+        db.session.remove()
+    assert (report.unpublished, report.collections_unpublished, report.held_back) == (6, 4, [])
+    assert (on_sale(app), on_sale(app, Collection)) == (0, 0)
+
+
 def test_a_failed_listing_unpublishes_nothing(app, documents):
     collections, products = documents
     sync(app, collections, products)

@@ -135,6 +135,35 @@ def test_catalog_sync_without_sanity_or_when_it_is_down_exits_1(app, shop, studi
         db.session.remove()
 
 
+def test_catalog_sync_refuses_to_take_most_of_the_catalogue_off_sale_unless_told(shop, studio):
+    """Sanity answered 200 with no products (a read token whose role lost access to the type):
+    the hourly sync reported success, exit 0, and took every piece off sale (found by
+    review). It now writes what was listed, unpublishes none of it, says why and exits 1, so
+    cron's mail says so; ``--allow-mass-unpublish`` is for a studio that really took them."""
+    synced(shop)
+    studio.edit("collection-aurelia", title="Aurelia, renamed")
+    for doc_id in [d for d in studio.documents if d.startswith("product-")]:
+        studio.delete(doc_id)
+
+    with time_machine.travel(datetime.now(UTC) + timedelta(hours=1), tick=True):
+        held = shop.test_cli_runner().invoke(args=["catalog", "sync"])
+    assert held.exit_code == 1
+    assert "collections: 0 created, 1 updated, 0 unpublished" in held.output
+    assert "24 of the 24 products on sale are not in Sanity's listing" in held.output
+    assert "flask catalog sync --allow-mass-unpublish" in held.output
+    with shop.app_context():
+        assert db.session.scalar(select(func.count()).where(Product.published.is_(True))) == 24
+        db.session.remove()
+
+    with time_machine.travel(datetime.now(UTC) + timedelta(hours=2), tick=True):
+        told = shop.test_cli_runner().invoke(args=["catalog", "sync", "--allow-mass-unpublish"])
+    assert told.exit_code == 0, told.output
+    assert "24 unpublished" in told.output
+    with shop.app_context():
+        assert db.session.scalar(select(func.count()).where(Product.published.is_(True))) == 0
+        db.session.remove()
+
+
 def test_catalog_sync_gives_up_on_a_slow_sanity_and_says_so(app, shop, studio):
     """Each answer is waited for ``SANITY_TIMEOUT_SECONDS`` in all, and the whole run
     ``SANITY_SYNC_TIMEOUT_SECONDS``, however its tries and pauses add up: an answer that kept

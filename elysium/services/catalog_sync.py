@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
@@ -45,6 +45,9 @@ REVISION_LENGTH = 64  # the source_revision columns
 
 # How far the clocks of the hosts that write the catalogue may disagree (see _unpublish_missing).
 LISTING_CLOCK_MARGIN = timedelta(minutes=5)
+# The share of the pieces (or collections) on sale one run may take off sale, unless told it
+# may take more (see _unpublish_missing).
+MOST_UNPUBLISHED_AT_ONCE = 0.5
 
 
 class InvalidDocumentError(ValueError):
@@ -70,6 +73,20 @@ class Skipped:
 
 
 @dataclass
+class HeldBack:
+    """Rows Sanity's listing lacks, too many of those on sale to unpublish in one run."""
+
+    kind: str
+    missing: int
+    on_sale: int
+
+    def __str__(self) -> str:
+        return (
+            f"{self.missing} of the {self.on_sale} {self.kind}s on sale are not in Sanity's listing"
+        )
+
+
+@dataclass
 class SyncReport:
     collections_created: int = 0
     collections_updated: int = 0
@@ -79,6 +96,7 @@ class SyncReport:
     unchanged: int = 0
     unpublished: int = 0
     skipped: list[Skipped] = field(default_factory=list)
+    held_back: list[HeldBack] = field(default_factory=list)
 
     def count(self, kind: str, outcome: str) -> None:
         if outcome == "skipped":
@@ -666,11 +684,18 @@ def _unpublish_missing(
     kind: str,
     report: SyncReport,
     listing_began: datetime,
+    *,
+    allow_mass_unpublish: bool = False,
 ) -> None:
     """Unpublish what Sanity's listing no longer has. Not a row written since shortly before
     the listing began: the webhook wrote it meanwhile (a piece just launched, whose id the
     listing, in id order, had already passed), so Sanity had it then. The margin allows for
-    the writing host's clock; the next sync looks at it again."""
+    the writing host's clock; the next sync looks at it again.
+
+    Nothing at all when that is more than ``MOST_UNPUBLISHED_AT_ONCE`` of the rows on sale,
+    unless ``allow_mass_unpublish``: Sanity can answer a complete listing without them (a read
+    token whose role lost access to the type, a dataset being restored), and one run took the
+    whole catalogue off sale. It is noted in ``report.held_back`` for the caller to say."""
     written_before = listing_began - LISTING_CLOCK_MARGIN
     listed = session.scalars(
         select(model.external_id).where(
@@ -679,7 +704,21 @@ def _unpublish_missing(
             model.updated_at < written_before,
         )
     )
-    for doc_id in [doc_id for doc_id in listed if doc_id not in seen]:
+    missing = [doc_id for doc_id in listed if doc_id not in seen]
+    if not missing:
+        return
+    if not allow_mass_unpublish:
+        on_sale = session.scalar(
+            select(func.count())
+            .select_from(model)
+            .where(model.external_id.is_not(None), model.published.is_(True))
+        )
+        if len(missing) > (on_sale or 0) * MOST_UNPUBLISHED_AT_ONCE:
+            held = HeldBack(kind, len(missing), on_sale or 0)
+            report.held_back.append(held)
+            logger.warning("%s: none unpublished (more than half of those on sale)", held)
+            return
+    for doc_id in missing:
         if unpublish(session, doc_id, written_before=written_before):
             report.count(kind, "unpublished")
             logger.info("%s %s is no longer in Sanity: unpublished", kind, doc_id)
@@ -691,10 +730,13 @@ def sync_all(
     products: Iterable[dict[str, Any]],
     *,
     currency: str = DEFAULT_CURRENCY,
+    allow_mass_unpublish: bool = False,
 ) -> SyncReport:
     """Sync every collection, then every product. The iterables may be lazy (pages fetched
     as they are read): if one raises, the error propagates and nothing is unpublished, since
-    only a complete listing says what Sanity no longer has."""
+    only a complete listing says what Sanity no longer has. More than half of the pieces (or
+    collections) on sale missing from it are not unpublished without ``allow_mass_unpublish``
+    (``report.held_back``)."""
     report = SyncReport()
     listing_began = utcnow()
     settled_before = listing_began - LISTING_CLOCK_MARGIN
@@ -702,6 +744,17 @@ def sync_all(
         session, collections, "collection", report, currency, settled_before
     )
     product_ids = _sync_many(session, products, "product", report, currency, settled_before)
-    _unpublish_missing(session, Product, product_ids, "product", report, listing_began)
-    _unpublish_missing(session, Collection, collection_ids, "collection", report, listing_began)
+    allow = allow_mass_unpublish
+    _unpublish_missing(
+        session, Product, product_ids, "product", report, listing_began, allow_mass_unpublish=allow
+    )
+    _unpublish_missing(
+        session,
+        Collection,
+        collection_ids,
+        "collection",
+        report,
+        listing_began,
+        allow_mass_unpublish=allow,
+    )
     return report
