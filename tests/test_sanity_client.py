@@ -68,20 +68,38 @@ def test_every_published_product_comes_page_by_page_in_id_order_and_no_draft(
     assert isinstance(solitaire["basePrice"], int)
     assert solitaire["images"][0]["url"].startswith("https://cdn.sanity.io/images/")
 
-    # One request per page of five (24 = 5+5+5+5+4), each after the last id it saw.
+    # One request per page of five (24 = 5+5+5+5+4), each after the last id it saw, and one
+    # more: the listing ends on an empty page, as Sanity's guide to paging reads it.
     pages = studio.query_requests()
-    assert len(pages) == 5
-    assert [r.params["limit"] for r in pages] == [5] * 5
-    assert [r.params["type"] for r in pages] == ["product"] * 5
-    assert [r.params["lastId"] for r in pages] == ["", *(published[i] for i in (4, 9, 14, 19))]
+    assert len(pages) == 6
+    assert [r.params["limit"] for r in pages] == [5] * 6
+    assert [r.params["type"] for r in pages] == ["product"] * 6
+    assert [r.params["lastId"] for r in pages] == [
+        "",
+        *(published[i] for i in (4, 9, 14, 19, 23)),
+    ]
     assert all('!(_id in path("drafts.**"))' in r.query for r in pages)
 
     with shop.app_context():
         collections = list(sanity.iter_documents("collection", page_size=4))
     assert len(collections) == 4
     assert [c["_id"] for c in collections] == sorted(c["_id"] for c in collections)
-    # A full last page needs one more (empty) request to know it was the last.
-    assert len(studio.query_requests()) == 5 + 2
+    assert len(studio.query_requests()) == 6 + 2
+
+
+def test_a_page_shorter_than_asked_for_is_not_taken_for_the_last(
+    app: Flask, studio: FakeSanityServer
+) -> None:
+    """Sanity promises no page as long as its slice until the listing's end; its guide to
+    paging reads on until a page comes back empty. A short page was taken for the last, and
+    the pieces after it for gone: unpublished by the hourly sync (found by review)."""
+    studio.app.most_per_page = 7
+    shop = shop_on(app, studio)
+
+    found = products(shop, page_size=10)
+
+    assert len(found) == 24
+    assert [r.params["limit"] for r in studio.query_requests()] == [10] * 5  # 7, 7, 7, 3, 0
 
 
 def test_one_document_is_fetched_by_id_and_a_draft_or_missing_one_is_none(
@@ -115,7 +133,7 @@ def test_a_429_is_tried_again_after_the_retry_after_sanity_asked_for(
     elapsed = time.monotonic() - started
 
     assert len(found) == 24
-    assert [r.status for r in studio.query_requests()] == [429, 200]
+    assert [r.status for r in studio.query_requests()] == [429, 200, 200]  # the end: empty
     assert 1.0 <= elapsed < 3.0  # the back-off alone is 0.01 s: the wait is Retry-After's
 
 
@@ -125,7 +143,7 @@ def test_server_errors_are_tried_again_then_given_up_with_a_sanity_error(
     shop = shop_on(app, studio)
     studio.fail_next(2, status=500)
     assert len(products(shop)) == 24
-    assert [r.status for r in studio.query_requests()] == [500, 500, 200]
+    assert [r.status for r in studio.query_requests()] == [500, 500, 200, 200]
 
     studio.requests.clear()
     studio.fail_next(3, status=503)
@@ -178,7 +196,7 @@ def test_an_answer_that_keeps_coming_slowly_is_given_up_at_the_timeout(
     started = time.monotonic()
     assert len(products(shop)) == 24  # the second try is answered at once
     assert time.monotonic() - started < 2.5
-    assert len(studio.query_requests()) == 2
+    assert len(studio.query_requests()) == 3  # and the empty page that ends the listing
 
 
 def test_the_webhooks_fetch_gives_up_on_an_answer_that_trickles_within_its_timeout(

@@ -91,6 +91,9 @@ class FakeSanity:
         self._trickles: deque[float] = deque()
         self._release = threading.Event()
         self.requests: list[SeenRequest] = []
+        # When set, a page holds at most this many documents, whatever ``$limit`` asks (a
+        # server that answers a page short of its slice before the listing's end).
+        self.most_per_page: int | None = None
         # What ``_updatedAt`` an edit gets: Sanity's clock, to the second (a test may stop it,
         # to publish twice within one second).
         self.clock: Callable[[], str] = updated_now
@@ -324,6 +327,8 @@ class FakeSanity:
             ),
             key=lambda d: d["_id"],
         )
+        if self.most_per_page is not None:
+            limit = min(limit, self.most_per_page)
         return found[:limit]
 
     def _control(self, request: Request, doc_id: str) -> Response:

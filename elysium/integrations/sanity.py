@@ -195,7 +195,10 @@ class SanityClient:
         return body["result"]
 
     def iter_documents(self, doc_type: str, page_size: int = 100) -> Iterator[dict[str, Any]]:
-        """Every published document of a type, ordered by ``_id``, one page per request."""
+        """Every published document of a type, ordered by ``_id``, one page per request, until
+        a page comes back empty: Sanity promises no page as long as its slice until the end
+        (its guide to paging reads on until an empty one), and a page taken for the last too
+        soon made the pieces after it look gone."""
         if page_size < 1:
             raise ValueError("page_size must be at least 1")
         groq = LIST_QUERY + projection(doc_type)
@@ -213,7 +216,7 @@ class SanityClient:
                 if doc["_id"].startswith(DRAFT_PREFIX):
                     continue  # never reaches the shop, whatever the server sent
                 yield doc
-            if len(page) < page_size:
+            if not page:
                 return
 
     def fetch_document(self, doc_id: str) -> dict[str, Any] | None:
