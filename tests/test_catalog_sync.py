@@ -954,3 +954,84 @@ def test_a_deletion_just_after_an_edit_hides_the_piece_whenever_the_edit_is_writ
 
     assert outcome == "unpublished"
     assert published(app, target["_id"]) is False
+
+
+def apply_recorded_change(app, doc_id: str, fetch, *, deleted: bool = False) -> str | None:
+    """The webhook's change recorded, then applied by this worker, asking Sanity with
+    ``fetch``."""
+    with app.app_context():
+        catalog_changes.record_change(db.session, doc_id, deleted=deleted)
+        db.session.commit()
+        [change] = catalog_changes.due_changes(db.session, document_id=doc_id)
+        outcome = catalog_changes.apply_change(db.session, change, fetch=fetch, currency="GBP")
+        db.session.remove()
+        return outcome
+
+
+def test_a_late_answer_is_not_written_over_a_correction_made_within_the_same_second(app, documents):
+    """The studio sets a price and corrects it within the same second: Sanity stamps both
+    alike, their revisions differ. The first edit's worker gets its answer slowly; the
+    correction's worker writes the correction meanwhile. Before, the first answer was then
+    written over it, the wrong price on sale until the next hourly sync. Now the worker asks
+    Sanity again, and what it answers (the correction) stays."""
+    collections, products = documents
+    page = [stamped(doc, EDITED) for doc in products]
+    sync(app, collections, page)
+    target = page[2]
+    wrong = {**stamped({**target, "basePrice": 10000}, EDITED_LATER), "_rev": "wrong"}
+    right = {**stamped({**target, "basePrice": 1000000}, EDITED_LATER), "_rev": "corrected"}
+    answers = []
+
+    def answered_late(doc_id: str) -> dict:
+        if not answers:
+            written_elsewhere(app, right)  # the correction's webhook, applied by another worker
+            answers.append(wrong)  # what Sanity answered this worker, before the correction
+        else:
+            answers.append(right)  # what Sanity answers when asked again
+        return copy.deepcopy(answers[-1])
+
+    outcome = apply_recorded_change(app, target["_id"], answered_late)
+
+    assert product_row(app, target["slug"])["base_price"] == 1000000
+    assert (outcome, len(answers)) == ("unchanged", 2)
+
+
+def test_the_hourly_sync_skips_a_listed_edit_when_another_of_its_second_was_written_meanwhile(
+    app, documents
+):
+    """The sync's page holds a price set in the studio; the studio corrects it within that
+    second and the webhook writes the correction before the sync writes its page. Before, the
+    page's copy was written over the correction (the later one read was taken for the later
+    edit). Now it is skipped with its reason, and the next run, whose listing is read after
+    the correction was written, settles it."""
+    collections, products = documents
+    page = [stamped(doc, EDITED) for doc in products]
+    sync(app, collections, page)
+    target_at = 2
+    listed = [copy.deepcopy(doc) for doc in page]
+    listed[target_at] = {
+        **stamped({**listed[target_at], "basePrice": 10000}, EDITED_LATER),
+        "_rev": "wrong",
+    }
+    right = {**stamped({**page[target_at], "basePrice": 1000000}, EDITED_LATER), "_rev": "right"}
+
+    def listing():
+        for at, doc in enumerate(listed):
+            if at == target_at:
+                written_elsewhere(app, right)
+            yield copy.deepcopy(doc)
+
+    with app.app_context():
+        report = catalog_sync.sync_all(db.session, copy.deepcopy(collections), listing())
+        db.session.remove()
+
+    [skipped] = report.skipped
+    assert skipped.doc_id == right["_id"]
+    assert "another edit of the same second" in skipped.reason
+    assert product_row(app, right["slug"])["base_price"] == 1000000
+
+    # Sanity's own later word, listed once it was written, is written over what the shop holds.
+    later = {**right, "basePrice": 990000, "_rev": "again"}
+    report = sync(app, collections, [*page[:target_at], later, *page[target_at + 1 :]])
+    assert (report.updated, report.skipped) == (1, [])
+    assert product_row(app, right["slug"])["base_price"] == 990000

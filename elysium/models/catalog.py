@@ -63,7 +63,7 @@ class Collection(db.Model):
     external_id: Mapped[str | None] = mapped_column(String(120), unique=True)
     # The content source's last edit of the document written here (Sanity's ``_updatedAt``):
     # an older copy of it arriving later (a sync's page, a slow answer) is not written. Its
-    # revision (``_rev``): a second edit stamped within the same second is still written.
+    # revision (``_rev``): a second edit stamped within the same second is told apart by it.
     source_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     source_revision: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -113,7 +113,7 @@ class Product(db.Model):
     external_id: Mapped[str | None] = mapped_column(String(120), unique=True)
     # The content source's last edit of the document written here (Sanity's ``_updatedAt``):
     # an older copy of it arriving later (a sync's page, a slow answer) is not written. Its
-    # revision (``_rev``): a second edit stamped within the same second is still written.
+    # revision (``_rev``): a second edit stamped within the same second is told apart by it.
     source_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     source_revision: Mapped[str | None] = mapped_column(String(64))
     released_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

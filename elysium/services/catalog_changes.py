@@ -163,20 +163,24 @@ def apply_change(session: AnySession, change: Due, *, fetch: Fetch, currency: st
     """Claim and apply one recorded change: fetch the document and sync it, or unpublish what
     Sanity no longer has. A change announced as a deletion is fetched too: Sanity decides, so
     a deletion announced late, out of order or replayed never hides a piece the studio still
-    has. Returns what happened (``created``, ``updated``, ``unchanged``, ``unpublished``,
-    ``skipped``, ``failed``), or None when another applier has it."""
+    has. A document of which the shop holds another edit of the same second (which is the
+    later can't be told from their stamps) is fetched once more: asked after the row was read,
+    Sanity answers the later, written unless the row was written again meanwhile. Returns what
+    happened (``created``, ``updated``, ``unchanged``, ``unpublished``, ``skipped``,
+    ``failed``), or None when another applier has it."""
     if not _claim(session, change):
         return None
     try:
-        asked_at = utcnow()
-        document = fetch(change.document_id)
-        if document is None:
-            hidden = catalog_sync.unpublish(session, change.document_id, edited_before=asked_at)
-            outcome = "unpublished" if hidden else "unchanged"
-        else:
-            outcome = catalog_sync.sync_document(session, document, currency=currency)
-    except catalog_sync.NotInTheShopYetError as error:
-        # Its collection's own change is on its way: tried again, as after an outage.
+        try:
+            outcome = _fetched_and_applied(session, change.document_id, fetch, currency)
+        except catalog_sync.SameSecondError as conflict:
+            logger.info("Sanity document %s asked again: %s", change.document_id, conflict.reason)
+            outcome = _fetched_and_applied(
+                session, change.document_id, fetch, currency, conflict.row
+            )
+    except (catalog_sync.NotInTheShopYetError, catalog_sync.SameSecondError) as error:
+        # Its collection's own change is on its way, or the row was written again while
+        # Sanity was asked once more: tried again, as after an outage.
         session.rollback()
         logger.info("Sanity document %s waits: %s", change.document_id, error.reason)
         _failed(session, change.id, change.version, error.reason)
@@ -192,6 +196,25 @@ def apply_change(session: AnySession, change: Due, *, fetch: Fetch, currency: st
     _done(session, change.id, change.version)
     logger.info("Sanity document %s: %s", change.document_id, outcome)
     return outcome
+
+
+def _fetched_and_applied(
+    session: AnySession,
+    document_id: str,
+    fetch: Fetch,
+    currency: str,
+    row_when_asked: catalog_sync.AsRead | None = None,
+) -> str:
+    """Ask Sanity for the document and sync what it answers, or unpublish it when Sanity no
+    longer has it (``row_when_asked``: the row as it was read before Sanity was asked)."""
+    asked_at = utcnow()
+    document = fetch(document_id)
+    if document is None:
+        hidden = catalog_sync.unpublish(session, document_id, edited_before=asked_at)
+        return "unpublished" if hidden else "unchanged"
+    return catalog_sync.sync_document(
+        session, document, currency=currency, row_when_asked=row_when_asked
+    )
 
 
 def due_changes(

@@ -63,6 +63,23 @@ class NotInTheShopYetError(InvalidDocumentError):
     the studio a moment before, its own change may not have been applied yet."""
 
 
+# The row as it was read: its document's ``_updatedAt`` and ``_rev``, and when the shop last
+# wrote it (``updated_at``). The same three later: nothing was written to it meanwhile.
+AsRead = tuple[datetime | None, str | None, datetime]
+
+
+class SameSecondError(InvalidDocumentError):
+    """The shop holds another edit of the document stamped within the same second (Sanity
+    stamps ``_updatedAt`` to the second): which of the two is the later can't be told from
+    them, so nothing is written. Sanity, asked again once the row was read, answers the later
+    one (``row``: the row as it was read, to write that answer over it only if it still is
+    so)."""
+
+    def __init__(self, reason: str, row: AsRead):
+        super().__init__(reason)
+        self.row = row
+
+
 @dataclass
 class Skipped:
     doc_id: str
@@ -409,64 +426,86 @@ def _already_written(
     doc: dict[str, Any],
     published: bool,
     hidden_before: datetime | None,
+    row_when_asked: AsRead | None,
 ) -> str | None:
     """``unchanged`` when the row was written from this very edit of the document (its time,
-    and its revision where both say: Sanity stamps the time to the second, so a second edit
-    published within the same second is another revision, and is written), ``older``
-    when it holds a later one (a sync's page fetched before the webhook wrote a change: a piece
-    taken off sale, a new price; an applier's late answer); None to write it. Before a write
-    the row is taken and looked at again, so two writers of one document take turns and the
-    second compares with what the first wrote. An edit already written costs one read and
-    takes nothing (on SQLite taking a row is a write, which would renew the catalogue's
-    version for every piece an hourly sync finds unchanged). Two edits of one second can't be
-    told apart in time: the later one read is written (an hourly sync's page read between
-    them and written after the second would hold the first until the next sync).
+    and its revision where both say), ``older`` when it holds a later one (a sync's page
+    fetched before the webhook wrote a change: a piece taken off sale, a new price; an
+    applier's late answer); None to write it. Before a write the row is taken and looked at
+    again, so two writers of one document take turns and the second compares with what the
+    first wrote. An edit already written costs one read and takes nothing (on SQLite taking a
+    row is a write, which would renew the catalogue's version for every piece an hourly sync
+    finds unchanged).
+
+    Sanity stamps the time to the second, so another edit of the same second is another
+    revision, and which of the two is the later can't be told from them:
+    :class:`SameSecondError`, nothing written, unless the row is still as it was before Sanity
+    was asked for this copy (``row_when_asked``: the hourly sync's listing, read after the
+    row was, or an applier asking again): then this copy is the later, and is written.
 
     ``hidden_before`` (the hourly sync: when its listing began, less the hosts' clock
     margin): a row hidden before then although this very edit, listed since, says it is on
     sale is written again, whatever hid it (a deletion's answer that came late). One hidden
     after the listing began is left hidden: the studio may have deleted it meanwhile."""
-    edited_at, revision = _edited_at(doc), _revision(doc)
-    found = session.execute(
-        select(
-            model.id,
-            model.source_updated_at,
-            model.source_revision,
-            model.published,
-            model.updated_at,
-        ).where(model.external_id == doc["_id"])
-    ).one_or_none()
+    columns = (
+        model.id,
+        model.source_updated_at,
+        model.source_revision,
+        model.published,
+        model.updated_at,
+    )
+    found = session.execute(select(*columns).where(model.external_id == doc["_id"])).one_or_none()
     if found is None:
         return None
-    row_id, written, written_revision, on_sale, changed_at = found
-    if edited_at is not None and written is not None and edited_at < written:
+    outcome = _compared(doc, published, found, hidden_before, row_when_asked)
+    if outcome is not None:
+        return outcome
+    take_turns_on_sqlite(session, model, found.id)
+    found = session.execute(select(*columns).where(model.id == found.id).with_for_update()).one()
+    return _compared(doc, published, found, hidden_before, row_when_asked)
+
+
+def _compared(
+    doc: dict[str, Any],
+    published: bool,
+    found: Any,
+    hidden_before: datetime | None,
+    row_when_asked: AsRead | None,
+) -> str | None:
+    """What :func:`_already_written` says of ``doc`` against the row ``found`` as read."""
+    edited_at, revision = _edited_at(doc), _revision(doc)
+    _row_id, written, written_revision, on_sale, changed_at = found
+    if edited_at is None or written is None:
+        return None  # nothing to compare it with: written, as always
+    if edited_at < written:
         return "older"
-    if edited_at is not None and edited_at == written:
+    if edited_at > written:
+        return None
+    if revision in (None, written_revision) or written_revision is None:
+        # This very edit (or one written before revisions were kept: taken for it).
         hidden = not on_sale and hidden_before is not None
-        if revision in (None, written_revision) or written_revision is None:
-            # This very edit (or one written before revisions were kept: taken for it).
-            hidden_wrongly = published and hidden and changed_at < hidden_before
-            if not hidden_wrongly:
-                return "unchanged"
-        elif hidden and changed_at >= hidden_before:
-            # Another edit of the same second, hidden since the listing began: the studio
-            # may have deleted it meanwhile, as for this very edit.
-            return "unchanged"
-    take_turns_on_sqlite(session, model, row_id)
-    written = session.scalar(
-        select(model.source_updated_at).where(model.id == row_id).with_for_update()
+        hidden_wrongly = published and hidden and changed_at < hidden_before
+        return None if hidden_wrongly else "unchanged"
+    if row_when_asked == (written, written_revision, changed_at):
+        return None  # Sanity was asked for this copy after the row was written: the later
+    raise SameSecondError(
+        f"another edit of the same second ({written.isoformat()}, revision "
+        f"{written_revision}) is written: which is the later is left to Sanity's next answer",
+        (written, written_revision, changed_at),
     )
-    if edited_at is not None and written is not None and edited_at < written:
-        return "older"
-    return None
 
 
 def _apply_collection(
-    session: AnySession, doc: dict[str, Any], hidden_before: datetime | None = None
+    session: AnySession,
+    doc: dict[str, Any],
+    hidden_before: datetime | None,
+    row_when_asked: AsRead | None,
 ) -> str:
     values = collection_values(doc)
     doc_id = doc["_id"]
-    outcome = _already_written(session, Collection, doc, values["published"], hidden_before)
+    outcome = _already_written(
+        session, Collection, doc, values["published"], hidden_before, row_when_asked
+    )
     if outcome is not None:
         return outcome
     values.update(_edit_written(doc))
@@ -520,11 +559,17 @@ def _sync_options(product: Product, wanted: list[dict[str, Any]]) -> bool:
 
 
 def _apply_product(
-    session: AnySession, doc: dict[str, Any], currency: str, hidden_before: datetime | None = None
+    session: AnySession,
+    doc: dict[str, Any],
+    currency: str,
+    hidden_before: datetime | None,
+    row_when_asked: AsRead | None,
 ) -> str:
     values = product_values(doc, currency)
     doc_id = doc["_id"]
-    outcome = _already_written(session, Product, doc, values["published"], hidden_before)
+    outcome = _already_written(
+        session, Product, doc, values["published"], hidden_before, row_when_asked
+    )
     if outcome is not None:
         return outcome
     values.update(_edit_written(doc))
@@ -573,11 +618,15 @@ def sync_document(
     *,
     currency: str = DEFAULT_CURRENCY,
     hidden_before: datetime | None = None,
+    row_when_asked: AsRead | None = None,
 ) -> str:
     """Write one document in its own transaction (committed here) and say what happened:
     ``created``, ``updated``, ``unchanged``, ``older`` (the shop holds a later edit of it,
     written meanwhile: nothing is written), or ``ignored`` (a draft). Raises
-    :class:`InvalidDocumentError` (nothing written) for a document that can't be used.
+    :class:`InvalidDocumentError` (nothing written) for a document that can't be used, and
+    :class:`SameSecondError` for one the shop holds another edit of that second of (see
+    :func:`_already_written`; ``row_when_asked``: the row as it was before Sanity was
+    asked for ``doc``).
 
     A second host inserting the same document at the same moment makes the unique
     constraints refuse one insert: that one is retried once as an update.
@@ -591,9 +640,9 @@ def sync_document(
     for attempt in (1, 2):
         try:
             if apply is None:
-                outcome = _apply_collection(session, doc, hidden_before)
+                outcome = _apply_collection(session, doc, hidden_before, row_when_asked)
             else:
-                outcome = apply(session, doc, currency, hidden_before)
+                outcome = apply(session, doc, currency, hidden_before, row_when_asked)
             session.commit()
             return outcome
         except (IntegrityError, _WrittenMeanwhileError):
@@ -645,9 +694,11 @@ def _sync_many(
     report: SyncReport,
     currency: str,
     hidden_before: datetime,
+    rows: dict[str, AsRead],
 ) -> set[str]:
     """Sync each document; returns the ids listed (drafts aside), bad ones included, so a
-    piece whose document is only malformed for now is kept as it is, not unpublished."""
+    piece whose document is only malformed for now is kept as it is, not unpublished.
+    ``rows``: the rows as they were read before the listing was asked for."""
     seen: set[str] = set()
     for doc in docs:
         doc_id = doc.get("_id") if isinstance(doc, dict) else None
@@ -662,7 +713,13 @@ def _sync_many(
             logger.warning("Sanity document %s skipped: %s", label, reason)
             continue
         try:
-            outcome = sync_document(session, doc, currency=currency, hidden_before=hidden_before)
+            outcome = sync_document(
+                session,
+                doc,
+                currency=currency,
+                hidden_before=hidden_before,
+                row_when_asked=rows.get(doc_id) if isinstance(doc_id, str) else None,
+            )
         except InvalidDocumentError as error:
             report.skipped.append(Skipped(label, error.reason))
             logger.warning("Sanity document %s skipped: %s", label, error.reason)
@@ -675,6 +732,22 @@ def _sync_many(
             continue
         report.count(kind, outcome)
     return seen
+
+
+def _rows_as_read(session: AnySession, model: type) -> dict[str, AsRead]:
+    """Every row kept for a Sanity document as it is now (:data:`AsRead`), by the document's
+    id: read before the listing is asked for, a row still so when its copy comes was written
+    before Sanity listed that copy."""
+    rows = session.execute(
+        select(
+            model.external_id, model.source_updated_at, model.source_revision, model.updated_at
+        ).where(model.external_id.is_not(None))
+    ).all()
+    session.commit()
+    return {
+        doc_id: (edited_at, revision, changed_at)
+        for doc_id, edited_at, revision, changed_at in rows
+    }
 
 
 def _unpublish_missing(
@@ -736,14 +809,21 @@ def sync_all(
     as they are read): if one raises, the error propagates and nothing is unpublished, since
     only a complete listing says what Sanity no longer has. More than half of the pieces (or
     collections) on sale missing from it are not unpublished without ``allow_mass_unpublish``
-    (``report.held_back``)."""
+    (``report.held_back``). The rows are read first, so a copy listed of another edit of the
+    same second as the row's is written over it only if nobody wrote the row since (the
+    listing was then read after it); one written meanwhile is skipped with its reason, and
+    the next change or run settles it."""
     report = SyncReport()
     listing_began = utcnow()
     settled_before = listing_began - LISTING_CLOCK_MARGIN
+    collection_rows = _rows_as_read(session, Collection)
+    product_rows = _rows_as_read(session, Product)
     collection_ids = _sync_many(
-        session, collections, "collection", report, currency, settled_before
+        session, collections, "collection", report, currency, settled_before, collection_rows
     )
-    product_ids = _sync_many(session, products, "product", report, currency, settled_before)
+    product_ids = _sync_many(
+        session, products, "product", report, currency, settled_before, product_rows
+    )
     allow = allow_mass_unpublish
     _unpublish_missing(
         session, Product, product_ids, "product", report, listing_began, allow_mass_unpublish=allow
