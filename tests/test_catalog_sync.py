@@ -804,18 +804,23 @@ def test_a_deletion_whose_answer_comes_late_never_hides_a_piece_made_again(app, 
     assert published(app, target["_id"]) is True
 
 
+@pytest.mark.parametrize("hidden_by", ["the shop", "Sanity saying it is gone"])
 def test_a_piece_hidden_although_its_listed_edit_is_on_sale_is_shown_by_the_next_sync(
-    app, documents
+    app, documents, hidden_by
 ):
-    """Whatever hid it (a deletion's late answer, a hand in the database), a piece Sanity lists
-    on sale, at the edit the shop holds, is put back on sale by the hourly sync."""
+    """Whatever hid it (a deletion's late answer, a hand in the database, Sanity answering
+    "gone" for a moment), a piece Sanity lists on sale, at the edit the shop holds, is put back
+    on sale by the hourly sync, whose listing is read after it was hidden."""
     collections, products = documents
     page = [stamped(doc, EDITED) for doc in products]
     sync(app, collections, page)
     target = page[2]
-    with app.app_context():
-        catalog_sync.unpublish(db.session, target["_id"])
-        db.session.remove()
+    if hidden_by == "the shop":
+        with app.app_context():
+            catalog_sync.unpublish(db.session, target["_id"])
+            db.session.remove()
+    else:
+        assert apply_recorded_change(app, target["_id"], lambda _id: None) == "unpublished"
 
     report = next_hours_sync(app, collections, page)
 
@@ -892,7 +897,13 @@ def test_a_piece_moved_into_a_collection_whose_change_comes_after_it_is_applied_
 
 
 @pytest.mark.parametrize(
-    "written", ["this edit", "before revisions were kept", "another edit of that second"]
+    "written",
+    [
+        "this edit",
+        "before revisions were kept",
+        "another edit of that second",
+        "an edit before the listed one",
+    ],
 )
 def test_a_piece_deleted_as_the_hourly_sync_writes_its_listing_stays_hidden(
     app, documents, written
@@ -900,22 +911,27 @@ def test_a_piece_deleted_as_the_hourly_sync_writes_its_listing_stays_hidden(
     """The sync's listing still holds the piece; the studio deletes it and the webhook hides
     it before the sync writes that page's copy. The copy must not put it back on sale:
     whether the row holds that very edit, one written before the shop kept revisions (the
-    first sync after the deploy that began keeping them put it back, found by review), or
-    another edit of the same second."""
+    first sync after the deploy that began keeping them put it back, found by review),
+    another edit of the same second, or an edit before the listed one (the listed edit's
+    webhook failed, or is slow: its copy, made before the deletion, was newer than the row's
+    and put the piece back on sale for an hour, found by review)."""
     collections, products = documents
     page = [stamped({**doc, "_rev": "listed"}, EDITED) for doc in products]
     sync(app, collections, page)
-    if written != "this edit":
+    if written in ("before revisions were kept", "another edit of that second"):
         revision = None if written == "before revisions were kept" else "another"
         with app.app_context():
             db.session.execute(update(Product).values(source_revision=revision))
             db.session.commit()
             db.session.remove()
-    target = page[2]
+    listed = [copy.deepcopy(doc) for doc in page]
+    if written == "an edit before the listed one":
+        listed[2] = stamped({**listed[2], "title": "Renamed", "_rev": "renamed"}, EDITED_LATER)
+    target = listed[2]
     outcomes = []
 
     def listing():
-        for doc in page:
+        for doc in listed:
             if doc is target:
                 outcomes.append(deleted_elsewhere(app, target["_id"]))
             yield copy.deepcopy(doc)
@@ -1035,3 +1051,37 @@ def test_the_hourly_sync_skips_a_listed_edit_when_another_of_its_second_was_writ
     report = sync(app, collections, [*page[:target_at], later, *page[target_at + 1 :]])
     assert (report.updated, report.skipped) == (1, [])
     assert product_row(app, right["slug"])["base_price"] == 990000
+
+
+def test_an_edit_made_before_a_deletion_and_written_after_it_does_not_put_the_piece_back(
+    app, documents
+):
+    """The studio edits a piece, then deletes it two seconds later. The edit's worker asked
+    Sanity before the deletion and its answer comes slowly; meanwhile the deletion's worker
+    hears "gone" and hides the piece. Before, the late answer was then written (newer than
+    the edit the row held): the deleted piece back on sale until the hourly sync found it gone
+    (found by review). The deletion is now the row's last edit, stamped with the second Sanity
+    was asked in: the edit is older. An edit made after it, the piece restored, is written."""
+    collections, products = documents
+    page = [stamped(doc, EDITED) for doc in products]
+    sync(app, collections, page)
+    target = page[2]
+    edit = {
+        **stamped({**target, "basePrice": target["basePrice"] + 10000}, "2026-12-07T06:00:00Z"),
+        "_rev": "edit",
+    }
+
+    def answered_after_the_deletion_was_applied(doc_id: str) -> dict:
+        assert deleted_elsewhere(app, doc_id) == "unpublished"
+        return copy.deepcopy(edit)  # what Sanity answered before the deletion
+
+    deleted = datetime(2026, 12, 7, 6, 0, 2, 400000, tzinfo=UTC)
+    with time_machine.travel(deleted, tick=True):
+        outcome = apply_recorded_change(app, target["_id"], answered_after_the_deletion_was_applied)
+
+    assert outcome == "older"
+    assert product_row(app, target["slug"])["published"] is False
+
+    restored = {**stamped(edit, "2026-12-07T06:00:05Z"), "_rev": "restored"}
+    written_elsewhere(app, restored)
+    assert product_row(app, target["slug"])["published"] is True

@@ -210,7 +210,7 @@ def _fetched_and_applied(
     asked_at = utcnow()
     document = fetch(document_id)
     if document is None:
-        hidden = catalog_sync.unpublish(session, document_id, edited_before=asked_at)
+        hidden = catalog_sync.unpublish_deleted(session, document_id, asked_at=asked_at)
         return "unpublished" if hidden else "unchanged"
     return catalog_sync.sync_document(
         session, document, currency=currency, row_when_asked=row_when_asked

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
@@ -41,6 +41,10 @@ DRAFT_PREFIX = "drafts."
 DEFAULT_CURRENCY = "GBP"
 MAX_INT = 2**31 - 1  # the columns are 32-bit integers
 REVISION_LENGTH = 64  # the source_revision columns
+# The revision a row keeps for its document's deletion (:func:`unpublish_deleted`): never a
+# Sanity ``_rev`` (letters and digits).
+DELETED_REVISION = "(deleted)"
+SANITY_STAMP = timedelta(seconds=1)  # what Sanity stamps ``_updatedAt`` to
 
 
 # How far the clocks of the hosts that write the catalogue may disagree (see _unpublish_missing).
@@ -477,6 +481,20 @@ def _compared(
     _row_id, written, written_revision, on_sale, changed_at = found
     if edited_at is None or written is None:
         return None  # nothing to compare it with: written, as always
+    asked_since = row_when_asked == (written, written_revision, changed_at)
+    if written_revision == DELETED_REVISION:
+        # Deleted as far as Sanity said, asked within that second: an edit made before it is
+        # older, one made after it (the piece restored) is written. Sanity's own word on the
+        # document, asked for after the row was read so, is written whatever its stamp.
+        if asked_since or edited_at >= written + SANITY_STAMP:
+            return None
+        if edited_at < written:
+            return "older"
+        raise SameSecondError(
+            f"deleted in the same second ({written.isoformat()}): which came last is left "
+            "to Sanity's next answer",
+            (written, written_revision, changed_at),
+        )
     if edited_at < written:
         return "older"
     if edited_at > written:
@@ -486,7 +504,7 @@ def _compared(
         hidden = not on_sale and hidden_before is not None
         hidden_wrongly = published and hidden and changed_at < hidden_before
         return None if hidden_wrongly else "unchanged"
-    if row_when_asked == (written, written_revision, changed_at):
+    if asked_since:
         return None  # Sanity was asked for this copy after the row was written: the later
     raise SameSecondError(
         f"another edit of the same second ({written.isoformat()}, revision "
@@ -660,31 +678,58 @@ def unpublish(
     doc_id: str,
     *,
     written_before: datetime | None = None,
-    edited_before: datetime | None = None,
 ) -> bool:
     """Hide the product (or collection) kept for this Sanity document; never deletes (orders
     refer to it). True if it was published until now. Commits.
 
     Only a row not written since the shop decided to hide it (``written_before``: the hourly
-    sync's listing, by the row's own write time), or that holds no edit of the studio's made
-    after Sanity was asked (``edited_before``: a deletion, by the document's ``_updatedAt``):
-    the studio restored the piece meanwhile, and its webhook wrote it. An edit made before the
-    deletion, written late, is still hidden."""
+    sync's listing, by the row's own write time): the webhook wrote it meanwhile."""
     changed = 0
     for model in (Product, Collection):
         stmt = update(model).where(model.external_id == doc_id, model.published.is_(True))
         if written_before is not None:
             stmt = stmt.where(model.updated_at < written_before)
-        if edited_before is not None:
-            stmt = stmt.where(
-                or_(model.source_updated_at.is_(None), model.source_updated_at <= edited_before)
-            )
         result = session.execute(
             stmt.values(published=False).execution_options(synchronize_session="fetch")
         )
         changed += result.rowcount or 0
     session.commit()
     return changed > 0
+
+
+def unpublish_deleted(session: AnySession, doc_id: str, *, asked_at: datetime) -> bool:
+    """Sanity, asked at ``asked_at``, no longer has the document: hide the product (or
+    collection) kept for it, and keep the deletion as its last edit, stamped with the second
+    Sanity was asked in (as Sanity stamps) and :data:`DELETED_REVISION`. A copy edited before
+    that, whose answer comes late (an applier's, an hourly sync's page), is then older and not
+    written; one edited after it (the piece restored in the studio) is. Not a row holding an
+    edit made after Sanity was asked: the studio restored the piece meanwhile, and its webhook
+    wrote it. True if it was published until now. Commits."""
+    deleted_at = asked_at.replace(microsecond=0)
+    hidden = False
+    for model in (Product, Collection):
+        row_id = session.scalar(select(model.id).where(model.external_id == doc_id))
+        if row_id is None:
+            continue
+        take_turns_on_sqlite(session, model, row_id)
+        on_sale, written, written_revision = session.execute(
+            select(model.published, model.source_updated_at, model.source_revision)
+            .where(model.id == row_id)
+            .with_for_update()
+        ).one()
+        if written is not None and written > asked_at:
+            continue  # edited after Sanity was asked: restored meanwhile
+        if written_revision == DELETED_REVISION and written >= deleted_at:
+            continue  # this deletion, or one heard in that second, is kept already
+        session.execute(
+            update(model)
+            .where(model.id == row_id)
+            .values(published=False, source_updated_at=deleted_at, source_revision=DELETED_REVISION)
+            .execution_options(synchronize_session="fetch")
+        )
+        hidden = hidden or on_sale
+    session.commit()
+    return hidden
 
 
 def _sync_many(
