@@ -1085,3 +1085,45 @@ def test_an_edit_made_before_a_deletion_and_written_after_it_does_not_put_the_pi
     restored = {**stamped(edit, "2026-12-07T06:00:05Z"), "_rev": "restored"}
     written_elsewhere(app, restored)
     assert product_row(app, target["slug"])["published"] is True
+
+
+@pytest.mark.parametrize("next_answer", ["the piece restored", "gone"])
+def test_a_piece_restored_within_the_second_its_deletion_was_asked_about_stays_on_sale(
+    app, documents, next_answer
+):
+    """As test_a_deletion_whose_answer_comes_late_never_hides_a_piece_made_again, with
+    ``_updatedAt`` as Sanity stamps it: to the second. The deletion's worker asks Sanity at
+    06:00:00.400 and hears "gone"; the studio restores the piece at 06:00:00.700 (stamped
+    06:00:00) and the restore's worker writes it first. Before, the restore, stamped before
+    the moment Sanity was asked, was taken for an edit the deletion came after: the piece was
+    hidden until its next edit (found by review). An edit of the second Sanity was asked in
+    can't be told apart: nothing is hidden, the change is tried again, and Sanity's next
+    answer settles it."""
+    collections, products = documents
+    page = [stamped(doc, EDITED) for doc in products]
+    sync(app, collections, page)
+    target = page[2]
+    restored = {**stamped(target, "2026-12-07T06:00:00Z"), "_rev": "restored"}
+
+    def gone_while_restored(doc_id: str) -> None:
+        written_elsewhere(app, restored)  # the restore's webhook, applied by another worker
+        return None  # what Sanity answered this worker when it asked: deleted
+
+    asked = datetime(2026, 12, 7, 6, 0, 0, 400000, tzinfo=UTC)
+    with time_machine.travel(asked, tick=False):
+        outcome = apply_recorded_change(app, target["_id"], gone_while_restored, deleted=True)
+
+    assert outcome == "failed"
+    assert published(app, target["_id"]) is True
+
+    in_sanity = restored if next_answer == "the piece restored" else None
+    with app.app_context():
+        report = catalog_changes.apply_due(
+            db.session,
+            fetch=lambda _id: copy.deepcopy(in_sanity),
+            currency="GBP",
+            now=catalog_changes.EVERYTHING,
+        )
+        db.session.remove()
+    assert report.applied == 1
+    assert published(app, target["_id"]) is (in_sanity is not None)

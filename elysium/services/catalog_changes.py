@@ -165,9 +165,11 @@ def apply_change(session: AnySession, change: Due, *, fetch: Fetch, currency: st
     a deletion announced late, out of order or replayed never hides a piece the studio still
     has. A document of which the shop holds another edit of the same second (which is the
     later can't be told from their stamps) is fetched once more: asked after the row was read,
-    Sanity answers the later, written unless the row was written again meanwhile. Returns what
-    happened (``created``, ``updated``, ``unchanged``, ``unpublished``, ``skipped``,
-    ``failed``), or None when another applier has it."""
+    Sanity answers the later, written unless the row was written again meanwhile. A "gone"
+    heard within the second of the edit the row holds hides nothing: the change is tried
+    again later, and Sanity's next answer settles it. Returns what happened (``created``,
+    ``updated``, ``unchanged``, ``unpublished``, ``skipped``, ``failed``), or None when
+    another applier has it."""
     if not _claim(session, change):
         return None
     try:
@@ -178,12 +180,17 @@ def apply_change(session: AnySession, change: Due, *, fetch: Fetch, currency: st
             outcome = _fetched_and_applied(
                 session, change.document_id, fetch, currency, conflict.row
             )
-    except (catalog_sync.NotInTheShopYetError, catalog_sync.SameSecondError) as error:
-        # Its collection's own change is on its way, or the row was written again while
-        # Sanity was asked once more: tried again, as after an outage.
+    except (
+        catalog_sync.NotInTheShopYetError,
+        catalog_sync.SameSecondError,
+        catalog_sync.DeletedInTheSameSecondError,
+    ) as error:
+        # Its collection's own change is on its way, the row was written again while Sanity
+        # was asked once more, or Sanity said "gone" within the second of the edit the row
+        # holds: tried again, as after an outage, and Sanity's next answer settles it.
         session.rollback()
-        logger.info("Sanity document %s waits: %s", change.document_id, error.reason)
-        _failed(session, change.id, change.version, error.reason)
+        logger.info("Sanity document %s waits: %s", change.document_id, error)
+        _failed(session, change.id, change.version, str(error))
         return "failed"
     except catalog_sync.InvalidDocumentError as error:
         logger.warning("Sanity document %s skipped: %s", change.document_id, error.reason)

@@ -84,6 +84,13 @@ class SameSecondError(InvalidDocumentError):
         self.row = row
 
 
+class DeletedInTheSameSecondError(Exception):
+    """Sanity answered that the document is gone, asked within the second the edit the shop
+    holds is stamped with: whether it deleted that edit, or the edit (the piece restored) came
+    after its answer, can't be told. Nothing is hidden: the change is tried again, and
+    Sanity's next answer settles it."""
+
+
 @dataclass
 class Skipped:
     doc_id: str
@@ -702,9 +709,13 @@ def unpublish_deleted(session: AnySession, doc_id: str, *, asked_at: datetime) -
     collection) kept for it, and keep the deletion as its last edit, stamped with the second
     Sanity was asked in (as Sanity stamps) and :data:`DELETED_REVISION`. A copy edited before
     that, whose answer comes late (an applier's, an hourly sync's page), is then older and not
-    written; one edited after it (the piece restored in the studio) is. Not a row holding an
-    edit made after Sanity was asked: the studio restored the piece meanwhile, and its webhook
-    wrote it. True if it was published until now. Commits."""
+    written; one edited after it (the piece restored in the studio) is. True if it was
+    published until now. Commits.
+
+    Only a row whose edit is stamped before the second Sanity was asked in: one edited after
+    Sanity was asked was restored meanwhile, and its webhook wrote it. One edited within that
+    second, before Sanity was asked or after, can't be told apart:
+    :class:`DeletedInTheSameSecondError`, nothing hidden."""
     deleted_at = asked_at.replace(microsecond=0)
     hidden = False
     for model in (Product, Collection):
@@ -717,10 +728,14 @@ def unpublish_deleted(session: AnySession, doc_id: str, *, asked_at: datetime) -
             .where(model.id == row_id)
             .with_for_update()
         ).one()
-        if written is not None and written > asked_at:
-            continue  # edited after Sanity was asked: restored meanwhile
-        if written_revision == DELETED_REVISION and written >= deleted_at:
-            continue  # this deletion, or one heard in that second, is kept already
+        if written is not None and written >= deleted_at:
+            if written_revision == DELETED_REVISION or written > asked_at:
+                continue  # deleted in that second already, or restored after Sanity was asked
+            session.rollback()
+            raise DeletedInTheSameSecondError(
+                f"gone when asked at {asked_at.isoformat()}, in the second of the edit the "
+                f"shop holds (revision {written_revision}): left to Sanity's next answer"
+            )
         session.execute(
             update(model)
             .where(model.id == row_id)
