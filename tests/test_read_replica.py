@@ -322,6 +322,11 @@ def timed_page(app: Flask, path: str, give_up_after: float = 15) -> tuple[int, f
     return answered[0], time.monotonic() - started
 
 
+# How long the hanging replica is waited for: long enough that a page not waiting for it can't
+# be taken for one that did, on a loaded machine.
+REPLICA_WAIT = 3
+
+
 def test_a_replica_that_stops_answering_mid_page_leaves_the_page_to_the_primary(shop: Shop):
     """A replica (or the network to it) that hangs: a connection taken from the pool sent its
     query and waited for ever, the worker killed by gunicorn's timeout (and, with threads,
@@ -331,7 +336,7 @@ def test_a_replica_that_stops_answering_mid_page_leaves_the_page_to_the_primary(
         shop_through(
             shop,
             replica_url=f"postgresql://{OWNER}@127.0.0.1:{proxy.port}/{DATABASE}",
-            DATABASE_REPLICA_TIMEOUT_SECONDS=1,
+            DATABASE_REPLICA_TIMEOUT_SECONDS=REPLICA_WAIT,
             DATABASE_REPLICA_MAX_LAG_SECONDS=0,
         ) as app,
     ):
@@ -342,10 +347,12 @@ def test_a_replica_that_stops_answering_mid_page_leaves_the_page_to_the_primary(
 
         status, took = timed_page(app, f"/shop/{PIECE}")
         assert status == 200
-        assert took < 5
-        for path in ("/shop", "/", f"/collections/{COLLECTION}"):  # the primary, at once
+        assert took < REPLICA_WAIT + 4
+        # The primary, without waiting for the replica again: each page well within the
+        # replica's wait (a page drawn afresh on a loaded machine can take most of a second).
+        for path in ("/shop", "/", f"/collections/{COLLECTION}"):
             status, took = timed_page(app, path)
-            assert (status, took < 1) == (200, True), path
+            assert (status, took < REPLICA_WAIT - 0.5) == (200, True), path
 
 
 def test_a_replica_that_fails_a_statement_leaves_it_to_the_primary(shop: Shop):
