@@ -784,6 +784,28 @@ def test_the_reference_comes_from_the_session_never_the_address(client, app, cat
     assert "B04242" not in page.html
 
 
+def test_a_guest_where_a_session_ended_elsewhere_sees_her_thank_you_page(
+    app, client, auth, catalogue
+):
+    """Ada's session on a shared computer ends from her phone; Grace, a guest there, sends a
+    request and was sent back to an empty form (and would send it again): her thank-you note
+    in the session was taken for Ada's and cleared with the ended session (found by
+    review)."""
+    auth.create_user()
+    auth.login()
+    client.get("/account")
+    phone = ShopClient(app)
+    phone.submit("/auth/login", {"email": "ada@example.com", "password": PASSWORD})
+    assert phone.submit("/account", {}, action="/auth/logout").status_code == 303
+
+    assert send(client, app, email="grace@example.com", name="Grace Hopper").status_code == 303
+    thanks = client.get("/bespoke/thanks")
+
+    assert thanks.status_code == 200, thanks.headers.get("Location")
+    assert "We have sent a copy to grace@example.com" in page_text(thanks)
+    assert client.get("/account").status_code == 303
+
+
 @pytest.mark.parametrize("on_her_phone", ["signed out", "new password"])
 def test_a_request_sent_signed_in_is_not_shown_once_the_session_ended_on_another_device(
     app, client, auth, catalogue, on_her_phone

@@ -1775,6 +1775,33 @@ def test_a_deposit_paid_on_a_shared_computer_is_not_shown_once_her_session_ended
     assert shared.get("/account/commissions").status_code == 303
 
 
+def test_a_guest_paying_her_deposit_where_a_session_ended_elsewhere_sees_her_order(
+    shop: Shop, app: Flask
+) -> None:
+    """Ada's session on a shared computer ends from her phone; Grace, a guest there, pays
+    the deposit of her own commission. Back from Stripe she was told only that an order was
+    received: what she wrote in the session (the deposit she went to pay) was taken for
+    Ada's and cleared with the ended session (found by review)."""
+    lead_id = make_lead(app, user=False)
+    send(staff_client(shop.app), lead_id)
+    link = quote_link(app)
+    with app.app_context():
+        create_user("ada@example.com")
+        db.session.remove()
+    shared = shop.client()
+    shared.submit("/auth/login", {"email": "ada@example.com", "password": PASSWORD})
+    shared.get("/account")
+    phone = shop.client()
+    phone.submit("/auth/login", {"email": "ada@example.com", "password": PASSWORD})
+    assert phone.submit("/account", {}, action="/auth/logout").status_code == 303
+
+    session_id = session_id_from(pay_button(shared, link).location)
+    shop.fake.pay(session_id)
+
+    assert "300.02" in page_text(shared.get(f"/checkout/success?session_id={session_id}"))
+    assert shared.get("/account").status_code == 303  # Ada's session stays ended
+
+
 def test_a_commission_won_another_way_is_told_to_its_client_as_under_way(
     shop: Shop, app: Flask
 ) -> None:

@@ -12,6 +12,7 @@ from flask import (
     Response,
     after_this_request,
     current_app,
+    g,
     redirect,
     request,
     session,
@@ -42,8 +43,14 @@ def load_user(identity: str) -> User | None:
     live on for as long as the replica lags. Nor does the rest of it: this browser's session
     is cleared as signing out clears it (:func:`_session_ended`)."""
     user = _user_of(identity)
-    if user is None and _holds_more_than_signing_in():
-        _session_ended()
+    if user is None:
+        if _holds_more_than_signing_in():
+            _session_ended()
+        else:
+            # Left unwritten; but should this request write the session all the same (a
+            # guest using the browser now: a deposit to pay, a request sent), the ended
+            # identity goes, so what the guest writes is never taken for the account's.
+            g.ended_identity = identity
     return user
 
 
@@ -227,6 +234,9 @@ class PublicAwareSessionInterface(SecureCookieSessionInterface):
         return self.session_class(data)
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        if session.modified and session.get("_user_id") == g.get("ended_identity", False):
+            for key in SESSION_KEYS | {REMEMBERED_UNTIL}:
+                session.pop(key, None)
         super().save_session(app, session, response)
         public = "public" in response.headers.get("Cache-Control", "").lower()
         if public and "Set-Cookie" not in response.headers:
