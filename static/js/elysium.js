@@ -9,6 +9,9 @@
  *      then into the out-of-band updates (a new address card, the empty wishlist);
  *   3. the nearest [data-focus-after-swap] element before the place that changed (the page's
  *      or the list's heading, when a card simply went away).
+ * A swap asked for while nothing had the focus (a slot filled as it scrolls into view, the back
+ * office's counts refreshed on a timer) took no focus away, so it gives none: moving it would
+ * scroll the page back to the mark under the reader's eyes.
  * The live region (#messages) says what changed; the focus only says where to carry on.
  * Without JavaScript every action loads a full page, and nothing here runs.
  */
@@ -17,6 +20,8 @@
 
   var MARK = "[data-focus-after-swap]";
   var swap = null;
+  // What had the focus when each request was sent (before htmx disables its element).
+  var focusAtRequest = new WeakMap();
   // What a swap adds to the page: htmx swaps the out-of-band updates first, announcing each,
   // then the region that was asked for.
   var records = [];
@@ -93,7 +98,7 @@
   }
 
   function restoreFocus(done) {
-    if (!focusLost()) return;
+    if (!done.hadFocus || !focusLost()) return;
     var candidates = invalidFields(done.main.concat(done.outOfBand))
       .concat(within(done.main, MARK))
       .concat(within(done.outOfBand, MARK))
@@ -119,13 +124,22 @@
     }, 0);
   }
 
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    if (!focusLost()) focusAtRequest.set(event.detail.xhr, document.activeElement);
+  });
+
   document.addEventListener("htmx:beforeSwap", function (event) {
     var target = event.detail.target;
     if (!event.detail.shouldSwap || !target) return;
     changes.disconnect();
     records = [];
     changes.observe(document.body, { childList: true, subtree: true });
-    swap = { before: markBefore(target), main: [], outOfBand: [] };
+    swap = {
+      before: markBefore(target),
+      main: [],
+      outOfBand: [],
+      hadFocus: focusAtRequest.has(event.detail.xhr),
+    };
   });
 
   document.addEventListener("htmx:oobAfterSwap", function () {

@@ -11,6 +11,7 @@ from playwright.sync_api import Locator, Page, expect
 
 from elysium.account.routes import ADDRESS_REFUSED
 from tests.browser.test_account import sign_in
+from tests.browser.test_recently_viewed import SHOPPER
 from tests.test_wishlist import save_directly
 
 RING = "/shop/aurelia-solitaire-ring"
@@ -185,3 +186,24 @@ def test_moving_saved_pieces_to_the_bag_keeps_the_focus_in_the_wishlist(
     expect(page.locator("#messages")).to_contain_text("Aurelia Solitaire Ring")
     assert focus_is_in(page, "#wishlist-items") == "Your wishlist is empty."
     expect(page.locator("#bag-count")).to_contain_text("2")
+
+
+def test_scrolling_down_to_recently_viewed_leaves_the_page_and_the_focus_where_they_are(
+    page: Page, catalogue
+):
+    """On a phone, the bag jumped back to its lines (drawn in a focus ring) as the shopper
+    scrolled down to "Recently viewed": the slot's swap, which nobody's focus was in, gave the
+    focus to the mark before it (found by review)."""
+    page.set_extra_http_headers({"User-Agent": SHOPPER})
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(RING)
+    add_directly(page, CHAIN)
+    page.goto("/cart")
+
+    page.mouse.wheel(0, 5000)
+    expect(page.locator("#recently-viewed .recently-viewed__name")).to_have_text(
+        ["Aurelia Fine Chain", "Aurelia Solitaire Ring"]
+    )
+    settled(page)
+    expect(page.locator("body")).to_be_focused()
+    assert page.evaluate("window.scrollY") > 500
