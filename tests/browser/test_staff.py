@@ -218,3 +218,41 @@ def test_the_back_offices_lists_fit_a_phone(
         expect(page.get_by_role("table")).to_be_visible()
     finally:
         context.close()
+
+
+def test_an_order_page_with_a_long_email_address_fits_a_phone(
+    browser, shop_with_payments, live_fake_stripe, catalogue
+):
+    """An order's page was 504 px wide on a 390 px phone when its shopper's email address was
+    long: the link to it, which never broke, set the width of the back office's one column
+    (found by review). Its content also starts at the shop's own margin, as the header does."""
+    shop, base_url = shop_with_payments
+    email = "someone.with.a.very.long.email.address@example.com"
+    client = shop.test_client()
+    client.submit(
+        "/shop/aurelia-fine-chain",
+        {"product": "aurelia-fine-chain", "quantity": "1", "metal": "yellow-gold"},
+        action="/cart/items",
+    )
+    session_id = session_id_from(client.submit("/checkout", {**DETAILS, "email": email}).location)
+    live_fake_stripe.pay(session_id)
+    live_fake_stripe.wait_for_deliveries()
+    with shop.app_context():
+        number = db.session.scalars(
+            db.select(Order.number).where(Order.stripe_checkout_session_id == session_id)
+        ).one()
+        db.session.remove()
+    _, secret = create_staff(shop)
+    context = browser.new_context(base_url=base_url, viewport={"width": 390, "height": 844})
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    try:
+        sign_in_with_second_factor(page, secret)
+        page.goto(f"/staff/orders/{number}")
+        expect(page.get_by_role("link", name=email)).to_be_visible()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        wordmark = page.locator(".site-header .wordmark").bounding_box()
+        heading = page.get_by_role("heading", level=1).bounding_box()
+        assert heading["x"] == wordmark["x"]
+    finally:
+        context.close()
