@@ -1,0 +1,37 @@
+"""Pages keep the shop's margins and measure, at a phone's width and a desktop's (found by
+review: checkout and a quote sat a second gutter further in than the header, and a quote's
+sums ran the width of the page, a label at one end and its figure 1,100 px away)."""
+
+from __future__ import annotations
+
+from playwright.sync_api import Page, expect
+
+from tests.support.staff import staff_client
+from tests.test_quotes import make_lead, quote_link, send
+
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1280, "height": 800}
+
+
+def left_of(page: Page, selector: str) -> float:
+    return page.locator(selector).first.bounding_box()["x"]
+
+
+def test_checkout_starts_at_the_shops_margin(page: Page, catalogue):
+    page.goto("/shop/aurelia-fine-chain")
+    page.get_by_role("button", name="Add to bag").click()
+    expect(page.locator("#bag-count")).to_have_text("1 item")
+    for viewport in (PHONE, DESKTOP):
+        page.set_viewport_size(viewport)
+        page.goto("/checkout")
+        assert left_of(page, "#checkout-form") == left_of(page, ".footer-brand")
+
+
+def test_a_quote_is_one_narrow_column_at_the_shops_margin(page: Page, app, catalogue):
+    send(staff_client(app), make_lead(app, user=False))
+    page.set_viewport_size(DESKTOP)
+    page.goto(quote_link(app))
+    sums = page.locator(".quote-page__sums").bounding_box()
+    assert sums["width"] <= 640
+    page.set_viewport_size(PHONE)
+    assert left_of(page, ".quote-page__sums") == left_of(page, ".footer-brand")
