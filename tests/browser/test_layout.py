@@ -35,3 +35,18 @@ def test_a_quote_is_one_narrow_column_at_the_shops_margin(page: Page, app, catal
     assert sums["width"] <= 640
     page.set_viewport_size(PHONE)
     assert left_of(page, ".quote-page__sums") == left_of(page, ".footer-brand")
+
+
+def test_a_checkout_lines_words_stay_beside_its_picture(page: Page, catalogue):
+    """The summary of the piece and its "made to order" note ran on under the picture."""
+    page.set_viewport_size(PHONE)
+    page.goto("/shop/aurelia-signet-ring")
+    page.get_by_label("Ring size (US)").select_option("6.5")
+    page.get_by_role("button", name="Add to bag").click()
+    expect(page.locator("#bag-count")).to_have_text("1 item")
+    page.goto("/checkout")
+    line = page.locator(".checkout__line")
+    picture = line.locator(".line-art").bounding_box()
+    expect(line.locator("p")).to_have_count(4)
+    for words in line.locator("p").all():
+        assert words.bounding_box()["x"] >= picture["x"] + picture["width"]
