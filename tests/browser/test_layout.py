@@ -50,3 +50,17 @@ def test_a_checkout_lines_words_stay_beside_its_picture(page: Page, catalogue):
     expect(line.locator("p")).to_have_count(4)
     for words in line.locator("p").all():
         assert words.bounding_box()["x"] >= picture["x"] + picture["width"]
+
+
+def test_a_forms_errors_are_set_apart_from_what_follows_them(page: Page):
+    """The bespoke form's own error touched the first label under it, and each field's error
+    the next field's label."""
+    page.set_viewport_size(PHONE)
+    page.goto("/bespoke")
+    page.get_by_role("button", name="Send my request").click()
+    notice = page.locator(".bespoke > .notice--error").bounding_box()
+    name = page.get_by_text("Your name", exact=True).bounding_box()
+    assert name["y"] - (notice["y"] + notice["height"]) >= 16
+    error = page.locator("#error-bespoke-name").bounding_box()
+    email = page.get_by_text("Email", exact=True).bounding_box()
+    assert email["y"] - (error["y"] + error["height"]) >= 12
