@@ -225,7 +225,8 @@ def test_an_order_page_with_a_long_email_address_fits_a_phone(
 ):
     """An order's page was 504 px wide on a 390 px phone when its shopper's email address was
     long: the link to it, which never broke, set the width of the back office's one column
-    (found by review). Its content also starts at the shop's own margin, as the header does."""
+    (found by review). Its content also starts at the shop's own margin, as the header does,
+    and its next steps are set apart (the "Refund" heading touched "Mark fulfilled")."""
     shop, base_url = shop_with_payments
     email = "someone.with.a.very.long.email.address@example.com"
     client = shop.test_client()
@@ -254,5 +255,8 @@ def test_an_order_page_with_a_long_email_address_fits_a_phone(
         wordmark = page.locator(".site-header .wordmark").bounding_box()
         heading = page.get_by_role("heading", level=1).bounding_box()
         assert heading["x"] == wordmark["x"]
+        fulfil = page.get_by_role("button", name="Mark fulfilled").bounding_box()
+        refund = page.get_by_text("Refund through Stripe", exact=True).bounding_box()
+        assert refund["y"] - (fulfil["y"] + fulfil["height"]) >= 24
     finally:
         context.close()
