@@ -51,12 +51,15 @@ def test_add_a_configured_ring_and_see_the_count_change(page: Page, catalogue, j
 
 
 def test_a_ring_without_a_size_is_explained_next_to_the_field(page: Page, catalogue, javascript):
+    """The field is outlined in the error's red with JavaScript too, where only the messages are
+    swapped in (it was not: found by review)."""
     page.goto("/shop/aurelia-solitaire-ring")
     page.get_by_label("Engraving").fill("Always")
     if javascript:
         expect(page.locator(".price-total__amount")).to_have_text("£1,945")
     page.get_by_role("button", name="Add to bag").click()
     expect(page.locator("#error-size")).to_have_text("Choose your ring size.")
+    expect(page.get_by_label("Ring size (US)")).to_have_css("border-top-color", "rgb(155, 44, 44)")
     expect(page.get_by_label("Engraving")).to_have_value("Always")
     expect(page.locator("#bag-count")).to_have_text("0 items")
 
