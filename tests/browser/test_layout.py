@@ -64,3 +64,26 @@ def test_a_forms_errors_are_set_apart_from_what_follows_them(page: Page):
     error = page.locator("#error-bespoke-name").bounding_box()
     email = page.get_by_text("Email", exact=True).bounding_box()
     assert email["y"] - (error["y"] + error["height"]) >= 12
+
+
+def test_checkouts_field_errors_are_set_apart_from_the_next_field(
+    browser, javascript, shop_with_payments, catalogue
+):
+    """In checkout's fieldsets the fields had nothing between them but the line kept for an
+    error: "Enter the full name." sat against the "Company" label under it."""
+    _, base_url = shop_with_payments
+    context = browser.new_context(java_script_enabled=javascript, base_url=base_url, viewport=PHONE)
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    try:
+        page.goto("/shop/aurelia-fine-chain")
+        page.get_by_role("button", name="Add to bag").click()
+        expect(page.locator("#bag-count")).to_have_text("1 item")
+        page.goto("/checkout")
+        page.get_by_role("button", name="Continue to secure payment").click()
+        error = page.locator("#error-shipping-full_name")
+        expect(error).to_have_text("Enter the full name.")
+        company = page.locator("label[for=shipping-company]").bounding_box()
+        assert company["y"] - (error.bounding_box()["y"] + error.bounding_box()["height"]) >= 12
+    finally:
+        context.close()
