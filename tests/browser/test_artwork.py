@@ -9,6 +9,10 @@ import time
 
 from playwright.sync_api import Page, expect
 
+from tests.support.databases import SAME_ON_EITHER_DATABASE
+
+pytestmark = SAME_ON_EITHER_DATABASE
+
 RING = "aurelia-solitaire-ring"
 
 

@@ -22,6 +22,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.conftest import PASSWORD, PROJECT_ROOT, AuthActions
+from tests.support.databases import SAME_ON_EITHER_DATABASE
 
 AXE_VERSION = "4.14.1"
 AXE_INTEGRITY = (  # `npm view axe-core@4.14.1 dist.integrity`
@@ -139,10 +140,7 @@ class Audit:
         self(name or path)
 
 
-@pytest.mark.skipif(
-    bool(os.environ.get("TEST_DATABASE_URL")),
-    reason="the pages' markup is the same on either database; the SQLite run covers it",
-)
+@SAME_ON_EITHER_DATABASE
 def test_every_shopper_page_passes_axe_at_desktop_and_phone_widths(
     browser, shop_with_payments, catalogue, axe_source
 ):

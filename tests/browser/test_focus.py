@@ -12,7 +12,10 @@ from playwright.sync_api import Locator, Page, expect
 from elysium.account.routes import ADDRESS_REFUSED
 from tests.browser.test_account import sign_in
 from tests.browser.test_recently_viewed import SHOPPER
+from tests.support.databases import SAME_ON_EITHER_DATABASE
 from tests.test_wishlist import save_directly
+
+pytestmark = SAME_ON_EITHER_DATABASE
 
 RING = "/shop/aurelia-solitaire-ring"
 CHAIN = "/shop/aurelia-fine-chain"

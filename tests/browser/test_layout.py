@@ -6,8 +6,11 @@ from __future__ import annotations
 
 from playwright.sync_api import Page, expect
 
+from tests.support.databases import SAME_ON_EITHER_DATABASE
 from tests.support.staff import staff_client
 from tests.test_quotes import make_lead, quote_link, send
+
+pytestmark = SAME_ON_EITHER_DATABASE
 
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 800}

@@ -7,6 +7,9 @@ from __future__ import annotations
 from playwright.sync_api import Locator, Page, expect
 
 from tests.browser.test_account import sign_in
+from tests.support.databases import SAME_ON_EITHER_DATABASE
+
+pytestmark = SAME_ON_EITHER_DATABASE
 
 PHONE = {"width": 390, "height": 844}
 CATEGORIES = ["Rings", "Necklaces", "Earrings", "Bracelets", "All pieces"]

@@ -13,6 +13,7 @@ from elysium.extensions import db
 from elysium.models import Order, OrderStatus
 from tests.conftest import PASSWORD, link_in, sent_emails
 from tests.support.checkout import DETAILS, session_id_from
+from tests.support.databases import SAME_ON_EITHER_DATABASE
 from tests.support.orders import pending_chain_order
 from tests.support.staff import STAFF_EMAIL, create_staff, staff_client
 from tests.test_staff_fulfilment import act
@@ -190,6 +191,7 @@ def test_staff_give_back_a_bank_payment_that_came_after_they_cancelled_the_order
     assert given == [65000]
 
 
+@SAME_ON_EITHER_DATABASE
 def test_the_back_offices_lists_fit_a_phone(
     browser, javascript, shop_with_payments, live_fake_stripe, catalogue
 ):

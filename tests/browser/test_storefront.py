@@ -6,6 +6,12 @@ import re
 
 from playwright.sync_api import Page, expect
 
+from tests.support.databases import SAME_ON_EITHER_DATABASE
+
+# Browsing, filtering and searching as a browser does them; the answers' SQL is tested on both
+# databases by the shop's own tests (tests/test_shop.py).
+pytestmark = SAME_ON_EITHER_DATABASE
+
 
 def mark_page(page: Page, javascript: bool) -> None:
     """Tag the window so we can tell a page that updated in place from one that reloaded."""
