@@ -301,6 +301,24 @@ def test_a_double_click_on_sign_in_brings_the_guest_bag_once_and_keeps_it(
     assert "changed in another window" not in page_text(page)
 
 
+def check_out_as_another_tab_signs_in(shop_app, client):
+    """The guest's checkout, sent as another tab of the same browser signs in (just before
+    the checkout freezes the bag): its answer, and that other tab."""
+    client.get("/checkout")
+    tab = same_browser(shop_app, client)
+
+    def the_other_tab_signs_in() -> None:
+        assert AuthActions(shop_app, tab).login().status_code == 303
+
+    def freezing(statement: str) -> bool:
+        return statement.startswith("UPDATE carts SET frozen_at")
+
+    with meanwhile(shop_app, freezing, lambda: in_another_window(the_other_tab_signs_in)) as ran:
+        answer = check_out(client)
+    assert ran
+    return answer, tab
+
+
 def test_a_checkout_begun_as_another_tab_signs_in_sends_the_shopper_back_to_the_bag(shop):
     """A guest goes to payment in one tab just as another tab signs in, moving the guest's
     bag into the account's: the checkout said the bag was already being paid for, and offered
@@ -313,19 +331,8 @@ def test_a_checkout_begun_as_another_tab_signs_in_sends_the_shopper_back_to_the_
     auth.logout()
     client = shop.client()
     add_chain(client)
-    client.get("/checkout")
-    tab = same_browser(shop_app, client)
+    answer, _ = check_out_as_another_tab_signs_in(shop_app, client)
 
-    def the_other_tab_signs_in() -> None:
-        assert AuthActions(shop_app, tab).login().status_code == 303
-
-    def freezing(statement: str) -> bool:
-        return statement.startswith("UPDATE carts SET frozen_at")
-
-    with meanwhile(shop_app, freezing, lambda: in_another_window(the_other_tab_signs_in)) as ran:
-        answer = check_out(client)
-
-    assert ran
     assert answer.status_code == 303
     assert answer.location.endswith("/cart")
     page = page_text(client.get("/cart"))
@@ -346,19 +353,8 @@ def test_a_guest_checkout_as_another_tab_signs_in_never_freezes_the_accounts_bag
     client = shop.client()
     user_id = AuthActions(shop_app, client).create_user()
     add_chain(client)
-    client.get("/checkout")
-    tab = same_browser(shop_app, client)
+    answer, tab = check_out_as_another_tab_signs_in(shop_app, client)
 
-    def the_other_tab_signs_in() -> None:
-        assert AuthActions(shop_app, tab).login().status_code == 303
-
-    def freezing(statement: str) -> bool:
-        return statement.startswith("UPDATE carts SET frozen_at")
-
-    with meanwhile(shop_app, freezing, lambda: in_another_window(the_other_tab_signs_in)) as ran:
-        answer = check_out(client)
-
-    assert ran
     assert (answer.status_code, answer.location) == (303, "/cart")
     with shop_app.app_context():
         assert db.session.scalars(select(Order)).all() == []

@@ -54,6 +54,16 @@ def sign_in_with_second_factor(page, secret: str) -> None:
     expect(page).to_have_url(re.compile("/staff$"))
 
 
+def order_number_of(shop, session_id: str) -> str:
+    """The number of the order paid through the Checkout Session ``session_id``."""
+    with shop.app_context():
+        number = db.session.scalars(
+            db.select(Order.number).where(Order.stripe_checkout_session_id == session_id)
+        ).one()
+        db.session.remove()
+    return number
+
+
 def test_staff_fulfil_and_ship_a_paid_order_and_the_shopper_sees_it(
     browser, javascript, shop_with_payments, live_fake_stripe, catalogue
 ):
@@ -156,11 +166,7 @@ def test_staff_give_back_a_bank_payment_that_came_after_they_cancelled_the_order
     session_id = checked_out(shop)
     fake.pay_later(session_id)
     fake.wait_for_deliveries()
-    with shop.app_context():
-        number = db.session.scalars(
-            db.select(Order.number).where(Order.stripe_checkout_session_id == session_id)
-        ).one()
-        db.session.remove()
+    number = order_number_of(shop, session_id)
 
     context = browser.new_context(java_script_enabled=javascript, base_url=base_url)
     context.set_default_timeout(10_000)
@@ -240,11 +246,7 @@ def test_an_order_page_with_a_long_email_address_fits_a_phone(
     session_id = session_id_from(client.submit("/checkout", {**DETAILS, "email": email}).location)
     live_fake_stripe.pay(session_id)
     live_fake_stripe.wait_for_deliveries()
-    with shop.app_context():
-        number = db.session.scalars(
-            db.select(Order.number).where(Order.stripe_checkout_session_id == session_id)
-        ).one()
-        db.session.remove()
+    number = order_number_of(shop, session_id)
     _, secret = create_staff(shop)
     context = browser.new_context(base_url=base_url, viewport={"width": 390, "height": 844})
     context.set_default_timeout(10_000)
